@@ -1,0 +1,423 @@
+//! Stack and block sections → per-layer sublayer lists: `layers = n` with sublayers written
+//! in the stack, or `stack = [a * 3, b] * 8` over blocks elaborated in the model's scope.
+
+use super::ctor::{ArgTy, CtorDef};
+use super::record::{RecordId, Written};
+use super::typed::{Elaborator, Sec};
+use crate::ast::{BinOp, Expr, ExprKind};
+use crate::diag::{did_you_mean, Diagnostic};
+use crate::source::Span;
+use crate::spec::*;
+
+/// The sublayer kinds, as written.
+pub const SUBLAYERS: &[&str] = &["attention", "cross_attention", "mlp", "mamba", "time_mix", "channel_mix", "ssm", "ttt"];
+
+/// More layers than this is certainly a mistake, and would exhaust memory.
+const MAX_LAYERS: u64 = 100_000;
+
+const MASKS: &[CtorDef] = &[
+    CtorDef { name: "causal", args: &[] },
+    CtorDef { name: "bidirectional", args: &[] },
+    CtorDef { name: "sliding", args: &[("window", ArgTy::Count)] },
+];
+
+const ACTIVATIONS: &[&str] = &["gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu", "reglu"];
+
+/// Model-wide values a stack needs.
+pub struct StackCx {
+    pub d_model: u64,
+    pub context: u64,
+    pub position: Position,
+    pub position_span: Option<Span>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum StackKind {
+    Encoder,
+    Decoder,
+    /// The decoder of an encoder-decoder model: it may hold `cross_attention`.
+    CrossDecoder,
+}
+
+impl<'a> Elaborator<'a> {
+    pub fn read_stack(&mut self, parent: &Sec, name: &'static str, cx: &StackCx, kind: StackKind) -> Option<Stack> {
+        let mut sec = self.subsection(parent, name)?;
+        sec.known_sections = SUBLAYERS.to_vec();
+        let share = match self.word_field(&mut sec, "share", &["none", "all"]) {
+            Some(("all", _)) => Share::All,
+            _ => Share::None,
+        };
+        let layers = match self.binding(&mut sec, "stack") {
+            Some(b) => self.stack_of_blocks(&mut sec, b.expr, b.span, cx, kind),
+            None => {
+                let n = self.int_req(&mut sec, "layers", 1);
+                let sublayers = self.read_sublayers(&sec, cx, kind);
+                if n > MAX_LAYERS {
+                    self.too_many_layers(sec.span, n);
+                    None
+                } else if sublayers.is_empty() {
+                    let d = Diagnostic::error(sec.span, format!("`{name}` has no sublayers"))
+                        .with_label("a layer needs at least one sublayer")
+                        .with_help("add e.g. `attention { heads = … }` and `mlp { hidden = … }`, or `stack = [...]`");
+                    self.diags.push(d);
+                    None
+                } else {
+                    Some(vec![Layer { block: None, sublayers }; n as usize])
+                }
+            }
+        };
+        self.finish_section(&sec);
+        let layers = layers?;
+        if share == Share::All && layers.windows(2).any(|w| w[0].sublayers != w[1].sublayers) {
+            let d = Diagnostic::error(sec.span, "`share = all` needs identical layers")
+                .with_label("this stack mixes different layers")
+                .with_help("one set of weights can only serve layers of the same shape");
+            self.diags.push(d);
+        }
+        Some(Stack { share, layers })
+    }
+
+    fn too_many_layers(&mut self, span: Span, n: u64) {
+        let d = Diagnostic::error(span, format!("{n} layers is too many"))
+            .with_label(format!("at most {MAX_LAYERS} layers"));
+        self.diags.push(d);
+    }
+
+    fn stack_of_blocks(&mut self, sec: &mut Sec, expr: &'a Expr, span: Span, cx: &StackCx, kind: StackKind) -> Option<Vec<Layer>> {
+        let mut clash = false;
+        if let Some(b) = self.binding(sec, "layers") {
+            let d = Diagnostic::error(b.span, "`layers` cannot be written beside `stack`")
+                .with_label("the stack's length is the number of layers")
+                .with_related(span, "the stack");
+            self.diags.push(d);
+            clash = true;
+        }
+        let written: Vec<(String, Span)> =
+            self.recs.all[sec.id].sections.iter().map(|(n, _, s)| (n.clone(), *s)).collect();
+        for (n, s) in written.iter().filter(|(n, _)| SUBLAYERS.contains(&n.as_str())) {
+            let d = Diagnostic::error(*s, format!("sublayer `{n}` cannot be written beside `stack`"))
+                .with_label("put it in a block")
+                .with_related(span, "the stack");
+            self.diags.push(d);
+            clash = true;
+        }
+        let blocks = self.block_list(expr, &sec.scope.clone())?;
+        if blocks.is_empty() {
+            self.diags.push(Diagnostic::error(expr.span, "the stack is empty").with_label("needs at least one block"));
+            return None;
+        }
+        let root = sec.scope[0];
+        let mut layers = Vec::with_capacity(blocks.len());
+        for (name, use_span) in blocks {
+            let sublayers = self.block_sublayers(&name, use_span, root, cx, kind)?;
+            layers.push(Layer { block: Some(name), sublayers });
+        }
+        (!clash).then_some(layers)
+    }
+
+    /// Evaluates `stack`: block names, lists (which flatten) and repetition `x * n`.
+    fn block_list(&mut self, expr: &'a Expr, scope: &[RecordId]) -> Option<Vec<(String, Span)>> {
+        match &expr.kind {
+            ExprKind::Name(n) if self.prog.block_item(n).is_some() => Some(vec![(n.clone(), expr.span)]),
+            ExprKind::Name(n) => {
+                let mut d = Diagnostic::error(expr.span, format!("no block named `{n}`")).with_label("not a block");
+                d = d.with_help_opt(did_you_mean(n, self.prog.defs.blocks.keys().map(String::as_str)));
+                self.diags.push(d);
+                None
+            }
+            ExprKind::Paren(inner) => self.block_list(inner, scope),
+            ExprKind::List(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    out.extend(self.block_list(item, scope)?);
+                    if out.len() as u64 > MAX_LAYERS {
+                        self.too_many_layers(expr.span, out.len() as u64);
+                        return None;
+                    }
+                }
+                Some(out)
+            }
+            ExprKind::Binary { op: BinOp::Mul, lhs, rhs } => {
+                let (blocks, count) = if self.is_blockish(lhs) { (lhs, rhs) } else { (rhs, lhs) };
+                let part = self.block_list(blocks, scope)?;
+                let value = self.eval(count, scope)?;
+                let n = match self.integral(&value) {
+                    Some(n) if n >= 0 => n as u64,
+                    _ => {
+                        let d = Diagnostic::error(count.span, format!("a repeat count must be an integer ≥ 0, found {value}"))
+                            .with_label("repeat count");
+                        self.diags.push(d);
+                        return None;
+                    }
+                };
+                let total = (part.len() as u64).saturating_mul(n);
+                if total > MAX_LAYERS {
+                    self.too_many_layers(expr.span, total);
+                    return None;
+                }
+                Some(part.iter().cloned().cycle().take(total as usize).collect())
+            }
+            _ => {
+                let d = Diagnostic::error(expr.span, "expected a block, a list of blocks, or `x * n`")
+                    .with_label("not a stack")
+                    .with_help("e.g. `stack = [mamba_mlp * 3, attn_mlp] * 8`");
+                self.diags.push(d);
+                None
+            }
+        }
+    }
+
+    fn is_blockish(&self, expr: &Expr) -> bool {
+        match &expr.kind {
+            ExprKind::Name(n) => self.prog.block_item(n).is_some(),
+            ExprKind::List(_) => true,
+            ExprKind::Paren(inner) => self.is_blockish(inner),
+            ExprKind::Binary { op: BinOp::Mul, lhs, rhs } => self.is_blockish(lhs) || self.is_blockish(rhs),
+            _ => false,
+        }
+    }
+
+    /// The sublayers of a block, elaborated in the using model's scope (once per model).
+    fn block_sublayers(&mut self, name: &str, use_span: Span, root: RecordId, cx: &StackCx, kind: StackKind) -> Option<Vec<Sublayer>> {
+        let key = format!("{kind:?}/{name}");
+        if let Some(cached) = self.block_cache.get(&key) {
+            return cached.clone();
+        }
+        let item = self.prog.block_item(name)?;
+        let id = self.recs.new_record();
+        let mut written = Written::default();
+        self.recs.apply(id, &item.members, &[], &mut written, &mut self.diags);
+        let sec = Sec {
+            id,
+            scope: vec![root, id],
+            what: format!("block `{name}`"),
+            span: item.name.span,
+            known: Vec::new(),
+            known_sections: SUBLAYERS.to_vec(),
+        };
+        let errors_before = self.diags.len();
+        let sublayers = self.read_sublayers(&sec, cx, kind);
+        self.finish_section(&sec);
+        if sublayers.is_empty() {
+            let d = Diagnostic::error(item.name.span, format!("block `{name}` has no sublayers"))
+                .with_label("empty block")
+                .with_related(use_span, "used here");
+            self.diags.push(d);
+        }
+        let ok = self.diags[errors_before..].iter().all(|d| !d.is_error());
+        let result = ok.then_some(sublayers);
+        self.block_cache.insert(key, result.clone());
+        result
+    }
+
+    /// Reads the sublayer sections of a stack or block, in the order written.
+    fn read_sublayers(&mut self, container: &Sec, cx: &StackCx, kind: StackKind) -> Vec<Sublayer> {
+        let names: Vec<String> = self.recs.all[container.id].sections.iter().map(|(n, _, _)| n.clone()).collect();
+        let mut out = Vec::new();
+        for name in names {
+            let Some(&kind_name) = SUBLAYERS.iter().find(|s| **s == name) else { continue };
+            let Some(mut sec) = self.subsection(container, kind_name) else { continue };
+            let sub = match kind_name {
+                "attention" => self.attention(&mut sec, cx, kind).map(Sublayer::Attention),
+                "cross_attention" => self.cross_attention(&mut sec, cx, kind).map(Sublayer::CrossAttention),
+                "mlp" => Some(Sublayer::Mlp(self.mlp(&mut sec))),
+                "mamba" => Some(Sublayer::Mamba(self.mamba(&mut sec, cx))),
+                "time_mix" => Some(Sublayer::TimeMix(TimeMix {})),
+                "channel_mix" => Some(Sublayer::ChannelMix(ChannelMix {
+                    hidden: self.int_opt(&mut sec, "hidden", 1).ok().flatten().unwrap_or(4 * cx.d_model),
+                })),
+                "ssm" => self.ssm(&mut sec).map(Sublayer::Ssm),
+                _ => self.ttt(&mut sec, cx).map(Sublayer::Ttt),
+            };
+            self.finish_section(&sec);
+            out.extend(sub);
+        }
+        out
+    }
+
+    fn attention(&mut self, sec: &mut Sec, cx: &StackCx, kind: StackKind) -> Option<Attention> {
+        let (heads, kv_heads, head_dim, bias, scale) = self.attention_common(sec, cx)?;
+        let default_mask = if kind == StackKind::Encoder { Mask::Bidirectional } else { Mask::Causal };
+        let scope = sec.scope.clone();
+        let mask = match self.binding(sec, "mask") {
+            None => default_mask,
+            Some(b) => match self.ctor(b.expr, MASKS, "mask", &scope)? {
+                c if c.name == "causal" => Mask::Causal,
+                c if c.name == "bidirectional" => Mask::Bidirectional,
+                c => {
+                    let window = c.int("window", 0);
+                    if !c.has("window") {
+                        let d = Diagnostic::error(c.span, "`sliding` needs a window")
+                            .with_label("no window")
+                            .with_help("write `sliding(window = 256)`");
+                        self.diags.push(d);
+                        return None;
+                    }
+                    if window > cx.context {
+                        let d = Diagnostic::error(c.arg_span("window"), format!("sliding window {window} is larger than `context` ({})", cx.context))
+                            .with_label("window larger than the context")
+                            .with_help("a window at least as long as the context is plain causal attention: write `mask = causal`");
+                        self.diags.push(d);
+                        return None;
+                    }
+                    Mask::Sliding { window }
+                }
+            },
+        };
+        self.check_rope(sec.span, head_dim, cx);
+        Some(Attention { heads, kv_heads, head_dim, mask, bias, scale })
+    }
+
+    fn cross_attention(&mut self, sec: &mut Sec, cx: &StackCx, kind: StackKind) -> Option<CrossAttention> {
+        let common = self.attention_common(sec, cx);
+        if kind != StackKind::CrossDecoder {
+            let d = Diagnostic::error(sec.span, "`cross_attention` outside the decoder of an encoder-decoder model")
+                .with_label("nothing to attend to here")
+                .with_help("cross-attention reads the encoder's output: it belongs in `decoder` of a model that also has an `encoder`");
+            self.diags.push(d);
+            return None;
+        }
+        let (heads, kv_heads, head_dim, bias, scale) = common?;
+        Some(CrossAttention { heads, kv_heads, head_dim, bias, scale })
+    }
+
+    /// heads, kv_heads, head_dim, bias, scale — shared by self- and cross-attention.
+    fn attention_common(&mut self, sec: &mut Sec, cx: &StackCx) -> Option<(u64, u64, u64, AttnBias, f64)> {
+        let heads = self.int_req(sec, "heads", 1);
+        let kv = self.int_opt(sec, "kv_heads", 1);
+        let head_dim = match self.int_opt(sec, "head_dim", 1) {
+            Ok(Some(h)) => h,
+            Ok(None) if cx.d_model % heads == 0 => cx.d_model / heads,
+            Ok(None) => {
+                let d = Diagnostic::error(sec.span, format!("`d_model` ({}) is not divisible by `heads` ({heads})", cx.d_model))
+                    .with_label("the default `head_dim = d_model / heads` does not divide")
+                    .with_help("set `head_dim` explicitly, or change `heads`");
+                self.diags.push(d);
+                1
+            }
+            Err(()) => 1,
+        };
+        let kv_heads = match kv {
+            Ok(Some(k)) => {
+                if k > heads || heads % k != 0 {
+                    let span = self.recs.all[sec.id].field("kv_heads").map_or(sec.span, |b| b.expr.span);
+                    let d = Diagnostic::error(span, format!("`heads` ({heads}) is not a multiple of `kv_heads` ({k})"))
+                        .with_label("each key/value head must serve the same number of query heads")
+                        .with_help("grouped-query attention needs `heads` divisible by `kv_heads`");
+                    self.diags.push(d);
+                }
+                k
+            }
+            _ => heads,
+        };
+        let bias = match self.binding(sec, "bias") {
+            None => AttnBias::None,
+            Some(b) => match &b.expr.kind {
+                ExprKind::Name(n) if n == "qkv" => AttnBias::Qkv,
+                _ => match self.eval_binding(sec.id, "bias", b, &sec.scope.clone()) {
+                    Some(crate::elab::eval::Value::Bool(true)) => AttnBias::All,
+                    Some(crate::elab::eval::Value::Bool(false)) => AttnBias::None,
+                    Some(v) => {
+                        let d = Diagnostic::error(b.expr.span, format!("`bias` must be `true`, `false` or `qkv`, found {}", v.type_name()))
+                            .with_label("expected `true`, `false` or `qkv`");
+                        self.diags.push(d);
+                        AttnBias::None
+                    }
+                    None => AttnBias::None,
+                },
+            },
+        };
+        let scale = self.float_opt(sec, "scale").unwrap_or(1.0 / (head_dim as f64).sqrt());
+        Some((heads, kv_heads, head_dim, bias, scale))
+    }
+
+    /// RoPE rotates pairs: the rotated part of each head must have an even width.
+    fn check_rope(&mut self, span: Span, head_dim: u64, cx: &StackCx) {
+        let Position::Rope(rope) = cx.position else { return };
+        let rotated = head_dim as f64 * rope.fraction;
+        if rotated.fract() != 0.0 || (rotated as u64) % 2 != 0 || rotated == 0.0 {
+            let mut d = Diagnostic::error(span, format!("RoPE would rotate an odd or fractional width: {head_dim} × {} = {rotated}", rope.fraction))
+                .with_label(format!("head_dim = {head_dim}"))
+                .with_help("RoPE rotates pairs of dimensions: `head_dim × fraction` must be a positive even integer");
+            if let Some(p) = cx.position_span {
+                d = d.with_related(p, "position set here");
+            }
+            self.diags.push(d);
+        }
+    }
+
+    fn mlp(&mut self, sec: &mut Sec) -> Mlp {
+        let hidden = self.int_req(sec, "hidden", 1);
+        let act = self.activation(sec, ACTIVATIONS).unwrap_or(Activation::Gelu);
+        let bias = self.bool_opt(sec, "bias").unwrap_or(false);
+        Mlp { hidden, act, bias }
+    }
+
+    fn activation(&mut self, sec: &mut Sec, options: &'static [&'static str]) -> Option<Activation> {
+        Some(match self.word_field(sec, "act", options)?.0 {
+            "gelu_tanh" => Activation::GeluTanh,
+            "relu" => Activation::Relu,
+            "silu" => Activation::Silu,
+            "swiglu" => Activation::Swiglu,
+            "geglu" => Activation::Geglu,
+            "reglu" => Activation::Reglu,
+            _ => Activation::Gelu,
+        })
+    }
+
+    fn mamba(&mut self, sec: &mut Sec, cx: &StackCx) -> Mamba {
+        Mamba {
+            d_state: self.int_opt(sec, "d_state", 1).ok().flatten().unwrap_or(16),
+            d_conv: self.int_opt(sec, "d_conv", 1).ok().flatten().unwrap_or(4),
+            expand: self.int_opt(sec, "expand", 1).ok().flatten().unwrap_or(2),
+            dt_rank: self.int_opt(sec, "dt_rank", 1).ok().flatten().unwrap_or(cx.d_model.div_ceil(16)),
+            conv_bias: self.bool_opt(sec, "conv_bias").unwrap_or(true),
+            bias: self.bool_opt(sec, "bias").unwrap_or(false),
+        }
+    }
+
+    fn ssm(&mut self, sec: &mut Sec) -> Option<Ssm> {
+        let d_state = self.int_opt(sec, "d_state", 2).ok().flatten().unwrap_or(64);
+        if d_state % 2 != 0 {
+            let span = self.recs.all[sec.id].field("d_state").map_or(sec.span, |b| b.expr.span);
+            let d = Diagnostic::error(span, format!("`d_state` must be even for a diagonal S4D layer, found {d_state}"))
+                .with_label("odd state size")
+                .with_help("S4D keeps d_state / 2 complex-conjugate pairs");
+            self.diags.push(d);
+        }
+        let discretization = match self.word_field(sec, "discretization", &["zoh", "bilinear"]) {
+            Some(("bilinear", _)) => Discretization::Bilinear,
+            _ => Discretization::Zoh,
+        };
+        let init = match self.word_field(sec, "init", &["s4d_lin", "s4d_inv", "legs"]) {
+            Some(("s4d_inv", _)) => SsmInit::S4dInv,
+            Some(("legs", _)) => SsmInit::Legs,
+            _ => SsmInit::S4dLin,
+        };
+        let act = self.activation(sec, &["gelu", "gelu_tanh", "relu", "silu"]).unwrap_or(Activation::Gelu);
+        Some(Ssm { d_state, discretization, init, act })
+    }
+
+    fn ttt(&mut self, sec: &mut Sec, cx: &StackCx) -> Option<Ttt> {
+        let heads = self.int_req(sec, "heads", 1);
+        let inner = match self.word_field(sec, "inner", &["linear", "mlp"]) {
+            Some(("mlp", _)) => TttInner::Mlp,
+            _ => TttInner::Linear,
+        };
+        let mini_batch = self.int_opt(sec, "mini_batch", 1).ok().flatten().unwrap_or(16);
+        let lr = self.float_opt(sec, "lr").unwrap_or(1.0);
+        if lr <= 0.0 {
+            let span = self.recs.all[sec.id].field("lr").map_or(sec.span, |b| b.expr.span);
+            self.diags.push(Diagnostic::error(span, format!("`lr` must be > 0, found {lr}")).with_label("inner learning rate"));
+        }
+        let gate = self.bool_opt(sec, "gate").unwrap_or(true);
+        if cx.d_model % heads != 0 {
+            let d = Diagnostic::error(sec.span, format!("`d_model` ({}) is not divisible by `heads` ({heads})", cx.d_model))
+                .with_label("each TTT head gets d_model / heads channels");
+            self.diags.push(d);
+            return None;
+        }
+        self.check_rope(sec.span, cx.d_model / heads, cx);
+        Some(Ttt { heads, inner, mini_batch, lr, gate })
+    }
+}

@@ -1,0 +1,52 @@
+//! §9 examples of ARCH_LANGUAGE.md and every file in `specs/` → they check without errors.
+
+use arch_dsl::diag::render;
+use arch_dsl::elab::Program;
+use std::path::{Path, PathBuf};
+
+fn arch_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "arch")).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn check_clean(path: &Path) -> usize {
+    let prog = Program::load(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let (specs, diags) = prog.check();
+    assert!(diags.is_empty(), "{}:\n{}", path.display(), render(&prog.sources, &diags, false));
+    assert_eq!(specs.len(), prog.model_names().len());
+    specs.len()
+}
+
+#[test]
+fn language_examples_check() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/examples");
+    let files = arch_files(&dir);
+    assert_eq!(files.len(), 7, "the seven example blocks of §9");
+    let models: usize = files.iter().map(|f| check_clean(f)).sum();
+    assert_eq!(models, 18);
+}
+
+/// The committed examples are the ones in the language contract, when it is beside us.
+#[test]
+fn examples_match_the_language_reference() {
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/ARCH_LANGUAGE.md");
+    let Ok(text) = std::fs::read_to_string(&doc) else { return };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/examples");
+    let committed: Vec<String> = arch_files(&dir).iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    let section = &text[text.find("## 9.").unwrap()..text.find("## 10.").unwrap()];
+    for block in section.split("```").skip(1).step_by(2) {
+        let block = block.strip_prefix('\n').unwrap_or(block);
+        assert!(committed.iter().any(|c| c == block), "§9 example not committed under dsl/tests/examples:\n{block}");
+    }
+}
+
+#[test]
+fn spec_library_checks() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs");
+    for file in arch_files(&dir) {
+        check_clean(&file);
+    }
+}
