@@ -292,6 +292,19 @@ impl Scanner<'_> {
 
     fn bad_char(&mut self) {
         let start = self.pos;
+        if self.bytes[start] == b'\'' {
+            // Report 'text' once, not once per quote.
+            let line_end = self.text[start + 1..].find('\n').map_or(self.bytes.len(), |i| start + 1 + i);
+            if let Some(close) = self.text[start + 1..line_end].find('\'') {
+                let end = start + close + 2;
+                let d = self.error(start, end, "single quotes are not part of the language")
+                    .with_label("single-quoted")
+                    .with_help("strings are written with double quotes; option words need no quotes at all");
+                self.push(d);
+                self.pos = end;
+                return;
+            }
+        }
         let ch = self.text[start..].chars().next().unwrap_or('\u{fffd}');
         let end = start + ch.len_utf8();
         let (reason, help) = match ch {

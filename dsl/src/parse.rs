@@ -273,6 +273,10 @@ impl Cx {
                 }
             }
         }
+        if expected.contains("`}`") {
+            expected.remove("`,`");
+            expected.remove("an item");
+        }
         if expected.contains("a value") {
             expected.remove("`(`");
             expected.remove("`[`");
@@ -290,6 +294,11 @@ impl Cx {
         if found.contains("`;`") {
             d = d.with_help("fields need no terminator");
         }
+        let at_line_start = text[..pos].rsplit('\n').next().is_some_and(|l| l.trim().is_empty());
+        let item_word = matches!(found.as_str(), "`model`" | "`block`" | "`use`");
+        if item_word && at_line_start && expected_text.contains("`}`") {
+            d = d.with_help("an earlier `{` is missing its `}`");
+        }
         d
     }
 }
@@ -301,7 +310,8 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
         Rule::float | Rule::int | Rule::string | Rule::boolean | Rule::list | Rule::call | Rule::paren => "a value",
         Rule::arg => "an argument",
         Rule::body => "`{`",
-        Rule::kw_use | Rule::kw_let | Rule::kw_block | Rule::kw_model => "an item",
+        Rule::kw_let => "`let`",
+        Rule::kw_use | Rule::kw_block | Rule::kw_model => "an item",
         Rule::let_item | Rule::section | Rule::field => "a field",
         Rule::add_op | Rule::mul_op | Rule::pow_op => "an operator",
         Rule::EOI => "the end of the item",

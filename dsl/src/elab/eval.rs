@@ -200,7 +200,7 @@ impl<'a> Elaborator<'a> {
             (BinOp::Add, Int(a), Int(b)) => a.checked_add(*b).map(Int),
             (BinOp::Sub, Int(a), Int(b)) => a.checked_sub(*b).map(Int),
             (BinOp::Mul, Int(a), Int(b)) => a.checked_mul(*b).map(Int),
-            (BinOp::Div, _, Int(0)) => return self.fail(span, "division by zero"),
+            (BinOp::Div, _, Int(0)) => return self.fail_with(span, "division by zero", "the divisor evaluates to 0"),
             (BinOp::Div, Int(a), Int(b)) if a % b == 0 => Some(Int(a / b)),
             (BinOp::Pow, Int(a), Int(b)) if *b >= 0 => u32::try_from(*b).ok().and_then(|e| a.checked_pow(e)).map(Int),
             _ => {
@@ -209,7 +209,7 @@ impl<'a> Elaborator<'a> {
                     return self.fail(span, &format!("`{}` needs numbers, found {}", op.symbol(), bad.type_name()));
                 };
                 if op == BinOp::Div && b == 0.0 {
-                    return self.fail(span, "division by zero");
+                    return self.fail_with(span, "division by zero", "the divisor evaluates to 0");
                 }
                 let v = match op {
                     BinOp::Add => a + b,

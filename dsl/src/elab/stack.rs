@@ -55,7 +55,7 @@ impl<'a> Elaborator<'a> {
                 if n > MAX_LAYERS {
                     self.too_many_layers(sec.span, n);
                     None
-                } else if sublayers.is_empty() {
+                } else if sublayers.is_empty() && self.recs.all[sec.id].sections.is_empty() {
                     let d = Diagnostic::error(sec.span, format!("`{name}` has no sublayers"))
                         .with_label("a layer needs at least one sublayer")
                         .with_help("add e.g. `attention { heads = … }` and `mlp { hidden = … }`, or `stack = [...]`");
@@ -198,7 +198,7 @@ impl<'a> Elaborator<'a> {
         let errors_before = self.diags.len();
         let sublayers = self.read_sublayers(&sec, cx, kind);
         self.finish_section(&sec);
-        if sublayers.is_empty() {
+        if sublayers.is_empty() && self.recs.all[id].sections.is_empty() {
             let d = Diagnostic::error(item.name.span, format!("block `{name}` has no sublayers"))
                 .with_label("empty block")
                 .with_related(use_span, "used here");

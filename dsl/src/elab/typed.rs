@@ -144,7 +144,11 @@ impl<'a> Elaborator<'a> {
             }
             return None;
         };
-        if chain.iter().any(|c| c == name) {
+        if let Some(pos) = chain.iter().position(|c| c == name) {
+            let members = &chain[pos..];
+            if chain[0] != *name || members.iter().any(|m| m.as_str() < name) {
+                return None; // reported when elaborating the cycle's first member
+            }
             let span = use_span.unwrap_or(item.name.span);
             let cycle = chain.iter().chain([&name.to_string()]).cloned().collect::<Vec<_>>().join(" → ");
             self.diags.push(
@@ -285,11 +289,10 @@ impl<'a> Elaborator<'a> {
             if sec.known.contains(&name.as_str()) {
                 continue;
             }
-            let mut help = did_you_mean(name, sec.known.iter().copied());
+            let home = FIELD_HOME.iter().find(|(f, _)| f == name).map(|(_, home)| format!("`{name}` belongs in `{home}`"));
+            let mut help = home.or_else(|| did_you_mean(name, sec.known.iter().copied()));
             if help.is_none() {
-                if let Some((_, home)) = FIELD_HOME.iter().find(|(f, _)| f == name) {
-                    help = Some(format!("`{name}` belongs in `{home}`"));
-                } else if sec.known_sections.contains(&name.as_str()) {
+                if sec.known_sections.contains(&name.as_str()) {
                     help = Some(format!("`{name}` is a section: write `{name} {{ … }}`"));
                 } else if !sec.known.is_empty() {
                     help = Some(format!("valid fields here: {}", sec.known.join(", ")));
