@@ -22,8 +22,8 @@ pub struct Scan {
 
 /// Limits that keep every later stage's recursion bounded, whatever the input.
 const MAX_ITEM_TOKENS: usize = 20_000;
-const MAX_NESTING: i64 = 128;
-const MAX_POWERS: usize = 256;
+const MAX_NESTING: i64 = 64;
+const MAX_OPERATORS: usize = 512;
 
 pub fn scan(file: FileId, text: &str) -> Scan {
     let mut s = Scanner {
@@ -33,7 +33,7 @@ pub fn scan(file: FileId, text: &str) -> Scan {
         pos: 0,
         out: Scan { comments: vec![], diagnostics: vec![], item_starts: vec![], first_token: None, oversized: vec![] },
         tokens: 0,
-        powers: 0,
+        operators: 0,
         max_depth: 0,
     };
     s.run();
@@ -49,7 +49,7 @@ struct Scanner<'a> {
     out: Scan,
     /// Counters for the item being scanned.
     tokens: usize,
-    powers: usize,
+    operators: usize,
     max_depth: i64,
 }
 
@@ -103,15 +103,15 @@ impl Scanner<'_> {
                             self.max_depth = self.max_depth.max(depth);
                             self.pos += 1;
                         }
-                        b'^' => {
-                            self.powers += 1;
+                        b'+' | b'-' | b'*' | b'/' | b'^' => {
+                            self.operators += 1;
                             self.pos += 1;
                         }
                         b'}' | b')' | b']' => {
                             depth = (depth - 1).max(0);
                             self.pos += 1;
                         }
-                        b'=' | b',' | b'.' | b':' | b'+' | b'-' | b'*' | b'/' => self.pos += 1,
+                        b'=' | b',' | b'.' | b':' => self.pos += 1,
                         _ => self.bad_char(),
                     }
                 }
@@ -122,18 +122,18 @@ impl Scanner<'_> {
     /// Closes the item being scanned: records it as oversized if it passes a limit.
     fn end_item(&mut self) {
         if let Some(&start) = self.out.item_starts.last() {
-            let too_big = self.tokens > MAX_ITEM_TOKENS || self.max_depth > MAX_NESTING || self.powers > MAX_POWERS;
+            let too_big = self.tokens > MAX_ITEM_TOKENS || self.max_depth > MAX_NESTING || self.operators > MAX_OPERATORS;
             if too_big {
                 let end = start + self.text[start..].find(|c: char| c.is_whitespace()).unwrap_or(0);
                 let d = self.error(start, end, "item too large or too deeply nested to read").with_label("this item").with_help(format!(
-                    "an item may hold at most {MAX_ITEM_TOKENS} tokens, {MAX_NESTING} levels of brackets and {MAX_POWERS} `^`"
+                    "an item may hold at most {MAX_ITEM_TOKENS} tokens, {MAX_NESTING} levels of brackets and {MAX_OPERATORS} operators"
                 ));
                 self.push(d);
                 self.out.oversized.push(start);
             }
         }
         self.tokens = 0;
-        self.powers = 0;
+        self.operators = 0;
         self.max_depth = 0;
     }
 

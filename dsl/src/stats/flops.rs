@@ -18,8 +18,11 @@
 //!   Q): `6 × inner weights`, plus the mini-batch dual form's attention-like
 //!   `4·((b+1)/2)·d`, plus the per-head learning-rate gate `2·heads·d`.
 //! - pooler and classifier run on one token per sequence: their cost is divided by T.
+//!
+//! Everything is computed in `f64` from the start (no `u64` products), so an absurd spec gives
+//! a large finite count rather than an overflow; the counts are exact integers below 2^53.
 
-use crate::spec::{ArchSpec, Head, Layer, Mask, Sublayer};
+use crate::spec::{ArchSpec, Head, Layer, Mask, Sublayer, Ttt, TttInner};
 
 use super::params;
 
@@ -34,7 +37,7 @@ pub(crate) fn per_token(spec: &ArchSpec, t: u64) -> f64 {
 
 fn embedding(spec: &ArchSpec) -> f64 {
     match spec.embed.factorized {
-        Some(e) if e != spec.d_model => mm((e * spec.d_model) as f64),
+        Some(e) if e != spec.d_model => mm(e as f64 * spec.d_model as f64),
         _ => 0.0,
     }
 }
@@ -52,13 +55,13 @@ fn sublayer(d: u64, s: &Sublayer, t: u64) -> f64 {
     let df = d as f64;
     match s {
         Sublayer::Attention(a) => {
-            let width = (a.heads * a.head_dim) as f64;
-            let kv = (a.kv_heads * a.head_dim) as f64;
+            let width = a.heads as f64 * a.head_dim as f64;
+            let kv = a.kv_heads as f64 * a.head_dim as f64;
             mm(2.0 * df * width + 2.0 * df * kv) + 4.0 * keys_seen(a.mask, t) * width
         }
         Sublayer::CrossAttention(a) => {
-            let width = (a.heads * a.head_dim) as f64;
-            let kv = (a.kv_heads * a.head_dim) as f64;
+            let width = a.heads as f64 * a.head_dim as f64;
+            let kv = a.kv_heads as f64 * a.head_dim as f64;
             mm(2.0 * df * width + 2.0 * df * kv) + 4.0 * t as f64 * width
         }
         Sublayer::Mlp(m) => {
@@ -66,26 +69,39 @@ fn sublayer(d: u64, s: &Sublayer, t: u64) -> f64 {
             mm(mats * df * m.hidden as f64)
         }
         Sublayer::Mamba(m) => {
-            let di = (m.expand * d) as f64;
-            let scan = 9.0 * di * m.d_state as f64;
-            mm(params::mamba_matmul(d, m) as f64) + 2.0 * di * m.d_conv as f64 + scan
+            let di = m.expand as f64 * df;
+            let (rank, n) = (m.dt_rank as f64, m.d_state as f64);
+            // in_proj, x_proj, dt_proj, out_proj (`params::mamba_matmul`).
+            let matmul = df * 2.0 * di + di * (rank + 2.0 * n) + rank * di + di * df;
+            let scan = 9.0 * di * n;
+            mm(matmul) + 2.0 * di * m.d_conv as f64 + scan
         }
         Sublayer::TimeMix(_) => mm(4.0 * df * df) + 10.0 * df,
         Sublayer::ChannelMix(c) => mm(2.0 * df * c.hidden as f64 + df * df),
         Sublayer::Ssm(s) => mm(2.0 * df * df) + 8.0 * df * s.d_state as f64,
         Sublayer::Ttt(tt) => {
             let projections = if tt.gate { 5.0 } else { 4.0 } * df * df;
-            let inner = 3.0 * mm(params::ttt_inner(d, tt) as f64);
+            let inner = 3.0 * mm(ttt_inner(df, tt, params::ttt_head_dim(d, tt)));
             let dual = 4.0 * (tt.mini_batch as f64 + 1.0) / 2.0 * df;
-            mm(projections) + inner + dual + mm((tt.heads * d) as f64)
+            mm(projections) + inner + dual + mm(tt.heads as f64 * df)
         }
     }
 }
 
-/// The mean number of keys a query attends to in a sequence of `t` tokens.
+/// `params::ttt_inner` in floating point.
+fn ttt_inner(d: f64, t: &Ttt, head_dim: u64) -> f64 {
+    let hd = head_dim as f64;
+    match t.inner {
+        TttInner::Linear => d * hd + d,
+        TttInner::Mlp => 8.0 * d * hd + 5.0 * d,
+    }
+}
+
+/// The mean number of keys a query attends to in a sequence of `t` tokens (0 when `t = 0`).
 fn keys_seen(mask: Mask, t: u64) -> f64 {
     let tf = t as f64;
     match mask {
+        _ if t == 0 => 0.0,
         Mask::Bidirectional => tf,
         Mask::Causal => (tf + 1.0) / 2.0,
         Mask::Sliding { window } if window >= t => (tf + 1.0) / 2.0,
@@ -109,7 +125,7 @@ fn head(spec: &ArchSpec, h: &Head, t: u64) -> f64 {
         // Once per sequence: the first token through the pooler, then the logits.
         Head::Classifier { labels, pooler } => {
             let pool = if pooler { d * d } else { 0.0 };
-            mm(pool + labels as f64 * d) / t as f64
+            mm(pool + labels as f64 * d) / t.max(1) as f64
         }
         Head::Discriminator => mm(d * d + d),
     }

@@ -15,6 +15,7 @@
 use crate::spec::{ArchSpec, Family, Mask, Stack, Sublayer};
 
 use super::params;
+use super::sat::Sat;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct State {
@@ -35,11 +36,12 @@ pub(crate) fn state(spec: &ArchSpec, seq: u64) -> State {
         .flat_map(|s| &s.layers)
         .flat_map(|l| &l.sublayers)
     {
+        // Saturating: an absurd spec reports `u64::MAX` rather than overflowing.
         let one = sublayer(spec.d_model, s, seq);
-        total.per_token += one.per_token;
-        total.cross_per_token += one.cross_per_token;
-        total.fixed += one.fixed;
-        total.at_seq += one.at_seq;
+        total.per_token = total.per_token.saturating_add(one.per_token);
+        total.cross_per_token = total.cross_per_token.saturating_add(one.cross_per_token);
+        total.fixed = total.fixed.saturating_add(one.fixed);
+        total.at_seq = total.at_seq.saturating_add(one.at_seq);
     }
     total
 }
@@ -54,36 +56,39 @@ fn cached_stack(spec: &ArchSpec) -> Option<&Stack> {
 fn sublayer(d: u64, s: &Sublayer, seq: u64) -> State {
     match s {
         Sublayer::Attention(a) => {
-            let per_token = 2 * a.kv_heads * a.head_dim;
+            let per_token = 2 * Sat(a.kv_heads) * a.head_dim;
             let held = match a.mask {
                 Mask::Sliding { window } => seq.min(window),
                 Mask::Causal | Mask::Bidirectional => seq,
             };
             State {
-                per_token,
-                at_seq: per_token * held,
+                per_token: per_token.get(),
+                at_seq: (per_token * held).get(),
                 ..State::default()
             }
         }
         Sublayer::CrossAttention(a) => {
-            let per_token = 2 * a.kv_heads * a.head_dim;
+            let per_token = 2 * Sat(a.kv_heads) * a.head_dim;
             State {
-                per_token,
-                cross_per_token: per_token,
-                at_seq: per_token * seq,
+                per_token: per_token.get(),
+                cross_per_token: per_token.get(),
+                at_seq: (per_token * seq).get(),
                 fixed: 0,
             }
         }
         Sublayer::Mlp(_) => State::default(),
-        Sublayer::Mamba(m) => fixed(m.expand * d * (m.d_state + m.d_conv.saturating_sub(1))),
-        Sublayer::TimeMix(_) => fixed(4 * d),
-        Sublayer::ChannelMix(_) => fixed(d),
-        Sublayer::Ssm(s) => fixed(d * s.d_state),
-        Sublayer::Ttt(t) => fixed(params::ttt_inner(d, t)),
+        Sublayer::Mamba(m) => {
+            fixed(m.expand * Sat(d) * (Sat(m.d_state) + m.d_conv.saturating_sub(1)))
+        }
+        Sublayer::TimeMix(_) => fixed(4 * Sat(d)),
+        Sublayer::ChannelMix(_) => fixed(Sat(d)),
+        Sublayer::Ssm(s) => fixed(Sat(d) * s.d_state),
+        Sublayer::Ttt(t) => fixed(Sat(params::ttt_inner(d, t))),
     }
 }
 
-fn fixed(n: u64) -> State {
+fn fixed(n: Sat) -> State {
+    let n = n.get();
     State {
         fixed: n,
         at_seq: n,

@@ -13,10 +13,15 @@
 //!   E = 1.69, A = 406.4, B = 410.7, α = 0.34, β = 0.28; compute-optimal `D = 20·N`.
 //! - Kaplan et al. 2020: `L(N) = (N_c/N)^0.076`, N_c = 8.8e13, on non-embedding parameters.
 //! - Training compute `6·N·D` (forward 2·N, backward 4·N per token).
+//!
+//! Spec sizes are user input, any `u64`: integer counts saturate at `u64::MAX` (see `sat.rs`)
+//! and every float is finite and non-negative (+∞ becomes `f64::MAX`), so that `stats` never
+//! panics and its JSON never holds `null`.
 
 mod flops;
 mod memory;
 mod params;
+mod sat;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -26,6 +31,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::spec::{ArchSpec, DType, Objective};
+
+use sat::{finite, Sat};
 
 pub use table::render_table;
 
@@ -99,14 +106,16 @@ pub fn stats(spec: &ArchSpec, opts: &StatsOptions) -> Stats {
     let parts = params::count(spec);
     let params = parts.total();
     let n = params as f64;
-    let non_embedding = params - parts.embedding;
+    let non_embedding = params.saturating_sub(parts.embedding);
     // A zero-length sequence has no per-token cost; T = 1 keeps the averages finite.
     let seq = opts.seq.unwrap_or(spec.context).max(1);
-    let chinchilla_tokens = CHINCHILLA_TOKENS_PER_PARAM * n;
-    let tokens = opts.tokens.unwrap_or(chinchilla_tokens);
-    let flops_per_token = flops::per_token(spec, seq);
+    let chinchilla_tokens = finite(CHINCHILLA_TOKENS_PER_PARAM * n);
+    // NaN or negative D counts as no data, +∞ as `f64::MAX`.
+    let tokens = finite(opts.tokens.unwrap_or(chinchilla_tokens));
+    let flops_per_token = finite(flops::per_token(spec, seq));
     let state = memory::state(spec, seq);
     let bytes = spec.dtype.bytes();
+    let times = |n: u64, b: u64| (Sat(n) * b).get();
     Stats {
         name: spec.name.clone(),
         params,
@@ -120,28 +129,28 @@ pub fn stats(spec: &ArchSpec, opts: &StatsOptions) -> Stats {
         seq,
         flops_per_token,
         tokens,
-        train_flops: 6.0 * n * tokens,
-        train_flops_detailed: 3.0 * flops_per_token * tokens,
+        train_flops: finite(6.0 * n * tokens),
+        train_flops_detailed: finite(3.0 * flops_per_token * tokens),
         chinchilla_tokens,
         chinchilla_loss: chinchilla_loss(n, tokens),
         kaplan_loss: kaplan_loss(non_embedding as f64),
-        weights_bytes: params * bytes,
-        weights_bytes_f32: params * DType::F32.bytes(),
-        weights_bytes_bf16: params * DType::Bf16.bytes(),
-        weights_bytes_f16: params * DType::F16.bytes(),
-        state_bytes_per_token: state.per_token * bytes,
-        cross_state_bytes_per_encoder_token: state.cross_per_token * bytes,
-        state_bytes_fixed: state.fixed * bytes,
-        state_bytes_at_seq: state.at_seq * bytes,
+        weights_bytes: times(params, bytes),
+        weights_bytes_f32: times(params, DType::F32.bytes()),
+        weights_bytes_bf16: times(params, DType::Bf16.bytes()),
+        weights_bytes_f16: times(params, DType::F16.bytes()),
+        state_bytes_per_token: times(state.per_token, bytes),
+        cross_state_bytes_per_encoder_token: times(state.cross_per_token, bytes),
+        state_bytes_fixed: times(state.fixed, bytes),
+        state_bytes_at_seq: times(state.at_seq, bytes),
     }
 }
 
 impl Stats {
     /// The parameters of a named part: `backbone` (embedding + layers), `embedding`,
-    /// `layers`, `pooler`, `head` or `all`.
+    /// `layers`, `pooler`, `head` or `all` (saturating at `u64::MAX`).
     pub fn part(&self, name: &str) -> Option<u64> {
         match name {
-            "backbone" => Some(self.params_embedding + self.params_layers),
+            "backbone" => Some(self.params_embedding.saturating_add(self.params_layers)),
             "embedding" => Some(self.params_embedding),
             "layers" => Some(self.params_layers),
             "pooler" => Some(self.params_pooler),
@@ -160,12 +169,16 @@ fn generator(spec: &ArchSpec) -> Option<&ArchSpec> {
     })
 }
 
-/// Chinchilla's parametric loss fit; infinite for an empty model or no data.
+/// Chinchilla's parametric loss fit; `f64::MAX` (for +∞) for an empty model or no data.
 fn chinchilla_loss(n: f64, d: f64) -> f64 {
-    CHINCHILLA_E + CHINCHILLA_A / n.powf(CHINCHILLA_ALPHA) + CHINCHILLA_B / d.powf(CHINCHILLA_BETA)
+    finite(
+        CHINCHILLA_E
+            + CHINCHILLA_A / n.powf(CHINCHILLA_ALPHA)
+            + CHINCHILLA_B / d.powf(CHINCHILLA_BETA),
+    )
 }
 
-/// Kaplan's parameter-limited loss on non-embedding parameters.
+/// Kaplan's parameter-limited loss on non-embedding parameters; `f64::MAX` (for +∞) for none.
 fn kaplan_loss(n_non_embedding: f64) -> f64 {
-    (KAPLAN_NC / n_non_embedding).powf(KAPLAN_ALPHA)
+    finite((KAPLAN_NC / n_non_embedding).powf(KAPLAN_ALPHA))
 }

@@ -51,16 +51,8 @@ fn compute_rows(s: &Stats) -> Vec<Row> {
         text("training FLOPs 6ND", sci(s.train_flops), ""),
         text("training FLOPs 3·fwd·D", sci(s.train_flops_detailed), ""),
         text("Chinchilla-optimal tokens", si(s.chinchilla_tokens), "20·N"),
-        text(
-            "Chinchilla loss at D",
-            format!("{:.4}", s.chinchilla_loss),
-            "",
-        ),
-        text(
-            "Kaplan loss L(N)",
-            format!("{:.4}", s.kaplan_loss),
-            "non-embedding N",
-        ),
+        text("Chinchilla loss at D", loss(s.chinchilla_loss), ""),
+        text("Kaplan loss L(N)", loss(s.kaplan_loss), "non-embedding N"),
     ]
 }
 
@@ -143,6 +135,15 @@ pub(crate) fn si(x: f64) -> String {
     match UNITS.iter().find(|(scale, _)| x >= *scale) {
         Some((scale, unit)) => format!("{:.2}{unit}", x / scale),
         None => format!("{x:.0}"),
+    }
+}
+
+/// `2.4417`; scientific for the huge losses of empty models (`f64::MAX` stands for +∞).
+fn loss(x: f64) -> String {
+    if x < 1e6 {
+        format!("{x:.4}")
+    } else {
+        sci(x)
     }
 }
 

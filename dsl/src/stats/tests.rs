@@ -535,3 +535,211 @@ fn number_formats() {
     assert_eq!(table::si(6.738e9), "6.74B");
     assert_eq!(table::bytes(1536), "1.50 KiB");
 }
+
+/// One of every sublayer kind, every size `n` (attention as n heads × 1 and 1 head × n).
+fn every_sublayer(n: u64) -> Vec<Sublayer> {
+    let attention = |heads, head_dim, mask| {
+        Sublayer::Attention(Attention {
+            heads,
+            kv_heads: heads,
+            head_dim,
+            mask,
+            bias: AttnBias::All,
+            scale: 1.0,
+        })
+    };
+    vec![
+        attention(n, 1, Mask::Causal),
+        attention(1, n, Mask::Bidirectional),
+        attention(n, 1, Mask::Sliding { window: n }),
+        attention(1, n, Mask::Sliding { window: 1 }),
+        cross(n, 1, AttnBias::Qkv),
+        cross(1, n, AttnBias::All),
+        mlp(n, Activation::Swiglu, true),
+        mlp(n, Activation::Gelu, true),
+        Sublayer::Mamba(Mamba {
+            d_state: n,
+            d_conv: n,
+            expand: n,
+            dt_rank: n,
+            conv_bias: true,
+            bias: true,
+        }),
+        Sublayer::TimeMix(TimeMix {}),
+        Sublayer::ChannelMix(ChannelMix { hidden: n }),
+        Sublayer::Ssm(Ssm {
+            d_state: n,
+            discretization: Discretization::Zoh,
+            init: SsmInit::S4dLin,
+            act: Activation::Gelu,
+        }),
+        Sublayer::Ttt(Ttt {
+            heads: 1,
+            inner: TttInner::Mlp,
+            mini_batch: n,
+            lr: 1.0,
+            gate: true,
+        }),
+        Sublayer::Ttt(Ttt {
+            heads: n,
+            inner: TttInner::Linear,
+            mini_batch: n,
+            lr: 1.0,
+            gate: false,
+        }),
+    ]
+}
+
+/// An encoder-decoder with every size `n`, `layers` layers of every sublayer kind per stack,
+/// every head kind, a factorized embedding, segments and a learned position table at offset `n`.
+fn every_feature(n: u64, layers: usize) -> ArchSpec {
+    let mut s = model("every_feature", n, n, n, ln(1e-5), Placement::Pre);
+    s.family = Family::EncoderDecoder;
+    s.position = Position::Learned { offset: n };
+    s.embed = Embed {
+        tied: false,
+        factorized: Some(n.saturating_sub(1).max(1)),
+        segments: n,
+        norm: true,
+        scale: 1.0,
+    };
+    s.encoder = Some(stack(layers, every_sublayer(n)));
+    s.decoder = Some(stack(layers, every_sublayer(n)));
+    s.heads = vec![
+        Head::Lm {
+            scale: 1.0,
+            bias: true,
+        },
+        Head::MaskedLm,
+        Head::Classifier {
+            labels: n,
+            pooler: true,
+        },
+        Head::Discriminator,
+    ];
+    s
+}
+
+/// `stats` and `render_table` return, every float is finite and non-negative, and the JSON has
+/// no `null`.
+fn check_total(spec: &ArchSpec, opts: &StatsOptions) -> Stats {
+    let s = stats(spec, opts);
+    for (name, x) in [
+        ("flops_per_token", s.flops_per_token),
+        ("tokens", s.tokens),
+        ("train_flops", s.train_flops),
+        ("train_flops_detailed", s.train_flops_detailed),
+        ("chinchilla_tokens", s.chinchilla_tokens),
+        ("chinchilla_loss", s.chinchilla_loss),
+        ("kaplan_loss", s.kaplan_loss),
+    ] {
+        assert!(x.is_finite() && x >= 0.0, "{name} = {x}");
+    }
+    assert!(s.params_non_embedding <= s.params);
+    let json = serde_json::to_string(&s);
+    assert!(json.is_ok(), "{json:?}");
+    let json = json.unwrap_or_default();
+    assert!(!json.contains("null"), "{json}");
+    let table = render_table(&s, spec);
+    assert!(table.contains("parameters"), "{table}");
+    assert!(!table.contains("NaN") && !table.contains("inf"), "{table}");
+    s
+}
+
+#[test]
+fn absurd_sizes_saturate_instead_of_overflowing() {
+    let huge = i64::MAX as u64;
+    let mut spec = every_feature(huge, 100_000);
+    spec.objectives = vec![Objective::Rtd {
+        generator: Box::new(every_feature(huge, 3)),
+        weight: 50.0,
+    }];
+    for tied in [false, true] {
+        spec.embed.tied = tied;
+        let s = check_total(&spec, &StatsOptions::default());
+        assert_eq!(s.params, u64::MAX);
+        assert_eq!(s.generator_params, Some(u64::MAX));
+        assert_eq!(s.weights_bytes, u64::MAX);
+        assert_eq!(s.state_bytes_at_seq, u64::MAX);
+        assert_eq!(s.seq, huge);
+        assert!(s.flops_per_token > 1e40, "{}", s.flops_per_token);
+        let table = render_table(&s, &spec);
+        assert!(table.contains("18,446,744,073,709,551,615"), "{table}");
+    }
+    // Shared layers, relative bias, a caller's huge T and D, f16 (fewer layers: it is slow).
+    spec.encoder = Some(stack(1_000, every_sublayer(huge)));
+    spec.decoder = Some(stack(1_000, every_sublayer(huge)));
+    spec.dtype = DType::F16;
+    spec.position = Position::RelativeBias {
+        buckets: huge,
+        max_distance: huge,
+    };
+    if let Some(enc) = spec.encoder.as_mut() {
+        enc.share = Share::All;
+    }
+    for tokens in [
+        Some(f64::MAX),
+        Some(f64::INFINITY),
+        Some(f64::NAN),
+        Some(-1.0),
+        None,
+    ] {
+        let opts = StatsOptions {
+            seq: Some(u64::MAX),
+            tokens,
+        };
+        let s = check_total(&spec, &opts);
+        assert_eq!(s.params, u64::MAX);
+    }
+    // u64::MAX everywhere, not only i64::MAX.
+    check_total(&every_feature(u64::MAX, 2), &StatsOptions::default());
+}
+
+#[test]
+fn unit_and_empty_sizes_stay_finite() {
+    let ones = every_feature(1, 1);
+    let opts = StatsOptions {
+        seq: Some(1),
+        tokens: None,
+    };
+    let s = check_total(&ones, &opts);
+    assert_eq!(s.seq, 1);
+    assert!(s.params > 0 && s.params < 1_000);
+    assert_eq!(s.chinchilla_tokens, 20.0 * s.params as f64);
+    assert_eq!(s.params_by_kind.values().sum::<u64>(), s.params_layers);
+    // Nothing at all: zero-width, no layers, no data, T = 0. No NaN, no infinity.
+    let mut empty = every_feature(0, 0);
+    empty.heads.clear();
+    empty.position = Position::None;
+    empty.embed.norm = false;
+    empty.final_norm = false;
+    for tokens in [Some(0.0), None] {
+        let s = check_total(
+            &empty,
+            &StatsOptions {
+                seq: Some(0),
+                tokens,
+            },
+        );
+        assert_eq!(s.params, 0);
+        assert_eq!(s.flops_per_token, 0.0);
+        assert_eq!(s.chinchilla_loss, f64::MAX);
+        assert_eq!(s.kaplan_loss, f64::MAX);
+    }
+    // Zero-sized layers and heads, including a TTT layer with no heads.
+    check_total(&every_feature(0, 2), &StatsOptions::default());
+}
+
+#[test]
+fn saturating_counts_are_min_of_true_value_and_max() {
+    use super::sat::{finite, sum, Sat};
+    assert_eq!((Sat(u64::MAX) * 2 * std::hint::black_box(0)).get(), 0);
+    assert_eq!((3 * Sat(u64::MAX / 2)).get(), u64::MAX);
+    assert_eq!((Sat(u64::MAX) + 1).get(), u64::MAX);
+    assert_eq!((2 * Sat(3) + 4).get(), 10);
+    assert_eq!(sum([u64::MAX, 1, 2]), u64::MAX);
+    assert_eq!(finite(f64::NAN), 0.0);
+    assert_eq!(finite(f64::INFINITY), f64::MAX);
+    assert_eq!(finite(-1.0), 0.0);
+    assert_eq!(finite(2.5), 2.5);
+}
