@@ -5,6 +5,7 @@
 pub mod ast;
 pub mod diag;
 pub mod elab;
+pub mod fmt;
 mod lex;
 pub mod parse;
 pub mod source;

@@ -68,9 +68,11 @@ struct Cx {
 }
 
 impl Cx {
+    /// The pair's span without the whitespace pest lets trail a non-atomic rule.
     fn span(&self, pair: &Pair<Rule>) -> Span {
         let s = pair.as_span();
-        Span::new(self.file, self.offset + s.start()..self.offset + s.end())
+        let end = s.start() + s.as_str().trim_end().len();
+        Span::new(self.file, self.offset + s.start()..self.offset + end)
     }
 
     fn item(&self, pair: Pair<Rule>) -> Option<Item> {

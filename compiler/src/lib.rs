@@ -1,0 +1,4 @@
+//! archc: `.arch` specs → graph IR → fused kernels. This crate holds the command line
+//! today; the graph IR, passes and backends join it as they land (see ARCHITECTURE.md).
+
+pub mod cli;
