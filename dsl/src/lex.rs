@@ -24,6 +24,8 @@ pub struct Scan {
 const MAX_ITEM_TOKENS: usize = 20_000;
 const MAX_NESTING: i64 = 64;
 const MAX_OPERATORS: usize = 512;
+/// `^` is right-associative, so each one nests the parse one level deeper.
+const MAX_POWERS: usize = 64;
 
 pub fn scan(file: FileId, text: &str) -> Scan {
     let mut s = Scanner {
@@ -34,6 +36,7 @@ pub fn scan(file: FileId, text: &str) -> Scan {
         out: Scan { comments: vec![], diagnostics: vec![], item_starts: vec![], first_token: None, oversized: vec![] },
         tokens: 0,
         operators: 0,
+        powers: 0,
         max_depth: 0,
     };
     s.run();
@@ -50,6 +53,7 @@ struct Scanner<'a> {
     /// Counters for the item being scanned.
     tokens: usize,
     operators: usize,
+    powers: usize,
     max_depth: i64,
 }
 
@@ -105,6 +109,7 @@ impl Scanner<'_> {
                         }
                         b'+' | b'-' | b'*' | b'/' | b'^' => {
                             self.operators += 1;
+                            self.powers += usize::from(b == b'^');
                             self.pos += 1;
                         }
                         b'}' | b')' | b']' => {
@@ -122,11 +127,11 @@ impl Scanner<'_> {
     /// Closes the item being scanned: records it as oversized if it passes a limit.
     fn end_item(&mut self) {
         if let Some(&start) = self.out.item_starts.last() {
-            let too_big = self.tokens > MAX_ITEM_TOKENS || self.max_depth > MAX_NESTING || self.operators > MAX_OPERATORS;
+            let too_big = self.tokens > MAX_ITEM_TOKENS || self.max_depth > MAX_NESTING || self.operators > MAX_OPERATORS || self.powers > MAX_POWERS;
             if too_big {
                 let end = start + self.text[start..].find(|c: char| c.is_whitespace()).unwrap_or(0);
                 let d = self.error(start, end, "item too large or too deeply nested to read").with_label("this item").with_help(format!(
-                    "an item may hold at most {MAX_ITEM_TOKENS} tokens, {MAX_NESTING} levels of brackets and {MAX_OPERATORS} operators"
+                    "an item may hold at most {MAX_ITEM_TOKENS} tokens, {MAX_NESTING} levels of brackets, {MAX_OPERATORS} operators and {MAX_POWERS} `^`"
                 ));
                 self.push(d);
                 self.out.oversized.push(start);
@@ -134,6 +139,7 @@ impl Scanner<'_> {
         }
         self.tokens = 0;
         self.operators = 0;
+        self.powers = 0;
         self.max_depth = 0;
     }
 

@@ -14,9 +14,24 @@ use std::collections::BTreeSet;
 #[grammar = "grammar.pest"]
 struct ArchParser;
 
+/// The parser recurses once per nesting level; the lexer bounds nesting, and this stack
+/// holds the deepest input it lets through whatever stack the caller runs on.
+const PARSER_STACK_BYTES: usize = 64 << 20;
+
 /// Parses a whole file. Always returns a tree (of the items that parsed) and every
 /// diagnostic found; never stops at the first error.
 pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new().stack_size(PARSER_STACK_BYTES).spawn_scoped(scope, || parse_here(file, text));
+        match worker {
+            Ok(w) => w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread to be had: parse on the caller's stack.
+            Err(_) => parse_here(file, text),
+        }
+    })
+}
+
+fn parse_here(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
     let scan = lex::scan(file, text);
     let mut diags = scan.diagnostics;
     let mut out = File { items: Vec::new(), comments: scan.comments };
@@ -30,7 +45,6 @@ pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
             );
         }
     }
-    pest::set_error_detail(true);
     for (i, &start) in starts.iter().enumerate() {
         let end = starts.get(i + 1).copied().unwrap_or(text.len());
         let lexical_error_at = diags
@@ -43,7 +57,13 @@ pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
         }
         let chunk = &text[start..end];
         let cx = Cx { file, offset: start };
-        match ArchParser::parse(Rule::item_chunk, chunk) {
+        // Tracking parse attempts is slow; only a failed item is parsed again with it.
+        pest::set_error_detail(false);
+        let parsed = ArchParser::parse(Rule::item_chunk, chunk).or_else(|_| {
+            pest::set_error_detail(true);
+            ArchParser::parse(Rule::item_chunk, chunk)
+        });
+        match parsed {
             Ok(pairs) => {
                 for pair in pairs {
                     if let Some(item) = cx.item(pair) {
