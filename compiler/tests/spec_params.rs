@@ -26,21 +26,45 @@ fn parse_count(text: &str) -> Option<f64> {
 /// Every model of every spec file with the `// params:` line of its header comment.
 fn published() -> Vec<Published> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut out = Vec::new();
-    for path in files.iter().filter(|p| p.extension().is_some_and(|x| x == "arch")) {
+    for path in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "arch"))
+    {
         let text = std::fs::read_to_string(path).unwrap();
         let mut header: Option<(f64, Vec<String>)> = None;
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("// params: ") {
-                let (count, rest) = rest.split_once(" = ").expect("`// params: N = terms (source)`");
-                let terms = rest.split(" (").next().unwrap().split(" + ").map(str::to_string).collect();
-                header = Some((parse_count(count).unwrap_or_else(|| panic!("bad count `{count}`")), terms));
+                let (count, rest) = rest
+                    .split_once(" = ")
+                    .expect("`// params: N = terms (source)`");
+                let terms = rest
+                    .split(" (")
+                    .next()
+                    .unwrap()
+                    .split(" + ")
+                    .map(str::to_string)
+                    .collect();
+                header = Some((
+                    parse_count(count).unwrap_or_else(|| panic!("bad count `{count}`")),
+                    terms,
+                ));
             } else if let Some(rest) = line.strip_prefix("model ") {
                 let model = rest.split([' ', ':', '{']).next().unwrap().to_string();
-                let (count, terms) = header.take().unwrap_or_else(|| panic!("{model} in {} has no `// params:` line", path.display()));
-                out.push(Published { file: path.display().to_string(), model, count, terms });
+                let (count, terms) = header.take().unwrap_or_else(|| {
+                    panic!("{model} in {} has no `// params:` line", path.display())
+                });
+                out.push(Published {
+                    file: path.display().to_string(),
+                    model,
+                    count,
+                    terms,
+                });
             } else if !line.starts_with("//") {
                 header = None;
             }
@@ -52,16 +76,29 @@ fn published() -> Vec<Published> {
 #[test]
 fn spec_library_matches_published_parameter_counts() {
     let models = published();
-    assert!(models.len() >= 55, "every published size of every family: found {}", models.len());
+    assert!(
+        models.len() >= 55,
+        "every published size of every family: found {}",
+        models.len()
+    );
     let mut failures = Vec::new();
     for p in &models {
         let out = Command::new(env!("CARGO_BIN_EXE_archc"))
             .args(["stats", &format!("{}:{}", p.file, p.model), "--json"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}: {}", p.model, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            p.model,
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let part = |key: &str| stats[key].as_u64().unwrap_or_else(|| panic!("{key} missing")) as f64;
+        let part = |key: &str| {
+            stats[key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{key} missing")) as f64
+        };
         let ours: f64 = p
             .terms
             .iter()
@@ -74,7 +111,12 @@ fn spec_library_matches_published_parameter_counts() {
             .sum();
         let error = (ours - p.count).abs() / p.count;
         if error > 0.01 {
-            failures.push(format!("{}: ours {ours} vs published {} ({:.2}%)", p.model, p.count, error * 100.0));
+            failures.push(format!(
+                "{}: ours {ours} vs published {} ({:.2}%)",
+                p.model,
+                p.count,
+                error * 100.0
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

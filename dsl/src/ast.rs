@@ -110,7 +110,11 @@ impl Field {
     }
 
     pub fn dotted(&self) -> String {
-        self.path.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(".")
+        self.path
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join(".")
     }
 }
 
@@ -138,10 +142,17 @@ pub enum ExprKind {
     Bool(bool),
     Name(String),
     /// `f(a, b)` or `ctor(name = value, ...)`.
-    Call { callee: Ident, args: Vec<Arg> },
+    Call {
+        callee: Ident,
+        args: Vec<Arg>,
+    },
     List(Vec<Expr>),
     Neg(Box<Expr>),
-    Binary { op: BinOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    Binary {
+        op: BinOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
     Paren(Box<Expr>),
 }
 

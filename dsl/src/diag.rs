@@ -41,7 +41,10 @@ impl Diagnostic {
     }
 
     pub fn warning(span: Span, reason: impl Into<String>) -> Diagnostic {
-        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(span, reason) }
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(span, reason)
+        }
     }
 
     pub fn with_label(mut self, label: impl Into<String>) -> Diagnostic {
@@ -92,7 +95,11 @@ fn render_one(sources: &SourceMap, d: &Diagnostic, color: bool) -> String {
     };
     let main = (name(d.span), d.span.range());
     let mut report = Report::build(kind, main.clone())
-        .with_config(Config::default().with_color(color).with_index_type(IndexType::Byte))
+        .with_config(
+            Config::default()
+                .with_color(color)
+                .with_index_type(IndexType::Byte),
+        )
         .with_message(&d.reason);
     let mut label = Label::new(main);
     if let Some(text) = &d.label {
@@ -105,7 +112,11 @@ fn render_one(sources: &SourceMap, d: &Diagnostic, color: bool) -> String {
     if let Some(help) = &d.help {
         report = report.with_help(help);
     }
-    let cache = ariadne::sources(sources.files().map(|(_, f)| (f.name.clone(), f.text.clone())));
+    let cache = ariadne::sources(
+        sources
+            .files()
+            .map(|(_, f)| (f.name.clone(), f.text.clone())),
+    );
     let mut buf = Vec::new();
     if report.finish().write(cache, &mut buf).is_err() {
         // Rendering can only fail on I/O into a Vec, which does not happen; fall back anyway.
@@ -117,7 +128,10 @@ fn render_one(sources: &SourceMap, d: &Diagnostic, color: bool) -> String {
 }
 
 /// The closest candidate to a misspelt name, if one is close enough to be a useful hint.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let mut best: Option<(f64, &str)> = None;
     for c in candidates {
         let score = strsim::jaro_winkler(word, c);

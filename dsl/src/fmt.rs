@@ -23,11 +23,21 @@ const INDENT: &str = "    ";
 /// Formats a whole file, or returns its errors if it does not parse.
 pub fn format(text: &str) -> Result<String, Vec<Diagnostic>> {
     let (file, diags) = parse(FileId(0), text);
-    let errors: Vec<Diagnostic> = diags.into_iter().filter(|d| d.severity == Severity::Error).collect();
+    let errors: Vec<Diagnostic> = diags
+        .into_iter()
+        .filter(|d| d.severity == Severity::Error)
+        .collect();
     if !errors.is_empty() {
         return Err(errors);
     }
-    let mut p = Printer { text, comments: &file.comments, next: 0, last_end: 0, fresh: true, out: String::new() };
+    let mut p = Printer {
+        text,
+        comments: &file.comments,
+        next: 0,
+        last_end: 0,
+        fresh: true,
+        out: String::new(),
+    };
     p.file(&file.items);
     Ok(p.out)
 }
@@ -85,7 +95,13 @@ impl<'a> Printer<'a> {
             Item::Let(l) => self.code_line(0, let_text(l), l.span.end as usize),
             Item::Block(b) => {
                 let header = format!("block {}", b.name.name);
-                self.braced(0, header, b.name.span.end as usize, &b.members, b.span.end as usize);
+                self.braced(
+                    0,
+                    header,
+                    b.name.span.end as usize,
+                    &b.members,
+                    b.span.end as usize,
+                );
             }
             Item::Model(m) => {
                 let mut header = format!("model {}", m.name.name);
@@ -101,14 +117,23 @@ impl<'a> Printer<'a> {
 
     /// Writes `header {`, the members one per line at `depth + 1`, and `}`. `after` is where
     /// to look for the `{`; `end` is just past the `}`.
-    fn braced(&mut self, depth: usize, header: String, after: usize, members: &[Member], end: usize) {
+    fn braced(
+        &mut self,
+        depth: usize,
+        header: String,
+        after: usize,
+        members: &[Member],
+        end: usize,
+    ) {
         if members.is_empty() && !self.pending_before(end) {
             return self.code_line(depth, format!("{header} {{ }}"), end);
         }
         let brace = self.brace_after(after);
         let mut inline = self.take_starting_before(brace);
         inline.extend(self.take_trailing(brace + 1));
-        self.last_end = inline.last().map_or(brace + 1, |c| (c.span.end as usize).max(brace + 1));
+        self.last_end = inline
+            .last()
+            .map_or(brace + 1, |c| (c.span.end as usize).max(brace + 1));
         self.finish_line(depth, format!("{header} {{"), inline, depth + 1);
         self.fresh = true;
         for m in members {
@@ -147,13 +172,21 @@ impl<'a> Printer<'a> {
         let end = self.code_end(end);
         let mut inline = self.take_starting_before(end);
         inline.extend(self.take_trailing(end));
-        self.last_end = inline.last().map_or(end, |c| (c.span.end as usize).max(end));
+        self.last_end = inline
+            .last()
+            .map_or(end, |c| (c.span.end as usize).max(end));
         self.finish_line(depth, code, inline, depth);
     }
 
     /// Writes `code` with `comments` after it, two spaces apart; comments that would follow a
     /// `//` comment go on their own lines at `rest_depth`.
-    fn finish_line(&mut self, depth: usize, code: String, comments: Vec<&Comment>, rest_depth: usize) {
+    fn finish_line(
+        &mut self,
+        depth: usize,
+        code: String,
+        comments: Vec<&Comment>,
+        rest_depth: usize,
+    ) {
         let mut line = code;
         let mut rest = Vec::new();
         let mut closed = false;
@@ -191,7 +224,8 @@ impl<'a> Printer<'a> {
     }
 
     fn pending_before(&self, end: usize) -> bool {
-        self.pending().is_some_and(|c| (c.span.start as usize) < end)
+        self.pending()
+            .is_some_and(|c| (c.span.start as usize) < end)
     }
 
     fn take(&mut self) {
@@ -231,7 +265,10 @@ impl<'a> Printer<'a> {
         let mut pos = end;
         loop {
             pos = self.text.get(..pos).map_or(pos, |t| t.trim_end().len());
-            match self.comments.binary_search_by_key(&pos, |c| c.span.end as usize) {
+            match self
+                .comments
+                .binary_search_by_key(&pos, |c| c.span.end as usize)
+            {
                 Ok(i) => pos = self.comments[i].span.start as usize,
                 Err(_) => return pos,
             }
@@ -243,7 +280,10 @@ impl<'a> Printer<'a> {
         let bytes = self.text.as_bytes();
         let mut pos = from;
         while pos < bytes.len() {
-            if let Some(c) = self.comments[self.next..].iter().find(|c| c.span.start as usize == pos) {
+            if let Some(c) = self.comments[self.next..]
+                .iter()
+                .find(|c| c.span.start as usize == pos)
+            {
                 pos = c.span.end as usize;
             } else if bytes[pos] == b'{' {
                 return pos;
@@ -282,7 +322,11 @@ impl<'a> Printer<'a> {
 
 /// A comment as written, without trailing whitespace on any of its lines.
 fn comment_text(c: &Comment) -> String {
-    c.text.split('\n').map(str::trim_end).collect::<Vec<_>>().join("\n")
+    c.text
+        .split('\n')
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn let_text(l: &LetItem) -> String {
@@ -318,7 +362,9 @@ pub(crate) fn expr_text(e: &Expr) -> String {
 
 fn write_expr(out: &mut String, e: &Expr) {
     match &e.kind {
-        ExprKind::Int(_, raw) | ExprKind::Float(_, raw) | ExprKind::Str(_, raw) => out.push_str(raw),
+        ExprKind::Int(_, raw) | ExprKind::Float(_, raw) | ExprKind::Str(_, raw) => {
+            out.push_str(raw)
+        }
         ExprKind::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         ExprKind::Name(n) => out.push_str(n),
         ExprKind::Call { callee, args } => {

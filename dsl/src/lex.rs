@@ -33,7 +33,13 @@ pub fn scan(file: FileId, text: &str) -> Scan {
         bytes: text.as_bytes(),
         text,
         pos: 0,
-        out: Scan { comments: vec![], diagnostics: vec![], item_starts: vec![], first_token: None, oversized: vec![] },
+        out: Scan {
+            comments: vec![],
+            diagnostics: vec![],
+            item_starts: vec![],
+            first_token: None,
+            oversized: vec![],
+        },
         tokens: 0,
         operators: 0,
         powers: 0,
@@ -127,9 +133,15 @@ impl Scanner<'_> {
     /// Closes the item being scanned: records it as oversized if it passes a limit.
     fn end_item(&mut self) {
         if let Some(&start) = self.out.item_starts.last() {
-            let too_big = self.tokens > MAX_ITEM_TOKENS || self.max_depth > MAX_NESTING || self.operators > MAX_OPERATORS || self.powers > MAX_POWERS;
+            let too_big = self.tokens > MAX_ITEM_TOKENS
+                || self.max_depth > MAX_NESTING
+                || self.operators > MAX_OPERATORS
+                || self.powers > MAX_POWERS;
             if too_big {
-                let end = start + self.text[start..].find(|c: char| c.is_whitespace()).unwrap_or(0);
+                let end = start
+                    + self.text[start..]
+                        .find(|c: char| c.is_whitespace())
+                        .unwrap_or(0);
                 let d = self.error(start, end, "item too large or too deeply nested to read").with_label("this item").with_help(format!(
                     "an item may hold at most {MAX_ITEM_TOKENS} tokens, {MAX_NESTING} levels of brackets, {MAX_OPERATORS} operators and {MAX_POWERS} `^`"
                 ));
@@ -150,7 +162,10 @@ impl Scanner<'_> {
             self.pos += 1;
         }
         let word = &self.text[start..self.pos];
-        let at_line_start = self.text[..start].rsplit('\n').next().is_some_and(|l| l.is_empty());
+        let at_line_start = self.text[..start]
+            .rsplit('\n')
+            .next()
+            .is_some_and(|l| l.is_empty());
         let item_kw = matches!(word, "use" | "let" | "block" | "model");
         let starts = item_kw && (depth == 0 || (at_line_start && word != "let"));
         if starts {
@@ -163,12 +178,20 @@ impl Scanner<'_> {
 
     fn line_comment(&mut self) {
         let start = self.pos;
-        let end = self.text[start..].find('\n').map_or(self.bytes.len(), |i| start + i);
+        let end = self.text[start..]
+            .find('\n')
+            .map_or(self.bytes.len(), |i| start + i);
         let text = &self.text[start..end];
-        let is_doc = (text.starts_with("///") && !text.starts_with("////")) || text.starts_with("//!");
+        let is_doc =
+            (text.starts_with("///") && !text.starts_with("////")) || text.starts_with("//!");
         if is_doc {
-            let d = self.error(start, start + 3, "doc comments are not allowed").with_label("a doc comment").with_help("write `//` (inside `model! { }` a doc comment would become an attribute)");
-        self.push(d);
+            let d = self
+                .error(start, start + 3, "doc comments are not allowed")
+                .with_label("a doc comment")
+                .with_help(
+                    "write `//` (inside `model! { }` a doc comment would become an attribute)",
+                );
+            self.push(d);
         }
         self.push_comment(start, end);
         self.pos = end;
@@ -177,11 +200,17 @@ impl Scanner<'_> {
     fn block_comment(&mut self) {
         let start = self.pos;
         let rest = &self.text[start..];
-        let is_doc = (rest.starts_with("/**") && !rest.starts_with("/***") && !rest.starts_with("/**/"))
-            || rest.starts_with("/*!");
+        let is_doc =
+            (rest.starts_with("/**") && !rest.starts_with("/***") && !rest.starts_with("/**/"))
+                || rest.starts_with("/*!");
         if is_doc {
-            let d = self.error(start, start + 3, "doc comments are not allowed").with_label("a doc comment").with_help("write `/*` (inside `model! { }` a doc comment would become an attribute)");
-        self.push(d);
+            let d = self
+                .error(start, start + 3, "doc comments are not allowed")
+                .with_label("a doc comment")
+                .with_help(
+                    "write `/*` (inside `model! { }` a doc comment would become an attribute)",
+                );
+            self.push(d);
         }
         let mut nesting = 0usize;
         while self.pos < self.bytes.len() {
@@ -199,7 +228,10 @@ impl Scanner<'_> {
                 self.pos += 1;
             }
         }
-        let d = self.error(start, start + 2, "unterminated block comment").with_label("this comment is never closed").with_help("close it with `*/` (block comments nest)");
+        let d = self
+            .error(start, start + 2, "unterminated block comment")
+            .with_label("this comment is never closed")
+            .with_help("close it with `*/` (block comments nest)");
         self.push(d);
         self.pos = self.bytes.len();
     }
@@ -207,7 +239,10 @@ impl Scanner<'_> {
     fn push_comment(&mut self, start: usize, end: usize) {
         // Slicing at `end` is safe: comments end at ASCII bytes or at the end of text.
         let text = self.text[start..end].trim_end().to_string();
-        self.out.comments.push(Comment { span: self.span(start, end), text });
+        self.out.comments.push(Comment {
+            span: self.span(start, end),
+            text,
+        });
     }
 
     fn string(&mut self) {
@@ -224,7 +259,9 @@ impl Scanner<'_> {
                 _ => self.pos += 1,
             }
         }
-        let d = self.error(start, start + 1, "unterminated string").with_label("this string is never closed");
+        let d = self
+            .error(start, start + 1, "unterminated string")
+            .with_label("this string is never closed");
         self.push(d);
     }
 
@@ -242,9 +279,13 @@ impl Scanner<'_> {
         };
         if len == 0 {
             let end = (start + 2).min(self.bytes.len());
-            let end = if self.text.is_char_boundary(end) { end } else { start + 1 };
+            let end = if self.text.is_char_boundary(end) {
+                end
+            } else {
+                start + 1
+            };
             let d = self.error(start, end, "unknown escape in string").with_label("not a valid escape").with_help("escapes are `\\n`, `\\r`, `\\t`, `\\\\`, `\\0`, `\\\"`, `\\'`, `\\x7F` and `\\u{…}`");
-        self.push(d);
+            self.push(d);
             self.pos += 1;
         } else {
             self.pos += len;
@@ -273,25 +314,38 @@ impl Scanner<'_> {
             while end < self.bytes.len() && is_ident_char(self.bytes[end]) {
                 end += 1;
             }
-            let d = self.error(start, end, "a number may not touch a letter").with_label("number and name run together").with_help("put a space or an operator between them, e.g. `1000 * d_model`");
-        self.push(d);
+            let d = self
+                .error(start, end, "a number may not touch a letter")
+                .with_label("number and name run together")
+                .with_help("put a space or an operator between them, e.g. `1000 * d_model`");
+            self.push(d);
             self.pos = end;
             return;
         }
-        let literal: String = self.text[start..self.pos].chars().filter(|&c| c != '_').collect();
+        let literal: String = self.text[start..self.pos]
+            .chars()
+            .filter(|&c| c != '_')
+            .collect();
         if is_float {
             if literal.parse::<f64>().map_or(true, |v| !v.is_finite()) {
-                let d = self.error(start, self.pos, "float literal out of range").with_label("not a finite 64-bit float");
-        self.push(d);
+                let d = self
+                    .error(start, self.pos, "float literal out of range")
+                    .with_label("not a finite 64-bit float");
+                self.push(d);
             }
         } else if literal.parse::<i64>().is_err() {
-            let d = self.error(start, self.pos, "integer literal too large").with_label("does not fit in 64 bits").with_help(format!("integers are 64-bit: at most {}", i64::MAX));
-        self.push(d);
+            let d = self
+                .error(start, self.pos, "integer literal too large")
+                .with_label("does not fit in 64 bits")
+                .with_help(format!("integers are 64-bit: at most {}", i64::MAX));
+            self.push(d);
         }
     }
 
     fn digits(&mut self) {
-        while self.pos < self.bytes.len() && (self.bytes[self.pos].is_ascii_digit() || self.bytes[self.pos] == b'_') {
+        while self.pos < self.bytes.len()
+            && (self.bytes[self.pos].is_ascii_digit() || self.bytes[self.pos] == b'_')
+        {
             self.pos += 1;
         }
     }
@@ -300,7 +354,9 @@ impl Scanner<'_> {
         let start = self.pos;
         if self.bytes[start] == b'\'' {
             // Report 'text' once, not once per quote.
-            let line_end = self.text[start + 1..].find('\n').map_or(self.bytes.len(), |i| start + 1 + i);
+            let line_end = self.text[start + 1..]
+                .find('\n')
+                .map_or(self.bytes.len(), |i| start + 1 + i);
             if let Some(close) = self.text[start + 1..line_end].find('\'') {
                 let end = start + close + 2;
                 let d = self.error(start, end, "single quotes are not part of the language")
@@ -314,13 +370,31 @@ impl Scanner<'_> {
         let ch = self.text[start..].chars().next().unwrap_or('\u{fffd}');
         let end = start + ch.len_utf8();
         let (reason, help) = match ch {
-            '#' => ("`#` is not part of the language", "comments are written `// …`"),
-            '\'' => ("single quotes are not part of the language", "strings are written with double quotes: `\"…\"`"),
-            ';' => ("unexpected `;`", "fields need no terminator; separate them by spaces or newlines"),
-            c if !c.is_ascii() => ("non-ASCII character outside a comment", "only comments may hold non-ASCII text"),
-            _ => ("unexpected character", "this character is not part of the language"),
+            '#' => (
+                "`#` is not part of the language",
+                "comments are written `// …`",
+            ),
+            '\'' => (
+                "single quotes are not part of the language",
+                "strings are written with double quotes: `\"…\"`",
+            ),
+            ';' => (
+                "unexpected `;`",
+                "fields need no terminator; separate them by spaces or newlines",
+            ),
+            c if !c.is_ascii() => (
+                "non-ASCII character outside a comment",
+                "only comments may hold non-ASCII text",
+            ),
+            _ => (
+                "unexpected character",
+                "this character is not part of the language",
+            ),
         };
-        let d = self.error(start, end, reason).with_label(format!("`{}`", ch.escape_default())).with_help(help);
+        let d = self
+            .error(start, end, reason)
+            .with_label(format!("`{}`", ch.escape_default()))
+            .with_help(help);
         self.push(d);
         self.pos = end;
     }

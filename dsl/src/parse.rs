@@ -16,15 +16,19 @@ struct ArchParser;
 
 /// The parser recurses once per nesting level; the lexer bounds nesting, and this stack
 /// holds the deepest input it lets through whatever stack the caller runs on.
-const PARSER_STACK_BYTES: usize = 64 << 20;
+const PARSER_STACK_BYTES: usize = 16 << 20;
 
 /// Parses a whole file. Always returns a tree (of the items that parsed) and every
 /// diagnostic found; never stops at the first error.
 pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
     std::thread::scope(|scope| {
-        let worker = std::thread::Builder::new().stack_size(PARSER_STACK_BYTES).spawn_scoped(scope, || parse_here(file, text));
+        let worker = std::thread::Builder::new()
+            .stack_size(PARSER_STACK_BYTES)
+            .spawn_scoped(scope, || parse_here(file, text));
         match worker {
-            Ok(w) => w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Ok(w) => w
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
             // No thread to be had: parse on the caller's stack.
             Err(_) => parse_here(file, text),
         }
@@ -34,14 +38,20 @@ pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
 fn parse_here(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
     let scan = lex::scan(file, text);
     let mut diags = scan.diagnostics;
-    let mut out = File { items: Vec::new(), comments: scan.comments };
+    let mut out = File {
+        items: Vec::new(),
+        comments: scan.comments,
+    };
     let starts = &scan.item_starts;
     if let Some(first) = scan.first_token {
         if starts.first().is_none_or(|&s| first < s) {
             let end = token_end(text, first);
             diags.push(
-                Diagnostic::error(Span::new(file, first..end), format!("expected an item, found {}", describe_token(text, first)))
-                    .with_label("expected `use`, `let`, `block` or `model`"),
+                Diagnostic::error(
+                    Span::new(file, first..end),
+                    format!("expected an item, found {}", describe_token(text, first)),
+                )
+                .with_label("expected `use`, `let`, `block` or `model`"),
             );
         }
     }
@@ -56,7 +66,10 @@ fn parse_here(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
             continue;
         }
         let chunk = &text[start..end];
-        let cx = Cx { file, offset: start };
+        let cx = Cx {
+            file,
+            offset: start,
+        };
         // Tracking parse attempts is slow; only a failed item is parsed again with it.
         pest::set_error_detail(false);
         let parsed = ArchParser::parse(Rule::item_chunk, chunk).or_else(|_| {
@@ -101,14 +114,23 @@ impl Cx {
             Rule::use_item => {
                 let lit = pair.into_inner().nth(1)?;
                 let raw = lit.as_str().to_string();
-                Some(Item::Use(UseItem { path: unescape(&raw), raw, path_span: self.span(&lit), span }))
+                Some(Item::Use(UseItem {
+                    path: unescape(&raw),
+                    raw,
+                    path_span: self.span(&lit),
+                    span,
+                }))
             }
             Rule::let_item => Some(Item::Let(self.let_item(pair))),
             Rule::block_item => {
                 let mut inner = pair.into_inner().skip(1);
                 let name = self.ident(inner.next()?);
                 let members = self.body(inner.next()?);
-                Some(Item::Block(BlockItem { name, members, span }))
+                Some(Item::Block(BlockItem {
+                    name,
+                    members,
+                    span,
+                }))
             }
             Rule::model_item => {
                 let mut inner = pair.into_inner().skip(1).peekable();
@@ -119,14 +141,22 @@ impl Cx {
                     None
                 };
                 let members = self.body(inner.next()?);
-                Some(Item::Model(ModelItem { name, base, members, span }))
+                Some(Item::Model(ModelItem {
+                    name,
+                    base,
+                    members,
+                    span,
+                }))
             }
             _ => None,
         }
     }
 
     fn ident(&self, pair: Pair<Rule>) -> Ident {
-        Ident { name: pair.as_str().to_string(), span: self.span(&pair) }
+        Ident {
+            name: pair.as_str().to_string(),
+            span: self.span(&pair),
+        }
     }
 
     fn let_item(&self, pair: Pair<Rule>) -> LetItem {
@@ -135,8 +165,14 @@ impl Cx {
         let name = inner.next().map(|p| self.ident(p));
         let value = inner.next().map(|p| self.expr(p));
         LetItem {
-            name: name.unwrap_or_else(|| Ident { name: String::new(), span }),
-            value: value.unwrap_or(Expr { kind: ExprKind::Bool(false), span }),
+            name: name.unwrap_or_else(|| Ident {
+                name: String::new(),
+                span,
+            }),
+            value: value.unwrap_or(Expr {
+                kind: ExprKind::Bool(false),
+                span,
+            }),
             span,
         }
     }
@@ -153,7 +189,11 @@ impl Cx {
                 let mut inner = pair.into_inner();
                 let name = self.ident(inner.next()?);
                 let members = self.body(inner.next()?);
-                Some(Member::Section(Section { name, members, span }))
+                Some(Member::Section(Section {
+                    name,
+                    members,
+                    span,
+                }))
             }
             Rule::field => {
                 let mut inner = pair.into_inner();
@@ -179,9 +219,15 @@ impl Cx {
                         _ => result = Some(self.expr(p)),
                     }
                 }
-                let mut e = result.unwrap_or(Expr { kind: ExprKind::Bool(false), span });
+                let mut e = result.unwrap_or(Expr {
+                    kind: ExprKind::Bool(false),
+                    span,
+                });
                 for _ in 0..negs {
-                    e = Expr { kind: ExprKind::Neg(Box::new(e)), span };
+                    e = Expr {
+                        kind: ExprKind::Neg(Box::new(e)),
+                        span,
+                    };
                 }
                 return e;
             }
@@ -189,10 +235,19 @@ impl Cx {
                 let mut inner = pair.into_inner();
                 let base = match inner.next() {
                     Some(p) => self.expr(p),
-                    None => return Expr { kind: ExprKind::Bool(false), span },
+                    None => {
+                        return Expr {
+                            kind: ExprKind::Bool(false),
+                            span,
+                        }
+                    }
                 };
                 match inner.nth(1) {
-                    Some(rhs) => ExprKind::Binary { op: BinOp::Pow, lhs: Box::new(base), rhs: Box::new(self.expr(rhs)) },
+                    Some(rhs) => ExprKind::Binary {
+                        op: BinOp::Pow,
+                        lhs: Box::new(base),
+                        rhs: Box::new(self.expr(rhs)),
+                    },
                     None => return base,
                 }
             }
@@ -212,14 +267,22 @@ impl Cx {
             Rule::ident => ExprKind::Name(pair.as_str().to_string()),
             Rule::paren => {
                 let inner = pair.into_inner().next().map(|p| self.expr(p));
-                ExprKind::Paren(Box::new(inner.unwrap_or(Expr { kind: ExprKind::Bool(false), span })))
+                ExprKind::Paren(Box::new(inner.unwrap_or(Expr {
+                    kind: ExprKind::Bool(false),
+                    span,
+                })))
             }
             Rule::list => ExprKind::List(pair.into_inner().map(|p| self.expr(p)).collect()),
             Rule::call => {
                 let mut inner = pair.into_inner();
                 let callee = match inner.next() {
                     Some(p) => self.ident(p),
-                    None => return Expr { kind: ExprKind::Bool(false), span },
+                    None => {
+                        return Expr {
+                            kind: ExprKind::Bool(false),
+                            span,
+                        }
+                    }
                 };
                 let args = inner.map(|a| self.arg(a)).collect();
                 ExprKind::Call { callee, args }
@@ -232,7 +295,10 @@ impl Cx {
     fn only_child(&self, pair: Pair<Rule>, span: Span) -> Expr {
         match pair.into_inner().next() {
             Some(p) => self.expr(p),
-            None => Expr { kind: ExprKind::Bool(false), span },
+            None => Expr {
+                kind: ExprKind::Bool(false),
+                span,
+            },
         }
     }
 
@@ -241,7 +307,12 @@ impl Cx {
         let mut inner = pair.into_inner();
         let mut lhs = match inner.next() {
             Some(p) => self.expr(p),
-            None => return Expr { kind: ExprKind::Bool(false), span },
+            None => {
+                return Expr {
+                    kind: ExprKind::Bool(false),
+                    span,
+                }
+            }
         };
         while let (Some(op), Some(rhs)) = (inner.next(), inner.next()) {
             let op = match op.as_str() {
@@ -252,7 +323,14 @@ impl Cx {
             };
             let rhs = self.expr(rhs);
             let span = lhs.span.to(rhs.span);
-            lhs = Expr { kind: ExprKind::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }, span };
+            lhs = Expr {
+                kind: ExprKind::Binary {
+                    op,
+                    lhs: Box::new(lhs),
+                    rhs: Box::new(rhs),
+                },
+                span,
+            };
         }
         lhs
     }
@@ -265,11 +343,25 @@ impl Cx {
                 let mut it = parts.into_iter();
                 let name = it.next().map(|p| self.ident(p));
                 let value = it.next().map(|p| self.expr(p));
-                Arg { name, value: value.unwrap_or(Expr { kind: ExprKind::Bool(false), span }), span }
+                Arg {
+                    name,
+                    value: value.unwrap_or(Expr {
+                        kind: ExprKind::Bool(false),
+                        span,
+                    }),
+                    span,
+                }
             }
             _ => {
                 let value = parts.into_iter().next().map(|p| self.expr(p));
-                Arg { name: None, value: value.unwrap_or(Expr { kind: ExprKind::Bool(false), span }), span }
+                Arg {
+                    name: None,
+                    value: value.unwrap_or(Expr {
+                        kind: ExprKind::Bool(false),
+                        span,
+                    }),
+                    span,
+                }
             }
         }
     }
@@ -311,12 +403,18 @@ impl Cx {
         };
         let end = token_end(text, pos);
         let found = describe_token(text, pos);
-        let mut d = Diagnostic::error(Span::new(self.file, pos..end), format!("unexpected {found}, expected {expected_text}"))
-            .with_label(format!("expected {expected_text}"));
+        let mut d = Diagnostic::error(
+            Span::new(self.file, pos..end),
+            format!("unexpected {found}, expected {expected_text}"),
+        )
+        .with_label(format!("expected {expected_text}"));
         if found.contains("`;`") {
             d = d.with_help("fields need no terminator");
         }
-        let at_line_start = text[..pos].rsplit('\n').next().is_some_and(|l| l.trim().is_empty());
+        let at_line_start = text[..pos]
+            .rsplit('\n')
+            .next()
+            .is_some_and(|l| l.trim().is_empty());
         let item_word = matches!(found.as_str(), "`model`" | "`block`" | "`use`");
         if item_word && at_line_start && expected_text.contains("`}`") {
             d = d.with_help("an earlier `{` is missing its `}`");
@@ -328,8 +426,16 @@ impl Cx {
 fn describe_rule(rule: Rule) -> Option<&'static str> {
     Some(match rule {
         Rule::ident | Rule::path => "a name",
-        Rule::expr | Rule::sum | Rule::product | Rule::unary | Rule::power | Rule::pow_rhs => "a value",
-        Rule::float | Rule::int | Rule::string | Rule::boolean | Rule::list | Rule::call | Rule::paren => "a value",
+        Rule::expr | Rule::sum | Rule::product | Rule::unary | Rule::power | Rule::pow_rhs => {
+            "a value"
+        }
+        Rule::float
+        | Rule::int
+        | Rule::string
+        | Rule::boolean
+        | Rule::list
+        | Rule::call
+        | Rule::paren => "a value",
         Rule::arg => "an argument",
         Rule::body => "`{`",
         Rule::kw_let => "`let`",
@@ -342,7 +448,11 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
 }
 
 fn describe_literal(token: &str) -> Option<String> {
-    matches!(token, "{" | "}" | "(" | ")" | "[" | "]" | "=" | "," | ":" | ".").then(|| format!("`{token}`"))
+    matches!(
+        token,
+        "{" | "}" | "(" | ")" | "[" | "]" | "=" | "," | ":" | "."
+    )
+    .then(|| format!("`{token}`"))
 }
 
 fn token_end(text: &str, pos: usize) -> usize {
@@ -350,7 +460,10 @@ fn token_end(text: &str, pos: usize) -> usize {
     match bytes.get(pos) {
         None => pos,
         Some(b) if b.is_ascii_alphanumeric() || *b == b'_' => {
-            pos + bytes[pos..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'.').count()
+            pos + bytes[pos..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'.')
+                .count()
         }
         Some(_) => pos + text[pos..].chars().next().map_or(1, char::len_utf8),
     }
@@ -370,7 +483,10 @@ fn describe_token(text: &str, pos: usize) -> String {
 
 /// Rust's string escapes → the string value (the lexer has already checked them).
 fn unescape(raw: &str) -> String {
-    let inner = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(raw);
+    let inner = raw
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(raw);
     let mut out = String::new();
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
@@ -389,7 +505,12 @@ fn unescape(raw: &str) -> String {
             }
             Some('u') => {
                 let hex: String = chars.by_ref().skip(1).take_while(|&c| c != '}').collect();
-                out.push(u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32).unwrap_or('\u{fffd}'));
+                out.push(
+                    u32::from_str_radix(&hex, 16)
+                        .ok()
+                        .and_then(char::from_u32)
+                        .unwrap_or('\u{fffd}'),
+                );
             }
             Some(c) => out.push(c),
             None => {}

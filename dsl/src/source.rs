@@ -17,7 +17,11 @@ pub struct Span {
 
 impl Span {
     pub fn new(file: FileId, range: Range<usize>) -> Span {
-        Span { file, start: range.start as u32, end: range.end as u32 }
+        Span {
+            file,
+            start: range.start as u32,
+            end: range.end as u32,
+        }
     }
 
     pub fn range(self) -> Range<usize> {
@@ -26,7 +30,11 @@ impl Span {
 
     /// The smallest span covering both.
     pub fn to(self, other: Span) -> Span {
-        Span { file: self.file, start: self.start.min(other.start), end: self.end.max(other.end) }
+        Span {
+            file: self.file,
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
     }
 }
 
@@ -48,7 +56,11 @@ pub struct SourceMap {
 
 impl SourceMap {
     pub fn add(&mut self, name: impl Into<String>, path: Option<PathBuf>, text: String) -> FileId {
-        self.files.push(SourceFile { name: name.into(), path, text });
+        self.files.push(SourceFile {
+            name: name.into(),
+            path,
+            text,
+        });
         FileId(self.files.len() as u32 - 1)
     }
 
@@ -57,11 +69,16 @@ impl SourceMap {
     }
 
     pub fn files(&self) -> impl Iterator<Item = (FileId, &SourceFile)> {
-        self.files.iter().enumerate().map(|(i, f)| (FileId(i as u32), f))
+        self.files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (FileId(i as u32), f))
     }
 
     pub fn find_path(&self, path: &Path) -> Option<FileId> {
-        self.files().find(|(_, f)| f.path.as_deref() == Some(path)).map(|(id, _)| id)
+        self.files()
+            .find(|(_, f)| f.path.as_deref() == Some(path))
+            .map(|(id, _)| id)
     }
 
     /// The text a span covers.

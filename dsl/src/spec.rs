@@ -69,11 +69,16 @@ pub enum Placement {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum Position {
     /// A learned table of `context + offset` rows; position `i` reads row `i + offset`.
-    Learned { offset: u64 },
+    Learned {
+        offset: u64,
+    },
     Sinusoidal,
     Rope(Rope),
     /// T5's bucketed relative attention bias, one table per stack.
-    RelativeBias { buckets: u64, max_distance: u64 },
+    RelativeBias {
+        buckets: u64,
+        max_distance: u64,
+    },
     Alibi,
     None,
 }
@@ -184,7 +189,9 @@ pub enum Mask {
     Causal,
     Bidirectional,
     /// Causal, and each query sees at most `window` keys (itself included).
-    Sliding { window: u64 },
+    Sliding {
+        window: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -218,7 +225,10 @@ pub enum Activation {
 impl Activation {
     /// Gated activations use three matrices (gate, up, down).
     pub fn is_gated(self) -> bool {
-        matches!(self, Activation::Swiglu | Activation::Geglu | Activation::Reglu)
+        matches!(
+            self,
+            Activation::Swiglu | Activation::Geglu | Activation::Reglu
+        )
     }
 }
 
@@ -299,11 +309,22 @@ pub enum Head {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Objective {
     NextToken,
-    Mlm { rate: f64, mask: f64, random: f64, dynamic: bool },
+    Mlm {
+        rate: f64,
+        mask: f64,
+        random: f64,
+        dynamic: bool,
+    },
     Nsp,
     Sop,
-    Rtd { generator: Box<ArchSpec>, weight: f64 },
-    SpanCorruption { rate: f64, mean_span: f64 },
+    Rtd {
+        generator: Box<ArchSpec>,
+        weight: f64,
+    },
+    SpanCorruption {
+        rate: f64,
+        mean_span: f64,
+    },
     Denoise {
         token_mask: f64,
         token_delete: f64,
@@ -312,7 +333,9 @@ pub enum Objective {
         sentence_permute: bool,
         document_rotate: bool,
     },
-    Dpo { beta: f64 },
+    Dpo {
+        beta: f64,
+    },
 }
 
 impl ArchSpec {

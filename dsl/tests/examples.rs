@@ -6,16 +6,26 @@ use std::path::{Path, PathBuf};
 
 fn arch_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "arch")).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "arch"))
+                .collect()
+        })
         .unwrap_or_default();
     files.sort();
     files
 }
 
 fn check_clean(path: &Path) -> usize {
-    let prog = Program::load(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let prog =
+        Program::load(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let (specs, diags) = prog.check();
-    assert!(diags.is_empty(), "{}:\n{}", path.display(), render(&prog.sources, &diags, false));
+    assert!(
+        diags.is_empty(),
+        "{}:\n{}",
+        path.display(),
+        render(&prog.sources, &diags, false)
+    );
     assert_eq!(specs.len(), prog.model_names().len());
     specs.len()
 }
@@ -33,13 +43,21 @@ fn language_examples_check() {
 #[test]
 fn examples_match_the_language_reference() {
     let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/ARCH_LANGUAGE.md");
-    let Ok(text) = std::fs::read_to_string(&doc) else { return };
+    let Ok(text) = std::fs::read_to_string(&doc) else {
+        return;
+    };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/examples");
-    let committed: Vec<String> = arch_files(&dir).iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    let committed: Vec<String> = arch_files(&dir)
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
     let section = &text[text.find("## 9.").unwrap()..text.find("## 10.").unwrap()];
     for block in section.split("```").skip(1).step_by(2) {
         let block = block.strip_prefix('\n').unwrap_or(block);
-        assert!(committed.iter().any(|c| c == block), "§9 example not committed under dsl/tests/examples:\n{block}");
+        assert!(
+            committed.iter().any(|c| c == block),
+            "§9 example not committed under dsl/tests/examples:\n{block}"
+        );
     }
 }
 

@@ -18,9 +18,16 @@ fn fmt_ok(text: &str) -> String {
 fn formatted(input: &str) -> String {
     let out = fmt_ok(input);
     assert_eq!(fmt_ok(&out), out, "format is not idempotent on:\n{out}");
-    assert_eq!(comment_texts(&out), comment_texts(input), "comments changed:\n{out}");
+    assert_eq!(
+        comment_texts(&out),
+        comment_texts(input),
+        "comments changed:\n{out}"
+    );
     assert_eq!(ast_text(&out), ast_text(input), "AST changed:\n{out}");
-    assert!(out.is_empty() || (out.ends_with('\n') && !out.ends_with("\n\n")), "bad ending: {out:?}");
+    assert!(
+        out.is_empty() || (out.ends_with('\n') && !out.ends_with("\n\n")),
+        "bad ending: {out:?}"
+    );
     for line in out.lines() {
         assert_eq!(line, line.trim_end(), "trailing whitespace in {out:?}");
         assert!(!line.contains('\t'), "tab in {out:?}");
@@ -32,13 +39,25 @@ fn formatted(input: &str) -> String {
 /// Comment texts in order, each line without trailing whitespace (the formatter trims it).
 fn comment_texts(text: &str) -> Vec<String> {
     let (file, _) = parse(FileId(0), text);
-    file.comments.iter().map(|c| c.text.split('\n').map(str::trim_end).collect::<Vec<_>>().join("\n")).collect()
+    file.comments
+        .iter()
+        .map(|c| {
+            c.text
+                .split('\n')
+                .map(str::trim_end)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect()
 }
 
 /// The AST printed without spans, fully parenthesised.
 fn ast_text(text: &str) -> String {
     let (file, diags) = parse(FileId(0), text);
-    assert!(diags.iter().all(|d| d.severity != Severity::Error), "{diags:?}");
+    assert!(
+        diags.iter().all(|d| d.severity != Severity::Error),
+        "{diags:?}"
+    );
     file_sexp(&file)
 }
 
@@ -52,7 +71,11 @@ fn file_sexp(f: &File) -> String {
             Item::Block(b) => format!("(block {} {})", b.name.name, members_sexp(&b.members)),
             Item::Model(m) => {
                 let base = m.base.as_ref().map_or("-", |b| b.name.as_str());
-                format!("(model {} {base} {})", m.name.name, members_sexp(&m.members))
+                format!(
+                    "(model {} {base} {})",
+                    m.name.name,
+                    members_sexp(&m.members)
+                )
             }
         })
         .collect();
@@ -85,20 +108,33 @@ fn expr_sexp(e: &Expr) -> String {
         ExprKind::Call { callee, args } => {
             let args: Vec<String> = args
                 .iter()
-                .map(|a| format!("({} {})", a.name.as_ref().map_or("-", |n| n.name.as_str()), expr_sexp(&a.value)))
+                .map(|a| {
+                    format!(
+                        "({} {})",
+                        a.name.as_ref().map_or("-", |n| n.name.as_str()),
+                        expr_sexp(&a.value)
+                    )
+                })
                 .collect();
             format!("(call {} {})", callee.name, args.join(" "))
         }
-        ExprKind::List(items) => format!("(list {})", items.iter().map(expr_sexp).collect::<Vec<_>>().join(" ")),
+        ExprKind::List(items) => format!(
+            "(list {})",
+            items.iter().map(expr_sexp).collect::<Vec<_>>().join(" ")
+        ),
         ExprKind::Neg(x) => format!("(neg {})", expr_sexp(x)),
-        ExprKind::Binary { op, lhs, rhs } => format!("({} {} {})", op.symbol(), expr_sexp(lhs), expr_sexp(rhs)),
+        ExprKind::Binary { op, lhs, rhs } => {
+            format!("({} {} {})", op.symbol(), expr_sexp(lhs), expr_sexp(rhs))
+        }
         ExprKind::Paren(x) => format!("(paren {})", expr_sexp(x)),
     }
 }
 
 /// The `.arch` files of a directory, by name.
 fn arch_files(dir: &Path) -> Vec<(PathBuf, String)> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "arch"))
@@ -106,7 +142,12 @@ fn arch_files(dir: &Path) -> Vec<(PathBuf, String)> {
     paths.sort();
     paths
         .into_iter()
-        .map(|p| (p.clone(), std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p:?}: {e}"))))
+        .map(|p| {
+            (
+                p.clone(),
+                std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p:?}: {e}")),
+            )
+        })
         .collect()
 }
 
@@ -118,15 +159,28 @@ fn examples() -> Vec<(PathBuf, String)> {
 
 /// Where `a` and `b` first differ, for failure messages.
 fn first_difference(a: &str, b: &str) -> String {
-    let line = a.lines().zip(b.lines()).position(|(x, y)| x != y).unwrap_or(a.lines().count().min(b.lines().count()));
-    format!("line {}: {:?} became {:?}", line + 1, a.lines().nth(line), b.lines().nth(line))
+    let line = a
+        .lines()
+        .zip(b.lines())
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.lines().count().min(b.lines().count()));
+    format!(
+        "line {}: {:?} became {:?}",
+        line + 1,
+        a.lines().nth(line),
+        b.lines().nth(line)
+    )
 }
 
 #[test]
 fn section_9_examples_are_unchanged() {
     for (path, text) in examples() {
         let out = formatted(&text);
-        assert!(out == text, "{path:?} changed, {}", first_difference(&text, &out));
+        assert!(
+            out == text,
+            "{path:?} changed, {}",
+            first_difference(&text, &out)
+        );
     }
 }
 
@@ -137,10 +191,18 @@ fn specs_are_unchanged() {
     for (path, text) in arch_files(&dir) {
         let out = formatted(&text);
         if out != text {
-            changed.push(format!("{}: {}", path.display(), first_difference(&text, &out)));
+            changed.push(format!(
+                "{}: {}",
+                path.display(),
+                first_difference(&text, &out)
+            ));
         }
     }
-    assert!(changed.is_empty(), "not in canonical form:\n{}", changed.join("\n"));
+    assert!(
+        changed.is_empty(),
+        "not in canonical form:\n{}",
+        changed.join("\n")
+    );
 }
 
 /// Each example without its comments, flattened onto one line with commas after members,
@@ -148,13 +210,27 @@ fn specs_are_unchanged() {
 #[test]
 fn flattened_examples_format_back() {
     for (path, text) in examples() {
-        let canonical: String = text.lines().filter(|l| !l.starts_with("//")).map(|l| format!("{l}\n")).collect();
+        let canonical: String = text
+            .lines()
+            .filter(|l| !l.starts_with("//"))
+            .map(|l| format!("{l}\n"))
+            .collect();
         let canonical = canonical.trim_start().to_string();
         let flat: Vec<String> = canonical
             .lines()
-            .map(|l| if l.starts_with(' ') && !l.ends_with('{') { format!("{l},") } else { l.to_string() })
+            .map(|l| {
+                if l.starts_with(' ') && !l.ends_with('{') {
+                    format!("{l},")
+                } else {
+                    l.to_string()
+                }
+            })
             .collect();
-        let flat = flat.join(" ").split_whitespace().collect::<Vec<_>>().join(" ");
+        let flat = flat
+            .join(" ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         assert_eq!(formatted(&flat), canonical, "{path:?} flattened: {flat}");
     }
 }
@@ -316,19 +392,29 @@ fn windows_line_endings_and_trailing_spaces_go() {
 fn files_without_items() {
     assert_eq!(formatted(""), "");
     assert_eq!(formatted("  \n\n"), "");
-    assert_eq!(formatted("\n// one\n\n\n/* two */ // three\n"), "// one\n\n/* two */\n// three\n");
+    assert_eq!(
+        formatted("\n// one\n\n\n/* two */ // three\n"),
+        "// one\n\n/* two */\n// three\n"
+    );
 }
 
 #[test]
 fn a_file_that_does_not_parse_is_not_formatted() {
-    for bad in
-        ["model m {", "model m { a = }", "model m { a = 1 } junk", "/// doc\nmodel m { }", "model m { a = 1000x }"]
-    {
+    for bad in [
+        "model m {",
+        "model m { a = }",
+        "model m { a = 1 } junk",
+        "/// doc\nmodel m { }",
+        "model m { a = 1000x }",
+    ] {
         match format(bad) {
             Ok(out) => panic!("{bad:?} formatted as {out:?}"),
             Err(diags) => {
                 assert!(!diags.is_empty(), "{bad:?}: no diagnostics");
-                assert!(diags.iter().all(|d| d.severity == Severity::Error), "{bad:?}: {diags:?}");
+                assert!(
+                    diags.iter().all(|d| d.severity == Severity::Error),
+                    "{bad:?}: {diags:?}"
+                );
             }
         }
     }
@@ -339,14 +425,26 @@ struct Lcg(u64);
 
 impl Lcg {
     fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
 
 /// Adds random whitespace and comments where the text has whitespace outside comments.
 fn perturb(text: &str, rng: &mut Lcg) -> String {
-    const GAPS: [&str; 8] = [" ", "\n", "\n\n\n  ", " /* c */ ", " // c\n", "\n// c\n\n", "/* a\n  b */", "\t"];
+    const GAPS: [&str; 8] = [
+        " ",
+        "\n",
+        "\n\n\n  ",
+        " /* c */ ",
+        " // c\n",
+        "\n// c\n\n",
+        "/* a\n  b */",
+        "\t",
+    ];
     let (file, _) = parse(FileId(0), text);
     let in_comment = |i: usize| file.comments.iter().any(|c| c.span.range().contains(&i));
     let mut out = String::new();

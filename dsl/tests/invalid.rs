@@ -12,7 +12,11 @@ fn invalid_specs_report_errors() {
         let name = format!("invalid/{}", path.file_name().unwrap().to_string_lossy());
         let prog = Program::from_source(name, text, Some(path.to_path_buf()));
         let (_, diags) = prog.check();
-        assert!(diags.iter().any(|d| d.is_error()), "{} must not check", path.display());
+        assert!(
+            diags.iter().any(|d| d.is_error()),
+            "{} must not check",
+            path.display()
+        );
         insta::assert_snapshot!(render(&prog.sources, &diags, false));
     });
 }
@@ -20,6 +24,15 @@ fn invalid_specs_report_errors() {
 #[test]
 fn there_are_many_distinct_fixtures() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid");
-    let n = std::fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "arch")).count();
+    let n = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "arch")
+        })
+        .count();
     assert!(n >= 25, "at least 25 invalid fixtures, found {n}");
 }

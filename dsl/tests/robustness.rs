@@ -27,15 +27,23 @@ impl Rng {
 /// Runs parse + check + stats + fmt on a small stack; returns how long it took.
 fn exercise(text: String) -> Duration {
     let start = Instant::now();
-    let worker = std::thread::Builder::new().stack_size(2 << 20).spawn(move || {
-        let prog = Program::from_source("fuzz.arch", text.clone(), None);
-        let (specs, _) = prog.check();
-        for spec in &specs {
-            let s = arch_dsl::stats::stats(spec, &arch_dsl::stats::StatsOptions { seq: None, tokens: None });
-            let _ = arch_dsl::stats::render_table(&s, spec);
-        }
-        let _ = arch_dsl::fmt::format(&text);
-    });
+    let worker = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let prog = Program::from_source("fuzz.arch", text.clone(), None);
+            let (specs, _) = prog.check();
+            for spec in &specs {
+                let s = arch_dsl::stats::stats(
+                    spec,
+                    &arch_dsl::stats::StatsOptions {
+                        seq: None,
+                        tokens: None,
+                    },
+                );
+                let _ = arch_dsl::stats::render_table(&s, spec);
+            }
+            let _ = arch_dsl::fmt::format(&text);
+        });
     let result = worker.expect("spawn").join();
     assert!(result.is_ok(), "panicked");
     start.elapsed()
@@ -45,7 +53,9 @@ fn seeds() -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut out = Vec::new();
     for dir in ["tests/examples", "tests/invalid", "../specs"] {
-        let Ok(rd) = std::fs::read_dir(root.join(dir)) else { continue };
+        let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
         let mut paths: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         out.extend(paths.iter().filter_map(|p| std::fs::read_to_string(p).ok()));
@@ -58,7 +68,13 @@ fn tokens(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut prev_kind = 0u8;
     for c in text.chars() {
-        let kind = if c.is_ascii_alphanumeric() || c == '_' || c == '.' { 1 } else if c.is_whitespace() { 2 } else { 3 };
+        let kind = if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+            1
+        } else if c.is_whitespace() {
+            2
+        } else {
+            3
+        };
         match out.last_mut() {
             Some(last) if kind == prev_kind && kind != 3 => last.push(c),
             _ => out.push(c.to_string()),
@@ -69,10 +85,53 @@ fn tokens(text: &str) -> Vec<String> {
 }
 
 const PLANTS: &[&str] = &[
-    "99999999999999999999999", "9223372036854775807", "1e308", "1e999", "0", "-1", "0.0", "(", ")", "[", "]", "{", "}",
-    "=", ",", ":", ".", "+", "-", "*", "/", "^", "\"", "'", "#", "//", "/*", "*/", "///", "é", "model", "block", "let",
-    "use", "true", "layers", "stack", "heads", "kv_heads", "d_model", "attention { heads = 0 }", "decoder", "encoder",
-    "cross_attention { heads = 3 }", "objective = rtd(generator = m)", "mask = sliding(window = 0)", "share = all",
+    "99999999999999999999999",
+    "9223372036854775807",
+    "1e308",
+    "1e999",
+    "0",
+    "-1",
+    "0.0",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    "=",
+    ",",
+    ":",
+    ".",
+    "+",
+    "-",
+    "*",
+    "/",
+    "^",
+    "\"",
+    "'",
+    "#",
+    "//",
+    "/*",
+    "*/",
+    "///",
+    "é",
+    "model",
+    "block",
+    "let",
+    "use",
+    "true",
+    "layers",
+    "stack",
+    "heads",
+    "kv_heads",
+    "d_model",
+    "attention { heads = 0 }",
+    "decoder",
+    "encoder",
+    "cross_attention { heads = 3 }",
+    "objective = rtd(generator = m)",
+    "mask = sliding(window = 0)",
+    "share = all",
 ];
 
 fn mutate(rng: &mut Rng, toks: &mut Vec<String>) {
@@ -97,7 +156,10 @@ fn mutate(rng: &mut Rng, toks: &mut Vec<String>) {
         4 => {
             let depth = 1 + rng.below(300);
             let (open, close) = [("(", ")"), ("[", "]"), ("{", "}"), ("x { ", " }")][rng.below(4)];
-            toks.insert(rng.below(n), format!("{}1{}", open.repeat(depth), close.repeat(depth)));
+            toks.insert(
+                rng.below(n),
+                format!("{}1{}", open.repeat(depth), close.repeat(depth)),
+            );
         }
         5 => {
             let op = ["-", "2 ^ ", "1 + ", "-(", "[a] * "][rng.below(5)];
@@ -106,8 +168,20 @@ fn mutate(rng: &mut Rng, toks: &mut Vec<String>) {
         6 if !toks.is_empty() => toks.truncate(rng.below(n)),
         _ => {
             let i = rng.below(n);
-            if toks.get(i).is_some_and(|t| t.chars().all(|c| c.is_ascii_digit())) {
-                toks[i] = ["0", "1", "3", "4096", "100000", "123456789012", "9223372036854775807"][rng.below(7)].into();
+            if toks
+                .get(i)
+                .is_some_and(|t| t.chars().all(|c| c.is_ascii_digit()))
+            {
+                toks[i] = [
+                    "0",
+                    "1",
+                    "3",
+                    "4096",
+                    "100000",
+                    "123456789012",
+                    "9223372036854775807",
+                ][rng.below(7)]
+                .into();
             }
         }
     }
@@ -132,7 +206,10 @@ fn mutated_specs_never_panic_or_hang() {
         }
         slowest = slowest.max(exercise(text));
     }
-    assert!(slowest < Duration::from_secs(5), "slowest input took {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(5),
+        "slowest input took {slowest:?}"
+    );
 }
 
 #[test]
@@ -148,7 +225,10 @@ fn deep_nesting_is_an_error_not_a_crash() {
     ];
     for text in cases {
         let prog = Program::from_source("deep.arch", text.clone(), None);
-        assert!(prog.has_errors() || !prog.check().1.is_empty(), "deep input must be rejected");
+        assert!(
+            prog.has_errors() || !prog.check().1.is_empty(),
+            "deep input must be rejected"
+        );
         exercise(text);
     }
 }
@@ -163,7 +243,11 @@ fn nesting_within_limits_works_on_a_small_stack() {
         " + 1".repeat(400)
     );
     let prog = Program::from_source("ok.arch", text.clone(), None);
-    assert!(!prog.has_errors(), "{}", arch_dsl::diag::render(&prog.sources, &prog.diagnostics, false));
+    assert!(
+        !prog.has_errors(),
+        "{}",
+        arch_dsl::diag::render(&prog.sources, &prog.diagnostics, false)
+    );
     exercise(text);
 }
 

@@ -23,7 +23,12 @@ pub fn run(files: &[PathBuf]) -> ExitCode {
             failed = true;
             eprintln!("{}: {errors} error(s)", path.display());
         } else {
-            println!("ok: {} ({} model{})", path.display(), specs.len(), if specs.len() == 1 { "" } else { "s" });
+            println!(
+                "ok: {} ({} model{})",
+                path.display(),
+                specs.len(),
+                if specs.len() == 1 { "" } else { "s" }
+            );
         }
     }
     if failed {

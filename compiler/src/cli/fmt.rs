@@ -31,8 +31,12 @@ pub fn run(files: &[PathBuf], check_only: bool) -> ExitCode {
                 }
             }
             Err(_) => {
-                let prog = Program::from_source(path.display().to_string(), text, Some(path.clone()));
-                eprint!("{}", render(&prog.sources, &prog.diagnostics, super::color()));
+                let prog =
+                    Program::from_source(path.display().to_string(), text, Some(path.clone()));
+                eprint!(
+                    "{}",
+                    render(&prog.sources, &prog.diagnostics, super::color())
+                );
                 eprintln!("{}: not formatted (it does not parse)", path.display());
                 failed = true;
             }

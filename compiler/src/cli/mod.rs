@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "archc", version, about = "Compile neural-network architecture specs (.arch) to fused kernels")]
+#[command(
+    name = "archc",
+    version,
+    about = "Compile neural-network architecture specs (.arch) to fused kernels"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,9 @@ const STACK_BYTES: usize = 256 << 20;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let worker = std::thread::Builder::new().stack_size(STACK_BYTES).spawn(move || run(cli));
+    let worker = std::thread::Builder::new()
+        .stack_size(STACK_BYTES)
+        .spawn(move || run(cli));
     match worker.map(|h| h.join()) {
         Ok(Ok(code)) => code,
         _ => {
@@ -66,7 +72,12 @@ fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { files } => check::run(&files),
         Command::Fmt { check, files } => fmt::run(&files, check),
-        Command::Stats { target, json, seq, tokens } => stats::run(&target, json, seq, tokens),
+        Command::Stats {
+            target,
+            json,
+            seq,
+            tokens,
+        } => stats::run(&target, json, seq, tokens),
     }
 }
 

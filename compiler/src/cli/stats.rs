@@ -15,15 +15,25 @@ pub fn run(target: &str, json: bool, seq: Option<u64>, tokens: Option<f64>) -> E
         }
     };
     if prog.has_errors() {
-        eprint!("{}", render(&prog.sources, &prog.diagnostics, super::color()));
+        eprint!(
+            "{}",
+            render(&prog.sources, &prog.diagnostics, super::color())
+        );
         return ExitCode::FAILURE;
     }
     let names = prog.model_names();
     let name = match model {
         Some(m) if prog.has_model(&m) => m,
         Some(m) => {
-            let hint = prog.suggest_model(&m).map(|h| format!(" ({h})")).unwrap_or_default();
-            eprintln!("error: no model `{m}` in {}{hint}; models: {}", path.display(), names.join(", "));
+            let hint = prog
+                .suggest_model(&m)
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            eprintln!(
+                "error: no model `{m}` in {}{hint}; models: {}",
+                path.display(),
+                names.join(", ")
+            );
             return ExitCode::FAILURE;
         }
         None => match names.first() {
@@ -36,7 +46,9 @@ pub fn run(target: &str, json: bool, seq: Option<u64>, tokens: Option<f64>) -> E
     };
     let (spec, diags) = prog.elaborate(&name);
     eprint!("{}", render(&prog.sources, &diags, super::color()));
-    let Some(spec) = spec else { return ExitCode::FAILURE };
+    let Some(spec) = spec else {
+        return ExitCode::FAILURE;
+    };
     if seq == Some(0) || tokens.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
         eprintln!("error: --seq and --tokens must be positive");
         return ExitCode::FAILURE;

@@ -52,11 +52,17 @@ pub struct CtorVal {
 
 impl CtorVal {
     fn arg(&self, name: &str) -> Option<&ArgVal> {
-        self.args.iter().find(|(n, _, _)| *n == name).map(|(_, v, _)| v)
+        self.args
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, v, _)| v)
     }
 
     pub fn arg_span(&self, name: &str) -> Span {
-        self.args.iter().find(|(n, _, _)| *n == name).map_or(self.span, |(_, _, s)| *s)
+        self.args
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map_or(self.span, |(_, _, s)| *s)
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -107,9 +113,19 @@ fn names(defs: &[CtorDef]) -> String {
 
 impl<'a> Elaborator<'a> {
     /// Evaluates `a + b + …` into its terms (objectives and heads combine this way).
-    pub fn ctor_sum(&mut self, expr: &'a Expr, defs: &'static [CtorDef], what: &str, scope: &[RecordId]) -> Option<Vec<CtorVal>> {
+    pub fn ctor_sum(
+        &mut self,
+        expr: &'a Expr,
+        defs: &'static [CtorDef],
+        what: &str,
+        scope: &[RecordId],
+    ) -> Option<Vec<CtorVal>> {
         match &expr.kind {
-            ExprKind::Binary { op: BinOp::Add, lhs, rhs } => {
+            ExprKind::Binary {
+                op: BinOp::Add,
+                lhs,
+                rhs,
+            } => {
                 let l = self.ctor_sum(lhs, defs, what, scope);
                 let r = self.ctor_sum(rhs, defs, what, scope);
                 let mut l = l?;
@@ -121,7 +137,13 @@ impl<'a> Elaborator<'a> {
     }
 
     /// Evaluates one constructor: a bare word or a call with named arguments.
-    pub fn ctor(&mut self, expr: &'a Expr, defs: &'static [CtorDef], what: &str, scope: &[RecordId]) -> Option<CtorVal> {
+    pub fn ctor(
+        &mut self,
+        expr: &'a Expr,
+        defs: &'static [CtorDef],
+        what: &str,
+        scope: &[RecordId],
+    ) -> Option<CtorVal> {
         let (callee, callee_span, args) = match &expr.kind {
             ExprKind::Paren(inner) => return self.ctor(inner, defs, what, scope),
             ExprKind::Name(n) => (n.as_str(), expr.span, &[][..]),
@@ -140,38 +162,48 @@ impl<'a> Elaborator<'a> {
             self.diags.push(d);
             return None;
         };
-        let mut out = CtorVal { name: def.name, span: expr.span, args: Vec::new() };
+        let mut out = CtorVal {
+            name: def.name,
+            span: expr.span,
+            args: Vec::new(),
+        };
         let mut ok = true;
         for arg in args {
             let Some(name) = &arg.name else {
                 let first = def.args.first().map_or("name", |a| a.0);
-                let d = Diagnostic::error(arg.span, format!("arguments of `{}` are named", def.name))
-                    .with_label("positional argument")
-                    .with_help(format!("write `{first} = …`"));
+                let d =
+                    Diagnostic::error(arg.span, format!("arguments of `{}` are named", def.name))
+                        .with_label("positional argument")
+                        .with_help(format!("write `{first} = …`"));
                 self.diags.push(d);
                 ok = false;
                 continue;
             };
             let Some(&(arg_name, ty)) = def.args.iter().find(|(n, _)| *n == name.name) else {
                 let valid: Vec<String> = def.args.iter().map(|(n, _)| format!("`{n}`")).collect();
-                let hint = did_you_mean(&name.name, def.args.iter().map(|a| a.0)).unwrap_or_else(|| {
-                    if valid.is_empty() {
-                        format!("`{}` takes no arguments", def.name)
-                    } else {
-                        format!("`{}` takes {}", def.name, valid.join(", "))
-                    }
-                });
-                let d = Diagnostic::error(name.span, format!("`{}` has no argument `{}`", def.name, name.name))
-                    .with_label("unknown argument")
-                    .with_help(hint);
+                let hint =
+                    did_you_mean(&name.name, def.args.iter().map(|a| a.0)).unwrap_or_else(|| {
+                        if valid.is_empty() {
+                            format!("`{}` takes no arguments", def.name)
+                        } else {
+                            format!("`{}` takes {}", def.name, valid.join(", "))
+                        }
+                    });
+                let d = Diagnostic::error(
+                    name.span,
+                    format!("`{}` has no argument `{}`", def.name, name.name),
+                )
+                .with_label("unknown argument")
+                .with_help(hint);
                 self.diags.push(d);
                 ok = false;
                 continue;
             };
             if let Some(prev) = out.args.iter().find(|a| a.0 == arg_name) {
-                let d = Diagnostic::error(name.span, format!("argument `{arg_name}` is given twice"))
-                    .with_label("given again")
-                    .with_related(prev.2, "first given here");
+                let d =
+                    Diagnostic::error(name.span, format!("argument `{arg_name}` is given twice"))
+                        .with_label("given again")
+                        .with_related(prev.2, "first given here");
                 self.diags.push(d);
                 ok = false;
                 continue;
@@ -184,14 +216,25 @@ impl<'a> Elaborator<'a> {
         ok.then_some(out)
     }
 
-    fn ctor_arg(&mut self, expr: &'a Expr, ty: ArgTy, name: &str, scope: &[RecordId]) -> Option<ArgVal> {
+    fn ctor_arg(
+        &mut self,
+        expr: &'a Expr,
+        ty: ArgTy,
+        name: &str,
+        scope: &[RecordId],
+    ) -> Option<ArgVal> {
         match ty {
-            ArgTy::Words(options) => return self.word(expr, options, name).map(|(w, _)| ArgVal::Word(w)),
+            ArgTy::Words(options) => {
+                return self.word(expr, options, name).map(|(w, _)| ArgVal::Word(w))
+            }
             ArgTy::Model => {
                 return match &expr.kind {
                     ExprKind::Name(n) => Some(ArgVal::Model(n.clone())),
                     _ => {
-                        self.diags.push(Diagnostic::error(expr.span, "expected the name of a model").with_label("not a model name"));
+                        self.diags.push(
+                            Diagnostic::error(expr.span, "expected the name of a model")
+                                .with_label("not a model name"),
+                        );
                         None
                     }
                 }
@@ -217,14 +260,20 @@ impl<'a> Elaborator<'a> {
                 Some(f) if (0.0..=1.0).contains(&f) => Ok(ArgVal::Float(f)),
                 _ => Err("a number between 0 and 1".to_string()),
             },
-            (ArgTy::Float, v) => v.as_f64().map(ArgVal::Float).ok_or_else(|| "a number".to_string()),
+            (ArgTy::Float, v) => v
+                .as_f64()
+                .map(ArgVal::Float)
+                .ok_or_else(|| "a number".to_string()),
             (ArgTy::Words(_) | ArgTy::Model, _) => Err("an option".to_string()),
         };
         match checked {
             Ok(v) => Some(v),
             Err(expected) => {
-                let d = Diagnostic::error(expr.span, format!("`{name}` must be {expected}, found {value}"))
-                    .with_label(format!("expected {expected}"));
+                let d = Diagnostic::error(
+                    expr.span,
+                    format!("`{name}` must be {expected}, found {value}"),
+                )
+                .with_label(format!("expected {expected}"));
                 self.diags.push(d);
                 None
             }
@@ -241,7 +290,12 @@ impl<'a> Elaborator<'a> {
     }
 
     /// A bare option word, looked up only among `options`.
-    pub fn word(&mut self, expr: &'a Expr, options: &'static [&'static str], what: &str) -> Option<(&'static str, Span)> {
+    pub fn word(
+        &mut self,
+        expr: &'a Expr,
+        options: &'static [&'static str],
+        what: &str,
+    ) -> Option<(&'static str, Span)> {
         let found = match &expr.kind {
             ExprKind::Name(n) => options.iter().find(|o| **o == n).map(|o| (*o, expr.span)),
             ExprKind::Paren(inner) => return self.word(inner, options, what),
@@ -254,9 +308,12 @@ impl<'a> Elaborator<'a> {
                 ExprKind::Call { callee, .. } => callee.name.clone(),
                 _ => String::new(),
             };
-            let d = Diagnostic::error(expr.span, format!("`{what}` must be one of {}", list.join(", ")))
-                .with_label("not an option here")
-                .with_help_opt(did_you_mean(&written, options.iter().copied()));
+            let d = Diagnostic::error(
+                expr.span,
+                format!("`{what}` must be one of {}", list.join(", ")),
+            )
+            .with_label("not an option here")
+            .with_help_opt(did_you_mean(&written, options.iter().copied()));
             self.diags.push(d);
         }
         found

@@ -58,18 +58,69 @@ pub enum Memo {
 /// Fields whose values are options or sections, never numbers: naming one inside
 /// arithmetic is an error at the use, not at the field.
 const NON_NUMERIC_FIELDS: &[&str] = &[
-    "norm", "placement", "position", "dtype", "mask", "act", "share", "stack", "head", "objective",
-    "discretization", "init", "inner", "generator",
+    "norm",
+    "placement",
+    "position",
+    "dtype",
+    "mask",
+    "act",
+    "share",
+    "stack",
+    "head",
+    "objective",
+    "discretization",
+    "init",
+    "inner",
+    "generator",
 ];
 
 const FUNCTIONS: &str = "`sqrt`, `ceil`, `floor`, `min`, `max` and `round_up`";
 
 /// Every option word of every enum field, to explain a word used as a number.
 const OPTION_WORDS: &[&str] = &[
-    "causal", "bidirectional", "sliding", "gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu", "reglu",
-    "layernorm", "rmsnorm", "pre", "post", "learned", "sinusoidal", "rope", "relative_bias", "alibi", "none",
-    "all", "f32", "bf16", "f16", "zoh", "bilinear", "s4d_lin", "s4d_inv", "legs", "linear", "mlp", "lm",
-    "classifier", "next_token", "mlm", "nsp", "sop", "rtd", "span_corruption", "denoise", "dpo", "qkv", "half",
+    "causal",
+    "bidirectional",
+    "sliding",
+    "gelu",
+    "gelu_tanh",
+    "relu",
+    "silu",
+    "swiglu",
+    "geglu",
+    "reglu",
+    "layernorm",
+    "rmsnorm",
+    "pre",
+    "post",
+    "learned",
+    "sinusoidal",
+    "rope",
+    "relative_bias",
+    "alibi",
+    "none",
+    "all",
+    "f32",
+    "bf16",
+    "f16",
+    "zoh",
+    "bilinear",
+    "s4d_lin",
+    "s4d_inv",
+    "legs",
+    "linear",
+    "mlp",
+    "lm",
+    "classifier",
+    "next_token",
+    "mlm",
+    "nsp",
+    "sop",
+    "rtd",
+    "span_corruption",
+    "denoise",
+    "dpo",
+    "qkv",
+    "half",
     "interleaved",
 ];
 
@@ -101,9 +152,12 @@ impl<'a> Elaborator<'a> {
                 let mut values = Vec::new();
                 for arg in args {
                     if let Some(name) = &arg.name {
-                        let d = Diagnostic::error(name.span, format!("`{}` takes positional arguments", callee.name))
-                            .with_label("named argument")
-                            .with_help(format!("write `{}(…)` with values only", callee.name));
+                        let d = Diagnostic::error(
+                            name.span,
+                            format!("`{}` takes positional arguments", callee.name),
+                        )
+                        .with_label("named argument")
+                        .with_help(format!("write `{}(…)` with values only", callee.name));
                         self.diags.push(d);
                         return None;
                     }
@@ -113,7 +167,11 @@ impl<'a> Elaborator<'a> {
                 return self.call(&callee.name, callee.span, values?, span);
             }
             ExprKind::List(_) => {
-                return self.fail_with(span, "a list is not a value here", "lists are written only in `stack = [...]`")
+                return self.fail_with(
+                    span,
+                    "a list is not a value here",
+                    "lists are written only in `stack = [...]`",
+                )
             }
         };
         Some(value)
@@ -125,7 +183,8 @@ impl<'a> Elaborator<'a> {
     }
 
     fn fail_with(&mut self, span: Span, reason: &str, help: &str) -> Option<Value> {
-        self.diags.push(Diagnostic::error(span, reason).with_help(help));
+        self.diags
+            .push(Diagnostic::error(span, reason).with_help(help));
         None
     }
 
@@ -148,19 +207,30 @@ impl<'a> Elaborator<'a> {
             }
         }
         if let Some(l) = self.prog.file_let(name) {
-            let binding = Binding { expr: &l.value, span: l.name.span };
+            let binding = Binding {
+                expr: &l.value,
+                span: l.name.span,
+            };
             return self.eval_binding(usize::MAX, name, binding, &[]);
         }
         let mut visible: Vec<String> = Vec::new();
         for &id in scope {
             let rec = &self.recs.all[id];
-            visible.extend(rec.lets.iter().chain(rec.fields.iter()).map(|(n, _)| n.clone()));
+            visible.extend(
+                rec.lets
+                    .iter()
+                    .chain(rec.fields.iter())
+                    .map(|(n, _)| n.clone()),
+            );
         }
         visible.extend(self.prog.defs.lets.keys().cloned());
-        let mut d = Diagnostic::error(span, format!("unknown name `{name}`")).with_label("not defined here");
+        let mut d = Diagnostic::error(span, format!("unknown name `{name}`"))
+            .with_label("not defined here");
         if OPTION_WORDS.contains(&name) {
             d = d.with_help(format!("`{name}` is an option of a field, not a value: it can only be written as a field's value"));
-        } else if self.prog.defs.blocks.contains_key(name) || self.prog.defs.models.contains_key(name) {
+        } else if self.prog.defs.blocks.contains_key(name)
+            || self.prog.defs.models.contains_key(name)
+        {
             d = d.with_help(format!("`{name}` is a block or model: it can only be named in `stack`, `generator` or as a base"));
         } else {
             d = d.with_help_opt(did_you_mean(name, visible.iter().map(String::as_str)));
@@ -170,7 +240,13 @@ impl<'a> Elaborator<'a> {
     }
 
     /// Evaluates a binding once; a binding that reaches itself is a cycle.
-    pub fn eval_binding(&mut self, rec: RecordId, name: &str, b: Binding<'a>, scope: &[RecordId]) -> Option<Value> {
+    pub fn eval_binding(
+        &mut self,
+        rec: RecordId,
+        name: &str,
+        b: Binding<'a>,
+        scope: &[RecordId],
+    ) -> Option<Value> {
         let key = (rec, name.to_string());
         match self.memo.get(&key) {
             Some(Memo::Done(v)) => return Some(v.clone()),
@@ -190,7 +266,8 @@ impl<'a> Elaborator<'a> {
         if matches!(self.memo.get(&key), Some(Memo::Failed)) {
             return None;
         }
-        self.memo.insert(key, result.clone().map_or(Memo::Failed, Memo::Done));
+        self.memo
+            .insert(key, result.clone().map_or(Memo::Failed, Memo::Done));
         result
     }
 
@@ -200,13 +277,21 @@ impl<'a> Elaborator<'a> {
             (BinOp::Add, Int(a), Int(b)) => a.checked_add(*b).map(Int),
             (BinOp::Sub, Int(a), Int(b)) => a.checked_sub(*b).map(Int),
             (BinOp::Mul, Int(a), Int(b)) => a.checked_mul(*b).map(Int),
-            (BinOp::Div, _, Int(0)) => return self.fail_with(span, "division by zero", "the divisor evaluates to 0"),
+            (BinOp::Div, _, Int(0)) => {
+                return self.fail_with(span, "division by zero", "the divisor evaluates to 0")
+            }
             (BinOp::Div, Int(a), Int(b)) if a % b == 0 => Some(Int(a / b)),
-            (BinOp::Pow, Int(a), Int(b)) if *b >= 0 => u32::try_from(*b).ok().and_then(|e| a.checked_pow(e)).map(Int),
+            (BinOp::Pow, Int(a), Int(b)) if *b >= 0 => u32::try_from(*b)
+                .ok()
+                .and_then(|e| a.checked_pow(e))
+                .map(Int),
             _ => {
                 let (Some(a), Some(b)) = (l.as_f64(), r.as_f64()) else {
                     let bad = if l.as_f64().is_none() { &l } else { &r };
-                    return self.fail(span, &format!("`{}` needs numbers, found {}", op.symbol(), bad.type_name()));
+                    return self.fail(
+                        span,
+                        &format!("`{}` needs numbers, found {}", op.symbol(), bad.type_name()),
+                    );
                 };
                 if op == BinOp::Div && b == 0.0 {
                     return self.fail_with(span, "division by zero", "the divisor evaluates to 0");
@@ -222,9 +307,14 @@ impl<'a> Elaborator<'a> {
             }
         };
         match result {
-            Some(Float(f)) if !f.is_finite() => self.fail(span, "the result is not a finite number"),
+            Some(Float(f)) if !f.is_finite() => {
+                self.fail(span, "the result is not a finite number")
+            }
             Some(v) => Some(v),
-            None => self.fail(span, "arithmetic overflow: the result does not fit in 64 bits"),
+            None => self.fail(
+                span,
+                "arithmetic overflow: the result does not fit in 64 bits",
+            ),
         }
     }
 
@@ -234,9 +324,12 @@ impl<'a> Elaborator<'a> {
             "round_up" => 2..=2,
             "min" | "max" => 2..=usize::MAX,
             _ => {
-                let mut d = Diagnostic::error(name_span, format!("unknown function `{name}`")).with_label("not a function");
+                let mut d = Diagnostic::error(name_span, format!("unknown function `{name}`"))
+                    .with_label("not a function");
                 d = if OPTION_WORDS.contains(&name) {
-                    d.with_help(format!("`{name}(…)` is an option of a field; it cannot be used in arithmetic"))
+                    d.with_help(format!(
+                        "`{name}(…)` is an option of a field; it cannot be used in arithmetic"
+                    ))
                 } else {
                     d.with_help(format!("the functions are {FUNCTIONS}"))
                 };
@@ -245,13 +338,25 @@ impl<'a> Elaborator<'a> {
             }
         };
         if !arity.contains(&args.len()) {
-            return self.fail(span, &format!("`{name}` takes {} argument(s), found {}", arity.start(), args.len()));
+            return self.fail(
+                span,
+                &format!(
+                    "`{name}` takes {} argument(s), found {}",
+                    arity.start(),
+                    args.len()
+                ),
+            );
         }
         let mut nums = Vec::new();
         for a in &args {
             match a.as_f64() {
                 Some(x) => nums.push(x),
-                None => return self.fail(span, &format!("`{name}` needs numbers, found {}", a.type_name())),
+                None => {
+                    return self.fail(
+                        span,
+                        &format!("`{name}` needs numbers, found {}", a.type_name()),
+                    )
+                }
             }
         }
         let all_int = args.iter().all(|a| matches!(a, Value::Int(_)));
@@ -261,8 +366,21 @@ impl<'a> Elaborator<'a> {
             "ceil" => return self.to_int(nums[0].ceil(), span),
             "floor" => return self.to_int(nums[0].floor(), span),
             "min" | "max" if all_int => {
-                let ints = args.iter().filter_map(|a| if let Value::Int(i) = a { Some(*i) } else { None });
-                Value::Int(if name == "min" { ints.min() } else { ints.max() }.unwrap_or(0))
+                let ints = args.iter().filter_map(|a| {
+                    if let Value::Int(i) = a {
+                        Some(*i)
+                    } else {
+                        None
+                    }
+                });
+                Value::Int(
+                    if name == "min" {
+                        ints.min()
+                    } else {
+                        ints.max()
+                    }
+                    .unwrap_or(0),
+                )
             }
             "min" => Value::Float(nums.iter().copied().fold(f64::INFINITY, f64::min)),
             "max" => Value::Float(nums.iter().copied().fold(f64::NEG_INFINITY, f64::max)),

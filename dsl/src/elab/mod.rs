@@ -38,7 +38,7 @@ struct Defs {
 impl Program {
     /// Reads and parses a file and everything it `use`s.
     pub fn load(path: &Path) -> std::io::Result<Program> {
-        let text = std::fs::read_to_string(path)?;
+        let text = read_spec_file(path)?;
         let name = path.display().to_string();
         Ok(Program::from_source(name, text, Some(path.to_path_buf())))
     }
@@ -53,7 +53,9 @@ impl Program {
             diagnostics: Vec::new(),
             defs: Defs::default(),
         };
-        let canonical = path.as_ref().map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()));
+        let canonical = path
+            .as_ref()
+            .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()));
         prog.root = prog.sources.add(name, canonical, text);
         prog.parse_file(prog.root);
         prog.collect_defs();
@@ -78,13 +80,18 @@ impl Program {
     }
 
     fn load_use(&mut self, from: FileId, u: &ast::UseItem) {
-        let base = self.sources.get(from).path.as_ref().and_then(|p| p.parent().map(Path::to_path_buf));
+        let base = self
+            .sources
+            .get(from)
+            .path
+            .as_ref()
+            .and_then(|p| p.parent().map(Path::to_path_buf));
         let target = base.unwrap_or_default().join(&u.path);
         let canonical = target.canonicalize().unwrap_or_else(|_| target.clone());
         if self.sources.find_path(&canonical).is_some() {
             return;
         }
-        match std::fs::read_to_string(&canonical) {
+        match read_spec_file(&canonical) {
             Ok(text) => {
                 let id = self.sources.add(u.path.clone(), Some(canonical), text);
                 self.parse_file(id);
@@ -109,9 +116,12 @@ impl Program {
                 if let Some(&(pf, pi)) = table.get(&name.name) {
                     let first = item_name_span(&self.files[pf].1.items[pi]);
                     diags.push(
-                        Diagnostic::error(name.span, format!("{what} `{}` is defined twice", name.name))
-                            .with_label("second definition")
-                            .with_related(first, "first defined here"),
+                        Diagnostic::error(
+                            name.span,
+                            format!("{what} `{}` is defined twice", name.name),
+                        )
+                        .with_label("second definition")
+                        .with_related(first, "first defined here"),
                     );
                 } else {
                     table.insert(name.name.clone(), (fi, ii));
@@ -203,6 +213,26 @@ impl Program {
             _ => None,
         }
     }
+}
+
+/// Spec files are small text files; refuse devices, directories and anything huge rather
+/// than reading forever.
+fn read_spec_file(path: &Path) -> std::io::Result<String> {
+    const MAX_BYTES: u64 = 64 << 20;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if meta.len() > MAX_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "larger than 64 MiB",
+        ));
+    }
+    std::fs::read_to_string(path)
 }
 
 fn item_name_span(item: &Item) -> Span {

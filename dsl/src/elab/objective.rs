@@ -34,25 +34,44 @@ pub struct ModelCx<'s> {
 }
 
 impl Elaborator<'_> {
-    pub fn objectives(&mut self, ctors: Option<Vec<CtorVal>>, m: &ModelCx) -> Option<Vec<Objective>> {
+    pub fn objectives(
+        &mut self,
+        ctors: Option<Vec<CtorVal>>,
+        m: &ModelCx,
+    ) -> Option<Vec<Objective>> {
         let Some(ctors) = ctors else {
             return Some(vec![match m.family {
                 Family::DecoderOnly => Objective::NextToken,
-                Family::EncoderOnly => Objective::Mlm { rate: 0.15, mask: 0.8, random: 0.1, dynamic: false },
-                Family::EncoderDecoder => Objective::SpanCorruption { rate: 0.15, mean_span: 3.0 },
+                Family::EncoderOnly => Objective::Mlm {
+                    rate: 0.15,
+                    mask: 0.8,
+                    random: 0.1,
+                    dynamic: false,
+                },
+                Family::EncoderDecoder => Objective::SpanCorruption {
+                    rate: 0.15,
+                    mean_span: 3.0,
+                },
             }]);
         };
         let mut out = Vec::new();
         let mut ok = true;
         for c in ctors {
             if !fits(c.name, m.family) {
-                let d = Diagnostic::error(c.span, format!("objective `{}` does not fit {}", c.name, family_name(m.family)))
-                    .with_label("wrong family")
-                    .with_help(match c.name {
-                        "next_token" | "dpo" => "it needs a `decoder`",
-                        "span_corruption" | "denoise" => "it needs both an `encoder` and a `decoder`",
-                        _ => "it needs an encoder-only model",
-                    });
+                let d = Diagnostic::error(
+                    c.span,
+                    format!(
+                        "objective `{}` does not fit {}",
+                        c.name,
+                        family_name(m.family)
+                    ),
+                )
+                .with_label("wrong family")
+                .with_help(match c.name {
+                    "next_token" | "dpo" => "it needs a `decoder`",
+                    "span_corruption" | "denoise" => "it needs both an `encoder` and a `decoder`",
+                    _ => "it needs an encoder-only model",
+                });
                 self.diags.push(d);
                 ok = false;
                 continue;
@@ -62,24 +81,38 @@ impl Elaborator<'_> {
                 "mlm" => {
                     let (mask, random) = (c.float("mask", 0.8), c.float("random", 0.1));
                     if mask + random > 1.0 + 1e-12 {
-                        let d = Diagnostic::error(c.span, format!("`mask` + `random` is {}, more than 1", mask + random))
-                            .with_label("masked tokens are split among [MASK], random and unchanged")
-                            .with_help("e.g. BERT: `mask = 0.8, random = 0.1`");
+                        let d = Diagnostic::error(
+                            c.span,
+                            format!("`mask` + `random` is {}, more than 1", mask + random),
+                        )
+                        .with_label("masked tokens are split among [MASK], random and unchanged")
+                        .with_help("e.g. BERT: `mask = 0.8, random = 0.1`");
                         self.diags.push(d);
                         ok = false;
                     }
-                    Objective::Mlm { rate: c.float("rate", 0.15), mask, random, dynamic: c.bool("dynamic", false) }
+                    Objective::Mlm {
+                        rate: c.float("rate", 0.15),
+                        mask,
+                        random,
+                        dynamic: c.bool("dynamic", false),
+                    }
                 }
                 "nsp" => Objective::Nsp,
                 "sop" => Objective::Sop,
                 "rtd" => match self.generator(&c, m) {
-                    Some(g) => Objective::Rtd { generator: Box::new(g), weight: c.float("weight", 50.0) },
+                    Some(g) => Objective::Rtd {
+                        generator: Box::new(g),
+                        weight: c.float("weight", 50.0),
+                    },
                     None => {
                         ok = false;
                         continue;
                     }
                 },
-                "span_corruption" => Objective::SpanCorruption { rate: c.float("rate", 0.15), mean_span: c.float("mean_span", 3.0) },
+                "span_corruption" => Objective::SpanCorruption {
+                    rate: c.float("rate", 0.15),
+                    mean_span: c.float("mean_span", 3.0),
+                },
                 "denoise" => Objective::Denoise {
                     token_mask: c.float("token_mask", 0.0),
                     token_delete: c.float("token_delete", 0.0),
@@ -88,7 +121,9 @@ impl Elaborator<'_> {
                     sentence_permute: c.bool("sentence_permute", false),
                     document_rotate: c.bool("document_rotate", false),
                 },
-                "dpo" => Objective::Dpo { beta: c.float("beta", 0.1) },
+                "dpo" => Objective::Dpo {
+                    beta: c.float("beta", 0.1),
+                },
                 _ => continue,
             };
             out.push(objective);
@@ -126,29 +161,51 @@ impl Elaborator<'_> {
         let generator = self.model(&name, m.depth + 1);
         let Some(g) = generator else {
             if self.diags.iter().filter(|d| d.is_error()).count() == errors_before {
-                self.diags.push(Diagnostic::error(span, format!("generator `{name}` could not be elaborated")).with_label("invalid generator"));
+                self.diags.push(
+                    Diagnostic::error(span, format!("generator `{name}` could not be elaborated"))
+                        .with_label("invalid generator"),
+                );
             }
             return None;
         };
         let mut problems = Vec::new();
         if g.family != Family::EncoderOnly {
-            problems.push(format!("it is {}, not an encoder-only model", family_name(g.family)));
+            problems.push(format!(
+                "it is {}, not an encoder-only model",
+                family_name(g.family)
+            ));
         }
-        if !g.objectives.iter().any(|o| matches!(o, Objective::Mlm { .. })) {
+        if !g
+            .objectives
+            .iter()
+            .any(|o| matches!(o, Objective::Mlm { .. }))
+        {
             problems.push("its objective has no `mlm`".to_string());
         }
         if g.vocab != m.vocab {
-            problems.push(format!("its vocabulary ({}) differs from this model's ({})", g.vocab, m.vocab));
+            problems.push(format!(
+                "its vocabulary ({}) differs from this model's ({})",
+                g.vocab, m.vocab
+            ));
         }
         if g.embed_width() != m.embed_width {
-            problems.push(format!("its embedding width ({}) differs from this model's ({})", g.embed_width(), m.embed_width));
+            problems.push(format!(
+                "its embedding width ({}) differs from this model's ({})",
+                g.embed_width(),
+                m.embed_width
+            ));
         }
         if problems.is_empty() {
             return Some(g);
         }
-        let d = Diagnostic::error(span, format!("`{name}` cannot be the generator: {}", problems.join("; ")))
-            .with_label("unsuitable generator")
-            .with_help("the generator is an encoder-only MLM model sharing this model's token embeddings");
+        let d = Diagnostic::error(
+            span,
+            format!("`{name}` cannot be the generator: {}", problems.join("; ")),
+        )
+        .with_label("unsuitable generator")
+        .with_help(
+            "the generator is an encoder-only MLM model sharing this model's token embeddings",
+        );
         self.diags.push(d);
         None
     }
@@ -164,7 +221,13 @@ impl Elaborator<'_> {
         };
         for c in written.into_iter().flatten() {
             match c.name {
-                "lm" => add(Head::Lm { scale: c.float("scale", 1.0), bias: c.bool("bias", false) }, &mut heads),
+                "lm" => add(
+                    Head::Lm {
+                        scale: c.float("scale", 1.0),
+                        bias: c.bool("bias", false),
+                    },
+                    &mut heads,
+                ),
                 "classifier" => {
                     if !c.has("labels") {
                         let d = Diagnostic::error(c.span, "`classifier` needs `labels`")
@@ -172,18 +235,31 @@ impl Elaborator<'_> {
                             .with_help("write `classifier(labels = 2)`");
                         self.diags.push(d);
                     }
-                    add(Head::Classifier { labels: c.int("labels", 1), pooler: c.bool("pooler", true) }, &mut heads)
+                    add(
+                        Head::Classifier {
+                            labels: c.int("labels", 1),
+                            pooler: c.bool("pooler", true),
+                        },
+                        &mut heads,
+                    )
                 }
                 _ => {}
             }
         }
         for o in objectives {
             let implied = match o {
-                Objective::NextToken | Objective::SpanCorruption { .. } | Objective::Denoise { .. } | Objective::Dpo { .. } => {
-                    Head::Lm { scale: 1.0, bias: false }
-                }
+                Objective::NextToken
+                | Objective::SpanCorruption { .. }
+                | Objective::Denoise { .. }
+                | Objective::Dpo { .. } => Head::Lm {
+                    scale: 1.0,
+                    bias: false,
+                },
                 Objective::Mlm { .. } => Head::MaskedLm,
-                Objective::Nsp | Objective::Sop => Head::Classifier { labels: 2, pooler: true },
+                Objective::Nsp | Objective::Sop => Head::Classifier {
+                    labels: 2,
+                    pooler: true,
+                },
                 Objective::Rtd { .. } => Head::Discriminator,
             };
             add(implied, &mut heads);

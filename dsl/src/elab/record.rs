@@ -29,7 +29,11 @@ pub struct Record<'a> {
 
 impl<'a> Record<'a> {
     fn new() -> Record<'a> {
-        Record { lets: Vec::new(), fields: Vec::new(), sections: Vec::new() }
+        Record {
+            lets: Vec::new(),
+            fields: Vec::new(),
+            sections: Vec::new(),
+        }
     }
 
     pub fn field(&self, name: &str) -> Option<Binding<'a>> {
@@ -41,7 +45,10 @@ impl<'a> Record<'a> {
     }
 
     pub fn section(&self, name: &str) -> Option<(RecordId, Span)> {
-        self.sections.iter().find(|(n, _, _)| n == name).map(|(_, id, s)| (*id, *s))
+        self.sections
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, id, s)| (*id, *s))
     }
 }
 
@@ -89,34 +96,64 @@ impl<'a> Records<'a> {
                 Member::Let(l) => {
                     let key = path_key(prefix, &l.name.name);
                     if let Some(first) = written.lets.insert(key, l.name.span) {
-                        diags.push(duplicate(l.name.span, &format!("let `{}`", l.name.name), first));
+                        diags.push(duplicate(
+                            l.name.span,
+                            &format!("let `{}`", l.name.name),
+                            first,
+                        ));
                         continue;
                     }
-                    let binding = Binding { expr: &l.value, span: l.name.span };
+                    let binding = Binding {
+                        expr: &l.value,
+                        span: l.name.span,
+                    };
                     set_entry(&mut self.all[id].lets, &l.name.name, binding);
                 }
                 Member::Field(f) => {
-                    let key: Vec<String> = prefix.iter().cloned().chain(f.path.iter().map(|i| i.name.clone())).collect();
+                    let key: Vec<String> = prefix
+                        .iter()
+                        .cloned()
+                        .chain(f.path.iter().map(|i| i.name.clone()))
+                        .collect();
                     if let Some(first) = written.fields.insert(key, f.path_span()) {
-                        diags.push(duplicate(f.path_span(), &format!("field `{}`", f.dotted()), first));
+                        diags.push(duplicate(
+                            f.path_span(),
+                            &format!("field `{}`", f.dotted()),
+                            first,
+                        ));
                         continue;
                     }
                     let mut target = Some(id);
                     for seg in &f.path[..f.path.len() - 1] {
-                        target = target.and_then(|t| self.section_for_path(t, &seg.name, seg.span, diags));
+                        target = target
+                            .and_then(|t| self.section_for_path(t, &seg.name, seg.span, diags));
                     }
                     let Some(target) = target else { continue };
                     let last = &f.path[f.path.len() - 1];
                     if let Some((_, first)) = self.all[target].section(&last.name) {
                         diags.push(
-                            Diagnostic::error(last.span, format!("`{}` is a section, not a value", last.name))
-                                .with_label("cannot be assigned")
-                                .with_related(first, "the section")
-                                .with_help(format!("write `{} {{ … }}` or set one of its fields, e.g. `{}.…= …`", last.name, f.dotted())),
+                            Diagnostic::error(
+                                last.span,
+                                format!("`{}` is a section, not a value", last.name),
+                            )
+                            .with_label("cannot be assigned")
+                            .with_related(first, "the section")
+                            .with_help(format!(
+                                "write `{} {{ … }}` or set one of its fields, e.g. `{}.…= …`",
+                                last.name,
+                                f.dotted()
+                            )),
                         );
                         continue;
                     }
-                    set_entry(&mut self.all[target].fields, &last.name, Binding { expr: &f.value, span: f.path_span() });
+                    set_entry(
+                        &mut self.all[target].fields,
+                        &last.name,
+                        Binding {
+                            expr: &f.value,
+                            span: f.path_span(),
+                        },
+                    );
                 }
                 Member::Section(s) => {
                     let key = path_key(prefix, &s.name.name);
@@ -127,7 +164,9 @@ impl<'a> Records<'a> {
                         );
                         continue;
                     }
-                    if let Some(target) = self.section_for_path(id, &s.name.name, s.name.span, diags) {
+                    if let Some(target) =
+                        self.section_for_path(id, &s.name.name, s.name.span, diags)
+                    {
                         self.apply(target, &s.members, &key, written, diags);
                     }
                 }
@@ -136,7 +175,13 @@ impl<'a> Records<'a> {
     }
 
     /// The subsection `name` of `id`, created if missing; an error if `name` is a value.
-    fn section_for_path(&mut self, id: RecordId, name: &str, span: Span, diags: &mut Vec<Diagnostic>) -> Option<RecordId> {
+    fn section_for_path(
+        &mut self,
+        id: RecordId,
+        name: &str,
+        span: Span,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<RecordId> {
         if let Some((sid, _)) = self.all[id].section(name) {
             return Some(sid);
         }

@@ -10,22 +10,50 @@ use crate::source::Span;
 use crate::spec::*;
 
 /// The sublayer kinds, as written.
-pub const SUBLAYERS: &[&str] = &["attention", "cross_attention", "mlp", "mamba", "time_mix", "channel_mix", "ssm", "ttt"];
+pub const SUBLAYERS: &[&str] = &[
+    "attention",
+    "cross_attention",
+    "mlp",
+    "mamba",
+    "time_mix",
+    "channel_mix",
+    "ssm",
+    "ttt",
+];
 
 /// More layers than this is certainly a mistake, and would exhaust memory.
 const MAX_LAYERS: u64 = 100_000;
 
 const MASKS: &[CtorDef] = &[
-    CtorDef { name: "causal", args: &[] },
-    CtorDef { name: "bidirectional", args: &[] },
-    CtorDef { name: "sliding", args: &[("window", ArgTy::Count)] },
+    CtorDef {
+        name: "causal",
+        args: &[],
+    },
+    CtorDef {
+        name: "bidirectional",
+        args: &[],
+    },
+    CtorDef {
+        name: "sliding",
+        args: &[("window", ArgTy::Count)],
+    },
 ];
 
-const ACTIVATIONS: &[&str] = &["gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu", "reglu"];
+const ACTIVATIONS: &[&str] = &[
+    "gelu",
+    "gelu_tanh",
+    "relu",
+    "silu",
+    "swiglu",
+    "geglu",
+    "reglu",
+];
 
 /// Model-wide values a stack needs.
 pub struct StackCx {
     pub d_model: u64,
+    /// False when `d_model` is missing or wrong: checks derived from it are skipped.
+    pub d_model_ok: bool,
     pub context: u64,
     pub position: Position,
     pub position_span: Option<Span>,
@@ -40,7 +68,13 @@ pub enum StackKind {
 }
 
 impl<'a> Elaborator<'a> {
-    pub fn read_stack(&mut self, parent: &Sec, name: &'static str, cx: &StackCx, kind: StackKind) -> Option<Stack> {
+    pub fn read_stack(
+        &mut self,
+        parent: &Sec,
+        name: &'static str,
+        cx: &StackCx,
+        kind: StackKind,
+    ) -> Option<Stack> {
         let mut sec = self.subsection(parent, name)?;
         sec.known_sections = SUBLAYERS.to_vec();
         let share = match self.word_field(&mut sec, "share", &["none", "all"]) {
@@ -62,7 +96,13 @@ impl<'a> Elaborator<'a> {
                     self.diags.push(d);
                     None
                 } else {
-                    Some(vec![Layer { block: None, sublayers }; n as usize])
+                    Some(vec![
+                        Layer {
+                            block: None,
+                            sublayers
+                        };
+                        n as usize
+                    ])
                 }
             }
         };
@@ -83,7 +123,14 @@ impl<'a> Elaborator<'a> {
         self.diags.push(d);
     }
 
-    fn stack_of_blocks(&mut self, sec: &mut Sec, expr: &'a Expr, span: Span, cx: &StackCx, kind: StackKind) -> Option<Vec<Layer>> {
+    fn stack_of_blocks(
+        &mut self,
+        sec: &mut Sec,
+        expr: &'a Expr,
+        span: Span,
+        cx: &StackCx,
+        kind: StackKind,
+    ) -> Option<Vec<Layer>> {
         let mut clash = false;
         if let Some(b) = self.binding(sec, "layers") {
             let d = Diagnostic::error(b.span, "`layers` cannot be written beside `stack`")
@@ -92,25 +139,40 @@ impl<'a> Elaborator<'a> {
             self.diags.push(d);
             clash = true;
         }
-        let written: Vec<(String, Span)> =
-            self.recs.all[sec.id].sections.iter().map(|(n, _, s)| (n.clone(), *s)).collect();
-        for (n, s) in written.iter().filter(|(n, _)| SUBLAYERS.contains(&n.as_str())) {
-            let d = Diagnostic::error(*s, format!("sublayer `{n}` cannot be written beside `stack`"))
-                .with_label("put it in a block")
-                .with_related(span, "the stack");
+        let written: Vec<(String, Span)> = self.recs.all[sec.id]
+            .sections
+            .iter()
+            .map(|(n, _, s)| (n.clone(), *s))
+            .collect();
+        for (n, s) in written
+            .iter()
+            .filter(|(n, _)| SUBLAYERS.contains(&n.as_str()))
+        {
+            let d = Diagnostic::error(
+                *s,
+                format!("sublayer `{n}` cannot be written beside `stack`"),
+            )
+            .with_label("put it in a block")
+            .with_related(span, "the stack");
             self.diags.push(d);
             clash = true;
         }
         let blocks = self.block_list(expr, &sec.scope.clone())?;
         if blocks.is_empty() {
-            self.diags.push(Diagnostic::error(expr.span, "the stack is empty").with_label("needs at least one block"));
+            self.diags.push(
+                Diagnostic::error(expr.span, "the stack is empty")
+                    .with_label("needs at least one block"),
+            );
             return None;
         }
         let root = sec.scope[0];
         let mut layers = Vec::with_capacity(blocks.len());
         for (name, use_span) in blocks {
             let sublayers = self.block_sublayers(&name, use_span, root, cx, kind)?;
-            layers.push(Layer { block: Some(name), sublayers });
+            layers.push(Layer {
+                block: Some(name),
+                sublayers,
+            });
         }
         (!clash).then_some(layers)
     }
@@ -118,34 +180,56 @@ impl<'a> Elaborator<'a> {
     /// Evaluates `stack`: block names, lists (which flatten) and repetition `x * n`.
     fn block_list(&mut self, expr: &'a Expr, scope: &[RecordId]) -> Option<Vec<(String, Span)>> {
         match &expr.kind {
-            ExprKind::Name(n) if self.prog.block_item(n).is_some() => Some(vec![(n.clone(), expr.span)]),
+            ExprKind::Name(n) if self.prog.block_item(n).is_some() => {
+                Some(vec![(n.clone(), expr.span)])
+            }
             ExprKind::Name(n) => {
-                let mut d = Diagnostic::error(expr.span, format!("no block named `{n}`")).with_label("not a block");
-                d = d.with_help_opt(did_you_mean(n, self.prog.defs.blocks.keys().map(String::as_str)));
+                let mut d = Diagnostic::error(expr.span, format!("no block named `{n}`"))
+                    .with_label("not a block");
+                d = d.with_help_opt(did_you_mean(
+                    n,
+                    self.prog.defs.blocks.keys().map(String::as_str),
+                ));
                 self.diags.push(d);
                 None
             }
             ExprKind::Paren(inner) => self.block_list(inner, scope),
             ExprKind::List(items) => {
                 let mut out = Vec::new();
+                let mut ok = true;
                 for item in items {
-                    out.extend(self.block_list(item, scope)?);
+                    match self.block_list(item, scope) {
+                        Some(part) => out.extend(part),
+                        None => ok = false,
+                    }
                     if out.len() as u64 > MAX_LAYERS {
                         self.too_many_layers(expr.span, out.len() as u64);
                         return None;
                     }
                 }
-                Some(out)
+                ok.then_some(out)
             }
-            ExprKind::Binary { op: BinOp::Mul, lhs, rhs } => {
-                let (blocks, count) = if self.is_blockish(lhs) { (lhs, rhs) } else { (rhs, lhs) };
+            ExprKind::Binary {
+                op: BinOp::Mul,
+                lhs,
+                rhs,
+            } => {
+                // `x * n` is the usual order; `n * x` is read when only the right side is blocks.
+                let (blocks, count) = if self.is_blockish(rhs) && !self.is_blockish(lhs) {
+                    (rhs, lhs)
+                } else {
+                    (lhs, rhs)
+                };
                 let part = self.block_list(blocks, scope)?;
                 let value = self.eval(count, scope)?;
                 let n = match self.integral(&value) {
                     Some(n) if n >= 0 => n as u64,
                     _ => {
-                        let d = Diagnostic::error(count.span, format!("a repeat count must be an integer ≥ 0, found {value}"))
-                            .with_label("repeat count");
+                        let d = Diagnostic::error(
+                            count.span,
+                            format!("a repeat count must be an integer ≥ 0, found {value}"),
+                        )
+                        .with_label("repeat count");
                         self.diags.push(d);
                         return None;
                     }
@@ -158,9 +242,10 @@ impl<'a> Elaborator<'a> {
                 Some(part.iter().cloned().cycle().take(total as usize).collect())
             }
             _ => {
-                let d = Diagnostic::error(expr.span, "expected a block, a list of blocks, or `x * n`")
-                    .with_label("not a stack")
-                    .with_help("e.g. `stack = [mamba_mlp * 3, attn_mlp] * 8`");
+                let d =
+                    Diagnostic::error(expr.span, "expected a block, a list of blocks, or `x * n`")
+                        .with_label("not a stack")
+                        .with_help("e.g. `stack = [mamba_mlp * 3, attn_mlp] * 8`");
                 self.diags.push(d);
                 None
             }
@@ -172,13 +257,24 @@ impl<'a> Elaborator<'a> {
             ExprKind::Name(n) => self.prog.block_item(n).is_some(),
             ExprKind::List(_) => true,
             ExprKind::Paren(inner) => self.is_blockish(inner),
-            ExprKind::Binary { op: BinOp::Mul, lhs, rhs } => self.is_blockish(lhs) || self.is_blockish(rhs),
+            ExprKind::Binary {
+                op: BinOp::Mul,
+                lhs,
+                rhs,
+            } => self.is_blockish(lhs) || self.is_blockish(rhs),
             _ => false,
         }
     }
 
     /// The sublayers of a block, elaborated in the using model's scope (once per model).
-    fn block_sublayers(&mut self, name: &str, use_span: Span, root: RecordId, cx: &StackCx, kind: StackKind) -> Option<Vec<Sublayer>> {
+    fn block_sublayers(
+        &mut self,
+        name: &str,
+        use_span: Span,
+        root: RecordId,
+        cx: &StackCx,
+        kind: StackKind,
+    ) -> Option<Vec<Sublayer>> {
         let key = format!("{kind:?}/{name}");
         if let Some(cached) = self.block_cache.get(&key) {
             return cached.clone();
@@ -186,7 +282,8 @@ impl<'a> Elaborator<'a> {
         let item = self.prog.block_item(name)?;
         let id = self.recs.new_record();
         let mut written = Written::default();
-        self.recs.apply(id, &item.members, &[], &mut written, &mut self.diags);
+        self.recs
+            .apply(id, &item.members, &[], &mut written, &mut self.diags);
         let sec = Sec {
             id,
             scope: vec![root, id],
@@ -212,19 +309,33 @@ impl<'a> Elaborator<'a> {
 
     /// Reads the sublayer sections of a stack or block, in the order written.
     fn read_sublayers(&mut self, container: &Sec, cx: &StackCx, kind: StackKind) -> Vec<Sublayer> {
-        let names: Vec<String> = self.recs.all[container.id].sections.iter().map(|(n, _, _)| n.clone()).collect();
+        let names: Vec<String> = self.recs.all[container.id]
+            .sections
+            .iter()
+            .map(|(n, _, _)| n.clone())
+            .collect();
         let mut out = Vec::new();
         for name in names {
-            let Some(&kind_name) = SUBLAYERS.iter().find(|s| **s == name) else { continue };
-            let Some(mut sec) = self.subsection(container, kind_name) else { continue };
+            let Some(&kind_name) = SUBLAYERS.iter().find(|s| **s == name) else {
+                continue;
+            };
+            let Some(mut sec) = self.subsection(container, kind_name) else {
+                continue;
+            };
             let sub = match kind_name {
                 "attention" => self.attention(&mut sec, cx, kind).map(Sublayer::Attention),
-                "cross_attention" => self.cross_attention(&mut sec, cx, kind).map(Sublayer::CrossAttention),
+                "cross_attention" => self
+                    .cross_attention(&mut sec, cx, kind)
+                    .map(Sublayer::CrossAttention),
                 "mlp" => Some(Sublayer::Mlp(self.mlp(&mut sec))),
                 "mamba" => Some(Sublayer::Mamba(self.mamba(&mut sec, cx))),
                 "time_mix" => Some(Sublayer::TimeMix(TimeMix {})),
                 "channel_mix" => Some(Sublayer::ChannelMix(ChannelMix {
-                    hidden: self.int_opt(&mut sec, "hidden", 1).ok().flatten().unwrap_or(4 * cx.d_model),
+                    hidden: self
+                        .int_opt(&mut sec, "hidden", 1)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(4 * cx.d_model),
                 })),
                 "ssm" => self.ssm(&mut sec).map(Sublayer::Ssm),
                 _ => self.ttt(&mut sec, cx).map(Sublayer::Ttt),
@@ -237,7 +348,11 @@ impl<'a> Elaborator<'a> {
 
     fn attention(&mut self, sec: &mut Sec, cx: &StackCx, kind: StackKind) -> Option<Attention> {
         let (heads, kv_heads, head_dim, bias, scale) = self.attention_common(sec, cx)?;
-        let default_mask = if kind == StackKind::Encoder { Mask::Bidirectional } else { Mask::Causal };
+        let default_mask = if kind == StackKind::Encoder {
+            Mask::Bidirectional
+        } else {
+            Mask::Causal
+        };
         let scope = sec.scope.clone();
         let mask = match self.binding(sec, "mask") {
             None => default_mask,
@@ -265,10 +380,22 @@ impl<'a> Elaborator<'a> {
             },
         };
         self.check_rope(sec.span, head_dim, cx);
-        Some(Attention { heads, kv_heads, head_dim, mask, bias, scale })
+        Some(Attention {
+            heads,
+            kv_heads,
+            head_dim,
+            mask,
+            bias,
+            scale,
+        })
     }
 
-    fn cross_attention(&mut self, sec: &mut Sec, cx: &StackCx, kind: StackKind) -> Option<CrossAttention> {
+    fn cross_attention(
+        &mut self,
+        sec: &mut Sec,
+        cx: &StackCx,
+        kind: StackKind,
+    ) -> Option<CrossAttention> {
         let common = self.attention_common(sec, cx);
         if kind != StackKind::CrossDecoder {
             let d = Diagnostic::error(sec.span, "`cross_attention` outside the decoder of an encoder-decoder model")
@@ -278,20 +405,36 @@ impl<'a> Elaborator<'a> {
             return None;
         }
         let (heads, kv_heads, head_dim, bias, scale) = common?;
-        Some(CrossAttention { heads, kv_heads, head_dim, bias, scale })
+        Some(CrossAttention {
+            heads,
+            kv_heads,
+            head_dim,
+            bias,
+            scale,
+        })
     }
 
     /// heads, kv_heads, head_dim, bias, scale — shared by self- and cross-attention.
-    fn attention_common(&mut self, sec: &mut Sec, cx: &StackCx) -> Option<(u64, u64, u64, AttnBias, f64)> {
+    fn attention_common(
+        &mut self,
+        sec: &mut Sec,
+        cx: &StackCx,
+    ) -> Option<(u64, u64, u64, AttnBias, f64)> {
         let heads = self.int_req(sec, "heads", 1);
         let kv = self.int_opt(sec, "kv_heads", 1);
         let head_dim = match self.int_opt(sec, "head_dim", 1) {
             Ok(Some(h)) => h,
-            Ok(None) if cx.d_model % heads == 0 => cx.d_model / heads,
+            Ok(None) if cx.d_model % heads == 0 || !cx.d_model_ok => (cx.d_model / heads).max(1),
             Ok(None) => {
-                let d = Diagnostic::error(sec.span, format!("`d_model` ({}) is not divisible by `heads` ({heads})", cx.d_model))
-                    .with_label("the default `head_dim = d_model / heads` does not divide")
-                    .with_help("set `head_dim` explicitly, or change `heads`");
+                let d = Diagnostic::error(
+                    sec.span,
+                    format!(
+                        "`d_model` ({}) is not divisible by `heads` ({heads})",
+                        cx.d_model
+                    ),
+                )
+                .with_label("the default `head_dim = d_model / heads` does not divide")
+                .with_help("set `head_dim` explicitly, or change `heads`");
                 self.diags.push(d);
                 1
             }
@@ -300,10 +443,15 @@ impl<'a> Elaborator<'a> {
         let kv_heads = match kv {
             Ok(Some(k)) => {
                 if k > heads || heads % k != 0 {
-                    let span = self.recs.all[sec.id].field("kv_heads").map_or(sec.span, |b| b.expr.span);
-                    let d = Diagnostic::error(span, format!("`heads` ({heads}) is not a multiple of `kv_heads` ({k})"))
-                        .with_label("each key/value head must serve the same number of query heads")
-                        .with_help("grouped-query attention needs `heads` divisible by `kv_heads`");
+                    let span = self.recs.all[sec.id]
+                        .field("kv_heads")
+                        .map_or(sec.span, |b| b.expr.span);
+                    let d = Diagnostic::error(
+                        span,
+                        format!("`heads` ({heads}) is not a multiple of `kv_heads` ({k})"),
+                    )
+                    .with_label("each key/value head must serve the same number of query heads")
+                    .with_help("grouped-query attention needs `heads` divisible by `kv_heads`");
                     self.diags.push(d);
                 }
                 k
@@ -318,8 +466,14 @@ impl<'a> Elaborator<'a> {
                     Some(crate::elab::eval::Value::Bool(true)) => AttnBias::All,
                     Some(crate::elab::eval::Value::Bool(false)) => AttnBias::None,
                     Some(v) => {
-                        let d = Diagnostic::error(b.expr.span, format!("`bias` must be `true`, `false` or `qkv`, found {}", v.type_name()))
-                            .with_label("expected `true`, `false` or `qkv`");
+                        let d = Diagnostic::error(
+                            b.expr.span,
+                            format!(
+                                "`bias` must be `true`, `false` or `qkv`, found {}",
+                                v.type_name()
+                            ),
+                        )
+                        .with_label("expected `true`, `false` or `qkv`");
                         self.diags.push(d);
                         AttnBias::None
                     }
@@ -327,13 +481,17 @@ impl<'a> Elaborator<'a> {
                 },
             },
         };
-        let scale = self.float_opt(sec, "scale").unwrap_or(1.0 / (head_dim as f64).sqrt());
+        let scale = self
+            .float_opt(sec, "scale")
+            .unwrap_or(1.0 / (head_dim as f64).sqrt());
         Some((heads, kv_heads, head_dim, bias, scale))
     }
 
     /// RoPE rotates pairs: the rotated part of each head must have an even width.
     fn check_rope(&mut self, span: Span, head_dim: u64, cx: &StackCx) {
-        let Position::Rope(rope) = cx.position else { return };
+        let Position::Rope(rope) = cx.position else {
+            return;
+        };
         let rotated = head_dim as f64 * rope.fraction;
         if rotated.fract() != 0.0 || (rotated as u64) % 2 != 0 || rotated == 0.0 {
             let mut d = Diagnostic::error(span, format!("RoPE would rotate an odd or fractional width: {head_dim} × {} = {rotated}", rope.fraction))
@@ -348,12 +506,18 @@ impl<'a> Elaborator<'a> {
 
     fn mlp(&mut self, sec: &mut Sec) -> Mlp {
         let hidden = self.int_req(sec, "hidden", 1);
-        let act = self.activation(sec, ACTIVATIONS).unwrap_or(Activation::Gelu);
+        let act = self
+            .activation(sec, ACTIVATIONS)
+            .unwrap_or(Activation::Gelu);
         let bias = self.bool_opt(sec, "bias").unwrap_or(false);
         Mlp { hidden, act, bias }
     }
 
-    fn activation(&mut self, sec: &mut Sec, options: &'static [&'static str]) -> Option<Activation> {
+    fn activation(
+        &mut self,
+        sec: &mut Sec,
+        options: &'static [&'static str],
+    ) -> Option<Activation> {
         Some(match self.word_field(sec, "act", options)?.0 {
             "gelu_tanh" => Activation::GeluTanh,
             "relu" => Activation::Relu,
@@ -370,7 +534,11 @@ impl<'a> Elaborator<'a> {
             d_state: self.int_opt(sec, "d_state", 1).ok().flatten().unwrap_or(16),
             d_conv: self.int_opt(sec, "d_conv", 1).ok().flatten().unwrap_or(4),
             expand: self.int_opt(sec, "expand", 1).ok().flatten().unwrap_or(2),
-            dt_rank: self.int_opt(sec, "dt_rank", 1).ok().flatten().unwrap_or(cx.d_model.div_ceil(16)),
+            dt_rank: self
+                .int_opt(sec, "dt_rank", 1)
+                .ok()
+                .flatten()
+                .unwrap_or(cx.d_model.div_ceil(16)),
             conv_bias: self.bool_opt(sec, "conv_bias").unwrap_or(true),
             bias: self.bool_opt(sec, "bias").unwrap_or(false),
         }
@@ -379,10 +547,15 @@ impl<'a> Elaborator<'a> {
     fn ssm(&mut self, sec: &mut Sec) -> Option<Ssm> {
         let d_state = self.int_opt(sec, "d_state", 2).ok().flatten().unwrap_or(64);
         if d_state % 2 != 0 {
-            let span = self.recs.all[sec.id].field("d_state").map_or(sec.span, |b| b.expr.span);
-            let d = Diagnostic::error(span, format!("`d_state` must be even for a diagonal S4D layer, found {d_state}"))
-                .with_label("odd state size")
-                .with_help("S4D keeps d_state / 2 complex-conjugate pairs");
+            let span = self.recs.all[sec.id]
+                .field("d_state")
+                .map_or(sec.span, |b| b.expr.span);
+            let d = Diagnostic::error(
+                span,
+                format!("`d_state` must be even for a diagonal S4D layer, found {d_state}"),
+            )
+            .with_label("odd state size")
+            .with_help("S4D keeps d_state / 2 complex-conjugate pairs");
             self.diags.push(d);
         }
         let discretization = match self.word_field(sec, "discretization", &["zoh", "bilinear"]) {
@@ -394,8 +567,15 @@ impl<'a> Elaborator<'a> {
             Some(("legs", _)) => SsmInit::Legs,
             _ => SsmInit::S4dLin,
         };
-        let act = self.activation(sec, &["gelu", "gelu_tanh", "relu", "silu"]).unwrap_or(Activation::Gelu);
-        Some(Ssm { d_state, discretization, init, act })
+        let act = self
+            .activation(sec, &["gelu", "gelu_tanh", "relu", "silu"])
+            .unwrap_or(Activation::Gelu);
+        Some(Ssm {
+            d_state,
+            discretization,
+            init,
+            act,
+        })
     }
 
     fn ttt(&mut self, sec: &mut Sec, cx: &StackCx) -> Option<Ttt> {
@@ -404,20 +584,41 @@ impl<'a> Elaborator<'a> {
             Some(("mlp", _)) => TttInner::Mlp,
             _ => TttInner::Linear,
         };
-        let mini_batch = self.int_opt(sec, "mini_batch", 1).ok().flatten().unwrap_or(16);
+        let mini_batch = self
+            .int_opt(sec, "mini_batch", 1)
+            .ok()
+            .flatten()
+            .unwrap_or(16);
         let lr = self.float_opt(sec, "lr").unwrap_or(1.0);
         if lr <= 0.0 {
-            let span = self.recs.all[sec.id].field("lr").map_or(sec.span, |b| b.expr.span);
-            self.diags.push(Diagnostic::error(span, format!("`lr` must be > 0, found {lr}")).with_label("inner learning rate"));
+            let span = self.recs.all[sec.id]
+                .field("lr")
+                .map_or(sec.span, |b| b.expr.span);
+            self.diags.push(
+                Diagnostic::error(span, format!("`lr` must be > 0, found {lr}"))
+                    .with_label("inner learning rate"),
+            );
         }
         let gate = self.bool_opt(sec, "gate").unwrap_or(true);
-        if cx.d_model % heads != 0 {
-            let d = Diagnostic::error(sec.span, format!("`d_model` ({}) is not divisible by `heads` ({heads})", cx.d_model))
-                .with_label("each TTT head gets d_model / heads channels");
+        if cx.d_model % heads != 0 && cx.d_model_ok {
+            let d = Diagnostic::error(
+                sec.span,
+                format!(
+                    "`d_model` ({}) is not divisible by `heads` ({heads})",
+                    cx.d_model
+                ),
+            )
+            .with_label("each TTT head gets d_model / heads channels");
             self.diags.push(d);
             return None;
         }
         self.check_rope(sec.span, cx.d_model / heads, cx);
-        Some(Ttt { heads, inner, mini_batch, lr, gate })
+        Some(Ttt {
+            heads,
+            inner,
+            mini_batch,
+            lr,
+            gate,
+        })
     }
 }

@@ -58,38 +58,92 @@ const FIELD_HOME: &[(&str, &str)] = &[
 ];
 
 pub const NORMS: &[CtorDef] = &[
-    CtorDef { name: "layernorm", args: &[("eps", ArgTy::Positive), ("bias", ArgTy::Bool)] },
-    CtorDef { name: "rmsnorm", args: &[("eps", ArgTy::Positive)] },
+    CtorDef {
+        name: "layernorm",
+        args: &[("eps", ArgTy::Positive), ("bias", ArgTy::Bool)],
+    },
+    CtorDef {
+        name: "rmsnorm",
+        args: &[("eps", ArgTy::Positive)],
+    },
 ];
 
 pub const POSITIONS: &[CtorDef] = &[
-    CtorDef { name: "learned", args: &[("offset", ArgTy::Index)] },
-    CtorDef { name: "sinusoidal", args: &[] },
+    CtorDef {
+        name: "learned",
+        args: &[("offset", ArgTy::Index)],
+    },
+    CtorDef {
+        name: "sinusoidal",
+        args: &[],
+    },
     CtorDef {
         name: "rope",
-        args: &[("theta", ArgTy::Positive), ("fraction", ArgTy::Rate), ("style", ArgTy::Words(&["half", "interleaved"]))],
+        args: &[
+            ("theta", ArgTy::Positive),
+            ("fraction", ArgTy::Rate),
+            ("style", ArgTy::Words(&["half", "interleaved"])),
+        ],
     },
-    CtorDef { name: "relative_bias", args: &[("buckets", ArgTy::Count), ("max_distance", ArgTy::Count)] },
-    CtorDef { name: "alibi", args: &[] },
-    CtorDef { name: "none", args: &[] },
+    CtorDef {
+        name: "relative_bias",
+        args: &[("buckets", ArgTy::Count), ("max_distance", ArgTy::Count)],
+    },
+    CtorDef {
+        name: "alibi",
+        args: &[],
+    },
+    CtorDef {
+        name: "none",
+        args: &[],
+    },
 ];
 
 pub const HEADS: &[CtorDef] = &[
-    CtorDef { name: "lm", args: &[("scale", ArgTy::Float), ("bias", ArgTy::Bool)] },
-    CtorDef { name: "classifier", args: &[("labels", ArgTy::Count), ("pooler", ArgTy::Bool)] },
-    CtorDef { name: "none", args: &[] },
+    CtorDef {
+        name: "lm",
+        args: &[("scale", ArgTy::Float), ("bias", ArgTy::Bool)],
+    },
+    CtorDef {
+        name: "classifier",
+        args: &[("labels", ArgTy::Count), ("pooler", ArgTy::Bool)],
+    },
+    CtorDef {
+        name: "none",
+        args: &[],
+    },
 ];
 
 pub const OBJECTIVES: &[CtorDef] = &[
-    CtorDef { name: "next_token", args: &[] },
+    CtorDef {
+        name: "next_token",
+        args: &[],
+    },
     CtorDef {
         name: "mlm",
-        args: &[("rate", ArgTy::Rate), ("mask", ArgTy::Rate), ("random", ArgTy::Rate), ("dynamic", ArgTy::Bool)],
+        args: &[
+            ("rate", ArgTy::Rate),
+            ("mask", ArgTy::Rate),
+            ("random", ArgTy::Rate),
+            ("dynamic", ArgTy::Bool),
+        ],
     },
-    CtorDef { name: "nsp", args: &[] },
-    CtorDef { name: "sop", args: &[] },
-    CtorDef { name: "rtd", args: &[("generator", ArgTy::Model), ("weight", ArgTy::Positive)] },
-    CtorDef { name: "span_corruption", args: &[("rate", ArgTy::Rate), ("mean_span", ArgTy::Positive)] },
+    CtorDef {
+        name: "nsp",
+        args: &[],
+    },
+    CtorDef {
+        name: "sop",
+        args: &[],
+    },
+    CtorDef {
+        name: "rtd",
+        args: &[("generator", ArgTy::Model), ("weight", ArgTy::Positive)],
+    },
+    CtorDef {
+        name: "span_corruption",
+        args: &[("rate", ArgTy::Rate), ("mean_span", ArgTy::Positive)],
+    },
     CtorDef {
         name: "denoise",
         args: &[
@@ -101,8 +155,14 @@ pub const OBJECTIVES: &[CtorDef] = &[
             ("document_rotate", ArgTy::Bool),
         ],
     },
-    CtorDef { name: "dpo", args: &[("beta", ArgTy::Positive)] },
-    CtorDef { name: "none", args: &[] },
+    CtorDef {
+        name: "dpo",
+        args: &[("beta", ArgTy::Positive)],
+    },
+    CtorDef {
+        name: "none",
+        args: &[],
+    },
 ];
 
 impl<'a> Elaborator<'a> {
@@ -127,14 +187,22 @@ impl<'a> Elaborator<'a> {
         names.sort();
         for name in names {
             if let Some(l) = self.prog.file_let(name) {
-                let b = Binding { expr: &l.value, span: l.name.span };
+                let b = Binding {
+                    expr: &l.value,
+                    span: l.name.span,
+                };
                 self.eval_binding(usize::MAX, name, b, &[]);
             }
         }
     }
 
     /// Builds the merged record of a model: its base's record, then its own members.
-    fn model_record(&mut self, name: &str, chain: &mut Vec<String>, use_span: Option<Span>) -> Option<RecordId> {
+    fn model_record(
+        &mut self,
+        name: &str,
+        chain: &mut Vec<String>,
+        use_span: Option<Span>,
+    ) -> Option<RecordId> {
         let Some(item) = self.prog.model_item(name) else {
             if let Some(span) = use_span {
                 let d = Diagnostic::error(span, format!("no model named `{name}`"))
@@ -150,11 +218,18 @@ impl<'a> Elaborator<'a> {
                 return None; // reported when elaborating the cycle's first member
             }
             let span = use_span.unwrap_or(item.name.span);
-            let cycle = chain.iter().chain([&name.to_string()]).cloned().collect::<Vec<_>>().join(" → ");
+            let cycle = chain
+                .iter()
+                .chain([&name.to_string()])
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" → ");
             self.diags.push(
                 Diagnostic::error(span, format!("inheritance cycle: {cycle}"))
                     .with_label("base leads back here")
-                    .with_help("a model cannot inherit from itself, directly or through other models"),
+                    .with_help(
+                        "a model cannot inherit from itself, directly or through other models",
+                    ),
             );
             return None;
         }
@@ -168,7 +243,8 @@ impl<'a> Elaborator<'a> {
         };
         chain.pop();
         let mut written = Written::default();
-        self.recs.apply(id, &item.members, &[], &mut written, &mut self.diags);
+        self.recs
+            .apply(id, &item.members, &[], &mut written, &mut self.diags);
         Some(id)
     }
 
@@ -187,7 +263,13 @@ impl<'a> Elaborator<'a> {
         spec
     }
 
-    fn read_model(&mut self, name: &str, root: RecordId, span: Span, depth: usize) -> Option<ArchSpec> {
+    fn read_model(
+        &mut self,
+        name: &str,
+        root: RecordId,
+        span: Span,
+        depth: usize,
+    ) -> Option<ArchSpec> {
         let mut sec = Sec {
             id: root,
             scope: vec![root],
@@ -197,7 +279,9 @@ impl<'a> Elaborator<'a> {
             known_sections: vec!["embed", "encoder", "decoder"],
         };
         let vocab = self.int_req(&mut sec, "vocab", 1);
+        let errors_before = self.diags.len();
         let d_model = self.int_req(&mut sec, "d_model", 1);
+        let d_model_ok = self.diags.len() == errors_before;
         let context = self.int_req(&mut sec, "context", 1);
         let dtype = match self.word_field(&mut sec, "dtype", &["f32", "bf16", "f16"]) {
             Some(("bf16", _)) => DType::Bf16,
@@ -205,25 +289,45 @@ impl<'a> Elaborator<'a> {
             _ => DType::F32,
         };
         let norm = match self.ctor_field(&mut sec, "norm", NORMS, "norm") {
-            Some(c) if c.name == "rmsnorm" => Norm::RmsNorm { eps: c.float("eps", 1e-6) },
-            Some(c) => Norm::LayerNorm { eps: c.float("eps", 1e-5), bias: c.bool("bias", true) },
-            None => Norm::LayerNorm { eps: 1e-5, bias: true },
+            Some(c) if c.name == "rmsnorm" => Norm::RmsNorm {
+                eps: c.float("eps", 1e-6),
+            },
+            Some(c) => Norm::LayerNorm {
+                eps: c.float("eps", 1e-5),
+                bias: c.bool("bias", true),
+            },
+            None => Norm::LayerNorm {
+                eps: 1e-5,
+                bias: true,
+            },
         };
         let placement = match self.word_field(&mut sec, "placement", &["pre", "post"]) {
             Some(("post", _)) => Placement::Post,
             _ => Placement::Pre,
         };
-        let final_norm = self.bool_opt(&mut sec, "final_norm").unwrap_or(placement == Placement::Pre);
+        let final_norm = self
+            .bool_opt(&mut sec, "final_norm")
+            .unwrap_or(placement == Placement::Pre);
         let position_ctor = self.ctor_field(&mut sec, "position", POSITIONS, "position");
         let position = position_from(position_ctor.as_ref());
         let embed = self.read_embed(&sec);
         let head_ctors = self.ctor_sum_field(&mut sec, "head", HEADS, "head");
         let objective_ctors = self.ctor_sum_field(&mut sec, "objective", OBJECTIVES, "objective");
-        let ctx = StackCx { d_model, context, position, position_span: position_ctor.as_ref().map(|c| c.span) };
+        let ctx = StackCx {
+            d_model,
+            d_model_ok,
+            context,
+            position,
+            position_span: position_ctor.as_ref().map(|c| c.span),
+        };
         let has = |n: &str| self.recs.all[root].section(n).is_some();
         let (has_encoder, has_decoder) = (has("encoder"), has("decoder"));
         let encoder = self.read_stack(&sec, "encoder", &ctx, StackKind::Encoder);
-        let decoder_kind = if has_encoder { StackKind::CrossDecoder } else { StackKind::Decoder };
+        let decoder_kind = if has_encoder {
+            StackKind::CrossDecoder
+        } else {
+            StackKind::Decoder
+        };
         let decoder = self.read_stack(&sec, "decoder", &ctx, decoder_kind);
         self.finish_section(&sec);
         let family = match (has_encoder, has_decoder) {
@@ -231,14 +335,23 @@ impl<'a> Elaborator<'a> {
             (true, false) => Family::EncoderOnly,
             (false, true) => Family::DecoderOnly,
             (false, false) => {
-                let d = Diagnostic::error(span, format!("model `{name}` has no `encoder` or `decoder`"))
-                    .with_label("needs at least one stack")
-                    .with_help("add `decoder { layers = … }` (or `encoder { … }`)");
+                let d = Diagnostic::error(
+                    span,
+                    format!("model `{name}` has no `encoder` or `decoder`"),
+                )
+                .with_label("needs at least one stack")
+                .with_help("add `decoder { layers = … }` (or `encoder { … }`)");
                 self.diags.push(d);
                 return None;
             }
         };
-        let m = ModelCx { name, family, vocab, embed_width: embed.factorized.unwrap_or(d_model), depth };
+        let m = ModelCx {
+            name,
+            family,
+            vocab,
+            embed_width: embed.factorized.unwrap_or(d_model),
+            depth,
+        };
         let objectives = self.objectives(objective_ctors, &m).unwrap_or_default();
         let heads = self.heads(head_ctors, &objectives);
         Some(ArchSpec {
@@ -261,11 +374,23 @@ impl<'a> Elaborator<'a> {
     }
 
     fn read_embed(&mut self, parent: &Sec) -> Embed {
-        let mut embed = Embed { tied: true, factorized: None, segments: 0, norm: false, scale: 1.0 };
-        let Some(mut sec) = self.subsection(parent, "embed") else { return embed };
+        let mut embed = Embed {
+            tied: true,
+            factorized: None,
+            segments: 0,
+            norm: false,
+            scale: 1.0,
+        };
+        let Some(mut sec) = self.subsection(parent, "embed") else {
+            return embed;
+        };
         embed.tied = self.bool_opt(&mut sec, "tied").unwrap_or(true);
         embed.factorized = self.int_opt(&mut sec, "factorized", 1).ok().flatten();
-        embed.segments = self.int_opt(&mut sec, "segments", 0).ok().flatten().unwrap_or(0);
+        embed.segments = self
+            .int_opt(&mut sec, "segments", 0)
+            .ok()
+            .flatten()
+            .unwrap_or(0);
         embed.norm = self.bool_opt(&mut sec, "norm").unwrap_or(false);
         embed.scale = self.float_opt(&mut sec, "scale").unwrap_or(1.0);
         self.finish_section(&sec);
@@ -277,8 +402,19 @@ impl<'a> Elaborator<'a> {
         let (id, span) = self.recs.all[parent.id].section(name)?;
         let mut scope = parent.scope.clone();
         scope.push(id);
-        let what = if parent.what.starts_with("model") { name.to_string() } else { format!("{}.{name}", parent.what) };
-        Some(Sec { id, scope, what, span, known: Vec::new(), known_sections: Vec::new() })
+        let what = if parent.what.starts_with("model") {
+            name.to_string()
+        } else {
+            format!("{}.{name}", parent.what)
+        };
+        Some(Sec {
+            id,
+            scope,
+            what,
+            span,
+            known: Vec::new(),
+            known_sections: Vec::new(),
+        })
     }
 
     /// Reports fields and sections that were written but are not valid here.
@@ -289,7 +425,10 @@ impl<'a> Elaborator<'a> {
             if sec.known.contains(&name.as_str()) {
                 continue;
             }
-            let home = FIELD_HOME.iter().find(|(f, _)| f == name).map(|(_, home)| format!("`{name}` belongs in `{home}`"));
+            let home = FIELD_HOME
+                .iter()
+                .find(|(f, _)| f == name)
+                .map(|(_, home)| format!("`{name}` belongs in `{home}`"));
             let mut help = home.or_else(|| did_you_mean(name, sec.known.iter().copied()));
             if help.is_none() {
                 if sec.known_sections.contains(&name.as_str()) {
@@ -337,14 +476,26 @@ impl<'a> Elaborator<'a> {
     }
 
     /// An integer field ≥ `min`: `Ok(None)` when not written, `Err` when wrong.
-    pub fn int_opt(&mut self, sec: &mut Sec, name: &'static str, min: i64) -> Result<Option<u64>, ()> {
-        let Some(b) = self.binding(sec, name) else { return Ok(None) };
-        let Some(v) = self.eval_binding(sec.id, name, b, &sec.scope) else { return Err(()) };
+    pub fn int_opt(
+        &mut self,
+        sec: &mut Sec,
+        name: &'static str,
+        min: i64,
+    ) -> Result<Option<u64>, ()> {
+        let Some(b) = self.binding(sec, name) else {
+            return Ok(None);
+        };
+        let Some(v) = self.eval_binding(sec.id, name, b, &sec.scope) else {
+            return Err(());
+        };
         match self.integral(&v) {
             Some(i) if i >= min => Ok(Some(i as u64)),
             Some(i) => {
-                let d = Diagnostic::error(b.expr.span, format!("`{name}` must be at least {min}, found {i}"))
-                    .with_label(format!("evaluates to {i}"));
+                let d = Diagnostic::error(
+                    b.expr.span,
+                    format!("`{name}` must be at least {min}, found {i}"),
+                )
+                .with_label(format!("evaluates to {i}"));
                 self.diags.push(d);
                 Err(())
             }
@@ -353,9 +504,14 @@ impl<'a> Elaborator<'a> {
                     Value::Float(f) => format!("{f} (not a whole number)"),
                     other => other.type_name().to_string(),
                 };
-                let d = Diagnostic::error(b.expr.span, format!("`{name}` must be an integer, found {found}"))
-                    .with_label("expected an integer")
-                    .with_help_opt(matches!(v, Value::Float(_)).then(|| "integer fields must come out integral: check that divisions divide".to_string()));
+                let d = Diagnostic::error(
+                    b.expr.span,
+                    format!("`{name}` must be an integer, found {found}"),
+                )
+                .with_label("expected an integer")
+                .with_help_opt(matches!(v, Value::Float(_)).then(|| {
+                    "integer fields must come out integral: check that divisions divide".to_string()
+                }));
                 self.diags.push(d);
                 Err(())
             }
@@ -367,9 +523,12 @@ impl<'a> Elaborator<'a> {
         match self.int_opt(sec, name, min) {
             Ok(Some(v)) => v,
             Ok(None) => {
-                let d = Diagnostic::error(sec.span, format!("missing required field `{name}` in {}", sec.what))
-                    .with_label(format!("`{name}` is required"))
-                    .with_help(format!("add `{name} = …`"));
+                let d = Diagnostic::error(
+                    sec.span,
+                    format!("missing required field `{name}` in {}", sec.what),
+                )
+                .with_label(format!("`{name}` is required"))
+                .with_help(format!("add `{name} = …`"));
                 self.diags.push(d);
                 1
             }
@@ -382,8 +541,11 @@ impl<'a> Elaborator<'a> {
         match v.as_f64() {
             Some(f) => Some(f),
             None => {
-                let d = Diagnostic::error(span, format!("`{name}` must be a number, found {}", v.type_name()))
-                    .with_label("expected a number");
+                let d = Diagnostic::error(
+                    span,
+                    format!("`{name}` must be a number, found {}", v.type_name()),
+                )
+                .with_label("expected a number");
                 self.diags.push(d);
                 None
             }
@@ -395,26 +557,49 @@ impl<'a> Elaborator<'a> {
         match v {
             Value::Bool(b) => Some(b),
             other => {
-                let d = Diagnostic::error(span, format!("`{name}` must be `true` or `false`, found {}", other.type_name()))
-                    .with_label("expected a boolean");
+                let d = Diagnostic::error(
+                    span,
+                    format!(
+                        "`{name}` must be `true` or `false`, found {}",
+                        other.type_name()
+                    ),
+                )
+                .with_label("expected a boolean");
                 self.diags.push(d);
                 None
             }
         }
     }
 
-    pub fn word_field(&mut self, sec: &mut Sec, name: &'static str, options: &'static [&'static str]) -> Option<(&'static str, Span)> {
+    pub fn word_field(
+        &mut self,
+        sec: &mut Sec,
+        name: &'static str,
+        options: &'static [&'static str],
+    ) -> Option<(&'static str, Span)> {
         let b = self.binding(sec, name)?;
         self.word(b.expr, options, name)
     }
 
-    pub fn ctor_field(&mut self, sec: &mut Sec, name: &'static str, defs: &'static [CtorDef], what: &str) -> Option<CtorVal> {
+    pub fn ctor_field(
+        &mut self,
+        sec: &mut Sec,
+        name: &'static str,
+        defs: &'static [CtorDef],
+        what: &str,
+    ) -> Option<CtorVal> {
         let b = self.binding(sec, name)?;
         let scope = sec.scope.clone();
         self.ctor(b.expr, defs, what, &scope)
     }
 
-    fn ctor_sum_field(&mut self, sec: &mut Sec, name: &'static str, defs: &'static [CtorDef], what: &str) -> Option<Vec<CtorVal>> {
+    fn ctor_sum_field(
+        &mut self,
+        sec: &mut Sec,
+        name: &'static str,
+        defs: &'static [CtorDef],
+        what: &str,
+    ) -> Option<Vec<CtorVal>> {
         let b = self.binding(sec, name)?;
         let scope = sec.scope.clone();
         let terms = self.ctor_sum(b.expr, defs, what, &scope)?;
@@ -428,8 +613,11 @@ impl<'a> Elaborator<'a> {
                 return None;
             }
             if t.name == "none" && terms.len() > 1 {
-                let d = Diagnostic::error(t.span, format!("`none` cannot be combined with another {what}"))
-                    .with_label("`none` here");
+                let d = Diagnostic::error(
+                    t.span,
+                    format!("`none` cannot be combined with another {what}"),
+                )
+                .with_label("`none` here");
                 self.diags.push(d);
                 return None;
             }
@@ -440,16 +628,27 @@ impl<'a> Elaborator<'a> {
 }
 
 fn position_from(c: Option<&CtorVal>) -> Position {
-    let Some(c) = c else { return Position::Learned { offset: 0 } };
+    let Some(c) = c else {
+        return Position::Learned { offset: 0 };
+    };
     match c.name {
-        "learned" => Position::Learned { offset: c.int("offset", 0) },
+        "learned" => Position::Learned {
+            offset: c.int("offset", 0),
+        },
         "sinusoidal" => Position::Sinusoidal,
         "rope" => Position::Rope(Rope {
             theta: c.float("theta", 10000.0),
             fraction: c.float("fraction", 1.0),
-            style: if c.word("style", "half") == "interleaved" { RopeStyle::Interleaved } else { RopeStyle::Half },
+            style: if c.word("style", "half") == "interleaved" {
+                RopeStyle::Interleaved
+            } else {
+                RopeStyle::Half
+            },
         }),
-        "relative_bias" => Position::RelativeBias { buckets: c.int("buckets", 32), max_distance: c.int("max_distance", 128) },
+        "relative_bias" => Position::RelativeBias {
+            buckets: c.int("buckets", 32),
+            max_distance: c.int("max_distance", 128),
+        },
         "alibi" => Position::Alibi,
         _ => Position::None,
     }

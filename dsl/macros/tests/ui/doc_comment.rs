@@ -1,0 +1,15 @@
+arch_macros::model! {
+    /// A tiny decoder.
+    model tiny {
+        vocab = 1000
+        d_model = 64
+        context = 128
+        decoder {
+            layers = 2
+            attention { heads = 4 }
+            mlp { hidden = 256 }
+        }
+    }
+}
+
+fn main() {}

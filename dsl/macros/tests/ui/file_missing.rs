@@ -1,0 +1,3 @@
+arch_macros::model!(file = "specs/no_such_file.arch", model = "llama3_8b");
+
+fn main() {}

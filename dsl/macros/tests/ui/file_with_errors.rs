@@ -1,0 +1,3 @@
+arch_macros::model!(file = "specs/broken.arch");
+
+fn main() {}

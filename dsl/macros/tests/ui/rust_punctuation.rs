@@ -1,0 +1,15 @@
+// Rust habits that are not `.arch`: a `;` after a field and a char literal.
+arch_macros::model! {
+    model tiny {
+        vocab = 1000;
+        d_model = 64
+        context = 128
+        decoder {
+            layers = 2
+            attention { heads = 4  mask = 'c' }
+            mlp { hidden = 256 }
+        }
+    }
+}
+
+fn main() {}
