@@ -363,8 +363,8 @@ impl<'a> Elaborator<'a> {
         let v = match name {
             "sqrt" if nums[0] < 0.0 => return self.fail(span, "square root of a negative number"),
             "sqrt" => Value::Float(nums[0].sqrt()),
-            "ceil" => return self.to_int(nums[0].ceil(), span),
-            "floor" => return self.to_int(nums[0].floor(), span),
+            "ceil" => return self.int_value(nums[0].ceil(), span),
+            "floor" => return self.int_value(nums[0].floor(), span),
             "min" | "max" if all_int => {
                 let ints = args.iter().filter_map(|a| {
                     if let Value::Int(i) = a {
@@ -389,13 +389,13 @@ impl<'a> Elaborator<'a> {
                 if multiple <= 0.0 || multiple.fract() != 0.0 {
                     return self.fail(span, "`round_up` needs a positive integer multiple");
                 }
-                return self.to_int((nums[0] / multiple).ceil() * multiple, span);
+                return self.int_value((nums[0] / multiple).ceil() * multiple, span);
             }
         };
         Some(v)
     }
 
-    fn to_int(&mut self, x: f64, span: Span) -> Option<Value> {
+    fn int_value(&mut self, x: f64, span: Span) -> Option<Value> {
         if x.is_finite() && x.abs() < 9.0e18 {
             Some(Value::Int(x as i64))
         } else {

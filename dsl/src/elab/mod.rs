@@ -4,9 +4,11 @@
 
 mod ctor;
 mod eval;
+mod fields;
 mod objective;
 mod record;
 mod stack;
+mod sublayer;
 mod typed;
 
 use crate::ast::{self, Item};
