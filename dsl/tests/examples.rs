@@ -68,3 +68,20 @@ fn spec_library_checks() {
         check_clean(&file);
     }
 }
+
+/// `fmt` then `check` gives the same `ArchSpec` for every example and library spec.
+#[test]
+fn formatting_preserves_the_elaborated_specs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = arch_files(&root.join("tests/examples"));
+    files.extend(arch_files(&root.join("../specs")));
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let messy: String = text.lines().map(|l| format!("{} ", l.trim_start().replace("  ", ", "))).collect::<Vec<_>>().join("\n");
+        let formatted = arch_dsl::fmt::format(&messy).unwrap_or_else(|d| panic!("{}: {d:?}", path.display()));
+        let before = Program::from_source("a.arch", text, Some(path.clone())).check();
+        let after = Program::from_source("b.arch", formatted, Some(path.clone())).check();
+        assert!(before.1.is_empty() && after.1.is_empty(), "{}", path.display());
+        assert_eq!(before.0, after.0, "{}", path.display());
+    }
+}
