@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/prereqs.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast

@@ -100,7 +100,7 @@ impl Program {
             }
             Err(e) => self.diagnostics.push(
                 Diagnostic::error(u.path_span, format!("cannot read `{}`: {e}", u.path))
-                    .with_label(format!("looked for {}", target.display())),
+                    .with_label("paths are relative to the file that uses them"),
             ),
         }
     }
