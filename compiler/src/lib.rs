@@ -2,3 +2,4 @@
 //! today; the graph IR, passes and backends join it as they land (see ARCHITECTURE.md).
 
 pub mod cli;
+pub mod tensor;
