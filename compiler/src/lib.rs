@@ -2,4 +2,7 @@
 //! today; the graph IR, passes and backends join it as they land (see ARCHITECTURE.md).
 
 pub mod cli;
+pub mod graph;
+pub mod interp;
 pub mod tensor;
+pub mod params;

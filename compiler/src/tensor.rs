@@ -55,6 +55,9 @@ impl<T: Clone + Default> Tensor<T> {
         Tensor { shape, data: vec![T::default(); n] }
     }
 
+}
+
+impl<T> Tensor<T> {
     pub fn numel(&self) -> usize {
         self.data.len()
     }

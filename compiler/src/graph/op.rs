@@ -1,0 +1,330 @@
+//! The op table: every op's name, arity, attributes and shape rule, in one place. Reference
+//! semantics live in `interp`, one `match` arm per op; a new op breaks the build at every
+//! place that must learn it.
+
+use super::dim::{Dim, Shape};
+use super::Graph;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    I64,
+}
+
+impl DType {
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::I64 => "i64",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Tanh,
+    Erf,
+    Sigmoid,
+    Relu,
+    Silu,
+    /// Exact, erf-based GELU.
+    Gelu,
+    /// GELU with the tanh approximation.
+    GeluTanh,
+    Softplus,
+    Abs,
+    Square,
+    Recip,
+    Sin,
+    Cos,
+    Floor,
+}
+
+pub const UNARY_OPS: &[(UnaryOp, &str)] = &[
+    (UnaryOp::Neg, "neg"),
+    (UnaryOp::Exp, "exp"),
+    (UnaryOp::Log, "log"),
+    (UnaryOp::Sqrt, "sqrt"),
+    (UnaryOp::Rsqrt, "rsqrt"),
+    (UnaryOp::Tanh, "tanh"),
+    (UnaryOp::Erf, "erf"),
+    (UnaryOp::Sigmoid, "sigmoid"),
+    (UnaryOp::Relu, "relu"),
+    (UnaryOp::Silu, "silu"),
+    (UnaryOp::Gelu, "gelu"),
+    (UnaryOp::GeluTanh, "gelu_tanh"),
+    (UnaryOp::Softplus, "softplus"),
+    (UnaryOp::Abs, "abs"),
+    (UnaryOp::Square, "square"),
+    (UnaryOp::Recip, "recip"),
+    (UnaryOp::Sin, "sin"),
+    (UnaryOp::Cos, "cos"),
+    (UnaryOp::Floor, "floor"),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    Pow,
+    /// 1.0 where a < b, else 0.0.
+    Lt,
+    Le,
+    Eq,
+}
+
+pub const BINARY_OPS: &[(BinaryOp, &str)] = &[
+    (BinaryOp::Add, "add"),
+    (BinaryOp::Sub, "sub"),
+    (BinaryOp::Mul, "mul"),
+    (BinaryOp::Div, "div"),
+    (BinaryOp::Max, "max"),
+    (BinaryOp::Min, "min"),
+    (BinaryOp::Pow, "pow"),
+    (BinaryOp::Lt, "lt"),
+    (BinaryOp::Le, "le"),
+    (BinaryOp::Eq, "eq"),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    Sum,
+    Max,
+    Mean,
+}
+
+/// Which keys a query may see in `attention`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MaskKind {
+    Bidirectional,
+    /// Query i (at absolute position `kv_len - q_len + i`) sees keys up to its position.
+    Causal,
+    /// Causal, and at most `window` keys, itself included.
+    Sliding(u64),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// A value supplied by the caller (the node's shape and dtype say what).
+    Input { name: String },
+    /// A learned tensor under its canonical name.
+    Param { name: String },
+    /// A scalar constant.
+    Const { value: f64 },
+    /// The index along `axis` of each element of the node's shape, as f32.
+    Iota { axis: usize },
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// `cond != 0 ? a : b`, broadcasting.
+    Select,
+    Cast,
+    /// Reduces one axis, keeping it with size 1.
+    Reduce { op: ReduceOp, axis: usize },
+    /// `a @ b` (or `a @ bᵀ`) over the last two axes; leading axes broadcast.
+    MatMul { transpose_b: bool },
+    /// Same elements, the node's shape.
+    Reshape,
+    Permute { perm: Vec<usize> },
+    /// Numpy-style broadcast to the node's shape.
+    Broadcast,
+    /// `out[.., t, ..] = x[.., t - by, ..]`, zero where `t - by` is out of range.
+    Shift { axis: usize, by: i64 },
+    Slice { axis: usize, start: u64, len: u64 },
+    Concat { axis: usize },
+    /// Rows of a table: `table[ids]`, table [V, rest..] and ids [idx..] → [idx.., rest..].
+    Gather,
+    /// Scaled dot-product attention. Inputs: q [B, H, T, D], k [B, Hkv, S, D],
+    /// v [B, Hkv, S, Dv], then optionally an additive bias broadcastable to [B, H, T, S]
+    /// and a key mask [B, S] (1 keeps a key, 0 drops it). H must be a multiple of Hkv.
+    Attention { mask: MaskKind, scale: f64, has_bias: bool, has_key_mask: bool },
+    /// A recurrence over axis 1 of the sequence inputs. Inputs: initial states, then
+    /// sequences [B, T, ..], then constants. The body maps (states, step slices, constants)
+    /// to (new states, step outputs); the scan yields final states then stacked outputs.
+    Scan { body: Box<Graph>, states: usize, seqs: usize, reverse: bool },
+    /// Output `index` of a multi-output node (a scan).
+    TupleGet { index: usize },
+}
+
+impl Op {
+    /// The op's name in printed IR.
+    pub fn name(&self) -> String {
+        match self {
+            Op::Input { .. } => "input".into(),
+            Op::Param { .. } => "param".into(),
+            Op::Const { .. } => "const".into(),
+            Op::Iota { .. } => "iota".into(),
+            Op::Unary(u) => UNARY_OPS.iter().find(|(o, _)| o == u).map_or("?", |(_, n)| n).into(),
+            Op::Binary(b) => BINARY_OPS.iter().find(|(o, _)| o == b).map_or("?", |(_, n)| n).into(),
+            Op::Select => "select".into(),
+            Op::Cast => "cast".into(),
+            Op::Reduce { op, .. } => format!("reduce_{}", format!("{op:?}").to_lowercase()),
+            Op::MatMul { .. } => "matmul".into(),
+            Op::Reshape => "reshape".into(),
+            Op::Permute { .. } => "permute".into(),
+            Op::Broadcast => "broadcast".into(),
+            Op::Shift { .. } => "shift".into(),
+            Op::Slice { .. } => "slice".into(),
+            Op::Concat { .. } => "concat".into(),
+            Op::Gather => "gather".into(),
+            Op::Attention { .. } => "attention".into(),
+            Op::Scan { .. } => "scan".into(),
+            Op::TupleGet { .. } => "get".into(),
+        }
+    }
+
+    /// Number of inputs, when fixed.
+    pub fn arity(&self) -> Option<usize> {
+        Some(match self {
+            Op::Input { .. } | Op::Param { .. } | Op::Const { .. } | Op::Iota { .. } => 0,
+            Op::Unary(_) | Op::Cast | Op::Reduce { .. } | Op::Reshape | Op::Permute { .. } => 1,
+            Op::Broadcast | Op::Shift { .. } | Op::Slice { .. } | Op::TupleGet { .. } => 1,
+            Op::Binary(_) | Op::MatMul { .. } | Op::Gather => 2,
+            Op::Select => 3,
+            Op::Attention { has_bias, has_key_mask, .. } => 3 + usize::from(*has_bias) + usize::from(*has_key_mask),
+            Op::Concat { .. } | Op::Scan { .. } => return None,
+        })
+    }
+}
+
+/// Numpy broadcasting of two shapes.
+pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Shape, String> {
+    let n = a.len().max(b.len());
+    let one = Dim::c(1);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let da = if i + a.len() >= n { &a[i + a.len() - n] } else { &one };
+        let db = if i + b.len() >= n { &b[i + b.len() - n] } else { &one };
+        out.push(if da == db || *db == one {
+            da.clone()
+        } else if *da == one {
+            db.clone()
+        } else {
+            return Err(format!("cannot broadcast {da} with {db}"));
+        });
+    }
+    Ok(out)
+}
+
+/// The shape rule: the output shape of `op` given its inputs' shapes. Ops whose shape is
+/// an attribute of the node (`input`, `param`, `iota`, `reshape`, `broadcast`) take it as
+/// `given`.
+pub fn infer_shape(op: &Op, inputs: &[Shape], given: Option<&Shape>) -> Result<Shape, String> {
+    if let Some(n) = op.arity() {
+        if inputs.len() != n {
+            return Err(format!("`{}` takes {n} inputs, got {}", op.name(), inputs.len()));
+        }
+    }
+    let need_given = || given.cloned().ok_or_else(|| format!("`{}` needs its shape", op.name()));
+    match op {
+        Op::Input { .. } | Op::Param { .. } | Op::Iota { .. } | Op::TupleGet { .. } => need_given(),
+        Op::Const { .. } => Ok(Vec::new()),
+        Op::Unary(_) | Op::Cast => Ok(inputs[0].clone()),
+        Op::Binary(_) => broadcast_shapes(&inputs[0], &inputs[1]),
+        Op::Select => broadcast_shapes(&broadcast_shapes(&inputs[0], &inputs[1])?, &inputs[2]),
+        Op::Reduce { axis, .. } => {
+            let mut s = inputs[0].clone();
+            let d = s.get_mut(*axis).ok_or_else(|| format!("reduce axis {axis} out of range"))?;
+            *d = Dim::c(1);
+            Ok(s)
+        }
+        Op::MatMul { transpose_b } => matmul_shape(&inputs[0], &inputs[1], *transpose_b),
+        Op::Reshape => {
+            let to = need_given()?;
+            if Dim::product(&to) != Dim::product(&inputs[0]) {
+                return Err(format!("cannot reshape {:?} to {:?}", inputs[0], to));
+            }
+            Ok(to)
+        }
+        Op::Permute { perm } => {
+            let mut sorted = perm.clone();
+            sorted.sort();
+            if sorted != (0..inputs[0].len()).collect::<Vec<_>>() {
+                return Err(format!("bad permutation {perm:?} of rank {}", inputs[0].len()));
+            }
+            Ok(perm.iter().map(|&p| inputs[0][p].clone()).collect())
+        }
+        Op::Broadcast => {
+            let to = need_given()?;
+            if broadcast_shapes(&inputs[0], &to)? != to {
+                return Err(format!("cannot broadcast {:?} to {:?}", inputs[0], to));
+            }
+            Ok(to)
+        }
+        Op::Shift { axis, .. } => {
+            if *axis >= inputs[0].len() {
+                return Err(format!("shift axis {axis} out of range"));
+            }
+            Ok(inputs[0].clone())
+        }
+        Op::Slice { axis, start, len } => {
+            let mut s = inputs[0].clone();
+            let d = s.get_mut(*axis).ok_or_else(|| format!("slice axis {axis} out of range"))?;
+            if let Some(size) = d.as_const() {
+                if start + len > size {
+                    return Err(format!("slice {start}..{} of a dimension of {size}", start + len));
+                }
+            }
+            *d = Dim::c(*len);
+            Ok(s)
+        }
+        Op::Concat { axis } => concat_shape(inputs, *axis),
+        Op::Gather => {
+            let mut s = inputs[1].clone();
+            s.extend(inputs[0].iter().skip(1).cloned());
+            Ok(s)
+        }
+        Op::Attention { .. } => {
+            let (q, v) = (&inputs[0], &inputs[2]);
+            if q.len() != 4 || inputs[1].len() != 4 || v.len() != 4 {
+                return Err("attention takes rank-4 q, k, v".into());
+            }
+            Ok(vec![q[0].clone(), q[1].clone(), q[2].clone(), v[3].clone()])
+        }
+        Op::Scan { .. } => Ok(Vec::new()),
+    }
+}
+
+fn matmul_shape(a: &[Dim], b: &[Dim], transpose_b: bool) -> Result<Shape, String> {
+    if a.len() < 2 || b.len() < 2 {
+        return Err("matmul needs rank ≥ 2".into());
+    }
+    let (m, k) = (&a[a.len() - 2], &a[a.len() - 1]);
+    let (kb, n) = if transpose_b { (&b[b.len() - 1], &b[b.len() - 2]) } else { (&b[b.len() - 2], &b[b.len() - 1]) };
+    if k != kb {
+        return Err(format!("matmul inner dimensions differ: {k} vs {kb}"));
+    }
+    let mut out = broadcast_shapes(&a[..a.len() - 2], &b[..b.len() - 2])?;
+    out.push(m.clone());
+    out.push(n.clone());
+    Ok(out)
+}
+
+fn concat_shape(inputs: &[Shape], axis: usize) -> Result<Shape, String> {
+    let first = inputs.first().ok_or("concat of nothing")?;
+    if axis >= first.len() {
+        return Err(format!("concat axis {axis} out of range"));
+    }
+    let mut total = Dim::c(0);
+    for s in inputs {
+        if s.len() != first.len() || s.iter().enumerate().any(|(i, d)| i != axis && *d != first[i]) {
+            return Err(format!("concat of mismatched shapes {first:?} and {s:?}"));
+        }
+        total = match (total.as_const(), s[axis].as_const()) {
+            (Some(a), Some(b)) => Dim::c(a + b),
+            _ if total == Dim::c(0) => s[axis].clone(),
+            _ => return Err("concat of symbolic dimensions".into()),
+        };
+    }
+    let mut out = first.clone();
+    out[axis] = total;
+    Ok(out)
+}
