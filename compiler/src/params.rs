@@ -100,7 +100,10 @@ impl ParamInfo {
 /// Every parameter tensor of `spec`, in a deterministic order (embeddings, then each stack
 /// in execution order, then the heads); see the module documentation for the scheme.
 pub fn param_table(spec: &ArchSpec) -> Vec<ParamInfo> {
-    let mut t = Table { out: Vec::new(), norm: spec.norm };
+    let mut t = Table {
+        out: Vec::new(),
+        norm: spec.norm,
+    };
     let d = spec.d_model as usize;
     let e = spec.embed_width() as usize;
     let v = spec.vocab as usize;
@@ -128,7 +131,10 @@ pub fn param_table(spec: &ArchSpec) -> Vec<ParamInfo> {
 /// when the kind already occurred earlier in the layer).
 pub fn sublayer_name(sublayers: &[Sublayer], index: usize) -> String {
     let kind = sublayers[index].kind();
-    let repeat = sublayers[..index].iter().filter(|s| s.kind() == kind).count();
+    let repeat = sublayers[..index]
+        .iter()
+        .filter(|s| s.kind() == kind)
+        .count();
     if repeat == 0 {
         kind.to_string()
     } else {
@@ -151,7 +157,10 @@ struct Table {
 
 impl Table {
     fn push<const N: usize>(&mut self, name: impl Into<String>, shape: [usize; N]) {
-        self.out.push(ParamInfo { name: name.into(), shape: shape.to_vec() });
+        self.out.push(ParamInfo {
+            name: name.into(),
+            shape: shape.to_vec(),
+        });
     }
 
     /// A norm of the model's kind over `width` features.
@@ -167,18 +176,28 @@ fn stack_params(t: &mut Table, spec: &ArchSpec, s: &str, stack: &Stack) {
     let d = spec.d_model as usize;
     let e = spec.embed_width() as usize;
     if let Position::Learned { offset } = spec.position {
-        t.push(format!("{s}.positions.weight"), [(spec.context + offset) as usize, e]);
+        t.push(
+            format!("{s}.positions.weight"),
+            [(spec.context + offset) as usize, e],
+        );
     }
     if spec.embed.norm {
         t.norm(&format!("{s}.embed_norm"), e);
     }
     if let Position::RelativeBias { buckets, .. } = spec.position {
-        let first = stack.layers.iter().flat_map(|l| &l.sublayers).find_map(|x| match x {
-            Sublayer::Attention(a) => Some(a.heads),
-            _ => None,
-        });
+        let first = stack
+            .layers
+            .iter()
+            .flat_map(|l| &l.sublayers)
+            .find_map(|x| match x {
+                Sublayer::Attention(a) => Some(a.heads),
+                _ => None,
+            });
         if let Some(heads) = first {
-            t.push(format!("{s}.relative_bias.weight"), [buckets as usize, heads as usize]);
+            t.push(
+                format!("{s}.relative_bias.weight"),
+                [buckets as usize, heads as usize],
+            );
         }
     }
     for (i, layer) in stack.layers.iter().take(distinct_layers(stack)).enumerate() {
@@ -193,7 +212,15 @@ fn stack_params(t: &mut Table, spec: &ArchSpec, s: &str, stack: &Stack) {
     }
 }
 
-fn attention_params(t: &mut Table, p: &str, d: usize, heads: u64, kv: u64, hd: u64, bias: AttnBias) {
+fn attention_params(
+    t: &mut Table,
+    p: &str,
+    d: usize,
+    heads: u64,
+    kv: u64,
+    hd: u64,
+    bias: AttnBias,
+) {
     let (q, kv) = ((heads * hd) as usize, (kv * hd) as usize);
     t.push(format!("{p}.q.weight"), [q, d]);
     t.push(format!("{p}.k.weight"), [kv, d]);
@@ -211,8 +238,12 @@ fn attention_params(t: &mut Table, p: &str, d: usize, heads: u64, kv: u64, hd: u
 
 fn sublayer_params(t: &mut Table, p: &str, d: usize, sub: &Sublayer) {
     match sub {
-        Sublayer::Attention(a) => attention_params(t, p, d, a.heads, a.kv_heads, a.head_dim, a.bias),
-        Sublayer::CrossAttention(a) => attention_params(t, p, d, a.heads, a.kv_heads, a.head_dim, a.bias),
+        Sublayer::Attention(a) => {
+            attention_params(t, p, d, a.heads, a.kv_heads, a.head_dim, a.bias)
+        }
+        Sublayer::CrossAttention(a) => {
+            attention_params(t, p, d, a.heads, a.kv_heads, a.head_dim, a.bias)
+        }
         Sublayer::Mlp(m) => {
             let h = m.hidden as usize;
             if m.act.is_gated() {

@@ -127,6 +127,17 @@ impl Graph {
         self.mul(x, c)
     }
 
+    /// `x * a + b` for constants `a`, `b`.
+    pub fn scale_add(&mut self, x: NodeId, a: f64, b: f64) -> NodeId {
+        let y = if a == 1.0 { x } else { self.scale(x, a) };
+        if b == 0.0 {
+            y
+        } else {
+            let c = self.constant(b);
+            self.add(y, c)
+        }
+    }
+
     pub fn select(&mut self, cond: NodeId, a: NodeId, b: NodeId) -> NodeId {
         self.push(Op::Select, vec![cond, a, b], None, DType::F32)
     }

@@ -1,0 +1,101 @@
+//! Spec + weights file + inputs → outputs through the reference evaluator: input checks
+//! (ids in range, lengths within `context`, dtypes and ranks), defaults Hugging Face
+//! applies (zero `token_type_ids`), only the parameters the requested outputs need.
+
+use crate::expand::{forward, ExpandOptions};
+use crate::graph::Op;
+use crate::interp::{self, Value};
+use crate::passes::keep_outputs;
+use crate::tensor::{F32Tensor, Tensor};
+use crate::weights::{load_with, LoadOptions};
+use arch_dsl::spec::{ArchSpec, Family};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Checks inputs against the spec and adds the defaults.
+pub fn prepare_inputs(spec: &ArchSpec, inputs: &mut HashMap<String, Value>) -> Result<(), String> {
+    let ids_shape = check_ids(spec, inputs, "input_ids")?;
+    if let Some(mask) = inputs.get("attention_mask") {
+        match mask {
+            Value::I(m) if m.shape == ids_shape => {
+                if m.data.iter().any(|&v| v != 0 && v != 1) {
+                    return Err("`attention_mask` must hold only 0 and 1".into());
+                }
+            }
+            Value::I(m) => return Err(format!("`attention_mask` has shape {:?}, `input_ids` {:?}", m.shape, ids_shape)),
+            _ => return Err("`attention_mask` must be an integer tensor".into()),
+        }
+    }
+    if spec.embed.segments > 0 {
+        match inputs.get("token_type_ids") {
+            None => {
+                inputs.insert("token_type_ids".into(), Value::I(Tensor::zeros(ids_shape.clone())));
+            }
+            Some(Value::I(t)) if t.shape == ids_shape => {
+                if let Some(bad) = t.data.iter().find(|&&v| v < 0 || v as u64 >= spec.embed.segments) {
+                    return Err(format!("`token_type_ids` holds {bad}, but the model has {} segments", spec.embed.segments));
+                }
+            }
+            Some(_) => return Err(format!("`token_type_ids` must be an integer tensor of shape {ids_shape:?}")),
+        }
+    }
+    if spec.family == Family::EncoderDecoder {
+        if !inputs.contains_key("decoder_input_ids") {
+            return Err("an encoder-decoder model needs `decoder_input_ids`".into());
+        }
+        let dec = check_ids(spec, inputs, "decoder_input_ids")?;
+        if dec[0] != ids_shape[0] {
+            return Err(format!("`decoder_input_ids` has batch {}, `input_ids` {}", dec[0], ids_shape[0]));
+        }
+    }
+    Ok(())
+}
+
+fn check_ids(spec: &ArchSpec, inputs: &HashMap<String, Value>, name: &str) -> Result<Vec<usize>, String> {
+    let ids = match inputs.get(name) {
+        Some(Value::I(t)) => t,
+        Some(_) => return Err(format!("`{name}` must be an integer tensor (i64 or i32)")),
+        None => return Err(format!("the inputs have no `{name}`")),
+    };
+    if ids.rank() != 2 {
+        return Err(format!("`{name}` must have shape [batch, seq], found {:?}", ids.shape));
+    }
+    if ids.shape[1] as u64 > spec.context {
+        return Err(format!("`{name}` has {} tokens, more than the model's context of {}", ids.shape[1], spec.context));
+    }
+    if ids.shape.contains(&0) {
+        return Err(format!("`{name}` is empty"));
+    }
+    if let Some(bad) = ids.data.iter().find(|&&v| v < 0 || v as u64 >= spec.vocab) {
+        return Err(format!("`{name}` holds token id {bad}, outside the vocabulary of {}", spec.vocab));
+    }
+    Ok(ids.shape.clone())
+}
+
+/// Runs the model on the reference evaluator, computing the named outputs (every output of
+/// the forward graph when `outputs` is empty).
+pub fn evaluate(spec: &ArchSpec, weights: &Path, mut inputs: HashMap<String, Value>, outputs: &[&str]) -> Result<Vec<(String, F32Tensor)>, String> {
+    prepare_inputs(spec, &mut inputs)?;
+    let opts = ExpandOptions { attention_mask: inputs.contains_key("attention_mask") };
+    let full = forward(spec, &opts)?;
+    let graph = if outputs.is_empty() { full } else { keep_outputs(&full, outputs)? };
+    let loaded = load_with(spec, weights, &LoadOptions { require_heads: false }).map_err(|e| e.to_string())?;
+    let params: interp::Params = loaded.into_tensors().into_iter().collect();
+    for node in &graph.nodes {
+        if let Op::Param { name } = &node.op {
+            if !params.contains_key(name) {
+                return Err(format!("{}: missing tensor `{name}`, needed for the requested output", weights.display()));
+            }
+        }
+    }
+    let graph_inputs: HashMap<String, Value> = graph
+        .inputs
+        .iter()
+        .filter_map(|&id| match &graph.node(id).op {
+            Op::Input { name } => inputs.get(name).map(|v| (name.clone(), v.clone())),
+            _ => None,
+        })
+        .collect();
+    let results = interp::run(&graph, &graph_inputs, &params)?;
+    results.into_iter().map(|(n, v)| v.as_f32().map(|t| (n, t.clone()))).collect()
+}

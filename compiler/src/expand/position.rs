@@ -1,0 +1,173 @@
+//! Position information shared by a stack's layers: RoPE tables (half or interleaved,
+//! partial), T5's bucketed relative bias (bidirectional in the encoder, causal buckets in
+//! the decoder), and ALiBi slopes.
+
+use super::Cx;
+use crate::graph::{BinaryOp, DType, Dim, NodeId, UnaryOp};
+use arch_dsl::spec::{Position, Rope, RopeStyle, Stack, Sublayer};
+
+/// Computed once per stack, used by every attention (and TTT) sublayer of it.
+pub struct StackPositions {
+    /// cos and sin of t·θ_i, shape [seq, rotated / 2].
+    pub rope: Option<(NodeId, NodeId, Rope)>,
+    /// Additive attention bias [1, heads, seq, seq].
+    pub bias: Option<NodeId>,
+}
+
+impl StackPositions {
+    pub fn new(cx: &mut Cx, stack_name: &str, stack: &Stack, seq: &str) -> Result<StackPositions, String> {
+        let first_attention = stack.layers.iter().flat_map(|l| &l.sublayers).find_map(|s| match s {
+            Sublayer::Attention(a) => Some((a.heads, a.head_dim)),
+            _ => None,
+        });
+        let mut out = StackPositions { rope: None, bias: None };
+        match cx.spec.position {
+            Position::Rope(rope) => {
+                let head_dim = first_attention.map(|(_, hd)| hd).or_else(|| {
+                    stack.layers.iter().flat_map(|l| &l.sublayers).find_map(|s| match s {
+                        Sublayer::Ttt(t) => Some(cx.spec.d_model / t.heads),
+                        _ => None,
+                    })
+                });
+                if let Some(hd) = head_dim {
+                    let (cos, sin) = rope_tables(cx, seq, hd, rope);
+                    out.rope = Some((cos, sin, rope));
+                }
+            }
+            Position::RelativeBias { buckets, max_distance } => {
+                if let Some((heads, _)) = first_attention {
+                    let bidirectional = stack_name == "encoder";
+                    out.bias = Some(relative_bias(cx, stack_name, seq, heads, buckets, max_distance, bidirectional));
+                }
+            }
+            Position::Alibi => {
+                if let Some((heads, _)) = first_attention {
+                    out.bias = Some(alibi(cx, seq, heads));
+                }
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+}
+
+/// The rotated width of a head.
+pub fn rotated(head_dim: u64, rope: Rope) -> u64 {
+    (head_dim as f64 * rope.fraction).round() as u64
+}
+
+fn rope_tables(cx: &mut Cx, seq: &str, head_dim: u64, rope: Rope) -> (NodeId, NodeId) {
+    let rot = rotated(head_dim, rope);
+    let shape = vec![Dim::sym(seq), Dim::c(rot / 2)];
+    let t = cx.g.iota(shape.clone(), 0);
+    let i = cx.g.iota(shape, 1);
+    let exponent = cx.g.scale(i, -2.0 / rot as f64);
+    let theta = cx.g.constant(rope.theta);
+    let inv_freq = cx.g.binary(BinaryOp::Pow, theta, exponent);
+    let angle = cx.g.mul(t, inv_freq);
+    (cx.g.unary(UnaryOp::Cos, angle), cx.g.unary(UnaryOp::Sin, angle))
+}
+
+/// Applies RoPE to x [B, H, T, hd].
+pub fn apply_rope(cx: &mut Cx, x: NodeId, tables: &(NodeId, NodeId, Rope)) -> NodeId {
+    let (cos, sin, rope) = *tables;
+    let shape = cx.g.shape(x).clone();
+    let hd = shape[3].as_const().unwrap_or(0);
+    let rot = rotated(hd, rope);
+    let half = rot / 2;
+    let xr = if rot == hd { x } else { cx.g.slice(x, 3, 0, rot) };
+    let rotated = match rope.style {
+        RopeStyle::Half => {
+            let x1 = cx.g.slice(xr, 3, 0, half);
+            let x2 = cx.g.slice(xr, 3, half, half);
+            let (a, b) = rotate(cx, x1, x2, cos, sin);
+            cx.g.concat(vec![a, b], 3)
+        }
+        RopeStyle::Interleaved => {
+            let mut pairs = shape.clone();
+            pairs[3] = Dim::c(half);
+            pairs.push(Dim::c(2));
+            let p = cx.g.reshape(xr, pairs.clone());
+            let x1 = cx.g.slice(p, 4, 0, 1);
+            let x2 = cx.g.slice(p, 4, 1, 1);
+            let mut pair_shape = shape.clone();
+            pair_shape[3] = Dim::c(half);
+            let x1 = cx.g.reshape(x1, pair_shape.clone());
+            let x2 = cx.g.reshape(x2, pair_shape.clone());
+            let (a, b) = rotate(cx, x1, x2, cos, sin);
+            pair_shape.push(Dim::c(1));
+            let a = cx.g.reshape(a, pair_shape.clone());
+            let b = cx.g.reshape(b, pair_shape);
+            let joined = cx.g.concat(vec![a, b], 4);
+            let mut back = shape.clone();
+            back[3] = Dim::c(rot);
+            cx.g.reshape(joined, back)
+        }
+    };
+    if rot == hd {
+        rotated
+    } else {
+        let pass = cx.g.slice(x, 3, rot, hd - rot);
+        cx.g.concat(vec![rotated, pass], 3)
+    }
+}
+
+/// (x1 cos − x2 sin, x2 cos + x1 sin)
+fn rotate(cx: &mut Cx, x1: NodeId, x2: NodeId, cos: NodeId, sin: NodeId) -> (NodeId, NodeId) {
+    let a1 = cx.g.mul(x1, cos);
+    let a2 = cx.g.mul(x2, sin);
+    let b1 = cx.g.mul(x2, cos);
+    let b2 = cx.g.mul(x1, sin);
+    (cx.g.sub(a1, a2), cx.g.add(b1, b2))
+}
+
+/// T5's `_relative_position_bucket` and bias lookup → [1, heads, T, T].
+fn relative_bias(cx: &mut Cx, stack: &str, seq: &str, heads: u64, buckets: u64, max_distance: u64, bidirectional: bool) -> NodeId {
+    let shape = vec![Dim::sym(seq), Dim::sym(seq)];
+    let query = cx.g.iota(shape.clone(), 0);
+    let key = cx.g.iota(shape, 1);
+    let rel = cx.g.sub(key, query);
+    let zero = cx.g.constant(0.0);
+    let (nb, base, n) = if bidirectional {
+        let nb = buckets / 2;
+        let positive = cx.g.binary(BinaryOp::Lt, zero, rel);
+        let base = cx.g.scale(positive, nb as f64);
+        (nb, Some(base), cx.g.unary(UnaryOp::Abs, rel))
+    } else {
+        let neg = cx.g.unary(UnaryOp::Neg, rel);
+        (buckets, None, cx.g.binary(BinaryOp::Max, neg, zero))
+    };
+    let max_exact = (nb / 2) as f64;
+    let exact = cx.g.constant(max_exact);
+    let small = cx.g.binary(BinaryOp::Lt, n, exact);
+    let ratio = cx.g.div(n, exact);
+    let log = cx.g.unary(UnaryOp::Log, ratio);
+    let scaled = cx.g.scale(log, 1.0 / (max_distance as f64 / max_exact).ln());
+    let scaled = cx.g.scale(scaled, nb as f64 - max_exact);
+    let floor = cx.g.unary(UnaryOp::Floor, scaled);
+    let large = cx.g.scale_add(floor, 1.0, max_exact);
+    let cap = cx.g.constant(nb as f64 - 1.0);
+    let large = cx.g.binary(BinaryOp::Min, large, cap);
+    let mut bucket = cx.g.select(small, n, large);
+    if let Some(base) = base {
+        bucket = cx.g.add(bucket, base);
+    }
+    let ids = cx.g.cast(bucket, DType::I64);
+    let table = cx.param(&format!("{stack}.relative_bias.weight"));
+    let values = cx.g.gather(table, ids);
+    let by_head = cx.g.permute(values, &[2, 0, 1]);
+    cx.g.reshape(by_head, vec![Dim::c(1), Dim::c(heads), Dim::sym(seq), Dim::sym(seq)])
+}
+
+/// ALiBi: head h adds slope_h · (key − query), slopes 2^(−8(h+1)/H).
+fn alibi(cx: &mut Cx, seq: &str, heads: u64) -> NodeId {
+    let shape = vec![Dim::c(1), Dim::c(heads), Dim::sym(seq), Dim::sym(seq)];
+    let h = cx.g.iota(shape.clone(), 1);
+    let exponent = cx.g.scale_add(h, -8.0 / heads as f64, -8.0 / heads as f64);
+    let two = cx.g.constant(2.0);
+    let slope = cx.g.binary(BinaryOp::Pow, two, exponent);
+    let q = cx.g.iota(shape.clone(), 2);
+    let k = cx.g.iota(shape, 3);
+    let rel = cx.g.sub(k, q);
+    cx.g.mul(slope, rel)
+}

@@ -1,0 +1,534 @@
+//! Model weights: safetensors checkpoints, memory-mapped and read into f32 host tensors under
+//! the canonical parameter names of [`crate::params`].
+//!
+//! [`load`] reads a `.safetensors` file (or a directory holding `model.safetensors`, or a
+//! sharded checkpoint's `model.safetensors.index.json`) and works out how its tensors are
+//! named: canonically, or as one of the Hugging Face `transformers` families below. Every
+//! scheme is tried against the spec's parameter table and the one that finds the most
+//! parameters wins, so a checkpoint with one tensor missing still reports that tensor. f32,
+//! f16, bf16 and f64 are converted to f32; tensors the spec does not need (another head,
+//! `position_ids` buffers, a tied copy of the embedding) are ignored and listed by
+//! [`Weights::unused`]. A broken file is an error naming the tensor, never a panic.
+//!
+//! # Hugging Face namings
+//!
+//! `P` is the backbone prefix, optional (the bare `…Model` classes have none); L = layer
+//! index. Matrices are `nn.Linear` [out, in] and copied as they are unless said otherwise;
+//! values are never rescaled.
+//!
+//! - **GPT-2** (`GPT2LMHeadModel`, P = `transformer.`): `wte` → `embed.tokens`, `wpe` →
+//!   `decoder.positions`, `h.L.ln_1` → `attention.norm`, `h.L.ln_2` → `mlp.norm`, `ln_f` →
+//!   `decoder.final_norm`, `lm_head` → `head.lm` (untied only). Weights are `Conv1D`
+//!   [in, out] and are transposed; the fused `h.L.attn.c_attn` [d, 3d] is transposed and
+//!   split by rows into `q`, `k`, `v` (its bias [3d] likewise); `attn.c_proj` → `o`,
+//!   `mlp.c_fc` → `up`, `mlp.c_proj` → `down`.
+//! - **GPT-1** (`OpenAIGPTLMHeadModel`, P = `transformer.`): as GPT-2 with `tokens_embed`,
+//!   `positions_embed`, and no final norm (post-norm: `ln_1` follows the attention, `ln_2`
+//!   the MLP).
+//! - **BERT / RoBERTa / ELECTRA** (P = `bert.`, `roberta.` or `electra.`): `embeddings.
+//!   word_embeddings` → `embed.tokens`, `token_type_embeddings` → `embed.segments`,
+//!   `position_embeddings` → `encoder.positions` (RoBERTa's table, offset rows included,
+//!   whole), `embeddings.LayerNorm` → `encoder.embed_norm`, ELECTRA's `embeddings_project` →
+//!   `embed.project`; `encoder.layer.L.attention.self.{query,key,value}` → `q`, `k`, `v`,
+//!   `attention.output.dense` → `o`, `attention.output.LayerNorm` → `attention.norm`,
+//!   `intermediate.dense` → `mlp.up`, `output.dense` → `mlp.down`, `output.LayerNorm` →
+//!   `mlp.norm`; `pooler.dense` → `head.pooler`; `cls.seq_relationship` (or `classifier`) →
+//!   `head.classifier`; MLM head from BERT's `cls.predictions.{transform.dense,
+//!   transform.LayerNorm, bias, decoder}`, RoBERTa's `lm_head.{dense, layer_norm, bias,
+//!   decoder}` or ELECTRA generator's `generator_predictions.{dense, LayerNorm}` +
+//!   `generator_lm_head` → `head.mlm.{dense, norm, bias, decoder}`; ELECTRA's
+//!   `discriminator_predictions.{dense, dense_prediction}` → `head.discriminator.{dense, out}`.
+//! - **ALBERT** (P = `albert.`): embeddings as BERT; `encoder.embedding_hidden_mapping_in` →
+//!   `embed.project`; the shared layer `encoder.albert_layer_groups.0.albert_layers.0.
+//!   {attention.query, attention.key, attention.value, attention.dense, attention.LayerNorm,
+//!   ffn, ffn_output, full_layer_layer_norm}` → `encoder.layers.0.{attention.q, k, v, o,
+//!   norm, mlp.up, mlp.down, mlp.norm}` (unshared layers: group L); `pooler` → `head.pooler`;
+//!   `sop_classifier.classifier` → `head.classifier`; `predictions.{dense, LayerNorm, bias,
+//!   decoder}` → `head.mlm.…`.
+//! - **T5** (`T5ForConditionalGeneration`): `shared` (or `encoder.embed_tokens`) →
+//!   `embed.tokens`; `S.block.L.layer.J` is sublayer J of layer L: `SelfAttention.{q,k,v,o}`,
+//!   `EncDecAttention.{q,k,v,o}`, `DenseReluDense.{wi,wo}` → `mlp.{up,down}` (gated v1.1:
+//!   `wi_0` → `gate`, `wi_1` → `up`), `layer_norm` → that sublayer's norm;
+//!   `S.block.0.layer.0.SelfAttention.relative_attention_bias` → `S.relative_bias`;
+//!   `S.final_layer_norm` → `S.final_norm`; `lm_head` → `head.lm` (untied only).
+//! - **BART** (`BartForConditionalGeneration`, P = `model.`): `shared` → `embed.tokens`;
+//!   `S.embed_positions` → `S.positions`, taken whole (its first 2 rows are the offset);
+//!   `S.layernorm_embedding` → `S.embed_norm`; `S.layers.L.self_attn.{q,k,v,out}_proj` →
+//!   `attention.{q,k,v,o}`, `self_attn_layer_norm` → `attention.norm`, `encoder_attn.*` and
+//!   `encoder_attn_layer_norm` → `cross_attention.*`, `fc1`/`fc2` → `mlp.up`/`mlp.down`,
+//!   `final_layer_norm` (per layer!) → `mlp.norm`; mBART's `S.layer_norm` → `S.final_norm`;
+//!   `lm_head` → `head.lm.weight` (untied only). The `final_logits_bias` buffer [1, V] is
+//!   read as `head.lm.bias` when the spec's head has `bias = true`; otherwise it is ignored
+//!   (it is all zeros in the published checkpoints).
+//! - **LLaMA** (`LlamaForCausalLM`, P = `model.`): `embed_tokens` → `embed.tokens`;
+//!   `layers.L.self_attn.{q,k,v,o}_proj` → `attention.{q,k,v,o}`, `input_layernorm` →
+//!   `attention.norm`, `post_attention_layernorm` → `mlp.norm`, `mlp.{gate,up,down}_proj` →
+//!   `mlp.{gate,up,down}`; `norm` → `decoder.final_norm`; `lm_head` → `head.lm`. HF's q/k
+//!   rows are already in the half-rotation order of `rope(style = half)`.
+//! - **Mamba** (`MambaForCausalLM`, P = `backbone.`): `embeddings` (or `embedding`) →
+//!   `embed.tokens`; `layers.L.norm` → `mamba.norm`; `layers.L.mixer.{in_proj, conv1d,
+//!   x_proj, dt_proj, A_log, D, out_proj}` → `mamba.{in_proj, conv, x_proj, dt_proj, A_log,
+//!   D, out_proj}`; `norm_f` → `decoder.final_norm`; `lm_head` → `head.lm` (untied only).
+//! - **RWKV-4** (`RwkvForCausalLM`, P = `rwkv.`): `embeddings` → `embed.tokens`;
+//!   `blocks.0.pre_ln` → `decoder.embed_norm`; `blocks.L.ln1` → `time_mix.norm`, `ln2` →
+//!   `channel_mix.norm`; `blocks.L.attention.{time_decay, time_first, time_mix_key,
+//!   time_mix_value, time_mix_receptance, key, value, receptance, output}` → `time_mix.{decay,
+//!   first, mix_k, mix_v, mix_r, key, value, receptance, output}` (the [1, 1, d] mixes
+//!   flattened); `blocks.L.feed_forward.{time_mix_key, time_mix_receptance, key, receptance,
+//!   value}` → `channel_mix.{mix_k, mix_r, key, receptance, value}`; `ln_out` →
+//!   `decoder.final_norm`; `head` → `head.lm`.
+//!
+//! Size-1 axes are ignored when comparing a plainly copied tensor's shape (RWKV's [1, 1, d]
+//! mixes, BART's [1, V] bias); transposed and split tensors must match exactly.
+
+mod file;
+mod hf;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use arch_dsl::spec::ArchSpec;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+use crate::params::{param_table, ParamInfo};
+use crate::tensor::F32Tensor;
+
+use hf::{plan, Scheme, Src, SCHEMES};
+
+/// A model's parameters by canonical name, as f32 host tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Weights {
+    tensors: BTreeMap<String, F32Tensor>,
+    naming: String,
+    unused: Vec<String>,
+    missing: Vec<String>,
+}
+
+/// What [`load_with`] tolerates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// When false, absent `head.*` tensors are no error; they are listed by
+    /// [`Weights::missing`] (a backbone-only checkpoint for a spec with pretraining heads).
+    pub require_heads: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            require_heads: true,
+        }
+    }
+}
+
+/// Why weights could not be loaded. Every variant that concerns one tensor names it.
+#[derive(Debug)]
+pub enum WeightsError {
+    /// The file cannot be opened, read or mapped.
+    Io { path: PathBuf, error: String },
+    /// Not a safetensors file: bad header, bad JSON, inconsistent offsets.
+    Corrupt { path: PathBuf, reason: String },
+    /// The file ends before the data its header declares; `tensor` is the first tensor cut
+    /// off (none when the header itself is cut).
+    Truncated {
+        path: PathBuf,
+        tensor: Option<String>,
+        needed: u64,
+        len: u64,
+    },
+    /// No parameter of the spec was found under any naming scheme.
+    UnknownNaming {
+        path: PathBuf,
+        model: String,
+        tried: Vec<&'static str>,
+        sample: Vec<String>,
+    },
+    /// A parameter the spec needs is absent. `looked_for` are the names tried in `naming`.
+    Missing {
+        tensor: String,
+        naming: String,
+        looked_for: Vec<String>,
+    },
+    /// A tensor has the wrong shape. `source` is the name in the file, `tensor` the
+    /// canonical parameter it provides; shapes are the file's tensor's.
+    Shape {
+        tensor: String,
+        source: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    /// A tensor's dtype is not f32, f16, bf16 or f64.
+    Dtype {
+        tensor: String,
+        source: String,
+        dtype: String,
+    },
+}
+
+impl WeightsError {
+    fn io(path: &Path, e: &std::io::Error) -> WeightsError {
+        WeightsError::Io {
+            path: path.to_path_buf(),
+            error: e.to_string(),
+        }
+    }
+
+    /// The canonical tensor this error concerns, if it concerns one.
+    pub fn tensor(&self) -> Option<&str> {
+        match self {
+            WeightsError::Truncated { tensor, .. } => tensor.as_deref(),
+            WeightsError::Missing { tensor, .. }
+            | WeightsError::Shape { tensor, .. }
+            | WeightsError::Dtype { tensor, .. } => Some(tensor),
+            _ => None,
+        }
+    }
+}
+
+fn named(source: &str, tensor: &str) -> String {
+    if source == tensor {
+        format!("tensor `{tensor}`")
+    } else {
+        format!("tensor `{source}` (parameter `{tensor}`)")
+    }
+}
+
+impl fmt::Display for WeightsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WeightsError::Io { path, error } => write!(f, "cannot read `{}`: {error}", path.display()),
+            WeightsError::Corrupt { path, reason } => {
+                write!(f, "`{}` is not a valid safetensors file: {reason}", path.display())
+            }
+            WeightsError::Truncated { path, tensor: Some(t), needed, len } => write!(
+                f,
+                "`{}` is truncated: tensor `{t}` ends at byte {needed} but the file has {len} bytes",
+                path.display()
+            ),
+            WeightsError::Truncated { path, tensor: None, needed, len } => write!(
+                f,
+                "`{}` is truncated: its header needs {needed} bytes but the file has {len}",
+                path.display()
+            ),
+            WeightsError::UnknownNaming { path, model, tried, sample } => {
+                write!(
+                    f,
+                    "`{}`: none of the parameters of `{model}` was found under the {} names",
+                    path.display(),
+                    tried.join(", ")
+                )?;
+                if sample.is_empty() {
+                    write!(f, " (the file holds no tensors)")
+                } else {
+                    write!(f, " (the file holds `{}`, …)", sample.join("`, `"))
+                }
+            }
+            WeightsError::Missing { tensor, naming, looked_for } => {
+                write!(f, "missing tensor `{tensor}`")?;
+                match looked_for.as_slice() {
+                    [] => write!(f, " (the {naming} naming has no equivalent)"),
+                    [one] if one == tensor => Ok(()),
+                    names => write!(f, " (looked for `{}`, {naming} naming)", names.join("` or `")),
+                }
+            }
+            WeightsError::Shape { tensor, source, expected, found } => write!(
+                f,
+                "{} has shape {found:?}, expected {expected:?}",
+                named(source, tensor)
+            ),
+            WeightsError::Dtype { tensor, source, dtype } => write!(
+                f,
+                "{} has unsupported dtype {dtype} (expected F32, F16, BF16 or F64)",
+                named(source, tensor)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WeightsError {}
+
+/// Loads the weights of `spec` from `path`, every parameter of [`param_table`] required.
+pub fn load(spec: &ArchSpec, path: &Path) -> Result<Weights, WeightsError> {
+    load_with(spec, path, &LoadOptions::default())
+}
+
+/// [`load`] with options.
+pub fn load_with(
+    spec: &ArchSpec,
+    path: &Path,
+    opts: &LoadOptions,
+) -> Result<Weights, WeightsError> {
+    let paths = file::resolve(path)?;
+    let maps = paths
+        .iter()
+        .map(|p| file::map(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let parsed = paths
+        .iter()
+        .zip(&maps)
+        .map(|(p, m)| file::parse(p, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let files = file::Files::new(&parsed);
+    let table = param_table(spec);
+
+    let (scheme, plans) = detect(spec, &table, &files).ok_or_else(|| {
+        let mut sample: Vec<String> = files.names().map(str::to_string).collect();
+        sample.sort();
+        sample.truncate(4);
+        WeightsError::UnknownNaming {
+            path: path.to_path_buf(),
+            model: spec.name.clone(),
+            tried: SCHEMES.iter().map(|s| s.label).collect(),
+            sample,
+        }
+    })?;
+
+    let mut tensors = BTreeMap::new();
+    let mut used: HashSet<&str> = HashSet::new();
+    let mut missing = Vec::new();
+    for (p, src) in table.iter().zip(&plans) {
+        match read(&files, scheme, p, src, &mut used) {
+            Ok(t) => {
+                tensors.insert(p.name.clone(), t);
+            }
+            Err(WeightsError::Missing { .. })
+                if !opts.require_heads && p.name.starts_with("head.") =>
+            {
+                missing.push(p.name.clone());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut unused: Vec<String> = files
+        .names()
+        .filter(|n| !used.contains(n))
+        .map(str::to_string)
+        .collect();
+    unused.sort();
+    Ok(Weights {
+        tensors,
+        naming: scheme.label.to_string(),
+        unused,
+        missing,
+    })
+}
+
+/// The scheme under which the most parameters of `table` are present, with its plans;
+/// `None` when no scheme finds any.
+fn detect<'s>(
+    spec: &ArchSpec,
+    table: &[ParamInfo],
+    files: &file::Files<'_>,
+) -> Option<(&'s Scheme, Vec<Src>)> {
+    let mut best: Option<(usize, &Scheme, Vec<Src>)> = None;
+    for scheme in SCHEMES {
+        let plans: Vec<Src> = table.iter().map(|p| plan(scheme, spec, p)).collect();
+        let found = plans
+            .iter()
+            .filter(|s| s.names().iter().any(|n| files.contains(n)))
+            .count();
+        let better = match &best {
+            None => found > 0,
+            Some(b) => found > b.0,
+        };
+        if better {
+            best = Some((found, scheme, plans));
+        }
+    }
+    best.map(|(_, s, p)| (s, p))
+}
+
+/// Reads one canonical parameter through its plan.
+fn read<'f>(
+    files: &'f file::Files<'_>,
+    scheme: &Scheme,
+    p: &ParamInfo,
+    src: &'f Src,
+    used: &mut HashSet<&'f str>,
+) -> Result<F32Tensor, WeightsError> {
+    let missing = || WeightsError::Missing {
+        tensor: p.name.clone(),
+        naming: scheme.label.to_string(),
+        looked_for: src.names().iter().map(|s| s.to_string()).collect(),
+    };
+    let src = match src {
+        Src::Nothing => return Err(missing()),
+        Src::Any(alts) => alts
+            .iter()
+            .find(|a| a.names().iter().any(|n| files.contains(n)))
+            .ok_or_else(missing)?,
+        s => s,
+    };
+    let (name, expected) = match src {
+        Src::Plain { name, shape }
+        | Src::Transpose { name, shape }
+        | Src::Rows { name, shape, .. } => (name.as_str(), shape),
+        Src::Any(_) | Src::Nothing => return Err(missing()),
+    };
+    let view = files.get(name).ok_or_else(missing)?;
+    let found = view.shape().to_vec();
+    let shape_err = || WeightsError::Shape {
+        tensor: p.name.clone(),
+        source: name.to_string(),
+        expected: expected.clone(),
+        found: found.clone(),
+    };
+    let fits = match src {
+        Src::Plain { .. } => squeeze(&found) == squeeze(expected),
+        _ => found == *expected,
+    };
+    if !fits {
+        return Err(shape_err());
+    }
+    let data = convert(view, &p.name, name)?;
+    used.insert(name);
+    let data = match src {
+        Src::Transpose { .. } => transpose(&data, found[0], found[1]),
+        Src::Rows {
+            transpose: t,
+            start,
+            len,
+            ..
+        } => {
+            let (data, rows) = if *t && found.len() == 2 {
+                (transpose(&data, found[0], found[1]), found[1])
+            } else {
+                (data, found.first().copied().unwrap_or(1))
+            };
+            let row = data.len().checked_div(rows).unwrap_or(0);
+            let (a, b) = (start * row, (start + len) * row);
+            if b > data.len() {
+                return Err(shape_err());
+            }
+            data[a..b].to_vec()
+        }
+        _ => data,
+    };
+    F32Tensor::new(p.shape.clone(), data).map_err(|_| shape_err())
+}
+
+fn convert(view: &TensorView<'_>, tensor: &str, source: &str) -> Result<Vec<f32>, WeightsError> {
+    file::to_f32(view).ok_or_else(|| WeightsError::Dtype {
+        tensor: tensor.to_string(),
+        source: source.to_string(),
+        dtype: file::dtype_name(view.dtype()),
+    })
+}
+
+fn squeeze(shape: &[usize]) -> Vec<usize> {
+    shape.iter().copied().filter(|&d| d != 1).collect()
+}
+
+/// [a, b] row-major → [b, a] row-major.
+fn transpose(data: &[f32], a: usize, b: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for i in 0..a {
+        for j in 0..b {
+            out[j * a + i] = data[i * b + j];
+        }
+    }
+    out
+}
+
+impl Weights {
+    /// Weights from canonical tensors, checked against `spec`: every parameter present with
+    /// its shape. Names `spec` does not have are kept out and listed by [`Weights::unused`].
+    pub fn from_tensors(
+        spec: &ArchSpec,
+        mut tensors: BTreeMap<String, F32Tensor>,
+    ) -> Result<Weights, WeightsError> {
+        let mut out = BTreeMap::new();
+        for p in param_table(spec) {
+            let t = tensors
+                .remove(&p.name)
+                .ok_or_else(|| WeightsError::Missing {
+                    tensor: p.name.clone(),
+                    naming: "canonical".into(),
+                    looked_for: vec![p.name.clone()],
+                })?;
+            if t.shape != p.shape || t.data.len() != p.numel() {
+                return Err(WeightsError::Shape {
+                    source: p.name.clone(),
+                    tensor: p.name,
+                    expected: p.shape,
+                    found: t.shape,
+                });
+            }
+            out.insert(p.name, t);
+        }
+        Ok(Weights {
+            tensors: out,
+            naming: "canonical".into(),
+            unused: tensors.into_keys().collect(),
+            missing: vec![],
+        })
+    }
+
+    /// The tensor of canonical parameter `name`.
+    pub fn get(&self, name: &str) -> Option<&F32Tensor> {
+        self.tensors.get(name)
+    }
+
+    /// All tensors by canonical name.
+    pub fn tensors(&self) -> &BTreeMap<String, F32Tensor> {
+        &self.tensors
+    }
+
+    pub fn into_tensors(self) -> BTreeMap<String, F32Tensor> {
+        self.tensors
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// The naming the file used: `canonical` or the Hugging Face class (`GPT2LMHeadModel`, …).
+    pub fn naming(&self) -> &str {
+        &self.naming
+    }
+
+    /// Tensors of the file that no parameter was read from, sorted.
+    pub fn unused(&self) -> &[String] {
+        &self.unused
+    }
+
+    /// Head parameters that were absent, with `require_heads = false`.
+    pub fn missing(&self) -> &[String] {
+        &self.missing
+    }
+
+    /// Writes the tensors as an f32 safetensors file under their canonical names.
+    pub fn save(&self, path: &Path) -> Result<(), WeightsError> {
+        let bytes: Vec<(&String, &Vec<usize>, Vec<u8>)> = self
+            .tensors
+            .iter()
+            .map(|(n, t)| {
+                (
+                    n,
+                    &t.shape,
+                    t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                )
+            })
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(n, shape, b)| {
+                TensorView::new(Dtype::F32, shape.to_vec(), b)
+                    .map(|v| (n.as_str(), v))
+                    .map_err(|e| WeightsError::Corrupt {
+                        path: path.to_path_buf(),
+                        reason: e.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        safetensors::serialize_to_file(views, None, path).map_err(|e| WeightsError::Io {
+            path: path.to_path_buf(),
+            error: e.to_string(),
+        })
+    }
+}
