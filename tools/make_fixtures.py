@@ -50,6 +50,7 @@ import transformers as tf  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 tf.logging.set_verbosity_error()
+tf.logging.disable_progress_bar()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_ROOT = os.path.join(ROOT, "compiler", "tests", "fixtures", "hf")

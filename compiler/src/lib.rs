@@ -2,12 +2,14 @@
 //! today; the graph IR, passes and backends join it as they land (see ARCHITECTURE.md).
 
 pub mod cli;
+pub mod diagram;
+pub mod eval;
 pub mod expand;
 pub mod graph;
+pub mod import_hf;
 pub mod interp;
-pub mod tensor;
 pub mod params;
-pub mod weights;
-pub mod tensor_io;
 pub mod passes;
-pub mod eval;
+pub mod tensor;
+pub mod tensor_io;
+pub mod weights;

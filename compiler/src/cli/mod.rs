@@ -1,9 +1,15 @@
-//! Command-line arguments → subcommands (`check`, `fmt`, `stats`), exit codes and output.
+//! Command-line arguments → subcommands (`check`, `fmt`, `stats`, `graph`, `eval`,
+//! `import-hf`), exit codes and output.
 
 mod check;
+mod eval;
 mod fmt;
+mod graph;
+mod import_hf;
 mod stats;
 
+use arch_dsl::diag::render;
+use arch_dsl::elab::Program;
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -49,6 +55,58 @@ enum Command {
         #[arg(long)]
         tokens: Option<f64>,
     },
+    /// Print the expanded model: IR text, or a block diagram as DOT or SVG.
+    Graph {
+        /// FILE or FILE:MODEL.
+        target: String,
+        /// text (the graph IR), dot (Graphviz) or svg.
+        #[arg(long, default_value = "text")]
+        format: String,
+        /// Show the IR after this pass: expand (default) or dce.
+        #[arg(long)]
+        after: Option<String>,
+        /// Print every layer instead of one of each run of identical layers.
+        #[arg(long)]
+        all_layers: bool,
+        /// Write to this file instead of stdout.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+    },
+    /// Run a model on inputs from a safetensors file; write its outputs to another.
+    Eval {
+        /// FILE or FILE:MODEL.
+        target: String,
+        /// Weights: safetensors in canonical or Hugging Face names (file or directory).
+        #[arg(long)]
+        weights: PathBuf,
+        /// Inputs: `input_ids` [batch, seq] (i64 or i32), and where used `attention_mask`,
+        /// `token_type_ids`, `decoder_input_ids`.
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Where to write the outputs.
+        #[arg(long)]
+        out: PathBuf,
+        /// logits ([batch, seq, vocab]) or hidden ([batch, seq, d_model]).
+        #[arg(long, default_value = "logits", value_parser = ["logits", "hidden"])]
+        output: String,
+        /// interp (the reference evaluator); cpu and cuda come with the backends.
+        #[arg(long, default_value = "interp", value_parser = ["interp", "cpu", "cuda"])]
+        backend: String,
+    },
+    /// Convert a Hugging Face config.json into a .arch spec.
+    ImportHf {
+        /// The config.json to read.
+        config: PathBuf,
+        /// Write the spec here instead of to stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The model's name (default: from the file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// ELECTRA: the generator's config.json (default: the discriminator's widths).
+        #[arg(long)]
+        generator: Option<PathBuf>,
+    },
 }
 
 /// Deep specs are parsed with recursion; give the work a stack that bounded input fits in.
@@ -78,6 +136,40 @@ fn run(cli: Cli) -> ExitCode {
             seq,
             tokens,
         } => stats::run(&target, json, seq, tokens),
+        Command::Graph {
+            target,
+            format,
+            after,
+            all_layers,
+            out,
+        } => graph::run(&graph::GraphArgs {
+            target: &target,
+            format: &format,
+            after: after.as_deref(),
+            all_layers,
+            out: out.as_deref(),
+        }),
+        Command::Eval {
+            target,
+            weights,
+            inputs,
+            out,
+            output,
+            backend,
+        } => eval::run(&eval::EvalArgs {
+            target: &target,
+            weights: &weights,
+            inputs: &inputs,
+            out: &out,
+            output: &output,
+            backend: &backend,
+        }),
+        Command::ImportHf {
+            config,
+            output,
+            name,
+            generator,
+        } => import_hf::run(&config, output.as_deref(), name, generator.as_deref()),
     }
 }
 
@@ -97,4 +189,47 @@ fn split_target(target: &str) -> (PathBuf, Option<String>) {
         }
     }
     (PathBuf::from(target), None)
+}
+
+/// Loads `FILE[:MODEL]` (the first model when none is named) and elaborates it, printing
+/// every diagnostic; `None` when it cannot be had.
+pub(crate) fn load_model(target: &str) -> Option<arch_dsl::ArchSpec> {
+    let (path, model) = split_target(target);
+    let prog = match Program::load(&path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            return None;
+        }
+    };
+    if prog.has_errors() {
+        eprint!("{}", render(&prog.sources, &prog.diagnostics, color()));
+        return None;
+    }
+    let names = prog.model_names();
+    let name = match model {
+        Some(m) if prog.has_model(&m) => m,
+        Some(m) => {
+            let hint = prog
+                .suggest_model(&m)
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            eprintln!(
+                "error: no model `{m}` in {}{hint}; models: {}",
+                path.display(),
+                names.join(", ")
+            );
+            return None;
+        }
+        None => match names.first() {
+            Some(n) => n.clone(),
+            None => {
+                eprintln!("error: {} defines no model", path.display());
+                return None;
+            }
+        },
+    };
+    let (spec, diags) = prog.elaborate(&name);
+    eprint!("{}", render(&prog.sources, &diags, color()));
+    spec
 }

@@ -1,0 +1,75 @@
+//! `archc graph FILE[:MODEL]` → the expanded model: IR text (repeated layers shown once),
+//! or a block diagram as Graphviz DOT or SVG.
+
+use super::load_model;
+use crate::diagram::{collapse, to_dot, to_svg};
+use crate::expand::{forward, ExpandOptions};
+use crate::graph::print;
+use crate::passes::prune;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub struct GraphArgs<'a> {
+    pub target: &'a str,
+    pub format: &'a str,
+    pub after: Option<&'a str>,
+    pub all_layers: bool,
+    pub out: Option<&'a Path>,
+}
+
+pub fn run(args: &GraphArgs) -> ExitCode {
+    match render(args) {
+        Ok(text) => match args.out {
+            Some(path) => match std::fs::write(path, text) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                    ExitCode::FAILURE
+                }
+            },
+            None => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn render(args: &GraphArgs) -> Result<String, String> {
+    let spec = load_model(args.target).ok_or("the spec has errors")?;
+    match args.format {
+        "dot" => return Ok(to_dot(&spec)),
+        "svg" => return Ok(to_svg(&spec)),
+        "text" => {}
+        other => return Err(format!("unknown format `{other}` (text, dot or svg)")),
+    }
+    let (shown, runs) = if args.all_layers {
+        (spec.clone(), Vec::new())
+    } else {
+        collapse(&spec)
+    };
+    let mut graph = forward(
+        &shown,
+        &ExpandOptions {
+            attention_mask: true,
+        },
+    )?;
+    match args.after {
+        None | Some("expand") => {}
+        Some("dce") => graph = prune(&graph),
+        Some(other) => return Err(format!("unknown pass `{other}` (expand, dce)")),
+    }
+    let mut text = String::new();
+    for (stack, first, count) in runs.iter().filter(|r| r.2 > 1) {
+        text.push_str(&format!(
+            "// {stack} layers {first}..{}: identical, shown once\n",
+            first + count
+        ));
+    }
+    text.push_str(&print(&graph));
+    Ok(text)
+}
