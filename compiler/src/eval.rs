@@ -22,21 +22,40 @@ pub fn prepare_inputs(spec: &ArchSpec, inputs: &mut HashMap<String, Value>) -> R
                     return Err("`attention_mask` must hold only 0 and 1".into());
                 }
             }
-            Value::I(m) => return Err(format!("`attention_mask` has shape {:?}, `input_ids` {:?}", m.shape, ids_shape)),
+            Value::I(m) => {
+                return Err(format!(
+                    "`attention_mask` has shape {:?}, `input_ids` {:?}",
+                    m.shape, ids_shape
+                ))
+            }
             _ => return Err("`attention_mask` must be an integer tensor".into()),
         }
     }
     if spec.embed.segments > 0 {
         match inputs.get("token_type_ids") {
             None => {
-                inputs.insert("token_type_ids".into(), Value::I(Tensor::zeros(ids_shape.clone())));
+                inputs.insert(
+                    "token_type_ids".into(),
+                    Value::I(Tensor::zeros(ids_shape.clone())),
+                );
             }
             Some(Value::I(t)) if t.shape == ids_shape => {
-                if let Some(bad) = t.data.iter().find(|&&v| v < 0 || v as u64 >= spec.embed.segments) {
-                    return Err(format!("`token_type_ids` holds {bad}, but the model has {} segments", spec.embed.segments));
+                if let Some(bad) = t
+                    .data
+                    .iter()
+                    .find(|&&v| v < 0 || v as u64 >= spec.embed.segments)
+                {
+                    return Err(format!(
+                        "`token_type_ids` holds {bad}, but the model has {} segments",
+                        spec.embed.segments
+                    ));
                 }
             }
-            Some(_) => return Err(format!("`token_type_ids` must be an integer tensor of shape {ids_shape:?}")),
+            Some(_) => {
+                return Err(format!(
+                    "`token_type_ids` must be an integer tensor of shape {ids_shape:?}"
+                ))
+            }
         }
     }
     if spec.family == Family::EncoderDecoder {
@@ -45,46 +64,83 @@ pub fn prepare_inputs(spec: &ArchSpec, inputs: &mut HashMap<String, Value>) -> R
         }
         let dec = check_ids(spec, inputs, "decoder_input_ids")?;
         if dec[0] != ids_shape[0] {
-            return Err(format!("`decoder_input_ids` has batch {}, `input_ids` {}", dec[0], ids_shape[0]));
+            return Err(format!(
+                "`decoder_input_ids` has batch {}, `input_ids` {}",
+                dec[0], ids_shape[0]
+            ));
         }
     }
     Ok(())
 }
 
-fn check_ids(spec: &ArchSpec, inputs: &HashMap<String, Value>, name: &str) -> Result<Vec<usize>, String> {
+fn check_ids(
+    spec: &ArchSpec,
+    inputs: &HashMap<String, Value>,
+    name: &str,
+) -> Result<Vec<usize>, String> {
     let ids = match inputs.get(name) {
         Some(Value::I(t)) => t,
         Some(_) => return Err(format!("`{name}` must be an integer tensor (i64 or i32)")),
         None => return Err(format!("the inputs have no `{name}`")),
     };
     if ids.rank() != 2 {
-        return Err(format!("`{name}` must have shape [batch, seq], found {:?}", ids.shape));
+        return Err(format!(
+            "`{name}` must have shape [batch, seq], found {:?}",
+            ids.shape
+        ));
     }
     if ids.shape[1] as u64 > spec.context {
-        return Err(format!("`{name}` has {} tokens, more than the model's context of {}", ids.shape[1], spec.context));
+        return Err(format!(
+            "`{name}` has {} tokens, more than the model's context of {}",
+            ids.shape[1], spec.context
+        ));
     }
     if ids.shape.contains(&0) {
         return Err(format!("`{name}` is empty"));
     }
     if let Some(bad) = ids.data.iter().find(|&&v| v < 0 || v as u64 >= spec.vocab) {
-        return Err(format!("`{name}` holds token id {bad}, outside the vocabulary of {}", spec.vocab));
+        return Err(format!(
+            "`{name}` holds token id {bad}, outside the vocabulary of {}",
+            spec.vocab
+        ));
     }
     Ok(ids.shape.clone())
 }
 
 /// Runs the model on the reference evaluator, computing the named outputs (every output of
 /// the forward graph when `outputs` is empty).
-pub fn evaluate(spec: &ArchSpec, weights: &Path, mut inputs: HashMap<String, Value>, outputs: &[&str]) -> Result<Vec<(String, F32Tensor)>, String> {
+pub fn evaluate(
+    spec: &ArchSpec,
+    weights: &Path,
+    mut inputs: HashMap<String, Value>,
+    outputs: &[&str],
+) -> Result<Vec<(String, F32Tensor)>, String> {
     prepare_inputs(spec, &mut inputs)?;
-    let opts = ExpandOptions { attention_mask: inputs.contains_key("attention_mask") };
+    let opts = ExpandOptions {
+        attention_mask: inputs.contains_key("attention_mask"),
+    };
     let full = forward(spec, &opts)?;
-    let graph = if outputs.is_empty() { full } else { keep_outputs(&full, outputs)? };
-    let loaded = load_with(spec, weights, &LoadOptions { require_heads: false }).map_err(|e| e.to_string())?;
+    let graph = if outputs.is_empty() {
+        full
+    } else {
+        keep_outputs(&full, outputs)?
+    };
+    let loaded = load_with(
+        spec,
+        weights,
+        &LoadOptions {
+            require_heads: false,
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let params: interp::Params = loaded.into_tensors().into_iter().collect();
     for node in &graph.nodes {
         if let Op::Param { name } = &node.op {
             if !params.contains_key(name) {
-                return Err(format!("{}: missing tensor `{name}`, needed for the requested output", weights.display()));
+                return Err(format!(
+                    "{}: missing tensor `{name}`, needed for the requested output",
+                    weights.display()
+                ));
             }
         }
     }
@@ -97,5 +153,8 @@ pub fn evaluate(spec: &ArchSpec, weights: &Path, mut inputs: HashMap<String, Val
         })
         .collect();
     let results = interp::run(&graph, &graph_inputs, &params)?;
-    results.into_iter().map(|(n, v)| v.as_f32().map(|t| (n, t.clone()))).collect()
+    results
+        .into_iter()
+        .map(|(n, v)| v.as_f32().map(|t| (n, t.clone())))
+        .collect()
 }

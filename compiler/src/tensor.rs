@@ -22,7 +22,13 @@ pub struct ShapeMismatch {
 
 impl fmt::Display for ShapeMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "shape {:?} holds {} elements, data has {}", self.shape, numel(&self.shape), self.len)
+        write!(
+            f,
+            "shape {:?} holds {} elements, data has {}",
+            self.shape,
+            numel(&self.shape),
+            self.len
+        )
     }
 }
 
@@ -45,16 +51,21 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
 impl<T: Clone + Default> Tensor<T> {
     pub fn new(shape: Vec<usize>, data: Vec<T>) -> Result<Tensor<T>, ShapeMismatch> {
         if numel(&shape) != data.len() {
-            return Err(ShapeMismatch { len: data.len(), shape });
+            return Err(ShapeMismatch {
+                len: data.len(),
+                shape,
+            });
         }
         Ok(Tensor { shape, data })
     }
 
     pub fn zeros(shape: Vec<usize>) -> Tensor<T> {
         let n = numel(&shape);
-        Tensor { shape, data: vec![T::default(); n] }
+        Tensor {
+            shape,
+            data: vec![T::default(); n],
+        }
     }
-
 }
 
 impl<T> Tensor<T> {
@@ -69,13 +80,23 @@ impl<T> Tensor<T> {
 
 impl Tensor<f32> {
     pub fn scalar(v: f32) -> F32Tensor {
-        Tensor { shape: vec![], data: vec![v] }
+        Tensor {
+            shape: vec![],
+            data: vec![v],
+        }
     }
 
     /// max |a − b| / max |b|, the conformance measure (0 when both are zero).
     pub fn rel_max_diff(&self, reference: &F32Tensor) -> f64 {
-        let max_ref = reference.data.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
-        let max_diff = self.data.iter().zip(&reference.data).fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
+        let max_ref = reference
+            .data
+            .iter()
+            .fold(0.0f64, |m, &x| m.max((x as f64).abs()));
+        let max_diff = self
+            .data
+            .iter()
+            .zip(&reference.data)
+            .fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
         if max_ref == 0.0 {
             max_diff
         } else {
@@ -87,6 +108,12 @@ impl Tensor<f32> {
 impl<T: fmt::Debug> fmt::Debug for Tensor<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shown: Vec<&T> = self.data.iter().take(8).collect();
-        write!(f, "Tensor{:?} {:?}{}", self.shape, shown, if self.data.len() > 8 { " …" } else { "" })
+        write!(
+            f,
+            "Tensor{:?} {:?}{}",
+            self.shape,
+            shown,
+            if self.data.len() > 8 { " …" } else { "" }
+        )
     }
 }

@@ -77,11 +77,20 @@ fn formatting_preserves_the_elaborated_specs() {
     files.extend(arch_files(&root.join("../specs")));
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
-        let messy: String = text.lines().map(|l| format!("{} ", l.trim_start().replace("  ", ", "))).collect::<Vec<_>>().join("\n");
-        let formatted = arch_dsl::fmt::format(&messy).unwrap_or_else(|d| panic!("{}: {d:?}", path.display()));
+        let messy: String = text
+            .lines()
+            .map(|l| format!("{} ", l.trim_start().replace("  ", ", ")))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let formatted =
+            arch_dsl::fmt::format(&messy).unwrap_or_else(|d| panic!("{}: {d:?}", path.display()));
         let before = Program::from_source("a.arch", text, Some(path.clone())).check();
         let after = Program::from_source("b.arch", formatted, Some(path.clone())).check();
-        assert!(before.1.is_empty() && after.1.is_empty(), "{}", path.display());
+        assert!(
+            before.1.is_empty() && after.1.is_empty(),
+            "{}",
+            path.display()
+        );
         assert_eq!(before.0, after.0, "{}", path.display());
     }
 }

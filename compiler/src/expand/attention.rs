@@ -12,7 +12,10 @@ use arch_dsl::spec::{Attention, CrossAttention, Mask};
 /// [B, T, heads·hd] → [B, heads, T, hd]
 fn split_heads(cx: &mut Cx, x: NodeId, heads: u64, hd: u64) -> NodeId {
     let s = cx.g.shape(x).clone();
-    let split = cx.g.reshape(x, vec![s[0].clone(), s[1].clone(), Dim::c(heads), Dim::c(hd)]);
+    let split = cx.g.reshape(
+        x,
+        vec![s[0].clone(), s[1].clone(), Dim::c(heads), Dim::c(hd)],
+    );
     cx.g.permute(split, &[0, 2, 1, 3])
 }
 
@@ -23,7 +26,14 @@ fn merge_heads(cx: &mut Cx, x: NodeId, heads: u64, hd: u64) -> NodeId {
     cx.g.reshape(t, vec![s[0].clone(), s[2].clone(), Dim::c(heads * hd)])
 }
 
-pub fn self_attention(cx: &mut Cx, x: NodeId, prefix: &str, a: &Attention, pos: &StackPositions, key_mask: Option<NodeId>) -> Result<NodeId, String> {
+pub fn self_attention(
+    cx: &mut Cx,
+    x: NodeId,
+    prefix: &str,
+    a: &Attention,
+    pos: &StackPositions,
+    key_mask: Option<NodeId>,
+) -> Result<NodeId, String> {
     let q = cx.linear(x, &format!("{prefix}.q"));
     let k = cx.linear(x, &format!("{prefix}.k"));
     let v = cx.linear(x, &format!("{prefix}.v"));
@@ -44,23 +54,53 @@ pub fn self_attention(cx: &mut Cx, x: NodeId, prefix: &str, a: &Attention, pos: 
     Ok(cx.linear(merged, &format!("{prefix}.o")))
 }
 
-pub fn cross_attention(cx: &mut Cx, x: NodeId, memory: NodeId, memory_mask: Option<NodeId>, prefix: &str, a: &CrossAttention) -> Result<NodeId, String> {
+pub fn cross_attention(
+    cx: &mut Cx,
+    x: NodeId,
+    memory: NodeId,
+    memory_mask: Option<NodeId>,
+    prefix: &str,
+    a: &CrossAttention,
+) -> Result<NodeId, String> {
     let q = cx.linear(x, &format!("{prefix}.q"));
     let k = cx.linear(memory, &format!("{prefix}.k"));
     let v = cx.linear(memory, &format!("{prefix}.v"));
     let q = split_heads(cx, q, a.heads, a.head_dim);
     let k = split_heads(cx, k, a.kv_heads, a.head_dim);
     let v = split_heads(cx, v, a.kv_heads, a.head_dim);
-    let out = attend(cx, q, k, v, None, memory_mask, MaskKind::Bidirectional, a.scale);
+    let out = attend(
+        cx,
+        q,
+        k,
+        v,
+        None,
+        memory_mask,
+        MaskKind::Bidirectional,
+        a.scale,
+    );
     let merged = merge_heads(cx, out, a.heads, a.head_dim);
     Ok(cx.linear(merged, &format!("{prefix}.o")))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn attend(cx: &mut Cx, q: NodeId, k: NodeId, v: NodeId, bias: Option<NodeId>, key_mask: Option<NodeId>, mask: MaskKind, scale: f64) -> NodeId {
+fn attend(
+    cx: &mut Cx,
+    q: NodeId,
+    k: NodeId,
+    v: NodeId,
+    bias: Option<NodeId>,
+    key_mask: Option<NodeId>,
+    mask: MaskKind,
+    scale: f64,
+) -> NodeId {
     let mut inputs = vec![q, k, v];
     inputs.extend(bias);
     inputs.extend(key_mask);
-    let op = Op::Attention { mask, scale, has_bias: bias.is_some(), has_key_mask: key_mask.is_some() };
+    let op = Op::Attention {
+        mask,
+        scale,
+        has_bias: bias.is_some(),
+        has_key_mask: key_mask.is_some(),
+    };
     cx.g.push(op, inputs, None, crate::graph::DType::F32)
 }

@@ -6,7 +6,13 @@ use super::Cx;
 use crate::graph::{BinaryOp, DType, Dim, NodeId, UnaryOp};
 use arch_dsl::spec::Position;
 
-pub fn embed(cx: &mut Cx, stack: &str, ids: NodeId, types: Option<NodeId>, seq: &str) -> Result<NodeId, String> {
+pub fn embed(
+    cx: &mut Cx,
+    stack: &str,
+    ids: NodeId,
+    types: Option<NodeId>,
+    seq: &str,
+) -> Result<NodeId, String> {
     let spec = cx.spec;
     let table = cx.param("embed.tokens.weight");
     let mut x = cx.g.gather(table, ids);

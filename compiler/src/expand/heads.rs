@@ -21,14 +21,23 @@ fn head_act(cx: &Cx) -> Activation {
 
 pub fn heads(cx: &mut Cx, hidden: NodeId) -> Result<(), String> {
     let spec = cx.spec;
-    let has_logits_head = spec.heads.iter().any(|h| matches!(h, Head::Lm { .. } | Head::MaskedLm));
+    let has_logits_head = spec
+        .heads
+        .iter()
+        .any(|h| matches!(h, Head::Lm { .. } | Head::MaskedLm));
     for head in &spec.heads {
         match *head {
             Head::Lm { scale, bias } => {
-                let x = if scale != 1.0 { cx.g.scale(hidden, scale) } else { hidden };
+                let x = if scale != 1.0 {
+                    cx.g.scale(hidden, scale)
+                } else {
+                    hidden
+                };
                 let w = if spec.embed.tied {
                     if spec.embed_width() != spec.d_model {
-                        return Err("a tied LM head needs the embedding width to equal d_model".into());
+                        return Err(
+                            "a tied LM head needs the embedding width to equal d_model".into()
+                        );
                     }
                     cx.param("embed.tokens.weight")
                 } else {
@@ -46,7 +55,11 @@ pub fn heads(cx: &mut Cx, hidden: NodeId) -> Result<(), String> {
                 let h = cx.linear(hidden, "head.mlm.dense");
                 let h = cx.act(act, h);
                 let h = cx.norm(h, "head.mlm.norm");
-                let w = if spec.embed.tied { cx.param("embed.tokens.weight") } else { cx.param("head.mlm.decoder.weight") };
+                let w = if spec.embed.tied {
+                    cx.param("embed.tokens.weight")
+                } else {
+                    cx.param("head.mlm.decoder.weight")
+                };
                 let logits = cx.g.linear(h, w);
                 let b = cx.param("head.mlm.bias");
                 let logits = cx.g.add(logits, b);
@@ -72,7 +85,14 @@ pub fn heads(cx: &mut Cx, hidden: NodeId) -> Result<(), String> {
                 let logits = cx.linear(h, "head.discriminator.out");
                 let s = cx.g.shape(logits).clone();
                 let logits = cx.g.reshape(logits, vec![s[0].clone(), s[1].clone()]);
-                cx.g.output(if has_logits_head { "discriminator_logits" } else { "logits" }, logits);
+                cx.g.output(
+                    if has_logits_head {
+                        "discriminator_logits"
+                    } else {
+                        "logits"
+                    },
+                    logits,
+                );
             }
         }
     }
@@ -85,4 +105,3 @@ fn first_token(cx: &mut Cx, hidden: NodeId) -> NodeId {
     let first = cx.g.slice(hidden, 1, 0, 1);
     cx.g.reshape(first, vec![s[0].clone(), s[2].clone()])
 }
-

@@ -12,6 +12,8 @@ mod rwkv;
 mod ssm;
 mod ttt;
 
+pub use ssm::ssm_layer_graph;
+
 use crate::graph::{DType, Dim, Graph, NodeId, ReduceOp, Shape, UnaryOp};
 use crate::params::{param_table, sublayer_name};
 use arch_dsl::spec::*;
@@ -33,18 +35,44 @@ pub const TARGET_SEQ: &str = "tgt_seq";
 /// `decoder_input_ids` as the model needs), outputs `hidden`, `logits` and the heads'.
 pub fn forward(spec: &ArchSpec, opts: &ExpandOptions) -> Result<Graph, String> {
     let mut cx = Cx::new(spec, "forward");
-    let ids = cx.g.input("input_ids", vec![Dim::sym(BATCH), Dim::sym(SEQ)], DType::I64);
+    let ids = cx.g.input(
+        "input_ids",
+        vec![Dim::sym(BATCH), Dim::sym(SEQ)],
+        DType::I64,
+    );
     let mask = opts.attention_mask.then(|| {
-        let m = cx.g.input("attention_mask", vec![Dim::sym(BATCH), Dim::sym(SEQ)], DType::I64);
+        let m = cx.g.input(
+            "attention_mask",
+            vec![Dim::sym(BATCH), Dim::sym(SEQ)],
+            DType::I64,
+        );
         cx.g.cast(m, DType::F32)
     });
-    let types = (spec.embed.segments > 0).then(|| cx.g.input("token_type_ids", vec![Dim::sym(BATCH), Dim::sym(SEQ)], DType::I64));
+    let types = (spec.embed.segments > 0).then(|| {
+        cx.g.input(
+            "token_type_ids",
+            vec![Dim::sym(BATCH), Dim::sym(SEQ)],
+            DType::I64,
+        )
+    });
     let hidden = match (&spec.encoder, &spec.decoder) {
         (Some(enc), Some(dec)) => {
             let memory = cx.stack("encoder", enc, ids, types, mask, None, SEQ)?;
             cx.g.output("encoder_hidden", memory);
-            let dec_ids = cx.g.input("decoder_input_ids", vec![Dim::sym(BATCH), Dim::sym(TARGET_SEQ)], DType::I64);
-            cx.stack("decoder", dec, dec_ids, None, None, Some((memory, mask)), TARGET_SEQ)?
+            let dec_ids = cx.g.input(
+                "decoder_input_ids",
+                vec![Dim::sym(BATCH), Dim::sym(TARGET_SEQ)],
+                DType::I64,
+            );
+            cx.stack(
+                "decoder",
+                dec,
+                dec_ids,
+                None,
+                None,
+                Some((memory, mask)),
+                TARGET_SEQ,
+            )?
         }
         (Some(enc), None) => cx.stack("encoder", enc, ids, types, mask, None, SEQ)?,
         (None, Some(dec)) => cx.stack("decoder", dec, ids, types, mask, None, SEQ)?,
@@ -65,8 +93,16 @@ pub struct Cx<'s> {
 
 impl<'s> Cx<'s> {
     fn new(spec: &'s ArchSpec, name: &str) -> Cx<'s> {
-        let shapes = param_table(spec).into_iter().map(|p| (p.name, p.shape)).collect();
-        Cx { g: Graph::new(name), spec, shapes, error: None }
+        let shapes = param_table(spec)
+            .into_iter()
+            .map(|p| (p.name, p.shape))
+            .collect();
+        Cx {
+            g: Graph::new(name),
+            spec,
+            shapes,
+            error: None,
+        }
     }
 
     fn finish(self) -> Result<Graph, String> {
@@ -83,7 +119,9 @@ impl<'s> Cx<'s> {
         let shape: Shape = match self.shapes.get(name) {
             Some(s) => s.iter().map(|&d| Dim::c(d as u64)).collect(),
             None => {
-                self.error.get_or_insert_with(|| format!("expansion uses `{name}`, which the parameter table lacks"));
+                self.error.get_or_insert_with(|| {
+                    format!("expansion uses `{name}`, which the parameter table lacks")
+                });
                 vec![Dim::c(1)]
             }
         };
@@ -159,9 +197,13 @@ impl<'s> Cx<'s> {
             for (j, sub) in layer.sublayers.iter().enumerate() {
                 let prefix = format!("{name}.layers.{li}.{}", sublayer_name(&layer.sublayers, j));
                 x = self.residual(x, &prefix, |cx, h| match sub {
-                    Sublayer::Attention(a) => attention::self_attention(cx, h, &prefix, a, &pos, mask),
+                    Sublayer::Attention(a) => {
+                        attention::self_attention(cx, h, &prefix, a, &pos, mask)
+                    }
                     Sublayer::CrossAttention(a) => match memory {
-                        Some((mem, mem_mask)) => attention::cross_attention(cx, h, mem, mem_mask, &prefix, a),
+                        Some((mem, mem_mask)) => {
+                            attention::cross_attention(cx, h, mem, mem_mask, &prefix, a)
+                        }
                         None => Err("cross-attention without an encoder".into()),
                     },
                     Sublayer::Mlp(m) => mlp::mlp(cx, h, &prefix, m),

@@ -15,29 +15,57 @@ pub struct StackPositions {
 }
 
 impl StackPositions {
-    pub fn new(cx: &mut Cx, stack_name: &str, stack: &Stack, seq: &str) -> Result<StackPositions, String> {
-        let first_attention = stack.layers.iter().flat_map(|l| &l.sublayers).find_map(|s| match s {
-            Sublayer::Attention(a) => Some((a.heads, a.head_dim)),
-            _ => None,
-        });
-        let mut out = StackPositions { rope: None, bias: None };
+    pub fn new(
+        cx: &mut Cx,
+        stack_name: &str,
+        stack: &Stack,
+        seq: &str,
+    ) -> Result<StackPositions, String> {
+        let first_attention =
+            stack
+                .layers
+                .iter()
+                .flat_map(|l| &l.sublayers)
+                .find_map(|s| match s {
+                    Sublayer::Attention(a) => Some((a.heads, a.head_dim)),
+                    _ => None,
+                });
+        let mut out = StackPositions {
+            rope: None,
+            bias: None,
+        };
         match cx.spec.position {
             Position::Rope(rope) => {
                 let head_dim = first_attention.map(|(_, hd)| hd).or_else(|| {
-                    stack.layers.iter().flat_map(|l| &l.sublayers).find_map(|s| match s {
-                        Sublayer::Ttt(t) => Some(cx.spec.d_model / t.heads),
-                        _ => None,
-                    })
+                    stack
+                        .layers
+                        .iter()
+                        .flat_map(|l| &l.sublayers)
+                        .find_map(|s| match s {
+                            Sublayer::Ttt(t) => Some(cx.spec.d_model / t.heads),
+                            _ => None,
+                        })
                 });
                 if let Some(hd) = head_dim {
                     let (cos, sin) = rope_tables(cx, seq, hd, rope);
                     out.rope = Some((cos, sin, rope));
                 }
             }
-            Position::RelativeBias { buckets, max_distance } => {
+            Position::RelativeBias {
+                buckets,
+                max_distance,
+            } => {
                 if let Some((heads, _)) = first_attention {
                     let bidirectional = stack_name == "encoder";
-                    out.bias = Some(relative_bias(cx, stack_name, seq, heads, buckets, max_distance, bidirectional));
+                    out.bias = Some(relative_bias(
+                        cx,
+                        stack_name,
+                        seq,
+                        heads,
+                        buckets,
+                        max_distance,
+                        bidirectional,
+                    ));
                 }
             }
             Position::Alibi => {
@@ -65,7 +93,10 @@ fn rope_tables(cx: &mut Cx, seq: &str, head_dim: u64, rope: Rope) -> (NodeId, No
     let theta = cx.g.constant(rope.theta);
     let inv_freq = cx.g.binary(BinaryOp::Pow, theta, exponent);
     let angle = cx.g.mul(t, inv_freq);
-    (cx.g.unary(UnaryOp::Cos, angle), cx.g.unary(UnaryOp::Sin, angle))
+    (
+        cx.g.unary(UnaryOp::Cos, angle),
+        cx.g.unary(UnaryOp::Sin, angle),
+    )
 }
 
 /// Applies RoPE to x [B, H, T, hd].
@@ -75,7 +106,11 @@ pub fn apply_rope(cx: &mut Cx, x: NodeId, tables: &(NodeId, NodeId, Rope)) -> No
     let hd = shape[3].as_const().unwrap_or(0);
     let rot = rotated(hd, rope);
     let half = rot / 2;
-    let xr = if rot == hd { x } else { cx.g.slice(x, 3, 0, rot) };
+    let xr = if rot == hd {
+        x
+    } else {
+        cx.g.slice(x, 3, 0, rot)
+    };
     let rotated = match rope.style {
         RopeStyle::Half => {
             let x1 = cx.g.slice(xr, 3, 0, half);
@@ -122,7 +157,15 @@ fn rotate(cx: &mut Cx, x1: NodeId, x2: NodeId, cos: NodeId, sin: NodeId) -> (Nod
 }
 
 /// T5's `_relative_position_bucket` and bias lookup → [1, heads, T, T].
-fn relative_bias(cx: &mut Cx, stack: &str, seq: &str, heads: u64, buckets: u64, max_distance: u64, bidirectional: bool) -> NodeId {
+fn relative_bias(
+    cx: &mut Cx,
+    stack: &str,
+    seq: &str,
+    heads: u64,
+    buckets: u64,
+    max_distance: u64,
+    bidirectional: bool,
+) -> NodeId {
     let shape = vec![Dim::sym(seq), Dim::sym(seq)];
     let query = cx.g.iota(shape.clone(), 0);
     let key = cx.g.iota(shape, 1);
@@ -142,7 +185,8 @@ fn relative_bias(cx: &mut Cx, stack: &str, seq: &str, heads: u64, buckets: u64, 
     let small = cx.g.binary(BinaryOp::Lt, n, exact);
     let ratio = cx.g.div(n, exact);
     let log = cx.g.unary(UnaryOp::Log, ratio);
-    let scaled = cx.g.scale(log, 1.0 / (max_distance as f64 / max_exact).ln());
+    let scaled =
+        cx.g.scale(log, 1.0 / (max_distance as f64 / max_exact).ln());
     let scaled = cx.g.scale(scaled, nb as f64 - max_exact);
     let floor = cx.g.unary(UnaryOp::Floor, scaled);
     let large = cx.g.scale_add(floor, 1.0, max_exact);
@@ -156,7 +200,10 @@ fn relative_bias(cx: &mut Cx, stack: &str, seq: &str, heads: u64, buckets: u64, 
     let table = cx.param(&format!("{stack}.relative_bias.weight"));
     let values = cx.g.gather(table, ids);
     let by_head = cx.g.permute(values, &[2, 0, 1]);
-    cx.g.reshape(by_head, vec![Dim::c(1), Dim::c(heads), Dim::sym(seq), Dim::sym(seq)])
+    cx.g.reshape(
+        by_head,
+        vec![Dim::c(1), Dim::c(heads), Dim::sym(seq), Dim::sym(seq)],
+    )
 }
 
 /// ALiBi: head h adds slope_h · (key − query), slopes 2^(−8(h+1)/H).

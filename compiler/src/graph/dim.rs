@@ -25,11 +25,19 @@ fn gcd(a: u64, b: u64) -> u64 {
 
 impl Dim {
     pub fn c(n: u64) -> Dim {
-        Dim { coef: n, div: 1, syms: Vec::new() }
+        Dim {
+            coef: n,
+            div: 1,
+            syms: Vec::new(),
+        }
     }
 
     pub fn sym(name: &str) -> Dim {
-        Dim { coef: 1, div: 1, syms: vec![name.to_string()] }
+        Dim {
+            coef: 1,
+            div: 1,
+            syms: vec![name.to_string()],
+        }
     }
 
     fn normalized(mut self) -> Dim {
@@ -52,18 +60,30 @@ impl Dim {
     pub fn mul(&self, other: &Dim) -> Dim {
         let mut syms = self.syms.clone();
         syms.extend(other.syms.iter().cloned());
-        Dim { coef: self.coef * other.coef, div: self.div * other.div, syms }.normalized()
+        Dim {
+            coef: self.coef * other.coef,
+            div: self.div * other.div,
+            syms,
+        }
+        .normalized()
     }
 
     pub fn div_by(&self, n: u64) -> Dim {
-        Dim { coef: self.coef, div: self.div * n.max(1), syms: self.syms.clone() }.normalized()
+        Dim {
+            coef: self.coef,
+            div: self.div * n.max(1),
+            syms: self.syms.clone(),
+        }
+        .normalized()
     }
 
     /// The concrete size under symbol bindings.
     pub fn eval(&self, bindings: &HashMap<String, usize>) -> Result<usize, String> {
         let mut v = self.coef as u128;
         for s in &self.syms {
-            let b = bindings.get(s).ok_or_else(|| format!("dimension `{s}` is not bound"))?;
+            let b = bindings
+                .get(s)
+                .ok_or_else(|| format!("dimension `{s}` is not bound"))?;
             v *= *b as u128;
         }
         if v % self.div as u128 != 0 {
@@ -102,10 +122,19 @@ impl fmt::Debug for Dim {
 /// Parses the printed form (`4*batch*seq/16`).
 pub fn parse_dim(text: &str) -> Result<Dim, String> {
     let (body, div) = match text.split_once('/') {
-        Some((b, d)) => (b, d.trim().parse::<u64>().map_err(|_| format!("bad divisor in `{text}`"))?),
+        Some((b, d)) => (
+            b,
+            d.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("bad divisor in `{text}`"))?,
+        ),
         None => (text, 1),
     };
-    let mut dim = Dim { coef: 1, div, syms: Vec::new() };
+    let mut dim = Dim {
+        coef: 1,
+        div,
+        syms: Vec::new(),
+    };
     for part in body.split('*').map(str::trim) {
         if let Ok(n) = part.parse::<u64>() {
             dim.coef *= n;

@@ -40,7 +40,10 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(name: &str) -> Graph {
-        Graph { name: name.to_string(), ..Graph::default() }
+        Graph {
+            name: name.to_string(),
+            ..Graph::default()
+        }
     }
 
     pub fn node(&self, id: NodeId) -> &Node {
@@ -52,7 +55,13 @@ impl Graph {
     }
 
     /// Appends a node whose shape follows from the op's shape rule.
-    pub fn push(&mut self, op: Op, inputs: Vec<NodeId>, given: Option<Shape>, dtype: DType) -> NodeId {
+    pub fn push(
+        &mut self,
+        op: Op,
+        inputs: Vec<NodeId>,
+        given: Option<Shape>,
+        dtype: DType,
+    ) -> NodeId {
         let shapes: Vec<Shape> = inputs.iter().map(|&i| self.shape(i).clone()).collect();
         let shape = match op::infer_shape(&op, &shapes, given.as_ref()) {
             Ok(s) => s,
@@ -63,7 +72,12 @@ impl Graph {
                 given.unwrap_or_default()
             }
         };
-        self.nodes.push(Node { op, inputs, shape, dtype });
+        self.nodes.push(Node {
+            op,
+            inputs,
+            shape,
+            dtype,
+        });
         NodeId(self.nodes.len() as u32 - 1)
     }
 
@@ -80,13 +94,27 @@ impl Graph {
     }
 
     pub fn input(&mut self, name: &str, shape: Shape, dtype: DType) -> NodeId {
-        let id = self.push(Op::Input { name: name.to_string() }, vec![], Some(shape), dtype);
+        let id = self.push(
+            Op::Input {
+                name: name.to_string(),
+            },
+            vec![],
+            Some(shape),
+            dtype,
+        );
         self.inputs.push(id);
         id
     }
 
     pub fn param(&mut self, name: &str, shape: Shape) -> NodeId {
-        self.push(Op::Param { name: name.to_string() }, vec![], Some(shape), DType::F32)
+        self.push(
+            Op::Param {
+                name: name.to_string(),
+            },
+            vec![],
+            Some(shape),
+            DType::F32,
+        )
     }
 
     pub fn constant(&mut self, value: f64) -> NodeId {
@@ -152,7 +180,12 @@ impl Graph {
 
     /// `x @ wᵀ` for a `[out, in]` weight.
     pub fn linear(&mut self, x: NodeId, w: NodeId) -> NodeId {
-        self.push(Op::MatMul { transpose_b: true }, vec![x, w], None, DType::F32)
+        self.push(
+            Op::MatMul { transpose_b: true },
+            vec![x, w],
+            None,
+            DType::F32,
+        )
     }
 
     pub fn matmul(&mut self, a: NodeId, b: NodeId, transpose_b: bool) -> NodeId {
@@ -166,7 +199,14 @@ impl Graph {
 
     pub fn permute(&mut self, x: NodeId, perm: &[usize]) -> NodeId {
         let dtype = self.node(x).dtype;
-        self.push(Op::Permute { perm: perm.to_vec() }, vec![x], None, dtype)
+        self.push(
+            Op::Permute {
+                perm: perm.to_vec(),
+            },
+            vec![x],
+            None,
+            dtype,
+        )
     }
 
     pub fn broadcast(&mut self, x: NodeId, shape: Shape) -> NodeId {
@@ -192,8 +232,18 @@ impl Graph {
     }
 
     /// A scan; returns one node per output (final states, then stacked step outputs).
-    pub fn scan(&mut self, body: Graph, states: Vec<NodeId>, seqs: Vec<NodeId>, consts: Vec<NodeId>, reverse: bool) -> Vec<NodeId> {
-        let seq_dim = seqs.first().and_then(|&s| self.shape(s).get(1).cloned()).unwrap_or(Dim::c(1));
+    pub fn scan(
+        &mut self,
+        body: Graph,
+        states: Vec<NodeId>,
+        seqs: Vec<NodeId>,
+        consts: Vec<NodeId>,
+        reverse: bool,
+    ) -> Vec<NodeId> {
+        let seq_dim = seqs
+            .first()
+            .and_then(|&s| self.shape(s).get(1).cloned())
+            .unwrap_or(Dim::c(1));
         let outputs: Vec<(Shape, DType)> = body
             .outputs
             .iter()
@@ -209,11 +259,23 @@ impl Graph {
         let n_states = states.len();
         let n_seqs = seqs.len();
         let inputs: Vec<NodeId> = states.into_iter().chain(seqs).chain(consts).collect();
-        let scan = self.push(Op::Scan { body: Box::new(body), states: n_states, seqs: n_seqs, reverse }, inputs, None, DType::F32);
+        let scan = self.push(
+            Op::Scan {
+                body: Box::new(body),
+                states: n_states,
+                seqs: n_seqs,
+                reverse,
+            },
+            inputs,
+            None,
+            DType::F32,
+        );
         outputs
             .into_iter()
             .enumerate()
-            .map(|(index, (shape, dtype))| self.push(Op::TupleGet { index }, vec![scan], Some(shape), dtype))
+            .map(|(index, (shape, dtype))| {
+                self.push(Op::TupleGet { index }, vec![scan], Some(shape), dtype)
+            })
             .collect()
     }
 }

@@ -115,43 +115,79 @@ pub enum MaskKind {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// A value supplied by the caller (the node's shape and dtype say what).
-    Input { name: String },
+    Input {
+        name: String,
+    },
     /// A learned tensor under its canonical name.
-    Param { name: String },
+    Param {
+        name: String,
+    },
     /// A scalar constant.
-    Const { value: f64 },
+    Const {
+        value: f64,
+    },
     /// The index along `axis` of each element of the node's shape, as f32.
-    Iota { axis: usize },
+    Iota {
+        axis: usize,
+    },
     Unary(UnaryOp),
     Binary(BinaryOp),
     /// `cond != 0 ? a : b`, broadcasting.
     Select,
     Cast,
     /// Reduces one axis, keeping it with size 1.
-    Reduce { op: ReduceOp, axis: usize },
+    Reduce {
+        op: ReduceOp,
+        axis: usize,
+    },
     /// `a @ b` (or `a @ bᵀ`) over the last two axes; leading axes broadcast.
-    MatMul { transpose_b: bool },
+    MatMul {
+        transpose_b: bool,
+    },
     /// Same elements, the node's shape.
     Reshape,
-    Permute { perm: Vec<usize> },
+    Permute {
+        perm: Vec<usize>,
+    },
     /// Numpy-style broadcast to the node's shape.
     Broadcast,
     /// `out[.., t, ..] = x[.., t - by, ..]`, zero where `t - by` is out of range.
-    Shift { axis: usize, by: i64 },
-    Slice { axis: usize, start: u64, len: u64 },
-    Concat { axis: usize },
+    Shift {
+        axis: usize,
+        by: i64,
+    },
+    Slice {
+        axis: usize,
+        start: u64,
+        len: u64,
+    },
+    Concat {
+        axis: usize,
+    },
     /// Rows of a table: `table[ids]`, table [V, rest..] and ids [idx..] → [idx.., rest..].
     Gather,
     /// Scaled dot-product attention. Inputs: q [B, H, T, D], k [B, Hkv, S, D],
     /// v [B, Hkv, S, Dv], then optionally an additive bias broadcastable to [B, H, T, S]
     /// and a key mask [B, S] (1 keeps a key, 0 drops it). H must be a multiple of Hkv.
-    Attention { mask: MaskKind, scale: f64, has_bias: bool, has_key_mask: bool },
+    Attention {
+        mask: MaskKind,
+        scale: f64,
+        has_bias: bool,
+        has_key_mask: bool,
+    },
     /// A recurrence over axis 1 of the sequence inputs. Inputs: initial states, then
     /// sequences [B, T, ..], then constants. The body maps (states, step slices, constants)
     /// to (new states, step outputs); the scan yields final states then stacked outputs.
-    Scan { body: Box<Graph>, states: usize, seqs: usize, reverse: bool },
+    Scan {
+        body: Box<Graph>,
+        states: usize,
+        seqs: usize,
+        reverse: bool,
+    },
     /// Output `index` of a multi-output node (a scan).
-    TupleGet { index: usize },
+    TupleGet {
+        index: usize,
+    },
 }
 
 impl Op {
@@ -162,8 +198,16 @@ impl Op {
             Op::Param { .. } => "param".into(),
             Op::Const { .. } => "const".into(),
             Op::Iota { .. } => "iota".into(),
-            Op::Unary(u) => UNARY_OPS.iter().find(|(o, _)| o == u).map_or("?", |(_, n)| n).into(),
-            Op::Binary(b) => BINARY_OPS.iter().find(|(o, _)| o == b).map_or("?", |(_, n)| n).into(),
+            Op::Unary(u) => UNARY_OPS
+                .iter()
+                .find(|(o, _)| o == u)
+                .map_or("?", |(_, n)| n)
+                .into(),
+            Op::Binary(b) => BINARY_OPS
+                .iter()
+                .find(|(o, _)| o == b)
+                .map_or("?", |(_, n)| n)
+                .into(),
             Op::Select => "select".into(),
             Op::Cast => "cast".into(),
             Op::Reduce { op, .. } => format!("reduce_{}", format!("{op:?}").to_lowercase()),
@@ -189,7 +233,11 @@ impl Op {
             Op::Broadcast | Op::Shift { .. } | Op::Slice { .. } | Op::TupleGet { .. } => 1,
             Op::Binary(_) | Op::MatMul { .. } | Op::Gather => 2,
             Op::Select => 3,
-            Op::Attention { has_bias, has_key_mask, .. } => 3 + usize::from(*has_bias) + usize::from(*has_key_mask),
+            Op::Attention {
+                has_bias,
+                has_key_mask,
+                ..
+            } => 3 + usize::from(*has_bias) + usize::from(*has_key_mask),
             Op::Concat { .. } | Op::Scan { .. } => return None,
         })
     }
@@ -201,8 +249,16 @@ pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Shape, String> {
     let one = Dim::c(1);
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let da = if i + a.len() >= n { &a[i + a.len() - n] } else { &one };
-        let db = if i + b.len() >= n { &b[i + b.len() - n] } else { &one };
+        let da = if i + a.len() >= n {
+            &a[i + a.len() - n]
+        } else {
+            &one
+        };
+        let db = if i + b.len() >= n {
+            &b[i + b.len() - n]
+        } else {
+            &one
+        };
         out.push(if da == db || *db == one {
             da.clone()
         } else if *da == one {
@@ -220,10 +276,18 @@ pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Shape, String> {
 pub fn infer_shape(op: &Op, inputs: &[Shape], given: Option<&Shape>) -> Result<Shape, String> {
     if let Some(n) = op.arity() {
         if inputs.len() != n {
-            return Err(format!("`{}` takes {n} inputs, got {}", op.name(), inputs.len()));
+            return Err(format!(
+                "`{}` takes {n} inputs, got {}",
+                op.name(),
+                inputs.len()
+            ));
         }
     }
-    let need_given = || given.cloned().ok_or_else(|| format!("`{}` needs its shape", op.name()));
+    let need_given = || {
+        given
+            .cloned()
+            .ok_or_else(|| format!("`{}` needs its shape", op.name()))
+    };
     match op {
         Op::Input { .. } | Op::Param { .. } | Op::Iota { .. } | Op::TupleGet { .. } => need_given(),
         Op::Const { .. } => Ok(Vec::new()),
@@ -232,7 +296,9 @@ pub fn infer_shape(op: &Op, inputs: &[Shape], given: Option<&Shape>) -> Result<S
         Op::Select => broadcast_shapes(&broadcast_shapes(&inputs[0], &inputs[1])?, &inputs[2]),
         Op::Reduce { axis, .. } => {
             let mut s = inputs[0].clone();
-            let d = s.get_mut(*axis).ok_or_else(|| format!("reduce axis {axis} out of range"))?;
+            let d = s
+                .get_mut(*axis)
+                .ok_or_else(|| format!("reduce axis {axis} out of range"))?;
             *d = Dim::c(1);
             Ok(s)
         }
@@ -248,7 +314,10 @@ pub fn infer_shape(op: &Op, inputs: &[Shape], given: Option<&Shape>) -> Result<S
             let mut sorted = perm.clone();
             sorted.sort();
             if sorted != (0..inputs[0].len()).collect::<Vec<_>>() {
-                return Err(format!("bad permutation {perm:?} of rank {}", inputs[0].len()));
+                return Err(format!(
+                    "bad permutation {perm:?} of rank {}",
+                    inputs[0].len()
+                ));
             }
             Ok(perm.iter().map(|&p| inputs[0][p].clone()).collect())
         }
@@ -267,10 +336,15 @@ pub fn infer_shape(op: &Op, inputs: &[Shape], given: Option<&Shape>) -> Result<S
         }
         Op::Slice { axis, start, len } => {
             let mut s = inputs[0].clone();
-            let d = s.get_mut(*axis).ok_or_else(|| format!("slice axis {axis} out of range"))?;
+            let d = s
+                .get_mut(*axis)
+                .ok_or_else(|| format!("slice axis {axis} out of range"))?;
             if let Some(size) = d.as_const() {
                 if start + len > size {
-                    return Err(format!("slice {start}..{} of a dimension of {size}", start + len));
+                    return Err(format!(
+                        "slice {start}..{} of a dimension of {size}",
+                        start + len
+                    ));
                 }
             }
             *d = Dim::c(*len);
@@ -298,7 +372,11 @@ fn matmul_shape(a: &[Dim], b: &[Dim], transpose_b: bool) -> Result<Shape, String
         return Err("matmul needs rank ≥ 2".into());
     }
     let (m, k) = (&a[a.len() - 2], &a[a.len() - 1]);
-    let (kb, n) = if transpose_b { (&b[b.len() - 1], &b[b.len() - 2]) } else { (&b[b.len() - 2], &b[b.len() - 1]) };
+    let (kb, n) = if transpose_b {
+        (&b[b.len() - 1], &b[b.len() - 2])
+    } else {
+        (&b[b.len() - 2], &b[b.len() - 1])
+    };
     if k != kb {
         return Err(format!("matmul inner dimensions differ: {k} vs {kb}"));
     }
@@ -315,7 +393,11 @@ fn concat_shape(inputs: &[Shape], axis: usize) -> Result<Shape, String> {
     }
     let mut total = Dim::c(0);
     for s in inputs {
-        if s.len() != first.len() || s.iter().enumerate().any(|(i, d)| i != axis && *d != first[i]) {
+        if s.len() != first.len()
+            || s.iter()
+                .enumerate()
+                .any(|(i, d)| i != axis && *d != first[i])
+        {
             return Err(format!("concat of mismatched shapes {first:?} and {s:?}"));
         }
         total = match (total.as_const(), s[axis].as_const()) {

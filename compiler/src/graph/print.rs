@@ -27,7 +27,12 @@ fn print_graph(g: &Graph, depth: usize, out: &mut String) {
         if !attrs.is_empty() {
             let _ = write!(line, " {attrs}");
         }
-        let _ = write!(line, " : {}{}", node.dtype.name(), shape_to_string(&node.shape));
+        let _ = write!(
+            line,
+            " : {}{}",
+            node.dtype.name(),
+            shape_to_string(&node.shape)
+        );
         if let Op::Scan { body, .. } = &node.op {
             let _ = writeln!(out, "{line} {{");
             print_graph(body, depth + 2, out);
@@ -54,7 +59,12 @@ fn attributes(op: &Op) -> String {
         }
         Op::Shift { axis, by } => format!("axis={axis} by={by}"),
         Op::Slice { axis, start, len } => format!("axis={axis} start={start} len={len}"),
-        Op::Attention { mask, scale, has_bias, has_key_mask } => {
+        Op::Attention {
+            mask,
+            scale,
+            has_bias,
+            has_key_mask,
+        } => {
             let mask = match mask {
                 MaskKind::Bidirectional => "bidirectional".to_string(),
                 MaskKind::Causal => "causal".to_string(),
@@ -62,8 +72,19 @@ fn attributes(op: &Op) -> String {
             };
             format!("mask={mask} scale={scale:?} bias={has_bias} key_mask={has_key_mask}")
         }
-        Op::Scan { states, seqs, reverse, .. } => format!("states={states} seqs={seqs} reverse={reverse}"),
+        Op::Scan {
+            states,
+            seqs,
+            reverse,
+            ..
+        } => format!("states={states} seqs={seqs} reverse={reverse}"),
         Op::TupleGet { index } => format!("index={index}"),
-        Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast | Op::Reshape | Op::Broadcast | Op::Gather => String::new(),
+        Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Select
+        | Op::Cast
+        | Op::Reshape
+        | Op::Broadcast
+        | Op::Gather => String::new(),
     }
 }

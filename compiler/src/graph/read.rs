@@ -7,7 +7,11 @@ use std::collections::HashMap;
 
 /// Parses one printed graph.
 pub fn read(text: &str) -> Result<Graph, String> {
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let mut pos = 0;
     let g = read_graph(&lines, &mut pos)?;
     if pos != lines.len() {
@@ -31,9 +35,16 @@ fn read_graph(lines: &[&str], pos: &mut usize) -> Result<Graph, String> {
             return Ok(g);
         }
         if let Some(rest) = line.strip_prefix("inputs") {
-            g.inputs = rest.split(',').map(str::trim).filter(|s| !s.is_empty()).map(node_ref).collect::<Result<_, _>>()?;
+            g.inputs = rest
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(node_ref)
+                .collect::<Result<_, _>>()?;
         } else if let Some(rest) = line.strip_prefix("output ") {
-            let (name, id) = rest.split_once(" = ").ok_or_else(|| format!("line {at}: expected `output NAME = %n`"))?;
+            let (name, id) = rest
+                .split_once(" = ")
+                .ok_or_else(|| format!("line {at}: expected `output NAME = %n`"))?;
             g.outputs.push((name.to_string(), node_ref(id)?));
         } else {
             let node = read_node(line, lines, pos).map_err(|e| format!("line {at}: {e}"))?;
@@ -44,12 +55,18 @@ fn read_graph(lines: &[&str], pos: &mut usize) -> Result<Graph, String> {
 }
 
 fn node_ref(s: &str) -> Result<NodeId, String> {
-    s.trim().strip_prefix('%').and_then(|n| n.parse().ok()).map(NodeId).ok_or_else(|| format!("expected `%n`, found `{s}`"))
+    s.trim()
+        .strip_prefix('%')
+        .and_then(|n| n.parse().ok())
+        .map(NodeId)
+        .ok_or_else(|| format!("expected `%n`, found `{s}`"))
 }
 
 fn read_node(line: &str, lines: &[&str], pos: &mut usize) -> Result<Node, String> {
     let (_, rest) = line.split_once(" = ").ok_or("expected `%n = op …`")?;
-    let (head, ty) = rest.rsplit_once(" : ").ok_or("expected ` : dtype[shape]`")?;
+    let (head, ty) = rest
+        .rsplit_once(" : ")
+        .ok_or("expected ` : dtype[shape]`")?;
     let (ty, opens_body) = match ty.strip_suffix(" {") {
         Some(t) => (t, true),
         None => (ty, false),
@@ -70,14 +87,29 @@ fn read_node(line: &str, lines: &[&str], pos: &mut usize) -> Result<Node, String
             return Err(format!("unexpected `{tok}`"));
         }
     }
-    let attr = |k: &str| attrs.get(k).copied().ok_or_else(|| format!("`{op_name}` needs `{k}=`"));
-    let num = |k: &str| -> Result<u64, String> { attr(k)?.parse().map_err(|_| format!("bad `{k}`")) };
-    let flag = |k: &str| -> Result<bool, String> { attr(k)?.parse().map_err(|_| format!("bad `{k}`")) };
+    let attr = |k: &str| {
+        attrs
+            .get(k)
+            .copied()
+            .ok_or_else(|| format!("`{op_name}` needs `{k}=`"))
+    };
+    let num =
+        |k: &str| -> Result<u64, String> { attr(k)?.parse().map_err(|_| format!("bad `{k}`")) };
+    let flag =
+        |k: &str| -> Result<bool, String> { attr(k)?.parse().map_err(|_| format!("bad `{k}`")) };
     let op = match op_name {
-        "input" => Op::Input { name: quoted.ok_or("input needs a name")? },
-        "param" => Op::Param { name: quoted.ok_or("param needs a name")? },
-        "const" => Op::Const { value: attr("value")?.parse().map_err(|_| "bad value")? },
-        "iota" => Op::Iota { axis: num("axis")? as usize },
+        "input" => Op::Input {
+            name: quoted.ok_or("input needs a name")?,
+        },
+        "param" => Op::Param {
+            name: quoted.ok_or("param needs a name")?,
+        },
+        "const" => Op::Const {
+            value: attr("value")?.parse().map_err(|_| "bad value")?,
+        },
+        "iota" => Op::Iota {
+            axis: num("axis")? as usize,
+        },
         "select" => Op::Select,
         "cast" => Op::Cast,
         "reduce_sum" | "reduce_max" | "reduce_mean" => {
@@ -86,19 +118,37 @@ fn read_node(line: &str, lines: &[&str], pos: &mut usize) -> Result<Node, String
                 "reduce_max" => ReduceOp::Max,
                 _ => ReduceOp::Mean,
             };
-            Op::Reduce { op, axis: num("axis")? as usize }
+            Op::Reduce {
+                op,
+                axis: num("axis")? as usize,
+            }
         }
-        "matmul" => Op::MatMul { transpose_b: flag("transpose_b")? },
+        "matmul" => Op::MatMul {
+            transpose_b: flag("transpose_b")?,
+        },
         "reshape" => Op::Reshape,
         "permute" => {
             let list = attr("perm")?.trim_start_matches('[').trim_end_matches(']');
-            let perm = list.split(',').filter(|s| !s.is_empty()).map(|p| p.parse().map_err(|_| "bad perm")).collect::<Result<_, _>>()?;
+            let perm = list
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|p| p.parse().map_err(|_| "bad perm"))
+                .collect::<Result<_, _>>()?;
             Op::Permute { perm }
         }
         "broadcast" => Op::Broadcast,
-        "shift" => Op::Shift { axis: num("axis")? as usize, by: attr("by")?.parse().map_err(|_| "bad by")? },
-        "slice" => Op::Slice { axis: num("axis")? as usize, start: num("start")?, len: num("len")? },
-        "concat" => Op::Concat { axis: num("axis")? as usize },
+        "shift" => Op::Shift {
+            axis: num("axis")? as usize,
+            by: attr("by")?.parse().map_err(|_| "bad by")?,
+        },
+        "slice" => Op::Slice {
+            axis: num("axis")? as usize,
+            start: num("start")?,
+            len: num("len")?,
+        },
+        "concat" => Op::Concat {
+            axis: num("axis")? as usize,
+        },
         "gather" => Op::Gather,
         "attention" => Op::Attention {
             mask: read_mask(attr("mask")?)?,
@@ -115,9 +165,16 @@ fn read_node(line: &str, lines: &[&str], pos: &mut usize) -> Result<Node, String
                 return Err("scan body must be closed by `}`".into());
             }
             *pos += 1;
-            Op::Scan { body: Box::new(body), states: num("states")? as usize, seqs: num("seqs")? as usize, reverse: flag("reverse")? }
+            Op::Scan {
+                body: Box::new(body),
+                states: num("states")? as usize,
+                seqs: num("seqs")? as usize,
+                reverse: flag("reverse")?,
+            }
         }
-        "get" => Op::TupleGet { index: num("index")? as usize },
+        "get" => Op::TupleGet {
+            index: num("index")? as usize,
+        },
         other => {
             if let Some((u, _)) = UNARY_OPS.iter().find(|(_, n)| *n == other) {
                 Op::Unary(*u)
@@ -128,7 +185,12 @@ fn read_node(line: &str, lines: &[&str], pos: &mut usize) -> Result<Node, String
             }
         }
     };
-    Ok(Node { op, inputs, shape, dtype })
+    Ok(Node {
+        op,
+        inputs,
+        shape,
+        dtype,
+    })
 }
 
 fn split_args(args: &str) -> Vec<&str> {
@@ -158,7 +220,10 @@ fn split_args(args: &str) -> Vec<&str> {
 }
 
 fn unquote(tok: &str) -> Result<String, String> {
-    let inner = tok.strip_prefix('"').and_then(|t| t.strip_suffix('"')).ok_or("bad string")?;
+    let inner = tok
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .ok_or("bad string")?;
     Ok(inner.replace("\\\"", "\"").replace("\\\\", "\\"))
 }
 
@@ -183,6 +248,11 @@ fn read_type(ty: &str) -> Result<(DType, Shape), String> {
         _ => return Err(format!("unknown dtype `{dt}`")),
     };
     let dims = dims.strip_suffix(']').ok_or("expected `]`")?;
-    let shape = dims.split(',').map(str::trim).filter(|d| !d.is_empty()).map(parse_dim).collect::<Result<_, _>>()?;
+    let shape = dims
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(parse_dim)
+        .collect::<Result<_, _>>()?;
     Ok((dtype, shape))
 }

@@ -18,7 +18,10 @@ pub fn attention(
     let [bk, hk, s, dk] = dims4(k)?;
     let [bv, hv, sv, dv] = dims4(v)?;
     if bk != b || bv != b || hv != hk || sv != s || dk != d || hk == 0 || h % hk != 0 {
-        return Err(format!("attention shapes q {:?}, k {:?}, v {:?}", q.shape, k.shape, v.shape));
+        return Err(format!(
+            "attention shapes q {:?}, k {:?}, v {:?}",
+            q.shape, k.shape, v.shape
+        ));
     }
     let bias = match bias {
         Some(x) => Some(super::kernels::broadcast_to(x, &[b, h, t, s])?),
@@ -49,8 +52,13 @@ pub fn attention(
                         continue;
                     }
                     let (qo, ko) = (((bi * h + hi) * t + ti) * d, ((bi * hk + kh) * s + si) * d);
-                    let dot: f64 = (0..d).map(|x| q.data[qo + x] as f64 * k.data[ko + x] as f64).sum();
-                    *score = dot * scale + bias.as_ref().map_or(0.0, |bb| bb.data[((bi * h + hi) * t + ti) * s + si] as f64);
+                    let dot: f64 = (0..d)
+                        .map(|x| q.data[qo + x] as f64 * k.data[ko + x] as f64)
+                        .sum();
+                    *score = dot * scale
+                        + bias
+                            .as_ref()
+                            .map_or(0.0, |bb| bb.data[((bi * h + hi) * t + ti) * s + si] as f64);
                     best = best.max(*score);
                 }
                 if best == f64::NEG_INFINITY {
@@ -71,7 +79,10 @@ pub fn attention(
             }
         }
     }
-    Ok(Tensor { shape: vec![b, h, t, dv], data: out })
+    Ok(Tensor {
+        shape: vec![b, h, t, dv],
+        data: out,
+    })
 }
 
 fn dims4(x: &F32Tensor) -> Result<[usize; 4], String> {

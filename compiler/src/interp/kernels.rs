@@ -8,8 +8,13 @@ pub fn iota(shape: &[usize], axis: usize) -> F32Tensor {
     let st = strides(shape);
     let size = shape.get(axis).copied().unwrap_or(1);
     let stride = st.get(axis).copied().unwrap_or(1);
-    let data = (0..numel(shape)).map(|i| ((i / stride) % size.max(1)) as f32).collect();
-    Tensor { shape: shape.to_vec(), data }
+    let data = (0..numel(shape))
+        .map(|i| ((i / stride) % size.max(1)) as f32)
+        .collect();
+    Tensor {
+        shape: shape.to_vec(),
+        data,
+    }
 }
 
 fn erf(x: f64) -> f64 {
@@ -51,7 +56,14 @@ pub fn unary_scalar(op: UnaryOp, x: f64) -> f64 {
 }
 
 pub fn unary(op: UnaryOp, x: &F32Tensor) -> F32Tensor {
-    Tensor { shape: x.shape.clone(), data: x.data.iter().map(|&v| unary_scalar(op, v as f64) as f32).collect() }
+    Tensor {
+        shape: x.shape.clone(),
+        data: x
+            .data
+            .iter()
+            .map(|&v| unary_scalar(op, v as f64) as f32)
+            .collect(),
+    }
 }
 
 pub fn binary_scalar(op: BinaryOp, a: f64, b: f64) -> f64 {
@@ -117,15 +129,34 @@ fn broadcast_indices(out: &[usize], input: &[usize]) -> Vec<usize> {
 
 pub fn binary(op: BinaryOp, a: &F32Tensor, b: &F32Tensor) -> Result<F32Tensor, String> {
     let shape = broadcast_shape(&[&a.shape, &b.shape])?;
-    let (ia, ib) = (broadcast_indices(&shape, &a.shape), broadcast_indices(&shape, &b.shape));
-    let data = ia.iter().zip(&ib).map(|(&i, &j)| binary_scalar(op, a.data[i] as f64, b.data[j] as f64) as f32).collect();
+    let (ia, ib) = (
+        broadcast_indices(&shape, &a.shape),
+        broadcast_indices(&shape, &b.shape),
+    );
+    let data = ia
+        .iter()
+        .zip(&ib)
+        .map(|(&i, &j)| binary_scalar(op, a.data[i] as f64, b.data[j] as f64) as f32)
+        .collect();
     Ok(Tensor { shape, data })
 }
 
 pub fn select(c: &F32Tensor, a: &F32Tensor, b: &F32Tensor) -> Result<F32Tensor, String> {
     let shape = broadcast_shape(&[&c.shape, &a.shape, &b.shape])?;
-    let (ic, ia, ib) = (broadcast_indices(&shape, &c.shape), broadcast_indices(&shape, &a.shape), broadcast_indices(&shape, &b.shape));
-    let data = (0..ic.len()).map(|k| if c.data[ic[k]] != 0.0 { a.data[ia[k]] } else { b.data[ib[k]] }).collect();
+    let (ic, ia, ib) = (
+        broadcast_indices(&shape, &c.shape),
+        broadcast_indices(&shape, &a.shape),
+        broadcast_indices(&shape, &b.shape),
+    );
+    let data = (0..ic.len())
+        .map(|k| {
+            if c.data[ic[k]] != 0.0 {
+                a.data[ia[k]]
+            } else {
+                b.data[ib[k]]
+            }
+        })
+        .collect();
     Ok(Tensor { shape, data })
 }
 
@@ -134,20 +165,33 @@ pub fn broadcast_to(x: &F32Tensor, shape: &[usize]) -> Result<F32Tensor, String>
         return Err(format!("cannot broadcast {:?} to {shape:?}", x.shape));
     }
     let idx = broadcast_indices(shape, &x.shape);
-    Ok(Tensor { shape: shape.to_vec(), data: idx.iter().map(|&i| x.data[i]).collect() })
+    Ok(Tensor {
+        shape: shape.to_vec(),
+        data: idx.iter().map(|&i| x.data[i]).collect(),
+    })
 }
 
 pub fn cast(x: &Value, to: DType) -> Value {
     match (x, to) {
-        (Value::F(t), DType::I64) => Value::I(Tensor { shape: t.shape.clone(), data: t.data.iter().map(|&v| v as i64).collect() }),
-        (Value::I(t), DType::F32) => Value::F(Tensor { shape: t.shape.clone(), data: t.data.iter().map(|&v| v as f32).collect() }),
+        (Value::F(t), DType::I64) => Value::I(Tensor {
+            shape: t.shape.clone(),
+            data: t.data.iter().map(|&v| v as i64).collect(),
+        }),
+        (Value::I(t), DType::F32) => Value::F(Tensor {
+            shape: t.shape.clone(),
+            data: t.data.iter().map(|&v| v as f32).collect(),
+        }),
         (v, _) => v.clone(),
     }
 }
 
 /// Splits a shape around an axis: (outer, size, inner).
 fn around(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    (numel(&shape[..axis]), shape[axis], numel(&shape[axis + 1..]))
+    (
+        numel(&shape[..axis]),
+        shape[axis],
+        numel(&shape[axis + 1..]),
+    )
 }
 
 pub fn reduce(op: ReduceOp, x: &F32Tensor, axis: usize) -> Result<F32Tensor, String> {
@@ -177,12 +221,22 @@ pub fn matmul(a: &F32Tensor, b: &F32Tensor, transpose_b: bool) -> Result<F32Tens
         return Err("matmul needs rank ≥ 2".into());
     }
     let (m, k) = (a.shape[a.rank() - 2], a.shape[a.rank() - 1]);
-    let (kb, n) = if transpose_b { (b.shape[b.rank() - 1], b.shape[b.rank() - 2]) } else { (b.shape[b.rank() - 2], b.shape[b.rank() - 1]) };
+    let (kb, n) = if transpose_b {
+        (b.shape[b.rank() - 1], b.shape[b.rank() - 2])
+    } else {
+        (b.shape[b.rank() - 2], b.shape[b.rank() - 1])
+    };
     if k != kb {
-        return Err(format!("matmul {:?} × {:?}: inner sizes differ", a.shape, b.shape));
+        return Err(format!(
+            "matmul {:?} × {:?}: inner sizes differ",
+            a.shape, b.shape
+        ));
     }
     let batch = broadcast_shape(&[&a.shape[..a.rank() - 2], &b.shape[..b.rank() - 2]])?;
-    let (ia, ib) = (broadcast_indices(&batch, &a.shape[..a.rank() - 2]), broadcast_indices(&batch, &b.shape[..b.rank() - 2]));
+    let (ia, ib) = (
+        broadcast_indices(&batch, &a.shape[..a.rank() - 2]),
+        broadcast_indices(&batch, &b.shape[..b.rank() - 2]),
+    );
     let mut data = vec![0f32; ia.len() * m * n];
     for (bi, (&pa, &pb)) in ia.iter().zip(&ib).enumerate() {
         let (ao, bo, oo) = (pa * m * k, pb * k * n, bi * m * n);
@@ -190,7 +244,11 @@ pub fn matmul(a: &F32Tensor, b: &F32Tensor, transpose_b: bool) -> Result<F32Tens
             for c in 0..n {
                 let mut acc = 0f64;
                 for x in 0..k {
-                    let bv = if transpose_b { b.data[bo + c * k + x] } else { b.data[bo + x * n + c] };
+                    let bv = if transpose_b {
+                        b.data[bo + c * k + x]
+                    } else {
+                        b.data[bo + x * n + c]
+                    };
                     acc += a.data[ao + r * k + x] as f64 * bv as f64;
                 }
                 data[oo + r * n + c] = acc as f32;
@@ -207,8 +265,14 @@ pub fn reshape(x: &Value, shape: Vec<usize>) -> Result<Value, String> {
         return Err(format!("cannot reshape {:?} to {shape:?}", x.shape()));
     }
     Ok(match x {
-        Value::F(t) => Value::F(Tensor { shape, data: t.data.clone() }),
-        Value::I(t) => Value::I(Tensor { shape, data: t.data.clone() }),
+        Value::F(t) => Value::F(Tensor {
+            shape,
+            data: t.data.clone(),
+        }),
+        Value::I(t) => Value::I(Tensor {
+            shape,
+            data: t.data.clone(),
+        }),
         Value::Tuple(_) => return Err("cannot reshape a tuple".into()),
     })
 }
@@ -221,7 +285,10 @@ fn permute_data<T: Copy>(t: &Tensor<T>, perm: &[usize]) -> Result<Tensor<T>, Str
     let src = strides(&t.shape);
     let moved: Vec<usize> = perm.iter().map(|&p| src[p]).collect();
     let idx = broadcast_like(&shape, &moved);
-    Ok(Tensor { shape, data: idx.iter().map(|&i| t.data[i]).collect() })
+    Ok(Tensor {
+        shape,
+        data: idx.iter().map(|&i| t.data[i]).collect(),
+    })
 }
 
 /// Source offsets for iterating `shape` with the given per-axis strides.
@@ -265,12 +332,24 @@ pub fn shift(x: &F32Tensor, axis: usize, by: i64) -> F32Tensor {
             data[d..d + inner].copy_from_slice(&x.data[s..s + inner]);
         }
     }
-    Tensor { shape: x.shape.clone(), data }
+    Tensor {
+        shape: x.shape.clone(),
+        data,
+    }
 }
 
-fn slice_data<T: Copy>(t: &Tensor<T>, axis: usize, start: usize, len: usize) -> Result<Tensor<T>, String> {
+fn slice_data<T: Copy>(
+    t: &Tensor<T>,
+    axis: usize,
+    start: usize,
+    len: usize,
+) -> Result<Tensor<T>, String> {
     if axis >= t.rank() || start + len > t.shape[axis] {
-        return Err(format!("slice {start}..{} of axis {axis} of {:?}", start + len, t.shape));
+        return Err(format!(
+            "slice {start}..{} of axis {axis} of {:?}",
+            start + len,
+            t.shape
+        ));
     }
     let (outer, n, inner) = around(&t.shape, axis);
     let mut data = Vec::with_capacity(outer * len * inner);
@@ -306,7 +385,10 @@ pub fn concat(xs: &[&F32Tensor], axis: usize) -> Result<F32Tensor, String> {
     let outer = numel(&first.shape[..axis]);
     let inner = numel(&first.shape[axis + 1..]);
     let mut shape = first.shape.clone();
-    shape[axis] = xs.iter().map(|x| x.shape.get(axis).copied().unwrap_or(0)).sum();
+    shape[axis] = xs
+        .iter()
+        .map(|x| x.shape.get(axis).copied().unwrap_or(0))
+        .sum();
     let mut data = Vec::with_capacity(numel(&shape));
     for o in 0..outer {
         for x in xs {
@@ -327,7 +409,10 @@ pub fn stack(xs: &[F32Tensor], axis: usize) -> Result<F32Tensor, String> {
         .map(|x| {
             let mut s = x.shape.clone();
             s.insert(axis.min(s.len()), 1);
-            Tensor { shape: s, data: x.data.clone() }
+            Tensor {
+                shape: s,
+                data: x.data.clone(),
+            }
         })
         .collect();
     let refs: Vec<&F32Tensor> = expanded.iter().collect();
@@ -340,7 +425,9 @@ pub fn gather(table: &F32Tensor, ids: &I64Tensor) -> Result<F32Tensor, String> {
     let mut data = Vec::with_capacity(ids.data.len() * row);
     for &id in &ids.data {
         if id < 0 || id as usize >= rows {
-            return Err(format!("index {id} out of range for a table of {rows} rows"));
+            return Err(format!(
+                "index {id} out of range for a table of {rows} rows"
+            ));
         }
         data.extend_from_slice(&table.data[id as usize * row..(id as usize + 1) * row]);
     }

@@ -39,12 +39,19 @@ impl Value {
 pub type Params = HashMap<String, F32Tensor>;
 
 /// Runs a graph. `inputs` are matched to the graph's `input` nodes by name.
-pub fn run(g: &Graph, inputs: &HashMap<String, Value>, params: &Params) -> Result<Vec<(String, Value)>, String> {
+pub fn run(
+    g: &Graph,
+    inputs: &HashMap<String, Value>,
+    params: &Params,
+) -> Result<Vec<(String, Value)>, String> {
     let ordered: Vec<Value> = g
         .inputs
         .iter()
         .map(|&id| match &g.node(id).op {
-            Op::Input { name } => inputs.get(name).cloned().ok_or_else(|| format!("missing input `{name}`")),
+            Op::Input { name } => inputs
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("missing input `{name}`")),
             _ => Err("graph input is not an input node".into()),
         })
         .collect::<Result<_, _>>()?;
@@ -52,9 +59,18 @@ pub fn run(g: &Graph, inputs: &HashMap<String, Value>, params: &Params) -> Resul
 }
 
 /// Runs a graph with inputs given in the order of `g.inputs`.
-pub fn run_ordered(g: &Graph, inputs: Vec<Value>, params: &Params) -> Result<Vec<(String, Value)>, String> {
+pub fn run_ordered(
+    g: &Graph,
+    inputs: Vec<Value>,
+    params: &Params,
+) -> Result<Vec<(String, Value)>, String> {
     if inputs.len() != g.inputs.len() {
-        return Err(format!("graph `{}` takes {} inputs, got {}", g.name, g.inputs.len(), inputs.len()));
+        return Err(format!(
+            "graph `{}` takes {} inputs, got {}",
+            g.name,
+            g.inputs.len(),
+            inputs.len()
+        ));
     }
     let mut bindings = HashMap::new();
     let mut values: Vec<Option<Value>> = vec![None; g.nodes.len()];
@@ -69,28 +85,44 @@ pub fn run_ordered(g: &Graph, inputs: Vec<Value>, params: &Params) -> Result<Vec
         let args: Vec<&Value> = node
             .inputs
             .iter()
-            .map(|a| values[a.0 as usize].as_ref().ok_or_else(|| format!("%{} used before it is computed", a.0)))
+            .map(|a| {
+                values[a.0 as usize]
+                    .as_ref()
+                    .ok_or_else(|| format!("%{} used before it is computed", a.0))
+            })
             .collect::<Result<_, _>>()?;
-        let v = eval_node(node, &args, &bindings, params).map_err(|e| format!("graph `{}`, %{i} ({}): {e}", g.name, node.op.name()))?;
+        let v = eval_node(node, &args, &bindings, params)
+            .map_err(|e| format!("graph `{}`, %{i} ({}): {e}", g.name, node.op.name()))?;
         values[i] = Some(v);
     }
     g.outputs
         .iter()
         .map(|(name, NodeId(id))| {
-            values[*id as usize].clone().map(|v| (name.clone(), v)).ok_or_else(|| format!("output `{name}` not computed"))
+            values[*id as usize]
+                .clone()
+                .map(|v| (name.clone(), v))
+                .ok_or_else(|| format!("output `{name}` not computed"))
         })
         .collect()
 }
 
 /// Learns the sizes of symbolic dimensions from an input's actual shape.
-fn bind_dims(node: &Node, value: &Value, bindings: &mut HashMap<String, usize>) -> Result<(), String> {
+fn bind_dims(
+    node: &Node,
+    value: &Value,
+    bindings: &mut HashMap<String, usize>,
+) -> Result<(), String> {
     let name = match &node.op {
         Op::Input { name } => name.as_str(),
         _ => "?",
     };
     let actual = value.shape();
     if actual.len() != node.shape.len() {
-        return Err(format!("input `{name}` has rank {}, expected {}", actual.len(), node.shape.len()));
+        return Err(format!(
+            "input `{name}` has rank {}, expected {}",
+            actual.len(),
+            node.shape.len()
+        ));
     }
     match (node.dtype, value) {
         (DType::F32, Value::F(_)) | (DType::I64, Value::I(_)) => {}
@@ -99,13 +131,17 @@ fn bind_dims(node: &Node, value: &Value, bindings: &mut HashMap<String, usize>) 
     for (dim, &size) in node.shape.iter().zip(actual) {
         if let Some(c) = dim.as_const() {
             if c as usize != size {
-                return Err(format!("input `{name}` has size {size} where {c} is expected"));
+                return Err(format!(
+                    "input `{name}` has size {size} where {c} is expected"
+                ));
             }
         } else if dim.coef == 1 && dim.div == 1 && dim.syms.len() == 1 {
             let sym = &dim.syms[0];
             if let Some(&bound) = bindings.get(sym) {
                 if bound != size {
-                    return Err(format!("input `{name}`: `{sym}` is {size} here but {bound} elsewhere"));
+                    return Err(format!(
+                        "input `{name}`: `{sym}` is {size} here but {bound} elsewhere"
+                    ));
                 }
             }
             bindings.insert(sym.clone(), size);
@@ -118,16 +154,26 @@ fn concrete(node: &Node, bindings: &HashMap<String, usize>) -> Result<Vec<usize>
     node.shape.iter().map(|d| d.eval(bindings)).collect()
 }
 
-fn eval_node(node: &Node, args: &[&Value], bindings: &HashMap<String, usize>, params: &Params) -> Result<Value, String> {
+fn eval_node(
+    node: &Node,
+    args: &[&Value],
+    bindings: &HashMap<String, usize>,
+    params: &Params,
+) -> Result<Value, String> {
     use kernels as k;
     let f = |i: usize| args[i].as_f32();
     Ok(match &node.op {
         Op::Input { name } => return Err(format!("input `{name}` was not given")),
         Op::Param { name } => {
-            let t = params.get(name).ok_or_else(|| format!("missing parameter `{name}`"))?;
+            let t = params
+                .get(name)
+                .ok_or_else(|| format!("missing parameter `{name}`"))?;
             let want = concrete(node, bindings)?;
             if t.shape != want {
-                return Err(format!("parameter `{name}` has shape {:?}, expected {want:?}", t.shape));
+                return Err(format!(
+                    "parameter `{name}` has shape {:?}, expected {want:?}",
+                    t.shape
+                ));
             }
             Value::F(t.clone())
         }
@@ -152,27 +198,73 @@ fn eval_node(node: &Node, args: &[&Value], bindings: &HashMap<String, usize>, pa
             Value::I(ids) => Value::F(k::gather(f(0)?, ids)?),
             _ => return Err("gather ids must be i64".into()),
         },
-        Op::Attention { mask, scale, has_bias, has_key_mask } => {
+        Op::Attention {
+            mask,
+            scale,
+            has_bias,
+            has_key_mask,
+        } => {
             let bias = if *has_bias { Some(f(3)?) } else { None };
-            let key_mask = if *has_key_mask { Some(f(3 + usize::from(*has_bias))?) } else { None };
-            Value::F(attention::attention(f(0)?, f(1)?, f(2)?, bias, key_mask, *mask, *scale)?)
+            let key_mask = if *has_key_mask {
+                Some(f(3 + usize::from(*has_bias))?)
+            } else {
+                None
+            };
+            Value::F(attention::attention(
+                f(0)?,
+                f(1)?,
+                f(2)?,
+                bias,
+                key_mask,
+                *mask,
+                *scale,
+            )?)
         }
-        Op::Scan { body, states, seqs, reverse } => scan(body, args, *states, *seqs, *reverse, params)?,
+        Op::Scan {
+            body,
+            states,
+            seqs,
+            reverse,
+        } => scan(body, args, *states, *seqs, *reverse, params)?,
         Op::TupleGet { index } => match args[0] {
-            Value::Tuple(items) => items.get(*index).cloned().ok_or("scan output out of range")?,
+            Value::Tuple(items) => items
+                .get(*index)
+                .cloned()
+                .ok_or("scan output out of range")?,
             _ => return Err("`get` of a value that is not a tuple".into()),
         },
     })
 }
 
 /// Runs a scan body once per step along axis 1 of the sequence inputs.
-fn scan(body: &Graph, args: &[&Value], n_states: usize, n_seqs: usize, reverse: bool, params: &Params) -> Result<Value, String> {
+fn scan(
+    body: &Graph,
+    args: &[&Value],
+    n_states: usize,
+    n_seqs: usize,
+    reverse: bool,
+    params: &Params,
+) -> Result<Value, String> {
     let mut states: Vec<Value> = args[..n_states].iter().map(|v| (*v).clone()).collect();
-    let seqs: Vec<&F32Tensor> = args[n_states..n_states + n_seqs].iter().map(|v| v.as_f32()).collect::<Result<_, _>>()?;
-    let consts: Vec<Value> = args[n_states + n_seqs..].iter().map(|v| (*v).clone()).collect();
-    let steps = seqs.first().and_then(|s| s.shape.get(1)).copied().unwrap_or(0);
+    let seqs: Vec<&F32Tensor> = args[n_states..n_states + n_seqs]
+        .iter()
+        .map(|v| v.as_f32())
+        .collect::<Result<_, _>>()?;
+    let consts: Vec<Value> = args[n_states + n_seqs..]
+        .iter()
+        .map(|v| (*v).clone())
+        .collect();
+    let steps = seqs
+        .first()
+        .and_then(|s| s.shape.get(1))
+        .copied()
+        .unwrap_or(0);
     let mut outputs: Vec<Vec<F32Tensor>> = Vec::new();
-    let order: Vec<usize> = if reverse { (0..steps).rev().collect() } else { (0..steps).collect() };
+    let order: Vec<usize> = if reverse {
+        (0..steps).rev().collect()
+    } else {
+        (0..steps).collect()
+    };
     for t in order {
         let mut inputs = states.clone();
         for s in &seqs {

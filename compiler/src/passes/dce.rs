@@ -24,14 +24,21 @@ pub fn prune(g: &Graph) -> Graph {
         if live[i] {
             remap[i] = NodeId(nodes.len() as u32);
             let inputs = node.inputs.iter().map(|a| remap[a.0 as usize]).collect();
-            nodes.push(Node { inputs, ..node.clone() });
+            nodes.push(Node {
+                inputs,
+                ..node.clone()
+            });
         }
     }
     Graph {
         name: g.name.clone(),
         nodes,
         inputs: g.inputs.iter().map(|a| remap[a.0 as usize]).collect(),
-        outputs: g.outputs.iter().map(|(n, a)| (n.clone(), remap[a.0 as usize])).collect(),
+        outputs: g
+            .outputs
+            .iter()
+            .map(|(n, a)| (n.clone(), remap[a.0 as usize]))
+            .collect(),
         error: g.error.clone(),
     }
 }
@@ -42,10 +49,14 @@ pub fn keep_outputs(g: &Graph, names: &[&str]) -> Result<Graph, String> {
     kept.outputs = names
         .iter()
         .map(|n| {
-            g.outputs.iter().find(|(o, _)| o == n).cloned().ok_or_else(|| {
-                let have: Vec<&str> = g.outputs.iter().map(|(o, _)| o.as_str()).collect();
-                format!("the model has no output `{n}` (it has {})", have.join(", "))
-            })
+            g.outputs
+                .iter()
+                .find(|(o, _)| o == n)
+                .cloned()
+                .ok_or_else(|| {
+                    let have: Vec<&str> = g.outputs.iter().map(|(o, _)| o.as_str()).collect();
+                    format!("the model has no output `{n}` (it has {})", have.join(", "))
+                })
         })
         .collect::<Result<_, _>>()?;
     Ok(prune(&kept))
