@@ -31,6 +31,9 @@ end, so they carry no float32 accumulation error of their own. Some HF code path
 RMSNorm, T5's layer norm variance, Mamba's B/C) cast intermediates to float32 internally, so
 the references are "float32-or-better" there. The float32 forward is checked against them and
 the largest relative difference is printed (it is ~1e-6).
+
+What each model computes is written down in compiler/tests/fixtures/hf/README.md, and
+tools/check_fixtures.py re-derives every output from the weights without transformers.
 """
 
 import copy
