@@ -8,7 +8,7 @@ use crate::interp::{self, Value};
 use crate::passes::keep_outputs;
 use crate::tensor::{F32Tensor, Tensor};
 use crate::weights::{load_with, LoadOptions};
-use arch_dsl::spec::{ArchSpec, Family};
+use arch_dsl::spec::{ArchSpec, Family, Sublayer};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -55,6 +55,19 @@ pub fn prepare_inputs(spec: &ArchSpec, inputs: &mut HashMap<String, Value>) -> R
                 return Err(format!(
                     "`token_type_ids` must be an integer tensor of shape {ids_shape:?}"
                 ))
+            }
+        }
+    }
+    let seq = ids_shape[1] as u64;
+    for (_, stack) in spec.stacks() {
+        for sub in stack.layers.iter().flat_map(|l| &l.sublayers) {
+            if let Sublayer::Ttt(t) = sub {
+                if seq % t.mini_batch != 0 {
+                    return Err(format!(
+                        "the sequence has {seq} tokens; a `ttt` layer with mini_batch = {} needs a multiple of it (pad the input)",
+                        t.mini_batch
+                    ));
+                }
             }
         }
     }
@@ -120,11 +133,13 @@ pub fn evaluate(
         attention_mask: inputs.contains_key("attention_mask"),
     };
     let full = forward(spec, &opts)?;
+    dump("expand", &full);
     let graph = if outputs.is_empty() {
         full
     } else {
         keep_outputs(&full, outputs)?
     };
+    dump("dce", &graph);
     let loaded = load_with(
         spec,
         weights,
@@ -157,4 +172,11 @@ pub fn evaluate(
         .into_iter()
         .map(|(n, v)| v.as_f32().map(|t| (n, t.clone())))
         .collect()
+}
+
+/// `ARCHC_DUMP=<stage>` prints the IR after that stage (`expand`, `dce`) to stderr.
+fn dump(stage: &str, graph: &crate::graph::Graph) {
+    if std::env::var("ARCHC_DUMP").is_ok_and(|s| s == stage || s == "all") {
+        eprintln!("// ARCHC_DUMP={stage}\n{}", crate::graph::print(graph));
+    }
 }
