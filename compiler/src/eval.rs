@@ -62,7 +62,7 @@ pub fn prepare_inputs(spec: &ArchSpec, inputs: &mut HashMap<String, Value>) -> R
     for (_, stack) in spec.stacks() {
         for sub in stack.layers.iter().flat_map(|l| &l.sublayers) {
             if let Sublayer::Ttt(t) = sub {
-                if seq % t.mini_batch != 0 {
+                if !seq.is_multiple_of(t.mini_batch) {
                     return Err(format!(
                         "the sequence has {seq} tokens; a `ttt` layer with mini_batch = {} needs a multiple of it (pad the input)",
                         t.mini_batch

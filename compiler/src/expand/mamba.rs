@@ -93,18 +93,12 @@ fn causal_conv(cx: &mut Cx, u: NodeId, prefix: &str, di: u64, k: u64) -> NodeId 
     }
 }
 
-/// The shape of one step of a sequence [B, T, rest..]: [B, rest..].
-fn step_shape(s: &Shape) -> Shape {
-    s.iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 1)
-        .map(|(_, d)| d.clone())
-        .collect()
-}
-
 /// Body: (h [B, di, N]; Δ [B, di], B [B, N], C [B, N], u [B, di]; A [di, N]) → (h', y [B, di]).
 fn selective_scan_body(cx: &Cx, seqs: &[NodeId], a: NodeId) -> Result<Graph, String> {
-    let shapes: Vec<Shape> = seqs.iter().map(|&s| step_shape(cx.g.shape(s))).collect();
+    let shapes: Vec<Shape> = seqs
+        .iter()
+        .map(|&s| super::step_shape(cx.g.shape(s)))
+        .collect();
     let a_shape = cx.g.shape(a).clone();
     let (batch, di, n) = (shapes[0][0].clone(), a_shape[0].clone(), a_shape[1].clone());
     let mut g = Graph::new("selective_scan");

@@ -26,6 +26,15 @@ pub struct ExpandOptions {
     pub attention_mask: bool,
 }
 
+/// The shape of one scan step of a [B, T, …] sequence: axis 1 dropped.
+pub fn step_shape(s: &Shape) -> Shape {
+    s.iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, d)| d.clone())
+        .collect()
+}
+
 /// Names of the symbolic dimensions.
 pub const BATCH: &str = "batch";
 pub const SEQ: &str = "seq";

@@ -47,8 +47,7 @@ impl StackPositions {
                         })
                 });
                 if let Some(hd) = head_dim {
-                    let (cos, sin) = rope_tables(cx, seq, hd, rope);
-                    out.rope = Some((cos, sin, rope));
+                    out.rope = Some(rope_tables(cx, Dim::sym(seq), hd, rope));
                 }
             }
             Position::RelativeBias {
@@ -84,9 +83,15 @@ pub fn rotated(head_dim: u64, rope: Rope) -> u64 {
     (head_dim as f64 * rope.fraction).round() as u64
 }
 
-fn rope_tables(cx: &mut Cx, seq: &str, head_dim: u64, rope: Rope) -> (NodeId, NodeId) {
+/// cos and sin of t·θ_i for positions t in `0..positions`, shape [positions, rotated / 2].
+pub fn rope_tables(
+    cx: &mut Cx,
+    positions: Dim,
+    head_dim: u64,
+    rope: Rope,
+) -> (NodeId, NodeId, Rope) {
     let rot = rotated(head_dim, rope);
-    let shape = vec![Dim::sym(seq), Dim::c(rot / 2)];
+    let shape = vec![positions, Dim::c(rot / 2)];
     let t = cx.g.iota(shape.clone(), 0);
     let i = cx.g.iota(shape, 1);
     let exponent = cx.g.scale(i, -2.0 / rot as f64);
@@ -96,6 +101,7 @@ fn rope_tables(cx: &mut Cx, seq: &str, head_dim: u64, rope: Rope) -> (NodeId, No
     (
         cx.g.unary(UnaryOp::Cos, angle),
         cx.g.unary(UnaryOp::Sin, angle),
+        rope,
     )
 }
 

@@ -23,7 +23,7 @@
 //! differ by those powers of two.
 
 use super::Cx;
-use crate::graph::{BinaryOp, DType, Dim, Graph, NodeId, Shape, UnaryOp};
+use crate::graph::{BinaryOp, DType, Dim, Graph, NodeId, UnaryOp};
 
 /// The reference's initial running maximum: effectively −∞, but finite so `max − max` stays 0.
 const MAX_INIT: f64 = -1e38;
@@ -46,7 +46,7 @@ pub fn time_mix(cx: &mut Cx, x: NodeId, prefix: &str) -> Result<NodeId, String> 
     let w = cx.g.unary(UnaryOp::Neg, decay);
     let u = cx.param(&p("first"));
 
-    let state = step_shape(cx.g.shape(k));
+    let state = super::step_shape(cx.g.shape(k));
     let num0 = cx.zeros(state.clone());
     let den0 = cx.zeros(state.clone());
     let max0 = cx.g.constant(MAX_INIT);
@@ -84,18 +84,9 @@ fn token_mix(cx: &mut Cx, x: NodeId, shifted: NodeId, name: &str) -> NodeId {
     cx.g.add(keep, carried)
 }
 
-/// The shape of one step of a sequence [B, T, rest..]: [B, rest..].
-fn step_shape(s: &Shape) -> Shape {
-    s.iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 1)
-        .map(|(_, d)| d.clone())
-        .collect()
-}
-
 /// Body: (num, den, max [B, d]; k, v [B, d]; w, u [d]) → (num', den', max', wkv [B, d]).
 fn wkv_body(cx: &Cx, k: NodeId, w: NodeId) -> Result<Graph, String> {
-    let step = step_shape(cx.g.shape(k));
+    let step = super::step_shape(cx.g.shape(k));
     let width: Vec<Dim> = cx.g.shape(w).clone();
     let mut g = Graph::new("wkv");
     let num = g.input("num", step.clone(), DType::F32);

@@ -26,7 +26,7 @@
 //! is causal, that equals padding the sequence to a multiple of b, which needs a pad op that
 //! the IR does not have for symbolic lengths yet.
 
-use super::position::{apply_rope, rotated, StackPositions};
+use super::position::{apply_rope, rope_tables, StackPositions};
 use super::Cx;
 use crate::graph::{BinaryOp, DType, Dim, Graph, NodeId, ReduceOp, Shape, UnaryOp};
 use arch_dsl::spec::{Rope, Ttt, TttInner};
@@ -52,7 +52,9 @@ pub fn ttt(
     let (batch, seq) = (shape[0].clone(), shape[1].clone());
 
     // Views: θ_Q x, θ_K x, θ_V x as [B, T/b, h, b, hd]; RoPE on q and k.
-    let tables = pos.rope.map(|(_, _, rope)| rope_tables(cx, rope, hd, b));
+    let tables = pos
+        .rope
+        .map(|(_, _, rope)| rope_tables(cx, Dim::c(b), hd, rope));
     let mut views = Vec::new();
     for name in ["q", "k", "v"] {
         let y = cx.linear(x, &format!("{prefix}.{name}"));
@@ -131,24 +133,6 @@ fn mini_batches(cx: &mut Cx, y: NodeId, h: u64, hd: u64, b: u64) -> NodeId {
         ],
     );
     cx.g.permute(split, &[0, 1, 3, 2, 4])
-}
-
-/// RoPE's cos and sin [b, rotated / 2] at positions 0..b: ttt.py rotates by
-/// `position_ids % mini_batch_size`, the position inside the mini-batch.
-fn rope_tables(cx: &mut Cx, rope: Rope, hd: u64, b: u64) -> (NodeId, NodeId, Rope) {
-    let rot = rotated(hd, rope);
-    let table = vec![Dim::c(b), Dim::c(rot / 2)];
-    let position = cx.g.iota(table.clone(), 0);
-    let i = cx.g.iota(table, 1);
-    let exponent = cx.g.scale(i, -2.0 / rot as f64);
-    let theta = cx.g.constant(rope.theta);
-    let inv_freq = cx.g.binary(BinaryOp::Pow, theta, exponent);
-    let angle = cx.g.mul(position, inv_freq);
-    (
-        cx.g.unary(UnaryOp::Cos, angle),
-        cx.g.unary(UnaryOp::Sin, angle),
-        rope,
-    )
 }
 
 /// RoPE on y [B, T/b, h, b, hd], viewed as [B, T/b·h, b, hd] so that the rotation's position

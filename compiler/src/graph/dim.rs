@@ -86,7 +86,7 @@ impl Dim {
                 .ok_or_else(|| format!("dimension `{s}` is not bound"))?;
             v *= *b as u128;
         }
-        if v % self.div as u128 != 0 {
+        if !v.is_multiple_of(self.div as u128) {
             return Err(format!("dimension {self} is not a whole number"));
         }
         usize::try_from(v / self.div as u128).map_err(|_| format!("dimension {self} is too large"))
