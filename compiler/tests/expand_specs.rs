@@ -1,13 +1,17 @@
 //! Every model of the spec library and of the language examples expands to a forward graph
 //! that verifies, at its real size (no weights needed), and the IR text round-trips.
 
+use arch_dsl::elab::Program;
 use archc::expand::{forward, ExpandOptions};
 use archc::graph::{print, read, verify, Op};
-use arch_dsl::elab::Program;
 use std::path::Path;
 
 fn arch_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "arch")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "arch"))
+        .collect();
     files.sort();
     files
 }
@@ -23,11 +27,25 @@ fn every_library_model_expands_and_verifies() {
         let (specs, diags) = prog.check();
         assert!(diags.is_empty(), "{}", file.display());
         for spec in specs {
-            let g = forward(&spec, &ExpandOptions { attention_mask: true }).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+            let g = forward(
+                &spec,
+                &ExpandOptions {
+                    attention_mask: true,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", spec.name));
             verify(&g).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
-            let params: usize = g.nodes.iter().filter(|n| matches!(n.op, Op::Param { .. })).count();
+            let params: usize = g
+                .nodes
+                .iter()
+                .filter(|n| matches!(n.op, Op::Param { .. }))
+                .count();
             assert!(params > 0, "{}", spec.name);
-            assert!(g.outputs.iter().any(|(n, _)| n == "hidden"), "{}", spec.name);
+            assert!(
+                g.outputs.iter().any(|(n, _)| n == "hidden"),
+                "{}",
+                spec.name
+            );
             count += 1;
         }
     }
@@ -37,10 +55,24 @@ fn every_library_model_expands_and_verifies() {
 #[test]
 fn ir_text_round_trips_for_each_family() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs");
-    for (file, model) in [("bert.arch", "bert_base"), ("t5.arch", "t5_small"), ("mamba.arch", "mamba_130m"), ("rwkv4.arch", "rwkv4_169m"), ("ttt.arch", "ttt_mlp_125m"), ("hybrid.arch", "hybrid_1b"), ("gpt3.arch", "gpt3_small")] {
+    for (file, model) in [
+        ("bert.arch", "bert_base"),
+        ("t5.arch", "t5_small"),
+        ("mamba.arch", "mamba_130m"),
+        ("rwkv4.arch", "rwkv4_169m"),
+        ("ttt.arch", "ttt_mlp_125m"),
+        ("hybrid.arch", "hybrid_1b"),
+        ("gpt3.arch", "gpt3_small"),
+    ] {
         let prog = Program::load(&root.join(file)).unwrap();
         let spec = prog.elaborate(model).0.unwrap();
-        let g = forward(&spec, &ExpandOptions { attention_mask: true }).unwrap();
+        let g = forward(
+            &spec,
+            &ExpandOptions {
+                attention_mask: true,
+            },
+        )
+        .unwrap();
         let text = print(&g);
         let back = read(&text).unwrap_or_else(|e| panic!("{model}: {e}"));
         assert_eq!(back, g, "{model}");
