@@ -1,6 +1,7 @@
 //! archc: `.arch` specs → graph IR → fused kernels. This crate holds the command line
 //! today; the graph IR, passes and backends join it as they land (see ARCHITECTURE.md).
 
+pub mod autodiff;
 pub mod cli;
 pub mod diagram;
 pub mod eval;
