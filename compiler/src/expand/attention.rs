@@ -40,7 +40,7 @@ pub fn self_attention(
     let mut q = split_heads(cx, q, a.heads, a.head_dim);
     let mut k = split_heads(cx, k, a.kv_heads, a.head_dim);
     let v = split_heads(cx, v, a.kv_heads, a.head_dim);
-    if let Some(tables) = &pos.rope {
+    if let Some(tables) = pos.rope_for(a.head_dim) {
         q = apply_rope(cx, q, tables);
         k = apply_rope(cx, k, tables);
     }
@@ -49,7 +49,7 @@ pub fn self_attention(
         Mask::Bidirectional => MaskKind::Bidirectional,
         Mask::Sliding { window } => MaskKind::Sliding(window),
     };
-    let out = attend(cx, q, k, v, pos.bias, key_mask, mask, a.scale);
+    let out = attend(cx, q, k, v, pos.bias_for(a.heads), key_mask, mask, a.scale);
     let merged = merge_heads(cx, out, a.heads, a.head_dim);
     Ok(cx.linear(merged, &format!("{prefix}.o")))
 }

@@ -6,12 +6,16 @@ use super::Cx;
 use crate::graph::{BinaryOp, DType, Dim, NodeId, UnaryOp};
 use arch_dsl::spec::{Position, Rope, RopeStyle, Stack, Sublayer};
 
-/// Computed once per stack, used by every attention (and TTT) sublayer of it.
+/// Computed once per stack, used by every attention (and TTT) sublayer of it. A
+/// heterogeneous stack gets one RoPE table per distinct head width and one ALiBi bias per
+/// distinct head count.
 pub struct StackPositions {
-    /// cos and sin of t·θ_i, shape [seq, rotated / 2].
-    pub rope: Option<(NodeId, NodeId, Rope)>,
-    /// Additive attention bias [1, heads, seq, seq].
-    pub bias: Option<NodeId>,
+    /// The model's RoPE settings, when it uses RoPE.
+    pub rope: Option<Rope>,
+    /// (head_dim, (cos, sin, rope)): cos and sin of t·θ_i, shape [seq, rotated / 2].
+    rope_tables: Vec<(u64, (NodeId, NodeId, Rope))>,
+    /// (heads, additive attention bias [1, heads, seq, seq]).
+    biases: Vec<(u64, NodeId)>,
 }
 
 impl StackPositions {
@@ -21,42 +25,42 @@ impl StackPositions {
         stack: &Stack,
         seq: &str,
     ) -> Result<StackPositions, String> {
-        let first_attention =
-            stack
-                .layers
-                .iter()
-                .flat_map(|l| &l.sublayers)
-                .find_map(|s| match s {
-                    Sublayer::Attention(a) => Some((a.heads, a.head_dim)),
-                    _ => None,
-                });
+        let mut shapes: Vec<(u64, u64)> = Vec::new();
+        for sub in stack.layers.iter().flat_map(|l| &l.sublayers) {
+            let shape = match sub {
+                Sublayer::Attention(a) => (a.heads, a.head_dim),
+                _ => continue,
+            };
+            if !shapes.contains(&shape) {
+                shapes.push(shape);
+            }
+        }
         let mut out = StackPositions {
             rope: None,
-            bias: None,
+            rope_tables: Vec::new(),
+            biases: Vec::new(),
         };
         match cx.spec.position {
             Position::Rope(rope) => {
-                let head_dim = first_attention.map(|(_, hd)| hd).or_else(|| {
-                    stack
-                        .layers
-                        .iter()
-                        .flat_map(|l| &l.sublayers)
-                        .find_map(|s| match s {
-                            Sublayer::Ttt(t) => Some(cx.spec.d_model / t.heads),
-                            _ => None,
-                        })
-                });
-                if let Some(hd) = head_dim {
-                    out.rope = Some(rope_tables(cx, Dim::sym(seq), hd, rope));
+                out.rope = Some(rope);
+                for &(_, hd) in &shapes {
+                    if !out.rope_tables.iter().any(|(d, _)| *d == hd) {
+                        let tables = rope_tables(cx, Dim::sym(seq), hd, rope);
+                        out.rope_tables.push((hd, tables));
+                    }
                 }
             }
             Position::RelativeBias {
                 buckets,
                 max_distance,
             } => {
-                if let Some((heads, _)) = first_attention {
+                // One table per stack (T5): its width is the heads of the first attention.
+                if let Some(&(heads, _)) = shapes.first() {
+                    if shapes.iter().any(|(h, _)| *h != heads) {
+                        return Err(format!("{stack_name}: relative_bias needs every attention of a stack to have the same number of heads"));
+                    }
                     let bidirectional = stack_name == "encoder";
-                    out.bias = Some(relative_bias(
+                    let bias = relative_bias(
                         cx,
                         stack_name,
                         seq,
@@ -64,17 +68,37 @@ impl StackPositions {
                         buckets,
                         max_distance,
                         bidirectional,
-                    ));
+                    );
+                    out.biases.push((heads, bias));
                 }
             }
             Position::Alibi => {
-                if let Some((heads, _)) = first_attention {
-                    out.bias = Some(alibi(cx, seq, heads));
+                for &(heads, _) in &shapes {
+                    if !out.biases.iter().any(|(h, _)| *h == heads) {
+                        let bias = alibi(cx, seq, heads);
+                        out.biases.push((heads, bias));
+                    }
                 }
             }
             _ => {}
         }
         Ok(out)
+    }
+
+    /// The RoPE tables for heads of this width.
+    pub fn rope_for(&self, head_dim: u64) -> Option<&(NodeId, NodeId, Rope)> {
+        self.rope_tables
+            .iter()
+            .find(|(d, _)| *d == head_dim)
+            .map(|(_, t)| t)
+    }
+
+    /// The additive bias for an attention of this many heads.
+    pub fn bias_for(&self, heads: u64) -> Option<NodeId> {
+        self.biases
+            .iter()
+            .find(|(h, _)| *h == heads)
+            .map(|(_, b)| *b)
     }
 }
 

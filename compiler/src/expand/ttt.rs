@@ -52,9 +52,7 @@ pub fn ttt(
     let (batch, seq) = (shape[0].clone(), shape[1].clone());
 
     // Views: θ_Q x, θ_K x, θ_V x as [B, T/b, h, b, hd]; RoPE on q and k.
-    let tables = pos
-        .rope
-        .map(|(_, _, rope)| rope_tables(cx, Dim::c(b), hd, rope));
+    let tables = pos.rope.map(|rope| rope_tables(cx, Dim::c(b), hd, rope));
     let mut views = Vec::new();
     for name in ["q", "k", "v"] {
         let y = cx.linear(x, &format!("{prefix}.{name}"));
