@@ -172,7 +172,7 @@ pub fn apply_rope(cx: &mut Cx, x: NodeId, tables: &(NodeId, NodeId, Rope)) -> No
     if rot == hd {
         rotated
     } else {
-        let pass = cx.g.slice(x, 3, rot, hd - rot);
+        let pass = cx.g.slice(x, 3, rot, hd.saturating_sub(rot));
         cx.g.concat(vec![rotated, pass], 3)
     }
 }
