@@ -42,13 +42,12 @@ fn copy_spec_fixtures() {
 
 /// Cargo's target directory (where trybuild puts its crate): the ancestor of this test
 /// binary that cargo marked with `CACHEDIR.TAG`, wherever `CARGO_TARGET_DIR` or `--target`
-/// put it.
+/// put it; cargo writes no tag into a directory that existed before it, so failing that,
+/// the directory above `<profile>/deps/`.
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    match exe
-        .ancestors()
-        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-    {
+    let tagged = exe.ancestors().find(|dir| dir.join("CACHEDIR.TAG").is_file());
+    match tagged.or_else(|| exe.ancestors().nth(3)) {
         Some(dir) => dir.to_path_buf(),
         None => panic!("no cargo target directory above {}", exe.display()),
     }
