@@ -160,4 +160,36 @@ fn graph_prints_ir_that_reads_back_and_diagrams() {
     )
     .unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("layer × 24"));
+    let train = archc(&[
+        "graph",
+        &fixture("gpt2/model.arch"),
+        "--mode",
+        "train",
+        "--all-layers",
+    ]);
+    assert!(
+        train.status.success(),
+        "{}",
+        String::from_utf8_lossy(&train.stderr)
+    );
+    let train = String::from_utf8(train.stdout).unwrap();
+    let grads = train.lines().filter(|l| l.contains("output grad:")).count();
+    // tokens, positions, final norm (2), and per layer 16: two norms, q/k/v/o and up/down with biases
+    assert_eq!(
+        grads,
+        4 + 2 * 16,
+        "every parameter of the 2-layer GPT-2 has a gradient"
+    );
+    assert!(train.contains("output loss = %"));
+    let bert = archc(&[
+        "graph",
+        &specs.join("bert.arch").display().to_string(),
+        "--mode",
+        "train",
+    ]);
+    assert_eq!(
+        bert.status.code(),
+        Some(1),
+        "MLM's loss is not built yet: a clear error"
+    );
 }

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 pub struct GraphArgs<'a> {
     pub target: &'a str,
     pub format: &'a str,
+    pub mode: &'a str,
     pub after: Option<&'a str>,
     pub all_layers: bool,
     pub out: Option<&'a Path>,
@@ -58,10 +59,15 @@ fn render(args: &GraphArgs) -> Result<String, String> {
             attention_mask: true,
         },
     )?;
+    match args.mode {
+        "infer" => {}
+        "train" => graph = train_graph(&shown, graph)?,
+        other => return Err(format!("unknown mode `{other}` (infer or train)")),
+    }
     match args.after {
-        None | Some("expand") => {}
+        None | Some("expand") | Some("autodiff") => {}
         Some("dce") => graph = prune(&graph),
-        Some(other) => return Err(format!("unknown pass `{other}` (expand, dce)")),
+        Some(other) => return Err(format!("unknown pass `{other}` (expand, autodiff, dce)")),
     }
     let mut text = String::new();
     for (stack, first, count) in runs.iter().filter(|r| r.2 > 1) {
@@ -72,4 +78,32 @@ fn render(args: &GraphArgs) -> Result<String, String> {
     }
     text.push_str(&print(&graph));
     Ok(text)
+}
+
+/// The training graph: the next-token loss on the logits (labels are the input ids) and the
+/// gradient of every parameter. Other objectives' losses are not built yet.
+fn train_graph(
+    spec: &arch_dsl::ArchSpec,
+    mut graph: crate::graph::Graph,
+) -> Result<crate::graph::Graph, String> {
+    use arch_dsl::spec::Objective;
+    if !spec
+        .objectives
+        .iter()
+        .any(|o| matches!(o, Objective::NextToken))
+    {
+        return Err(
+            "`--mode train` builds the next-token loss; this model's objective has no `next_token`"
+                .into(),
+        );
+    }
+    let logits = graph
+        .outputs
+        .iter()
+        .find(|(n, _)| n == "logits")
+        .map(|(_, id)| *id)
+        .ok_or("the model has no logits")?;
+    let ids = *graph.inputs.first().ok_or("the graph has no inputs")?;
+    crate::autodiff::add_lm_loss(&mut graph, logits, ids);
+    crate::autodiff::grad(&graph, "loss", crate::autodiff::Wrt::Params)
 }

@@ -62,6 +62,9 @@ enum Command {
         /// text (the graph IR), dot (Graphviz) or svg.
         #[arg(long, default_value = "text")]
         format: String,
+        /// infer (the forward graph) or train (next-token loss and parameter gradients).
+        #[arg(long, default_value = "infer", value_parser = ["infer", "train"])]
+        mode: String,
         /// Show the IR after this pass: expand (default) or dce.
         #[arg(long)]
         after: Option<String>,
@@ -139,12 +142,14 @@ fn run(cli: Cli) -> ExitCode {
         Command::Graph {
             target,
             format,
+            mode,
             after,
             all_layers,
             out,
         } => graph::run(&graph::GraphArgs {
             target: &target,
             format: &format,
+            mode: &mode,
             after: after.as_deref(),
             all_layers,
             out: out.as_deref(),
