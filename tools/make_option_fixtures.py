@@ -62,6 +62,7 @@ PERTURBATIONS = {
     "no_final_norm": "final_norm ignored",
     "no_pad_mask": "attention_mask ignored",
     "block_masks": "heterogeneous stack with the masks of its two blocks swapped",
+    "first_attention": "RoPE frequencies and ALiBi slopes of every attention from the stack's first one",
 }
 PERTURB = set()
 
@@ -125,10 +126,12 @@ model tiny {
         checks="ALiBi: head h of H = 4 adds 2^(-8(h+1)/H) * (key - query) to its scores (slopes "
                "1/4, 1/16, 1/64, 1/256), not scaled by 1/sqrt(head_dim); multi-query attention "
                "(`kv_heads = 1`); ReGLU `down(relu(gate x) * up x)`; RMSNorm; untied head; "
-               "right padding in a decoder (padding keys masked).",
+               "left padding in a decoder (row 1 holds 3 padding tokens, then 4 real ones: the "
+               "padding keys must be masked; positions stay the absolute indices 0..6, which "
+               "ALiBi does not notice since it depends on key - query only).",
         arch="""\
 // Decoder: ALiBi, multi-query attention (4 query heads, 1 key/value head), ReGLU, RMSNorm,
-// untied head; inputs padded on the right.
+// untied head; inputs padded on the left.
 model tiny {
     vocab = 53
     d_model = 32
@@ -149,6 +152,7 @@ model tiny {
                  layers=[[attn(4, 1, d=d), mlp(48, "reglu")]] * 2,
                  head=dict(scale=1.0, bias=False)),
         lengths=[7, 4],
+        pad_side="left",
     ))
 
     # 3 -------------------------------------------------------------------------------
@@ -334,18 +338,20 @@ model tiny {
         lengths=[5, 7],
     ))
 
-    # Known failing (ignored tests): per-attention position tables in heterogeneous stacks.
+    # Per-attention position tables in heterogeneous stacks (archc used the stack's first
+    # attention for all of them until these fixtures caught it).
     d = 24
     wide = [attn(4, 4, 6), mlp(32, "swiglu")]
     narrow = [attn(2, 2, 12), mlp(32, "swiglu")]
     fx.append(dict(
         name="hetero_alibi_heads",
-        checks="KNOWN FAILING (test ignored). ALiBi in `stack = [wide, narrow]`, where wide has 4 "
-               "heads and narrow 2: each attention uses the slopes of its own head count "
+        checks="ALiBi in `stack = [wide, narrow]`, where wide has 4 heads (head_dim 6) and narrow "
+               "2 (head_dim 12): each attention uses the slopes of its own head count "
                "(2^(-8(h+1)/4) in wide, 2^(-8(h+1)/2) in narrow), as a BLOOM-style model of each "
-               "block would. archc builds one bias from the stack's first attention.",
+               "block would. (archc once built one bias from the stack's first attention.)",
         arch="""\
-// Known failing: ALiBi in a stack whose blocks have different head counts.
+// Decoder: ALiBi in a stack whose blocks have different head counts (4 and 2); each
+// attention takes the slopes of its own head count.
 block wide {
     attention { heads = 4 }
     mlp { hidden = 32  act = swiglu }
@@ -373,12 +379,13 @@ model tiny {
     ))
     fx.append(dict(
         name="hetero_rope_head_dim",
-        checks="KNOWN FAILING (test ignored). RoPE in `stack = [wide, narrow]`, where wide has "
-               "head_dim 6 and narrow head_dim 12: each attention rotates its own head width "
-               "(inv_freq = theta^(-2i/head_dim)). archc builds one table from the stack's first "
-               "attention, and expansion panics (index out of bounds in merge_heads).",
+        checks="RoPE in `stack = [wide, narrow]`, where wide has head_dim 6 and narrow head_dim "
+               "12: each attention rotates its own head width (inv_freq = "
+               "theta^(-2i/head_dim)). (archc once built one table from the stack's first "
+               "attention, and expansion panicked in merge_heads.)",
         arch="""\
-// Known failing: RoPE in a stack whose blocks have different head_dim.
+// Decoder: RoPE in a stack whose blocks have different head_dim (6 and 12); each
+// attention rotates its own head width.
 block wide {
     attention { heads = 4 }
     mlp { hidden = 32  act = swiglu }
@@ -448,11 +455,12 @@ def param_shapes(cfg):
                     out.append((f"{p}.o.bias", [d], "bias"))
             else:
                 h = a["hidden"]
-                if a["act"] in ("swiglu", "geglu", "reglu"):
-                    out.append((f"{p}.gate.weight", [h, d], "w"))
+                gated = a["act"] in GATED
+                if gated:
+                    out.append((f"{p}.gate.weight", [h, d], "act"))
                     if a["bias"]:
                         out.append((f"{p}.gate.bias", [h], "bias"))
-                out.append((f"{p}.up.weight", [h, d], "w"))
+                out.append((f"{p}.up.weight", [h, d], "w" if gated else "act"))
                 if a["bias"]:
                     out.append((f"{p}.up.bias", [h], "bias"))
                 out.append((f"{p}.down.weight", [d, h], "w"))
@@ -479,6 +487,8 @@ def make_weights(cfg, gen):
             t = 0.2 * z
         elif role == "qk":  # larger, so that attention is far from uniform
             t = 2.0 * z / math.sqrt(shape[1])
+        elif role == "act":  # what an activation reads: larger, so that pre-activations reach
+            t = 2.5 * z / math.sqrt(shape[1])  # |x| ~ 2-3, where gelu and gelu_tanh differ most
         else:
             t = z / math.sqrt(shape[1])
         W[name] = t.to(torch.float32).contiguous()
@@ -521,10 +531,10 @@ def sinusoidal_table(T, E, dtype):
     return pe
 
 
-def alibi_bias(H, T, dtype):
+def alibi_bias(H, T, dtype, first_heads=None):
     """[H, T, T]: head h adds slope_h * (key - query); slopes of BLOOM / Press et al. for a
     power-of-two H: start = 2^(-8/H), slope_h = start^(h+1)."""
-    start = 2.0 ** (-8.0 / H)
+    start = 2.0 ** (-8.0 / (first_heads if "first_attention" in PERTURB else H))
     first = 0 if "alibi_slopes" in PERTURB else 1
     slopes = torch.tensor([start ** (first + h) for h in range(H)], dtype=dtype)
     pos = torch.arange(T, dtype=dtype)
@@ -539,7 +549,7 @@ def rotate_half(x):
     return torch.cat((-x2, x1), dim=-1)
 
 
-def apply_rope(x, pos):
+def apply_rope(x, pos, first_head_dim=None):
     """x [B, H, T, hd]. Hugging Face (half) or GPT-J / Meta (interleaved) RoPE on the first
     rot = hd * fraction features."""
     hd, T = x.shape[-1], x.shape[-2]
@@ -548,7 +558,8 @@ def apply_rope(x, pos):
     assert rot % 2 == 0 and rot > 0
     theta = pos["theta"] * (2.0 if "rope_theta" in PERTURB else 1.0)
     style = "half" if "rope_style" in PERTURB else pos["style"]
-    inv_freq = 1.0 / (theta ** (torch.arange(0, rot, 2, dtype=torch.float64) / rot))
+    denom = int(first_head_dim * fraction) if "first_attention" in PERTURB else rot
+    inv_freq = 1.0 / (theta ** (torch.arange(0, rot, 2, dtype=torch.float64) / denom))
     freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)  # [T, rot/2]
     x_rot, x_pass = x[..., :rot], x[..., rot:]
     if style == "half":
@@ -563,6 +574,10 @@ def apply_rope(x, pos):
     return torch.cat((x_rot, x_pass), dim=-1)
 
 
+def first_attention(cfg):
+    return next(a for layer in cfg["layers"] for kind, a in layer if kind == "attention")
+
+
 def attention(cfg, x, W, p, a, pad):
     B, T, d = x.shape
     H, KV, hd = a["heads"], a["kv_heads"], a["head_dim"]
@@ -572,7 +587,8 @@ def attention(cfg, x, W, p, a, pad):
     v = linear(x, W, f"{p}.v", use_bias).view(B, T, KV, hd).transpose(1, 2)
     pos = cfg["position"]
     if pos["kind"] == "rope":
-        q, k = apply_rope(q, pos), apply_rope(k, pos)
+        first = first_attention(cfg)["head_dim"]
+        q, k = apply_rope(q, pos, first), apply_rope(k, pos, first)
     if H != KV:
         if "kv_tile" in PERTURB:
             k, v = k.repeat(1, H // KV, 1, 1), v.repeat(1, H // KV, 1, 1)
@@ -581,7 +597,7 @@ def attention(cfg, x, W, p, a, pad):
     scale = 1.0 / math.sqrt(d // H if "scale_d" in PERTURB else hd)
     scores = (q @ k.transpose(-1, -2)) * scale
     if pos["kind"] == "alibi":
-        scores = scores + alibi_bias(H, T, x.dtype)[None]
+        scores = scores + alibi_bias(H, T, x.dtype, first_attention(cfg)["heads"])[None]
     i = torch.arange(T)[:, None]  # query
     j = torch.arange(T)[None, :]  # key
     mask = a["mask"]
@@ -596,7 +612,8 @@ def attention(cfg, x, W, p, a, pad):
     if pad is not None and "no_pad_mask" not in PERTURB:
         allowed = allowed & pad.bool()[:, None, None, :]
     scores = scores.masked_fill(~allowed, float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
+    # A query that may see no key (left padding) gets zeros, not NaN; its rows are not compared.
+    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
     out = (probs @ v).transpose(1, 2).reshape(B, T, H * hd)
     return linear(out, W, f"{p}.o")
 
@@ -693,7 +710,10 @@ def build(fx, index, out_root):
     if fx["lengths"] is not None:
         pad = torch.zeros(B, T, dtype=torch.int64)
         for r, n in enumerate(fx["lengths"]):
-            pad[r, :n] = 1
+            if fx.get("pad_side", "right") == "left":
+                pad[r, T - n:] = 1
+            else:
+                pad[r, :n] = 1
         ids.masked_fill_(pad == 0, 1)  # padding id (any id works; its rows are not compared)
         inputs["attention_mask"] = pad
     hidden, logits = forward(cfg, W, ids, pad, torch.float64)

@@ -129,7 +129,8 @@ fn sinusoidal_geglu() {
     check("sinusoidal_geglu");
 }
 
-/// ALiBi (4 heads) over one key/value head, ReGLU, RMSNorm, untied head, right padding.
+/// ALiBi (4 heads) over one key/value head, ReGLU, RMSNorm, untied head, left padding (so
+/// the padding keys precede real queries and must be masked).
 #[test]
 fn alibi_mqa_reglu() {
     check("alibi_mqa_reglu");

@@ -236,15 +236,78 @@ fn relative_bias(
     )
 }
 
-/// ALiBi: head h adds slope_h · (key − query), slopes 2^(−8(h+1)/H).
+/// ALiBi (Press et al. 2022; BLOOM's `build_alibi_tensor`): head h adds slope_h · (key −
+/// query). With P the largest power of two ≤ H, heads h < P get 2^(−8(h+1)/P) and the
+/// remaining heads take every other slope of 2P heads: 2^(−4(2(h − P) + 1)/P).
 fn alibi(cx: &mut Cx, seq: &str, heads: u64) -> NodeId {
     let shape = vec![Dim::c(1), Dim::c(heads), Dim::sym(seq), Dim::sym(seq)];
+    let p = 1u64 << (63 - heads.max(1).leading_zeros());
     let h = cx.g.iota(shape.clone(), 1);
-    let exponent = cx.g.scale_add(h, -8.0 / heads as f64, -8.0 / heads as f64);
     let two = cx.g.constant(2.0);
-    let slope = cx.g.binary(BinaryOp::Pow, two, exponent);
+    let base_exp = cx.g.scale_add(h, -8.0 / p as f64, -8.0 / p as f64);
+    let mut slope = cx.g.binary(BinaryOp::Pow, two, base_exp);
+    if p < heads {
+        // −4(2(h − P) + 1)/P = −8h/P + (8P − 4)/P
+        let extra_exp =
+            cx.g.scale_add(h, -8.0 / p as f64, (8.0 * p as f64 - 4.0) / p as f64);
+        let extra = cx.g.binary(BinaryOp::Pow, two, extra_exp);
+        let limit = cx.g.constant(p as f64);
+        let first = cx.g.binary(BinaryOp::Lt, h, limit);
+        slope = cx.g.select(first, slope, extra);
+    }
     let q = cx.g.iota(shape.clone(), 2);
     let k = cx.g.iota(shape, 3);
     let rel = cx.g.sub(k, q);
     cx.g.mul(slope, rel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interp::{run, Value};
+    use crate::tensor::Tensor;
+    use std::collections::HashMap;
+
+    /// BLOOM's `get_slopes` for 6 and 12 heads (computed with its Python code).
+    #[test]
+    fn alibi_slopes_follow_bloom_for_any_head_count() {
+        let expected: [(u64, &[f64]); 2] = [
+            (6, &[0.25, 0.0625, 0.015625, 0.00390625, 0.5, 0.125]),
+            (
+                12,
+                &[
+                    0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.00390625, 0.70710678,
+                    0.35355339, 0.1767767, 0.08838835,
+                ],
+            ),
+        ];
+        for (heads, slopes) in expected {
+            let src = format!("model m {{ vocab = 8  d_model = {}  context = 4  position = alibi  decoder {{ layers = 1  attention {{ heads = {heads} }} }} }}", heads * 2);
+            let prog = arch_dsl::elab::Program::from_source("t.arch", src, None);
+            let spec = prog.elaborate("m").0.expect("valid spec");
+            let mut cx = Cx::new(&spec, "alibi");
+            let x = cx.g.input("x", vec![Dim::sym("seq")], DType::F32);
+            let bias = alibi(&mut cx, "seq", heads);
+            cx.g.output("bias", bias);
+            cx.g.output("x", x);
+            let g = cx.finish().unwrap();
+            let inputs = HashMap::from([(
+                "x".to_string(),
+                Value::F(Tensor {
+                    shape: vec![2],
+                    data: vec![0.0; 2],
+                }),
+            )]);
+            let out = run(&g, &inputs, &HashMap::new()).unwrap();
+            let b = out[0].1.as_f32().unwrap();
+            // bias[0, h, 0, 1] = slope_h · (1 − 0)
+            for (h, want) in slopes.iter().enumerate() {
+                let got = b.data[h * 4 + 1] as f64;
+                assert!(
+                    (got - want).abs() < 1e-6,
+                    "{heads} heads, head {h}: {got} vs {want}"
+                );
+            }
+        }
+    }
 }
