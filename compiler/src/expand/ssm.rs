@@ -157,16 +157,26 @@ fn exp(g: &mut Graph, z: Complex) -> Complex {
 fn log(g: &mut Graph, z: Complex) -> Complex {
     let norm2 = abs2(g, z);
     let abs = g.unary(Sqrt, norm2);
+    let zero = g.constant(0.0);
+    let one = g.constant(1.0);
+    let on_right = g.binary(BinaryOp::Le, zero, z.re);
+    // Both branches are computed and one is selected, so the unused one must not divide by
+    // zero either: its gradient is 0 · (1/0) = NaN otherwise. Each divides by 1 where unused.
     let right_den = g.add(abs, z.re);
+    let right_den = g.select(on_right, right_den, one);
     let right = g.div(z.im, right_den);
     let left_num = g.sub(abs, z.re);
-    let left = g.div(left_num, z.im);
+    // On the negative real axis (im = 0) a tiny divisor sends `left` to the clamp below
+    // (arg = π) with finite values, so its gradient stays finite too.
+    let im_zero = g.binary(BinaryOp::Eq, z.im, zero);
+    let tiny = g.constant(1e-30);
+    let safe_im = g.select(im_zero, tiny, z.im);
+    let left_den = g.select(on_right, one, safe_im);
+    let left = g.div(left_num, left_den);
     // On the negative real axis `left` is ±∞ (arg ±π): keep it finite for the halvings.
     let (big, small) = (g.constant(1e18), g.constant(-1e18));
     let left = g.binary(BinaryOp::Min, left, big);
     let left = g.binary(BinaryOp::Max, left, small);
-    let zero = g.constant(0.0);
-    let on_right = g.binary(BinaryOp::Le, zero, z.re);
     let mut t = g.select(on_right, right, left);
     for _ in 0..3 {
         let sq = g.unary(Square, t);
