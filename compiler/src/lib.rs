@@ -2,6 +2,7 @@
 //! today; the graph IR, passes and backends join it as they land (see ARCHITECTURE.md).
 
 pub mod autodiff;
+pub mod backend;
 pub mod cli;
 pub mod diagram;
 pub mod eval;

@@ -1,0 +1,24 @@
+//! The x86-64 CPU backend: host detection → generated LLVM IR → optimised object code →
+//! a shared library loaded into the process.
+//!
+//! - `target` — which vector set (AVX-512, AVX2+FMA, SSE2) and LLVM CPU to generate for.
+//! - `ir` — loop and vector building blocks over inkwell.
+//! - `sgemm_ir` — the register-tiled f32 matmul as LLVM IR: tiles, microkernel, block loops.
+//! - `pack` — the packing routines it calls, also generated.
+//! - `codegen` — target machine, O3, object emission, `cc -shared`, `dlopen`.
+//! - `sgemm` — the safe entry points: shape checks, threads, workspaces.
+//! - `peak` — a generated FMA-throughput probe for the machine's floor.
+
+mod codegen;
+mod ir;
+mod pack;
+mod peak;
+mod sgemm;
+mod sgemm_ir;
+mod target;
+
+pub use codegen::SharedLibrary;
+pub use peak::FmaProbe;
+pub use sgemm::{sgemm, sgemm_assembly, sgemm_llvm_ir, SgemmConfig, SgemmKernel};
+pub use sgemm_ir::SgemmTiles;
+pub use target::{describe_host, host_isa, CpuTarget, VectorIsa};

@@ -1,0 +1,187 @@
+//! Matrices → packed panels, as LLVM IR for the generated matmul (`sgemm_ir`): A into
+//! MR-row panels, B into NR-column panels, both zero-padded to whole panels so the
+//! microkernel never sees a ragged edge in k-loop data.
+
+use super::ir::{Ir, IrResult, WholeSteps};
+use super::sgemm_ir::SgemmTiles;
+use inkwell::module::Linkage;
+use inkwell::types::VectorType;
+use inkwell::values::{BasicValueEnum, FunctionValue, IntValue, PointerValue};
+use inkwell::IntPredicate;
+
+/// Rows of B that `pack_b` copies per sweep across the panels.
+const PACK_B_ROWS: u64 = 8;
+
+/// `pack_a(mc, kc, a, lda, ap)`: A[0..mc, 0..kc] → ⌈mc/MR⌉ panels, each KC×MR with the MR
+/// values of one k adjacent (`ap[panel·MR·kc + k·MR + r]`); rows past `mc` are zero.
+pub(crate) fn emit_pack_a<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionValue<'ctx>> {
+    let (i64t, ptr) = (ir.i64, ir.ptr);
+    let ty = ir.ctx.void_type().fn_type(
+        &[
+            i64t.into(),
+            i64t.into(),
+            ptr.into(),
+            i64t.into(),
+            ptr.into(),
+        ],
+        false,
+    );
+    let f = ir
+        .module
+        .add_function("archc_sgemm_pack_a", ty, Some(Linkage::Internal));
+    ir.add_fn_attrs(f, &[]);
+    ir.mark_noalias(f, &[2, 4]);
+    ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
+    let (mc, kc, a, lda, ap) = (
+        ir.param_int(f, 0)?,
+        ir.param_int(f, 1)?,
+        ir.param_ptr(f, 2)?,
+        ir.param_int(f, 3)?,
+        ir.param_ptr(f, 4)?,
+    );
+    let mr_c = ir.int(t.mr as u64);
+    ir.for_range(f, "ir", ir.int(0), mc, t.mr as u64, |i0| {
+        let rows = ir.min(mr_c, ir.sub(mc, i0)?)?;
+        let panel = ir.at(ap, ir.mul(i0, kc)?)?;
+        let row_ptr = |r: IntValue<'ctx>| -> IrResult<PointerValue<'ctx>> {
+            ir.at(a, ir.mul(ir.add(i0, r)?, lda)?)
+        };
+        ir.if_else(
+            f,
+            "full",
+            ir.eq(rows, mr_c)?,
+            || {
+                // Whole panel: MR row pointers, one pass over k copying a column of MR.
+                let srcs = (0..t.mr)
+                    .map(|r| row_ptr(ir.int(r as u64)))
+                    .collect::<IrResult<Vec<_>>>()?;
+                ir.for_range(f, "k", ir.int(0), kc, 1, |k| {
+                    for (r, src) in srcs.iter().enumerate() {
+                        let v = ir.load_f32(ir.at(*src, k)?)?;
+                        ir.store(ir.at(panel, ir.mad(k, mr_c, ir.int(r as u64))?)?, v)?;
+                    }
+                    Ok(())
+                })
+            },
+            || {
+                // Last panel: zero it, then copy the rows that exist.
+                let bytes = ir.mul(ir.mul(kc, mr_c)?, ir.int(4))?;
+                ir.b.build_memset(panel, 4, ir.ctx.i8_type().const_zero(), bytes)?;
+                ir.for_range(f, "r", ir.int(0), rows, 1, |r| {
+                    let src = row_ptr(r)?;
+                    ir.for_range(f, "k", ir.int(0), kc, 1, |k| {
+                        let v = ir.load_f32(ir.at(src, k)?)?;
+                        ir.store(ir.at(panel, ir.mad(k, mr_c, r)?)?, v)
+                    })
+                })
+            },
+        )
+    })?;
+    ir.b.build_return(None)?;
+    Ok(f)
+}
+
+/// `pack_b(kc, nc, b, ldb, bp)`: B[0..kc, 0..nc] → ⌈nc/NR⌉ panels, each KC×NR with one
+/// row of NR values per k (`bp[panel·NR·kc + k·NR + j]`); columns past `nc` are zero.
+///
+/// Rows of B are ldb apart, too far for the hardware prefetcher to follow down a panel,
+/// so whole panels are filled PACK_B_ROWS rows at a time, sweeping across B: that reads
+/// PACK_B_ROWS sequential streams and writes PACK_B_ROWS adjacent rows of each panel.
+pub(crate) fn emit_pack_b<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionValue<'ctx>> {
+    let (i64t, ptr) = (ir.i64, ir.ptr);
+    let ty = ir.ctx.void_type().fn_type(
+        &[
+            i64t.into(),
+            i64t.into(),
+            ptr.into(),
+            i64t.into(),
+            ptr.into(),
+        ],
+        false,
+    );
+    let f = ir
+        .module
+        .add_function("archc_sgemm_pack_b", ty, Some(Linkage::Internal));
+    ir.add_fn_attrs(f, &[]);
+    ir.mark_noalias(f, &[2, 4]);
+    ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
+    let (kc, nc, b, ldb, bp) = (
+        ir.param_int(f, 0)?,
+        ir.param_int(f, 1)?,
+        ir.param_ptr(f, 2)?,
+        ir.param_int(f, 3)?,
+        ir.param_ptr(f, 4)?,
+    );
+    let vt = ir.f32.vec_type(t.lanes);
+    let nr_c = ir.int(t.nr as u64);
+    let vectors = t.nr / t.lanes;
+    // Row k of the panel starting at column j0, loaded whole or (edge) under a lane mask.
+    let copy_row = |k: IntValue<'ctx>, j0: IntValue<'ctx>, valid: Option<IntValue<'ctx>>| {
+        let src = ir.at(b, ir.mad(k, ldb, j0)?)?;
+        let dst = ir.at(bp, ir.mad(j0, kc, ir.mul(k, nr_c)?)?)?;
+        for v in 0..vectors {
+            let off = ir.int((v * t.lanes) as u64);
+            let x = match valid {
+                Some(cols) => masked_load(ir, vt, ir.at(src, off)?, v * t.lanes, cols)?,
+                None => ir.load_vec(vt, ir.at(src, off)?)?.into(),
+            };
+            ir.store(ir.at(dst, off)?, x)?;
+        }
+        IrResult::Ok(())
+    };
+    let whole = ir.mul(ir.b.build_int_signed_div(nc, nr_c, "")?, nr_c)?;
+    let rows = WholeSteps {
+        start: ir.int(0),
+        limit: kc,
+        step: PACK_B_ROWS,
+    };
+    let (k_rest, _) = ir.carried_loop(f, "kg", rows, &[], |k0, _| {
+        ir.for_range(f, "jr", ir.int(0), whole, t.nr as u64, |j0| {
+            (0..PACK_B_ROWS).try_for_each(|g| copy_row(ir.add(k0, ir.int(g))?, j0, None))
+        })?;
+        Ok(vec![])
+    })?;
+    ir.for_range(f, "kr", k_rest, kc, 1, |k| {
+        ir.for_range(f, "jr", ir.int(0), whole, t.nr as u64, |j0| {
+            copy_row(k, j0, None)
+        })
+    })?;
+    let edge =
+        ir.b.build_int_compare(IntPredicate::SLT, whole, nc, "edge")?;
+    ir.if_else(
+        f,
+        "edge",
+        edge,
+        || {
+            let cols = ir.sub(nc, whole)?;
+            ir.for_range(f, "k", ir.int(0), kc, 1, |k| copy_row(k, whole, Some(cols)))
+        },
+        || Ok(()),
+    )?;
+    ir.b.build_return(None)?;
+    Ok(f)
+}
+
+/// Loads the lanes `first + l < valid` of a vector at `p`, zero elsewhere, without
+/// touching memory past the valid ones.
+fn masked_load<'ctx>(
+    ir: &Ir<'ctx>,
+    vt: VectorType<'ctx>,
+    p: PointerValue<'ctx>,
+    first: u32,
+    valid: IntValue<'ctx>,
+) -> IrResult<BasicValueEnum<'ctx>> {
+    let lanes: Vec<IntValue<'ctx>> = (0..vt.get_size())
+        .map(|l| ir.int((first + l) as u64))
+        .collect();
+    let index = VectorType::const_vector(&lanes);
+    let limit = ir.splat(ir.i64.vec_type(vt.get_size()), valid.into())?;
+    let mask =
+        ir.b.build_int_compare(IntPredicate::ULT, index, limit, "mask")?;
+    let align = ir.ctx.i32_type().const_int(4, false);
+    ir.intrinsic(
+        "llvm.masked.load",
+        &[vt.into(), ir.ptr.into()],
+        &[p.into(), align.into(), mask.into(), vt.const_zero().into()],
+    )
+}
