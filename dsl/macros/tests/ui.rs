@@ -46,7 +46,9 @@ fn copy_spec_fixtures() {
 /// the directory above `<profile>/deps/`.
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    let tagged = exe.ancestors().find(|dir| dir.join("CACHEDIR.TAG").is_file());
+    let tagged = exe
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file());
     match tagged.or_else(|| exe.ancestors().nth(3)) {
         Some(dir) => dir.to_path_buf(),
         None => panic!("no cargo target directory above {}", exe.display()),
