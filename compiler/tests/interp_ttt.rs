@@ -4,7 +4,7 @@
 //! run on their inputs, and must match the recorded `hidden` and `logits` to
 //! max|out − ref| / max|ref| ≤ 1e-4.
 
-use arch_dsl::elab::Program;
+mod common;
 use arch_dsl::spec::ArchSpec;
 use archc::eval::prepare_inputs;
 use archc::expand::{forward, ExpandOptions};
@@ -15,55 +15,11 @@ use archc::passes::keep_outputs;
 use archc::tensor::{F32Tensor, Tensor};
 use archc::tensor_io::read_values;
 use archc::weights::Weights;
+use common::{canonical, fixture, spec_of};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const TOLERANCE: f64 = 1e-4;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn spec_of(dir: &Path) -> ArchSpec {
-    let prog = Program::load(&dir.join("model.arch")).expect("model.arch");
-    let (spec, diags) = prog.elaborate("tiny");
-    spec.unwrap_or_else(|| panic!("{}: {diags:?}", dir.display()))
-}
-
-/// ttt.py's name of a tensor → the canonical one (the weight loader does not know ttt.py's).
-fn canonical(name: &str) -> String {
-    let name = name.strip_prefix("model.").unwrap_or(name);
-    if name == "embed_tokens.weight" {
-        return "embed.tokens.weight".into();
-    }
-    if name == "norm.weight" {
-        return "decoder.final_norm.weight".into();
-    }
-    let (layer, rest) = name
-        .strip_prefix("layers.")
-        .and_then(|r| r.split_once('.'))
-        .unwrap_or_else(|| panic!("unexpected tensor `{name}`"));
-    let rest = match rest {
-        "seq_norm.weight" => "ttt.norm.weight".to_string(),
-        "ffn_norm.weight" => "mlp.norm.weight".to_string(),
-        r if r.starts_with("mlp.") => r.replace("_proj", ""),
-        r => {
-            let r = r
-                .strip_prefix("seq_modeling_block.")
-                .unwrap_or_else(|| panic!("unexpected tensor `{name}`"));
-            let r = match r {
-                "learnable_token_idx" => "token_idx".to_string(),
-                "learnable_ttt_lr_weight" => "lr_weight".to_string(),
-                "learnable_ttt_lr_bias" => "lr_bias".to_string(),
-                r => r.replace("_proj", ""),
-            };
-            format!("ttt.{r}")
-        }
-    };
-    format!("decoder.layers.{layer}.{rest}")
-}
 
 /// The fixture's weights under canonical names, reshaped where ttt.py keeps singleton axes.
 fn weights(spec: &ArchSpec, dir: &Path) -> interp::Params {
