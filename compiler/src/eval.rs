@@ -180,3 +180,68 @@ fn dump(stage: &str, graph: &crate::graph::Graph) {
         eprintln!("// ARCHC_DUMP={stage}\n{}", crate::graph::print(graph));
     }
 }
+
+/// Which engine runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Generated code: build (or fetch from the cache) a package and run it.
+    Cpu,
+    /// The reference evaluator.
+    Interp,
+}
+
+/// Runs the model with the CPU backend: the package for these outputs (cached), the
+/// runtime, `threads` threads (0: one per core).
+pub fn evaluate_cpu(
+    spec: &ArchSpec,
+    weights: &Path,
+    mut inputs: HashMap<String, Value>,
+    outputs: &[&str],
+    threads: usize,
+) -> Result<Vec<(String, F32Tensor)>, String> {
+    prepare_inputs(spec, &mut inputs)?;
+    let mut opts = crate::package::BuildOptions::host()?;
+    opts.attention_mask = inputs.contains_key("attention_mask");
+    opts.outputs = outputs.iter().map(|s| s.to_string()).collect();
+    let built = crate::package::build(spec, &opts, None)?;
+    run_package(&built.dir, Some(weights), inputs, threads)
+}
+
+/// Runs a built package on `inputs` with the weights at `weights` (random ones when
+/// `None`); the outputs in manifest order.
+pub fn run_package(
+    dir: &Path,
+    weights: Option<&Path>,
+    inputs: HashMap<String, Value>,
+    threads: usize,
+) -> Result<Vec<(String, F32Tensor)>, String> {
+    use arch_runtime::{HostData, HostTensor, Package, Session, Weights};
+    let package = Package::load(dir).map_err(|e| e.to_string())?;
+    let w = match weights {
+        Some(p) => Weights::open(package.manifest(), p),
+        None => Weights::random(package.manifest(), 0),
+    }
+    .map_err(|e| e.to_string())?;
+    let mut session = Session::new(package, w, threads).map_err(|e| e.to_string())?;
+    let host: HashMap<String, HostTensor> = inputs
+        .into_iter()
+        .filter_map(|(n, v)| match v {
+            Value::F(t) => Some((n, HostTensor::f32(t.shape, t.data))),
+            Value::I(t) => Some((n, HostTensor::i64(t.shape, t.data))),
+            Value::Tuple(_) => None,
+        })
+        .collect();
+    let out = session.run("forward", &host).map_err(|e| e.to_string())?;
+    out.into_iter()
+        .map(|(n, t)| match t.data {
+            HostData::F32(d) => Ok((
+                n,
+                Tensor {
+                    shape: t.shape,
+                    data: d,
+                },
+            )),
+            _ => Err(format!("output `{n}` is not f32")),
+        })
+        .collect()
+}

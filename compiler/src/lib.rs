@@ -9,6 +9,8 @@ pub mod eval;
 pub mod expand;
 pub mod graph;
 pub mod import_hf;
+pub mod kernel;
+pub mod package;
 pub mod interp;
 pub mod params;
 pub mod passes;

@@ -34,7 +34,7 @@ use archc::params::param_table;
 use archc::tensor::{F32Tensor, Tensor};
 use archc::tensor_io::read_values;
 use archc::weights::Weights;
-use common::{canonical, fixture, spec_of};
+use common::{canonical, fixture, random_param, random_params, spec_of};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -268,68 +268,6 @@ fn assert_none(bad: Vec<String>) {
         "relative error above {FD_TOLERANCE:e}:\n{}",
         bad.join("\n")
     );
-}
-
-/// Uniform in [lo, hi).
-fn uniform(rng: &mut Rng, lo: f64, hi: f64) -> f64 {
-    lo + (rng.uniform() as f64 + 1.0) / 2.0 * (hi - lo)
-}
-
-fn tensor(rng: &mut Rng, shape: &[usize], mut f: impl FnMut(&mut Rng, usize) -> f64) -> F32Tensor {
-    let n = shape.iter().product();
-    Tensor {
-        shape: shape.to_vec(),
-        data: (0..n).map(|i| f(rng, i) as f32).collect(),
-    }
-}
-
-/// A random value for parameter `name` of `shape`, in the range its role calls for:
-/// S4D's S4D-Lin initialisation perturbed (A_imag = π·n + noise, so no mode is exactly
-/// real — see `ssm_bilinear_conv_gradient_with_a_real_mode`; A_real ≈ −½; dt log-uniform in
-/// `dt_range`), norm weights near 1, TTT's `token_idx` small (so that
-/// `max(1/(i+1) + token_idx, 0)` stays away from its kink), matrices uniform with std 0.15
-/// (about the fixtures' scale; much larger ones make TTT's inner gradient step so stiff
-/// that central differences need steps below f32's resolution), the embedding ±0.5.
-fn random_param(rng: &mut Rng, name: &str, shape: &[usize], dt_range: (f64, f64)) -> F32Tensor {
-    let leaf = name.rsplit('.').next().unwrap();
-    let parent = name.rsplit('.').nth(1).unwrap_or("");
-    let u = |r: &mut Rng| r.uniform() as f64;
-    match leaf {
-        "log_dt" => tensor(rng, shape, |r, _| {
-            uniform(r, dt_range.0.ln(), dt_range.1.ln())
-        }),
-        "log_A_real" => tensor(rng, shape, |r, _| 0.5f64.ln() + 0.3 * u(r)),
-        "A_imag" => {
-            let modes = shape[1];
-            tensor(rng, shape, |r, i| {
-                std::f64::consts::PI * (i % modes) as f64 + 0.2 * u(r)
-            })
-        }
-        "C" => tensor(rng, shape, |r, _| 0.7 * u(r)),
-        "D" => tensor(rng, shape, |r, _| u(r)),
-        "token_idx" | "lr_bias" => tensor(rng, shape, |r, _| 0.1 * u(r)),
-        "ttt_norm_weight" => tensor(rng, shape, |r, _| 1.0 + 0.2 * u(r)),
-        "weight" if parent.contains("norm") => tensor(rng, shape, |r, _| 1.0 + 0.2 * u(r)),
-        "ttt_norm_bias" | "bias" | "b1" | "b2" => tensor(rng, shape, |r, _| 0.2 * u(r)),
-        _ => {
-            let scale = if name == "embed.tokens.weight" {
-                0.5
-            } else {
-                0.15 * 3f64.sqrt()
-            };
-            tensor(rng, shape, |r, _| scale * u(r))
-        }
-    }
-}
-
-fn random_params(rng: &mut Rng, spec: &ArchSpec, dt_range: (f64, f64)) -> Params {
-    param_table(spec)
-        .into_iter()
-        .map(|p| {
-            let t = random_param(rng, &p.name, &p.shape, dt_range);
-            (p.name, t)
-        })
-        .collect()
 }
 
 // --- S4D layer --------------------------------------------------------------------------

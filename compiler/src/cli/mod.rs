@@ -1,6 +1,8 @@
-//! Command-line arguments → subcommands (`check`, `fmt`, `stats`, `graph`, `eval`,
-//! `import-hf`), exit codes and output.
+//! Command-line arguments → subcommands (`check`, `fmt`, `stats`, `graph`, `build`, `eval`,
+//! `bench`, `import-hf`), exit codes and output.
 
+mod bench;
+mod build;
 mod check;
 mod eval;
 mod fmt;
@@ -75,9 +77,54 @@ enum Command {
         #[arg(short, long)]
         out: Option<PathBuf>,
     },
+    /// Compile a model to a package: manifest.json, kernels.so and the IR dumps.
+    Build {
+        /// FILE or FILE:MODEL.
+        target: String,
+        /// cpu (this machine's x86-64 vector set); cuda is not built yet.
+        #[arg(long = "target", default_value = "cpu", value_parser = ["cpu", "cuda"])]
+        device: String,
+        /// infer (the forward pass); train is not built yet.
+        #[arg(long, default_value = "infer", value_parser = ["infer", "train"])]
+        mode: String,
+        /// The package directory (default: the package cache; its path is printed).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Keep only these outputs (repeatable; default: every output of the forward graph).
+        #[arg(long = "output")]
+        outputs: Vec<String>,
+        /// The package takes an `attention_mask` input.
+        #[arg(long)]
+        attention_mask: bool,
+        /// Build even when the cache holds this package.
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// Time the forward pass on random weights and token ids.
+    Bench {
+        /// FILE or FILE:MODEL.
+        target: String,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        seq: usize,
+        /// prefill (a forward pass over the prompt); decode and train are not built yet.
+        #[arg(long, default_value = "prefill", value_parser = ["prefill", "decode", "train"])]
+        mode: String,
+        /// Print one JSON object (keys include `median_ms` and `tokens_per_s`).
+        #[arg(long)]
+        json: bool,
+        /// Threads (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value_t = 10)]
+        reps: usize,
+    },
     /// Run a model on inputs from a safetensors file; write its outputs to another.
     Eval {
-        /// FILE or FILE:MODEL.
+        /// FILE or FILE:MODEL, or a package directory built by `archc build`.
         target: String,
         /// Weights: safetensors in canonical or Hugging Face names (file or directory).
         #[arg(long)]
@@ -92,9 +139,13 @@ enum Command {
         /// logits ([batch, seq, vocab]) or hidden ([batch, seq, d_model]).
         #[arg(long, default_value = "logits", value_parser = ["logits", "hidden"])]
         output: String,
-        /// interp (the reference evaluator); cpu and cuda come with the backends.
-        #[arg(long, default_value = "interp", value_parser = ["interp", "cpu", "cuda"])]
+        /// cpu (generated code, through a cached package) or interp (the reference
+        /// evaluator); cuda is not built yet.
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "interp", "cuda"])]
         backend: String,
+        /// Threads for the cpu backend (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
     /// Convert a Hugging Face config.json into a .arch spec.
     ImportHf {
@@ -154,6 +205,43 @@ fn run(cli: Cli) -> ExitCode {
             all_layers,
             out: out.as_deref(),
         }),
+        Command::Build {
+            target,
+            device,
+            mode,
+            out,
+            outputs,
+            attention_mask,
+            no_cache,
+        } => build::run(&build::BuildArgs {
+            target: &target,
+            device: &device,
+            mode: &mode,
+            out: out.as_deref(),
+            outputs: &outputs,
+            attention_mask,
+            no_cache,
+        }),
+        Command::Bench {
+            target,
+            batch,
+            seq,
+            mode,
+            json,
+            threads,
+            warmup,
+            reps,
+        } => bench::run(&bench::BenchArgs {
+            target: &target,
+            batch,
+            seq,
+            mode: &mode,
+            json,
+            threads,
+            warmup,
+            reps,
+            backend: crate::eval::Backend::Cpu,
+        }),
         Command::Eval {
             target,
             weights,
@@ -161,6 +249,7 @@ fn run(cli: Cli) -> ExitCode {
             out,
             output,
             backend,
+            threads,
         } => eval::run(&eval::EvalArgs {
             target: &target,
             weights: &weights,
@@ -168,6 +257,7 @@ fn run(cli: Cli) -> ExitCode {
             out: &out,
             output: &output,
             backend: &backend,
+            threads,
         }),
         Command::ImportHf {
             config,

@@ -81,14 +81,17 @@
 //! Size-1 axes are ignored when comparing a plainly copied tensor's shape (RWKV's [1, 1, d]
 //! mixes, BART's [1, V] bias); transposed and split tensors must match exactly.
 
-mod file;
 mod hf;
+mod namings;
+
+pub use namings::manifest_namings;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use arch_dsl::spec::ArchSpec;
+use arch_runtime::safetensors_file::{self as file, FileError};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
@@ -166,14 +169,27 @@ pub enum WeightsError {
     },
 }
 
-impl WeightsError {
-    fn io(path: &Path, e: &std::io::Error) -> WeightsError {
-        WeightsError::Io {
-            path: path.to_path_buf(),
-            error: e.to_string(),
+impl From<FileError> for WeightsError {
+    fn from(e: FileError) -> Self {
+        match e {
+            FileError::Io { path, error } => WeightsError::Io { path, error },
+            FileError::Corrupt { path, reason } => WeightsError::Corrupt { path, reason },
+            FileError::Truncated {
+                path,
+                tensor,
+                needed,
+                len,
+            } => WeightsError::Truncated {
+                path,
+                tensor,
+                needed,
+                len,
+            },
         }
     }
+}
 
+impl WeightsError {
     /// The canonical tensor this error concerns, if it concerns one.
     pub fn tensor(&self) -> Option<&str> {
         match self {

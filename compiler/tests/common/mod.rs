@@ -5,7 +5,96 @@
 
 use arch_dsl::elab::Program;
 use arch_dsl::spec::ArchSpec;
+use archc::autodiff::check::Rng;
+use archc::eval::{evaluate, evaluate_cpu, Backend};
+use archc::interp::Params;
+use archc::interp::Value;
+use archc::params::param_table;
+use archc::tensor::{F32Tensor, I64Tensor, Tensor};
+use archc::tensor_io::read_values;
 use std::path::{Path, PathBuf};
+
+/// Relative error bound of every backend against its reference.
+pub const TOLERANCE: f64 = 1e-4;
+
+/// Runs one Hugging Face fixture (`tests/fixtures/hf/NAME`) on `backend`; returns the
+/// relative error of each compared (ours, theirs) output.
+pub fn run_hf_fixture(
+    dir: &Path,
+    compare: &[(&str, &str)],
+    backend: Backend,
+) -> Vec<(String, f64)> {
+    let spec = spec_of(dir);
+    let inputs = read_values(&dir.join("inputs.safetensors")).unwrap();
+    let mask = match inputs.get("attention_mask") {
+        Some(Value::I(m)) => Some(m.clone()),
+        _ => None,
+    };
+    let expected = read_values(&dir.join("outputs.safetensors")).unwrap();
+    let wanted: Vec<&str> = compare.iter().map(|(ours, _)| *ours).collect();
+    let weights = dir.join("model.safetensors");
+    let outputs = match backend {
+        Backend::Interp => evaluate(&spec, &weights, inputs, &wanted),
+        Backend::Cpu => evaluate_cpu(&spec, &weights, inputs, &wanted, 0),
+    }
+    .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    compare
+        .iter()
+        .map(|(ours, theirs)| {
+            let got = outputs
+                .iter()
+                .find(|(n, _)| n == ours)
+                .unwrap_or_else(|| panic!("no output `{ours}`"))
+                .1
+                .clone();
+            let want = match &expected[*theirs] {
+                Value::F(t) => t.clone(),
+                _ => panic!("`{theirs}` is not f32"),
+            };
+            assert_eq!(got.shape, want.shape, "{}: `{ours}` shape", dir.display());
+            let (got, want) = match &mask {
+                Some(m) if got.shape.len() == 3 && got.shape[..2] == m.shape[..] => {
+                    (unpadded(&got, m), unpadded(&want, m))
+                }
+                _ => (got, want),
+            };
+            (
+                format!("{}:{ours}", dir.file_name().unwrap().to_string_lossy()),
+                got.rel_max_diff(&want),
+            )
+        })
+        .collect()
+}
+
+/// [`run_hf_fixture`] on `tests/fixtures/hf/NAME`, asserting every error is within
+/// [`TOLERANCE`].
+pub fn check_hf(name: &str, compare: &[(&str, &str)], backend: Backend) {
+    let dir = fixture("hf").join(name);
+    for (what, err) in run_hf_fixture(&dir, compare, backend) {
+        eprintln!("{what}: {err:e}");
+        assert!(
+            err <= TOLERANCE,
+            "{what}: relative error {err:e} > {TOLERANCE:e}"
+        );
+    }
+}
+
+/// The rows of a [B, T, X] tensor at real tokens: what a model computes at padding
+/// positions is unspecified (RoBERTa, for one, gives them another position id).
+pub fn unpadded(t: &F32Tensor, mask: &I64Tensor) -> F32Tensor {
+    let width = t.shape[2];
+    let data: Vec<f32> = mask
+        .data
+        .iter()
+        .enumerate()
+        .filter(|(_, &m)| m != 0)
+        .flat_map(|(i, _)| t.data[i * width..(i + 1) * width].iter().copied())
+        .collect();
+    Tensor {
+        shape: vec![data.len() / width, width],
+        data,
+    }
+}
 
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -50,4 +139,72 @@ pub fn canonical(name: &str) -> String {
         }
     };
     format!("decoder.layers.{layer}.{rest}")
+}
+
+// --- Random parameters ---------------------------------------------------------------
+
+/// Uniform in [lo, hi).
+pub fn uniform(rng: &mut Rng, lo: f64, hi: f64) -> f64 {
+    lo + (rng.uniform() as f64 + 1.0) / 2.0 * (hi - lo)
+}
+
+pub fn tensor(
+    rng: &mut Rng,
+    shape: &[usize],
+    mut f: impl FnMut(&mut Rng, usize) -> f64,
+) -> F32Tensor {
+    let n = shape.iter().product();
+    Tensor {
+        shape: shape.to_vec(),
+        data: (0..n).map(|i| f(rng, i) as f32).collect(),
+    }
+}
+
+/// A random value for parameter `name` of `shape`, in the range its role calls for:
+/// S4D's S4D-Lin initialisation perturbed (A_imag = π·n + noise, so no mode is exactly
+/// real — see `ssm_bilinear_conv_gradient_with_a_real_mode`; A_real ≈ −½; dt log-uniform in
+/// `dt_range`), norm weights near 1, TTT's `token_idx` small (so that
+/// `max(1/(i+1) + token_idx, 0)` stays away from its kink), matrices uniform with std 0.15
+/// (about the fixtures' scale; much larger ones make TTT's inner gradient step so stiff
+/// that central differences need steps below f32's resolution), the embedding ±0.5.
+pub fn random_param(rng: &mut Rng, name: &str, shape: &[usize], dt_range: (f64, f64)) -> F32Tensor {
+    let leaf = name.rsplit('.').next().unwrap();
+    let parent = name.rsplit('.').nth(1).unwrap_or("");
+    let u = |r: &mut Rng| r.uniform() as f64;
+    match leaf {
+        "log_dt" => tensor(rng, shape, |r, _| {
+            uniform(r, dt_range.0.ln(), dt_range.1.ln())
+        }),
+        "log_A_real" => tensor(rng, shape, |r, _| 0.5f64.ln() + 0.3 * u(r)),
+        "A_imag" => {
+            let modes = shape[1];
+            tensor(rng, shape, |r, i| {
+                std::f64::consts::PI * (i % modes) as f64 + 0.2 * u(r)
+            })
+        }
+        "C" => tensor(rng, shape, |r, _| 0.7 * u(r)),
+        "D" => tensor(rng, shape, |r, _| u(r)),
+        "token_idx" | "lr_bias" => tensor(rng, shape, |r, _| 0.1 * u(r)),
+        "ttt_norm_weight" => tensor(rng, shape, |r, _| 1.0 + 0.2 * u(r)),
+        "weight" if parent.contains("norm") => tensor(rng, shape, |r, _| 1.0 + 0.2 * u(r)),
+        "ttt_norm_bias" | "bias" | "b1" | "b2" => tensor(rng, shape, |r, _| 0.2 * u(r)),
+        _ => {
+            let scale = if name == "embed.tokens.weight" {
+                0.5
+            } else {
+                0.15 * 3f64.sqrt()
+            };
+            tensor(rng, shape, |r, _| scale * u(r))
+        }
+    }
+}
+
+pub fn random_params(rng: &mut Rng, spec: &ArchSpec, dt_range: (f64, f64)) -> Params {
+    param_table(spec)
+        .into_iter()
+        .map(|p| {
+            let t = random_param(rng, &p.name, &p.shape, dt_range);
+            (p.name, t)
+        })
+        .collect()
 }

@@ -11,6 +11,8 @@
 
 mod codegen;
 mod ir;
+pub mod lower;
+mod math;
 mod pack;
 mod peak;
 mod sgemm;

@@ -162,6 +162,63 @@ pub(crate) fn emit_pack_b<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Funct
     Ok(f)
 }
 
+/// `pack_bt(kc, nc, b, ldb, bp)`: the same panels as `pack_b` from a B stored transposed,
+/// [n, k] with rows `ldb` apart (an `nn.Linear` weight): element (k, j) is `b[j·ldb + k]`.
+/// Each stored row is read sequentially and scattered down one panel column.
+pub(crate) fn emit_pack_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionValue<'ctx>> {
+    let (i64t, ptr) = (ir.i64, ir.ptr);
+    let ty = ir.ctx.void_type().fn_type(
+        &[
+            i64t.into(),
+            i64t.into(),
+            ptr.into(),
+            i64t.into(),
+            ptr.into(),
+        ],
+        false,
+    );
+    let f = ir
+        .module
+        .add_function("archc_sgemm_pack_bt", ty, Some(Linkage::Internal));
+    ir.add_fn_attrs(f, &[]);
+    ir.mark_noalias(f, &[2, 4]);
+    ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
+    let (kc, nc, b, ldb, bp) = (
+        ir.param_int(f, 0)?,
+        ir.param_int(f, 1)?,
+        ir.param_ptr(f, 2)?,
+        ir.param_int(f, 3)?,
+        ir.param_ptr(f, 4)?,
+    );
+    let nr_c = ir.int(t.nr as u64);
+    ir.for_range(f, "jp", ir.int(0), nc, t.nr as u64, |j0| {
+        let cols = ir.min(nr_c, ir.sub(nc, j0)?)?;
+        let panel = ir.at(bp, ir.mul(j0, kc)?)?;
+        let edge =
+            ir.b.build_int_compare(IntPredicate::SLT, cols, nr_c, "edge")?;
+        ir.if_else(
+            f,
+            "zero",
+            edge,
+            || {
+                let bytes = ir.mul(ir.mul(kc, nr_c)?, ir.int(4))?;
+                ir.b.build_memset(panel, 4, ir.ctx.i8_type().const_zero(), bytes)?;
+                Ok(())
+            },
+            || Ok(()),
+        )?;
+        ir.for_range(f, "jj", ir.int(0), cols, 1, |jj| {
+            let src = ir.at(b, ir.mul(ir.add(j0, jj)?, ldb)?)?;
+            ir.for_range(f, "k", ir.int(0), kc, 1, |k| {
+                let v = ir.load_f32(ir.at(src, k)?)?;
+                ir.store(ir.at(panel, ir.mad(k, nr_c, jj)?)?, v)
+            })
+        })
+    })?;
+    ir.b.build_return(None)?;
+    Ok(f)
+}
+
 /// Loads the lanes `first + l < valid` of a vector at `p`, zero elsewhere, without
 /// touching memory past the valid ones.
 fn masked_load<'ctx>(

@@ -78,7 +78,23 @@ pub(crate) fn emit_sgemm<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Functi
     let pack_a = pack::emit_pack_a(ir, t)?;
     let pack_b = pack::emit_pack_b(ir, t)?;
     let kernel = emit_microkernel(ir, t)?;
-    emit_driver(ir, t, pack_a, pack_b, kernel)
+    emit_driver(ir, t, pack_a, pack_b, kernel, SGEMM_SYMBOL, false)
+}
+
+/// Both matmul drivers, sharing one microkernel and A packing: `archc_sgemm` (B stored
+/// [k, n]) and `archc_sgemm_bt` (B stored [n, k], as `nn.Linear` weights are), same
+/// signature, `ldb` the stride between stored rows.
+pub(crate) fn emit_sgemm_pair<'ctx>(
+    ir: &Ir<'ctx>,
+    t: &SgemmTiles,
+) -> IrResult<(FunctionValue<'ctx>, FunctionValue<'ctx>)> {
+    let pack_a = pack::emit_pack_a(ir, t)?;
+    let pack_b = pack::emit_pack_b(ir, t)?;
+    let pack_bt = pack::emit_pack_bt(ir, t)?;
+    let kernel = emit_microkernel(ir, t)?;
+    let n = emit_driver(ir, t, pack_a, pack_b, kernel, SGEMM_SYMBOL, false)?;
+    let tr = emit_driver(ir, t, pack_a, pack_bt, kernel, "archc_sgemm_bt", true)?;
+    Ok((n, tr))
 }
 
 /// `kernel(kc, ap, bp, c, ldc, accumulate, mr, nr)`: C[0..mr, 0..nr] (+)= Ap·Bp over one
@@ -240,6 +256,8 @@ fn emit_driver<'ctx>(
     pack_a: FunctionValue<'ctx>,
     pack_b: FunctionValue<'ctx>,
     kernel: FunctionValue<'ctx>,
+    symbol: &str,
+    transposed_b: bool,
 ) -> IrResult<FunctionValue<'ctx>> {
     let (i64t, ptr) = (ir.i64, ir.ptr);
     let params = [
@@ -254,11 +272,9 @@ fn emit_driver<'ctx>(
         i64t.into(),
         ptr.into(),
     ];
-    let f = ir.module.add_function(
-        SGEMM_SYMBOL,
-        ir.ctx.void_type().fn_type(&params, false),
-        None,
-    );
+    let f = ir
+        .module
+        .add_function(symbol, ir.ctx.void_type().fn_type(&params, false), None);
     ir.add_fn_attrs(f, &[]);
     ir.mark_noalias(f, &[3, 5, 7, 9]);
     ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
@@ -287,7 +303,11 @@ fn emit_driver<'ctx>(
             let kc = ir.min(int(t.kc), ir.sub(k, pc)?)?;
             let accumulate =
                 ir.b.build_int_compare(IntPredicate::NE, pc, ir.int(0), "acc")?;
-            let bsrc = ir.at(b, ir.mad(pc, ldb, jc)?)?;
+            let bsrc = if transposed_b {
+                ir.at(b, ir.mad(jc, ldb, pc)?)?
+            } else {
+                ir.at(b, ir.mad(pc, ldb, jc)?)?
+            };
             ir.b.build_call(
                 pack_b,
                 &[kc.into(), nc.into(), bsrc.into(), ldb.into(), bp.into()],

@@ -1,7 +1,10 @@
-//! Memory-mapped safetensors files: opening (one file, or the shards of a Hugging Face
-//! `model.safetensors.index.json`), diagnosing broken files, and dtype conversion to f32.
+//! Memory-mapped safetensors files: a path → the files to read (one file, a directory, or
+//! the shards of a Hugging Face `model.safetensors.index.json`) → parsed tensors by name,
+//! with broken files diagnosed (the cut-off tensor of a truncated file named) and f16, bf16
+//! and f64 data converted to f32. Shared by the runtime's weights and the compiler's loader.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -9,11 +12,68 @@ use memmap2::Mmap;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
-use super::WeightsError;
+/// Why a safetensors file could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileError {
+    /// The file cannot be opened, read or mapped.
+    Io { path: PathBuf, error: String },
+    /// Not a safetensors file: bad header, bad JSON, inconsistent offsets.
+    Corrupt { path: PathBuf, reason: String },
+    /// The file ends before the data its header declares; `tensor` is the first tensor cut
+    /// off (none when the header itself is cut).
+    Truncated {
+        path: PathBuf,
+        tensor: Option<String>,
+        needed: u64,
+        len: u64,
+    },
+}
+
+impl FileError {
+    fn io(path: &Path, e: &std::io::Error) -> FileError {
+        FileError::Io {
+            path: path.to_path_buf(),
+            error: e.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileError::Io { path, error } => write!(f, "cannot read `{}`: {error}", path.display()),
+            FileError::Corrupt { path, reason } => {
+                write!(f, "`{}` is not a valid safetensors file: {reason}", path.display())
+            }
+            FileError::Truncated {
+                path,
+                tensor: Some(t),
+                needed,
+                len,
+            } => write!(
+                f,
+                "`{}` is truncated: tensor `{t}` ends at byte {needed} but the file has {len} bytes",
+                path.display()
+            ),
+            FileError::Truncated {
+                path,
+                tensor: None,
+                needed,
+                len,
+            } => write!(
+                f,
+                "`{}` is truncated: its header needs {needed} bytes but the file has {len}",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FileError {}
 
 /// The files to read for `path`: the file itself; for a directory, its `model.safetensors`
 /// or the shards its `model.safetensors.index.json` lists; for an `*.index.json`, its shards.
-pub(crate) fn resolve(path: &Path) -> Result<Vec<PathBuf>, WeightsError> {
+pub fn resolve(path: &Path) -> Result<Vec<PathBuf>, FileError> {
     if path.is_dir() {
         let single = path.join("model.safetensors");
         if single.is_file() {
@@ -23,7 +83,7 @@ pub(crate) fn resolve(path: &Path) -> Result<Vec<PathBuf>, WeightsError> {
         if index.is_file() {
             return shards(&index);
         }
-        return Err(WeightsError::Io {
+        return Err(FileError::Io {
             path: path.to_path_buf(),
             error: "directory holds neither `model.safetensors` nor `model.safetensors.index.json`"
                 .into(),
@@ -36,9 +96,9 @@ pub(crate) fn resolve(path: &Path) -> Result<Vec<PathBuf>, WeightsError> {
 }
 
 /// The shard files of a Hugging Face index (`{"weight_map": {name: file}}`), each once, sorted.
-fn shards(index: &Path) -> Result<Vec<PathBuf>, WeightsError> {
-    let text = std::fs::read_to_string(index).map_err(|e| WeightsError::io(index, &e))?;
-    let corrupt = |reason: String| WeightsError::Corrupt {
+fn shards(index: &Path) -> Result<Vec<PathBuf>, FileError> {
+    let text = std::fs::read_to_string(index).map_err(|e| FileError::io(index, &e))?;
+    let corrupt = |reason: String| FileError::Corrupt {
         path: index.to_path_buf(),
         reason,
     };
@@ -64,14 +124,11 @@ fn shards(index: &Path) -> Result<Vec<PathBuf>, WeightsError> {
 }
 
 /// Memory-maps `path`. The map stays valid only while nobody truncates the file.
-pub(crate) fn map(path: &Path) -> Result<Mmap, WeightsError> {
-    let file = File::open(path).map_err(|e| WeightsError::io(path, &e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| WeightsError::io(path, &e))?
-        .len();
+pub fn map(path: &Path) -> Result<Mmap, FileError> {
+    let file = File::open(path).map_err(|e| FileError::io(path, &e))?;
+    let len = file.metadata().map_err(|e| FileError::io(path, &e))?.len();
     if len < 8 {
-        return Err(WeightsError::Corrupt {
+        return Err(FileError::Corrupt {
             path: path.to_path_buf(),
             reason: format!("{len} bytes is too short for a safetensors header"),
         });
@@ -79,22 +136,30 @@ pub(crate) fn map(path: &Path) -> Result<Mmap, WeightsError> {
     // SAFETY: the map is read-only and lives no longer than the load; as with every
     // memory-mapped reader, a file truncated by another process while we read it is UB —
     // the same contract the safetensors and Hugging Face loaders have.
-    unsafe { Mmap::map(&file) }.map_err(|e| WeightsError::io(path, &e))
+    unsafe { Mmap::map(&file) }.map_err(|e| FileError::io(path, &e))
 }
 
 /// Parses one mapped file, turning a safetensors error into one that names the tensor
 /// where it can (a truncated file names the first tensor whose data is cut off).
-pub(crate) fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>, WeightsError> {
+pub fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>, FileError> {
     SafeTensors::deserialize(bytes).map_err(|e| diagnose(path, bytes, e))
 }
 
-fn diagnose(path: &Path, bytes: &[u8], err: SafeTensorError) -> WeightsError {
+fn diagnose(path: &Path, bytes: &[u8], err: SafeTensorError) -> FileError {
     let path = path.to_path_buf();
     let len = bytes.len() as u64;
-    let declared = u64::from_le_bytes(bytes[..8].try_into().expect("len ≥ 8 checked by map"));
+    let Some(head) = bytes.get(..8) else {
+        return FileError::Corrupt {
+            path,
+            reason: format!("{len} bytes is too short for a safetensors header"),
+        };
+    };
+    let mut le = [0u8; 8];
+    le.copy_from_slice(head);
+    let declared = u64::from_le_bytes(le);
     match err {
         SafeTensorError::InvalidHeaderLength if declared.saturating_add(8) > len => {
-            return WeightsError::Truncated {
+            return FileError::Truncated {
                 path,
                 tensor: None,
                 needed: declared.saturating_add(8),
@@ -103,11 +168,14 @@ fn diagnose(path: &Path, bytes: &[u8], err: SafeTensorError) -> WeightsError {
         }
         SafeTensorError::MetadataIncompleteBuffer => {
             // The header parsed; find the tensors it places past the end of the file.
-            let start = 8 + declared as usize;
-            let header: Option<BTreeMap<String, serde_json::Value>> =
-                std::str::from_utf8(&bytes[8..start])
-                    .ok()
-                    .and_then(|s| serde_json::from_str(s).ok());
+            let start = usize::try_from(declared)
+                .unwrap_or(usize::MAX)
+                .saturating_add(8)
+                .min(bytes.len());
+            let header: Option<BTreeMap<String, serde_json::Value>> = bytes
+                .get(8..start)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|s| serde_json::from_str(s).ok());
             let mut ends: Vec<(u64, String)> = header
                 .into_iter()
                 .flatten()
@@ -121,14 +189,14 @@ fn diagnose(path: &Path, bytes: &[u8], err: SafeTensorError) -> WeightsError {
             let needed = ends.last().map(|e| e.0).unwrap_or(len);
             if needed > len {
                 let first = ends.into_iter().find(|(end, _)| *end > len).map(|e| e.1);
-                return WeightsError::Truncated {
+                return FileError::Truncated {
                     path,
                     tensor: first,
                     needed,
                     len,
                 };
             }
-            return WeightsError::Corrupt {
+            return FileError::Corrupt {
                 path,
                 reason: format!(
                     "the tensors end at byte {needed} but the file has {len} bytes (trailing data)"
@@ -137,14 +205,14 @@ fn diagnose(path: &Path, bytes: &[u8], err: SafeTensorError) -> WeightsError {
         }
         _ => {}
     }
-    WeightsError::Corrupt {
+    FileError::Corrupt {
         path,
         reason: err.to_string(),
     }
 }
 
 /// All tensors of a set of files by name; a name in two shards keeps the first.
-pub(crate) struct Files<'a> {
+pub struct Files<'a> {
     by_name: HashMap<String, TensorView<'a>>,
 }
 
@@ -173,13 +241,13 @@ impl<'a> Files<'a> {
 }
 
 /// A safetensors dtype as its header spells it.
-pub(crate) fn dtype_name(d: Dtype) -> String {
+pub fn dtype_name(d: Dtype) -> String {
     format!("{d:?}")
 }
 
 /// Converts a tensor's data to f32: f32, f16, bf16 and f64 are accepted, anything else is
 /// `None`.
-pub(crate) fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
+pub fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
     let data = view.data();
     let out = match view.dtype() {
         Dtype::F32 => data
@@ -196,7 +264,7 @@ pub(crate) fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
             .collect(),
         Dtype::F64 => data
             .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
             .collect(),
         _ => return None,
     };
@@ -204,7 +272,7 @@ pub(crate) fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
 }
 
 /// IEEE half → single, exact (subnormals, infinities and NaN payloads included).
-pub(crate) fn f16_to_f32(h: u16) -> f32 {
+pub fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let man = (h & 0x3ff) as u32;

@@ -1,0 +1,825 @@
+//! Kernel IR → LLVM IR for the CPU: one exported function pair per kernel with the C ABI
+//! of `docs/PACKAGE.md` (`void k(bufs, dims, begin, end, scratch)` and
+//! `i64 k_range(dims)`). Loop nests are written as scalar loops whose innermost axis is
+//! contiguous, with reductions marked reassociable, so LLVM's vectoriser turns them into
+//! AVX-512 / AVX2 / SSE code for the target; the matmul calls the register-tiled
+//! microkernel of `sgemm_ir`, emitted once per module.
+
+use super::codegen;
+use super::ir::{Ir, IrError, IrResult, WholeSteps};
+use super::math::Math;
+use super::sgemm_ir::{emit_sgemm_pair, SgemmTiles};
+use super::target::CpuTarget;
+use crate::backend::BackendError;
+use crate::graph::{BinaryOp, MaskKind, ReduceOp, UnaryOp};
+use crate::kernel::{Attention, Body, BufId, Expr, Ix, Kernel, MatMul, Program, Scan};
+use inkwell::context::Context;
+use inkwell::module::Linkage;
+use inkwell::targets::FileType;
+use inkwell::values::{FloatValue, FunctionValue, IntValue, PointerValue};
+use inkwell::{FloatPredicate, IntPredicate};
+use std::collections::HashMap;
+
+/// Rows and columns of C per parallel matmul iteration. Multiples of every MR and NR.
+pub const MATMUL_ROWS: u64 = 144;
+pub const MATMUL_COLS: u64 = 384;
+
+/// The compiled program: object code, the IR it came from, and each kernel's symbols.
+pub struct Lowered {
+    pub object: Vec<u8>,
+    pub llvm_ir: String,
+    /// (kernel symbol, range symbol) per top-level kernel.
+    pub symbols: Vec<(String, String)>,
+    /// Scratch floats each thread must pass to a kernel call.
+    pub scratch_floats: u64,
+}
+
+/// The matmul tiles of a package: NC no larger than one parallel block's columns.
+pub fn package_tiles(target: &CpuTarget) -> SgemmTiles {
+    SgemmTiles {
+        nc: MATMUL_COLS as u32,
+        ..SgemmTiles::for_isa(target.isa)
+    }
+}
+
+/// Lowers, optimises and emits `prog` for `target`.
+pub fn lower(
+    prog: &Program,
+    target: &CpuTarget,
+    max_head_dim: u64,
+) -> Result<Lowered, BackendError> {
+    let ctx = Context::create();
+    let ir = Ir::new(&ctx, "archc_kernels");
+    let tiles = package_tiles(target);
+    let (sgemm, sgemm_bt) = emit_sgemm_pair(&ir, &tiles)?;
+    let mut lw = Lowerer {
+        ir: &ir,
+        sgemm,
+        sgemm_bt,
+        symbols: Vec::new(),
+        n_syms: prog.syms.len(),
+    };
+    for (i, k) in prog.kernels.iter().enumerate() {
+        let name = format!("k{i}_{}", sanitize(&k.name));
+        lw.kernel(&name, k, Linkage::External)?;
+        lw.symbols.push((name.clone(), format!("{name}_range")));
+    }
+    let tm = codegen::target_machine(target)?;
+    codegen::optimize(&ir.module, &tm)?;
+    let llvm_ir = ir.module.print_to_string().to_string();
+    let object = codegen::emit(&ir.module, &tm, FileType::Object)?;
+    let scratch = (tiles.workspace_floats() as u64).max(max_head_dim + 16);
+    Ok(Lowered {
+        object,
+        llvm_ir,
+        symbols: lw.symbols,
+        scratch_floats: scratch,
+    })
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+struct Lowerer<'a, 'ctx> {
+    ir: &'a Ir<'ctx>,
+    sgemm: FunctionValue<'ctx>,
+    sgemm_bt: FunctionValue<'ctx>,
+    symbols: Vec<(String, String)>,
+    n_syms: usize,
+}
+
+/// The values a function body sees: its parameters, symbol values and buffer bases.
+struct Fx<'ctx> {
+    f: FunctionValue<'ctx>,
+    bufs_arg: PointerValue<'ctx>,
+    dims_arg: PointerValue<'ctx>,
+    scratch: PointerValue<'ctx>,
+    syms: Vec<IntValue<'ctx>>,
+    bufs: HashMap<BufId, PointerValue<'ctx>>,
+}
+
+fn set_reassoc(v: FloatValue<'_>) {
+    use inkwell::values::BasicValue;
+    if let Some(inst) = v.as_instruction_value() {
+        let _ = inst.set_fast_math_flags(
+            inkwell::values::FastMathFlags::AllowReassoc
+                | inkwell::values::FastMathFlags::AllowContract,
+        );
+    }
+}
+
+impl<'a, 'ctx> Lowerer<'a, 'ctx> {
+    fn fn_type(&self) -> inkwell::types::FunctionType<'ctx> {
+        let ir = self.ir;
+        ir.ctx.void_type().fn_type(
+            &[
+                ir.ptr.into(),
+                ir.ptr.into(),
+                ir.i64.into(),
+                ir.i64.into(),
+                ir.ptr.into(),
+            ],
+            false,
+        )
+    }
+
+    /// Emits `name` and `name_range` for kernel `k`; returns both functions.
+    fn kernel(
+        &mut self,
+        name: &str,
+        k: &Kernel,
+        linkage: Linkage,
+    ) -> IrResult<(FunctionValue<'ctx>, FunctionValue<'ctx>)> {
+        // Nested kernels (scan bodies) first, so the scan can call them.
+        let mut nested = Vec::new();
+        if let Body::Scan(s) = &k.body {
+            for (j, bk) in s.body.iter().enumerate() {
+                let sub = format!("{name}_b{j}_{}", sanitize(&bk.name));
+                nested.push(self.kernel(&sub, bk, Linkage::Internal)?);
+            }
+        }
+        let ir = self.ir;
+        // The range function.
+        let range_ty = ir.i64.fn_type(&[ir.ptr.into()], false);
+        let rf = ir
+            .module
+            .add_function(&format!("{name}_range"), range_ty, Some(linkage));
+        ir.add_fn_attrs(rf, &[]);
+        ir.b.position_at_end(ir.ctx.append_basic_block(rf, "entry"));
+        let dims = ir.param_ptr(rf, 0)?;
+        let syms = self.load_syms(dims, k)?;
+        let count = self.range_of(k, &syms)?;
+        ir.b.build_return(Some(&count))?;
+
+        let f = ir.module.add_function(name, self.fn_type(), Some(linkage));
+        ir.add_fn_attrs(f, &[]);
+        ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
+        let bufs_arg = ir.param_ptr(f, 0)?;
+        let dims_arg = ir.param_ptr(f, 1)?;
+        let scratch = ir.param_ptr(f, 4)?;
+        let syms = self.load_syms(dims_arg, k)?;
+        let mut bufs = HashMap::new();
+        for b in k.buffers() {
+            let slot = unsafe {
+                ir.b.build_in_bounds_gep(ir.ptr, bufs_arg, &[ir.int(b as u64)], "")?
+            };
+            let p = ir.b.build_load(ir.ptr, slot, &format!("b{b}"))?;
+            bufs.insert(b, p.into_pointer_value());
+        }
+        let fx = Fx {
+            f,
+            bufs_arg,
+            dims_arg,
+            scratch,
+            syms,
+            bufs,
+        };
+        let (begin, end) = (ir.param_int(f, 2)?, ir.param_int(f, 3)?);
+        match &k.body {
+            Body::Map { out, extents, expr } => self.map(&fx, begin, end, *out, extents, expr)?,
+            Body::Reduce {
+                out,
+                extents,
+                axis,
+                op,
+                expr,
+            } => self.reduce(&fx, begin, end, *out, extents, *axis, *op, expr)?,
+            Body::MatMul(m) => self.matmul(&fx, begin, end, m)?,
+            Body::Attention(a) => self.attention(&fx, begin, end, a)?,
+            Body::Scan(s) => self.scan(&fx, s, &nested)?,
+        }
+        ir.b.build_return(None)?;
+        Ok((f, rf))
+    }
+
+    /// Loads every symbol value at function entry (they are few: batch, seq, …).
+    fn load_syms(&self, dims: PointerValue<'ctx>, k: &Kernel) -> IrResult<Vec<IntValue<'ctx>>> {
+        let _ = k;
+        let ir = self.ir;
+        (0..self.n_syms as u64)
+            .map(|i| {
+                let p = unsafe { ir.b.build_in_bounds_gep(ir.i64, dims, &[ir.int(i)], "")? };
+                Ok(ir
+                    .b
+                    .build_load(ir.i64, p, &format!("s{i}"))?
+                    .into_int_value())
+            })
+            .collect()
+    }
+
+    fn range_of(&self, k: &Kernel, syms: &[IntValue<'ctx>]) -> IrResult<IntValue<'ctx>> {
+        let c = |x: &Ix| self.ix_pure(x, syms);
+        let prod = |xs: &[Ix]| -> IrResult<IntValue<'ctx>> {
+            let mut acc = self.ir.int(1);
+            for x in xs {
+                acc = self.ir.mul(acc, c(x)?)?;
+            }
+            Ok(acc)
+        };
+        match &k.body {
+            Body::Map { extents, .. } => prod(&extents[..extents.len().saturating_sub(1)]),
+            Body::Reduce { extents, axis, .. } => prod(&extents[..*axis]),
+            Body::MatMul(m) => {
+                let mb = self.ceil_div(c(&m.m)?, MATMUL_ROWS)?;
+                let nb = self.ceil_div(c(&m.n)?, MATMUL_COLS)?;
+                self.ir.mul(self.ir.mul(c(&m.batch)?, mb)?, nb)
+            }
+            Body::Attention(a) => prod(&a.sizes[..3]),
+            Body::Scan(_) => Ok(self.ir.int(1)),
+        }
+    }
+
+    fn ceil_div(&self, x: IntValue<'ctx>, d: u64) -> IrResult<IntValue<'ctx>> {
+        let ir = self.ir;
+        Ok(ir
+            .b
+            .build_int_unsigned_div(ir.add(x, ir.int(d - 1))?, ir.int(d), "")?)
+    }
+
+    /// An index expression with no variables or loads (sizes).
+    fn ix_pure(&self, x: &Ix, syms: &[IntValue<'ctx>]) -> IrResult<IntValue<'ctx>> {
+        let fx_less = |x: &Ix| self.ix_pure(x, syms);
+        let ir = self.ir;
+        Ok(match x {
+            Ix::Const(v) => ir.i64.const_int(*v as u64, true),
+            Ix::Sym(s) => syms[*s as usize],
+            Ix::Add(a, b) => ir.add(fx_less(a)?, fx_less(b)?)?,
+            Ix::Mul(a, b) => ir.mul(fx_less(a)?, fx_less(b)?)?,
+            Ix::Div(a, b) => ir.b.build_int_unsigned_div(fx_less(a)?, fx_less(b)?, "")?,
+            Ix::Rem(a, b) => ir.b.build_int_unsigned_rem(fx_less(a)?, fx_less(b)?, "")?,
+            Ix::Min(a, b) => ir.min(fx_less(a)?, fx_less(b)?)?,
+            Ix::Max(a, b) => self.max(fx_less(a)?, fx_less(b)?)?,
+            Ix::Var(_) | Ix::Load(..) | Ix::FromF32(_) => {
+                return Err(IrError(format!("size expression depends on data: {x:?}")))
+            }
+        })
+    }
+
+    fn max(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
+        let gt = self.ir.b.build_int_compare(IntPredicate::SGT, a, b, "")?;
+        Ok(self.ir.b.build_select(gt, a, b, "max")?.into_int_value())
+    }
+
+    fn buf(&self, fx: &Fx<'ctx>, b: BufId) -> IrResult<PointerValue<'ctx>> {
+        fx.bufs
+            .get(&b)
+            .copied()
+            .ok_or_else(|| IrError(format!("buffer b{b} not loaded")))
+    }
+
+    fn ix(&self, fx: &Fx<'ctx>, x: &Ix, vars: &[IntValue<'ctx>]) -> IrResult<IntValue<'ctx>> {
+        let ir = self.ir;
+        let r = |x: &Ix| self.ix(fx, x, vars);
+        Ok(match x {
+            Ix::Const(v) => ir.i64.const_int(*v as u64, true),
+            Ix::Var(k) => *vars
+                .get(*k as usize)
+                .ok_or_else(|| IrError(format!("variable v{k} out of range")))?,
+            Ix::Sym(s) => fx.syms[*s as usize],
+            Ix::Add(a, b) => ir.add(r(a)?, r(b)?)?,
+            Ix::Mul(a, b) => ir.mul(r(a)?, r(b)?)?,
+            Ix::Div(a, b) => ir.b.build_int_unsigned_div(r(a)?, r(b)?, "")?,
+            Ix::Rem(a, b) => ir.b.build_int_unsigned_rem(r(a)?, r(b)?, "")?,
+            Ix::Min(a, b) => ir.min(r(a)?, r(b)?)?,
+            Ix::Max(a, b) => self.max(r(a)?, r(b)?)?,
+            Ix::Load(b, i) => {
+                let base = self.buf(fx, *b)?;
+                let p = unsafe { ir.b.build_in_bounds_gep(ir.i64, base, &[r(i)?], "")? };
+                ir.b.build_load(ir.i64, p, "")?.into_int_value()
+            }
+            Ix::FromF32(e) => {
+                let v = self.expr(fx, e, vars)?;
+                ir.b.build_float_to_signed_int(v, ir.i64, "")?
+            }
+        })
+    }
+
+    fn expr(&self, fx: &Fx<'ctx>, e: &Expr, vars: &[IntValue<'ctx>]) -> IrResult<FloatValue<'ctx>> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let r = |e: &Expr| self.expr(fx, e, vars);
+        Ok(match e {
+            Expr::Const(v) => m.c(*v),
+            Expr::Load(b, i) => {
+                let base = self.buf(fx, *b)?;
+                let p = ir.at(base, self.ix(fx, i, vars)?)?;
+                ir.load_f32(p)?.into_float_value()
+            }
+            Expr::FromIx(i) => {
+                ir.b.build_signed_int_to_float(self.ix(fx, i, vars)?, ir.f32, "")?
+            }
+            Expr::Unary(u, a) => {
+                let x = r(a)?;
+                match u {
+                    UnaryOp::Neg => ir.b.build_float_neg(x, "")?,
+                    UnaryOp::Exp => m.exp(x)?,
+                    UnaryOp::Log => m.log(x)?,
+                    UnaryOp::Sqrt => m.unary("llvm.sqrt", x)?,
+                    UnaryOp::Rsqrt => {
+                        ir.b.build_float_div(m.c(1.0), m.unary("llvm.sqrt", x)?, "")?
+                    }
+                    UnaryOp::Tanh => m.tanh(x)?,
+                    UnaryOp::Erf => m.erf(x)?,
+                    UnaryOp::Sigmoid => m.sigmoid(x)?,
+                    UnaryOp::Relu => m.select(m.lt(m.c(0.0), x)?, x, m.c(0.0))?,
+                    UnaryOp::Silu => ir.b.build_float_mul(x, m.sigmoid(x)?, "")?,
+                    UnaryOp::Gelu => m.gelu(x)?,
+                    UnaryOp::GeluTanh => m.gelu_tanh(x)?,
+                    UnaryOp::Softplus => m.softplus(x)?,
+                    UnaryOp::Abs => m.unary("llvm.fabs", x)?,
+                    UnaryOp::Square => ir.b.build_float_mul(x, x, "")?,
+                    UnaryOp::Recip => ir.b.build_float_div(m.c(1.0), x, "")?,
+                    UnaryOp::Sin => m.unary("llvm.sin", x)?,
+                    UnaryOp::Cos => m.unary("llvm.cos", x)?,
+                    UnaryOp::Floor => m.unary("llvm.floor", x)?,
+                }
+            }
+            Expr::Binary(op, a, b) => {
+                let (x, y) = (r(a)?, r(b)?);
+                let flag = |p: FloatPredicate| -> IrResult<FloatValue<'ctx>> {
+                    let c = ir.b.build_float_compare(p, x, y, "")?;
+                    m.select(c, m.c(1.0), m.c(0.0))
+                };
+                match op {
+                    BinaryOp::Add => ir.b.build_float_add(x, y, "")?,
+                    BinaryOp::Sub => ir.b.build_float_sub(x, y, "")?,
+                    BinaryOp::Mul => ir.b.build_float_mul(x, y, "")?,
+                    BinaryOp::Div => ir.b.build_float_div(x, y, "")?,
+                    BinaryOp::Max => m.binary_intrinsic("llvm.maxnum", x, y)?,
+                    BinaryOp::Min => m.binary_intrinsic("llvm.minnum", x, y)?,
+                    BinaryOp::Pow => m.binary_intrinsic("llvm.pow", x, y)?,
+                    BinaryOp::Lt => flag(FloatPredicate::OLT)?,
+                    BinaryOp::Le => flag(FloatPredicate::OLE)?,
+                    BinaryOp::Eq => flag(FloatPredicate::OEQ)?,
+                }
+            }
+            Expr::Select(c, a, b) => {
+                let cv = r(c)?;
+                let nz =
+                    ir.b.build_float_compare(FloatPredicate::UNE, cv, m.c(0.0), "")?;
+                m.select(nz, r(a)?, r(b)?)?
+            }
+            Expr::IfLt(x, y, a, b) => {
+                let c = ir.b.build_int_compare(
+                    IntPredicate::SLT,
+                    self.ix(fx, x, vars)?,
+                    self.ix(fx, y, vars)?,
+                    "",
+                )?;
+                m.select(c, r(a)?, r(b)?)?
+            }
+        })
+    }
+
+    /// Splits a linear index into the multi-index of `extents` (IR values).
+    fn delinear(
+        &self,
+        lin: IntValue<'ctx>,
+        extents: &[IntValue<'ctx>],
+    ) -> IrResult<Vec<IntValue<'ctx>>> {
+        let ir = self.ir;
+        let mut out = vec![ir.int(0); extents.len()];
+        let mut rest = lin;
+        for k in (0..extents.len()).rev() {
+            if k == 0 {
+                out[0] = rest;
+            } else {
+                out[k] = ir.b.build_int_unsigned_rem(rest, extents[k], "")?;
+                rest = ir.b.build_int_unsigned_div(rest, extents[k], "")?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn map(
+        &self,
+        fx: &Fx<'ctx>,
+        begin: IntValue<'ctx>,
+        end: IntValue<'ctx>,
+        out: BufId,
+        extents: &[Ix],
+        expr: &Expr,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let ext: Vec<IntValue<'ctx>> = extents
+            .iter()
+            .map(|x| self.ix(fx, x, &[]))
+            .collect::<IrResult<_>>()?;
+        let outp = self.buf(fx, out)?;
+        if ext.is_empty() {
+            let v = self.expr(fx, expr, &[])?;
+            return ir.store(outp, v);
+        }
+        let r = ext.len();
+        let inner = ext[r - 1];
+        ir.for_range(fx.f, "row", begin, end, 1, |row| {
+            let mut vars = self.delinear(row, &ext[..r - 1])?;
+            let base = ir.mul(row, inner)?;
+            ir.for_range(fx.f, "j", ir.int(0), inner, 1, |j| {
+                vars.push(j);
+                let v = self.expr(fx, expr, &vars)?;
+                vars.pop();
+                ir.store(ir.at(outp, ir.add(base, j)?)?, v)
+            })
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reduce(
+        &self,
+        fx: &Fx<'ctx>,
+        begin: IntValue<'ctx>,
+        end: IntValue<'ctx>,
+        out: BufId,
+        extents: &[Ix],
+        axis: usize,
+        op: ReduceOp,
+        expr: &Expr,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let ext: Vec<IntValue<'ctx>> = extents
+            .iter()
+            .map(|x| self.ix(fx, x, &[]))
+            .collect::<IrResult<_>>()?;
+        let outp = self.buf(fx, out)?;
+        let n = ext[axis];
+        let mut inner = ir.int(1);
+        for e in &ext[axis + 1..] {
+            inner = ir.mul(inner, *e)?;
+        }
+        ir.for_range(fx.f, "o", begin, end, 1, |o| {
+            let outer_vars = self.delinear(o, &ext[..axis])?;
+            ir.for_range(fx.f, "ii", ir.int(0), inner, 1, |ii| {
+                let inner_vars = self.delinear(ii, &ext[axis + 1..])?;
+                let init = match op {
+                    ReduceOp::Max => m.c(f64::NEG_INFINITY),
+                    ReduceOp::Sum | ReduceOp::Mean => m.c(0.0),
+                };
+                let steps = WholeSteps {
+                    start: ir.int(0),
+                    limit: n,
+                    step: 1,
+                };
+                let (_, acc) = ir.carried_loop(fx.f, "r", steps, &[init.into()], |r, acc| {
+                    let mut vars = outer_vars.clone();
+                    vars.push(r);
+                    vars.extend_from_slice(&inner_vars);
+                    let x = self.expr(fx, expr, &vars)?;
+                    let a = acc[0].into_float_value();
+                    let next = match op {
+                        ReduceOp::Max => m.binary_intrinsic("llvm.maxnum", a, x)?,
+                        ReduceOp::Sum | ReduceOp::Mean => {
+                            let s = ir.b.build_float_add(a, x, "")?;
+                            set_reassoc(s);
+                            s
+                        }
+                    };
+                    Ok(vec![next.into()])
+                })?;
+                let mut v = acc[0].into_float_value();
+                if op == ReduceOp::Mean {
+                    let nf = ir.b.build_signed_int_to_float(n, ir.f32, "")?;
+                    v = ir.b.build_float_div(v, nf, "")?;
+                }
+                ir.store(ir.at(outp, ir.mad(o, inner, ii)?)?, v)
+            })
+        })
+    }
+
+    fn matmul(
+        &self,
+        fx: &Fx<'ctx>,
+        begin: IntValue<'ctx>,
+        end: IntValue<'ctx>,
+        mm: &MatMul,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let c = |x: &Ix| self.ix(fx, x, &[]);
+        let (m, n, k) = (c(&mm.m)?, c(&mm.n)?, c(&mm.k)?);
+        let mblocks = self.ceil_div(m, MATMUL_ROWS)?;
+        let nblocks = self.ceil_div(n, MATMUL_COLS)?;
+        let per_batch = ir.mul(mblocks, nblocks)?;
+        let (lda, ldb) = (c(&mm.a.ld)?, c(&mm.b.ld)?);
+        let (abuf, bbuf, cbuf) = (
+            self.buf(fx, mm.a.buf)?,
+            self.buf(fx, mm.b.buf)?,
+            self.buf(fx, mm.out)?,
+        );
+        let mn = ir.mul(m, n)?;
+        ir.for_range(fx.f, "it", begin, end, 1, |it| {
+            let bidx = ir.b.build_int_unsigned_div(it, per_batch, "")?;
+            let rem = ir.b.build_int_unsigned_rem(it, per_batch, "")?;
+            let ib = ir.b.build_int_unsigned_div(rem, nblocks, "")?;
+            let jb = ir.b.build_int_unsigned_rem(rem, nblocks, "")?;
+            let i0 = ir.mul(ib, ir.int(MATMUL_ROWS))?;
+            let j0 = ir.mul(jb, ir.int(MATMUL_COLS))?;
+            let rows = ir.min(ir.int(MATMUL_ROWS), ir.sub(m, i0)?)?;
+            let cols = ir.min(ir.int(MATMUL_COLS), ir.sub(n, j0)?)?;
+            let bv = [bidx];
+            let a_off = ir.mad(i0, lda, self.ix(fx, &mm.a.offset, &bv)?)?;
+            let b_base = self.ix(fx, &mm.b.offset, &bv)?;
+            let b_off = if mm.transpose_b {
+                ir.mad(j0, ldb, b_base)?
+            } else {
+                ir.add(b_base, j0)?
+            };
+            let c_off = ir.add(ir.mul(bidx, mn)?, ir.mad(i0, n, j0)?)?;
+            let ap = ir.at(abuf, a_off)?;
+            let bp = ir.at(bbuf, b_off)?;
+            let cp = ir.at(cbuf, c_off)?;
+            let has_k =
+                ir.b.build_int_compare(IntPredicate::SGT, k, ir.int(0), "")?;
+            ir.if_else(
+                fx.f,
+                "k",
+                has_k,
+                || {
+                    let callee = if mm.transpose_b {
+                        self.sgemm_bt
+                    } else {
+                        self.sgemm
+                    };
+                    ir.b.build_call(
+                        callee,
+                        &[
+                            rows.into(),
+                            cols.into(),
+                            k.into(),
+                            ap.into(),
+                            lda.into(),
+                            bp.into(),
+                            ldb.into(),
+                            cp.into(),
+                            n.into(),
+                            fx.scratch.into(),
+                        ],
+                        "",
+                    )?;
+                    Ok(())
+                },
+                || {
+                    ir.for_range(fx.f, "zi", ir.int(0), rows, 1, |i| {
+                        ir.for_range(fx.f, "zj", ir.int(0), cols, 1, |j| {
+                            ir.store(ir.at(cp, ir.mad(i, n, j)?)?, ir.f32.const_zero())
+                        })
+                    })
+                },
+            )?;
+            if let Some(ep) = &mm.epilogue {
+                ir.for_range(fx.f, "ei", i0, ir.add(i0, rows)?, 1, |i| {
+                    let row = ir.add(ir.mul(bidx, mn)?, ir.mul(i, n)?)?;
+                    ir.for_range(fx.f, "ej", j0, ir.add(j0, cols)?, 1, |j| {
+                        let v = self.expr(fx, ep, &[bidx, i, j])?;
+                        ir.store(ir.at(cbuf, ir.add(row, j)?)?, v)
+                    })
+                })?;
+            }
+            Ok(())
+        })
+    }
+
+    fn attention(
+        &self,
+        fx: &Fx<'ctx>,
+        begin: IntValue<'ctx>,
+        end: IntValue<'ctx>,
+        a: &Attention,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let c = |x: &Ix| self.ix(fx, x, &[]);
+        let s: Vec<IntValue<'ctx>> = a.sizes.iter().map(c).collect::<IrResult<_>>()?;
+        let (h, t, nk, d, dv, hkv) = (s[1], s[2], s[3], s[4], s[5], s[6]);
+        let group = ir.b.build_int_unsigned_div(h, hkv, "")?;
+        let ht = ir.mul(h, t)?;
+        let strides =
+            |st: &crate::kernel::Strided| -> IrResult<(PointerValue<'ctx>, Vec<IntValue<'ctx>>)> {
+                let base = ir.at(self.buf(fx, st.buf)?, c(&st.offset)?)?;
+                let v = st.strides.iter().map(c).collect::<IrResult<Vec<_>>>()?;
+                Ok((base, v))
+            };
+        let (qb, qs) = strides(&a.q)?;
+        let (kb, ks) = strides(&a.k)?;
+        let (vb, vs) = strides(&a.v)?;
+        let (ob, os) = strides(&a.out)?;
+        let acc = fx.scratch;
+        let neg_inf = m.c(f64::NEG_INFINITY);
+        let scale = m.c(a.scale);
+        ir.for_range(fx.f, "row", begin, end, 1, |it| {
+            let b = ir.b.build_int_unsigned_div(it, ht, "")?;
+            let hh =
+                ir.b.build_int_unsigned_rem(ir.b.build_int_unsigned_div(it, t, "")?, h, "")?;
+            let tt = ir.b.build_int_unsigned_rem(it, t, "")?;
+            let kh = ir.b.build_int_unsigned_div(hh, group, "")?;
+            let q = ir.at(
+                qb,
+                ir.add(
+                    ir.mul(b, qs[0])?,
+                    ir.add(ir.mul(hh, qs[1])?, ir.mul(tt, qs[2])?)?,
+                )?,
+            )?;
+            let krow0 = ir.at(kb, ir.add(ir.mul(b, ks[0])?, ir.mul(kh, ks[1])?)?)?;
+            let vrow0 = ir.at(vb, ir.add(ir.mul(b, vs[0])?, ir.mul(kh, vs[1])?)?)?;
+            let o = ir.at(
+                ob,
+                ir.add(
+                    ir.mul(b, os[0])?,
+                    ir.add(ir.mul(hh, os[1])?, ir.mul(tt, os[2])?)?,
+                )?,
+            )?;
+            // Keys this query may see.
+            let pos = ir.add(ir.sub(nk, t)?, tt)?;
+            let (lo, hi) = match a.mask {
+                MaskKind::Bidirectional => (ir.int(0), nk),
+                MaskKind::Causal => (ir.int(0), ir.min(nk, ir.add(pos, ir.int(1))?)?),
+                MaskKind::Sliding(w) => (
+                    self.max(ir.int(0), ir.sub(ir.add(pos, ir.int(1))?, ir.int(w))?)?,
+                    ir.min(nk, ir.add(pos, ir.int(1))?)?,
+                ),
+            };
+            ir.for_range(fx.f, "z", ir.int(0), dv, 1, |x| {
+                ir.store(ir.at(acc, x)?, m.c(0.0))
+            })?;
+            let steps = WholeSteps {
+                start: lo,
+                limit: hi,
+                step: 1,
+            };
+            let (_, ml) = ir.carried_loop(
+                fx.f,
+                "key",
+                steps,
+                &[neg_inf.into(), m.c(0.0).into()],
+                |key, cur| {
+                    let (mx, l) = (cur[0].into_float_value(), cur[1].into_float_value());
+                    let kp = ir.at(krow0, ir.mul(key, ks[2])?)?;
+                    let vp = ir.at(vrow0, ir.mul(key, vs[2])?)?;
+                    let dsteps = WholeSteps {
+                        start: ir.int(0),
+                        limit: d,
+                        step: 1,
+                    };
+                    let (_, dot) =
+                        ir.carried_loop(fx.f, "dot", dsteps, &[m.c(0.0).into()], |x, acc| {
+                            let qv = ir
+                                .load_f32(ir.at(q, ir.mul(x, qs[3])?)?)?
+                                .into_float_value();
+                            let kv = ir
+                                .load_f32(ir.at(kp, ir.mul(x, ks[3])?)?)?
+                                .into_float_value();
+                            let p = ir.b.build_float_mul(qv, kv, "")?;
+                            set_reassoc(p);
+                            let sum = ir.b.build_float_add(acc[0].into_float_value(), p, "")?;
+                            set_reassoc(sum);
+                            Ok(vec![sum.into()])
+                        })?;
+                    let vars = [b, hh, tt, key];
+                    let mut score = ir.b.build_float_mul(dot[0].into_float_value(), scale, "")?;
+                    if let Some(bias) = &a.bias {
+                        score =
+                            ir.b.build_float_add(score, self.expr(fx, bias, &vars)?, "")?;
+                    }
+                    if let Some(km) = &a.key_mask {
+                        let keep = self.expr(fx, km, &vars)?;
+                        let off =
+                            ir.b.build_float_compare(FloatPredicate::OEQ, keep, m.c(0.0), "")?;
+                        score = m.select(off, neg_inf, score)?;
+                    }
+                    let new_max = m.binary_intrinsic("llvm.maxnum", mx, score)?;
+                    let none =
+                        ir.b.build_float_compare(FloatPredicate::OEQ, new_max, neg_inf, "")?;
+                    let corr = m.select(
+                        none,
+                        m.c(1.0),
+                        m.exp(ir.b.build_float_sub(mx, new_max, "")?)?,
+                    )?;
+                    let p = m.select(
+                        none,
+                        m.c(0.0),
+                        m.exp(ir.b.build_float_sub(score, new_max, "")?)?,
+                    )?;
+                    let l2 =
+                        ir.b.build_float_add(ir.b.build_float_mul(l, corr, "")?, p, "")?;
+                    let rescale =
+                        ir.b.build_float_compare(FloatPredicate::UNE, corr, m.c(1.0), "")?;
+                    ir.if_else(
+                        fx.f,
+                        "rescale",
+                        rescale,
+                        || {
+                            ir.for_range(fx.f, "rs", ir.int(0), dv, 1, |x| {
+                                let pa = ir.at(acc, x)?;
+                                let v = ir.load_f32(pa)?.into_float_value();
+                                ir.store(pa, ir.b.build_float_mul(v, corr, "")?)
+                            })
+                        },
+                        || Ok(()),
+                    )?;
+                    ir.for_range(fx.f, "pv", ir.int(0), dv, 1, |x| {
+                        let pa = ir.at(acc, x)?;
+                        let av = ir.load_f32(pa)?.into_float_value();
+                        let vv = ir
+                            .load_f32(ir.at(vp, ir.mul(x, vs[3])?)?)?
+                            .into_float_value();
+                        let sum =
+                            ir.b.build_float_add(av, ir.b.build_float_mul(p, vv, "")?, "")?;
+                        ir.store(pa, sum)
+                    })?;
+                    Ok(vec![new_max.into(), l2.into()])
+                },
+            )?;
+            let l = ml[1].into_float_value();
+            let empty =
+                ir.b.build_float_compare(FloatPredicate::OLE, l, m.c(0.0), "")?;
+            let inv = m.select(empty, m.c(0.0), ir.b.build_float_div(m.c(1.0), l, "")?)?;
+            ir.for_range(fx.f, "out", ir.int(0), dv, 1, |x| {
+                let v = ir.load_f32(ir.at(acc, x)?)?.into_float_value();
+                ir.store(
+                    ir.at(o, ir.mul(x, os[3])?)?,
+                    ir.b.build_float_mul(v, inv, "")?,
+                )
+            })
+        })
+    }
+
+    fn copy(
+        &self,
+        dst: PointerValue<'ctx>,
+        src: PointerValue<'ctx>,
+        elems: IntValue<'ctx>,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        ir.b.build_memcpy(dst, 4, src, 4, ir.mul(elems, ir.int(4))?)?;
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        fx: &Fx<'ctx>,
+        s: &Scan,
+        nested: &[(FunctionValue<'ctx>, FunctionValue<'ctx>)],
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let c = |x: &Ix| self.ix(fx, x, &[]);
+        for (from, to, n) in &s.init {
+            self.copy(self.buf(fx, *to)?, self.buf(fx, *from)?, c(n)?)?;
+        }
+        let steps = c(&s.steps)?;
+        ir.for_range(fx.f, "t", ir.int(0), steps, 1, |t| {
+            let tt = if s.reverse {
+                ir.sub(ir.sub(steps, ir.int(1))?, t)?
+            } else {
+                t
+            };
+            for sc in &s.seq_in {
+                let (rows, len) = (c(&sc.rows)?, c(&sc.len)?);
+                let (seq, step) = (self.buf(fx, sc.seq)?, self.buf(fx, sc.step)?);
+                ir.for_range(fx.f, "ci", ir.int(0), rows, 1, |r| {
+                    let src = ir.at(seq, ir.mul(ir.mad(r, steps, tt)?, len)?)?;
+                    self.copy(ir.at(step, ir.mul(r, len)?)?, src, len)
+                })?;
+            }
+            for (kf, rf) in nested {
+                let n = match ir
+                    .b
+                    .build_call(*rf, &[fx.dims_arg.into()], "")?
+                    .try_as_basic_value()
+                {
+                    inkwell::values::ValueKind::Basic(v) => v,
+                    _ => return Err(IrError("range returns nothing".into())),
+                };
+                ir.b.build_call(
+                    *kf,
+                    &[
+                        fx.bufs_arg.into(),
+                        fx.dims_arg.into(),
+                        ir.int(0).into(),
+                        n.into(),
+                        fx.scratch.into(),
+                    ],
+                    "",
+                )?;
+            }
+            for (from, to, n) in &s.update {
+                self.copy(self.buf(fx, *to)?, self.buf(fx, *from)?, c(n)?)?;
+            }
+            for sc in &s.seq_out {
+                let (rows, len) = (c(&sc.rows)?, c(&sc.len)?);
+                let (seq, step) = (self.buf(fx, sc.seq)?, self.buf(fx, sc.step)?);
+                ir.for_range(fx.f, "co", ir.int(0), rows, 1, |r| {
+                    let dst = ir.at(seq, ir.mul(ir.mad(r, steps, tt)?, len)?)?;
+                    self.copy(dst, ir.at(step, ir.mul(r, len)?)?, len)
+                })?;
+            }
+            Ok(())
+        })?;
+        for (from, to, n) in &s.finish {
+            self.copy(self.buf(fx, *to)?, self.buf(fx, *from)?, c(n)?)?;
+        }
+        Ok(())
+    }
+}

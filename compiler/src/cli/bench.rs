@@ -1,0 +1,140 @@
+//! `archc bench FILE[:MODEL] --batch B --seq T --mode prefill [--json]`: builds the model
+//! (or takes it from the cache), loads random weights, runs warm-up passes, then times
+//! forward passes and reports the median and spread, tokens per second and the peak
+//! resident memory of the process.
+
+use super::load_model;
+use crate::eval::Backend;
+use crate::package::{build, BuildOptions};
+use arch_dsl::spec::Family;
+use arch_runtime::{HostTensor, Package, Session, Weights};
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::time::Instant;
+
+pub struct BenchArgs<'a> {
+    pub target: &'a str,
+    pub batch: usize,
+    pub seq: usize,
+    pub mode: &'a str,
+    pub json: bool,
+    pub threads: usize,
+    pub warmup: usize,
+    pub reps: usize,
+    pub backend: Backend,
+}
+
+pub fn run(args: &BenchArgs) -> ExitCode {
+    match bench(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Deterministic token ids in `0..vocab` (a 64-bit LCG).
+fn ids(n: usize, vocab: u64, seed: u64) -> Vec<i64> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) % vocab) as i64
+        })
+        .collect()
+}
+
+/// The process's peak resident set, from /proc (Linux), in MiB.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn bench(args: &BenchArgs) -> Result<(), String> {
+    if args.mode != "prefill" {
+        return Err(format!(
+            "`--mode {}` is not built yet; `--mode prefill` times a forward pass over the prompt",
+            args.mode
+        ));
+    }
+    if args.backend != Backend::Cpu {
+        return Err("`archc bench` times the cpu backend".into());
+    }
+    if args.batch == 0 || args.seq == 0 || args.reps == 0 {
+        return Err("--batch, --seq and --reps must be at least 1".into());
+    }
+    let Some(spec) = load_model(args.target) else {
+        return Err("the spec has errors".into());
+    };
+    let mut opts = BuildOptions::host()?;
+    opts.outputs = vec!["logits".into()];
+    opts.verbose = !args.json;
+    let built = build(&spec, &opts, None)?;
+    let package = Package::load(&built.dir).map_err(|e| e.to_string())?;
+    let weights = Weights::random(package.manifest(), 1).map_err(|e| e.to_string())?;
+    let params: usize = package
+        .manifest()
+        .params
+        .iter()
+        .map(|p| p.shape.iter().product::<usize>())
+        .sum();
+    let mut session = Session::new(package, weights, args.threads).map_err(|e| e.to_string())?;
+    let (b, t) = (args.batch, args.seq);
+    let mut inputs = HashMap::new();
+    inputs.insert(
+        "input_ids".to_string(),
+        HostTensor::i64(vec![b, t], ids(b * t, spec.vocab, 7)),
+    );
+    if spec.family == Family::EncoderDecoder {
+        inputs.insert(
+            "decoder_input_ids".to_string(),
+            HostTensor::i64(vec![b, t], ids(b * t, spec.vocab, 11)),
+        );
+    }
+    for _ in 0..args.warmup {
+        session.run("forward", &inputs).map_err(|e| e.to_string())?;
+    }
+    let mut times = Vec::with_capacity(args.reps);
+    for _ in 0..args.reps {
+        let start = Instant::now();
+        session.run("forward", &inputs).map_err(|e| e.to_string())?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = if times.len() % 2 == 1 {
+        times[times.len() / 2]
+    } else {
+        (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
+    };
+    let tokens_per_s = (b * t) as f64 / (median / 1e3);
+    let rss = peak_rss_mib().unwrap_or(0.0);
+    if args.json {
+        println!(
+            "{{\"model\": \"{}\", \"batch\": {b}, \"seq\": {t}, \"mode\": \"prefill\", \"threads\": {}, \"params\": {params}, \"median_ms\": {median:.3}, \"min_ms\": {:.3}, \"max_ms\": {:.3}, \"tokens_per_s\": {tokens_per_s:.1}, \"reps\": {}, \"build_s\": {:.3}, \"cached\": {}, \"peak_rss_mib\": {rss:.1}}}",
+            spec.name,
+            session.threads(),
+            times[0],
+            times[times.len() - 1],
+            times.len(),
+            built.seconds,
+            built.cached,
+        );
+    } else {
+        println!(
+            "{} batch {b} × seq {t}, {} threads: median {median:.2} ms (min {:.2}, max {:.2}, {} runs), {tokens_per_s:.0} tokens/s, peak RSS {rss:.0} MiB",
+            spec.name,
+            session.threads(),
+            times[0],
+            times[times.len() - 1],
+            times.len()
+        );
+    }
+    Ok(())
+}

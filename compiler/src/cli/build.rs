@@ -1,0 +1,67 @@
+//! `archc build FILE[:MODEL] [--target cpu] [-o DIR]` → a package directory (manifest,
+//! kernels.so, IR dumps); served from the package cache when nothing changed.
+
+use super::load_model;
+use crate::package::{build, BuildOptions};
+use std::path::Path;
+use std::process::ExitCode;
+
+pub struct BuildArgs<'a> {
+    pub target: &'a str,
+    pub device: &'a str,
+    pub mode: &'a str,
+    pub out: Option<&'a Path>,
+    pub outputs: &'a [String],
+    pub attention_mask: bool,
+    pub no_cache: bool,
+}
+
+pub fn run(args: &BuildArgs) -> ExitCode {
+    match run_build(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_build(args: &BuildArgs) -> Result<(), String> {
+    if args.device != "cpu" {
+        return Err(format!(
+            "the `{}` target is not built yet; use `--target cpu`",
+            args.device
+        ));
+    }
+    if args.mode != "infer" {
+        return Err(
+            "`--mode train` packages are not built yet (`archc graph --mode train` shows the training graph)"
+                .into(),
+        );
+    }
+    let Some(spec) = load_model(args.target) else {
+        return Err("the spec has errors".into());
+    };
+    let mut opts = BuildOptions::host()?;
+    opts.outputs = args.outputs.to_vec();
+    opts.attention_mask = args.attention_mask;
+    opts.cache = !args.no_cache;
+    opts.verbose = true;
+    eprintln!(
+        "archc: building {} for {} ({})",
+        spec.name, opts.target.cpu, opts.target.isa
+    );
+    let built = build(&spec, &opts, args.out)?;
+    eprintln!(
+        "archc: {} {} in {:.2} s",
+        if built.cached {
+            "cached package copied to"
+        } else {
+            "wrote"
+        },
+        built.dir.display(),
+        built.seconds
+    );
+    println!("{}", built.dir.display());
+    Ok(())
+}

@@ -1,0 +1,462 @@
+//! The Kernel IR: a model as a list of kernels over a table of buffers, independent of the
+//! target. Built from the graph IR by [`build`] (fusion decides what is materialised and
+//! what is recomputed inside a consumer), planned by [`plan`] (buffer liveness and arena
+//! slots), printed by [`print`], lowered by a backend (`backend::cpu::lower`).
+//!
+//! A kernel is a loop nest over an index space. Its **parallel** axis is a count the
+//! kernel's `range` function returns at run time; iterations write disjoint outputs, so a
+//! runtime may split them across threads in any way. Inside an iteration the loops are
+//! serial; the innermost runs over contiguous memory and is the **vector** axis, and
+//! reductions (`Reduce`, the `k` of a matmul, the keys of attention) are **reduction**
+//! axes. Values are described by two small expression trees: [`Ix`] for i64 index
+//! arithmetic over loop variables and run-time symbols (`batch`, `seq`), and [`Expr`] for
+//! f32 values, so every movement op of the graph (reshape, permute, broadcast, slice,
+//! shift, concat, gather) becomes index arithmetic inside its consumer rather than a copy.
+//!
+//! Structured kernels keep their shape for the backends: a matmul names its operands as
+//! strided panels and carries an elementwise epilogue; attention is one online-softmax
+//! kernel whose bias and key mask are expressions (a T5 or ALiBi bias is computed where it
+//! is used, never stored as seq×seq); a scan is a sequential loop around a sub-program.
+
+pub mod build;
+pub mod plan;
+mod print;
+
+pub use build::build;
+pub use print::print;
+
+use crate::graph::{BinaryOp, Dim, MaskKind, ReduceOp, UnaryOp};
+
+pub type BufId = usize;
+
+/// An i64 index expression. `Var(k)` is loop variable `k` of the enclosing kernel (what
+/// each variable means is fixed per kernel kind, below); `Sym(i)` is `dims[i]`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ix {
+    Const(i64),
+    Var(u32),
+    Sym(u32),
+    Add(Box<Ix>, Box<Ix>),
+    Mul(Box<Ix>, Box<Ix>),
+    /// Division of non-negative values.
+    Div(Box<Ix>, Box<Ix>),
+    Rem(Box<Ix>, Box<Ix>),
+    Min(Box<Ix>, Box<Ix>),
+    Max(Box<Ix>, Box<Ix>),
+    /// Element of an i64 buffer.
+    Load(BufId, Box<Ix>),
+    /// f32 → i64, truncating toward zero.
+    FromF32(Box<Expr>),
+}
+
+/// An f32 value expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    Const(f64),
+    /// Element of an f32 buffer.
+    Load(BufId, Box<Ix>),
+    /// i64 → f32.
+    FromIx(Box<Ix>),
+    Unary(UnaryOp, Box<Expr>),
+    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    /// `c != 0 ? a : b`.
+    Select(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// `a < b ? x : y` on indices: the guards of `shift` and `concat`. Both arms must be
+    /// safe to evaluate (their indices are clamped in range).
+    IfLt(Box<Ix>, Box<Ix>, Box<Expr>, Box<Expr>),
+}
+
+/// A buffer of the program.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Buffer {
+    pub id: BufId,
+    pub kind: BufKind,
+    pub i64: bool,
+    /// Element count.
+    pub elems: Dim,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum BufKind {
+    Input(String),
+    Param(String),
+    Output(String),
+    Temp,
+}
+
+/// A matrix operand: element (i, j) of batch `b` at `offset(b) + i·ld + j` (or `j·ld + i`
+/// for a transposed B). `offset` uses `Var(0)`, the batch index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Panel {
+    pub buf: BufId,
+    pub offset: Ix,
+    pub ld: Ix,
+}
+
+/// `out[b, i, j] = epilogue(Σ_k a[b, i, k] · b[b, k, j])`. Variables: `Var(0)` batch,
+/// `Var(1)` row, `Var(2)` column. `out` is contiguous [batch, m, n]; the epilogue reads
+/// the product back from `out` at the same element and may read other buffers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatMul {
+    pub out: BufId,
+    pub batch: Ix,
+    pub m: Ix,
+    pub n: Ix,
+    pub k: Ix,
+    pub a: Panel,
+    pub b: Panel,
+    pub transpose_b: bool,
+    pub epilogue: Option<Expr>,
+}
+
+/// A rank-4 strided operand: element (i0..i3) at `offset + Σ i·stride`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Strided {
+    pub buf: BufId,
+    pub offset: Ix,
+    pub strides: [Ix; 4],
+}
+
+/// Scaled dot-product attention with online softmax: one query row per parallel
+/// iteration, keys visited once, no scores stored. Variables of `bias` and `key_mask`:
+/// `Var(0)` batch, `Var(1)` head, `Var(2)` query, `Var(3)` key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attention {
+    pub out: Strided,
+    pub q: Strided,
+    pub k: Strided,
+    pub v: Strided,
+    /// [batch, heads, queries, keys, head_dim, value_dim, kv_heads]
+    pub sizes: [Ix; 7],
+    pub mask: MaskKind,
+    pub scale: f64,
+    pub bias: Option<Expr>,
+    pub key_mask: Option<Expr>,
+}
+
+/// A copy of `rows` rows of `len` elements between a sequence [rows, steps, len] and a
+/// step buffer [rows, len].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepCopy {
+    pub seq: BufId,
+    pub step: BufId,
+    pub rows: Ix,
+    pub len: Ix,
+}
+
+/// A recurrence: `body` runs once per step, sequentially.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scan {
+    pub steps: Ix,
+    pub reverse: bool,
+    /// (from, to, elems): copies before the first step (initial states).
+    pub init: Vec<(BufId, BufId, Ix)>,
+    /// Step slices copied in before each step.
+    pub seq_in: Vec<StepCopy>,
+    pub body: Vec<Kernel>,
+    /// (from, to, elems): new states copied over the old after each step.
+    pub update: Vec<(BufId, BufId, Ix)>,
+    /// Step outputs stacked after each step.
+    pub seq_out: Vec<StepCopy>,
+    /// (from, to, elems): final states copied out after the last step.
+    pub finish: Vec<(BufId, BufId, Ix)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    /// `out[v0, …, v(r-1)] = expr` over `extents`, `out` contiguous. Parallel over all
+    /// axes but the last, which is the vector axis.
+    Map {
+        out: BufId,
+        extents: Vec<Ix>,
+        expr: Expr,
+    },
+    /// `out[…, 0, …] = reduce over Var(axis) of expr` over `extents`; `out` contiguous
+    /// with the reduced axis dropped. Parallel over the axes before `axis`.
+    Reduce {
+        out: BufId,
+        extents: Vec<Ix>,
+        axis: usize,
+        op: ReduceOp,
+        expr: Expr,
+    },
+    MatMul(MatMul),
+    Attention(Attention),
+    Scan(Scan),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    pub name: String,
+    pub body: Body,
+}
+
+/// A whole program: what a package holds.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Program {
+    /// Run-time symbols in `dims` order.
+    pub syms: Vec<String>,
+    pub buffers: Vec<Buffer>,
+    pub kernels: Vec<Kernel>,
+    /// Graph inputs: name, buffer, shape.
+    pub inputs: Vec<(String, BufId, Vec<Dim>)>,
+    /// Graph outputs: name, buffer, shape.
+    pub outputs: Vec<(String, BufId, Vec<Dim>)>,
+    /// Parameters: canonical name, buffer, shape.
+    pub params: Vec<(String, BufId, Vec<Dim>)>,
+    /// Arena slot of each temp buffer (after [`plan::assign_slots`]).
+    pub slots: Vec<Option<usize>>,
+    pub slot_count: usize,
+}
+
+impl Ix {
+    pub fn c(v: i64) -> Ix {
+        Ix::Const(v)
+    }
+
+    pub fn as_const(&self) -> Option<i64> {
+        match self {
+            Ix::Const(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    #[allow(clippy::should_implement_trait)]
+    pub fn add(self, o: Ix) -> Ix {
+        match (self.as_const(), o.as_const()) {
+            (Some(a), Some(b)) => Ix::Const(a + b),
+            (Some(0), _) => o,
+            (_, Some(0)) => self,
+            _ => Ix::Add(Box::new(self), Box::new(o)),
+        }
+    }
+
+    #[allow(clippy::should_implement_trait)]
+    pub fn sub(self, o: Ix) -> Ix {
+        match o.as_const() {
+            Some(b) => self.add(Ix::Const(-b)),
+            None => self.add(Ix::Mul(Box::new(o), Box::new(Ix::Const(-1)))),
+        }
+    }
+
+    #[allow(clippy::should_implement_trait)]
+    pub fn mul(self, o: Ix) -> Ix {
+        match (self.as_const(), o.as_const()) {
+            (Some(a), Some(b)) => Ix::Const(a * b),
+            (Some(0), _) | (_, Some(0)) => Ix::Const(0),
+            (Some(1), _) => o,
+            (_, Some(1)) => self,
+            _ => Ix::Mul(Box::new(self), Box::new(o)),
+        }
+    }
+
+    #[allow(clippy::should_implement_trait)]
+    pub fn div(self, o: Ix) -> Ix {
+        match (self.as_const(), o.as_const()) {
+            (Some(a), Some(b)) if b != 0 => Ix::Const(a / b),
+            (Some(0), _) => Ix::Const(0),
+            (_, Some(1)) => self,
+            _ => {
+                // (x · c) / c = x
+                if let Ix::Mul(a, b) = &self {
+                    if **b == o {
+                        return (**a).clone();
+                    }
+                    if **a == o {
+                        return (**b).clone();
+                    }
+                }
+                Ix::Div(Box::new(self), Box::new(o))
+            }
+        }
+    }
+
+    #[allow(clippy::should_implement_trait)]
+    pub fn rem(self, o: Ix) -> Ix {
+        match (self.as_const(), o.as_const()) {
+            (Some(a), Some(b)) if b != 0 => Ix::Const(a % b),
+            (_, Some(1)) | (Some(0), _) => Ix::Const(0),
+            _ => Ix::Rem(Box::new(self), Box::new(o)),
+        }
+    }
+
+    pub fn min(self, o: Ix) -> Ix {
+        match (self.as_const(), o.as_const()) {
+            (Some(a), Some(b)) => Ix::Const(a.min(b)),
+            _ => Ix::Min(Box::new(self), Box::new(o)),
+        }
+    }
+
+    pub fn max(self, o: Ix) -> Ix {
+        match (self.as_const(), o.as_const()) {
+            (Some(a), Some(b)) => Ix::Const(a.max(b)),
+            _ => Ix::Max(Box::new(self), Box::new(o)),
+        }
+    }
+
+    /// `x` clamped into `0..=hi`.
+    pub fn clamp(self, hi: Ix) -> Ix {
+        self.max(Ix::Const(0)).min(hi)
+    }
+
+    /// The value of a symbolic dimension: `coef · Π syms / div`.
+    pub fn of_dim(d: &Dim, syms: &[String]) -> Result<Ix, String> {
+        let mut x = Ix::Const(d.coef as i64);
+        for s in &d.syms {
+            let i = syms
+                .iter()
+                .position(|n| n == s)
+                .ok_or_else(|| format!("dimension `{s}` is not bound by any input"))?;
+            x = x.mul(Ix::Sym(i as u32));
+        }
+        Ok(x.div(Ix::Const(d.div as i64)))
+    }
+
+    /// Row-major linear index of `idx` in `extents`.
+    pub fn linear(idx: &[Ix], extents: &[Ix]) -> Ix {
+        let mut lin = Ix::Const(0);
+        for (i, e) in idx.iter().zip(extents) {
+            lin = lin.mul(e.clone()).add(i.clone());
+        }
+        lin
+    }
+
+    /// The multi-index of a row-major linear index.
+    pub fn delinear(lin: Ix, extents: &[Ix]) -> Vec<Ix> {
+        let mut out = vec![Ix::Const(0); extents.len()];
+        let mut rest = lin;
+        for (k, e) in extents.iter().enumerate().rev() {
+            if k == 0 {
+                out[0] = rest.clone();
+            } else {
+                out[k] = rest.clone().rem(e.clone());
+                rest = rest.div(e.clone());
+            }
+        }
+        out
+    }
+
+    /// Calls `f` on every buffer this expression reads.
+    pub fn visit_bufs(&self, f: &mut dyn FnMut(BufId)) {
+        match self {
+            Ix::Const(_) | Ix::Var(_) | Ix::Sym(_) => {}
+            Ix::Add(a, b)
+            | Ix::Mul(a, b)
+            | Ix::Div(a, b)
+            | Ix::Rem(a, b)
+            | Ix::Min(a, b)
+            | Ix::Max(a, b) => {
+                a.visit_bufs(f);
+                b.visit_bufs(f);
+            }
+            Ix::Load(buf, i) => {
+                f(*buf);
+                i.visit_bufs(f);
+            }
+            Ix::FromF32(e) => e.visit_bufs(f),
+        }
+    }
+}
+
+impl Expr {
+    pub fn visit_bufs(&self, f: &mut dyn FnMut(BufId)) {
+        match self {
+            Expr::Const(_) => {}
+            Expr::Load(buf, i) => {
+                f(*buf);
+                i.visit_bufs(f);
+            }
+            Expr::FromIx(i) => i.visit_bufs(f),
+            Expr::Unary(_, a) => a.visit_bufs(f),
+            Expr::Binary(_, a, b) => {
+                a.visit_bufs(f);
+                b.visit_bufs(f);
+            }
+            Expr::Select(c, a, b) => {
+                c.visit_bufs(f);
+                a.visit_bufs(f);
+                b.visit_bufs(f);
+            }
+            Expr::IfLt(x, y, a, b) => {
+                x.visit_bufs(f);
+                y.visit_bufs(f);
+                a.visit_bufs(f);
+                b.visit_bufs(f);
+            }
+        }
+    }
+
+    /// Number of nodes: the cost of recomputing it.
+    pub fn size(&self) -> usize {
+        match self {
+            Expr::Const(_) | Expr::Load(..) | Expr::FromIx(_) => 1,
+            Expr::Unary(_, a) => 1 + a.size(),
+            Expr::Binary(_, a, b) => 1 + a.size() + b.size(),
+            Expr::Select(c, a, b) => 1 + c.size() + a.size() + b.size(),
+            Expr::IfLt(_, _, a, b) => 1 + a.size() + b.size(),
+        }
+    }
+}
+
+impl Kernel {
+    /// Every buffer the kernel reads or writes, nested scan bodies included.
+    pub fn buffers(&self) -> Vec<BufId> {
+        let mut out = Vec::new();
+        self.visit_bufs(&mut |b| out.push(b));
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn visit_bufs(&self, f: &mut dyn FnMut(BufId)) {
+        match &self.body {
+            Body::Map { out, extents, expr }
+            | Body::Reduce {
+                out, extents, expr, ..
+            } => {
+                f(*out);
+                extents.iter().for_each(|e| e.visit_bufs(f));
+                expr.visit_bufs(f);
+            }
+            Body::MatMul(m) => {
+                f(m.out);
+                f(m.a.buf);
+                f(m.b.buf);
+                if let Some(e) = &m.epilogue {
+                    e.visit_bufs(f);
+                }
+            }
+            Body::Attention(a) => {
+                for s in [&a.out, &a.q, &a.k, &a.v] {
+                    f(s.buf);
+                }
+                for e in a.bias.iter().chain(&a.key_mask) {
+                    e.visit_bufs(f);
+                }
+            }
+            Body::Scan(s) => {
+                for (a, b, _) in s.init.iter().chain(&s.update).chain(&s.finish) {
+                    f(*a);
+                    f(*b);
+                }
+                for c in s.seq_in.iter().chain(&s.seq_out) {
+                    f(c.seq);
+                    f(c.step);
+                }
+                for k in &s.body {
+                    k.visit_bufs(f);
+                }
+            }
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match &self.body {
+            Body::Map { .. } => "map",
+            Body::Reduce { .. } => "reduce",
+            Body::MatMul(_) => "matmul",
+            Body::Attention(_) => "attention",
+            Body::Scan(_) => "scan",
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! Spec → package directory (`docs/PACKAGE.md`): expand, prune to the requested outputs,
+//! build the Kernel IR, plan buffers, lower to machine code, link `kernels.so`, and write
+//! `manifest.json` with the IR dumps beside it. Packages are cached by a hash of
+//! (spec, compiler version, target, options), so building the same spec twice is a copy.
+
+use crate::backend::cpu::lower::{lower, Lowered};
+use crate::backend::cpu::CpuTarget;
+use crate::expand::{forward, ExpandOptions};
+use crate::graph::{Dim, Graph};
+use crate::kernel::{self, BufKind, Program};
+use crate::passes::keep_outputs;
+use arch_dsl::spec::{ArchSpec, Sublayer};
+use arch_runtime::manifest::{
+    BufferKind, BufferSpec, Dtype, Entry, InputSpec, KernelSpec, Limits, Manifest, OutputSpec,
+    ParamSpec, Target,
+};
+use arch_runtime::size::{SizeExpr, Term};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// What to build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildOptions {
+    pub target: CpuTarget,
+    /// The graph takes an `attention_mask` input.
+    pub attention_mask: bool,
+    /// Outputs to keep (all of the forward graph's when empty).
+    pub outputs: Vec<String>,
+    /// Use and fill the package cache.
+    pub cache: bool,
+    /// Print what happens to stderr.
+    pub verbose: bool,
+}
+
+impl BuildOptions {
+    pub fn host() -> Result<BuildOptions, String> {
+        Ok(BuildOptions {
+            target: CpuTarget::host().map_err(|e| e.to_string())?,
+            attention_mask: false,
+            outputs: Vec::new(),
+            cache: true,
+            verbose: false,
+        })
+    }
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub dir: PathBuf,
+    /// Served from the cache.
+    pub cached: bool,
+    pub seconds: f64,
+}
+
+/// FNV-1a, 64 bits: stable across runs and Rust versions, unlike `DefaultHasher`.
+fn fnv(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// This compiler build: its version and its executable's size and modification time, so
+/// a rebuilt compiler never reuses packages of the previous build.
+fn compiler_build() -> String {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| {
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{}:{t}", m.len())
+        })
+        .unwrap_or_default();
+    format!("{} {exe}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The cache key of a build.
+pub fn cache_key(spec: &ArchSpec, opts: &BuildOptions) -> String {
+    let text = format!(
+        "{:?}\n{}\n{}:{}:{:?}\n{}\n{:?}",
+        spec,
+        compiler_build(),
+        opts.target.cpu,
+        opts.target.features,
+        opts.target.isa,
+        opts.attention_mask,
+        opts.outputs
+    );
+    format!("{}-{:016x}", spec.name, fnv(&text))
+}
+
+/// Where packages are cached: `$ARCHC_CACHE`, else `$XDG_CACHE_HOME/archc`, else
+/// `~/.cache/archc`, else the system temp directory.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("ARCHC_CACHE") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("archc");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache").join("archc");
+    }
+    std::env::temp_dir().join("archc-cache")
+}
+
+const FILES: &[&str] = &[
+    "manifest.json",
+    "kernels.so",
+    "graph.txt",
+    "kernels.txt",
+    "kernels.ll",
+];
+
+/// Builds `spec` into `out` (into the cache when `out` is `None`).
+pub fn build(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result<Built, String> {
+    let start = Instant::now();
+    let key = cache_key(spec, opts);
+    let cached_dir = cache_dir().join(&key);
+    let complete = |d: &Path| FILES.iter().all(|f| d.join(f).is_file());
+    if opts.cache && complete(&cached_dir) {
+        let dir = match out {
+            Some(o) if o != cached_dir => {
+                copy_files(&cached_dir, o)?;
+                o.to_path_buf()
+            }
+            _ => cached_dir,
+        };
+        return Ok(Built {
+            dir,
+            cached: true,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    }
+    let dir = match out {
+        Some(o) => o.to_path_buf(),
+        None => cached_dir.clone(),
+    };
+    write_package(spec, opts, &dir)?;
+    if opts.cache && dir != cached_dir {
+        // Best effort: a read-only cache only makes later builds slower.
+        let _ = copy_files(&dir, &cached_dir);
+    }
+    Ok(Built {
+        dir,
+        cached: false,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn copy_files(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+    for f in FILES {
+        // Write under a temporary name, then rename: a reader never sees half a file.
+        let tmp = to.join(format!(".{f}.tmp{}", std::process::id()));
+        std::fs::copy(from.join(f), &tmp)
+            .and_then(|_| std::fs::rename(&tmp, to.join(f)))
+            .map_err(|e| format!("cannot copy {f} to {}: {e}", to.display()))?;
+    }
+    Ok(())
+}
+
+/// The forward graph a package computes.
+pub fn package_graph(spec: &ArchSpec, opts: &BuildOptions) -> Result<Graph, String> {
+    let full = forward(
+        spec,
+        &ExpandOptions {
+            attention_mask: opts.attention_mask,
+        },
+    )?;
+    if opts.outputs.is_empty() {
+        Ok(full)
+    } else {
+        let names: Vec<&str> = opts.outputs.iter().map(String::as_str).collect();
+        keep_outputs(&full, &names)
+    }
+}
+
+/// The planned Kernel IR of a package.
+pub fn package_program(graph: &Graph) -> Result<Program, String> {
+    let mut prog = kernel::build(graph)?;
+    kernel::plan::assign_slots(&mut prog);
+    Ok(prog)
+}
+
+fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(), String> {
+    let log = |msg: &str| {
+        if opts.verbose {
+            eprintln!("archc: {msg}");
+        }
+    };
+    let t = Instant::now();
+    let graph = package_graph(spec, opts)?;
+    let prog = package_program(&graph)?;
+    log(&format!(
+        "{}: {} graph nodes → {} kernels, {} buffers in {} slots ({:.2} s)",
+        spec.name,
+        graph.nodes.len(),
+        prog.kernels.len(),
+        prog.buffers.len(),
+        prog.slot_count,
+        t.elapsed().as_secs_f64()
+    ));
+    let t = Instant::now();
+    let max_dim = max_value_dim(&prog);
+    let lowered = lower(&prog, &opts.target, max_dim).map_err(|e| e.to_string())?;
+    log(&format!(
+        "LLVM: {} bytes of machine code for {} ({:.2} s)",
+        lowered.object.len(),
+        opts.target.cpu,
+        t.elapsed().as_secs_f64()
+    ));
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let write = |name: &str, bytes: &[u8]| {
+        std::fs::write(dir.join(name), bytes)
+            .map_err(|e| format!("cannot write {}: {e}", dir.join(name).display()))
+    };
+    write("graph.txt", crate::graph::print(&graph).as_bytes())?;
+    write("kernels.txt", kernel::print(&prog).as_bytes())?;
+    write("kernels.ll", lowered.llvm_ir.as_bytes())?;
+    link(dir, &lowered.object)?;
+    let manifest = manifest(spec, opts, &prog, &lowered)?;
+    write("manifest.json", manifest.to_json().as_bytes())?;
+    Ok(())
+}
+
+/// The largest value width an attention kernel accumulates (its scratch row).
+fn max_value_dim(prog: &Program) -> u64 {
+    fn walk(ks: &[kernel::Kernel], best: &mut u64) {
+        for k in ks {
+            match &k.body {
+                kernel::Body::Attention(a) => {
+                    if let Some(v) = a.sizes[5].as_const() {
+                        *best = (*best).max(v as u64);
+                    }
+                }
+                kernel::Body::Scan(s) => walk(&s.body, best),
+                _ => {}
+            }
+        }
+    }
+    let mut best = 0;
+    walk(&prog.kernels, &mut best);
+    best
+}
+
+fn link(dir: &Path, object: &[u8]) -> Result<(), String> {
+    let obj = dir.join("kernels.o");
+    std::fs::write(&obj, object).map_err(|e| format!("cannot write {}: {e}", obj.display()))?;
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let lib = dir.join("kernels.so");
+    let tmp = dir.join(".kernels.so.tmp");
+    let out = Command::new(&cc)
+        .arg("-shared")
+        .arg("-o")
+        .arg(&tmp)
+        .arg(&obj)
+        .arg("-lm")
+        .output()
+        .map_err(|e| {
+            format!("cannot run the C compiler `{cc}` to link kernels (install build-essential or set CC): {e}")
+        })?;
+    let _ = std::fs::remove_file(&obj);
+    if !out.status.success() {
+        return Err(format!(
+            "`{cc} -shared` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    std::fs::rename(&tmp, &lib).map_err(|e| format!("cannot write {}: {e}", lib.display()))
+}
+
+fn size(d: &Dim) -> SizeExpr {
+    if d.coef == 0 {
+        return SizeExpr(Vec::new());
+    }
+    SizeExpr(vec![Term {
+        coef: d.coef,
+        div: d.div,
+        syms: d.syms.clone(),
+    }])
+}
+
+fn const_shape(shape: &[Dim]) -> Result<Vec<usize>, String> {
+    shape
+        .iter()
+        .map(|d| {
+            d.as_const()
+                .map(|c| c as usize)
+                .ok_or_else(|| format!("parameter dimension {d} is not a constant"))
+        })
+        .collect()
+}
+
+fn manifest(
+    spec: &ArchSpec,
+    opts: &BuildOptions,
+    prog: &Program,
+    lowered: &Lowered,
+) -> Result<Manifest, String> {
+    let dtype = |i64: bool| if i64 { Dtype::I64 } else { Dtype::F32 };
+    let buffers = prog
+        .buffers
+        .iter()
+        .map(|b| BufferSpec {
+            id: b.id,
+            kind: match b.kind {
+                BufKind::Input(_) => BufferKind::Input,
+                BufKind::Param(_) => BufferKind::Param,
+                BufKind::Output(_) => BufferKind::Output,
+                BufKind::Temp => BufferKind::Temp,
+            },
+            dtype: dtype(b.i64),
+            elems: size(&b.elems),
+            slot: prog.slots.get(b.id).copied().flatten(),
+        })
+        .collect();
+    let kernels = prog
+        .kernels
+        .iter()
+        .zip(&lowered.symbols)
+        .map(|(k, (sym, range))| KernelSpec {
+            symbol: sym.clone(),
+            range: range.clone(),
+            args: k.buffers(),
+            kind: k.kind().to_string(),
+        })
+        .collect();
+    let seq_multiple_of = spec
+        .stacks()
+        .into_iter()
+        .flat_map(|(_, s)| s.layers.iter().flat_map(|l| l.sublayers.iter()))
+        .filter_map(|s| match s {
+            Sublayer::Ttt(t) => Some(t.mini_batch),
+            _ => None,
+        })
+        .fold(1u64, lcm);
+    let mut entries = BTreeMap::new();
+    entries.insert(
+        "forward".to_string(),
+        Entry {
+            kernels: (0..prog.kernels.len()).collect(),
+        },
+    );
+    Ok(Manifest {
+        format: arch_runtime::manifest::FORMAT.to_string(),
+        compiler_version: env!("CARGO_PKG_VERSION").to_string(),
+        model: spec.name.clone(),
+        target: Target {
+            kind: "cpu".into(),
+            isa: opts.target.isa.to_string(),
+            cpu: opts.target.cpu.clone(),
+            features: opts.target.features.clone(),
+        },
+        syms: prog.syms.clone(),
+        limits: Limits {
+            vocab: spec.vocab,
+            context: spec.context,
+            segments: spec.embed.segments,
+            seq_multiple_of,
+        },
+        inputs: prog
+            .inputs
+            .iter()
+            .map(|(name, b, shape)| InputSpec {
+                name: name.clone(),
+                dtype: dtype(prog.buffers[*b].i64),
+                shape: shape.iter().map(size).collect(),
+                buffer: *b,
+            })
+            .collect(),
+        outputs: prog
+            .outputs
+            .iter()
+            .map(|(name, b, shape)| OutputSpec {
+                name: name.clone(),
+                dtype: Dtype::F32,
+                shape: shape.iter().map(size).collect(),
+                buffer: *b,
+            })
+            .collect(),
+        params: prog
+            .params
+            .iter()
+            .map(|(name, b, shape)| {
+                Ok(ParamSpec {
+                    name: name.clone(),
+                    shape: const_shape(shape)?,
+                    buffer: *b,
+                })
+            })
+            .collect::<Result<_, String>>()?,
+        namings: crate::weights::manifest_namings(spec),
+        buffers,
+        slots: prog.slot_count,
+        scratch_floats: lowered.scratch_floats,
+        entries,
+        kernels,
+    })
+}
+
+fn lcm(a: u64, b: u64) -> u64 {
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    if a == 0 || b == 0 {
+        a.max(b)
+    } else {
+        a / gcd(a, b) * b
+    }
+}

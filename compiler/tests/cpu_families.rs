@@ -1,0 +1,299 @@
+//! The CPU backend against the reference evaluator on the tiny model of every family, at
+//! random weights and odd shapes: batch 1 and 3, sequences of 1, 7 and 50 tokens (TTT:
+//! multiples of its mini-batch), with and without padding masks. Every output of the
+//! forward graph must match to max|Δ| / max|ref| ≤ 1e-4, and 1 and 2 threads must give
+//! identical bits.
+
+mod common;
+
+use arch_dsl::elab::Program;
+use arch_dsl::spec::{ArchSpec, Family};
+use archc::autodiff::check::Rng;
+use archc::eval::{evaluate, evaluate_cpu};
+use archc::interp::Value;
+use archc::tensor::Tensor;
+use archc::tensor_io::write_f32;
+use common::{fixture, random_params, spec_of, TOLERANCE};
+use std::collections::HashMap;
+use std::path::Path;
+
+fn ids(rng: &mut Rng, shape: &[usize], vocab: u64) -> Value {
+    let n = shape.iter().product();
+    Value::I(Tensor {
+        shape: shape.to_vec(),
+        data: (0..n)
+            .map(|_| {
+                (((rng.uniform() as f64 + 1.0) / 2.0 * vocab as f64) as i64).min(vocab as i64 - 1)
+            })
+            .collect(),
+    })
+}
+
+/// Compares the backends on `spec` at each (batch, seq), with a padding mask when `mask`.
+fn compare(spec: &ArchSpec, shapes: &[(usize, usize)], mask: bool) {
+    let mut rng = Rng::new(17);
+    let params = random_params(&mut rng, spec, (1e-2, 0.1));
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("w.safetensors");
+    let list: Vec<_> = params.into_iter().collect();
+    write_f32(&weights, &list).unwrap();
+    for &(b, t) in shapes {
+        let t = t.min(spec.context as usize);
+        let mut inputs = HashMap::new();
+        inputs.insert("input_ids".to_string(), ids(&mut rng, &[b, t], spec.vocab));
+        if spec.family == Family::EncoderDecoder {
+            let td = (t + 2).min(spec.context as usize);
+            inputs.insert(
+                "decoder_input_ids".to_string(),
+                ids(&mut rng, &[b, td], spec.vocab),
+            );
+        }
+        if mask {
+            // The last sequence of the batch is padded after its first half.
+            let data = (0..b * t)
+                .map(|i| i64::from(i / t + 1 != b || i % t < t.div_ceil(2)))
+                .collect();
+            inputs.insert(
+                "attention_mask".to_string(),
+                Value::I(Tensor {
+                    shape: vec![b, t],
+                    data,
+                }),
+            );
+        }
+        let want = evaluate(spec, &weights, inputs.clone(), &[])
+            .unwrap_or_else(|e| panic!("{} interp {b}×{t}: {e}", spec.name));
+        let got = evaluate_cpu(spec, &weights, inputs.clone(), &[], 2)
+            .unwrap_or_else(|e| panic!("{} cpu {b}×{t}: {e}", spec.name));
+        let one = evaluate_cpu(spec, &weights, inputs, &[], 1).unwrap();
+        assert_eq!(got.len(), want.len(), "{}: outputs", spec.name);
+        for ((name, g), (wname, w)) in got.iter().zip(&want) {
+            assert_eq!(name, wname);
+            assert_eq!(g.shape, w.shape, "{} {name} {b}×{t}: shape", spec.name);
+            let err = g.rel_max_diff(w);
+            eprintln!(
+                "{} {name} {b}×{t}{}: {err:e}",
+                spec.name,
+                if mask { " masked" } else { "" }
+            );
+            assert!(
+                err <= TOLERANCE,
+                "{} {name} {b}×{t}: relative error {err:e} > {TOLERANCE:e}",
+                spec.name
+            );
+        }
+        for ((name, a), (_, c)) in got.iter().zip(&one) {
+            assert!(
+                a.data
+                    .iter()
+                    .zip(&c.data)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{} {name} {b}×{t}: 1 and 2 threads differ",
+                spec.name
+            );
+        }
+    }
+}
+
+const SHAPES: &[(usize, usize)] = &[(1, 1), (3, 7), (1, 50), (3, 50)];
+
+fn hf(name: &str) {
+    let spec = spec_of(&fixture("hf").join(name));
+    compare(&spec, SHAPES, false);
+}
+
+fn hf_masked(name: &str) {
+    let spec = spec_of(&fixture("hf").join(name));
+    compare(&spec, &[(3, 7), (2, 50)], true);
+}
+
+fn option(name: &str) {
+    let spec = spec_of(&fixture("options").join(name));
+    compare(&spec, SHAPES, false);
+}
+
+fn inline(source: &str, model: &str, shapes: &[(usize, usize)]) {
+    let prog = Program::from_source("tiny.arch", source.to_string(), None);
+    let (spec, diags) = prog.elaborate(model);
+    let spec = spec.unwrap_or_else(|| panic!("{model}: {diags:?}"));
+    compare(&spec, shapes, false);
+}
+
+#[test]
+fn gpt2() {
+    hf("gpt2");
+}
+
+#[test]
+fn openai_gpt() {
+    hf("openai_gpt");
+}
+
+#[test]
+fn llama_gqa() {
+    hf("llama");
+}
+
+#[test]
+fn bert() {
+    hf("bert");
+    hf_masked("bert");
+}
+
+#[test]
+fn roberta() {
+    hf("roberta");
+}
+
+#[test]
+fn albert() {
+    hf("albert");
+}
+
+#[test]
+fn electra() {
+    hf("electra");
+    hf_masked("electra");
+}
+
+#[test]
+fn t5() {
+    hf("t5");
+    hf_masked("t5");
+}
+
+#[test]
+fn bart() {
+    hf("bart");
+}
+
+#[test]
+fn mamba() {
+    hf("mamba");
+}
+
+#[test]
+fn rwkv() {
+    hf("rwkv");
+}
+
+#[test]
+fn options() {
+    let root = fixture("options");
+    let mut names: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("model.arch").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 9, "option fixtures: {names:?}");
+    for name in names {
+        option(&name);
+    }
+}
+
+const TINY_S4: &str = "
+model tiny_s4 {
+    vocab = 23
+    d_model = 5
+    context = 64
+    norm = layernorm(eps = 1e-5)
+    placement = pre
+    position = none
+    decoder {
+        layers = 2
+        ssm { d_state = 6  discretization = bilinear }
+        mlp { hidden = 7  act = gelu }
+    }
+}
+
+model tiny_s4_zoh : tiny_s4 {
+    decoder.ssm.discretization = zoh
+}
+";
+
+#[test]
+fn s4() {
+    inline(TINY_S4, "tiny_s4", SHAPES);
+    inline(TINY_S4, "tiny_s4_zoh", &[(3, 7)]);
+}
+
+const TINY_TTT: &str = "
+model tiny_ttt_linear {
+    vocab = 23
+    d_model = 18
+    context = 64
+    norm = rmsnorm(eps = 1e-6)
+    placement = pre
+    position = rope(theta = 10000.0, style = interleaved)
+    decoder {
+        layers = 2
+        ttt { heads = 3  inner = linear  mini_batch = 3  lr = 1.0  gate = false }
+        mlp { hidden = 10  act = swiglu }
+    }
+}
+
+model tiny_ttt_mlp : tiny_ttt_linear {
+    decoder.ttt.inner = mlp
+    decoder.ttt.gate = true
+}
+";
+
+#[test]
+fn ttt() {
+    let shapes = &[(1, 3), (3, 9), (2, 48)];
+    inline(TINY_TTT, "tiny_ttt_linear", shapes);
+    inline(TINY_TTT, "tiny_ttt_mlp", shapes);
+}
+
+const TINY_HYBRID: &str = "
+block mamba_mlp {
+    mamba { d_state = 4 }
+    mlp { hidden = 2 * d_model  act = swiglu }
+}
+
+block attn_mlp {
+    attention { heads = 4  kv_heads = 2 }
+    mlp { hidden = 2 * d_model  act = swiglu }
+}
+
+model tiny_hybrid {
+    vocab = 31
+    d_model = 16
+    context = 64
+    norm = rmsnorm(eps = 1e-5)
+    placement = pre
+    position = rope(theta = 10000.0)
+    decoder { stack = [mamba_mlp, attn_mlp] * 2 }
+}
+";
+
+#[test]
+fn hybrid() {
+    inline(TINY_HYBRID, "tiny_hybrid", SHAPES);
+}
+
+/// The spec-library entries themselves stay buildable for the CPU backend (no weights:
+/// only the Kernel IR is made, the largest model's in well under a second).
+#[test]
+fn spec_library_builds_kernel_ir() {
+    let specs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs");
+    let mut files: Vec<_> = std::fs::read_dir(&specs)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "arch"))
+        .collect();
+    files.sort();
+    for file in files {
+        let prog = Program::load(&file).unwrap();
+        for model in prog.model_names() {
+            let (spec, diags) = prog.elaborate(&model);
+            let spec = spec.unwrap_or_else(|| panic!("{model}: {diags:?}"));
+            let opts = archc::package::BuildOptions::host().unwrap();
+            let graph = archc::package::package_graph(&spec, &opts)
+                .unwrap_or_else(|e| panic!("{model}: {e}"));
+            archc::package::package_program(&graph).unwrap_or_else(|e| panic!("{model}: {e}"));
+        }
+    }
+}

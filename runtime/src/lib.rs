@@ -1,0 +1,36 @@
+//! arch-runtime: runs the packages `archc build` writes (docs/PACKAGE.md), without LLVM.
+//!
+//! - [`manifest`]: `manifest.json` as serde types ([`Manifest`]), shared with the compiler
+//!   that writes it, and the checks that make a malformed manifest an error.
+//! - [`size`]: symbolic sizes ([`size::SizeExpr`]) evaluated at the bound symbols.
+//! - [`safetensors_file`]: memory-mapped safetensors files (single, directory, sharded),
+//!   broken files diagnosed; also used by the compiler's weight loader.
+//! - [`weights`]: a weights file read under the best of the manifest's namings (canonical
+//!   or Hugging Face), one f32 pointer per parameter, in place from the map when possible;
+//!   or deterministic random weights for benchmarks.
+//! - [`pool`]: a persistent thread pool splitting a kernel's iteration range.
+//! - [`session`]: [`Package::load`] opens `kernels.so` and resolves the kernels;
+//!   [`Session::run`] binds the symbols from the inputs, checks the model's limits,
+//!   allocates buffers (64-byte aligned, reused across runs) and runs an entry point.
+//! - `arch-run`: the deployment binary (package + weights + inputs → outputs).
+//!
+//! Every failure a user can cause is a [`RuntimeError`], never a panic.
+//!
+//! **Invariant:** the runtime knows the package format and the kernel ABI, never the
+//! Graph IR; it does not link LLVM.
+
+pub mod alloc;
+pub mod error;
+pub mod manifest;
+pub mod pool;
+pub mod safetensors_file;
+pub mod session;
+pub mod size;
+pub mod weights;
+
+pub use error::RuntimeError;
+pub use manifest::Manifest;
+pub use pool::Pool;
+pub use session::{HostData, HostTensor, Package, Session};
+pub use size::SizeExpr;
+pub use weights::Weights;

@@ -1,0 +1,424 @@
+//! Weights file + the manifest's parameters and namings → one f32 pointer per parameter.
+//!
+//! The file (`.safetensors`, a directory holding `model.safetensors`, or a sharded
+//! `model.safetensors.index.json`) is memory-mapped. Each naming of the manifest is tried
+//! and the one under which the most parameters are found wins (a tie keeps the earlier
+//! one), so a checkpoint with one tensor missing reports that tensor. f32 tensors stored in
+//! canonical layout and 4-byte aligned are used in place from the map; f16, bf16, f64,
+//! transposed and split tensors are converted into owned f32 memory. Every parameter the
+//! manifest lists is required; a broken file is an error naming the tensor.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use memmap2::Mmap;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+use crate::error::RuntimeError;
+use crate::manifest::{Manifest, ParamSpec, Source};
+use crate::safetensors_file as file;
+
+/// The data of one parameter.
+enum Data {
+    /// `len` f32s inside one of `Weights::maps`.
+    Mapped {
+        ptr: *const f32,
+        len: usize,
+    },
+    Owned(Vec<f32>),
+}
+
+/// Every parameter of a manifest, in the order of `manifest.params`, as row-major f32.
+pub struct Weights {
+    /// Keeps `Data::Mapped` pointers valid.
+    _maps: Vec<Mmap>,
+    params: Vec<Data>,
+    naming: String,
+}
+
+// SAFETY: the data is never written after construction; mapped pointers point into maps
+// the struct owns, which are themselves `Send + Sync`.
+unsafe impl Send for Weights {}
+unsafe impl Sync for Weights {}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mapped = self
+            .params
+            .iter()
+            .filter(|d| matches!(d, Data::Mapped { .. }))
+            .count();
+        f.debug_struct("Weights")
+            .field("naming", &self.naming)
+            .field("params", &self.params.len())
+            .field("mapped", &mapped)
+            .finish()
+    }
+}
+
+impl Weights {
+    /// Reads the parameters of `manifest` from the weights at `path`.
+    pub fn open(manifest: &Manifest, path: &Path) -> Result<Weights, RuntimeError> {
+        let paths = file::resolve(path)?;
+        let maps = paths
+            .iter()
+            .map(|p| file::map(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (params, naming) = {
+            let parsed = paths
+                .iter()
+                .zip(&maps)
+                .map(|(p, m)| file::parse(p, m))
+                .collect::<Result<Vec<_>, _>>()?;
+            let files = file::Files::new(&parsed);
+            let (naming, sources) = detect(manifest, &files, path)?;
+            let params = manifest
+                .params
+                .iter()
+                .zip(sources)
+                .map(|(p, src)| read(&files, &naming, p, src))
+                .collect::<Result<Vec<_>, _>>()?;
+            (params, naming)
+        };
+        Ok(Weights {
+            _maps: maps,
+            params,
+            naming,
+        })
+    }
+
+    /// Deterministic random parameters for benchmarks: uniform in [-0.05, 0.05], except
+    /// norm weights (names ending in `norm.weight`) at 1 and norm biases at 0.
+    pub fn random(manifest: &Manifest, seed: u64) -> Result<Weights, RuntimeError> {
+        let params = manifest
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let n = numel(p)?;
+                let data = if p.name.ends_with("norm.weight") {
+                    vec![1.0; n]
+                } else if p.name.ends_with("norm.bias") {
+                    vec![0.0; n]
+                } else {
+                    let mut rng = SplitMix(seed ^ (i as u64).wrapping_mul(0xa076_1d64_78bd_642f));
+                    (0..n).map(|_| rng.uniform() * 0.1 - 0.05).collect()
+                };
+                Ok(Data::Owned(data))
+            })
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
+        Ok(Weights {
+            _maps: vec![],
+            params,
+            naming: format!("random(seed = {seed})"),
+        })
+    }
+
+    /// Weights from canonical tensors (row-major f32 by parameter name); every parameter of
+    /// `manifest` must be present with its element count. Other names are ignored.
+    pub fn from_tensors(
+        manifest: &Manifest,
+        mut tensors: BTreeMap<String, Vec<f32>>,
+    ) -> Result<Weights, RuntimeError> {
+        let params = manifest
+            .params
+            .iter()
+            .map(|p| {
+                let data = tensors
+                    .remove(&p.name)
+                    .ok_or_else(|| RuntimeError::Missing {
+                        tensor: p.name.clone(),
+                        naming: "canonical".into(),
+                        looked_for: vec![p.name.clone()],
+                    })?;
+                if data.len() != numel(p)? {
+                    return Err(RuntimeError::Shape {
+                        tensor: p.name.clone(),
+                        source: p.name.clone(),
+                        expected: p.shape.clone(),
+                        found: vec![data.len()],
+                    });
+                }
+                Ok(Data::Owned(data))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Weights {
+            _maps: vec![],
+            params,
+            naming: "canonical".into(),
+        })
+    }
+
+    /// The base address of parameter `i` (of `manifest.params`); null when out of range.
+    pub fn ptr(&self, i: usize) -> *const f32 {
+        match self.params.get(i) {
+            Some(Data::Mapped { ptr, .. }) => *ptr,
+            Some(Data::Owned(v)) => v.as_ptr(),
+            None => std::ptr::null(),
+        }
+    }
+
+    /// The data of parameter `i`.
+    pub fn data(&self, i: usize) -> Option<&[f32]> {
+        Some(match self.params.get(i)? {
+            // SAFETY: `ptr` is 4-byte aligned and points at `len` f32s of a map `self` owns.
+            Data::Mapped { ptr, len } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+            Data::Owned(v) => v,
+        })
+    }
+
+    /// Whether parameter `i` is used in place from the memory map.
+    pub fn is_mapped(&self, i: usize) -> bool {
+        matches!(self.params.get(i), Some(Data::Mapped { .. }))
+    }
+
+    /// Number of parameters.
+    pub fn len(&self) -> usize {
+        self.params.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.params.is_empty()
+    }
+
+    /// The naming the file was read under: a `label` of the manifest's namings.
+    pub fn naming(&self) -> &str {
+        &self.naming
+    }
+}
+
+fn numel(p: &ParamSpec) -> Result<usize, RuntimeError> {
+    p.numel().ok_or_else(|| RuntimeError::Shape {
+        tensor: p.name.clone(),
+        source: p.name.clone(),
+        expected: p.shape.clone(),
+        found: vec![],
+    })
+}
+
+static NOTHING: Source = Source::Nothing;
+
+/// The naming under which the most parameters are present (a tie keeps the earlier one),
+/// with each parameter's source under it.
+fn detect<'m>(
+    manifest: &'m Manifest,
+    files: &file::Files<'_>,
+    path: &Path,
+) -> Result<(String, Vec<&'m Source>), RuntimeError> {
+    let mut best: Option<(usize, &str, Vec<&Source>)> = None;
+    for naming in &manifest.namings {
+        let sources: Vec<&Source> = manifest
+            .params
+            .iter()
+            .map(|p| naming.sources.get(&p.name).unwrap_or(&NOTHING))
+            .collect();
+        let found = sources
+            .iter()
+            .filter(|s| s.names().iter().any(|n| files.contains(n)))
+            .count();
+        let better = match &best {
+            None => true,
+            Some(b) => found > b.0,
+        };
+        if better {
+            best = Some((found, &naming.label, sources));
+        }
+    }
+    match best {
+        Some((found, label, sources)) if found > 0 || manifest.params.is_empty() => {
+            Ok((label.to_string(), sources))
+        }
+        _ if manifest.params.is_empty() => Ok(("canonical".into(), vec![])),
+        _ => {
+            let mut sample: Vec<String> = files.names().map(str::to_string).collect();
+            sample.sort();
+            sample.truncate(4);
+            Err(RuntimeError::UnknownNaming {
+                path: path.to_path_buf(),
+                model: manifest.model.clone(),
+                tried: manifest.namings.iter().map(|n| n.label.clone()).collect(),
+                sample,
+            })
+        }
+    }
+}
+
+/// The source to read: `Any` resolved to its first alternative present in the files.
+fn pick<'s>(src: &'s Source, files: &file::Files<'_>) -> Option<&'s Source> {
+    match src {
+        Source::Nothing => None,
+        Source::Any(alts) => alts.iter().find_map(|a| pick(a, files)),
+        leaf => leaf
+            .names()
+            .iter()
+            .all(|n| files.contains(n))
+            .then_some(leaf),
+    }
+}
+
+/// Reads parameter `p` through `src`.
+fn read(
+    files: &file::Files<'_>,
+    naming: &str,
+    p: &ParamSpec,
+    src: &Source,
+) -> Result<Data, RuntimeError> {
+    let missing = || RuntimeError::Missing {
+        tensor: p.name.clone(),
+        naming: naming.to_string(),
+        looked_for: src.names().iter().map(|s| s.to_string()).collect(),
+    };
+    let leaf = pick(src, files).ok_or_else(missing)?;
+    let (name, canon) = match leaf {
+        Source::Plain { name, shape }
+        | Source::Transpose { name, shape }
+        | Source::Rows { name, shape, .. } => (name.as_str(), shape.as_slice()),
+        Source::Any(_) | Source::Nothing => return Err(missing()),
+    };
+    let view = files.get(name).ok_or_else(missing)?;
+    let found = view.shape().to_vec();
+    let shape_err = |expected: Vec<usize>| RuntimeError::Shape {
+        tensor: p.name.clone(),
+        source: name.to_string(),
+        expected,
+        found: found.clone(),
+    };
+    let want = numel(p)?;
+    let data = match leaf {
+        Source::Plain { .. } => {
+            if squeeze(&found) != squeeze(canon) {
+                return Err(shape_err(canon.to_vec()));
+            }
+            let bytes = view.data();
+            if view.dtype() == Dtype::F32 && (bytes.as_ptr() as usize).is_multiple_of(4) {
+                if bytes.len() != want * 4 {
+                    return Err(shape_err(p.shape.clone()));
+                }
+                return Ok(Data::Mapped {
+                    ptr: bytes.as_ptr().cast(),
+                    len: want,
+                });
+            }
+            convert(view, p, name)?
+        }
+        Source::Transpose { .. } => {
+            let [a, b] = *canon else {
+                return Err(shape_err(canon.to_vec()));
+            };
+            if found != [b, a] {
+                return Err(shape_err(vec![b, a]));
+            }
+            transpose(&convert(view, p, name)?, b, a)
+        }
+        Source::Rows {
+            transpose: t,
+            start,
+            len,
+            ..
+        } => {
+            // The stored tensor, as rows × rest after the optional transpose.
+            let (rows, rest) = match (t, found.as_slice()) {
+                (true, &[r, c]) => (c, vec![r]),
+                (true, _) => return Err(shape_err(canon.iter().rev().copied().collect())),
+                (false, [r, rest @ ..]) => (*r, rest.to_vec()),
+                (false, []) => return Err(shape_err(canon.to_vec())),
+            };
+            let end = start.checked_add(*len).unwrap_or(usize::MAX);
+            let tail = canon.get(1..).unwrap_or(&[]);
+            let fits = canon.first() == Some(len) && tail == rest && end <= rows;
+            if !fits {
+                let mut expected = tail.to_vec();
+                if *t {
+                    expected.push(end);
+                } else {
+                    expected.insert(0, end);
+                }
+                return Err(shape_err(expected));
+            }
+            let mut data = convert(view, p, name)?;
+            if *t {
+                data = transpose(&data, found[0], found[1]);
+            }
+            let row: usize = rest.iter().product();
+            data[start * row..end * row].to_vec()
+        }
+        Source::Any(_) | Source::Nothing => return Err(missing()),
+    };
+    if data.len() != want {
+        return Err(shape_err(p.shape.clone()));
+    }
+    Ok(Data::Owned(data))
+}
+
+fn convert(view: &TensorView<'_>, p: &ParamSpec, source: &str) -> Result<Vec<f32>, RuntimeError> {
+    file::to_f32(view).ok_or_else(|| RuntimeError::Dtype {
+        tensor: p.name.clone(),
+        source: source.to_string(),
+        dtype: file::dtype_name(view.dtype()),
+    })
+}
+
+fn squeeze(shape: &[usize]) -> Vec<usize> {
+    shape.iter().copied().filter(|&d| d != 1).collect()
+}
+
+/// [a, b] row-major → [b, a] row-major, in cache-sized tiles.
+fn transpose(data: &[f32], a: usize, b: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut out = vec![0.0; data.len()];
+    for i0 in (0..a).step_by(TILE) {
+        for j0 in (0..b).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(a) {
+                for j in j0..(j0 + TILE).min(b) {
+                    out[j * a + i] = data[i * b + j];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// SplitMix64: small, fast, and the same numbers on every machine.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1), 24 bits.
+    fn uniform(&mut self) -> f32 {
+        (self.next() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_tiles_agree_with_the_definition() {
+        let (a, b) = (37, 70);
+        let data: Vec<f32> = (0..a * b).map(|x| x as f32).collect();
+        let t = transpose(&data, a, b);
+        for i in 0..a {
+            for j in 0..b {
+                assert_eq!(t[j * a + i], data[i * b + j]);
+            }
+        }
+    }
+
+    #[test]
+    fn random_numbers_stay_in_range() {
+        let mut r = SplitMix(7);
+        for _ in 0..10_000 {
+            let x = r.uniform() * 0.1 - 0.05;
+            assert!((-0.05..=0.05).contains(&x));
+        }
+    }
+}

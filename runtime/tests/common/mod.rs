@@ -1,0 +1,277 @@
+//! A hand-written two-kernel package (gather + add bias) in C, compiled with `cc`, and
+//! helpers to write safetensors files.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use arch_runtime::manifest::{
+    BufferKind, BufferSpec, Dtype, Entry, InputSpec, KernelSpec, Limits, Manifest, Naming,
+    OutputSpec, ParamSpec, Source, Target, FORMAT,
+};
+use arch_runtime::SizeExpr;
+use safetensors::tensor::TensorView;
+
+pub const VOCAB: usize = 10;
+pub const D: usize = 4;
+
+/// `hidden[b, t, :] = embed[ids[b, t], :] + bias`, through a temp buffer and the scratch.
+/// Misaligned buffers or scratch poison the output with NaN, so the tests see them.
+pub const KERNELS_C: &str = r#"
+#include <stdint.h>
+#define D 4
+static int misaligned(const void *p) { return ((uintptr_t)p) % 64 != 0; }
+void k0_gather(void *const *bufs, const int64_t *dims, int64_t begin, int64_t end, float *scratch) {
+    const int64_t *ids = bufs[0];
+    const float *emb = bufs[1];
+    float *tmp = bufs[3];
+    float poison = (misaligned(scratch) || misaligned(tmp) || misaligned(ids)) ? __builtin_nanf("") : 0.0f;
+    for (int64_t i = begin; i < end; i++) {
+        for (int j = 0; j < D; j++) scratch[j] = emb[ids[i] * D + j];
+        for (int j = 0; j < D; j++) tmp[i * D + j] = scratch[j] + poison;
+    }
+}
+int64_t k0_gather_range(const int64_t *dims) { return dims[0] * dims[1]; }
+void k1_bias(void *const *bufs, const int64_t *dims, int64_t begin, int64_t end, float *scratch) {
+    const float *tmp = bufs[3];
+    const float *bias = bufs[2];
+    float *out = bufs[4];
+    float poison = misaligned(out) ? __builtin_nanf("") : 0.0f;
+    for (int64_t i = begin; i < end; i++) out[i] = tmp[i] + bias[i % D] + poison;
+}
+int64_t k1_bias_range(const int64_t *dims) { return dims[0] * dims[1] * D; }
+"#;
+
+/// Whether a C compiler is available; prints why a test is skipped when not.
+pub fn have_cc() -> bool {
+    let ok = Command::new("cc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: no `cc` to compile the test kernels");
+    }
+    ok
+}
+
+/// Compiles `source` into `dir/kernels.so`.
+pub fn compile(dir: &Path, source: &str) {
+    let c = dir.join("kernels.c");
+    std::fs::write(&c, source).unwrap();
+    let out = Command::new("cc")
+        .args(["-O2", "-shared", "-fPIC", "-o"])
+        .arg(dir.join("kernels.so"))
+        .arg(&c)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn bs() -> SizeExpr {
+    SizeExpr::term(1, &["batch", "seq"], 1)
+}
+
+fn buffer(
+    id: usize,
+    kind: BufferKind,
+    dtype: Dtype,
+    elems: SizeExpr,
+    slot: Option<usize>,
+) -> BufferSpec {
+    BufferSpec {
+        id,
+        kind,
+        dtype,
+        elems,
+        slot,
+    }
+}
+
+/// The manifest of the gather + bias package.
+pub fn manifest() -> Manifest {
+    let params = vec![
+        ParamSpec {
+            name: "embed.tokens.weight".into(),
+            shape: vec![VOCAB, D],
+            buffer: 1,
+        },
+        ParamSpec {
+            name: "out.bias".into(),
+            shape: vec![D],
+            buffer: 2,
+        },
+    ];
+    let canonical = Naming {
+        label: "canonical".into(),
+        sources: params
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    Source::Plain {
+                        name: p.name.clone(),
+                        shape: p.shape.clone(),
+                    },
+                )
+            })
+            .collect(),
+    };
+    Manifest {
+        format: FORMAT.into(),
+        compiler_version: env!("CARGO_PKG_VERSION").into(),
+        model: "gather_bias".into(),
+        target: Target {
+            kind: "cpu".into(),
+            isa: "x86-64".into(),
+            cpu: "x86-64".into(),
+            features: "".into(),
+        },
+        syms: vec!["batch".into(), "seq".into()],
+        limits: Limits {
+            vocab: VOCAB as u64,
+            context: 8,
+            segments: 0,
+            seq_multiple_of: 1,
+        },
+        inputs: vec![InputSpec {
+            name: "input_ids".into(),
+            dtype: Dtype::I64,
+            shape: vec![SizeExpr::sym("batch"), SizeExpr::sym("seq")],
+            buffer: 0,
+        }],
+        outputs: vec![OutputSpec {
+            name: "hidden".into(),
+            dtype: Dtype::F32,
+            shape: vec![
+                SizeExpr::sym("batch"),
+                SizeExpr::sym("seq"),
+                SizeExpr::constant(D as u64),
+            ],
+            buffer: 4,
+        }],
+        params,
+        namings: vec![canonical],
+        buffers: vec![
+            buffer(0, BufferKind::Input, Dtype::I64, bs(), None),
+            buffer(
+                1,
+                BufferKind::Param,
+                Dtype::F32,
+                SizeExpr::constant((VOCAB * D) as u64),
+                None,
+            ),
+            buffer(
+                2,
+                BufferKind::Param,
+                Dtype::F32,
+                SizeExpr::constant(D as u64),
+                None,
+            ),
+            buffer(
+                3,
+                BufferKind::Temp,
+                Dtype::F32,
+                SizeExpr::term(D as u64, &["batch", "seq"], 1),
+                Some(0),
+            ),
+            buffer(
+                4,
+                BufferKind::Output,
+                Dtype::F32,
+                SizeExpr::term(D as u64, &["batch", "seq"], 1),
+                None,
+            ),
+        ],
+        slots: 1,
+        scratch_floats: 16,
+        entries: [(
+            "forward".to_string(),
+            Entry {
+                kernels: vec![0, 1],
+            },
+        )]
+        .into(),
+        kernels: vec![
+            KernelSpec {
+                symbol: "k0_gather".into(),
+                range: "k0_gather_range".into(),
+                args: vec![0, 1, 3],
+                kind: "gather".into(),
+            },
+            KernelSpec {
+                symbol: "k1_bias".into(),
+                range: "k1_bias_range".into(),
+                args: vec![3, 2, 4],
+                kind: "elementwise".into(),
+            },
+        ],
+    }
+}
+
+/// Writes the package (manifest + compiled kernels) into `dir`.
+pub fn write_package(dir: &Path, m: &Manifest) {
+    m.write(dir).unwrap();
+    compile(dir, KERNELS_C);
+}
+
+pub fn embed() -> Vec<f32> {
+    (0..VOCAB * D).map(|i| i as f32 * 0.5 - 3.0).collect()
+}
+
+pub fn bias() -> Vec<f32> {
+    vec![0.25, -1.0, 2.0, 0.0]
+}
+
+/// A tensor to write: name, dtype, shape, little-endian bytes.
+pub type Raw = (String, safetensors::Dtype, Vec<usize>, Vec<u8>);
+
+pub fn f32_raw(name: &str, shape: &[usize], data: &[f32]) -> Raw {
+    (
+        name.to_string(),
+        safetensors::Dtype::F32,
+        shape.to_vec(),
+        data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+pub fn i64_raw(name: &str, shape: &[usize], data: &[i64]) -> Raw {
+    (
+        name.to_string(),
+        safetensors::Dtype::I64,
+        shape.to_vec(),
+        data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+pub fn write_safetensors(path: &Path, tensors: &[Raw]) {
+    let views: BTreeMap<&str, TensorView<'_>> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.as_str(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// The canonical weights of the package.
+pub fn write_weights(path: &Path) {
+    write_safetensors(
+        path,
+        &[
+            f32_raw("embed.tokens.weight", &[VOCAB, D], &embed()),
+            f32_raw("out.bias", &[D], &bias()),
+        ],
+    );
+}
+
+/// What the package computes for `ids`.
+pub fn expected(ids: &[i64]) -> Vec<f32> {
+    let (e, b) = (embed(), bias());
+    ids.iter()
+        .flat_map(|&i| (0..D).map(move |j| (i as usize, j)))
+        .map(|(i, j)| e[i * D + j] + b[j])
+        .collect()
+}
