@@ -65,22 +65,10 @@ fn fnv(text: &str) -> u64 {
     h
 }
 
-/// This compiler build: its version and its executable's size and modification time, so
-/// a rebuilt compiler never reuses packages of the previous build.
+/// This compiler build: its version and the id `build.rs` stamps on every rebuild, so a
+/// changed compiler never reuses packages of an earlier build.
 fn compiler_build() -> String {
-    let exe = std::env::current_exe()
-        .ok()
-        .and_then(|p| std::fs::metadata(p).ok())
-        .map(|m| {
-            let t = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            format!("{}:{t}", m.len())
-        })
-        .unwrap_or_default();
-    format!("{} {exe}", env!("CARGO_PKG_VERSION"))
+    format!("{} {}", env!("CARGO_PKG_VERSION"), env!("ARCHC_BUILD_ID"))
 }
 
 /// The cache key of a build.

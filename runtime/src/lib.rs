@@ -9,9 +9,12 @@
 //!   or Hugging Face), one f32 pointer per parameter, in place from the map when possible;
 //!   or deterministic random weights for benchmarks.
 //! - [`pool`]: a persistent thread pool splitting a kernel's iteration range.
-//! - [`session`]: [`Package::load`] opens `kernels.so` and resolves the kernels;
-//!   [`Session::run`] binds the symbols from the inputs, checks the model's limits,
-//!   allocates buffers (64-byte aligned, reused across runs) and runs an entry point.
+//! - [`package`]: [`Package::load`] reads the manifest, opens `kernels.so` and resolves
+//!   the kernels (the C ABI).
+//! - [`inputs`]: [`HostTensor`]s checked against the inputs of the graph and the model's
+//!   limits; the symbols bound from their shapes.
+//! - [`session`]: [`Session::run`] sizes and allocates the buffers (64-byte aligned,
+//!   reused across runs) and runs an entry point's kernels on the pool.
 //! - `arch-run`: the deployment binary (package + weights + inputs → outputs).
 //!
 //! Every failure a user can cause is a [`RuntimeError`], never a panic.
@@ -21,7 +24,9 @@
 
 pub mod alloc;
 pub mod error;
+pub mod inputs;
 pub mod manifest;
+pub mod package;
 pub mod pool;
 pub mod safetensors_file;
 pub mod session;
@@ -29,8 +34,10 @@ pub mod size;
 pub mod weights;
 
 pub use error::RuntimeError;
+pub use inputs::{HostData, HostTensor};
 pub use manifest::Manifest;
+pub use package::Package;
 pub use pool::Pool;
-pub use session::{HostData, HostTensor, Package, Session};
+pub use session::Session;
 pub use size::SizeExpr;
 pub use weights::Weights;

@@ -202,11 +202,12 @@ pub struct Entry {
 /// One kernel of `kernels.so`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelSpec {
-    /// `void SYMBOL(void *const *bufs, const int64_t *dims, int64_t begin, int64_t end, float *scratch)`.
+    /// `void SYMBOL(void *const *args, const int64_t *dims, int64_t begin, int64_t end, float *scratch)`;
+    /// kernels that differ only in their buffers share one symbol.
     pub symbol: String,
     /// `int64_t RANGE(const int64_t *dims)`: the parallel iteration count.
     pub range: String,
-    /// Buffers it reads or writes (informative).
+    /// The buffers it reads or writes, in the order the kernel expects their addresses.
     pub args: Vec<usize>,
     /// What it computes (informative): `gather`, `matmul`, …
     pub kind: String,

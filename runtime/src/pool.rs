@@ -49,9 +49,20 @@ impl Shared {
     }
 }
 
-/// Spins before sleeping: long enough to catch the next kernel of a run, short enough not
-/// to steal a core from the caller when there is none to spare.
-const SPIN: u32 = 4_000;
+/// Polls before sleeping: long enough to catch the next kernel of a run. After the first
+/// few polls each one yields, so that a waiting thread gives its core to the one it waits
+/// for when there are more threads than free cores.
+const SPIN: u32 = 2_000;
+const SPIN_HOT: u32 = 64;
+
+/// One poll of a wait loop.
+fn pause(spins: u32) {
+    if spins < SPIN_HOT {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
 
 /// A fixed set of worker threads (`threads - 1` of them: the caller is worker 0).
 pub struct Pool {
@@ -135,7 +146,7 @@ impl Pool {
 
         let mut spins = 0;
         while self.shared.remaining.load(Ordering::Acquire) != 0 && spins < SPIN {
-            std::hint::spin_loop();
+            pause(spins);
             spins += 1;
         }
         let mut st = self.shared.lock();
@@ -176,7 +187,7 @@ fn worker(s: &Shared, index: usize) {
     loop {
         let mut spins = 0;
         while s.generation.load(Ordering::Acquire) == seen && spins < SPIN {
-            std::hint::spin_loop();
+            pause(spins);
             spins += 1;
         }
         let job = {

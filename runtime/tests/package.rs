@@ -223,3 +223,82 @@ fn weights_of_the_wrong_shape_name_the_tensor() {
     let err = Session::new(package, w, 1).unwrap_err();
     assert!(matches!(err, RuntimeError::WeightsMismatch(_)), "{err:?}");
 }
+
+#[test]
+fn token_type_ids_default_to_zeros_and_masks_are_checked() {
+    if !have_cc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_package(dir.path(), &manifest_with_segments());
+    write_weights(&dir.path().join("w.safetensors"));
+    let mut s = session(dir.path(), 2);
+    let tensor = |data: &[i64]| HostTensor::i64(vec![1, data.len()], data.to_vec());
+    let inputs = |tt: Option<&[i64]>, mask: &[i64]| {
+        let mut m = ids(&[1, 2], &[1, 2]);
+        m.insert("attention_mask".into(), tensor(mask));
+        if let Some(tt) = tt {
+            m.insert("token_type_ids".into(), tensor(tt));
+        }
+        m
+    };
+    let plus = |v: Vec<f32>, row: usize, x: f32| -> Vec<f32> {
+        v.iter()
+            .enumerate()
+            .map(|(i, &y)| if i / D == row { y + x } else { y })
+            .collect()
+    };
+
+    let out = s.run("forward", &inputs(None, &[1, 1])).unwrap();
+    assert_eq!(out[0].1.as_f32().unwrap(), expected(&[1, 2]));
+    let out = s.run("forward", &inputs(Some(&[0, 1]), &[1, 0])).unwrap();
+    let want = plus(plus(expected(&[1, 2]), 1, 100.0), 1, 1000.0);
+    assert_eq!(out[0].1.as_f32().unwrap(), want);
+
+    let err = s
+        .run("forward", &inputs(Some(&[0, 2]), &[1, 1]))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`token_type_ids` holds 2, but the model has 2 segments"
+    );
+    let err = s.run("forward", &inputs(None, &[1, 3])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`attention_mask` must hold only 0 and 1, found 3"
+    );
+    let err = s.run("forward", &inputs(None, &[1, 1, 1])).unwrap_err();
+    let m = err.to_string();
+    assert!(
+        m.contains("`attention_mask` has seq = 3 (axis 1), but `input_ids` has seq = 2"),
+        "{m}"
+    );
+    let mut no_mask = inputs(None, &[1, 1]);
+    no_mask.remove("attention_mask");
+    let err = s.run("forward", &no_mask).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the inputs have no `attention_mask` (given: `input_ids`)"
+    );
+}
+
+#[test]
+fn kernels_sharing_a_symbol_get_their_own_buffers() {
+    if !have_cc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_package(dir.path(), &manifest_bias_twice());
+    write_weights(&dir.path().join("w.safetensors"));
+    let input = [7i64, 0, 3];
+    let want: Vec<f32> = expected(&input)
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x + bias()[i % D])
+        .collect();
+    for threads in [1, 2] {
+        let mut s = session(dir.path(), threads);
+        let out = s.run("forward", &ids(&[1, 3], &input)).unwrap();
+        assert_eq!(out[0].1.as_f32().unwrap(), want);
+    }
+}

@@ -358,7 +358,58 @@ impl Ix {
     }
 }
 
+impl Ix {
+    /// Calls `f` on every buffer reference, mutably (renaming).
+    pub fn rename_bufs(&mut self, f: &mut dyn FnMut(&mut BufId)) {
+        match self {
+            Ix::Const(_) | Ix::Var(_) | Ix::Sym(_) => {}
+            Ix::Add(a, b)
+            | Ix::Mul(a, b)
+            | Ix::Div(a, b)
+            | Ix::Rem(a, b)
+            | Ix::Min(a, b)
+            | Ix::Max(a, b) => {
+                a.rename_bufs(f);
+                b.rename_bufs(f);
+            }
+            Ix::Load(buf, i) => {
+                f(buf);
+                i.rename_bufs(f);
+            }
+            Ix::FromF32(e) => e.rename_bufs(f),
+        }
+    }
+}
+
 impl Expr {
+    /// Calls `f` on every buffer reference, mutably (renaming).
+    pub fn rename_bufs(&mut self, f: &mut dyn FnMut(&mut BufId)) {
+        match self {
+            Expr::Const(_) => {}
+            Expr::Load(buf, i) => {
+                f(buf);
+                i.rename_bufs(f);
+            }
+            Expr::FromIx(i) => i.rename_bufs(f),
+            Expr::Unary(_, a) => a.rename_bufs(f),
+            Expr::Binary(_, a, b) => {
+                a.rename_bufs(f);
+                b.rename_bufs(f);
+            }
+            Expr::Select(c, a, b) => {
+                c.rename_bufs(f);
+                a.rename_bufs(f);
+                b.rename_bufs(f);
+            }
+            Expr::IfLt(x, y, a, b) => {
+                x.rename_bufs(f);
+                y.rename_bufs(f);
+                a.rename_bufs(f);
+                b.rename_bufs(f);
+            }
+        }
+    }
+
     pub fn visit_bufs(&self, f: &mut dyn FnMut(BufId)) {
         match self {
             Expr::Const(_) => {}
@@ -448,6 +499,58 @@ impl Kernel {
                 }
             }
         }
+    }
+
+    /// Calls `f` on every buffer reference, mutably (renaming), nested bodies included.
+    pub fn rename_bufs(&mut self, f: &mut dyn FnMut(&mut BufId)) {
+        match &mut self.body {
+            Body::Map { out, extents, expr } | Body::Reduce { out, extents, expr, .. } => {
+                f(out);
+                extents.iter_mut().for_each(|e| e.rename_bufs(f));
+                expr.rename_bufs(f);
+            }
+            Body::MatMul(m) => {
+                f(&mut m.out);
+                f(&mut m.a.buf);
+                f(&mut m.b.buf);
+                m.a.offset.rename_bufs(f);
+                m.b.offset.rename_bufs(f);
+                if let Some(e) = &mut m.epilogue {
+                    e.rename_bufs(f);
+                }
+            }
+            Body::Attention(a) => {
+                for s in [&mut a.out, &mut a.q, &mut a.k, &mut a.v] {
+                    f(&mut s.buf);
+                }
+                for e in a.bias.iter_mut().chain(a.key_mask.iter_mut()) {
+                    e.rename_bufs(f);
+                }
+            }
+            Body::Scan(s) => {
+                for (a, b, _) in s.init.iter_mut().chain(&mut s.update).chain(&mut s.finish) {
+                    f(a);
+                    f(b);
+                }
+                for c in s.seq_in.iter_mut().chain(&mut s.seq_out) {
+                    f(&mut c.seq);
+                    f(&mut c.step);
+                }
+                for k in &mut s.body {
+                    k.rename_bufs(f);
+                }
+            }
+        }
+    }
+
+    /// The kernel with its buffers renamed to their positions in [`Kernel::buffers`] and
+    /// its name dropped: kernels with equal shapes are equal (one function serves both).
+    pub fn shape_key(&self) -> String {
+        let args = self.buffers();
+        let mut k = self.clone();
+        k.name.clear();
+        k.rename_bufs(&mut |b| *b = args.binary_search(b).unwrap_or(usize::MAX));
+        format!("{:?}", k.body)
     }
 
     pub fn kind(&self) -> &'static str {

@@ -124,4 +124,70 @@ mod tests {
             .values()
             .all(|s| matches!(s, Source::Plain { .. })));
     }
+
+    /// The runtime, reading each Hugging Face fixture through these namings, gets the same
+    /// tensors as the compiler's loader.
+    #[test]
+    fn the_runtime_reads_every_fixture_like_the_compiler() {
+        use arch_runtime::manifest::{Limits, Manifest, ParamSpec, Target, FORMAT};
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("model.safetensors").is_file() && p.join("model.arch").is_file())
+            .collect();
+        names.sort();
+        assert!(names.len() >= 11);
+        for path in names {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name == "bert_model" {
+                continue; // a bare BertModel: the spec's classifier is absent
+            }
+            let spec = fixture_spec(&name);
+            let table = param_table(&spec);
+            let manifest = Manifest {
+                format: FORMAT.into(),
+                compiler_version: env!("CARGO_PKG_VERSION").into(),
+                model: spec.name.clone(),
+                target: Target {
+                    kind: "cpu".into(),
+                    isa: String::new(),
+                    cpu: String::new(),
+                    features: String::new(),
+                },
+                syms: vec![],
+                limits: Limits {
+                    vocab: spec.vocab,
+                    context: spec.context,
+                    segments: 0,
+                    seq_multiple_of: 1,
+                },
+                inputs: vec![],
+                outputs: vec![],
+                params: table
+                    .iter()
+                    .map(|p| ParamSpec {
+                        name: p.name.clone(),
+                        shape: p.shape.clone(),
+                        buffer: 0,
+                    })
+                    .collect(),
+                namings: manifest_namings(&spec),
+                buffers: vec![],
+                slots: 0,
+                scratch_floats: 0,
+                entries: Default::default(),
+                kernels: vec![],
+            };
+            let file = path.join("model.safetensors");
+            let runtime = arch_runtime::Weights::open(&manifest, &file)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let compiler = super::super::load(&spec, &file).unwrap();
+            assert_eq!(runtime.naming(), compiler.naming(), "{name}");
+            for (i, p) in table.iter().enumerate() {
+                let want = &compiler.get(&p.name).unwrap().data;
+                assert_eq!(runtime.data(i).unwrap(), &want[..], "{name}: `{}`", p.name);
+            }
+        }
+    }
 }

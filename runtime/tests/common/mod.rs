@@ -17,15 +17,16 @@ pub const VOCAB: usize = 10;
 pub const D: usize = 4;
 
 /// `hidden[b, t, :] = embed[ids[b, t], :] + bias`, through a temp buffer and the scratch.
+/// Each kernel finds its buffers in `args`, in the order of its manifest `args`.
 /// Misaligned buffers or scratch poison the output with NaN, so the tests see them.
 pub const KERNELS_C: &str = r#"
 #include <stdint.h>
 #define D 4
 static int misaligned(const void *p) { return ((uintptr_t)p) % 64 != 0; }
-void k0_gather(void *const *bufs, const int64_t *dims, int64_t begin, int64_t end, float *scratch) {
-    const int64_t *ids = bufs[0];
-    const float *emb = bufs[1];
-    float *tmp = bufs[3];
+void k0_gather(void *const *args, const int64_t *dims, int64_t begin, int64_t end, float *scratch) {
+    const int64_t *ids = args[0];
+    const float *emb = args[1];
+    float *tmp = args[2];
     float poison = (misaligned(scratch) || misaligned(tmp) || misaligned(ids)) ? __builtin_nanf("") : 0.0f;
     for (int64_t i = begin; i < end; i++) {
         for (int j = 0; j < D; j++) scratch[j] = emb[ids[i] * D + j];
@@ -33,14 +34,22 @@ void k0_gather(void *const *bufs, const int64_t *dims, int64_t begin, int64_t en
     }
 }
 int64_t k0_gather_range(const int64_t *dims) { return dims[0] * dims[1]; }
-void k1_bias(void *const *bufs, const int64_t *dims, int64_t begin, int64_t end, float *scratch) {
-    const float *tmp = bufs[3];
-    const float *bias = bufs[2];
-    float *out = bufs[4];
+void k1_bias(void *const *args, const int64_t *dims, int64_t begin, int64_t end, float *scratch) {
+    const float *tmp = args[0];
+    const float *bias = args[1];
+    float *out = args[2];
     float poison = misaligned(out) ? __builtin_nanf("") : 0.0f;
     for (int64_t i = begin; i < end; i++) out[i] = tmp[i] + bias[i % D] + poison;
 }
 int64_t k1_bias_range(const int64_t *dims) { return dims[0] * dims[1] * D; }
+/* hidden[b, t, :] += 100 * token_type[b, t] + 1000 * (1 - mask[b, t]) */
+void k2_segments(void *const *args, const int64_t *dims, int64_t begin, int64_t end, float *scratch) {
+    float *out = args[0];
+    const int64_t *tt = args[1];
+    const int64_t *mask = args[2];
+    for (int64_t i = begin; i < end; i++) out[i] += 100.0f * tt[i / D] + 1000.0f * (1 - mask[i / D]);
+}
+int64_t k2_segments_range(const int64_t *dims) { return dims[0] * dims[1] * D; }
 "#;
 
 /// Whether a C compiler is available; prints why a test is skipped when not.
@@ -211,6 +220,51 @@ pub fn manifest() -> Manifest {
             },
         ],
     }
+}
+
+/// The package with two more inputs, `token_type_ids` (2 segments) and `attention_mask`,
+/// added to the output by a third kernel.
+pub fn manifest_with_segments() -> Manifest {
+    let mut m = manifest();
+    m.limits.segments = 2;
+    for (name, id) in [("token_type_ids", 5), ("attention_mask", 6)] {
+        m.inputs.push(InputSpec {
+            name: name.into(),
+            dtype: Dtype::I64,
+            shape: vec![SizeExpr::sym("batch"), SizeExpr::sym("seq")],
+            buffer: id,
+        });
+        m.buffers
+            .push(buffer(id, BufferKind::Input, Dtype::I64, bs(), None));
+    }
+    m.kernels.push(KernelSpec {
+        symbol: "k2_segments".into(),
+        range: "k2_segments_range".into(),
+        args: vec![4, 5, 6],
+        kind: "elementwise".into(),
+    });
+    m.entries.get_mut("forward").unwrap().kernels.push(2);
+    m
+}
+
+/// The package with the bias kernel run twice (one symbol, other buffers): through a
+/// second temp buffer in slot 1, so `hidden = embed[ids] + 2 * bias`.
+pub fn manifest_bias_twice() -> Manifest {
+    let mut m = manifest();
+    m.buffers.push(buffer(
+        5,
+        BufferKind::Temp,
+        Dtype::F32,
+        SizeExpr::term(D as u64, &["batch", "seq"], 1),
+        Some(1),
+    ));
+    m.slots = 2;
+    m.kernels[1].args = vec![3, 2, 5];
+    let mut again = m.kernels[1].clone();
+    again.args = vec![5, 2, 4];
+    m.kernels.push(again);
+    m.entries.get_mut("forward").unwrap().kernels.push(2);
+    m
 }
 
 /// Writes the package (manifest + compiled kernels) into `dir`.

@@ -59,10 +59,19 @@ pub fn lower(
         symbols: Vec::new(),
         n_syms: prog.syms.len(),
     };
+    // Kernels equal up to their buffers (the same op in every layer) share one function.
+    let mut seen: HashMap<String, (String, String)> = HashMap::new();
     for (i, k) in prog.kernels.iter().enumerate() {
+        let key = k.shape_key();
+        if let Some(syms) = seen.get(&key) {
+            lw.symbols.push(syms.clone());
+            continue;
+        }
         let name = format!("k{i}_{}", sanitize(&k.name));
-        lw.kernel(&name, k, Linkage::External)?;
-        lw.symbols.push((name.clone(), format!("{name}_range")));
+        lw.kernel(&name, k, &k.buffers(), Linkage::External)?;
+        let syms = (name.clone(), format!("{name}_range"));
+        seen.insert(key, syms.clone());
+        lw.symbols.push(syms);
     }
     let tm = codegen::target_machine(target)?;
     codegen::optimize(&ir.module, &tm)?;
@@ -127,10 +136,13 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
     }
 
     /// Emits `name` and `name_range` for kernel `k`; returns both functions.
+    /// `args` lists the buffers whose addresses the `args` parameter holds, in order: the
+    /// top-level kernel's own [`Kernel::buffers`], also for the scan bodies it calls.
     fn kernel(
         &mut self,
         name: &str,
         k: &Kernel,
+        args: &[BufId],
         linkage: Linkage,
     ) -> IrResult<(FunctionValue<'ctx>, FunctionValue<'ctx>)> {
         // Nested kernels (scan bodies) first, so the scan can call them.
@@ -138,7 +150,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         if let Body::Scan(s) = &k.body {
             for (j, bk) in s.body.iter().enumerate() {
                 let sub = format!("{name}_b{j}_{}", sanitize(&bk.name));
-                nested.push(self.kernel(&sub, bk, Linkage::Internal)?);
+                nested.push(self.kernel(&sub, bk, args, Linkage::Internal)?);
             }
         }
         let ir = self.ir;
@@ -163,8 +175,11 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         let syms = self.load_syms(dims_arg, k)?;
         let mut bufs = HashMap::new();
         for b in k.buffers() {
+            let pos = args
+                .binary_search(&b)
+                .map_err(|_| IrError(format!("buffer b{b} is not an argument of {name}")))?;
             let slot = unsafe {
-                ir.b.build_in_bounds_gep(ir.ptr, bufs_arg, &[ir.int(b as u64)], "")?
+                ir.b.build_in_bounds_gep(ir.ptr, bufs_arg, &[ir.int(pos as u64)], "")?
             };
             let p = ir.b.build_load(ir.ptr, slot, &format!("b{b}"))?;
             bufs.insert(b, p.into_pointer_value());
