@@ -25,6 +25,8 @@ pub struct Session {
     /// Input and output buffers by buffer id.
     owned: Vec<Option<AlignedBuf>>,
     arena: Option<AlignedBuf>,
+    /// Seconds and calls per kernel, when profiling.
+    profile: Option<Vec<(f64, u64)>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -90,9 +92,30 @@ impl Session {
             scratch: vec![],
             owned,
             arena: None,
+            profile: None,
         };
         s.set_threads(threads)?;
         Ok(s)
+    }
+
+    /// Starts (or stops) timing every kernel call; [`Session::profile`] reads the totals.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(|| vec![(0.0, 0); self.package.manifest.kernels.len()]);
+    }
+
+    /// Per kernel of the manifest: symbol, kind, total seconds and calls since profiling
+    /// started; empty when not profiling.
+    pub fn profile(&self) -> Vec<(String, String, f64, u64)> {
+        let Some(p) = &self.profile else {
+            return Vec::new();
+        };
+        self.package
+            .manifest
+            .kernels
+            .iter()
+            .zip(p)
+            .map(|(k, &(s, n))| (k.symbol.clone(), k.kind.clone(), s, n))
+            .collect()
     }
 
     /// Replaces the thread pool (0: one thread per available core).
@@ -190,7 +213,12 @@ impl Session {
                 dims: dims.as_ptr(),
                 scratch: scratch.as_ptr(),
             };
+            let started = self.profile.is_some().then(std::time::Instant::now);
             self.pool.run(n, &|b, e, w| launch.call(b, e, w))?;
+            if let (Some(p), Some(t)) = (&mut self.profile, started) {
+                p[k].0 += t.elapsed().as_secs_f64();
+                p[k].1 += 1;
+            }
         }
 
         let mut out = Vec::with_capacity(m.outputs.len());

@@ -22,6 +22,8 @@ pub struct BenchArgs<'a> {
     pub warmup: usize,
     pub reps: usize,
     pub backend: Backend,
+    /// Print the time of each kind of kernel (and the slowest kernels) after the runs.
+    pub profile: bool,
 }
 
 pub fn run(args: &BenchArgs) -> ExitCode {
@@ -101,11 +103,15 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     for _ in 0..args.warmup {
         session.run("forward", &inputs).map_err(|e| e.to_string())?;
     }
+    session.set_profiling(args.profile);
     let mut times = Vec::with_capacity(args.reps);
     for _ in 0..args.reps {
         let start = Instant::now();
         session.run("forward", &inputs).map_err(|e| e.to_string())?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    if args.profile {
+        print_profile(&session.profile(), args.reps);
     }
     times.sort_by(f64::total_cmp);
     let median = if times.len() % 2 == 1 {
@@ -137,4 +143,41 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Time per kernel kind and the ten slowest kernel functions, per forward pass.
+fn print_profile(rows: &[(String, String, f64, u64)], reps: usize) {
+    let total: f64 = rows.iter().map(|r| r.2).sum();
+    let per = |s: f64| s * 1e3 / reps as f64;
+    let mut kinds: Vec<(String, f64, u64)> = Vec::new();
+    for (_, kind, s, n) in rows {
+        match kinds.iter_mut().find(|k| &k.0 == kind) {
+            Some(k) => {
+                k.1 += s;
+                k.2 += n;
+            }
+            None => kinds.push((kind.clone(), *s, *n)),
+        }
+    }
+    kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+    eprintln!("profile: {:.2} ms of kernels per forward", per(total));
+    for (kind, s, n) in &kinds {
+        eprintln!(
+            "  {kind:<10} {:>9.2} ms {:>5.1}%  {} calls",
+            per(*s),
+            100.0 * s / total.max(1e-12),
+            n / reps as u64
+        );
+    }
+    let mut syms: Vec<(String, f64)> = Vec::new();
+    for (sym, _, s, _) in rows {
+        match syms.iter_mut().find(|k| &k.0 == sym) {
+            Some(k) => k.1 += s,
+            None => syms.push((sym.clone(), *s)),
+        }
+    }
+    syms.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (sym, s) in syms.iter().take(10) {
+        eprintln!("  {:>9.2} ms  {sym}", per(*s));
+    }
 }

@@ -121,6 +121,9 @@ enum Command {
         warmup: usize,
         #[arg(long, default_value_t = 10)]
         reps: usize,
+        /// Also report where the time goes, per kind of kernel.
+        #[arg(long)]
+        profile: bool,
     },
     /// Run a model on inputs from a safetensors file; write its outputs to another.
     Eval {
@@ -231,6 +234,7 @@ fn run(cli: Cli) -> ExitCode {
             threads,
             warmup,
             reps,
+            profile,
         } => bench::run(&bench::BenchArgs {
             target: &target,
             batch,
@@ -241,6 +245,7 @@ fn run(cli: Cli) -> ExitCode {
             warmup,
             reps,
             backend: crate::eval::Backend::Cpu,
+            profile,
         }),
         Command::Eval {
             target,

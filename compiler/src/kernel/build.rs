@@ -102,6 +102,10 @@ struct Cx<'g, 'p> {
     attn_into: HashMap<NodeId, NodeId>,
     kernels: Vec<Kernel>,
     is_body: bool,
+    /// While building a matmul epilogue: the matmul and the index of its result in the
+    /// output buffer, spelled exactly as the kernel's store is, so LLVM sees that the
+    /// epilogue reads and writes the same element.
+    acc_at: std::cell::RefCell<Option<(NodeId, Ix)>>,
 }
 
 fn dim_elems(shape: &[Dim]) -> Dim {
@@ -132,6 +136,7 @@ impl<'g, 'p> Cx<'g, 'p> {
             attn_into: HashMap::new(),
             kernels: Vec::new(),
             is_body: inputs.is_some(),
+            acc_at: std::cell::RefCell::new(None),
         };
         cx.decide_roots()?;
         cx.decide_fusions();
@@ -499,6 +504,11 @@ impl<'g, 'p> Cx<'g, 'p> {
         if node.dtype == DType::I64 {
             return Ok(Expr::FromIx(Box::new(self.index(id, idx)?)));
         }
+        if let Some((acc, at)) = &*self.acc_at.borrow() {
+            if *acc == id {
+                return Ok(Expr::Load(self.out_buf(id)?, Box::new(at.clone())));
+            }
+        }
         if let Some(v) = self.view_of(id) {
             let (buf, at) = self.load_view(&v, idx, false)?;
             return Ok(Expr::Load(buf, Box::new(at)));
@@ -812,7 +822,17 @@ impl<'g, 'p> Cx<'g, 'p> {
             Ok(off)
         };
         let epilogue = match host {
-            Some(h) => Some(self.define(h, &out_index(&Self::vars(3)))?),
+            Some(h) => {
+                // out[b, i, j] at b·m·n + i·n + j, as the kernel stores it.
+                let at = Ix::Var(0)
+                    .mul(rows.clone().mul(ni.clone()))
+                    .add(Ix::Var(1).mul(ni.clone()))
+                    .add(Ix::Var(2));
+                *self.acc_at.borrow_mut() = Some((m, at));
+                let e = self.define(h, &out_index(&Self::vars(3)));
+                *self.acc_at.borrow_mut() = None;
+                Some(e?)
+            }
             None => None,
         };
         Ok(MatMul {

@@ -20,9 +20,12 @@ use inkwell::values::{FloatValue, FunctionValue, IntValue, PointerValue};
 use inkwell::{FloatPredicate, IntPredicate};
 use std::collections::HashMap;
 
-/// Rows and columns of C per parallel matmul iteration. Multiples of every MR and NR.
-pub const MATMUL_ROWS: u64 = 144;
+/// Rows and columns of C per parallel matmul iteration, multiples of every MR and NR.
+/// Up to 576 rows are one block, so B (usually a weight) is packed once per call.
+pub const MATMUL_ROWS: u64 = 576;
 pub const MATMUL_COLS: u64 = 384;
+/// Keys per block of the attention kernel (scores held in scratch).
+pub const KEY_BLOCK: u64 = 64;
 
 /// The compiled program: object code, the IR it came from, and each kernel's symbols.
 pub struct Lowered {
@@ -74,10 +77,14 @@ pub fn lower(
         lw.symbols.push(syms);
     }
     let tm = codegen::target_machine(target)?;
+    if let Some(path) = std::env::var_os("ARCHC_UNOPTIMIZED_LL") {
+        // For investigating LLVM's decisions (`opt -pass-remarks-missed=…`).
+        let _ = std::fs::write(path, ir.module.print_to_string().to_string());
+    }
     codegen::optimize(&ir.module, &tm)?;
     let llvm_ir = ir.module.print_to_string().to_string();
     let object = codegen::emit(&ir.module, &tm, FileType::Object)?;
-    let scratch = (tiles.workspace_floats() as u64).max(max_head_dim + 16);
+    let scratch = (tiles.workspace_floats() as u64).max(max_head_dim + KEY_BLOCK + 16);
     Ok(Lowered {
         object,
         llvm_ir,
@@ -166,33 +173,72 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         let count = self.range_of(k, &syms)?;
         ir.b.build_return(Some(&count))?;
 
+        // The ABI function loads the buffer addresses and calls the body, which takes
+        // each buffer as a `noalias` parameter: distinct buffers never overlap (slots are
+        // shared only by buffers with disjoint lifetimes), and telling LLVM so lets it
+        // vectorise without run-time overlap checks.
+        let bufs_list = k.buffers();
+        let mut impl_params: Vec<inkwell::types::BasicMetadataTypeEnum> =
+            vec![ir.ptr.into(); bufs_list.len()];
+        let tail: [inkwell::types::BasicMetadataTypeEnum; 5] = [
+            ir.ptr.into(),
+            ir.ptr.into(),
+            ir.i64.into(),
+            ir.i64.into(),
+            ir.ptr.into(),
+        ];
+        impl_params.extend(tail);
+        let body_ty = ir.ctx.void_type().fn_type(&impl_params, false);
+        let fi = ir
+            .module
+            .add_function(&format!("{name}_body"), body_ty, Some(Linkage::Internal));
+        ir.add_fn_attrs(fi, &[]);
+        ir.mark_noalias(fi, &(0..bufs_list.len() as u32).collect::<Vec<_>>());
+        let nb = bufs_list.len() as u32;
+
         let f = ir.module.add_function(name, self.fn_type(), Some(linkage));
         ir.add_fn_attrs(f, &[]);
         ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
-        let bufs_arg = ir.param_ptr(f, 0)?;
-        let dims_arg = ir.param_ptr(f, 1)?;
-        let scratch = ir.param_ptr(f, 4)?;
-        let syms = self.load_syms(dims_arg, k)?;
-        let mut bufs = HashMap::new();
-        for b in k.buffers() {
+        let args_ptr = ir.param_ptr(f, 0)?;
+        let mut call_args: Vec<inkwell::values::BasicMetadataValueEnum> = Vec::new();
+        for &b in &bufs_list {
             let pos = args
                 .binary_search(&b)
                 .map_err(|_| IrError(format!("buffer b{b} is not an argument of {name}")))?;
             let slot = unsafe {
-                ir.b.build_in_bounds_gep(ir.ptr, bufs_arg, &[ir.int(pos as u64)], "")?
+                ir.b.build_in_bounds_gep(ir.ptr, args_ptr, &[ir.int(pos as u64)], "")?
             };
-            let p = ir.b.build_load(ir.ptr, slot, &format!("b{b}"))?;
-            bufs.insert(b, p.into_pointer_value());
+            call_args.push(ir.b.build_load(ir.ptr, slot, &format!("b{b}"))?.into());
+        }
+        call_args.push(args_ptr.into());
+        for i in 1..5 {
+            call_args.push(
+                f.get_nth_param(i)
+                    .ok_or_else(|| IrError("missing parameter".into()))?
+                    .into(),
+            );
+        }
+        ir.b.build_call(fi, &call_args, "")?;
+        ir.b.build_return(None)?;
+
+        ir.b.position_at_end(ir.ctx.append_basic_block(fi, "entry"));
+        let bufs_arg = ir.param_ptr(fi, nb)?;
+        let dims_arg = ir.param_ptr(fi, nb + 1)?;
+        let scratch = ir.param_ptr(fi, nb + 4)?;
+        let syms = self.load_syms(dims_arg, k)?;
+        let mut bufs = HashMap::new();
+        for (i, &b) in bufs_list.iter().enumerate() {
+            bufs.insert(b, ir.param_ptr(fi, i as u32)?);
         }
         let fx = Fx {
-            f,
+            f: fi,
             bufs_arg,
             dims_arg,
             scratch,
             syms,
             bufs,
         };
-        let (begin, end) = (ir.param_int(f, 2)?, ir.param_int(f, 3)?);
+        let (begin, end) = (ir.param_int(fi, nb + 2)?, ir.param_int(fi, nb + 3)?);
         match &k.body {
             Body::Map { out, extents, expr } => self.map(&fx, begin, end, *out, extents, expr)?,
             Body::Reduce {
@@ -659,68 +705,101 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             ir.for_range(fx.f, "z", ir.int(0), dv, 1, |x| {
                 ir.store(ir.at(acc, x)?, m.c(0.0))
             })?;
-            let steps = WholeSteps {
-                start: lo,
-                limit: hi,
-                step: 1,
-            };
+            // Keys in blocks of KEY_BLOCK: scores into scratch, one max and one rescale
+            // per block, exponentials over the block (vectorised), then Σ p·v.
+            let scores = ir.at(acc, dv)?;
             let (_, ml) = ir.carried_loop(
                 fx.f,
-                "key",
-                steps,
+                "kblk",
+                WholeSteps {
+                    start: lo,
+                    limit: ir.add(hi, ir.int(KEY_BLOCK - 1))?,
+                    step: KEY_BLOCK,
+                },
                 &[neg_inf.into(), m.c(0.0).into()],
-                |key, cur| {
+                |k0, cur| {
                     let (mx, l) = (cur[0].into_float_value(), cur[1].into_float_value());
-                    let kp = ir.at(krow0, ir.mul(key, ks[2])?)?;
-                    let vp = ir.at(vrow0, ir.mul(key, vs[2])?)?;
-                    let dsteps = WholeSteps {
-                        start: ir.int(0),
-                        limit: d,
-                        step: 1,
-                    };
-                    let (_, dot) =
-                        ir.carried_loop(fx.f, "dot", dsteps, &[m.c(0.0).into()], |x, acc| {
-                            let qv = ir
-                                .load_f32(ir.at(q, ir.mul(x, qs[3])?)?)?
-                                .into_float_value();
-                            let kv = ir
-                                .load_f32(ir.at(kp, ir.mul(x, ks[3])?)?)?
-                                .into_float_value();
-                            let p = ir.b.build_float_mul(qv, kv, "")?;
-                            set_reassoc(p);
+                    let kn = ir.min(ir.int(KEY_BLOCK), ir.sub(hi, k0)?)?;
+                    let (_, bmax) = ir.carried_loop(
+                        fx.f,
+                        "score",
+                        WholeSteps {
+                            start: ir.int(0),
+                            limit: kn,
+                            step: 1,
+                        },
+                        &[neg_inf.into()],
+                        |j, bm| {
+                            let key = ir.add(k0, j)?;
+                            let kp = ir.at(krow0, ir.mul(key, ks[2])?)?;
+                            let dsteps = WholeSteps {
+                                start: ir.int(0),
+                                limit: d,
+                                step: 1,
+                            };
+                            let (_, dot) = ir.carried_loop(
+                                fx.f,
+                                "dot",
+                                dsteps,
+                                &[m.c(0.0).into()],
+                                |x, acc| {
+                                    let qv = ir.load_f32(ir.at(q, ir.mul(x, qs[3])?)?)?.into_float_value();
+                                    let kv = ir.load_f32(ir.at(kp, ir.mul(x, ks[3])?)?)?.into_float_value();
+                                    let p = ir.b.build_float_mul(qv, kv, "")?;
+                                    set_reassoc(p);
+                                    let sum = ir.b.build_float_add(acc[0].into_float_value(), p, "")?;
+                                    set_reassoc(sum);
+                                    Ok(vec![sum.into()])
+                                },
+                            )?;
+                            let vars = [b, hh, tt, key];
+                            let mut score = ir.b.build_float_mul(dot[0].into_float_value(), scale, "")?;
+                            if let Some(bias) = &a.bias {
+                                score = ir.b.build_float_add(score, self.expr(fx, bias, &vars)?, "")?;
+                            }
+                            if let Some(km) = &a.key_mask {
+                                let keep = self.expr(fx, km, &vars)?;
+                                let off = ir.b.build_float_compare(FloatPredicate::OEQ, keep, m.c(0.0), "")?;
+                                score = m.select(off, neg_inf, score)?;
+                            }
+                            ir.store(ir.at(scores, j)?, score)?;
+                            let bmx = m.binary_intrinsic("llvm.maxnum", bm[0].into_float_value(), score)?;
+                            Ok(vec![bmx.into()])
+                        },
+                    )?;
+                    let new_max = m.binary_intrinsic("llvm.maxnum", mx, bmax[0].into_float_value())?;
+                    let none = ir
+                        .b
+                        .build_float_compare(FloatPredicate::OEQ, new_max, neg_inf, "")?;
+                    let corr = m.select(none, m.c(1.0), m.exp(ir.b.build_float_sub(mx, new_max, "")?)?)?;
+                    // p = exp(score − max) over the block, summed.
+                    let (_, psum) = ir.carried_loop(
+                        fx.f,
+                        "exp",
+                        WholeSteps {
+                            start: ir.int(0),
+                            limit: kn,
+                            step: 1,
+                        },
+                        &[m.c(0.0).into()],
+                        |j, acc| {
+                            let ps = ir.at(scores, j)?;
+                            let sc = ir.load_f32(ps)?.into_float_value();
+                            let p = m.select(none, m.c(0.0), m.exp(ir.b.build_float_sub(sc, new_max, "")?)?)?;
+                            ir.store(ps, p)?;
                             let sum = ir.b.build_float_add(acc[0].into_float_value(), p, "")?;
                             set_reassoc(sum);
                             Ok(vec![sum.into()])
-                        })?;
-                    let vars = [b, hh, tt, key];
-                    let mut score = ir.b.build_float_mul(dot[0].into_float_value(), scale, "")?;
-                    if let Some(bias) = &a.bias {
-                        score =
-                            ir.b.build_float_add(score, self.expr(fx, bias, &vars)?, "")?;
-                    }
-                    if let Some(km) = &a.key_mask {
-                        let keep = self.expr(fx, km, &vars)?;
-                        let off =
-                            ir.b.build_float_compare(FloatPredicate::OEQ, keep, m.c(0.0), "")?;
-                        score = m.select(off, neg_inf, score)?;
-                    }
-                    let new_max = m.binary_intrinsic("llvm.maxnum", mx, score)?;
-                    let none =
-                        ir.b.build_float_compare(FloatPredicate::OEQ, new_max, neg_inf, "")?;
-                    let corr = m.select(
-                        none,
-                        m.c(1.0),
-                        m.exp(ir.b.build_float_sub(mx, new_max, "")?)?,
+                        },
                     )?;
-                    let p = m.select(
-                        none,
-                        m.c(0.0),
-                        m.exp(ir.b.build_float_sub(score, new_max, "")?)?,
+                    let l2 = ir.b.build_float_add(
+                        ir.b.build_float_mul(l, corr, "")?,
+                        psum[0].into_float_value(),
+                        "",
                     )?;
-                    let l2 =
-                        ir.b.build_float_add(ir.b.build_float_mul(l, corr, "")?, p, "")?;
-                    let rescale =
-                        ir.b.build_float_compare(FloatPredicate::UNE, corr, m.c(1.0), "")?;
+                    let rescale = ir
+                        .b
+                        .build_float_compare(FloatPredicate::UNE, corr, m.c(1.0), "")?;
                     ir.if_else(
                         fx.f,
                         "rescale",
@@ -734,15 +813,16 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         },
                         || Ok(()),
                     )?;
-                    ir.for_range(fx.f, "pv", ir.int(0), dv, 1, |x| {
-                        let pa = ir.at(acc, x)?;
-                        let av = ir.load_f32(pa)?.into_float_value();
-                        let vv = ir
-                            .load_f32(ir.at(vp, ir.mul(x, vs[3])?)?)?
-                            .into_float_value();
-                        let sum =
-                            ir.b.build_float_add(av, ir.b.build_float_mul(p, vv, "")?, "")?;
-                        ir.store(pa, sum)
+                    ir.for_range(fx.f, "pv", ir.int(0), kn, 1, |j| {
+                        let p = ir.load_f32(ir.at(scores, j)?)?.into_float_value();
+                        let vp = ir.at(vrow0, ir.mul(ir.add(k0, j)?, vs[2])?)?;
+                        ir.for_range(fx.f, "pvd", ir.int(0), dv, 1, |x| {
+                            let pa = ir.at(acc, x)?;
+                            let av = ir.load_f32(pa)?.into_float_value();
+                            let vv = ir.load_f32(ir.at(vp, ir.mul(x, vs[3])?)?)?.into_float_value();
+                            let sum = ir.b.build_float_add(av, ir.b.build_float_mul(p, vv, "")?, "")?;
+                            ir.store(pa, sum)
+                        })
                     })?;
                     Ok(vec![new_max.into(), l2.into()])
                 },

@@ -191,32 +191,101 @@ pub(crate) fn emit_pack_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Func
         ir.param_ptr(f, 4)?,
     );
     let nr_c = ir.int(t.nr as u64);
+    let lanes = t.lanes as u64;
+    let vt = ir.f32.vec_type(t.lanes);
     ir.for_range(f, "jp", ir.int(0), nc, t.nr as u64, |j0| {
         let cols = ir.min(nr_c, ir.sub(nc, j0)?)?;
         let panel = ir.at(bp, ir.mul(j0, kc)?)?;
-        let edge =
-            ir.b.build_int_compare(IntPredicate::SLT, cols, nr_c, "edge")?;
+        let full = ir.eq(cols, nr_c)?;
         ir.if_else(
             f,
-            "zero",
-            edge,
+            "full",
+            full,
             || {
+                // LANES×LANES blocks: LANES rows of B (columns of the panel) loaded as
+                // vectors, transposed in registers, stored as panel rows.
+                let steps = WholeSteps {
+                    start: ir.int(0),
+                    limit: kc,
+                    step: lanes,
+                };
+                let (k_rest, _) = ir.carried_loop(f, "kb", steps, &[], |k0, _| {
+                    for h in 0..(t.nr / t.lanes) as u64 {
+                        let rows = (0..lanes)
+                            .map(|r| {
+                                let row = ir.add(j0, ir.int(h * lanes + r))?;
+                                let p = ir.at(b, ir.mad(row, ldb, k0)?)?;
+                                ir.load_vec(vt, p)
+                            })
+                            .collect::<IrResult<Vec<_>>>()?;
+                        let cols = transpose(ir, rows)?;
+                        for (kk, v) in cols.into_iter().enumerate() {
+                            let k = ir.add(k0, ir.int(kk as u64))?;
+                            let dst = ir.at(panel, ir.mad(k, nr_c, ir.int(h * lanes))?)?;
+                            ir.store(dst, v)?;
+                        }
+                    }
+                    Ok(vec![])
+                })?;
+                ir.for_range(f, "kr", k_rest, kc, 1, |k| {
+                    for jj in 0..t.nr as u64 {
+                        let src = ir.at(b, ir.mad(ir.add(j0, ir.int(jj))?, ldb, k)?)?;
+                        let v = ir.load_f32(src)?;
+                        ir.store(ir.at(panel, ir.mad(k, nr_c, ir.int(jj))?)?, v)?;
+                    }
+                    Ok(())
+                })
+            },
+            || {
+                // The last, partial panel: zero it, then copy the columns that exist.
                 let bytes = ir.mul(ir.mul(kc, nr_c)?, ir.int(4))?;
                 ir.b.build_memset(panel, 4, ir.ctx.i8_type().const_zero(), bytes)?;
-                Ok(())
+                ir.for_range(f, "jj", ir.int(0), cols, 1, |jj| {
+                    let src = ir.at(b, ir.mul(ir.add(j0, jj)?, ldb)?)?;
+                    ir.for_range(f, "k", ir.int(0), kc, 1, |k| {
+                        let v = ir.load_f32(ir.at(src, k)?)?;
+                        ir.store(ir.at(panel, ir.mad(k, nr_c, jj)?)?, v)
+                    })
+                })
             },
-            || Ok(()),
-        )?;
-        ir.for_range(f, "jj", ir.int(0), cols, 1, |jj| {
-            let src = ir.at(b, ir.mul(ir.add(j0, jj)?, ldb)?)?;
-            ir.for_range(f, "k", ir.int(0), kc, 1, |k| {
-                let v = ir.load_f32(ir.at(src, k)?)?;
-                ir.store(ir.at(panel, ir.mad(k, nr_c, jj)?)?, v)
-            })
-        })
+        )
     })?;
     ir.b.build_return(None)?;
     Ok(f)
+}
+
+/// Transposes a square block held as one vector per row (as many rows as lanes): log2(L)
+/// rounds of interleaving rows i and i + L/2 (the perfect shuffle), which LLVM lowers to
+/// unpack and permute instructions.
+fn transpose<'ctx>(
+    ir: &Ir<'ctx>,
+    mut rows: Vec<inkwell::values::VectorValue<'ctx>>,
+) -> IrResult<Vec<inkwell::values::VectorValue<'ctx>>> {
+    let l = rows.len();
+    let i32t = ir.ctx.i32_type();
+    let mask = |hi: bool| {
+        let base = if hi { l / 2 } else { 0 };
+        let idx: Vec<IntValue<'ctx>> = (0..l)
+            .map(|x| {
+                let src = base + x / 2 + if x % 2 == 1 { l } else { 0 };
+                i32t.const_int(src as u64, false)
+            })
+            .collect();
+        VectorType::const_vector(&idx)
+    };
+    let (lo, hi) = (mask(false), mask(true));
+    let mut round = 1;
+    while round < l {
+        let mut next = Vec::with_capacity(l);
+        for i in 0..l / 2 {
+            let (a, b) = (rows[i], rows[i + l / 2]);
+            next.push(ir.b.build_shuffle_vector(a, b, lo, "")?);
+            next.push(ir.b.build_shuffle_vector(a, b, hi, "")?);
+        }
+        rows = next;
+        round *= 2;
+    }
+    Ok(rows)
 }
 
 /// Loads the lanes `first + l < valid` of a vector at `p`, zero elsewhere, without
