@@ -52,7 +52,31 @@ pub fn lower(
     max_head_dim: u64,
 ) -> Result<Lowered, BackendError> {
     let ctx = Context::create();
-    let ir = Ir::new(&ctx, "archc_kernels");
+    let (ir, symbols, tiles) = emit_module(&ctx, prog, target)?;
+    let tm = codegen::target_machine(target)?;
+    if let Some(path) = std::env::var_os("ARCHC_UNOPTIMIZED_LL") {
+        // For investigating LLVM's decisions (`opt -pass-remarks-missed=…`).
+        let _ = std::fs::write(path, ir.module.print_to_string().to_string());
+    }
+    codegen::optimize(&ir.module, &tm)?;
+    let llvm_ir = ir.module.print_to_string().to_string();
+    let object = codegen::emit(&ir.module, &tm, FileType::Object)?;
+    let scratch = (tiles.workspace_floats() as u64).max(max_head_dim + KEY_BLOCK + 16);
+    Ok(Lowered {
+        object,
+        llvm_ir,
+        symbols,
+        scratch_floats: scratch,
+    })
+}
+
+/// The module of a program: the matmul routines, then each distinct kernel.
+fn emit_module<'ctx>(
+    ctx: &'ctx Context,
+    prog: &Program,
+    target: &CpuTarget,
+) -> Result<(Ir<'ctx>, Vec<(String, String)>, SgemmTiles), BackendError> {
+    let ir = Ir::new(ctx, "archc_kernels");
     let tiles = package_tiles(target);
     let (sgemm, sgemm_bt) = emit_sgemm_pair(&ir, &tiles)?;
     let mut lw = Lowerer {
@@ -76,21 +100,39 @@ pub fn lower(
         seen.insert(key, syms.clone());
         lw.symbols.push(syms);
     }
-    let tm = codegen::target_machine(target)?;
-    if let Some(path) = std::env::var_os("ARCHC_UNOPTIMIZED_LL") {
-        // For investigating LLVM's decisions (`opt -pass-remarks-missed=…`).
-        let _ = std::fs::write(path, ir.module.print_to_string().to_string());
+    let symbols = lw.symbols;
+    Ok((ir, symbols, tiles))
+}
+
+/// The kernels of a program as LLVM IR before optimisation, without the shared matmul
+/// routines and with attribute groups dropped: the form snapshot tests compare (LLVM's
+/// optimiser and the host CPU do not change it).
+pub fn kernels_llvm_ir(prog: &Program, target: &CpuTarget) -> Result<String, BackendError> {
+    let ctx = Context::create();
+    let (ir, _, _) = emit_module(&ctx, prog, target)?;
+    let text = ir.module.print_to_string().to_string();
+    let mut out = String::new();
+    let mut keep = false;
+    for line in text.lines() {
+        if line.starts_with("define ") {
+            keep = !line.contains("@archc_sgemm");
+        }
+        if keep {
+            // `#7`-style attribute group references vary with unrelated functions.
+            match line.rfind(" #") {
+                Some(i) if line.starts_with("define ") => {
+                    out.push_str(&line[..i]);
+                    out.push_str(" {");
+                }
+                _ => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        if line == "}" {
+            keep = false;
+        }
     }
-    codegen::optimize(&ir.module, &tm)?;
-    let llvm_ir = ir.module.print_to_string().to_string();
-    let object = codegen::emit(&ir.module, &tm, FileType::Object)?;
-    let scratch = (tiles.workspace_floats() as u64).max(max_head_dim + KEY_BLOCK + 16);
-    Ok(Lowered {
-        object,
-        llvm_ir,
-        symbols: lw.symbols,
-        scratch_floats: scratch,
-    })
+    Ok(out)
 }
 
 fn sanitize(s: &str) -> String {
