@@ -178,10 +178,25 @@ impl Session {
         let shapes = output_shapes(m, &dims, &bytes)?;
         let arena = ensure(&mut self.arena, total)?;
 
+        let mut fresh: Vec<(usize, HostData)> = Vec::new();
         let mut bufs: Vec<*mut c_void> = Vec::with_capacity(m.buffers.len());
         for (b, &n) in m.buffers.iter().zip(&bytes) {
             let p = match b.kind {
-                BufferKind::Input | BufferKind::Output => ensure(&mut self.owned[b.id], n)?,
+                BufferKind::Input => ensure(&mut self.owned[b.id], n)?,
+                // Outputs are written straight into the vectors handed to the caller:
+                // no copy afterwards. (Kernels need only element alignment.)
+                BufferKind::Output => {
+                    let data = match b.dtype {
+                        Dtype::F32 => HostData::F32(vec![0f32; n / 4]),
+                        Dtype::I64 => HostData::I64(vec![0i64; n / 8]),
+                    };
+                    fresh.push((b.id, data));
+                    match &mut fresh.last_mut().map(|f| &mut f.1) {
+                        Some(HostData::F32(v)) => v.as_mut_ptr().cast(),
+                        Some(HostData::I64(v)) => v.as_mut_ptr().cast(),
+                        _ => std::ptr::null_mut(),
+                    }
+                }
                 // SAFETY: the offset lies within the arena (sum of the slot sizes).
                 BufferKind::Temp => unsafe { arena.add(slot_offset[b.slot.unwrap_or(0)]) },
                 BufferKind::Param => {
@@ -223,18 +238,13 @@ impl Session {
 
         let mut out = Vec::with_capacity(m.outputs.len());
         for (o, shape) in m.outputs.iter().zip(shapes) {
-            let elems = bytes[o.buffer] / o.dtype.bytes() as usize;
-            let p = bufs[o.buffer];
-            // SAFETY: the buffer holds `elems` values of the output's dtype, written by the
-            // kernels (and initialized anyway: allocations are zeroed).
-            let data = unsafe {
-                match o.dtype {
-                    Dtype::F32 => {
-                        HostData::F32(std::slice::from_raw_parts(p.cast::<f32>(), elems).to_vec())
-                    }
-                    Dtype::I64 => {
-                        HostData::I64(std::slice::from_raw_parts(p.cast::<i64>(), elems).to_vec())
-                    }
+            let data = match fresh.iter().position(|(id, _)| *id == o.buffer) {
+                Some(i) => fresh.swap_remove(i).1,
+                None => {
+                    return Err(RuntimeError::Kernel(format!(
+                        "output `{}` has no buffer of its own",
+                        o.name
+                    )))
                 }
             };
             out.push((o.name.clone(), HostTensor { shape, data }));

@@ -177,7 +177,7 @@ impl<'g, 'p> Cx<'g, 'p> {
                     (false, input_cost)
                 }
                 Op::Cast => (false, input_cost),
-                _ => (false, 1 + input_cost),
+                op => (false, op_cost(op) + input_cost),
             };
             let shared = self.consumers[i] > 1 && c > SHARED_COST;
             let attention_layout = matches!(&node.op, Op::Permute { perm } if perm == &[0, 2, 1, 3])
@@ -1099,6 +1099,31 @@ impl<'g, 'p> Cx<'g, 'p> {
             self.p.prog.outputs.push((name, out, node.shape.clone()));
         }
         Ok(())
+    }
+}
+
+/// What recomputing one element of `op` costs, in simple arithmetic operations: libm-class
+/// functions are worth about eight (a RoPE table of `cos`/`sin`/`pow` is stored once rather
+/// than recomputed by every layer).
+fn op_cost(op: &Op) -> usize {
+    use crate::graph::{BinaryOp, UnaryOp};
+    match op {
+        Op::Unary(
+            UnaryOp::Exp
+            | UnaryOp::Log
+            | UnaryOp::Tanh
+            | UnaryOp::Erf
+            | UnaryOp::Sigmoid
+            | UnaryOp::Silu
+            | UnaryOp::Gelu
+            | UnaryOp::GeluTanh
+            | UnaryOp::Softplus
+            | UnaryOp::Sin
+            | UnaryOp::Cos,
+        ) => 8,
+        Op::Binary(BinaryOp::Pow) => 8,
+        Op::Binary(BinaryOp::Div) | Op::Unary(UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Recip) => 2,
+        _ => 1,
     }
 }
 

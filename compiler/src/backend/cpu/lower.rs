@@ -20,10 +20,12 @@ use inkwell::values::{FloatValue, FunctionValue, IntValue, PointerValue};
 use inkwell::{FloatPredicate, IntPredicate};
 use std::collections::HashMap;
 
-/// Rows and columns of C per parallel matmul iteration, multiples of every MR and NR.
-/// Up to 576 rows are one block, so B (usually a weight) is packed once per call.
+/// Rows and columns of C per parallel matmul iteration, multiples of every MR and NR:
+/// at most 576 rows (see [`Lowerer::row_block`]) and 384 columns.
 pub const MATMUL_ROWS: u64 = 576;
 pub const MATMUL_COLS: u64 = 384;
+/// Row blocks are multiples of this, the AVX2 and AVX-512 MR (SSE2, MR = 4, gets edge tiles).
+const ROW_QUANTUM: u64 = 6;
 /// Keys per block of the attention kernel (scores held in scratch).
 pub const KEY_BLOCK: u64 = 64;
 
@@ -326,13 +328,46 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             Body::Map { extents, .. } => prod(&extents[..extents.len().saturating_sub(1)]),
             Body::Reduce { extents, axis, .. } => prod(&extents[..*axis]),
             Body::MatMul(m) => {
-                let mb = self.ceil_div(c(&m.m)?, MATMUL_ROWS)?;
-                let nb = self.ceil_div(c(&m.n)?, MATMUL_COLS)?;
+                let (mm, nn) = (c(&m.m)?, c(&m.n)?);
+                let rows = self.row_block(mm, nn)?;
+                let mb = self.ceil_div_by(mm, rows)?;
+                let nb = self.ceil_div(nn, MATMUL_COLS)?;
                 self.ir.mul(self.ir.mul(c(&m.batch)?, mb)?, nb)
             }
             Body::Attention(a) => prod(&a.sizes[..3]),
             Body::Scan(_) => Ok(self.ir.int(1)),
         }
+    }
+
+    /// Rows of C per parallel iteration of an m×n matmul. Whole column blocks of 384 keep
+    /// B packed once; when they are few, rows are split too so that the iterations come
+    /// in an even number of at least four (two threads share them evenly, and four nearly
+    /// so): 1 column block → 4 row blocks, 2 → 2, an odd number below 8 → 2, else 1.
+    /// Multiples of 6 rows, at most 576.
+    fn row_block(&self, m: IntValue<'ctx>, n: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
+        let ir = self.ir;
+        let cb = self.ceil_div(n, MATMUL_COLS)?;
+        let is = |v: u64| ir.eq(cb, ir.int(v));
+        let odd = ir.b.build_int_compare(
+            IntPredicate::EQ,
+            ir.b.build_and(cb, ir.int(1), "")?,
+            ir.int(1),
+            "",
+        )?;
+        let few = ir.b.build_int_compare(IntPredicate::SLT, cb, ir.int(8), "")?;
+        let split2 = ir.b.build_or(is(2)?, ir.b.build_and(odd, few, "")?, "")?;
+        let rb = ir.b.build_select(split2, ir.int(2), ir.int(1), "")?.into_int_value();
+        let rb = ir.b.build_select(is(1)?, ir.int(4), rb, "")?.into_int_value();
+        let per = self.ceil_div_by(m, rb)?;
+        let per = ir.mul(self.ceil_div(per, ROW_QUANTUM)?, ir.int(ROW_QUANTUM))?;
+        let per = ir.min(per, ir.int(MATMUL_ROWS))?;
+        self.max(per, ir.int(ROW_QUANTUM))
+    }
+
+    fn ceil_div_by(&self, x: IntValue<'ctx>, d: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
+        let ir = self.ir;
+        let up = ir.sub(ir.add(x, d)?, ir.int(1))?;
+        Ok(ir.b.build_int_unsigned_div(up, d, "")?)
     }
 
     fn ceil_div(&self, x: IntValue<'ctx>, d: u64) -> IrResult<IntValue<'ctx>> {
@@ -603,7 +638,8 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         let ir = self.ir;
         let c = |x: &Ix| self.ix(fx, x, &[]);
         let (m, n, k) = (c(&mm.m)?, c(&mm.n)?, c(&mm.k)?);
-        let mblocks = self.ceil_div(m, MATMUL_ROWS)?;
+        let row_block = self.row_block(m, n)?;
+        let mblocks = self.ceil_div_by(m, row_block)?;
         let nblocks = self.ceil_div(n, MATMUL_COLS)?;
         let per_batch = ir.mul(mblocks, nblocks)?;
         let (lda, ldb) = (c(&mm.a.ld)?, c(&mm.b.ld)?);
@@ -618,9 +654,9 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             let rem = ir.b.build_int_unsigned_rem(it, per_batch, "")?;
             let ib = ir.b.build_int_unsigned_div(rem, nblocks, "")?;
             let jb = ir.b.build_int_unsigned_rem(rem, nblocks, "")?;
-            let i0 = ir.mul(ib, ir.int(MATMUL_ROWS))?;
+            let i0 = ir.mul(ib, row_block)?;
             let j0 = ir.mul(jb, ir.int(MATMUL_COLS))?;
-            let rows = ir.min(ir.int(MATMUL_ROWS), ir.sub(m, i0)?)?;
+            let rows = ir.min(row_block, ir.sub(m, i0)?)?;
             let cols = ir.min(ir.int(MATMUL_COLS), ir.sub(n, j0)?)?;
             let bv = [bidx];
             let a_off = ir.mad(i0, lda, self.ix(fx, &mm.a.offset, &bv)?)?;
