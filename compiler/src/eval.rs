@@ -207,6 +207,16 @@ pub fn evaluate_cpu(
     run_package(&built.dir, Some(weights), inputs, threads)
 }
 
+/// Where a package's weights come from.
+pub enum WeightSource<'a> {
+    /// A safetensors checkpoint (canonical or Hugging Face names).
+    File(&'a Path),
+    /// Tensors under canonical names.
+    Tensors(&'a interp::Params),
+    /// Deterministic random values (benchmarks).
+    Random,
+}
+
 /// Runs a built package on `inputs` with the weights at `weights` (random ones when
 /// `None`); the outputs in manifest order.
 pub fn run_package(
@@ -215,11 +225,32 @@ pub fn run_package(
     inputs: HashMap<String, Value>,
     threads: usize,
 ) -> Result<Vec<(String, F32Tensor)>, String> {
+    let source = match weights {
+        Some(p) => WeightSource::File(p),
+        None => WeightSource::Random,
+    };
+    run_package_with(dir, &source, inputs, threads)
+}
+
+/// [`run_package`] with weights from any [`WeightSource`].
+pub fn run_package_with(
+    dir: &Path,
+    weights: &WeightSource,
+    inputs: HashMap<String, Value>,
+    threads: usize,
+) -> Result<Vec<(String, F32Tensor)>, String> {
     use arch_runtime::{HostData, HostTensor, Package, Session, Weights};
     let package = Package::load(dir).map_err(|e| e.to_string())?;
     let w = match weights {
-        Some(p) => Weights::open(package.manifest(), p),
-        None => Weights::random(package.manifest(), 0),
+        WeightSource::File(p) => Weights::open(package.manifest(), p),
+        WeightSource::Random => Weights::random(package.manifest(), 0),
+        WeightSource::Tensors(params) => Weights::from_tensors(
+            package.manifest(),
+            params
+                .iter()
+                .map(|(n, t)| (n.clone(), t.data.clone()))
+                .collect(),
+        ),
     }
     .map_err(|e| e.to_string())?;
     let mut session = Session::new(package, w, threads).map_err(|e| e.to_string())?;

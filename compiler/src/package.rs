@@ -180,6 +180,52 @@ pub fn package_program(graph: &Graph) -> Result<Program, String> {
     Ok(prog)
 }
 
+/// Builds a package for a bare graph (a single layer, a test case): canonical parameter
+/// names only, no limits on token ids or lengths. Not cached.
+pub fn build_graph(graph: &Graph, name: &str, opts: &BuildOptions, dir: &Path) -> Result<(), String> {
+    let prog = package_program(graph)?;
+    let lowered = lower(&prog, &opts.target, max_value_dim(&prog)).map_err(|e| e.to_string())?;
+    write_files(dir, graph, &prog, &lowered)?;
+    let sources = prog
+        .params
+        .iter()
+        .map(|(n, _, shape)| {
+            Ok((
+                n.clone(),
+                arch_runtime::manifest::Source::Plain {
+                    name: n.clone(),
+                    shape: const_shape(shape)?,
+                },
+            ))
+        })
+        .collect::<Result<BTreeMap<_, _>, String>>()?;
+    let limits = Limits {
+        vocab: 0,
+        context: 0,
+        segments: 0,
+        seq_multiple_of: 1,
+    };
+    let namings = vec![arch_runtime::manifest::Naming {
+        label: "canonical".into(),
+        sources,
+    }];
+    let manifest = manifest(name, limits, namings, opts, &prog, &lowered)?;
+    std::fs::write(dir.join("manifest.json"), manifest.to_json())
+        .map_err(|e| format!("cannot write {}: {e}", dir.join("manifest.json").display()))
+}
+
+fn write_files(dir: &Path, graph: &Graph, prog: &Program, lowered: &Lowered) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let write = |name: &str, bytes: &[u8]| {
+        std::fs::write(dir.join(name), bytes)
+            .map_err(|e| format!("cannot write {}: {e}", dir.join(name).display()))
+    };
+    write("graph.txt", crate::graph::print(graph).as_bytes())?;
+    write("kernels.txt", kernel::print(prog).as_bytes())?;
+    write("kernels.ll", lowered.llvm_ir.as_bytes())?;
+    link(dir, &lowered.object)
+}
+
 fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(), String> {
     let log = |msg: &str| {
         if opts.verbose {
@@ -207,18 +253,26 @@ fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(),
         opts.target.cpu,
         t.elapsed().as_secs_f64()
     ));
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let write = |name: &str, bytes: &[u8]| {
-        std::fs::write(dir.join(name), bytes)
-            .map_err(|e| format!("cannot write {}: {e}", dir.join(name).display()))
+    write_files(dir, &graph, &prog, &lowered)?;
+    let seq_multiple_of = spec
+        .stacks()
+        .into_iter()
+        .flat_map(|(_, s)| s.layers.iter().flat_map(|l| l.sublayers.iter()))
+        .filter_map(|s| match s {
+            Sublayer::Ttt(t) => Some(t.mini_batch),
+            _ => None,
+        })
+        .fold(1u64, lcm);
+    let limits = Limits {
+        vocab: spec.vocab,
+        context: spec.context,
+        segments: spec.embed.segments,
+        seq_multiple_of,
     };
-    write("graph.txt", crate::graph::print(&graph).as_bytes())?;
-    write("kernels.txt", kernel::print(&prog).as_bytes())?;
-    write("kernels.ll", lowered.llvm_ir.as_bytes())?;
-    link(dir, &lowered.object)?;
-    let manifest = manifest(spec, opts, &prog, &lowered)?;
-    write("manifest.json", manifest.to_json().as_bytes())?;
-    Ok(())
+    let namings = crate::weights::manifest_namings(spec);
+    let manifest = manifest(&spec.name, limits, namings, opts, &prog, &lowered)?;
+    std::fs::write(dir.join("manifest.json"), manifest.to_json())
+        .map_err(|e| format!("cannot write {}: {e}", dir.join("manifest.json").display()))
 }
 
 /// The largest value width an attention kernel accumulates (its scratch row).
@@ -291,7 +345,9 @@ fn const_shape(shape: &[Dim]) -> Result<Vec<usize>, String> {
 }
 
 fn manifest(
-    spec: &ArchSpec,
+    model: &str,
+    limits: Limits,
+    namings: Vec<arch_runtime::manifest::Naming>,
     opts: &BuildOptions,
     prog: &Program,
     lowered: &Lowered,
@@ -324,15 +380,6 @@ fn manifest(
             kind: k.kind().to_string(),
         })
         .collect();
-    let seq_multiple_of = spec
-        .stacks()
-        .into_iter()
-        .flat_map(|(_, s)| s.layers.iter().flat_map(|l| l.sublayers.iter()))
-        .filter_map(|s| match s {
-            Sublayer::Ttt(t) => Some(t.mini_batch),
-            _ => None,
-        })
-        .fold(1u64, lcm);
     let mut entries = BTreeMap::new();
     entries.insert(
         "forward".to_string(),
@@ -343,7 +390,7 @@ fn manifest(
     Ok(Manifest {
         format: arch_runtime::manifest::FORMAT.to_string(),
         compiler_version: env!("CARGO_PKG_VERSION").to_string(),
-        model: spec.name.clone(),
+        model: model.to_string(),
         target: Target {
             kind: "cpu".into(),
             isa: opts.target.isa.to_string(),
@@ -351,12 +398,7 @@ fn manifest(
             features: opts.target.features.clone(),
         },
         syms: prog.syms.clone(),
-        limits: Limits {
-            vocab: spec.vocab,
-            context: spec.context,
-            segments: spec.embed.segments,
-            seq_multiple_of,
-        },
+        limits,
         inputs: prog
             .inputs
             .iter()
@@ -388,7 +430,7 @@ fn manifest(
                 })
             })
             .collect::<Result<_, String>>()?,
-        namings: crate::weights::manifest_namings(spec),
+        namings,
         buffers,
         slots: prog.slot_count,
         scratch_floats: lowered.scratch_floats,

@@ -99,6 +99,40 @@ fn check(name: &str) {
     }
 }
 
+/// The CPU backend on the same fixture: compiled, run by the runtime on the weights
+/// written under canonical names.
+fn check_cpu(name: &str) {
+    let dir = fixture(name);
+    let spec = spec_of(&dir);
+    let params = weights(&spec, &dir);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("canonical.safetensors");
+    let list: Vec<(String, F32Tensor)> = params.into_iter().collect();
+    archc::tensor_io::write_f32(&path, &list).unwrap();
+    let inputs = read_values(&dir.join("inputs.safetensors")).unwrap();
+    let expected = read_values(&dir.join("outputs.safetensors")).unwrap();
+    let got = archc::eval::evaluate_cpu(&spec, &path, inputs, &["hidden", "logits"], 2)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    for (output, ours) in &got {
+        let Value::F(want) = &expected[output.as_str()] else {
+            panic!("`{output}` is not f32")
+        };
+        let err = ours.rel_max_diff(want);
+        eprintln!("{name}:{output} on cpu: relative error {err:.2e}");
+        assert!(err <= TOLERANCE, "{name}:{output}: {err:e} > {TOLERANCE:e}");
+    }
+}
+
+#[test]
+fn cpu_backend_ttt_linear_matches_ttt_py() {
+    check_cpu("ttt_linear");
+}
+
+#[test]
+fn cpu_backend_ttt_mlp_matches_ttt_py() {
+    check_cpu("ttt_mlp");
+}
+
 #[test]
 fn ttt_linear_matches_ttt_py() {
     check("ttt_linear");
