@@ -130,14 +130,40 @@ pub fn build(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result
         });
     }
     let dir = match out {
-        Some(o) => o.to_path_buf(),
-        None => cached_dir.clone(),
+        Some(o) => {
+            write_package(spec, opts, o)?;
+            if opts.cache {
+                // Best effort: a read-only cache only makes later builds slower.
+                let _ = copy_files(o, &cached_dir);
+            }
+            o.to_path_buf()
+        }
+        None => {
+            // Build beside the cache entry and rename it into place, so a concurrent
+            // build of the same package never sees (or leaves) a half-written one.
+            let tmp = cache_dir().join(format!(
+                ".{key}.{}.{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos())
+            ));
+            write_package(spec, opts, &tmp)?;
+            if std::fs::rename(&tmp, &cached_dir).is_err() {
+                // Another build got there first (or the entry was stale): use theirs
+                // when complete, else replace it.
+                if complete(&cached_dir) {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                } else {
+                    let _ = std::fs::remove_dir_all(&cached_dir);
+                    std::fs::rename(&tmp, &cached_dir).map_err(|e| {
+                        format!("cannot move the package into {}: {e}", cached_dir.display())
+                    })?;
+                }
+            }
+            cached_dir
+        }
     };
-    write_package(spec, opts, &dir)?;
-    if opts.cache && dir != cached_dir {
-        // Best effort: a read-only cache only makes later builds slower.
-        let _ = copy_files(&dir, &cached_dir);
-    }
     Ok(Built {
         dir,
         cached: false,

@@ -1,0 +1,158 @@
+//! `archc build`, `archc bench` and `archc eval` on a package, as a user runs them: the
+//! package files, the cache, the runtime-only path, and clear errors.
+
+use archc::interp::Value;
+use archc::tensor::Tensor;
+use archc::tensor_io::{read_values, write_values};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn archc(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_archc"))
+        .args(args)
+        .env("ARCHC_CACHE", cache)
+        .output()
+        .expect("archc runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn fixture(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(path)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn build_writes_a_package_and_the_second_build_is_cached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("pkg");
+    let spec = fixture("gpt2/model.arch");
+    let o = archc(&["build", &spec, "-o", out.to_str().unwrap()], &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["manifest.json", "kernels.so", "graph.txt", "kernels.txt", "kernels.ll"] {
+        assert!(out.join(f).is_file(), "{f} missing: {}", text(&o));
+    }
+    assert!(text(&o).contains("wrote"), "{}", text(&o));
+    let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"format\": \"archc-package/1\""), "{manifest}");
+    let again = tmp.path().join("pkg2");
+    let o = archc(&["build", &spec, "-o", again.to_str().unwrap()], &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("cached"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(out.join("kernels.so")).unwrap(),
+        std::fs::read(again.join("kernels.so")).unwrap()
+    );
+}
+
+#[test]
+fn eval_runs_a_built_package_without_the_spec() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let pkg = tmp.path().join("pkg");
+    let spec = fixture("gpt2/model.arch");
+    let o = archc(
+        &["build", &spec, "-o", pkg.to_str().unwrap(), "--output", "hidden"],
+        &cache,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let inputs = tmp.path().join("in.safetensors");
+    write_values(
+        &inputs,
+        &[(
+            "input_ids".into(),
+            Value::I(Tensor {
+                shape: vec![1, 5],
+                data: vec![1, 2, 3, 4, 5],
+            }),
+        )],
+    )
+    .unwrap();
+    let weights = fixture("gpt2/model.safetensors");
+    let run = |target: &str, backend: &str, out: &Path| {
+        let o = archc(
+            &[
+                "eval",
+                target,
+                "--weights",
+                &weights,
+                "--inputs",
+                inputs.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--output",
+                "hidden",
+                "--backend",
+                backend,
+            ],
+            &cache,
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        match &read_values(out).unwrap()["hidden"] {
+            Value::F(t) => t.clone(),
+            _ => panic!("hidden is not f32"),
+        }
+    };
+    let from_pkg = run(pkg.to_str().unwrap(), "cpu", &tmp.path().join("a.safetensors"));
+    let interp = run(&spec, "interp", &tmp.path().join("b.safetensors"));
+    assert_eq!(from_pkg.shape, vec![1, 5, 32]);
+    assert!(from_pkg.rel_max_diff(&interp) <= 1e-4);
+}
+
+#[test]
+fn bench_reports_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = archc(
+        &[
+            "bench",
+            &fixture("llama/model.arch"),
+            "--batch",
+            "2",
+            "--seq",
+            "9",
+            "--reps",
+            "3",
+            "--warmup",
+            "1",
+            "--json",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let json: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert!(json["median_ms"].as_f64().unwrap() > 0.0);
+    assert!(json["tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(json["batch"], 2);
+    assert_eq!(json["seq"], 9);
+}
+
+#[test]
+fn clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = fixture("gpt2/model.arch");
+    let cases: &[(&[&str], &str)] = &[
+        (&["build", &spec, "--target", "cuda"], "not built yet"),
+        (&["build", &spec, "--mode", "train"], "not built yet"),
+        (&["bench", &spec, "--mode", "decode"], "not built yet"),
+        (&["bench", &spec, "--seq", "0"], "at least 1"),
+        (&["bench", &spec, "--seq", "100000"], "context"),
+        (&["build", "no/such/file.arch"], "cannot read"),
+    ];
+    for (args, want) in cases {
+        let o = archc(args, tmp.path());
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(text(&o).contains(want), "{args:?}: {}", text(&o));
+        assert!(!text(&o).contains("panicked"), "{args:?}: {}", text(&o));
+    }
+}
