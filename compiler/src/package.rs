@@ -208,7 +208,12 @@ pub fn package_program(graph: &Graph) -> Result<Program, String> {
 
 /// Builds a package for a bare graph (a single layer, a test case): canonical parameter
 /// names only, no limits on token ids or lengths. Not cached.
-pub fn build_graph(graph: &Graph, name: &str, opts: &BuildOptions, dir: &Path) -> Result<(), String> {
+pub fn build_graph(
+    graph: &Graph,
+    name: &str,
+    opts: &BuildOptions,
+    dir: &Path,
+) -> Result<(), String> {
     let prog = package_program(graph)?;
     let lowered = lower(&prog, &opts.target, max_value_dim(&prog)).map_err(|e| e.to_string())?;
     write_files(dir, graph, &prog, &lowered)?;
@@ -282,7 +287,6 @@ fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(),
     write_files(dir, &graph, &prog, &lowered)?;
     let seq_multiple_of = spec
         .stacks()
-        .into_iter()
         .flat_map(|(_, s)| s.layers.iter().flat_map(|l| l.sublayers.iter()))
         .filter_map(|s| match s {
             Sublayer::Ttt(t) => Some(t.mini_batch),

@@ -39,12 +39,21 @@ fn build_writes_a_package_and_the_second_build_is_cached() {
     let spec = fixture("gpt2/model.arch");
     let o = archc(&["build", &spec, "-o", out.to_str().unwrap()], &cache);
     assert!(o.status.success(), "{}", text(&o));
-    for f in ["manifest.json", "kernels.so", "graph.txt", "kernels.txt", "kernels.ll"] {
+    for f in [
+        "manifest.json",
+        "kernels.so",
+        "graph.txt",
+        "kernels.txt",
+        "kernels.ll",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing: {}", text(&o));
     }
     assert!(text(&o).contains("wrote"), "{}", text(&o));
     let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
-    assert!(manifest.contains("\"format\": \"archc-package/1\""), "{manifest}");
+    assert!(
+        manifest.contains("\"format\": \"archc-package/1\""),
+        "{manifest}"
+    );
     let again = tmp.path().join("pkg2");
     let o = archc(&["build", &spec, "-o", again.to_str().unwrap()], &cache);
     assert!(o.status.success(), "{}", text(&o));
@@ -62,7 +71,14 @@ fn eval_runs_a_built_package_without_the_spec() {
     let pkg = tmp.path().join("pkg");
     let spec = fixture("gpt2/model.arch");
     let o = archc(
-        &["build", &spec, "-o", pkg.to_str().unwrap(), "--output", "hidden"],
+        &[
+            "build",
+            &spec,
+            "-o",
+            pkg.to_str().unwrap(),
+            "--output",
+            "hidden",
+        ],
         &cache,
     );
     assert!(o.status.success(), "{}", text(&o));
@@ -103,7 +119,11 @@ fn eval_runs_a_built_package_without_the_spec() {
             _ => panic!("hidden is not f32"),
         }
     };
-    let from_pkg = run(pkg.to_str().unwrap(), "cpu", &tmp.path().join("a.safetensors"));
+    let from_pkg = run(
+        pkg.to_str().unwrap(),
+        "cpu",
+        &tmp.path().join("a.safetensors"),
+    );
     let interp = run(&spec, "interp", &tmp.path().join("b.safetensors"));
     assert_eq!(from_pkg.shape, vec![1, 5, 32]);
     assert!(from_pkg.rel_max_diff(&interp) <= 1e-4);

@@ -82,7 +82,10 @@ fn gpt2_layer_fusion() {
         .iter()
         .filter(|k| matches!(&k.body, kernel::Body::MatMul(m) if m.epilogue.is_some()))
         .count();
-    assert_eq!(epilogues, 6, "every projection but the head carries an epilogue");
+    assert_eq!(
+        epilogues, 6,
+        "every projection but the head carries an epilogue"
+    );
     assert_eq!(count("reduce"), 6, "{}", kernel::print(&prog));
     assert_eq!(count("map"), 4, "{}", kernel::print(&prog));
 }

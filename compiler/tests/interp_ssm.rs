@@ -133,7 +133,10 @@ fn cpu_backend_matches_s4d_py() {
             assert_eq!(got.shape, want.shape, "{name}");
             let err = got.rel_max_diff(&want);
             eprintln!("s4d fixture on cpu, recurrent {recurrent}, {name}: {err:.2e}");
-            assert!(err <= 1e-4, "{name} (recurrent: {recurrent}): {err:e} > 1e-4");
+            assert!(
+                err <= 1e-4,
+                "{name} (recurrent: {recurrent}): {err:e} > 1e-4"
+            );
         }
     }
 }

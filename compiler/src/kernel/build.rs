@@ -394,10 +394,8 @@ impl<'g, 'p> Cx<'g, 'p> {
     fn view_of(&self, id: NodeId) -> Option<View> {
         let node = self.node(id);
         if self.root[id.0 as usize] {
-            let buf = self.buf[id.0 as usize].or_else(|| {
-                // Before buffers are assigned: any placeholder works for shape questions.
-                Some(usize::MAX)
-            })?;
+            // Before buffers are assigned any placeholder answers questions of shape.
+            let buf = self.buf[id.0 as usize].unwrap_or(usize::MAX);
             return Some(View {
                 buf,
                 offset: Ix::c(0),
@@ -708,7 +706,7 @@ impl<'g, 'p> Cx<'g, 'p> {
             }
             let body = match &node.op {
                 Op::Input { .. } | Op::Param { .. } | Op::TupleGet { .. } => continue,
-                Op::MatMul { .. } => Body::MatMul(self.matmul(id, None)?),
+                Op::MatMul { .. } => Body::MatMul(Box::new(self.matmul(id, None)?)),
                 Op::Attention { .. } => self.attention(id, None)?.body,
                 Op::Reduce { op, axis } => {
                     let x = node.inputs[0];
@@ -721,10 +719,10 @@ impl<'g, 'p> Cx<'g, 'p> {
                         op: *op,
                     }
                 }
-                Op::Scan { .. } => Body::Scan(self.scan(id)?),
+                Op::Scan { .. } => Body::Scan(Box::new(self.scan(id)?)),
                 _ if self.host_of.contains_key(&id) => {
                     let m = self.host_of[&id];
-                    Body::MatMul(self.matmul(m, Some(id))?)
+                    Body::MatMul(Box::new(self.matmul(m, Some(id))?))
                 }
                 _ => {
                     if node.dtype == DType::I64 {
@@ -935,7 +933,7 @@ impl<'g, 'p> Cx<'g, 'p> {
         };
         Ok(Kernel {
             name: self.name(id),
-            body: Body::Attention(Attention {
+            body: Body::Attention(Box::new(Attention {
                 out,
                 q: self.strided(ins[0])?,
                 k: self.strided(ins[1])?,
@@ -945,7 +943,7 @@ impl<'g, 'p> Cx<'g, 'p> {
                 scale,
                 bias,
                 key_mask,
-            }),
+            })),
         })
     }
 

@@ -180,9 +180,9 @@ pub enum Body {
         op: ReduceOp,
         expr: Expr,
     },
-    MatMul(MatMul),
-    Attention(Attention),
-    Scan(Scan),
+    MatMul(Box<MatMul>),
+    Attention(Box<Attention>),
+    Scan(Box<Scan>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -504,7 +504,10 @@ impl Kernel {
     /// Calls `f` on every buffer reference, mutably (renaming), nested bodies included.
     pub fn rename_bufs(&mut self, f: &mut dyn FnMut(&mut BufId)) {
         match &mut self.body {
-            Body::Map { out, extents, expr } | Body::Reduce { out, extents, expr, .. } => {
+            Body::Map { out, extents, expr }
+            | Body::Reduce {
+                out, extents, expr, ..
+            } => {
                 f(out);
                 extents.iter_mut().for_each(|e| e.rename_bufs(f));
                 expr.rename_bufs(f);

@@ -72,12 +72,15 @@ pub fn lower(
     })
 }
 
+/// A program's module, each kernel's (symbol, range symbol), and the matmul tiles.
+type Module<'ctx> = (Ir<'ctx>, Vec<(String, String)>, SgemmTiles);
+
 /// The module of a program: the matmul routines, then each distinct kernel.
 fn emit_module<'ctx>(
     ctx: &'ctx Context,
     prog: &Program,
     target: &CpuTarget,
-) -> Result<(Ir<'ctx>, Vec<(String, String)>, SgemmTiles), BackendError> {
+) -> Result<Module<'ctx>, BackendError> {
     let ir = Ir::new(ctx, "archc_kernels");
     let tiles = package_tiles(target);
     let (sgemm, sgemm_bt) = emit_sgemm_pair(&ir, &tiles)?;
@@ -354,10 +357,15 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             ir.int(1),
             "",
         )?;
-        let few = ir.b.build_int_compare(IntPredicate::SLT, cb, ir.int(8), "")?;
+        let few =
+            ir.b.build_int_compare(IntPredicate::SLT, cb, ir.int(8), "")?;
         let split2 = ir.b.build_or(is(2)?, ir.b.build_and(odd, few, "")?, "")?;
-        let rb = ir.b.build_select(split2, ir.int(2), ir.int(1), "")?.into_int_value();
-        let rb = ir.b.build_select(is(1)?, ir.int(4), rb, "")?.into_int_value();
+        let rb =
+            ir.b.build_select(split2, ir.int(2), ir.int(1), "")?
+                .into_int_value();
+        let rb =
+            ir.b.build_select(is(1)?, ir.int(4), rb, "")?
+                .into_int_value();
         let per = self.ceil_div_by(m, rb)?;
         let per = ir.mul(self.ceil_div(per, ROW_QUANTUM)?, ir.int(ROW_QUANTUM))?;
         let per = ir.min(per, ir.int(MATMUL_ROWS))?;
@@ -821,35 +829,52 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                                 dsteps,
                                 &[m.c(0.0).into()],
                                 |x, acc| {
-                                    let qv = ir.load_f32(ir.at(q, ir.mul(x, qs[3])?)?)?.into_float_value();
-                                    let kv = ir.load_f32(ir.at(kp, ir.mul(x, ks[3])?)?)?.into_float_value();
+                                    let qv = ir
+                                        .load_f32(ir.at(q, ir.mul(x, qs[3])?)?)?
+                                        .into_float_value();
+                                    let kv = ir
+                                        .load_f32(ir.at(kp, ir.mul(x, ks[3])?)?)?
+                                        .into_float_value();
                                     let p = ir.b.build_float_mul(qv, kv, "")?;
                                     set_reassoc(p);
-                                    let sum = ir.b.build_float_add(acc[0].into_float_value(), p, "")?;
+                                    let sum =
+                                        ir.b.build_float_add(acc[0].into_float_value(), p, "")?;
                                     set_reassoc(sum);
                                     Ok(vec![sum.into()])
                                 },
                             )?;
                             let vars = [b, hh, tt, key];
-                            let mut score = ir.b.build_float_mul(dot[0].into_float_value(), scale, "")?;
+                            let mut score =
+                                ir.b.build_float_mul(dot[0].into_float_value(), scale, "")?;
                             if let Some(bias) = &a.bias {
-                                score = ir.b.build_float_add(score, self.expr(fx, bias, &vars)?, "")?;
+                                score =
+                                    ir.b.build_float_add(score, self.expr(fx, bias, &vars)?, "")?;
                             }
                             if let Some(km) = &a.key_mask {
                                 let keep = self.expr(fx, km, &vars)?;
-                                let off = ir.b.build_float_compare(FloatPredicate::OEQ, keep, m.c(0.0), "")?;
+                                let off = ir.b.build_float_compare(
+                                    FloatPredicate::OEQ,
+                                    keep,
+                                    m.c(0.0),
+                                    "",
+                                )?;
                                 score = m.select(off, neg_inf, score)?;
                             }
                             ir.store(ir.at(scores, j)?, score)?;
-                            let bmx = m.binary_intrinsic("llvm.maxnum", bm[0].into_float_value(), score)?;
+                            let bmx =
+                                m.binary_intrinsic("llvm.maxnum", bm[0].into_float_value(), score)?;
                             Ok(vec![bmx.into()])
                         },
                     )?;
-                    let new_max = m.binary_intrinsic("llvm.maxnum", mx, bmax[0].into_float_value())?;
-                    let none = ir
-                        .b
-                        .build_float_compare(FloatPredicate::OEQ, new_max, neg_inf, "")?;
-                    let corr = m.select(none, m.c(1.0), m.exp(ir.b.build_float_sub(mx, new_max, "")?)?)?;
+                    let new_max =
+                        m.binary_intrinsic("llvm.maxnum", mx, bmax[0].into_float_value())?;
+                    let none =
+                        ir.b.build_float_compare(FloatPredicate::OEQ, new_max, neg_inf, "")?;
+                    let corr = m.select(
+                        none,
+                        m.c(1.0),
+                        m.exp(ir.b.build_float_sub(mx, new_max, "")?)?,
+                    )?;
                     // p = exp(score − max) over the block, summed.
                     let (_, psum) = ir.carried_loop(
                         fx.f,
@@ -863,7 +888,11 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         |j, acc| {
                             let ps = ir.at(scores, j)?;
                             let sc = ir.load_f32(ps)?.into_float_value();
-                            let p = m.select(none, m.c(0.0), m.exp(ir.b.build_float_sub(sc, new_max, "")?)?)?;
+                            let p = m.select(
+                                none,
+                                m.c(0.0),
+                                m.exp(ir.b.build_float_sub(sc, new_max, "")?)?,
+                            )?;
                             ir.store(ps, p)?;
                             let sum = ir.b.build_float_add(acc[0].into_float_value(), p, "")?;
                             set_reassoc(sum);
@@ -875,9 +904,8 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         psum[0].into_float_value(),
                         "",
                     )?;
-                    let rescale = ir
-                        .b
-                        .build_float_compare(FloatPredicate::UNE, corr, m.c(1.0), "")?;
+                    let rescale =
+                        ir.b.build_float_compare(FloatPredicate::UNE, corr, m.c(1.0), "")?;
                     ir.if_else(
                         fx.f,
                         "rescale",
@@ -897,8 +925,11 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         ir.for_range(fx.f, "pvd", ir.int(0), dv, 1, |x| {
                             let pa = ir.at(acc, x)?;
                             let av = ir.load_f32(pa)?.into_float_value();
-                            let vv = ir.load_f32(ir.at(vp, ir.mul(x, vs[3])?)?)?.into_float_value();
-                            let sum = ir.b.build_float_add(av, ir.b.build_float_mul(p, vv, "")?, "")?;
+                            let vv = ir
+                                .load_f32(ir.at(vp, ir.mul(x, vs[3])?)?)?
+                                .into_float_value();
+                            let sum =
+                                ir.b.build_float_add(av, ir.b.build_float_mul(p, vv, "")?, "")?;
                             ir.store(pa, sum)
                         })
                     })?;
