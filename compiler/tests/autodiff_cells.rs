@@ -34,7 +34,7 @@ use archc::params::param_table;
 use archc::tensor::{F32Tensor, Tensor};
 use archc::tensor_io::read_values;
 use archc::weights::Weights;
-use common::{canonical, fixture, random_param, random_params, spec_of};
+use common::{canonical, fixture, random_param, random_params, spec_of, TINY_S4, TINY_TTT};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -398,48 +398,6 @@ fn ssm_bilinear_conv_gradient_with_a_real_mode() {
 }
 
 // --- Whole tiny language models -----------------------------------------------------------
-
-const TINY_S4: &str = "
-model tiny {
-    vocab = 23
-    d_model = 5
-    context = 16
-    norm = layernorm(eps = 1e-5)
-    placement = pre
-    position = none
-    decoder {
-        layers = 2
-        ssm { d_state = 6  discretization = bilinear }
-        mlp { hidden = 7  act = gelu }
-    }
-}
-
-model tiny_zoh : tiny {
-    decoder.ssm.discretization = zoh
-}
-";
-
-/// 3 heads of 6 (RoPE needs an even head size), mini-batches of 3, ttt.py's base lr 1.0.
-const TINY_TTT: &str = "
-model tiny_linear {
-    vocab = 23
-    d_model = 18
-    context = 16
-    norm = rmsnorm(eps = 1e-6)
-    placement = pre
-    position = rope(theta = 10000.0, style = interleaved)
-    decoder {
-        layers = 2
-        ttt { heads = 3  inner = linear  mini_batch = 3  lr = 1.0  gate = false }
-        mlp { hidden = 10  act = swiglu }
-    }
-}
-
-model tiny_mlp : tiny_linear {
-    decoder.ttt.inner = mlp
-    decoder.ttt.gate = true
-}
-";
 
 /// Per parameter tensor; the step along all of them at once is a fifth of it (that
 /// direction is ~√(number of parameters) longer). The TTT models' inner gradient step makes

@@ -13,7 +13,7 @@ use archc::eval::{evaluate, evaluate_cpu};
 use archc::interp::Value;
 use archc::tensor::Tensor;
 use archc::tensor_io::write_f32;
-use common::{fixture, random_params, spec_of, TOLERANCE};
+use common::{fixture, random_params, spec_of, TINY_S4, TINY_TTT, TOLERANCE};
 use std::collections::HashMap;
 
 fn ids(rng: &mut Rng, shape: &[usize], vocab: u64) -> Value {
@@ -192,58 +192,17 @@ fn options() {
     }
 }
 
-const TINY_S4: &str = "
-model tiny_s4 {
-    vocab = 23
-    d_model = 5
-    context = 64
-    norm = layernorm(eps = 1e-5)
-    placement = pre
-    position = none
-    decoder {
-        layers = 2
-        ssm { d_state = 6  discretization = bilinear }
-        mlp { hidden = 7  act = gelu }
-    }
-}
-
-model tiny_s4_zoh : tiny_s4 {
-    decoder.ssm.discretization = zoh
-}
-";
-
 #[test]
 fn s4() {
-    inline(TINY_S4, "tiny_s4", SHAPES);
-    inline(TINY_S4, "tiny_s4_zoh", &[(3, 7)]);
+    inline(TINY_S4, "tiny", SHAPES);
+    inline(TINY_S4, "tiny_zoh", &[(3, 7)]);
 }
-
-const TINY_TTT: &str = "
-model tiny_ttt_linear {
-    vocab = 23
-    d_model = 18
-    context = 64
-    norm = rmsnorm(eps = 1e-6)
-    placement = pre
-    position = rope(theta = 10000.0, style = interleaved)
-    decoder {
-        layers = 2
-        ttt { heads = 3  inner = linear  mini_batch = 3  lr = 1.0  gate = false }
-        mlp { hidden = 10  act = swiglu }
-    }
-}
-
-model tiny_ttt_mlp : tiny_ttt_linear {
-    decoder.ttt.inner = mlp
-    decoder.ttt.gate = true
-}
-";
 
 #[test]
 fn ttt() {
     let shapes = &[(1, 3), (3, 9), (2, 48)];
-    inline(TINY_TTT, "tiny_ttt_linear", shapes);
-    inline(TINY_TTT, "tiny_ttt_mlp", shapes);
+    inline(TINY_TTT, "tiny_linear", shapes);
+    inline(TINY_TTT, "tiny_mlp", shapes);
 }
 
 const TINY_HYBRID: &str = "

@@ -208,3 +208,48 @@ pub fn random_params(rng: &mut Rng, spec: &ArchSpec, dt_range: (f64, f64)) -> Pa
         })
         .collect()
 }
+
+// --- Tiny models of the cells without Hugging Face fixtures ----------------------------
+
+/// A tiny S4D language model (bilinear; `tiny_zoh` with ZOH).
+pub const TINY_S4: &str = "
+model tiny {
+    vocab = 23
+    d_model = 5
+    context = 64
+    norm = layernorm(eps = 1e-5)
+    placement = pre
+    position = none
+    decoder {
+        layers = 2
+        ssm { d_state = 6  discretization = bilinear }
+        mlp { hidden = 7  act = gelu }
+    }
+}
+
+model tiny_zoh : tiny {
+    decoder.ssm.discretization = zoh
+}
+";
+
+/// 3 heads of 6 (RoPE needs an even head size), mini-batches of 3, ttt.py's base lr 1.0.
+pub const TINY_TTT: &str = "
+model tiny_linear {
+    vocab = 23
+    d_model = 18
+    context = 64
+    norm = rmsnorm(eps = 1e-6)
+    placement = pre
+    position = rope(theta = 10000.0, style = interleaved)
+    decoder {
+        layers = 2
+        ttt { heads = 3  inner = linear  mini_batch = 3  lr = 1.0  gate = false }
+        mlp { hidden = 10  act = swiglu }
+    }
+}
+
+model tiny_mlp : tiny_linear {
+    decoder.ttt.inner = mlp
+    decoder.ttt.gate = true
+}
+";
