@@ -282,6 +282,35 @@ impl<'ctx> Ir<'ctx> {
         Ok(())
     }
 
+    /// `i = start; while i < end { i = body(i) }`: a loop whose body picks its own step
+    /// (it must return a value greater than `i`). Ends positioned after it.
+    pub fn step_loop(
+        &self,
+        f: FunctionValue<'ctx>,
+        name: &str,
+        start: IntValue<'ctx>,
+        end: IntValue<'ctx>,
+        body: impl FnOnce(IntValue<'ctx>) -> IrResult<IntValue<'ctx>>,
+    ) -> IrResult<()> {
+        let pre = self.current_block()?;
+        let head = self.ctx.append_basic_block(f, &format!("{name}.head"));
+        let body_bb = self.ctx.append_basic_block(f, &format!("{name}.body"));
+        let exit = self.ctx.append_basic_block(f, &format!("{name}.exit"));
+        self.b.build_unconditional_branch(head)?;
+        self.b.position_at_end(head);
+        let i = self.b.build_phi(self.i64, name)?;
+        let iv = i.as_basic_value().into_int_value();
+        let more = self.b.build_int_compare(IntPredicate::SLT, iv, end, "")?;
+        self.b.build_conditional_branch(more, body_bb, exit)?;
+        self.b.position_at_end(body_bb);
+        let next = body(iv)?;
+        let latch = self.current_block()?;
+        self.b.build_unconditional_branch(head)?;
+        i.add_incoming(&[(&start, pre), (&next, latch)]);
+        self.b.position_at_end(exit);
+        Ok(())
+    }
+
     /// A loop over `steps` (whole steps only), carrying `init` values from one
     /// iteration to the next (`body` maps the current values to the next ones). Returns
     /// the index where it stopped and the final values.
