@@ -6,6 +6,7 @@
 //!          [--threads N] [--entry forward]
 //! ```
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -165,15 +166,27 @@ fn read_inputs(path: &Path) -> Result<HashMap<String, HostTensor>, RuntimeError>
     Ok(out)
 }
 
+/// The little-endian bytes of `v`: borrowed in place on little-endian machines (outputs
+/// can be hundreds of MiB; copying them would double the peak memory), else converted.
+fn le_bytes<T: Copy, const N: usize>(v: &[T], conv: impl Fn(T) -> [u8; N]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") && std::mem::size_of::<T>() == N {
+        // SAFETY: T is a plain number type (f32, i64, i32) of N bytes without padding; the
+        // slice is valid for len · N bytes and outlives the borrow.
+        Cow::Borrowed(unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len() * N) })
+    } else {
+        Cow::Owned(v.iter().flat_map(|&x| conv(x)).collect())
+    }
+}
+
 /// f32 outputs as F32, integer outputs as I64.
 fn write_outputs(path: &Path, outputs: &[(String, HostTensor)]) -> Result<(), RuntimeError> {
-    let bytes: Vec<(&str, Dtype, &[usize], Vec<u8>)> = outputs
+    let bytes: Vec<(&str, Dtype, &[usize], Cow<[u8]>)> = outputs
         .iter()
         .map(|(name, t)| {
             let (dtype, b) = match &t.data {
-                HostData::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-                HostData::I64(v) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-                HostData::I32(v) => (Dtype::I32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                HostData::F32(v) => (Dtype::F32, le_bytes(v, |x| x.to_le_bytes())),
+                HostData::I64(v) => (Dtype::I64, le_bytes(v, |x| x.to_le_bytes())),
+                HostData::I32(v) => (Dtype::I32, le_bytes(v, |x| x.to_le_bytes())),
             };
             (name.as_str(), dtype, t.shape.as_slice(), b)
         })
