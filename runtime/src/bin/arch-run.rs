@@ -178,9 +178,12 @@ fn le_bytes<T: Copy, const N: usize>(v: &[T], conv: impl Fn(T) -> [u8; N]) -> Co
     }
 }
 
+/// An output's name, dtype, shape and bytes.
+type NamedBytes<'a> = (&'a str, Dtype, &'a [usize], Cow<'a, [u8]>);
+
 /// f32 outputs as F32, integer outputs as I64.
 fn write_outputs(path: &Path, outputs: &[(String, HostTensor)]) -> Result<(), RuntimeError> {
-    let bytes: Vec<(&str, Dtype, &[usize], Cow<[u8]>)> = outputs
+    let bytes: Vec<NamedBytes> = outputs
         .iter()
         .map(|(name, t)| {
             let (dtype, b) = match &t.data {
