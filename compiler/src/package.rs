@@ -183,7 +183,8 @@ fn copy_files(from: &Path, to: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The forward graph a package computes.
+/// The forward graph a package computes: expanded, pruned to the requested outputs,
+/// simplified (identities folded, common subexpressions merged).
 pub fn package_graph(spec: &ArchSpec, opts: &BuildOptions) -> Result<Graph, String> {
     let full = forward(
         spec,
@@ -191,12 +192,13 @@ pub fn package_graph(spec: &ArchSpec, opts: &BuildOptions) -> Result<Graph, Stri
             attention_mask: opts.attention_mask,
         },
     )?;
-    if opts.outputs.is_empty() {
-        Ok(full)
+    let kept = if opts.outputs.is_empty() {
+        full
     } else {
         let names: Vec<&str> = opts.outputs.iter().map(String::as_str).collect();
-        keep_outputs(&full, &names)
-    }
+        keep_outputs(&full, &names)?
+    };
+    Ok(crate::passes::simplify(&kept))
 }
 
 /// The planned Kernel IR of a package.

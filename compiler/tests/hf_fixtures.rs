@@ -29,7 +29,11 @@ macro_rules! fixture {
 }
 
 fixture!(gpt2, "gpt2", [("hidden", "hidden"), ("logits", "logits")]);
-fixture!(openai_gpt, "openai_gpt", [("hidden", "hidden"), ("logits", "logits")]);
+fixture!(
+    openai_gpt,
+    "openai_gpt",
+    [("hidden", "hidden"), ("logits", "logits")]
+);
 fixture!(llama, "llama", [("hidden", "hidden"), ("logits", "logits")]);
 fixture!(
     bert_pretraining,
@@ -41,9 +45,21 @@ fixture!(
     ]
 );
 fixture!(bert_model, "bert_model", [("hidden", "hidden")]);
-fixture!(roberta, "roberta", [("hidden", "hidden"), ("logits", "logits")]);
-fixture!(albert, "albert", [("hidden", "hidden"), ("logits", "logits")]);
-fixture!(electra, "electra", [("hidden", "hidden"), ("logits", "logits")]);
+fixture!(
+    roberta,
+    "roberta",
+    [("hidden", "hidden"), ("logits", "logits")]
+);
+fixture!(
+    albert,
+    "albert",
+    [("hidden", "hidden"), ("logits", "logits")]
+);
+fixture!(
+    electra,
+    "electra",
+    [("hidden", "hidden"), ("logits", "logits")]
+);
 fixture!(
     t5,
     "t5",

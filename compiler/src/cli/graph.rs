@@ -64,10 +64,20 @@ fn render(args: &GraphArgs) -> Result<String, String> {
         "train" => graph = train_graph(&shown, graph)?,
         other => return Err(format!("unknown mode `{other}` (infer or train)")),
     }
+    let mut fused = None;
     match args.after {
         None | Some("expand") | Some("autodiff") => {}
         Some("dce") => graph = prune(&graph),
-        Some(other) => return Err(format!("unknown pass `{other}` (expand, autodiff, dce)")),
+        Some("simplify") => graph = crate::passes::simplify(&graph),
+        Some("fuse") => {
+            graph = crate::passes::simplify(&graph);
+            fused = Some(crate::package::package_program(&graph)?);
+        }
+        Some(other) => {
+            return Err(format!(
+                "unknown pass `{other}` (expand, autodiff, dce, simplify, fuse)"
+            ))
+        }
     }
     let mut text = String::new();
     for (stack, first, count) in runs.iter().filter(|r| r.2 > 1) {
@@ -76,7 +86,11 @@ fn render(args: &GraphArgs) -> Result<String, String> {
             first + count
         ));
     }
-    text.push_str(&print(&graph));
+    match fused {
+        // The Kernel IR: every kernel, buffers and their arena slots.
+        Some(p) => text.push_str(&crate::kernel::print(&p)),
+        None => text.push_str(&print(&graph)),
+    }
     Ok(text)
 }
 

@@ -67,7 +67,8 @@ enum Command {
         /// infer (the forward graph) or train (next-token loss and parameter gradients).
         #[arg(long, default_value = "infer", value_parser = ["infer", "train"])]
         mode: String,
-        /// Show the IR after this pass: expand (default) or dce.
+        /// Show the IR after this pass: expand (default), dce, simplify, or fuse (the
+        /// Kernel IR the CPU backend lowers).
         #[arg(long)]
         after: Option<String>,
         /// Print every layer instead of one of each run of identical layers.
