@@ -231,3 +231,41 @@ model tiny_hybrid {
 fn hybrid() {
     inline(TINY_HYBRID, "tiny_hybrid", SHAPES);
 }
+
+/// Code for the other vector sets this machine can run (detect, don't assume): the same
+/// model built for plain x86-64 (SSE2, 4 lanes, 4×8 matmul tile) and for generic AVX2
+/// matches the evaluator too. (AVX-512 code is generated the same way but needs a CPU
+/// that has it.)
+#[test]
+fn other_vector_sets() {
+    use archc::backend::cpu::{CpuTarget, VectorIsa};
+    use archc::eval::run_package;
+    use archc::package::{build, BuildOptions};
+    for (name, isa) in [
+        ("gpt2", VectorIsa::Sse2),
+        ("llama", VectorIsa::Sse2),
+        ("llama", VectorIsa::Avx2),
+        ("mamba", VectorIsa::Sse2),
+    ] {
+        let dir = fixture("hf").join(name);
+        let spec = spec_of(&dir);
+        let weights = dir.join("model.safetensors");
+        let inputs = archc::tensor_io::read_values(&dir.join("inputs.safetensors")).unwrap();
+        let want = evaluate(&spec, &weights, inputs.clone(), &["logits"]).unwrap();
+        if !isa.runs_here() {
+            eprintln!("skipping {isa}: this CPU cannot run it");
+            continue;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let mut opts = BuildOptions::host().unwrap();
+        opts.target = CpuTarget::generic(isa);
+        opts.outputs = vec!["logits".into()];
+        opts.attention_mask = inputs.contains_key("attention_mask");
+        opts.cache = false;
+        build(&spec, &opts, Some(tmp.path())).unwrap();
+        let got = run_package(tmp.path(), Some(&weights), inputs.clone(), 2).unwrap();
+        let err = got[0].1.rel_max_diff(&want[0].1);
+        eprintln!("{name} fixture, {isa}: {err:e}");
+        assert!(err <= TOLERANCE, "{name} {isa}: relative error {err:e}");
+    }
+}

@@ -148,8 +148,9 @@ impl Session {
     }
 
     /// Runs entry point `entry` (`forward`) on `inputs` by name and returns every output of
-    /// the manifest with its shape at the bound sizes, in manifest order. Inputs the graph
-    /// does not take are ignored; an absent `token_type_ids` is zeros.
+    /// the manifest with its shape at the bound sizes, in manifest order. An absent
+    /// `token_type_ids` is zeros; an input the package does not take is an error (an
+    /// `attention_mask` silently ignored would change the results).
     pub fn run(
         &mut self,
         entry: &str,
@@ -164,6 +165,22 @@ impl Session {
                 available: m.entries.keys().cloned().collect(),
             })?
             .kernels;
+        let mut names: Vec<&String> = inputs.keys().collect();
+        names.sort();
+        for name in names {
+            if !m.inputs.iter().any(|i| &i.name == name) {
+                let takes: Vec<&str> = m.inputs.iter().map(|i| i.name.as_str()).collect();
+                let reason = if name == "attention_mask" {
+                    "this package was built without an attention mask (`archc build --attention-mask`)".to_string()
+                } else {
+                    format!("the package takes only {}", takes.join(", "))
+                };
+                return Err(RuntimeError::Input {
+                    name: name.clone(),
+                    reason,
+                });
+            }
+        }
         let given = gather_inputs(m, inputs)?;
         let dims = bind(m, &given)?;
         for (spec, g) in m.inputs.iter().zip(&given) {
