@@ -131,6 +131,7 @@ pub fn evaluate(
     prepare_inputs(spec, &mut inputs)?;
     let opts = ExpandOptions {
         attention_mask: inputs.contains_key("attention_mask"),
+        ..ExpandOptions::default()
     };
     let full = forward(spec, &opts)?;
     dump("expand", &full);

@@ -190,6 +190,8 @@ pub fn package_graph(spec: &ArchSpec, opts: &BuildOptions) -> Result<Graph, Stri
         spec,
         &ExpandOptions {
             attention_mask: opts.attention_mask,
+            // Linear in seq, where the convolution form would store [d, seq, seq].
+            recurrent_ssm: true,
         },
     )?;
     let kept = if opts.outputs.is_empty() {

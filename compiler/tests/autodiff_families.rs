@@ -63,6 +63,7 @@ fn check(dir: &Path, seed: u64) {
     prepare_inputs(&spec, &mut inputs).unwrap();
     let opts = ExpandOptions {
         attention_mask: inputs.contains_key("attention_mask"),
+        ..ExpandOptions::default()
     };
     let mut g = forward(&spec, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
     for node in &mut g.nodes {

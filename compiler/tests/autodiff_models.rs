@@ -33,6 +33,7 @@ fn gradient_errors(name: &str) -> Vec<(String, f64)> {
         &spec,
         &ExpandOptions {
             attention_mask: false,
+            ..ExpandOptions::default()
         },
     )
     .unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -31,6 +31,7 @@ fn every_library_model_expands_and_verifies() {
                 &spec,
                 &ExpandOptions {
                     attention_mask: true,
+                    ..ExpandOptions::default()
                 },
             )
             .unwrap_or_else(|e| panic!("{}: {e}", spec.name));
@@ -70,6 +71,7 @@ fn ir_text_round_trips_for_each_family() {
             &spec,
             &ExpandOptions {
                 attention_mask: true,
+                ..ExpandOptions::default()
             },
         )
         .unwrap();

@@ -76,7 +76,16 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         return Err("the spec has errors".into());
     };
     let mut opts = BuildOptions::host()?;
-    opts.outputs = vec!["logits".into()];
+    // Time up to the logits, as a language model is used; models without an LM head
+    // (a bare encoder) up to every output they have.
+    let outputs = crate::expand::forward(&spec, &crate::expand::ExpandOptions::default())?
+        .outputs
+        .iter()
+        .map(|(n, _)| n.clone())
+        .collect::<Vec<_>>();
+    if outputs.iter().any(|n| n == "logits") {
+        opts.outputs = vec!["logits".into()];
+    }
     opts.verbose = !args.json;
     let built = build(&spec, &opts, None)?;
     let package = Package::load(&built.dir).map_err(|e| e.to_string())?;

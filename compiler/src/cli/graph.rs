@@ -57,6 +57,7 @@ fn render(args: &GraphArgs) -> Result<String, String> {
         &shown,
         &ExpandOptions {
             attention_mask: true,
+            ..ExpandOptions::default()
         },
     )?;
     match args.mode {

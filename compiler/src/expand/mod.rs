@@ -24,6 +24,10 @@ use std::collections::HashMap;
 pub struct ExpandOptions {
     /// Take an `attention_mask` input ([batch, seq], 1 = token, 0 = padding).
     pub attention_mask: bool,
+    /// Expand `ssm` sublayers in their recurrent form (a scan, linear in seq) rather than
+    /// the convolution form (a [d, seq, seq] Toeplitz product). The two agree to ~1e-6;
+    /// the evaluator uses the convolution, compiled packages the recurrence.
+    pub recurrent_ssm: bool,
 }
 
 /// The shape of one scan step of a [B, T, …] sequence: axis 1 dropped.
@@ -44,6 +48,7 @@ pub const TARGET_SEQ: &str = "tgt_seq";
 /// `decoder_input_ids` as the model needs), outputs `hidden`, `logits` and the heads'.
 pub fn forward(spec: &ArchSpec, opts: &ExpandOptions) -> Result<Graph, String> {
     let mut cx = Cx::new(spec, "forward");
+    cx.recurrent_ssm = opts.recurrent_ssm;
     let ids = cx.g.input(
         "input_ids",
         vec![Dim::sym(BATCH), Dim::sym(SEQ)],
@@ -96,6 +101,8 @@ pub fn forward(spec: &ArchSpec, opts: &ExpandOptions) -> Result<Graph, String> {
 pub struct Cx<'s> {
     pub g: Graph,
     pub spec: &'s ArchSpec,
+    /// `ssm` sublayers as scans (see [`ExpandOptions::recurrent_ssm`]).
+    recurrent_ssm: bool,
     shapes: HashMap<String, Vec<usize>>,
     error: Option<String>,
 }
@@ -109,6 +116,7 @@ impl<'s> Cx<'s> {
         Cx {
             g: Graph::new(name),
             spec,
+            recurrent_ssm: false,
             shapes,
             error: None,
         }
@@ -219,6 +227,7 @@ impl<'s> Cx<'s> {
                     Sublayer::Mamba(m) => mamba::mamba(cx, h, &prefix, m),
                     Sublayer::TimeMix(_) => rwkv::time_mix(cx, h, &prefix),
                     Sublayer::ChannelMix(_) => rwkv::channel_mix(cx, h, &prefix),
+                    Sublayer::Ssm(s) if cx.recurrent_ssm => ssm::ssm_recurrent(cx, h, &prefix, s),
                     Sublayer::Ssm(s) => ssm::ssm(cx, h, &prefix, s),
                     Sublayer::Ttt(t) => ttt::ttt(cx, h, &prefix, t, &pos),
                 })?;

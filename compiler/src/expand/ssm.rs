@@ -35,9 +35,8 @@ pub fn ssm(cx: &mut Cx, x: NodeId, prefix: &str, s: &Ssm) -> Result<NodeId, Stri
     output(cx, pre, prefix, s)
 }
 
-/// The recurrent form of the layer: the same map as `ssm`, as a scan over the sequence.
-// Step-by-step decoding has no entry point yet; `ssm_layer_graph` tests this form today.
-#[allow(dead_code)]
+/// The recurrent form of the layer: the same map as `ssm`, as a scan over the sequence
+/// (what compiled packages use: linear in the sequence length).
 pub fn ssm_recurrent(cx: &mut Cx, x: NodeId, prefix: &str, s: &Ssm) -> Result<NodeId, String> {
     let pre = recurrence(cx, x, prefix, s)?;
     output(cx, pre, prefix, s)
