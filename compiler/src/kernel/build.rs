@@ -484,7 +484,8 @@ impl<'g, 'p> Cx<'g, 'p> {
         }
     }
 
-    fn load_view(&self, v: &View, idx: &[Ix], i64: bool) -> Result<(BufId, Ix), String> {
+    /// The buffer and element index of `idx` in a view.
+    fn load_view(&self, v: &View, idx: &[Ix]) -> Result<(BufId, Ix), String> {
         if v.buf == usize::MAX {
             return Err("internal: view before buffer assignment".into());
         }
@@ -492,7 +493,6 @@ impl<'g, 'p> Cx<'g, 'p> {
         for (i, s) in idx.iter().zip(&v.strides) {
             at = at.add(i.clone().mul(s.clone()));
         }
-        let _ = i64;
         Ok((v.buf, at))
     }
 
@@ -508,7 +508,7 @@ impl<'g, 'p> Cx<'g, 'p> {
             }
         }
         if let Some(v) = self.view_of(id) {
-            let (buf, at) = self.load_view(&v, idx, false)?;
+            let (buf, at) = self.load_view(&v, idx)?;
             return Ok(Expr::Load(buf, Box::new(at)));
         }
         self.define(id, idx)
@@ -521,7 +521,7 @@ impl<'g, 'p> Cx<'g, 'p> {
             return Ok(Ix::FromF32(Box::new(self.value(id, idx)?)));
         }
         if let Some(v) = self.view_of(id) {
-            let (buf, at) = self.load_view(&v, idx, true)?;
+            let (buf, at) = self.load_view(&v, idx)?;
             return Ok(Ix::Load(buf, Box::new(at)));
         }
         let x = node.inputs.first().copied();

@@ -218,7 +218,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         ir.add_fn_attrs(rf, &[]);
         ir.b.position_at_end(ir.ctx.append_basic_block(rf, "entry"));
         let dims = ir.param_ptr(rf, 0)?;
-        let syms = self.load_syms(dims, k)?;
+        let syms = self.load_syms(dims)?;
         let count = self.range_of(k, &syms)?;
         ir.b.build_return(Some(&count))?;
 
@@ -274,7 +274,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         let bufs_arg = ir.param_ptr(fi, nb)?;
         let dims_arg = ir.param_ptr(fi, nb + 1)?;
         let scratch = ir.param_ptr(fi, nb + 4)?;
-        let syms = self.load_syms(dims_arg, k)?;
+        let syms = self.load_syms(dims_arg)?;
         let mut bufs = HashMap::new();
         for (i, &b) in bufs_list.iter().enumerate() {
             bufs.insert(b, ir.param_ptr(fi, i as u32)?);
@@ -306,8 +306,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
     }
 
     /// Loads every symbol value at function entry (they are few: batch, seq, …).
-    fn load_syms(&self, dims: PointerValue<'ctx>, k: &Kernel) -> IrResult<Vec<IntValue<'ctx>>> {
-        let _ = k;
+    fn load_syms(&self, dims: PointerValue<'ctx>) -> IrResult<Vec<IntValue<'ctx>>> {
         let ir = self.ir;
         (0..self.n_syms as u64)
             .map(|i| {
