@@ -87,18 +87,23 @@ pub fn cache_key(spec: &ArchSpec, opts: &BuildOptions) -> String {
 }
 
 /// Where packages are cached: `$ARCHC_CACHE`, else `$XDG_CACHE_HOME/archc`, else
-/// `~/.cache/archc`, else the system temp directory.
+/// `~/.cache/archc`; the system temp directory when that cannot be created (a read-only
+/// home, a sandbox).
 pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("ARCHC_CACHE") {
-        return PathBuf::from(d);
+    let preferred = if let Some(d) = std::env::var_os("ARCHC_CACHE") {
+        PathBuf::from(d)
+    } else if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        PathBuf::from(d).join("archc")
+    } else if let Some(h) = std::env::var_os("HOME") {
+        PathBuf::from(h).join(".cache").join("archc")
+    } else {
+        std::env::temp_dir().join("archc-cache")
+    };
+    if std::fs::create_dir_all(&preferred).is_ok() {
+        preferred
+    } else {
+        std::env::temp_dir().join("archc-cache")
     }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(d).join("archc");
-    }
-    if let Some(h) = std::env::var_os("HOME") {
-        return PathBuf::from(h).join(".cache").join("archc");
-    }
-    std::env::temp_dir().join("archc-cache")
 }
 
 const FILES: &[&str] = &[

@@ -89,3 +89,46 @@ fn gpt2_layer_fusion() {
     assert_eq!(count("reduce"), 6, "{}", kernel::print(&prog));
     assert_eq!(count("map"), 4, "{}", kernel::print(&prog));
 }
+
+/// RoPE is folded into the q and k projections: their matmuls compute whole rows and
+/// rotate them in the epilogue; no separate rotation kernel remains.
+#[test]
+fn rope_fuses_into_the_q_and_k_projections() {
+    let src = "
+model llama_layer {
+    vocab = 32000
+    d_model = 1024
+    context = 2048
+    norm = rmsnorm(eps = 1e-5)
+    placement = pre
+    position = rope(theta = 10000.0)
+    embed { tied = false }
+    decoder {
+        layers = 1
+        attention { heads = 16  kv_heads = 4 }
+        mlp { hidden = 2816  act = swiglu }
+    }
+}
+";
+    let prog = Program::from_source("llama.arch", src.to_string(), None);
+    let (spec, diags) = prog.elaborate("llama_layer");
+    let spec = spec.unwrap_or_else(|| panic!("{diags:?}"));
+    let mut opts = BuildOptions::host().unwrap();
+    opts.outputs = vec!["logits".into()];
+    let p = package_program(&package_graph(&spec, &opts).unwrap()).unwrap();
+    let whole: Vec<&str> = p
+        .kernels
+        .iter()
+        .filter(
+            |k| matches!(&k.body, kernel::Body::MatMul(m) if m.whole_rows && m.epilogue.is_some()),
+        )
+        .map(|k| k.name.as_str())
+        .collect();
+    assert_eq!(whole.len(), 2, "{}", kernel::print(&p));
+    let concat_maps = p
+        .kernels
+        .iter()
+        .filter(|k| k.kind() == "map" && k.name.starts_with("concat"))
+        .count();
+    assert_eq!(concat_maps, 0, "{}", kernel::print(&p));
+}

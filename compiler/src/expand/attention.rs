@@ -4,18 +4,23 @@
 //! (GQA/MQA, RoPE), T5 (relative bias, no scaling) and BART; cross-attention reads the
 //! encoder output.
 
-use super::position::{apply_rope, StackPositions};
+use super::position::{apply_rope_seq_major, StackPositions};
 use super::Cx;
 use crate::graph::{Dim, MaskKind, NodeId, Op};
 use arch_dsl::spec::{Attention, CrossAttention, Mask};
 
-/// [B, T, heads·hd] → [B, heads, T, hd]
-fn split_heads(cx: &mut Cx, x: NodeId, heads: u64, hd: u64) -> NodeId {
+/// [B, T, heads·hd] → [B, T, heads, hd]
+fn per_head(cx: &mut Cx, x: NodeId, heads: u64, hd: u64) -> NodeId {
     let s = cx.g.shape(x).clone();
-    let split = cx.g.reshape(
+    cx.g.reshape(
         x,
         vec![s[0].clone(), s[1].clone(), Dim::c(heads), Dim::c(hd)],
-    );
+    )
+}
+
+/// [B, T, heads·hd] → [B, heads, T, hd]
+fn split_heads(cx: &mut Cx, x: NodeId, heads: u64, hd: u64) -> NodeId {
+    let split = per_head(cx, x, heads, hd);
     cx.g.permute(split, &[0, 2, 1, 3])
 }
 
@@ -37,13 +42,17 @@ pub fn self_attention(
     let q = cx.linear(x, &format!("{prefix}.q"));
     let k = cx.linear(x, &format!("{prefix}.k"));
     let v = cx.linear(x, &format!("{prefix}.v"));
-    let mut q = split_heads(cx, q, a.heads, a.head_dim);
-    let mut k = split_heads(cx, k, a.kv_heads, a.head_dim);
-    let v = split_heads(cx, v, a.kv_heads, a.head_dim);
+    // RoPE rotates q and k while positions still come before heads ([B, T, H, hd]), so
+    // each rotation reads only its own projection row.
+    let mut q = per_head(cx, q, a.heads, a.head_dim);
+    let mut k = per_head(cx, k, a.kv_heads, a.head_dim);
     if let Some(tables) = pos.rope_for(a.head_dim) {
-        q = apply_rope(cx, q, tables);
-        k = apply_rope(cx, k, tables);
+        q = apply_rope_seq_major(cx, q, tables);
+        k = apply_rope_seq_major(cx, k, tables);
     }
+    let q = cx.g.permute(q, &[0, 2, 1, 3]);
+    let k = cx.g.permute(k, &[0, 2, 1, 3]);
+    let v = split_heads(cx, v, a.kv_heads, a.head_dim);
     let mask = match a.mask {
         Mask::Causal => MaskKind::Causal,
         Mask::Bidirectional => MaskKind::Bidirectional,

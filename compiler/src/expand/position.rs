@@ -129,7 +129,21 @@ pub fn rope_tables(
     )
 }
 
-/// Applies RoPE to x [B, H, T, hd].
+/// Applies RoPE to x [B, T, H, hd] (positions before heads, as projections come out):
+/// the tables become [T, 1, rotated / 2] to broadcast over the heads. Fusion then folds the
+/// rotation into the q/k projection's epilogue.
+pub fn apply_rope_seq_major(cx: &mut Cx, x: NodeId, tables: &(NodeId, NodeId, Rope)) -> NodeId {
+    let (cos, sin, rope) = *tables;
+    let per_head = |cx: &mut Cx, t: NodeId| {
+        let s = cx.g.shape(t).clone();
+        cx.g.reshape(t, vec![s[0].clone(), Dim::c(1), s[1].clone()])
+    };
+    let (cos, sin) = (per_head(cx, cos), per_head(cx, sin));
+    apply_rope(cx, x, &(cos, sin, rope))
+}
+
+/// Applies RoPE to x [B, H, T, hd] (or any rank-4 x whose tables broadcast to it, with the
+/// head dimension last).
 pub fn apply_rope(cx: &mut Cx, x: NodeId, tables: &(NodeId, NodeId, Rope)) -> NodeId {
     let (cos, sin, rope) = *tables;
     let shape = cx.g.shape(x).clone();

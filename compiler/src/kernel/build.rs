@@ -100,6 +100,8 @@ struct Cx<'g, 'p> {
     host_of: HashMap<NodeId, NodeId>,
     /// Attention → the permute its kernel writes.
     attn_into: HashMap<NodeId, NodeId>,
+    /// Matmuls whose epilogue reads elsewhere in the row (computed whole rows at a time).
+    whole_rows: std::collections::HashSet<NodeId>,
     kernels: Vec<Kernel>,
     is_body: bool,
     /// While building a matmul epilogue: the matmul and the index of its result in the
@@ -134,6 +136,7 @@ impl<'g, 'p> Cx<'g, 'p> {
             fused_into: HashMap::new(),
             host_of: HashMap::new(),
             attn_into: HashMap::new(),
+            whole_rows: Default::default(),
             kernels: Vec::new(),
             is_body: inputs.is_some(),
             acc_at: std::cell::RefCell::new(None),
@@ -277,6 +280,12 @@ impl<'g, 'p> Cx<'g, 'p> {
                         self.root[h.0 as usize] = true;
                         self.fused_into.insert(id, h);
                         self.host_of.insert(h, id);
+                    } else if host.is_none() {
+                        if let Some(h) = self.row_local_host(id) {
+                            self.fused_into.insert(id, h);
+                            self.host_of.insert(h, id);
+                            self.whole_rows.insert(id);
+                        }
                     }
                 }
                 Op::Attention { .. } => {
@@ -294,6 +303,70 @@ impl<'g, 'p> Cx<'g, 'p> {
                 _ => {}
             }
         }
+    }
+
+    /// A matmul's row-local epilogue host: the one stored node that everything computed
+    /// from the product leads to, through ops that keep the product's row axes (all but
+    /// the last) in place and move values only within a row — RoPE on a q/k projection
+    /// (reshape to heads, slices, negation, concatenation, products with the tables). The
+    /// kernel then computes whole rows and applies the epilogue row by row through a
+    /// scratch row, in place.
+    fn row_local_host(&self, m: NodeId) -> Option<NodeId> {
+        const MAX_ROW: u64 = 1 << 16;
+        let shape = &self.node(m).shape;
+        let r = shape.len();
+        if self.is_output(m) || r < 2 || shape[r - 1].as_const().is_none_or(|n| n > MAX_ROW) {
+            return None;
+        }
+        let rows = &shape[..r - 1];
+        let keeps_rows = |s: &[Dim]| s.len() >= r - 1 && &s[..r - 1] == rows;
+        let mut region = vec![m];
+        let mut host: Option<NodeId> = None;
+        let mut k = 0;
+        while k < region.len() {
+            let cur = region[k];
+            k += 1;
+            for (i, node) in self.g.nodes.iter().enumerate() {
+                let c = NodeId(i as u32);
+                if !node.inputs.contains(&cur) || region.contains(&c) || Some(c) == host {
+                    continue;
+                }
+                let row_op = match &node.op {
+                    Op::Unary(_) | Op::Binary(_) | Op::Select => true,
+                    Op::Cast => node.dtype == DType::F32,
+                    Op::Reshape => keeps_rows(&self.node(node.inputs[0]).shape),
+                    Op::Slice { axis, .. } | Op::Concat { axis } | Op::Shift { axis, .. } => {
+                        *axis >= r - 1
+                    }
+                    Op::Permute { perm } => {
+                        perm.iter().take(r - 1).enumerate().all(|(a, &p)| a == p)
+                    }
+                    _ => false,
+                };
+                if !row_op || !keeps_rows(&node.shape) || node.dtype != DType::F32 {
+                    return None;
+                }
+                if self.root[i] || self.is_output(c) {
+                    if host.is_some_and(|h| h != c) {
+                        return None;
+                    }
+                    host = Some(c);
+                } else {
+                    region.push(c);
+                }
+            }
+        }
+        let h = host?;
+        let same_size = Dim::product(&self.node(h).shape) == Dim::product(shape);
+        // Nothing outside reads the product or what is computed from it but the host.
+        let closed = region.iter().all(|&x| {
+            self.g.nodes.iter().enumerate().all(|(i, n)| {
+                !n.inputs.contains(&x)
+                    || region.contains(&NodeId(i as u32))
+                    || NodeId(i as u32) == h
+            })
+        });
+        (same_size && closed && !self.host_of.contains_key(&h) && region.len() > 1).then_some(h)
     }
 
     /// An attention whose only reader is the permute back to [batch, seq, heads, dim].
@@ -819,7 +892,17 @@ impl<'g, 'p> Cx<'g, 'p> {
             }
             Ok(off)
         };
+        let whole_rows = self.whole_rows.contains(&m);
         let epilogue = match host {
+            Some(h) if whole_rows => {
+                // The host keeps the product's row axes; the rest of its index is the
+                // column split by the host's trailing extents.
+                let mut at = out_index(&Self::vars(3));
+                at.pop();
+                let tail = self.extents(&self.node(h).shape[r - 1..])?;
+                at.extend(Ix::delinear(Ix::Var(2), &tail));
+                Some(self.define(h, &at)?)
+            }
             Some(h) => {
                 // out[b, i, j] at b·m·n + i·n + j, as the kernel stores it.
                 let at = Ix::Var(0)
@@ -851,6 +934,7 @@ impl<'g, 'p> Cx<'g, 'p> {
             },
             transpose_b: tb,
             epilogue,
+            whole_rows,
         })
     }
 

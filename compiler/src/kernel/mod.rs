@@ -107,6 +107,9 @@ pub struct MatMul {
     pub b: Panel,
     pub transpose_b: bool,
     pub epilogue: Option<Expr>,
+    /// The epilogue reads other columns of the same row (RoPE): iterations cover whole
+    /// rows, and each row's epilogue is computed into scratch before it is stored.
+    pub whole_rows: bool,
 }
 
 /// A rank-4 strided operand: element (i0..i3) at `offset + Σ i·stride`.

@@ -71,6 +71,9 @@ fn kernel(s: &mut String, i: usize, k: &Kernel, depth: usize) {
                 ix(&m.k),
                 if m.transpose_b { " transpose_b" } else { "" }
             );
+            if m.whole_rows {
+                let _ = writeln!(s, "{pad}  whole rows (the epilogue reads across each row)");
+            }
             let _ = writeln!(
                 s,
                 "{pad}  a b{} + {} ld {}\n{pad}  b b{} + {} ld {}\n{pad}  out b{}",

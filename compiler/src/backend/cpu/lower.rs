@@ -65,13 +65,28 @@ pub fn lower(
     codegen::optimize(&ir.module, &tm)?;
     let llvm_ir = ir.module.print_to_string().to_string();
     let object = codegen::emit(&ir.module, &tm, FileType::Object)?;
-    let scratch = (tiles.workspace_floats() as u64).max(max_head_dim + KEY_BLOCK + 16);
+    let scratch = (tiles.workspace_floats() as u64)
+        .max(max_head_dim + KEY_BLOCK + 16)
+        .max(widest_row_epilogue(&prog.kernels));
     Ok(Lowered {
         object,
         llvm_ir,
         symbols,
         scratch_floats: scratch,
     })
+}
+
+/// The widest row a row-local matmul epilogue stages in scratch.
+fn widest_row_epilogue(kernels: &[Kernel]) -> u64 {
+    kernels
+        .iter()
+        .map(|k| match &k.body {
+            Body::MatMul(m) if m.whole_rows => m.n.as_const().map_or(0, |n| n as u64),
+            Body::Scan(s) => widest_row_epilogue(&s.body),
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// A program's module, each kernel's (symbol, range symbol), and the matmul tiles.
@@ -333,9 +348,9 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             Body::Reduce { extents, axis, .. } => prod(&extents[..*axis]),
             Body::MatMul(m) => {
                 let (mm, nn) = (c(&m.m)?, c(&m.n)?);
-                let rows = self.row_block(mm, nn)?;
+                let (_, nb) = self.col_blocks(nn, m.whole_rows)?;
+                let rows = self.row_block(mm, nb)?;
                 let mb = self.ceil_div_by(mm, rows)?;
-                let nb = self.ceil_div(nn, MATMUL_COLS)?;
                 self.ir.mul(self.ir.mul(c(&m.batch)?, mb)?, nb)
             }
             Body::Attention(a) => prod(&a.sizes[..3]),
@@ -343,14 +358,27 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         }
     }
 
-    /// Rows of C per parallel iteration of an m×n matmul. Whole column blocks of 384 keep
-    /// B packed once; when they are few, rows are split too so that the iterations come
-    /// in an even number of at least four (two threads share them evenly, and four nearly
-    /// so): 1 column block → 4 row blocks, 2 → 2, an odd number below 8 → 2, else 1.
-    /// Multiples of 6 rows, at most 576.
-    fn row_block(&self, m: IntValue<'ctx>, n: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
+    /// Columns per parallel iteration and the number of column blocks: 384, or the whole
+    /// row when the epilogue reads across it.
+    fn col_blocks(
+        &self,
+        n: IntValue<'ctx>,
+        whole_rows: bool,
+    ) -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
+        if whole_rows {
+            Ok((self.max(n, self.ir.int(1))?, self.ir.int(1)))
+        } else {
+            Ok((self.ir.int(MATMUL_COLS), self.ceil_div(n, MATMUL_COLS)?))
+        }
+    }
+
+    /// Rows of C per parallel iteration of an m×n matmul with `cb` column blocks. Whole
+    /// column blocks of 384 keep B packed once; when they are few, rows are split too so
+    /// that the iterations come in an even number of at least four (two threads share them
+    /// evenly, and four nearly so): 1 column block → 4 row blocks, 2 → 2, an odd number
+    /// below 8 → 2, else 1. Multiples of 6 rows, at most 576.
+    fn row_block(&self, m: IntValue<'ctx>, cb: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
         let ir = self.ir;
-        let cb = self.ceil_div(n, MATMUL_COLS)?;
         let is = |v: u64| ir.eq(cb, ir.int(v));
         let odd = ir.b.build_int_compare(
             IntPredicate::EQ,
@@ -647,9 +675,9 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         let ir = self.ir;
         let c = |x: &Ix| self.ix(fx, x, &[]);
         let (m, n, k) = (c(&mm.m)?, c(&mm.n)?, c(&mm.k)?);
-        let row_block = self.row_block(m, n)?;
+        let (col_block, nblocks) = self.col_blocks(n, mm.whole_rows)?;
+        let row_block = self.row_block(m, nblocks)?;
         let mblocks = self.ceil_div_by(m, row_block)?;
-        let nblocks = self.ceil_div(n, MATMUL_COLS)?;
         let per_batch = ir.mul(mblocks, nblocks)?;
         let (lda, ldb) = (c(&mm.a.ld)?, c(&mm.b.ld)?);
         let (abuf, bbuf, cbuf) = (
@@ -667,9 +695,9 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             let jb = ir.b.build_int_unsigned_rem(rem, nblocks, "")?;
             let run = ir.min(ir.sub(nblocks, jb)?, ir.sub(end, it)?)?;
             let i0 = ir.mul(ib, row_block)?;
-            let j0 = ir.mul(jb, ir.int(MATMUL_COLS))?;
+            let j0 = ir.mul(jb, col_block)?;
             let rows = ir.min(row_block, ir.sub(m, i0)?)?;
-            let cols = ir.min(ir.mul(run, ir.int(MATMUL_COLS))?, ir.sub(n, j0)?)?;
+            let cols = ir.min(ir.mul(run, col_block)?, ir.sub(n, j0)?)?;
             let bv = [bidx];
             let a_off = ir.mad(i0, lda, self.ix(fx, &mm.a.offset, &bv)?)?;
             let b_base = self.ix(fx, &mm.b.offset, &bv)?;
@@ -720,14 +748,33 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                     })
                 },
             )?;
-            if let Some(ep) = &mm.epilogue {
-                ir.for_range(fx.f, "ei", i0, ir.add(i0, rows)?, 1, |i| {
-                    let row = ir.add(ir.mul(bidx, mn)?, ir.mul(i, n)?)?;
-                    ir.for_range(fx.f, "ej", j0, ir.add(j0, cols)?, 1, |j| {
-                        let v = self.expr(fx, ep, &[bidx, i, j])?;
-                        ir.store(ir.at(cbuf, ir.add(row, j)?)?, v)
-                    })
-                })?;
+            match &mm.epilogue {
+                Some(ep) if mm.whole_rows => {
+                    // Reads across the row: the row's results go to scratch (free once the
+                    // product is done) and are stored after the whole row is computed.
+                    let tmp = fx.scratch;
+                    ir.for_range(fx.f, "ei", i0, ir.add(i0, rows)?, 1, |i| {
+                        let row = ir.add(ir.mul(bidx, mn)?, ir.mul(i, n)?)?;
+                        ir.for_range(fx.f, "ej", ir.int(0), n, 1, |j| {
+                            let v = self.expr(fx, ep, &[bidx, i, j])?;
+                            ir.store(ir.at(tmp, j)?, v)
+                        })?;
+                        ir.for_range(fx.f, "es", ir.int(0), n, 1, |j| {
+                            let v = ir.load_f32(ir.at(tmp, j)?)?;
+                            ir.store(ir.at(cbuf, ir.add(row, j)?)?, v)
+                        })
+                    })?;
+                }
+                Some(ep) => {
+                    ir.for_range(fx.f, "ei", i0, ir.add(i0, rows)?, 1, |i| {
+                        let row = ir.add(ir.mul(bidx, mn)?, ir.mul(i, n)?)?;
+                        ir.for_range(fx.f, "ej", j0, ir.add(j0, cols)?, 1, |j| {
+                            let v = self.expr(fx, ep, &[bidx, i, j])?;
+                            ir.store(ir.at(cbuf, ir.add(row, j)?)?, v)
+                        })
+                    })?;
+                }
+                None => {}
             }
             ir.add(it, run)
         })
