@@ -349,7 +349,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             Body::MatMul(m) => {
                 let (mm, nn) = (c(&m.m)?, c(&m.n)?);
                 let (_, nb) = self.col_blocks(nn, m.whole_rows)?;
-                let rows = self.row_block(mm, nb)?;
+                let rows = self.row_block(mm, self.split_as(nb, m.whole_rows))?;
                 let mb = self.ceil_div_by(mm, rows)?;
                 self.ir.mul(self.ir.mul(c(&m.batch)?, mb)?, nb)
             }
@@ -369,6 +369,16 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             Ok((self.max(n, self.ir.int(1))?, self.ir.int(1)))
         } else {
             Ok((self.ir.int(MATMUL_COLS), self.ceil_div(n, MATMUL_COLS)?))
+        }
+    }
+
+    /// The column-block count rows are split for: whole-row matmuls pack all of B in every
+    /// iteration, so they split rows in two (as two column blocks would), not four.
+    fn split_as(&self, cb: IntValue<'ctx>, whole_rows: bool) -> IntValue<'ctx> {
+        if whole_rows {
+            self.ir.int(2)
+        } else {
+            cb
         }
     }
 
@@ -676,7 +686,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         let c = |x: &Ix| self.ix(fx, x, &[]);
         let (m, n, k) = (c(&mm.m)?, c(&mm.n)?, c(&mm.k)?);
         let (col_block, nblocks) = self.col_blocks(n, mm.whole_rows)?;
-        let row_block = self.row_block(m, nblocks)?;
+        let row_block = self.row_block(m, self.split_as(nblocks, mm.whole_rows))?;
         let mblocks = self.ceil_div_by(m, row_block)?;
         let per_batch = ir.mul(mblocks, nblocks)?;
         let (lda, ldb) = (c(&mm.a.ld)?, c(&mm.b.ld)?);
