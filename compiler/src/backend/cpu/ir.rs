@@ -262,24 +262,10 @@ impl<'ctx> Ir<'ctx> {
         step: u64,
         body: impl FnOnce(IntValue<'ctx>) -> IrResult<()>,
     ) -> IrResult<()> {
-        let pre = self.current_block()?;
-        let head = self.ctx.append_basic_block(f, &format!("{name}.head"));
-        let body_bb = self.ctx.append_basic_block(f, &format!("{name}.body"));
-        let exit = self.ctx.append_basic_block(f, &format!("{name}.exit"));
-        self.b.build_unconditional_branch(head)?;
-        self.b.position_at_end(head);
-        let i = self.b.build_phi(self.i64, name)?;
-        let iv = i.as_basic_value().into_int_value();
-        let more = self.b.build_int_compare(IntPredicate::SLT, iv, end, "")?;
-        self.b.build_conditional_branch(more, body_bb, exit)?;
-        self.b.position_at_end(body_bb);
-        body(iv)?;
-        let latch = self.current_block()?;
-        let next = self.add(iv, self.int(step))?;
-        self.b.build_unconditional_branch(head)?;
-        i.add_incoming(&[(&start, pre), (&next, latch)]);
-        self.b.position_at_end(exit);
-        Ok(())
+        self.step_loop(f, name, start, end, |i| {
+            body(i)?;
+            self.add(i, self.int(step))
+        })
     }
 
     /// `i = start; while i < end { i = body(i) }`: a loop whose body picks its own step

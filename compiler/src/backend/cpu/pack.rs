@@ -9,12 +9,9 @@ use inkwell::types::VectorType;
 use inkwell::values::{BasicValueEnum, FunctionValue, IntValue, PointerValue};
 use inkwell::IntPredicate;
 
-/// Rows of B that `pack_b` copies per sweep across the panels.
-const PACK_B_ROWS: u64 = 8;
-
-/// `pack_a(mc, kc, a, lda, ap)`: A[0..mc, 0..kc] → ⌈mc/MR⌉ panels, each KC×MR with the MR
-/// values of one k adjacent (`ap[panel·MR·kc + k·MR + r]`); rows past `mc` are zero.
-pub(crate) fn emit_pack_a<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionValue<'ctx>> {
+/// An internal `void name(i64, i64, const float *src, i64 ld, float *dst)` with its entry
+/// block current: the signature every packer shares.
+fn packer<'ctx>(ir: &Ir<'ctx>, name: &str) -> FunctionValue<'ctx> {
     let (i64t, ptr) = (ir.i64, ir.ptr);
     let ty = ir.ctx.void_type().fn_type(
         &[
@@ -26,12 +23,20 @@ pub(crate) fn emit_pack_a<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Funct
         ],
         false,
     );
-    let f = ir
-        .module
-        .add_function("archc_sgemm_pack_a", ty, Some(Linkage::Internal));
+    let f = ir.module.add_function(name, ty, Some(Linkage::Internal));
     ir.add_fn_attrs(f, &[]);
     ir.mark_noalias(f, &[2, 4]);
     ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
+    f
+}
+
+/// Rows of B that `pack_b` copies per sweep across the panels.
+const PACK_B_ROWS: u64 = 8;
+
+/// `pack_a(mc, kc, a, lda, ap)`: A[0..mc, 0..kc] → ⌈mc/MR⌉ panels, each KC×MR with the MR
+/// values of one k adjacent (`ap[panel·MR·kc + k·MR + r]`); rows past `mc` are zero.
+pub(crate) fn emit_pack_a<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionValue<'ctx>> {
+    let f = packer(ir, "archc_sgemm_pack_a");
     let (mc, kc, a, lda, ap) = (
         ir.param_int(f, 0)?,
         ir.param_int(f, 1)?,
@@ -88,23 +93,7 @@ pub(crate) fn emit_pack_a<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Funct
 /// so whole panels are filled PACK_B_ROWS rows at a time, sweeping across B: that reads
 /// PACK_B_ROWS sequential streams and writes PACK_B_ROWS adjacent rows of each panel.
 pub(crate) fn emit_pack_b<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionValue<'ctx>> {
-    let (i64t, ptr) = (ir.i64, ir.ptr);
-    let ty = ir.ctx.void_type().fn_type(
-        &[
-            i64t.into(),
-            i64t.into(),
-            ptr.into(),
-            i64t.into(),
-            ptr.into(),
-        ],
-        false,
-    );
-    let f = ir
-        .module
-        .add_function("archc_sgemm_pack_b", ty, Some(Linkage::Internal));
-    ir.add_fn_attrs(f, &[]);
-    ir.mark_noalias(f, &[2, 4]);
-    ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
+    let f = packer(ir, "archc_sgemm_pack_b");
     let (kc, nc, b, ldb, bp) = (
         ir.param_int(f, 0)?,
         ir.param_int(f, 1)?,
@@ -166,23 +155,7 @@ pub(crate) fn emit_pack_b<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Funct
 /// [n, k] with rows `ldb` apart (an `nn.Linear` weight): element (k, j) is `b[j·ldb + k]`.
 /// Each stored row is read sequentially and scattered down one panel column.
 pub(crate) fn emit_pack_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionValue<'ctx>> {
-    let (i64t, ptr) = (ir.i64, ir.ptr);
-    let ty = ir.ctx.void_type().fn_type(
-        &[
-            i64t.into(),
-            i64t.into(),
-            ptr.into(),
-            i64t.into(),
-            ptr.into(),
-        ],
-        false,
-    );
-    let f = ir
-        .module
-        .add_function("archc_sgemm_pack_bt", ty, Some(Linkage::Internal));
-    ir.add_fn_attrs(f, &[]);
-    ir.mark_noalias(f, &[2, 4]);
-    ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
+    let f = packer(ir, "archc_sgemm_pack_bt");
     let (kc, nc, b, ldb, bp) = (
         ir.param_int(f, 0)?,
         ir.param_int(f, 1)?,
