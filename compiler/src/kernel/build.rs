@@ -51,7 +51,7 @@ pub fn build(g: &Graph) -> Result<Program, String> {
         params: HashMap::new(),
     };
     let kernels = {
-        let mut cx = Cx::new(g, &mut p, None)?;
+        let mut cx = Cx::new(g, &mut p, None, &HashMap::new())?;
         cx.emit()?;
         cx.finish_outputs()?;
         std::mem::take(&mut cx.kernels)
@@ -116,7 +116,14 @@ fn dim_elems(shape: &[Dim]) -> Dim {
 
 impl<'g, 'p> Cx<'g, 'p> {
     /// Decides roots and buffers. `inputs` gives a body's input buffers.
-    fn new(g: &'g Graph, p: &'p mut Builder, inputs: Option<&[BufId]>) -> Result<Self, String> {
+    /// `alias` gives nodes that must live in a given buffer (a scan state updated in
+    /// place).
+    fn new(
+        g: &'g Graph,
+        p: &'p mut Builder,
+        inputs: Option<&[BufId]>,
+        alias: &HashMap<NodeId, BufId>,
+    ) -> Result<Self, String> {
         let n = g.nodes.len();
         let mut consumers = vec![0usize; n];
         for node in &g.nodes {
@@ -143,6 +150,9 @@ impl<'g, 'p> Cx<'g, 'p> {
         };
         cx.decide_roots()?;
         cx.decide_fusions();
+        for (&id, &b) in alias {
+            cx.buf[id.0 as usize] = Some(b);
+        }
         cx.assign_buffers(inputs)?;
         Ok(cx)
     }
@@ -1077,7 +1087,8 @@ impl<'g, 'p> Cx<'g, 'p> {
             body_in.push(b);
         }
         let (body_kernels, body_out) = {
-            let mut sub = Cx::new(body, self.p, Some(&body_in))?;
+            let alias = in_place_states(body, states, &body_in);
+            let mut sub = Cx::new(body, self.p, Some(&body_in), &alias)?;
             sub.emit()?;
             let outs: Vec<BufId> = body
                 .outputs
@@ -1182,6 +1193,75 @@ impl<'g, 'p> Cx<'g, 'p> {
         }
         Ok(())
     }
+}
+
+/// Scan states that the body may update in place: the new state is an elementwise
+/// function of the old one at the same element, and nothing else reads the old state or
+/// anything computed from it on the way (Mamba's `h = dA·h + dB·x`). Its kernel then
+/// writes the state buffer itself and the copy after each step disappears. (An update
+/// that mixes states — S4's complex product, RWKV's running maximum read by the output —
+/// keeps its copy.)
+fn in_place_states(body: &Graph, states: usize, body_in: &[BufId]) -> HashMap<NodeId, BufId> {
+    let n = body.nodes.len();
+    let consumers = |x: NodeId| -> Vec<NodeId> {
+        (0..n)
+            .map(|i| NodeId(i as u32))
+            .filter(|&c| body.node(c).inputs.contains(&x))
+            .collect()
+    };
+    let outputs: Vec<NodeId> = body.outputs.iter().map(|(_, o)| *o).collect();
+    let mut alias = HashMap::new();
+    for j in 0..states.min(body.inputs.len()).min(outputs.len()) {
+        let (old, new) = (body.inputs[j], outputs[j]);
+        let elementwise = |x: NodeId| {
+            let nd = body.node(x);
+            matches!(nd.op, Op::Unary(_) | Op::Binary(_) | Op::Select)
+                && nd.shape == body.node(old).shape
+                && nd.dtype == DType::F32
+        };
+        if !elementwise(new) || outputs.iter().filter(|&&o| o == new).count() != 1 {
+            continue;
+        }
+        // Walk forward from the old state: every reader must be elementwise on the same
+        // shape and lead only to the new state.
+        let mut cone = vec![old];
+        let mut ok = true;
+        let mut k = 0;
+        while ok && k < cone.len() {
+            let x = cone[k];
+            k += 1;
+            for c in consumers(x) {
+                if c == new || cone.contains(&c) {
+                    continue;
+                }
+                if !elementwise(c) || outputs.contains(&c) {
+                    ok = false;
+                    break;
+                }
+                cone.push(c);
+            }
+        }
+        // Every node of the cone must reach the new state (no dead ends read elsewhere).
+        if ok && cone[1..].iter().all(|&x| reaches(body, x, new)) {
+            alias.insert(new, body_in[j]);
+        }
+    }
+    alias
+}
+
+/// Whether `to` depends on `from`.
+fn reaches(g: &Graph, from: NodeId, to: NodeId) -> bool {
+    let mut seen = vec![false; g.nodes.len()];
+    let mut stack = vec![to];
+    while let Some(x) = stack.pop() {
+        if x == from {
+            return true;
+        }
+        if !std::mem::replace(&mut seen[x.0 as usize], true) {
+            stack.extend(g.node(x).inputs.iter().copied());
+        }
+    }
+    false
 }
 
 /// What recomputing one element of `op` costs, in simple arithmetic operations: libm-class
