@@ -11,10 +11,11 @@
 //! `ARCHC_OPTION_FIXTURES=<dir>` reads the fixtures from another directory (the generator's
 //! `--perturb` mode writes deliberately wrong references there, to show each test can fail).
 
+mod common;
+
 use arch_dsl::elab::Program;
 use archc::eval::evaluate;
 use archc::interp::Value;
-use archc::tensor::{F32Tensor, I64Tensor, Tensor};
 use archc::tensor_io::read_values;
 use std::path::{Path, PathBuf};
 
@@ -70,7 +71,7 @@ fn run_fixture(dir: &Path) -> Vec<(String, f64)> {
             };
             assert_eq!(got.shape, want.shape, "{}: `{name}` shape", dir.display());
             let (got, want) = match &mask {
-                Some(m) => (unpadded(&got, m), unpadded(&want, m)),
+                Some(m) => (common::unpadded(&got, m), common::unpadded(&want, m)),
                 None => (got, want),
             };
             (name.to_string(), got.rel_max_diff(&want))
@@ -79,22 +80,6 @@ fn run_fixture(dir: &Path) -> Vec<(String, f64)> {
 }
 
 /// The rows of a [B, T, X] tensor at real tokens (padding rows are unspecified).
-fn unpadded(t: &F32Tensor, mask: &I64Tensor) -> F32Tensor {
-    assert_eq!(t.shape[..2], mask.shape[..], "mask and output shapes");
-    let width = t.shape[2];
-    let data: Vec<f32> = mask
-        .data
-        .iter()
-        .enumerate()
-        .filter(|(_, &m)| m != 0)
-        .flat_map(|(i, _)| t.data[i * width..(i + 1) * width].iter().copied())
-        .collect();
-    Tensor {
-        shape: vec![data.len() / width, width],
-        data,
-    }
-}
-
 fn check(name: &str) {
     let dir = root().join(name);
     let errors = run_fixture(&dir);

@@ -4,6 +4,7 @@
 //! recurrent (scan) forms against each other to 1e-5 for both discretizations.
 
 use arch_dsl::spec::{Activation, Discretization, Ssm, SsmInit};
+use archc::eval::{Backend, WeightSource};
 use archc::expand::ssm_layer_graph;
 use archc::interp::{run, Params, Value};
 use archc::tensor::{F32Tensor, Tensor};
@@ -22,8 +23,22 @@ fn ssm(d_state: u64, discretization: Discretization) -> Ssm {
     }
 }
 
-/// Runs the one-layer graph on x [B, T, d]; returns its outputs by name.
+/// Runs the one-layer graph on x [B, T, d] on the reference evaluator; returns its
+/// outputs by name.
 fn run_layer(
+    d: u64,
+    s: &Ssm,
+    recurrent: bool,
+    x: &F32Tensor,
+    params: &Params,
+) -> HashMap<String, F32Tensor> {
+    run_layer_on(Backend::Interp, d, s, recurrent, x, params)
+}
+
+/// [`run_layer`] on either backend: the CPU backend compiles the graph to a package and
+/// runs it with the runtime.
+fn run_layer_on(
+    backend: Backend,
     d: u64,
     s: &Ssm,
     recurrent: bool,
@@ -32,10 +47,22 @@ fn run_layer(
 ) -> HashMap<String, F32Tensor> {
     let g = ssm_layer_graph(d, s, recurrent).unwrap();
     let inputs = HashMap::from([("x".to_string(), Value::F(x.clone()))]);
-    let outs = run(&g, &inputs, params).unwrap();
-    outs.into_iter()
-        .map(|(n, v)| (n, v.as_f32().unwrap().clone()))
-        .collect()
+    match backend {
+        Backend::Interp => run(&g, &inputs, params)
+            .unwrap()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_f32().unwrap().clone()))
+            .collect(),
+        Backend::Cpu => {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = archc::package::BuildOptions::host().unwrap();
+            archc::package::build_graph(&g, "s4d_layer", &opts, dir.path()).unwrap();
+            archc::eval::run_package_with(dir.path(), &WeightSource::Tensors(params), inputs, 2)
+                .unwrap()
+                .into_iter()
+                .collect()
+        }
+    }
 }
 
 /// [a, b, c] → [a, c, b]
@@ -89,31 +116,6 @@ fn fixture_params(dir: &Path) -> Params {
         .collect()
 }
 
-/// The layer graph compiled by the CPU backend and run by the runtime.
-fn run_layer_cpu(
-    d: u64,
-    s: &Ssm,
-    recurrent: bool,
-    x: &F32Tensor,
-    params: &Params,
-) -> HashMap<String, F32Tensor> {
-    let g = ssm_layer_graph(d, s, recurrent).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let opts = archc::package::BuildOptions::host().unwrap();
-    archc::package::build_graph(&g, "s4d_layer", &opts, dir.path()).unwrap();
-    let inputs = HashMap::from([("x".to_string(), Value::F(x.clone()))]);
-    let used: Params = params.clone();
-    archc::eval::run_package_with(
-        dir.path(),
-        &archc::eval::WeightSource::Tensors(&used),
-        inputs,
-        2,
-    )
-    .unwrap()
-    .into_iter()
-    .collect()
-}
-
 /// The CPU backend on the same fixture: both forms, compiled, within 1e-4 of s4d.py.
 #[test]
 fn cpu_backend_matches_s4d_py() {
@@ -126,7 +128,7 @@ fn cpu_backend_matches_s4d_py() {
     let s = ssm(d_state, Discretization::Zoh);
     let x = swap_last(&u);
     for recurrent in [false, true] {
-        let out = run_layer_cpu(d, &s, recurrent, &x, &params);
+        let out = run_layer_on(Backend::Cpu, d, &s, recurrent, &x, &params);
         for name in ["y", "pre_act"] {
             let got = swap_last(&out[name]);
             let want = f32_value(&expected[name]);

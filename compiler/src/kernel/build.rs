@@ -92,6 +92,8 @@ struct Cx<'g, 'p> {
     g: &'g Graph,
     p: &'p mut Builder,
     consumers: Vec<usize>,
+    /// The distinct nodes that read each node.
+    users: Vec<Vec<NodeId>>,
     root: Vec<bool>,
     buf: Vec<Option<BufId>>,
     /// Matmul → the elementwise node whose kernel computes it (as its epilogue).
@@ -138,6 +140,7 @@ impl<'g, 'p> Cx<'g, 'p> {
             g,
             p,
             consumers,
+            users: users(g),
             root: vec![false; n],
             buf: vec![None; n],
             fused_into: HashMap::new(),
@@ -336,9 +339,9 @@ impl<'g, 'p> Cx<'g, 'p> {
         while k < region.len() {
             let cur = region[k];
             k += 1;
-            for (i, node) in self.g.nodes.iter().enumerate() {
-                let c = NodeId(i as u32);
-                if !node.inputs.contains(&cur) || region.contains(&c) || Some(c) == host {
+            for &c in &self.users[cur.0 as usize] {
+                let (i, node) = (c.0 as usize, self.node(c));
+                if region.contains(&c) || Some(c) == host {
                     continue;
                 }
                 let row_op = match &node.op {
@@ -370,11 +373,9 @@ impl<'g, 'p> Cx<'g, 'p> {
         let same_size = Dim::product(&self.node(h).shape) == Dim::product(shape);
         // Nothing outside reads the product or what is computed from it but the host.
         let closed = region.iter().all(|&x| {
-            self.g.nodes.iter().enumerate().all(|(i, n)| {
-                !n.inputs.contains(&x)
-                    || region.contains(&NodeId(i as u32))
-                    || NodeId(i as u32) == h
-            })
+            self.users[x.0 as usize]
+                .iter()
+                .all(|u| region.contains(u) || *u == h)
         });
         (same_size && closed && !self.host_of.contains_key(&h) && region.len() > 1).then_some(h)
     }
@@ -387,16 +388,10 @@ impl<'g, 'p> Cx<'g, 'p> {
     }
 
     fn sole_consumer(&self, id: NodeId) -> Option<NodeId> {
-        let mut found = None;
-        for (i, node) in self.g.nodes.iter().enumerate() {
-            if node.inputs.contains(&id) {
-                if found.is_some() {
-                    return None;
-                }
-                found = Some(NodeId(i as u32));
-            }
+        match self.users[id.0 as usize][..] {
+            [only] => Some(only),
+            _ => None,
         }
-        found
     }
 
     fn assign_buffers(&mut self, inputs: Option<&[BufId]>) -> Result<(), String> {
@@ -767,6 +762,9 @@ impl<'g, 'p> Cx<'g, 'p> {
     }
 
     fn emit(&mut self) -> Result<(), String> {
+        // Permute → the attention that writes it.
+        let writer: HashMap<NodeId, NodeId> =
+            self.attn_into.iter().map(|(&a, &p)| (p, a)).collect();
         for i in 0..self.g.nodes.len() {
             let id = NodeId(i as u32);
             let node = self.node(id);
@@ -776,13 +774,7 @@ impl<'g, 'p> Cx<'g, 'p> {
             if self.fused_into.contains_key(&id) || self.attn_into.contains_key(&id) {
                 continue; // computed by its epilogue host / written by attention
             }
-            if self.attn_into.values().any(|&p| p == id) {
-                let a = *self
-                    .attn_into
-                    .iter()
-                    .find(|(_, &p)| p == id)
-                    .map(|(a, _)| a)
-                    .ok_or("internal: attention target")?;
+            if let Some(&a) = writer.get(&id) {
                 let k = self.attention(a, Some(id))?;
                 self.kernels.push(k);
                 continue;
@@ -1202,13 +1194,7 @@ impl<'g, 'p> Cx<'g, 'p> {
 /// that mixes states — S4's complex product, RWKV's running maximum read by the output —
 /// keeps its copy.)
 fn in_place_states(body: &Graph, states: usize, body_in: &[BufId]) -> HashMap<NodeId, BufId> {
-    let n = body.nodes.len();
-    let consumers = |x: NodeId| -> Vec<NodeId> {
-        (0..n)
-            .map(|i| NodeId(i as u32))
-            .filter(|&c| body.node(c).inputs.contains(&x))
-            .collect()
-    };
+    let users = users(body);
     let outputs: Vec<NodeId> = body.outputs.iter().map(|(_, o)| *o).collect();
     let mut alias = HashMap::new();
     for j in 0..states.min(body.inputs.len()).min(outputs.len()) {
@@ -1230,7 +1216,7 @@ fn in_place_states(body: &Graph, states: usize, body_in: &[BufId]) -> HashMap<No
         while ok && k < cone.len() {
             let x = cone[k];
             k += 1;
-            for c in consumers(x) {
+            for &c in &users[x.0 as usize] {
                 if c == new || cone.contains(&c) {
                     continue;
                 }
@@ -1247,6 +1233,20 @@ fn in_place_states(body: &Graph, states: usize, body_in: &[BufId]) -> HashMap<No
         }
     }
     alias
+}
+
+/// The distinct nodes that read each node of `g`.
+fn users(g: &Graph) -> Vec<Vec<NodeId>> {
+    let mut users = vec![Vec::new(); g.nodes.len()];
+    for (i, node) in g.nodes.iter().enumerate() {
+        for x in &node.inputs {
+            let u = &mut users[x.0 as usize];
+            if u.last() != Some(&NodeId(i as u32)) {
+                u.push(NodeId(i as u32));
+            }
+        }
+    }
+    users
 }
 
 /// Whether `to` depends on `from`.

@@ -439,17 +439,6 @@ impl Expr {
             }
         }
     }
-
-    /// Number of nodes: the cost of recomputing it.
-    pub fn size(&self) -> usize {
-        match self {
-            Expr::Const(_) | Expr::Load(..) | Expr::FromIx(_) => 1,
-            Expr::Unary(_, a) => 1 + a.size(),
-            Expr::Binary(_, a, b) => 1 + a.size() + b.size(),
-            Expr::Select(c, a, b) => 1 + c.size() + a.size() + b.size(),
-            Expr::IfLt(_, _, a, b) => 1 + a.size() + b.size(),
-        }
-    }
 }
 
 impl Kernel {

@@ -82,6 +82,7 @@ pub fn check_hf(name: &str, compare: &[(&str, &str)], backend: Backend) {
 /// The rows of a [B, T, X] tensor at real tokens: what a model computes at padding
 /// positions is unspecified (RoBERTa, for one, gives them another position id).
 pub fn unpadded(t: &F32Tensor, mask: &I64Tensor) -> F32Tensor {
+    assert_eq!(t.shape[..2], mask.shape[..], "mask and output shapes");
     let width = t.shape[2];
     let data: Vec<f32> = mask
         .data

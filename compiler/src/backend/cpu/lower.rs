@@ -21,7 +21,7 @@ use inkwell::{FloatPredicate, IntPredicate};
 use std::collections::HashMap;
 
 /// Rows and columns of C per parallel matmul iteration, multiples of every MR and NR:
-/// at most 576 rows (see [`Lowerer::row_block`]) and 384 columns.
+/// at most 576 rows and 384 columns (see `Lowerer::blocks`).
 pub const MATMUL_ROWS: u64 = 576;
 pub const MATMUL_COLS: u64 = 384;
 /// Row blocks are multiples of this, the AVX2 and AVX-512 MR (SSE2, MR = 4, gets edge tiles).
@@ -169,6 +169,14 @@ struct Lowerer<'a, 'ctx> {
     sgemm_bt: FunctionValue<'ctx>,
     symbols: Vec<(String, String)>,
     n_syms: usize,
+}
+
+/// A matmul's parallel iterations: column blocks × row blocks (see `Lowerer::blocks`).
+struct Blocks<'ctx> {
+    col_block: IntValue<'ctx>,
+    col_blocks: IntValue<'ctx>,
+    row_block: IntValue<'ctx>,
+    row_blocks: IntValue<'ctx>,
 }
 
 /// The values a function body sees: its parameters, symbol values and buffer bases.
@@ -348,67 +356,58 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             Body::Reduce { extents, axis, .. } => prod(&extents[..*axis]),
             Body::MatMul(m) => {
                 let (mm, nn) = (c(&m.m)?, c(&m.n)?);
-                let (_, nb) = self.col_blocks(nn, m.whole_rows)?;
-                let rows = self.row_block(mm, self.split_as(nb, m.whole_rows))?;
-                let mb = self.ceil_div_by(mm, rows)?;
-                self.ir.mul(self.ir.mul(c(&m.batch)?, mb)?, nb)
+                let bl = self.blocks(mm, nn, m.whole_rows)?;
+                self.ir
+                    .mul(self.ir.mul(c(&m.batch)?, bl.row_blocks)?, bl.col_blocks)
             }
             Body::Attention(a) => prod(&a.sizes[..3]),
             Body::Scan(_) => Ok(self.ir.int(1)),
         }
     }
 
-    /// Columns per parallel iteration and the number of column blocks: 384, or the whole
-    /// row when the epilogue reads across it.
-    fn col_blocks(
+    /// How an m×n matmul is cut into parallel iterations (the range function and the
+    /// kernel both ask this, so they always agree).
+    ///
+    /// Columns: blocks of 384, which keep a packed B block in L2, or the whole row when the
+    /// epilogue reads across it. Rows: when column blocks are few, rows are split too so
+    /// that the iterations come in an even number of at least four (two threads share them
+    /// evenly, four nearly so): 1 column block → 4 row blocks, 2 → 2, an odd number below
+    /// 8 → 2, else 1; whole-row matmuls pack all of B in every iteration and split rows
+    /// in two. Row blocks are multiples of 6, at most 576.
+    fn blocks(
         &self,
+        m: IntValue<'ctx>,
         n: IntValue<'ctx>,
         whole_rows: bool,
-    ) -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
-        if whole_rows {
-            Ok((self.max(n, self.ir.int(1))?, self.ir.int(1)))
-        } else {
-            Ok((self.ir.int(MATMUL_COLS), self.ceil_div(n, MATMUL_COLS)?))
-        }
-    }
-
-    /// The column-block count rows are split for: whole-row matmuls pack all of B in every
-    /// iteration, so they split rows in two (as two column blocks would), not four.
-    fn split_as(&self, cb: IntValue<'ctx>, whole_rows: bool) -> IntValue<'ctx> {
-        if whole_rows {
-            self.ir.int(2)
-        } else {
-            cb
-        }
-    }
-
-    /// Rows of C per parallel iteration of an m×n matmul with `cb` column blocks. Whole
-    /// column blocks of 384 keep B packed once; when they are few, rows are split too so
-    /// that the iterations come in an even number of at least four (two threads share them
-    /// evenly, and four nearly so): 1 column block → 4 row blocks, 2 → 2, an odd number
-    /// below 8 → 2, else 1. Multiples of 6 rows, at most 576.
-    fn row_block(&self, m: IntValue<'ctx>, cb: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
+    ) -> IrResult<Blocks<'ctx>> {
         let ir = self.ir;
-        let is = |v: u64| ir.eq(cb, ir.int(v));
-        let odd = ir.b.build_int_compare(
-            IntPredicate::EQ,
-            ir.b.build_and(cb, ir.int(1), "")?,
-            ir.int(1),
-            "",
-        )?;
-        let few =
-            ir.b.build_int_compare(IntPredicate::SLT, cb, ir.int(8), "")?;
-        let split2 = ir.b.build_or(is(2)?, ir.b.build_and(odd, few, "")?, "")?;
-        let rb =
-            ir.b.build_select(split2, ir.int(2), ir.int(1), "")?
-                .into_int_value();
-        let rb =
-            ir.b.build_select(is(1)?, ir.int(4), rb, "")?
-                .into_int_value();
-        let per = self.ceil_div_by(m, rb)?;
+        let (col_block, cb, splits) = if whole_rows {
+            (self.max(n, ir.int(1))?, ir.int(1), ir.int(2))
+        } else {
+            let cb = self.ceil_div(n, MATMUL_COLS)?;
+            let is = |v: u64| ir.eq(cb, ir.int(v));
+            let odd = ir.eq(ir.b.build_and(cb, ir.int(1), "")?, ir.int(1))?;
+            let few =
+                ir.b.build_int_compare(IntPredicate::SLT, cb, ir.int(8), "")?;
+            let split2 = ir.b.build_or(is(2)?, ir.b.build_and(odd, few, "")?, "")?;
+            let rb =
+                ir.b.build_select(split2, ir.int(2), ir.int(1), "")?
+                    .into_int_value();
+            let rb =
+                ir.b.build_select(is(1)?, ir.int(4), rb, "")?
+                    .into_int_value();
+            (ir.int(MATMUL_COLS), cb, rb)
+        };
+        let per = self.ceil_div_by(m, splits)?;
         let per = ir.mul(self.ceil_div(per, ROW_QUANTUM)?, ir.int(ROW_QUANTUM))?;
         let per = ir.min(per, ir.int(MATMUL_ROWS))?;
-        self.max(per, ir.int(ROW_QUANTUM))
+        let row_block = self.max(per, ir.int(ROW_QUANTUM))?;
+        Ok(Blocks {
+            col_block,
+            col_blocks: cb,
+            row_block,
+            row_blocks: self.ceil_div_by(m, row_block)?,
+        })
     }
 
     fn ceil_div_by(&self, x: IntValue<'ctx>, d: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
@@ -685,9 +684,12 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         let ir = self.ir;
         let c = |x: &Ix| self.ix(fx, x, &[]);
         let (m, n, k) = (c(&mm.m)?, c(&mm.n)?, c(&mm.k)?);
-        let (col_block, nblocks) = self.col_blocks(n, mm.whole_rows)?;
-        let row_block = self.row_block(m, self.split_as(nblocks, mm.whole_rows))?;
-        let mblocks = self.ceil_div_by(m, row_block)?;
+        let Blocks {
+            col_block,
+            col_blocks: nblocks,
+            row_block,
+            row_blocks: mblocks,
+        } = self.blocks(m, n, mm.whole_rows)?;
         let per_batch = ir.mul(mblocks, nblocks)?;
         let (lda, ldb) = (c(&mm.a.ld)?, c(&mm.b.ld)?);
         let (abuf, bbuf, cbuf) = (

@@ -9,9 +9,9 @@ use inkwell::types::VectorType;
 use inkwell::values::{BasicValueEnum, FunctionValue, IntValue, PointerValue};
 use inkwell::IntPredicate;
 
-/// An internal `void name(i64, i64, const float *src, i64 ld, float *dst)` with its entry
-/// block current: the signature every packer shares.
-fn packer<'ctx>(ir: &Ir<'ctx>, name: &str) -> FunctionValue<'ctx> {
+/// An internal `void name(i64 rows, i64 cols, const float *src, i64 ld, float *dst)` with
+/// its entry block current, and its parameters: the signature every packer shares.
+fn packer<'ctx>(ir: &Ir<'ctx>, name: &str) -> IrResult<Packer<'ctx>> {
     let (i64t, ptr) = (ir.i64, ir.ptr);
     let ty = ir.ctx.void_type().fn_type(
         &[
@@ -27,7 +27,23 @@ fn packer<'ctx>(ir: &Ir<'ctx>, name: &str) -> FunctionValue<'ctx> {
     ir.add_fn_attrs(f, &[]);
     ir.mark_noalias(f, &[2, 4]);
     ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
-    f
+    Ok(Packer {
+        f,
+        rows: ir.param_int(f, 0)?,
+        cols: ir.param_int(f, 1)?,
+        src: ir.param_ptr(f, 2)?,
+        ld: ir.param_int(f, 3)?,
+        dst: ir.param_ptr(f, 4)?,
+    })
+}
+
+struct Packer<'ctx> {
+    f: FunctionValue<'ctx>,
+    rows: IntValue<'ctx>,
+    cols: IntValue<'ctx>,
+    src: PointerValue<'ctx>,
+    ld: IntValue<'ctx>,
+    dst: PointerValue<'ctx>,
 }
 
 /// Rows of B that `pack_b` copies per sweep across the panels.
@@ -36,14 +52,14 @@ const PACK_B_ROWS: u64 = 8;
 /// `pack_a(mc, kc, a, lda, ap)`: A[0..mc, 0..kc] → ⌈mc/MR⌉ panels, each KC×MR with the MR
 /// values of one k adjacent (`ap[panel·MR·kc + k·MR + r]`); rows past `mc` are zero.
 pub(crate) fn emit_pack_a<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionValue<'ctx>> {
-    let f = packer(ir, "archc_sgemm_pack_a");
-    let (mc, kc, a, lda, ap) = (
-        ir.param_int(f, 0)?,
-        ir.param_int(f, 1)?,
-        ir.param_ptr(f, 2)?,
-        ir.param_int(f, 3)?,
-        ir.param_ptr(f, 4)?,
-    );
+    let Packer {
+        f,
+        rows: mc,
+        cols: kc,
+        src: a,
+        ld: lda,
+        dst: ap,
+    } = packer(ir, "archc_sgemm_pack_a")?;
     let mr_c = ir.int(t.mr as u64);
     ir.for_range(f, "ir", ir.int(0), mc, t.mr as u64, |i0| {
         let rows = ir.min(mr_c, ir.sub(mc, i0)?)?;
@@ -93,14 +109,14 @@ pub(crate) fn emit_pack_a<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Funct
 /// so whole panels are filled PACK_B_ROWS rows at a time, sweeping across B: that reads
 /// PACK_B_ROWS sequential streams and writes PACK_B_ROWS adjacent rows of each panel.
 pub(crate) fn emit_pack_b<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionValue<'ctx>> {
-    let f = packer(ir, "archc_sgemm_pack_b");
-    let (kc, nc, b, ldb, bp) = (
-        ir.param_int(f, 0)?,
-        ir.param_int(f, 1)?,
-        ir.param_ptr(f, 2)?,
-        ir.param_int(f, 3)?,
-        ir.param_ptr(f, 4)?,
-    );
+    let Packer {
+        f,
+        rows: kc,
+        cols: nc,
+        src: b,
+        ld: ldb,
+        dst: bp,
+    } = packer(ir, "archc_sgemm_pack_b")?;
     let vt = ir.f32.vec_type(t.lanes);
     let nr_c = ir.int(t.nr as u64);
     let vectors = t.nr / t.lanes;
@@ -155,14 +171,14 @@ pub(crate) fn emit_pack_b<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Funct
 /// [n, k] with rows `ldb` apart (an `nn.Linear` weight): element (k, j) is `b[j·ldb + k]`.
 /// Each stored row is read sequentially and scattered down one panel column.
 pub(crate) fn emit_pack_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionValue<'ctx>> {
-    let f = packer(ir, "archc_sgemm_pack_bt");
-    let (kc, nc, b, ldb, bp) = (
-        ir.param_int(f, 0)?,
-        ir.param_int(f, 1)?,
-        ir.param_ptr(f, 2)?,
-        ir.param_int(f, 3)?,
-        ir.param_ptr(f, 4)?,
-    );
+    let Packer {
+        f,
+        rows: kc,
+        cols: nc,
+        src: b,
+        ld: ldb,
+        dst: bp,
+    } = packer(ir, "archc_sgemm_pack_bt")?;
     let nr_c = ir.int(t.nr as u64);
     let lanes = t.lanes as u64;
     let vt = ir.f32.vec_type(t.lanes);
