@@ -12,7 +12,7 @@ use crate::passes::keep_outputs;
 use arch_dsl::spec::{ArchSpec, Sublayer};
 use arch_runtime::manifest::{
     BufferKind, BufferSpec, Dtype, Entry, InputSpec, KernelSpec, Limits, Manifest, OutputSpec,
-    ParamSpec, Target,
+    ParamSpec, StateSpec, Target,
 };
 use arch_runtime::size::{SizeExpr, Term};
 use std::collections::BTreeMap;
@@ -32,6 +32,9 @@ pub struct BuildOptions {
     pub cache: bool,
     /// Print what happens to stderr.
     pub verbose: bool,
+    /// Build the step program (`prefill` and `decode`, with session state) instead of
+    /// `forward`.
+    pub step: bool,
 }
 
 impl BuildOptions {
@@ -42,6 +45,7 @@ impl BuildOptions {
             outputs: Vec::new(),
             cache: true,
             verbose: false,
+            step: false,
         })
     }
 }
@@ -74,14 +78,15 @@ fn compiler_build() -> String {
 /// The cache key of a build.
 pub fn cache_key(spec: &ArchSpec, opts: &BuildOptions) -> String {
     let text = format!(
-        "{:?}\n{}\n{}:{}:{:?}\n{}\n{:?}",
+        "{:?}\n{}\n{}:{}:{:?}\n{}\n{:?}\n{}",
         spec,
         compiler_build(),
         opts.target.cpu,
         opts.target.features,
         opts.target.isa,
         opts.attention_mask,
-        opts.outputs
+        opts.outputs,
+        opts.step
     );
     format!("{}-{:016x}", spec.name, fnv(&text))
 }
@@ -114,8 +119,43 @@ const FILES: &[&str] = &[
     "kernels.ll",
 ];
 
-/// Builds `spec` into `out` (into the cache when `out` is `None`).
+/// The subdirectory of a package that holds its step program.
+pub const STEP_DIR: &str = "step";
+
+/// Builds `spec` into `out` (into the cache when `out` is `None`). A forward package
+/// written to `out` of a model that can generate also gets its step program in
+/// `out/step`, and its manifest lists the `prefill` and `decode` entries that run it.
 pub fn build(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result<Built, String> {
+    let built = build_one(spec, opts, out)?;
+    if let Some(o) = out {
+        if !opts.step && crate::expand::step_unsupported(spec).is_none() {
+            let step_opts = BuildOptions {
+                step: true,
+                outputs: Vec::new(),
+                attention_mask: false,
+                ..opts.clone()
+            };
+            build_one(spec, &step_opts, Some(&o.join(STEP_DIR)))?;
+            let mut m = arch_runtime::Manifest::read(o).map_err(|e| e.to_string())?;
+            for entry in ["prefill", "decode"] {
+                m.entries.insert(
+                    entry.to_string(),
+                    Entry {
+                        kernels: Vec::new(),
+                        package: Some(STEP_DIR.to_string()),
+                    },
+                );
+            }
+            m.write(o).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(Built {
+        seconds: built.seconds,
+        ..built
+    })
+}
+
+fn build_one(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result<Built, String> {
     let start = Instant::now();
     let key = cache_key(spec, opts);
     let cached_dir = cache_dir().join(&key);
@@ -191,6 +231,10 @@ fn copy_files(from: &Path, to: &Path) -> Result<(), String> {
 /// The forward graph a package computes: expanded, pruned to the requested outputs,
 /// simplified (identities folded, common subexpressions merged).
 pub fn package_graph(spec: &ArchSpec, opts: &BuildOptions) -> Result<Graph, String> {
+    if opts.step {
+        let step = crate::expand::step(spec)?;
+        return Ok(crate::passes::simplify(&step.graph));
+    }
     let full = forward(
         spec,
         &ExpandOptions {
@@ -309,7 +353,16 @@ fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(),
         seq_multiple_of,
     };
     let namings = crate::weights::manifest_namings(spec);
-    let manifest = manifest(&spec.name, limits, namings, opts, &prog, &lowered)?;
+    let mut manifest = manifest(&spec.name, limits, namings, opts, &prog, &lowered)?;
+    if opts.step {
+        let inits = crate::expand::step(spec)?.inits;
+        for s in &mut manifest.states {
+            s.init = inits
+                .iter()
+                .find(|(n, _)| *n == s.name)
+                .map_or(0.0, |(_, v)| *v);
+        }
+    }
     std::fs::write(dir.join("manifest.json"), manifest.to_json())
         .map_err(|e| format!("cannot write {}: {e}", dir.join("manifest.json").display()))
 }
@@ -402,6 +455,7 @@ fn manifest(
                 BufKind::Param(_) => BufferKind::Param,
                 BufKind::Output(_) => BufferKind::Output,
                 BufKind::Temp => BufferKind::Temp,
+                BufKind::State(_) => BufferKind::State,
             },
             dtype: dtype(b.i64),
             elems: size(&b.elems),
@@ -420,12 +474,21 @@ fn manifest(
         })
         .collect();
     let mut entries = BTreeMap::new();
-    entries.insert(
-        "forward".to_string(),
-        Entry {
-            kernels: (0..prog.kernels.len()).collect(),
-        },
-    );
+    // A step program serves both prefill (seq = the prompt) and decode (seq = 1).
+    let names: &[&str] = if opts.step {
+        &["prefill", "decode"]
+    } else {
+        &["forward"]
+    };
+    for name in names {
+        entries.insert(
+            name.to_string(),
+            Entry {
+                kernels: (0..prog.kernels.len()).collect(),
+                package: None,
+            },
+        );
+    }
     Ok(Manifest {
         format: arch_runtime::manifest::FORMAT.to_string(),
         compiler_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -469,6 +532,17 @@ fn manifest(
                 })
             })
             .collect::<Result<_, String>>()?,
+        states: prog
+            .states
+            .iter()
+            .map(|(name, b, shape)| StateSpec {
+                name: name.clone(),
+                dtype: dtype(prog.buffers[*b].i64),
+                shape: shape.iter().map(size).collect(),
+                buffer: *b,
+                init: 0.0,
+            })
+            .collect(),
         namings,
         buffers,
         slots: prog.slot_count,

@@ -86,23 +86,47 @@ impl Tensor<f32> {
         }
     }
 
-    /// max |a − b| / max |b|, the conformance measure (0 when both are zero).
+    /// max |a − b| / max |b|, the conformance measure (0 when both are zero). Tensors of
+    /// different shapes, and any NaN or infinity on either side, give `f64::INFINITY`, so
+    /// that every `≤ tolerance` check fails on them.
     pub fn rel_max_diff(&self, reference: &F32Tensor) -> f64 {
-        let max_ref = reference
-            .data
-            .iter()
-            .fold(0.0f64, |m, &x| m.max((x as f64).abs()));
-        let max_diff = self
-            .data
-            .iter()
-            .zip(&reference.data)
-            .fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
-        if max_ref == 0.0 {
+        if self.shape != reference.shape {
+            return f64::INFINITY;
+        }
+        let max_ref = max_abs(&reference.data);
+        let max_diff = max_abs_diff(&self.data, &reference.data);
+        if max_ref == 0.0 || !max_diff.is_finite() {
             max_diff
         } else {
             max_diff / max_ref
         }
     }
+}
+
+/// max |x| over `data` (0 when empty); `f64::INFINITY` when any value is NaN or infinite.
+pub fn max_abs(data: &[f32]) -> f64 {
+    data.iter().fold(0.0f64, |m, &x| {
+        if x.is_finite() {
+            m.max((x as f64).abs())
+        } else {
+            f64::INFINITY
+        }
+    })
+}
+
+/// max |a − b| over pairs; `f64::INFINITY` when the lengths differ or any value on either
+/// side is NaN or infinite (a NaN never compares as "close").
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    if a.len() != b.len() {
+        return f64::INFINITY;
+    }
+    a.iter().zip(b).fold(0.0f64, |m, (&x, &y)| {
+        if x.is_finite() && y.is_finite() {
+            m.max((x as f64 - y as f64).abs())
+        } else {
+            f64::INFINITY
+        }
+    })
 }
 
 impl<T: fmt::Debug> fmt::Debug for Tensor<T> {
@@ -115,5 +139,42 @@ impl<T: fmt::Debug> fmt::Debug for Tensor<T> {
             shown,
             if self.data.len() > 8 { " …" } else { "" }
         )
+    }
+}
+
+#[cfg(test)]
+mod nan_tests {
+    use super::*;
+
+    fn t(data: Vec<f32>) -> F32Tensor {
+        Tensor {
+            shape: vec![data.len()],
+            data,
+        }
+    }
+
+    #[test]
+    fn comparisons_fail_on_nan_infinity_and_shape() {
+        let good = t(vec![1.0, -2.0, 3.0]);
+        assert_eq!(good.rel_max_diff(&good), 0.0);
+        assert!(t(vec![1.0, -2.0, 3.0001]).rel_max_diff(&good) < 1e-4);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let all = t(vec![bad; 3]);
+            assert!(!(all.rel_max_diff(&good) <= 1e-4), "{bad} passes as output");
+            assert!(
+                !(good.rel_max_diff(&all) <= 1e-4),
+                "{bad} passes as reference"
+            );
+            let one = t(vec![1.0, bad, 3.0]);
+            assert!(!(one.rel_max_diff(&good) <= 1e-4), "one {bad} passes");
+            assert_eq!(max_abs(&[0.5, bad]), f64::INFINITY);
+            assert_eq!(max_abs_diff(&[0.5, bad], &[0.5, 0.5]), f64::INFINITY);
+        }
+        let other_shape = Tensor {
+            shape: vec![3, 1],
+            data: good.data.clone(),
+        };
+        assert_eq!(other_shape.rel_max_diff(&good), f64::INFINITY);
+        assert_eq!(max_abs_diff(&[1.0], &[1.0, 2.0]), f64::INFINITY);
     }
 }

@@ -136,8 +136,8 @@ fn ttt_gradient_errors(name: &str) -> Vec<(String, f64)> {
     );
     let largest = reference
         .values()
-        .flat_map(|t| &t.data)
-        .fold(0.0f64, |m, &x| m.max((x as f64).abs()));
+        .map(|t| archc::tensor::max_abs(&t.data))
+        .fold(0.0f64, f64::max);
     for (param, want) in &reference {
         let got = results
             .get(&format!("grad:{param}"))
@@ -145,18 +145,11 @@ fn ttt_gradient_errors(name: &str) -> Vec<(String, f64)> {
             .as_f32()
             .unwrap();
         assert_eq!(got.shape, want.shape, "{name}: `{param}`");
-        let max_ref = want
-            .data
-            .iter()
-            .fold(0.0f64, |m, &x| m.max((x as f64).abs()));
+        let max_ref = archc::tensor::max_abs(&want.data);
         if max_ref < ZERO * largest {
             // Zero in exact arithmetic: measured against the model's largest gradient, as
             // in `autodiff_models.rs` (no TTT gradient is this small today).
-            let max_diff = got
-                .data
-                .iter()
-                .zip(&want.data)
-                .fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
+            let max_diff = archc::tensor::max_abs_diff(&got.data, &want.data);
             errors.push((format!("{param} (against the largest)"), max_diff / largest));
         } else {
             errors.push((param.clone(), got.rel_max_diff(want)));

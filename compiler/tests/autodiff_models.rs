@@ -81,8 +81,8 @@ fn gradient_errors(name: &str) -> Vec<(String, f64)> {
     let largest = reference
         .tensors()
         .values()
-        .flat_map(|t| &t.data)
-        .fold(0.0f64, |m, &x| m.max((x as f64).abs()));
+        .map(|t| archc::tensor::max_abs(&t.data))
+        .fold(0.0f64, f64::max);
     for (param, want) in reference.tensors() {
         let got = results
             .get(&format!("grad:{param}"))
@@ -90,19 +90,12 @@ fn gradient_errors(name: &str) -> Vec<(String, f64)> {
             .as_f32()
             .unwrap();
         assert_eq!(got.shape, want.shape, "{name}: `{param}`");
-        let max_ref = want
-            .data
-            .iter()
-            .fold(0.0f64, |m, &x| m.max((x as f64).abs()));
+        let max_ref = archc::tensor::max_abs(&want.data);
         let err = if max_ref < ZERO * largest {
             // Zero in exact arithmetic (the key bias: softmax ignores a per-query shift):
             // float64 rounding in the reference, float32 rounding here. Measured against
             // the model's largest gradient instead.
-            let max_diff = got
-                .data
-                .iter()
-                .zip(&want.data)
-                .fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
+            let max_diff = archc::tensor::max_abs_diff(&got.data, &want.data);
             max_diff / largest
         } else {
             got.rel_max_diff(want)

@@ -40,7 +40,7 @@ fn gpt2_small_at_1024_tokens_fits_twice_the_largest_activation() {
                 let s = p.slots[b.id].unwrap();
                 slot_bytes[s] = slot_bytes[s].max(n);
             }
-            BufKind::Input(_) => {}
+            BufKind::Input(_) | BufKind::State(_) => {}
         }
         if !matches!(b.kind, BufKind::Param(_)) {
             largest = largest.max(n);

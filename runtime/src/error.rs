@@ -75,6 +75,10 @@ pub enum RuntimeError {
     Kernel(String),
     /// Bad command-line usage (`arch-run`).
     Usage(String),
+    /// Session state is missing or too small for a call (no `reset_state`, a batch that
+    /// differs from the one it was allocated for, past its capacity), or generation was
+    /// asked of a package that cannot generate.
+    State(String),
 }
 
 impl RuntimeError {
@@ -239,6 +243,7 @@ impl fmt::Display for RuntimeError {
             RuntimeError::Alloc { bytes } => write!(f, "cannot allocate {bytes} bytes"),
             RuntimeError::Kernel(m) => write!(f, "kernel failure: {m}"),
             RuntimeError::Usage(m) => write!(f, "{m}"),
+            RuntimeError::State(m) => write!(f, "{m}"),
         }
     }
 }

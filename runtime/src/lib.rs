@@ -15,6 +15,8 @@
 //!   limits; the symbols bound from their shapes.
 //! - [`session`]: [`Session::run`] sizes and allocates the buffers (64-byte aligned,
 //!   reused across runs) and runs an entry point's kernels on the pool.
+//! - [`generate`]: [`generate::Generator`] runs a package's step program token by token
+//!   (prefill, then decode against the session's caches), greedy or sampled.
 //! - `arch-run`: the deployment binary (package + weights + inputs → outputs).
 //!
 //! Every failure a user can cause is a [`RuntimeError`], never a panic.
@@ -24,6 +26,7 @@
 
 pub mod alloc;
 pub mod error;
+pub mod generate;
 pub mod inputs;
 pub mod manifest;
 pub mod package;

@@ -16,6 +16,9 @@ pub const FORMAT: &str = "archc-package/1";
 /// The file name of the manifest inside a package directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
+/// The symbol a session binds to the tokens its caches hold after a call (past + new).
+pub const KV_SEQ: &str = "kv_seq";
+
 /// The compiler version a package must have been built by: this crate's version (the
 /// workspace versions the compiler and the runtime together).
 pub const COMPILER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -33,6 +36,10 @@ pub struct Manifest {
     pub inputs: Vec<InputSpec>,
     pub outputs: Vec<OutputSpec>,
     pub params: Vec<ParamSpec>,
+    /// Session state the kernels read and write in place across calls (KV caches,
+    /// recurrent states); empty for a stateless program.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<StateSpec>,
     pub namings: Vec<Naming>,
     pub buffers: Vec<BufferSpec>,
     /// Number of arena slots temp buffers live in.
@@ -109,6 +116,22 @@ pub struct OutputSpec {
     pub buffer: usize,
 }
 
+/// A state buffer of the session. Sizes may use the session's symbols: `kv_seq` (the
+/// tokens a KV cache holds after this call, past included) is bound to the session's
+/// capacity when the state is allocated, so a cache is laid out `[kv_seq, …]` and every
+/// call sees a prefix of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateSpec {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<SizeExpr>,
+    pub buffer: usize,
+    /// Every element's value when the session starts (RWKV's running maximum starts at
+    /// −1e38; caches and most states at 0).
+    #[serde(default)]
+    pub init: f32,
+}
+
 /// A canonical parameter (row-major f32 of `shape`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParamSpec {
@@ -180,6 +203,8 @@ pub enum BufferKind {
     Output,
     /// Lives in arena slot `slot`.
     Temp,
+    /// Owned by the session across calls (`states`).
+    State,
 }
 
 /// A tensor the kernels touch.
@@ -197,6 +222,10 @@ pub struct BufferSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub kernels: Vec<usize>,
+    /// The entry runs in the package of this subdirectory (its own manifest and
+    /// kernels): `prefill` and `decode` run the `step` program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
 }
 
 /// One kernel of `kernels.so`.
@@ -386,6 +415,21 @@ impl Manifest {
                 ));
             }
         }
+        let mut names = HashSet::new();
+        for s in &self.states {
+            if !names.insert(s.name.as_str()) {
+                return Err(format!("state `{}` is listed twice", s.name));
+            }
+            use_buffer(
+                format!("state `{}`", s.name),
+                s.buffer,
+                BufferKind::State,
+                s.dtype,
+            )?;
+            for e in &s.shape {
+                check_size(&format!("state `{}`", s.name), e)?;
+            }
+        }
         for (b, count) in self.buffers.iter().zip(&provided) {
             let needed = usize::from(b.kind != BufferKind::Temp);
             if *count != needed {
@@ -400,7 +444,8 @@ impl Manifest {
             let bound = self
                 .inputs
                 .iter()
-                .any(|i| i.shape.iter().any(|e| e.as_sym() == Some(s.as_str())));
+                .any(|i| i.shape.iter().any(|e| e.as_sym() == Some(s.as_str())))
+                || (!self.states.is_empty() && s == KV_SEQ);
             if !bound {
                 return Err(format!("no input axis binds symbol `{s}`"));
             }
@@ -417,6 +462,17 @@ impl Manifest {
             }
         }
         for (name, e) in &self.entries {
+            if let Some(p) = &e.package {
+                let plain = !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if !plain {
+                    return Err(format!(
+                        "entry `{name}` names package `{p}`, not a plain directory name"
+                    ));
+                }
+                continue;
+            }
             if let Some(k) = e.kernels.iter().find(|&&k| k >= self.kernels.len()) {
                 return Err(format!(
                     "entry `{name}` runs kernel {k}, but there are {}",

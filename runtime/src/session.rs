@@ -25,6 +25,10 @@ pub struct Session {
     /// Input and output buffers by buffer id.
     owned: Vec<Option<AlignedBuf>>,
     arena: Option<AlignedBuf>,
+    /// State buffers by buffer id, allocated by [`Session::reset_state`].
+    state: Vec<Option<AlignedBuf>>,
+    /// The batch and `kv_seq` capacity the state was allocated for.
+    state_dims: Option<(u64, u64)>,
     /// Seconds and calls per kernel, when profiling.
     profile: Option<Vec<(f64, u64)>>,
 }
@@ -85,6 +89,7 @@ impl Session {
             }
         }
         let owned = (0..m.buffers.len()).map(|_| None).collect();
+        let state = (0..m.buffers.len()).map(|_| None).collect();
         let mut s = Session {
             package,
             weights,
@@ -92,6 +97,8 @@ impl Session {
             scratch: vec![],
             owned,
             arena: None,
+            state,
+            state_dims: None,
             profile: None,
         };
         s.set_threads(threads)?;
@@ -137,6 +144,66 @@ impl Session {
 
     pub fn threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    /// (Re)allocates every state buffer of the package for `batch` rows and caches of
+    /// `capacity` tokens (`kv_seq` bound to it), each element set to its `init` value, and
+    /// returns the bytes allocated. Every call of an entry point afterwards must have this
+    /// batch and at most `capacity` tokens in its caches.
+    pub fn reset_state(&mut self, batch: u64, capacity: u64) -> Result<u64, RuntimeError> {
+        let m = &self.package.manifest;
+        let dims: Vec<i64> = m
+            .syms
+            .iter()
+            .map(|s| match s.as_str() {
+                "batch" => batch as i64,
+                crate::manifest::KV_SEQ => capacity as i64,
+                _ => -1,
+            })
+            .collect();
+        let mut total = 0u64;
+        for s in &m.states {
+            let b = &m.buffers[s.buffer];
+            if let Some(bad) = b
+                .elems
+                .symbols()
+                .into_iter()
+                .find(|x| *x != "batch" && *x != crate::manifest::KV_SEQ)
+            {
+                return Err(RuntimeError::State(format!(
+                    "state `{}` depends on `{bad}`, which a session does not fix",
+                    s.name
+                )));
+            }
+            let bytes = b
+                .elems
+                .eval(&m.syms, &dims)?
+                .checked_mul(b.dtype.bytes())
+                .ok_or(RuntimeError::Alloc { bytes: u64::MAX })?;
+            self.state[s.buffer] = None;
+            let buf = AlignedBuf::zeroed(bytes)?;
+            if s.init != 0.0 && b.dtype == Dtype::F32 {
+                // SAFETY: the buffer holds `bytes` bytes, 64-byte aligned.
+                let v = unsafe {
+                    std::slice::from_raw_parts_mut(buf.ptr().cast::<f32>(), (bytes / 4) as usize)
+                };
+                v.fill(s.init);
+            }
+            self.state[s.buffer] = Some(buf);
+            total += bytes;
+        }
+        self.state_dims = Some((batch, capacity));
+        Ok(total)
+    }
+
+    /// The bytes of state a session of `batch` rows and `capacity` tokens allocates.
+    pub fn state_bytes(&self) -> u64 {
+        let m = &self.package.manifest;
+        m.states
+            .iter()
+            .filter_map(|s| self.state[s.buffer].as_ref())
+            .map(|b| b.capacity() as u64)
+            .sum()
     }
 
     pub fn package(&self) -> &Package {
@@ -219,6 +286,36 @@ impl Session {
                 BufferKind::Param => {
                     let i = self.package.param_of_buffer[b.id].unwrap_or(usize::MAX);
                     self.weights.ptr(i).cast_mut().cast()
+                }
+                BufferKind::State => {
+                    let name = || {
+                        m.states
+                            .iter()
+                            .find(|s| s.buffer == b.id)
+                            .map_or("?", |s| s.name.as_str())
+                    };
+                    let (Some(buf), Some((batch, capacity))) = (&self.state[b.id], self.state_dims)
+                    else {
+                        return Err(RuntimeError::State(format!(
+                            "state `{}` is not allocated: start a session first",
+                            name()
+                        )));
+                    };
+                    let sym = |s: &str| m.syms.iter().position(|x| x == s).map(|i| dims[i]);
+                    if sym("batch").is_some_and(|v| v as u64 != batch) {
+                        return Err(RuntimeError::State(format!(
+                            "the session holds {batch} rows, the call has {}",
+                            sym("batch").unwrap_or(0)
+                        )));
+                    }
+                    if n > buf.capacity() {
+                        return Err(RuntimeError::State(format!(
+                            "state `{}` holds {capacity} tokens, the call needs {}",
+                            name(),
+                            sym(crate::manifest::KV_SEQ).unwrap_or(0)
+                        )));
+                    }
+                    buf.ptr()
                 }
             };
             bufs.push(p.cast());

@@ -61,6 +61,13 @@ pub(super) fn input_grads(
         Op::Concat { axis } => concat_grads(g, &node.inputs, *axis, dy, want)?,
         Op::Gather => vec![want[0].then(|| gather_grad(g, x(0), x(1), dy)), None],
         Op::Attention { .. } => attention::attention_grads(g, &node, dy, want)?,
+        // Session state (a KV cache append) exists only in inference step graphs.
+        Op::UpdateTail => {
+            return Err(format!(
+                "autodiff: %{} (update_tail) writes session state and has no gradient",
+                id.0
+            ))
+        }
         Op::Scan { .. } | Op::TupleGet { .. } => {
             return Err(format!(
                 "autodiff: %{} ({}) is differentiated by the sweep itself",

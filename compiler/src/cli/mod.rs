@@ -6,6 +6,7 @@ mod build;
 mod check;
 mod eval;
 mod fmt;
+mod generate;
 mod graph;
 mod import_hf;
 mod stats;
@@ -151,6 +152,49 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Generate tokens after prompts with the model's step program (KV caches kept
+    /// between steps): greedy unless a sampling option is given.
+    Generate {
+        /// FILE or FILE:MODEL, or a package directory built by `archc build`.
+        target: String,
+        /// Weights: safetensors in canonical or Hugging Face names (file or directory).
+        #[arg(long)]
+        weights: PathBuf,
+        /// Prompts: `input_ids` [batch, seq] (i64 or i32) and optional `attention_mask`
+        /// [batch, seq] (0 marks left padding).
+        #[arg(long)]
+        inputs: PathBuf,
+        /// New tokens per row.
+        #[arg(long)]
+        max_new_tokens: usize,
+        /// Where to write `tokens` [batch, seq + N] (and `logits` [batch, N, vocab]).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the raw logits that chose each new token.
+        #[arg(long)]
+        save_logits: bool,
+        /// Sampling temperature (sampling: default 1.0).
+        #[arg(long)]
+        temperature: Option<f32>,
+        /// Sample from the k most likely tokens only.
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Sample from the most likely tokens whose probability reaches p.
+        #[arg(long)]
+        top_p: Option<f32>,
+        /// Seed of the sampler (sampling is reproducible for a given seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// End-of-sequence id (repeatable): a row stops at its first one.
+        #[arg(long)]
+        eos: Vec<i64>,
+        /// The id that fills a row after its end (default: the first --eos, else 0).
+        #[arg(long)]
+        pad: Option<i64>,
+        /// Threads (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
     /// Convert a Hugging Face config.json into a .arch spec.
     ImportHf {
         /// The config.json to read.
@@ -263,6 +307,35 @@ fn run(cli: Cli) -> ExitCode {
             out: &out,
             output: &output,
             backend: &backend,
+            threads,
+        }),
+        Command::Generate {
+            target,
+            weights,
+            inputs,
+            max_new_tokens,
+            out,
+            save_logits,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            eos,
+            pad,
+            threads,
+        } => generate::run(&generate::GenerateArgs {
+            target: &target,
+            weights: &weights,
+            inputs: &inputs,
+            max_new_tokens,
+            out: &out,
+            save_logits,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            eos: &eos,
+            pad,
             threads,
         }),
         Command::ImportHf {

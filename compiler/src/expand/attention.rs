@@ -51,8 +51,17 @@ pub fn self_attention(
         k = apply_rope_seq_major(cx, k, tables);
     }
     let q = cx.g.permute(q, &[0, 2, 1, 3]);
-    let k = cx.g.permute(k, &[0, 2, 1, 3]);
-    let v = split_heads(cx, v, a.kv_heads, a.head_dim);
+    let (k, v) = if cx.step.is_some() {
+        // The new keys and values join the session's caches; attention reads them all.
+        let v = per_head(cx, v, a.kv_heads, a.head_dim);
+        (
+            append_cache(cx, &format!("{prefix}.k"), k),
+            append_cache(cx, &format!("{prefix}.v"), v),
+        )
+    } else {
+        let k = cx.g.permute(k, &[0, 2, 1, 3]);
+        (k, split_heads(cx, v, a.kv_heads, a.head_dim))
+    };
     let mask = match a.mask {
         Mask::Causal => MaskKind::Causal,
         Mask::Bidirectional => MaskKind::Bidirectional,
@@ -61,6 +70,28 @@ pub fn self_attention(
     let out = attend(cx, q, k, v, pos.bias_for(a.heads), key_mask, mask, a.scale);
     let merged = merge_heads(cx, out, a.heads, a.head_dim);
     Ok(cx.linear(merged, &format!("{prefix}.o")))
+}
+
+/// Appends x [B, T, H, D] to the session cache `name` ([kv_seq, B, H, D], the new rows
+/// last) and returns the whole cache as attention reads it, [B, H, kv_seq, D].
+fn append_cache(cx: &mut Cx, name: &str, x: NodeId) -> NodeId {
+    let s = cx.g.shape(x).clone();
+    let shape = vec![
+        Dim::sym(super::KV_SEQ),
+        s[0].clone(),
+        s[2].clone(),
+        s[3].clone(),
+    ];
+    let (cache, name) = cx.state_input(name, shape, 0.0);
+    let rows = cx.g.permute(x, &[1, 0, 2, 3]);
+    let updated = cx.g.push(
+        Op::UpdateTail,
+        vec![cache, rows],
+        None,
+        crate::graph::DType::F32,
+    );
+    cx.state_output(&name, updated);
+    cx.g.permute(updated, &[1, 2, 0, 3])
 }
 
 pub fn cross_attention(

@@ -27,12 +27,18 @@ pub fn embed(
     let width = spec.embed_width();
     match spec.position {
         Position::Learned { offset } => {
-            let t = cx.g.iota(vec![Dim::sym(seq)], 0);
+            let t = match &cx.step {
+                Some(s) => s.positions,
+                None => cx.g.iota(vec![Dim::sym(seq)], 0),
+            };
             let t = cx.g.scale_add(t, 1.0, offset as f64);
             let ids = cx.g.cast(t, DType::I64);
             let table = cx.param(&format!("{stack}.positions.weight"));
             let p = cx.g.gather(table, ids);
             x = cx.g.add(x, p);
+        }
+        Position::Sinusoidal if cx.step.is_some() => {
+            return Err("sinusoidal positions in a step graph are not built yet".into())
         }
         Position::Sinusoidal => {
             let p = sinusoidal(cx, seq, width);

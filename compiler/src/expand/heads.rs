@@ -26,6 +26,9 @@ pub fn heads(cx: &mut Cx, hidden: NodeId) -> Result<(), String> {
         .iter()
         .any(|h| matches!(h, Head::Lm { .. } | Head::MaskedLm));
     for head in &spec.heads {
+        if cx.step.is_some() && !matches!(head, Head::Lm { .. }) {
+            continue; // a step graph computes the next token's logits only
+        }
         match *head {
             Head::Lm { scale, bias } => {
                 let x = if scale != 1.0 {

@@ -52,10 +52,11 @@ pub fn mamba(cx: &mut Cx, x: NodeId, prefix: &str, m: &Mamba) -> Result<NodeId, 
 
     // The selective scan: h_t = exp(Δ_t A) h_{t−1} + Δ_t B_t u_t, y_t = h_t · C_t.
     let batch = cx.g.shape(x)[0].clone();
-    let h0 = cx.zeros(vec![batch, Dim::c(di), Dim::c(n)]);
+    let (h0, h) = cx.initial_state(&p("ssm"), vec![batch, Dim::c(di), Dim::c(n)], 0.0);
     let body = selective_scan_body(cx, &[delta, b, c, u], a)?;
     let outs =
         cx.g.scan(body, vec![h0], vec![delta, b, c, u], vec![a], false);
+    cx.final_state(h, outs[0]);
     let y = outs[1];
 
     // Skip connection D, gate, output projection.
@@ -69,14 +70,35 @@ pub fn mamba(cx: &mut Cx, x: NodeId, prefix: &str, m: &Mamba) -> Result<NodeId, 
 
 /// `conv1d(u, weight [di, 1, K], padding K − 1)[.., :T] + bias`, channels last:
 /// out[t] = Σ_k w[k]·u[t − (K−1) + k], i.e. tap k reads u shifted by K − 1 − k.
+///
+/// In a step graph (one token per call) the K − 1 previous inputs are the session state
+/// `{prefix}.state` [B, K − 1, di]: the window is that state followed by the new input,
+/// and its last K − 1 rows are the next state.
 fn causal_conv(cx: &mut Cx, u: NodeId, prefix: &str, di: u64, k: u64) -> NodeId {
     let w = cx.param(&format!("{prefix}.weight"));
+    let window = match (&cx.step, k > 1) {
+        (Some(_), true) => {
+            let s = cx.g.shape(u).clone();
+            let shape = vec![s[0].clone(), Dim::c(k - 1), Dim::c(di)];
+            let (past, name) = cx.state_input(&format!("{prefix}.state"), shape, 0.0);
+            let window = cx.g.concat(vec![past, u], 1);
+            let next = cx.g.slice(window, 1, 1, k - 1);
+            cx.state_output(&name, next);
+            Some(window)
+        }
+        _ => None,
+    };
     let mut acc: Option<NodeId> = None;
     for tap in 0..k {
         let wk = cx.g.slice(w, 2, tap, 1);
         let wk = cx.g.reshape(wk, vec![Dim::c(di)]);
         let lag = (k - 1 - tap) as i64;
-        let shifted = if lag == 0 { u } else { cx.g.shift(u, 1, lag) };
+        let shifted = match window {
+            // Tap k reads u[t − (K − 1) + k]: row k of the window.
+            Some(win) => cx.g.slice(win, 1, tap, 1),
+            None if lag == 0 => u,
+            None => cx.g.shift(u, 1, lag),
+        };
         let term = cx.g.mul(shifted, wk);
         acc = Some(match acc {
             Some(sum) => cx.g.add(sum, term),

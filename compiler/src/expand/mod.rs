@@ -43,6 +43,230 @@ pub fn step_shape(s: &Shape) -> Shape {
 pub const BATCH: &str = "batch";
 pub const SEQ: &str = "seq";
 pub const TARGET_SEQ: &str = "tgt_seq";
+/// Step graphs: the tokens the caches hold after the call (past + seq).
+pub const KV_SEQ: &str = "kv_seq";
+
+/// A step graph (the `prefill` and `decode` entry points) and the initial value of each
+/// of its states.
+pub struct StepGraph {
+    pub graph: Graph,
+    /// State name (without the `state:` prefix) → the value every element starts at.
+    pub inits: Vec<(String, f32)>,
+}
+
+/// Why a model has no step graph yet, if it has none: the cells generation supports.
+pub fn step_unsupported(spec: &ArchSpec) -> Option<String> {
+    let dec = match (&spec.encoder, &spec.decoder) {
+        (None, Some(d)) => d,
+        (Some(_), None) => {
+            return Some(format!(
+                "`{}` is encoder-only: it has no decoder to generate with (use `archc embed`)",
+                spec.name
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Some(format!(
+                "`{}` is an encoder-decoder: generation with encoder-decoders is not built yet",
+                spec.name
+            ))
+        }
+        (None, None) => return Some("a model needs a stack".into()),
+    };
+    for sub in dec.layers.iter().flat_map(|l| &l.sublayers) {
+        let kind = match sub {
+            Sublayer::Attention(_)
+            | Sublayer::Mlp(_)
+            | Sublayer::Mamba(_)
+            | Sublayer::TimeMix(_)
+            | Sublayer::ChannelMix(_)
+            | Sublayer::Ssm(_) => continue,
+            Sublayer::CrossAttention(_) => "cross_attention",
+            Sublayer::Ttt(_) => "ttt",
+        };
+        return Some(format!(
+            "`{}`: generation with `{kind}` sublayers is not built yet",
+            spec.name
+        ));
+    }
+    if recurrent(dec) && matches!(spec.position, Position::Alibi) {
+        return Some(format!(
+            "`{}`: generation with ALiBi and recurrent sublayers together is not built yet",
+            spec.name
+        ));
+    }
+    if !spec.heads.iter().any(|h| matches!(h, Head::Lm { .. })) {
+        return Some(format!("`{}` has no LM head to generate with", spec.name));
+    }
+    match spec.position {
+        Position::Sinusoidal | Position::RelativeBias { .. } => Some(format!(
+            "`{}`: generation with {} positions is not built yet",
+            spec.name,
+            if matches!(spec.position, Position::Sinusoidal) {
+                "sinusoidal"
+            } else {
+                "relative-bias"
+            }
+        )),
+        _ => None,
+    }
+}
+
+/// Whether a stack has recurrent sublayers (their step graphs take one token per call).
+fn recurrent(stack: &Stack) -> bool {
+    stack.layers.iter().flat_map(|l| &l.sublayers).any(|s| {
+        matches!(
+            s,
+            Sublayer::Mamba(_) | Sublayer::TimeMix(_) | Sublayer::ChannelMix(_) | Sublayer::Ssm(_)
+        )
+    })
+}
+
+/// The step graph of a decoder: one call runs `seq` new tokens of every row against the
+/// caches, which hold `kv_seq − seq` earlier tokens, appends their keys and values, and
+/// returns the logits of the last position. Recurrent sublayers (Mamba, RWKV-4, S4) keep
+/// their states — Mamba's convolution window and SSM state, RWKV's token shifts and WKV
+/// numerator, denominator and running maximum, S4's complex state — and a model with
+/// any takes one token per call (`seq` = 1: the prompt is fed token by token).
+///
+/// Inputs: `input_ids` [batch, seq], `position_ids` [batch, seq] (each token's position
+/// among its row's real tokens, as Hugging Face counts them under left padding) and
+/// `attention_mask` [batch, kv_seq] (0 for left padding, past included). States, per
+/// attention sublayer `P`: `state:P.k` and `state:P.v`, laid out [kv_seq, batch,
+/// kv_heads, head_dim] so that a cache of any capacity holds each call's keys as a
+/// prefix. Outputs: `logits` [batch, 1, vocab] and the new states.
+pub fn step(spec: &ArchSpec) -> Result<StepGraph, String> {
+    if let Some(why) = step_unsupported(spec) {
+        return Err(why);
+    }
+    let Some(dec) = &spec.decoder else {
+        return Err("no decoder".into());
+    };
+    let mut cx = Cx::new(spec, "step");
+    cx.recurrent_ssm = true;
+    let seq = if recurrent(dec) {
+        Dim::c(1)
+    } else {
+        Dim::sym(SEQ)
+    };
+    let ids =
+        cx.g.input("input_ids", vec![Dim::sym(BATCH), seq.clone()], DType::I64);
+    let pos =
+        cx.g.input("position_ids", vec![Dim::sym(BATCH), seq], DType::I64);
+    let attends = dec
+        .layers
+        .iter()
+        .flat_map(|l| &l.sublayers)
+        .any(|s| matches!(s, Sublayer::Attention(_)));
+    let mask = attends.then(|| {
+        let m = cx.g.input(
+            "attention_mask",
+            vec![Dim::sym(BATCH), Dim::sym(KV_SEQ)],
+            DType::I64,
+        );
+        cx.g.cast(m, DType::F32)
+    });
+    let pos = cx.g.cast(pos, DType::F32);
+    cx.step = Some(Step {
+        positions: pos,
+        inits: Vec::new(),
+    });
+    let hidden = cx.stack("decoder", dec, ids, None, mask, None, SEQ)?;
+    heads::heads(&mut cx, hidden)?;
+    let inits = cx.step.take().map(|s| s.inits).unwrap_or_default();
+    Ok(StepGraph {
+        graph: cx.finish()?,
+        inits,
+    })
+}
+
+/// What expansion of a step graph needs beyond the forward graph's.
+pub struct Step {
+    /// Each token's position, f32 [batch, seq].
+    pub positions: NodeId,
+    /// The states declared so far and their initial values.
+    pub inits: Vec<(String, f32)>,
+}
+
+impl Cx<'_> {
+    /// `x` [B, T, …] → its last position [B, 1, …] (the row-wise gather of index T − 1).
+    fn last_position(&mut self, x: NodeId) -> NodeId {
+        let shape = self.g.shape(x).clone();
+        let t = self.g.iota(vec![shape[1].clone()], 0);
+        let last = self.g.reduce(ReduceOp::Max, t, 0);
+        let last = self.g.cast(last, DType::I64);
+        let mut perm: Vec<usize> = (0..shape.len()).collect();
+        perm.swap(0, 1);
+        let seq_major = self.g.permute(x, &perm);
+        let picked = self.g.gather(seq_major, last);
+        self.g.permute(picked, &perm)
+    }
+
+    /// A session state input `state:{name}` of `shape` starting at `init`, and its name
+    /// (made unique: layers that share parameters have one prefix but a state each); the
+    /// caller outputs the new value under that name with [`Cx::state_output`].
+    pub fn state_input(&mut self, name: &str, shape: Shape, init: f32) -> (NodeId, String) {
+        let mut unique = name.to_string();
+        if let Some(s) = &mut self.step {
+            let mut k = 1;
+            while s.inits.iter().any(|(n, _)| *n == unique) {
+                k += 1;
+                unique = format!("{name}#{k}");
+            }
+            s.inits.push((unique.clone(), init));
+        }
+        let id = self.g.input(
+            &format!("{}{unique}", crate::kernel::build::STATE),
+            shape,
+            DType::F32,
+        );
+        (id, unique)
+    }
+
+    pub fn state_output(&mut self, name: &str, value: NodeId) {
+        self.g
+            .output(&format!("{}{name}", crate::kernel::build::STATE), value);
+    }
+
+    /// The initial value of a recurrent state: in a step graph the session's state
+    /// (with its name, for [`Cx::final_state`]), else `init` everywhere.
+    pub fn initial_state(
+        &mut self,
+        name: &str,
+        shape: Shape,
+        init: f32,
+    ) -> (NodeId, Option<String>) {
+        if self.step.is_some() {
+            let (id, unique) = self.state_input(name, shape, init);
+            (id, Some(unique))
+        } else {
+            let c = self.g.constant(init as f64);
+            (self.g.broadcast(c, shape), None)
+        }
+    }
+
+    /// Keeps a recurrent state's final value for the next call (step graphs only).
+    pub fn final_state(&mut self, name: Option<String>, value: NodeId) {
+        if let Some(n) = name {
+            self.state_output(&n, value);
+        }
+    }
+
+    /// The sequence shifted one step later along axis 1 (`x'_t = x_{t−1}`): zero at t = 0,
+    /// or in a step graph (one token per call) the previous call's token, kept as the
+    /// state `name`.
+    pub fn token_shift(&mut self, x: NodeId, name: &str) -> Result<NodeId, String> {
+        if self.step.is_none() {
+            return Ok(self.g.shift(x, 1, 1));
+        }
+        let shape = self.g.shape(x).clone();
+        if shape.get(1) != Some(&Dim::c(1)) {
+            return Err("a token shift in a step graph needs one token per call".into());
+        }
+        let (prev, unique) = self.state_input(name, shape, 0.0);
+        self.state_output(&unique, x);
+        Ok(prev)
+    }
+}
 
 /// The forward graph: inputs `input_ids` (+ `attention_mask`, `token_type_ids`,
 /// `decoder_input_ids` as the model needs), outputs `hidden`, `logits` and the heads'.
@@ -103,6 +327,8 @@ pub struct Cx<'s> {
     pub spec: &'s ArchSpec,
     /// `ssm` sublayers as scans (see [`ExpandOptions::recurrent_ssm`]).
     recurrent_ssm: bool,
+    /// Building a step graph (caches as session state, positions given).
+    pub step: Option<Step>,
     shapes: HashMap<String, Vec<usize>>,
     error: Option<String>,
 }
@@ -117,6 +343,7 @@ impl<'s> Cx<'s> {
             g: Graph::new(name),
             spec,
             recurrent_ssm: false,
+            step: None,
             shapes,
             error: None,
         }
@@ -232,6 +459,10 @@ impl<'s> Cx<'s> {
                     Sublayer::Ttt(t) => ttt::ttt(cx, h, &prefix, t, &pos),
                 })?;
             }
+        }
+        if self.step.is_some() {
+            // Only the last position's logits choose the next token.
+            x = self.last_position(x);
         }
         if self.spec.final_norm {
             x = self.norm(x, &format!("{name}.final_norm"));

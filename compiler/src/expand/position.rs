@@ -3,7 +3,7 @@
 //! the decoder), and ALiBi slopes.
 
 use super::Cx;
-use crate::graph::{BinaryOp, DType, Dim, NodeId, UnaryOp};
+use crate::graph::{BinaryOp, DType, Dim, NodeId, ReduceOp, UnaryOp};
 use arch_dsl::spec::{Position, Rope, RopeStyle, Stack, Sublayer};
 
 /// Computed once per stack, used by every attention (and TTT) sublayer of it. A
@@ -45,7 +45,10 @@ impl StackPositions {
                 out.rope = Some(rope);
                 for &(_, hd) in &shapes {
                     if !out.rope_tables.iter().any(|(d, _)| *d == hd) {
-                        let tables = rope_tables(cx, Dim::sym(seq), hd, rope);
+                        let tables = match cx.step.as_ref().map(|s| s.positions) {
+                            Some(pos) => rope_tables_at(cx, pos, hd, rope),
+                            None => rope_tables(cx, Dim::sym(seq), hd, rope),
+                        };
                         out.rope_tables.push((hd, tables));
                     }
                 }
@@ -75,7 +78,12 @@ impl StackPositions {
             Position::Alibi => {
                 for &(heads, _) in &shapes {
                     if !out.biases.iter().any(|(h, _)| *h == heads) {
-                        let bias = alibi(cx, seq, heads);
+                        let keys = if cx.step.is_some() {
+                            super::KV_SEQ
+                        } else {
+                            seq
+                        };
+                        let bias = alibi(cx, seq, keys, heads);
                         out.biases.push((heads, bias));
                     }
                 }
@@ -129,14 +137,43 @@ pub fn rope_tables(
     )
 }
 
+/// cos and sin of p·θ_i for given positions `pos` (f32 [B, T]): [B, T, rotated / 2].
+/// Step graphs use these: each row counts its positions over its real tokens.
+pub fn rope_tables_at(
+    cx: &mut Cx,
+    pos: NodeId,
+    head_dim: u64,
+    rope: Rope,
+) -> (NodeId, NodeId, Rope) {
+    let rot = rotated(head_dim, rope);
+    let s = cx.g.shape(pos).clone();
+    let shape = vec![s[0].clone(), s[1].clone(), Dim::c(rot / 2)];
+    let t =
+        cx.g.reshape(pos, vec![s[0].clone(), s[1].clone(), Dim::c(1)]);
+    let i = cx.g.iota(vec![Dim::c(rot / 2)], 0);
+    let exponent = cx.g.scale(i, -2.0 / rot as f64);
+    let theta = cx.g.constant(rope.theta);
+    let inv_freq = cx.g.binary(BinaryOp::Pow, theta, exponent);
+    let angle = cx.g.mul(t, inv_freq);
+    debug_assert_eq!(cx.g.shape(angle), &shape);
+    (
+        cx.g.unary(UnaryOp::Cos, angle),
+        cx.g.unary(UnaryOp::Sin, angle),
+        rope,
+    )
+}
+
 /// Applies RoPE to x [B, T, H, hd] (positions before heads, as projections come out):
-/// the tables become [T, 1, rotated / 2] to broadcast over the heads. Fusion then folds the
-/// rotation into the q/k projection's epilogue.
+/// the tables ([T, r] or, with given positions, [B, T, r]) get a unit heads axis before
+/// their last to broadcast over the heads. Fusion then folds the rotation into the q/k
+/// projection's epilogue.
 pub fn apply_rope_seq_major(cx: &mut Cx, x: NodeId, tables: &(NodeId, NodeId, Rope)) -> NodeId {
     let (cos, sin, rope) = *tables;
     let per_head = |cx: &mut Cx, t: NodeId| {
-        let s = cx.g.shape(t).clone();
-        cx.g.reshape(t, vec![s[0].clone(), Dim::c(1), s[1].clone()])
+        let mut s = cx.g.shape(t).clone();
+        let last = s.len() - 1;
+        s.insert(last, Dim::c(1));
+        cx.g.reshape(t, s)
     };
     let (cos, sin) = (per_head(cx, cos), per_head(cx, sin));
     apply_rope(cx, x, &(cos, sin, rope))
@@ -253,8 +290,11 @@ fn relative_bias(
 /// ALiBi (Press et al. 2022; BLOOM's `build_alibi_tensor`): head h adds slope_h · (key −
 /// query). With P the largest power of two ≤ H, heads h < P get 2^(−8(h+1)/P) and the
 /// remaining heads take every other slope of 2P heads: 2^(−4(2(h − P) + 1)/P).
-fn alibi(cx: &mut Cx, seq: &str, heads: u64) -> NodeId {
-    let shape = vec![Dim::c(1), Dim::c(heads), Dim::sym(seq), Dim::sym(seq)];
+///
+/// Queries are the last `seq` of the `keys` positions (a step graph's keys include the
+/// cached ones), so query i sits at `keys − seq + i`.
+fn alibi(cx: &mut Cx, seq: &str, keys: &str, heads: u64) -> NodeId {
+    let shape = vec![Dim::c(1), Dim::c(heads), Dim::sym(seq), Dim::sym(keys)];
     let p = 1u64 << (63 - heads.max(1).leading_zeros());
     let h = cx.g.iota(shape.clone(), 1);
     let two = cx.g.constant(2.0);
@@ -269,7 +309,16 @@ fn alibi(cx: &mut Cx, seq: &str, heads: u64) -> NodeId {
         let first = cx.g.binary(BinaryOp::Lt, h, limit);
         slope = cx.g.select(first, slope, extra);
     }
-    let q = cx.g.iota(shape.clone(), 2);
+    let mut q = cx.g.iota(shape.clone(), 2);
+    if keys != seq {
+        // + (keys − seq), as (max key index) − (max query index).
+        let kt = cx.g.iota(vec![Dim::sym(keys)], 0);
+        let kmax = cx.g.reduce(ReduceOp::Max, kt, 0);
+        let qt = cx.g.iota(vec![Dim::sym(seq)], 0);
+        let qmax = cx.g.reduce(ReduceOp::Max, qt, 0);
+        let past = cx.g.sub(kmax, qmax);
+        q = cx.g.add(q, past);
+    }
     let k = cx.g.iota(shape, 3);
     let rel = cx.g.sub(k, q);
     cx.g.mul(slope, rel)
@@ -311,7 +360,7 @@ mod tests {
             let spec = prog.elaborate("m").0.expect("valid spec");
             let mut cx = Cx::new(&spec, "alibi");
             let x = cx.g.input("x", vec![Dim::sym("seq")], DType::F32);
-            let bias = alibi(&mut cx, "seq", heads);
+            let bias = alibi(&mut cx, "seq", "seq", heads);
             cx.g.output("bias", bias);
             cx.g.output("x", x);
             let g = cx.finish().unwrap();

@@ -30,7 +30,7 @@ const MAX_INIT: f64 = -1e38;
 
 pub fn time_mix(cx: &mut Cx, x: NodeId, prefix: &str) -> Result<NodeId, String> {
     let p = |s: &str| format!("{prefix}.{s}");
-    let shifted = cx.g.shift(x, 1, 1);
+    let shifted = cx.token_shift(x, &p("shift"))?;
     let xk = token_mix(cx, x, shifted, &p("mix_k"));
     let xv = token_mix(cx, x, shifted, &p("mix_v"));
     let xr = token_mix(cx, x, shifted, &p("mix_r"));
@@ -47,13 +47,15 @@ pub fn time_mix(cx: &mut Cx, x: NodeId, prefix: &str) -> Result<NodeId, String> 
     let u = cx.param(&p("first"));
 
     let state = super::step_shape(cx.g.shape(k));
-    let num0 = cx.zeros(state.clone());
-    let den0 = cx.zeros(state.clone());
-    let max0 = cx.g.constant(MAX_INIT);
-    let max0 = cx.g.broadcast(max0, state);
+    let (num0, num) = cx.initial_state(&p("num"), state.clone(), 0.0);
+    let (den0, den) = cx.initial_state(&p("den"), state.clone(), 0.0);
+    let (max0, max) = cx.initial_state(&p("max"), state, MAX_INIT as f32);
     let body = wkv_body(cx, k, w)?;
     let outs =
         cx.g.scan(body, vec![num0, den0, max0], vec![k, v], vec![w, u], false);
+    cx.final_state(num, outs[0]);
+    cx.final_state(den, outs[1]);
+    cx.final_state(max, outs[2]);
     let wkv = outs[3];
 
     let gated = cx.g.mul(r, wkv);
@@ -62,7 +64,7 @@ pub fn time_mix(cx: &mut Cx, x: NodeId, prefix: &str) -> Result<NodeId, String> 
 
 pub fn channel_mix(cx: &mut Cx, x: NodeId, prefix: &str) -> Result<NodeId, String> {
     let p = |s: &str| format!("{prefix}.{s}");
-    let shifted = cx.g.shift(x, 1, 1);
+    let shifted = cx.token_shift(x, &p("shift"))?;
     let xk = token_mix(cx, x, shifted, &p("mix_k"));
     let xr = token_mix(cx, x, shifted, &p("mix_r"));
 

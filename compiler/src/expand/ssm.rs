@@ -312,9 +312,12 @@ fn recurrence(cx: &mut Cx, x: NodeId, prefix: &str, s: &Ssm) -> Result<NodeId, S
     body.output("y", y);
     let body = body.finish()?;
 
-    let init = vec![cx.zeros(state.clone()), cx.zeros(state)];
+    let (re0, re) = cx.initial_state(&format!("{prefix}.state_re"), state.clone(), 0.0);
+    let (im0, im) = cx.initial_state(&format!("{prefix}.state_im"), state, 0.0);
     let consts = vec![md.da.re, md.da.im, md.db.re, md.db.im, md.c.re, md.c.im];
-    let outs = cx.g.scan(body, init, vec![x], consts, false);
+    let outs = cx.g.scan(body, vec![re0, im0], vec![x], consts, false);
+    cx.final_state(re, outs[0]);
+    cx.final_state(im, outs[1]);
     Ok(skip(cx, outs[2], x, prefix))
 }
 

@@ -188,6 +188,10 @@ pub enum Op {
     TupleGet {
         index: usize,
     },
+    /// `x` [S, ..] with its last T rows along axis 0 replaced by `new` [T, ..] (T ≤ S):
+    /// `out[s] = s < S − T ? x[s] : new[s − (S − T)]`. A session's KV cache append:
+    /// packages run it in place on the state buffer, writing only the T new rows.
+    UpdateTail,
 }
 
 impl Op {
@@ -222,6 +226,7 @@ impl Op {
             Op::Attention { .. } => "attention".into(),
             Op::Scan { .. } => "scan".into(),
             Op::TupleGet { .. } => "get".into(),
+            Op::UpdateTail => "update_tail".into(),
         }
     }
 
@@ -231,7 +236,7 @@ impl Op {
             Op::Input { .. } | Op::Param { .. } | Op::Const { .. } | Op::Iota { .. } => 0,
             Op::Unary(_) | Op::Cast | Op::Reduce { .. } | Op::Reshape | Op::Permute { .. } => 1,
             Op::Broadcast | Op::Shift { .. } | Op::Slice { .. } | Op::TupleGet { .. } => 1,
-            Op::Binary(_) | Op::MatMul { .. } | Op::Gather => 2,
+            Op::Binary(_) | Op::MatMul { .. } | Op::Gather | Op::UpdateTail => 2,
             Op::Select => 3,
             Op::Attention {
                 has_bias,
@@ -364,6 +369,20 @@ pub fn infer_shape(op: &Op, inputs: &[Shape], given: Option<&Shape>) -> Result<S
             Ok(vec![q[0].clone(), q[1].clone(), q[2].clone(), v[3].clone()])
         }
         Op::Scan { .. } => Ok(Vec::new()),
+        Op::UpdateTail => {
+            let (x, new) = (&inputs[0], &inputs[1]);
+            if x.is_empty() || x.len() != new.len() || x[1..] != new[1..] {
+                return Err(format!(
+                    "update_tail of {x:?} by {new:?}: only axis 0 may differ"
+                ));
+            }
+            if let (Some(s), Some(t)) = (x[0].as_const(), new[0].as_const()) {
+                if t > s {
+                    return Err(format!("update_tail of {t} rows into {s}"));
+                }
+            }
+            Ok(x.clone())
+        }
     }
 }
 

@@ -85,6 +85,7 @@ fn attributes(op: &Op) -> String {
         | Op::Cast
         | Op::Reshape
         | Op::Broadcast
-        | Op::Gather => String::new(),
+        | Op::Gather
+        | Op::UpdateTail => String::new(),
     }
 }

@@ -150,6 +150,7 @@ fn read_node(line: &str, lines: &[&str], pos: &mut usize) -> Result<Node, String
             axis: num("axis")? as usize,
         },
         "gather" => Op::Gather,
+        "update_tail" => Op::UpdateTail,
         "attention" => Op::Attention {
             mask: read_mask(attr("mask")?)?,
             scale: attr("scale")?.parse().map_err(|_| "bad scale")?,

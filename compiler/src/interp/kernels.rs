@@ -435,3 +435,17 @@ pub fn gather(table: &F32Tensor, ids: &I64Tensor) -> Result<F32Tensor, String> {
     shape.extend_from_slice(&table.shape[1..]);
     Ok(Tensor { shape, data })
 }
+
+/// `x` [S, ..] with its last T rows replaced by `new` [T, ..].
+pub fn update_tail(x: &F32Tensor, new: &F32Tensor) -> Result<F32Tensor, String> {
+    let (Some(&s), Some(&t)) = (x.shape.first(), new.shape.first()) else {
+        return Err("update_tail of a scalar".into());
+    };
+    if t > s || x.shape[1..] != new.shape[1..] {
+        return Err(format!("update_tail of {:?} by {:?}", x.shape, new.shape));
+    }
+    let row: usize = x.shape[1..].iter().product();
+    let mut out = x.clone();
+    out.data[(s - t) * row..].copy_from_slice(&new.data);
+    Ok(out)
+}

@@ -233,6 +233,7 @@ fn eval_node(
                 .ok_or("scan output out of range")?,
             _ => return Err("`get` of a value that is not a tuple".into()),
         },
+        Op::UpdateTail => Value::F(k::update_tail(f(0)?, f(1)?)?),
     })
 }
 

@@ -18,6 +18,9 @@ use super::{
 use crate::graph::{DType, Dim, Graph, Node, NodeId, Op};
 use std::collections::HashMap;
 
+/// Graph inputs and outputs named `state:{name}` are session state (`BufKind::State`).
+pub const STATE: &str = "state:";
+
 /// Elementwise values read by more than one consumer are stored once their expression
 /// has more than this many operations.
 const SHARED_COST: usize = 4;
@@ -187,7 +190,8 @@ impl<'g, 'p> Cx<'g, 'p> {
                 | Op::Attention { .. }
                 | Op::Scan { .. }
                 | Op::Reduce { .. }
-                | Op::TupleGet { .. } => (true, 1),
+                | Op::TupleGet { .. }
+                | Op::UpdateTail => (true, 1),
                 Op::Const { .. } | Op::Iota { .. } => (false, 0),
                 Op::Reshape | Op::Permute { .. } | Op::Broadcast | Op::Slice { .. } => {
                     (false, input_cost)
@@ -408,6 +412,32 @@ impl<'g, 'p> Cx<'g, 'p> {
             }
             let elems = dim_elems(&node.shape);
             let b = match &node.op {
+                Op::Input { name } if name.starts_with(STATE) => {
+                    if self.is_body {
+                        return Err(format!("scan body input `{name}` has no buffer"));
+                    }
+                    let state = name[STATE.len()..].to_string();
+                    let b = self.p.buffer(
+                        BufKind::State(state.clone()),
+                        node.dtype == DType::I64,
+                        elems,
+                    );
+                    self.p.prog.states.push((state, b, node.shape.clone()));
+                    b
+                }
+                // In place: the new rows go straight into the state buffer.
+                Op::UpdateTail => {
+                    let x = node.inputs[0];
+                    let in_state =
+                        matches!(&self.node(x).op, Op::Input { name } if name.starts_with(STATE));
+                    if !in_state || self.users[x.0 as usize].len() != 1 || self.is_body {
+                        return Err(format!(
+                            "%{i} (update_tail): must be the only reader of a `{STATE}` input"
+                        ));
+                    }
+                    self.buf[x.0 as usize]
+                        .ok_or_else(|| format!("internal: %{} has no buffer", x.0))?
+                }
                 Op::Input { name } => {
                     if self.is_body {
                         return Err(format!("scan body input `{name}` has no buffer"));
@@ -443,7 +473,9 @@ impl<'g, 'p> Cx<'g, 'p> {
                         scan_outputs.entry(node.inputs[0]).or_default().push(id);
                     }
                     let kind = match self.g.outputs.iter().find(|(_, o)| *o == id) {
-                        Some((name, _)) if !self.is_body => BufKind::Output(name.clone()),
+                        Some((name, _)) if !self.is_body && !name.starts_with(STATE) => {
+                            BufKind::Output(name.clone())
+                        }
                         _ => BufKind::Temp,
                     };
                     self.p.buffer(kind, node.dtype == DType::I64, elems)
@@ -795,6 +827,22 @@ impl<'g, 'p> Cx<'g, 'p> {
                     }
                 }
                 Op::Scan { .. } => Body::Scan(Box::new(self.scan(id)?)),
+                Op::UpdateTail => {
+                    let (x, new) = (node.inputs[0], node.inputs[1]);
+                    let rows = self.dim(&self.node(x).shape[0])?;
+                    let new_shape = &self.node(new).shape;
+                    let extents = self.extents(new_shape)?;
+                    let row = self
+                        .extents(&new_shape[1..])?
+                        .into_iter()
+                        .fold(Ix::c(1), Ix::mul);
+                    Body::Map {
+                        out: self.out_buf(id)?,
+                        offset: rows.sub(extents[0].clone()).mul(row),
+                        expr: self.value(new, &Self::vars(extents.len()))?,
+                        extents,
+                    }
+                }
                 _ if self.host_of.contains_key(&id) => {
                     let m = self.host_of[&id];
                     Body::MatMul(Box::new(self.matmul(m, Some(id))?))
@@ -809,6 +857,7 @@ impl<'g, 'p> Cx<'g, 'p> {
                     let extents = self.extents(&node.shape)?;
                     Body::Map {
                         out: self.out_buf(id)?,
+                        offset: Ix::c(0),
                         expr: self.define(id, &Self::vars(extents.len()))?,
                         extents,
                     }
@@ -1166,6 +1215,50 @@ impl<'g, 'p> Cx<'g, 'p> {
         for (name, id) in self.g.outputs.clone() {
             let node = self.node(id);
             let b = self.out_buf(id)?;
+            if let Some(state) = name.strip_prefix(STATE) {
+                // A new state: written over the session's buffer of the same name, after
+                // every kernel that reads the old one.
+                let Some(&(_, sb, _)) = self.p.prog.states.iter().find(|(n, _, _)| n == state)
+                else {
+                    return Err(format!("output `{name}` has no `{name}` input"));
+                };
+                if sb != b {
+                    let extents = self.extents(&node.shape)?;
+                    let mut expr = self.value(id, &Self::vars(extents.len()))?;
+                    let mut reads = Vec::new();
+                    expr.visit_bufs(&mut |x| reads.push(x));
+                    if reads.contains(&sb) {
+                        // The new value reads the old one elsewhere (a convolution window
+                        // moving by one): computed into a temp first, then copied over.
+                        let tmp = self.p.buffer(BufKind::Temp, false, dim_elems(&node.shape));
+                        self.kernels.push(Kernel {
+                            name: format!("next_{state}"),
+                            body: Body::Map {
+                                out: tmp,
+                                offset: Ix::c(0),
+                                extents: extents.clone(),
+                                expr,
+                            },
+                        });
+                        let strides = self.contiguous(&node.shape)?;
+                        let at = Self::vars(extents.len())
+                            .into_iter()
+                            .zip(strides)
+                            .fold(Ix::c(0), |acc, (v, s)| acc.add(v.mul(s)));
+                        expr = Expr::Load(tmp, Box::new(at));
+                    }
+                    self.kernels.push(Kernel {
+                        name: format!("state_{state}"),
+                        body: Body::Map {
+                            out: sb,
+                            offset: Ix::c(0),
+                            extents,
+                            expr,
+                        },
+                    });
+                }
+                continue;
+            }
             let own = matches!(&self.p.prog.buffers[b].kind, BufKind::Output(n) if *n == name);
             let out = if own {
                 b
@@ -1177,7 +1270,12 @@ impl<'g, 'p> Cx<'g, 'p> {
                 let expr = self.value(id, &Self::vars(extents.len()))?;
                 self.kernels.push(Kernel {
                     name: format!("output_{name}"),
-                    body: Body::Map { out, extents, expr },
+                    body: Body::Map {
+                        out,
+                        offset: Ix::c(0),
+                        extents,
+                        expr,
+                    },
                 });
                 out
             };

@@ -81,6 +81,9 @@ pub enum BufKind {
     Input(String),
     Param(String),
     Output(String),
+    /// Session state (a KV cache, a recurrent state) that lives across calls: owned by the
+    /// runtime's session, read and written in place by the kernels.
+    State(String),
     Temp,
 }
 
@@ -167,10 +170,12 @@ pub struct Scan {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Body {
-    /// `out[v0, …, v(r-1)] = expr` over `extents`, `out` contiguous. Parallel over all
-    /// axes but the last, which is the vector axis.
+    /// `out[offset + linear(v0, …, v(r-1))] = expr` over `extents`, `out` contiguous from
+    /// `offset` (0 but for a KV-cache append, which writes the new rows of a state
+    /// buffer). Parallel over all axes but the last, which is the vector axis.
     Map {
         out: BufId,
+        offset: Ix,
         extents: Vec<Ix>,
         expr: Expr,
     },
@@ -207,6 +212,8 @@ pub struct Program {
     pub outputs: Vec<(String, BufId, Vec<Dim>)>,
     /// Parameters: canonical name, buffer, shape.
     pub params: Vec<(String, BufId, Vec<Dim>)>,
+    /// Session state: name, buffer, shape (the graph's `state:{name}` input and output).
+    pub states: Vec<(String, BufId, Vec<Dim>)>,
     /// Arena slot of each temp buffer (after [`plan::assign_slots`]).
     pub slots: Vec<Option<usize>>,
     pub slot_count: usize,
@@ -453,8 +460,18 @@ impl Kernel {
 
     fn visit_bufs(&self, f: &mut dyn FnMut(BufId)) {
         match &self.body {
-            Body::Map { out, extents, expr }
-            | Body::Reduce {
+            Body::Map {
+                out,
+                offset,
+                extents,
+                expr,
+            } => {
+                f(*out);
+                offset.visit_bufs(f);
+                extents.iter().for_each(|e| e.visit_bufs(f));
+                expr.visit_bufs(f);
+            }
+            Body::Reduce {
                 out, extents, expr, ..
             } => {
                 f(*out);
@@ -496,8 +513,18 @@ impl Kernel {
     /// Calls `f` on every buffer reference, mutably (renaming), nested bodies included.
     pub fn rename_bufs(&mut self, f: &mut dyn FnMut(&mut BufId)) {
         match &mut self.body {
-            Body::Map { out, extents, expr }
-            | Body::Reduce {
+            Body::Map {
+                out,
+                offset,
+                extents,
+                expr,
+            } => {
+                f(out);
+                offset.rename_bufs(f);
+                extents.iter_mut().for_each(|e| e.rename_bufs(f));
+                expr.rename_bufs(f);
+            }
+            Body::Reduce {
                 out, extents, expr, ..
             } => {
                 f(out);

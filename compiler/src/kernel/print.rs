@@ -14,6 +14,7 @@ pub fn print(p: &Program) -> String {
             BufKind::Input(n) => format!("input {n}"),
             BufKind::Param(n) => format!("param {n}"),
             BufKind::Output(n) => format!("output {n}"),
+            BufKind::State(n) => format!("state {n}"),
             BufKind::Temp => match p.slots.get(b.id).copied().flatten() {
                 Some(slot) => format!("temp slot {slot}"),
                 None => "temp".into(),
@@ -37,14 +38,23 @@ fn kernel(s: &mut String, i: usize, k: &Kernel, depth: usize) {
     let pad = "  ".repeat(depth);
     let _ = write!(s, "{pad}kernel k{i} {} ", k.name);
     match &k.body {
-        Body::Map { out, extents, expr } => {
+        Body::Map {
+            out,
+            offset,
+            extents,
+            expr,
+        } => {
             let _ = writeln!(
                 s,
                 "map [{}] parallel {} vector 1",
                 list(extents),
                 extents.len().saturating_sub(1)
             );
-            let _ = writeln!(s, "{pad}  b{out}[linear] = {}", e(expr));
+            let at = match offset.as_const() {
+                Some(0) => String::new(),
+                _ => format!("{} + ", ix(offset)),
+            };
+            let _ = writeln!(s, "{pad}  b{out}[{at}linear] = {}", e(expr));
         }
         Body::Reduce {
             out,

@@ -163,6 +163,7 @@ mod tests {
                     seq_multiple_of: 1,
                 },
                 inputs: vec![],
+                states: vec![],
                 outputs: vec![],
                 params: table
                     .iter()

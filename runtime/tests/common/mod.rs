@@ -166,6 +166,7 @@ pub fn manifest() -> Manifest {
             buffer: 4,
         }],
         params,
+        states: vec![],
         namings: vec![canonical],
         buffers: vec![
             buffer(0, BufferKind::Input, Dtype::I64, bs(), None),
@@ -204,6 +205,7 @@ pub fn manifest() -> Manifest {
             "forward".to_string(),
             Entry {
                 kernels: vec![0, 1],
+                package: None,
             },
         )]
         .into(),

@@ -312,7 +312,12 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         };
         let (begin, end) = (ir.param_int(fi, nb + 2)?, ir.param_int(fi, nb + 3)?);
         match &k.body {
-            Body::Map { out, extents, expr } => self.map(&fx, begin, end, *out, extents, expr)?,
+            Body::Map {
+                out,
+                offset,
+                extents,
+                expr,
+            } => self.map(&fx, begin, end, *out, offset, extents, expr)?,
             Body::Reduce {
                 out,
                 extents,
@@ -578,12 +583,14 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         Ok(out)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn map(
         &self,
         fx: &Fx<'ctx>,
         begin: IntValue<'ctx>,
         end: IntValue<'ctx>,
         out: BufId,
+        offset: &Ix,
         extents: &[Ix],
         expr: &Expr,
     ) -> IrResult<()> {
@@ -592,7 +599,11 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             .iter()
             .map(|x| self.ix(fx, x, &[]))
             .collect::<IrResult<_>>()?;
-        let outp = self.buf(fx, out)?;
+        let mut outp = self.buf(fx, out)?;
+        if offset.as_const() != Some(0) {
+            let off = self.ix(fx, offset, &[])?;
+            outp = ir.at(outp, off)?;
+        }
         if ext.is_empty() {
             let v = self.expr(fx, expr, &[])?;
             return ir.store(outp, v);

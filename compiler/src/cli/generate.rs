@@ -1,0 +1,168 @@
+//! `archc generate FILE[:MODEL]|PKG --weights W --inputs I --max-new-tokens N --out O`:
+//! token-by-token generation with the model's step program (built and cached from the
+//! spec, or the `step` program of a built package), greedy or sampled.
+
+use super::load_model;
+use crate::interp::Value;
+use crate::package::{build, BuildOptions};
+use crate::tensor::Tensor;
+use crate::tensor_io::{read_values, write_values};
+use arch_runtime::generate::{Decoding, GenerateOptions, Generated, Generator, Sampling};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub struct GenerateArgs<'a> {
+    pub target: &'a str,
+    pub weights: &'a Path,
+    pub inputs: &'a Path,
+    pub max_new_tokens: usize,
+    pub out: &'a Path,
+    pub save_logits: bool,
+    pub temperature: Option<f32>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f32>,
+    pub seed: Option<u64>,
+    pub eos: &'a [i64],
+    pub pad: Option<i64>,
+    pub threads: usize,
+}
+
+pub fn run(args: &GenerateArgs) -> ExitCode {
+    match generate(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The step package of a target: the given package directory, or the spec's step program
+/// built into (or served from) the package cache.
+pub fn step_package(target: &str) -> Result<PathBuf, String> {
+    let dir = Path::new(target);
+    if dir.join("manifest.json").is_file() {
+        return Ok(dir.to_path_buf());
+    }
+    let Some(spec) = load_model(target) else {
+        return Err("the spec has errors".into());
+    };
+    if let Some(why) = crate::expand::step_unsupported(&spec) {
+        return Err(why);
+    }
+    let opts = BuildOptions {
+        step: true,
+        ..BuildOptions::host()?
+    };
+    Ok(build(&spec, &opts, None)?.dir)
+}
+
+/// Decoding settings from the command line: greedy unless a sampling option is given.
+pub fn decoding(
+    temperature: Option<f32>,
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+    seed: Option<u64>,
+) -> Decoding {
+    if temperature.is_none() && top_k.is_none() && top_p.is_none() && seed.is_none() {
+        return Decoding::Greedy;
+    }
+    Decoding::Sample(Sampling {
+        temperature: temperature.unwrap_or(1.0),
+        top_k: top_k.unwrap_or(0),
+        top_p: top_p.unwrap_or(1.0),
+        seed: seed.unwrap_or(0),
+    })
+}
+
+fn generate(args: &GenerateArgs) -> Result<(), String> {
+    let mut inputs = read_values(args.inputs)?;
+    let (ids, batch) = match inputs.remove("input_ids") {
+        Some(Value::I(t)) if t.shape.len() == 2 => (t.data, t.shape[0]),
+        Some(v) => {
+            return Err(format!(
+                "{}: `input_ids` must be an integer tensor [batch, seq], not {:?}",
+                args.inputs.display(),
+                v.shape()
+            ))
+        }
+        None => return Err(format!("{} has no `input_ids`", args.inputs.display())),
+    };
+    let mask = match inputs.remove("attention_mask") {
+        Some(Value::I(t)) => Some(t.data),
+        Some(_) => return Err("`attention_mask` must be an integer tensor".into()),
+        None => None,
+    };
+    if let Some(other) = inputs.keys().next() {
+        return Err(format!(
+            "{}: generation takes `input_ids` and `attention_mask`, not `{other}`",
+            args.inputs.display()
+        ));
+    }
+    let dir = step_package(args.target)?;
+    let mut generator =
+        Generator::load(&dir, args.weights, args.threads).map_err(|e| e.to_string())?;
+    let opts = GenerateOptions {
+        max_new_tokens: args.max_new_tokens,
+        decoding: decoding(args.temperature, args.top_k, args.top_p, args.seed),
+        eos: args.eos.to_vec(),
+        pad: args.pad.or(args.eos.first().copied()).unwrap_or(0),
+        save_logits: args.save_logits,
+    };
+    let out = generator
+        .generate(&ids, mask.as_deref(), batch, &opts, |_| {})
+        .map_err(|e| e.to_string())?;
+    write_generated(args.out, &out)?;
+    report(&out);
+    Ok(())
+}
+
+/// Writes `tokens` [batch, len] i64 and, when kept, `logits` [batch, new, vocab] f32.
+pub fn write_generated(path: &Path, out: &Generated) -> Result<(), String> {
+    let mut tensors = vec![(
+        "tokens".to_string(),
+        Value::I(Tensor {
+            shape: vec![out.batch, out.len],
+            data: out.tokens.clone(),
+        }),
+    )];
+    if let Some(l) = &out.logits {
+        tensors.push((
+            "logits".to_string(),
+            Value::F(Tensor {
+                shape: vec![
+                    out.batch,
+                    l.len() / (out.batch * out.vocab).max(1),
+                    out.vocab,
+                ],
+                data: l.clone(),
+            }),
+        ));
+    }
+    write_values(path, &tensors)
+}
+
+/// Timing on stderr: prefill, then new tokens per second over the whole batch.
+pub fn report(out: &Generated) {
+    let new = out.decode_steps * out.batch;
+    let per_s = if out.decode_seconds > 0.0 {
+        new as f64 / out.decode_seconds
+    } else {
+        0.0
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "generated {} × {} tokens: prefill {:.1} ms, decode {:.1} tokens/s ({:.2} ms per step), {:.1} KiB of cache",
+        out.batch,
+        out.len,
+        out.prefill_seconds * 1e3,
+        per_s,
+        if out.decode_steps > 0 {
+            out.decode_seconds * 1e3 / out.decode_steps as f64
+        } else {
+            0.0
+        },
+        out.state_bytes as f64 / 1024.0
+    );
+}
