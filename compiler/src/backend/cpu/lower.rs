@@ -265,7 +265,12 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             .module
             .add_function(&format!("{name}_body"), body_ty, Some(Linkage::Internal));
         ir.add_fn_attrs(fi, &[]);
-        ir.mark_noalias(fi, &(0..bufs_list.len() as u32).collect::<Vec<_>>());
+        // Not for a scan: its body kernels reach the same buffers through the argument
+        // table, which `noalias` parameters would forbid (LLVM then forwards the initial
+        // copy of an in-place state to its final copy, skipping every step's update).
+        if !matches!(k.body, Body::Scan(_)) {
+            ir.mark_noalias(fi, &(0..bufs_list.len() as u32).collect::<Vec<_>>());
+        }
         let nb = bufs_list.len() as u32;
 
         let f = ir.module.add_function(name, self.fn_type(), Some(linkage));

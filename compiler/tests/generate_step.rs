@@ -1,0 +1,292 @@
+//! Step graphs (the `prefill` / `decode` entry points) against the forward graph, in the
+//! reference evaluator: feeding a prompt through the step graph in pieces — the caches and
+//! recurrent states carried from call to call — must give, at every call, the logits the
+//! forward graph gives at that position. Every decoder cell the step graph supports is
+//! covered: attention (GPT-2's learned positions, LLaMA's RoPE and GQA, ALiBi, sliding
+//! windows), Mamba, RWKV-4, S4 and a hybrid stack.
+
+mod common;
+
+use arch_dsl::elab::Program;
+use arch_dsl::spec::ArchSpec;
+use archc::autodiff::check::Rng;
+use archc::expand::{forward, step, ExpandOptions};
+use archc::graph::Op;
+use archc::interp::{run, Params, Value};
+use archc::tensor::{F32Tensor, Tensor};
+use common::{fixture, random_params, spec_of, TINY_S4, TOLERANCE};
+use std::collections::HashMap;
+
+fn spec(src: &str, model: &str) -> ArchSpec {
+    let prog = Program::from_source("t.arch", src.to_string(), None);
+    prog.elaborate(model).0.expect("valid spec")
+}
+
+fn ids(rng: &mut Rng, b: usize, t: usize, vocab: u64) -> Vec<i64> {
+    (0..b * t)
+        .map(|_| (((rng.uniform() as f64 + 1.0) / 2.0 * vocab as f64) as i64).min(vocab as i64 - 1))
+        .collect()
+}
+
+fn int(shape: Vec<usize>, data: Vec<i64>) -> Value {
+    Value::I(Tensor { shape, data })
+}
+
+/// The step graph's logits at each position of a `t`-token prompt of `b` rows fed in
+/// `chunks` (token counts summing to `t`; recurrent models take one token per call),
+/// against the forward graph's. Returns the largest relative error over calls.
+fn step_error(spec: &ArchSpec, b: usize, t: usize, chunks: &[usize]) -> f64 {
+    assert_eq!(chunks.iter().sum::<usize>(), t);
+    let mut rng = Rng::new(5);
+    let params: Params = random_params(&mut rng, spec, (1e-2, 0.1));
+    let prompt = ids(&mut rng, b, t, spec.vocab);
+    let fwd = forward(
+        spec,
+        &ExpandOptions {
+            recurrent_ssm: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let inputs = HashMap::from([("input_ids".to_string(), int(vec![b, t], prompt.clone()))]);
+    let out = run(&fwd, &inputs, &params).unwrap();
+    let logits = out
+        .iter()
+        .find(|(n, _)| n == "logits")
+        .unwrap()
+        .1
+        .as_f32()
+        .unwrap()
+        .clone();
+    let vocab = spec.vocab as usize;
+
+    let g = step(spec).unwrap().graph;
+    let mut states: HashMap<String, F32Tensor> = HashMap::new();
+    let mut done = 0;
+    let mut worst = 0f64;
+    for &c in chunks {
+        let kv = done + c;
+        let mut inputs = HashMap::new();
+        let col = |v: &[i64]| -> Vec<i64> {
+            v.chunks(t)
+                .flat_map(|r| r[done..done + c].to_vec())
+                .collect()
+        };
+        inputs.insert("input_ids".to_string(), int(vec![b, c], col(&prompt)));
+        let pos: Vec<i64> = (0..b)
+            .flat_map(|_| (done..done + c).map(|p| p as i64))
+            .collect();
+        inputs.insert("position_ids".to_string(), int(vec![b, c], pos));
+        inputs.insert(
+            "attention_mask".to_string(),
+            int(vec![b, kv], vec![1; b * kv]),
+        );
+        let bind = HashMap::from([
+            ("batch".to_string(), b),
+            ("seq".to_string(), c),
+            ("kv_seq".to_string(), kv),
+        ]);
+        for &id in &g.inputs {
+            let node = g.node(id);
+            let Op::Input { name } = &node.op else {
+                continue;
+            };
+            let Some(state) = name.strip_prefix("state:") else {
+                continue;
+            };
+            let shape: Vec<usize> = node.shape.iter().map(|d| d.eval(&bind).unwrap()).collect();
+            let n: usize = shape.iter().product();
+            // Caches grow along axis 0: the old rows first, zeros where the new ones go.
+            let mut data = states
+                .get(state)
+                .map(|s| s.data.clone())
+                .unwrap_or_default();
+            if data.is_empty() {
+                let init = if state.ends_with(".max") { -1e38 } else { 0.0 };
+                data = vec![init; n];
+            }
+            data.resize(n, 0.0);
+            inputs.insert(name.clone(), Value::F(Tensor { shape, data }));
+        }
+        inputs.retain(|k, _| {
+            g.inputs
+                .iter()
+                .any(|&id| matches!(&g.node(id).op, Op::Input { name } if name == k))
+        });
+        let out = run(&g, &inputs, &params).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+        for (name, v) in &out {
+            if let Some(state) = name.strip_prefix("state:") {
+                states.insert(state.to_string(), v.as_f32().unwrap().clone());
+            }
+        }
+        let got = out
+            .iter()
+            .find(|(n, _)| n == "logits")
+            .unwrap()
+            .1
+            .as_f32()
+            .unwrap();
+        assert_eq!(got.shape, vec![b, 1, vocab], "{}", spec.name);
+        // The forward graph's logits at position kv − 1 of every row.
+        let want = Tensor {
+            shape: vec![b, 1, vocab],
+            data: (0..b)
+                .flat_map(|r| {
+                    let at = (r * t + kv - 1) * vocab;
+                    logits.data[at..at + vocab].to_vec()
+                })
+                .collect(),
+        };
+        let err = got.rel_max_diff(&want);
+        eprintln!("{} {b}×{t}, call of {c} ending at {kv}: {err:e}", spec.name);
+        worst = worst.max(err);
+        done = kv;
+    }
+    worst
+}
+
+fn check(spec: &ArchSpec, b: usize, t: usize, chunks: &[usize]) {
+    let err = step_error(spec, b, t, chunks);
+    assert!(
+        err <= TOLERANCE,
+        "{}: step logits differ by {err:e}",
+        spec.name
+    );
+}
+
+#[test]
+fn attention_decoders_step_like_the_forward_graph() {
+    for name in ["gpt2", "llama", "openai_gpt"] {
+        let s = spec_of(&fixture(&format!("hf/{name}")));
+        // A prompt of 4, then single tokens: prefill then decode.
+        check(&s, 2, 7, &[4, 1, 1, 1]);
+    }
+}
+
+#[test]
+fn alibi_and_sliding_windows_step_like_the_forward_graph() {
+    let src = "
+model alibi {
+    vocab = 31  d_model = 12  context = 32
+    norm = layernorm(eps = 1e-5)  placement = pre  position = alibi
+    decoder { layers = 2  attention { heads = 3 }  mlp { hidden = 20  act = gelu } }
+}
+model window : alibi {
+    d_model = 16
+    position = rope(theta = 10000.0)
+    decoder.attention.heads = 4
+    decoder.attention.kv_heads = 2
+    decoder.attention.mask = sliding(window = 3)
+}";
+    check(&spec(src, "alibi"), 2, 6, &[3, 1, 2]);
+    check(&spec(src, "window"), 1, 8, &[2, 1, 1, 1, 1, 1, 1]);
+}
+
+#[test]
+fn recurrent_decoders_step_like_the_forward_graph() {
+    for name in ["mamba", "rwkv"] {
+        let s = spec_of(&fixture(&format!("hf/{name}")));
+        check(&s, 2, 6, &[1; 6]);
+    }
+    check(&spec(TINY_S4, "tiny"), 2, 6, &[1; 6]);
+    check(&spec(TINY_S4, "tiny_zoh"), 1, 5, &[1; 5]);
+}
+
+#[test]
+fn hybrid_stacks_step_like_the_forward_graph() {
+    let src = "
+block mamba_block { mamba { d_state = 4  d_conv = 3  expand = 2 } }
+block attn_block { attention { heads = 2 }  mlp { hidden = 24  act = swiglu } }
+model hybrid {
+    vocab = 29  d_model = 16  context = 32
+    norm = rmsnorm(eps = 1e-5)  placement = pre  position = rope(theta = 10000.0)
+    decoder { stack = [mamba_block, attn_block] * 1 }
+}";
+    check(&spec(src, "hybrid"), 2, 5, &[1; 5]);
+}
+
+/// Generation with the compiled step program (`Generator`, CPU kernels) against the
+/// forward graph in the evaluator: the logits that chose each new token must be the
+/// forward graph's logits at that position of the generated sequence.
+fn generated_error(spec: &ArchSpec, b: usize, t: usize, n: usize) -> f64 {
+    use arch_runtime::generate::{Decoding, GenerateOptions, Generator};
+    let mut rng = Rng::new(9);
+    let params: Params = random_params(&mut rng, spec, (1e-2, 0.1));
+    let prompt = ids(&mut rng, b, t, spec.vocab);
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("w.safetensors");
+    let list: Vec<_> = params.clone().into_iter().collect();
+    archc::tensor_io::write_f32(&weights, &list).unwrap();
+    let opts = archc::package::BuildOptions {
+        step: true,
+        cache: false,
+        ..archc::package::BuildOptions::host().unwrap()
+    };
+    let pkg = dir.path().join("step");
+    archc::package::build(spec, &opts, Some(&pkg)).unwrap();
+    let mut generator = Generator::load(&pkg, &weights, 2).unwrap();
+    let out = generator
+        .generate(
+            &prompt,
+            None,
+            b,
+            &GenerateOptions {
+                max_new_tokens: n,
+                decoding: Decoding::Greedy,
+                eos: vec![],
+                pad: 0,
+                save_logits: true,
+            },
+            |_| {},
+        )
+        .unwrap();
+    let got = out.logits.unwrap();
+    let fwd = forward(
+        spec,
+        &ExpandOptions {
+            recurrent_ssm: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let len = t + n;
+    let inputs = HashMap::from([(
+        "input_ids".to_string(),
+        int(vec![b, len], out.tokens.clone()),
+    )]);
+    let res = run(&fwd, &inputs, &params).unwrap();
+    let logits = res
+        .iter()
+        .find(|(n, _)| n == "logits")
+        .unwrap()
+        .1
+        .as_f32()
+        .unwrap();
+    let vocab = spec.vocab as usize;
+    let want: Vec<f32> = (0..b)
+        .flat_map(|r| {
+            let at = (r * len + t - 1) * vocab;
+            logits.data[at..at + n * vocab].to_vec()
+        })
+        .collect();
+    let shape = vec![b, n, vocab];
+    let err = Tensor {
+        shape: shape.clone(),
+        data: got,
+    }
+    .rel_max_diff(&Tensor { shape, data: want });
+    eprintln!("{}: {b}×{t} + {n} generated: {err:e}", spec.name);
+    err
+}
+
+#[test]
+fn generated_logits_equal_the_forward_graph() {
+    for name in ["gpt2", "llama", "mamba", "rwkv"] {
+        let s = spec_of(&fixture(&format!("hf/{name}")));
+        let err = generated_error(&s, 2, 4, 5);
+        assert!(err <= TOLERANCE, "{name}: {err:e}");
+    }
+    let s = spec(TINY_S4, "tiny");
+    let err = generated_error(&s, 2, 3, 5);
+    assert!(err <= TOLERANCE, "s4: {err:e}");
+}
