@@ -32,9 +32,29 @@ pub struct BuildOptions {
     pub cache: bool,
     /// Print what happens to stderr.
     pub verbose: bool,
-    /// Build the step program (`prefill` and `decode`, with session state) instead of
-    /// `forward`.
-    pub step: bool,
+    /// Which program: `forward`, the step program (`prefill` and `decode`, with session
+    /// state) or an encoder-decoder's `encode`.
+    pub kind: PackageKind,
+}
+
+/// The program a package holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackageKind {
+    Forward,
+    Step,
+    Encode,
+}
+
+impl PackageKind {
+    /// The entry points the program serves.
+    fn entries(self) -> &'static [&'static str] {
+        match self {
+            PackageKind::Forward => &["forward"],
+            // One step program serves prefill (seq = the prompt) and decode (seq = 1).
+            PackageKind::Step => &["prefill", "decode"],
+            PackageKind::Encode => &["encode"],
+        }
+    }
 }
 
 impl BuildOptions {
@@ -45,7 +65,7 @@ impl BuildOptions {
             outputs: Vec::new(),
             cache: true,
             verbose: false,
-            step: false,
+            kind: PackageKind::Forward,
         })
     }
 }
@@ -78,7 +98,7 @@ fn compiler_build() -> String {
 /// The cache key of a build.
 pub fn cache_key(spec: &ArchSpec, opts: &BuildOptions) -> String {
     let text = format!(
-        "{:?}\n{}\n{}:{}:{:?}\n{}\n{:?}\n{}",
+        "{:?}\n{}\n{}:{}:{:?}\n{}\n{:?}\n{:?}",
         spec,
         compiler_build(),
         opts.target.cpu,
@@ -86,7 +106,7 @@ pub fn cache_key(spec: &ArchSpec, opts: &BuildOptions) -> String {
         opts.target.isa,
         opts.attention_mask,
         opts.outputs,
-        opts.step
+        opts.kind
     );
     format!("{}-{:016x}", spec.name, fnv(&text))
 }
@@ -119,38 +139,48 @@ const FILES: &[&str] = &[
     "kernels.ll",
 ];
 
-/// The subdirectory of a package that holds its step program.
+/// The subdirectories of a package that hold its step program and an encoder-decoder's
+/// encoder program.
 pub const STEP_DIR: &str = "step";
+pub const ENCODE_DIR: &str = "encode";
 
 /// Builds `spec` into `out` (into the cache when `out` is `None`). A forward package
 /// written to `out` of a model that can generate also gets its step program in
-/// `out/step`, and its manifest lists the `prefill` and `decode` entries that run it.
+/// `out/step` (and an encoder-decoder its encoder in `out/encode`), and its manifest lists
+/// the `prefill`, `decode` (and `encode`) entries that run them.
 pub fn build(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result<Built, String> {
+    let start = Instant::now();
     let built = build_one(spec, opts, out)?;
     if let Some(o) = out {
-        if !opts.step && crate::expand::step_unsupported(spec).is_none() {
-            let step_opts = BuildOptions {
-                step: true,
-                outputs: Vec::new(),
-                attention_mask: false,
-                ..opts.clone()
-            };
-            build_one(spec, &step_opts, Some(&o.join(STEP_DIR)))?;
+        if opts.kind == PackageKind::Forward && crate::expand::step_unsupported(spec).is_none() {
+            let mut subs = vec![(PackageKind::Step, STEP_DIR)];
+            if spec.encoder.is_some() {
+                subs.push((PackageKind::Encode, ENCODE_DIR));
+            }
             let mut m = arch_runtime::Manifest::read(o).map_err(|e| e.to_string())?;
-            for entry in ["prefill", "decode"] {
-                m.entries.insert(
-                    entry.to_string(),
-                    Entry {
-                        kernels: Vec::new(),
-                        package: Some(STEP_DIR.to_string()),
-                    },
-                );
+            for (kind, dir) in subs {
+                let sub = BuildOptions {
+                    kind,
+                    outputs: Vec::new(),
+                    attention_mask: false,
+                    ..opts.clone()
+                };
+                build_one(spec, &sub, Some(&o.join(dir)))?;
+                for entry in kind.entries() {
+                    m.entries.insert(
+                        entry.to_string(),
+                        Entry {
+                            kernels: Vec::new(),
+                            package: Some(dir.to_string()),
+                        },
+                    );
+                }
             }
             m.write(o).map_err(|e| e.to_string())?;
         }
     }
     Ok(Built {
-        seconds: built.seconds,
+        seconds: start.elapsed().as_secs_f64(),
         ..built
     })
 }
@@ -231,9 +261,15 @@ fn copy_files(from: &Path, to: &Path) -> Result<(), String> {
 /// The forward graph a package computes: expanded, pruned to the requested outputs,
 /// simplified (identities folded, common subexpressions merged).
 pub fn package_graph(spec: &ArchSpec, opts: &BuildOptions) -> Result<Graph, String> {
-    if opts.step {
-        let step = crate::expand::step(spec)?;
-        return Ok(crate::passes::simplify(&step.graph));
+    match opts.kind {
+        PackageKind::Step => {
+            let step = crate::expand::step(spec)?;
+            return Ok(crate::passes::simplify(&step.graph));
+        }
+        PackageKind::Encode => {
+            return Ok(crate::passes::simplify(&crate::expand::encode(spec)?));
+        }
+        PackageKind::Forward => {}
     }
     let full = forward(
         spec,
@@ -354,7 +390,7 @@ fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(),
     };
     let namings = crate::weights::manifest_namings(spec);
     let mut manifest = manifest(&spec.name, limits, namings, opts, &prog, &lowered)?;
-    if opts.step {
+    if opts.kind == PackageKind::Step {
         let inits = crate::expand::step(spec)?.inits;
         for s in &mut manifest.states {
             s.init = inits
@@ -474,13 +510,7 @@ fn manifest(
         })
         .collect();
     let mut entries = BTreeMap::new();
-    // A step program serves both prefill (seq = the prompt) and decode (seq = 1).
-    let names: &[&str] = if opts.step {
-        &["prefill", "decode"]
-    } else {
-        &["forward"]
-    };
-    for name in names {
+    for name in opts.kind.entries() {
         entries.insert(
             name.to_string(),
             Entry {

@@ -1,7 +1,10 @@
-//! `archc generate`'s path (the step program built from the spec, run by the runtime's
-//! `Generator`) against Hugging Face `generate` on the committed tiny models: greedy
-//! tokens identical and the logits that chose them within 1e-4 relative
-//! (`tests/fixtures/hf/*/generate*.safetensors`, made by `tools/make_generate_fixtures.py`).
+//! `archc generate`'s path (a package built with its step program — and an
+//! encoder-decoder's encode program — run by the runtime's `Generator`) against Hugging
+//! Face `generate` on the committed tiny models: greedy tokens identical and the logits
+//! that chose them within 1e-4 relative (`tests/fixtures/hf/*/generate*.safetensors`, made
+//! by `tools/make_generate_fixtures.py`). Decoder-only: GPT-2 (also a left-padded batch),
+//! GPT-1, LLaMA (GQA, left-padded), Mamba, RWKV-4; encoder-decoders: T5 (relative bias in
+//! the cached decoder), BART.
 
 mod common;
 
@@ -28,37 +31,42 @@ fn check(name: &str, file: &str) {
     let mask = want.get("attention_mask").map(|m| ints(m).1);
     let (tok_shape, tokens) = ints(&want["tokens"]);
     let logits = want["logits"].as_f32().unwrap().clone();
-    let n = tok_shape[1] - shape[1];
+    // Encoder-decoders start the decoder from this token; decoder-only models continue
+    // the prompt.
+    let start = want.get("decoder_start_token_id").map(|v| ints(v).1[0]);
+    let prompt_len = if start.is_some() { 1 } else { shape[1] };
+    let n = tok_shape[1] - prompt_len;
     assert!(n > 0, "{name}: no new tokens in the fixture");
 
+    // A package built with `archc build -o`: forward, plus the step (and encode)
+    // programs the generator loads from its subdirectories.
     let out_dir = tempfile::tempdir().unwrap();
     let opts = BuildOptions {
-        step: true,
         cache: false,
         ..BuildOptions::host().unwrap()
     };
-    let pkg = out_dir.path().join("step");
-    build(&spec, &opts, Some(&pkg)).unwrap();
-    let mut generator = Generator::load(&pkg, &dir.join("model.safetensors"), 2).unwrap();
+    build(&spec, &opts, Some(out_dir.path())).unwrap();
+    let mut generator =
+        Generator::load(out_dir.path(), &dir.join("model.safetensors"), 2).unwrap();
+    assert_eq!(generator.is_seq2seq(), start.is_some(), "{name}");
+    let gen_opts = GenerateOptions {
+        max_new_tokens: n,
+        decoding: Decoding::Greedy,
+        eos: vec![],
+        pad: 0,
+        save_logits: true,
+    };
     let mut streamed = 0;
-    let got = generator
-        .generate(
-            &ids,
-            mask.as_deref(),
-            shape[0],
-            &GenerateOptions {
-                max_new_tokens: n,
-                decoding: Decoding::Greedy,
-                eos: vec![],
-                pad: 0,
-                save_logits: true,
-            },
-            |step| {
-                assert_eq!(step.len(), shape[0]);
-                streamed += 1;
-            },
-        )
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let b = shape[0];
+    let on_step = |step: &[i64]| {
+        assert_eq!(step.len(), b);
+        streamed += 1;
+    };
+    let got = match start {
+        Some(s) => generator.generate_seq2seq(&ids, mask.as_deref(), b, &vec![s; b], &gen_opts, on_step),
+        None => generator.generate(&ids, mask.as_deref(), b, &gen_opts, on_step),
+    }
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(streamed, n, "{name}: one callback per new token");
     assert_eq!(got.tokens, tokens, "{name} ({file}): greedy tokens");
     let ours = Tensor {
@@ -101,4 +109,14 @@ fn mamba_generates_like_transformers() {
 #[test]
 fn rwkv_generates_like_transformers() {
     check("rwkv", "generate.safetensors");
+}
+
+#[test]
+fn t5_generates_like_transformers() {
+    check("t5", "generate.safetensors");
+}
+
+#[test]
+fn bart_generates_like_transformers() {
+    check("bart", "generate.safetensors");
 }

@@ -218,7 +218,7 @@ fn generated_error(spec: &ArchSpec, b: usize, t: usize, n: usize) -> f64 {
     let list: Vec<_> = params.clone().into_iter().collect();
     archc::tensor_io::write_f32(&weights, &list).unwrap();
     let opts = archc::package::BuildOptions {
-        step: true,
+        kind: archc::package::PackageKind::Step,
         cache: false,
         ..archc::package::BuildOptions::host().unwrap()
     };

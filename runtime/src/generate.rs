@@ -77,31 +77,68 @@ pub struct Generator {
     /// The program takes one token per call (recurrent cells): prompts go in token by
     /// token.
     one_token: bool,
+    /// An encoder-decoder: the `encode` program whose outputs fill the session's
+    /// cross-attention states.
+    encoder: Option<Session>,
+    needs_encoder: bool,
 }
 
 /// The directory of the step program of the package in `dir`: `dir` itself when it has a
 /// `decode` entry of its own, else the subpackage its `decode` entry names.
 pub fn step_package_dir(dir: &Path) -> Result<std::path::PathBuf, RuntimeError> {
+    Ok(entry_dir(dir, "decode")?.ok_or_else(|| {
+        RuntimeError::State(format!(
+            "the package at {} cannot generate: it has no `decode` entry; only models with a decoder have a step program",
+            dir.display()
+        ))
+    })?)
+}
+
+/// The directory of the package that runs `entry` of the package in `dir`, if any.
+fn entry_dir(dir: &Path, entry: &str) -> Result<Option<std::path::PathBuf>, RuntimeError> {
     let m = Manifest::read(dir)?;
-    match m.entries.get("decode") {
-        Some(e) => Ok(match &e.package {
-            Some(sub) => dir.join(sub),
-            None => dir.to_path_buf(),
-        }),
-        None => Err(RuntimeError::State(format!(
-            "package `{}` cannot generate: it has no `decode` entry (entries: {}); only decoder models with a step program can",
-            m.model,
-            m.entries.keys().cloned().collect::<Vec<_>>().join(", ")
-        ))),
-    }
+    Ok(m.entries.get(entry).map(|e| match &e.package {
+        Some(sub) => dir.join(sub),
+        None => dir.to_path_buf(),
+    }))
 }
 
 impl Generator {
     /// Loads the step program of the package in `dir` with the weights at `weights`.
+    /// An encoder-decoder's package also has an `encode` entry, loaded with the same
+    /// weights.
     pub fn load(dir: &Path, weights: &Path, threads: usize) -> Result<Generator, RuntimeError> {
-        let package = Package::load(&step_package_dir(dir)?)?;
-        let weights = Weights::open(package.manifest(), weights)?;
-        Generator::new(Session::new(package, weights, threads)?)
+        let step = step_package_dir(dir)?;
+        let encode = match entry_dir(dir, "encode")? {
+            Some(e) => Some(e),
+            None => entry_dir(&step, "encode")?,
+        };
+        Generator::load_programs(&step, encode.as_deref(), weights, threads)
+    }
+
+    /// The step program in `step` and, for an encoder-decoder, the encoder program in
+    /// `encode`, both with the weights at `weights`.
+    pub fn load_programs(
+        step: &Path,
+        encode: Option<&Path>,
+        weights: &Path,
+        threads: usize,
+    ) -> Result<Generator, RuntimeError> {
+        let session = |dir: &Path| -> Result<Session, RuntimeError> {
+            let package = Package::load(dir)?;
+            let w = Weights::open(package.manifest(), weights)?;
+            Session::new(package, w, threads)
+        };
+        let mut g = Generator::new(session(step)?)?;
+        if let Some(e) = encode {
+            g.encoder = Some(session(e)?);
+        }
+        if g.needs_encoder && g.encoder.is_none() {
+            return Err(RuntimeError::State(
+                "this step program reads an encoder's keys and values, but no `encode` program was given".into(),
+            ));
+        }
+        Ok(g)
     }
 
     /// A generator over a session of a step package.
@@ -138,6 +175,7 @@ impl Generator {
                 RuntimeError::State("the logits have no constant vocabulary axis".into())
             })? as usize;
         let context = m.limits.context;
+        let needs_encoder = m.states.iter().any(|s| s.name == "encoder_mask");
         Ok(Generator {
             session,
             vocab,
@@ -145,6 +183,8 @@ impl Generator {
             takes_positions,
             takes_mask,
             one_token,
+            encoder: None,
+            needs_encoder,
         })
     }
 
@@ -160,6 +200,11 @@ impl Generator {
         self.vocab
     }
 
+    /// An encoder-decoder (generate with [`Generator::generate_seq2seq`]).
+    pub fn is_seq2seq(&self) -> bool {
+        self.needs_encoder
+    }
+
     /// Generates `opts.max_new_tokens` tokens after the prompts `ids` ([batch, T]
     /// row-major, left-padded where `mask` has zeros). `on_step` sees each step's new
     /// token of every row as soon as it is chosen.
@@ -169,6 +214,75 @@ impl Generator {
         mask: Option<&[i64]>,
         batch: usize,
         opts: &GenerateOptions,
+        on_step: impl FnMut(&[i64]),
+    ) -> Result<Generated, RuntimeError> {
+        if self.needs_encoder {
+            return Err(RuntimeError::State(
+                "this is an encoder-decoder: generate with `generate_seq2seq` (encoder input and decoder start)".into(),
+            ));
+        }
+        self.run(ids, mask, batch, opts, None, on_step)
+    }
+
+    /// An encoder-decoder: runs the encoder once over `enc_ids` ([batch, S], padded
+    /// anywhere `enc_mask` has zeros), keeps its keys and values in the session, then
+    /// generates after the decoder tokens `dec_ids` ([batch, T']: the decoder start token,
+    /// or more).
+    pub fn generate_seq2seq(
+        &mut self,
+        enc_ids: &[i64],
+        enc_mask: Option<&[i64]>,
+        batch: usize,
+        dec_ids: &[i64],
+        opts: &GenerateOptions,
+        on_step: impl FnMut(&[i64]),
+    ) -> Result<Generated, RuntimeError> {
+        let Some(encoder) = self.encoder.as_mut() else {
+            return Err(RuntimeError::State(
+                "this model has no encoder: generate with `generate`".into(),
+            ));
+        };
+        if batch == 0 || enc_ids.is_empty() || enc_ids.len() % batch != 0 {
+            return Err(RuntimeError::Input {
+                name: "input_ids".into(),
+                reason: format!("has {} ids, not a [batch = {batch}, seq] input", enc_ids.len()),
+            });
+        }
+        let s = enc_ids.len() / batch;
+        let mask = enc_mask.map_or_else(|| vec![1; enc_ids.len()], <[i64]>::to_vec);
+        let mut inputs = HashMap::from([
+            (
+                "input_ids".to_string(),
+                HostTensor::i64(vec![batch, s], enc_ids.to_vec()),
+            ),
+            (
+                "attention_mask".to_string(),
+                HostTensor::i64(vec![batch, s], mask),
+            ),
+        ]);
+        inputs.retain(|k, _| {
+            encoder
+                .package()
+                .manifest()
+                .inputs
+                .iter()
+                .any(|i| &i.name == k)
+        });
+        let started = Instant::now();
+        let encoded = encoder.run("encode", &inputs)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let mut out = self.run(dec_ids, None, batch, opts, Some((s, encoded)), on_step)?;
+        out.prefill_seconds += seconds;
+        Ok(out)
+    }
+
+    fn run(
+        &mut self,
+        ids: &[i64],
+        mask: Option<&[i64]>,
+        batch: usize,
+        opts: &GenerateOptions,
+        encoded: Option<(usize, Vec<(String, HostTensor)>)>,
         mut on_step: impl FnMut(&[i64]),
     ) -> Result<Generated, RuntimeError> {
         let input = |reason: String| RuntimeError::Input {
@@ -256,7 +370,28 @@ impl Generator {
             return Ok(out);
         }
         // The last new token is never fed back: the caches hold t + n − 1 tokens at most.
-        out.state_bytes = self.session.reset_state(batch as u64, (t + n - 1) as u64)?;
+        let capacity = (t + n - 1) as u64;
+        out.state_bytes = match &encoded {
+            None => self.session.reset_state(batch as u64, capacity)?,
+            Some((s, outputs)) => {
+                let bytes = self.session.reset_state_at(&[
+                    ("batch", batch as u64),
+                    (crate::manifest::KV_SEQ, capacity),
+                    ("src_seq", *s as u64),
+                ])?;
+                for (name, t) in outputs {
+                    match &t.data {
+                        HostData::F32(v) => self.session.set_state(name, v)?,
+                        _ => {
+                            return Err(RuntimeError::State(format!(
+                                "the encoder's `{name}` is not f32"
+                            )))
+                        }
+                    }
+                }
+                bytes
+            }
+        };
         let started = Instant::now();
         let mut logits = if self.one_token {
             // One token per call: the states advance through the prompt.

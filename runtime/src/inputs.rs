@@ -145,7 +145,13 @@ fn join(shape: &[SizeExpr]) -> String {
 
 /// The symbols' values from the axes that are a single symbol; two inputs disagreeing on a
 /// symbol is an error naming both.
-pub(crate) fn bind(m: &Manifest, given: &[Given<'_>]) -> Result<Vec<i64>, RuntimeError> {
+/// Symbols the inputs do not bind come from `session` (a step program's `src_seq`, fixed
+/// when its state was allocated).
+pub(crate) fn bind(
+    m: &Manifest,
+    given: &[Given<'_>],
+    session: &[(String, u64)],
+) -> Result<Vec<i64>, RuntimeError> {
     let mut bound: Vec<Option<(i64, &str, usize)>> = vec![None; m.syms.len()];
     for (spec, g) in m.inputs.iter().zip(given) {
         let Given::Tensor(t) = g else { continue };
@@ -175,6 +181,12 @@ pub(crate) fn bind(m: &Manifest, given: &[Given<'_>]) -> Result<Vec<i64>, Runtim
         .zip(bound)
         .map(|(s, b)| {
             b.map(|b| b.0)
+                .or_else(|| {
+                    session
+                        .iter()
+                        .find(|(n, _)| n == s)
+                        .map(|(_, v)| *v as i64)
+                })
                 .ok_or_else(|| RuntimeError::Size(format!("no input given binds the size `{s}`")))
         })
         .collect()

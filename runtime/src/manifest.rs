@@ -445,7 +445,10 @@ impl Manifest {
                 .inputs
                 .iter()
                 .any(|i| i.shape.iter().any(|e| e.as_sym() == Some(s.as_str())))
-                || (!self.states.is_empty() && s == KV_SEQ);
+                || self
+                    .states
+                    .iter()
+                    .any(|st| st.shape.iter().any(|e| e.symbols().contains(&s.as_str())));
             if !bound {
                 return Err(format!("no input axis binds symbol `{s}`"));
             }

@@ -27,8 +27,8 @@ pub struct Session {
     arena: Option<AlignedBuf>,
     /// State buffers by buffer id, allocated by [`Session::reset_state`].
     state: Vec<Option<AlignedBuf>>,
-    /// The batch and `kv_seq` capacity the state was allocated for.
-    state_dims: Option<(u64, u64)>,
+    /// The symbols the state was allocated at (`batch`, `kv_seq` = capacity, `src_seq`).
+    state_dims: Option<Vec<(String, u64)>>,
     /// Seconds and calls per kernel, when profiling.
     profile: Option<Vec<(f64, u64)>>,
 }
@@ -151,14 +151,21 @@ impl Session {
     /// returns the bytes allocated. Every call of an entry point afterwards must have this
     /// batch and at most `capacity` tokens in its caches.
     pub fn reset_state(&mut self, batch: u64, capacity: u64) -> Result<u64, RuntimeError> {
+        self.reset_state_at(&[("batch", batch), (crate::manifest::KV_SEQ, capacity)])
+    }
+
+    /// [`Session::reset_state`] at any bindings of the symbols state sizes use (an
+    /// encoder-decoder's cross-attention keys also need `src_seq`).
+    pub fn reset_state_at(&mut self, bindings: &[(&str, u64)]) -> Result<u64, RuntimeError> {
         let m = &self.package.manifest;
         let dims: Vec<i64> = m
             .syms
             .iter()
-            .map(|s| match s.as_str() {
-                "batch" => batch as i64,
-                crate::manifest::KV_SEQ => capacity as i64,
-                _ => -1,
+            .map(|s| {
+                bindings
+                    .iter()
+                    .find(|(n, _)| n == s)
+                    .map_or(-1, |(_, v)| *v as i64)
             })
             .collect();
         let mut total = 0u64;
@@ -168,7 +175,7 @@ impl Session {
                 .elems
                 .symbols()
                 .into_iter()
-                .find(|x| *x != "batch" && *x != crate::manifest::KV_SEQ)
+                .find(|x| !bindings.iter().any(|(n, _)| n == x))
             {
                 return Err(RuntimeError::State(format!(
                     "state `{}` depends on `{bad}`, which a session does not fix",
@@ -192,8 +199,37 @@ impl Session {
             self.state[s.buffer] = Some(buf);
             total += bytes;
         }
-        self.state_dims = Some((batch, capacity));
+        self.state_dims = Some(
+            bindings
+                .iter()
+                .map(|(n, v)| (n.to_string(), *v))
+                .collect(),
+        );
         Ok(total)
+    }
+
+    /// Overwrites the start of state `name` with `data` (an encoder's cross-attention keys
+    /// and values, computed once per session by another program).
+    pub fn set_state(&mut self, name: &str, data: &[f32]) -> Result<(), RuntimeError> {
+        let m = &self.package.manifest;
+        let s = m
+            .states
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| RuntimeError::State(format!("the package has no state `{name}`")))?;
+        let buf = self.state[s.buffer].as_ref().ok_or_else(|| {
+            RuntimeError::State(format!("state `{name}` is not allocated: start a session first"))
+        })?;
+        if data.len() * 4 > buf.capacity() {
+            return Err(RuntimeError::State(format!(
+                "state `{name}` holds {} values, given {}",
+                buf.capacity() / 4,
+                data.len()
+            )));
+        }
+        // SAFETY: the buffer holds at least `data.len()` f32 values; no kernel runs now.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf.ptr().cast::<f32>(), data.len()) };
+        Ok(())
     }
 
     /// The current values of state `name` (f32 states; the whole allocation, capacity
@@ -259,7 +295,7 @@ impl Session {
             }
         }
         let given = gather_inputs(m, inputs)?;
-        let dims = bind(m, &given)?;
+        let dims = bind(m, &given, self.state_dims.as_deref().unwrap_or(&[]))?;
         for (spec, g) in m.inputs.iter().zip(&given) {
             if let Given::Tensor(t) = g {
                 check_axes(m, spec, t, &dims)?;
@@ -304,14 +340,15 @@ impl Session {
                             .find(|s| s.buffer == b.id)
                             .map_or("?", |s| s.name.as_str())
                     };
-                    let (Some(buf), Some((batch, capacity))) = (&self.state[b.id], self.state_dims)
-                    else {
+                    let (Some(buf), Some(at)) = (&self.state[b.id], &self.state_dims) else {
                         return Err(RuntimeError::State(format!(
                             "state `{}` is not allocated: start a session first",
                             name()
                         )));
                     };
                     let sym = |s: &str| m.syms.iter().position(|x| x == s).map(|i| dims[i]);
+                    let held = |s: &str| at.iter().find(|(n, _)| n == s).map_or(0, |(_, v)| *v);
+                    let (batch, capacity) = (held("batch"), held(crate::manifest::KV_SEQ));
                     if sym("batch").is_some_and(|v| v as u64 != batch) {
                         return Err(RuntimeError::State(format!(
                             "the session holds {batch} rows, the call has {}",

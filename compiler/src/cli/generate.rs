@@ -4,7 +4,7 @@
 
 use super::load_model;
 use crate::interp::Value;
-use crate::package::{build, BuildOptions};
+use crate::package::{build, BuildOptions, PackageKind};
 use crate::tensor::Tensor;
 use crate::tensor_io::{read_values, write_values};
 use arch_runtime::generate::{Decoding, GenerateOptions, Generated, Generator, Sampling};
@@ -25,6 +25,7 @@ pub struct GenerateArgs<'a> {
     pub seed: Option<u64>,
     pub eos: &'a [i64],
     pub pad: Option<i64>,
+    pub decoder_start: i64,
     pub threads: usize,
 }
 
@@ -38,12 +39,12 @@ pub fn run(args: &GenerateArgs) -> ExitCode {
     }
 }
 
-/// The step package of a target: the given package directory, or the spec's step program
-/// built into (or served from) the package cache.
-pub fn step_package(target: &str) -> Result<PathBuf, String> {
+/// A generator for a target: a built package directory, or the spec's step program (and
+/// an encoder-decoder's encoder program) built into (or served from) the package cache.
+pub fn generator(target: &str, weights: &Path, threads: usize) -> Result<Generator, String> {
     let dir = Path::new(target);
     if dir.join("manifest.json").is_file() {
-        return Ok(dir.to_path_buf());
+        return Generator::load(dir, weights, threads).map_err(|e| e.to_string());
     }
     let Some(spec) = load_model(target) else {
         return Err("the spec has errors".into());
@@ -51,11 +52,19 @@ pub fn step_package(target: &str) -> Result<PathBuf, String> {
     if let Some(why) = crate::expand::step_unsupported(&spec) {
         return Err(why);
     }
-    let opts = BuildOptions {
-        step: true,
-        ..BuildOptions::host()?
+    let package = |kind| -> Result<PathBuf, String> {
+        let opts = BuildOptions {
+            kind,
+            ..BuildOptions::host()?
+        };
+        Ok(build(&spec, &opts, None)?.dir)
     };
-    Ok(build(&spec, &opts, None)?.dir)
+    let step = package(PackageKind::Step)?;
+    let encode = match spec.encoder {
+        Some(_) => Some(package(PackageKind::Encode)?),
+        None => None,
+    };
+    Generator::load_programs(&step, encode.as_deref(), weights, threads).map_err(|e| e.to_string())
 }
 
 /// Decoding settings from the command line: greedy unless a sampling option is given.
@@ -94,15 +103,26 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
         Some(_) => return Err("`attention_mask` must be an integer tensor".into()),
         None => None,
     };
+    let decoder_ids = match inputs.remove("decoder_input_ids") {
+        Some(Value::I(t)) if t.shape.len() == 2 && t.shape[0] == batch => Some(t.data),
+        Some(v) => {
+            return Err(format!(
+                "`decoder_input_ids` must be an integer tensor [{batch}, seq], not {:?}",
+                v.shape()
+            ))
+        }
+        None => None,
+    };
     if let Some(other) = inputs.keys().next() {
         return Err(format!(
-            "{}: generation takes `input_ids` and `attention_mask`, not `{other}`",
+            "{}: generation takes `input_ids`, `attention_mask` and `decoder_input_ids`, not `{other}`",
             args.inputs.display()
         ));
     }
-    let dir = step_package(args.target)?;
-    let mut generator =
-        Generator::load(&dir, args.weights, args.threads).map_err(|e| e.to_string())?;
+    let mut generator = generator(args.target, args.weights, args.threads)?;
+    if decoder_ids.is_some() && !generator.is_seq2seq() {
+        return Err("`decoder_input_ids` are for encoder-decoders; this model is decoder-only".into());
+    }
     let opts = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         decoding: decoding(args.temperature, args.top_k, args.top_p, args.seed),
@@ -110,9 +130,13 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
         pad: args.pad.or(args.eos.first().copied()).unwrap_or(0),
         save_logits: args.save_logits,
     };
-    let out = generator
-        .generate(&ids, mask.as_deref(), batch, &opts, |_| {})
-        .map_err(|e| e.to_string())?;
+    let out = if generator.is_seq2seq() {
+        let start = decoder_ids.unwrap_or_else(|| vec![args.decoder_start; batch]);
+        generator.generate_seq2seq(&ids, mask.as_deref(), batch, &start, &opts, |_| {})
+    } else {
+        generator.generate(&ids, mask.as_deref(), batch, &opts, |_| {})
+    }
+    .map_err(|e| e.to_string())?;
     write_generated(args.out, &out)?;
     report(&out);
     Ok(())

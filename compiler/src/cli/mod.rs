@@ -191,6 +191,10 @@ enum Command {
         /// The id that fills a row after its end (default: the first --eos, else 0).
         #[arg(long)]
         pad: Option<i64>,
+        /// Encoder-decoders without `decoder_input_ids`: the decoder's first token (T5: 0,
+        /// its pad id; BART: 2, its eos id).
+        #[arg(long, default_value_t = 0)]
+        decoder_start: i64,
         /// Threads (default: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
@@ -322,6 +326,7 @@ fn run(cli: Cli) -> ExitCode {
             seed,
             eos,
             pad,
+            decoder_start,
             threads,
         } => generate::run(&generate::GenerateArgs {
             target: &target,
@@ -336,6 +341,7 @@ fn run(cli: Cli) -> ExitCode {
             seed,
             eos: &eos,
             pad,
+            decoder_start,
             threads,
         }),
         Command::ImportHf {

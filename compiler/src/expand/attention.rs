@@ -94,6 +94,19 @@ fn append_cache(cx: &mut Cx, name: &str, x: NodeId) -> NodeId {
     cx.g.permute(updated, &[1, 2, 0, 3])
 }
 
+/// A cross-attention's keys and values of the encoder output, [B, kv_heads, S, hd] each.
+pub fn cross_keys(cx: &mut Cx, memory: NodeId, prefix: &str, a: &CrossAttention) -> (NodeId, NodeId) {
+    let k = cx.linear(memory, &format!("{prefix}.k"));
+    let v = cx.linear(memory, &format!("{prefix}.v"));
+    (
+        split_heads(cx, k, a.kv_heads, a.head_dim),
+        split_heads(cx, v, a.kv_heads, a.head_dim),
+    )
+}
+
+/// In a step graph the keys and values come from the session (`state:{prefix}.cross_k`,
+/// `.cross_v`, written once per session by the `encode` program) and `memory_mask` is
+/// the session's `encoder_mask`; `memory` is not read.
 pub fn cross_attention(
     cx: &mut Cx,
     x: NodeId,
@@ -103,11 +116,19 @@ pub fn cross_attention(
     a: &CrossAttention,
 ) -> Result<NodeId, String> {
     let q = cx.linear(x, &format!("{prefix}.q"));
-    let k = cx.linear(memory, &format!("{prefix}.k"));
-    let v = cx.linear(memory, &format!("{prefix}.v"));
     let q = split_heads(cx, q, a.heads, a.head_dim);
-    let k = split_heads(cx, k, a.kv_heads, a.head_dim);
-    let v = split_heads(cx, v, a.kv_heads, a.head_dim);
+    let (k, v) = if cx.step.is_some() {
+        let b = cx.g.shape(x)[0].clone();
+        let shape = vec![b, Dim::c(a.kv_heads), Dim::sym(super::SRC_SEQ), Dim::c(a.head_dim)];
+        let state = crate::kernel::build::STATE;
+        let f32 = crate::graph::DType::F32;
+        (
+            cx.g.input(&format!("{state}{prefix}.cross_k"), shape.clone(), f32),
+            cx.g.input(&format!("{state}{prefix}.cross_v"), shape, f32),
+        )
+    } else {
+        cross_keys(cx, memory, prefix, a)
+    };
     let out = attend(
         cx,
         q,

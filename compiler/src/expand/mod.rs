@@ -45,6 +45,8 @@ pub const SEQ: &str = "seq";
 pub const TARGET_SEQ: &str = "tgt_seq";
 /// Step graphs: the tokens the caches hold after the call (past + seq).
 pub const KV_SEQ: &str = "kv_seq";
+/// Step graphs of encoder-decoders: the encoder's length (cross-attention keys).
+pub const SRC_SEQ: &str = "src_seq";
 
 /// A step graph (the `prefill` and `decode` entry points) and the initial value of each
 /// of its states.
@@ -57,16 +59,10 @@ pub struct StepGraph {
 /// Why a model has no step graph yet, if it has none: the cells generation supports.
 pub fn step_unsupported(spec: &ArchSpec) -> Option<String> {
     let dec = match (&spec.encoder, &spec.decoder) {
-        (None, Some(d)) => d,
+        (_, Some(d)) => d,
         (Some(_), None) => {
             return Some(format!(
                 "`{}` is encoder-only: it has no decoder to generate with (use `archc embed`)",
-                spec.name
-            ))
-        }
-        (Some(_), Some(_)) => {
-            return Some(format!(
-                "`{}` is an encoder-decoder: generation with encoder-decoders is not built yet",
                 spec.name
             ))
         }
@@ -80,6 +76,7 @@ pub fn step_unsupported(spec: &ArchSpec) -> Option<String> {
             | Sublayer::TimeMix(_)
             | Sublayer::ChannelMix(_)
             | Sublayer::Ssm(_) => continue,
+            Sublayer::CrossAttention(_) if spec.encoder.is_some() => continue,
             Sublayer::CrossAttention(_) => "cross_attention",
             Sublayer::Ttt(_) => "ttt",
         };
@@ -98,14 +95,9 @@ pub fn step_unsupported(spec: &ArchSpec) -> Option<String> {
         return Some(format!("`{}` has no LM head to generate with", spec.name));
     }
     match spec.position {
-        Position::Sinusoidal | Position::RelativeBias { .. } => Some(format!(
-            "`{}`: generation with {} positions is not built yet",
-            spec.name,
-            if matches!(spec.position, Position::Sinusoidal) {
-                "sinusoidal"
-            } else {
-                "relative-bias"
-            }
+        Position::Sinusoidal => Some(format!(
+            "`{}`: generation with sinusoidal positions is not built yet",
+            spec.name
         )),
         _ => None,
     }
@@ -170,13 +162,70 @@ pub fn step(spec: &ArchSpec) -> Result<StepGraph, String> {
         positions: pos,
         inits: Vec::new(),
     });
-    let hidden = cx.stack("decoder", dec, ids, None, mask, None, SEQ)?;
+    // An encoder-decoder's cross-attention reads the session's keys, values and encoder
+    // mask, which the `encode` program computed once.
+    let memory = spec.encoder.is_some().then(|| {
+        let m = cx.g.input(
+            &format!("{}encoder_mask", crate::kernel::build::STATE),
+            vec![Dim::sym(BATCH), Dim::sym(SRC_SEQ)],
+            DType::F32,
+        );
+        (m, Some(m))
+    });
+    let hidden = cx.stack("decoder", dec, ids, None, mask, memory, SEQ)?;
     heads::heads(&mut cx, hidden)?;
     let inits = cx.step.take().map(|s| s.inits).unwrap_or_default();
     Ok(StepGraph {
         graph: cx.finish()?,
         inits,
     })
+}
+
+/// The `encode` program of an encoder-decoder: the encoder over `input_ids` with its
+/// `attention_mask` (both [batch, seq]), then every decoder cross-attention's keys and
+/// values of its output, `{prefix}.cross_k` / `.cross_v` [batch, kv_heads, seq, head_dim],
+/// and `encoder_mask` (the mask as f32): what the step program's session holds.
+pub fn encode(spec: &ArchSpec) -> Result<Graph, String> {
+    let (Some(enc), Some(dec)) = (&spec.encoder, &spec.decoder) else {
+        return Err(format!("`{}` is not an encoder-decoder", spec.name));
+    };
+    let mut cx = Cx::new(spec, "encode");
+    cx.recurrent_ssm = true;
+    let ids = cx.g.input(
+        "input_ids",
+        vec![Dim::sym(BATCH), Dim::sym(SEQ)],
+        DType::I64,
+    );
+    let mask = cx.g.input(
+        "attention_mask",
+        vec![Dim::sym(BATCH), Dim::sym(SEQ)],
+        DType::I64,
+    );
+    let mask = cx.g.cast(mask, DType::F32);
+    let types = (spec.embed.segments > 0).then(|| {
+        cx.g.input(
+            "token_type_ids",
+            vec![Dim::sym(BATCH), Dim::sym(SEQ)],
+            DType::I64,
+        )
+    });
+    let memory = cx.stack("encoder", enc, ids, types, Some(mask), None, SEQ)?;
+    for (i, layer) in dec.layers.iter().enumerate() {
+        let li = if dec.share == Share::All { 0 } else { i };
+        for (j, sub) in layer.sublayers.iter().enumerate() {
+            if let Sublayer::CrossAttention(a) = sub {
+                let prefix = format!("decoder.layers.{li}.{}", sublayer_name(&layer.sublayers, j));
+                let (k, v) = attention::cross_keys(&mut cx, memory, &prefix, a);
+                cx.g.output(&format!("{prefix}.cross_k"), k);
+                cx.g.output(&format!("{prefix}.cross_v"), v);
+            }
+        }
+        if dec.share == Share::All {
+            break;
+        }
+    }
+    cx.g.output("encoder_mask", mask);
+    cx.finish()
 }
 
 /// What expansion of a step graph needs beyond the forward graph's.

@@ -63,10 +63,11 @@ impl StackPositions {
                         return Err(format!("{stack_name}: relative_bias needs every attention of a stack to have the same number of heads"));
                     }
                     let bidirectional = stack_name == "encoder";
+                    let keys = if cx.step.is_some() { super::KV_SEQ } else { seq };
                     let bias = relative_bias(
                         cx,
                         stack_name,
-                        seq,
+                        (seq, keys),
                         heads,
                         buckets,
                         max_distance,
@@ -237,18 +238,35 @@ fn rotate(cx: &mut Cx, x1: NodeId, x2: NodeId, cos: NodeId, sin: NodeId) -> (Nod
     (cx.g.sub(a1, a2), cx.g.add(b1, b2))
 }
 
-/// T5's `_relative_position_bucket` and bias lookup → [1, heads, T, T].
+/// The queries' absolute positions as f32 [T, S] (axis 0), when the T queries are the
+/// last of the S keys (a step graph's keys include the cached ones): i + (S − T).
+fn query_positions(cx: &mut Cx, seq: &str, keys: &str, shape: Vec<Dim>, axis: usize) -> NodeId {
+    let q = cx.g.iota(shape, axis);
+    if keys == seq {
+        return q;
+    }
+    // S − T as (max key index) − (max query index).
+    let kt = cx.g.iota(vec![Dim::sym(keys)], 0);
+    let kmax = cx.g.reduce(ReduceOp::Max, kt, 0);
+    let qt = cx.g.iota(vec![Dim::sym(seq)], 0);
+    let qmax = cx.g.reduce(ReduceOp::Max, qt, 0);
+    let past = cx.g.sub(kmax, qmax);
+    cx.g.add(q, past)
+}
+
+/// T5's `_relative_position_bucket` and bias lookup → [1, heads, T, S] for T queries that
+/// are the last of S keys (S = T outside step graphs).
 fn relative_bias(
     cx: &mut Cx,
     stack: &str,
-    seq: &str,
+    (seq, keys): (&str, &str),
     heads: u64,
     buckets: u64,
     max_distance: u64,
     bidirectional: bool,
 ) -> NodeId {
-    let shape = vec![Dim::sym(seq), Dim::sym(seq)];
-    let query = cx.g.iota(shape.clone(), 0);
+    let shape = vec![Dim::sym(seq), Dim::sym(keys)];
+    let query = query_positions(cx, seq, keys, shape.clone(), 0);
     let key = cx.g.iota(shape, 1);
     let rel = cx.g.sub(key, query);
     let zero = cx.g.constant(0.0);
@@ -283,7 +301,7 @@ fn relative_bias(
     let by_head = cx.g.permute(values, &[2, 0, 1]);
     cx.g.reshape(
         by_head,
-        vec![Dim::c(1), Dim::c(heads), Dim::sym(seq), Dim::sym(seq)],
+        vec![Dim::c(1), Dim::c(heads), Dim::sym(seq), Dim::sym(keys)],
     )
 }
 
@@ -309,16 +327,7 @@ fn alibi(cx: &mut Cx, seq: &str, keys: &str, heads: u64) -> NodeId {
         let first = cx.g.binary(BinaryOp::Lt, h, limit);
         slope = cx.g.select(first, slope, extra);
     }
-    let mut q = cx.g.iota(shape.clone(), 2);
-    if keys != seq {
-        // + (keys − seq), as (max key index) − (max query index).
-        let kt = cx.g.iota(vec![Dim::sym(keys)], 0);
-        let kmax = cx.g.reduce(ReduceOp::Max, kt, 0);
-        let qt = cx.g.iota(vec![Dim::sym(seq)], 0);
-        let qmax = cx.g.reduce(ReduceOp::Max, qt, 0);
-        let past = cx.g.sub(kmax, qmax);
-        q = cx.g.add(q, past);
-    }
+    let q = query_positions(cx, seq, keys, shape.clone(), 2);
     let k = cx.g.iota(shape, 3);
     let rel = cx.g.sub(k, q);
     cx.g.mul(slope, rel)
