@@ -16,4 +16,5 @@ pub mod params;
 pub mod passes;
 pub mod tensor;
 pub mod tensor_io;
+pub mod tokenize;
 pub mod weights;

@@ -46,8 +46,7 @@ fn check(name: &str, file: &str) {
         ..BuildOptions::host().unwrap()
     };
     build(&spec, &opts, Some(out_dir.path())).unwrap();
-    let mut generator =
-        Generator::load(out_dir.path(), &dir.join("model.safetensors"), 2).unwrap();
+    let mut generator = Generator::load(out_dir.path(), &dir.join("model.safetensors"), 2).unwrap();
     assert_eq!(generator.is_seq2seq(), start.is_some(), "{name}");
     let gen_opts = GenerateOptions {
         max_new_tokens: n,
@@ -63,7 +62,9 @@ fn check(name: &str, file: &str) {
         streamed += 1;
     };
     let got = match start {
-        Some(s) => generator.generate_seq2seq(&ids, mask.as_deref(), b, &vec![s; b], &gen_opts, on_step),
+        Some(s) => {
+            generator.generate_seq2seq(&ids, mask.as_deref(), b, &vec![s; b], &gen_opts, on_step)
+        }
         None => generator.generate(&ids, mask.as_deref(), b, &gen_opts, on_step),
     }
     .unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -129,10 +129,18 @@ impl Generator {
             let w = Weights::open(package.manifest(), weights)?;
             Session::new(package, w, threads)
         };
-        let mut g = Generator::new(session(step)?)?;
-        if let Some(e) = encode {
-            g.encoder = Some(session(e)?);
-        }
+        let encoder = encode.map(session).transpose()?;
+        Generator::with_encoder(session(step)?, encoder)
+    }
+
+    /// A generator over a session of a step program and, for an encoder-decoder, one of
+    /// its `encode` program.
+    pub fn with_encoder(
+        step: Session,
+        encoder: Option<Session>,
+    ) -> Result<Generator, RuntimeError> {
+        let mut g = Generator::new(step)?;
+        g.encoder = encoder;
         if g.needs_encoder && g.encoder.is_none() {
             return Err(RuntimeError::State(
                 "this step program reads an encoder's keys and values, but no `encode` program was given".into(),
@@ -245,7 +253,10 @@ impl Generator {
         if batch == 0 || enc_ids.is_empty() || enc_ids.len() % batch != 0 {
             return Err(RuntimeError::Input {
                 name: "input_ids".into(),
-                reason: format!("has {} ids, not a [batch = {batch}, seq] input", enc_ids.len()),
+                reason: format!(
+                    "has {} ids, not a [batch = {batch}, seq] input",
+                    enc_ids.len()
+                ),
             });
         }
         let s = enc_ids.len() / batch;

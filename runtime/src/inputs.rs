@@ -181,12 +181,7 @@ pub(crate) fn bind(
         .zip(bound)
         .map(|(s, b)| {
             b.map(|b| b.0)
-                .or_else(|| {
-                    session
-                        .iter()
-                        .find(|(n, _)| n == s)
-                        .map(|(_, v)| *v as i64)
-                })
+                .or_else(|| session.iter().find(|(n, _)| n == s).map(|(_, v)| *v as i64))
                 .ok_or_else(|| RuntimeError::Size(format!("no input given binds the size `{s}`")))
         })
         .collect()

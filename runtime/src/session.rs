@@ -199,12 +199,7 @@ impl Session {
             self.state[s.buffer] = Some(buf);
             total += bytes;
         }
-        self.state_dims = Some(
-            bindings
-                .iter()
-                .map(|(n, v)| (n.to_string(), *v))
-                .collect(),
-        );
+        self.state_dims = Some(bindings.iter().map(|(n, v)| (n.to_string(), *v)).collect());
         Ok(total)
     }
 
@@ -218,7 +213,9 @@ impl Session {
             .find(|s| s.name == name)
             .ok_or_else(|| RuntimeError::State(format!("the package has no state `{name}`")))?;
         let buf = self.state[s.buffer].as_ref().ok_or_else(|| {
-            RuntimeError::State(format!("state `{name}` is not allocated: start a session first"))
+            RuntimeError::State(format!(
+                "state `{name}` is not allocated: start a session first"
+            ))
         })?;
         if data.len() * 4 > buf.capacity() {
             return Err(RuntimeError::State(format!(
@@ -228,7 +225,9 @@ impl Session {
             )));
         }
         // SAFETY: the buffer holds at least `data.len()` f32 values; no kernel runs now.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf.ptr().cast::<f32>(), data.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), buf.ptr().cast::<f32>(), data.len())
+        };
         Ok(())
     }
 

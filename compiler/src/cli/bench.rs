@@ -24,6 +24,11 @@ pub struct BenchArgs<'a> {
     pub backend: Backend,
     /// Print the time of each kind of kernel (and the slowest kernels) after the runs.
     pub profile: bool,
+    /// Decode mode: prompt length and new tokens per row.
+    pub prompt: usize,
+    pub new: usize,
+    /// Real weights instead of random ones.
+    pub weights: Option<&'a std::path::Path>,
 }
 
 pub fn run(args: &BenchArgs) -> ExitCode {
@@ -60,9 +65,12 @@ pub fn peak_rss_mib() -> Option<f64> {
 }
 
 fn bench(args: &BenchArgs) -> Result<(), String> {
+    if args.mode == "decode" {
+        return bench_decode(args);
+    }
     if args.mode != "prefill" {
         return Err(format!(
-            "`--mode {}` is not built yet; `--mode prefill` times a forward pass over the prompt",
+            "`--mode {}` is not built yet; `--mode prefill` times a forward pass over the prompt, `--mode decode` generation",
             args.mode
         ));
     }
@@ -89,7 +97,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     opts.verbose = !args.json;
     let built = build(&spec, &opts, None)?;
     let package = Package::load(&built.dir).map_err(|e| e.to_string())?;
-    let weights = Weights::random(package.manifest(), 1).map_err(|e| e.to_string())?;
+    let weights = load_weights(&package, args.weights)?;
     let params: usize = package
         .manifest()
         .params
@@ -149,6 +157,123 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
             times[0],
             times[times.len() - 1],
             times.len()
+        );
+    }
+    Ok(())
+}
+
+/// The weights a benchmark runs: the file given, or deterministic random ones.
+fn load_weights(package: &Package, path: Option<&std::path::Path>) -> Result<Weights, String> {
+    match path {
+        Some(p) => Weights::open(package.manifest(), p),
+        None => Weights::random(package.manifest(), 1),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// `--mode decode`: generation of `new` tokens after a `prompt`-token prompt per row,
+/// greedy, no early stop. Reports new tokens per second over the whole batch with the
+/// prefill excluded (`tokens_per_s`), the time per decode step (`ms_per_token`) and the
+/// prefill; medians over the runs.
+fn bench_decode(args: &BenchArgs) -> Result<(), String> {
+    use arch_runtime::generate::{Decoding, GenerateOptions, Generator};
+    if args.batch == 0 || args.prompt == 0 || args.new < 2 || args.reps == 0 {
+        return Err("--batch, --prompt and --reps must be at least 1, --new at least 2".into());
+    }
+    let Some(spec) = load_model(args.target) else {
+        return Err("the spec has errors".into());
+    };
+    if let Some(why) = crate::expand::step_unsupported(&spec) {
+        return Err(why);
+    }
+    let mut built_s = 0.0;
+    let mut session = |kind| -> Result<Session, String> {
+        let opts = BuildOptions {
+            kind,
+            verbose: !args.json,
+            ..BuildOptions::host()?
+        };
+        let built = build(&spec, &opts, None)?;
+        built_s += built.seconds;
+        let package = Package::load(&built.dir).map_err(|e| e.to_string())?;
+        let weights = load_weights(&package, args.weights)?;
+        Session::new(package, weights, args.threads).map_err(|e| e.to_string())
+    };
+    let step = session(crate::package::PackageKind::Step)?;
+    let encoder = match spec.encoder {
+        Some(_) => Some(session(crate::package::PackageKind::Encode)?),
+        None => None,
+    };
+    let threads = step.threads();
+    let weight_bytes: u64 = step
+        .package()
+        .manifest()
+        .params
+        .iter()
+        .map(|p| p.shape.iter().product::<usize>() as u64 * 4)
+        .sum();
+    let mut generator = Generator::with_encoder(step, encoder).map_err(|e| e.to_string())?;
+    let (b, p, n) = (args.batch, args.prompt, args.new);
+    let prompt = ids(b * p, spec.vocab, 7);
+    let opts = GenerateOptions {
+        max_new_tokens: n,
+        decoding: Decoding::Greedy,
+        eos: vec![],
+        pad: 0,
+        save_logits: false,
+    };
+    let mut run = || {
+        if generator.is_seq2seq() {
+            generator.generate_seq2seq(&prompt, None, b, &vec![0; b], &opts, |_| {})
+        } else {
+            generator.generate(&prompt, None, b, &opts, |_| {})
+        }
+        .map_err(|e| e.to_string())
+    };
+    for _ in 0..args.warmup.min(1) {
+        run()?;
+    }
+    let (mut per_token, mut prefill, mut state) = (Vec::new(), Vec::new(), 0);
+    let mut steps = 0;
+    for rep in 0..args.reps {
+        if rep + 1 == args.reps && args.profile {
+            generator.session_mut().set_profiling(true);
+        }
+        let out = if generator.is_seq2seq() {
+            generator.generate_seq2seq(&prompt, None, b, &vec![0; b], &opts, |_| {})
+        } else {
+            generator.generate(&prompt, None, b, &opts, |_| {})
+        }
+        .map_err(|e| e.to_string())?;
+        steps = out.decode_steps + 1;
+        per_token.push(out.decode_seconds * 1e3 / out.decode_steps.max(1) as f64);
+        prefill.push(out.prefill_seconds * 1e3);
+        state = out.state_bytes;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    if args.profile {
+        eprintln!("(per call of the step program: the prefill and every decode step)");
+        print_profile(&generator.session().profile(), steps);
+    }
+    let ms_per_token = median(&mut per_token);
+    let prefill_ms = median(&mut prefill);
+    let tokens_per_s = b as f64 / (ms_per_token / 1e3);
+    let rss = peak_rss_mib().unwrap_or(0.0);
+    if args.json {
+        println!(
+            "{{\"model\": \"{}\", \"batch\": {b}, \"prompt\": {p}, \"new\": {n}, \"mode\": \"decode\", \"threads\": {threads}, \"weights\": \"{}\", \"weight_bytes\": {weight_bytes}, \"tokens_per_s\": {tokens_per_s:.1}, \"ms_per_token\": {ms_per_token:.4}, \"prefill_ms\": {prefill_ms:.3}, \"state_bytes\": {state}, \"reps\": {}, \"build_s\": {built_s:.3}, \"peak_rss_mib\": {rss:.1}}}",
+            spec.name,
+            if args.weights.is_some() { "file" } else { "random" },
+            args.reps,
+        );
+    } else {
+        println!(
+            "{} decode, batch {b}, prompt {p}, {n} new, {threads} threads: {tokens_per_s:.1} tokens/s ({ms_per_token:.3} ms per step), prefill {prefill_ms:.2} ms, cache {:.1} MiB, peak RSS {rss:.0} MiB",
+            spec.name,
+            state as f64 / (1 << 20) as f64
         );
     }
     Ok(())

@@ -121,7 +121,9 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
     }
     let mut generator = generator(args.target, args.weights, args.threads)?;
     if decoder_ids.is_some() && !generator.is_seq2seq() {
-        return Err("`decoder_input_ids` are for encoder-decoders; this model is decoder-only".into());
+        return Err(
+            "`decoder_input_ids` are for encoder-decoders; this model is decoder-only".into(),
+        );
     }
     let opts = GenerateOptions {
         max_new_tokens: args.max_new_tokens,

@@ -4,6 +4,7 @@
 mod bench;
 mod build;
 mod check;
+mod embed;
 mod eval;
 mod fmt;
 mod generate;
@@ -110,9 +111,20 @@ enum Command {
         batch: usize,
         #[arg(long, default_value_t = 128)]
         seq: usize,
-        /// prefill (a forward pass over the prompt); decode and train are not built yet.
+        /// prefill (a forward pass over the prompt), decode (generation: new tokens per
+        /// second, prefill excluded); train is not built yet.
         #[arg(long, default_value = "prefill", value_parser = ["prefill", "decode", "train"])]
         mode: String,
+        /// Decode: prompt tokens per row.
+        #[arg(long, default_value_t = 16)]
+        prompt: usize,
+        /// Decode: new tokens per row.
+        #[arg(long, default_value_t = 128)]
+        new: usize,
+        /// Time these weights (safetensors, canonical or Hugging Face names) instead of
+        /// random ones.
+        #[arg(long)]
+        weights: Option<PathBuf>,
         /// Print one JSON object (keys include `median_ms` and `tokens_per_s`).
         #[arg(long)]
         json: bool,
@@ -195,6 +207,43 @@ enum Command {
         /// its pad id; BART: 2, its eos id).
         #[arg(long, default_value_t = 0)]
         decoder_start: i64,
+        /// Threads (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Sentence embeddings: texts tokenized with a tokenizer.json, run through an encoder,
+    /// pooled per text (sentence-transformers' recipe with mean pooling and --normalize).
+    Embed {
+        /// FILE or FILE:MODEL: an encoder-only model (a decoder-only one takes mean pooling).
+        target: String,
+        /// Weights: safetensors in canonical or Hugging Face names (file or directory).
+        #[arg(long)]
+        weights: PathBuf,
+        /// The Hugging Face tokenizer.json of the model.
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// A text to embed (repeatable; these come first, in order).
+        #[arg(long = "text")]
+        texts: Vec<String>,
+        /// A file of texts, one per line (blank lines skipped), after the --text ones.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// mean (over the real tokens) or cls (the first token's hidden state).
+        #[arg(long, default_value = "mean", value_parser = ["mean", "cls"])]
+        pooling: String,
+        /// L2-normalize each embedding.
+        #[arg(long)]
+        normalize: bool,
+        /// Where to write `embeddings` [texts, d_model] (f32 safetensors).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also print the cosine similarity of every pair of texts as a table.
+        #[arg(long)]
+        similarity: bool,
+        /// Cut texts to this many tokens (default: the model's context, or the
+        /// max_seq_length of a sentence_bert_config.json beside the tokenizer).
+        #[arg(long)]
+        max_length: Option<usize>,
         /// Threads (default: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
@@ -284,6 +333,9 @@ fn run(cli: Cli) -> ExitCode {
             warmup,
             reps,
             profile,
+            prompt,
+            new,
+            weights,
         } => bench::run(&bench::BenchArgs {
             target: &target,
             batch,
@@ -295,6 +347,9 @@ fn run(cli: Cli) -> ExitCode {
             reps,
             backend: crate::eval::Backend::Cpu,
             profile,
+            prompt,
+            new,
+            weights: weights.as_deref(),
         }),
         Command::Eval {
             target,
@@ -342,6 +397,31 @@ fn run(cli: Cli) -> ExitCode {
             eos: &eos,
             pad,
             decoder_start,
+            threads,
+        }),
+        Command::Embed {
+            target,
+            weights,
+            tokenizer,
+            texts,
+            file,
+            pooling,
+            normalize,
+            out,
+            similarity,
+            max_length,
+            threads,
+        } => embed::run(&embed::EmbedArgs {
+            target: &target,
+            weights: &weights,
+            tokenizer: &tokenizer,
+            texts: &texts,
+            file: file.as_deref(),
+            pooling: &pooling,
+            normalize,
+            out: &out,
+            similarity,
+            max_length,
             threads,
         }),
         Command::ImportHf {

@@ -95,7 +95,12 @@ fn append_cache(cx: &mut Cx, name: &str, x: NodeId) -> NodeId {
 }
 
 /// A cross-attention's keys and values of the encoder output, [B, kv_heads, S, hd] each.
-pub fn cross_keys(cx: &mut Cx, memory: NodeId, prefix: &str, a: &CrossAttention) -> (NodeId, NodeId) {
+pub fn cross_keys(
+    cx: &mut Cx,
+    memory: NodeId,
+    prefix: &str,
+    a: &CrossAttention,
+) -> (NodeId, NodeId) {
     let k = cx.linear(memory, &format!("{prefix}.k"));
     let v = cx.linear(memory, &format!("{prefix}.v"));
     (
@@ -119,7 +124,12 @@ pub fn cross_attention(
     let q = split_heads(cx, q, a.heads, a.head_dim);
     let (k, v) = if cx.step.is_some() {
         let b = cx.g.shape(x)[0].clone();
-        let shape = vec![b, Dim::c(a.kv_heads), Dim::sym(super::SRC_SEQ), Dim::c(a.head_dim)];
+        let shape = vec![
+            b,
+            Dim::c(a.kv_heads),
+            Dim::sym(super::SRC_SEQ),
+            Dim::c(a.head_dim),
+        ];
         let state = crate::kernel::build::STATE;
         let f32 = crate::graph::DType::F32;
         (

@@ -63,7 +63,11 @@ impl StackPositions {
                         return Err(format!("{stack_name}: relative_bias needs every attention of a stack to have the same number of heads"));
                     }
                     let bidirectional = stack_name == "encoder";
-                    let keys = if cx.step.is_some() { super::KV_SEQ } else { seq };
+                    let keys = if cx.step.is_some() {
+                        super::KV_SEQ
+                    } else {
+                        seq
+                    };
                     let bias = relative_bias(
                         cx,
                         stack_name,

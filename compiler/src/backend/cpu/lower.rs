@@ -101,10 +101,12 @@ fn emit_module<'ctx>(
     let ir = Ir::new(ctx, "archc_kernels");
     let tiles = package_tiles(target);
     let (sgemm, sgemm_bt) = emit_sgemm_pair(&ir, &tiles)?;
+    let gemv_bt = super::gemv_ir::emit_gemv_bt(&ir, &tiles)?;
     let mut lw = Lowerer {
         ir: &ir,
         sgemm,
         sgemm_bt,
+        gemv_bt,
         symbols: Vec::new(),
         n_syms: prog.syms.len(),
     };
@@ -137,7 +139,7 @@ pub fn kernels_llvm_ir(prog: &Program, target: &CpuTarget) -> Result<String, Bac
     let mut keep = false;
     for line in text.lines() {
         if line.starts_with("define ") {
-            keep = !line.contains("@archc_sgemm");
+            keep = !line.contains("@archc_sgemm") && !line.contains("@archc_gemv");
         }
         if keep {
             // `#7`-style attribute group references vary with unrelated functions.
@@ -167,6 +169,8 @@ struct Lowerer<'a, 'ctx> {
     ir: &'a Ir<'ctx>,
     sgemm: FunctionValue<'ctx>,
     sgemm_bt: FunctionValue<'ctx>,
+    /// The matrix–vector product for few rows of A (decoding).
+    gemv_bt: FunctionValue<'ctx>,
     symbols: Vec<(String, String)>,
     n_syms: usize,
 }
@@ -745,28 +749,59 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 "k",
                 has_k,
                 || {
-                    let callee = if mm.transpose_b {
-                        self.sgemm_bt
-                    } else {
-                        self.sgemm
+                    let sgemm = |callee| -> IrResult<()> {
+                        ir.b.build_call(
+                            callee,
+                            &[
+                                rows.into(),
+                                cols.into(),
+                                k.into(),
+                                ap.into(),
+                                lda.into(),
+                                bp.into(),
+                                ldb.into(),
+                                cp.into(),
+                                n.into(),
+                                fx.scratch.into(),
+                            ],
+                            "",
+                        )?;
+                        Ok(())
                     };
-                    ir.b.build_call(
-                        callee,
-                        &[
-                            rows.into(),
-                            cols.into(),
-                            k.into(),
-                            ap.into(),
-                            lda.into(),
-                            bp.into(),
-                            ldb.into(),
-                            cp.into(),
-                            n.into(),
-                            fx.scratch.into(),
-                        ],
+                    if !mm.transpose_b {
+                        return sgemm(self.sgemm);
+                    }
+                    // A few rows (a decode step): one pass over B, no packing.
+                    let few = ir.b.build_int_compare(
+                        IntPredicate::SLE,
+                        rows,
+                        ir.int(super::gemv_ir::GEMV_MAX_ROWS),
                         "",
                     )?;
-                    Ok(())
+                    ir.if_else(
+                        fx.f,
+                        "gemv",
+                        few,
+                        || {
+                            ir.b.build_call(
+                                self.gemv_bt,
+                                &[
+                                    rows.into(),
+                                    cols.into(),
+                                    k.into(),
+                                    ap.into(),
+                                    lda.into(),
+                                    bp.into(),
+                                    ldb.into(),
+                                    cp.into(),
+                                    n.into(),
+                                ],
+                                "",
+                            )?;
+                            Ok(())
+                        },
+                        || sgemm(self.sgemm_bt),
+                    )
                 },
                 || {
                     ir.for_range(fx.f, "zi", ir.int(0), rows, 1, |i| {

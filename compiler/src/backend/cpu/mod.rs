@@ -10,6 +10,7 @@
 //! - `peak` — a generated FMA-throughput probe for the machine's floor.
 
 mod codegen;
+mod gemv_ir;
 mod ir;
 pub mod lower;
 mod math;
