@@ -165,8 +165,14 @@ fn clear_errors() {
         (&["build", &spec, "--target", "cuda"], "not built yet"),
         (&["build", &spec, "--mode", "train"], "not built yet"),
         (&["bench", &spec, "--mode", "train"], "not built yet"),
-        (&["bench", &spec, "--mode", "decode", "--prompt", "16"], "past the model's context"),
-        (&["bench", &spec, "--mode", "decode", "--new", "1"], "at least 2"),
+        (
+            &["bench", &spec, "--mode", "decode", "--prompt", "16"],
+            "past the model's context",
+        ),
+        (
+            &["bench", &spec, "--mode", "decode", "--new", "1"],
+            "at least 2",
+        ),
         (&["bench", &spec, "--seq", "0"], "at least 1"),
         (&["bench", &spec, "--seq", "100000"], "context"),
         (&["build", "no/such/file.arch"], "cannot read"),

@@ -15,9 +15,12 @@ use std::process::ExitCode;
 pub struct GenerateArgs<'a> {
     pub target: &'a str,
     pub weights: &'a Path,
-    pub inputs: &'a Path,
+    pub inputs: Option<&'a Path>,
+    /// Text prompts (one row each, left-padded) with this tokenizer, instead of `inputs`.
+    pub tokenizer: Option<&'a Path>,
+    pub prompts: &'a [String],
     pub max_new_tokens: usize,
-    pub out: &'a Path,
+    pub out: Option<&'a Path>,
     pub save_logits: bool,
     pub temperature: Option<f32>,
     pub top_k: Option<usize>,
@@ -85,18 +88,120 @@ pub fn decoding(
     })
 }
 
+/// Prompts given as text: tokenized (left-padded for a decoder, right-padded for an
+/// encoder), generated with the new text streamed to stdout as it comes (one prompt) or
+/// printed per row at the end (several), tokens/s on stderr.
+fn generate_text(args: &GenerateArgs, tokenizer_path: &Path) -> Result<(), String> {
+    if args.prompts.is_empty() {
+        return Err("--tokenizer needs at least one --prompt".into());
+    }
+    let tok = crate::tokenize::Tokenizer::load(tokenizer_path)?;
+    let mut generator = generator(args.target, args.weights, args.threads)?;
+    let seq2seq = generator.is_seq2seq();
+    let padding = if seq2seq {
+        crate::tokenize::Padding::Right
+    } else {
+        crate::tokenize::Padding::Left
+    };
+    let batch = tok.encode_batch_padded(args.prompts, true, padding, usize::MAX >> 1)?;
+    let b = batch.batch;
+    let opts = options(args);
+    let stream = b == 1;
+    let mut new: Vec<i64> = Vec::new();
+    let mut shown = 0usize;
+    let mut ended = false;
+    let mut on_step = |step: &[i64]| {
+        if !stream || ended {
+            return;
+        }
+        if opts.eos.contains(&step[0]) {
+            ended = true;
+            return;
+        }
+        new.push(step[0]);
+        // Decode everything new so far and print what was not printed: a token may
+        // complete a character only together with the next one.
+        if let Ok(text) = tok.decode(&new, true) {
+            if text.len() > shown && text.is_char_boundary(shown) && !text.ends_with('\u{fffd}') {
+                print!("{}", &text[shown..]);
+                let _ = std::io::stdout().flush();
+                shown = text.len();
+            }
+        }
+    };
+    let out = if seq2seq {
+        let start = vec![args.decoder_start; b];
+        generator.generate_seq2seq(
+            &batch.ids,
+            Some(&batch.mask),
+            b,
+            &start,
+            &opts,
+            &mut on_step,
+        )
+    } else {
+        generator.generate(&batch.ids, Some(&batch.mask), b, &opts, &mut on_step)
+    }
+    .map_err(|e| e.to_string())?;
+    let prompt_len = if seq2seq { 1 } else { batch.seq };
+    if stream {
+        println!();
+    } else {
+        for (r, row) in out.tokens.chunks(out.len).enumerate() {
+            let mut gen: Vec<i64> = row[prompt_len..].to_vec();
+            if let Some(end) = gen.iter().position(|t| opts.eos.contains(t)) {
+                gen.truncate(end);
+            }
+            println!("[{r}] {}{}", args.prompts[r], tok.decode(&gen, true)?);
+        }
+    }
+    if let Some(path) = args.out {
+        write_generated(path, &out)?;
+    }
+    report(&out);
+    Ok(())
+}
+
+/// Decoding options from the command line.
+fn options(args: &GenerateArgs) -> GenerateOptions {
+    GenerateOptions {
+        max_new_tokens: args.max_new_tokens,
+        decoding: decoding(args.temperature, args.top_k, args.top_p, args.seed),
+        eos: args.eos.to_vec(),
+        pad: args.pad.or(args.eos.first().copied()).unwrap_or(0),
+        save_logits: args.save_logits,
+    }
+}
+
 fn generate(args: &GenerateArgs) -> Result<(), String> {
-    let mut inputs = read_values(args.inputs)?;
+    let inputs_path = match (args.inputs, args.tokenizer) {
+        (Some(_), Some(_)) => {
+            return Err("give either --inputs or --tokenizer with --prompt, not both".into())
+        }
+        (None, Some(t)) => return generate_text(args, t),
+        (None, None) => return Err(
+            "give the prompts: --inputs I.safetensors, or --tokenizer tokenizer.json --prompt TEXT"
+                .into(),
+        ),
+        (Some(i), None) => i,
+    };
+    let Some(out_path) = args.out else {
+        return Err("--inputs needs --out O.safetensors for the tokens".into());
+    };
+    if !args.prompts.is_empty() {
+        return Err("--prompt needs --tokenizer".into());
+    }
+    let mut inputs = read_values(inputs_path)?;
     let (ids, batch) = match inputs.remove("input_ids") {
         Some(Value::I(t)) if t.shape.len() == 2 => (t.data, t.shape[0]),
         Some(v) => {
             return Err(format!(
                 "{}: `input_ids` must be an integer tensor [batch, seq], not {:?}",
-                args.inputs.display(),
+                inputs_path.display(),
                 v.shape()
             ))
         }
-        None => return Err(format!("{} has no `input_ids`", args.inputs.display())),
+        None => return Err(format!("{} has no `input_ids`", inputs_path.display())),
     };
     let mask = match inputs.remove("attention_mask") {
         Some(Value::I(t)) => Some(t.data),
@@ -116,7 +221,7 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
     if let Some(other) = inputs.keys().next() {
         return Err(format!(
             "{}: generation takes `input_ids`, `attention_mask` and `decoder_input_ids`, not `{other}`",
-            args.inputs.display()
+            inputs_path.display()
         ));
     }
     let mut generator = generator(args.target, args.weights, args.threads)?;
@@ -125,13 +230,7 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
             "`decoder_input_ids` are for encoder-decoders; this model is decoder-only".into(),
         );
     }
-    let opts = GenerateOptions {
-        max_new_tokens: args.max_new_tokens,
-        decoding: decoding(args.temperature, args.top_k, args.top_p, args.seed),
-        eos: args.eos.to_vec(),
-        pad: args.pad.or(args.eos.first().copied()).unwrap_or(0),
-        save_logits: args.save_logits,
-    };
+    let opts = options(args);
     let out = if generator.is_seq2seq() {
         let start = decoder_ids.unwrap_or_else(|| vec![args.decoder_start; batch]);
         generator.generate_seq2seq(&ids, mask.as_deref(), batch, &start, &opts, |_| {})
@@ -139,7 +238,7 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
         generator.generate(&ids, mask.as_deref(), batch, &opts, |_| {})
     }
     .map_err(|e| e.to_string())?;
-    write_generated(args.out, &out)?;
+    write_generated(out_path, &out)?;
     report(&out);
     Ok(())
 }

@@ -173,15 +173,23 @@ enum Command {
         #[arg(long)]
         weights: PathBuf,
         /// Prompts: `input_ids` [batch, seq] (i64 or i32) and optional `attention_mask`
-        /// [batch, seq] (0 marks left padding).
+        /// [batch, seq] (0 marks left padding); encoder-decoders also `decoder_input_ids`.
         #[arg(long)]
-        inputs: PathBuf,
+        inputs: Option<PathBuf>,
+        /// Text prompts instead of --inputs: a Hugging Face tokenizer.json ...
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// ... and the prompt (repeatable: a batch, left-padded). One prompt streams its
+        /// continuation to stdout as it is generated.
+        #[arg(long = "prompt")]
+        prompts: Vec<String>,
         /// New tokens per row.
         #[arg(long)]
         max_new_tokens: usize,
-        /// Where to write `tokens` [batch, seq + N] (and `logits` [batch, N, vocab]).
+        /// Where to write `tokens` [batch, seq + N] (and `logits` [batch, N, vocab]);
+        /// required with --inputs.
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
         /// Also write the raw logits that chose each new token.
         #[arg(long)]
         save_logits: bool,
@@ -372,6 +380,8 @@ fn run(cli: Cli) -> ExitCode {
             target,
             weights,
             inputs,
+            tokenizer,
+            prompts,
             max_new_tokens,
             out,
             save_logits,
@@ -386,9 +396,11 @@ fn run(cli: Cli) -> ExitCode {
         } => generate::run(&generate::GenerateArgs {
             target: &target,
             weights: &weights,
-            inputs: &inputs,
+            inputs: inputs.as_deref(),
+            tokenizer: tokenizer.as_deref(),
+            prompts: &prompts,
             max_new_tokens,
-            out: &out,
+            out: out.as_deref(),
             save_logits,
             temperature,
             top_k,

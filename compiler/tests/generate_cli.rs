@@ -1,0 +1,357 @@
+//! `archc generate` from the command line: the safetensors interface (tokens and logits
+//! as transformers gives them), sampling options, end-of-sequence handling, text prompts
+//! through a tokenizer, and every bad input as a clear error without a panic.
+
+use archc::interp::Value;
+use archc::tensor::Tensor;
+use archc::tensor_io::{read_values, write_values};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(name)
+}
+
+fn archc(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_archc"))
+        .args(args)
+        .env("ARCHC_CACHE", cache)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ints(v: &Value) -> Vec<i64> {
+    match v {
+        Value::I(t) => t.data.clone(),
+        _ => panic!("expected integers"),
+    }
+}
+
+fn write_ids(path: &Path, name_data: &[(&str, Vec<usize>, Vec<i64>)]) {
+    let tensors: Vec<(String, Value)> = name_data
+        .iter()
+        .map(|(n, shape, data)| {
+            (
+                n.to_string(),
+                Value::I(Tensor {
+                    shape: shape.clone(),
+                    data: data.clone(),
+                }),
+            )
+        })
+        .collect();
+    write_values(path, &tensors).unwrap();
+}
+
+/// GPT-2's fixture prompts, through the binary: tokens as transformers generated them.
+#[test]
+fn generate_writes_tokens_and_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture("gpt2");
+    let want = read_values(&dir.join("generate.safetensors")).unwrap();
+    let inputs = tmp.path().join("in.safetensors");
+    let Value::I(ids) = &want["input_ids"] else {
+        panic!()
+    };
+    write_ids(
+        &inputs,
+        &[("input_ids", ids.shape.clone(), ids.data.clone())],
+    );
+    let out = tmp.path().join("out.safetensors");
+    let o = archc(
+        &[
+            "generate",
+            dir.join("model.arch").to_str().unwrap(),
+            "--weights",
+            dir.join("model.safetensors").to_str().unwrap(),
+            "--inputs",
+            inputs.to_str().unwrap(),
+            "--max-new-tokens",
+            "8",
+            "--out",
+            out.to_str().unwrap(),
+            "--save-logits",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("tokens/s"), "{}", text(&o));
+    let got = read_values(&out).unwrap();
+    assert_eq!(ints(&got["tokens"]), ints(&want["tokens"]));
+    let logits = got["logits"].as_f32().unwrap();
+    assert_eq!(logits.shape, vec![2, 8, 101]);
+    let err = logits.rel_max_diff(want["logits"].as_f32().unwrap());
+    assert!(err <= 1e-4, "logits differ by {err:e}");
+}
+
+/// Runs generation on the GPT-2 fixture with extra flags; returns the tokens.
+fn run(tmp: &Path, extra: &[&str]) -> Vec<i64> {
+    let dir = fixture("gpt2");
+    let inputs = tmp.join("prompt.safetensors");
+    write_ids(
+        &inputs,
+        &[("input_ids", vec![2, 3], vec![5, 17, 42, 8, 99, 3])],
+    );
+    let out = tmp.join(format!(
+        "out{}.safetensors",
+        extra.join("_").replace(['-', '.'], "")
+    ));
+    let mut args = vec![
+        "generate",
+        dir.join("model.arch").to_str().unwrap().to_string().leak(),
+        "--weights",
+        dir.join("model.safetensors")
+            .to_str()
+            .unwrap()
+            .to_string()
+            .leak(),
+        "--inputs",
+        inputs.to_str().unwrap().to_string().leak(),
+        "--max-new-tokens",
+        "10",
+        "--out",
+        out.to_str().unwrap().to_string().leak(),
+    ];
+    args.extend_from_slice(extra);
+    let o = archc(&args, tmp);
+    assert!(o.status.success(), "{extra:?}: {}", text(&o));
+    ints(&read_values(&out).unwrap()["tokens"])
+}
+
+#[test]
+fn sampling_repeats_for_a_seed_and_eos_pads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = run(tmp.path(), &["--temperature", "1.5", "--seed", "3"]);
+    let b = run(tmp.path(), &["--temperature", "1.5", "--seed", "3"]);
+    let c = run(tmp.path(), &["--temperature", "1.5", "--seed", "4"]);
+    assert_eq!(a, b, "the same seed gives the same tokens");
+    assert_ne!(a, c, "another seed gives other tokens");
+    assert_eq!(a.len(), 2 * 13);
+
+    // Greedy, then stop each row at the first token it generates: the rest is padding.
+    let greedy = run(tmp.path(), &[]);
+    let first = greedy[3];
+    let stopped = run(tmp.path(), &["--eos", &first.to_string(), "--pad", "100"]);
+    assert_eq!(stopped[3], first);
+    assert!(stopped[4..13].iter().all(|&t| t == 100), "{stopped:?}");
+    // The other row continues until its own first eos, if any.
+    let row1 = &stopped[13..];
+    let end = row1[3..].iter().position(|&t| t == first).map(|p| p + 3);
+    if let Some(e) = end {
+        assert!(row1[e + 1..].iter().all(|&t| t == 100));
+        assert_eq!(&row1[..=e], &greedy[13..13 + e + 1]);
+    } else {
+        assert_eq!(row1, &greedy[13..]);
+    }
+}
+
+/// A word-level tokenizer.json: `w0` … `w{n-1}` are ids 0 … n−1, split on whitespace.
+fn word_tokenizer(dir: &Path, n: usize) -> PathBuf {
+    let vocab: Vec<String> = (0..n).map(|i| format!("\"w{i}\": {i}")).collect();
+    let json = format!(
+        r#"{{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+  "normalizer": null, "pre_tokenizer": {{"type": "WhitespaceSplit"}},
+  "post_processor": null, "decoder": null,
+  "model": {{"type": "WordLevel", "unk_token": "w0", "vocab": {{{}}}}}}}"#,
+        vocab.join(", ")
+    );
+    let path = dir.join("words.json");
+    std::fs::write(&path, json).unwrap();
+    path
+}
+
+#[test]
+fn text_prompts_stream_their_continuation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture("gpt2");
+    let tok = word_tokenizer(tmp.path(), 101);
+    let out = tmp.path().join("text.safetensors");
+    let o = archc(
+        &[
+            "generate",
+            dir.join("model.arch").to_str().unwrap(),
+            "--weights",
+            dir.join("model.safetensors").to_str().unwrap(),
+            "--tokenizer",
+            tok.to_str().unwrap(),
+            "--prompt",
+            "w5 w17 w42",
+            "--max-new-tokens",
+            "6",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // The prompt's ids, then the new tokens, whose words stdout shows.
+    let tokens = ints(&read_values(&out).unwrap()["tokens"]);
+    assert_eq!(&tokens[..3], &[5, 17, 42]);
+    let words: Vec<String> = tokens[3..].iter().map(|t| format!("w{t}")).collect();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        stdout.split_whitespace().collect::<Vec<_>>().join(" "),
+        words.join(" ")
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("tokens/s"));
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture("gpt2");
+    let (arch, weights) = (
+        dir.join("model.arch").to_str().unwrap().to_string(),
+        dir.join("model.safetensors").to_str().unwrap().to_string(),
+    );
+    let file = |name: &str, data: &[(&str, Vec<usize>, Vec<i64>)]| {
+        let p = tmp.path().join(name);
+        write_ids(&p, data);
+        p.to_str().unwrap().to_string()
+    };
+    let big = file(
+        "big.safetensors",
+        &[("input_ids", vec![1, 2], vec![3, 101])],
+    );
+    let ok = file("ok.safetensors", &[("input_ids", vec![1, 2], vec![3, 4])]);
+    let right_pad = file(
+        "rpad.safetensors",
+        &[
+            ("input_ids", vec![1, 3], vec![3, 4, 0]),
+            ("attention_mask", vec![1, 3], vec![1, 1, 0]),
+        ],
+    );
+    let garbage = tmp.path().join("tokenizer.json");
+    std::fs::write(&garbage, "{ not a tokenizer").unwrap();
+    let out = tmp.path().join("o.safetensors");
+    let out = out.to_str().unwrap();
+    let bert = fixture("bert");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "generate",
+                &arch,
+                "--weights",
+                &weights,
+                "--inputs",
+                &big,
+                "--max-new-tokens",
+                "2",
+                "--out",
+                out,
+            ],
+            "vocab",
+        ),
+        (
+            vec![
+                "generate",
+                &arch,
+                "--weights",
+                &weights,
+                "--inputs",
+                &ok,
+                "--max-new-tokens",
+                "20",
+                "--out",
+                out,
+            ],
+            "context",
+        ),
+        (
+            vec![
+                "generate",
+                &arch,
+                "--weights",
+                &weights,
+                "--inputs",
+                &right_pad,
+                "--max-new-tokens",
+                "2",
+                "--out",
+                out,
+            ],
+            "left padding",
+        ),
+        (
+            vec![
+                "generate",
+                &arch,
+                "--weights",
+                &weights,
+                "--tokenizer",
+                garbage.to_str().unwrap(),
+                "--prompt",
+                "w1",
+                "--max-new-tokens",
+                "2",
+            ],
+            "tokenizer.json",
+        ),
+        (
+            vec![
+                "generate",
+                &arch,
+                "--weights",
+                &weights,
+                "--inputs",
+                &ok,
+                "--max-new-tokens",
+                "2",
+            ],
+            "--out",
+        ),
+        (
+            vec![
+                "generate",
+                bert.join("model.arch").to_str().unwrap().to_string().leak(),
+                "--weights",
+                bert.join("model.safetensors")
+                    .to_str()
+                    .unwrap()
+                    .to_string()
+                    .leak(),
+                "--inputs",
+                &ok,
+                "--max-new-tokens",
+                "2",
+                "--out",
+                out,
+            ],
+            "encoder-only",
+        ),
+        (
+            vec![
+                "generate",
+                &arch,
+                "--weights",
+                &weights,
+                "--inputs",
+                &ok,
+                "--max-new-tokens",
+                "2",
+                "--out",
+                out,
+                "--top-p",
+                "1.5",
+            ],
+            "top-p",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = archc(&args, tmp.path());
+        let t = text(&o);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(t.contains(want), "{args:?}: expected `{want}` in: {t}");
+        assert!(!t.contains("panicked"), "{args:?}: {t}");
+    }
+}
