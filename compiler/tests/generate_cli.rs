@@ -355,3 +355,74 @@ fn bad_inputs_are_clear_errors() {
         assert!(!t.contains("panicked"), "{args:?}: {t}");
     }
 }
+
+/// The deployment binary (built on demand when this test runs without the workspace).
+fn arch_run() -> PathBuf {
+    let archc = PathBuf::from(env!("CARGO_BIN_EXE_archc"));
+    let bin = archc.with_file_name("arch-run");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "arch-runtime", "--bin", "arch-run"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot build arch-run");
+    }
+    bin
+}
+
+/// `archc build -o` writes the step (and encode) programs beside forward; `arch-run`
+/// generates with them, no compiler involved, exactly as `archc generate` does.
+#[test]
+fn arch_run_generates_from_a_built_package() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, extra) in [("gpt2", vec![]), ("bart", vec!["--decoder-start", "2"])] {
+        let dir = fixture(name);
+        let pkg = tmp.path().join(format!("{name}_pkg"));
+        let o = archc(
+            &[
+                "build",
+                dir.join("model.arch").to_str().unwrap(),
+                "-o",
+                pkg.to_str().unwrap(),
+            ],
+            tmp.path(),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let manifest = std::fs::read_to_string(pkg.join("manifest.json")).unwrap();
+        assert!(manifest.contains("\"decode\""), "{name}: no decode entry");
+        let want = read_values(&dir.join("generate.safetensors")).unwrap();
+        let inputs = tmp.path().join(format!("{name}_in.safetensors"));
+        let mut given = vec![("input_ids", &want["input_ids"])];
+        if let Some(m) = want.get("attention_mask") {
+            given.push(("attention_mask", m));
+        }
+        let list: Vec<(String, Value)> = given
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect();
+        write_values(&inputs, &list).unwrap();
+        let out = tmp.path().join(format!("{name}_out.safetensors"));
+        let mut args = vec![
+            pkg.to_str().unwrap().to_string(),
+            "--weights".into(),
+            dir.join("model.safetensors").to_str().unwrap().to_string(),
+            "--inputs".into(),
+            inputs.to_str().unwrap().to_string(),
+            "--out".into(),
+            out.to_str().unwrap().to_string(),
+            "--max-new-tokens".into(),
+            "8".into(),
+            "--save-logits".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let o = Command::new(arch_run()).args(&args).output().unwrap();
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        let got = read_values(&out).unwrap();
+        assert_eq!(ints(&got["tokens"]), ints(&want["tokens"]), "{name}");
+        let err = got["logits"]
+            .as_f32()
+            .unwrap()
+            .rel_max_diff(want["logits"].as_f32().unwrap());
+        assert!(err <= 1e-4, "{name}: logits differ by {err:e}");
+    }
+}

@@ -95,7 +95,7 @@ pub fn step_package_dir(dir: &Path) -> Result<std::path::PathBuf, RuntimeError> 
 }
 
 /// The directory of the package that runs `entry` of the package in `dir`, if any.
-fn entry_dir(dir: &Path, entry: &str) -> Result<Option<std::path::PathBuf>, RuntimeError> {
+pub fn entry_dir(dir: &Path, entry: &str) -> Result<Option<std::path::PathBuf>, RuntimeError> {
     let m = Manifest::read(dir)?;
     Ok(m.entries.get(entry).map(|e| match &e.package {
         Some(sub) => dir.join(sub),

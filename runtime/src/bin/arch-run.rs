@@ -4,7 +4,14 @@
 //! ```text
 //! arch-run PKG (--weights W | --random-weights SEED) --inputs I.safetensors --out O.safetensors
 //!          [--threads N] [--entry forward]
+//! arch-run PKG (--weights W | --random-weights SEED) --inputs I.safetensors --out O.safetensors
+//!          --max-new-tokens N [--save-logits] [--temperature T] [--top-k K] [--top-p P]
+//!          [--seed S] [--eos ID]... [--pad ID] [--decoder-start ID] [--threads N]
 //! ```
+//!
+//! With `--max-new-tokens` it generates as `archc generate` does, with the package's step
+//! (and, for an encoder-decoder, encode) program: `input_ids`, optional `attention_mask`
+//! and `decoder_input_ids` in; `tokens` (and `logits`) out.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -17,7 +24,10 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
 const USAGE: &str = "usage: arch-run PKG (--weights W | --random-weights SEED) \
---inputs I.safetensors --out O.safetensors [--threads N] [--entry NAME]";
+--inputs I.safetensors --out O.safetensors [--threads N] [--entry NAME]
+       arch-run PKG (--weights W | --random-weights SEED) --inputs I.safetensors \
+--out O.safetensors --max-new-tokens N [--save-logits] [--temperature T] [--top-k K] \
+[--top-p P] [--seed S] [--eos ID]... [--pad ID] [--decoder-start ID] [--threads N]";
 
 struct Args {
     package: PathBuf,
@@ -26,6 +36,21 @@ struct Args {
     out: PathBuf,
     threads: usize,
     entry: String,
+    generate: Option<Generate>,
+}
+
+/// `--max-new-tokens` and the decoding options.
+#[derive(Default)]
+struct Generate {
+    max_new_tokens: usize,
+    save_logits: bool,
+    temperature: Option<f32>,
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+    seed: Option<u64>,
+    eos: Vec<i64>,
+    pad: Option<i64>,
+    decoder_start: i64,
 }
 
 enum WeightsArg {
@@ -54,6 +79,8 @@ fn parse_args(argv: &[String]) -> Result<Args, RuntimeError> {
     let (mut weights, mut random, mut inputs, mut out) = (None, None, None, None);
     let mut threads = 0usize;
     let mut entry = "forward".to_string();
+    let mut gen = Generate::default();
+    let mut generating = false;
     let mut it = argv.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -80,6 +107,18 @@ fn parse_args(argv: &[String]) -> Result<Args, RuntimeError> {
                     .map_err(|_| usage(format!("`--threads` takes a number, not `{v}`")))?;
             }
             "--entry" => entry = value()?,
+            "--max-new-tokens" => {
+                gen.max_new_tokens = number(a, &value()?)?;
+                generating = true;
+            }
+            "--save-logits" => gen.save_logits = true,
+            "--temperature" => gen.temperature = Some(number(a, &value()?)?),
+            "--top-k" => gen.top_k = Some(number(a, &value()?)?),
+            "--top-p" => gen.top_p = Some(number(a, &value()?)?),
+            "--seed" => gen.seed = Some(number(a, &value()?)?),
+            "--eos" => gen.eos.push(number(a, &value()?)?),
+            "--pad" => gen.pad = Some(number(a, &value()?)?),
+            "--decoder-start" => gen.decoder_start = number(a, &value()?)?,
             s if s.starts_with('-') => return Err(usage(format!("unknown option `{s}`"))),
             s if package.is_none() => package = Some(PathBuf::from(s)),
             s => return Err(usage(format!("unexpected argument `{s}`"))),
@@ -106,10 +145,20 @@ fn parse_args(argv: &[String]) -> Result<Args, RuntimeError> {
         out: out.ok_or_else(|| usage("`--out` is required".into()))?,
         threads,
         entry,
+        generate: generating.then_some(gen),
     })
 }
 
+/// A number-valued option.
+fn number<T: std::str::FromStr>(option: &str, v: &str) -> Result<T, RuntimeError> {
+    v.parse()
+        .map_err(|_| RuntimeError::Usage(format!("`{option}` takes a number, not `{v}`\n{USAGE}")))
+}
+
 fn run(args: &Args) -> Result<(), RuntimeError> {
+    if let Some(g) = &args.generate {
+        return generate(args, g);
+    }
     let package = Package::load(&args.package)?;
     let weights = match &args.weights {
         WeightsArg::File(p) => Weights::open(package.manifest(), p)?,
@@ -207,4 +256,100 @@ fn write_outputs(path: &Path, outputs: &[(String, HostTensor)]) -> Result<(), Ru
         })
         .collect::<Result<Vec<_>, _>>()?;
     safetensors::serialize_to_file(views, None, path).map_err(|e| io(e.to_string()))
+}
+
+/// Generation with the package's step program (and encode program).
+fn generate(args: &Args, g: &Generate) -> Result<(), RuntimeError> {
+    use arch_runtime::generate::{entry_dir, Decoding, GenerateOptions, Generator, Sampling};
+    let session = |dir: &Path| -> Result<Session, RuntimeError> {
+        let package = Package::load(dir)?;
+        let weights = match &args.weights {
+            WeightsArg::File(p) => Weights::open(package.manifest(), p)?,
+            WeightsArg::Random(seed) => Weights::random(package.manifest(), *seed)?,
+        };
+        Session::new(package, weights, args.threads)
+    };
+    let step = arch_runtime::generate::step_package_dir(&args.package)?;
+    let encode = entry_dir(&args.package, "encode")?;
+    let encoder = encode.as_deref().map(session).transpose()?;
+    let mut generator = Generator::with_encoder(session(&step)?, encoder)?;
+    let mut inputs = read_inputs(&args.inputs)?;
+    let ints = |t: HostTensor, name: &str| -> Result<(Vec<usize>, Vec<i64>), RuntimeError> {
+        match t.data {
+            HostData::I64(v) => Ok((t.shape, v)),
+            HostData::I32(v) => Ok((t.shape, v.into_iter().map(i64::from).collect())),
+            HostData::F32(_) => Err(RuntimeError::Input {
+                name: name.to_string(),
+                reason: "must hold integers".into(),
+            }),
+        }
+    };
+    let (shape, ids) = ints(
+        inputs
+            .remove("input_ids")
+            .ok_or_else(|| RuntimeError::MissingInput {
+                name: "input_ids".into(),
+                given: inputs.keys().cloned().collect(),
+            })?,
+        "input_ids",
+    )?;
+    if shape.len() != 2 {
+        return Err(RuntimeError::Input {
+            name: "input_ids".into(),
+            reason: format!("has shape {shape:?}, expected [batch, seq]"),
+        });
+    }
+    let batch = shape[0];
+    let mask = match inputs.remove("attention_mask") {
+        Some(t) => Some(ints(t, "attention_mask")?.1),
+        None => None,
+    };
+    let decoder = match inputs.remove("decoder_input_ids") {
+        Some(t) => Some(ints(t, "decoder_input_ids")?.1),
+        None => None,
+    };
+    let decoding =
+        if g.temperature.is_none() && g.top_k.is_none() && g.top_p.is_none() && g.seed.is_none() {
+            Decoding::Greedy
+        } else {
+            Decoding::Sample(Sampling {
+                temperature: g.temperature.unwrap_or(1.0),
+                top_k: g.top_k.unwrap_or(0),
+                top_p: g.top_p.unwrap_or(1.0),
+                seed: g.seed.unwrap_or(0),
+            })
+        };
+    let opts = GenerateOptions {
+        max_new_tokens: g.max_new_tokens,
+        decoding,
+        eos: g.eos.clone(),
+        pad: g.pad.or(g.eos.first().copied()).unwrap_or(0),
+        save_logits: g.save_logits,
+    };
+    let out = if generator.is_seq2seq() {
+        let start = decoder.unwrap_or_else(|| vec![g.decoder_start; batch]);
+        generator.generate_seq2seq(&ids, mask.as_deref(), batch, &start, &opts, |_| {})?
+    } else {
+        generator.generate(&ids, mask.as_deref(), batch, &opts, |_| {})?
+    };
+    let mut outputs = vec![(
+        "tokens".to_string(),
+        HostTensor::i64(vec![out.batch, out.len], out.tokens.clone()),
+    )];
+    if let Some(l) = &out.logits {
+        let n = l.len() / (out.batch * out.vocab).max(1);
+        outputs.push((
+            "logits".to_string(),
+            HostTensor::f32(vec![out.batch, n, out.vocab], l.clone()),
+        ));
+    }
+    let steps = out.decode_steps.max(1) as f64;
+    eprintln!(
+        "generated {} × {} tokens: prefill {:.1} ms, decode {:.1} tokens/s",
+        out.batch,
+        out.len,
+        out.prefill_seconds * 1e3,
+        out.batch as f64 * steps / out.decode_seconds.max(1e-12)
+    );
+    write_outputs(&args.out, &outputs)
 }
