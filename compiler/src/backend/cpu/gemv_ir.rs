@@ -8,13 +8,14 @@
 use super::ir::{Ir, IrResult, WholeSteps};
 use super::sgemm_ir::SgemmTiles;
 use inkwell::module::Linkage;
-use inkwell::values::{BasicValueEnum, FunctionValue};
+use inkwell::values::{BasicValue, BasicValueEnum, FastMathFlags, FunctionValue};
 
 /// Rows of A up to which the matmul kernels take this path.
 pub const GEMV_MAX_ROWS: u64 = 8;
 
-/// Independent vector accumulators per dot product (hides the FMA latency).
-const ACCUMULATORS: u32 = 4;
+/// Columns computed together: independent accumulators (hiding the FMA latency) that
+/// share each load of A.
+const COLUMNS: usize = 4;
 
 /// `archc_gemv_bt(rows, cols, k, a, lda, b, ldb, c, ldc)`.
 pub(crate) fn emit_gemv_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionValue<'ctx>> {
@@ -50,51 +51,34 @@ pub(crate) fn emit_gemv_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Func
     let vt = ir.f32.vec_type(t.lanes);
     let zero_v: BasicValueEnum = vt.const_zero().into();
     let zero_s: BasicValueEnum = ir.f32.const_zero().into();
-    ir.for_range(f, "j", ir.int(0), cols, 1, |j| {
-        let brow = ir.at(b, ir.mul(j, ldb)?)?;
+    // Columns `j .. j + width` of row i: `width` rows of B against one row of A, one
+    // accumulator each, so every load of A feeds `width` FMAs.
+    let block = |j, width: usize| -> IrResult<()> {
+        let brows = (0..width)
+            .map(|w| ir.at(b, ir.mul(ir.add(j, ir.int(w as u64))?, ldb)?))
+            .collect::<IrResult<Vec<_>>>()?;
         ir.for_range(f, "i", ir.int(0), rows, 1, |i| {
             let arow = ir.at(a, ir.mul(i, lda)?)?;
-            let wide = lanes * ACCUMULATORS as u64;
             let (kk, accs) = ir.carried_loop(
                 f,
                 "kv",
                 WholeSteps {
                     start: ir.int(0),
                     limit: k,
-                    step: wide,
+                    step: lanes,
                 },
-                &vec![zero_v; ACCUMULATORS as usize],
+                &vec![zero_v; width],
                 |kk, cur| {
-                    let mut next = Vec::with_capacity(cur.len());
-                    for (u, acc) in cur.iter().enumerate() {
-                        let at = ir.add(kk, ir.int(u as u64 * lanes))?;
-                        let x = ir.load_vec(vt, ir.at(arow, at)?)?;
-                        let w = ir.load_vec(vt, ir.at(brow, at)?)?;
-                        next.push(ir.fmuladd(x, w, acc.into_vector_value())?.into());
+                    let x = ir.load_vec(vt, ir.at(arow, kk)?)?;
+                    let mut next = Vec::with_capacity(width);
+                    for (w, acc) in cur.iter().enumerate() {
+                        let v = ir.load_vec(vt, ir.at(brows[w], kk)?)?;
+                        next.push(ir.fmuladd(x, v, acc.into_vector_value())?.into());
                     }
                     Ok(next)
                 },
             )?;
-            let mut sum = accs[0].into_vector_value();
-            for acc in &accs[1..] {
-                sum = ir.b.build_float_add(sum, acc.into_vector_value(), "")?;
-            }
-            let (kk, acc) = ir.carried_loop(
-                f,
-                "k1",
-                WholeSteps {
-                    start: kk,
-                    limit: k,
-                    step: lanes,
-                },
-                &[sum.into()],
-                |kk, cur| {
-                    let x = ir.load_vec(vt, ir.at(arow, kk)?)?;
-                    let w = ir.load_vec(vt, ir.at(brow, kk)?)?;
-                    Ok(vec![ir.fmuladd(x, w, cur[0].into_vector_value())?.into()])
-                },
-            )?;
-            let (_, tail) = ir.carried_loop(
+            let (_, tails) = ir.carried_loop(
                 f,
                 "ks",
                 WholeSteps {
@@ -102,25 +86,49 @@ pub(crate) fn emit_gemv_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Func
                     limit: k,
                     step: 1,
                 },
-                &[zero_s],
+                &vec![zero_s; width],
                 |kk, cur| {
                     let x = ir.load_f32(ir.at(arow, kk)?)?.into_float_value();
-                    let w = ir.load_f32(ir.at(brow, kk)?)?.into_float_value();
-                    let p = ir.b.build_float_mul(x, w, "")?;
-                    Ok(vec![ir
-                        .b
-                        .build_float_add(cur[0].into_float_value(), p, "")?
-                        .into()])
+                    let mut next = Vec::with_capacity(width);
+                    for (w, acc) in cur.iter().enumerate() {
+                        let v = ir.load_f32(ir.at(brows[w], kk)?)?.into_float_value();
+                        let p = ir.b.build_float_mul(x, v, "")?;
+                        next.push(ir.b.build_float_add(acc.into_float_value(), p, "")?.into());
+                    }
+                    Ok(next)
                 },
             )?;
-            let total = ir.intrinsic(
-                "llvm.vector.reduce.fadd",
-                &[vt.into()],
-                &[tail[0].into(), acc[0].into()],
-            )?;
-            ir.store(ir.at(c, ir.mad(i, ldc, j)?)?, total)
+            for w in 0..width {
+                // A tree sum of the lanes (reassociation allowed), not a chain of adds.
+                let total = ir.intrinsic(
+                    "llvm.vector.reduce.fadd",
+                    &[vt.into()],
+                    &[tails[w].into(), accs[w].into()],
+                )?;
+                if let Some(inst) = total.as_instruction_value() {
+                    let _ = inst.set_fast_math_flags(FastMathFlags::AllowReassoc);
+                }
+                let col = ir.add(j, ir.int(w as u64))?;
+                ir.store(ir.at(c, ir.mad(i, ldc, col)?)?, total)?;
+            }
+            Ok(())
         })
-    })?;
+    };
+    let (j, _) = ir.carried_loop(
+        f,
+        "j4",
+        WholeSteps {
+            start: ir.int(0),
+            limit: cols,
+            step: COLUMNS as u64,
+        },
+        &[],
+        |j, _| {
+            block(j, COLUMNS)?;
+            Ok(vec![])
+        },
+    )?;
+    ir.for_range(f, "j1", j, cols, 1, |j| block(j, 1))?;
     ir.b.build_return(None)?;
     Ok(f)
 }
