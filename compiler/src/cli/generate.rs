@@ -239,6 +239,12 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
     }
     .map_err(|e| e.to_string())?;
     write_generated(out_path, &out)?;
+    // The new token ids of each row, for a look without opening the file.
+    let prompt_len = out.len - args.max_new_tokens;
+    for (r, row) in out.tokens.chunks(out.len.max(1)).enumerate().take(16) {
+        let new: Vec<String> = row[prompt_len..].iter().map(i64::to_string).collect();
+        println!("[{r}] {}", new.join(" "));
+    }
     report(&out);
     Ok(())
 }
