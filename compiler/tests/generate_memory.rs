@@ -7,7 +7,7 @@ mod common;
 use arch_dsl::elab::Program;
 use arch_dsl::spec::ArchSpec;
 use arch_dsl::stats::{stats, StatsOptions};
-use arch_runtime::generate::{Decoding, GenerateOptions, Generator};
+use arch_runtime::generate::{GenerateOptions, Generator};
 use arch_runtime::{Package, Session, Weights};
 use archc::package::{build, BuildOptions, PackageKind};
 use common::{fixture, spec_of, TINY_S4};
@@ -83,13 +83,7 @@ fn recurrent_state_is_constant_in_length() {
         let mut g = Generator::new(session).unwrap();
         let mut held = Vec::new();
         for n in [16, 4096] {
-            let opts = GenerateOptions {
-                max_new_tokens: n,
-                decoding: Decoding::Greedy,
-                eos: vec![],
-                pad: 0,
-                save_logits: false,
-            };
+            let opts = GenerateOptions::greedy(n);
             let out = g.generate(&[1, 2, 3, 4], None, 1, &opts, |_| {}).unwrap();
             assert_eq!(out.tokens.len(), 4 + n);
             assert!(out.tokens.iter().all(|&t| (0..37).contains(&t)));
@@ -114,13 +108,7 @@ fn a_decoder_cache_grows_only_to_its_capacity() {
     let mut g = Generator::new(step_session(&spec, tmp.path())).unwrap();
     for (prompt, n) in [(2usize, 3usize), (5, 9)] {
         let ids: Vec<i64> = (0..prompt as i64).collect();
-        let opts = GenerateOptions {
-            max_new_tokens: n,
-            decoding: Decoding::Greedy,
-            eos: vec![],
-            pad: 0,
-            save_logits: false,
-        };
+        let opts = GenerateOptions::greedy(n);
         let out = g.generate(&ids, None, 1, &opts, |_| {}).unwrap();
         assert_eq!(
             out.state_bytes,

@@ -32,14 +32,9 @@ fn int(shape: Vec<usize>, data: Vec<i64>) -> Value {
     Value::I(Tensor { shape, data })
 }
 
-/// The step graph's logits at each position of a `t`-token prompt of `b` rows fed in
-/// `chunks` (token counts summing to `t`; recurrent models take one token per call),
-/// against the forward graph's. Returns the largest relative error over calls.
-fn step_error(spec: &ArchSpec, b: usize, t: usize, chunks: &[usize]) -> f64 {
-    assert_eq!(chunks.iter().sum::<usize>(), t);
-    let mut rng = Rng::new(5);
-    let params: Params = random_params(&mut rng, spec, (1e-2, 0.1));
-    let prompt = ids(&mut rng, b, t, spec.vocab);
+/// The forward graph's logits [b, T, vocab] of the token ids `tokens` ([b, T]), in the
+/// evaluator.
+fn forward_logits(spec: &ArchSpec, params: &Params, tokens: &[i64], b: usize) -> F32Tensor {
     let fwd = forward(
         spec,
         &ExpandOptions {
@@ -48,16 +43,22 @@ fn step_error(spec: &ArchSpec, b: usize, t: usize, chunks: &[usize]) -> f64 {
         },
     )
     .unwrap();
-    let inputs = HashMap::from([("input_ids".to_string(), int(vec![b, t], prompt.clone()))]);
-    let out = run(&fwd, &inputs, &params).unwrap();
-    let logits = out
-        .iter()
-        .find(|(n, _)| n == "logits")
-        .unwrap()
-        .1
-        .as_f32()
-        .unwrap()
-        .clone();
+    let t = tokens.len() / b;
+    let inputs = HashMap::from([("input_ids".to_string(), int(vec![b, t], tokens.to_vec()))]);
+    let out = run(&fwd, &inputs, params).unwrap();
+    let (_, logits) = out.into_iter().find(|(n, _)| n == "logits").unwrap();
+    logits.as_f32().unwrap().clone()
+}
+
+/// The step graph's logits at each position of a `t`-token prompt of `b` rows fed in
+/// `chunks` (token counts summing to `t`; recurrent models take one token per call),
+/// against the forward graph's. Returns the largest relative error over calls.
+fn step_error(spec: &ArchSpec, b: usize, t: usize, chunks: &[usize]) -> f64 {
+    assert_eq!(chunks.iter().sum::<usize>(), t);
+    let mut rng = Rng::new(5);
+    let params: Params = random_params(&mut rng, spec, (1e-2, 0.1));
+    let prompt = ids(&mut rng, b, t, spec.vocab);
+    let logits = forward_logits(spec, &params, &prompt, b);
     let vocab = spec.vocab as usize;
 
     let g = step(spec).unwrap().graph;
@@ -241,27 +242,8 @@ fn generated_error(spec: &ArchSpec, b: usize, t: usize, n: usize) -> f64 {
         )
         .unwrap();
     let got = out.logits.unwrap();
-    let fwd = forward(
-        spec,
-        &ExpandOptions {
-            recurrent_ssm: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
     let len = t + n;
-    let inputs = HashMap::from([(
-        "input_ids".to_string(),
-        int(vec![b, len], out.tokens.clone()),
-    )]);
-    let res = run(&fwd, &inputs, &params).unwrap();
-    let logits = res
-        .iter()
-        .find(|(n, _)| n == "logits")
-        .unwrap()
-        .1
-        .as_f32()
-        .unwrap();
+    let logits = forward_logits(spec, &params, &out.tokens, b);
     let vocab = spec.vocab as usize;
     let want: Vec<f32> = (0..b)
         .flat_map(|r| {

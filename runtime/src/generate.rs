@@ -47,6 +47,40 @@ pub struct GenerateOptions {
     pub save_logits: bool,
 }
 
+impl GenerateOptions {
+    /// `n` new tokens per row, greedy, no end-of-sequence, no logits kept.
+    pub fn greedy(n: usize) -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens: n,
+            decoding: Decoding::Greedy,
+            eos: Vec::new(),
+            pad: 0,
+            save_logits: false,
+        }
+    }
+}
+
+impl Decoding {
+    /// Greedy unless a sampling option is given (then temperature 1, every token kept
+    /// and seed 0 unless given).
+    pub fn from_options(
+        temperature: Option<f32>,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+        seed: Option<u64>,
+    ) -> Decoding {
+        if temperature.is_none() && top_k.is_none() && top_p.is_none() && seed.is_none() {
+            return Decoding::Greedy;
+        }
+        Decoding::Sample(Sampling {
+            temperature: temperature.unwrap_or(1.0),
+            top_k: top_k.unwrap_or(0),
+            top_p: top_p.unwrap_or(1.0),
+            seed: seed.unwrap_or(0),
+        })
+    }
+}
+
 /// What [`Generator::generate`] returns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generated {
@@ -86,12 +120,12 @@ pub struct Generator {
 /// The directory of the step program of the package in `dir`: `dir` itself when it has a
 /// `decode` entry of its own, else the subpackage its `decode` entry names.
 pub fn step_package_dir(dir: &Path) -> Result<std::path::PathBuf, RuntimeError> {
-    Ok(entry_dir(dir, "decode")?.ok_or_else(|| {
+    entry_dir(dir, "decode")?.ok_or_else(|| {
         RuntimeError::State(format!(
             "the package at {} cannot generate: it has no `decode` entry; only models with a decoder have a step program",
             dir.display()
         ))
-    })?)
+    })
 }
 
 /// The directory of the package that runs `entry` of the package in `dir`, if any.
@@ -250,7 +284,7 @@ impl Generator {
                 "this model has no encoder: generate with `generate`".into(),
             ));
         };
-        if batch == 0 || enc_ids.is_empty() || enc_ids.len() % batch != 0 {
+        if batch == 0 || enc_ids.is_empty() || !enc_ids.len().is_multiple_of(batch) {
             return Err(RuntimeError::Input {
                 name: "input_ids".into(),
                 reason: format!(
@@ -300,7 +334,7 @@ impl Generator {
             name: "input_ids".into(),
             reason,
         };
-        if batch == 0 || ids.is_empty() || ids.len() % batch != 0 {
+        if batch == 0 || ids.is_empty() || !ids.len().is_multiple_of(batch) {
             return Err(input(format!(
                 "has {} ids, not a non-empty [batch = {batch}, seq] prompt",
                 ids.len()

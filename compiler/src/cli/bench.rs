@@ -176,7 +176,7 @@ fn load_weights(package: &Package, path: Option<&std::path::Path>) -> Result<Wei
 /// prefill excluded (`tokens_per_s`), the time per decode step (`ms_per_token`) and the
 /// prefill; medians over the runs.
 fn bench_decode(args: &BenchArgs) -> Result<(), String> {
-    use arch_runtime::generate::{Decoding, GenerateOptions, Generator};
+    use arch_runtime::generate::{GenerateOptions, Generator};
     if args.batch == 0 || args.prompt == 0 || args.new < 2 || args.reps == 0 {
         return Err("--batch, --prompt and --reps must be at least 1, --new at least 2".into());
     }
@@ -215,13 +215,7 @@ fn bench_decode(args: &BenchArgs) -> Result<(), String> {
     let mut generator = Generator::with_encoder(step, encoder).map_err(|e| e.to_string())?;
     let (b, p, n) = (args.batch, args.prompt, args.new);
     let prompt = ids(b * p, spec.vocab, 7);
-    let opts = GenerateOptions {
-        max_new_tokens: n,
-        decoding: Decoding::Greedy,
-        eos: vec![],
-        pad: 0,
-        save_logits: false,
-    };
+    let opts = GenerateOptions::greedy(n);
     let mut run = || {
         if generator.is_seq2seq() {
             generator.generate_seq2seq(&prompt, None, b, &vec![0; b], &opts, |_| {})

@@ -7,7 +7,7 @@ use crate::interp::Value;
 use crate::package::{build, BuildOptions, PackageKind};
 use crate::tensor::Tensor;
 use crate::tensor_io::{read_values, write_values};
-use arch_runtime::generate::{Decoding, GenerateOptions, Generated, Generator, Sampling};
+use arch_runtime::generate::{Decoding, GenerateOptions, Generated, Generator};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -68,24 +68,6 @@ pub fn generator(target: &str, weights: &Path, threads: usize) -> Result<Generat
         None => None,
     };
     Generator::load_programs(&step, encode.as_deref(), weights, threads).map_err(|e| e.to_string())
-}
-
-/// Decoding settings from the command line: greedy unless a sampling option is given.
-pub fn decoding(
-    temperature: Option<f32>,
-    top_k: Option<usize>,
-    top_p: Option<f32>,
-    seed: Option<u64>,
-) -> Decoding {
-    if temperature.is_none() && top_k.is_none() && top_p.is_none() && seed.is_none() {
-        return Decoding::Greedy;
-    }
-    Decoding::Sample(Sampling {
-        temperature: temperature.unwrap_or(1.0),
-        top_k: top_k.unwrap_or(0),
-        top_p: top_p.unwrap_or(1.0),
-        seed: seed.unwrap_or(0),
-    })
 }
 
 /// Prompts given as text: tokenized (left-padded for a decoder, right-padded for an
@@ -166,7 +148,7 @@ fn generate_text(args: &GenerateArgs, tokenizer_path: &Path) -> Result<(), Strin
 fn options(args: &GenerateArgs) -> GenerateOptions {
     GenerateOptions {
         max_new_tokens: args.max_new_tokens,
-        decoding: decoding(args.temperature, args.top_k, args.top_p, args.seed),
+        decoding: Decoding::from_options(args.temperature, args.top_k, args.top_p, args.seed),
         eos: args.eos.to_vec(),
         pad: args.pad.or(args.eos.first().copied()).unwrap_or(0),
         save_logits: args.save_logits,

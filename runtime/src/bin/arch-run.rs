@@ -260,7 +260,7 @@ fn write_outputs(path: &Path, outputs: &[(String, HostTensor)]) -> Result<(), Ru
 
 /// Generation with the package's step program (and encode program).
 fn generate(args: &Args, g: &Generate) -> Result<(), RuntimeError> {
-    use arch_runtime::generate::{entry_dir, Decoding, GenerateOptions, Generator, Sampling};
+    use arch_runtime::generate::{entry_dir, Decoding, GenerateOptions, Generator};
     let session = |dir: &Path| -> Result<Session, RuntimeError> {
         let package = Package::load(dir)?;
         let weights = match &args.weights {
@@ -308,20 +308,9 @@ fn generate(args: &Args, g: &Generate) -> Result<(), RuntimeError> {
         Some(t) => Some(ints(t, "decoder_input_ids")?.1),
         None => None,
     };
-    let decoding =
-        if g.temperature.is_none() && g.top_k.is_none() && g.top_p.is_none() && g.seed.is_none() {
-            Decoding::Greedy
-        } else {
-            Decoding::Sample(Sampling {
-                temperature: g.temperature.unwrap_or(1.0),
-                top_k: g.top_k.unwrap_or(0),
-                top_p: g.top_p.unwrap_or(1.0),
-                seed: g.seed.unwrap_or(0),
-            })
-        };
     let opts = GenerateOptions {
         max_new_tokens: g.max_new_tokens,
-        decoding,
+        decoding: Decoding::from_options(g.temperature, g.top_k, g.top_p, g.seed),
         eos: g.eos.clone(),
         pad: g.pad.or(g.eos.first().copied()).unwrap_or(0),
         save_logits: g.save_logits,

@@ -749,27 +749,26 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 "k",
                 has_k,
                 || {
-                    let sgemm = |callee| -> IrResult<()> {
-                        ir.b.build_call(
-                            callee,
-                            &[
-                                rows.into(),
-                                cols.into(),
-                                k.into(),
-                                ap.into(),
-                                lda.into(),
-                                bp.into(),
-                                ldb.into(),
-                                cp.into(),
-                                n.into(),
-                                fx.scratch.into(),
-                            ],
-                            "",
-                        )?;
+                    // (rows, cols, k, a, lda, b, ldb, c, ldc[, scratch]): the gemv takes
+                    // the sgemm's arguments but the scratch.
+                    let args: [inkwell::values::BasicMetadataValueEnum; 10] = [
+                        rows.into(),
+                        cols.into(),
+                        k.into(),
+                        ap.into(),
+                        lda.into(),
+                        bp.into(),
+                        ldb.into(),
+                        cp.into(),
+                        n.into(),
+                        fx.scratch.into(),
+                    ];
+                    let call = |callee, args: &[_]| -> IrResult<()> {
+                        ir.b.build_call(callee, args, "")?;
                         Ok(())
                     };
                     if !mm.transpose_b {
-                        return sgemm(self.sgemm);
+                        return call(self.sgemm, &args);
                     }
                     // A few rows (a decode step): one pass over B, no packing.
                     let few = ir.b.build_int_compare(
@@ -782,25 +781,8 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         fx.f,
                         "gemv",
                         few,
-                        || {
-                            ir.b.build_call(
-                                self.gemv_bt,
-                                &[
-                                    rows.into(),
-                                    cols.into(),
-                                    k.into(),
-                                    ap.into(),
-                                    lda.into(),
-                                    bp.into(),
-                                    ldb.into(),
-                                    cp.into(),
-                                    n.into(),
-                                ],
-                                "",
-                            )?;
-                            Ok(())
-                        },
-                        || sgemm(self.sgemm_bt),
+                        || call(self.gemv_bt, &args[..9]),
+                        || call(self.sgemm_bt, &args),
                     )
                 },
                 || {
