@@ -374,14 +374,18 @@ fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(),
         t.elapsed().as_secs_f64()
     ));
     write_files(dir, &graph, &prog, &lowered)?;
-    let seq_multiple_of = spec
-        .stacks()
-        .flat_map(|(_, s)| s.layers.iter().flat_map(|l| l.sublayers.iter()))
-        .filter_map(|s| match s {
-            Sublayer::Ttt(t) => Some(t.mini_batch),
-            _ => None,
-        })
-        .fold(1u64, lcm);
+    // A step program takes any number of tokens (TTT's mini-batches are its state).
+    let seq_multiple_of = if opts.kind == PackageKind::Step {
+        1
+    } else {
+        spec.stacks()
+            .flat_map(|(_, s)| s.layers.iter().flat_map(|l| l.sublayers.iter()))
+            .filter_map(|s| match s {
+                Sublayer::Ttt(t) => Some(t.mini_batch),
+                _ => None,
+            })
+            .fold(1u64, lcm)
+    };
     let limits = Limits {
         vocab: spec.vocab,
         context: spec.context,

@@ -1,6 +1,7 @@
 //! Session memory: what the runtime allocates for caches and recurrent states equals what
 //! `archc stats` reports, a decoder's cache grows only to the capacity asked for, and
-//! recurrent models (Mamba, RWKV-4, S4) hold the same state after 16 and 4,096 tokens.
+//! recurrent models (Mamba, RWKV-4, S4, TTT) hold the same state after 16 and 4,096
+//! tokens.
 
 mod common;
 
@@ -10,7 +11,7 @@ use arch_dsl::stats::{stats, StatsOptions};
 use arch_runtime::generate::{GenerateOptions, Generator};
 use arch_runtime::{Package, Session, Weights};
 use archc::package::{build, BuildOptions, PackageKind};
-use common::{fixture, spec_of, TINY_S4};
+use common::{fixture, spec_of, TINY_S4, TINY_TTT};
 
 fn step_session(spec: &ArchSpec, dir: &std::path::Path) -> Session {
     let opts = BuildOptions {
@@ -49,6 +50,9 @@ fn allocated_state_equals_archc_stats() {
         .collect();
     let s4 = Program::from_source("s4.arch", TINY_S4.to_string(), None);
     specs.push(s4.elaborate("tiny").0.unwrap());
+    let ttt = Program::from_source("ttt.arch", TINY_TTT.to_string(), None);
+    specs.push(ttt.elaborate("tiny_linear").0.unwrap());
+    specs.push(ttt.elaborate("tiny_mlp").0.unwrap());
     let mut checked = 0;
     for spec in &specs {
         let mut session = step_session(spec, tmp.path());
@@ -77,6 +81,7 @@ fn recurrent_state_is_constant_in_length() {
         tiny("model m { vocab = 37  d_model = 8  context = 8192  norm = rmsnorm(eps = 1e-5)  placement = pre  position = none  decoder { layers = 2  mamba { d_state = 4  d_conv = 4  expand = 2 } } }"),
         tiny("model m { vocab = 37  d_model = 8  context = 8192  norm = layernorm(eps = 1e-5)  placement = pre  position = none  decoder { layers = 2  time_mix { }  channel_mix { hidden = 16 } } }"),
         tiny("model m { vocab = 37  d_model = 6  context = 8192  norm = layernorm(eps = 1e-5)  placement = pre  position = none  decoder { layers = 2  ssm { d_state = 4 }  mlp { hidden = 8  act = gelu } } }"),
+        tiny("model m { vocab = 37  d_model = 8  context = 8192  norm = rmsnorm(eps = 1e-6)  placement = pre  position = rope(theta = 10000.0, style = interleaved)  decoder { layers = 2  ttt { heads = 2  inner = mlp  mini_batch = 4  lr = 1.0  gate = true }  mlp { hidden = 8  act = swiglu } } }"),
     ];
     for spec in &specs {
         let session = step_session(spec, tmp.path());

@@ -14,7 +14,7 @@ use archc::expand::{forward, step, ExpandOptions};
 use archc::graph::Op;
 use archc::interp::{run, Params, Value};
 use archc::tensor::{F32Tensor, Tensor};
-use common::{fixture, random_params, spec_of, TINY_S4, TOLERANCE};
+use common::{fixture, random_params, spec_of, TINY_S4, TINY_TTT, TOLERANCE};
 use std::collections::HashMap;
 
 fn spec(src: &str, model: &str) -> ArchSpec {
@@ -193,6 +193,15 @@ fn recurrent_decoders_step_like_the_forward_graph() {
     check(&spec(TINY_S4, "tiny_zoh"), 1, 5, &[1; 5]);
 }
 
+/// TTT decodes token by token inside its mini-batches (3 tokens): two whole mini-batches,
+/// so the forward graph can run the same sequence.
+#[test]
+fn ttt_steps_like_the_forward_graph() {
+    for model in ["tiny_linear", "tiny_mlp"] {
+        check(&spec(TINY_TTT, model), 2, 6, &[1; 6]);
+    }
+}
+
 #[test]
 fn hybrid_stacks_step_like_the_forward_graph() {
     let src = "
@@ -271,4 +280,9 @@ fn generated_logits_equal_the_forward_graph() {
     let s = spec(TINY_S4, "tiny");
     let err = generated_error(&s, 2, 3, 5);
     assert!(err <= TOLERANCE, "s4: {err:e}");
+    // Prompt and new tokens make whole mini-batches of 3, which the forward graph needs.
+    for model in ["tiny_linear", "tiny_mlp"] {
+        let err = generated_error(&spec(TINY_TTT, model), 2, 4, 5);
+        assert!(err <= TOLERANCE, "ttt {model}: {err:e}");
+    }
 }

@@ -75,10 +75,10 @@ pub fn step_unsupported(spec: &ArchSpec) -> Option<String> {
             | Sublayer::Mamba(_)
             | Sublayer::TimeMix(_)
             | Sublayer::ChannelMix(_)
-            | Sublayer::Ssm(_) => continue,
+            | Sublayer::Ssm(_)
+            | Sublayer::Ttt(_) => continue,
             Sublayer::CrossAttention(_) if spec.encoder.is_some() => continue,
             Sublayer::CrossAttention(_) => "cross_attention",
-            Sublayer::Ttt(_) => "ttt",
         };
         return Some(format!(
             "`{}`: generation with `{kind}` sublayers is not built yet",
@@ -108,17 +108,22 @@ fn recurrent(stack: &Stack) -> bool {
     stack.layers.iter().flat_map(|l| &l.sublayers).any(|s| {
         matches!(
             s,
-            Sublayer::Mamba(_) | Sublayer::TimeMix(_) | Sublayer::ChannelMix(_) | Sublayer::Ssm(_)
+            Sublayer::Mamba(_)
+                | Sublayer::TimeMix(_)
+                | Sublayer::ChannelMix(_)
+                | Sublayer::Ssm(_)
+                | Sublayer::Ttt(_)
         )
     })
 }
 
 /// The step graph of a decoder: one call runs `seq` new tokens of every row against the
 /// caches, which hold `kv_seq − seq` earlier tokens, appends their keys and values, and
-/// returns the logits of the last position. Recurrent sublayers (Mamba, RWKV-4, S4) keep
-/// their states — Mamba's convolution window and SSM state, RWKV's token shifts and WKV
-/// numerator, denominator and running maximum, S4's complex state — and a model with
-/// any takes one token per call (`seq` = 1: the prompt is fed token by token).
+/// returns the logits of the last position. Recurrent sublayers (Mamba, RWKV-4, S4, TTT)
+/// keep their states — Mamba's convolution window and SSM state, RWKV's token shifts and
+/// WKV numerator, denominator and running maximum, S4's complex state, TTT's mini-batch
+/// weights and gradient sums — and a model with any takes one token per call (`seq` = 1:
+/// the prompt is fed token by token).
 ///
 /// Inputs: `input_ids` [batch, seq], `position_ids` [batch, seq] (each token's position
 /// among its row's real tokens, as Hugging Face counts them under left padding) and

@@ -48,6 +48,9 @@ pub fn ttt(
         ));
     }
     let (h, hd, b) = (t.heads, d / t.heads, t.mini_batch);
+    if cx.step.is_some() {
+        return ttt_step(cx, x, prefix, t, pos);
+    }
     let shape = cx.g.shape(x).clone();
     let (batch, seq) = (shape[0].clone(), shape[1].clone());
 
@@ -80,6 +83,11 @@ pub fn ttt(
     // [B, T/b, h, b, hd] → [B, T, d]
     let z = cx.g.permute(z, &[0, 1, 3, 2, 4]);
     let z = cx.g.reshape(z, vec![batch, seq, Dim::c(d)]);
+    Ok(output(cx, x, z, prefix, t))
+}
+
+/// `post_norm`, the optional gate and the output projection of z [B, T, d].
+fn output(cx: &mut Cx, x: NodeId, z: NodeId, prefix: &str, t: &Ttt) -> NodeId {
     let w = cx.param(&format!("{prefix}.post_norm.weight"));
     let bias = cx.param(&format!("{prefix}.post_norm.bias"));
     let (z_hat, _) = normalize(&mut cx.g, z);
@@ -90,7 +98,167 @@ pub fn ttt(
         let g = cx.g.unary(UnaryOp::GeluTanh, g);
         z = cx.g.mul(g, z);
     }
-    Ok(cx.linear(z, &format!("{prefix}.o")))
+    cx.linear(z, &format!("{prefix}.o"))
+}
+
+/// One token per call (a step graph), as ttt.py decodes: token i of its mini-batch
+/// (i = position mod b) takes its gradient at the mini-batch's initial weights W₀ and sees
+/// W_i = W₀ − token_idx_i · G_i, where G_i = Σ_{j≤i} lr_j ∇_j accumulates the mini-batch's
+/// learning-rate-weighted gradients — the dual form, one row at a time. After the last
+/// token of a mini-batch W₀ moves to W_i and G restarts from zero. The session keeps, per
+/// inner weight, G and D = W_param − W₀ (both start at zero, so no state starts from a
+/// parameter).
+fn ttt_step(
+    cx: &mut Cx,
+    x: NodeId,
+    prefix: &str,
+    t: &Ttt,
+    pos: &StackPositions,
+) -> Result<NodeId, String> {
+    let d = cx.spec.d_model;
+    let (h, hd, b) = (t.heads, d / t.heads, t.mini_batch);
+    let shape = cx.g.shape(x).clone();
+    if shape[1] != Dim::c(1) {
+        return Err(format!("{prefix}: a ttt step takes one token per call"));
+    }
+    let batch = shape[0].clone();
+    let positions = cx
+        .step
+        .as_ref()
+        .map(|s| s.positions)
+        .ok_or("ttt_step outside a step graph")?;
+    // i = position mod b, f32 [B, 1].
+    let over = cx.g.scale(positions, 1.0 / b as f64);
+    let whole = cx.g.unary(UnaryOp::Floor, over);
+    let whole = cx.g.scale(whole, -(b as f64));
+    let i = cx.g.add(positions, whole);
+
+    // Views [B, h, 1, hd]; q and k rotated at position i of the mini-batch.
+    let tables = pos
+        .rope
+        .map(|rope| super::position::rope_tables_at(cx, i, hd, rope));
+    let mut views = Vec::new();
+    for name in ["q", "k", "v"] {
+        let y = cx.linear(x, &format!("{prefix}.{name}"));
+        let mut y =
+            cx.g.reshape(y, vec![batch.clone(), Dim::c(1), Dim::c(h), Dim::c(hd)]);
+        if let (Some(tables), "q" | "k") = (&tables, name) {
+            y = super::position::apply_rope_seq_major(cx, y, tables);
+        }
+        views.push(cx.g.permute(y, &[0, 2, 1, 3]));
+    }
+    let (q, k, v) = (views[0], views[1], views[2]);
+
+    // lr_j [B, h, 1, 1] and token_idx_i [B, 1, 1, 1].
+    let w = cx.param(&format!("{prefix}.lr_weight"));
+    let bias = cx.param(&format!("{prefix}.lr_bias"));
+    let gate = cx.g.linear(x, w);
+    let gate = cx.g.add(gate, bias);
+    let gate = cx.g.unary(UnaryOp::Sigmoid, gate);
+    let lr = cx.g.scale(gate, t.lr / hd as f64);
+    let lr =
+        cx.g.reshape(lr, vec![batch.clone(), Dim::c(h), Dim::c(1), Dim::c(1)]);
+    let learned = cx.param(&format!("{prefix}.token_idx"));
+    let at = cx.g.cast(i, DType::I64);
+    let learned_i = cx.g.gather(learned, at);
+    let one_more = cx.g.scale_add(i, 1.0, 1.0);
+    let base = cx.g.unary(UnaryOp::Recip, one_more);
+    let token_idx = cx.g.add(base, learned_i);
+    let zero = cx.g.constant(0.0);
+    let token_idx = cx.g.binary(BinaryOp::Max, token_idx, zero);
+    let unit = vec![batch.clone(), Dim::c(1), Dim::c(1), Dim::c(1)];
+    let token_idx = cx.g.reshape(token_idx, unit.clone());
+    // 1 at the last token of a mini-batch.
+    let last = cx.g.constant((b - 1) as f64);
+    let end = cx.g.binary(BinaryOp::Eq, i, last);
+    let end = cx.g.reshape(end, unit);
+
+    let mut norm = Vec::new();
+    for name in ["ttt_norm_weight", "ttt_norm_bias"] {
+        let p = cx.param(&format!("{prefix}.{name}"));
+        norm.push(cx.g.reshape(p, vec![Dim::c(h), Dim::c(1), Dim::c(hd)]));
+    }
+    let (gamma, beta) = (norm[0], norm[1]);
+
+    // W₀ = W_param − D per inner weight, with its state names.
+    let params = initial_weights(cx, prefix, t, &batch, hd);
+    let names = match t.inner {
+        TttInner::Linear => vec!["W1", "b1"],
+        TttInner::Mlp => vec!["W1", "b1", "W2", "b2"],
+    };
+    let mut w0 = Vec::new();
+    let mut acc = Vec::new();
+    for (&p, name) in params.iter().zip(&names) {
+        let s = cx.g.shape(p).clone();
+        let (delta, dn) = cx.state_input(&format!("{prefix}.{name}_delta"), s.clone(), 0.0);
+        let (grads, gn) = cx.state_input(&format!("{prefix}.{name}_grad"), s, 0.0);
+        w0.push((cx.g.sub(p, delta), delta, dn));
+        acc.push((grads, gn));
+    }
+
+    // Gradients at W₀ of this token (ttt.py's closed forms), layer by layer: (input, ∂z).
+    let target = cx.g.sub(v, k);
+    let g = &mut cx.g;
+    let z1 = affine(g, k, w0[0].0, w0[1].0);
+    let layer_grads = match t.inner {
+        TttInner::Linear => vec![(k, ln_l2_grad(g, z1, target, gamma, beta))],
+        TttInner::Mlp => {
+            let x2 = g.unary(UnaryOp::GeluTanh, z1);
+            let z2 = affine(g, x2, w0[2].0, w0[3].0);
+            let grad2 = ln_l2_grad(g, z2, target, gamma, beta);
+            let back = g.matmul(grad2, w0[2].0, true);
+            let slope = gelu_tanh_slope(g, z1);
+            let grad1 = g.mul(back, slope);
+            vec![(k, grad1), (x2, grad2)]
+        }
+    };
+    // G += lr · ∇ for W (xᵀ ∂z) and b (∂z); W_i = W₀ − token_idx · G.
+    let mut current = Vec::new();
+    for (l, (input, grad)) in layer_grads.into_iter().enumerate() {
+        let xt = g.permute(input, &[0, 1, 3, 2]);
+        let dw = g.matmul(xt, grad, false);
+        for (j, step) in [dw, grad].into_iter().enumerate() {
+            let s = 2 * l + j;
+            let step = g.mul(lr, step);
+            let total = g.add(acc[s].0, step);
+            let moved = g.mul(token_idx, total);
+            current.push(g.sub(w0[s].0, moved));
+            acc[s].0 = total;
+        }
+    }
+    // The test view through W_i.
+    let z = match t.inner {
+        TttInner::Linear => affine(g, q, current[0], current[1]),
+        TttInner::Mlp => {
+            let h1 = affine(g, q, current[0], current[1]);
+            let h1 = g.unary(UnaryOp::GeluTanh, h1);
+            affine(g, h1, current[2], current[3])
+        }
+    };
+    let (z_hat, _) = normalize(g, z);
+    let z = g.mul(z_hat, gamma);
+    let z = g.add(z, beta);
+    let out = g.add(q, z);
+
+    // End of a mini-batch: W₀ ← W_i (D grows by token_idx · G), G ← 0.
+    let keep = g.scale_add(end, -1.0, 1.0);
+    let mut updates = Vec::new();
+    for s in 0..names.len() {
+        let (_, delta, dn) = &w0[s];
+        let (total, gn) = &acc[s];
+        let moved = g.mul(token_idx, *total);
+        let moved = g.mul(end, moved);
+        updates.push((dn.clone(), g.add(*delta, moved)));
+        updates.push((gn.clone(), g.mul(keep, *total)));
+    }
+    for (name, value) in updates {
+        cx.state_output(&name, value);
+    }
+
+    // [B, h, 1, hd] → [B, 1, d]
+    let z = cx.g.permute(out, &[0, 2, 1, 3]);
+    let z = cx.g.reshape(z, vec![batch, Dim::c(1), Dim::c(d)]);
+    Ok(output(cx, x, z, prefix, t))
 }
 
 /// W1, b1 (and W2, b2) broadcast over the batch: [B, h, in, out] and [B, h, 1, out].

@@ -10,7 +10,9 @@
 //! - time_mix: `4·d` (HF RWKV state: shifted x, WKV numerator, denominator, running max).
 //! - channel_mix: `d` (its shifted x).
 //! - ssm: `d·d_state` (d_state/2 complex modes per channel).
-//! - ttt: the inner model's weights and biases, all heads.
+//! - ttt: the inner model's weights and biases, all heads, twice: the mini-batch's starting
+//!   weights and its accumulated gradients (ttt.py's `TTTCache` keeps `*_states` and
+//!   `*_grad`), what decoding one token at a time needs.
 
 use crate::spec::{ArchSpec, Family, Mask, Stack, Sublayer};
 
@@ -83,7 +85,7 @@ fn sublayer(d: u64, s: &Sublayer, seq: u64) -> State {
         Sublayer::TimeMix(_) => fixed(4 * Sat(d)),
         Sublayer::ChannelMix(_) => fixed(Sat(d)),
         Sublayer::Ssm(s) => fixed(Sat(d) * s.d_state),
-        Sublayer::Ttt(t) => fixed(Sat(params::ttt_inner(d, t))),
+        Sublayer::Ttt(t) => fixed(2 * Sat(params::ttt_inner(d, t))),
     }
 }
 
