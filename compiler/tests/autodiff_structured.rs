@@ -69,6 +69,7 @@ fn attention_case(seed: u64, a: Attn, what: &str) {
         scale: 0.7,
         has_bias: a.bias.is_some(),
         has_key_mask: a.key_mask.is_some(),
+        ring: None,
     };
     let y = case.g.push(op, inputs, None, DType::F32);
     check(case, y, false, what);

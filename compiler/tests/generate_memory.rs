@@ -11,7 +11,7 @@ use arch_dsl::stats::{stats, StatsOptions};
 use arch_runtime::generate::{GenerateOptions, Generator};
 use arch_runtime::{Package, Session, Weights};
 use archc::package::{build, BuildOptions, PackageKind};
-use common::{fixture, spec_of, TINY_S4, TINY_TTT};
+use common::{fixture, spec_of, TINY_S4, TINY_TTT, TINY_WINDOWS};
 
 fn step_session(spec: &ArchSpec, dir: &std::path::Path) -> Session {
     let opts = BuildOptions {
@@ -53,6 +53,10 @@ fn allocated_state_equals_archc_stats() {
     let ttt = Program::from_source("ttt.arch", TINY_TTT.to_string(), None);
     specs.push(ttt.elaborate("tiny_linear").0.unwrap());
     specs.push(ttt.elaborate("tiny_mlp").0.unwrap());
+    // Sliding windows keep rings of min(window, capacity) rows, as stats counts them.
+    let windows = Program::from_source("w.arch", TINY_WINDOWS.to_string(), None);
+    specs.push(windows.elaborate("window").0.unwrap());
+    specs.push(windows.elaborate("banded").0.unwrap());
     let mut checked = 0;
     for spec in &specs {
         let mut session = step_session(spec, tmp.path());

@@ -14,7 +14,7 @@ use archc::expand::{forward, step, ExpandOptions};
 use archc::graph::Op;
 use archc::interp::{run, Params, Value};
 use archc::tensor::{F32Tensor, Tensor};
-use common::{fixture, random_params, spec_of, TINY_S4, TINY_TTT, TOLERANCE};
+use common::{fixture, random_params, spec_of, TINY_S4, TINY_TTT, TINY_WINDOWS, TOLERANCE};
 use std::collections::HashMap;
 
 fn spec(src: &str, model: &str) -> ArchSpec {
@@ -82,11 +82,21 @@ fn step_error(spec: &ArchSpec, b: usize, t: usize, chunks: &[usize]) -> f64 {
             "attention_mask".to_string(),
             int(vec![b, kv], vec![1; b * kv]),
         );
-        let bind = HashMap::from([
+        let mut bind = HashMap::from([
             ("batch".to_string(), b),
             ("seq".to_string(), c),
             ("kv_seq".to_string(), kv),
         ]);
+        // A sliding window's ring holds min(window, capacity) rows; the capacity is t.
+        for &id in &g.inputs {
+            for d in &g.node(id).shape {
+                for s in &d.syms {
+                    if let Some(w) = s.strip_prefix("kv_win_") {
+                        bind.insert(s.clone(), w.parse::<usize>().unwrap().min(t));
+                    }
+                }
+            }
+        }
         for &id in &g.inputs {
             let node = g.node(id);
             let Op::Input { name } = &node.op else {
@@ -166,21 +176,13 @@ fn attention_decoders_step_like_the_forward_graph() {
 
 #[test]
 fn alibi_and_sliding_windows_step_like_the_forward_graph() {
-    let src = "
-model alibi {
-    vocab = 31  d_model = 12  context = 32
-    norm = layernorm(eps = 1e-5)  placement = pre  position = alibi
-    decoder { layers = 2  attention { heads = 3 }  mlp { hidden = 20  act = gelu } }
-}
-model window : alibi {
-    d_model = 16
-    position = rope(theta = 10000.0)
-    decoder.attention.heads = 4
-    decoder.attention.kv_heads = 2
-    decoder.attention.mask = sliding(window = 3)
-}";
+    let src = TINY_WINDOWS;
     check(&spec(src, "alibi"), 2, 6, &[3, 1, 2]);
-    check(&spec(src, "window"), 1, 8, &[2, 1, 1, 1, 1, 1, 1]);
+    // A ring of 3 rows that wraps around twice; and one larger than the capacity.
+    check(&spec(src, "window"), 2, 8, &[1; 8]);
+    check(&spec(src, "window"), 1, 2, &[1; 2]);
+    // GPT-3's alternation of dense and banded layers, with ALiBi over the ring.
+    check(&spec(src, "banded"), 2, 7, &[1; 7]);
 }
 
 #[test]
@@ -280,6 +282,11 @@ fn generated_logits_equal_the_forward_graph() {
     let s = spec(TINY_S4, "tiny");
     let err = generated_error(&s, 2, 3, 5);
     assert!(err <= TOLERANCE, "s4: {err:e}");
+    // Sliding windows: ring caches that wrap around, with RoPE and GQA, and with ALiBi.
+    for model in ["window", "banded"] {
+        let err = generated_error(&spec(TINY_WINDOWS, model), 2, 4, 6);
+        assert!(err <= TOLERANCE, "{model}: {err:e}");
+    }
     // Prompt and new tokens make whole mini-batches of 3, which the forward graph needs.
     for model in ["tiny_linear", "tiny_mlp"] {
         let err = generated_error(&spec(TINY_TTT, model), 2, 4, 5);

@@ -19,6 +19,9 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 /// The symbol a session binds to the tokens its caches hold after a call (past + new).
 pub const KV_SEQ: &str = "kv_seq";
 
+/// `kv_win_{w}`: the rows of a sliding window w's ring cache, min(w, capacity).
+pub const KV_WINDOW: &str = "kv_win_";
+
 /// The compiler version a package must have been built by: this crate's version (the
 /// workspace versions the compiler and the runtime together).
 pub const COMPILER_VERSION: &str = env!("CARGO_PKG_VERSION");

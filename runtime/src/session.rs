@@ -150,13 +150,36 @@ impl Session {
     /// `capacity` tokens (`kv_seq` bound to it), each element set to its `init` value, and
     /// returns the bytes allocated. Every call of an entry point afterwards must have this
     /// batch and at most `capacity` tokens in its caches.
+    /// A sliding window w's ring cache holds `kv_win_{w}` = min(w, capacity) rows.
     pub fn reset_state(&mut self, batch: u64, capacity: u64) -> Result<u64, RuntimeError> {
         self.reset_state_at(&[("batch", batch), (crate::manifest::KV_SEQ, capacity)])
+    }
+
+    /// The session's bindings of `kv_win_{w}` at `capacity`, one per window the package
+    /// has.
+    fn window_bindings(&self, capacity: u64) -> Vec<(String, u64)> {
+        self.package
+            .manifest
+            .syms
+            .iter()
+            .filter_map(|s| {
+                let w: u64 = s.strip_prefix(crate::manifest::KV_WINDOW)?.parse().ok()?;
+                Some((s.clone(), w.min(capacity)))
+            })
+            .collect()
     }
 
     /// [`Session::reset_state`] at any bindings of the symbols state sizes use (an
     /// encoder-decoder's cross-attention keys also need `src_seq`).
     pub fn reset_state_at(&mut self, bindings: &[(&str, u64)]) -> Result<u64, RuntimeError> {
+        let capacity = bindings
+            .iter()
+            .find(|(n, _)| *n == crate::manifest::KV_SEQ)
+            .map(|(_, v)| *v);
+        let windows = capacity.map_or_else(Vec::new, |c| self.window_bindings(c));
+        let mut all: Vec<(&str, u64)> = bindings.to_vec();
+        all.extend(windows.iter().map(|(n, v)| (n.as_str(), *v)));
+        let bindings = &all[..];
         let m = &self.package.manifest;
         let dims: Vec<i64> = m
             .syms

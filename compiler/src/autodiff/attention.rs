@@ -27,10 +27,14 @@ pub(super) fn attention_grads(
         scale,
         has_bias,
         has_key_mask,
+        ref ring,
     } = node.op
     else {
         return Err("autodiff: not an attention node".into());
     };
+    if ring.is_some() {
+        return Err("autodiff: attention over a ring cache (a step graph) has no gradient".into());
+    }
     let (q, k, v) = (node.inputs[0], node.inputs[1], node.inputs[2]);
     let bias = has_bias.then(|| node.inputs[3]);
     let key_mask = has_key_mask.then(|| node.inputs[3 + usize::from(has_bias)]);

@@ -62,7 +62,7 @@ pub(super) fn input_grads(
         Op::Gather => vec![want[0].then(|| gather_grad(g, x(0), x(1), dy)), None],
         Op::Attention { .. } => attention::attention_grads(g, &node, dy, want)?,
         // Session state (a KV cache append) exists only in inference step graphs.
-        Op::UpdateTail => {
+        Op::UpdateTail | Op::UpdateRing => {
             return Err(format!(
                 "autodiff: %{} (update_tail) writes session state and has no gradient",
                 id.0

@@ -51,12 +51,18 @@ pub fn self_attention(
         k = apply_rope_seq_major(cx, k, tables);
     }
     let q = cx.g.permute(q, &[0, 2, 1, 3]);
+    // A sliding window's step cache is a ring of `window` rows (fewer while the session's
+    // capacity is smaller), seen through the key mask's length.
+    let ring = match (&cx.step, a.mask, key_mask) {
+        (Some(_), Mask::Sliding { window }, Some(m)) => Some((ring_rows(window), m)),
+        _ => None,
+    };
     let (k, v) = if cx.step.is_some() {
         // The new keys and values join the session's caches; attention reads them all.
         let v = per_head(cx, v, a.kv_heads, a.head_dim);
         (
-            append_cache(cx, &format!("{prefix}.k"), k),
-            append_cache(cx, &format!("{prefix}.v"), v),
+            append_cache(cx, &format!("{prefix}.k"), k, ring.clone()),
+            append_cache(cx, &format!("{prefix}.v"), v, ring.clone()),
         )
     } else {
         let k = cx.g.permute(k, &[0, 2, 1, 3]);
@@ -67,29 +73,45 @@ pub fn self_attention(
         Mask::Bidirectional => MaskKind::Bidirectional,
         Mask::Sliding { window } => MaskKind::Sliding(window),
     };
-    let out = attend(cx, q, k, v, pos.bias_for(a.heads), key_mask, mask, a.scale);
+    let out = attend(
+        cx,
+        q,
+        [k, v],
+        pos.bias_for(a.heads),
+        key_mask,
+        mask,
+        a.scale,
+        ring.map(|(r, _)| r),
+    );
     let merged = merge_heads(cx, out, a.heads, a.head_dim);
     Ok(cx.linear(merged, &format!("{prefix}.o")))
 }
 
+/// The rows of a sliding window's ring cache: `kv_win_{window}`, which the session binds
+/// to min(window, capacity).
+pub fn ring_rows(window: u64) -> Dim {
+    Dim::sym(&format!("{}{window}", super::KV_WINDOW))
+}
+
 /// Appends x [B, T, H, D] to the session cache `name` ([kv_seq, B, H, D], the new rows
-/// last) and returns the whole cache as attention reads it, [B, H, kv_seq, D].
-fn append_cache(cx: &mut Cx, name: &str, x: NodeId) -> NodeId {
+/// last; or, with `ring` = (R, mask), a ring [R, B, H, D] whose row p mod R holds token p of
+/// the mask's length) and returns the cache as attention reads it, [B, H, ·, D].
+fn append_cache(cx: &mut Cx, name: &str, x: NodeId, ring: Option<(Dim, NodeId)>) -> NodeId {
     let s = cx.g.shape(x).clone();
-    let shape = vec![
-        Dim::sym(super::KV_SEQ),
-        s[0].clone(),
-        s[2].clone(),
-        s[3].clone(),
-    ];
+    let rows_dim = match &ring {
+        Some((r, _)) => r.clone(),
+        None => Dim::sym(super::KV_SEQ),
+    };
+    let shape = vec![rows_dim, s[0].clone(), s[2].clone(), s[3].clone()];
     let (cache, name) = cx.state_input(name, shape, 0.0);
     let rows = cx.g.permute(x, &[1, 0, 2, 3]);
-    let updated = cx.g.push(
-        Op::UpdateTail,
-        vec![cache, rows],
-        None,
-        crate::graph::DType::F32,
-    );
+    let f32 = crate::graph::DType::F32;
+    let updated = match ring {
+        Some((_, mask)) => {
+            cx.g.push(Op::UpdateRing, vec![cache, rows, mask], None, f32)
+        }
+        None => cx.g.push(Op::UpdateTail, vec![cache, rows], None, f32),
+    };
     cx.state_output(&name, updated);
     cx.g.permute(updated, &[1, 2, 0, 3])
 }
@@ -142,12 +164,12 @@ pub fn cross_attention(
     let out = attend(
         cx,
         q,
-        k,
-        v,
+        [k, v],
         None,
         memory_mask,
         MaskKind::Bidirectional,
         a.scale,
+        None,
     );
     let merged = merge_heads(cx, out, a.heads, a.head_dim);
     Ok(cx.linear(merged, &format!("{prefix}.o")))
@@ -157,12 +179,12 @@ pub fn cross_attention(
 fn attend(
     cx: &mut Cx,
     q: NodeId,
-    k: NodeId,
-    v: NodeId,
+    [k, v]: [NodeId; 2],
     bias: Option<NodeId>,
     key_mask: Option<NodeId>,
     mask: MaskKind,
     scale: f64,
+    ring: Option<Dim>,
 ) -> NodeId {
     let mut inputs = vec![q, k, v];
     inputs.extend(bias);
@@ -172,6 +194,7 @@ fn attend(
         scale,
         has_bias: bias.is_some(),
         has_key_mask: key_mask.is_some(),
+        ring,
     };
     cx.g.push(op, inputs, None, crate::graph::DType::F32)
 }

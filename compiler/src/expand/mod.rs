@@ -47,6 +47,8 @@ pub const TARGET_SEQ: &str = "tgt_seq";
 pub const KV_SEQ: &str = "kv_seq";
 /// Step graphs of encoder-decoders: the encoder's length (cross-attention keys).
 pub const SRC_SEQ: &str = "src_seq";
+/// Step graphs: `kv_win_{w}` rows of a sliding window w's ring cache (min(w, capacity)).
+pub const KV_WINDOW: &str = "kv_win_";
 
 /// A step graph (the `prefill` and `decode` entry points) and the initial value of each
 /// of its states.
@@ -85,12 +87,6 @@ pub fn step_unsupported(spec: &ArchSpec) -> Option<String> {
             spec.name
         ));
     }
-    if recurrent(dec) && matches!(spec.position, Position::Alibi) {
-        return Some(format!(
-            "`{}`: generation with ALiBi and recurrent sublayers together is not built yet",
-            spec.name
-        ));
-    }
     if !spec.heads.iter().any(|h| matches!(h, Head::Lm { .. })) {
         return Some(format!("`{}` has no LM head to generate with", spec.name));
     }
@@ -103,7 +99,8 @@ pub fn step_unsupported(spec: &ArchSpec) -> Option<String> {
     }
 }
 
-/// Whether a stack has recurrent sublayers (their step graphs take one token per call).
+/// Whether a stack's step graph takes one token per call: recurrent sublayers, and
+/// sliding windows (their ring caches hold `window` rows, one token's keys at a time).
 fn recurrent(stack: &Stack) -> bool {
     stack.layers.iter().flat_map(|l| &l.sublayers).any(|s| {
         matches!(
@@ -113,6 +110,10 @@ fn recurrent(stack: &Stack) -> bool {
                 | Sublayer::ChannelMix(_)
                 | Sublayer::Ssm(_)
                 | Sublayer::Ttt(_)
+                | Sublayer::Attention(Attention {
+                    mask: Mask::Sliding { .. },
+                    ..
+                })
         )
     })
 }
@@ -147,8 +148,11 @@ pub fn step(spec: &ArchSpec) -> Result<StepGraph, String> {
     };
     let ids =
         cx.g.input("input_ids", vec![Dim::sym(BATCH), seq.clone()], DType::I64);
-    let pos =
-        cx.g.input("position_ids", vec![Dim::sym(BATCH), seq], DType::I64);
+    let pos = cx.g.input(
+        "position_ids",
+        vec![Dim::sym(BATCH), seq.clone()],
+        DType::I64,
+    );
     let attends = dec
         .layers
         .iter()
@@ -165,6 +169,7 @@ pub fn step(spec: &ArchSpec) -> Result<StepGraph, String> {
     let pos = cx.g.cast(pos, DType::F32);
     cx.step = Some(Step {
         positions: pos,
+        queries: seq.clone(),
         inits: Vec::new(),
     });
     // An encoder-decoder's cross-attention reads the session's keys, values and encoder
@@ -237,6 +242,8 @@ pub fn encode(spec: &ArchSpec) -> Result<Graph, String> {
 pub struct Step {
     /// Each token's position, f32 [batch, seq].
     pub positions: NodeId,
+    /// Tokens per call: `seq`, or 1 for models whose step graphs take one at a time.
+    pub queries: Dim,
     /// The states declared so far and their initial values.
     pub inits: Vec<(String, f32)>,
 }

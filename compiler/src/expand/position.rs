@@ -244,6 +244,13 @@ fn rotate(cx: &mut Cx, x1: NodeId, x2: NodeId, cos: NodeId, sin: NodeId) -> (Nod
 
 /// The queries' absolute positions as f32 [T, S] (axis 0), when the T queries are the
 /// last of the S keys (a step graph's keys include the cached ones): i + (S − T).
+/// The number of queries: `seq`, or a step graph's (1 where it takes one token per call).
+fn queries(cx: &Cx, seq: &str) -> Dim {
+    cx.step
+        .as_ref()
+        .map_or_else(|| Dim::sym(seq), |s| s.queries.clone())
+}
+
 fn query_positions(cx: &mut Cx, seq: &str, keys: &str, shape: Vec<Dim>, axis: usize) -> NodeId {
     let q = cx.g.iota(shape, axis);
     if keys == seq {
@@ -252,7 +259,7 @@ fn query_positions(cx: &mut Cx, seq: &str, keys: &str, shape: Vec<Dim>, axis: us
     // S − T as (max key index) − (max query index).
     let kt = cx.g.iota(vec![Dim::sym(keys)], 0);
     let kmax = cx.g.reduce(ReduceOp::Max, kt, 0);
-    let qt = cx.g.iota(vec![Dim::sym(seq)], 0);
+    let qt = cx.g.iota(vec![queries(cx, seq)], 0);
     let qmax = cx.g.reduce(ReduceOp::Max, qt, 0);
     let past = cx.g.sub(kmax, qmax);
     cx.g.add(q, past)
@@ -269,7 +276,7 @@ fn relative_bias(
     max_distance: u64,
     bidirectional: bool,
 ) -> NodeId {
-    let shape = vec![Dim::sym(seq), Dim::sym(keys)];
+    let shape = vec![queries(cx, seq), Dim::sym(keys)];
     let query = query_positions(cx, seq, keys, shape.clone(), 0);
     let key = cx.g.iota(shape, 1);
     let rel = cx.g.sub(key, query);
@@ -305,7 +312,7 @@ fn relative_bias(
     let by_head = cx.g.permute(values, &[2, 0, 1]);
     cx.g.reshape(
         by_head,
-        vec![Dim::c(1), Dim::c(heads), Dim::sym(seq), Dim::sym(keys)],
+        vec![Dim::c(1), Dim::c(heads), queries(cx, seq), Dim::sym(keys)],
     )
 }
 
@@ -316,7 +323,7 @@ fn relative_bias(
 /// Queries are the last `seq` of the `keys` positions (a step graph's keys include the
 /// cached ones), so query i sits at `keys − seq + i`.
 fn alibi(cx: &mut Cx, seq: &str, keys: &str, heads: u64) -> NodeId {
-    let shape = vec![Dim::c(1), Dim::c(heads), Dim::sym(seq), Dim::sym(keys)];
+    let shape = vec![Dim::c(1), Dim::c(heads), queries(cx, seq), Dim::sym(keys)];
     let p = 1u64 << (63 - heads.max(1).leading_zeros());
     let h = cx.g.iota(shape.clone(), 1);
     let two = cx.g.constant(2.0);

@@ -169,11 +169,14 @@ pub enum Op {
     /// Scaled dot-product attention. Inputs: q [B, H, T, D], k [B, Hkv, S, D],
     /// v [B, Hkv, S, Dv], then optionally an additive bias broadcastable to [B, H, T, S]
     /// and a key mask [B, S] (1 keeps a key, 0 drops it). H must be a multiple of Hkv.
+    /// With `ring` = R, k and v are rings [B, Hkv, R, ·]: key p (of S, the key mask's
+    /// length, which must be given) lives in row p mod R, and keys before S − R are gone.
     Attention {
         mask: MaskKind,
         scale: f64,
         has_bias: bool,
         has_key_mask: bool,
+        ring: Option<Dim>,
     },
     /// A recurrence over axis 1 of the sequence inputs. Inputs: initial states, then
     /// sequences [B, T, ..], then constants. The body maps (states, step slices, constants)
@@ -192,6 +195,11 @@ pub enum Op {
     /// `out[s] = s < S − T ? x[s] : new[s − (S − T)]`. A session's KV cache append:
     /// packages run it in place on the state buffer, writing only the T new rows.
     UpdateTail,
+    /// `x` [R, ..] as a ring: the T rows of `new` [T, ..] go to rows `(L − T + t) mod R`
+    /// (T ≤ R), L being axis 1 of the third input (a [B, L] mask: how many tokens the ring
+    /// has seen, these included). A sliding-window cache append, in place like
+    /// `update_tail`.
+    UpdateRing,
 }
 
 impl Op {
@@ -227,6 +235,7 @@ impl Op {
             Op::Scan { .. } => "scan".into(),
             Op::TupleGet { .. } => "get".into(),
             Op::UpdateTail => "update_tail".into(),
+            Op::UpdateRing => "update_ring".into(),
         }
     }
 
@@ -237,7 +246,7 @@ impl Op {
             Op::Unary(_) | Op::Cast | Op::Reduce { .. } | Op::Reshape | Op::Permute { .. } => 1,
             Op::Broadcast | Op::Shift { .. } | Op::Slice { .. } | Op::TupleGet { .. } => 1,
             Op::Binary(_) | Op::MatMul { .. } | Op::Gather | Op::UpdateTail => 2,
-            Op::Select => 3,
+            Op::Select | Op::UpdateRing => 3,
             Op::Attention {
                 has_bias,
                 has_key_mask,
@@ -361,14 +370,33 @@ pub fn infer_shape(op: &Op, inputs: &[Shape], given: Option<&Shape>) -> Result<S
             s.extend(inputs[0].iter().skip(1).cloned());
             Ok(s)
         }
-        Op::Attention { .. } => {
+        Op::Attention {
+            ring, has_key_mask, ..
+        } => {
             let (q, v) = (&inputs[0], &inputs[2]);
             if q.len() != 4 || inputs[1].len() != 4 || v.len() != 4 {
                 return Err("attention takes rank-4 q, k, v".into());
             }
+            if let Some(r) = ring {
+                if !has_key_mask || inputs[1][2] != *r || v[2] != *r {
+                    return Err(format!(
+                        "ring attention needs a key mask and k, v of {r} rows"
+                    ));
+                }
+            }
             Ok(vec![q[0].clone(), q[1].clone(), q[2].clone(), v[3].clone()])
         }
         Op::Scan { .. } => Ok(Vec::new()),
+        Op::UpdateRing => {
+            let (x, new) = (&inputs[0], &inputs[1]);
+            if x.is_empty() || x.len() != new.len() || x[1..] != new[1..] || inputs[2].len() != 2 {
+                return Err(format!(
+                    "update_ring of {x:?} by {new:?} seen through {:?}",
+                    inputs[2]
+                ));
+            }
+            Ok(x.clone())
+        }
         Op::UpdateTail => {
             let (x, new) = (&inputs[0], &inputs[1]);
             if x.is_empty() || x.len() != new.len() || x[1..] != new[1..] {

@@ -64,13 +64,18 @@ fn attributes(op: &Op) -> String {
             scale,
             has_bias,
             has_key_mask,
+            ring,
         } => {
             let mask = match mask {
                 MaskKind::Bidirectional => "bidirectional".to_string(),
                 MaskKind::Causal => "causal".to_string(),
                 MaskKind::Sliding(w) => format!("sliding({w})"),
             };
-            format!("mask={mask} scale={scale:?} bias={has_bias} key_mask={has_key_mask}")
+            let ring = ring
+                .as_ref()
+                .map(|r| format!(" ring={r}"))
+                .unwrap_or_default();
+            format!("mask={mask} scale={scale:?} bias={has_bias} key_mask={has_key_mask}{ring}")
         }
         Op::Scan {
             states,
@@ -86,6 +91,7 @@ fn attributes(op: &Op) -> String {
         | Op::Reshape
         | Op::Broadcast
         | Op::Gather
-        | Op::UpdateTail => String::new(),
+        | Op::UpdateTail
+        | Op::UpdateRing => String::new(),
     }
 }

@@ -151,11 +151,13 @@ fn read_node(line: &str, lines: &[&str], pos: &mut usize) -> Result<Node, String
         },
         "gather" => Op::Gather,
         "update_tail" => Op::UpdateTail,
+        "update_ring" => Op::UpdateRing,
         "attention" => Op::Attention {
             mask: read_mask(attr("mask")?)?,
             scale: attr("scale")?.parse().map_err(|_| "bad scale")?,
             has_bias: flag("bias")?,
             has_key_mask: flag("key_mask")?,
+            ring: attrs.get("ring").map(|r| parse_dim(r)).transpose()?,
         },
         "scan" => {
             if !opens_body {

@@ -449,3 +449,70 @@ pub fn update_tail(x: &F32Tensor, new: &F32Tensor) -> Result<F32Tensor, String> 
     out.data[(s - t) * row..].copy_from_slice(&new.data);
     Ok(out)
 }
+
+/// `x` [R, ..] as a ring that has seen `seen` rows, the last T of them `new` [T, ..]: row
+/// `(seen − T + t) mod R` becomes `new[t]`.
+pub fn update_ring(x: &F32Tensor, new: &F32Tensor, seen: usize) -> Result<F32Tensor, String> {
+    let (Some(&r), Some(&t)) = (x.shape.first(), new.shape.first()) else {
+        return Err("update_ring of a scalar".into());
+    };
+    if t > r || t > seen || r == 0 || x.shape[1..] != new.shape[1..] {
+        return Err(format!(
+            "update_ring of {:?} by {:?} after {seen} rows",
+            x.shape, new.shape
+        ));
+    }
+    let row: usize = x.shape[1..].iter().product();
+    let mut out = x.clone();
+    for i in 0..t {
+        let at = (seen - t + i) % r;
+        out.data[at * row..(at + 1) * row].copy_from_slice(&new.data[i * row..(i + 1) * row]);
+    }
+    Ok(out)
+}
+
+/// Ring caches k, v [B, H, R, D] and a key mask [B, S] → k, v [B, H, S, D] with key p at
+/// row p (read from ring row p mod R) and the mask zero for the keys the ring has dropped
+/// (p < S − R).
+pub fn unroll_ring(
+    k: &F32Tensor,
+    v: &F32Tensor,
+    mask: &F32Tensor,
+) -> Result<(F32Tensor, F32Tensor, F32Tensor), String> {
+    let [b, s] = mask.shape[..] else {
+        return Err("ring attention: the key mask is not [B, S]".into());
+    };
+    let unroll = |x: &F32Tensor| -> Result<F32Tensor, String> {
+        let [xb, h, r, d] = x.shape[..] else {
+            return Err("ring attention: k and v must be rank 4".into());
+        };
+        if xb != b || r == 0 {
+            return Err(format!(
+                "ring attention: {:?} against a mask of {b} rows",
+                x.shape
+            ));
+        }
+        let mut data = vec![0f32; b * h * s * d];
+        for bi in 0..b {
+            for hi in 0..h {
+                for p in 0..s {
+                    let from = ((bi * h + hi) * r + p % r) * d;
+                    let to = ((bi * h + hi) * s + p) * d;
+                    data[to..to + d].copy_from_slice(&x.data[from..from + d]);
+                }
+            }
+        }
+        Ok(Tensor {
+            shape: vec![b, h, s, d],
+            data,
+        })
+    };
+    let r = k.shape.get(2).copied().unwrap_or(0);
+    let mut m = mask.clone();
+    for bi in 0..b {
+        for p in 0..s.saturating_sub(r) {
+            m.data[bi * s + p] = 0.0;
+        }
+    }
+    Ok((unroll(k)?, unroll(v)?, m))
+}

@@ -203,6 +203,7 @@ fn eval_node(
             scale,
             has_bias,
             has_key_mask,
+            ring,
         } => {
             let bias = if *has_bias { Some(f(3)?) } else { None };
             let key_mask = if *has_key_mask {
@@ -210,15 +211,32 @@ fn eval_node(
             } else {
                 None
             };
-            Value::F(attention::attention(
-                f(0)?,
-                f(1)?,
-                f(2)?,
-                bias,
-                key_mask,
-                *mask,
-                *scale,
-            )?)
+            match (ring, key_mask) {
+                (Some(_), Some(km)) => {
+                    // The keys in order of position: row p of the ring is p mod R, and
+                    // the keys the ring no longer holds are masked.
+                    let (k, v, km) = k::unroll_ring(f(1)?, f(2)?, km)?;
+                    Value::F(attention::attention(
+                        f(0)?,
+                        &k,
+                        &v,
+                        bias,
+                        Some(&km),
+                        *mask,
+                        *scale,
+                    )?)
+                }
+                (Some(_), None) => return Err("ring attention without a key mask".into()),
+                (None, _) => Value::F(attention::attention(
+                    f(0)?,
+                    f(1)?,
+                    f(2)?,
+                    bias,
+                    key_mask,
+                    *mask,
+                    *scale,
+                )?),
+            }
         }
         Op::Scan {
             body,
@@ -234,6 +252,13 @@ fn eval_node(
             _ => return Err("`get` of a value that is not a tuple".into()),
         },
         Op::UpdateTail => Value::F(k::update_tail(f(0)?, f(1)?)?),
+        Op::UpdateRing => {
+            let seen = *args[2]
+                .shape()
+                .get(1)
+                .ok_or("update_ring: the mask is not [B, L]")?;
+            Value::F(k::update_ring(f(0)?, f(1)?, seen)?)
+        }
     })
 }
 

@@ -191,7 +191,8 @@ impl<'g, 'p> Cx<'g, 'p> {
                 | Op::Scan { .. }
                 | Op::Reduce { .. }
                 | Op::TupleGet { .. }
-                | Op::UpdateTail => (true, 1),
+                | Op::UpdateTail
+                | Op::UpdateRing => (true, 1),
                 Op::Const { .. } | Op::Iota { .. } => (false, 0),
                 Op::Reshape | Op::Permute { .. } | Op::Broadcast | Op::Slice { .. } => {
                     (false, input_cost)
@@ -426,13 +427,14 @@ impl<'g, 'p> Cx<'g, 'p> {
                     b
                 }
                 // In place: the new rows go straight into the state buffer.
-                Op::UpdateTail => {
+                Op::UpdateTail | Op::UpdateRing => {
                     let x = node.inputs[0];
                     let in_state =
                         matches!(&self.node(x).op, Op::Input { name } if name.starts_with(STATE));
                     if !in_state || self.users[x.0 as usize].len() != 1 || self.is_body {
                         return Err(format!(
-                            "%{i} (update_tail): must be the only reader of a `{STATE}` input"
+                            "%{i} ({}): must be the only reader of a `{STATE}` input",
+                            node.op.name()
                         ));
                     }
                     self.buf[x.0 as usize]
@@ -827,6 +829,27 @@ impl<'g, 'p> Cx<'g, 'p> {
                     }
                 }
                 Op::Scan { .. } => Body::Scan(Box::new(self.scan(id)?)),
+                Op::UpdateRing => {
+                    // Row t of the new rows goes to ring row (L − T + t) mod R: a per-row
+                    // offset over the new rows' own linear position.
+                    let (x, new, seen) = (node.inputs[0], node.inputs[1], node.inputs[2]);
+                    let ring = self.dim(&self.node(x).shape[0])?;
+                    let seen = self.dim(&self.node(seen).shape[1])?;
+                    let new_shape = &self.node(new).shape;
+                    let extents = self.extents(new_shape)?;
+                    let row = self
+                        .extents(&new_shape[1..])?
+                        .into_iter()
+                        .fold(Ix::c(1), Ix::mul);
+                    let t = Ix::Var(0);
+                    let at = seen.sub(extents[0].clone()).add(t.clone()).rem(ring);
+                    Body::Map {
+                        out: self.out_buf(id)?,
+                        offset: at.sub(t).mul(row),
+                        expr: self.value(new, &Self::vars(extents.len()))?,
+                        extents,
+                    }
+                }
                 Op::UpdateTail => {
                     let (x, new) = (node.inputs[0], node.inputs[1]);
                     let rows = self.dim(&self.node(x).shape[0])?;
@@ -1011,6 +1034,7 @@ impl<'g, 'p> Cx<'g, 'p> {
             scale,
             has_bias,
             has_key_mask,
+            ref ring,
         } = node.op
         else {
             return Err("internal: not attention".into());
@@ -1019,11 +1043,16 @@ impl<'g, 'p> Cx<'g, 'p> {
         let qs = self.extents(&self.node(ins[0]).shape)?;
         let ks = self.extents(&self.node(ins[1]).shape)?;
         let vs = self.extents(&self.node(ins[2]).shape)?;
+        // The keys: k's rows, or for a ring the key mask's length (rows hold them mod R).
+        let keys: Dim = match ring {
+            Some(_) => self.node(ins[3 + usize::from(has_bias)]).shape[1].clone(),
+            None => self.node(ins[1]).shape[2].clone(),
+        };
         let sizes = [
             qs[0].clone(),
             qs[1].clone(),
             qs[2].clone(),
-            ks[2].clone(),
+            self.dim(&keys)?,
             qs[3].clone(),
             vs[3].clone(),
             ks[1].clone(),
@@ -1032,7 +1061,7 @@ impl<'g, 'p> Cx<'g, 'p> {
             node.shape[0].clone(),
             node.shape[1].clone(),
             node.shape[2].clone(),
-            self.node(ins[1]).shape[2].clone(),
+            keys,
         ];
         let vars = Self::vars(4);
         let bias = if has_bias {
@@ -1078,6 +1107,7 @@ impl<'g, 'p> Cx<'g, 'p> {
                 scale,
                 bias,
                 key_mask,
+                ring: ring.as_ref().map(|r| self.dim(r)).transpose()?,
             })),
         })
     }

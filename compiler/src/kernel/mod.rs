@@ -138,6 +138,8 @@ pub struct Attention {
     pub scale: f64,
     pub bias: Option<Expr>,
     pub key_mask: Option<Expr>,
+    /// k and v are rings of this many rows: key p is row p mod R (a sliding-window cache).
+    pub ring: Option<Ix>,
 }
 
 /// A copy of `rows` rows of `len` elements between a sequence [rows, steps, len] and a
@@ -172,7 +174,8 @@ pub struct Scan {
 pub enum Body {
     /// `out[offset + linear(v0, …, v(r-1))] = expr` over `extents`, `out` contiguous from
     /// `offset` (0 but for a KV-cache append, which writes the new rows of a state
-    /// buffer). Parallel over all axes but the last, which is the vector axis.
+    /// buffer; `offset` may use the outer loop variables, for a ring's wrap-around).
+    /// Parallel over all axes but the last, which is the vector axis.
     Map {
         out: BufId,
         offset: Ix,

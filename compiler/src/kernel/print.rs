@@ -122,6 +122,9 @@ fn kernel(s: &mut String, i: usize, k: &Kernel, depth: usize) {
             if let Some(m) = &a.key_mask {
                 let _ = writeln!(s, "{pad}  key_mask {}", e(m));
             }
+            if let Some(r) = &a.ring {
+                let _ = writeln!(s, "{pad}  ring {} (key p at row p mod it)", ix(r));
+            }
         }
         Body::Scan(sc) => {
             let _ = writeln!(

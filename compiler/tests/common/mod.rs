@@ -254,3 +254,26 @@ model tiny_mlp : tiny_linear {
     decoder.ttt.gate = true
 }
 ";
+
+/// Attention with sliding windows: `window` (RoPE, GQA, a window of 3) and `banded`
+/// (GPT-3's alternation of dense and banded layers, with ALiBi), beside `alibi` (dense).
+pub const TINY_WINDOWS: &str = "
+model alibi {
+    vocab = 31  d_model = 12  context = 32
+    norm = layernorm(eps = 1e-5)  placement = pre  position = alibi
+    decoder { layers = 2  attention { heads = 3 }  mlp { hidden = 20  act = gelu } }
+}
+model window : alibi {
+    d_model = 16
+    position = rope(theta = 10000.0)
+    decoder.attention.heads = 4
+    decoder.attention.kv_heads = 2
+    decoder.attention.mask = sliding(window = 3)
+}
+model banded {
+    vocab = 31  d_model = 12  context = 32
+    norm = layernorm(eps = 1e-5)  placement = pre  position = alibi
+    decoder { stack = [dense, band] * 2 }
+}
+block dense { attention { heads = 3 }  mlp { hidden = 20  act = gelu } }
+block band { attention { heads = 3  mask = sliding(window = 2) }  mlp { hidden = 20  act = gelu } }";

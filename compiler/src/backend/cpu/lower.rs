@@ -608,20 +608,25 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             .iter()
             .map(|x| self.ix(fx, x, &[]))
             .collect::<IrResult<_>>()?;
-        let mut outp = self.buf(fx, out)?;
-        if offset.as_const() != Some(0) {
-            let off = self.ix(fx, offset, &[])?;
-            outp = ir.at(outp, off)?;
-        }
+        let outp = self.buf(fx, out)?;
+        let shifted = offset.as_const() != Some(0);
         if ext.is_empty() {
             let v = self.expr(fx, expr, &[])?;
-            return ir.store(outp, v);
+            let at = if shifted {
+                ir.at(outp, self.ix(fx, offset, &[])?)?
+            } else {
+                outp
+            };
+            return ir.store(at, v);
         }
         let r = ext.len();
         let inner = ext[r - 1];
         ir.for_range(fx.f, "row", begin, end, 1, |row| {
             let mut vars = self.delinear(row, &ext[..r - 1])?;
-            let base = ir.mul(row, inner)?;
+            let mut base = ir.mul(row, inner)?;
+            if shifted {
+                base = ir.add(base, self.ix(fx, offset, &vars)?)?;
+            }
             ir.for_range(fx.f, "j", ir.int(0), inner, 1, |j| {
                 vars.push(j);
                 let v = self.expr(fx, expr, &vars)?;
@@ -852,6 +857,15 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         let acc = fx.scratch;
         let neg_inf = m.c(f64::NEG_INFINITY);
         let scale = m.c(a.scale);
+        // The row of key p: p itself, or p mod R in a ring (whose dropped keys the
+        // sliding window never reaches).
+        let ring = a.ring.as_ref().map(c).transpose()?;
+        let row_of = |p: IntValue<'ctx>| -> IrResult<IntValue<'ctx>> {
+            match ring {
+                Some(r) => Ok(ir.b.build_int_unsigned_rem(p, r, "")?),
+                None => Ok(p),
+            }
+        };
         ir.for_range(fx.f, "row", begin, end, 1, |it| {
             let b = ir.b.build_int_unsigned_div(it, ht, "")?;
             let hh =
@@ -913,7 +927,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         &[neg_inf.into()],
                         |j, bm| {
                             let key = ir.add(k0, j)?;
-                            let kp = ir.at(krow0, ir.mul(key, ks[2])?)?;
+                            let kp = ir.at(krow0, ir.mul(row_of(key)?, ks[2])?)?;
                             let dsteps = WholeSteps {
                                 start: ir.int(0),
                                 limit: d,
@@ -1017,7 +1031,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                     )?;
                     ir.for_range(fx.f, "pv", ir.int(0), kn, 1, |j| {
                         let p = ir.load_f32(ir.at(scores, j)?)?.into_float_value();
-                        let vp = ir.at(vrow0, ir.mul(ir.add(k0, j)?, vs[2])?)?;
+                        let vp = ir.at(vrow0, ir.mul(row_of(ir.add(k0, j)?)?, vs[2])?)?;
                         ir.for_range(fx.f, "pvd", ir.int(0), dv, 1, |x| {
                             let pa = ir.at(acc, x)?;
                             let av = ir.load_f32(pa)?.into_float_value();
