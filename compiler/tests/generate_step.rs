@@ -293,3 +293,25 @@ fn generated_logits_equal_the_forward_graph() {
         assert!(err <= TOLERANCE, "ttt {model}: {err:e}");
     }
 }
+
+/// Step graphs print and read back unchanged (the cache ops and ring attention included).
+#[test]
+fn step_graphs_print_and_read_back() {
+    let cases = [
+        (spec(TINY_WINDOWS, "window"), "update_ring"),
+        (spec(TINY_WINDOWS, "banded"), "ring=kv_win_2"),
+        (spec_of(&fixture("hf/gpt2")), "update_tail"),
+        (spec_of(&fixture("hf/t5")), "state:encoder_mask"),
+        (
+            spec_of(&fixture("hf/mamba")),
+            "state:decoder.layers.0.mamba.ssm",
+        ),
+    ];
+    for (s, op) in &cases {
+        let g = step(s).unwrap().graph;
+        let text = archc::graph::print(&g);
+        assert!(text.contains(op), "{}: no `{op}`", s.name);
+        let back = archc::graph::read(&text).unwrap_or_else(|e| panic!("{}: {e}", s.name));
+        assert_eq!(back, g, "{}", s.name);
+    }
+}
