@@ -13,8 +13,8 @@ use inkwell::values::{BasicValue, BasicValueEnum, FastMathFlags, FunctionValue};
 /// Rows of A up to which the matmul kernels take this path.
 pub const GEMV_MAX_ROWS: u64 = 8;
 
-/// Columns computed together: independent accumulators (hiding the FMA latency) that
-/// share each load of A.
+/// The most columns computed together (independent accumulators hiding the FMA latency
+/// that share each load of A).
 const COLUMNS: usize = 4;
 
 /// `archc_gemv_bt(rows, cols, k, a, lda, b, ldb, c, ldc)`.
@@ -51,84 +51,133 @@ pub(crate) fn emit_gemv_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Func
     let vt = ir.f32.vec_type(t.lanes);
     let zero_v: BasicValueEnum = vt.const_zero().into();
     let zero_s: BasicValueEnum = ir.f32.const_zero().into();
-    // Columns `j .. j + width` of row i: `width` rows of B against one row of A, one
-    // accumulator each, so every load of A feeds `width` FMAs.
-    let block = |j, width: usize| -> IrResult<()> {
+    // Columns `j .. j + width` of all `r` rows: `width` rows of B against the r rows of A,
+    // one accumulator per (row, column), so each load of B feeds r FMAs and each load of A
+    // feeds `width`.
+    let block = |j, width: usize, r: usize| -> IrResult<()> {
         let brows = (0..width)
             .map(|w| ir.at(b, ir.mul(ir.add(j, ir.int(w as u64))?, ldb)?))
             .collect::<IrResult<Vec<_>>>()?;
-        ir.for_range(f, "i", ir.int(0), rows, 1, |i| {
-            let arow = ir.at(a, ir.mul(i, lda)?)?;
-            let (kk, accs) = ir.carried_loop(
-                f,
-                "kv",
-                WholeSteps {
-                    start: ir.int(0),
-                    limit: k,
-                    step: lanes,
-                },
-                &vec![zero_v; width],
-                |kk, cur| {
+        let arows = (0..r)
+            .map(|i| ir.at(a, ir.mul(ir.int(i as u64), lda)?))
+            .collect::<IrResult<Vec<_>>>()?;
+        let (kk, accs) = ir.carried_loop(
+            f,
+            "kv",
+            WholeSteps {
+                start: ir.int(0),
+                limit: k,
+                step: lanes,
+            },
+            &vec![zero_v; r * width],
+            |kk, cur| {
+                let ws = brows
+                    .iter()
+                    .map(|&p| ir.load_vec(vt, ir.at(p, kk)?))
+                    .collect::<IrResult<Vec<_>>>()?;
+                let mut next = Vec::with_capacity(cur.len());
+                for &arow in &arows {
                     let x = ir.load_vec(vt, ir.at(arow, kk)?)?;
-                    let mut next = Vec::with_capacity(width);
-                    for (w, acc) in cur.iter().enumerate() {
-                        let v = ir.load_vec(vt, ir.at(brows[w], kk)?)?;
-                        next.push(ir.fmuladd(x, v, acc.into_vector_value())?.into());
+                    for &w in &ws {
+                        let acc = cur[next.len()].into_vector_value();
+                        next.push(ir.fmuladd(x, w, acc)?.into());
                     }
-                    Ok(next)
-                },
-            )?;
-            let (_, tails) = ir.carried_loop(
-                f,
-                "ks",
-                WholeSteps {
-                    start: kk,
-                    limit: k,
-                    step: 1,
-                },
-                &vec![zero_s; width],
-                |kk, cur| {
+                }
+                Ok(next)
+            },
+        )?;
+        let (_, tails) = ir.carried_loop(
+            f,
+            "ks",
+            WholeSteps {
+                start: kk,
+                limit: k,
+                step: 1,
+            },
+            &vec![zero_s; r * width],
+            |kk, cur| {
+                let ws = brows
+                    .iter()
+                    .map(|&p| Ok(ir.load_f32(ir.at(p, kk)?)?.into_float_value()))
+                    .collect::<IrResult<Vec<_>>>()?;
+                let mut next = Vec::with_capacity(cur.len());
+                for &arow in &arows {
                     let x = ir.load_f32(ir.at(arow, kk)?)?.into_float_value();
-                    let mut next = Vec::with_capacity(width);
-                    for (w, acc) in cur.iter().enumerate() {
-                        let v = ir.load_f32(ir.at(brows[w], kk)?)?.into_float_value();
-                        let p = ir.b.build_float_mul(x, v, "")?;
-                        next.push(ir.b.build_float_add(acc.into_float_value(), p, "")?.into());
+                    for &w in &ws {
+                        let p = ir.b.build_float_mul(x, w, "")?;
+                        let acc = cur[next.len()].into_float_value();
+                        next.push(ir.b.build_float_add(acc, p, "")?.into());
                     }
-                    Ok(next)
-                },
-            )?;
+                }
+                Ok(next)
+            },
+        )?;
+        for i in 0..r {
             for w in 0..width {
+                let n = i * width + w;
                 // A tree sum of the lanes (reassociation allowed), not a chain of adds.
                 let total = ir.intrinsic(
                     "llvm.vector.reduce.fadd",
                     &[vt.into()],
-                    &[tails[w].into(), accs[w].into()],
+                    &[tails[n].into(), accs[n].into()],
                 )?;
                 if let Some(inst) = total.as_instruction_value() {
                     let _ = inst.set_fast_math_flags(FastMathFlags::AllowReassoc);
                 }
                 let col = ir.add(j, ir.int(w as u64))?;
-                ir.store(ir.at(c, ir.mad(i, ldc, col)?)?, total)?;
+                ir.store(ir.at(c, ir.mad(ir.int(i as u64), ldc, col)?)?, total)?;
             }
-            Ok(())
-        })
+        }
+        Ok(())
     };
-    let (j, _) = ir.carried_loop(
-        f,
-        "j4",
-        WholeSteps {
-            start: ir.int(0),
-            limit: cols,
-            step: COLUMNS as u64,
-        },
-        &[],
-        |j, _| {
-            block(j, COLUMNS)?;
-            Ok(vec![])
-        },
-    )?;
-    ir.for_range(f, "j1", j, cols, 1, |j| block(j, 1))?;
+    // One loop nest per row count, its accumulators in registers: as many columns at once
+    // as the vector registers hold (32 with AVX-512, 16 otherwise) beside the loads.
+    let registers = if t.lanes >= 16 { 24 } else { 12 };
+    let mut nests = Vec::new();
+    for r in 1..=GEMV_MAX_ROWS as usize {
+        nests.push((r, (registers / r).clamp(1, COLUMNS)));
+    }
+    emit_row_cases(ir, f, rows, &nests, &|r, width| {
+        let (j, _) = ir.carried_loop(
+            f,
+            "jw",
+            WholeSteps {
+                start: ir.int(0),
+                limit: cols,
+                step: width as u64,
+            },
+            &[],
+            |j, _| {
+                block(j, width, r)?;
+                Ok(vec![])
+            },
+        )?;
+        if width > 1 {
+            ir.for_range(f, "j1", j, cols, 1, |j| block(j, 1, r))?;
+        }
+        Ok(())
+    })?;
     ir.b.build_return(None)?;
     Ok(f)
+}
+
+/// `if rows == r₀ { nest(r₀) } else if rows == r₁ { … }` over `nests` (row count, columns).
+fn emit_row_cases<'ctx>(
+    ir: &Ir<'ctx>,
+    f: FunctionValue<'ctx>,
+    rows: inkwell::values::IntValue<'ctx>,
+    nests: &[(usize, usize)],
+    nest: &dyn Fn(usize, usize) -> IrResult<()>,
+) -> IrResult<()> {
+    let Some((&(r, width), rest)) = nests.split_first() else {
+        return Ok(());
+    };
+    let is = ir.eq(rows, ir.int(r as u64))?;
+    ir.if_else(
+        f,
+        &format!("rows{r}"),
+        is,
+        || nest(r, width),
+        || emit_row_cases(ir, f, rows, rest, nest),
+    )
 }
