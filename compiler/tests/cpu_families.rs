@@ -293,7 +293,7 @@ fn matrix_vector_rows_match_the_evaluator() {
     let mut rng = Rng::new(3);
     let weight = Tensor {
         shape: vec![n as usize, k as usize],
-        data: (0..n * k).map(|_| rng.uniform() as f32).collect(),
+        data: (0..n * k).map(|_| rng.uniform()).collect(),
     };
     let params = HashMap::from([("w".to_string(), weight)]);
     let mut checked = 0;
@@ -317,9 +317,7 @@ fn matrix_vector_rows_match_the_evaluator() {
             (8, 1),
             (9, 1),
         ] {
-            let data = (0..b * t * k as usize)
-                .map(|_| rng.uniform() as f32)
-                .collect();
+            let data = (0..b * t * k as usize).map(|_| rng.uniform()).collect();
             let input = Value::F(Tensor {
                 shape: vec![b, t, k as usize],
                 data,
