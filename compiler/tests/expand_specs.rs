@@ -81,3 +81,42 @@ fn ir_text_round_trips_for_each_family() {
         assert_eq!(print(&back), text);
     }
 }
+
+/// Every library model with a decoder has step (and, with an encoder, encode) programs
+/// that verify at their real sizes and build to Kernel IR; encoder-only models say why
+/// they cannot generate.
+#[test]
+fn every_library_decoder_has_a_step_program() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = arch_files(&root.join("specs"));
+    files.extend(arch_files(&root.join("dsl/tests/examples")));
+    let (mut steps, mut refused) = (0, 0);
+    for file in files {
+        let prog = Program::load(&file).unwrap();
+        let (specs, _) = prog.check();
+        for spec in specs {
+            if let Some(why) = archc::expand::step_unsupported(&spec) {
+                assert!(spec.decoder.is_none(), "{}: {why}", spec.name);
+                assert!(why.contains("encoder-only"), "{}: {why}", spec.name);
+                refused += 1;
+                continue;
+            }
+            let g = archc::expand::step(&spec)
+                .unwrap_or_else(|e| panic!("{}: {e}", spec.name))
+                .graph;
+            verify(&g).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+            let g = archc::passes::simplify(&g);
+            archc::kernel::build(&g).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+            if spec.encoder.is_some() {
+                let e = archc::expand::encode(&spec).unwrap();
+                verify(&e).unwrap_or_else(|err| panic!("{} encode: {err}", spec.name));
+            }
+            steps += 1;
+        }
+    }
+    eprintln!("{steps} step programs, {refused} encoder-only models");
+    assert!(
+        steps >= 40 && refused >= 10,
+        "{steps} step programs, {refused} refused"
+    );
+}
