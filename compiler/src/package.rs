@@ -324,6 +324,7 @@ pub fn build_graph(
         context: 0,
         segments: 0,
         seq_multiple_of: 1,
+        left_padding: true,
     };
     let namings = vec![arch_runtime::manifest::Naming {
         label: "canonical".into(),
@@ -391,6 +392,7 @@ fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(),
         context: spec.context,
         segments: spec.embed.segments,
         seq_multiple_of,
+        left_padding: opts.kind != PackageKind::Step || crate::expand::step_takes_padding(spec),
     };
     let namings = crate::weights::manifest_namings(spec);
     let mut manifest = manifest(&spec.name, limits, namings, opts, &prog, &lowered)?;

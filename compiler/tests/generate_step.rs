@@ -315,3 +315,43 @@ fn step_graphs_print_and_read_back() {
         assert_eq!(back, g, "{}", s.name);
     }
 }
+
+/// Left padding is refused where a recurrent layer would carry the pads in its state (a
+/// hybrid of Mamba and attention), and taken where only attention sees them.
+#[test]
+fn left_padding_needs_a_model_without_recurrent_state() {
+    use arch_runtime::generate::{GenerateOptions, Generator};
+    let hybrid = "
+block mamba_block { mamba { d_state = 4  d_conv = 3  expand = 2 } }
+block attn_block { attention { heads = 2 }  mlp { hidden = 24  act = swiglu } }
+model hybrid {
+    vocab = 29  d_model = 16  context = 32
+    norm = rmsnorm(eps = 1e-5)  placement = pre  position = rope(theta = 10000.0)
+    decoder { stack = [mamba_block, attn_block] * 1 }
+}";
+    let dir = tempfile::tempdir().unwrap();
+    for (s, padding_ok) in [
+        (spec(hybrid, "hybrid"), false),
+        (spec(TINY_WINDOWS, "window"), true),
+    ] {
+        let opts = archc::package::BuildOptions {
+            kind: archc::package::PackageKind::Step,
+            cache: false,
+            ..archc::package::BuildOptions::host().unwrap()
+        };
+        let pkg = dir.path().join(&s.name);
+        archc::package::build(&s, &opts, Some(&pkg)).unwrap();
+        let package = arch_runtime::Package::load(&pkg).unwrap();
+        let weights = arch_runtime::Weights::random(package.manifest(), 1).unwrap();
+        let session = arch_runtime::Session::new(package, weights, 1).unwrap();
+        let mut g = Generator::new(session).unwrap();
+        let ids = [0, 3, 4, 5, 6, 7];
+        let mask = [0, 1, 1, 1, 1, 1];
+        let got = g.generate(&ids, Some(&mask), 2, &GenerateOptions::greedy(3), |_| {});
+        match (got, padding_ok) {
+            (Ok(out), true) => assert_eq!(out.tokens.len(), 2 * 6),
+            (Err(e), false) => assert!(e.to_string().contains("recurrent"), "{e}"),
+            (got, _) => panic!("{}: {got:?}", s.name),
+        }
+    }
+}

@@ -111,6 +111,8 @@ pub struct Generator {
     /// The program takes one token per call (recurrent cells): prompts go in token by
     /// token.
     one_token: bool,
+    /// Rows may be left-padded (no recurrent state would carry the padding).
+    left_padding: bool,
     /// An encoder-decoder: the `encode` program whose outputs fill the session's
     /// cross-attention states.
     encoder: Option<Session>,
@@ -218,6 +220,7 @@ impl Generator {
             })? as usize;
         let context = m.limits.context;
         let needs_encoder = m.states.iter().any(|s| s.name == "encoder_mask");
+        let left_padding = m.limits.left_padding && takes_mask;
         Ok(Generator {
             session,
             vocab,
@@ -225,6 +228,7 @@ impl Generator {
             takes_positions,
             takes_mask,
             one_token,
+            left_padding,
             encoder: None,
             needs_encoder,
         })
@@ -352,10 +356,10 @@ impl Generator {
         let mask: Vec<i64> = match mask {
             Some(m) => {
                 check_left_padding(m, batch, t)?;
-                if !self.takes_mask && m.contains(&0) {
+                if !self.left_padding && m.contains(&0) {
                     return Err(RuntimeError::Input {
                         name: "attention_mask".into(),
-                        reason: "has padding, but this model has no attention to skip padded tokens with: give rows of equal length".into(),
+                        reason: "has padding, but this model's recurrent layers would carry the padding in their state: give rows of equal length".into(),
                     });
                 }
                 m.to_vec()

@@ -75,6 +75,14 @@ pub struct Limits {
     /// Number of token types (`token_type_ids` in `[0, segments)`); 0 when none.
     pub segments: u64,
     pub seq_multiple_of: u64,
+    /// Whether rows may be left-padded (`attention_mask` zeros): not when a recurrent cell
+    /// would carry the padding tokens in its state.
+    #[serde(default = "yes")]
+    pub left_padding: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Element type of a buffer or tensor.

@@ -99,6 +99,25 @@ pub fn step_unsupported(spec: &ArchSpec) -> Option<String> {
     }
 }
 
+/// Whether a step program may take left-padded rows: not when a recurrent cell (Mamba,
+/// RWKV-4, S4, TTT) would carry the padding tokens in its state.
+pub fn step_takes_padding(spec: &ArchSpec) -> bool {
+    !spec
+        .decoder
+        .iter()
+        .flat_map(|d| d.layers.iter().flat_map(|l| &l.sublayers))
+        .any(|s| {
+            matches!(
+                s,
+                Sublayer::Mamba(_)
+                    | Sublayer::TimeMix(_)
+                    | Sublayer::ChannelMix(_)
+                    | Sublayer::Ssm(_)
+                    | Sublayer::Ttt(_)
+            )
+        })
+}
+
 /// Whether a stack's step graph takes one token per call: recurrent sublayers, and
 /// sliding windows (their ring caches hold `window` rows, one token's keys at a time).
 fn recurrent(stack: &Stack) -> bool {

@@ -161,6 +161,7 @@ mod tests {
                     context: spec.context,
                     segments: 0,
                     seq_multiple_of: 1,
+                    left_padding: true,
                 },
                 inputs: vec![],
                 states: vec![],

@@ -148,6 +148,7 @@ pub fn manifest() -> Manifest {
             context: 8,
             segments: 0,
             seq_multiple_of: 1,
+            left_padding: true,
         },
         inputs: vec![InputSpec {
             name: "input_ids".into(),
