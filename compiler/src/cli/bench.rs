@@ -228,7 +228,6 @@ fn bench_decode(args: &BenchArgs) -> Result<(), String> {
         run()?;
     }
     let (mut per_token, mut prefill, mut state) = (Vec::new(), Vec::new(), 0);
-    let mut steps = 0;
     for rep in 0..args.reps {
         if rep + 1 == args.reps && args.profile {
             generator.session_mut().set_profiling(true);
@@ -239,7 +238,6 @@ fn bench_decode(args: &BenchArgs) -> Result<(), String> {
             generator.generate(&prompt, None, b, &opts, |_| {})
         }
         .map_err(|e| e.to_string())?;
-        steps = out.decode_steps + 1;
         per_token.push(out.decode_seconds * 1e3 / out.decode_steps.max(1) as f64);
         prefill.push(out.prefill_seconds * 1e3);
         state = out.state_bytes;
@@ -249,8 +247,11 @@ fn bench_decode(args: &BenchArgs) -> Result<(), String> {
         v[v.len() / 2]
     };
     if args.profile {
-        eprintln!("(per call of the step program: the prefill and every decode step)");
-        print_profile(&generator.session().profile(), steps);
+        eprintln!("(per call of the step program: prefill calls and decode steps alike)");
+        // Every call of the step program runs each top-level kernel once.
+        let rows = generator.session().profile();
+        let calls = rows.first().map_or(1, |r| r.3.max(1) as usize);
+        print_profile(&rows, calls);
     }
     let ms_per_token = median(&mut per_token);
     let prefill_ms = median(&mut prefill);
