@@ -9,10 +9,13 @@
 //! Always run: pooling on the tiny Hugging Face fixtures (RoBERTa, GPT-2) through a word-level
 //! tokenizer written here, the similarity table, and the error messages.
 
+mod common;
+
 use archc::interp::Value;
 use archc::tensor::Tensor;
 use archc::tensor_io::read_values;
 use archc::tokenize::Tokenizer;
+use common::word_tokenizer;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -280,22 +283,6 @@ fn embed_default_pooling_is_the_unnormalized_mean_and_cls_the_first_token() {
             );
         }
     }
-}
-
-/// A word-level tokenizer.json: `w0` ... `w{n-1}` are ids 0 ... n-1, split on whitespace, no
-/// special tokens.
-fn word_tokenizer(dir: &Path, n: usize) -> PathBuf {
-    let vocab: Vec<String> = (0..n).map(|i| format!("\"w{i}\": {i}")).collect();
-    let json = format!(
-        r#"{{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-  "normalizer": null, "pre_tokenizer": {{"type": "WhitespaceSplit"}},
-  "post_processor": null, "decoder": null,
-  "model": {{"type": "WordLevel", "unk_token": "w0", "vocab": {{{}}}}}}}"#,
-        vocab.join(", ")
-    );
-    let path = dir.join("words.json");
-    std::fs::write(&path, json).unwrap();
-    path
 }
 
 /// `--text` for each row of a fixture's `input_ids` (its real tokens), the embeddings, and the

@@ -2,9 +2,12 @@
 //! as transformers gives them), sampling options, end-of-sequence handling, text prompts
 //! through a tokenizer, and every bad input as a clear error without a panic.
 
+mod common;
+
 use archc::interp::Value;
 use archc::tensor::Tensor;
 use archc::tensor_io::{read_values, write_values};
+use common::word_tokenizer;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -153,21 +156,6 @@ fn sampling_repeats_for_a_seed_and_eos_pads() {
     } else {
         assert_eq!(row1, &greedy[13..]);
     }
-}
-
-/// A word-level tokenizer.json: `w0` … `w{n-1}` are ids 0 … n−1, split on whitespace.
-fn word_tokenizer(dir: &Path, n: usize) -> PathBuf {
-    let vocab: Vec<String> = (0..n).map(|i| format!("\"w{i}\": {i}")).collect();
-    let json = format!(
-        r#"{{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-  "normalizer": null, "pre_tokenizer": {{"type": "WhitespaceSplit"}},
-  "post_processor": null, "decoder": null,
-  "model": {{"type": "WordLevel", "unk_token": "w0", "vocab": {{{}}}}}}}"#,
-        vocab.join(", ")
-    );
-    let path = dir.join("words.json");
-    std::fs::write(&path, json).unwrap();
-    path
 }
 
 #[test]

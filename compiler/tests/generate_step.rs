@@ -204,9 +204,8 @@ fn ttt_steps_like_the_forward_graph() {
     }
 }
 
-#[test]
-fn hybrid_stacks_step_like_the_forward_graph() {
-    let src = "
+/// A Mamba layer, then attention with RoPE and a SwiGLU MLP.
+const HYBRID: &str = "
 block mamba_block { mamba { d_state = 4  d_conv = 3  expand = 2 } }
 block attn_block { attention { heads = 2 }  mlp { hidden = 24  act = swiglu } }
 model hybrid {
@@ -214,7 +213,10 @@ model hybrid {
     norm = rmsnorm(eps = 1e-5)  placement = pre  position = rope(theta = 10000.0)
     decoder { stack = [mamba_block, attn_block] * 1 }
 }";
-    check(&spec(src, "hybrid"), 2, 5, &[1; 5]);
+
+#[test]
+fn hybrid_stacks_step_like_the_forward_graph() {
+    check(&spec(HYBRID, "hybrid"), 2, 5, &[1; 5]);
 }
 
 /// Generation with the compiled step program (`Generator`, CPU kernels) against the
@@ -321,17 +323,9 @@ fn step_graphs_print_and_read_back() {
 #[test]
 fn left_padding_needs_a_model_without_recurrent_state() {
     use arch_runtime::generate::{GenerateOptions, Generator};
-    let hybrid = "
-block mamba_block { mamba { d_state = 4  d_conv = 3  expand = 2 } }
-block attn_block { attention { heads = 2 }  mlp { hidden = 24  act = swiglu } }
-model hybrid {
-    vocab = 29  d_model = 16  context = 32
-    norm = rmsnorm(eps = 1e-5)  placement = pre  position = rope(theta = 10000.0)
-    decoder { stack = [mamba_block, attn_block] * 1 }
-}";
     let dir = tempfile::tempdir().unwrap();
     for (s, padding_ok) in [
-        (spec(hybrid, "hybrid"), false),
+        (spec(HYBRID, "hybrid"), false),
         (spec(TINY_WINDOWS, "window"), true),
     ] {
         let opts = archc::package::BuildOptions {

@@ -70,11 +70,7 @@ pub fn ttt(
 
     // The inner model's weights, per batch row, are the scan's states.
     let states = initial_weights(cx, prefix, t, &batch, hd);
-    let mut norm = Vec::new();
-    for name in ["ttt_norm_weight", "ttt_norm_bias"] {
-        let p = cx.param(&format!("{prefix}.{name}"));
-        norm.push(cx.g.reshape(p, vec![Dim::c(h), Dim::c(1), Dim::c(hd)]));
-    }
+    let norm = ttt_norm(cx, prefix, h, hd);
     let seqs = vec![views[0], views[1], views[2], eta];
     let body = mini_batch_step(&cx.g, &states, &seqs, &norm, t.inner)?;
     let outs = cx.g.scan(body, states, seqs, norm, false);
@@ -173,11 +169,7 @@ fn ttt_step(
     let end = cx.g.binary(BinaryOp::Eq, i, last);
     let end = cx.g.reshape(end, unit);
 
-    let mut norm = Vec::new();
-    for name in ["ttt_norm_weight", "ttt_norm_bias"] {
-        let p = cx.param(&format!("{prefix}.{name}"));
-        norm.push(cx.g.reshape(p, vec![Dim::c(h), Dim::c(1), Dim::c(hd)]));
-    }
+    let norm = ttt_norm(cx, prefix, h, hd);
     let (gamma, beta) = (norm[0], norm[1]);
 
     // W₀ = W_param − D per inner weight, with its state names.
@@ -259,6 +251,17 @@ fn ttt_step(
     let z = cx.g.permute(out, &[0, 2, 1, 3]);
     let z = cx.g.reshape(z, vec![batch, Dim::c(1), Dim::c(d)]);
     Ok(output(cx, x, z, prefix, t))
+}
+
+/// The per-head `ttt_norm` weight and bias, [h, 1, hd] each.
+fn ttt_norm(cx: &mut Cx, prefix: &str, h: u64, hd: u64) -> Vec<NodeId> {
+    ["ttt_norm_weight", "ttt_norm_bias"]
+        .iter()
+        .map(|name| {
+            let p = cx.param(&format!("{prefix}.{name}"));
+            cx.g.reshape(p, vec![Dim::c(h), Dim::c(1), Dim::c(hd)])
+        })
+        .collect()
 }
 
 /// W1, b1 (and W2, b2) broadcast over the batch: [B, h, in, out] and [B, h, 1, out].

@@ -277,3 +277,19 @@ model banded {
 }
 block dense { attention { heads = 3 }  mlp { hidden = 20  act = gelu } }
 block band { attention { heads = 3  mask = sliding(window = 2) }  mlp { hidden = 20  act = gelu } }";
+
+/// A word-level tokenizer.json: `w0` ... `w{n-1}` are ids 0 ... n-1, split on whitespace, no
+/// special tokens.
+pub fn word_tokenizer(dir: &Path, n: usize) -> PathBuf {
+    let vocab: Vec<String> = (0..n).map(|i| format!("\"w{i}\": {i}")).collect();
+    let json = format!(
+        r#"{{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+  "normalizer": null, "pre_tokenizer": {{"type": "WhitespaceSplit"}},
+  "post_processor": null, "decoder": null,
+  "model": {{"type": "WordLevel", "unk_token": "w0", "vocab": {{{}}}}}}}"#,
+        vocab.join(", ")
+    );
+    let path = dir.join("words.json");
+    std::fs::write(&path, json).unwrap();
+    path
+}
