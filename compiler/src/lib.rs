@@ -11,6 +11,7 @@ pub mod graph;
 pub mod import_hf;
 pub mod interp;
 pub mod kernel;
+pub mod model;
 pub mod package;
 pub mod params;
 pub mod passes;

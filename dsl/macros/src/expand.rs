@@ -65,6 +65,49 @@ pub fn model_module(spec: &ArchSpec, module: &Ident, source: &SourceConst) -> To
             pub fn spec() -> ::arch_dsl::spec::ArchSpec {
                 #build
             }
+
+            /// The model bound to generated kernels: the spec is compiled by `archc` at
+            /// first use (through its package cache, so later runs reuse the package) and
+            /// run by its runtime on this machine's CPU.
+            #[derive(Debug)]
+            pub struct Model(::archc::model::Model);
+
+            impl Model {
+                /// Compiles the spec (or takes it from the cache) and loads the weights:
+                /// safetensors in canonical or Hugging Face names. Weights that do not fit
+                /// the spec are an error naming the tensor.
+                pub fn load(
+                    weights: impl ::core::convert::AsRef<::std::path::Path>,
+                ) -> ::core::result::Result<Model, ::archc::model::ModelError> {
+                    ::archc::model::Model::load(spec(), weights).map(Model)
+                }
+
+                /// The forward pass over `ids` ([batch, seq] row-major): `logits`
+                /// [batch, seq, vocab] with an LM head, else `hidden` [batch, seq, d_model].
+                pub fn forward(
+                    &self,
+                    ids: &[i64],
+                    batch: usize,
+                ) -> ::core::result::Result<::archc::model::Output, ::archc::model::ModelError> {
+                    self.0.forward(ids, batch)
+                }
+
+                /// Greedy generation: [batch, seq + n_new] row-major, the prompt first.
+                pub fn generate(
+                    &self,
+                    ids: &[i64],
+                    batch: usize,
+                    n_new: usize,
+                ) -> ::core::result::Result<::std::vec::Vec<i64>, ::archc::model::ModelError> {
+                    self.0.generate(ids, batch, n_new)
+                }
+
+                /// The untyped model: sampling and eos (`generate_with`), masks and
+                /// decoder inputs (`forward_with`), sentence embeddings (`embed`).
+                pub fn inner(&self) -> &::archc::model::Model {
+                    &self.0
+                }
+            }
         }
     }
 }

@@ -1,0 +1,310 @@
+//! A spec bound to generated kernels, for Rust programs: what `model!`'s `Model` types
+//! wrap. The kernels are compiled from the spec at first use — `Model::load` builds the
+//! forward package through the package cache (a second run is a copy), generation builds
+//! the step (and encode) programs the first time it is asked for — and run by the runtime
+//! with the weights memory-mapped once.
+
+use crate::package::{build, BuildOptions, PackageKind};
+use arch_dsl::spec::{ArchSpec, Family, Head};
+use arch_runtime::generate::{GenerateOptions, Generated, Generator};
+use arch_runtime::{HostData, HostTensor, Package, Session, Weights};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Why a model could not be built, loaded or run (weights that do not fit name the
+/// tensor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelError(pub String);
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ModelError {}
+
+fn err(e: impl fmt::Display) -> ModelError {
+    ModelError(e.to_string())
+}
+
+/// A model output: row-major f32 values of `shape`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    name: String,
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+impl Output {
+    /// `logits` ([batch, seq, vocab]) for a model with an LM head, else `hidden`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    pub fn into_data(self) -> Vec<f32> {
+        self.data
+    }
+}
+
+/// A spec with its weights, ready to run on this machine's CPU.
+pub struct Model {
+    spec: ArchSpec,
+    weights: PathBuf,
+    threads: usize,
+    /// The output `forward` returns.
+    output: &'static str,
+    forward: Mutex<Session>,
+    /// Built at the first generation.
+    generator: Mutex<Option<Generator>>,
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Model")
+            .field("model", &self.spec.name)
+            .field("weights", &self.weights)
+            .finish()
+    }
+}
+
+impl Model {
+    /// Builds (or takes from the cache) the spec's forward package and loads `weights`
+    /// (safetensors in canonical or Hugging Face names), on one thread per core.
+    pub fn load(spec: ArchSpec, weights: impl AsRef<Path>) -> Result<Model, ModelError> {
+        Model::load_with_threads(spec, weights, 0)
+    }
+
+    /// [`Model::load`] on `threads` threads (0: one per core).
+    pub fn load_with_threads(
+        spec: ArchSpec,
+        weights: impl AsRef<Path>,
+        threads: usize,
+    ) -> Result<Model, ModelError> {
+        let weights = weights.as_ref().to_path_buf();
+        let lm = spec
+            .heads
+            .iter()
+            .any(|h| matches!(h, Head::Lm { .. } | Head::MaskedLm));
+        let output = if lm { "logits" } else { "hidden" };
+        let opts = BuildOptions {
+            outputs: vec![output.to_string()],
+            attention_mask: true,
+            ..BuildOptions::host().map_err(err)?
+        };
+        let built = build(&spec, &opts, None).map_err(err)?;
+        let package = Package::load(&built.dir).map_err(err)?;
+        let w = Weights::open(package.manifest(), &weights).map_err(err)?;
+        let forward = Session::new(package, w, threads).map_err(err)?;
+        Ok(Model {
+            spec,
+            weights,
+            threads,
+            output,
+            forward: Mutex::new(forward),
+            generator: Mutex::new(None),
+        })
+    }
+
+    pub fn spec(&self) -> &ArchSpec {
+        &self.spec
+    }
+
+    /// The forward pass over `ids` ([batch, seq] row-major): `logits` [batch, seq, vocab]
+    /// for a model with an LM head, else `hidden` [batch, seq, d_model]. An
+    /// encoder-decoder also needs the decoder's tokens: [`Model::forward_with`].
+    pub fn forward(&self, ids: &[i64], batch: usize) -> Result<Output, ModelError> {
+        if self.spec.family == Family::EncoderDecoder {
+            return Err(ModelError(format!(
+                "`{}` is an encoder-decoder: give the decoder's tokens with `forward_with`",
+                self.spec.name
+            )));
+        }
+        self.forward_with(ids, None, None, batch)
+    }
+
+    /// The forward pass with a padding mask (1 = token) and, for an encoder-decoder, the
+    /// decoder's tokens ([batch, target_seq]).
+    pub fn forward_with(
+        &self,
+        ids: &[i64],
+        mask: Option<&[i64]>,
+        decoder_ids: Option<&[i64]>,
+        batch: usize,
+    ) -> Result<Output, ModelError> {
+        let seq = rows(ids, batch, "ids")?;
+        let mut inputs = HashMap::from([(
+            "input_ids".to_string(),
+            HostTensor::i64(vec![batch, seq], ids.to_vec()),
+        )]);
+        let mask = mask.map_or_else(|| vec![1; ids.len()], <[i64]>::to_vec);
+        if mask.len() != ids.len() {
+            return Err(ModelError(format!(
+                "the mask has {} values for {} ids",
+                mask.len(),
+                ids.len()
+            )));
+        }
+        inputs.insert(
+            "attention_mask".to_string(),
+            HostTensor::i64(vec![batch, seq], mask),
+        );
+        if let Some(d) = decoder_ids {
+            let t = rows(d, batch, "decoder ids")?;
+            inputs.insert(
+                "decoder_input_ids".to_string(),
+                HostTensor::i64(vec![batch, t], d.to_vec()),
+            );
+        }
+        let mut session = self
+            .forward
+            .lock()
+            .map_err(|_| err("the model's lock is poisoned"))?;
+        // A model whose graph reads no mask (no attention) takes none.
+        let takes: Vec<String> = session
+            .package()
+            .manifest()
+            .inputs
+            .iter()
+            .map(|i| i.name.clone())
+            .collect();
+        inputs.retain(|k, _| k != "attention_mask" || takes.contains(k));
+        let outputs = session.run("forward", &inputs).map_err(err)?;
+        let (name, t) = outputs
+            .into_iter()
+            .find(|(n, _)| n == self.output)
+            .ok_or_else(|| ModelError(format!("the package has no `{}`", self.output)))?;
+        match t.data {
+            HostData::F32(data) => Ok(Output {
+                name,
+                shape: t.shape,
+                data,
+            }),
+            _ => Err(ModelError(format!("`{name}` is not f32"))),
+        }
+    }
+
+    /// Greedy generation of `n_new` tokens after the prompts `ids` ([batch, seq]):
+    /// row-major [batch, seq + n_new], prompt first (an encoder-decoder: the decoder's
+    /// tokens from its start token 0).
+    pub fn generate(
+        &self,
+        ids: &[i64],
+        batch: usize,
+        n_new: usize,
+    ) -> Result<Vec<i64>, ModelError> {
+        Ok(self
+            .generate_with(ids, None, batch, &GenerateOptions::greedy(n_new))?
+            .tokens)
+    }
+
+    /// Generation with any options (sampling, eos, logits) and a left-padding mask.
+    pub fn generate_with(
+        &self,
+        ids: &[i64],
+        mask: Option<&[i64]>,
+        batch: usize,
+        opts: &GenerateOptions,
+    ) -> Result<Generated, ModelError> {
+        let mut slot = self
+            .generator
+            .lock()
+            .map_err(|_| err("the model's lock is poisoned"))?;
+        if slot.is_none() {
+            *slot = Some(self.generator()?);
+        }
+        let Some(g) = slot.as_mut() else {
+            return Err(err("no generator"));
+        };
+        if g.is_seq2seq() {
+            g.generate_seq2seq(ids, mask, batch, &vec![0; batch], opts, |_| {})
+        } else {
+            g.generate(ids, mask, batch, opts, |_| {})
+        }
+        .map_err(err)
+    }
+
+    /// Mean of the last hidden state over real tokens (`mask` 1), per row: sentence
+    /// embeddings of an encoder ([batch, d_model]; L2-normalized when `normalize`).
+    pub fn embed(
+        &self,
+        ids: &[i64],
+        mask: Option<&[i64]>,
+        batch: usize,
+        normalize: bool,
+    ) -> Result<Output, ModelError> {
+        if self.output != "hidden" {
+            return Err(ModelError(format!(
+                "`{}` has an LM head: load it without one (a bare encoder) to embed",
+                self.spec.name
+            )));
+        }
+        let hidden = self.forward_with(ids, mask, None, batch)?;
+        let (seq, d) = (hidden.shape[1], hidden.shape[2]);
+        let mask = mask.map_or_else(|| vec![1; ids.len()], <[i64]>::to_vec);
+        let mut data = Vec::with_capacity(batch * d);
+        for r in 0..batch {
+            let mut sum = vec![0f64; d];
+            let mut n = 0f64;
+            for t in 0..seq {
+                if mask[r * seq + t] != 0 {
+                    n += 1.0;
+                    let row = &hidden.data[(r * seq + t) * d..(r * seq + t + 1) * d];
+                    sum.iter_mut().zip(row).for_each(|(s, &x)| *s += x as f64);
+                }
+            }
+            let mean: Vec<f64> = sum.iter().map(|s| s / n.max(1.0)).collect();
+            let norm = if normalize {
+                mean.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12)
+            } else {
+                1.0
+            };
+            data.extend(mean.iter().map(|x| (x / norm) as f32));
+        }
+        Ok(Output {
+            name: "embeddings".into(),
+            shape: vec![batch, d],
+            data,
+        })
+    }
+
+    fn generator(&self) -> Result<Generator, ModelError> {
+        if let Some(why) = crate::expand::step_unsupported(&self.spec) {
+            return Err(ModelError(why));
+        }
+        let package = |kind| -> Result<PathBuf, ModelError> {
+            let opts = BuildOptions {
+                kind,
+                ..BuildOptions::host().map_err(err)?
+            };
+            Ok(build(&self.spec, &opts, None).map_err(err)?.dir)
+        };
+        let step = package(PackageKind::Step)?;
+        let encode = match self.spec.encoder {
+            Some(_) => Some(package(PackageKind::Encode)?),
+            None => None,
+        };
+        Generator::load_programs(&step, encode.as_deref(), &self.weights, self.threads).map_err(err)
+    }
+}
+
+/// The row length of a [batch, n] row-major tensor.
+fn rows(v: &[i64], batch: usize, what: &str) -> Result<usize, ModelError> {
+    if batch == 0 || v.is_empty() || !v.len().is_multiple_of(batch) {
+        return Err(ModelError(format!(
+            "{} {what} do not make {batch} non-empty rows",
+            v.len()
+        )));
+    }
+    Ok(v.len() / batch)
+}
