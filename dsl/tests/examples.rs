@@ -109,7 +109,11 @@ fn tutorial_spec_checks_and_is_formatted() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/tutorial/mini.arch");
     check_clean(&path);
     let text = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(arch_dsl::fmt::format(&text).unwrap(), text, "run archc fmt on it");
+    assert_eq!(
+        arch_dsl::fmt::format(&text).unwrap(),
+        text,
+        "run archc fmt on it"
+    );
     let prog = Program::load(&path).unwrap();
     assert_eq!(prog.model_names().len(), 3);
 }

@@ -53,9 +53,8 @@ fn seeds() -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut out = Vec::new();
     for dir in ["tests/examples", "tests/invalid", "../specs"] {
-        let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
-            continue;
-        };
+        let rd = std::fs::read_dir(root.join(dir))
+            .unwrap_or_else(|e| panic!("seed directory {dir}: {e}"));
         let mut paths: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         out.extend(paths.iter().filter_map(|p| std::fs::read_to_string(p).ok()));
