@@ -1,0 +1,236 @@
+//! Attention kernels: one query row per iteration, keys in blocks with online softmax;
+//! ring caches read key p from row p mod R.
+
+use super::*;
+
+impl<'a, 'ctx> Lowerer<'a, 'ctx> {
+    pub(super) fn attention(
+        &self,
+        fx: &Fx<'ctx>,
+        begin: IntValue<'ctx>,
+        end: IntValue<'ctx>,
+        a: &Attention,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let c = |x: &Ix| self.ix(fx, x, &[]);
+        let s: Vec<IntValue<'ctx>> = a.sizes.iter().map(c).collect::<IrResult<_>>()?;
+        let (h, t, nk, d, dv, hkv) = (s[1], s[2], s[3], s[4], s[5], s[6]);
+        let group = ir.b.build_int_unsigned_div(h, hkv, "")?;
+        let ht = ir.mul(h, t)?;
+        let strides =
+            |st: &crate::kernel::Strided| -> IrResult<(PointerValue<'ctx>, Vec<IntValue<'ctx>>)> {
+                let base = ir.at(self.buf(fx, st.buf)?, c(&st.offset)?)?;
+                let v = st.strides.iter().map(c).collect::<IrResult<Vec<_>>>()?;
+                Ok((base, v))
+            };
+        let (qb, qs) = strides(&a.q)?;
+        let (kb, ks) = strides(&a.k)?;
+        let (vb, vs) = strides(&a.v)?;
+        let (ob, os) = strides(&a.out)?;
+        let acc = fx.scratch;
+        let neg_inf = m.c(f64::NEG_INFINITY);
+        let scale = m.c(a.scale);
+        // The row of key p: p itself, or p mod R in a ring (whose dropped keys the
+        // sliding window never reaches).
+        let ring = a.ring.as_ref().map(c).transpose()?;
+        let row_of = |p: IntValue<'ctx>| -> IrResult<IntValue<'ctx>> {
+            match ring {
+                Some(r) => Ok(ir.b.build_int_unsigned_rem(p, r, "")?),
+                None => Ok(p),
+            }
+        };
+        ir.for_range(fx.f, "row", begin, end, 1, |it| {
+            let b = ir.b.build_int_unsigned_div(it, ht, "")?;
+            let hh =
+                ir.b.build_int_unsigned_rem(ir.b.build_int_unsigned_div(it, t, "")?, h, "")?;
+            let tt = ir.b.build_int_unsigned_rem(it, t, "")?;
+            let kh = ir.b.build_int_unsigned_div(hh, group, "")?;
+            let q = ir.at(
+                qb,
+                ir.add(
+                    ir.mul(b, qs[0])?,
+                    ir.add(ir.mul(hh, qs[1])?, ir.mul(tt, qs[2])?)?,
+                )?,
+            )?;
+            let krow0 = ir.at(kb, ir.add(ir.mul(b, ks[0])?, ir.mul(kh, ks[1])?)?)?;
+            let vrow0 = ir.at(vb, ir.add(ir.mul(b, vs[0])?, ir.mul(kh, vs[1])?)?)?;
+            let o = ir.at(
+                ob,
+                ir.add(
+                    ir.mul(b, os[0])?,
+                    ir.add(ir.mul(hh, os[1])?, ir.mul(tt, os[2])?)?,
+                )?,
+            )?;
+            // Keys this query may see.
+            let pos = ir.add(ir.sub(nk, t)?, tt)?;
+            let (lo, hi) = match a.mask {
+                MaskKind::Bidirectional => (ir.int(0), nk),
+                MaskKind::Causal => (ir.int(0), ir.min(nk, ir.add(pos, ir.int(1))?)?),
+                MaskKind::Sliding(w) => (
+                    self.max(ir.int(0), ir.sub(ir.add(pos, ir.int(1))?, ir.int(w))?)?,
+                    ir.min(nk, ir.add(pos, ir.int(1))?)?,
+                ),
+            };
+            ir.for_range(fx.f, "z", ir.int(0), dv, 1, |x| {
+                ir.store(ir.at(acc, x)?, m.c(0.0))
+            })?;
+            // Keys in blocks of KEY_BLOCK: scores into scratch, one max and one rescale
+            // per block, exponentials over the block (vectorised), then Σ p·v.
+            let scores = ir.at(acc, dv)?;
+            let (_, ml) = ir.carried_loop(
+                fx.f,
+                "kblk",
+                WholeSteps {
+                    start: lo,
+                    limit: ir.add(hi, ir.int(KEY_BLOCK - 1))?,
+                    step: KEY_BLOCK,
+                },
+                &[neg_inf.into(), m.c(0.0).into()],
+                |k0, cur| {
+                    let (mx, l) = (cur[0].into_float_value(), cur[1].into_float_value());
+                    let kn = ir.min(ir.int(KEY_BLOCK), ir.sub(hi, k0)?)?;
+                    let (_, bmax) = ir.carried_loop(
+                        fx.f,
+                        "score",
+                        WholeSteps {
+                            start: ir.int(0),
+                            limit: kn,
+                            step: 1,
+                        },
+                        &[neg_inf.into()],
+                        |j, bm| {
+                            let key = ir.add(k0, j)?;
+                            let kp = ir.at(krow0, ir.mul(row_of(key)?, ks[2])?)?;
+                            let dsteps = WholeSteps {
+                                start: ir.int(0),
+                                limit: d,
+                                step: 1,
+                            };
+                            let (_, dot) = ir.carried_loop(
+                                fx.f,
+                                "dot",
+                                dsteps,
+                                &[m.c(0.0).into()],
+                                |x, acc| {
+                                    let qv = ir
+                                        .load_f32(ir.at(q, ir.mul(x, qs[3])?)?)?
+                                        .into_float_value();
+                                    let kv = ir
+                                        .load_f32(ir.at(kp, ir.mul(x, ks[3])?)?)?
+                                        .into_float_value();
+                                    let p = ir.b.build_float_mul(qv, kv, "")?;
+                                    set_reassoc(p);
+                                    let sum =
+                                        ir.b.build_float_add(acc[0].into_float_value(), p, "")?;
+                                    set_reassoc(sum);
+                                    Ok(vec![sum.into()])
+                                },
+                            )?;
+                            let vars = [b, hh, tt, key];
+                            let mut score =
+                                ir.b.build_float_mul(dot[0].into_float_value(), scale, "")?;
+                            if let Some(bias) = &a.bias {
+                                score =
+                                    ir.b.build_float_add(score, self.expr(fx, bias, &vars)?, "")?;
+                            }
+                            if let Some(km) = &a.key_mask {
+                                let keep = self.expr(fx, km, &vars)?;
+                                let off = ir.b.build_float_compare(
+                                    FloatPredicate::OEQ,
+                                    keep,
+                                    m.c(0.0),
+                                    "",
+                                )?;
+                                score = m.select(off, neg_inf, score)?;
+                            }
+                            ir.store(ir.at(scores, j)?, score)?;
+                            let bmx =
+                                m.binary_intrinsic("llvm.maxnum", bm[0].into_float_value(), score)?;
+                            Ok(vec![bmx.into()])
+                        },
+                    )?;
+                    let new_max =
+                        m.binary_intrinsic("llvm.maxnum", mx, bmax[0].into_float_value())?;
+                    let none =
+                        ir.b.build_float_compare(FloatPredicate::OEQ, new_max, neg_inf, "")?;
+                    let corr = m.select(
+                        none,
+                        m.c(1.0),
+                        m.exp(ir.b.build_float_sub(mx, new_max, "")?)?,
+                    )?;
+                    // p = exp(score − max) over the block, summed.
+                    let (_, psum) = ir.carried_loop(
+                        fx.f,
+                        "exp",
+                        WholeSteps {
+                            start: ir.int(0),
+                            limit: kn,
+                            step: 1,
+                        },
+                        &[m.c(0.0).into()],
+                        |j, acc| {
+                            let ps = ir.at(scores, j)?;
+                            let sc = ir.load_f32(ps)?.into_float_value();
+                            let p = m.select(
+                                none,
+                                m.c(0.0),
+                                m.exp(ir.b.build_float_sub(sc, new_max, "")?)?,
+                            )?;
+                            ir.store(ps, p)?;
+                            let sum = ir.b.build_float_add(acc[0].into_float_value(), p, "")?;
+                            set_reassoc(sum);
+                            Ok(vec![sum.into()])
+                        },
+                    )?;
+                    let l2 = ir.b.build_float_add(
+                        ir.b.build_float_mul(l, corr, "")?,
+                        psum[0].into_float_value(),
+                        "",
+                    )?;
+                    let rescale =
+                        ir.b.build_float_compare(FloatPredicate::UNE, corr, m.c(1.0), "")?;
+                    ir.if_else(
+                        fx.f,
+                        "rescale",
+                        rescale,
+                        || {
+                            ir.for_range(fx.f, "rs", ir.int(0), dv, 1, |x| {
+                                let pa = ir.at(acc, x)?;
+                                let v = ir.load_f32(pa)?.into_float_value();
+                                ir.store(pa, ir.b.build_float_mul(v, corr, "")?)
+                            })
+                        },
+                        || Ok(()),
+                    )?;
+                    ir.for_range(fx.f, "pv", ir.int(0), kn, 1, |j| {
+                        let p = ir.load_f32(ir.at(scores, j)?)?.into_float_value();
+                        let vp = ir.at(vrow0, ir.mul(row_of(ir.add(k0, j)?)?, vs[2])?)?;
+                        ir.for_range(fx.f, "pvd", ir.int(0), dv, 1, |x| {
+                            let pa = ir.at(acc, x)?;
+                            let av = ir.load_f32(pa)?.into_float_value();
+                            let vv = ir
+                                .load_f32(ir.at(vp, ir.mul(x, vs[3])?)?)?
+                                .into_float_value();
+                            let sum =
+                                ir.b.build_float_add(av, ir.b.build_float_mul(p, vv, "")?, "")?;
+                            ir.store(pa, sum)
+                        })
+                    })?;
+                    Ok(vec![new_max.into(), l2.into()])
+                },
+            )?;
+            let l = ml[1].into_float_value();
+            let empty =
+                ir.b.build_float_compare(FloatPredicate::OLE, l, m.c(0.0), "")?;
+            let inv = m.select(empty, m.c(0.0), ir.b.build_float_div(m.c(1.0), l, "")?)?;
+            ir.for_range(fx.f, "out", ir.int(0), dv, 1, |x| {
+                let v = ir.load_f32(ir.at(acc, x)?)?.into_float_value();
+                ir.store(
+                    ir.at(o, ir.mul(x, os[3])?)?,
+                    ir.b.build_float_mul(v, inv, "")?,
+                )
+            })
+        })
+    }
+}

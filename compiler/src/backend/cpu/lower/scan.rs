@@ -1,0 +1,83 @@
+//! Scan kernels: the initial copies, a sequential loop calling the body's kernels with
+//! the step slices copied in and out, the final copies.
+
+use super::*;
+
+impl<'a, 'ctx> Lowerer<'a, 'ctx> {
+    pub(super) fn copy(
+        &self,
+        dst: PointerValue<'ctx>,
+        src: PointerValue<'ctx>,
+        elems: IntValue<'ctx>,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        ir.b.build_memcpy(dst, 4, src, 4, ir.mul(elems, ir.int(4))?)?;
+        Ok(())
+    }
+
+    pub(super) fn scan(
+        &self,
+        fx: &Fx<'ctx>,
+        s: &Scan,
+        nested: &[(FunctionValue<'ctx>, FunctionValue<'ctx>)],
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let c = |x: &Ix| self.ix(fx, x, &[]);
+        for (from, to, n) in &s.init {
+            self.copy(self.buf(fx, *to)?, self.buf(fx, *from)?, c(n)?)?;
+        }
+        let steps = c(&s.steps)?;
+        ir.for_range(fx.f, "t", ir.int(0), steps, 1, |t| {
+            let tt = if s.reverse {
+                ir.sub(ir.sub(steps, ir.int(1))?, t)?
+            } else {
+                t
+            };
+            for sc in &s.seq_in {
+                let (rows, len) = (c(&sc.rows)?, c(&sc.len)?);
+                let (seq, step) = (self.buf(fx, sc.seq)?, self.buf(fx, sc.step)?);
+                ir.for_range(fx.f, "ci", ir.int(0), rows, 1, |r| {
+                    let src = ir.at(seq, ir.mul(ir.mad(r, steps, tt)?, len)?)?;
+                    self.copy(ir.at(step, ir.mul(r, len)?)?, src, len)
+                })?;
+            }
+            for (kf, rf) in nested {
+                let n = match ir
+                    .b
+                    .build_call(*rf, &[fx.dims_arg.into()], "")?
+                    .try_as_basic_value()
+                {
+                    inkwell::values::ValueKind::Basic(v) => v,
+                    _ => return Err(IrError("range returns nothing".into())),
+                };
+                ir.b.build_call(
+                    *kf,
+                    &[
+                        fx.bufs_arg.into(),
+                        fx.dims_arg.into(),
+                        ir.int(0).into(),
+                        n.into(),
+                        fx.scratch.into(),
+                    ],
+                    "",
+                )?;
+            }
+            for (from, to, n) in &s.update {
+                self.copy(self.buf(fx, *to)?, self.buf(fx, *from)?, c(n)?)?;
+            }
+            for sc in &s.seq_out {
+                let (rows, len) = (c(&sc.rows)?, c(&sc.len)?);
+                let (seq, step) = (self.buf(fx, sc.seq)?, self.buf(fx, sc.step)?);
+                ir.for_range(fx.f, "co", ir.int(0), rows, 1, |r| {
+                    let dst = ir.at(seq, ir.mul(ir.mad(r, steps, tt)?, len)?)?;
+                    self.copy(dst, ir.at(step, ir.mul(r, len)?)?, len)
+                })?;
+            }
+            Ok(())
+        })?;
+        for (from, to, n) in &s.finish {
+            self.copy(self.buf(fx, *to)?, self.buf(fx, *from)?, c(n)?)?;
+        }
+        Ok(())
+    }
+}
