@@ -25,6 +25,20 @@ fn archc(args: &[&str], cache: &Path) -> Output {
         .unwrap()
 }
 
+/// `archc generate` on the GPT-2 fixture's spec and weights, with `args` after them.
+fn gpt2_generate(cache: &Path, args: &[&str]) -> Output {
+    let dir = fixture("gpt2");
+    let (arch, weights) = (dir.join("model.arch"), dir.join("model.safetensors"));
+    let mut all = vec![
+        "generate",
+        arch.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    archc(&all, cache)
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -71,12 +85,9 @@ fn generate_writes_tokens_and_logits() {
         &[("input_ids", ids.shape.clone(), ids.data.clone())],
     );
     let out = tmp.path().join("out.safetensors");
-    let o = archc(
+    let o = gpt2_generate(
+        tmp.path(),
         &[
-            "generate",
-            dir.join("model.arch").to_str().unwrap(),
-            "--weights",
-            dir.join("model.safetensors").to_str().unwrap(),
             "--inputs",
             inputs.to_str().unwrap(),
             "--max-new-tokens",
@@ -85,7 +96,6 @@ fn generate_writes_tokens_and_logits() {
             out.to_str().unwrap(),
             "--save-logits",
         ],
-        tmp.path(),
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("tokens/s"), "{}", text(&o));
@@ -99,7 +109,6 @@ fn generate_writes_tokens_and_logits() {
 
 /// Runs generation on the GPT-2 fixture with extra flags; returns the tokens.
 fn run(tmp: &Path, extra: &[&str]) -> Vec<i64> {
-    let dir = fixture("gpt2");
     let inputs = tmp.join("prompt.safetensors");
     write_ids(
         &inputs,
@@ -110,23 +119,15 @@ fn run(tmp: &Path, extra: &[&str]) -> Vec<i64> {
         extra.join("_").replace(['-', '.'], "")
     ));
     let mut args = vec![
-        "generate",
-        dir.join("model.arch").to_str().unwrap().to_string().leak(),
-        "--weights",
-        dir.join("model.safetensors")
-            .to_str()
-            .unwrap()
-            .to_string()
-            .leak(),
         "--inputs",
-        inputs.to_str().unwrap().to_string().leak(),
+        inputs.to_str().unwrap(),
         "--max-new-tokens",
         "10",
         "--out",
-        out.to_str().unwrap().to_string().leak(),
+        out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let o = archc(&args, tmp);
+    let o = gpt2_generate(tmp, &args);
     assert!(o.status.success(), "{extra:?}: {}", text(&o));
     ints(&read_values(&out).unwrap()["tokens"])
 }
@@ -161,15 +162,11 @@ fn sampling_repeats_for_a_seed_and_eos_pads() {
 #[test]
 fn text_prompts_stream_their_continuation() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = fixture("gpt2");
     let tok = word_tokenizer(tmp.path(), 101);
     let out = tmp.path().join("text.safetensors");
-    let o = archc(
+    let o = gpt2_generate(
+        tmp.path(),
         &[
-            "generate",
-            dir.join("model.arch").to_str().unwrap(),
-            "--weights",
-            dir.join("model.safetensors").to_str().unwrap(),
             "--tokenizer",
             tok.to_str().unwrap(),
             "--prompt",
@@ -179,7 +176,6 @@ fn text_prompts_stream_their_continuation() {
             "--out",
             out.to_str().unwrap(),
         ],
-        tmp.path(),
     );
     assert!(o.status.success(), "{}", text(&o));
     // The prompt's ids, then the new tokens, whose words stdout shows.
