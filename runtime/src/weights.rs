@@ -35,6 +35,10 @@ pub struct Weights {
     _maps: Vec<Mmap>,
     params: Vec<Data>,
     naming: String,
+    /// Parameters the file lacks that the caller allowed to be absent (their data empty).
+    missing: Vec<String>,
+    /// Tensors of the file that no parameter read, sorted.
+    unused: Vec<String>,
 }
 
 // SAFETY: the data is never written after construction; mapped pointers point into maps
@@ -60,12 +64,23 @@ impl std::fmt::Debug for Weights {
 impl Weights {
     /// Reads the parameters of `manifest` from the weights at `path`.
     pub fn open(manifest: &Manifest, path: &Path) -> Result<Weights, RuntimeError> {
+        Weights::open_with(manifest, path, &|_| false)
+    }
+
+    /// [`Weights::open`], except that a parameter for which `optional` holds may be absent
+    /// from the file: its data is empty and [`Weights::missing`] lists it (a backbone-only
+    /// checkpoint read for a spec with pretraining heads).
+    pub fn open_with(
+        manifest: &Manifest,
+        path: &Path,
+        optional: &dyn Fn(&str) -> bool,
+    ) -> Result<Weights, RuntimeError> {
         let paths = file::resolve(path)?;
         let maps = paths
             .iter()
             .map(|p| file::map(p))
             .collect::<Result<Vec<_>, _>>()?;
-        let (params, naming) = {
+        let params = {
             let parsed = paths
                 .iter()
                 .zip(&maps)
@@ -73,19 +88,50 @@ impl Weights {
                 .collect::<Result<Vec<_>, _>>()?;
             let files = file::Files::new(&parsed);
             let (naming, sources) = detect(manifest, &files, path)?;
-            let params = manifest
-                .params
-                .iter()
-                .zip(sources)
-                .map(|(p, src)| read(&files, &naming, p, src))
-                .collect::<Result<Vec<_>, _>>()?;
-            (params, naming)
+            let mut used: std::collections::HashSet<String> = Default::default();
+            let mut missing = Vec::new();
+            let mut params = Vec::with_capacity(manifest.params.len());
+            for (p, src) in manifest.params.iter().zip(sources) {
+                match read(&files, &naming, p, src) {
+                    Ok(data) => {
+                        if let Some(leaf) = pick(src, &files) {
+                            used.extend(leaf.names().iter().map(|n| n.to_string()));
+                        }
+                        params.push(data);
+                    }
+                    Err(RuntimeError::Missing { .. }) if optional(&p.name) => {
+                        missing.push(p.name.clone());
+                        params.push(Data::Owned(Vec::new()));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut unused: Vec<String> = files
+                .names()
+                .filter(|n| !used.contains(*n))
+                .map(str::to_string)
+                .collect();
+            unused.sort();
+            (params, naming, missing, unused)
         };
+        let (params, naming, missing, unused) = params;
         Ok(Weights {
             _maps: maps,
             params,
             naming,
+            missing,
+            unused,
         })
+    }
+
+    /// The optional parameters the file lacked ([`Weights::open_with`]).
+    pub fn missing(&self) -> &[String] {
+        &self.missing
+    }
+
+    /// The file's tensors no parameter read, sorted.
+    pub fn unused(&self) -> &[String] {
+        &self.unused
     }
 
     /// Deterministic random parameters for benchmarks: uniform in [-0.05, 0.05], except
@@ -112,6 +158,8 @@ impl Weights {
             _maps: vec![],
             params,
             naming: format!("random(seed = {seed})"),
+            missing: vec![],
+            unused: vec![],
         })
     }
 
@@ -147,6 +195,8 @@ impl Weights {
             _maps: vec![],
             params,
             naming: "canonical".into(),
+            missing: vec![],
+            unused: vec![],
         })
     }
 

@@ -161,19 +161,6 @@ pub(crate) enum Src {
     Nothing,
 }
 
-impl Src {
-    /// The tensor this source reads (the first alternative's for `Any`).
-    pub fn names(&self) -> Vec<&str> {
-        match self {
-            Src::Plain { name, .. } | Src::Transpose { name, .. } | Src::Rows { name, .. } => {
-                vec![name.as_str()]
-            }
-            Src::Any(alts) => alts.iter().flat_map(|a| a.names()).collect(),
-            Src::Nothing => vec![],
-        }
-    }
-}
-
 fn plain(name: impl Into<String>, shape: &[usize]) -> Src {
     Src::Plain {
         name: name.into(),

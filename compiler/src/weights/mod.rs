@@ -10,6 +10,10 @@
 //! `position_ids` buffers, a tied copy of the embedding) are ignored and listed by
 //! [`Weights::unused`]. A broken file is an error naming the tensor, never a panic.
 //!
+//! This module says where each parameter lives under each naming (`hf.rs`, turned into
+//! the manifest's namings by `namings.rs`); reading, converting and checking the tensors
+//! is the runtime's loader ([`arch_runtime::Weights`]), the one loader of the project.
+//!
 //! # Hugging Face namings
 //!
 //! `P` is the backbone prefix, optional (the bare `…Model` classes have none); L = layer
@@ -86,19 +90,17 @@ mod namings;
 
 pub use namings::manifest_namings;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use arch_dsl::spec::ArchSpec;
-use arch_runtime::safetensors_file::{self as file, FileError};
+use arch_runtime::safetensors_file::FileError;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
 use crate::params::{param_table, ParamInfo};
 use crate::tensor::F32Tensor;
-
-use hf::{plan, Scheme, Src, SCHEMES};
 
 /// A model's parameters by canonical name, as f32 host tensors.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,7 +146,7 @@ pub enum WeightsError {
     UnknownNaming {
         path: PathBuf,
         model: String,
-        tried: Vec<&'static str>,
+        tried: Vec<String>,
         sample: Vec<String>,
     },
     /// A parameter the spec needs is absent. `looked_for` are the names tried in `naming`.
@@ -167,6 +169,60 @@ pub enum WeightsError {
         source: String,
         dtype: String,
     },
+}
+
+impl From<arch_runtime::RuntimeError> for WeightsError {
+    fn from(e: arch_runtime::RuntimeError) -> Self {
+        use arch_runtime::RuntimeError as R;
+        match e {
+            R::File(f) => f.into(),
+            R::UnknownNaming {
+                path,
+                model,
+                tried,
+                sample,
+            } => WeightsError::UnknownNaming {
+                path,
+                model,
+                tried,
+                sample,
+            },
+            R::Missing {
+                tensor,
+                naming,
+                looked_for,
+            } => WeightsError::Missing {
+                tensor,
+                naming,
+                looked_for,
+            },
+            R::Shape {
+                tensor,
+                source,
+                expected,
+                found,
+            } => WeightsError::Shape {
+                tensor,
+                source,
+                expected,
+                found,
+            },
+            R::Dtype {
+                tensor,
+                source,
+                dtype,
+            } => WeightsError::Dtype {
+                tensor,
+                source,
+                dtype,
+            },
+            R::Io { path, error } => WeightsError::Io { path, error },
+            other => WeightsError::Corrupt {
+                path: PathBuf::new(),
+                reason: other.to_string(),
+            },
+        }
+    }
 }
 
 impl From<FileError> for WeightsError {
@@ -269,182 +325,91 @@ pub fn load(spec: &ArchSpec, path: &Path) -> Result<Weights, WeightsError> {
     load_with(spec, path, &LoadOptions::default())
 }
 
-/// [`load`] with options.
+/// [`load`] with options. The file is read by the runtime's loader
+/// ([`arch_runtime::Weights`]) under the spec's namings ([`manifest_namings`]) — one
+/// loader for the compiler and the runtime — and copied into host tensors.
 pub fn load_with(
     spec: &ArchSpec,
     path: &Path,
     opts: &LoadOptions,
 ) -> Result<Weights, WeightsError> {
-    let paths = file::resolve(path)?;
-    let maps = paths
-        .iter()
-        .map(|p| file::map(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let parsed = paths
-        .iter()
-        .zip(&maps)
-        .map(|(p, m)| file::parse(p, m))
-        .collect::<Result<Vec<_>, _>>()?;
-    let files = file::Files::new(&parsed);
     let table = param_table(spec);
-
-    let (scheme, plans) = detect(spec, &table, &files).ok_or_else(|| {
-        let mut sample: Vec<String> = files.names().map(str::to_string).collect();
-        sample.sort();
-        sample.truncate(4);
-        WeightsError::UnknownNaming {
-            path: path.to_path_buf(),
-            model: spec.name.clone(),
-            tried: SCHEMES.iter().map(|s| s.label).collect(),
-            sample,
-        }
-    })?;
-
+    let manifest = params_manifest(spec, &table);
+    let optional = |name: &str| !opts.require_heads && name.starts_with("head.");
+    let w = arch_runtime::Weights::open_with(&manifest, path, &optional)?;
     let mut tensors = BTreeMap::new();
-    let mut used: HashSet<&str> = HashSet::new();
-    let mut missing = Vec::new();
-    for (p, src) in table.iter().zip(&plans) {
-        match read(&files, scheme, p, src, &mut used) {
-            Ok(t) => {
-                tensors.insert(p.name.clone(), t);
-            }
-            Err(WeightsError::Missing { .. })
-                if !opts.require_heads && p.name.starts_with("head.") =>
-            {
-                missing.push(p.name.clone());
-            }
-            Err(e) => return Err(e),
+    for (i, p) in table.iter().enumerate() {
+        if w.missing().contains(&p.name) {
+            continue;
         }
+        let data = w.data(i).unwrap_or(&[]).to_vec();
+        let t = F32Tensor::new(p.shape.clone(), data).map_err(|_| WeightsError::Shape {
+            tensor: p.name.clone(),
+            source: p.name.clone(),
+            expected: p.shape.clone(),
+            found: vec![],
+        })?;
+        tensors.insert(p.name.clone(), t);
     }
-    let mut unused: Vec<String> = files
-        .names()
-        .filter(|n| !used.contains(n))
-        .map(str::to_string)
-        .collect();
-    unused.sort();
     Ok(Weights {
         tensors,
-        naming: scheme.label.to_string(),
-        unused,
-        missing,
+        naming: w.naming().to_string(),
+        unused: w.unused().to_vec(),
+        missing: w.missing().to_vec(),
     })
 }
 
-/// The scheme under which the most parameters of `table` are present, with its plans;
-/// `None` when no scheme finds any.
-fn detect<'s>(
-    spec: &ArchSpec,
-    table: &[ParamInfo],
-    files: &file::Files<'_>,
-) -> Option<(&'s Scheme, Vec<Src>)> {
-    let mut best: Option<(usize, &Scheme, Vec<Src>)> = None;
-    for scheme in SCHEMES {
-        let plans: Vec<Src> = table.iter().map(|p| plan(scheme, spec, p)).collect();
-        let found = plans
+/// A manifest holding only `spec`'s parameters and namings: what the runtime's loader
+/// reads.
+fn params_manifest(spec: &ArchSpec, table: &[ParamInfo]) -> arch_runtime::Manifest {
+    use arch_runtime::manifest::{BufferKind, BufferSpec, Dtype, Limits, ParamSpec, Target};
+    arch_runtime::Manifest {
+        format: arch_runtime::manifest::FORMAT.into(),
+        compiler_version: env!("CARGO_PKG_VERSION").into(),
+        model: spec.name.clone(),
+        target: Target {
+            kind: "host".into(),
+            isa: String::new(),
+            cpu: String::new(),
+            features: String::new(),
+        },
+        syms: vec![],
+        limits: Limits {
+            vocab: spec.vocab,
+            context: spec.context,
+            segments: spec.embed.segments,
+            seq_multiple_of: 1,
+            left_padding: true,
+        },
+        inputs: vec![],
+        outputs: vec![],
+        params: table
             .iter()
-            .filter(|s| s.names().iter().any(|n| files.contains(n)))
-            .count();
-        let better = match &best {
-            None => found > 0,
-            Some(b) => found > b.0,
-        };
-        if better {
-            best = Some((found, scheme, plans));
-        }
-    }
-    best.map(|(_, s, p)| (s, p))
-}
-
-/// Reads one canonical parameter through its plan.
-fn read<'f>(
-    files: &'f file::Files<'_>,
-    scheme: &Scheme,
-    p: &ParamInfo,
-    src: &'f Src,
-    used: &mut HashSet<&'f str>,
-) -> Result<F32Tensor, WeightsError> {
-    let missing = || WeightsError::Missing {
-        tensor: p.name.clone(),
-        naming: scheme.label.to_string(),
-        looked_for: src.names().iter().map(|s| s.to_string()).collect(),
-    };
-    let src = match src {
-        Src::Nothing => return Err(missing()),
-        Src::Any(alts) => alts
+            .enumerate()
+            .map(|(i, p)| ParamSpec {
+                name: p.name.clone(),
+                shape: p.shape.clone(),
+                buffer: i,
+            })
+            .collect(),
+        states: vec![],
+        namings: manifest_namings(spec),
+        buffers: table
             .iter()
-            .find(|a| a.names().iter().any(|n| files.contains(n)))
-            .ok_or_else(missing)?,
-        s => s,
-    };
-    let (name, expected) = match src {
-        Src::Plain { name, shape }
-        | Src::Transpose { name, shape }
-        | Src::Rows { name, shape, .. } => (name.as_str(), shape),
-        Src::Any(_) | Src::Nothing => return Err(missing()),
-    };
-    let view = files.get(name).ok_or_else(missing)?;
-    let found = view.shape().to_vec();
-    let shape_err = || WeightsError::Shape {
-        tensor: p.name.clone(),
-        source: name.to_string(),
-        expected: expected.clone(),
-        found: found.clone(),
-    };
-    let fits = match src {
-        Src::Plain { .. } => squeeze(&found) == squeeze(expected),
-        _ => found == *expected,
-    };
-    if !fits {
-        return Err(shape_err());
+            .enumerate()
+            .map(|(i, p)| BufferSpec {
+                id: i,
+                kind: BufferKind::Param,
+                dtype: Dtype::F32,
+                elems: arch_runtime::SizeExpr::constant(p.numel() as u64),
+                slot: None,
+            })
+            .collect(),
+        slots: 0,
+        scratch_floats: 0,
+        entries: Default::default(),
+        kernels: vec![],
     }
-    let data = convert(view, &p.name, name)?;
-    used.insert(name);
-    let data = match src {
-        Src::Transpose { .. } => transpose(&data, found[0], found[1]),
-        Src::Rows {
-            transpose: t,
-            start,
-            len,
-            ..
-        } => {
-            let (data, rows) = if *t && found.len() == 2 {
-                (transpose(&data, found[0], found[1]), found[1])
-            } else {
-                (data, found.first().copied().unwrap_or(1))
-            };
-            let row = data.len().checked_div(rows).unwrap_or(0);
-            let (a, b) = (start * row, (start + len) * row);
-            if b > data.len() {
-                return Err(shape_err());
-            }
-            data[a..b].to_vec()
-        }
-        _ => data,
-    };
-    F32Tensor::new(p.shape.clone(), data).map_err(|_| shape_err())
-}
-
-fn convert(view: &TensorView<'_>, tensor: &str, source: &str) -> Result<Vec<f32>, WeightsError> {
-    file::to_f32(view).ok_or_else(|| WeightsError::Dtype {
-        tensor: tensor.to_string(),
-        source: source.to_string(),
-        dtype: file::dtype_name(view.dtype()),
-    })
-}
-
-fn squeeze(shape: &[usize]) -> Vec<usize> {
-    shape.iter().copied().filter(|&d| d != 1).collect()
-}
-
-/// [a, b] row-major → [b, a] row-major.
-fn transpose(data: &[f32], a: usize, b: usize) -> Vec<f32> {
-    let mut out = vec![0.0; data.len()];
-    for i in 0..a {
-        for j in 0..b {
-            out[j * a + i] = data[i * b + j];
-        }
-    }
-    out
 }
 
 impl Weights {
