@@ -5,6 +5,7 @@
 //! with the weights memory-mapped once.
 
 use crate::package::{build, BuildOptions, PackageKind};
+use crate::tensor::F32Tensor;
 use arch_dsl::spec::{ArchSpec, Family, Head};
 use arch_runtime::generate::{GenerateOptions, Generated, Generator};
 use arch_runtime::{HostData, HostTensor, Package, Session, Weights};
@@ -54,6 +55,52 @@ impl Output {
 
     pub fn into_data(self) -> Vec<f32> {
         self.data
+    }
+}
+
+/// How sentence embeddings pool an encoder's last hidden state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// The mean over real tokens (sentence-transformers' `Pooling(mean)`).
+    Mean,
+    /// The first token (`[CLS]`).
+    Cls,
+}
+
+/// [b, t, d] hidden states → [b, d]: the mean over positions whose mask is 1 (summed in
+/// f64), or position 0.
+pub fn pool(hidden: &F32Tensor, mask: &[i64], pooling: Pooling) -> Vec<f32> {
+    let (b, t, d) = (hidden.shape[0], hidden.shape[1], hidden.shape[2]);
+    let mut out = Vec::with_capacity(b * d);
+    for i in 0..b {
+        let row = &hidden.data[i * t * d..(i + 1) * t * d];
+        match pooling {
+            Pooling::Cls => out.extend_from_slice(&row[..d]),
+            Pooling::Mean => {
+                let mut sum = vec![0f64; d];
+                let mut n = 0usize;
+                for (p, h) in row.chunks_exact(d).enumerate() {
+                    if mask[i * t + p] != 0 {
+                        n += 1;
+                        for (s, &x) in sum.iter_mut().zip(h) {
+                            *s += f64::from(x);
+                        }
+                    }
+                }
+                let n = n.max(1) as f64;
+                out.extend(sum.iter().map(|s| (s / n) as f32));
+            }
+        }
+    }
+    out
+}
+
+/// Divides by the L2 norm (at least 1e-12, as `torch.nn.functional.normalize`).
+pub fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+    let norm = norm.max(1e-12);
+    for x in v {
+        *x = (f64::from(*x) / norm) as f32;
     }
 }
 
@@ -250,26 +297,15 @@ impl Model {
             )));
         }
         let hidden = self.forward_with(ids, mask, None, batch)?;
-        let (seq, d) = (hidden.shape[1], hidden.shape[2]);
+        let d = hidden.shape[2];
         let mask = mask.map_or_else(|| vec![1; ids.len()], <[i64]>::to_vec);
-        let mut data = Vec::with_capacity(batch * d);
-        for r in 0..batch {
-            let mut sum = vec![0f64; d];
-            let mut n = 0f64;
-            for t in 0..seq {
-                if mask[r * seq + t] != 0 {
-                    n += 1.0;
-                    let row = &hidden.data[(r * seq + t) * d..(r * seq + t + 1) * d];
-                    sum.iter_mut().zip(row).for_each(|(s, &x)| *s += x as f64);
-                }
-            }
-            let mean: Vec<f64> = sum.iter().map(|s| s / n.max(1.0)).collect();
-            let norm = if normalize {
-                mean.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12)
-            } else {
-                1.0
-            };
-            data.extend(mean.iter().map(|x| (x / norm) as f32));
+        let hidden = crate::tensor::Tensor {
+            shape: hidden.shape,
+            data: hidden.data,
+        };
+        let mut data = pool(&hidden, &mask, Pooling::Mean);
+        if normalize {
+            data.chunks_mut(d).for_each(l2_normalize);
         }
         Ok(Output {
             name: "embeddings".into(),

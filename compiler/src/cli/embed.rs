@@ -18,6 +18,7 @@
 use super::load_model;
 use crate::eval::prepare_inputs;
 use crate::interp::Value;
+use crate::model::{l2_normalize, pool, Pooling};
 use crate::tensor::{F32Tensor, Tensor};
 use crate::tensor_io::write_f32;
 use crate::tokenize::{Batch, Tokenizer};
@@ -54,12 +55,6 @@ pub fn run(args: &EmbedArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Pooling {
-    Mean,
-    Cls,
 }
 
 fn embed(args: &EmbedArgs) -> Result<(), String> {
@@ -309,43 +304,6 @@ fn run_chunk(
         data: h,
     };
     Ok(pool(&hidden, &mask, pooling))
-}
-
-/// [b, t, d] hidden states → [b, d]: the mean over positions whose mask is 1 (summed in
-/// f64), or position 0.
-fn pool(hidden: &F32Tensor, mask: &[i64], pooling: Pooling) -> Vec<f32> {
-    let (b, t, d) = (hidden.shape[0], hidden.shape[1], hidden.shape[2]);
-    let mut out = Vec::with_capacity(b * d);
-    for i in 0..b {
-        let row = &hidden.data[i * t * d..(i + 1) * t * d];
-        match pooling {
-            Pooling::Cls => out.extend_from_slice(&row[..d]),
-            Pooling::Mean => {
-                let mut sum = vec![0f64; d];
-                let mut n = 0usize;
-                for (p, h) in row.chunks_exact(d).enumerate() {
-                    if mask[i * t + p] != 0 {
-                        n += 1;
-                        for (s, &x) in sum.iter_mut().zip(h) {
-                            *s += f64::from(x);
-                        }
-                    }
-                }
-                let n = n.max(1) as f64;
-                out.extend(sum.iter().map(|s| (s / n) as f32));
-            }
-        }
-    }
-    out
-}
-
-/// Divides by the L2 norm (at least 1e-12, as `torch.nn.functional.normalize`).
-fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
-    let norm = norm.max(1e-12);
-    for x in v {
-        *x = (f64::from(*x) / norm) as f32;
-    }
 }
 
 /// The cosine similarity of every pair of rows, as a table: a header of column numbers,
