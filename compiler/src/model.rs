@@ -4,7 +4,7 @@
 //! the step (and encode) programs the first time it is asked for — and run by the runtime
 //! with the weights memory-mapped once.
 
-use crate::package::{build, BuildOptions, PackageKind};
+use crate::package::{build, generation_packages, BuildOptions};
 use crate::tensor::F32Tensor;
 use arch_dsl::spec::{ArchSpec, Family, Head};
 use arch_runtime::generate::{GenerateOptions, Generated, Generator};
@@ -273,12 +273,8 @@ impl Model {
         let Some(g) = slot.as_mut() else {
             return Err(err("no generator"));
         };
-        if g.is_seq2seq() {
-            g.generate_seq2seq(ids, mask, batch, &vec![0; batch], opts, |_| {})
-        } else {
-            g.generate(ids, mask, batch, opts, |_| {})
-        }
-        .map_err(err)
+        g.generate_any(ids, mask, batch, None, 0, opts, |_| {})
+            .map_err(err)
     }
 
     /// Mean of the last hidden state over real tokens (`mask` 1), per row: sentence
@@ -315,22 +311,11 @@ impl Model {
     }
 
     fn generator(&self) -> Result<Generator, ModelError> {
-        if let Some(why) = crate::expand::step_unsupported(&self.spec) {
-            return Err(ModelError(why));
-        }
-        let package = |kind| -> Result<PathBuf, ModelError> {
-            let opts = BuildOptions {
-                kind,
-                ..BuildOptions::host().map_err(err)?
-            };
-            Ok(build(&self.spec, &opts, None).map_err(err)?.dir)
-        };
-        let step = package(PackageKind::Step)?;
-        let encode = match self.spec.encoder {
-            Some(_) => Some(package(PackageKind::Encode)?),
-            None => None,
-        };
-        Generator::load_programs(&step, encode.as_deref(), &self.weights, self.threads).map_err(err)
+        let base = BuildOptions::host().map_err(err)?;
+        let (step, encode) = generation_packages(&self.spec, &base).map_err(ModelError)?;
+        let encode = encode.map(|e| e.dir);
+        Generator::load_programs(&step.dir, encode.as_deref(), &self.weights, self.threads)
+            .map_err(err)
     }
 }
 

@@ -185,6 +185,32 @@ pub fn build(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result
     })
 }
 
+/// What generation runs: the step program and, for an encoder-decoder, the encode program
+/// of `spec`, built with `base`'s target into the package cache (or served from it).
+pub fn generation_packages(
+    spec: &ArchSpec,
+    base: &BuildOptions,
+) -> Result<(Built, Option<Built>), String> {
+    if let Some(why) = crate::expand::step_unsupported(spec) {
+        return Err(why);
+    }
+    let package = |kind| {
+        let opts = BuildOptions {
+            kind,
+            outputs: Vec::new(),
+            attention_mask: false,
+            ..base.clone()
+        };
+        build(spec, &opts, None)
+    };
+    let step = package(PackageKind::Step)?;
+    let encode = match spec.encoder {
+        Some(_) => Some(package(PackageKind::Encode)?),
+        None => None,
+    };
+    Ok((step, encode))
+}
+
 fn build_one(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result<Built, String> {
     let start = Instant::now();
     let key = cache_key(spec, opts);
@@ -261,13 +287,22 @@ fn copy_files(from: &Path, to: &Path) -> Result<(), String> {
 /// The forward graph a package computes: expanded, pruned to the requested outputs,
 /// simplified (identities folded, common subexpressions merged).
 pub fn package_graph(spec: &ArchSpec, opts: &BuildOptions) -> Result<Graph, String> {
+    Ok(graph_and_inits(spec, opts)?.0)
+}
+
+/// [`package_graph`] and, for a step program, the initial value of each state.
+fn graph_and_inits(
+    spec: &ArchSpec,
+    opts: &BuildOptions,
+) -> Result<(Graph, Vec<(String, f32)>), String> {
     match opts.kind {
         PackageKind::Step => {
             let step = crate::expand::step(spec)?;
-            return Ok(crate::passes::simplify(&step.graph));
+            return Ok((crate::passes::simplify(&step.graph), step.inits));
         }
         PackageKind::Encode => {
-            return Ok(crate::passes::simplify(&crate::expand::encode(spec)?));
+            let g = crate::expand::encode(spec)?;
+            return Ok((crate::passes::simplify(&g), Vec::new()));
         }
         PackageKind::Forward => {}
     }
@@ -285,7 +320,7 @@ pub fn package_graph(spec: &ArchSpec, opts: &BuildOptions) -> Result<Graph, Stri
         let names: Vec<&str> = opts.outputs.iter().map(String::as_str).collect();
         keep_outputs(&full, &names)?
     };
-    Ok(crate::passes::simplify(&kept))
+    Ok((crate::passes::simplify(&kept), Vec::new()))
 }
 
 /// The planned Kernel IR of a package.
@@ -354,7 +389,7 @@ fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(),
         }
     };
     let t = Instant::now();
-    let graph = package_graph(spec, opts)?;
+    let (graph, inits) = graph_and_inits(spec, opts)?;
     let prog = package_program(&graph)?;
     log(&format!(
         "{}: {} graph nodes → {} kernels, {} buffers in {} slots ({:.2} s)",
@@ -396,14 +431,11 @@ fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(),
     };
     let namings = crate::weights::manifest_namings(spec);
     let mut manifest = manifest(&spec.name, limits, namings, opts, &prog, &lowered)?;
-    if opts.kind == PackageKind::Step {
-        let inits = crate::expand::step(spec)?.inits;
-        for s in &mut manifest.states {
-            s.init = inits
-                .iter()
-                .find(|(n, _)| *n == s.name)
-                .map_or(0.0, |(_, v)| *v);
-        }
+    for s in &mut manifest.states {
+        s.init = inits
+            .iter()
+            .find(|(n, _)| *n == s.name)
+            .map_or(0.0, |(_, v)| *v);
     }
     std::fs::write(dir.join("manifest.json"), manifest.to_json())
         .map_err(|e| format!("cannot write {}: {e}", dir.join("manifest.json").display()))

@@ -270,6 +270,33 @@ impl Generator {
         self.run(ids, mask, batch, opts, None, on_step)
     }
 
+    /// Either model: [`Generator::generate`] for a decoder (`decoder_ids` must be `None`);
+    /// for an encoder-decoder [`Generator::generate_seq2seq`] with `ids` the encoder's input
+    /// and the decoder starting from `decoder_ids`, or from `decoder_start` in every row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate_any(
+        &mut self,
+        ids: &[i64],
+        mask: Option<&[i64]>,
+        batch: usize,
+        decoder_ids: Option<&[i64]>,
+        decoder_start: i64,
+        opts: &GenerateOptions,
+        on_step: impl FnMut(&[i64]),
+    ) -> Result<Generated, RuntimeError> {
+        if !self.needs_encoder {
+            if decoder_ids.is_some() {
+                return Err(RuntimeError::Input {
+                    name: "decoder_input_ids".into(),
+                    reason: "are for encoder-decoders; this model is decoder-only".into(),
+                });
+            }
+            return self.generate(ids, mask, batch, opts, on_step);
+        }
+        let start = decoder_ids.map_or_else(|| vec![decoder_start; batch], <[i64]>::to_vec);
+        self.generate_seq2seq(ids, mask, batch, &start, opts, on_step)
+    }
+
     /// An encoder-decoder: runs the encoder once over `enc_ids` ([batch, S], padded
     /// anywhere `enc_mask` has zeros), keeps its keys and values in the session, then
     /// generates after the decoder tokens `dec_ids` ([batch, T']: the decoder start token,

@@ -216,28 +216,19 @@ fn bench_decode(args: &BenchArgs) -> Result<(), String> {
     let (b, p, n) = (args.batch, args.prompt, args.new);
     let prompt = ids(b * p, spec.vocab, 7);
     let opts = GenerateOptions::greedy(n);
-    let mut run = || {
-        if generator.is_seq2seq() {
-            generator.generate_seq2seq(&prompt, None, b, &vec![0; b], &opts, |_| {})
-        } else {
-            generator.generate(&prompt, None, b, &opts, |_| {})
-        }
-        .map_err(|e| e.to_string())
+    let run = |g: &mut Generator| {
+        g.generate_any(&prompt, None, b, None, 0, &opts, |_| {})
+            .map_err(|e| e.to_string())
     };
     for _ in 0..args.warmup.min(1) {
-        run()?;
+        run(&mut generator)?;
     }
     let (mut per_token, mut prefill, mut state) = (Vec::new(), Vec::new(), 0);
     for rep in 0..args.reps {
         if rep + 1 == args.reps && args.profile {
             generator.session_mut().set_profiling(true);
         }
-        let out = if generator.is_seq2seq() {
-            generator.generate_seq2seq(&prompt, None, b, &vec![0; b], &opts, |_| {})
-        } else {
-            generator.generate(&prompt, None, b, &opts, |_| {})
-        }
-        .map_err(|e| e.to_string())?;
+        let out = run(&mut generator)?;
         per_token.push(out.decode_seconds * 1e3 / out.decode_steps.max(1) as f64);
         prefill.push(out.prefill_seconds * 1e3);
         state = out.state_bytes;

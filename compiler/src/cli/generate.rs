@@ -4,12 +4,12 @@
 
 use super::load_model;
 use crate::interp::Value;
-use crate::package::{build, BuildOptions, PackageKind};
+use crate::package::{generation_packages, BuildOptions};
 use crate::tensor::Tensor;
 use crate::tensor_io::{read_values, write_values};
 use arch_runtime::generate::{Decoding, GenerateOptions, Generated, Generator};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 pub struct GenerateArgs<'a> {
@@ -52,22 +52,10 @@ pub fn generator(target: &str, weights: &Path, threads: usize) -> Result<Generat
     let Some(spec) = load_model(target) else {
         return Err("the spec has errors".into());
     };
-    if let Some(why) = crate::expand::step_unsupported(&spec) {
-        return Err(why);
-    }
-    let package = |kind| -> Result<PathBuf, String> {
-        let opts = BuildOptions {
-            kind,
-            ..BuildOptions::host()?
-        };
-        Ok(build(&spec, &opts, None)?.dir)
-    };
-    let step = package(PackageKind::Step)?;
-    let encode = match spec.encoder {
-        Some(_) => Some(package(PackageKind::Encode)?),
-        None => None,
-    };
-    Generator::load_programs(&step, encode.as_deref(), weights, threads).map_err(|e| e.to_string())
+    let (step, encode) = generation_packages(&spec, &BuildOptions::host()?)?;
+    let encode = encode.map(|e| e.dir);
+    Generator::load_programs(&step.dir, encode.as_deref(), weights, threads)
+        .map_err(|e| e.to_string())
 }
 
 /// Prompts given as text: tokenized (left-padded for a decoder, right-padded for an
@@ -111,20 +99,17 @@ fn generate_text(args: &GenerateArgs, tokenizer_path: &Path) -> Result<(), Strin
             }
         }
     };
-    let out = if seq2seq {
-        let start = vec![args.decoder_start; b];
-        generator.generate_seq2seq(
+    let out = generator
+        .generate_any(
             &batch.ids,
             Some(&batch.mask),
             b,
-            &start,
+            None,
+            args.decoder_start,
             &opts,
             &mut on_step,
         )
-    } else {
-        generator.generate(&batch.ids, Some(&batch.mask), b, &opts, &mut on_step)
-    }
-    .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?;
     let prompt_len = if seq2seq { 1 } else { batch.seq };
     if stream {
         println!();
@@ -207,19 +192,18 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
         ));
     }
     let mut generator = generator(args.target, args.weights, args.threads)?;
-    if decoder_ids.is_some() && !generator.is_seq2seq() {
-        return Err(
-            "`decoder_input_ids` are for encoder-decoders; this model is decoder-only".into(),
-        );
-    }
     let opts = options(args);
-    let out = if generator.is_seq2seq() {
-        let start = decoder_ids.unwrap_or_else(|| vec![args.decoder_start; batch]);
-        generator.generate_seq2seq(&ids, mask.as_deref(), batch, &start, &opts, |_| {})
-    } else {
-        generator.generate(&ids, mask.as_deref(), batch, &opts, |_| {})
-    }
-    .map_err(|e| e.to_string())?;
+    let out = generator
+        .generate_any(
+            &ids,
+            mask.as_deref(),
+            batch,
+            decoder_ids.as_deref(),
+            args.decoder_start,
+            &opts,
+            |_| {},
+        )
+        .map_err(|e| e.to_string())?;
     write_generated(out_path, &out)?;
     // The new token ids of each row, for a look without opening the file.
     let prompt_len = out.len - args.max_new_tokens;

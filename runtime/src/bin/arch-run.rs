@@ -315,12 +315,15 @@ fn generate(args: &Args, g: &Generate) -> Result<(), RuntimeError> {
         pad: g.pad.or(g.eos.first().copied()).unwrap_or(0),
         save_logits: g.save_logits,
     };
-    let out = if generator.is_seq2seq() {
-        let start = decoder.unwrap_or_else(|| vec![g.decoder_start; batch]);
-        generator.generate_seq2seq(&ids, mask.as_deref(), batch, &start, &opts, |_| {})?
-    } else {
-        generator.generate(&ids, mask.as_deref(), batch, &opts, |_| {})?
-    };
+    let out = generator.generate_any(
+        &ids,
+        mask.as_deref(),
+        batch,
+        decoder.as_deref(),
+        g.decoder_start,
+        &opts,
+        |_| {},
+    )?;
     let mut outputs = vec![(
         "tokens".to_string(),
         HostTensor::i64(vec![out.batch, out.len], out.tokens.clone()),
