@@ -254,26 +254,6 @@ impl Session {
         Ok(())
     }
 
-    /// The current values of state `name` (f32 states; the whole allocation, capacity
-    /// included), when allocated.
-    pub fn state_values(&self, name: &str) -> Option<&[f32]> {
-        let m = &self.package.manifest;
-        let s = m.states.iter().find(|s| s.name == name)?;
-        let buf = self.state[s.buffer].as_ref()?;
-        // SAFETY: the buffer holds `capacity()` bytes of initialised f32 values.
-        Some(unsafe { std::slice::from_raw_parts(buf.ptr().cast::<f32>(), buf.capacity() / 4) })
-    }
-
-    /// The bytes of state a session of `batch` rows and `capacity` tokens allocates.
-    pub fn state_bytes(&self) -> u64 {
-        let m = &self.package.manifest;
-        m.states
-            .iter()
-            .filter_map(|s| self.state[s.buffer].as_ref())
-            .map(|b| b.capacity() as u64)
-            .sum()
-    }
-
     pub fn package(&self) -> &Package {
         &self.package
     }
