@@ -106,34 +106,33 @@ pub fn step_takes_padding(spec: &ArchSpec) -> bool {
         .decoder
         .iter()
         .flat_map(|d| d.layers.iter().flat_map(|l| &l.sublayers))
-        .any(|s| {
-            matches!(
-                s,
-                Sublayer::Mamba(_)
-                    | Sublayer::TimeMix(_)
-                    | Sublayer::ChannelMix(_)
-                    | Sublayer::Ssm(_)
-                    | Sublayer::Ttt(_)
-            )
-        })
+        .any(is_recurrent)
+}
+
+/// A cell whose state carries every token it has seen (Mamba, RWKV-4, S4, TTT).
+fn is_recurrent(s: &Sublayer) -> bool {
+    matches!(
+        s,
+        Sublayer::Mamba(_)
+            | Sublayer::TimeMix(_)
+            | Sublayer::ChannelMix(_)
+            | Sublayer::Ssm(_)
+            | Sublayer::Ttt(_)
+    )
 }
 
 /// Whether a stack's step graph takes one token per call: recurrent sublayers, and
 /// sliding windows (their ring caches hold `window` rows, one token's keys at a time).
 fn recurrent(stack: &Stack) -> bool {
     stack.layers.iter().flat_map(|l| &l.sublayers).any(|s| {
-        matches!(
-            s,
-            Sublayer::Mamba(_)
-                | Sublayer::TimeMix(_)
-                | Sublayer::ChannelMix(_)
-                | Sublayer::Ssm(_)
-                | Sublayer::Ttt(_)
-                | Sublayer::Attention(Attention {
+        is_recurrent(s)
+            || matches!(
+                s,
+                Sublayer::Attention(Attention {
                     mask: Mask::Sliding { .. },
                     ..
                 })
-        )
+            )
     })
 }
 
