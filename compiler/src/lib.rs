@@ -18,4 +18,5 @@ pub mod passes;
 pub mod tensor;
 pub mod tensor_io;
 pub mod tokenize;
+pub mod train;
 pub mod weights;

@@ -38,21 +38,25 @@ pub struct BuildOptions {
 }
 
 /// The program a package holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PackageKind {
     Forward,
     Step,
     Encode,
+    /// A training program (`train_step`): forward, loss, backward and the optimizer
+    /// (its `attention_mask` is the build's).
+    Train(crate::train::TrainOptions),
 }
 
 impl PackageKind {
     /// The entry points the program serves.
-    fn entries(self) -> &'static [&'static str] {
+    fn entries(&self) -> &'static [&'static str] {
         match self {
             PackageKind::Forward => &["forward"],
             // One step program serves prefill (seq = the prompt) and decode (seq = 1).
             PackageKind::Step => &["prefill", "decode"],
             PackageKind::Encode => &["encode"],
+            PackageKind::Train(..) => &["train_step"],
         }
     }
 }
@@ -159,6 +163,7 @@ pub fn build(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result
             }
             let mut m = arch_runtime::Manifest::read(o).map_err(|e| e.to_string())?;
             for (kind, dir) in subs {
+                let entries = kind.entries();
                 let sub = BuildOptions {
                     kind,
                     outputs: Vec::new(),
@@ -166,7 +171,7 @@ pub fn build(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result
                     ..opts.clone()
                 };
                 build_one(spec, &sub, Some(&o.join(dir)))?;
-                for entry in kind.entries() {
+                for entry in entries {
                     m.entries.insert(
                         entry.to_string(),
                         Entry {
@@ -295,7 +300,7 @@ fn graph_and_inits(
     spec: &ArchSpec,
     opts: &BuildOptions,
 ) -> Result<(Graph, Vec<(String, f32)>), String> {
-    match opts.kind {
+    match &opts.kind {
         PackageKind::Step => {
             let step = crate::expand::step(spec)?;
             return Ok((crate::passes::simplify(&step.graph), step.inits));
@@ -303,6 +308,14 @@ fn graph_and_inits(
         PackageKind::Encode => {
             let g = crate::expand::encode(spec)?;
             return Ok((crate::passes::simplify(&g), Vec::new()));
+        }
+        PackageKind::Train(t) => {
+            let t = crate::train::TrainOptions {
+                attention_mask: opts.attention_mask,
+                ..t.clone()
+            };
+            let (g, _) = crate::train::train_graph(spec, &t)?;
+            return Ok((g, Vec::new()));
         }
         PackageKind::Forward => {}
     }

@@ -379,3 +379,62 @@ fn head_params(t: &mut Table, spec: &ArchSpec, h: &Head) {
         }
     }
 }
+
+/// Fresh parameters for training from scratch (`archc train --seed`), deterministic in
+/// `seed`: matrices and embeddings normal(0, 0.02) as the Hugging Face models'
+/// `_init_weights`, biases 0, norm scales 1, and each recurrent cell's own initialisation
+/// (Mamba's `A_log = log(1..N)`, `D = 1` and Δ bias from Δ log-uniform in [0.001, 0.1];
+/// RWKV-4's decay ramp, bonus log 0.3 and mixes ½; S4D-Lin's `A = −½ + iπn`, Δ
+/// log-uniform, C normal; TTT's learned token offset 0).
+pub fn init(spec: &ArchSpec, seed: u64) -> std::collections::BTreeMap<String, Vec<f32>> {
+    use arch_runtime::generate::Rng;
+    let mut out = std::collections::BTreeMap::new();
+    for (k, p) in param_table(spec).into_iter().enumerate() {
+        let mut rng = Rng::new(seed ^ (k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut normal = |std: f64| {
+            // Box–Muller.
+            let u1 = rng.next_f64().max(1e-300);
+            let u2 = rng.next_f64();
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * std) as f32
+        };
+        let n = p.numel();
+        let mut parts = p.name.rsplit('.');
+        let leaf = parts.next().unwrap_or("");
+        let parent = parts.next().unwrap_or("");
+        let last = *p.shape.last().unwrap_or(&1);
+        let log_uniform_dt = |r: f64| (0.001f64.ln() + r * (0.1f64.ln() - 0.001f64.ln())).exp();
+        let data: Vec<f32> = match leaf {
+            "weight" if parent.contains("norm") => vec![1.0; n],
+            "ttt_norm_weight" => vec![1.0; n],
+            "bias" if parent == "dt_proj" => {
+                // softplus⁻¹(Δ) = Δ + log(1 − e^{−Δ}).
+                (0..n)
+                    .map(|i| {
+                        let dt = log_uniform_dt((i as f64 + 0.5) / n as f64).max(1e-4);
+                        (dt + (-(-dt).exp_m1()).ln()) as f32
+                    })
+                    .collect()
+            }
+            "bias" | "b1" | "b2" | "lr_bias" | "ttt_norm_bias" | "token_idx" => vec![0.0; n],
+            "A_log" => (0..n).map(|i| ((i % last) as f32 + 1.0).ln()).collect(),
+            "D" if parent == "mamba" => vec![1.0; n],
+            "D" => (0..n).map(|_| normal(1.0)).collect(),
+            "decay" => (0..n)
+                .map(|i| (-5.0 + 8.0 * (i as f64 / (n.max(2) - 1) as f64).powf(0.7)) as f32)
+                .collect(),
+            "first" => vec![0.3f32.ln(); n],
+            "mix_k" | "mix_v" | "mix_r" => vec![0.5; n],
+            "log_dt" => (0..n)
+                .map(|i| log_uniform_dt((i as f64 + 0.5) / n as f64).ln() as f32)
+                .collect(),
+            "log_A_real" => vec![0.5f32.ln(); n],
+            "A_imag" => (0..n)
+                .map(|i| (std::f64::consts::PI * (i % last) as f64) as f32)
+                .collect(),
+            "C" => (0..n).map(|_| normal(0.5f64.sqrt())).collect(),
+            _ => (0..n).map(|_| normal(0.02)).collect(),
+        };
+        out.insert(p.name, data);
+    }
+    out
+}

@@ -725,6 +725,21 @@ impl Rng {
         Rng([next(), next(), next(), next()])
     }
 
+    /// The generator's state (a checkpoint keeps it to continue the same draws).
+    pub fn state(&self) -> [u64; 4] {
+        self.0
+    }
+
+    /// A generator continuing from [`Rng::state`].
+    pub fn from_state(s: [u64; 4]) -> Rng {
+        Rng(s)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         let s = &mut self.0;
         let out = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);

@@ -34,6 +34,7 @@ pub mod pool;
 pub mod safetensors_file;
 pub mod session;
 pub mod size;
+pub mod train;
 pub mod weights;
 
 pub use error::RuntimeError;

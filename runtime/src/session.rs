@@ -27,6 +27,8 @@ pub struct Session {
     arena: Option<AlignedBuf>,
     /// State buffers by buffer id, allocated by [`Session::reset_state`].
     state: Vec<Option<AlignedBuf>>,
+    /// Bytes of each allocated state buffer (its capacity is rounded up).
+    state_bytes: Vec<u64>,
     /// The symbols the state was allocated at (`batch`, `kv_seq` = capacity, `src_seq`).
     state_dims: Option<Vec<(String, u64)>>,
     /// Seconds and calls per kernel, when profiling.
@@ -90,6 +92,7 @@ impl Session {
         }
         let owned = (0..m.buffers.len()).map(|_| None).collect();
         let state = (0..m.buffers.len()).map(|_| None).collect();
+        let state_bytes = vec![0; m.buffers.len()];
         let mut s = Session {
             package,
             weights,
@@ -98,6 +101,7 @@ impl Session {
             owned,
             arena: None,
             state,
+            state_bytes,
             state_dims: None,
             profile: None,
         };
@@ -220,6 +224,7 @@ impl Session {
                 v.fill(s.init);
             }
             self.state[s.buffer] = Some(buf);
+            self.state_bytes[s.buffer] = bytes;
             total += bytes;
         }
         self.state_dims = Some(bindings.iter().map(|(n, v)| (n.to_string(), *v)).collect());
@@ -252,6 +257,26 @@ impl Session {
             std::ptr::copy_nonoverlapping(data.as_ptr(), buf.ptr().cast::<f32>(), data.len())
         };
         Ok(())
+    }
+
+    /// The current values of state `name` (a parameter or optimizer moment of a train
+    /// package, a cache): every element the session allocated.
+    pub fn state_data(&self, name: &str) -> Result<&[f32], RuntimeError> {
+        let m = &self.package.manifest;
+        let s = m
+            .states
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| RuntimeError::State(format!("the package has no state `{name}`")))?;
+        let buf = self.state[s.buffer].as_ref().ok_or_else(|| {
+            RuntimeError::State(format!(
+                "state `{name}` is not allocated: start a session first"
+            ))
+        })?;
+        // SAFETY: the buffer holds `capacity` bytes of f32 values, 64-byte aligned; no
+        // kernel runs while `self` is borrowed.
+        let len = (self.state_bytes[s.buffer] / 4) as usize;
+        Ok(unsafe { std::slice::from_raw_parts(buf.ptr().cast::<f32>(), len) })
     }
 
     pub fn package(&self) -> &Package {
@@ -349,12 +374,16 @@ impl Session {
                         )));
                     };
                     let sym = |s: &str| m.syms.iter().position(|x| x == s).map(|i| dims[i]);
-                    let held = |s: &str| at.iter().find(|(n, _)| n == s).map_or(0, |(_, v)| *v);
-                    let (batch, capacity) = (held("batch"), held(crate::manifest::KV_SEQ));
-                    if sym("batch").is_some_and(|v| v as u64 != batch) {
+                    let held = |s: &str| at.iter().find(|(n, _)| n == s).map(|(_, v)| *v);
+                    let capacity = held(crate::manifest::KV_SEQ).unwrap_or(0);
+                    // States allocated per row (caches) fix the batch; a train package's
+                    // parameters and moments do not depend on it.
+                    let batch = held("batch");
+                    if let (Some(batch), Some(v)) =
+                        (batch, sym("batch").filter(|&v| Some(v as u64) != batch))
+                    {
                         return Err(RuntimeError::State(format!(
-                            "the session holds {batch} rows, the call has {}",
-                            sym("batch").unwrap_or(0)
+                            "the session holds {batch} rows, the call has {v}"
                         )));
                     }
                     if n > buf.capacity() {

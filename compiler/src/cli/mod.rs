@@ -11,6 +11,7 @@ mod generate;
 mod graph;
 mod import_hf;
 mod stats;
+pub mod train;
 
 use arch_dsl::diag::render;
 use arch_dsl::elab::Program;
@@ -218,6 +219,92 @@ enum Command {
         /// Threads (default: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+    },
+    /// Train a model: forward, loss, backward and the optimizer in one compiled program;
+    /// logs, checkpoints (resumable bit for bit), the loss curve.
+    Train {
+        /// FILE or FILE:MODEL.
+        target: String,
+        /// Pre-tokenized safetensors (`input_ids` [N, T] and optional `attention_mask`,
+        /// `token_type_ids`, `labels`, `decoder_input_ids`, `next_sentence_label`,
+        /// `sentence_order_label`), or text (.txt: one document per line; .jsonl: a `text`
+        /// field) with --tokenizer.
+        #[arg(long)]
+        data: PathBuf,
+        /// Initial weights (canonical or Hugging Face names).
+        #[arg(long, conflicts_with = "seed")]
+        init: Option<PathBuf>,
+        /// Fresh weights from this seed (also the --shuffle seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Rows per micro-batch.
+        #[arg(long)]
+        batch: usize,
+        /// Optimizer steps in total (a resumed run continues to this many).
+        #[arg(long)]
+        steps: u64,
+        /// Peak learning rate.
+        #[arg(long, default_value_t = 3e-4)]
+        lr: f64,
+        #[arg(long, default_value = "adamw", value_parser = ["adamw", "sgd"])]
+        optimizer: String,
+        /// AdamW's β₁,β₂.
+        #[arg(long, default_value = "0.9,0.999")]
+        betas: String,
+        #[arg(long, default_value_t = 1e-8)]
+        eps: f64,
+        /// Decoupled weight decay (AdamW) or L2 (SGD), on parameters of ≥ 2 dimensions.
+        #[arg(long, default_value_t = 0.01)]
+        weight_decay: f64,
+        /// SGD's momentum.
+        #[arg(long, default_value_t = 0.9)]
+        momentum: f64,
+        #[arg(long, default_value = "constant", value_parser = ["constant", "linear", "cosine"])]
+        schedule: String,
+        /// Warmup steps (the learning rate rises linearly from 0).
+        #[arg(long, default_value_t = 0)]
+        warmup: u64,
+        /// Clip the global gradient norm (0: no clipping).
+        #[arg(long, default_value_t = 1.0)]
+        clip: f64,
+        /// Micro-batches per optimizer step (gradient accumulation).
+        #[arg(long, default_value_t = 1)]
+        accum: u64,
+        /// Visit the rows in a new seeded order each epoch (else in file order).
+        #[arg(long)]
+        shuffle: bool,
+        /// Checkpoint directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue from the checkpoint in this directory.
+        #[arg(long)]
+        resume: Option<PathBuf>,
+        /// Also checkpoint every N steps.
+        #[arg(long)]
+        save_every: Option<u64>,
+        /// One JSON line per step: step, loss, lr, grad_norm, tokens_per_s.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Threads (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Text data: the Hugging Face tokenizer.json.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// Text data: tokens per row (default 128, at most the context).
+        #[arg(long)]
+        seq_len: Option<usize>,
+        /// Encoder-decoders without `decoder_input_ids`: the decoder's start token (T5: 0,
+        /// BART: 2) ...
+        #[arg(long, default_value_t = 0)]
+        decoder_start: i64,
+        /// ... and the pad id that replaces −100 in them (T5: 0, BART: 1).
+        #[arg(long, default_value_t = 0)]
+        pad_id: i64,
+        /// Keep a parameter fixed (canonical name, or `prefix.` for every parameter under
+        /// it; repeatable).
+        #[arg(long)]
+        freeze: Vec<String>,
     },
     /// Sentence embeddings: texts tokenized with a tokenizer.json, run through an encoder,
     /// pooled per text (sentence-transformers' recipe with mean pooling and --normalize).
@@ -436,6 +523,73 @@ fn run(cli: Cli) -> ExitCode {
             max_length,
             threads,
         }),
+        Command::Train {
+            target,
+            data,
+            init,
+            seed,
+            batch,
+            steps,
+            lr,
+            optimizer,
+            betas,
+            eps,
+            weight_decay,
+            momentum,
+            schedule,
+            warmup,
+            clip,
+            accum,
+            shuffle,
+            out,
+            resume,
+            save_every,
+            log,
+            threads,
+            tokenizer,
+            seq_len,
+            decoder_start,
+            pad_id,
+            freeze,
+        } => {
+            let parsed: Vec<Result<f64, _>> = betas.split(',').map(|b| b.trim().parse()).collect();
+            let betas = match parsed.as_slice() {
+                [Ok(a), Ok(b)] => (*a, *b),
+                _ => {
+                    eprintln!("error: --betas takes two numbers, B1,B2 (got `{betas}`)");
+                    return ExitCode::FAILURE;
+                }
+            };
+            train::run(&train::TrainArgs {
+                target: &target,
+                data: &data,
+                init: init.as_deref(),
+                seed,
+                batch,
+                steps,
+                lr,
+                optimizer: &optimizer,
+                betas,
+                eps,
+                weight_decay,
+                momentum,
+                schedule: &schedule,
+                warmup,
+                clip,
+                accum,
+                shuffle,
+                out: &out,
+                resume: resume.as_deref(),
+                save_every,
+                log: log.as_deref(),
+                threads,
+                tokenizer: tokenizer.as_deref(),
+                seq_len,
+                decoder_start,
+                pad_id,
+                freeze: &freeze,
+            })
+        }
         Command::ImportHf {
             config,
             output,

@@ -161,6 +161,9 @@ pub struct Scan {
     pub init: Vec<(BufId, BufId, Ix)>,
     /// Step slices copied in before each step.
     pub seq_in: Vec<StepCopy>,
+    /// Step outputs stacked before the body runs: a state as it enters the step (what a
+    /// differentiated scan saves), whose buffer the step then overwrites.
+    pub seq_save: Vec<StepCopy>,
     pub body: Vec<Kernel>,
     /// (from, to, elems): new states copied over the old after each step.
     pub update: Vec<(BufId, BufId, Ix)>,
@@ -461,6 +464,16 @@ impl Kernel {
         out
     }
 
+    /// The buffers the kernel may write (a scan: every buffer it touches).
+    pub fn writes(&self) -> Vec<BufId> {
+        match &self.body {
+            Body::Map { out, .. } | Body::Reduce { out, .. } => vec![*out],
+            Body::MatMul(m) => vec![m.out],
+            Body::Attention(a) => vec![a.out.buf],
+            Body::Scan(_) => self.buffers(),
+        }
+    }
+
     fn visit_bufs(&self, f: &mut dyn FnMut(BufId)) {
         match &self.body {
             Body::Map {
@@ -502,7 +515,7 @@ impl Kernel {
                     f(*a);
                     f(*b);
                 }
-                for c in s.seq_in.iter().chain(&s.seq_out) {
+                for c in s.seq_in.iter().chain(&s.seq_save).chain(&s.seq_out) {
                     f(c.seq);
                     f(c.step);
                 }
@@ -557,7 +570,12 @@ impl Kernel {
                     f(a);
                     f(b);
                 }
-                for c in s.seq_in.iter_mut().chain(&mut s.seq_out) {
+                for c in s
+                    .seq_in
+                    .iter_mut()
+                    .chain(&mut s.seq_save)
+                    .chain(&mut s.seq_out)
+                {
                     f(&mut c.seq);
                     f(&mut c.step);
                 }

@@ -146,6 +146,9 @@ fn kernel(s: &mut String, i: usize, k: &Kernel, depth: usize) {
                     ix(&c.len)
                 );
             }
+            for c in &sc.seq_save {
+                let _ = writeln!(s, "{pad}  save b{}[:, t] = b{}", c.seq, c.step);
+            }
             for (j, bk) in sc.body.iter().enumerate() {
                 kernel(s, j, bk, depth + 1);
             }

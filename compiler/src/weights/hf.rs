@@ -220,6 +220,14 @@ impl<'a> Cx<'a> {
         plain(format!("{}{}", self.pre, name.as_ref()), self.shape)
     }
 
+    /// [`Self::p`] stored with leading axes of size 1 (`[1, 1, d]` for `[d]`): read as
+    /// the canonical shape, written back (checkpoint export) in the stored one.
+    fn p_lead(&self, name: impl AsRef<str>, ones: usize) -> Src {
+        let mut shape = vec![1; ones];
+        shape.extend_from_slice(self.shape);
+        plain(format!("{}{}", self.pre, name.as_ref()), &shape)
+    }
+
     /// `name` without the prefix (heads), read as is.
     fn top(&self, name: impl AsRef<str>) -> Src {
         plain(name.as_ref(), self.shape)
@@ -534,7 +542,7 @@ impl<'a> Cx<'a> {
             }
             ["head", "lm", "weight"] => return Some(self.top("lm_head.weight")),
             // The `final_logits_bias` buffer, [1, V].
-            ["head", "lm", "bias"] => return Some(self.top("final_logits_bias")),
+            ["head", "lm", "bias"] => return Some(plain("final_logits_bias", &[1, self.shape[0]])),
             _ => {}
         }
         let l = self.layer(parts)?;
@@ -635,10 +643,10 @@ impl<'a> Cx<'a> {
             ["norm", wb] => self.p(format!("{b}.{norm}.{wb}")),
             ["decay"] => self.p(format!("{b}.{module}.time_decay")),
             ["first"] => self.p(format!("{b}.{module}.time_first")),
-            // [1, 1, d] in HF: accepted as [d] by `Src::Plain`.
-            ["mix_k"] => self.p(format!("{b}.{module}.time_mix_key")),
-            ["mix_v"] => self.p(format!("{b}.{module}.time_mix_value")),
-            ["mix_r"] => self.p(format!("{b}.{module}.time_mix_receptance")),
+            // [1, 1, d] in HF.
+            ["mix_k"] => self.p_lead(format!("{b}.{module}.time_mix_key"), 2),
+            ["mix_v"] => self.p_lead(format!("{b}.{module}.time_mix_value"), 2),
+            ["mix_r"] => self.p_lead(format!("{b}.{module}.time_mix_receptance"), 2),
             [m @ ("key" | "value" | "receptance" | "output"), "weight"] => {
                 self.p(format!("{b}.{module}.{m}.weight"))
             }

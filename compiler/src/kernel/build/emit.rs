@@ -429,6 +429,7 @@ impl<'g, 'p> Cx<'g, 'p> {
             reverse: *reverse,
             init: Vec::new(),
             seq_in: Vec::new(),
+            seq_save: Vec::new(),
             body: body_kernels,
             update: Vec::new(),
             seq_out: Vec::new(),
@@ -452,8 +453,15 @@ impl<'g, 'p> Cx<'g, 'p> {
             if step_shape.is_empty() {
                 return Err("a scan's step output must have a batch axis".into());
             }
-            scan.seq_out
-                .push(step_copy(self, result_bufs[j], body_out[j], step_shape)?);
+            let copy = step_copy(self, result_bufs[j], body_out[j], step_shape)?;
+            // A state as it enters the step (its buffer is overwritten by the step's
+            // in-place updates and by the copies after it): saved before the body runs.
+            let entering = body.inputs[..states].contains(&body.outputs[j].1);
+            if entering {
+                scan.seq_save.push(copy);
+            } else {
+                scan.seq_out.push(copy);
+            }
         }
         Ok(scan)
     }
@@ -473,9 +481,12 @@ impl<'g, 'p> Cx<'g, 'p> {
                 if sb != b {
                     let extents = self.extents(&node.shape)?;
                     let mut expr = self.value(id, &Self::vars(extents.len()))?;
-                    let mut reads = Vec::new();
-                    expr.visit_bufs(&mut |x| reads.push(x));
-                    if reads.contains(&sb) {
+                    let strides = self.contiguous(&node.shape)?;
+                    let here = Self::vars(extents.len())
+                        .into_iter()
+                        .zip(strides)
+                        .fold(Ix::c(0), |acc, (v, s)| acc.add(v.mul(s)));
+                    if !reads_only_at(&expr, sb, &here) {
                         // The new value reads the old one elsewhere (a convolution window
                         // moving by one): computed into a temp first, then copied over.
                         let tmp = self.p.buffer(BufKind::Temp, false, dim_elems(&node.shape));
@@ -488,12 +499,7 @@ impl<'g, 'p> Cx<'g, 'p> {
                                 expr,
                             },
                         });
-                        let strides = self.contiguous(&node.shape)?;
-                        let at = Self::vars(extents.len())
-                            .into_iter()
-                            .zip(strides)
-                            .fold(Ix::c(0), |acc, (v, s)| acc.add(v.mul(s)));
-                        expr = Expr::Load(tmp, Box::new(at));
+                        expr = Expr::Load(tmp, Box::new(here));
                     }
                     self.kernels.push(Kernel {
                         name: format!("state_{state}"),
@@ -530,5 +536,29 @@ impl<'g, 'p> Cx<'g, 'p> {
             self.p.prog.outputs.push((name, out, node.shape.clone()));
         }
         Ok(())
+    }
+}
+
+/// Whether every read of `buf` in `e` is at index `at` (the element being written): then a
+/// kernel may store the new value over `buf` in place (an optimizer's update of a
+/// parameter and its moments). Reads through index loads count as elsewhere.
+pub(super) fn reads_only_at(e: &Expr, buf: BufId, at: &Ix) -> bool {
+    let ix_free = |i: &Ix| {
+        let mut hit = false;
+        i.visit_bufs(&mut |b| hit |= b == buf);
+        !hit
+    };
+    match e {
+        Expr::Const(_) => true,
+        Expr::Load(b, i) => ix_free(i) && (*b != buf || **i == *at),
+        Expr::FromIx(i) => ix_free(i),
+        Expr::Unary(_, a) => reads_only_at(a, buf, at),
+        Expr::Binary(_, a, b) => reads_only_at(a, buf, at) && reads_only_at(b, buf, at),
+        Expr::Select(c, a, b) => {
+            reads_only_at(c, buf, at) && reads_only_at(a, buf, at) && reads_only_at(b, buf, at)
+        }
+        Expr::IfLt(x, y, a, b) => {
+            ix_free(x) && ix_free(y) && reads_only_at(a, buf, at) && reads_only_at(b, buf, at)
+        }
     }
 }

@@ -67,7 +67,64 @@ pub fn build(g: &Graph) -> Result<Program, String> {
         std::mem::take(&mut cx.kernels)
     };
     p.prog.kernels = kernels;
+    elide_state_copies(&mut p.prog);
     Ok(p.prog)
+}
+
+/// A new state computed into a temp by a map kernel and copied over the state buffer at
+/// the end is computed over the state buffer directly when that is safe: the map reads the
+/// old state only at the element it writes, and no later kernel reads the old state. An
+/// optimizer step then updates every parameter and moment in place, with no temp of a
+/// parameter's size (the temp stays in the buffer list with zero elements).
+fn elide_state_copies(prog: &mut Program) {
+    let mut k = 0;
+    while k < prog.kernels.len() {
+        let Body::Map {
+            out: sb,
+            offset,
+            extents,
+            expr: Expr::Load(t, at),
+        } = &prog.kernels[k].body
+        else {
+            k += 1;
+            continue;
+        };
+        let (sb, t, at, extents) = (*sb, *t, (**at).clone(), extents.clone());
+        let is_state = matches!(prog.buffers[sb].kind, BufKind::State(_));
+        let is_temp = prog.buffers[t].kind == BufKind::Temp;
+        if !is_state || !is_temp || *offset != Ix::c(0) {
+            k += 1;
+            continue;
+        }
+        let writers: Vec<usize> = (0..prog.kernels.len())
+            .filter(|&j| prog.kernels[j].writes().contains(&t))
+            .collect();
+        let Some(&w) = writers.first() else {
+            k += 1;
+            continue;
+        };
+        let fits = writers.len() == 1
+            && w < k
+            && matches!(&prog.kernels[w].body, Body::Map { out, offset, extents: e, expr }
+                if *out == t && *offset == Ix::c(0) && *e == extents
+                    && emit::reads_only_at(expr, sb, &at))
+            && (w + 1..prog.kernels.len())
+                .filter(|&j| j != k)
+                .all(|j| !prog.kernels[j].buffers().contains(&sb));
+        if !fits {
+            k += 1;
+            continue;
+        }
+        prog.kernels.remove(k);
+        for kernel in &mut prog.kernels {
+            kernel.rename_bufs(&mut |b| {
+                if *b == t {
+                    *b = sb
+                }
+            });
+        }
+        prog.buffers[t].elems = Dim::c(0);
+    }
 }
 
 /// Program-wide state: buffers and parameters (shared by scan bodies).

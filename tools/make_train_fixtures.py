@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Training fixtures: 10 optimizer steps of the Hugging Face classes, for `archc train`.
+
+For every model below this writes `compiler/tests/fixtures/train/<name>/`:
+
+    data.safetensors   the rows `archc train` reads in order (step i: rows (i-1)*B .. i*B):
+                       input_ids and, per model, attention_mask, token_type_ids, labels,
+                       next_sentence_label (i64)
+    expected.json      the settings (batch, steps, lr, betas, eps, weight decay, schedule,
+                       warmup, clip, accum, decoder start / pad) and every step's loss
+                       (the loss of the batch before that step's update)
+    final.safetensors  the weights after the last step, Hugging Face names, f32
+
+The starting weights are the conformance fixture's (`fixtures/hf/<model>/model.safetensors`,
+`config.json`), loaded with the class that fixture names; the model runs in eval mode (no
+dropout: archc has none), float32, as torch does by default.
+
+The optimizer is `torch.optim.AdamW` (or SGD) with two parameter groups: weight decay on
+parameters with 2 or more dimensions, none on the others; gradients clipped by
+`torch.nn.utils.clip_grad_norm_`; the learning rate from transformers'
+`get_{constant,linear,cosine}_schedule_with_warmup`, stepped after each update. With
+`accum` > 1 each micro-batch's loss is divided by `accum` before `backward`.
+
+Usage: HF_HUB_OFFLINE=1 python3 tools/make_train_fixtures.py [names...]
+Seeded: running it twice writes identical data and settings (losses and weights to the
+last bit on the same torch build).
+"""
+
+import json
+import os
+import sys
+import zlib
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+import transformers as tf  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+tf.logging.set_verbosity_error()
+torch.use_deterministic_algorithms(True)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HF = os.path.join(ROOT, "compiler", "tests", "fixtures", "hf")
+OUT = os.path.join(ROOT, "compiler", "tests", "fixtures", "train")
+
+STEPS = 10
+BATCH = 2
+T = 8
+
+
+def gen(name):
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()) & 0x7FFFFFFF)
+    return g
+
+
+def ids(g, vocab, n, t, low=0):
+    return torch.randint(low, vocab, (n, t), generator=g, dtype=torch.int64)
+
+
+def decoder_data(name, vocab, mask=False):
+    g = gen(name)
+    n = STEPS * BATCH
+    x = ids(g, vocab, n, T)
+    data = {"input_ids": x}
+    if mask:
+        # Right padding on every third row: its last 3 tokens are padding.
+        m = torch.ones(n, T, dtype=torch.int64)
+        m[::3, T - 3 :] = 0
+        data["attention_mask"] = m
+    return data
+
+
+def decoder_labels(data):
+    labels = data["input_ids"].clone()
+    if "attention_mask" in data:
+        labels[data["attention_mask"] == 0] = -100
+    return labels
+
+
+def mlm_data(name, vocab, nsp=False, types=False):
+    g = gen(name)
+    n = STEPS * BATCH
+    x = ids(g, vocab, n, T, low=5)
+    labels = torch.full((n, T), -100, dtype=torch.int64)
+    chosen = torch.rand(n, T, generator=g) < 0.3
+    chosen[:, 1] = True  # every row scores at least one position
+    labels[chosen] = x[chosen]
+    masked = x.clone()
+    masked[chosen] = 4  # a [MASK]-like id
+    data = {"input_ids": masked, "labels": labels}
+    m = torch.ones(n, T, dtype=torch.int64)
+    m[1::4, T - 2 :] = 0
+    data["attention_mask"] = m
+    data["labels"][m == 0] = -100
+    if types:
+        tt = torch.zeros(n, T, dtype=torch.int64)
+        tt[:, T // 2 :] = 1
+        data["token_type_ids"] = tt
+    if nsp:
+        data["next_sentence_label"] = torch.randint(0, 2, (n,), generator=g, dtype=torch.int64)
+    return data
+
+
+def seq2seq_data(name, vocab, tgt=6):
+    g = gen(name)
+    n = STEPS * BATCH
+    x = ids(g, vocab, n, T, low=3)
+    labels = ids(g, vocab, n, tgt, low=3)
+    labels[::4, tgt - 2 :] = -100  # padded targets are ignored
+    return {"input_ids": x, "labels": labels}
+
+
+MODELS = {
+    # name: (fixture dir, HF class, data maker, settings)
+    "gpt2": ("gpt2", "GPT2LMHeadModel", lambda v: decoder_data("gpt2", v), {"schedule": "linear", "warmup": 2}),
+    "gpt2_accum": (
+        "gpt2",
+        "GPT2LMHeadModel",
+        lambda v: decoder_data("gpt2_accum", v),
+        {"accum": 2, "schedule": "cosine", "warmup": 1, "clip": 0.5},
+    ),
+    "gpt2_sgd": ("gpt2", "GPT2LMHeadModel", lambda v: decoder_data("gpt2_sgd", v), {"optimizer": "sgd", "lr": 0.05}),
+    "llama": ("llama", "LlamaForCausalLM", lambda v: decoder_data("llama", v, mask=True), {}),
+    "mamba": ("mamba", "MambaForCausalLM", lambda v: decoder_data("mamba", v), {}),
+    "rwkv": ("rwkv", "RwkvForCausalLM", lambda v: decoder_data("rwkv", v), {}),
+    "bert": ("bert", "BertForPreTraining", lambda v: mlm_data("bert", v, nsp=True, types=True), {}),
+    "albert": ("albert", "AlbertForMaskedLM", lambda v: mlm_data("albert", v), {}),
+    "t5": ("t5", "T5ForConditionalGeneration", lambda v: seq2seq_data("t5", v), {"decoder_start": 0, "pad_id": 0}),
+    # final_logits_bias is a buffer in transformers (never trained): frozen here too.
+    "bart": (
+        "bart",
+        "BartForConditionalGeneration",
+        lambda v: seq2seq_data("bart", v),
+        {"decoder_start": 2, "pad_id": 1, "freeze": ["head.lm.bias"]},
+    ),
+}
+
+DEFAULTS = {
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "betas": [0.9, 0.999],
+    "eps": 1e-8,
+    "weight_decay": 0.01,
+    "momentum": 0.9,
+    "schedule": "constant",
+    "warmup": 0,
+    "clip": 1.0,
+    "accum": 1,
+    "decoder_start": 0,
+    "pad_id": 0,
+    "freeze": [],
+}
+
+
+def make(name):
+    src, cls, data_fn, overrides = MODELS[name]
+    s = dict(DEFAULTS, **overrides)
+    s["steps"], s["batch"], s["fixture"] = STEPS, BATCH, src
+    torch.manual_seed(0)
+    model = getattr(tf, cls).from_pretrained(os.path.join(HF, src), torch_dtype=torch.float32)
+    model.eval()
+    cfg = model.config
+    data = data_fn(cfg.vocab_size)
+    n_rows = STEPS * BATCH * s["accum"]
+    if data["input_ids"].shape[0] < n_rows:
+        # More rows for accumulation: the same maker, repeated with fresh draws.
+        more = data_fn(cfg.vocab_size)
+        data = {k: torch.cat([v, torch.roll(more[k], 1, 0)])[:n_rows] for k, v in data.items()}
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": s["weight_decay"]},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if s["optimizer"] == "adamw":
+        opt = torch.optim.AdamW(groups, lr=s["lr"], betas=tuple(s["betas"]), eps=s["eps"], foreach=False)
+    else:
+        opt = torch.optim.SGD(groups, lr=s["lr"], momentum=s["momentum"], foreach=False)
+    sched = {
+        "constant": lambda: tf.get_constant_schedule_with_warmup(opt, s["warmup"]),
+        "linear": lambda: tf.get_linear_schedule_with_warmup(opt, s["warmup"], STEPS),
+        "cosine": lambda: tf.get_cosine_schedule_with_warmup(opt, s["warmup"], STEPS),
+    }[s["schedule"]]()
+    losses = []
+    per_step = BATCH * s["accum"]
+    for step in range(STEPS):
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for j in range(s["accum"]):
+            lo = step * per_step + j * BATCH
+            batch = {k: v[lo : lo + BATCH] for k, v in data.items()}
+            if "labels" not in batch:
+                batch["labels"] = decoder_labels(batch)
+            out = model(**batch)
+            total += out.loss.item()
+            (out.loss / s["accum"]).backward()
+        losses.append(total / s["accum"])
+        if s["clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s["clip"])
+        opt.step()
+        sched.step()
+    d = os.path.join(OUT, name)
+    os.makedirs(d, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in data.items()}, os.path.join(d, "data.safetensors"))
+    final = {}
+    seen = set()
+    for k, v in model.state_dict().items():
+        if v.dtype != torch.float32 or v.data_ptr() in seen:
+            continue
+        seen.add(v.data_ptr())
+        final[k] = v.detach().clone().contiguous()
+    save_file(final, os.path.join(d, "final.safetensors"))
+    s["losses"] = losses
+    with open(os.path.join(d, "expected.json"), "w") as f:
+        json.dump(s, f, indent=1)
+        f.write("\n")
+    print(f"{name}: losses {losses[0]:.4f} → {losses[-1]:.4f}")
+
+
+if __name__ == "__main__":
+    names = sys.argv[1:] or list(MODELS)
+    for n in names:
+        make(n)
