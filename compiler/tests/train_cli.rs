@@ -1,0 +1,302 @@
+//! `archc train` as a user meets it: resume after an interruption gives exactly the losses
+//! and weights of an uninterrupted run, `kill -9` at any moment leaves a loadable
+//! checkpoint, and bad input (short data, labels out of range, mismatched shapes, a
+//! checkpoint of another model, a corrupt checkpoint) is a clear error that leaves an
+//! existing checkpoint as it was.
+
+mod common;
+
+use common::fixture;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn archc() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_archc"));
+    c.env("ARCHC_CACHE", std::env::temp_dir().join("archc-test-cache"));
+    c
+}
+
+/// Steps of the interrupted run: long enough that kills land mid-run.
+const STEPS: u64 = 60;
+
+fn gpt2_spec() -> PathBuf {
+    fixture("hf/gpt2/model.arch")
+}
+
+fn gpt2_data() -> PathBuf {
+    fixture("train/gpt2/data.safetensors")
+}
+
+/// The common arguments of a GPT-2 run on the fixture data (10 rows of 2 per step).
+fn run_args(out: &Path, steps: u64) -> Vec<String> {
+    [
+        "train",
+        gpt2_spec().to_str().unwrap(),
+        "--data",
+        gpt2_data().to_str().unwrap(),
+        "--init",
+        fixture("hf/gpt2/model.safetensors").to_str().unwrap(),
+        "--batch",
+        "2",
+        "--steps",
+        &steps.to_string(),
+        "--lr",
+        "1e-3",
+        "--schedule",
+        "cosine",
+        "--warmup",
+        "2",
+        "--shuffle",
+        "--threads",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+        "--log",
+        out.join("log.jsonl").to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn run(args: &[String]) -> Output {
+    archc().args(args).output().expect("archc runs")
+}
+
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "archc failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn err(o: &Output) -> String {
+    assert!(!o.status.success(), "archc should have failed");
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!e.contains("panicked"), "a panic: {e}");
+    e
+}
+
+/// step → loss from a log (a resumed run's lines replace the interrupted run's).
+fn losses(log: &Path) -> Vec<(u64, f64)> {
+    let mut by_step = std::collections::BTreeMap::new();
+    for l in std::fs::read_to_string(log).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        by_step.insert(v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap());
+    }
+    by_step.into_iter().collect()
+}
+
+#[test]
+fn resume_after_kill_is_bit_exact_and_checkpoints_survive_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The uninterrupted run.
+    let whole = tmp.path().join("whole");
+    ok(&run(&run_args(&whole, STEPS)));
+    let want = losses(&whole.join("log.jsonl"));
+    assert_eq!(want.len(), STEPS as usize);
+
+    // Runs killed at increasing moments, each resumed from what the kill left.
+    let part = tmp.path().join("part");
+    let mut args = run_args(&part, STEPS);
+    args.extend(["--save-every".to_string(), "1".to_string()]);
+    let mut resumed = 0;
+    for delay_ms in [150u64, 250, 400, 600, 900] {
+        let mut a = args.clone();
+        if part.join("checkpoint.safetensors").exists() {
+            a.extend(["--resume".to_string(), part.to_str().unwrap().to_string()]);
+        }
+        let mut child = archc()
+            .args(&a)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        if part.join("checkpoint.safetensors").exists() {
+            // Whatever the moment, the checkpoint left is whole: resuming from it works.
+            resumed += 1;
+            let check = run(&[
+                "train".to_string(),
+                gpt2_spec().to_str().unwrap().to_string(),
+                "--data".to_string(),
+                gpt2_data().to_str().unwrap().to_string(),
+                "--batch".to_string(),
+                "2".to_string(),
+                "--steps".to_string(),
+                "1".to_string(),
+                "--shuffle".to_string(),
+                "--resume".to_string(),
+                part.to_str().unwrap().to_string(),
+                "--out".to_string(),
+                tmp.path().join("probe").to_str().unwrap().to_string(),
+            ]);
+            // The checkpoint is at step ≥ 1, so `--steps 1` has nothing to do — but only
+            // after the checkpoint was read successfully.
+            let e = err(&check);
+            assert!(e.contains("leaves nothing to do"), "unreadable checkpoint: {e}");
+        }
+    }
+    // Finish the interrupted run (unless a run finished before its kill).
+    let mut a = args.clone();
+    if part.join("checkpoint.safetensors").exists() {
+        a.extend(["--resume".to_string(), part.to_str().unwrap().to_string()]);
+    }
+    let last = run(&a);
+    if !last.status.success() {
+        assert!(err(&last).contains("leaves nothing to do"));
+    }
+    let got = losses(&part.join("log.jsonl"));
+    assert_eq!(got, want, "the resumed run's losses equal the uninterrupted run's");
+    let w1 = std::fs::read(whole.join("weights.safetensors")).unwrap();
+    let w2 = std::fs::read(part.join("weights.safetensors")).unwrap();
+    assert!(w1 == w2, "final weights are bit-identical");
+    eprintln!("{resumed} kills left a checkpoint to resume from");
+}
+
+#[test]
+fn checkpoint_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    ok(&run(&run_args(&out, 3)));
+    for f in ["checkpoint.safetensors", "weights.safetensors", "model.safetensors", "loss.svg"] {
+        assert!(out.join(f).is_file(), "{f} written");
+    }
+    let svg = std::fs::read_to_string(out.join("loss.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline") && svg.contains("loss"));
+    // No temporary file is left behind.
+    let stray: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(stray.is_empty(), "temporary files left: {stray:?}");
+    // The canonical weights load as --weights (generation from the trained model).
+    let o = archc()
+        .args([
+            "eval",
+            gpt2_spec().to_str().unwrap(),
+            "--weights",
+            out.join("weights.safetensors").to_str().unwrap(),
+            "--inputs",
+            fixture("hf/gpt2/inputs.safetensors").to_str().unwrap(),
+            "--out",
+            tmp.path().join("o.safetensors").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    ok(&o);
+    // An existing checkpoint is not overwritten by a new run without --resume.
+    let before = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
+    let e = err(&run(&run_args(&out, 3)));
+    assert!(e.contains("already holds a checkpoint"), "{e}");
+    assert!(before == std::fs::read(out.join("checkpoint.safetensors")).unwrap());
+}
+
+fn write_data(path: &Path, tensors: &[(&str, Vec<usize>, Vec<i64>)]) {
+    let values: Vec<(String, archc::interp::Value)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.to_string(),
+                archc::interp::Value::I(archc::tensor::Tensor {
+                    shape: s.clone(),
+                    data: d.clone(),
+                }),
+            )
+        })
+        .collect();
+    archc::tensor_io::write_values(path, &values).unwrap();
+}
+
+#[test]
+fn bad_input_is_an_error_and_keeps_the_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    ok(&run(&run_args(&out, 2)));
+    let before = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
+    let with_data = |data: &Path, steps: u64| {
+        let mut a = run_args(&out, steps);
+        let i = a.iter().position(|x| x == "--data").unwrap();
+        a[i + 1] = data.to_str().unwrap().to_string();
+        a.extend(["--resume".to_string(), out.to_str().unwrap().to_string()]);
+        a
+    };
+    let cases: Vec<(&str, Vec<(&str, Vec<usize>, Vec<i64>)>, &str)> = vec![
+        ("short", vec![("input_ids", vec![1, 8], vec![3; 8])], "shorter than one batch"),
+        (
+            "labels",
+            vec![
+                ("input_ids", vec![4, 8], vec![3; 32]),
+                ("labels", vec![4, 8], (0..32).map(|i| if i == 5 { 500 } else { 3 }).collect()),
+            ],
+            "outside 0..101",
+        ),
+        (
+            "ids",
+            vec![("input_ids", vec![4, 8], (0..32).map(|i| if i == 9 { 101 } else { 3 }).collect())],
+            "101",
+        ),
+        (
+            "shapes",
+            vec![
+                ("input_ids", vec![4, 8], vec![3; 32]),
+                ("attention_mask", vec![4, 7], vec![1; 28]),
+            ],
+            "differ in shape",
+        ),
+        (
+            "rows",
+            vec![("input_ids", vec![4, 8], vec![3; 32]), ("labels", vec![3, 8], vec![3; 24])],
+            "expected 4 rows",
+        ),
+        ("long", vec![("input_ids", vec![4, 20], vec![3; 80])], "exceed the context"),
+    ];
+    for (name, tensors, want) in cases {
+        let data = tmp.path().join(format!("{name}.safetensors"));
+        write_data(&data, &tensors);
+        let e = err(&run(&with_data(&data, 4)));
+        assert!(e.contains(want), "{name}: `{want}` not in: {e}");
+        assert!(
+            before == std::fs::read(out.join("checkpoint.safetensors")).unwrap(),
+            "{name}: a failing run left the checkpoint as it was"
+        );
+    }
+    // A checkpoint of another model.
+    let mut a = run_args(&tmp.path().join("other"), 4);
+    a[1] = fixture("hf/llama/model.arch").to_str().unwrap().to_string();
+    let i = a.iter().position(|x| x == "--init").unwrap();
+    a.drain(i..i + 2);
+    a.extend(["--resume".to_string(), out.to_str().unwrap().to_string()]);
+    let e = err(&run(&a));
+    assert!(e.contains("not a usable checkpoint"), "{e}");
+    // A corrupt checkpoint.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("checkpoint.safetensors"), &before[..before.len() / 2]).unwrap();
+    let mut a = run_args(&bad, 4);
+    a.extend(["--resume".to_string(), bad.to_str().unwrap().to_string()]);
+    let e = err(&run(&a));
+    assert!(e.contains("not a usable checkpoint"), "{e}");
+    // Settings that cannot work.
+    for (flag, value, want) in [
+        ("--batch", "0", "at least 1"),
+        ("--lr", "nan", "--lr"),
+        ("--betas", "0.9", "--betas"),
+        ("--schedule", "exp", "exp"),
+    ] {
+        let mut a = run_args(&tmp.path().join("x"), 2);
+        let i = a.iter().position(|x| x == flag).unwrap_or(a.len());
+        if i < a.len() {
+            a[i + 1] = value.to_string();
+        } else {
+            a.extend([flag.to_string(), value.to_string()]);
+        }
+        let e = err(&run(&a));
+        assert!(e.contains(want), "{flag} {value}: {e}");
+    }
+}
