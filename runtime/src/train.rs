@@ -202,6 +202,11 @@ impl Trainer {
         &self.session
     }
 
+    /// Kernel timing ([`Session::set_profiling`]).
+    pub fn set_profiling(&mut self, on: bool) {
+        self.session.set_profiling(on)
+    }
+
     pub fn set_threads(&mut self, threads: usize) -> Result<(), RuntimeError> {
         self.session.set_threads(threads)
     }

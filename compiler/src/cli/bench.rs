@@ -68,9 +68,12 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     if args.mode == "decode" {
         return bench_decode(args);
     }
+    if args.mode == "train" {
+        return bench_train(args);
+    }
     if args.mode != "prefill" {
         return Err(format!(
-            "`--mode {}` is not built yet; `--mode prefill` times a forward pass over the prompt, `--mode decode` generation",
+            "unknown `--mode {}`: prefill (a forward pass over the prompt), decode (generation) or train (an optimizer step)",
             args.mode
         ));
     }
@@ -154,6 +157,95 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
             "{} batch {b} × seq {t}, {} threads: median {median:.2} ms (min {:.2}, max {:.2}, {} runs), {tokens_per_s:.0} tokens/s, peak RSS {rss:.0} MiB",
             spec.name,
             session.threads(),
+            times[0],
+            times[times.len() - 1],
+            times.len()
+        );
+    }
+    Ok(())
+}
+
+/// `--mode train`: AdamW steps (forward, loss, backward, update) on `batch` rows of `seq`
+/// random tokens, next-token labels, from fresh weights (`archc train --seed 0`'s);
+/// reports the median step, tokens per second and the peak resident memory.
+fn bench_train(args: &BenchArgs) -> Result<(), String> {
+    use arch_runtime::train::{Hyper, Schedule, Trainer};
+    let spec = load_model(args.target).ok_or("the spec has errors")?;
+    if args.batch == 0 || args.seq == 0 || args.reps == 0 {
+        return Err("--batch, --seq and --reps must be at least 1".into());
+    }
+    let labels = crate::train::label_inputs(&spec)?;
+    if labels.iter().any(|(n, _)| *n != "labels") || spec.family != Family::DecoderOnly {
+        return Err("`--mode train` times decoder-only next-token training".into());
+    }
+    let opts = BuildOptions {
+        kind: crate::package::PackageKind::Train(crate::train::TrainOptions::default()),
+        verbose: !args.json,
+        ..BuildOptions::host()?
+    };
+    let built = build(&spec, &opts, None)?;
+    let package = Package::load(&built.dir).map_err(|e| e.to_string())?;
+    let weights = Weights::from_tensors(package.manifest(), Default::default())
+        .map_err(|e| e.to_string())?;
+    let session = Session::new(package, weights, args.threads).map_err(|e| e.to_string())?;
+    let params = crate::params::init(&spec, 0);
+    let n_params: usize = params.values().map(Vec::len).sum();
+    let hyper = Hyper {
+        lr: 1e-4,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        clip: 1.0,
+        schedule: Schedule::Constant,
+        warmup: 0,
+        steps: (args.warmup + args.reps) as u64,
+        accum: 1,
+    };
+    let mut trainer = Trainer::new(session, &params, hyper).map_err(|e| e.to_string())?;
+    drop(params);
+    let (b, t) = (args.batch, args.seq);
+    let x = ids(b * t, spec.vocab, 7);
+    let batch: HashMap<String, HostTensor> = [
+        ("input_ids".to_string(), HostTensor::i64(vec![b, t], x.clone())),
+        ("labels".to_string(), HostTensor::i64(vec![b, t], x)),
+    ]
+    .into();
+    let micro = [batch];
+    for _ in 0..args.warmup {
+        trainer.step(&micro).map_err(|e| e.to_string())?;
+    }
+    trainer.set_profiling(args.profile);
+    let mut times = Vec::with_capacity(args.reps);
+    let mut loss = 0.0;
+    for _ in 0..args.reps {
+        let start = Instant::now();
+        loss = trainer.step(&micro).map_err(|e| e.to_string())?.loss;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    if args.profile {
+        print_profile(&trainer.session().profile(), args.reps);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let tokens_per_s = (b * t) as f64 / (median / 1e3);
+    let rss = peak_rss_mib().unwrap_or(0.0);
+    if args.json {
+        println!(
+            "{{\"model\": \"{}\", \"batch\": {b}, \"seq\": {t}, \"mode\": \"train\", \"threads\": {}, \"params\": {n_params}, \"median_ms\": {median:.3}, \"min_ms\": {:.3}, \"max_ms\": {:.3}, \"tokens_per_s\": {tokens_per_s:.1}, \"loss\": {loss:.4}, \"reps\": {}, \"build_s\": {:.3}, \"cached\": {}, \"peak_rss_mib\": {rss:.1}}}",
+            spec.name,
+            trainer.session().threads(),
+            times[0],
+            times[times.len() - 1],
+            times.len(),
+            built.seconds,
+            built.cached,
+        );
+    } else {
+        println!(
+            "{} train step, batch {b} × seq {t}, {} threads: median {median:.1} ms (min {:.1}, max {:.1}, {} steps), {tokens_per_s:.0} tokens/s, loss {loss:.3}, peak RSS {rss:.0} MiB",
+            spec.name,
+            trainer.session().threads(),
             times[0],
             times[times.len() - 1],
             times.len()
@@ -297,7 +389,7 @@ fn print_profile(rows: &[(String, String, f64, u64)], reps: usize) {
         }
     }
     syms.sort_by(|a, b| b.1.total_cmp(&a.1));
-    for (sym, s) in syms.iter().take(10) {
+    for (sym, s) in syms.iter().take(24) {
         eprintln!("  {:>9.2} ms  {sym}", per(*s));
     }
 }
