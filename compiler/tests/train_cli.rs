@@ -138,7 +138,10 @@ fn resume_after_kill_is_bit_exact_and_checkpoints_survive_kill_9() {
             // The checkpoint is at step ≥ 1, so `--steps 1` has nothing to do — but only
             // after the checkpoint was read successfully.
             let e = err(&check);
-            assert!(e.contains("leaves nothing to do"), "unreadable checkpoint: {e}");
+            assert!(
+                e.contains("leaves nothing to do"),
+                "unreadable checkpoint: {e}"
+            );
         }
     }
     // Finish the interrupted run (unless a run finished before its kill).
@@ -151,7 +154,10 @@ fn resume_after_kill_is_bit_exact_and_checkpoints_survive_kill_9() {
         assert!(err(&last).contains("leaves nothing to do"));
     }
     let got = losses(&part.join("log.jsonl"));
-    assert_eq!(got, want, "the resumed run's losses equal the uninterrupted run's");
+    assert_eq!(
+        got, want,
+        "the resumed run's losses equal the uninterrupted run's"
+    );
     let w1 = std::fs::read(whole.join("weights.safetensors")).unwrap();
     let w2 = std::fs::read(part.join("weights.safetensors")).unwrap();
     assert!(w1 == w2, "final weights are bit-identical");
@@ -163,7 +169,12 @@ fn checkpoint_files() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     ok(&run(&run_args(&out, 3)));
-    for f in ["checkpoint.safetensors", "weights.safetensors", "model.safetensors", "loss.svg"] {
+    for f in [
+        "checkpoint.safetensors",
+        "weights.safetensors",
+        "model.safetensors",
+        "loss.svg",
+    ] {
         assert!(out.join(f).is_file(), "{f} written");
     }
     let svg = std::fs::read_to_string(out.join("loss.svg")).unwrap();
@@ -190,6 +201,17 @@ fn checkpoint_files() {
         .output()
         .unwrap();
     ok(&o);
+    // One thread gives the same bits as two (kernels split work, never sums).
+    let one = tmp.path().join("one");
+    let mut a = run_args(&one, 3);
+    let i = a.iter().position(|x| x == "--threads").unwrap();
+    a[i + 1] = "1".into();
+    ok(&run(&a));
+    assert!(
+        std::fs::read(one.join("weights.safetensors")).unwrap()
+            == std::fs::read(out.join("weights.safetensors")).unwrap(),
+        "1 and 2 threads train to identical weights"
+    );
     // An existing checkpoint is not overwritten by a new run without --resume.
     let before = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
     let e = err(&run(&run_args(&out, 3)));
@@ -227,18 +249,30 @@ fn bad_input_is_an_error_and_keeps_the_checkpoint() {
         a
     };
     let cases: Vec<(&str, Vec<(&str, Vec<usize>, Vec<i64>)>, &str)> = vec![
-        ("short", vec![("input_ids", vec![1, 8], vec![3; 8])], "shorter than one batch"),
+        (
+            "short",
+            vec![("input_ids", vec![1, 8], vec![3; 8])],
+            "shorter than one batch",
+        ),
         (
             "labels",
             vec![
                 ("input_ids", vec![4, 8], vec![3; 32]),
-                ("labels", vec![4, 8], (0..32).map(|i| if i == 5 { 500 } else { 3 }).collect()),
+                (
+                    "labels",
+                    vec![4, 8],
+                    (0..32).map(|i| if i == 5 { 500 } else { 3 }).collect(),
+                ),
             ],
             "outside 0..101",
         ),
         (
             "ids",
-            vec![("input_ids", vec![4, 8], (0..32).map(|i| if i == 9 { 101 } else { 3 }).collect())],
+            vec![(
+                "input_ids",
+                vec![4, 8],
+                (0..32).map(|i| if i == 9 { 101 } else { 3 }).collect(),
+            )],
             "101",
         ),
         (
@@ -251,10 +285,17 @@ fn bad_input_is_an_error_and_keeps_the_checkpoint() {
         ),
         (
             "rows",
-            vec![("input_ids", vec![4, 8], vec![3; 32]), ("labels", vec![3, 8], vec![3; 24])],
+            vec![
+                ("input_ids", vec![4, 8], vec![3; 32]),
+                ("labels", vec![3, 8], vec![3; 24]),
+            ],
             "expected 4 rows",
         ),
-        ("long", vec![("input_ids", vec![4, 20], vec![3; 80])], "exceed the context"),
+        (
+            "long",
+            vec![("input_ids", vec![4, 20], vec![3; 80])],
+            "exceed the context",
+        ),
     ];
     for (name, tensors, want) in cases {
         let data = tmp.path().join(format!("{name}.safetensors"));
@@ -277,7 +318,11 @@ fn bad_input_is_an_error_and_keeps_the_checkpoint() {
     // A corrupt checkpoint.
     let bad = tmp.path().join("bad");
     std::fs::create_dir_all(&bad).unwrap();
-    std::fs::write(bad.join("checkpoint.safetensors"), &before[..before.len() / 2]).unwrap();
+    std::fs::write(
+        bad.join("checkpoint.safetensors"),
+        &before[..before.len() / 2],
+    )
+    .unwrap();
     let mut a = run_args(&bad, 4);
     a.extend(["--resume".to_string(), bad.to_str().unwrap().to_string()]);
     let e = err(&run(&a));

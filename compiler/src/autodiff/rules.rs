@@ -60,6 +60,8 @@ pub(super) fn input_grads(
         Op::Slice { axis, start, len } => vec![Some(slice_grad(g, x(0), *axis, *start, *len, dy))],
         Op::Concat { axis } => concat_grads(g, &node.inputs, *axis, dy, want)?,
         Op::Gather => vec![want[0].then(|| gather_grad(g, x(0), x(1), dy)), None],
+        // d updates[n] = dy[ids[n]].
+        Op::ScatterAdd { .. } => vec![None, want[1].then(|| g.gather(dy, x(0)))],
         Op::Attention { .. } => attention::attention_grads(g, &node, dy, want)?,
         // Session state (a KV cache append) exists only in inference step graphs.
         Op::UpdateTail | Op::UpdateRing => {
@@ -390,15 +392,22 @@ fn concat_grads(
 
 /// The gradient of an embedding lookup: each row of the table accumulates the adjoints of
 /// the positions that read it, as `one_hot(ids)ᵀ · dy` (the op set has no scatter-add).
+/// A table's gradient: the rows of `dy` added into the rows `ids` picked (scatter-add).
+/// A table with a symbolic row count (never a parameter) takes the one-hot matmul.
 fn gather_grad(g: &mut Graph, table: NodeId, ids: NodeId, dy: NodeId) -> NodeId {
     let ts = node_shape(g, table);
     let n = Dim::product(g.shape(ids));
     let row = Dim::product(&ts[1..]);
+    let flat_dy = g.reshape(dy, vec![n.clone(), row]);
+    if let Some(rows) = ts[0].as_const() {
+        let flat_ids = g.reshape(ids, vec![n]);
+        let d = g.scatter_add(flat_ids, flat_dy, rows);
+        return g.reshape(d, ts);
+    }
     let flat_ids = g.reshape(ids, vec![Dim::c(1), n.clone()]);
     let flat_ids = g.cast(flat_ids, DType::F32);
-    let rows = g.iota(vec![ts[0].clone(), n.clone()], 0);
+    let rows = g.iota(vec![ts[0].clone(), n], 0);
     let one_hot = g.binary(BinaryOp::Eq, rows, flat_ids);
-    let flat_dy = g.reshape(dy, vec![n, row]);
     let d = g.matmul(one_hot, flat_dy, false);
     g.reshape(d, ts)
 }

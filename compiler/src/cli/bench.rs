@@ -185,8 +185,8 @@ fn bench_train(args: &BenchArgs) -> Result<(), String> {
     };
     let built = build(&spec, &opts, None)?;
     let package = Package::load(&built.dir).map_err(|e| e.to_string())?;
-    let weights = Weights::from_tensors(package.manifest(), Default::default())
-        .map_err(|e| e.to_string())?;
+    let weights =
+        Weights::from_tensors(package.manifest(), Default::default()).map_err(|e| e.to_string())?;
     let session = Session::new(package, weights, args.threads).map_err(|e| e.to_string())?;
     let params = crate::params::init(&spec, 0);
     let n_params: usize = params.values().map(Vec::len).sum();
@@ -207,7 +207,10 @@ fn bench_train(args: &BenchArgs) -> Result<(), String> {
     let (b, t) = (args.batch, args.seq);
     let x = ids(b * t, spec.vocab, 7);
     let batch: HashMap<String, HostTensor> = [
-        ("input_ids".to_string(), HostTensor::i64(vec![b, t], x.clone())),
+        (
+            "input_ids".to_string(),
+            HostTensor::i64(vec![b, t], x.clone()),
+        ),
         ("labels".to_string(), HostTensor::i64(vec![b, t], x)),
     ]
     .into();
@@ -389,7 +392,7 @@ fn print_profile(rows: &[(String, String, f64, u64)], reps: usize) {
         }
     }
     syms.sort_by(|a, b| b.1.total_cmp(&a.1));
-    for (sym, s) in syms.iter().take(24) {
+    for (sym, s) in syms.iter().take(12) {
         eprintln!("  {:>9.2} ms  {sym}", per(*s));
     }
 }

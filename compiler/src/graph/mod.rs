@@ -227,6 +227,16 @@ impl Graph {
         self.push(Op::Concat { axis }, xs, None, DType::F32)
     }
 
+    /// `out[v] = Σ_{n: ids[n] = v} updates[n]`: ids [N] i64, updates [N, W] → [rows, W].
+    pub fn scatter_add(&mut self, ids: NodeId, updates: NodeId, rows: u64) -> NodeId {
+        self.push(
+            Op::ScatterAdd { rows },
+            vec![ids, updates],
+            None,
+            DType::F32,
+        )
+    }
+
     pub fn gather(&mut self, table: NodeId, ids: NodeId) -> NodeId {
         self.push(Op::Gather, vec![table, ids], None, DType::F32)
     }

@@ -166,6 +166,11 @@ pub enum Op {
     },
     /// Rows of a table: `table[ids]`, table [V, rest..] and ids [idx..] → [idx.., rest..].
     Gather,
+    /// Gather's adjoint: `out[v] = Σ_{n: ids[n] = v} updates[n]`, ids [N] (i64) and
+    /// updates [N, W] → [rows, W]. An embedding's gradient without a one-hot matmul.
+    ScatterAdd {
+        rows: u64,
+    },
     /// Scaled dot-product attention. Inputs: q [B, H, T, D], k [B, Hkv, S, D],
     /// v [B, Hkv, S, Dv], then optionally an additive bias broadcastable to [B, H, T, S]
     /// and a key mask [B, S] (1 keeps a key, 0 drops it). H must be a multiple of Hkv.
@@ -231,6 +236,7 @@ impl Op {
             Op::Slice { .. } => "slice".into(),
             Op::Concat { .. } => "concat".into(),
             Op::Gather => "gather".into(),
+            Op::ScatterAdd { .. } => "scatter_add".into(),
             Op::Attention { .. } => "attention".into(),
             Op::Scan { .. } => "scan".into(),
             Op::TupleGet { .. } => "get".into(),
@@ -245,7 +251,11 @@ impl Op {
             Op::Input { .. } | Op::Param { .. } | Op::Const { .. } | Op::Iota { .. } => 0,
             Op::Unary(_) | Op::Cast | Op::Reduce { .. } | Op::Reshape | Op::Permute { .. } => 1,
             Op::Broadcast | Op::Shift { .. } | Op::Slice { .. } | Op::TupleGet { .. } => 1,
-            Op::Binary(_) | Op::MatMul { .. } | Op::Gather | Op::UpdateTail => 2,
+            Op::Binary(_)
+            | Op::MatMul { .. }
+            | Op::Gather
+            | Op::ScatterAdd { .. }
+            | Op::UpdateTail => 2,
             Op::Select | Op::UpdateRing => 3,
             Op::Attention {
                 has_bias,
@@ -369,6 +379,15 @@ pub fn infer_shape(op: &Op, inputs: &[Shape], given: Option<&Shape>) -> Result<S
             let mut s = inputs[1].clone();
             s.extend(inputs[0].iter().skip(1).cloned());
             Ok(s)
+        }
+        Op::ScatterAdd { rows } => {
+            let (ids, upd) = (&inputs[0], &inputs[1]);
+            if ids.len() != 1 || upd.len() != 2 || ids[0] != upd[0] {
+                return Err(format!(
+                    "scatter_add takes ids [N] and updates [N, W], got {ids:?} and {upd:?}"
+                ));
+            }
+            Ok(vec![Dim::c(*rows), upd[1].clone()])
         }
         Op::Attention {
             ring, has_key_mask, ..

@@ -84,6 +84,7 @@ fn attributes(op: &Op) -> String {
             ..
         } => format!("states={states} seqs={seqs} reverse={reverse}"),
         Op::TupleGet { index } => format!("index={index}"),
+        Op::ScatterAdd { rows } => format!("rows={rows}"),
         Op::Unary(_)
         | Op::Binary(_)
         | Op::Select

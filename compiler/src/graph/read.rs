@@ -150,6 +150,7 @@ fn read_node(line: &str, lines: &[&str], pos: &mut usize) -> Result<Node, String
             axis: num("axis")? as usize,
         },
         "gather" => Op::Gather,
+        "scatter_add" => Op::ScatterAdd { rows: num("rows")? },
         "update_tail" => Op::UpdateTail,
         "update_ring" => Op::UpdateRing,
         "attention" => Op::Attention {

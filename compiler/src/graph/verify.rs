@@ -61,7 +61,13 @@ pub fn verify(g: &Graph) -> Result<(), String> {
             Op::Gather if dtypes.get(1) != Some(&DType::I64) => {
                 return Err(at("gather ids must be i64".into()))
             }
+            Op::ScatterAdd { .. }
+                if dtypes.first() != Some(&DType::I64) || dtypes.get(1) != Some(&DType::F32) =>
+            {
+                return Err(at("scatter_add takes i64 ids and f32 updates".into()))
+            }
             Op::Gather
+            | Op::ScatterAdd { .. }
             | Op::Cast
             | Op::Input { .. }
             | Op::Reshape

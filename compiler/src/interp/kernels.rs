@@ -436,6 +436,36 @@ pub fn gather(table: &F32Tensor, ids: &I64Tensor) -> Result<F32Tensor, String> {
     Ok(Tensor { shape, data })
 }
 
+/// `out[v] = Σ_{n: ids[n] = v} updates[n]` (ids [N], updates [N, W] → [rows, W]),
+/// accumulated in f64 in the order of `n`.
+pub fn scatter_add(ids: &I64Tensor, updates: &F32Tensor, rows: usize) -> Result<F32Tensor, String> {
+    let n = ids.data.len();
+    if updates.shape.len() != 2 || updates.shape[0] != n {
+        return Err(format!(
+            "scatter_add of {:?} updates by {:?} ids",
+            updates.shape, ids.shape
+        ));
+    }
+    let w = updates.shape[1];
+    let mut acc = vec![0f64; rows * w];
+    for (t, &id) in ids.data.iter().enumerate() {
+        if id < 0 || id as usize >= rows {
+            return Err(format!("index {id} out of range for {rows} rows"));
+        }
+        let r = id as usize * w;
+        for (a, &u) in acc[r..r + w]
+            .iter_mut()
+            .zip(&updates.data[t * w..(t + 1) * w])
+        {
+            *a += u as f64;
+        }
+    }
+    Ok(Tensor {
+        shape: vec![rows, w],
+        data: acc.into_iter().map(|x| x as f32).collect(),
+    })
+}
+
 /// `x` [S, ..] with its last T rows replaced by `new` [T, ..].
 pub fn update_tail(x: &F32Tensor, new: &F32Tensor) -> Result<F32Tensor, String> {
     let (Some(&s), Some(&t)) = (x.shape.first(), new.shape.first()) else {

@@ -194,6 +194,10 @@ fn eval_node(
             let ts: Vec<&F32Tensor> = (0..args.len()).map(f).collect::<Result<_, _>>()?;
             Value::F(k::concat(&ts, *axis)?)
         }
+        Op::ScatterAdd { rows } => match args[0] {
+            Value::I(ids) => Value::F(k::scatter_add(ids, f(1)?, *rows as usize)?),
+            _ => return Err("scatter_add ids must be i64".into()),
+        },
         Op::Gather => match args[1] {
             Value::I(ids) => Value::F(k::gather(f(0)?, ids)?),
             _ => return Err("gather ids must be i64".into()),

@@ -197,6 +197,24 @@ pub enum Body {
     MatMul(Box<MatMul>),
     Attention(Box<Attention>),
     Scan(Box<Scan>),
+    /// `out[index(t), j] += expr(t, j)` for t in 0..n, after `out` [rows, width] is
+    /// zeroed: a scatter-add (an embedding's gradient). `index` uses `Var(0)` = t, `expr`
+    /// t and j. Parallel over blocks of [`SCATTER_COLUMNS`] columns, each adding every t
+    /// in order: disjoint writes, and the same sums whatever the thread count.
+    Scatter(Box<Scatter>),
+}
+
+/// Columns per parallel iteration of a scatter kernel.
+pub const SCATTER_COLUMNS: u64 = 16;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scatter {
+    pub out: BufId,
+    pub rows: Ix,
+    pub width: Ix,
+    pub n: Ix,
+    pub index: Ix,
+    pub expr: Expr,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -470,6 +488,7 @@ impl Kernel {
             Body::Map { out, .. } | Body::Reduce { out, .. } => vec![*out],
             Body::MatMul(m) => vec![m.out],
             Body::Attention(a) => vec![a.out.buf],
+            Body::Scatter(s) => vec![s.out],
             Body::Scan(_) => self.buffers(),
         }
     }
@@ -509,6 +528,13 @@ impl Kernel {
                 for e in a.bias.iter().chain(&a.key_mask) {
                     e.visit_bufs(f);
                 }
+            }
+            Body::Scatter(s) => {
+                f(s.out);
+                for x in [&s.rows, &s.width, &s.n, &s.index] {
+                    x.visit_bufs(f);
+                }
+                s.expr.visit_bufs(f);
             }
             Body::Scan(s) => {
                 for (a, b, _) in s.init.iter().chain(&s.update).chain(&s.finish) {
@@ -565,6 +591,13 @@ impl Kernel {
                     e.rename_bufs(f);
                 }
             }
+            Body::Scatter(s) => {
+                f(&mut s.out);
+                for x in [&mut s.rows, &mut s.width, &mut s.n, &mut s.index] {
+                    x.rename_bufs(f);
+                }
+                s.expr.rename_bufs(f);
+            }
             Body::Scan(s) => {
                 for (a, b, _) in s.init.iter_mut().chain(&mut s.update).chain(&mut s.finish) {
                     f(a);
@@ -602,6 +635,7 @@ impl Kernel {
             Body::Reduce { .. } => "reduce",
             Body::MatMul(_) => "matmul",
             Body::Attention(_) => "attention",
+            Body::Scatter(_) => "scatter",
             Body::Scan(_) => "scan",
         }
     }

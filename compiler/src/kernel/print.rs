@@ -126,6 +126,22 @@ fn kernel(s: &mut String, i: usize, k: &Kernel, depth: usize) {
                 let _ = writeln!(s, "{pad}  ring {} (key p at row p mod it)", ix(r));
             }
         }
+        Body::Scatter(sc) => {
+            let _ = writeln!(
+                s,
+                "scatter_add rows {} width {} n {} parallel columns",
+                ix(&sc.rows),
+                ix(&sc.width),
+                ix(&sc.n)
+            );
+            let _ = writeln!(
+                s,
+                "{pad}  b{}[{}, v1] += {}",
+                sc.out,
+                ix(&sc.index),
+                e(&sc.expr)
+            );
+        }
         Body::Scan(sc) => {
             let _ = writeln!(
                 s,

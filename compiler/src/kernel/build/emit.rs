@@ -47,6 +47,21 @@ impl<'g, 'p> Cx<'g, 'p> {
                     }
                 }
                 Op::Scan { .. } => Body::Scan(Box::new(self.scan(id)?)),
+                Op::ScatterAdd { .. } => {
+                    let (ids, upd) = (node.inputs[0], node.inputs[1]);
+                    let t = Ix::Var(0);
+                    let shape = &node.shape;
+                    let n = self.dim(&self.node(ids).shape[0])?;
+                    let rows = self.dim(&shape[0])?;
+                    Body::Scatter(Box::new(crate::kernel::Scatter {
+                        out: self.out_buf(id)?,
+                        index: self.index(ids, &[t])?.clamp(rows.clone().sub(Ix::c(1))),
+                        rows,
+                        width: self.dim(&shape[1])?,
+                        n,
+                        expr: self.value(upd, &Self::vars(2))?,
+                    }))
+                }
                 Op::UpdateRing => {
                     // Row t of the new rows goes to ring row (L − T + t) mod R: a per-row
                     // offset over the new rows' own linear position.

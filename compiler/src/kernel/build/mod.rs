@@ -256,7 +256,8 @@ impl<'g, 'p> Cx<'g, 'p> {
                 | Op::Reduce { .. }
                 | Op::TupleGet { .. }
                 | Op::UpdateTail
-                | Op::UpdateRing => (true, 1),
+                | Op::UpdateRing
+                | Op::ScatterAdd { .. } => (true, 1),
                 Op::Const { .. } | Op::Iota { .. } => (false, 0),
                 Op::Reshape | Op::Permute { .. } | Op::Broadcast | Op::Slice { .. } => {
                     (false, input_cost)

@@ -110,4 +110,42 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             })
         })
     }
+
+    /// A scatter-add over column blocks `begin..end`: zero the block in every row, then
+    /// add each step's values into the row its index picks, steps in order.
+    pub(super) fn scatter(
+        &self,
+        fx: &Fx<'ctx>,
+        begin: IntValue<'ctx>,
+        end: IntValue<'ctx>,
+        s: &crate::kernel::Scatter,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let rows = self.ix(fx, &s.rows, &[])?;
+        let w = self.ix(fx, &s.width, &[])?;
+        let n = self.ix(fx, &s.n, &[])?;
+        let outp = self.buf(fx, s.out)?;
+        let cols = ir.int(crate::kernel::SCATTER_COLUMNS);
+        ir.for_range(fx.f, "cb", begin, end, 1, |cb| {
+            let c0 = ir.mul(cb, cols)?;
+            let c1 = ir.min(ir.add(c0, cols)?, w)?;
+            ir.for_range(fx.f, "zr", ir.int(0), rows, 1, |r| {
+                let base = ir.mul(r, w)?;
+                ir.for_range(fx.f, "zj", c0, c1, 1, |j| {
+                    ir.store(ir.at(outp, ir.add(base, j)?)?, m.c(0.0))
+                })
+            })?;
+            ir.for_range(fx.f, "t", ir.int(0), n, 1, |t| {
+                let row = self.ix(fx, &s.index, &[t])?;
+                let base = ir.mul(row, w)?;
+                ir.for_range(fx.f, "j", c0, c1, 1, |j| {
+                    let p = ir.at(outp, ir.add(base, j)?)?;
+                    let old = ir.load_f32(p)?.into_float_value();
+                    let v = self.expr(fx, &s.expr, &[t, j])?;
+                    ir.store(p, ir.b.build_float_add(old, v, "")?)
+                })
+            })
+        })
+    }
 }

@@ -345,6 +345,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             } => self.reduce(&fx, begin, end, *out, extents, *axis, *op, expr)?,
             Body::MatMul(m) => self.matmul(&fx, begin, end, m)?,
             Body::Attention(a) => self.attention(&fx, begin, end, a)?,
+            Body::Scatter(s) => self.scatter(&fx, begin, end, s)?,
             Body::Scan(s) => self.scan(&fx, s, &nested)?,
         }
         ir.b.build_return(None)?;
@@ -384,6 +385,11 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                     .mul(self.ir.mul(c(&m.batch)?, bl.row_blocks)?, bl.col_blocks)
             }
             Body::Attention(a) => prod(&a.sizes[..3]),
+            Body::Scatter(s) => {
+                let cols = crate::kernel::SCATTER_COLUMNS;
+                let w = self.ir.add(c(&s.width)?, self.ir.int(cols - 1))?;
+                Ok(self.ir.b.build_int_signed_div(w, self.ir.int(cols), "")?)
+            }
             Body::Scan(_) => Ok(self.ir.int(1)),
         }
     }
