@@ -4,6 +4,7 @@
 pub mod autodiff;
 pub mod backend;
 pub mod cli;
+pub mod collate;
 pub mod diagram;
 pub mod eval;
 pub mod expand;

@@ -305,6 +305,10 @@ enum Command {
         /// it; repeatable).
         #[arg(long)]
         freeze: Vec<String>,
+        /// MLM and BART noising without labels in the data: the mask token's id (default:
+        /// the tokenizer's [MASK] or <mask>).
+        #[arg(long)]
+        mask_id: Option<i64>,
     },
     /// Sentence embeddings: texts tokenized with a tokenizer.json, run through an encoder,
     /// pooled per text (sentence-transformers' recipe with mean pooling and --normalize).
@@ -551,6 +555,7 @@ fn run(cli: Cli) -> ExitCode {
             decoder_start,
             pad_id,
             freeze,
+            mask_id,
         } => {
             let parsed: Vec<Result<f64, _>> = betas.split(',').map(|b| b.trim().parse()).collect();
             let betas = match parsed.as_slice() {
@@ -588,6 +593,7 @@ fn run(cli: Cli) -> ExitCode {
                 decoder_start,
                 pad_id,
                 freeze: &freeze,
+                mask_id,
             })
         }
         Command::ImportHf {

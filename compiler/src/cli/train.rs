@@ -4,6 +4,7 @@
 //! checkpoints that resume bit for bit.
 
 use super::load_model;
+use crate::collate;
 use crate::interp::Value;
 use crate::package::{BuildOptions, PackageKind};
 use crate::tensor::Tensor;
@@ -50,6 +51,8 @@ pub struct TrainArgs<'a> {
     pub pad_id: i64,
     /// Parameters not trained (canonical names; `prefix.` for all under it).
     pub freeze: &'a [String],
+    /// The mask token of MLM and BART noising (default: the tokenizer's).
+    pub mask_id: Option<i64>,
 }
 
 pub fn run(args: &TrainArgs) -> ExitCode {
@@ -159,7 +162,12 @@ impl Data {
     /// Plain text (one document per line) or .jsonl with a `text` field: each document
     /// tokenized and followed by the end-of-text token when the tokenizer has one, the
     /// stream cut into rows of `seq` tokens (the remainder dropped).
-    pub fn text(path: &Path, tokenizer: &Path, seq: usize) -> Result<Data, String> {
+    pub fn text(
+        path: &Path,
+        tokenizer: &Path,
+        seq: usize,
+        wrap: Option<(u32, u32)>,
+    ) -> Result<Data, String> {
         let tok = crate::tokenize::Tokenizer::load(tokenizer)?;
         let raw = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -192,6 +200,26 @@ impl Data {
                     stream.push(e as i64);
                 }
             }
+        }
+        if let Some((first, last)) = wrap {
+            // Rows of seq − 2 tokens between the two special tokens.
+            let inner = seq.saturating_sub(2).max(1);
+            let rows = stream.len() / inner;
+            let mut wrapped = Vec::with_capacity(rows * (inner + 2));
+            for r in stream.chunks_exact(inner) {
+                wrapped.push(first as i64);
+                wrapped.extend_from_slice(r);
+                wrapped.push(last as i64);
+            }
+            let mut tensors = BTreeMap::new();
+            tensors.insert(
+                "input_ids".to_string(),
+                Tensor {
+                    shape: vec![rows, inner + 2],
+                    data: wrapped,
+                },
+            );
+            return Ok(Data { rows, tensors });
         }
         let rows = stream.len() / seq.max(1);
         stream.truncate(rows * seq);
@@ -226,8 +254,147 @@ pub struct Batcher<'a> {
     pub shuffle: Option<u64>,
     pub decoder_start: i64,
     pub pad_id: i64,
+    /// Makes inputs and labels from rows that have no labels (MLM, span corruption,
+    /// denoising).
+    pub collator: Option<Collator>,
     /// Epoch → its row order (shuffled), cached.
     order: Option<(usize, Vec<usize>)>,
+}
+
+/// An objective's collator with its token ids and seed.
+#[derive(Debug, Clone)]
+pub enum Collator {
+    /// BERT's static or RoBERTa's dynamic masking.
+    Mlm {
+        cfg: collate::Mlm,
+        dynamic: bool,
+        seed: u64,
+    },
+    /// T5's span corruption; `eos` ends inputs and targets.
+    Span {
+        rate: f64,
+        mean_span: f64,
+        vocab: u64,
+        eos: Option<i64>,
+        seed: u64,
+    },
+    /// BART's noising; the target is the row.
+    Denoise { cfg: collate::Denoise, seed: u64 },
+}
+
+impl Collator {
+    /// The collator `spec`'s objectives need when the data has no labels, with the token
+    /// ids from `tok` (or the flags); `None` for next-token models.
+    pub fn for_spec(
+        spec: &ArchSpec,
+        tok: Option<&crate::tokenize::Tokenizer>,
+        mask_id: Option<i64>,
+        pad_id: i64,
+        seed: u64,
+    ) -> Result<Option<Collator>, String> {
+        let id = |names: &[&str]| {
+            tok.and_then(|t| names.iter().find_map(|n| t.token_to_id(n)))
+                .map(|x| x as i64)
+        };
+        let mask = || {
+            mask_id.or_else(|| id(&["[MASK]", "<mask>"])).ok_or_else(|| {
+                "masking needs the mask token's id: --mask-id ID, or a --tokenizer that has [MASK] or <mask>".to_string()
+            })
+        };
+        for o in &spec.objectives {
+            match o {
+                Objective::Mlm {
+                    rate,
+                    mask: m,
+                    random,
+                    dynamic,
+                } if spec.family == Family::EncoderOnly => {
+                    let mut special: Vec<i64> = ["[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>"]
+                        .iter()
+                        .filter_map(|n| id(&[n]))
+                        .collect();
+                    special.push(pad_id);
+                    return Ok(Some(Collator::Mlm {
+                        cfg: collate::Mlm {
+                            rate: *rate,
+                            mask: *m,
+                            random: *random,
+                            mask_id: mask()?,
+                            vocab: spec.vocab,
+                            special,
+                        },
+                        dynamic: *dynamic,
+                        seed,
+                    }));
+                }
+                Objective::SpanCorruption { rate, mean_span } => {
+                    return Ok(Some(Collator::Span {
+                        rate: *rate,
+                        mean_span: *mean_span,
+                        vocab: spec.vocab,
+                        eos: id(&["</s>"]),
+                        seed,
+                    }))
+                }
+                Objective::Denoise {
+                    token_mask,
+                    token_delete,
+                    text_infill,
+                    lambda,
+                    sentence_permute,
+                    document_rotate,
+                } => {
+                    let full_stops: Vec<i64> =
+                        [".", "Ġ.", "▁."].iter().filter_map(|n| id(&[n])).collect();
+                    return Ok(Some(Collator::Denoise {
+                        cfg: collate::Denoise {
+                            token_mask: *token_mask,
+                            token_delete: *token_delete,
+                            text_infill: *text_infill,
+                            lambda: *lambda,
+                            sentence_permute: *sentence_permute,
+                            document_rotate: *document_rotate,
+                            mask_id: mask()?,
+                            full_stops,
+                        },
+                        seed,
+                    }));
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// (input, labels) of one row (`row` of the data, seen in `epoch`).
+    fn apply(&self, ids: &[i64], row: u64, epoch: u64) -> (Vec<i64>, Vec<i64>) {
+        match self {
+            Collator::Mlm { cfg, dynamic, seed } => {
+                let mut rng = collate::row_rng(*seed, row, dynamic.then_some(epoch));
+                collate::mlm(ids, cfg, &mut rng)
+            }
+            Collator::Span {
+                rate,
+                mean_span,
+                vocab,
+                eos,
+                seed,
+            } => {
+                let mut rng = collate::row_rng(*seed, row, Some(epoch));
+                let (mut i, mut t) =
+                    collate::span_corruption(ids, *rate, *mean_span, *vocab, &mut rng);
+                if let Some(e) = eos {
+                    i.push(*e);
+                    t.push(*e);
+                }
+                (i, t)
+            }
+            Collator::Denoise { cfg, seed } => {
+                let mut rng = collate::row_rng(*seed, row, Some(epoch));
+                (collate::denoise(ids, cfg, &mut rng), ids.to_vec())
+            }
+        }
+    }
 }
 
 impl<'a> Batcher<'a> {
@@ -238,6 +405,7 @@ impl<'a> Batcher<'a> {
             shuffle,
             decoder_start: 0,
             pad_id: 0,
+            collator: None,
             order: None,
         }
     }
@@ -260,6 +428,59 @@ impl<'a> Batcher<'a> {
         self.order.as_ref().map_or(i, |(_, p)| p[i])
     }
 
+    /// The collator's tensors for `rows`: `input_ids`, `labels` and, where the rows come
+    /// out of different lengths, an `attention_mask` (inputs padded with the pad id,
+    /// labels with −100). Positions the data's own mask marks as padding are not scored.
+    #[allow(clippy::type_complexity)]
+    fn collate(
+        &self,
+        c: &Collator,
+        rows: &[usize],
+        epoch: usize,
+    ) -> Vec<(&'static str, Vec<usize>, Vec<i64>)> {
+        let d = self.data;
+        let mut inputs = Vec::new();
+        let mut labels = Vec::new();
+        for &r in rows {
+            let ids = d.row("input_ids", r).unwrap_or(&[]);
+            let (mut i, mut l) = c.apply(ids, r as u64, epoch as u64);
+            if let Some(m) = d.row("attention_mask", r) {
+                if matches!(c, Collator::Mlm { .. }) {
+                    for (k, &keep) in m.iter().enumerate() {
+                        if keep == 0 {
+                            i[k] = ids[k];
+                            l[k] = crate::train::IGNORE;
+                        }
+                    }
+                }
+            }
+            let limit = self.spec.context as usize;
+            i.truncate(limit);
+            l.truncate(limit);
+            inputs.push(i);
+            labels.push(l);
+        }
+        let pad = |rows: Vec<Vec<i64>>, with: i64| {
+            let w = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
+            let mut data = Vec::with_capacity(rows.len() * w);
+            let mut mask = Vec::with_capacity(rows.len() * w);
+            for r in &rows {
+                data.extend_from_slice(r);
+                data.extend(std::iter::repeat_n(with, w - r.len()));
+                mask.extend(std::iter::repeat_n(1, r.len()));
+                mask.extend(std::iter::repeat_n(0, w - r.len()));
+            }
+            (vec![rows.len(), w], data, mask)
+        };
+        let (is, iv, im) = pad(inputs, self.pad_id);
+        let (ls, lv, _) = pad(labels, crate::train::IGNORE);
+        let mut out = vec![("input_ids", is.clone(), iv), ("labels", ls, lv)];
+        if !matches!(c, Collator::Mlm { .. }) {
+            out.push(("attention_mask", is, im));
+        }
+        out
+    }
+
     /// The inputs of the micro-batch of `batch` rows starting at global position `pos`.
     pub fn batch(
         &mut self,
@@ -268,7 +489,18 @@ impl<'a> Batcher<'a> {
     ) -> Result<HashMap<String, HostTensor>, String> {
         let rows: Vec<usize> = (pos..pos + batch).map(|p| self.data_row(p)).collect();
         let d = self.data;
+        let collated = match &self.collator {
+            Some(c) if !d.tensors.contains_key("labels") => {
+                Some(self.collate(c, &rows, pos / d.rows))
+            }
+            _ => None,
+        };
         let gather = |name: &str| -> Option<(Vec<usize>, Vec<i64>)> {
+            if let Some(c) = &collated {
+                if let Some((_, s, v)) = c.iter().find(|(n, _, _)| *n == name) {
+                    return Some((s.clone(), v.clone()));
+                }
+            }
             let w = d.width(name)?;
             let mut v = Vec::with_capacity(batch * w);
             for &r in &rows {
@@ -426,17 +658,48 @@ fn train(args: &TrainArgs) -> Result<(), String> {
                 args.data.display()
             )
         })?;
-        if spec.family != Family::DecoderOnly {
+        let sentence_tasks = spec
+            .objectives
+            .iter()
+            .any(|o| matches!(o, Objective::Nsp | Objective::Sop));
+        if sentence_tasks {
             return Err(format!(
-                "text data is built for next-token training of decoder-only models; model `{}` needs pre-tokenized data with labels",
+                "model `{}` has a sentence-pair objective (nsp/sop): it trains on pre-tokenized pairs with `next_sentence_label` / `sentence_order_label` (pair creation from text is not built)",
                 spec.name
             ));
         }
         let seq = args.seq_len.unwrap_or(128).min(spec.context as usize);
-        Data::text(args.data, tok, seq)?
+        // An encoder's rows are wrapped in the tokenizer's [CLS] … [SEP] (or <s> … </s>).
+        let wrap = if spec.family == Family::EncoderOnly {
+            let t = crate::tokenize::Tokenizer::load(tok)?;
+            let id = |a: &str, b: &str| t.token_to_id(a).or_else(|| t.token_to_id(b));
+            id("[CLS]", "<s>").zip(id("[SEP]", "</s>"))
+        } else {
+            None
+        };
+        Data::text(args.data, tok, seq, wrap)?
     } else {
         Data::read(args.data)?
     };
+    let collator = if data.tensors.contains_key("labels") || spec.family == Family::DecoderOnly {
+        None
+    } else {
+        let tok = args
+            .tokenizer
+            .map(crate::tokenize::Tokenizer::load)
+            .transpose()?;
+        Collator::for_spec(
+            &spec,
+            tok.as_ref(),
+            args.mask_id,
+            args.pad_id,
+            args.seed.unwrap_or(0),
+        )?
+    };
+    let pads = matches!(
+        collator,
+        Some(Collator::Span { .. } | Collator::Denoise { .. })
+    );
     let per_step = args.batch * args.accum as usize;
     if data.rows < args.batch {
         return Err(format!(
@@ -462,7 +725,7 @@ fn train(args: &TrainArgs) -> Result<(), String> {
             attention_mask: false,
             frozen: args.freeze.to_vec(),
         }),
-        attention_mask: data.tensors.contains_key("attention_mask"),
+        attention_mask: data.tensors.contains_key("attention_mask") || pads,
         verbose: true,
         ..BuildOptions::host()?
     };
@@ -560,6 +823,7 @@ fn train(args: &TrainArgs) -> Result<(), String> {
     let mut batcher = Batcher::new(&spec, &data, shuffle);
     batcher.decoder_start = args.decoder_start;
     batcher.pad_id = args.pad_id;
+    batcher.collator = collator;
     let tty = std::io::stderr().is_terminal();
     let every = (args.steps / 20).max(1);
     let began = Instant::now();
