@@ -112,6 +112,43 @@ def seq2seq_data(name, vocab, tgt=6):
     return {"input_ids": x, "labels": labels}
 
 
+def dpo_data(name, vocab):
+    g = gen(name)
+    n = STEPS * BATCH
+    data = {
+        "chosen_ids": ids(g, vocab, n, T),
+        "rejected_ids": ids(g, vocab, n, T),
+        "prompt_lengths": torch.randint(2, 5, (n,), generator=g, dtype=torch.int64),
+    }
+    # Every fourth rejected response is two tokens shorter (right padding).
+    m = torch.ones(n, T, dtype=torch.int64)
+    data["chosen_attention_mask"] = m.clone()
+    m[::4, T - 2 :] = 0
+    data["rejected_attention_mask"] = m
+    return data
+
+
+def dpo_logps(model, ids, mask, prompt):
+    """Each row's summed log-probability of its response tokens."""
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    labels = ids[:, 1:]
+    pos = torch.arange(ids.shape[1])[None, 1:]
+    scored = (pos >= prompt[:, None]) & (mask[:, 1:] != 0)
+    lp = torch.log_softmax(logits, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    return (lp * scored).sum(-1)
+
+
+def dpo_loss(policy, reference, batch, beta):
+    """The DPO paper's loss (Rafailov et al. 2023, eq. 7), averaged over pairs."""
+    c = (batch["chosen_ids"], batch["chosen_attention_mask"])
+    r = (batch["rejected_ids"], batch["rejected_attention_mask"])
+    p = batch["prompt_lengths"]
+    with torch.no_grad():
+        rc, rr = dpo_logps(reference, *c, p), dpo_logps(reference, *r, p)
+    pc, pr = dpo_logps(policy, *c, p), dpo_logps(policy, *r, p)
+    return -torch.nn.functional.logsigmoid(beta * ((pc - rc) - (pr - rr))).mean()
+
+
 MODELS = {
     # name: (fixture dir, HF class, data maker, settings)
     "gpt2": ("gpt2", "GPT2LMHeadModel", lambda v: decoder_data("gpt2", v), {"schedule": "linear", "warmup": 2}),
@@ -122,6 +159,7 @@ MODELS = {
         {"accum": 2, "schedule": "cosine", "warmup": 1, "clip": 0.5},
     ),
     "gpt2_sgd": ("gpt2", "GPT2LMHeadModel", lambda v: decoder_data("gpt2_sgd", v), {"optimizer": "sgd", "lr": 0.05}),
+    "gpt2_dpo": ("gpt2", "GPT2LMHeadModel", lambda v: dpo_data("gpt2_dpo", v), {"dpo_beta": 0.1}),
     "llama": ("llama", "LlamaForCausalLM", lambda v: decoder_data("llama", v, mask=True), {}),
     "mamba": ("mamba", "MambaForCausalLM", lambda v: decoder_data("mamba", v), {}),
     "rwkv": ("rwkv", "RwkvForCausalLM", lambda v: decoder_data("rwkv", v), {}),
@@ -162,9 +200,16 @@ def make(name):
     model = getattr(tf, cls).from_pretrained(os.path.join(HF, src), torch_dtype=torch.float32)
     model.eval()
     cfg = model.config
+    reference = None
+    if "dpo_beta" in s:
+        import copy
+
+        reference = copy.deepcopy(model)
+        for p in reference.parameters():
+            p.requires_grad_(False)
     data = data_fn(cfg.vocab_size)
     n_rows = STEPS * BATCH * s["accum"]
-    if data["input_ids"].shape[0] < n_rows:
+    if next(iter(data.values())).shape[0] < n_rows:
         # More rows for accumulation: the same maker, repeated with fresh draws.
         more = data_fn(cfg.vocab_size)
         data = {k: torch.cat([v, torch.roll(more[k], 1, 0)])[:n_rows] for k, v in data.items()}
@@ -191,11 +236,14 @@ def make(name):
         for j in range(s["accum"]):
             lo = step * per_step + j * BATCH
             batch = {k: v[lo : lo + BATCH] for k, v in data.items()}
-            if "labels" not in batch:
-                batch["labels"] = decoder_labels(batch)
-            out = model(**batch)
-            total += out.loss.item()
-            (out.loss / s["accum"]).backward()
+            if reference is not None:
+                loss = dpo_loss(model, reference, batch, s["dpo_beta"])
+            else:
+                if "labels" not in batch:
+                    batch["labels"] = decoder_labels(batch)
+                loss = model(**batch).loss
+            total += loss.item()
+            (loss / s["accum"]).backward()
         losses.append(total / s["accum"])
         if s["clip"] > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), s["clip"])

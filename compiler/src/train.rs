@@ -116,7 +116,12 @@ pub fn losses(spec: &ArchSpec) -> Result<Vec<&'static str>, String> {
                 )
             }
             Objective::Dpo { .. } => {
-                return Err("training the `dpo` objective is not built yet".into())
+                if spec.family != Family::DecoderOnly {
+                    return Err(
+                        "training `dpo` is built for decoder-only models".into()
+                    );
+                }
+                out.push("dpo")
             }
         }
     }
@@ -145,11 +150,52 @@ pub fn label_inputs(spec: &ArchSpec) -> Result<Vec<(&'static str, Vec<Dim>)>, St
                 out.push(("labels", vec![Dim::sym(BATCH), Dim::sym(t)]));
             }
             "nsp" => out.push(("next_sentence_label", vec![Dim::sym(BATCH)])),
+            "dpo" => {
+                out.push(("labels", vec![Dim::sym(BATCH), Dim::sym(SEQ)]));
+                out.push((DPO_REFERENCE, vec![Dim::sym(BATCH)]));
+            }
             "sop" => out.push(("sentence_order_label", vec![Dim::sym(BATCH)])),
             _ => {}
         }
     }
     Ok(out)
+}
+
+/// The DPO input holding the frozen reference model's log-probability of each row's
+/// response (f32 [batch]).
+pub const DPO_REFERENCE: &str = "ref_logp";
+
+/// Each row's log-probability of its labelled tokens: Σ_t log softmax(logits[t − 1])[labels[t]]
+/// over the positions whose label is not −100 (a response's log-likelihood under the
+/// model, as DPO scores it). `logits` [B, T, V], `labels` [B, T] → [B].
+pub fn sequence_logp(g: &mut Graph, logits: NodeId, labels: NodeId) -> NodeId {
+    let shape = g.shape(logits).clone();
+    let b = shape.first().cloned().unwrap_or(Dim::c(1));
+    let labels = g.cast(labels, DType::F32);
+    let next = g.shift(labels, 1, -1);
+    let t = shape.get(1).cloned().unwrap_or(Dim::c(1));
+    let one = g.constant(1.0);
+    let ones = g.broadcast(one, vec![b.clone(), t.clone()]);
+    let scored = g.shift(ones, 1, -1);
+    let ignore = g.constant(IGNORE as f64);
+    let ignored = g.binary(BinaryOp::Eq, next, ignore);
+    let counted = g.scale_add(ignored, -1.0, 1.0);
+    let keep = g.mul(scored, counted);
+    let max = g.reduce(ReduceOp::Max, logits, 2);
+    let centred = g.sub(logits, max);
+    let exp = g.unary(UnaryOp::Exp, centred);
+    let total = g.reduce(ReduceOp::Sum, exp, 2);
+    let lse = g.unary(UnaryOp::Log, total);
+    let classes = g.iota(shape, 2);
+    let target = g.reshape(next, vec![b.clone(), t.clone(), Dim::c(1)]);
+    let one_hot = g.binary(BinaryOp::Eq, classes, target);
+    let picked = g.mul(one_hot, centred);
+    let picked = g.reduce(ReduceOp::Sum, picked, 2);
+    let logp = g.sub(picked, lse);
+    let logp = g.reshape(logp, vec![b.clone(), t]);
+    let logp = g.mul(logp, keep);
+    let s = g.reduce(ReduceOp::Sum, logp, 1);
+    g.reshape(s, vec![b])
 }
 
 /// The mean cross-entropy of `logits` [.., V] against integer `labels` [..] (−100
@@ -262,7 +308,34 @@ pub fn loss_graph(spec: &ArchSpec, attention_mask: bool) -> Result<Graph, String
                 let labels = g.input(input, vec![Dim::sym(BATCH)], DType::I64);
                 parts.push(cross_entropy(&mut g, logits, labels, false));
             }
-            _ => unreachable!("losses() names only lm, nsp and sop"),
+            "dpo" => {
+                // Rows are the chosen responses, then the rejected ones (batch = 2·pairs):
+                // −log σ(β·((π(y_w) − π_ref(y_w)) − (π(y_l) − π_ref(y_l)))), the DPO
+                // paper's loss, averaged over pairs.
+                let beta = spec
+                    .objectives
+                    .iter()
+                    .find_map(|o| match o {
+                        Objective::Dpo { beta } => Some(*beta),
+                        _ => None,
+                    })
+                    .unwrap_or(0.1);
+                let logits = output_of(&g, "logits")?;
+                let labels = g.input("labels", vec![Dim::sym(BATCH), Dim::sym(SEQ)], DType::I64);
+                let reference = g.input(DPO_REFERENCE, vec![Dim::sym(BATCH)], DType::F32);
+                let logp = sequence_logp(&mut g, logits, labels);
+                let diff = g.sub(logp, reference);
+                let pairs = Dim::sym(BATCH).div_by(2);
+                let two = g.reshape(diff, vec![Dim::c(2), pairs.clone()]);
+                let chosen = g.slice(two, 0, 0, 1);
+                let rejected = g.slice(two, 0, 1, 1);
+                let margin = g.sub(chosen, rejected);
+                let margin = g.scale(margin, -beta);
+                let l = g.unary(UnaryOp::Softplus, margin);
+                let l = g.reduce(ReduceOp::Mean, l, 1);
+                parts.push(g.reshape(l, Vec::new()));
+            }
+            _ => unreachable!("losses() names only lm, nsp, sop and dpo"),
         }
     }
     let loss = parts.iter().skip(1).fold(parts[0], |acc, &p| g.add(acc, p));

@@ -81,6 +81,11 @@ const DATA_TENSORS: &[&str] = &[
     "decoder_input_ids",
     "next_sentence_label",
     "sentence_order_label",
+    "chosen_ids",
+    "rejected_ids",
+    "prompt_lengths",
+    "chosen_attention_mask",
+    "rejected_attention_mask",
 ];
 
 impl Data {
@@ -90,12 +95,6 @@ impl Data {
         let values = crate::tensor_io::read_values(path)?;
         let mut tensors = BTreeMap::new();
         for (name, v) in values {
-            if ["chosen_ids", "rejected_ids", "prompt_lengths"].contains(&name.as_str()) {
-                return Err(format!(
-                    "{}: `{name}` is DPO data; training the `dpo` objective is not built yet",
-                    path.display()
-                ));
-            }
             if !DATA_TENSORS.contains(&name.as_str()) {
                 return Err(format!(
                     "{}: unexpected tensor `{name}` (training data holds {})",
@@ -111,19 +110,34 @@ impl Data {
             };
             tensors.insert(name, t);
         }
-        let ids = tensors
-            .get("input_ids")
-            .ok_or_else(|| format!("{}: no `input_ids` tensor", path.display()))?;
+        let key = Data::key_of(&tensors).ok_or_else(|| {
+            format!(
+                "{}: no `input_ids` tensor (or `chosen_ids` and `rejected_ids` for DPO)",
+                path.display()
+            )
+        })?;
+        let ids = &tensors[key];
         if ids.shape.len() != 2 || ids.shape[1] == 0 {
             return Err(format!(
-                "{}: `input_ids` must be [rows, tokens], it is {:?}",
+                "{}: `{key}` must be [rows, tokens], it is {:?}",
                 path.display(),
                 ids.shape
             ));
         }
         let rows = ids.shape[0];
+        if key == "chosen_ids" {
+            for need in ["rejected_ids", "prompt_lengths"] {
+                if !tensors.contains_key(need) {
+                    return Err(format!("{}: DPO data needs `{need}`", path.display()));
+                }
+            }
+        }
         for (name, t) in &tensors {
-            let rank = if name.ends_with("_label") { 1 } else { 2 };
+            let rank = if name.ends_with("_label") || name == "prompt_lengths" {
+                1
+            } else {
+                2
+            };
             if t.shape.len() != rank || t.shape[0] != rows {
                 return Err(format!(
                     "{}: `{name}` has shape {:?}, expected {} rows{}",
@@ -139,6 +153,9 @@ impl Data {
             }
         }
         for pair in [
+            ("chosen_ids", "rejected_ids"),
+            ("chosen_ids", "chosen_attention_mask"),
+            ("chosen_ids", "rejected_attention_mask"),
             ("input_ids", "attention_mask"),
             ("input_ids", "token_type_ids"),
             ("labels", "decoder_input_ids"),
@@ -234,6 +251,20 @@ impl Data {
         Ok(Data { rows, tensors })
     }
 
+    /// The tensor whose rows are the examples: `input_ids`, or DPO's `chosen_ids`.
+    fn key_of(tensors: &BTreeMap<String, Tensor<i64>>) -> Option<&'static str> {
+        ["input_ids", "chosen_ids"]
+            .into_iter()
+            .find(|k| tensors.contains_key(*k))
+    }
+
+    /// Tokens per row.
+    pub fn width_of_rows(&self) -> usize {
+        Data::key_of(&self.tensors)
+            .and_then(|k| self.width(k))
+            .unwrap_or(0)
+    }
+
     fn row<'a>(&'a self, name: &str, r: usize) -> Option<&'a [i64]> {
         let t = self.tensors.get(name)?;
         let w: usize = t.shape[1..].iter().product();
@@ -257,6 +288,9 @@ pub struct Batcher<'a> {
     /// Makes inputs and labels from rows that have no labels (MLM, span corruption,
     /// denoising).
     pub collator: Option<Collator>,
+    /// DPO: the reference model's log-probability of every chosen response (rows 0..N)
+    /// and rejected response (N..2N).
+    pub dpo_reference: Option<Vec<f32>>,
     /// Epoch → its row order (shuffled), cached.
     order: Option<(usize, Vec<usize>)>,
 }
@@ -406,6 +440,7 @@ impl<'a> Batcher<'a> {
             decoder_start: 0,
             pad_id: 0,
             collator: None,
+            dpo_reference: None,
             order: None,
         }
     }
@@ -489,6 +524,9 @@ impl<'a> Batcher<'a> {
     ) -> Result<HashMap<String, HostTensor>, String> {
         let rows: Vec<usize> = (pos..pos + batch).map(|p| self.data_row(p)).collect();
         let d = self.data;
+        if let Some(reference) = &self.dpo_reference {
+            return dpo_batch(d, &rows, reference);
+        }
         let collated = match &self.collator {
             Some(c) if !d.tensors.contains_key("labels") => {
                 Some(self.collate(c, &rows, pos / d.rows))
@@ -608,6 +646,129 @@ impl<'a> Batcher<'a> {
     }
 }
 
+/// DPO's rows: the pairs' chosen responses then their rejected ones ([2·pairs, T]), labels
+/// on the response tokens only (−100 on the prompt and on padding), and the reference
+/// model's log-probability of each.
+pub fn dpo_batch(
+    d: &Data,
+    rows: &[usize],
+    reference: &[f32],
+) -> Result<HashMap<String, HostTensor>, String> {
+    let t = d.width("chosen_ids").unwrap_or(0);
+    let n = d.rows;
+    let (mut ids, mut labels, mut mask, mut refs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (which, mask_name, offset) in [
+        ("chosen_ids", "chosen_attention_mask", 0),
+        ("rejected_ids", "rejected_attention_mask", n),
+    ] {
+        for &r in rows {
+            let row = d.row(which, r).ok_or("DPO data without its responses")?;
+            let prompt = d
+                .row("prompt_lengths", r)
+                .and_then(|p| p.first().copied())
+                .unwrap_or(0);
+            if prompt < 0 || prompt as usize >= t {
+                return Err(format!(
+                    "`prompt_lengths` of row {r} is {prompt}: it must leave a response in rows of {t} tokens"
+                ));
+            }
+            let m = d.row(mask_name, r);
+            for (k, &x) in row.iter().enumerate() {
+                let real = m.is_none_or(|m| m[k] != 0);
+                ids.push(x);
+                labels.push(if (k as i64) < prompt || !real {
+                    crate::train::IGNORE
+                } else {
+                    x
+                });
+                mask.push(i64::from(real));
+            }
+            refs.push(reference[offset + r]);
+        }
+    }
+    let b = 2 * rows.len();
+    let mut out = HashMap::new();
+    out.insert("input_ids".to_string(), HostTensor::i64(vec![b, t], ids));
+    out.insert("labels".to_string(), HostTensor::i64(vec![b, t], labels));
+    out.insert(
+        crate::train::DPO_REFERENCE.to_string(),
+        HostTensor::f32(vec![b], refs),
+    );
+    if d.tensors.contains_key("chosen_attention_mask") {
+        out.insert(
+            "attention_mask".to_string(),
+            HostTensor::i64(vec![b, t], mask),
+        );
+    }
+    Ok(out)
+}
+
+/// The frozen reference model's log-probability of every DPO response (chosen rows, then
+/// rejected rows) under `params`: the forward program's logits, summed on the host in f64
+/// over each response's tokens.
+fn dpo_reference(
+    spec: &ArchSpec,
+    data: &Data,
+    params: &BTreeMap<String, Vec<f32>>,
+    threads: usize,
+    batch: usize,
+) -> Result<Vec<f32>, String> {
+    let masked = data.tensors.contains_key("chosen_attention_mask");
+    let opts = BuildOptions {
+        outputs: vec!["logits".into()],
+        attention_mask: masked,
+        ..BuildOptions::host()?
+    };
+    let built = crate::package::build(spec, &opts, None)?;
+    let package = Package::load(&built.dir).map_err(|e| e.to_string())?;
+    let weights =
+        Weights::from_tensors(package.manifest(), params.clone()).map_err(|e| e.to_string())?;
+    let mut session = Session::new(package, weights, threads).map_err(|e| e.to_string())?;
+    let n = data.rows;
+    let mut out = vec![0f32; 2 * n];
+    let rows: Vec<usize> = (0..n).collect();
+    for chunk in rows.chunks(batch.max(1)) {
+        let zeros = vec![0f32; 2 * n];
+        let mut inputs = dpo_batch(data, chunk, &zeros)?;
+        inputs.remove(crate::train::DPO_REFERENCE);
+        let labels = inputs.remove("labels").ok_or("no labels")?;
+        let outputs = session.run("forward", &inputs).map_err(|e| e.to_string())?;
+        let logits = outputs
+            .iter()
+            .find(|(n, _)| n == "logits")
+            .and_then(|(_, t)| t.as_f32())
+            .ok_or("the reference model has no logits")?;
+        let HostTensorI64(labels, t) = labels_of(&labels)?;
+        let v = spec.vocab as usize;
+        for (row, lab) in labels.chunks(t).enumerate() {
+            let mut s = 0f64;
+            for k in 1..t {
+                if lab[k] == crate::train::IGNORE {
+                    continue;
+                }
+                let l = &logits[(row * t + k - 1) * v..(row * t + k) * v];
+                let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let lse = l.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln() + max;
+                s += l[lab[k] as usize] as f64 - lse;
+            }
+            // Row `row` of the chunk's 2·len rows: chosen first, then rejected.
+            let (half, i) = (row / chunk.len(), row % chunk.len());
+            out[half * n + chunk[i]] = s as f32;
+        }
+    }
+    Ok(out)
+}
+
+struct HostTensorI64(Vec<i64>, usize);
+
+fn labels_of(t: &HostTensor) -> Result<HostTensorI64, String> {
+    match &t.data {
+        arch_runtime::HostData::I64(v) => Ok(HostTensorI64(v.clone(), t.shape[1])),
+        _ => Err("labels must be i64".into()),
+    }
+}
+
 fn train(args: &TrainArgs) -> Result<(), String> {
     let spec = load_model(args.target).ok_or("the spec has errors")?;
     crate::train::losses(&spec)?;
@@ -709,7 +870,22 @@ fn train(args: &TrainArgs) -> Result<(), String> {
             args.batch
         ));
     }
-    let t = data.tensors["input_ids"].shape[1];
+    let t = data.width_of_rows();
+    let dpo = spec
+        .objectives
+        .iter()
+        .any(|o| matches!(o, Objective::Dpo { .. }));
+    if dpo != data.tensors.contains_key("chosen_ids") {
+        return Err(if dpo {
+            format!("model `{}` trains with DPO: the data needs `chosen_ids`, `rejected_ids` and `prompt_lengths`", spec.name)
+        } else {
+            format!(
+                "{} is DPO data (`chosen_ids`), but model `{}` has no `dpo` objective",
+                args.data.display(),
+                spec.name
+            )
+        });
+    }
     if t as u64 > spec.context {
         return Err(format!(
             "rows of {t} tokens exceed the context of model `{}` ({})",
@@ -725,7 +901,9 @@ fn train(args: &TrainArgs) -> Result<(), String> {
             attention_mask: false,
             frozen: args.freeze.to_vec(),
         }),
-        attention_mask: data.tensors.contains_key("attention_mask") || pads,
+        attention_mask: data.tensors.contains_key("attention_mask")
+            || data.tensors.contains_key("chosen_attention_mask")
+            || pads,
         verbose: true,
         ..BuildOptions::host()?
     };
@@ -824,6 +1002,37 @@ fn train(args: &TrainArgs) -> Result<(), String> {
     batcher.decoder_start = args.decoder_start;
     batcher.pad_id = args.pad_id;
     batcher.collator = collator;
+    // DPO's frozen reference: the starting weights, scored once over all the data (a
+    // resumed run reads the scores from its checkpoint).
+    let reference: Option<Vec<f32>> = if dpo {
+        let kept = trainer
+            .state
+            .extra
+            .get("dpo_reference")
+            .and_then(|v| serde_json::from_value::<Vec<f32>>(v.clone()).ok());
+        match kept {
+            Some(r) if resuming => Some(r),
+            _ if resuming => {
+                return Err("the checkpoint has no DPO reference scores".into());
+            }
+            _ => {
+                eprintln!(
+                    "archc: scoring {} pairs with the reference model",
+                    data.rows
+                );
+                Some(dpo_reference(
+                    &spec,
+                    &data,
+                    &params,
+                    args.threads,
+                    args.batch,
+                )?)
+            }
+        }
+    } else {
+        None
+    };
+    batcher.dpo_reference = reference.clone();
     let tty = std::io::stderr().is_terminal();
     let every = (args.steps / 20).max(1);
     let began = Instant::now();
@@ -872,6 +1081,7 @@ fn train(args: &TrainArgs) -> Result<(), String> {
             "shuffle": shuffle,
             "naming": naming,
             "file_names": file_names,
+            "dpo_reference": reference,
         });
         if args.save_every.is_some_and(|n| n > 0 && step % n == 0) && step != args.steps {
             save(&trainer, &spec, args.out)?;
