@@ -329,3 +329,206 @@ fn rows(v: &[i64], batch: usize, what: &str) -> Result<usize, ModelError> {
     }
     Ok(v.len() / batch)
 }
+
+pub use crate::train::Optimizer;
+pub use arch_runtime::train::{Schedule, StepStats};
+
+/// Where a [`Trainer`] starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Init {
+    /// Weights in canonical or Hugging Face names.
+    Weights(PathBuf),
+    /// Fresh weights from this seed (`archc train --seed`'s).
+    Seed(u64),
+}
+
+/// A training run's settings (`archc train`'s flags and defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub optimizer: crate::train::Optimizer,
+    pub lr: f64,
+    /// AdamW's β₁, β₂ (SGD: β₁ is the momentum).
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Clip the global gradient norm (0: no clipping).
+    pub clip: f64,
+    pub schedule: arch_runtime::train::Schedule,
+    pub warmup: u64,
+    /// The schedule's horizon.
+    pub steps: u64,
+    pub threads: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> TrainConfig {
+        TrainConfig {
+            optimizer: crate::train::Optimizer::AdamW,
+            lr: 3e-4,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.01,
+            clip: 1.0,
+            schedule: arch_runtime::train::Schedule::Constant,
+            warmup: 0,
+            steps: 1000,
+            threads: 0,
+        }
+    }
+}
+
+/// A spec's train package with its parameters and optimizer state, for Rust programs:
+/// `step` trains on a batch, `save` / `resume` checkpoint (the same files as `archc
+/// train`), `save_weights` writes weights [`Model::load`] reads.
+pub struct Trainer {
+    spec: ArchSpec,
+    inner: arch_runtime::train::Trainer,
+}
+
+impl fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trainer")
+            .field("model", &self.spec.name)
+            .field("step", &self.inner.state.step)
+            .finish()
+    }
+}
+
+impl Trainer {
+    /// Builds (or takes from the cache) the spec's train package and sets its parameters.
+    pub fn new(spec: ArchSpec, init: Init, cfg: &TrainConfig) -> Result<Trainer, ModelError> {
+        crate::train::losses(&spec).map_err(err)?;
+        let opts = BuildOptions {
+            kind: crate::package::PackageKind::Train(crate::train::TrainOptions {
+                optimizer: cfg.optimizer,
+                ..Default::default()
+            }),
+            attention_mask: true,
+            ..BuildOptions::host().map_err(err)?
+        };
+        let built = build(&spec, &opts, None).map_err(err)?;
+        let package = Package::load(&built.dir).map_err(err)?;
+        let weights = Weights::from_tensors(package.manifest(), Default::default()).map_err(err)?;
+        let session = Session::new(package, weights, cfg.threads).map_err(err)?;
+        let params = match init {
+            Init::Weights(p) => crate::weights::load(&spec, &p)
+                .map_err(err)?
+                .into_tensors()
+                .into_iter()
+                .map(|(n, t)| (n, t.data))
+                .collect(),
+            Init::Seed(s) => crate::params::init(&spec, s),
+        };
+        let sgd = cfg.optimizer == crate::train::Optimizer::Sgd;
+        let hyper = arch_runtime::train::Hyper {
+            lr: cfg.lr,
+            beta1: cfg.betas.0,
+            beta2: if sgd { 0.0 } else { cfg.betas.1 },
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+            clip: cfg.clip,
+            schedule: cfg.schedule,
+            warmup: cfg.warmup,
+            steps: cfg.steps,
+            accum: 1,
+        };
+        let inner = arch_runtime::train::Trainer::new(session, &params, hyper).map_err(err)?;
+        Ok(Trainer { spec, inner })
+    }
+
+    /// One optimizer step of next-token training on `ids` ([batch, seq] row-major; labels
+    /// are the inputs, as Hugging Face's causal-LM loss takes them). Returns the loss
+    /// before the update, the learning rate and the gradient norm.
+    pub fn step(
+        &mut self,
+        ids: &[i64],
+        batch: usize,
+    ) -> Result<arch_runtime::train::StepStats, ModelError> {
+        if self.spec.family != Family::DecoderOnly {
+            return Err(ModelError(
+                "Trainer::step trains decoder-only models on their own tokens; give the labels with `step_with`"
+                    .into(),
+            ));
+        }
+        if batch == 0 || ids.is_empty() || ids.len() % batch != 0 {
+            return Err(ModelError(format!(
+                "{} ids do not make {batch} rows",
+                ids.len()
+            )));
+        }
+        let t = ids.len() / batch;
+        let mut inputs: HashMap<String, HostTensor> = [
+            (
+                "input_ids".to_string(),
+                HostTensor::i64(vec![batch, t], ids.to_vec()),
+            ),
+            (
+                "labels".to_string(),
+                HostTensor::i64(vec![batch, t], ids.to_vec()),
+            ),
+        ]
+        .into();
+        // Models with attention take the mask their train package was built with.
+        let takes_mask = self
+            .inner
+            .session()
+            .package()
+            .manifest()
+            .inputs
+            .iter()
+            .any(|i| i.name == "attention_mask");
+        if takes_mask {
+            inputs.insert(
+                "attention_mask".to_string(),
+                HostTensor::i64(vec![batch, t], vec![1; ids.len()]),
+            );
+        }
+        self.step_with(inputs)
+    }
+
+    /// One optimizer step on the train program's own inputs: the forward inputs
+    /// (`attention_mask` required), `labels`, and the objective's other labels.
+    pub fn step_with(
+        &mut self,
+        inputs: HashMap<String, HostTensor>,
+    ) -> Result<arch_runtime::train::StepStats, ModelError> {
+        self.inner.step(&[inputs]).map_err(err)
+    }
+
+    /// Optimizer steps taken.
+    pub fn steps_done(&self) -> u64 {
+        self.inner.state.step
+    }
+
+    /// Writes `dir/checkpoint.safetensors` (parameters, optimizer state, step) and
+    /// `dir/weights.safetensors` (canonical names: [`Model::load`] reads it), each
+    /// atomically.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<PathBuf, ModelError> {
+        let dir = dir.as_ref();
+        let path = self.inner.save(dir).map_err(err)?;
+        self.save_weights(dir.join("weights.safetensors"))?;
+        Ok(path)
+    }
+
+    /// Continues from a checkpoint [`Trainer::save`] (or `archc train`) wrote: parameters,
+    /// optimizer state and step, so the next steps are those of an uninterrupted run.
+    pub fn resume(&mut self, dir: impl AsRef<Path>) -> Result<(), ModelError> {
+        self.inner.restore(dir.as_ref()).map_err(err)
+    }
+
+    /// The parameters as canonical safetensors.
+    pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<(), ModelError> {
+        let table = crate::params::param_table(&self.spec);
+        let tensors = table
+            .iter()
+            .map(|p| {
+                Ok((
+                    p.name.clone(),
+                    p.shape.clone(),
+                    self.inner.tensor(&p.name).map_err(err)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        arch_runtime::train::write_safetensors_atomic(path.as_ref(), &tensors, None).map_err(err)
+    }
+}

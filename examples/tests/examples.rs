@@ -81,3 +81,27 @@ fn embed_gives_sentence_transformers_similarities() {
     }
     assert_eq!(compared, 9, "{out}");
 }
+
+#[test]
+fn train_learns_and_the_saved_model_generates() {
+    let dir = tempfile_dir();
+    let out = run(env!("CARGO_BIN_EXE_train"), &["80", dir.to_str().unwrap()]);
+    let losses: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.split("loss ").nth(1))
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert!(losses.len() >= 3, "{out}");
+    let (first, last) = (losses[0], *losses.last().unwrap());
+    assert!(first > 5.5 && last < 2.5, "the loss falls: {out}");
+    assert!(dir.join("checkpoint.safetensors").is_file());
+    // The continuation comes from the model trained on the stories.
+    assert!(out.contains("Once upon a time"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("archc-train-example-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}

@@ -107,6 +107,15 @@ pub fn model_module(spec: &ArchSpec, module: &Ident, source: &SourceConst) -> To
                 pub fn inner(&self) -> &::archc::model::Model {
                     &self.0
                 }
+
+                /// A trainer of this model (its train package compiled at first use):
+                /// `step`, `save`, `resume`, `save_weights` (which `Model::load` reads).
+                pub fn trainer(
+                    init: ::archc::model::Init,
+                    config: &::archc::model::TrainConfig,
+                ) -> ::core::result::Result<::archc::model::Trainer, ::archc::model::ModelError> {
+                    ::archc::model::Trainer::new(spec(), init, config)
+                }
             }
         }
     }
