@@ -450,7 +450,7 @@ impl Trainer {
                     .into(),
             ));
         }
-        if batch == 0 || ids.is_empty() || ids.len() % batch != 0 {
+        if batch == 0 || ids.is_empty() || !ids.len().is_multiple_of(batch) {
             return Err(ModelError(format!(
                 "{} ids do not make {batch} rows",
                 ids.len()

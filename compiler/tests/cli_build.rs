@@ -158,13 +158,58 @@ fn bench_reports_json() {
 }
 
 #[test]
+fn train_packages_build_and_bench() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = fixture("gpt2/model.arch");
+    let dir = tmp.path().join("pkg");
+    let o = archc(
+        &[
+            "build",
+            &spec,
+            "--mode",
+            "train",
+            "-o",
+            dir.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert!(m["entries"]["train_step"].is_object(), "{m}");
+    let states = m["states"].as_array().unwrap();
+    assert!(states.iter().any(|s| s["name"] == "embed.tokens.weight"));
+    assert!(states
+        .iter()
+        .any(|s| s["name"] == "opt.v.embed.tokens.weight"));
+    let o = archc(
+        &[
+            "bench", &spec, "--mode", "train", "--batch", "2", "--seq", "9", "--reps", "2",
+            "--warmup", "1", "--json",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["mode"], "train");
+    assert!(json["tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(json["loss"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
 fn clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = fixture("gpt2/model.arch");
     let cases: &[(&[&str], &str)] = &[
         (&["build", &spec, "--target", "cuda"], "not built yet"),
-        (&["build", &spec, "--mode", "train"], "not built yet"),
-        (&["bench", &spec, "--mode", "train"], "not built yet"),
+        (
+            &["bench", &spec, "--mode", "train", "--seq", "100"],
+            "longer than the model's context",
+        ),
+        (
+            &["build", &spec, "--mode", "train", "--output", "logits"],
+            "train package outputs",
+        ),
         (
             &["bench", &spec, "--mode", "decode", "--prompt", "16"],
             "past the model's context",

@@ -248,7 +248,8 @@ fn bad_input_is_an_error_and_keeps_the_checkpoint() {
         a.extend(["--resume".to_string(), out.to_str().unwrap().to_string()]);
         a
     };
-    let cases: Vec<(&str, Vec<(&str, Vec<usize>, Vec<i64>)>, &str)> = vec![
+    type Tensors = Vec<(&'static str, Vec<usize>, Vec<i64>)>;
+    let cases: Vec<(&str, Tensors, &str)> = vec![
         (
             "short",
             vec![("input_ids", vec![1, 8], vec![3; 8])],

@@ -10,7 +10,6 @@
 
 mod common;
 
-use archc::interp::Value;
 use archc::tensor_io::read_values;
 use common::fixture;
 use std::path::Path;

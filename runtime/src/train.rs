@@ -94,6 +94,9 @@ impl Hyper {
     }
 }
 
+/// A named tensor: name, shape, values.
+pub type NamedTensor<D> = (String, Vec<usize>, D);
+
 /// What the trainer keeps beside the tensors of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainerState {
@@ -301,7 +304,7 @@ impl Trainer {
     }
 
     /// Every state tensor (parameters, then optimizer states) with its name.
-    fn all_states(&self) -> Result<Vec<(String, Vec<usize>, &[f32])>, RuntimeError> {
+    fn all_states(&self) -> Result<Vec<NamedTensor<&[f32]>>, RuntimeError> {
         let m = self.session.package().manifest();
         let mut out = Vec::new();
         for s in &m.states {
@@ -401,7 +404,7 @@ impl Trainer {
         &self,
         naming: &Naming,
         known: &dyn Fn(&str) -> bool,
-    ) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, RuntimeError> {
+    ) -> Result<Vec<NamedTensor<Vec<f32>>>, RuntimeError> {
         let mut parts: BTreeMap<String, Assembly> = BTreeMap::new();
         for p in self.param_names() {
             if let Some(src) = naming.sources.get(&p) {

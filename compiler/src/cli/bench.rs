@@ -174,6 +174,12 @@ fn bench_train(args: &BenchArgs) -> Result<(), String> {
     if args.batch == 0 || args.seq == 0 || args.reps == 0 {
         return Err("--batch, --seq and --reps must be at least 1".into());
     }
+    if args.seq as u64 > spec.context {
+        return Err(format!(
+            "--seq {} is longer than the model's context ({})",
+            args.seq, spec.context
+        ));
+    }
     let labels = crate::train::label_inputs(&spec)?;
     if labels.iter().any(|(n, _)| *n != "labels") || spec.family != Family::DecoderOnly {
         return Err("`--mode train` times decoder-only next-token training".into());

@@ -33,16 +33,23 @@ fn run_build(args: &BuildArgs) -> Result<(), String> {
             args.device
         ));
     }
-    if args.mode != "infer" {
-        return Err(
-            "`--mode train` packages are not built yet (`archc graph --mode train` shows the training graph)"
-                .into(),
-        );
-    }
     let Some(spec) = load_model(args.target) else {
         return Err("the spec has errors".into());
     };
     let mut opts = BuildOptions::host()?;
+    match args.mode {
+        "infer" => {}
+        "train" => {
+            // The train package `archc train` runs (AdamW, no accumulation): one
+            // `train_step` entry, parameters and moments as session state.
+            crate::train::losses(&spec)?;
+            if !args.outputs.is_empty() {
+                return Err("--output selects forward outputs; a train package outputs `loss` and `grad_norm`".into());
+            }
+            opts.kind = crate::package::PackageKind::Train(crate::train::TrainOptions::default());
+        }
+        other => return Err(format!("unknown mode `{other}` (infer or train)")),
+    }
     opts.outputs = args.outputs.to_vec();
     opts.attention_mask = args.attention_mask;
     opts.cache = !args.no_cache;

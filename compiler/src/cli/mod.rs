@@ -88,7 +88,7 @@ enum Command {
         /// cpu (this machine's x86-64 vector set); cuda is not built yet.
         #[arg(long = "target", default_value = "cpu", value_parser = ["cpu", "cuda"])]
         device: String,
-        /// infer (the forward pass); train is not built yet.
+        /// infer (the forward pass) or train (the `train_step` program `archc train` runs).
         #[arg(long, default_value = "infer", value_parser = ["infer", "train"])]
         mode: String,
         /// The package directory (default: the package cache; its path is printed).
@@ -113,7 +113,7 @@ enum Command {
         #[arg(long, default_value_t = 128)]
         seq: usize,
         /// prefill (a forward pass over the prompt), decode (generation: new tokens per
-        /// second, prefill excluded); train is not built yet.
+        /// second, prefill excluded) or train (an AdamW step).
         #[arg(long, default_value = "prefill", value_parser = ["prefill", "decode", "train"])]
         mode: String,
         /// Decode: prompt tokens per row.

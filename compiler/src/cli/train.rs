@@ -579,13 +579,8 @@ impl<'a> Batcher<'a> {
                 }
                 ("labels", None) => {
                     return Err(format!(
-                        "model `{}` trains on given labels: the data needs a `labels` tensor (−100 where not scored){}",
-                        spec.name,
-                        if spec.objectives.iter().any(|o| matches!(o, Objective::Mlm { .. })) {
-                            "; MLM masking of raw text is not built yet"
-                        } else {
-                            ""
-                        }
+                        "model `{}` has no collator for its objective: the data needs a `labels` tensor (−100 where not scored)",
+                        spec.name
                     ))
                 }
                 (other, None) => {
@@ -811,7 +806,7 @@ fn train(args: &TrainArgs) -> Result<(), String> {
     }
 
     // Data.
-    let is_text = !args.data.extension().is_some_and(|e| e == "safetensors");
+    let is_text = args.data.extension().is_none_or(|e| e != "safetensors");
     let data = if is_text {
         let tok = args.tokenizer.ok_or_else(|| {
             format!(
