@@ -21,7 +21,11 @@ parameters with 2 or more dimensions, none on the others; gradients clipped by
 `get_{constant,linear,cosine}_schedule_with_warmup`, stepped after each update. With
 `accum` > 1 each micro-batch's loss is divided by `accum` before `backward`.
 
-Usage: HF_HUB_OFFLINE=1 python3 tools/make_train_fixtures.py [names...]
+The TTT fixtures train ttt.py's TTTForCausalLM (ttt-lm-pytorch, not part of this
+repository; see tools/make_fixtures_ttt_s4.py for getting it) from the ttt_linear / ttt_mlp
+conformance fixtures, and store their weights in archc's canonical names.
+
+Usage: HF_HUB_OFFLINE=1 TTT_PY=/path/to/ttt.py python3 tools/make_train_fixtures.py [names...]
 Seeded: running it twice writes identical data and settings (losses and weights to the
 last bit on the same torch build).
 """
@@ -149,6 +153,45 @@ def dpo_loss(policy, reference, batch, beta):
     return -torch.nn.functional.logsigmoid(beta * ((pc - rc) - (pr - rr))).mean()
 
 
+def ttt_canonical(name):
+    """ttt.py's tensor name -> archc's canonical one (compiler/tests/common's `canonical`)."""
+    name = name.removeprefix("model.")
+    if name == "embed_tokens.weight":
+        return "embed.tokens.weight"
+    if name == "norm.weight":
+        return "decoder.final_norm.weight"
+    _, layer, rest = name.split(".", 2)
+    if rest == "seq_norm.weight":
+        rest = "ttt.norm.weight"
+    elif rest == "ffn_norm.weight":
+        rest = "mlp.norm.weight"
+    elif rest.startswith("mlp."):
+        rest = rest.replace("_proj", "")
+    else:
+        rest = rest.removeprefix("seq_modeling_block.")
+        rest = {
+            "learnable_token_idx": "token_idx",
+            "learnable_ttt_lr_weight": "lr_weight",
+            "learnable_ttt_lr_bias": "lr_bias",
+        }.get(rest, rest.replace("_proj", ""))
+        rest = "ttt." + rest
+    return f"decoder.layers.{layer}.{rest}"
+
+
+def load_ttt():
+    """ttt.py of ttt-lm-pytorch (TTT_PY=path; never part of this repository)."""
+    import importlib.util
+
+    path = os.environ.get("TTT_PY")
+    if not path:
+        raise SystemExit("TTT fixtures need TTT_PY=/path/to/ttt-lm-pytorch/ttt.py (see make_fixtures_ttt_s4.py)")
+    spec = importlib.util.spec_from_file_location("ttt_reference", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.TTTForCausalLM._tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    return mod
+
+
 MODELS = {
     # name: (fixture dir, HF class, data maker, settings)
     "gpt2": ("gpt2", "GPT2LMHeadModel", lambda v: decoder_data("gpt2", v), {"schedule": "linear", "warmup": 2}),
@@ -160,6 +203,10 @@ MODELS = {
     ),
     "gpt2_sgd": ("gpt2", "GPT2LMHeadModel", lambda v: decoder_data("gpt2_sgd", v), {"optimizer": "sgd", "lr": 0.05}),
     "gpt2_dpo": ("gpt2", "GPT2LMHeadModel", lambda v: dpo_data("gpt2_dpo", v), {"dpo_beta": 0.1}),
+    # ttt.py's TTTForCausalLM (TTT-Linear and TTT-MLP, mini-batches of 4); weights in
+    # archc's canonical names (ttt.py's are no checkpoint naming archc reads).
+    "ttt_linear": ("ttt_linear", "ttt", lambda v: decoder_data("ttt_linear", v), {}),
+    "ttt_mlp": ("ttt_mlp", "ttt", lambda v: decoder_data("ttt_mlp", v), {}),
     "llama": ("llama", "LlamaForCausalLM", lambda v: decoder_data("llama", v, mask=True), {}),
     "mamba": ("mamba", "MambaForCausalLM", lambda v: decoder_data("mamba", v), {}),
     "rwkv": ("rwkv", "RwkvForCausalLM", lambda v: decoder_data("rwkv", v), {}),
@@ -197,7 +244,23 @@ def make(name):
     s = dict(DEFAULTS, **overrides)
     s["steps"], s["batch"], s["fixture"] = STEPS, BATCH, src
     torch.manual_seed(0)
-    model = getattr(tf, cls).from_pretrained(os.path.join(HF, src), torch_dtype=torch.float32)
+    canonical = cls == "ttt"
+    if canonical:
+        ttt = load_ttt()
+        base = os.path.join(os.path.dirname(HF), src)
+        # Built from the config, then loaded: from_pretrained leaves ttt.py's
+        # non-persistent buffers (token_idx, RoPE's inv_freq) uninitialised.
+        cfg = ttt.TTTConfig.from_pretrained(base)
+        model = ttt.TTTForCausalLM(cfg)
+        from safetensors.torch import load_file
+
+        missing, unexpected = model.load_state_dict(load_file(os.path.join(base, "model.safetensors")), strict=False)
+        assert set(missing) <= {"lm_head.weight"} and not unexpected, (missing, unexpected)
+        model.tie_weights()
+        assert model.lm_head.weight is model.model.embed_tokens.weight
+        s["init"] = "init.safetensors"
+    else:
+        model = getattr(tf, cls).from_pretrained(os.path.join(HF, src), torch_dtype=torch.float32)
     model.eval()
     cfg = model.config
     reference = None
@@ -213,6 +276,16 @@ def make(name):
         # More rows for accumulation: the same maker, repeated with fresh draws.
         more = data_fn(cfg.vocab_size)
         data = {k: torch.cat([v, torch.roll(more[k], 1, 0)])[:n_rows] for k, v in data.items()}
+    d = os.path.join(OUT, name)
+    os.makedirs(d, exist_ok=True)
+    if canonical:
+        init = {}
+        seen = set()
+        for k, v in model.state_dict().items():
+            if v.dtype == torch.float32 and v.data_ptr() not in seen:
+                seen.add(v.data_ptr())
+                init[ttt_canonical(k)] = v.detach().clone().contiguous()
+        save_file(init, os.path.join(d, "init.safetensors"))
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [
@@ -238,6 +311,9 @@ def make(name):
             batch = {k: v[lo : lo + BATCH] for k, v in data.items()}
             if reference is not None:
                 loss = dpo_loss(model, reference, batch, s["dpo_beta"])
+            elif canonical:
+                loss = model(input_ids=batch["input_ids"], labels=batch["input_ids"],
+                             return_dict=False, use_cache=False)[0]
             else:
                 if "labels" not in batch:
                     batch["labels"] = decoder_labels(batch)
@@ -249,8 +325,6 @@ def make(name):
             torch.nn.utils.clip_grad_norm_(model.parameters(), s["clip"])
         opt.step()
         sched.step()
-    d = os.path.join(OUT, name)
-    os.makedirs(d, exist_ok=True)
     save_file({k: v.contiguous() for k, v in data.items()}, os.path.join(d, "data.safetensors"))
     final = {}
     seen = set()
@@ -258,7 +332,7 @@ def make(name):
         if v.dtype != torch.float32 or v.data_ptr() in seen:
             continue
         seen.add(v.data_ptr())
-        final[k] = v.detach().clone().contiguous()
+        final[ttt_canonical(k) if canonical else k] = v.detach().clone().contiguous()
     save_file(final, os.path.join(d, "final.safetensors"))
     s["losses"] = losses
     with open(os.path.join(d, "expected.json"), "w") as f:
