@@ -25,7 +25,11 @@ The TTT fixtures train ttt.py's TTTForCausalLM (ttt-lm-pytorch, not part of this
 repository; see tools/make_fixtures_ttt_s4.py for getting it) from the ttt_linear / ttt_mlp
 conformance fixtures, and store their weights in archc's canonical names.
 
-Usage: HF_HUB_OFFLINE=1 TTT_PY=/path/to/ttt.py python3 tools/make_train_fixtures.py [names...]
+The S4D fixture builds fixtures/train/s4d_lm/model.arch in PyTorch around s4d.py's `S4D`
+(state-spaces/s4, also not part of this repository).
+
+Usage: HF_HUB_OFFLINE=1 TTT_PY=/path/to/ttt.py S4D_PY=/path/to/s4d.py \
+           python3 tools/make_train_fixtures.py [names...]
 Seeded: running it twice writes identical data and settings (losses and weights to the
 last bit on the same torch build).
 """
@@ -192,6 +196,80 @@ def load_ttt():
     return mod
 
 
+def load_s4d():
+    """s4d.py of state-spaces/s4 (S4D_PY=path; never part of this repository)."""
+    import importlib.util
+    import types
+
+    path = os.environ.get("S4D_PY")
+    if not path:
+        raise SystemExit("S4D fixtures need S4D_PY=/path/to/s4/models/s4/s4d.py")
+    # s4d.py imports DropoutNd from the s4 repository (used only for dropout > 0).
+    for mod in ("src", "src.models", "src.models.nn"):
+        sys.modules.setdefault(mod, types.ModuleType(mod))
+    sys.modules["src.models.nn"].DropoutNd = None
+    spec = importlib.util.spec_from_file_location("s4d_reference", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class S4LM(torch.nn.Module):
+    """fixtures/train/s4d_lm/model.arch around s4d.py's S4D: embedding, pre-norm blocks
+    (x + S4D(LN(x)), x + down(GELU(up(LN(x))))), final LN, tied head."""
+
+    def __init__(self, s4d, vocab=23, d=5, n=6, hidden=7, layers=2):
+        super().__init__()
+        nn = torch.nn
+        self.emb = nn.Embedding(vocab, d)
+        self.blocks = nn.ModuleList()
+        for _ in range(layers):
+            b = nn.Module()
+            b.ssm_norm = nn.LayerNorm(d, eps=1e-5)
+            b.ssm = s4d.S4D(d, d_state=n, dropout=0.0, transposed=True)
+            b.mlp_norm = nn.LayerNorm(d, eps=1e-5)
+            b.up = nn.Linear(d, hidden, bias=False)
+            b.down = nn.Linear(hidden, d, bias=False)
+            self.blocks.append(b)
+        self.norm = nn.LayerNorm(d, eps=1e-5)
+
+    def forward(self, input_ids, labels):
+        x = self.emb(input_ids)
+        for b in self.blocks:
+            y, _ = b.ssm(b.ssm_norm(x).transpose(1, 2))
+            x = x + y.transpose(1, 2)
+            x = x + b.down(torch.nn.functional.gelu(b.up(b.mlp_norm(x))))
+        logits = self.norm(x) @ self.emb.weight.T
+        return torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1)
+        )
+
+    def canonical(self):
+        """The parameters under archc's canonical names and shapes."""
+        out = {"embed.tokens.weight": self.emb.weight}
+        for i, b in enumerate(self.blocks):
+            p = f"decoder.layers.{i}"
+            k = b.ssm.kernel
+            out.update({
+                f"{p}.ssm.norm.weight": b.ssm_norm.weight,
+                f"{p}.ssm.norm.bias": b.ssm_norm.bias,
+                f"{p}.ssm.D": b.ssm.D,
+                f"{p}.ssm.log_dt": k.log_dt,
+                f"{p}.ssm.C": k.C,
+                f"{p}.ssm.log_A_real": k.log_A_real,
+                f"{p}.ssm.A_imag": k.A_imag,
+                f"{p}.ssm.out.weight": b.ssm.output_linear[0].weight.squeeze(-1),
+                f"{p}.ssm.out.bias": b.ssm.output_linear[0].bias,
+                f"{p}.mlp.norm.weight": b.mlp_norm.weight,
+                f"{p}.mlp.norm.bias": b.mlp_norm.bias,
+                f"{p}.mlp.up.weight": b.up.weight,
+                f"{p}.mlp.down.weight": b.down.weight,
+            })
+        out["decoder.final_norm.weight"] = self.norm.weight
+        out["decoder.final_norm.bias"] = self.norm.bias
+        return {k: v.detach().clone().contiguous() for k, v in out.items()}
+
+
 MODELS = {
     # name: (fixture dir, HF class, data maker, settings)
     "gpt2": ("gpt2", "GPT2LMHeadModel", lambda v: decoder_data("gpt2", v), {"schedule": "linear", "warmup": 2}),
@@ -207,6 +285,8 @@ MODELS = {
     # archc's canonical names (ttt.py's are no checkpoint naming archc reads).
     "ttt_linear": ("ttt_linear", "ttt", lambda v: decoder_data("ttt_linear", v), {}),
     "ttt_mlp": ("ttt_mlp", "ttt", lambda v: decoder_data("ttt_mlp", v), {}),
+    # An S4D language model around s4d.py's layer (fixtures/train/s4d_lm/model.arch).
+    "s4d_lm": ("train/s4d_lm", "s4d", lambda v: decoder_data("s4d_lm", v), {}),
     "llama": ("llama", "LlamaForCausalLM", lambda v: decoder_data("llama", v, mask=True), {}),
     "mamba": ("mamba", "MambaForCausalLM", lambda v: decoder_data("mamba", v), {}),
     "rwkv": ("rwkv", "RwkvForCausalLM", lambda v: decoder_data("rwkv", v), {}),
@@ -244,8 +324,20 @@ def make(name):
     s = dict(DEFAULTS, **overrides)
     s["steps"], s["batch"], s["fixture"] = STEPS, BATCH, src
     torch.manual_seed(0)
-    canonical = cls == "ttt"
-    if canonical:
+    canonical = cls in ("ttt", "s4d")
+    if cls == "s4d":
+        torch.manual_seed(zlib.crc32(b"s4d_lm"))
+        model = S4LM(load_s4d())
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        s["init"] = "init.safetensors"
+
+        class Cfg:
+            vocab_size = 23
+
+        model.config = Cfg()
+    elif canonical:
         ttt = load_ttt()
         base = os.path.join(os.path.dirname(HF), src)
         # Built from the config, then loaded: from_pretrained leaves ttt.py's
@@ -278,7 +370,9 @@ def make(name):
         data = {k: torch.cat([v, torch.roll(more[k], 1, 0)])[:n_rows] for k, v in data.items()}
     d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)
-    if canonical:
+    if cls == "s4d":
+        save_file(model.canonical(), os.path.join(d, "init.safetensors"))
+    elif canonical:
         init = {}
         seen = set()
         for k, v in model.state_dict().items():
@@ -311,6 +405,8 @@ def make(name):
             batch = {k: v[lo : lo + BATCH] for k, v in data.items()}
             if reference is not None:
                 loss = dpo_loss(model, reference, batch, s["dpo_beta"])
+            elif cls == "s4d":
+                loss = model(batch["input_ids"], batch["input_ids"])
             elif canonical:
                 loss = model(input_ids=batch["input_ids"], labels=batch["input_ids"],
                              return_dict=False, use_cache=False)[0]
@@ -328,7 +424,9 @@ def make(name):
     save_file({k: v.contiguous() for k, v in data.items()}, os.path.join(d, "data.safetensors"))
     final = {}
     seen = set()
-    for k, v in model.state_dict().items():
+    if cls == "s4d":
+        final = model.canonical()
+    for k, v in ({} if cls == "s4d" else model.state_dict()).items():
         if v.dtype != torch.float32 or v.data_ptr() in seen:
             continue
         seen.add(v.data_ptr())

@@ -1,12 +1,13 @@
-//! `archc train` against PyTorch: 10 optimizer steps of the Hugging Face classes
-//! (`tools/make_train_fixtures.py`: the same starting weights, batches, labels, AdamW or
-//! SGD with the same parameter groups, clipping and schedule) for GPT-2 (also with
-//! gradient accumulation and a cosine schedule, and with SGD), LLaMA (GQA, a padding mask),
-//! Mamba, RWKV-4, BERT (MLM + NSP), ALBERT (MLM), T5 and BART. Every step's loss must match
-//! within 1e-4 relative and every final weight tensor within 1e-3 (max|Δ| / max|ref|),
-//! read from the checkpoint's Hugging Face export (`model.safetensors`). Also: the compiled
-//! backward pass of every model against the reference evaluator, and what a checkpoint
-//! holds.
+//! `archc train` against PyTorch: 10 optimizer steps with the same starting weights,
+//! batches, labels, optimizer (AdamW or SGD, the same parameter groups), clipping and
+//! schedule (`tools/make_train_fixtures.py`). The Hugging Face classes for GPT-2 (also with
+//! gradient accumulation and a cosine schedule, with SGD, and with DPO against a reference
+//! written for the test), LLaMA (GQA, a padding mask), Mamba, RWKV-4, BERT (MLM + NSP),
+//! ALBERT (MLM), T5 and BART; ttt.py's `TTTForCausalLM` for TTT-Linear and TTT-MLP; an S4D
+//! language model around s4d.py's `S4D` layer. Every step's loss must match within 1e-4
+//! relative and every final parameter within 1e-3 (max|Δ| / max|ref|); the Hugging Face
+//! export (`model.safetensors`) must hold exactly the trained weights under transformers'
+//! names.
 
 mod common;
 
@@ -252,6 +253,11 @@ fn ttt_mlp_against_ttt_py() {
 }
 
 #[test]
+fn s4d_lm_against_s4d_py() {
+    check("s4d_lm");
+}
+
+#[test]
 fn llama_gqa_padding_mask() {
     check("llama");
 }
@@ -309,6 +315,7 @@ fn every_fixture_is_checked() {
             "llama",
             "mamba",
             "rwkv",
+            "s4d_lm",
             "t5",
             "ttt_linear",
             "ttt_mlp"
