@@ -339,3 +339,84 @@ fn matrix_vector_rows_match_the_evaluator() {
     }
     assert!(checked >= 9, "at least one vector set ran");
 }
+
+/// Weight-gradient-shaped matmuls, `aᵀ · b` with a stored [k, m] (read in place by the
+/// transposed-A drivers, no copy), with b stored [k, n] and [n, k], at odd sizes and more
+/// than one packing block, on every vector set this machine runs.
+#[test]
+fn transposed_a_matmuls_match_the_evaluator() {
+    use archc::backend::cpu::{CpuTarget, VectorIsa};
+    use archc::eval::{run_package_with, WeightSource};
+    use archc::graph::{DType, Dim, Graph};
+    use archc::interp::run;
+    let mut checked = 0;
+    for (m, n, transpose_b) in [(37u64, 29u64, false), (150, 401, false), (23, 300, true)] {
+        let mut g = Graph::new("at");
+        let a = g.input("a", vec![Dim::sym("seq"), Dim::c(m)], DType::F32);
+        let b_shape = if transpose_b {
+            vec![Dim::c(n), Dim::sym("seq")]
+        } else {
+            vec![Dim::sym("seq"), Dim::c(n)]
+        };
+        let b = g.input("b", b_shape, DType::F32);
+        let at = g.permute(a, &[1, 0]);
+        let y = g.matmul(at, b, transpose_b);
+        g.output("y", y);
+        let g = g.finish().unwrap();
+        let mut rng = Rng::new(11);
+        for isa in [VectorIsa::Sse2, VectorIsa::Avx2, VectorIsa::Avx512] {
+            if !isa.runs_here() {
+                continue;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let mut opts = archc::package::BuildOptions::host().unwrap();
+            opts.target = CpuTarget::generic(isa);
+            archc::package::build_graph(&g, "at", &opts, dir.path()).unwrap();
+            let kernels = std::fs::read_to_string(dir.path().join("kernels.txt")).unwrap();
+            assert!(
+                kernels.contains("transpose_a"),
+                "A is read in place:\n{kernels}"
+            );
+            assert!(!kernels.contains(" map "), "no transposed copy:\n{kernels}");
+            for k in [1usize, 7, 300] {
+                let mut t = |shape: Vec<usize>| {
+                    let len = shape.iter().product();
+                    Value::F(Tensor {
+                        shape,
+                        data: (0..len).map(|_| rng.uniform()).collect(),
+                    })
+                };
+                let bt = if transpose_b {
+                    t(vec![n as usize, k])
+                } else {
+                    t(vec![k, n as usize])
+                };
+                let inputs = HashMap::from([
+                    ("a".to_string(), t(vec![k, m as usize])),
+                    ("b".to_string(), bt),
+                ]);
+                let want = run(&g, &inputs, &HashMap::new()).unwrap()[0]
+                    .1
+                    .as_f32()
+                    .unwrap()
+                    .clone();
+                let got = run_package_with(
+                    dir.path(),
+                    &WeightSource::Tensors(&HashMap::new()),
+                    inputs,
+                    2,
+                )
+                .unwrap()
+                .remove(0)
+                .1;
+                let err = got.rel_max_diff(&want);
+                assert!(
+                    err <= TOLERANCE,
+                    "{isa} {m}×{n}×{k} tb={transpose_b}: {err:e}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 9);
+}

@@ -88,7 +88,7 @@ pub enum BufKind {
 }
 
 /// A matrix operand: element (i, j) of batch `b` at `offset(b) + i·ld + j` (or `j·ld + i`
-/// for a transposed B). `offset` uses `Var(0)`, the batch index.
+/// for a transposed operand). `offset` uses `Var(0)`, the batch index.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Panel {
     pub buf: BufId,
@@ -108,6 +108,8 @@ pub struct MatMul {
     pub k: Ix,
     pub a: Panel,
     pub b: Panel,
+    /// A is stored [k, m]: element (i, k) at `offset + k·ld + i` (rank-2 A only).
+    pub transpose_a: bool,
     pub transpose_b: bool,
     pub epilogue: Option<Expr>,
     /// The epilogue reads other columns of the same row (RoPE): iterations cover whole

@@ -79,7 +79,12 @@ fn kernel(s: &mut String, i: usize, k: &Kernel, depth: usize) {
                 ix(&m.m),
                 ix(&m.n),
                 ix(&m.k),
-                if m.transpose_b { " transpose_b" } else { "" }
+                match (m.transpose_a, m.transpose_b) {
+                    (false, false) => "",
+                    (false, true) => " transpose_b",
+                    (true, false) => " transpose_a",
+                    (true, true) => " transpose_a transpose_b",
+                }
             );
             if m.whole_rows {
                 let _ = writeln!(s, "{pad}  whole rows (the epilogue reads across each row)");

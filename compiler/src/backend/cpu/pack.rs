@@ -102,6 +102,52 @@ pub(crate) fn emit_pack_a<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Funct
     Ok(f)
 }
 
+/// `pack_at(mc, kc, a, lda, ap)`: the same panels as `pack_a` from an A stored [k, m]
+/// (element (i, k) at `a[k·lda + i]`): each k's MR values are adjacent in the source too.
+pub(crate) fn emit_pack_at<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionValue<'ctx>> {
+    let Packer {
+        f,
+        rows: mc,
+        cols: kc,
+        src: a,
+        ld: lda,
+        dst: ap,
+    } = packer(ir, "archc_sgemm_pack_at")?;
+    let mr_c = ir.int(t.mr as u64);
+    ir.for_range(f, "ir", ir.int(0), mc, t.mr as u64, |i0| {
+        let rows = ir.min(mr_c, ir.sub(mc, i0)?)?;
+        let panel = ir.at(ap, ir.mul(i0, kc)?)?;
+        ir.if_else(
+            f,
+            "full",
+            ir.eq(rows, mr_c)?,
+            || {
+                ir.for_range(f, "k", ir.int(0), kc, 1, |k| {
+                    let src = ir.at(a, ir.mad(k, lda, i0)?)?;
+                    for r in 0..t.mr {
+                        let v = ir.load_f32(ir.at(src, ir.int(r as u64))?)?;
+                        ir.store(ir.at(panel, ir.mad(k, mr_c, ir.int(r as u64))?)?, v)?;
+                    }
+                    Ok(())
+                })
+            },
+            || {
+                let bytes = ir.mul(ir.mul(kc, mr_c)?, ir.int(4))?;
+                ir.b.build_memset(panel, 4, ir.ctx.i8_type().const_zero(), bytes)?;
+                ir.for_range(f, "k", ir.int(0), kc, 1, |k| {
+                    let src = ir.at(a, ir.mad(k, lda, i0)?)?;
+                    ir.for_range(f, "r", ir.int(0), rows, 1, |r| {
+                        let v = ir.load_f32(ir.at(src, r)?)?;
+                        ir.store(ir.at(panel, ir.mad(k, mr_c, r)?)?, v)
+                    })
+                })
+            },
+        )
+    })?;
+    ir.b.build_return(None)?;
+    Ok(f)
+}
+
 /// `pack_b(kc, nc, b, ldb, bp)`: B[0..kc, 0..nc] → ⌈nc/NR⌉ panels, each KC×NR with one
 /// row of NR values per k (`bp[panel·NR·kc + k·NR + j]`); columns past `nc` are zero.
 ///

@@ -78,23 +78,54 @@ pub(crate) fn emit_sgemm<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Functi
     let pack_a = pack::emit_pack_a(ir, t)?;
     let pack_b = pack::emit_pack_b(ir, t)?;
     let kernel = emit_microkernel(ir, t)?;
-    emit_driver(ir, t, pack_a, pack_b, kernel, SGEMM_SYMBOL, false)
+    emit_driver(ir, t, pack_a, pack_b, kernel, SGEMM_SYMBOL, false, false)
 }
 
-/// Both matmul drivers, sharing one microkernel and A packing: `archc_sgemm` (B stored
-/// [k, n]) and `archc_sgemm_bt` (B stored [n, k], as `nn.Linear` weights are), same
-/// signature, `ldb` the stride between stored rows.
-pub(crate) fn emit_sgemm_pair<'ctx>(
+/// The four matmul drivers over one microkernel: `archc_sgemm`, `archc_sgemm_bt`, and
+/// `archc_sgemm_at` / `archc_sgemm_at_bt` for an A stored [k, m] (`lda` the stride between
+/// its stored rows): a weight gradient's activations, read without a transposed copy.
+pub(crate) fn emit_sgemm_all<'ctx>(
     ir: &Ir<'ctx>,
     t: &SgemmTiles,
-) -> IrResult<(FunctionValue<'ctx>, FunctionValue<'ctx>)> {
+) -> IrResult<[FunctionValue<'ctx>; 4]> {
     let pack_a = pack::emit_pack_a(ir, t)?;
+    let pack_at = pack::emit_pack_at(ir, t)?;
     let pack_b = pack::emit_pack_b(ir, t)?;
     let pack_bt = pack::emit_pack_bt(ir, t)?;
     let kernel = emit_microkernel(ir, t)?;
-    let n = emit_driver(ir, t, pack_a, pack_b, kernel, SGEMM_SYMBOL, false)?;
-    let tr = emit_driver(ir, t, pack_a, pack_bt, kernel, "archc_sgemm_bt", true)?;
-    Ok((n, tr))
+    Ok([
+        emit_driver(ir, t, pack_a, pack_b, kernel, SGEMM_SYMBOL, false, false)?,
+        emit_driver(
+            ir,
+            t,
+            pack_a,
+            pack_bt,
+            kernel,
+            "archc_sgemm_bt",
+            false,
+            true,
+        )?,
+        emit_driver(
+            ir,
+            t,
+            pack_at,
+            pack_b,
+            kernel,
+            "archc_sgemm_at",
+            true,
+            false,
+        )?,
+        emit_driver(
+            ir,
+            t,
+            pack_at,
+            pack_bt,
+            kernel,
+            "archc_sgemm_at_bt",
+            true,
+            true,
+        )?,
+    ])
 }
 
 /// `kernel(kc, ap, bp, c, ldc, accumulate, mr, nr)`: C[0..mr, 0..nr] (+)= Ap·Bp over one
@@ -250,6 +281,7 @@ fn emit_microkernel<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionVal
 /// `archc_sgemm`: the five block loops (jc over NC, pc over KC with B packed, ic over MC
 /// with A packed, jr over NR, ir over MR) around the microkernel. The first KC block
 /// stores into C, later ones accumulate, so C needs no zeroing (k = 0 is the caller's).
+#[allow(clippy::too_many_arguments)]
 fn emit_driver<'ctx>(
     ir: &Ir<'ctx>,
     t: &SgemmTiles,
@@ -257,6 +289,7 @@ fn emit_driver<'ctx>(
     pack_b: FunctionValue<'ctx>,
     kernel: FunctionValue<'ctx>,
     symbol: &str,
+    transposed_a: bool,
     transposed_b: bool,
 ) -> IrResult<FunctionValue<'ctx>> {
     let (i64t, ptr) = (ir.i64, ir.ptr);
@@ -315,7 +348,11 @@ fn emit_driver<'ctx>(
             )?;
             ir.for_range(f, "ic", ir.int(0), m, t.mc as u64, |ic| {
                 let mc = ir.min(int(t.mc), ir.sub(m, ic)?)?;
-                let asrc = ir.at(a, ir.mad(ic, lda, pc)?)?;
+                let asrc = if transposed_a {
+                    ir.at(a, ir.mad(pc, lda, ic)?)?
+                } else {
+                    ir.at(a, ir.mad(ic, lda, pc)?)?
+                };
                 ir.b.build_call(
                     pack_a,
                     &[mc.into(), kc.into(), asrc.into(), lda.into(), ap.into()],

@@ -143,7 +143,7 @@ impl<'g, 'p> Cx<'g, 'p> {
         let vb = self
             .view_of(b)
             .ok_or("internal: matmul operand B is not a view")?;
-        let lda = self.panel_a(&va).ok_or("internal: A panel")?;
+        let (lda, ta) = self.panel_a(&va).ok_or("internal: A panel")?;
         let (ldb, tb) = self.panel_b(&vb, transpose_b).ok_or("internal: B panel")?;
         let out_shape = &node.shape;
         let r = out_shape.len();
@@ -239,6 +239,7 @@ impl<'g, 'p> Cx<'g, 'p> {
                 offset: batch_offset(&vb, b_shape)?,
                 ld: ldb,
             },
+            transpose_a: ta,
             transpose_b: tb,
             epilogue,
             whole_rows,

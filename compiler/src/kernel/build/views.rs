@@ -86,9 +86,17 @@ impl<'g, 'p> Cx<'g, 'p> {
     }
 
     /// A's panel: unit column stride. Returns the row stride.
-    pub(super) fn panel_a(&self, v: &View) -> Option<Ix> {
+    /// A's panel: (ld, transposed) for an [m, k] operand stored row-major, or — rank 2
+    /// only — stored as [k, m] (a weight gradient's activations, read across tokens).
+    pub(super) fn panel_a(&self, v: &View) -> Option<(Ix, bool)> {
         let r = v.strides.len();
-        (r >= 2 && v.strides[r - 1] == Ix::c(1)).then(|| v.strides[r - 2].clone())
+        if r >= 2 && v.strides[r - 1] == Ix::c(1) {
+            Some((v.strides[r - 2].clone(), false))
+        } else if r == 2 && v.strides[0] == Ix::c(1) {
+            Some((v.strides[1].clone(), true))
+        } else {
+            None
+        }
     }
 
     /// B's panel: (ld, transposed) for a [k, n] operand (or [n, k] when `transpose_b`).

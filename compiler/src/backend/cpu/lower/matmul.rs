@@ -41,7 +41,12 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             let rows = ir.min(row_block, ir.sub(m, i0)?)?;
             let cols = ir.min(ir.mul(run, col_block)?, ir.sub(n, j0)?)?;
             let bv = [bidx];
-            let a_off = ir.mad(i0, lda, self.ix(fx, &mm.a.offset, &bv)?)?;
+            let a_base = self.ix(fx, &mm.a.offset, &bv)?;
+            let a_off = if mm.transpose_a {
+                ir.add(a_base, i0)?
+            } else {
+                ir.mad(i0, lda, a_base)?
+            };
             let b_base = self.ix(fx, &mm.b.offset, &bv)?;
             let b_off = if mm.transpose_b {
                 ir.mad(j0, ldb, b_base)?
@@ -77,6 +82,14 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         ir.b.build_call(callee, args, "")?;
                         Ok(())
                     };
+                    if mm.transpose_a {
+                        let f = if mm.transpose_b {
+                            self.sgemm_at_bt
+                        } else {
+                            self.sgemm_at
+                        };
+                        return call(f, &args);
+                    }
                     if !mm.transpose_b {
                         return call(self.sgemm, &args);
                     }

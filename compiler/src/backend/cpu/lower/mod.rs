@@ -12,7 +12,7 @@
 use super::codegen;
 use super::ir::{Ir, IrError, IrResult, WholeSteps};
 use super::math::Math;
-use super::sgemm_ir::{emit_sgemm_pair, SgemmTiles};
+use super::sgemm_ir::{emit_sgemm_all, SgemmTiles};
 use super::target::CpuTarget;
 use crate::backend::BackendError;
 use crate::graph::{BinaryOp, MaskKind, ReduceOp, UnaryOp};
@@ -109,12 +109,14 @@ fn emit_module<'ctx>(
 ) -> Result<Module<'ctx>, BackendError> {
     let ir = Ir::new(ctx, "archc_kernels");
     let tiles = package_tiles(target);
-    let (sgemm, sgemm_bt) = emit_sgemm_pair(&ir, &tiles)?;
+    let [sgemm, sgemm_bt, sgemm_at, sgemm_at_bt] = emit_sgemm_all(&ir, &tiles)?;
     let gemv_bt = super::gemv_ir::emit_gemv_bt(&ir, &tiles)?;
     let mut lw = Lowerer {
         ir: &ir,
         sgemm,
         sgemm_bt,
+        sgemm_at,
+        sgemm_at_bt,
         gemv_bt,
         symbols: Vec::new(),
         n_syms: prog.syms.len(),
@@ -178,6 +180,9 @@ struct Lowerer<'a, 'ctx> {
     ir: &'a Ir<'ctx>,
     sgemm: FunctionValue<'ctx>,
     sgemm_bt: FunctionValue<'ctx>,
+    /// A stored [k, m] (with B stored [k, n] or [n, k]).
+    sgemm_at: FunctionValue<'ctx>,
+    sgemm_at_bt: FunctionValue<'ctx>,
     /// The matrix–vector product for few rows of A (decoding).
     gemv_bt: FunctionValue<'ctx>,
     symbols: Vec<(String, String)>,
