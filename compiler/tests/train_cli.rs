@@ -308,6 +308,14 @@ fn bad_input_is_an_error_and_keeps_the_checkpoint() {
             "{name}: a failing run left the checkpoint as it was"
         );
     }
+    // Resuming with another batch size would silently move through the data.
+    let mut a = run_args(&out, 4);
+    let i = a.iter().position(|x| x == "--batch").unwrap();
+    a[i + 1] = "1".into();
+    a.extend(["--resume".to_string(), out.to_str().unwrap().to_string()]);
+    let e = err(&run(&a));
+    assert!(e.contains("trained with batch 2"), "{e}");
+    assert!(before == std::fs::read(out.join("checkpoint.safetensors")).unwrap());
     // A checkpoint of another model.
     let mut a = run_args(&tmp.path().join("other"), 4);
     a[1] = fixture("hf/llama/model.arch").to_str().unwrap().to_string();

@@ -966,6 +966,25 @@ fn train(args: &TrainArgs) -> Result<(), String> {
                 return Err("resume with the --shuffle and --seed of the interrupted run".into());
             }
         }
+        // The data position follows from the step, the batch and the accumulation: a
+        // resumed run must keep them (and the data) to continue where it stopped.
+        if let Some(then) = trainer.state.extra.get("rows").and_then(|v| v.as_u64()) {
+            if then as usize != data.rows {
+                eprintln!(
+                    "archc: warning: the checkpoint was trained on {then} rows, this data has {}: the run will not repeat an uninterrupted one",
+                    data.rows
+                );
+            }
+        }
+        for (key, now) in [("batch", args.batch), ("accum", args.accum as usize)] {
+            if let Some(then) = trainer.state.extra.get(key).and_then(|v| v.as_u64()) {
+                if then as usize != now {
+                    return Err(format!(
+                        "the checkpoint was trained with {key} {then}, this run has {now}: resume with the interrupted run's --batch, --accum and data"
+                    ));
+                }
+            }
+        }
         eprintln!(
             "archc: resumed {} at step {}",
             dir.display(),
@@ -1073,6 +1092,9 @@ fn train(args: &TrainArgs) -> Result<(), String> {
         }
         trainer.state.extra = serde_json::json!({
             "data_rows": step as usize * per_step,
+            "batch": args.batch,
+            "accum": args.accum,
+            "rows": data.rows,
             "shuffle": shuffle,
             "naming": naming,
             "file_names": file_names,

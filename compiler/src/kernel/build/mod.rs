@@ -68,7 +68,78 @@ pub fn build(g: &Graph) -> Result<Program, String> {
     };
     p.prog.kernels = kernels;
     elide_state_copies(&mut p.prog);
+    reuse_dying_inputs(&mut p.prog);
     Ok(p.prog)
+}
+
+/// An elementwise map whose temp input dies in it writes over that input: when the map
+/// reads a temp of its own size only at the element it writes, and nothing after it reads
+/// that temp, the output takes the input's buffer (renamed in every later kernel). The
+/// backward pass is full of such maps — a loss's gradient over the logits it was computed
+/// from, an activation's gradient over the incoming gradient — and each would otherwise
+/// hold a second buffer of the same size at that moment.
+fn reuse_dying_inputs(prog: &mut Program) {
+    let mut last_use = vec![None; prog.buffers.len()];
+    for (k, kernel) in prog.kernels.iter().enumerate() {
+        for b in kernel.buffers() {
+            last_use[b] = Some(k);
+        }
+    }
+    for k in 0..prog.kernels.len() {
+        let Body::Map {
+            out,
+            offset,
+            extents,
+            expr,
+        } = &prog.kernels[k].body
+        else {
+            continue;
+        };
+        let out = *out;
+        if *offset != Ix::c(0) || prog.buffers[out].kind != BufKind::Temp || extents.is_empty() {
+            continue;
+        }
+        // The element being written: the linear index of the loop variables.
+        let r = extents.len();
+        let mut strides = vec![Ix::c(1); r];
+        for j in (0..r - 1).rev() {
+            strides[j] = strides[j + 1].clone().mul(extents[j + 1].clone());
+        }
+        let here = (0..r)
+            .map(|j| Ix::Var(j as u32))
+            .zip(strides)
+            .fold(Ix::c(0), |acc, (v, s)| acc.add(v.mul(s)));
+        let mut reads = Vec::new();
+        expr.visit_bufs(&mut |b| reads.push(b));
+        reads.sort_unstable();
+        reads.dedup();
+        let victim = reads.into_iter().find(|&i| {
+            i != out
+                && prog.buffers[i].kind == BufKind::Temp
+                && !prog.buffers[i].i64
+                && prog.buffers[i].elems == prog.buffers[out].elems
+                && last_use[i] == Some(k)
+                && emit::reads_only_at(expr, i, &here)
+                && !prog.kernels[..k]
+                    .iter()
+                    .any(|kk| kk.writes().contains(&out))
+        });
+        let Some(i) = victim else {
+            continue;
+        };
+        for kernel in &mut prog.kernels[k..] {
+            kernel.rename_bufs(&mut |b| {
+                if *b == out {
+                    *b = i
+                }
+            });
+        }
+        prog.buffers[out].elems = Dim::c(0);
+        // `i` now lives as long as `out` did.
+        let new_last = last_use[out];
+        last_use[i] = new_last;
+        last_use[out] = None;
+    }
 }
 
 /// A new state computed into a temp by a map kernel and copied over the state buffer at
