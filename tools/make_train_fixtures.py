@@ -87,7 +87,7 @@ def decoder_labels(data):
     return labels
 
 
-def mlm_data(name, vocab, nsp=False, types=False):
+def mlm_data(name, vocab, nsp=False, types=False, sop=False):
     g = gen(name)
     n = STEPS * BATCH
     x = ids(g, vocab, n, T, low=5)
@@ -108,6 +108,8 @@ def mlm_data(name, vocab, nsp=False, types=False):
         data["token_type_ids"] = tt
     if nsp:
         data["next_sentence_label"] = torch.randint(0, 2, (n,), generator=g, dtype=torch.int64)
+    if sop:
+        data["sentence_order_label"] = torch.randint(0, 2, (n,), generator=g, dtype=torch.int64)
     return data
 
 
@@ -292,6 +294,14 @@ MODELS = {
     "rwkv": ("rwkv", "RwkvForCausalLM", lambda v: decoder_data("rwkv", v), {}),
     "bert": ("bert", "BertForPreTraining", lambda v: mlm_data("bert", v, nsp=True, types=True), {}),
     "albert": ("albert", "AlbertForMaskedLM", lambda v: mlm_data("albert", v), {}),
+    # AlbertForPreTraining from the AlbertForMaskedLM fixture: its pooler and SOP classifier
+    # start from transformers' seeded init and are saved with the other starting weights.
+    "albert_sop": (
+        "albert",
+        "AlbertForPreTraining",
+        lambda v: mlm_data("albert_sop", v, types=True, sop=True),
+        {"init": "init.safetensors"},
+    ),
     "t5": ("t5", "T5ForConditionalGeneration", lambda v: seq2seq_data("t5", v), {"decoder_start": 0, "pad_id": 0}),
     # final_logits_bias is a buffer in transformers (never trained): frozen here too.
     "bart": (
@@ -332,6 +342,7 @@ def make(name):
             for p in model.parameters():
                 p.add_(0.1 * torch.randn_like(p))
         s["init"] = "init.safetensors"
+        s["no_export"] = True
 
         class Cfg:
             vocab_size = 23
@@ -350,9 +361,19 @@ def make(name):
         assert set(missing) <= {"lm_head.weight"} and not unexpected, (missing, unexpected)
         model.tie_weights()
         assert model.lm_head.weight is model.model.embed_tokens.weight
+        s["no_export"] = True
         s["init"] = "init.safetensors"
     else:
         model = getattr(tf, cls).from_pretrained(os.path.join(HF, src), torch_dtype=torch.float32)
+        if "init" in s:
+            d0 = os.path.join(OUT, name)
+            os.makedirs(d0, exist_ok=True)
+            start, seen = {}, set()
+            for k, v in model.state_dict().items():
+                if v.dtype == torch.float32 and v.data_ptr() not in seen:
+                    seen.add(v.data_ptr())
+                    start[k] = v.detach().clone().contiguous()
+            save_file(start, os.path.join(d0, "init.safetensors"))
     model.eval()
     cfg = model.config
     reference = None

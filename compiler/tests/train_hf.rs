@@ -3,7 +3,7 @@
 //! schedule (`tools/make_train_fixtures.py`). The Hugging Face classes for GPT-2 (also with
 //! gradient accumulation and a cosine schedule, with SGD, and with DPO against a reference
 //! written for the test), LLaMA (GQA, a padding mask), Mamba, RWKV-4, BERT (MLM + NSP),
-//! ALBERT (MLM), T5 and BART; ttt.py's `TTTForCausalLM` for TTT-Linear and TTT-MLP; an S4D
+//! ALBERT (MLM, and MLM + SOP), T5 and BART; ttt.py's `TTTForCausalLM` for TTT-Linear and TTT-MLP; an S4D
 //! language model around s4d.py's `S4D` layer. Every step's loss must match within 1e-4
 //! relative and every final parameter within 1e-3 (max|Δ| / max|ref|); the Hugging Face
 //! export (`model.safetensors`) must hold exactly the trained weights under transformers'
@@ -190,7 +190,7 @@ fn check(name: &str) {
     eprintln!("{name}: {} final tensors, worst {worst:?}", theirs.len());
     // The Hugging Face export holds exactly the trained weights, in transformers' names
     // and layouts (a model whose weights have no such naming, TTT, has none).
-    if s["init"].is_string() {
+    if s["no_export"].as_bool() == Some(true) {
         assert!(!out.join("model.safetensors").exists());
         return;
     }
@@ -283,6 +283,11 @@ fn albert_mlm() {
 }
 
 #[test]
+fn albert_mlm_sop() {
+    check("albert_sop");
+}
+
+#[test]
 fn t5_span_corruption_labels() {
     check("t5");
 }
@@ -306,6 +311,7 @@ fn every_fixture_is_checked() {
         names,
         [
             "albert",
+            "albert_sop",
             "bart",
             "bert",
             "gpt2",
