@@ -181,7 +181,10 @@ pub fn sequence_logp(g: &mut Graph, logits: NodeId, labels: NodeId) -> NodeId {
     let ignored = g.binary(BinaryOp::Eq, next, ignore);
     let counted = g.scale_add(ignored, -1.0, 1.0);
     let keep = g.mul(scored, counted);
+    // The stabilising max shifts nothing: no gradient flows through it (as PyTorch's
+    // fused log-softmax), so the backward pass is one map over the logits.
     let max = g.reduce(ReduceOp::Max, logits, 2);
+    let max = g.unary(UnaryOp::StopGradient, max);
     let centred = g.sub(logits, max);
     let exp = g.unary(UnaryOp::Exp, centred);
     let total = g.reduce(ReduceOp::Sum, exp, 2);
@@ -236,7 +239,10 @@ pub fn cross_entropy(g: &mut Graph, logits: NodeId, labels: NodeId, shift: bool)
     }
     // −log softmax(logits)[label] = logsumexp(logits) − logits[label], stabilised by the max.
     let axis = rank - 1;
+    // The stabilising max shifts nothing: no gradient flows through it (as PyTorch's
+    // fused log-softmax), so the backward pass is one map over the logits.
     let max = g.reduce(ReduceOp::Max, logits, axis);
+    let max = g.unary(UnaryOp::StopGradient, max);
     let centred = g.sub(logits, max);
     let exp = g.unary(UnaryOp::Exp, centred);
     let total = g.reduce(ReduceOp::Sum, exp, axis);

@@ -38,6 +38,9 @@ fn check(case: Case, out: NodeId, what: &str) {
 #[test]
 fn unary_ops() {
     for (i, &(op, name)) in UNARY_OPS.iter().enumerate() {
+        if op == UnaryOp::StopGradient {
+            continue; // its gradient is zero by definition: `stop_gradient_is_detach`
+        }
         let mut case = Case::new(100 + i as u64);
         let mut x = case.rng.tensor(&[3, 5]);
         for v in &mut x.data {
@@ -55,6 +58,38 @@ fn unary_ops() {
         let y = case.g.unary(op, xi);
         check(case, y, &format!("unary {name}"));
     }
+}
+
+/// `stop_gradient` passes values through and no gradient: d/dx of x·sg(x) is sg(x) = x.
+#[test]
+fn stop_gradient_is_detach() {
+    use archc::autodiff::{grad, Wrt};
+    use archc::graph::{DType, Graph};
+    use archc::interp::{run, Value};
+    let mut g = Graph::new("sg");
+    let x = g.input("x", vec![c(4)], DType::F32);
+    let s = g.unary(UnaryOp::StopGradient, x);
+    let y = g.mul(x, s);
+    let sum = g.reduce(archc::graph::ReduceOp::Sum, y, 0);
+    let loss = g.reshape(sum, vec![]);
+    g.output("loss", loss);
+    let g = grad(&g.finish().unwrap(), "loss", Wrt::Inputs(vec!["x".into()])).unwrap();
+    let xs = vec![1.0f32, -2.0, 3.5, 0.25];
+    let inputs = std::collections::HashMap::from([(
+        "x".to_string(),
+        Value::F(archc::tensor::Tensor {
+            shape: vec![4],
+            data: xs.clone(),
+        }),
+    )]);
+    let out: std::collections::HashMap<String, Value> = run(&g, &inputs, &Default::default())
+        .unwrap()
+        .into_iter()
+        .collect();
+    let loss = out["loss"].as_f32().unwrap().data[0];
+    assert_eq!(loss, xs.iter().map(|v| v * v).sum::<f32>());
+    // Without the stop, the gradient would be 2x.
+    assert_eq!(out["grad:x"].as_f32().unwrap().data, xs);
 }
 
 #[test]

@@ -167,6 +167,7 @@ fn unary(g: &mut Graph, op: UnaryOp, x: NodeId, y: NodeId, dy: NodeId) -> Option
         }
         // Piecewise constant.
         U::Floor => return None,
+        U::StopGradient => return None,
     };
     Some(g.mul(dy, derivative))
 }

@@ -43,6 +43,9 @@ pub enum UnaryOp {
     Sin,
     Cos,
     Floor,
+    /// The identity, with a zero gradient (`torch.Tensor.detach`): a softmax's
+    /// stabilising max, which changes the value of nothing.
+    StopGradient,
 }
 
 pub const UNARY_OPS: &[(UnaryOp, &str)] = &[
@@ -65,6 +68,7 @@ pub const UNARY_OPS: &[(UnaryOp, &str)] = &[
     (UnaryOp::Sin, "sin"),
     (UnaryOp::Cos, "cos"),
     (UnaryOp::Floor, "floor"),
+    (UnaryOp::StopGradient, "stop_gradient"),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

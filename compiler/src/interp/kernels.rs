@@ -52,6 +52,7 @@ pub fn unary_scalar(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Sin => x.sin(),
         UnaryOp::Cos => x.cos(),
         UnaryOp::Floor => x.floor(),
+        UnaryOp::StopGradient => x,
     }
 }
 

@@ -33,6 +33,8 @@ pub const STATE: &str = "state:";
 const SHARED_COST: usize = 4;
 /// Any expression larger than this is stored.
 const MAX_COST: usize = 40;
+/// A value read by two elementwise or reduction kernels is recomputed up to this cost.
+const RECOMPUTE_COST: usize = 12;
 
 /// Builds the Kernel IR of a graph.
 pub fn build(g: &Graph) -> Result<Program, String> {
@@ -336,7 +338,25 @@ impl<'g, 'p> Cx<'g, 'p> {
                 Op::Cast => (false, input_cost),
                 op => (false, op_cost(op) + input_cost),
             };
-            let shared = self.consumers[i] > 1 && c > SHARED_COST;
+            // A value read by exactly two elementwise or reduction kernels and cheap to
+            // redo (a softmax's exp over the logits, read by its sum and by the loss's
+            // gradient) is recomputed in both rather than stored: storing it costs a
+            // buffer of its size and a write and a read of every element.
+            let recompute = self.consumers[i] == 2
+                && c <= RECOMPUTE_COST
+                && self.users[i].iter().all(|u| {
+                    matches!(
+                        self.node(*u).op,
+                        Op::Unary(_)
+                            | Op::Binary(_)
+                            | Op::Select
+                            | Op::Reduce { .. }
+                            | Op::Reshape
+                            | Op::Broadcast
+                            | Op::Cast
+                    )
+                });
+            let shared = self.consumers[i] > 1 && c > SHARED_COST && !recompute;
             let attention_layout = matches!(&node.op, Op::Permute { perm } if perm == &[0, 2, 1, 3])
                 && self.attention_output(node.inputs[0]);
             let store = always

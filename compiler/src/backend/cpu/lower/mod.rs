@@ -553,6 +553,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                     UnaryOp::Sin => m.unary("llvm.sin", x)?,
                     UnaryOp::Cos => m.unary("llvm.cos", x)?,
                     UnaryOp::Floor => m.unary("llvm.floor", x)?,
+                    UnaryOp::StopGradient => x,
                 }
             }
             Expr::Binary(op, a, b) => {
