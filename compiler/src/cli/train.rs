@@ -179,17 +179,17 @@ impl Data {
     /// Plain text (one document per line) or .jsonl with a `text` field: each document
     /// tokenized and followed by the end-of-text token when the tokenizer has one, the
     /// stream cut into rows of `seq` tokens (the remainder dropped).
-    pub fn text(
+    /// The documents of a text file (one per line; .jsonl: the `text` field), tokenized
+    /// without special tokens.
+    pub fn documents(
         path: &Path,
         tokenizer: &Path,
-        seq: usize,
-        wrap: Option<(u32, u32)>,
-    ) -> Result<Data, String> {
+    ) -> Result<(crate::tokenize::Tokenizer, Vec<Vec<i64>>), String> {
         let tok = crate::tokenize::Tokenizer::load(tokenizer)?;
         let raw = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let jsonl = path.extension().is_some_and(|e| e == "jsonl");
-        let mut docs = Vec::new();
+        let mut texts = Vec::new();
         for (i, line) in raw.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -200,22 +200,149 @@ impl Data {
                 let text = v.get("text").and_then(|t| t.as_str()).ok_or_else(|| {
                     format!("{}:{}: no string field `text`", path.display(), i + 1)
                 })?;
-                docs.push(text.to_string());
+                texts.push(text.to_string());
             } else {
-                docs.push(line.to_string());
+                texts.push(line.to_string());
             }
         }
+        let mut docs = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(256) {
+            let b = tok.encode_batch(chunk, false, usize::MAX >> 1)?;
+            for (r, len) in b.lengths().into_iter().enumerate() {
+                docs.push(b.ids[r * b.seq..r * b.seq + len].to_vec());
+            }
+        }
+        Ok((tok, docs))
+    }
+
+    /// Sentence pairs from text for NSP or SOP (`label` names the label tensor), one row
+    /// per document with at least two sentences: the document's sentences (ending at a
+    /// full-stop token) cut at a random sentence boundary into A and B; NSP replaces B by
+    /// another document's opening half the time (label 1), SOP swaps A and B half the time
+    /// (label 1). Rows are `[CLS] A [SEP] B [SEP]` (the longer segment truncated to fit
+    /// `seq`), padded, with segment ids and an attention mask. Seeded: the pairs are made
+    /// once, as BERT's data creation does.
+    pub fn sentence_pairs(
+        path: &Path,
+        tokenizer: &Path,
+        seq: usize,
+        label: &str,
+        seed: u64,
+    ) -> Result<Data, String> {
+        let (tok, docs) = Data::documents(path, tokenizer)?;
+        let id = |a: &str, b: &str| {
+            tok.token_to_id(a)
+                .or_else(|| tok.token_to_id(b))
+                .map(|x| x as i64)
+        };
+        let (cls, sep) = id("[CLS]", "<s>").zip(id("[SEP]", "</s>")).ok_or(
+            "sentence pairs need the tokenizer's [CLS] and [SEP] (or <s> and </s>) tokens",
+        )?;
+        let pad = id("[PAD]", "<pad>").unwrap_or(0);
+        let stops: Vec<i64> = [".", "Ġ.", "▁.", "!", "?"]
+            .iter()
+            .filter_map(|t| tok.token_to_id(t).map(|x| x as i64))
+            .collect();
+        let sentences = |d: &[i64]| -> Vec<Vec<i64>> {
+            let mut out = Vec::new();
+            let mut cur = Vec::new();
+            for &t in d {
+                cur.push(t);
+                if stops.contains(&t) {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            if !cur.is_empty() {
+                out.push(cur);
+            }
+            out
+        };
+        let split: Vec<Vec<Vec<i64>>> = docs.iter().map(|d| sentences(d)).collect();
+        let mut rng = Rng::new(seed ^ 0x5e47_7e4c_e9a1_7b2d);
+        let budget = seq.saturating_sub(3).max(2);
+        let (mut ids, mut types, mut mask, mut labels) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, s) in split.iter().enumerate() {
+            if s.len() < 2 {
+                continue;
+            }
+            let k = 1 + rng.below(s.len() as u64 - 1) as usize;
+            let mut a: Vec<i64> = s[..k].concat();
+            let mut b: Vec<i64> = s[k..].concat();
+            let l = if label == "next_sentence_label" {
+                let other = if split.len() > 1 {
+                    (i + 1 + rng.below(split.len() as u64 - 1) as usize) % split.len()
+                } else {
+                    i
+                };
+                let half = split[other].len().div_ceil(2).max(1);
+                let random_b: Vec<i64> = split[other][..half.min(split[other].len())].concat();
+                let (_, chosen, l) = collate::nsp_pair(&a, &b, &random_b, &mut rng);
+                let chosen = chosen.to_vec();
+                b = chosen;
+                l
+            } else {
+                let (x, y, l) = collate::sop_pair(&a, &b, &mut rng);
+                let (x, y) = (x.to_vec(), y.to_vec());
+                a = x;
+                b = y;
+                l
+            };
+            // BERT's truncate_seq_pair: trim the longer segment from its end.
+            while a.len() + b.len() > budget {
+                if a.len() > b.len() {
+                    a.pop();
+                } else {
+                    b.pop();
+                }
+            }
+            let mut row = vec![cls];
+            row.extend_from_slice(&a);
+            row.push(sep);
+            let first = row.len();
+            row.extend_from_slice(&b);
+            row.push(sep);
+            let real = row.len();
+            types.extend((0..seq).map(|p| i64::from(p >= first && p < real)));
+            mask.extend((0..seq).map(|p| i64::from(p < real)));
+            row.resize(seq, pad);
+            ids.extend_from_slice(&row);
+            labels.push(l);
+        }
+        let rows = labels.len();
+        let t2 = |data: Vec<i64>| Tensor {
+            shape: vec![rows, seq],
+            data,
+        };
+        let mut tensors = BTreeMap::new();
+        tensors.insert("input_ids".to_string(), t2(ids));
+        tensors.insert("token_type_ids".to_string(), t2(types));
+        tensors.insert("attention_mask".to_string(), t2(mask));
+        tensors.insert(
+            label.to_string(),
+            Tensor {
+                shape: vec![rows],
+                data: labels,
+            },
+        );
+        Ok(Data { rows, tensors })
+    }
+
+    pub fn text(
+        path: &Path,
+        tokenizer: &Path,
+        seq: usize,
+        wrap: Option<(u32, u32)>,
+    ) -> Result<Data, String> {
+        let (tok, docs) = Data::documents(path, tokenizer)?;
         let eot = ["<|endoftext|>", "</s>", "[SEP]"]
             .iter()
             .find_map(|t| tok.token_to_id(t));
         let mut stream: Vec<i64> = Vec::new();
-        for chunk in docs.chunks(256) {
-            let b = tok.encode_batch(chunk, false, usize::MAX >> 1)?;
-            for (r, len) in b.lengths().into_iter().enumerate() {
-                stream.extend_from_slice(&b.ids[r * b.seq..r * b.seq + len]);
-                if let Some(e) = eot {
-                    stream.push(e as i64);
-                }
+        for d in docs {
+            stream.extend_from_slice(&d);
+            if let Some(e) = eot {
+                stream.push(e as i64);
             }
         }
         if let Some((first, last)) = wrap {
@@ -814,26 +941,25 @@ fn train(args: &TrainArgs) -> Result<(), String> {
                 args.data.display()
             )
         })?;
-        let sentence_tasks = spec
-            .objectives
-            .iter()
-            .any(|o| matches!(o, Objective::Nsp | Objective::Sop));
-        if sentence_tasks {
-            return Err(format!(
-                "model `{}` has a sentence-pair objective (nsp/sop): it trains on pre-tokenized pairs with `next_sentence_label` / `sentence_order_label` (pair creation from text is not built)",
-                spec.name
-            ));
-        }
+        let pair_label = spec.objectives.iter().find_map(|o| match o {
+            Objective::Nsp => Some("next_sentence_label"),
+            Objective::Sop => Some("sentence_order_label"),
+            _ => None,
+        });
         let seq = args.seq_len.unwrap_or(128).min(spec.context as usize);
-        // An encoder's rows are wrapped in the tokenizer's [CLS] … [SEP] (or <s> … </s>).
-        let wrap = if spec.family == Family::EncoderOnly {
-            let t = crate::tokenize::Tokenizer::load(tok)?;
-            let id = |a: &str, b: &str| t.token_to_id(a).or_else(|| t.token_to_id(b));
-            id("[CLS]", "<s>").zip(id("[SEP]", "</s>"))
+        if let Some(label) = pair_label {
+            Data::sentence_pairs(args.data, tok, seq, label, args.seed.unwrap_or(0))?
         } else {
-            None
-        };
-        Data::text(args.data, tok, seq, wrap)?
+            // An encoder's rows are wrapped in the tokenizer's [CLS] … [SEP] (or <s> … </s>).
+            let wrap = if spec.family == Family::EncoderOnly {
+                let t = crate::tokenize::Tokenizer::load(tok)?;
+                let id = |a: &str, b: &str| t.token_to_id(a).or_else(|| t.token_to_id(b));
+                id("[CLS]", "<s>").zip(id("[SEP]", "</s>"))
+            } else {
+                None
+            };
+            Data::text(args.data, tok, seq, wrap)?
+        }
     } else {
         Data::read(args.data)?
     };
