@@ -281,7 +281,13 @@ MODELS = {
         lambda v: decoder_data("gpt2_accum", v),
         {"accum": 2, "schedule": "cosine", "warmup": 1, "clip": 0.5},
     ),
-    "gpt2_sgd": ("gpt2", "GPT2LMHeadModel", lambda v: decoder_data("gpt2_sgd", v), {"optimizer": "sgd", "lr": 0.05}),
+    # SGD with momentum, no clipping (--clip 0), weight decay as L2.
+    "gpt2_sgd": (
+        "gpt2",
+        "GPT2LMHeadModel",
+        lambda v: decoder_data("gpt2_sgd", v),
+        {"optimizer": "sgd", "lr": 0.05, "clip": 0.0},
+    ),
     "gpt2_dpo": ("gpt2", "GPT2LMHeadModel", lambda v: dpo_data("gpt2_dpo", v), {"dpo_beta": 0.1}),
     # ttt.py's TTTForCausalLM (TTT-Linear and TTT-MLP, mini-batches of 4); weights in
     # archc's canonical names (ttt.py's are no checkpoint naming archc reads).
