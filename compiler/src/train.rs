@@ -36,8 +36,7 @@ use crate::graph::{BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceOp, UnaryOp};
 use crate::kernel::build::STATE;
 use arch_dsl::spec::{ArchSpec, Family, Objective};
 
-/// Hugging Face's `ignore_index`.
-pub const IGNORE: i64 = -100;
+pub use crate::autodiff::loss::{cross_entropy, sequence_logp, IGNORE};
 
 /// The input holding the per-step scalars (see the module docs for its layout).
 pub const HYPER: &str = "hyper";
@@ -164,109 +163,6 @@ pub fn label_inputs(spec: &ArchSpec) -> Result<Vec<(&'static str, Vec<Dim>)>, St
 /// The DPO input holding the frozen reference model's log-probability of each row's
 /// response (f32 [batch]).
 pub const DPO_REFERENCE: &str = "ref_logp";
-
-/// Each row's log-probability of its labelled tokens: Σ_t log softmax(logits[t − 1])[labels[t]]
-/// over the positions whose label is not −100 (a response's log-likelihood under the
-/// model, as DPO scores it). `logits` [B, T, V], `labels` [B, T] → [B].
-pub fn sequence_logp(g: &mut Graph, logits: NodeId, labels: NodeId) -> NodeId {
-    let shape = g.shape(logits).clone();
-    let b = shape.first().cloned().unwrap_or(Dim::c(1));
-    let labels = g.cast(labels, DType::F32);
-    let next = g.shift(labels, 1, -1);
-    let t = shape.get(1).cloned().unwrap_or(Dim::c(1));
-    let one = g.constant(1.0);
-    let ones = g.broadcast(one, vec![b.clone(), t.clone()]);
-    let scored = g.shift(ones, 1, -1);
-    let ignore = g.constant(IGNORE as f64);
-    let ignored = g.binary(BinaryOp::Eq, next, ignore);
-    let counted = g.scale_add(ignored, -1.0, 1.0);
-    let keep = g.mul(scored, counted);
-    // The stabilising max shifts nothing: no gradient flows through it (as PyTorch's
-    // fused log-softmax), so the backward pass is one map over the logits.
-    let max = g.reduce(ReduceOp::Max, logits, 2);
-    let max = g.unary(UnaryOp::StopGradient, max);
-    let centred = g.sub(logits, max);
-    let exp = g.unary(UnaryOp::Exp, centred);
-    let total = g.reduce(ReduceOp::Sum, exp, 2);
-    let lse = g.unary(UnaryOp::Log, total);
-    let classes = g.iota(shape, 2);
-    let target = g.reshape(next, vec![b.clone(), t.clone(), Dim::c(1)]);
-    let one_hot = g.binary(BinaryOp::Eq, classes, target);
-    let picked = g.mul(one_hot, centred);
-    let picked = g.reduce(ReduceOp::Sum, picked, 2);
-    let logp = g.sub(picked, lse);
-    let logp = g.reshape(logp, vec![b.clone(), t]);
-    let logp = g.mul(logp, keep);
-    let s = g.reduce(ReduceOp::Sum, logp, 1);
-    g.reshape(s, vec![b])
-}
-
-/// The mean cross-entropy of `logits` [.., V] against integer `labels` [..] (−100
-/// ignored), as `torch.nn.functional.cross_entropy` computes it; with `shift`, position
-/// t of axis 1 is scored against label t + 1 and the last position is not scored
-/// (Hugging Face's causal-LM loss). Returns the scalar.
-pub fn cross_entropy(g: &mut Graph, logits: NodeId, labels: NodeId, shift: bool) -> NodeId {
-    let shape = g.shape(logits).clone();
-    let lshape = g.shape(labels).clone();
-    let rank = shape.len();
-    if rank < 2 || lshape.len() != rank - 1 || (shift && rank != 3) {
-        let msg = format!(
-            "cross-entropy takes logits [.., V] and labels [..]{}, got {shape:?} and {lshape:?}",
-            if shift { " with a sequence axis" } else { "" }
-        );
-        g.error.get_or_insert(msg);
-        return g.constant(0.0);
-    }
-    let labels = if g.node(labels).dtype == DType::F32 {
-        labels
-    } else {
-        g.cast(labels, DType::F32)
-    };
-    let lead: Vec<Dim> = shape[..rank - 1].to_vec();
-    let (target, scored) = if shift {
-        let next = g.shift(labels, 1, -1);
-        let one = g.constant(1.0);
-        let ones = g.broadcast(one, lead.clone());
-        (next, Some(g.shift(ones, 1, -1)))
-    } else {
-        (labels, None)
-    };
-    let ignore = g.constant(IGNORE as f64);
-    let ignored = g.binary(BinaryOp::Eq, target, ignore);
-    let mut keep = g.scale_add(ignored, -1.0, 1.0);
-    if let Some(s) = scored {
-        keep = g.mul(s, keep);
-    }
-    // −log softmax(logits)[label] = logsumexp(logits) − logits[label], stabilised by the max.
-    let axis = rank - 1;
-    // The stabilising max shifts nothing: no gradient flows through it (as PyTorch's
-    // fused log-softmax), so the backward pass is one map over the logits.
-    let max = g.reduce(ReduceOp::Max, logits, axis);
-    let max = g.unary(UnaryOp::StopGradient, max);
-    let centred = g.sub(logits, max);
-    let exp = g.unary(UnaryOp::Exp, centred);
-    let total = g.reduce(ReduceOp::Sum, exp, axis);
-    let lse = g.unary(UnaryOp::Log, total);
-    let classes = g.iota(shape, axis);
-    let mut tshape = lead.clone();
-    tshape.push(Dim::c(1));
-    let t = g.reshape(target, tshape);
-    let one_hot = g.binary(BinaryOp::Eq, classes, t);
-    let picked = g.mul(one_hot, centred);
-    let picked = g.reduce(ReduceOp::Sum, picked, axis);
-    let nll = g.sub(lse, picked);
-    let nll = g.reshape(nll, lead.clone());
-    let nll = g.mul(nll, keep);
-    let sum_all = |g: &mut Graph, mut x: NodeId| {
-        for a in (0..lead.len()).rev() {
-            x = g.reduce(ReduceOp::Sum, x, a);
-        }
-        g.reshape(x, Vec::new())
-    };
-    let total = sum_all(g, nll);
-    let count = sum_all(g, keep);
-    g.div(total, count)
-}
 
 fn output_of(g: &Graph, name: &str) -> Result<NodeId, String> {
     g.outputs

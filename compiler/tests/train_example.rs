@@ -19,6 +19,26 @@ fn archc(args: &[&str]) -> std::process::Output {
         .expect("archc runs")
 }
 
+/// The `loss` of every line of a `--log` file.
+fn logged_losses(log: &Path) -> Vec<f64> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Mean of the first and of the last `n` losses.
+fn ends(losses: &[f64], n: usize) -> (f64, f64) {
+    let first = losses[..n].iter().sum::<f64>() / n as f64;
+    let last = losses[losses.len() - n..].iter().sum::<f64>() / n as f64;
+    (first, last)
+}
+
 #[test]
 fn tiny_gpt_learns_the_corpus_and_generates() {
     let tmp = tempfile::tempdir().unwrap();
@@ -51,18 +71,10 @@ fn tiny_gpt_learns_the_corpus_and_generates() {
         log.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let losses: Vec<f64> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect();
+    let losses = logged_losses(&log);
     assert_eq!(losses.len(), 120);
-    let first = losses[..5].iter().sum::<f64>() / 5.0;
-    let last = losses[losses.len() - 10..].iter().sum::<f64>() / 10.0;
+    let (first, _) = ends(&losses, 5);
+    let (_, last) = ends(&losses, 10);
     eprintln!("loss {first:.3} → {last:.3}");
     // Uniform over 512 tokens is ln 512 ≈ 6.24; the stories are very regular.
     assert!(first > 5.5, "training starts near uniform: {first}");
@@ -170,17 +182,9 @@ fn collators_train_every_text_objective() {
             "{name}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let losses: Vec<f64> = std::fs::read_to_string(&log)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                    .as_f64()
-                    .unwrap()
-            })
-            .collect();
-        let first = losses[..5].iter().sum::<f64>() / 5.0;
-        let last = losses[losses.len() - 10..].iter().sum::<f64>() / 10.0;
+        let losses = logged_losses(&log);
+        let (first, _) = ends(&losses, 5);
+        let (_, last) = ends(&losses, 10);
         eprintln!("{name}: loss {first:.3} → {last:.3}");
         assert!(
             last < first - 1.0,
@@ -288,17 +292,8 @@ fn sentence_pairs_from_text() {
             "{model}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let losses: Vec<f64> = std::fs::read_to_string(&log)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                    .as_f64()
-                    .unwrap()
-            })
-            .collect();
-        let first = losses[..5].iter().sum::<f64>() / 5.0;
-        let last = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
+        let losses = logged_losses(&log);
+        let (first, last) = ends(&losses, 5);
         eprintln!("{model}: loss {first:.3} → {last:.3}");
         assert!(
             last < first - 2.0,

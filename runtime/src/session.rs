@@ -234,17 +234,7 @@ impl Session {
     /// Overwrites the start of state `name` with `data` (an encoder's cross-attention keys
     /// and values, computed once per session by another program).
     pub fn set_state(&mut self, name: &str, data: &[f32]) -> Result<(), RuntimeError> {
-        let m = &self.package.manifest;
-        let s = m
-            .states
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| RuntimeError::State(format!("the package has no state `{name}`")))?;
-        let buf = self.state[s.buffer].as_ref().ok_or_else(|| {
-            RuntimeError::State(format!(
-                "state `{name}` is not allocated: start a session first"
-            ))
-        })?;
+        let (buf, _) = self.state_buffer(name)?;
         if data.len() * 4 > buf.capacity() {
             return Err(RuntimeError::State(format!(
                 "state `{name}` holds {} values, given {}",
@@ -259,11 +249,11 @@ impl Session {
         Ok(())
     }
 
-    /// The current values of state `name` (a parameter or optimizer moment of a train
-    /// package, a cache): every element the session allocated.
-    pub fn state_data(&self, name: &str) -> Result<&[f32], RuntimeError> {
-        let m = &self.package.manifest;
-        let s = m
+    /// State `name`'s buffer and its allocated bytes.
+    fn state_buffer(&self, name: &str) -> Result<(&AlignedBuf, u64), RuntimeError> {
+        let s = self
+            .package
+            .manifest
             .states
             .iter()
             .find(|s| s.name == name)
@@ -273,10 +263,16 @@ impl Session {
                 "state `{name}` is not allocated: start a session first"
             ))
         })?;
-        // SAFETY: the buffer holds `capacity` bytes of f32 values, 64-byte aligned; no
-        // kernel runs while `self` is borrowed.
-        let len = (self.state_bytes[s.buffer] / 4) as usize;
-        Ok(unsafe { std::slice::from_raw_parts(buf.ptr().cast::<f32>(), len) })
+        Ok((buf, self.state_bytes[s.buffer]))
+    }
+
+    /// The current values of state `name` (a parameter or optimizer moment of a train
+    /// package, a cache): every element the session allocated.
+    pub fn state_data(&self, name: &str) -> Result<&[f32], RuntimeError> {
+        let (buf, bytes) = self.state_buffer(name)?;
+        // SAFETY: the buffer holds `bytes` bytes of f32 values, 64-byte aligned; no kernel
+        // runs while `self` is borrowed.
+        Ok(unsafe { std::slice::from_raw_parts(buf.ptr().cast::<f32>(), (bytes / 4) as usize) })
     }
 
     pub fn package(&self) -> &Package {

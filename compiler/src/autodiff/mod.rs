@@ -21,7 +21,7 @@
 
 mod attention;
 pub mod check;
-mod loss;
+pub mod loss;
 mod rules;
 mod scan;
 

@@ -56,6 +56,17 @@ fn ids(n: usize, vocab: u64, seed: u64) -> Vec<i64> {
         .collect()
 }
 
+/// Sorts `times` (so `times[0]` and the last are the extremes) and returns their median.
+fn sorted_median(times: &mut [f64]) -> f64 {
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    if n % 2 == 1 {
+        times[n / 2]
+    } else {
+        (times[n / 2 - 1] + times[n / 2]) / 2.0
+    }
+}
+
 /// The process's peak resident set, from /proc (Linux), in MiB.
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -133,12 +144,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     if args.profile {
         print_profile(&session.profile(), args.reps);
     }
-    times.sort_by(f64::total_cmp);
-    let median = if times.len() % 2 == 1 {
-        times[times.len() / 2]
-    } else {
-        (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
-    };
+    let median = sorted_median(&mut times);
     let tokens_per_s = (b * t) as f64 / (median / 1e3);
     let rss = peak_rss_mib().unwrap_or(0.0);
     if args.json {
@@ -235,8 +241,7 @@ fn bench_train(args: &BenchArgs) -> Result<(), String> {
     if args.profile {
         print_profile(&trainer.session().profile(), args.reps);
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let median = sorted_median(&mut times);
     let tokens_per_s = (b * t) as f64 / (median / 1e3);
     let rss = peak_rss_mib().unwrap_or(0.0);
     if args.json {
