@@ -2,6 +2,7 @@
 //! the step slices copied in and out, the final copies.
 
 use super::*;
+use crate::kernel::StepCopy;
 
 impl<'a, 'ctx> Lowerer<'a, 'ctx> {
     pub(super) fn copy(
@@ -33,22 +34,26 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             } else {
                 t
             };
-            for sc in &s.seq_in {
-                let (rows, len) = (c(&sc.rows)?, c(&sc.len)?);
-                let (seq, step) = (self.buf(fx, sc.seq)?, self.buf(fx, sc.step)?);
-                ir.for_range(fx.f, "ci", ir.int(0), rows, 1, |r| {
-                    let src = ir.at(seq, ir.mul(ir.mad(r, steps, tt)?, len)?)?;
-                    self.copy(ir.at(step, ir.mul(r, len)?)?, src, len)
-                })?;
-            }
-            for sc in &s.seq_save {
-                let (rows, len) = (c(&sc.rows)?, c(&sc.len)?);
-                let (seq, step) = (self.buf(fx, sc.seq)?, self.buf(fx, sc.step)?);
-                ir.for_range(fx.f, "cs", ir.int(0), rows, 1, |r| {
-                    let dst = ir.at(seq, ir.mul(ir.mad(r, steps, tt)?, len)?)?;
-                    self.copy(dst, ir.at(step, ir.mul(r, len)?)?, len)
-                })?;
-            }
+            // Step slices in, then the states entering the step out (before the body
+            // updates them in place).
+            let step_copies = |copies: &[StepCopy], into_step: bool, label: &str| -> IrResult<()> {
+                for sc in copies {
+                    let (rows, len) = (c(&sc.rows)?, c(&sc.len)?);
+                    let (seq, step) = (self.buf(fx, sc.seq)?, self.buf(fx, sc.step)?);
+                    ir.for_range(fx.f, label, ir.int(0), rows, 1, |r| {
+                        let in_seq = ir.at(seq, ir.mul(ir.mad(r, steps, tt)?, len)?)?;
+                        let in_step = ir.at(step, ir.mul(r, len)?)?;
+                        if into_step {
+                            self.copy(in_step, in_seq, len)
+                        } else {
+                            self.copy(in_seq, in_step, len)
+                        }
+                    })?;
+                }
+                Ok(())
+            };
+            step_copies(&s.seq_in, true, "ci")?;
+            step_copies(&s.seq_save, false, "cs")?;
             for (kf, rf) in nested {
                 let n = match ir
                     .b
@@ -73,14 +78,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             for (from, to, n) in &s.update {
                 self.copy(self.buf(fx, *to)?, self.buf(fx, *from)?, c(n)?)?;
             }
-            for sc in &s.seq_out {
-                let (rows, len) = (c(&sc.rows)?, c(&sc.len)?);
-                let (seq, step) = (self.buf(fx, sc.seq)?, self.buf(fx, sc.step)?);
-                ir.for_range(fx.f, "co", ir.int(0), rows, 1, |r| {
-                    let dst = ir.at(seq, ir.mul(ir.mad(r, steps, tt)?, len)?)?;
-                    self.copy(dst, ir.at(step, ir.mul(r, len)?)?, len)
-                })?;
-            }
+            step_copies(&s.seq_out, false, "co")?;
             Ok(())
         })?;
         for (from, to, n) in &s.finish {
