@@ -227,8 +227,9 @@ enum Command {
         target: String,
         /// Pre-tokenized safetensors (`input_ids` [N, T] and optional `attention_mask`,
         /// `token_type_ids`, `labels`, `decoder_input_ids`, `next_sentence_label`,
-        /// `sentence_order_label`), or text (.txt: one document per line; .jsonl: a `text`
-        /// field) with --tokenizer.
+        /// `sentence_order_label`; DPO: `chosen_ids`, `rejected_ids`, `prompt_lengths` and
+        /// optional `chosen_attention_mask`, `rejected_attention_mask`), or text (.txt: one
+        /// document per line; .jsonl: a `text` field) with --tokenizer.
         #[arg(long)]
         data: PathBuf,
         /// Initial weights (canonical or Hugging Face names).
