@@ -861,7 +861,10 @@ fn dpo_reference(
             .find(|(n, _)| n == "logits")
             .and_then(|(_, t)| t.as_f32())
             .ok_or("the reference model has no logits")?;
-        let HostTensorI64(labels, t) = labels_of(&labels)?;
+        let t = labels.shape[1];
+        let arch_runtime::HostData::I64(labels) = labels.data else {
+            return Err("labels must be i64".into());
+        };
         let v = spec.vocab as usize;
         for (row, lab) in labels.chunks(t).enumerate() {
             let mut s = 0f64;
@@ -880,15 +883,6 @@ fn dpo_reference(
         }
     }
     Ok(out)
-}
-
-struct HostTensorI64(Vec<i64>, usize);
-
-fn labels_of(t: &HostTensor) -> Result<HostTensorI64, String> {
-    match &t.data {
-        arch_runtime::HostData::I64(v) => Ok(HostTensorI64(v.clone(), t.shape[1])),
-        _ => Err("labels must be i64".into()),
-    }
 }
 
 fn train(args: &TrainArgs) -> Result<(), String> {
