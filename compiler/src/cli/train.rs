@@ -138,7 +138,7 @@ impl Data {
             } else {
                 2
             };
-            if t.shape.len() != rank || t.shape[0] != rows {
+            if t.shape.len() != rank || t.shape[0] != rows || (rank == 2 && t.shape[1] == 0) {
                 return Err(format!(
                     "{}: `{name}` has shape {:?}, expected {} rows{}",
                     path.display(),
@@ -941,6 +941,9 @@ fn train(args: &TrainArgs) -> Result<(), String> {
             _ => None,
         });
         let seq = args.seq_len.unwrap_or(128).min(spec.context as usize);
+        if seq < 4 {
+            return Err(format!("--seq-len must be at least 4 tokens, got {seq}"));
+        }
         if let Some(label) = pair_label {
             Data::sentence_pairs(args.data, tok, seq, label, args.seed.unwrap_or(0))?
         } else {
