@@ -323,7 +323,10 @@ fn bad_input_is_an_error_and_keeps_the_checkpoint() {
     a.drain(i..i + 2);
     a.extend(["--resume".to_string(), out.to_str().unwrap().to_string()]);
     let e = err(&run(&a));
-    assert!(e.contains("not a usable checkpoint"), "{e}");
+    assert!(
+        e.contains("not a usable checkpoint") && e.contains("another model"),
+        "{e}"
+    );
     // A corrupt checkpoint.
     let bad = tmp.path().join("bad");
     std::fs::create_dir_all(&bad).unwrap();

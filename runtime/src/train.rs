@@ -373,6 +373,21 @@ impl Trainer {
             .iter()
             .map(|s| s.name.clone())
             .collect();
+        // Another model (or another optimizer, or accumulation) has other state tensors.
+        let theirs: std::collections::BTreeSet<&str> = st.names().into_iter().collect();
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !theirs.contains(n.as_str()))
+            .collect();
+        if let Some(first) = missing.first() {
+            return Err(bad(format!(
+                "it was written for another model or optimizer: {} of this run's {} tensors are missing (`{first}` …)",
+                missing.len(),
+                names.len()
+            )));
+        }
+        // Check every tensor before setting any.
+        let mut values = Vec::with_capacity(names.len());
         for name in &names {
             let view = st
                 .tensor(name)
@@ -382,11 +397,14 @@ impl Trainer {
             let want = self.session.state_data(name)?.len();
             if data.len() != want {
                 return Err(bad(format!(
-                    "tensor `{name}` has {} values, the model needs {want}",
+                    "tensor `{name}` has {} values, the model needs {want}: it was written for another model",
                     data.len()
                 )));
             }
-            self.session.set_state(name, &data)?;
+            values.push(data);
+        }
+        for (name, data) in names.iter().zip(&values) {
+            self.session.set_state(name, data)?;
         }
         let hyper = self.state.hyper.clone();
         self.state = state;
