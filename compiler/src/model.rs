@@ -518,17 +518,6 @@ impl Trainer {
 
     /// The parameters as canonical safetensors.
     pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<(), ModelError> {
-        let table = crate::params::param_table(&self.spec);
-        let tensors = table
-            .iter()
-            .map(|p| {
-                Ok((
-                    p.name.clone(),
-                    p.shape.clone(),
-                    self.inner.tensor(&p.name).map_err(err)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, ModelError>>()?;
-        arch_runtime::train::write_safetensors_atomic(path.as_ref(), &tensors, None).map_err(err)
+        crate::train::save_weights(&self.inner, &self.spec, path.as_ref()).map_err(err)
     }
 }

@@ -434,3 +434,20 @@ fn params_as_state(mut g: Graph) -> Result<Graph, String> {
     }
     Ok(g)
 }
+
+/// Writes a trainer's parameters as canonical safetensors (what `--weights` and
+/// `Model::load` read), atomically.
+pub fn save_weights(
+    trainer: &arch_runtime::train::Trainer,
+    spec: &ArchSpec,
+    path: &std::path::Path,
+) -> Result<(), String> {
+    let tensors = crate::params::param_table(spec)
+        .into_iter()
+        .map(|p| {
+            let data = trainer.tensor(&p.name).map_err(|e| e.to_string())?;
+            Ok((p.name, p.shape, data))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    arch_runtime::train::write_safetensors_atomic(path, &tensors, None).map_err(|e| e.to_string())
+}

@@ -56,14 +56,58 @@ fn ids(n: usize, vocab: u64, seed: u64) -> Vec<i64> {
         .collect()
 }
 
-/// Sorts `times` (so `times[0]` and the last are the extremes) and returns their median.
-fn sorted_median(times: &mut [f64]) -> f64 {
-    times.sort_by(f64::total_cmp);
-    let n = times.len();
-    if n % 2 == 1 {
-        times[n / 2]
-    } else {
-        (times[n / 2 - 1] + times[n / 2]) / 2.0
+/// Timed runs (milliseconds each) of `tokens` tokens, and the process's peak memory.
+struct Timing {
+    median: f64,
+    min: f64,
+    max: f64,
+    runs: usize,
+    tokens_per_s: f64,
+    rss: f64,
+}
+
+impl Timing {
+    fn of(times: &mut [f64], tokens: usize) -> Timing {
+        times.sort_by(f64::total_cmp);
+        let n = times.len();
+        let median = if n % 2 == 1 {
+            times[n / 2]
+        } else {
+            (times[n / 2 - 1] + times[n / 2]) / 2.0
+        };
+        Timing {
+            median,
+            min: times[0],
+            max: times[n - 1],
+            runs: n,
+            tokens_per_s: tokens as f64 / (median / 1e3),
+            rss: peak_rss_mib().unwrap_or(0.0),
+        }
+    }
+
+    /// One JSON object on stdout: the run's description, the timing, `extra` fields.
+    #[allow(clippy::too_many_arguments)]
+    fn print_json(
+        &self,
+        model: &str,
+        batch: usize,
+        seq: usize,
+        mode: &str,
+        threads: usize,
+        params: usize,
+        built: &crate::package::Built,
+        extra: &[(&str, f64)],
+    ) {
+        let mut v = serde_json::json!({
+            "model": model, "batch": batch, "seq": seq, "mode": mode, "threads": threads,
+            "params": params, "median_ms": self.median, "min_ms": self.min,
+            "max_ms": self.max, "tokens_per_s": self.tokens_per_s, "reps": self.runs,
+            "build_s": built.seconds, "cached": built.cached, "peak_rss_mib": self.rss,
+        });
+        for (k, x) in extra {
+            v[*k] = serde_json::json!(x);
+        }
+        println!("{v}");
     }
 }
 
@@ -144,28 +188,29 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     if args.profile {
         print_profile(&session.profile(), args.reps);
     }
-    let median = sorted_median(&mut times);
-    let tokens_per_s = (b * t) as f64 / (median / 1e3);
-    let rss = peak_rss_mib().unwrap_or(0.0);
+    let r = Timing::of(&mut times, b * t);
     if args.json {
-        println!(
-            "{{\"model\": \"{}\", \"batch\": {b}, \"seq\": {t}, \"mode\": \"prefill\", \"threads\": {}, \"params\": {params}, \"median_ms\": {median:.3}, \"min_ms\": {:.3}, \"max_ms\": {:.3}, \"tokens_per_s\": {tokens_per_s:.1}, \"reps\": {}, \"build_s\": {:.3}, \"cached\": {}, \"peak_rss_mib\": {rss:.1}}}",
-            spec.name,
+        r.print_json(
+            &spec.name,
+            b,
+            t,
+            "prefill",
             session.threads(),
-            times[0],
-            times[times.len() - 1],
-            times.len(),
-            built.seconds,
-            built.cached,
+            params,
+            &built,
+            &[],
         );
     } else {
         println!(
-            "{} batch {b} × seq {t}, {} threads: median {median:.2} ms (min {:.2}, max {:.2}, {} runs), {tokens_per_s:.0} tokens/s, peak RSS {rss:.0} MiB",
+            "{} batch {b} × seq {t}, {} threads: median {:.2} ms (min {:.2}, max {:.2}, {} runs), {:.0} tokens/s, peak RSS {:.0} MiB",
             spec.name,
             session.threads(),
-            times[0],
-            times[times.len() - 1],
-            times.len()
+            r.median,
+            r.min,
+            r.max,
+            r.runs,
+            r.tokens_per_s,
+            r.rss
         );
     }
     Ok(())
@@ -241,28 +286,30 @@ fn bench_train(args: &BenchArgs) -> Result<(), String> {
     if args.profile {
         print_profile(&trainer.session().profile(), args.reps);
     }
-    let median = sorted_median(&mut times);
-    let tokens_per_s = (b * t) as f64 / (median / 1e3);
-    let rss = peak_rss_mib().unwrap_or(0.0);
+    let r = Timing::of(&mut times, b * t);
     if args.json {
-        println!(
-            "{{\"model\": \"{}\", \"batch\": {b}, \"seq\": {t}, \"mode\": \"train\", \"threads\": {}, \"params\": {n_params}, \"median_ms\": {median:.3}, \"min_ms\": {:.3}, \"max_ms\": {:.3}, \"tokens_per_s\": {tokens_per_s:.1}, \"loss\": {loss:.4}, \"reps\": {}, \"build_s\": {:.3}, \"cached\": {}, \"peak_rss_mib\": {rss:.1}}}",
-            spec.name,
-            trainer.session().threads(),
-            times[0],
-            times[times.len() - 1],
-            times.len(),
-            built.seconds,
-            built.cached,
+        let threads = trainer.session().threads();
+        r.print_json(
+            &spec.name,
+            b,
+            t,
+            "train",
+            threads,
+            n_params,
+            &built,
+            &[("loss", loss)],
         );
     } else {
         println!(
-            "{} train step, batch {b} × seq {t}, {} threads: median {median:.1} ms (min {:.1}, max {:.1}, {} steps), {tokens_per_s:.0} tokens/s, loss {loss:.3}, peak RSS {rss:.0} MiB",
+            "{} train step, batch {b} × seq {t}, {} threads: median {:.1} ms (min {:.1}, max {:.1}, {} steps), {:.0} tokens/s, loss {loss:.3}, peak RSS {:.0} MiB",
             spec.name,
             trainer.session().threads(),
-            times[0],
-            times[times.len() - 1],
-            times.len()
+            r.median,
+            r.min,
+            r.max,
+            r.runs,
+            r.tokens_per_s,
+            r.rss
         );
     }
     Ok(())

@@ -850,8 +850,8 @@ fn dpo_reference(
     let n = data.rows;
     let mut out = vec![0f32; 2 * n];
     let rows: Vec<usize> = (0..n).collect();
+    let zeros = vec![0f32; 2 * n];
     for chunk in rows.chunks(batch.max(1)) {
-        let zeros = vec![0f32; 2 * n];
         let mut inputs = dpo_batch(data, chunk, &zeros)?;
         inputs.remove(crate::train::DPO_REFERENCE);
         let labels = inputs.remove("labels").ok_or("no labels")?;
@@ -1269,21 +1269,7 @@ fn clock(secs: f64) -> String {
 /// written to a temporary name and renamed.
 fn save(trainer: &Trainer, spec: &ArchSpec, dir: &Path) -> Result<std::path::PathBuf, String> {
     let path = trainer.save(dir).map_err(|e| e.to_string())?;
-    let names = trainer.param_names();
-    let tensors = names
-        .iter()
-        .map(|n| {
-            let data = trainer.tensor(n).map_err(|e| e.to_string())?;
-            let shape = crate::params::param_table(spec)
-                .into_iter()
-                .find(|p| p.name == *n)
-                .map(|p| p.shape)
-                .unwrap_or_else(|| vec![data.len()]);
-            Ok((n.clone(), shape, data))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    arch_runtime::train::write_safetensors_atomic(&dir.join("weights.safetensors"), &tensors, None)
-        .map_err(|e| e.to_string())?;
+    crate::train::save_weights(trainer, spec, &dir.join("weights.safetensors"))?;
     if let Some(hf) = hf_naming(
         spec,
         trainer.state.extra.get("naming").and_then(|n| n.as_str()),

@@ -357,6 +357,25 @@ impl Ix {
         lin
     }
 
+    /// Row-major strides of `extents` (the last axis contiguous).
+    pub fn strides(extents: &[Ix]) -> Vec<Ix> {
+        let mut strides = vec![Ix::c(1); extents.len()];
+        for k in (0..extents.len().saturating_sub(1)).rev() {
+            strides[k] = strides[k + 1].clone().mul(extents[k + 1].clone());
+        }
+        strides
+    }
+
+    /// The element a map over `extents` writes at its loop variables, `Σ Var(j)·stride_j`,
+    /// spelled as the loads of a contiguous buffer of that shape are, so that a load of the
+    /// same element compares equal.
+    pub fn here(extents: &[Ix]) -> Ix {
+        Ix::strides(extents)
+            .into_iter()
+            .enumerate()
+            .fold(Ix::c(0), |acc, (j, s)| acc.add(Ix::Var(j as u32).mul(s)))
+    }
+
     /// The multi-index of a row-major linear index.
     pub fn delinear(lin: Ix, extents: &[Ix]) -> Vec<Ix> {
         let mut out = vec![Ix::Const(0); extents.len()];

@@ -361,7 +361,7 @@ pub fn load_with(
 
 /// A manifest holding only `spec`'s parameters and namings: what the runtime's loader
 /// reads.
-fn params_manifest(spec: &ArchSpec, table: &[ParamInfo]) -> arch_runtime::Manifest {
+pub(crate) fn params_manifest(spec: &ArchSpec, table: &[ParamInfo]) -> arch_runtime::Manifest {
     use arch_runtime::manifest::{BufferKind, BufferSpec, Dtype, Limits, ParamSpec, Target};
     arch_runtime::Manifest {
         format: arch_runtime::manifest::FORMAT.into(),

@@ -129,7 +129,6 @@ mod tests {
     /// tensors as the compiler's loader.
     #[test]
     fn the_runtime_reads_every_fixture_like_the_compiler() {
-        use arch_runtime::manifest::{Limits, Manifest, ParamSpec, Target, FORMAT};
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf");
         let mut names: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
@@ -145,42 +144,7 @@ mod tests {
             }
             let spec = fixture_spec(&name);
             let table = param_table(&spec);
-            let manifest = Manifest {
-                format: FORMAT.into(),
-                compiler_version: env!("CARGO_PKG_VERSION").into(),
-                model: spec.name.clone(),
-                target: Target {
-                    kind: "cpu".into(),
-                    isa: String::new(),
-                    cpu: String::new(),
-                    features: String::new(),
-                },
-                syms: vec![],
-                limits: Limits {
-                    vocab: spec.vocab,
-                    context: spec.context,
-                    segments: 0,
-                    seq_multiple_of: 1,
-                    left_padding: true,
-                },
-                inputs: vec![],
-                states: vec![],
-                outputs: vec![],
-                params: table
-                    .iter()
-                    .map(|p| ParamSpec {
-                        name: p.name.clone(),
-                        shape: p.shape.clone(),
-                        buffer: 0,
-                    })
-                    .collect(),
-                namings: manifest_namings(&spec),
-                buffers: vec![],
-                slots: 0,
-                scratch_floats: 0,
-                entries: Default::default(),
-                kernels: vec![],
-            };
+            let manifest = super::super::params_manifest(&spec, &table);
             let file = path.join("model.safetensors");
             let runtime = arch_runtime::Weights::open(&manifest, &file)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));

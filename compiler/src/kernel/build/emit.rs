@@ -68,12 +68,7 @@ impl<'g, 'p> Cx<'g, 'p> {
                     let (x, new, seen) = (node.inputs[0], node.inputs[1], node.inputs[2]);
                     let ring = self.dim(&self.node(x).shape[0])?;
                     let seen = self.dim(&self.node(seen).shape[1])?;
-                    let new_shape = &self.node(new).shape;
-                    let extents = self.extents(new_shape)?;
-                    let row = self
-                        .extents(&new_shape[1..])?
-                        .into_iter()
-                        .fold(Ix::c(1), Ix::mul);
+                    let (extents, row) = self.rows_of(new)?;
                     let t = Ix::Var(0);
                     let at = seen.sub(extents[0].clone()).add(t.clone()).rem(ring);
                     Body::Map {
@@ -86,12 +81,7 @@ impl<'g, 'p> Cx<'g, 'p> {
                 Op::UpdateTail => {
                     let (x, new) = (node.inputs[0], node.inputs[1]);
                     let rows = self.dim(&self.node(x).shape[0])?;
-                    let new_shape = &self.node(new).shape;
-                    let extents = self.extents(new_shape)?;
-                    let row = self
-                        .extents(&new_shape[1..])?
-                        .into_iter()
-                        .fold(Ix::c(1), Ix::mul);
+                    let (extents, row) = self.rows_of(new)?;
                     Body::Map {
                         out: self.out_buf(id)?,
                         offset: rows.sub(extents[0].clone()).mul(row),
@@ -125,6 +115,14 @@ impl<'g, 'p> Cx<'g, 'p> {
             });
         }
         Ok(())
+    }
+
+    /// The extents of the rows a cache update writes ([T, ..]) and the elements per row.
+    fn rows_of(&self, new: NodeId) -> Result<(Vec<Ix>, Ix), String> {
+        let shape = &self.node(new).shape;
+        let extents = self.extents(shape)?;
+        let row = extents[1..].iter().cloned().fold(Ix::c(1), Ix::mul);
+        Ok((extents, row))
     }
 
     pub(super) fn out_buf(&self, id: NodeId) -> Result<BufId, String> {
@@ -497,11 +495,7 @@ impl<'g, 'p> Cx<'g, 'p> {
                 if sb != b {
                     let extents = self.extents(&node.shape)?;
                     let mut expr = self.value(id, &Self::vars(extents.len()))?;
-                    let strides = self.contiguous(&node.shape)?;
-                    let here = Self::vars(extents.len())
-                        .into_iter()
-                        .zip(strides)
-                        .fold(Ix::c(0), |acc, (v, s)| acc.add(v.mul(s)));
+                    let here = Ix::here(&extents);
                     if !reads_only_at(&expr, sb, &here) {
                         // The new value reads the old one elsewhere (a convolution window
                         // moving by one): computed into a temp first, then copied over.

@@ -82,9 +82,13 @@ pub fn build(g: &Graph) -> Result<Program, String> {
 /// hold a second buffer of the same size at that moment.
 fn reuse_dying_inputs(prog: &mut Program) {
     let mut last_use = vec![None; prog.buffers.len()];
+    let mut first_write = vec![None; prog.buffers.len()];
     for (k, kernel) in prog.kernels.iter().enumerate() {
         for b in kernel.buffers() {
             last_use[b] = Some(k);
+        }
+        for b in kernel.writes() {
+            first_write[b].get_or_insert(k);
         }
     }
     for k in 0..prog.kernels.len() {
@@ -101,16 +105,7 @@ fn reuse_dying_inputs(prog: &mut Program) {
         if *offset != Ix::c(0) || prog.buffers[out].kind != BufKind::Temp || extents.is_empty() {
             continue;
         }
-        // The element being written: the linear index of the loop variables.
-        let r = extents.len();
-        let mut strides = vec![Ix::c(1); r];
-        for j in (0..r - 1).rev() {
-            strides[j] = strides[j + 1].clone().mul(extents[j + 1].clone());
-        }
-        let here = (0..r)
-            .map(|j| Ix::Var(j as u32))
-            .zip(strides)
-            .fold(Ix::c(0), |acc, (v, s)| acc.add(v.mul(s)));
+        let here = Ix::here(extents);
         let mut reads = Vec::new();
         expr.visit_bufs(&mut |b| reads.push(b));
         reads.sort_unstable();
@@ -122,21 +117,12 @@ fn reuse_dying_inputs(prog: &mut Program) {
                 && prog.buffers[i].elems == prog.buffers[out].elems
                 && last_use[i] == Some(k)
                 && emit::reads_only_at(expr, i, &here)
-                && !prog.kernels[..k]
-                    .iter()
-                    .any(|kk| kk.writes().contains(&out))
+                && first_write[out] == Some(k)
         });
         let Some(i) = victim else {
             continue;
         };
-        for kernel in &mut prog.kernels[k..] {
-            kernel.rename_bufs(&mut |b| {
-                if *b == out {
-                    *b = i
-                }
-            });
-        }
-        prog.buffers[out].elems = Dim::c(0);
+        merge_buffer(prog, k, out, i);
         // `i` now lives as long as `out` did.
         let new_last = last_use[out];
         last_use[i] = new_last;
@@ -189,15 +175,22 @@ fn elide_state_copies(prog: &mut Program) {
             continue;
         }
         prog.kernels.remove(k);
-        for kernel in &mut prog.kernels {
-            kernel.rename_bufs(&mut |b| {
-                if *b == t {
-                    *b = sb
-                }
-            });
-        }
-        prog.buffers[t].elems = Dim::c(0);
+        merge_buffer(prog, w, t, sb);
     }
+}
+
+/// Buffer `old` is `new` from kernel `from` on (`old` was first written there): every
+/// reference is renamed and `old` keeps zero elements, so the planner gives it no room.
+/// What the two in-place passes above share.
+fn merge_buffer(prog: &mut Program, from: usize, old: BufId, new: BufId) {
+    for kernel in &mut prog.kernels[from..] {
+        kernel.rename_bufs(&mut |b| {
+            if *b == old {
+                *b = new
+            }
+        });
+    }
+    prog.buffers[old].elems = Dim::c(0);
 }
 
 /// Program-wide state: buffers and parameters (shared by scan bodies).

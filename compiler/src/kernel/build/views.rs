@@ -6,12 +6,7 @@ use super::*;
 
 impl<'g, 'p> Cx<'g, 'p> {
     pub(super) fn contiguous(&self, shape: &[Dim]) -> Result<Vec<Ix>, String> {
-        let ext = self.extents(shape)?;
-        let mut strides = vec![Ix::c(1); ext.len()];
-        for k in (0..ext.len().saturating_sub(1)).rev() {
-            strides[k] = strides[k + 1].clone().mul(ext[k + 1].clone());
-        }
-        Ok(strides)
+        Ok(Ix::strides(&self.extents(shape)?))
     }
 
     /// The value of `id` as a strided view of a stored buffer, when it is one.
