@@ -37,6 +37,13 @@ fn ok(args: &[&str]) -> String {
 }
 
 /// Exit code 1 and stderr containing every one of `needles`; never a panic.
+/// `embed SPEC --weights W --tokenizer T` and `rest`.
+fn embed_args<'a>(spec: &'a str, weights: &'a str, tok: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["embed", spec, "--weights", weights, "--tokenizer", tok];
+    v.extend_from_slice(rest);
+    v
+}
+
 fn fails(args: &[&str], needles: &[&str]) -> String {
     let out = archc(args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -371,20 +378,19 @@ fn a_decoder_only_model_takes_mean_pooling_and_the_table_has_a_unit_diagonal() {
     let dir = fixtures().join("hf/gpt2");
     let tok = word_tokenizer(&temp_dir("gpt2-cls"), 101);
     fails(
-        &[
-            "embed",
+        &embed_args(
             &s(&dir.join("model.arch")),
-            "--weights",
             &s(&dir.join("model.safetensors")),
-            "--tokenizer",
             &s(&tok),
-            "--text",
-            "w1 w2",
-            "--pooling",
-            "cls",
-            "--out",
-            &s(&temp_dir("gpt2-cls").join("x.safetensors")),
-        ],
+            &[
+                "--text",
+                "w1 w2",
+                "--pooling",
+                "cls",
+                "--out",
+                &s(&temp_dir("gpt2-cls").join("x.safetensors")),
+            ],
+        ),
         &["decoder-only", "--pooling mean"],
     );
 }
@@ -402,18 +408,12 @@ fn errors_are_messages_not_panics() {
 
     // A malformed tokenizer: the file and the reason.
     let e = fails(
-        &[
-            "embed",
+        &embed_args(
             &spec,
-            "--weights",
             &weights,
-            "--tokenizer",
             &s(&garbage),
-            "--text",
-            "w1",
-            "--out",
-            &out,
-        ],
+            &["--text", "w1", "--out", &out],
+        ),
         &[
             "garbage-tokenizer.json",
             "not a Hugging Face tokenizer.json",
@@ -424,133 +424,80 @@ fn errors_are_messages_not_panics() {
     let not_tok = work.join("config.json");
     std::fs::write(&not_tok, r#"{"hidden_size": 32}"#).unwrap();
     fails(
-        &[
-            "embed",
+        &embed_args(
             &spec,
-            "--weights",
             &weights,
-            "--tokenizer",
             &s(&not_tok),
-            "--text",
-            "w1",
-            "--out",
-            &out,
-        ],
+            &["--text", "w1", "--out", &out],
+        ),
         &["config.json", "not a Hugging Face tokenizer.json"],
     );
     // A missing one.
     fails(
-        &[
-            "embed",
+        &embed_args(
             &spec,
-            "--weights",
             &weights,
-            "--tokenizer",
             &s(&work.join("absent.json")),
-            "--text",
-            "w1",
-            "--out",
-            &out,
-        ],
+            &["--text", "w1", "--out", &out],
+        ),
         &["cannot read tokenizer", "absent.json"],
     );
     // No texts at all, or only blank lines.
     fails(
-        &[
-            "embed",
-            &spec,
-            "--weights",
-            &weights,
-            "--tokenizer",
-            &tok,
-            "--out",
-            &out,
-        ],
+        &embed_args(&spec, &weights, &tok, &["--out", &out]),
         &["no texts to embed", "--text"],
     );
     let blank = work.join("blank.txt");
     std::fs::write(&blank, "\n  \n\n").unwrap();
     fails(
-        &[
-            "embed",
+        &embed_args(
             &spec,
-            "--weights",
             &weights,
-            "--tokenizer",
             &tok,
-            "--file",
-            &s(&blank),
-            "--out",
-            &out,
-        ],
+            &["--file", &s(&blank), "--out", &out],
+        ),
         &["no texts to embed", "blank.txt"],
     );
     // An encoder-decoder model.
     let t5 = fixtures().join("hf/t5");
     fails(
-        &[
-            "embed",
+        &embed_args(
             &s(&t5.join("model.arch")),
-            "--weights",
             &s(&t5.join("model.safetensors")),
-            "--tokenizer",
             &tok,
-            "--text",
-            "w1",
-            "--out",
-            &out,
-        ],
+            &["--text", "w1", "--out", &out],
+        ),
         &["encoder-only", "encoder-decoder"],
     );
     // Weights of another model.
     fails(
-        &[
-            "embed",
+        &embed_args(
             &spec,
-            "--weights",
             &s(&fixtures().join("hf/bert/model.safetensors")),
-            "--tokenizer",
             &tok,
-            "--text",
-            "w1",
-            "--out",
-            &out,
-        ],
+            &["--text", "w1", "--out", &out],
+        ),
         &["do not fit", "model.safetensors"],
     );
     // Ids past the model's vocabulary: the tokenizer is not this model's.
     let big = word_tokenizer(&temp_dir("errors-big"), 400);
     fails(
-        &[
-            "embed",
+        &embed_args(
             &spec,
-            "--weights",
             &weights,
-            "--tokenizer",
             &s(&big),
-            "--text",
-            "w1 w399",
-            "--out",
-            &out,
-        ],
+            &["--text", "w1 w399", "--out", &out],
+        ),
         &["token id 399", "vocabulary"],
     );
     // A maximum length past the context.
     fails(
-        &[
-            "embed",
+        &embed_args(
             &spec,
-            "--weights",
             &weights,
-            "--tokenizer",
             &tok,
-            "--text",
-            "w1",
-            "--max-length",
-            "100000",
-            "--out",
-            &out,
-        ],
+            &["--text", "w1", "--max-length", "100000", "--out", &out],
+        ),
         &["--max-length 100000", "context"],
     );
     assert!(

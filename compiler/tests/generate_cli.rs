@@ -220,43 +220,27 @@ fn bad_inputs_are_clear_errors() {
     let out = tmp.path().join("o.safetensors");
     let out = out.to_str().unwrap();
     let bert = fixture("bert");
-    let cases: Vec<(Vec<&str>, &str)> = vec![
+    let (bert_arch, bert_weights) = (
+        bert.join("model.arch").to_str().unwrap().to_string(),
+        bert.join("model.safetensors").to_str().unwrap().to_string(),
+    );
+    let gpt2 = [arch.as_str(), "--weights", &weights];
+    let bert = [bert_arch.as_str(), "--weights", &bert_weights];
+    // (model, arguments after it, what the error says)
+    let cases: Vec<(&[&str], Vec<&str>, &str)> = vec![
         (
-            vec![
-                "generate",
-                &arch,
-                "--weights",
-                &weights,
-                "--inputs",
-                &big,
-                "--max-new-tokens",
-                "2",
-                "--out",
-                out,
-            ],
+            &gpt2,
+            vec!["--inputs", &big, "--max-new-tokens", "2", "--out", out],
             "vocab",
         ),
         (
-            vec![
-                "generate",
-                &arch,
-                "--weights",
-                &weights,
-                "--inputs",
-                &ok,
-                "--max-new-tokens",
-                "20",
-                "--out",
-                out,
-            ],
+            &gpt2,
+            vec!["--inputs", &ok, "--max-new-tokens", "20", "--out", out],
             "context",
         ),
         (
+            &gpt2,
             vec![
-                "generate",
-                &arch,
-                "--weights",
-                &weights,
                 "--inputs",
                 &right_pad,
                 "--max-new-tokens",
@@ -267,11 +251,8 @@ fn bad_inputs_are_clear_errors() {
             "left padding",
         ),
         (
+            &gpt2,
             vec![
-                "generate",
-                &arch,
-                "--weights",
-                &weights,
                 "--tokenizer",
                 garbage.to_str().unwrap(),
                 "--prompt",
@@ -282,43 +263,18 @@ fn bad_inputs_are_clear_errors() {
             "tokenizer.json",
         ),
         (
-            vec![
-                "generate",
-                &arch,
-                "--weights",
-                &weights,
-                "--inputs",
-                &ok,
-                "--max-new-tokens",
-                "2",
-            ],
+            &gpt2,
+            vec!["--inputs", &ok, "--max-new-tokens", "2"],
             "--out",
         ),
         (
-            vec![
-                "generate",
-                bert.join("model.arch").to_str().unwrap().to_string().leak(),
-                "--weights",
-                bert.join("model.safetensors")
-                    .to_str()
-                    .unwrap()
-                    .to_string()
-                    .leak(),
-                "--inputs",
-                &ok,
-                "--max-new-tokens",
-                "2",
-                "--out",
-                out,
-            ],
+            &bert,
+            vec!["--inputs", &ok, "--max-new-tokens", "2", "--out", out],
             "encoder-only",
         ),
         (
+            &gpt2,
             vec![
-                "generate",
-                &arch,
-                "--weights",
-                &weights,
                 "--inputs",
                 &ok,
                 "--max-new-tokens",
@@ -331,7 +287,10 @@ fn bad_inputs_are_clear_errors() {
             "top-p",
         ),
     ];
-    for (args, want) in cases {
+    for (model, rest, want) in cases {
+        let mut args = vec!["generate"];
+        args.extend_from_slice(model);
+        args.extend(rest);
         let o = archc(&args, tmp.path());
         let t = text(&o);
         assert!(!o.status.success(), "{args:?} succeeded");
