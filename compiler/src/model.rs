@@ -398,18 +398,13 @@ impl Trainer {
     /// Builds (or takes from the cache) the spec's train package and sets its parameters.
     pub fn new(spec: ArchSpec, init: Init, cfg: &TrainConfig) -> Result<Trainer, ModelError> {
         crate::train::losses(&spec).map_err(err)?;
-        let opts = BuildOptions {
-            kind: crate::package::PackageKind::Train(crate::train::TrainOptions {
-                optimizer: cfg.optimizer,
-                ..Default::default()
-            }),
+        let opts = crate::train::TrainOptions {
+            optimizer: cfg.optimizer,
             attention_mask: true,
-            ..BuildOptions::host().map_err(err)?
+            ..Default::default()
         };
-        let built = build(&spec, &opts, None).map_err(err)?;
-        let package = Package::load(&built.dir).map_err(err)?;
-        let weights = Weights::from_tensors(package.manifest(), Default::default()).map_err(err)?;
-        let session = Session::new(package, weights, cfg.threads).map_err(err)?;
+        let (session, _) =
+            crate::train::train_session(&spec, opts, cfg.threads, false).map_err(err)?;
         let params = match init {
             Init::Weights(p) => crate::weights::load(&spec, &p)
                 .map_err(err)?

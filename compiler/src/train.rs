@@ -451,3 +451,27 @@ pub fn save_weights(
         .collect::<Result<Vec<_>, String>>()?;
     arch_runtime::train::write_safetensors_atomic(path, &tensors, None).map_err(|e| e.to_string())
 }
+
+/// A session on `spec`'s train package (built with `opts`, or taken from the cache): no
+/// weights, since its parameters are state a trainer sets. Also says how it was built.
+pub fn train_session(
+    spec: &ArchSpec,
+    opts: TrainOptions,
+    threads: usize,
+    verbose: bool,
+) -> Result<(arch_runtime::Session, crate::package::Built), String> {
+    use crate::package::{build, BuildOptions, PackageKind};
+    let build_opts = BuildOptions {
+        attention_mask: opts.attention_mask,
+        kind: PackageKind::Train(opts),
+        verbose,
+        ..BuildOptions::host()?
+    };
+    let built = build(spec, &build_opts, None)?;
+    let package = arch_runtime::Package::load(&built.dir).map_err(|e| e.to_string())?;
+    let weights = arch_runtime::Weights::from_tensors(package.manifest(), Default::default())
+        .map_err(|e| e.to_string())?;
+    let session =
+        arch_runtime::Session::new(package, weights, threads).map_err(|e| e.to_string())?;
+    Ok((session, built))
+}

@@ -235,16 +235,12 @@ fn bench_train(args: &BenchArgs) -> Result<(), String> {
     if labels.iter().any(|(n, _)| *n != "labels") || spec.family != Family::DecoderOnly {
         return Err("`--mode train` times decoder-only next-token training".into());
     }
-    let opts = BuildOptions {
-        kind: crate::package::PackageKind::Train(crate::train::TrainOptions::default()),
-        verbose: !args.json,
-        ..BuildOptions::host()?
-    };
-    let built = build(&spec, &opts, None)?;
-    let package = Package::load(&built.dir).map_err(|e| e.to_string())?;
-    let weights =
-        Weights::from_tensors(package.manifest(), Default::default()).map_err(|e| e.to_string())?;
-    let session = Session::new(package, weights, args.threads).map_err(|e| e.to_string())?;
+    let (session, built) = crate::train::train_session(
+        &spec,
+        crate::train::TrainOptions::default(),
+        args.threads,
+        !args.json,
+    )?;
     let params = crate::params::init(&spec, 0);
     let n_params: usize = params.values().map(Vec::len).sum();
     let hyper = Hyper {

@@ -6,7 +6,7 @@
 use super::load_model;
 use crate::collate;
 use crate::interp::Value;
-use crate::package::{BuildOptions, PackageKind};
+use crate::package::BuildOptions;
 use crate::tensor::Tensor;
 use crate::train::{label_inputs, Optimizer};
 use arch_dsl::spec::{ArchSpec, Family, Objective};
@@ -1012,27 +1012,18 @@ fn train(args: &TrainArgs) -> Result<(), String> {
     }
 
     // The package.
-    let opts = BuildOptions {
-        kind: PackageKind::Train(crate::train::TrainOptions {
-            optimizer,
-            accumulate: args.accum > 1,
-            attention_mask: false,
-            frozen: args.freeze.to_vec(),
-        }),
+    let opts = crate::train::TrainOptions {
+        optimizer,
+        accumulate: args.accum > 1,
         attention_mask: data.tensors.contains_key("attention_mask")
             || data.tensors.contains_key("chosen_attention_mask")
             || pads,
-        verbose: true,
-        ..BuildOptions::host()?
+        frozen: args.freeze.to_vec(),
     };
-    let built = crate::package::build(&spec, &opts, None)?;
+    let (session, built) = crate::train::train_session(&spec, opts, args.threads, true)?;
     if !built.cached {
         eprintln!("archc: built the train package in {:.1} s", built.seconds);
     }
-    let package = Package::load(&built.dir).map_err(|e| e.to_string())?;
-    let weights =
-        Weights::from_tensors(package.manifest(), BTreeMap::new()).map_err(|e| e.to_string())?;
-    let session = Session::new(package, weights, args.threads).map_err(|e| e.to_string())?;
 
     let mut naming = None;
     let mut file_names: Vec<String> = Vec::new();
