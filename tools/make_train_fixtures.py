@@ -272,6 +272,160 @@ class S4LM(torch.nn.Module):
         return {k: v.detach().clone().contiguous() for k, v in out.items()}
 
 
+M64 = (1 << 64) - 1
+
+
+class Rng:
+    """archc's generator (runtime/src/generate.rs `Rng`): splitmix64-seeded xoshiro256**."""
+
+    def __init__(self, seed):
+        x, s = seed & M64, []
+        for _ in range(4):
+            x = (x + 0x9E3779B97F4A7C15) & M64
+            z = x
+            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+            s.append(z ^ (z >> 31))
+        self.s = s
+
+    @staticmethod
+    def rotl(x, k):
+        return ((x << k) | (x >> (64 - k))) & M64
+
+    def next_u64(self):
+        s = self.s
+        out = (self.rotl((s[1] * 5) & M64, 7) * 9) & M64
+        t = (s[1] << 17) & M64
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = self.rotl(s[3], 45)
+        return out
+
+    def next_f64(self):
+        return (self.next_u64() >> 11) / float(1 << 53)
+
+
+def row_rng(seed, row):
+    """compiler/src/collate.rs `row_rng(seed, row, None)`."""
+    return Rng(seed ^ (((row + 1) * 0x9E3779B97F4A7C15) & M64))
+
+
+# compiler/src/train.rs RTD_SEED_SALT, xor'd with the run's --seed.
+RTD_SALT = 0x7274645F73616D70
+# The smallest distance allowed between a draw and a boundary of the cumulative
+# distribution: closer, float rounding (1e-7 relative between two implementations) could
+# pick the neighbouring token. The fixture takes the first data variant whose draws (at
+# --seed 0, what `archc train --init` uses) all keep it.
+RTD_MARGIN = 1e-4
+VARIANT = 0
+
+
+class Retry(Exception):
+    pass
+
+
+def sample_softmax(logits, u):
+    """compiler/src/train.rs `sample_softmax`: inverse CDF of softmax(logits) in f64.
+    Returns the token and the draw's distance to the nearest boundary (as a probability)."""
+    import math
+
+    vals = [float(x) for x in logits.tolist()]
+    m = max(vals)
+    ex = [math.exp(v - m) for v in vals]
+    total = sum(ex)
+    target, acc, margin = u * total, 0.0, 1.0
+    for e in ex:
+        acc += e
+        margin = min(margin, abs(acc - target) / total)
+    acc = 0.0
+    for i, e in enumerate(ex):
+        acc += e
+        if acc > target:
+            return i, margin
+    return max(i for i, e in enumerate(ex) if e > 0.0), margin
+
+
+class ElectraRTD(torch.nn.Module):
+    """ELECTRA's joint pretraining (google-research/electra run_pretraining.py) from the
+    Hugging Face classes: ElectraForMaskedLM as the generator and ElectraForPreTraining as
+    the discriminator, sharing the whole embedding layer (one `electra/embeddings` scope in
+    the original); replacements sampled from the generator's softmax at the masked
+    positions with archc's per-row generators; loss = MLM + weight · BCE (over the real
+    tokens)."""
+
+    def __init__(self, disc, gen, weight, seed):
+        super().__init__()
+        self.disc, self.gen, self.weight, self.seed = disc, gen, weight, seed
+        gen.electra.embeddings = disc.electra.embeddings
+        gen.generator_lm_head.weight = disc.electra.embeddings.word_embeddings.weight
+        self.samples = []
+
+    def forward(self, batch, first_row):
+        common = {k: batch[k] for k in ("attention_mask", "token_type_ids") if k in batch}
+        g = self.gen(input_ids=batch["input_ids"], labels=batch["labels"], **common)
+        labels = batch["labels"]
+        replaced = batch["input_ids"].clone()
+        fake = torch.zeros_like(labels)
+        logits = g.logits.detach()
+        for b in range(labels.shape[0]):
+            rng = row_rng(self.seed ^ RTD_SALT, first_row + b)
+            for t in range(labels.shape[1]):
+                if labels[b, t] == -100:
+                    continue
+                tok, margin = sample_softmax(logits[b, t], rng.next_f64())
+                if margin < RTD_MARGIN:
+                    raise Retry()
+                replaced[b, t] = tok
+                fake[b, t] = int(tok != labels[b, t])
+        self.samples.append(replaced)
+        d = self.disc(input_ids=replaced, labels=fake, **common)
+        return g.loss + self.weight * d.loss
+
+    def hf_state(self):
+        """Discriminator tensors under transformers' names, the generator's under
+        `generator.` (shared tensors once, under the discriminator's names)."""
+        out, seen = {}, set()
+        for prefix, m in (("", self.disc), ("generator.", self.gen)):
+            for k, v in m.state_dict().items():
+                if v.dtype == torch.float32 and v.data_ptr() not in seen:
+                    seen.add(v.data_ptr())
+                    out[prefix + k] = v.detach().clone().contiguous()
+        return out
+
+
+def electra_rtd(src, seed):
+    # pad_token_id None: google-research/electra trains every embedding row, where
+    # transformers' nn.Embedding(padding_idx=pad) would never update the pad token's (and a
+    # sampled replacement may be that token).
+    disc = tf.ElectraForPreTraining.from_pretrained(
+        os.path.join(HF, src), torch_dtype=torch.float32, pad_token_id=None
+    )
+    c = disc.config
+    # fixtures/hf/electra/model.arch's tiny_generator: d 16, 2 heads, MLP 32, the
+    # discriminator's embeddings (width 16, so no projection).
+    gcfg = tf.ElectraConfig(
+        vocab_size=c.vocab_size,
+        embedding_size=c.embedding_size,
+        hidden_size=16,
+        num_hidden_layers=c.num_hidden_layers,
+        num_attention_heads=2,
+        intermediate_size=32,
+        hidden_act="gelu",
+        max_position_embeddings=c.max_position_embeddings,
+        type_vocab_size=c.type_vocab_size,
+        layer_norm_eps=c.layer_norm_eps,
+        pad_token_id=None,
+    )
+    torch.manual_seed(zlib.crc32(b"electra_generator"))
+    gen = tf.ElectraForMaskedLM(gcfg)
+    model = ElectraRTD(disc, gen, 50.0, seed)
+    model.config = c
+    return model
+
+
 MODELS = {
     # name: (fixture dir, HF class, data maker, settings)
     "gpt2": ("gpt2", "GPT2LMHeadModel", lambda v: decoder_data("gpt2", v), {"schedule": "linear", "warmup": 2}),
@@ -306,6 +460,13 @@ MODELS = {
         "albert",
         "AlbertForPreTraining",
         lambda v: mlm_data("albert_sop", v, types=True, sop=True),
+        {"init": "init.safetensors"},
+    ),
+    # ELECTRA's RTD: the discriminator fixture, a seeded generator sharing its embeddings.
+    "electra": (
+        "electra",
+        "electra_rtd",
+        lambda v: mlm_data(f"electra/{VARIANT}" if VARIANT else "electra", v, types=True),
         {"init": "init.safetensors"},
     ),
     "t5": ("t5", "T5ForConditionalGeneration", lambda v: seq2seq_data("t5", v), {"decoder_start": 0, "pad_id": 0}),
@@ -354,6 +515,11 @@ def make(name):
             vocab_size = 23
 
         model.config = Cfg()
+    elif cls == "electra_rtd":
+        model = electra_rtd(src, 0)
+        d0 = os.path.join(OUT, name)
+        os.makedirs(d0, exist_ok=True)
+        save_file(model.hf_state(), os.path.join(d0, "init.safetensors"))
     elif canonical:
         ttt = load_ttt()
         base = os.path.join(os.path.dirname(HF), src)
@@ -434,6 +600,8 @@ def make(name):
                 loss = dpo_loss(model, reference, batch, s["dpo_beta"])
             elif cls == "s4d":
                 loss = model(batch["input_ids"], batch["input_ids"])
+            elif cls == "electra_rtd":
+                loss = model(batch, lo)
             elif canonical:
                 loss = model(input_ids=batch["input_ids"], labels=batch["input_ids"],
                              return_dict=False, use_cache=False)[0]
@@ -453,7 +621,9 @@ def make(name):
     seen = set()
     if cls == "s4d":
         final = model.canonical()
-    for k, v in ({} if cls == "s4d" else model.state_dict()).items():
+    if cls == "electra_rtd":
+        final = model.hf_state()
+    for k, v in ({} if cls in ("s4d", "electra_rtd") else model.state_dict()).items():
         if v.dtype != torch.float32 or v.data_ptr() in seen:
             continue
         seen.add(v.data_ptr())
@@ -469,4 +639,9 @@ def make(name):
 if __name__ == "__main__":
     names = sys.argv[1:] or list(MODELS)
     for n in names:
-        make(n)
+        for VARIANT in range(100):
+            try:
+                make(n)
+                break
+            except Retry:
+                print(f"{n}: data variant {VARIANT} draws too close to a boundary, trying the next")

@@ -397,7 +397,11 @@ impl fmt::Debug for Trainer {
 impl Trainer {
     /// Builds (or takes from the cache) the spec's train package and sets its parameters.
     pub fn new(spec: ArchSpec, init: Init, cfg: &TrainConfig) -> Result<Trainer, ModelError> {
-        crate::train::losses(&spec).map_err(err)?;
+        if crate::train::losses(&spec).map_err(err)?.contains(&"rtd") {
+            return Err(err(
+                "RTD samples the generator's replacements between its forward passes: train ELECTRA with `archc train`",
+            ));
+        }
         let opts = crate::train::TrainOptions {
             optimizer: cfg.optimizer,
             attention_mask: true,
@@ -406,13 +410,8 @@ impl Trainer {
         let (session, _) =
             crate::train::train_session(&spec, opts, cfg.threads, false).map_err(err)?;
         let params = match init {
-            Init::Weights(p) => crate::weights::load(&spec, &p)
-                .map_err(err)?
-                .into_tensors()
-                .into_iter()
-                .map(|(n, t)| (n, t.data))
-                .collect(),
-            Init::Seed(s) => crate::params::init(&spec, s),
+            Init::Weights(p) => crate::train::load_init(&spec, &p).map_err(err)?.0,
+            Init::Seed(s) => crate::train::init_params(&spec, s),
         };
         let sgd = cfg.optimizer == crate::train::Optimizer::Sgd;
         let hyper = arch_runtime::train::Hyper {

@@ -36,7 +36,7 @@ use crate::graph::{BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceOp, UnaryOp};
 use crate::kernel::build::STATE;
 use arch_dsl::spec::{ArchSpec, Family, Objective};
 
-pub use crate::autodiff::loss::{cross_entropy, sequence_logp, IGNORE};
+pub use crate::autodiff::loss::{binary_cross_entropy, cross_entropy, sequence_logp, IGNORE};
 
 /// The input holding the per-step scalars (see the module docs for its layout).
 pub const HYPER: &str = "hyper";
@@ -109,10 +109,8 @@ pub fn losses(spec: &ArchSpec) -> Result<Vec<&'static str>, String> {
             Objective::Nsp => out.push("nsp"),
             Objective::Sop => out.push("sop"),
             Objective::Rtd { .. } => {
-                return Err(
-                    "training the `rtd` objective (ELECTRA's generator and discriminator) is not built yet"
-                        .into(),
-                )
+                rtd_generator(spec)?;
+                out.push("rtd")
             }
             Objective::Dpo { .. } => {
                 if spec.family != Family::DecoderOnly {
@@ -135,7 +133,8 @@ pub fn losses(spec: &ArchSpec) -> Result<Vec<&'static str>, String> {
 
 /// The label inputs a spec's training graph takes, with their shapes' symbols: `labels`
 /// [batch, seq] (decoder targets of an encoder-decoder: [batch, tgt_seq]) and the
-/// sentence-level labels [batch] of NSP / SOP.
+/// sentence-level labels [batch] of NSP / SOP: what the data (or a collator) provides. (RTD
+/// also takes `rtd_input_ids` and `rtd_labels`, which [`RtdSampler`] makes.)
 pub fn label_inputs(spec: &ArchSpec) -> Result<Vec<(&'static str, Vec<Dim>)>, String> {
     let mut out = Vec::new();
     for l in losses(spec)? {
@@ -154,10 +153,193 @@ pub fn label_inputs(spec: &ArchSpec) -> Result<Vec<(&'static str, Vec<Dim>)>, St
                 out.push((DPO_REFERENCE, vec![Dim::sym(BATCH)]));
             }
             "sop" => out.push(("sentence_order_label", vec![Dim::sym(BATCH)])),
+            // The generator's MLM labels; [`RtdSampler`] adds the discriminator's inputs.
+            "rtd" => out.push(("labels", vec![Dim::sym(BATCH), Dim::sym(SEQ)])),
             _ => {}
         }
     }
     Ok(out)
+}
+
+/// RTD: the discriminator's input, the masked rows with the generator's samples in the
+/// masked positions (i64 [batch, seq]).
+pub const RTD_INPUT: &str = "rtd_input_ids";
+/// RTD: 1 where `rtd_input_ids` differs from the original token, else 0 (i64 [batch, seq]).
+pub const RTD_LABELS: &str = "rtd_labels";
+/// RTD: the generator's MLM logits, an output of the loss graph.
+pub const GENERATOR_LOGITS: &str = "generator_logits";
+/// RTD: the prefix of the generator's own parameters in a train package.
+pub const GENERATOR: &str = "generator.";
+
+/// The parameters ELECTRA's generator shares with its discriminator: the embeddings
+/// (google-research/electra builds both under one `electra/embeddings` scope: token,
+/// position and segment tables and their LayerNorm; `embeddings_project` is each model's).
+pub fn rtd_shared(param: &str) -> bool {
+    ["embed.tokens.", "embed.segments.", "encoder.positions.", "encoder.embed_norm."]
+        .iter()
+        .any(|p| param.starts_with(p))
+}
+
+/// A generator parameter's name in the train package: shared ones are the
+/// discriminator's, the rest get [`GENERATOR`] in front.
+pub fn generator_param(param: &str) -> String {
+    if rtd_shared(param) {
+        param.to_string()
+    } else {
+        format!("{GENERATOR}{param}")
+    }
+}
+
+/// The generator of an `rtd` objective and the discriminator loss's weight, checked: an
+/// encoder with an MLM head whose shared embeddings have the discriminator's shapes.
+pub fn rtd_generator(spec: &ArchSpec) -> Result<Option<(&ArchSpec, f64)>, String> {
+    let Some((g, w)) = spec.objectives.iter().find_map(|o| match o {
+        Objective::Rtd { generator, weight } => Some((generator.as_ref(), *weight)),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    if g.family != Family::EncoderOnly || spec.family != Family::EncoderOnly {
+        return Err("`rtd` trains an encoder with an encoder generator".into());
+    }
+    if !g.objectives.iter().any(|o| matches!(o, Objective::Mlm { .. })) {
+        return Err(format!(
+            "the RTD generator `{}` needs an `mlm` objective (its masked-LM head samples the replacements)",
+            g.name
+        ));
+    }
+    if g.vocab != spec.vocab {
+        return Err(format!(
+            "the RTD generator `{}` has vocab {}, the discriminator {}",
+            g.name, g.vocab, spec.vocab
+        ));
+    }
+    let disc = crate::params::param_table(spec);
+    for p in crate::params::param_table(g) {
+        if rtd_shared(&p.name) {
+            match disc.iter().find(|d| d.name == p.name) {
+                Some(d) if d.shape == p.shape => {}
+                Some(d) => {
+                    return Err(format!(
+                        "ELECTRA shares the embeddings, but `{}` is {:?} in the generator `{}` and {:?} in `{}` (give both the same embedding width, context and segments)",
+                        p.name, p.shape, g.name, d.shape, spec.name
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "ELECTRA shares the embeddings, but `{}` of the generator `{}` has no counterpart in `{}`",
+                        p.name, g.name, spec.name
+                    ))
+                }
+            }
+        }
+    }
+    Ok(Some((g, w)))
+}
+
+/// Every parameter a train package of `spec` trains, before freezing: the model's and,
+/// for RTD, the generator's own (prefixed [`GENERATOR`]).
+pub fn train_params(spec: &ArchSpec) -> Vec<crate::params::ParamInfo> {
+    let mut t = crate::params::param_table(spec);
+    if let Ok(Some((g, _))) = rtd_generator(spec) {
+        t.extend(
+            crate::params::param_table(g)
+                .into_iter()
+                .filter(|p| !rtd_shared(&p.name))
+                .map(|p| crate::params::ParamInfo {
+                    name: generator_param(&p.name),
+                    shape: p.shape,
+                }),
+        );
+    }
+    t
+}
+
+/// Fresh parameters of [`train_params`] ([`crate::params::init`]; the generator's from a
+/// seed of its own).
+pub fn init_params(spec: &ArchSpec, seed: u64) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let mut out = crate::params::init(spec, seed);
+    if let Ok(Some((g, _))) = rtd_generator(spec) {
+        for (n, v) in crate::params::init(g, seed ^ 0x6765_6e65_7261_746f) {
+            if !rtd_shared(&n) {
+                out.insert(generator_param(&n), v);
+            }
+        }
+    }
+    out
+}
+
+/// The weight-file namings of [`train_params`]: the model's and, for RTD, each joined
+/// with the generator's naming of the same label, its tensors under `generator.` (so a
+/// file holds `electra.…` for the discriminator and `generator.electra.…`,
+/// `generator.generator_lm_head.…` for the generator; canonical: `generator.encoder.…`).
+pub fn train_namings(spec: &ArchSpec) -> Vec<arch_runtime::manifest::Naming> {
+    let mut namings = crate::weights::manifest_namings(spec);
+    let Ok(Some((g, _))) = rtd_generator(spec) else {
+        return namings;
+    };
+    let gen = crate::weights::manifest_namings(g);
+    for n in &mut namings {
+        let Some(gn) = gen.iter().find(|x| x.label == n.label) else {
+            continue;
+        };
+        for (name, src) in &gn.sources {
+            if !rtd_shared(name) {
+                n.sources
+                    .insert(generator_param(name), prefixed(src, GENERATOR));
+            }
+        }
+    }
+    namings
+}
+
+/// Starting parameters from a weights file: every parameter of [`train_params`], under
+/// one of [`train_namings`] (canonical or Hugging Face names). Returns them and the
+/// naming's label.
+pub fn load_init(
+    spec: &ArchSpec,
+    path: &std::path::Path,
+) -> Result<(std::collections::BTreeMap<String, Vec<f32>>, String), String> {
+    let table = train_params(spec);
+    let manifest = crate::weights::params_manifest(spec, &table, train_namings(spec));
+    let w = arch_runtime::Weights::open_with(&manifest, path, &|_| false)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let params = table
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.clone(), w.data(i).unwrap_or(&[]).to_vec()))
+        .collect();
+    Ok((params, w.naming().to_string()))
+}
+
+/// `src` reading every tensor under `prefix` + its name.
+fn prefixed(src: &arch_runtime::manifest::Source, prefix: &str) -> arch_runtime::manifest::Source {
+    use arch_runtime::manifest::Source;
+    match src {
+        Source::Plain { name, shape } => Source::Plain {
+            name: format!("{prefix}{name}"),
+            shape: shape.clone(),
+        },
+        Source::Transpose { name, shape } => Source::Transpose {
+            name: format!("{prefix}{name}"),
+            shape: shape.clone(),
+        },
+        Source::Rows {
+            name,
+            shape,
+            transpose,
+            start,
+            len,
+        } => Source::Rows {
+            name: format!("{prefix}{name}"),
+            shape: shape.clone(),
+            transpose: *transpose,
+            start: *start,
+            len: *len,
+        },
+        Source::Any(alts) => Source::Any(alts.iter().map(|a| prefixed(a, prefix)).collect()),
+        Source::Nothing => Source::Nothing,
+    }
 }
 
 /// The DPO input holding the frozen reference model's log-probability of each row's
@@ -174,13 +356,36 @@ fn output_of(g: &Graph, name: &str) -> Result<NodeId, String> {
 
 /// The forward graph plus the summed objective loss as output `loss` (labels as inputs).
 pub fn loss_graph(spec: &ArchSpec, attention_mask: bool) -> Result<Graph, String> {
-    let mut g = forward(
-        spec,
-        &ExpandOptions {
-            attention_mask,
-            recurrent_ssm: true,
-        },
-    )?;
+    let expand = ExpandOptions {
+        attention_mask,
+        recurrent_ssm: true,
+    };
+    let mut g = match rtd_generator(spec)? {
+        None => forward(spec, &expand)?,
+        Some((generator, _)) => {
+            // ELECTRA: the generator reads the masked `input_ids`, the discriminator the
+            // sampled `rtd_input_ids`; both the shared embeddings.
+            let mut g = Graph::new(&spec.name);
+            let gen = forward(generator, &expand)?;
+            let outs = g.append(&gen, &|n| n.to_string(), &|p| generator_param(p));
+            let logits = outs
+                .iter()
+                .find(|(n, _)| n == "logits")
+                .map(|&(_, id)| id)
+                .ok_or("the RTD generator has no MLM logits")?;
+            let disc = forward(spec, &expand)?;
+            let rename = |n: &str| {
+                if n == "input_ids" {
+                    RTD_INPUT.to_string()
+                } else {
+                    n.to_string()
+                }
+            };
+            g.outputs = g.append(&disc, &rename, &|p| p.to_string());
+            g.output(GENERATOR_LOGITS, logits);
+            g
+        }
+    };
     let mut parts = Vec::new();
     for l in losses(spec)? {
         match l {
@@ -237,7 +442,27 @@ pub fn loss_graph(spec: &ArchSpec, attention_mask: bool) -> Result<Graph, String
                 let l = g.reduce(ReduceOp::Mean, l, 1);
                 parts.push(g.reshape(l, Vec::new()));
             }
-            _ => unreachable!("losses() names only lm, nsp, sop and dpo"),
+            "rtd" => {
+                // ELECTRA (google-research/electra, run_pretraining.py): the generator's
+                // MLM loss plus `weight` × the discriminator's binary cross-entropy
+                // over the real tokens (is each token a replaced one?).
+                let weight = rtd_generator(spec)?.map_or(50.0, |(_, w)| w);
+                let gen_logits = output_of(&g, GENERATOR_LOGITS)?;
+                let labels = g.input("labels", vec![Dim::sym(BATCH), Dim::sym(SEQ)], DType::I64);
+                let mlm = cross_entropy(&mut g, gen_logits, labels, false);
+                let disc_logits = output_of(&g, "logits")?;
+                let replaced =
+                    g.input(RTD_LABELS, vec![Dim::sym(BATCH), Dim::sym(SEQ)], DType::I64);
+                let mask = g
+                    .inputs
+                    .iter()
+                    .copied()
+                    .find(|&i| matches!(&g.node(i).op, Op::Input { name } if name == "attention_mask"));
+                let bce = binary_cross_entropy(&mut g, disc_logits, replaced, mask);
+                let bce = g.scale(bce, weight);
+                parts.push(g.add(mlm, bce));
+            }
+            _ => unreachable!("losses() names only lm, nsp, sop, rtd and dpo"),
         }
     }
     let loss = parts.iter().skip(1).fold(parts[0], |acc, &p| g.add(acc, p));
@@ -442,7 +667,7 @@ pub fn save_weights(
     spec: &ArchSpec,
     path: &std::path::Path,
 ) -> Result<(), String> {
-    let tensors = crate::params::param_table(spec)
+    let tensors = train_params(spec)
         .into_iter()
         .map(|p| {
             let data = trainer.tensor(&p.name).map_err(|e| e.to_string())?;
@@ -474,4 +699,148 @@ pub fn train_session(
     let session =
         arch_runtime::Session::new(package, weights, threads).map_err(|e| e.to_string())?;
     Ok((session, built))
+}
+
+/// ELECTRA's replacements: the generator's forward program, reading the trainer's current
+/// generator parameters, samples a token for every masked position (labels ≠ −100) from
+/// softmax(logits) — google-research/electra's `sample_from_softmax` at temperature 1 —
+/// and makes the discriminator's input (`rtd_input_ids`) and targets (`rtd_labels`: 1
+/// where the sample differs from the original token).
+pub struct RtdSampler {
+    session: arch_runtime::Session,
+    /// The generator program's parameters: (its name, the trainer's state name).
+    params: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for RtdSampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtdSampler")
+            .field("params", &self.params.len())
+            .finish()
+    }
+}
+
+/// The salt of the replacement sampler's per-row generators.
+pub const RTD_SEED_SALT: u64 = 0x7274_645f_7361_6d70;
+
+/// The index drawn from softmax(`logits`) by the uniform `u` ∈ [0, 1): the first whose
+/// cumulative probability (f64, in index order) exceeds `u`.
+pub fn sample_softmax(logits: &[f32], u: f64) -> usize {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let total: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+    let target = u * total;
+    let mut acc = 0.0;
+    for (v, &l) in logits.iter().enumerate() {
+        acc += (l as f64 - max).exp();
+        if acc > target {
+            return v;
+        }
+    }
+    // Rounding left the target at the very end: the last token with any probability.
+    logits
+        .iter()
+        .rposition(|&l| (l as f64 - max).exp() > 0.0)
+        .unwrap_or(0)
+}
+
+impl RtdSampler {
+    /// The sampler of `spec`'s generator (built into the package cache), its weights taken
+    /// from `trainer`.
+    pub fn new(
+        spec: &ArchSpec,
+        trainer: &arch_runtime::train::Trainer,
+        attention_mask: bool,
+        threads: usize,
+    ) -> Result<RtdSampler, String> {
+        use crate::package::{build, BuildOptions, PackageKind};
+        let (generator, _) = rtd_generator(spec)?.ok_or("the model has no `rtd` objective")?;
+        let opts = BuildOptions {
+            attention_mask,
+            outputs: vec!["logits".into()],
+            kind: PackageKind::Forward,
+            ..BuildOptions::host()?
+        };
+        let built = build(generator, &opts, None)?;
+        let package = arch_runtime::Package::load(&built.dir).map_err(|e| e.to_string())?;
+        let params: Vec<(String, String)> = package
+            .manifest()
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), generator_param(&p.name)))
+            .collect();
+        let mut tensors = std::collections::BTreeMap::new();
+        for (name, state) in &params {
+            let data = trainer.tensor(state).map_err(|e| e.to_string())?;
+            tensors.insert(name.clone(), data.to_vec());
+        }
+        let weights = arch_runtime::Weights::from_tensors(package.manifest(), tensors)
+            .map_err(|e| e.to_string())?;
+        let session =
+            arch_runtime::Session::new(package, weights, threads).map_err(|e| e.to_string())?;
+        Ok(RtdSampler { session, params })
+    }
+
+    /// Adds `rtd_input_ids` and `rtd_labels` to `batch` (which holds the masked
+    /// `input_ids`, their `labels` and the optional `token_type_ids` / `attention_mask`),
+    /// sampling with the generator's current weights in `trainer`; row r draws its
+    /// uniforms from `rngs[r]`, one per masked position in order.
+    pub fn corrupt(
+        &mut self,
+        trainer: &arch_runtime::train::Trainer,
+        batch: &mut std::collections::HashMap<String, arch_runtime::HostTensor>,
+        rngs: &mut [arch_runtime::generate::Rng],
+    ) -> Result<(), String> {
+        use arch_runtime::inputs::HostData;
+        use arch_runtime::HostTensor;
+        for (name, state) in &self.params {
+            let data = trainer.tensor(state).map_err(|e| e.to_string())?;
+            self.session
+                .set_param(name, data)
+                .map_err(|e| e.to_string())?;
+        }
+        let ints = |t: &HostTensor| -> Vec<i64> {
+            match &t.data {
+                HostData::I64(v) => v.clone(),
+                HostData::I32(v) => v.iter().map(|&x| x as i64).collect(),
+                HostData::F32(v) => v.iter().map(|&x| x as i64).collect(),
+            }
+        };
+        let ids_t = batch.get("input_ids").ok_or("the batch has no `input_ids`")?;
+        let shape = ids_t.shape.clone();
+        let ids = ints(ids_t);
+        let labels = ints(batch.get("labels").ok_or("RTD needs MLM `labels`")?);
+        if labels.len() != ids.len() || shape.len() != 2 {
+            return Err("RTD: `labels` must have the shape of `input_ids` [batch, seq]".into());
+        }
+        if rngs.len() != shape[0] {
+            return Err(format!("RTD: {} row generators for {} rows", rngs.len(), shape[0]));
+        }
+        let inputs: std::collections::HashMap<String, HostTensor> = batch
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "input_ids" | "token_type_ids" | "attention_mask"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let out = self.session.run("forward", &inputs).map_err(|e| e.to_string())?;
+        let logits = out
+            .iter()
+            .find(|(n, _)| n == "logits")
+            .and_then(|(_, t)| t.as_f32())
+            .ok_or("the generator program has no `logits`")?;
+        let v = logits.len() / ids.len().max(1);
+        let mut replaced = ids.clone();
+        let mut fake = vec![0i64; ids.len()];
+        let seq = shape[1];
+        for (i, &label) in labels.iter().enumerate() {
+            if label == IGNORE {
+                continue;
+            }
+            let u = rngs[i / seq].next_f64();
+            let s = sample_softmax(&logits[i * v..(i + 1) * v], u) as i64;
+            replaced[i] = s;
+            fake[i] = i64::from(s != label);
+        }
+        batch.insert(RTD_INPUT.into(), HostTensor::i64(shape.clone(), replaced));
+        batch.insert(RTD_LABELS.into(), HostTensor::i64(shape, fake));
+        Ok(())
+    }
 }

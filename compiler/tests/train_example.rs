@@ -125,6 +125,22 @@ fn collators_train_every_text_objective() {
             }",
         ),
         (
+            "electra_rtd",
+            "model electra_rtd {
+                vocab = 512  d_model = 64  context = 64
+                norm = layernorm(eps = 1e-12)  placement = post  position = learned
+                embed { segments = 2  norm = true  factorized = 32 }
+                encoder { layers = 2  attention { heads = 4  bias = true }  mlp { hidden = 128  act = gelu  bias = true } }
+                objective = rtd(generator = electra_rtd_generator, weight = 50.0)
+            }
+            model electra_rtd_generator : electra_rtd {
+                d_model = 32
+                encoder.attention.heads = 2
+                encoder.mlp.hidden = 64
+                objective = mlm(rate = 0.15, mask = 0.85, random = 0.0, dynamic = true)
+            }",
+        ),
+        (
             "t5_span",
             "model t5_span {
                 vocab = 512  d_model = 64  context = 64

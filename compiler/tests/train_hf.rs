@@ -3,7 +3,9 @@
 //! schedule (`tools/make_train_fixtures.py`). The Hugging Face classes for GPT-2 (also with
 //! gradient accumulation and a cosine schedule, with SGD, and with DPO against a reference
 //! written for the test), LLaMA (GQA, a padding mask), Mamba, RWKV-4, BERT (MLM + NSP),
-//! ALBERT (MLM, and MLM + SOP), T5 and BART; ttt.py's `TTTForCausalLM` for TTT-Linear and TTT-MLP; an S4D
+//! ALBERT (MLM, and MLM + SOP), ELECTRA (RTD: ElectraForMaskedLM and
+//! ElectraForPreTraining sharing embeddings, the replacements drawn with archc's generator
+//! re-implemented in the fixture script), T5 and BART; ttt.py's `TTTForCausalLM` for TTT-Linear and TTT-MLP; an S4D
 //! language model around s4d.py's `S4D` layer. Every step's loss must match within 1e-4
 //! relative and every final parameter within 1e-3 (max|Δ| / max|ref|); the Hugging Face
 //! export (`model.safetensors`) must hold exactly the trained weights under transformers'
@@ -162,7 +164,18 @@ fn check(name: &str) {
     // per-query shift), so Adam turns each side's rounding noise into steps of up to about
     // lr: there the bound is the sum of the step sizes, not 1e-3.
     let spec = spec_of_fixture(name);
-    let load = |p: &Path| archc::weights::load(&spec, p).unwrap().into_tensors();
+    // Every trained parameter (with ELECTRA's, the generator's too, under `generator.`).
+    let table = archc::train::train_params(&spec);
+    let load = |p: &Path| -> std::collections::BTreeMap<String, archc::tensor::F32Tensor> {
+        let (m, _) = archc::train::load_init(&spec, p).unwrap();
+        table
+            .iter()
+            .map(|i| {
+                let t = archc::tensor::F32Tensor::new(i.shape.clone(), m[&i.name].clone());
+                (i.name.clone(), t.unwrap())
+            })
+            .collect()
+    };
     let mine = load(&out.join("weights.safetensors"));
     let theirs = load(&fixture(&format!("train/{name}/final.safetensors")));
     assert_eq!(mine.len(), theirs.len(), "{name}: every parameter");
@@ -220,6 +233,11 @@ fn spec_of_fixture(name: &str) -> arch_dsl::spec::ArchSpec {
         fixture(src).join("model.arch")
     };
     common::spec_of(path.parent().unwrap())
+}
+
+#[test]
+fn electra_rtd() {
+    check("electra");
 }
 
 #[test]
@@ -314,6 +332,7 @@ fn every_fixture_is_checked() {
             "albert_sop",
             "bart",
             "bert",
+            "electra",
             "gpt2",
             "gpt2_accum",
             "gpt2_dpo",

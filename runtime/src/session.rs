@@ -279,6 +279,19 @@ impl Session {
         &self.package
     }
 
+    /// Overwrites parameter `name` (canonical) of the session's weights: a model whose
+    /// parameters another session trains (ELECTRA's generator, sampled between steps).
+    pub fn set_param(&mut self, name: &str, data: &[f32]) -> Result<(), RuntimeError> {
+        let i = self
+            .package
+            .manifest
+            .params
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| RuntimeError::State(format!("the package has no parameter `{name}`")))?;
+        self.weights.set(i, data)
+    }
+
     pub fn weights(&self) -> &Weights {
         &self.weights
     }

@@ -218,6 +218,26 @@ impl Weights {
         })
     }
 
+    /// Overwrites parameter `i` with `data` (its element count); a mapped parameter
+    /// becomes an owned copy.
+    pub fn set(&mut self, i: usize, data: &[f32]) -> Result<(), RuntimeError> {
+        let have = self.data(i).map(<[f32]>::len);
+        match (have, self.params.get_mut(i)) {
+            (Some(n), Some(slot)) if n == data.len() => {
+                match slot {
+                    Data::Owned(v) => v.copy_from_slice(data),
+                    Data::Mapped { .. } => *slot = Data::Owned(data.to_vec()),
+                }
+                Ok(())
+            }
+            (Some(n), _) => Err(RuntimeError::State(format!(
+                "parameter {i} holds {n} values, given {}",
+                data.len()
+            ))),
+            _ => Err(RuntimeError::State(format!("no parameter {i}"))),
+        }
+    }
+
     /// Whether parameter `i` is used in place from the memory map.
     pub fn is_mapped(&self, i: usize) -> bool {
         matches!(self.params.get(i), Some(Data::Mapped { .. }))

@@ -117,3 +117,58 @@ pub fn add_lm_loss(g: &mut Graph, logits: NodeId, labels: NodeId) -> NodeId {
     g.output("loss", loss);
     loss
 }
+
+/// The mean binary cross-entropy of `logits` against `targets` (0 or 1, any dtype) over
+/// the positions where `weights` is 1 (all positions when `None`), as
+/// `torch.nn.BCEWithLogitsLoss` over the active positions computes it:
+/// softplus(x) − y·x, which is −y·log σ(x) − (1 − y)·log(1 − σ(x)). Returns the scalar.
+pub fn binary_cross_entropy(
+    g: &mut Graph,
+    logits: NodeId,
+    targets: NodeId,
+    weights: Option<NodeId>,
+) -> NodeId {
+    let as_f32 = |g: &mut Graph, x: NodeId| {
+        if g.node(x).dtype == DType::F32 {
+            x
+        } else {
+            g.cast(x, DType::F32)
+        }
+    };
+    if g.shape(logits) != g.shape(targets) {
+        let msg = format!(
+            "binary cross-entropy takes logits and targets of one shape, got {:?} and {:?}",
+            g.shape(logits),
+            g.shape(targets)
+        );
+        g.error.get_or_insert(msg);
+        return g.constant(0.0);
+    }
+    let y = as_f32(g, targets);
+    let sp = g.unary(UnaryOp::Softplus, logits);
+    let yx = g.mul(y, logits);
+    let l = g.sub(sp, yx);
+    match weights {
+        Some(w) => {
+            let w = as_f32(g, w);
+            let lw = g.mul(l, w);
+            let total = sum_all(g, lw);
+            let count = sum_all(g, w);
+            g.div(total, count)
+        }
+        None => {
+            let n: Option<u64> = g.shape(l).iter().map(|d| d.as_const()).product();
+            let total = sum_all(g, l);
+            match n {
+                Some(n) => g.scale(total, 1.0 / n as f64),
+                None => {
+                    let one = g.constant(1.0);
+                    let shape = g.shape(l).clone();
+                    let ones = g.broadcast(one, shape);
+                    let count = sum_all(g, ones);
+                    g.div(total, count)
+                }
+            }
+        }
+    }
+}

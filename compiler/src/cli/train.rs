@@ -464,6 +464,10 @@ impl Collator {
         };
         for o in &spec.objectives {
             match o {
+                // ELECTRA: the generator's masking makes the batches.
+                Objective::Rtd { generator, .. } => {
+                    return Collator::for_spec(generator, tok, mask_id, pad_id, seed)
+                }
                 Objective::Mlm {
                     rate,
                     mask: m,
@@ -1012,12 +1016,13 @@ fn train(args: &TrainArgs) -> Result<(), String> {
     }
 
     // The package.
+    let opts_mask = data.tensors.contains_key("attention_mask")
+        || data.tensors.contains_key("chosen_attention_mask")
+        || pads;
     let opts = crate::train::TrainOptions {
         optimizer,
         accumulate: args.accum > 1,
-        attention_mask: data.tensors.contains_key("attention_mask")
-            || data.tensors.contains_key("chosen_attention_mask")
-            || pads,
+        attention_mask: opts_mask,
         frozen: args.freeze.to_vec(),
     };
     let (session, built) = crate::train::train_session(&spec, opts, args.threads, true)?;
@@ -1029,18 +1034,14 @@ fn train(args: &TrainArgs) -> Result<(), String> {
     let mut file_names: Vec<String> = Vec::new();
     let params: BTreeMap<String, Vec<f32>> = match (args.init, args.seed) {
         (Some(w), _) => {
-            let loaded = crate::weights::load(&spec, w).map_err(|e| e.to_string())?;
-            naming = Some(loaded.naming().to_string());
+            let (params, label) = crate::train::load_init(&spec, w)?;
+            naming = Some(label);
             file_names = tensor_names(w);
-            loaded
-                .into_tensors()
-                .into_iter()
-                .map(|(n, t)| (n, t.data))
-                .collect()
+            params
         }
-        (None, Some(s)) => crate::params::init(&spec, s),
+        (None, Some(s)) => crate::train::init_params(&spec, s),
         // Resuming: the checkpoint overwrites them.
-        (None, None) => crate::params::init(&spec, 0),
+        (None, None) => crate::train::init_params(&spec, 0),
     };
     let hyper = Hyper {
         lr: args.lr,
@@ -1161,6 +1162,18 @@ fn train(args: &TrainArgs) -> Result<(), String> {
         None
     };
     batcher.dpo_reference = reference.clone();
+    // ELECTRA: the generator samples the discriminator's input before each step.
+    let mut sampler = if crate::train::rtd_generator(&spec)?.is_some() {
+        Some(crate::train::RtdSampler::new(
+            &spec,
+            &trainer,
+            opts_mask,
+            args.threads,
+        )?)
+    } else {
+        None
+    };
+    let rtd_seed = args.seed.unwrap_or(0) ^ crate::train::RTD_SEED_SALT;
     let tty = std::io::stderr().is_terminal();
     let every = (args.steps / 20).max(1);
     let began = Instant::now();
@@ -1168,9 +1181,20 @@ fn train(args: &TrainArgs) -> Result<(), String> {
     for step in start + 1..=args.steps {
         let t0 = Instant::now();
         let first = (step - 1) as usize * per_step;
-        let micro: Vec<HashMap<String, HostTensor>> = (0..args.accum as usize)
+        let mut micro: Vec<HashMap<String, HostTensor>> = (0..args.accum as usize)
             .map(|j| batcher.batch(first + j * args.batch, args.batch))
             .collect::<Result<_, _>>()?;
+        if let Some(s) = &mut sampler {
+            for (j, m) in micro.iter_mut().enumerate() {
+                // One generator per row, from its global data position (stateless, so a
+                // resumed run draws the same replacements).
+                let pos = first + j * args.batch;
+                let mut rngs: Vec<Rng> = (pos..pos + args.batch)
+                    .map(|p| collate::row_rng(rtd_seed, p as u64, None))
+                    .collect();
+                s.corrupt(&trainer, m, &mut rngs)?;
+            }
+        }
         let tokens: usize = micro.iter().map(|m| m["input_ids"].len()).sum();
         let stats: StepStats = trainer.step(&micro).map_err(|e| e.to_string())?;
         let secs = t0.elapsed().as_secs_f64();
@@ -1292,7 +1316,7 @@ fn save(trainer: &Trainer, spec: &ArchSpec, dir: &Path) -> Result<std::path::Pat
 /// were read under, else the first that has a tensor for every parameter.
 fn hf_naming(spec: &ArchSpec, preferred: Option<&str>) -> Option<arch_runtime::manifest::Naming> {
     use arch_runtime::manifest::Source;
-    let namings = crate::weights::manifest_namings(spec);
+    let namings = crate::train::train_namings(spec);
     if let Some(p) = preferred.filter(|p| *p != "canonical") {
         if let Some(n) = namings.iter().find(|n| n.label == p) {
             return Some(n.clone());

@@ -106,6 +106,75 @@ impl Graph {
         id
     }
 
+    /// Copies `other`'s nodes into this graph and returns `other`'s outputs as nodes here.
+    /// Its inputs become inputs named by `input` (one node per name: an input already here
+    /// of that name is used, and must have the same shape and dtype); its parameters are
+    /// renamed by `param` (nodes of the same parameter are merged later by `simplify`).
+    /// How two models become one graph (ELECTRA's generator and discriminator).
+    pub fn append(
+        &mut self,
+        other: &Graph,
+        input: &dyn Fn(&str) -> String,
+        param: &dyn Fn(&str) -> String,
+    ) -> Vec<(String, NodeId)> {
+        if let Some(e) = &other.error {
+            self.error.get_or_insert_with(|| e.clone());
+        }
+        let mut map: Vec<NodeId> = Vec::with_capacity(other.nodes.len());
+        for n in &other.nodes {
+            let id = match &n.op {
+                Op::Input { name } => {
+                    let name = input(name);
+                    let here = self.inputs.iter().copied().find(
+                        |&i| matches!(&self.node(i).op, Op::Input { name: m } if *m == name),
+                    );
+                    match here {
+                        Some(i) => {
+                            let h = self.node(i);
+                            if h.shape != n.shape || h.dtype != n.dtype {
+                                let msg = format!(
+                                    "input `{name}` is {:?} {:?} here and {:?} {:?} in graph `{}`",
+                                    h.dtype, h.shape, n.dtype, n.shape, other.name
+                                );
+                                self.error.get_or_insert(msg);
+                            }
+                            i
+                        }
+                        None => self.input(&name, n.shape.clone(), n.dtype),
+                    }
+                }
+                Op::Param { name } => self.push(
+                    Op::Param { name: param(name) },
+                    vec![],
+                    Some(n.shape.clone()),
+                    n.dtype,
+                ),
+                op => {
+                    if let Op::Scan { body, .. } = op {
+                        if body.nodes.iter().any(|b| matches!(b.op, Op::Param { .. })) {
+                            self.error.get_or_insert_with(|| {
+                                format!("graph `{}`: a scan body reads a parameter, which append cannot rename", other.name)
+                            });
+                        }
+                    }
+                    self.nodes.push(Node {
+                        op: op.clone(),
+                        inputs: n.inputs.iter().map(|i| map[i.0 as usize]).collect(),
+                        shape: n.shape.clone(),
+                        dtype: n.dtype,
+                    });
+                    NodeId(self.nodes.len() as u32 - 1)
+                }
+            };
+            map.push(id);
+        }
+        other
+            .outputs
+            .iter()
+            .map(|(n, id)| (n.clone(), map[id.0 as usize]))
+            .collect()
+    }
+
     pub fn param(&mut self, name: &str, shape: Shape) -> NodeId {
         self.push(
             Op::Param {

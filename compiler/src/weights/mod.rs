@@ -334,7 +334,7 @@ pub fn load_with(
     opts: &LoadOptions,
 ) -> Result<Weights, WeightsError> {
     let table = param_table(spec);
-    let manifest = params_manifest(spec, &table);
+    let manifest = params_manifest(spec, &table, manifest_namings(spec));
     let optional = |name: &str| !opts.require_heads && name.starts_with("head.");
     let w = arch_runtime::Weights::open_with(&manifest, path, &optional)?;
     let mut tensors = BTreeMap::new();
@@ -361,7 +361,11 @@ pub fn load_with(
 
 /// A manifest holding only `spec`'s parameters and namings: what the runtime's loader
 /// reads.
-pub(crate) fn params_manifest(spec: &ArchSpec, table: &[ParamInfo]) -> arch_runtime::Manifest {
+pub(crate) fn params_manifest(
+    spec: &ArchSpec,
+    table: &[ParamInfo],
+    namings: Vec<arch_runtime::manifest::Naming>,
+) -> arch_runtime::Manifest {
     use arch_runtime::manifest::{BufferKind, BufferSpec, Dtype, Limits, ParamSpec, Target};
     arch_runtime::Manifest {
         format: arch_runtime::manifest::FORMAT.into(),
@@ -393,7 +397,7 @@ pub(crate) fn params_manifest(spec: &ArchSpec, table: &[ParamInfo]) -> arch_runt
             })
             .collect(),
         states: vec![],
-        namings: manifest_namings(spec),
+        namings,
         buffers: table
             .iter()
             .enumerate()

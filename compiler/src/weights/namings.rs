@@ -144,7 +144,7 @@ mod tests {
             }
             let spec = fixture_spec(&name);
             let table = param_table(&spec);
-            let manifest = super::super::params_manifest(&spec, &table);
+            let manifest = super::super::params_manifest(&spec, &table, manifest_namings(&spec));
             let file = path.join("model.safetensors");
             let runtime = arch_runtime::Weights::open(&manifest, &file)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
