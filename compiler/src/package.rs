@@ -460,8 +460,11 @@ fn max_value_dim(prog: &Program) -> u64 {
         for k in ks {
             match &k.body {
                 kernel::Body::Attention(a) => {
-                    if let Some(v) = a.sizes[5].as_const() {
-                        *best = (*best).max(v as u64);
+                    // The accumulator row: dv (forward, dV) or d (dQ, dK).
+                    for x in &a.sizes[4..6] {
+                        if let Some(v) = x.as_const() {
+                            *best = (*best).max(v as u64);
+                        }
                     }
                 }
                 kernel::Body::Scan(s) => walk(&s.body, best),

@@ -1,7 +1,7 @@
 //! The structured ops' derivatives against central finite differences: attention (causal,
 //! sliding and bidirectional masks, grouped-query heads, additive bias, key mask with a
 //! fully masked row, symbolic sequence lengths) and scan (a linear recurrence forwards and
-//! backwards, parameters read inside the body and tied with uses outside, a nested scan);
+//! backwards (the flash-style backward where the bias takes no gradient), parameters read inside the body and tied with uses outside, a nested scan);
 //! plus the causal-LM loss and tied parameters.
 
 use archc::autodiff::check::Case;
@@ -90,6 +90,32 @@ fn attention_causal_gqa_bias_and_key_mask() {
         key_mask: Some(km),
     };
     attention_case(1, a, "causal GQA with bias and key mask");
+}
+
+/// The flash-style backward (a bias that takes no gradient, as ALiBi's or a fixed mask's):
+/// causal GQA with fewer queries than keys and a query that sees no key.
+#[test]
+fn attention_flash_backward_with_fixed_bias() {
+    let mut case = Case::new(6);
+    let q = case.input("q", &[2, 4, 5, 3]);
+    let k = case.input("k", &[2, 2, 7, 3]);
+    let v = case.input("v", &[2, 2, 7, 4]);
+    let mut bias = archc::autodiff::check::Rng::new(9).tensor(&[1, 4, 5, 7]);
+    bias.data.iter_mut().for_each(|x| *x *= 2.0);
+    let bias = case.fixed("bias", bias);
+    let mut km = vec![1.0f32; 14];
+    km[..3].iter_mut().for_each(|m| *m = 0.0);
+    km[7 + 4] = 0.0;
+    let km = case.fixed("key_mask", Tensor { shape: vec![2, 7], data: km });
+    let op = Op::Attention {
+        mask: MaskKind::Causal,
+        scale: 0.7,
+        has_bias: true,
+        has_key_mask: true,
+        ring: None,
+    };
+    let y = case.g.push(op, vec![q, k, v, bias, km], None, DType::F32);
+    check(case, y, false, "flash backward, fixed bias");
 }
 
 #[test]

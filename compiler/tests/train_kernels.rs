@@ -134,3 +134,109 @@ fn ttt() {
     tiny(TINY_TTT, "tiny_linear", 6);
     tiny(TINY_TTT, "tiny_mlp", 6);
 }
+
+/// One attention's backward in the flash style, compiled, against the evaluator: q, k, v
+/// as parameters, a bias and a key mask as inputs (no gradient, so the flash parts serve),
+/// loss Σ y ⊙ w. Covers causal with fewer queries than keys (queries sit at the end),
+/// grouped-query heads, a query that sees no key, the sliding window over MQA, and
+/// bidirectional attention; and checks that no queries × keys tensor is left in the graph.
+fn attention_backward(
+    seed: u64,
+    (b, h, hkv, t, s, d, dv): (usize, usize, usize, usize, usize, usize, usize),
+    mask: archc::graph::MaskKind,
+    bias: bool,
+    key_mask: Option<Vec<f32>>,
+) {
+    use archc::graph::{AttnPart, Graph, Op, ReduceOp};
+    let c = |n: usize| Dim::c(n as u64);
+    let mut g = Graph::new("attn");
+    let q = g.param("q", vec![c(b), c(h), c(t), c(d)]);
+    let k = g.param("k", vec![c(b), c(hkv), c(s), c(d)]);
+    let v = g.param("v", vec![c(b), c(hkv), c(s), c(dv)]);
+    let mut ins = vec![q, k, v];
+    let mut inputs: HashMap<String, Value> = HashMap::new();
+    let mut rng = Rng::new(seed);
+    let mut tensor = |shape: Vec<usize>| rng.tensor(&shape);
+    if bias {
+        ins.push(g.input("bias", vec![c(1), c(h), c(t), c(s)], DType::F32));
+        inputs.insert("bias".into(), Value::F(tensor(vec![1, h, t, s])));
+    }
+    if let Some(m) = &key_mask {
+        ins.push(g.input("key_mask", vec![c(b), c(s)], DType::F32));
+        inputs.insert(
+            "key_mask".into(),
+            Value::F(Tensor::new(vec![b, s], m.clone()).unwrap()),
+        );
+    }
+    let op = Op::Attention {
+        mask,
+        scale: 0.37,
+        has_bias: bias,
+        has_key_mask: key_mask.is_some(),
+        ring: None,
+    };
+    let y = g.push(op, ins, None, DType::F32);
+    let w = g.input("w", vec![c(b), c(h), c(t), c(dv)], DType::F32);
+    inputs.insert("w".into(), Value::F(tensor(vec![b, h, t, dv])));
+    let mut l = g.mul(y, w);
+    for axis in (0..4).rev() {
+        l = g.reduce(ReduceOp::Sum, l, axis);
+    }
+    let l = g.reshape(l, vec![]);
+    g.output("loss", l);
+    let g = grad(&g.finish().unwrap(), "loss", Wrt::Params).unwrap();
+    let g = archc::passes::simplify(&g);
+    let parts: Vec<AttnPart> = g
+        .nodes
+        .iter()
+        .filter_map(|n| match n.op {
+            Op::AttentionGrad { part, .. } => Some(part),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(parts.len(), 4, "lse, dQ, dK, dV: {parts:?}");
+    for n in &g.nodes {
+        let sh = &n.shape;
+        let is_bias = matches!(&n.op, Op::Input { name } if name == "bias");
+        assert!(
+            is_bias || sh.len() < 2 || sh[sh.len() - 2..] != [c(t), c(s)],
+            "a {t}×{s} tensor in the backward graph: {:?}",
+            n.op
+        );
+    }
+    let params: interp::Params = [
+        ("q".to_string(), tensor(vec![b, h, t, d])),
+        ("k".to_string(), tensor(vec![b, hkv, s, d])),
+        ("v".to_string(), tensor(vec![b, hkv, s, dv])),
+    ]
+    .into();
+    let want: HashMap<String, Value> = interp::run(&g, &inputs, &params)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = archc::package::BuildOptions::host().unwrap();
+    archc::package::build_graph(&g, "attn_grad", &opts, dir.path()).unwrap();
+    let got = run_package_with(dir.path(), &WeightSource::Tensors(&params), inputs, 2).unwrap();
+    for (name, t) in &got {
+        let w = want[name].as_f32().unwrap();
+        let err = t.rel_max_diff(w);
+        eprintln!("{mask:?} {name}: {err:.1e}");
+        assert!(err <= TOLERANCE, "{mask:?} {name}: {err:e}");
+        assert!(archc::tensor::max_abs(&w.data) > 0.0, "{name} is not all zero");
+    }
+    assert_eq!(got.len(), 4, "loss and three gradients");
+}
+
+#[test]
+fn attention_backward_flash_style() {
+    use archc::graph::MaskKind;
+    // Batch 0 hides keys 0–2: its first query (position 2) sees nothing.
+    let mut km = vec![1.0; 14];
+    km[..3].iter_mut().for_each(|m| *m = 0.0);
+    km[7 + 4] = 0.0;
+    attention_backward(1, (2, 4, 2, 5, 7, 8, 6), MaskKind::Causal, true, Some(km));
+    attention_backward(2, (2, 3, 1, 9, 9, 5, 5), MaskKind::Sliding(3), false, None);
+    let km = vec![1., 1., 0., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 0.];
+    attention_backward(3, (2, 2, 2, 4, 7, 16, 16), MaskKind::Bidirectional, false, Some(km));
+}

@@ -5,19 +5,27 @@
 //! `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ⊙ (dP − rowsum(dP ⊙ P))`, `dQ = scale·dS·K`,
 //! `dK = scale·dSᵀ·Q`, `dBias = dS` (summed over broadcast axes).
 //!
+//! Unless the bias needs a gradient (T5's relative bias, whose gradient is a
+//! [heads, T, S] tensor anyway), the backward runs in the flash style instead
+//! (`attention_grad` nodes): each query's log-sum-exp, δ = rowsum(dO ⊙ O), then dQ, dK
+//! and dV, each recomputing the scores it needs — no [T, S] tensor.
+//!
 //! Grouped-query attention needs no repeated keys: query head `h` reads key head
 //! `h / group`, so reshaping q (and every [B, H, T, ·] tensor) to [B, Hkv, group·T, ·] lines
 //! each group's queries up against its single key/value head. The key mask gets no
 //! gradient.
 
 use super::rules::{dim_size, transpose, unbroadcast};
-use crate::graph::{BinaryOp, Dim, Graph, MaskKind, Node, NodeId, Op, ReduceOp, UnaryOp};
+use crate::graph::{
+    AttnPart, BinaryOp, DType, Dim, Graph, MaskKind, Node, NodeId, Op, ReduceOp, UnaryOp,
+};
 
 /// Stands in for −∞ on masked scores, so that no `inf − inf` arises.
 const MASKED: f64 = -1e30;
 
 pub(super) fn attention_grads(
     g: &mut Graph,
+    id: NodeId,
     node: &Node,
     dy: NodeId,
     want: &[bool],
@@ -38,7 +46,43 @@ pub(super) fn attention_grads(
     let (q, k, v) = (node.inputs[0], node.inputs[1], node.inputs[2]);
     let bias = has_bias.then(|| node.inputs[3]);
     let key_mask = has_key_mask.then(|| node.inputs[3 + usize::from(has_bias)]);
-    let (sq, sk) = (g.shape(q).clone(), g.shape(k).clone());
+    let bias_grad = has_bias && want.get(3).copied().unwrap_or(false);
+    let sq = g.shape(q).clone();
+    if !bias_grad {
+        let extras: Vec<NodeId> = bias.iter().chain(&key_mask).copied().collect();
+        let grad = |g: &mut Graph, part: AttnPart, mut inputs: Vec<NodeId>| {
+            inputs.extend(&extras);
+            g.push(
+                Op::AttentionGrad {
+                    mask,
+                    scale,
+                    has_bias,
+                    has_key_mask,
+                    part,
+                },
+                inputs,
+                None,
+                DType::F32,
+            )
+        };
+        let lse = grad(g, AttnPart::Lse, vec![q, k]);
+        let od = g.mul(dy, id);
+        let delta = g.reduce(ReduceOp::Sum, od, 3);
+        let delta = g.reshape(delta, sq[..3].to_vec());
+        let mut out = vec![
+            want[0].then(|| grad(g, AttnPart::Q, vec![q, k, v, dy, lse, delta])),
+            want[1].then(|| grad(g, AttnPart::K, vec![q, k, v, dy, lse, delta])),
+            want[2].then(|| grad(g, AttnPart::V, vec![q, k, v, dy, lse, delta])),
+        ];
+        if has_bias {
+            out.push(None);
+        }
+        if has_key_mask {
+            out.push(None);
+        }
+        return Ok(out);
+    }
+    let sk = g.shape(k).clone();
     let (heads, kv_heads) = (sq[1].as_const(), sk[1].as_const());
     let group = match (heads, kv_heads) {
         (Some(h), Some(hk)) if hk > 0 && h % hk == 0 => h / hk,

@@ -62,7 +62,13 @@ pub(super) fn input_grads(
         Op::Gather => vec![want[0].then(|| gather_grad(g, x(0), x(1), dy)), None],
         // d updates[n] = dy[ids[n]].
         Op::ScatterAdd { .. } => vec![None, want[1].then(|| g.gather(dy, x(0)))],
-        Op::Attention { .. } => attention::attention_grads(g, &node, dy, want)?,
+        Op::Attention { .. } => attention::attention_grads(g, id, &node, dy, want)?,
+        Op::AttentionGrad { .. } => {
+            return Err(format!(
+                "autodiff: %{} (attention_grad) is already a gradient; second derivatives of attention are not built",
+                id.0
+            ))
+        }
         // Session state (a KV cache append) exists only in inference step graphs.
         Op::UpdateTail | Op::UpdateRing => {
             return Err(format!(

@@ -9,7 +9,7 @@ mod read;
 mod verify;
 
 pub use dim::{Dim, Shape};
-pub use op::{BinaryOp, DType, MaskKind, Op, ReduceOp, UnaryOp};
+pub use op::{AttnPart, BinaryOp, DType, MaskKind, Op, ReduceOp, UnaryOp};
 pub use print::print;
 pub use read::read;
 pub use verify::verify;

@@ -106,6 +106,34 @@ pub enum ReduceOp {
     Mean,
 }
 
+/// Which part of the attention backward an `attention_grad` node computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttnPart {
+    Lse,
+    Q,
+    K,
+    V,
+}
+
+impl AttnPart {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttnPart::Lse => "lse",
+            AttnPart::Q => "q",
+            AttnPart::K => "k",
+            AttnPart::V => "v",
+        }
+    }
+
+    /// Inputs before the optional bias and key mask.
+    pub fn leading(self) -> usize {
+        match self {
+            AttnPart::Lse => 2,
+            _ => 6,
+        }
+    }
+}
+
 /// Which keys a query may see in `attention`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MaskKind {
@@ -187,6 +215,20 @@ pub enum Op {
         has_key_mask: bool,
         ring: Option<Dim>,
     },
+    /// One part of `attention`'s backward pass in the flash style (no [T, S] buffer: each
+    /// kernel recomputes the scores it needs), for the attention of the same `mask`,
+    /// `scale`, bias and key mask. Inputs: q, k, then for `Q`, `K` and `V` also v, the
+    /// output adjoint dO, the `Lse` part and δ = rowsum(dO ⊙ O) ([B, H, T]); then the
+    /// bias and key mask as `attention` takes them. `Lse` gives each query's log Σ exp of
+    /// its visible scores [B, H, T] (+∞ when it sees none, so its probabilities are 0);
+    /// `Q`, `K`, `V` give dQ [B, H, T, d], dK [B, Hkv, S, d], dV [B, Hkv, S, dv].
+    AttentionGrad {
+        mask: MaskKind,
+        scale: f64,
+        has_bias: bool,
+        has_key_mask: bool,
+        part: AttnPart,
+    },
     /// A recurrence over axis 1 of the sequence inputs. Inputs: initial states, then
     /// sequences [B, T, ..], then constants. The body maps (states, step slices, constants)
     /// to (new states, step outputs); the scan yields final states then stacked outputs.
@@ -242,6 +284,7 @@ impl Op {
             Op::Gather => "gather".into(),
             Op::ScatterAdd { .. } => "scatter_add".into(),
             Op::Attention { .. } => "attention".into(),
+            Op::AttentionGrad { .. } => "attention_grad".into(),
             Op::Scan { .. } => "scan".into(),
             Op::TupleGet { .. } => "get".into(),
             Op::UpdateTail => "update_tail".into(),
@@ -266,6 +309,12 @@ impl Op {
                 has_key_mask,
                 ..
             } => 3 + usize::from(*has_bias) + usize::from(*has_key_mask),
+            Op::AttentionGrad {
+                has_bias,
+                has_key_mask,
+                part,
+                ..
+            } => part.leading() + usize::from(*has_bias) + usize::from(*has_key_mask),
             Op::Concat { .. } | Op::Scan { .. } => return None,
         })
     }
@@ -408,6 +457,28 @@ pub fn infer_shape(op: &Op, inputs: &[Shape], given: Option<&Shape>) -> Result<S
                 }
             }
             Ok(vec![q[0].clone(), q[1].clone(), q[2].clone(), v[3].clone()])
+        }
+        Op::AttentionGrad { part, .. } => {
+            let (q, k) = (&inputs[0], &inputs[1]);
+            if q.len() != 4 || k.len() != 4 || q[3] != k[3] || q[0] != k[0] {
+                return Err(format!("attention_grad takes q [B, H, T, d] and k [B, Hkv, S, d], got {q:?} and {k:?}"));
+            }
+            if *part != AttnPart::Lse {
+                let (v, d_o) = (&inputs[2], &inputs[3]);
+                let rows = vec![q[0].clone(), q[1].clone(), q[2].clone()];
+                if v.len() != 4 || d_o.len() != 4 || d_o[..3] != rows[..] || d_o[3] != v[3] {
+                    return Err(format!("attention_grad: v {v:?} and dO {d_o:?} do not fit q {q:?}"));
+                }
+                if inputs[4] != rows || inputs[5] != rows {
+                    return Err(format!("attention_grad: lse and δ must be {rows:?}"));
+                }
+            }
+            Ok(match part {
+                AttnPart::Lse => vec![q[0].clone(), q[1].clone(), q[2].clone()],
+                AttnPart::Q => q.clone(),
+                AttnPart::K => k.clone(),
+                AttnPart::V => inputs[2].clone(),
+            })
         }
         Op::Scan { .. } => Ok(Vec::new()),
         Op::UpdateRing => {

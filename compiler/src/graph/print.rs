@@ -77,6 +77,23 @@ fn attributes(op: &Op) -> String {
                 .unwrap_or_default();
             format!("mask={mask} scale={scale:?} bias={has_bias} key_mask={has_key_mask}{ring}")
         }
+        Op::AttentionGrad {
+            mask,
+            scale,
+            has_bias,
+            has_key_mask,
+            part,
+        } => {
+            let mask = match mask {
+                MaskKind::Bidirectional => "bidirectional".to_string(),
+                MaskKind::Causal => "causal".to_string(),
+                MaskKind::Sliding(w) => format!("sliding({w})"),
+            };
+            format!(
+                "part={} mask={mask} scale={scale:?} bias={has_bias} key_mask={has_key_mask}",
+                part.name()
+            )
+        }
         Op::Scan {
             states,
             seqs,

@@ -2,7 +2,7 @@
 
 use super::dim::{parse_dim, Shape};
 use super::op::{BINARY_OPS, UNARY_OPS};
-use super::{DType, Graph, MaskKind, Node, NodeId, Op, ReduceOp};
+use super::{AttnPart, DType, Graph, MaskKind, Node, NodeId, Op, ReduceOp};
 use std::collections::HashMap;
 
 /// Parses one printed graph.
@@ -159,6 +159,19 @@ fn read_node(line: &str, lines: &[&str], pos: &mut usize) -> Result<Node, String
             has_bias: flag("bias")?,
             has_key_mask: flag("key_mask")?,
             ring: attrs.get("ring").map(|r| parse_dim(r)).transpose()?,
+        },
+        "attention_grad" => Op::AttentionGrad {
+            mask: read_mask(attr("mask")?)?,
+            scale: attr("scale")?.parse().map_err(|_| "bad scale")?,
+            has_bias: flag("bias")?,
+            has_key_mask: flag("key_mask")?,
+            part: match attr("part")? {
+                "lse" => AttnPart::Lse,
+                "q" => AttnPart::Q,
+                "k" => AttnPart::K,
+                "v" => AttnPart::V,
+                p => return Err(format!("unknown attention_grad part `{p}`")),
+            },
         },
         "scan" => {
             if !opens_body {

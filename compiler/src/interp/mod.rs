@@ -5,7 +5,7 @@
 mod attention;
 mod kernels;
 
-use crate::graph::{DType, Graph, Node, NodeId, Op};
+use crate::graph::{AttnPart, DType, Graph, Node, NodeId, Op};
 use crate::tensor::{F32Tensor, I64Tensor};
 use std::collections::HashMap;
 
@@ -202,6 +202,30 @@ fn eval_node(
             Value::I(ids) => Value::F(k::gather(f(0)?, ids)?),
             _ => return Err("gather ids must be i64".into()),
         },
+        Op::AttentionGrad {
+            mask,
+            scale,
+            has_bias,
+            has_key_mask,
+            part,
+        } => {
+            let lead = part.leading();
+            let opt = |i: usize, on: bool| if on { f(i).map(Some) } else { Ok(None) };
+            let full = *part != AttnPart::Lse;
+            Value::F(attention::attention_grad(
+                *part,
+                f(0)?,
+                f(1)?,
+                opt(2, full)?,
+                opt(3, full)?,
+                opt(4, full)?,
+                opt(5, full)?,
+                opt(lead, *has_bias)?,
+                opt(lead + usize::from(*has_bias), *has_key_mask)?,
+                *mask,
+                *scale,
+            )?)
+        }
         Op::Attention {
             mask,
             scale,

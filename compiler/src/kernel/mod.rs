@@ -25,7 +25,7 @@ mod print;
 pub use build::build;
 pub use print::print;
 
-use crate::graph::{BinaryOp, Dim, MaskKind, ReduceOp, UnaryOp};
+use crate::graph::{AttnPart, BinaryOp, Dim, MaskKind, ReduceOp, UnaryOp};
 
 pub type BufId = usize;
 
@@ -142,6 +142,16 @@ pub struct Attention {
     pub key_mask: Option<Expr>,
     /// k and v are rings of this many rows: key p is row p mod R (a sliding-window cache).
     pub ring: Option<Ix>,
+    /// `None`: the forward output. A part of the flash-style backward: `Lse` and `Q` run
+    /// one query row per iteration, `K` and `V` one key row (of a key/value head) per
+    /// iteration, visiting the queries that see it. `out` is then [b, h, t] (`Lse`, last
+    /// stride 0), dQ [b, h, t, d], or dK / dV [b, hkv, s, ·]; `v` is unused by `Lse`.
+    pub part: Option<AttnPart>,
+    /// Backward: the output adjoint dO [b, h, t, dv].
+    pub dout: Option<Strided>,
+    /// Backward: each query's log-sum-exp and δ = rowsum(dO ⊙ O), variables (b, h, t).
+    pub lse: Option<Expr>,
+    pub delta: Option<Expr>,
 }
 
 /// A copy of `rows` rows of `len` elements between a sequence [rows, steps, len] and a
@@ -543,10 +553,10 @@ impl Kernel {
                 }
             }
             Body::Attention(a) => {
-                for s in [&a.out, &a.q, &a.k, &a.v] {
+                for s in [&a.out, &a.q, &a.k, &a.v].into_iter().chain(&a.dout) {
                     f(s.buf);
                 }
-                for e in a.bias.iter().chain(&a.key_mask) {
+                for e in a.bias.iter().chain(&a.key_mask).chain(&a.lse).chain(&a.delta) {
                     e.visit_bufs(f);
                 }
             }
@@ -605,10 +615,19 @@ impl Kernel {
                 }
             }
             Body::Attention(a) => {
-                for s in [&mut a.out, &mut a.q, &mut a.k, &mut a.v] {
+                for s in [&mut a.out, &mut a.q, &mut a.k, &mut a.v]
+                    .into_iter()
+                    .chain(a.dout.iter_mut())
+                {
                     f(&mut s.buf);
                 }
-                for e in a.bias.iter_mut().chain(a.key_mask.iter_mut()) {
+                for e in a
+                    .bias
+                    .iter_mut()
+                    .chain(a.key_mask.iter_mut())
+                    .chain(a.lse.iter_mut())
+                    .chain(a.delta.iter_mut())
+                {
                     e.rename_bufs(f);
                 }
             }

@@ -107,12 +107,17 @@ fn kernel(s: &mut String, i: usize, k: &Kernel, depth: usize) {
         Body::Attention(a) => {
             let _ = writeln!(
                 s,
-                "attention sizes [{}] mask {:?} scale {}",
+                "attention{} sizes [{}] mask {:?} scale {}",
+                a.part.map(|p| format!(" grad {}", p.name())).unwrap_or_default(),
                 list(&a.sizes),
                 a.mask,
                 a.scale
             );
-            for (name, st) in [("q", &a.q), ("k", &a.k), ("v", &a.v), ("out", &a.out)] {
+            let dout = a.dout.iter().map(|d| ("dout", d));
+            for (name, st) in [("q", &a.q), ("k", &a.k), ("v", &a.v), ("out", &a.out)]
+                .into_iter()
+                .chain(dout)
+            {
                 let _ = writeln!(
                     s,
                     "{pad}  {name} b{} + {} strides [{}]",
@@ -126,6 +131,11 @@ fn kernel(s: &mut String, i: usize, k: &Kernel, depth: usize) {
             }
             if let Some(m) = &a.key_mask {
                 let _ = writeln!(s, "{pad}  key_mask {}", e(m));
+            }
+            for (name, x) in [("lse", &a.lse), ("delta", &a.delta)] {
+                if let Some(x) = x {
+                    let _ = writeln!(s, "{pad}  {name} {}", e(x));
+                }
             }
             if let Some(r) = &a.ring {
                 let _ = writeln!(s, "{pad}  ring {} (key p at row p mod it)", ix(r));

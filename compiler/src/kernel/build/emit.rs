@@ -3,6 +3,7 @@
 //! then the copies of outputs and new session states.
 
 use super::*;
+use crate::graph::AttnPart;
 
 impl<'g, 'p> Cx<'g, 'p> {
     pub(super) fn vars(n: usize) -> Vec<Ix> {
@@ -35,6 +36,7 @@ impl<'g, 'p> Cx<'g, 'p> {
                 Op::Input { .. } | Op::Param { .. } | Op::TupleGet { .. } => continue,
                 Op::MatMul { .. } => Body::MatMul(Box::new(self.matmul(id, None)?)),
                 Op::Attention { .. } => self.attention(id, None)?.body,
+                Op::AttentionGrad { .. } => self.attention_grad(id)?.body,
                 Op::Reduce { op, axis } => {
                     let x = node.inputs[0];
                     let extents = self.extents(&self.node(x).shape)?;
@@ -340,6 +342,97 @@ impl<'g, 'p> Cx<'g, 'p> {
                 bias,
                 key_mask,
                 ring: ring.as_ref().map(|r| self.dim(r)).transpose()?,
+                part: None,
+                dout: None,
+                lse: None,
+                delta: None,
+            })),
+        })
+    }
+
+    /// A part of attention's flash-style backward (`attention_grad`).
+    pub(super) fn attention_grad(&self, id: NodeId) -> Result<Kernel, String> {
+        let node = self.node(id);
+        let Op::AttentionGrad {
+            mask,
+            scale,
+            has_bias,
+            has_key_mask,
+            part,
+        } = node.op
+        else {
+            return Err("internal: not attention_grad".into());
+        };
+        let ins = &node.inputs;
+        let lead = part.leading();
+        let full_part = part != AttnPart::Lse;
+        let qs = self.extents(&self.node(ins[0]).shape)?;
+        let ks = self.extents(&self.node(ins[1]).shape)?;
+        let dv = if full_part {
+            self.extents(&self.node(ins[2]).shape)?[3].clone()
+        } else {
+            qs[3].clone()
+        };
+        let keys = self.node(ins[1]).shape[2].clone();
+        let sizes = [
+            qs[0].clone(),
+            qs[1].clone(),
+            qs[2].clone(),
+            self.dim(&keys)?,
+            qs[3].clone(),
+            dv,
+            ks[1].clone(),
+        ];
+        let q_shape = &self.node(ins[0]).shape;
+        let full: Vec<Dim> = vec![
+            q_shape[0].clone(),
+            q_shape[1].clone(),
+            q_shape[2].clone(),
+            keys,
+        ];
+        let vars = Self::vars(4);
+        let bias = if has_bias {
+            let x = ins[lead];
+            Some(self.value(x, &broadcast_index(&vars, &full, &self.node(x).shape))?)
+        } else {
+            None
+        };
+        let key_mask = if has_key_mask {
+            let x = ins[lead + usize::from(has_bias)];
+            Some(self.value(x, &[vars[0].clone(), vars[3].clone()])?)
+        } else {
+            None
+        };
+        let row = |x: NodeId| self.value(x, &vars[..3]);
+        let s = self.contiguous(&node.shape)?;
+        let strides = if part == AttnPart::Lse {
+            [s[0].clone(), s[1].clone(), s[2].clone(), Ix::c(0)]
+        } else {
+            [s[0].clone(), s[1].clone(), s[2].clone(), s[3].clone()]
+        };
+        let out = Strided {
+            buf: self.out_buf(id)?,
+            offset: Ix::c(0),
+            strides,
+        };
+        Ok(Kernel {
+            name: self.name(id),
+            body: Body::Attention(Box::new(Attention {
+                out,
+                q: self.strided(ins[0])?,
+                k: self.strided(ins[1])?,
+                // `Lse` reads no values: k stands in.
+                v: self.strided(ins[if full_part { 2 } else { 1 }])?,
+                sizes,
+                mask,
+                scale,
+                bias,
+                key_mask,
+                ring: None,
+                part: Some(part),
+                dout: full_part.then(|| self.strided(ins[3])).transpose()?,
+                lse: full_part.then(|| row(ins[4])).transpose()?,
+                delta: full_part.then(|| row(ins[5])).transpose()?,
             })),
         })
     }

@@ -318,6 +318,7 @@ impl<'g, 'p> Cx<'g, 'p> {
                 Op::Input { .. } | Op::Param { .. } => (true, 1),
                 Op::MatMul { .. }
                 | Op::Attention { .. }
+                | Op::AttentionGrad { .. }
                 | Op::Scan { .. }
                 | Op::Reduce { .. }
                 | Op::TupleGet { .. }
@@ -372,6 +373,13 @@ impl<'g, 'p> Cx<'g, 'p> {
                 }
                 Op::Attention { .. } => {
                     for &x in &node.inputs[..3] {
+                        self.force_view(x, &|_, _| true);
+                    }
+                }
+                Op::AttentionGrad { part, .. } => {
+                    // q, k (and v, dO): strided operands.
+                    let n = if *part == crate::graph::AttnPart::Lse { 2 } else { 4 };
+                    for &x in &node.inputs[..n] {
                         self.force_view(x, &|_, _| true);
                     }
                 }

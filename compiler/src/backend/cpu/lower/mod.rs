@@ -389,7 +389,13 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 self.ir
                     .mul(self.ir.mul(c(&m.batch)?, bl.row_blocks)?, bl.col_blocks)
             }
-            Body::Attention(a) => prod(&a.sizes[..3]),
+            Body::Attention(a) => match a.part {
+                // dK, dV: one key row of a key/value head per iteration.
+                Some(crate::graph::AttnPart::K | crate::graph::AttnPart::V) => {
+                    prod(&[a.sizes[0].clone(), a.sizes[6].clone(), a.sizes[3].clone()])
+                }
+                _ => prod(&a.sizes[..3]),
+            },
             Body::Scatter(s) => {
                 let cols = crate::kernel::SCATTER_COLUMNS;
                 let w = self.ir.add(c(&s.width)?, self.ir.int(cols - 1))?;
