@@ -146,11 +146,19 @@ fn attention_backward(
     mask: archc::graph::MaskKind,
     bias: bool,
     key_mask: Option<Vec<f32>>,
+    transposed_q: bool,
 ) {
     use archc::graph::{AttnPart, Graph, Op, ReduceOp};
     let c = |n: usize| Dim::c(n as u64);
     let mut g = Graph::new("attn");
-    let q = g.param("q", vec![c(b), c(h), c(t), c(d)]);
+    // A q stored [b, h, d, t] and read transposed: no unit stride along d, so the kernels
+    // take their row-at-a-time path instead of the blocked sgemm one.
+    let q = if transposed_q {
+        let stored = g.param("q", vec![c(b), c(h), c(d), c(t)]);
+        g.permute(stored, &[0, 1, 3, 2])
+    } else {
+        g.param("q", vec![c(b), c(h), c(t), c(d)])
+    };
     let k = g.param("k", vec![c(b), c(hkv), c(s), c(d)]);
     let v = g.param("v", vec![c(b), c(hkv), c(s), c(dv)]);
     let mut ins = vec![q, k, v];
@@ -204,8 +212,13 @@ fn attention_backward(
             n.op
         );
     }
+    let q_shape = if transposed_q {
+        vec![b, h, d, t]
+    } else {
+        vec![b, h, t, d]
+    };
     let params: interp::Params = [
-        ("q".to_string(), tensor(vec![b, h, t, d])),
+        ("q".to_string(), tensor(q_shape)),
         ("k".to_string(), tensor(vec![b, hkv, s, d])),
         ("v".to_string(), tensor(vec![b, hkv, s, dv])),
     ]
@@ -232,11 +245,19 @@ fn attention_backward(
 fn attention_backward_flash_style() {
     use archc::graph::MaskKind;
     // Batch 0 hides keys 0–2: its first query (position 2) sees nothing.
-    let mut km = vec![1.0; 14];
-    km[..3].iter_mut().for_each(|m| *m = 0.0);
-    km[7 + 4] = 0.0;
-    attention_backward(1, (2, 4, 2, 5, 7, 8, 6), MaskKind::Causal, true, Some(km));
-    attention_backward(2, (2, 3, 1, 9, 9, 5, 5), MaskKind::Sliding(3), false, None);
-    let km = vec![1., 1., 0., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 0.];
-    attention_backward(3, (2, 2, 2, 4, 7, 16, 16), MaskKind::Bidirectional, false, Some(km));
+    for transposed in [false, true] {
+        let mut km = vec![1.0; 14];
+        km[..3].iter_mut().for_each(|m| *m = 0.0);
+        km[7 + 4] = 0.0;
+        let shape = (2, 4, 2, 5, 7, 8, 6);
+        attention_backward(1, shape, MaskKind::Causal, true, Some(km), transposed);
+        let shape = (2, 3, 1, 9, 9, 5, 5);
+        attention_backward(2, shape, MaskKind::Sliding(3), false, None, transposed);
+        let km = vec![1., 1., 0., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 0.];
+        let shape = (2, 2, 2, 4, 7, 16, 16);
+        attention_backward(3, shape, MaskKind::Bidirectional, false, Some(km), transposed);
+    }
+    // Several blocks of queries and keys (GRAD_BLOCK = 64): 150 queries over 170 keys.
+    attention_backward(4, (1, 2, 1, 150, 170, 8, 4), MaskKind::Causal, false, None, false);
+    attention_backward(5, (1, 2, 2, 130, 130, 4, 4), MaskKind::Sliding(40), false, None, false);
 }

@@ -1,7 +1,10 @@
 //! Attention kernels: one query row per iteration, keys in blocks with online softmax;
 //! ring caches read key p from row p mod R. The flash-style backward parts recompute each
-//! score from q and k: `Lse` and dQ per query row, dK and dV per key row over the queries
-//! that see it — nothing of size queries × keys is stored.
+//! score from q and k, FlashAttention-2's way: `Lse` and dQ per block of queries, dK and
+//! dV per block of keys (over the queries that see them), each block pair multiplied by
+//! the packed sgemm (S = Q·Kᵀ, dP = dO·Vᵀ, dQ += dS·K, dV += Pᵀ·dO, dK += dSᵀ·Q) in
+//! GRAD_BLOCK² scratch tiles — nothing of size queries × keys is stored. Operands whose
+//! rows are not contiguous take a row-at-a-time path.
 
 use super::*;
 use crate::graph::AttnPart;
@@ -241,8 +244,20 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
     }
 }
 
+
+/// Queries (or keys) per parallel iteration of the backward parts, and the keys (or
+/// queries) of one block pair.
+pub const GRAD_BLOCK: u64 = 64;
+
+/// Scratch floats the backward parts use past the sgemm's workspace, for head widths up
+/// to `max_head_dim`.
+pub fn grad_scratch_floats(max_head_dim: u64) -> u64 {
+    2 * GRAD_BLOCK * GRAD_BLOCK + 2 * GRAD_BLOCK + 2 * GRAD_BLOCK * max_head_dim.max(1) + 16
+}
+
 impl<'a, 'ctx> Lowerer<'a, 'ctx> {
-    /// One part of the flash-style backward (see [`Attention::part`]).
+    /// One part of the flash-style backward (see [`Attention::part`]): one block of
+    /// GRAD_BLOCK queries (`Lse`, `Q`) or keys (`K`, `V`) per iteration.
     fn attention_grad(
         &self,
         fx: &Fx<'ctx>,
@@ -263,15 +278,31 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             let v = st.strides.iter().map(c).collect::<IrResult<Vec<_>>>()?;
             Ok((base, v))
         };
-        let (qb, qs) = strides(&a.q)?;
-        let (kb, ks) = strides(&a.k)?;
-        let (vb, vs) = strides(&a.v)?;
-        let (ob, os) = strides(&a.out)?;
-        let dout = a.dout.as_ref().map(strides).transpose()?;
-        let acc = fx.scratch;
+        let qr = strides(&a.q)?;
+        let kr = strides(&a.k)?;
+        let vr = strides(&a.v)?;
+        let or = strides(&a.out)?;
+        let dr = match &a.dout {
+            Some(x) => strides(x)?,
+            // `Lse` reads no dO: q stands in (never read).
+            None => qr.clone(),
+        };
+        let (qs, ks, vs, os, dsv) = (&qr.1, &kr.1, &vr.1, &or.1, &dr.1);
         let neg_inf = m.c(f64::NEG_INFINITY);
         let scale = m.c(a.scale);
         let zero = ir.int(0);
+        let blk = ir.int(GRAD_BLOCK);
+        // Scratch: the sgemm's workspace, then S and dP tiles, the running max and sum of
+        // `Lse`, the accumulator rows and a product tile.
+        let work = fx.scratch;
+        let sbuf = ir.at(work, ir.int(self.work_floats))?;
+        let dpbuf = ir.at(sbuf, ir.int(GRAD_BLOCK * GRAD_BLOCK))?;
+        let mbuf = ir.at(dpbuf, ir.int(GRAD_BLOCK * GRAD_BLOCK))?;
+        let lbuf = ir.at(mbuf, blk)?;
+        let acc = ir.at(lbuf, blk)?;
+        let wmax = self.max(d, dv)?;
+        let tbuf = ir.at(acc, ir.mul(blk, wmax)?)?;
+
         // Row `i` of a strided operand at (b, head, i).
         let row = |(base, st): &Rows<'ctx>, b, head, i| -> IrResult<PointerValue<'ctx>> {
             ir.at(
@@ -304,39 +335,72 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             })?;
             Ok(sum[0].into_float_value())
         };
-        // acc[0..n] += f · x[0..n] (x strided).
-        let axpy = |f: FloatValue<'ctx>,
+        // dst[0..n] += f · x[0..n] (x strided).
+        let axpy = |dst: PointerValue<'ctx>,
+                    f: FloatValue<'ctx>,
                     x: PointerValue<'ctx>,
                     xs: IntValue<'ctx>,
                     n: IntValue<'ctx>|
          -> IrResult<()> {
             ir.for_range(fx.f, "axpy", ir.int(0), n, 1, |i| {
-                let pa = ir.at(acc, i)?;
+                let pa = ir.at(dst, i)?;
                 let av = ir.load_f32(pa)?.into_float_value();
                 let xv = ir.load_f32(ir.at(x, ir.mul(i, xs)?)?)?.into_float_value();
                 ir.store(pa, ir.b.build_float_add(av, ir.b.build_float_mul(f, xv, "")?, "")?)
             })
         };
-        let clear = |n: IntValue<'ctx>| {
-            ir.for_range(fx.f, "clear", ir.int(0), n, 1, |i| {
-                ir.store(ir.at(acc, i)?, m.c(0.0))
+        let fill = |p: PointerValue<'ctx>, n: IntValue<'ctx>, v: FloatValue<'ctx>| {
+            ir.for_range(fx.f, "fill", ir.int(0), n, 1, |i| ir.store(ir.at(p, i)?, v))
+        };
+        // dst[0..n] += src[0..n].
+        let add_into = |dst: PointerValue<'ctx>, src: PointerValue<'ctx>, n: IntValue<'ctx>| {
+            ir.for_range(fx.f, "accum", ir.int(0), n, 1, |i| {
+                let pd = ir.at(dst, i)?;
+                let x = ir.load_f32(pd)?.into_float_value();
+                let y = ir.load_f32(ir.at(src, i)?)?.into_float_value();
+                ir.store(pd, ir.b.build_float_add(x, y, "")?)
             })
         };
-        let store_row = |dst: PointerValue<'ctx>, n: IntValue<'ctx>| {
-            ir.for_range(fx.f, "store", ir.int(0), n, 1, |i| {
-                let v = ir.load_f32(ir.at(acc, i)?)?;
-                ir.store(ir.at(dst, ir.mul(i, os[3])?)?, v)
+        // Accumulator row r (width `w`) → output row.
+        let store_rows = |dst: &dyn Fn(IntValue<'ctx>) -> IrResult<PointerValue<'ctx>>,
+                          n: IntValue<'ctx>,
+                          w: IntValue<'ctx>| {
+            ir.for_range(fx.f, "out", ir.int(0), n, 1, |r| {
+                let to = dst(r)?;
+                let from = ir.at(acc, ir.mul(r, w)?)?;
+                ir.for_range(fx.f, "outx", ir.int(0), w, 1, |x| {
+                    let v = ir.load_f32(ir.at(from, x)?)?;
+                    ir.store(ir.at(to, ir.mul(x, os[3])?)?, v)
+                })
             })
         };
-        // The scaled, biased score of (b, head, query, key); −∞ where the key mask drops
-        // the key.
-        let score = |qp: PointerValue<'ctx>,
-                     kp: PointerValue<'ctx>,
-                     vars: [IntValue<'ctx>; 4]|
-         -> IrResult<FloatValue<'ctx>> {
-            let mut sc = ir.b.build_float_mul(dot(qp, qs[3], kp, ks[3], d)?, scale, "")?;
+        // The scaled, biased score of (b, head, query, key) from its dot product; −∞
+        // where the mask or the key mask hides the key.
+        let masked = |dotv: FloatValue<'ctx>, vars: [IntValue<'ctx>; 4]| -> IrResult<FloatValue<'ctx>> {
+            let [_, _, tt, key] = vars;
+            let mut sc = ir.b.build_float_mul(dotv, scale, "")?;
             if let Some(bias) = &a.bias {
                 sc = ir.b.build_float_add(sc, self.expr(fx, bias, &vars)?, "")?;
+            }
+            let pos = ir.add(ir.sub(nk, t)?, tt)?;
+            let seen = |lim: IntValue<'ctx>| {
+                ir.b.build_int_compare(IntPredicate::SLE, key, lim, "")
+            };
+            let allowed = match a.mask {
+                MaskKind::Bidirectional => None,
+                MaskKind::Causal => Some(seen(pos)?),
+                MaskKind::Sliding(w) => {
+                    let recent = ir.b.build_int_compare(
+                        IntPredicate::SGT,
+                        key,
+                        ir.sub(pos, ir.int(w))?,
+                        "",
+                    )?;
+                    Some(ir.b.build_and(seen(pos)?, recent, "")?)
+                }
+            };
+            if let Some(ok) = allowed {
+                sc = m.select(ok, sc, neg_inf)?;
             }
             if let Some(km) = &a.key_mask {
                 let keep = self.expr(fx, km, &vars)?;
@@ -351,134 +415,296 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 None => Err(IrError("attention backward without lse / δ".into())),
             }
         };
+        let gemm = |f: FunctionValue<'ctx>, args: [IntOrPtr<'ctx>; 9]| -> IrResult<()> {
+            let mut v: Vec<inkwell::values::BasicMetadataValueEnum> =
+                args.iter().map(|a| a.meta()).collect();
+            v.push(work.into());
+            ir.b.build_call(f, &v, "")?;
+            Ok(())
+        };
+        use IntOrPtr::{I, P};
+        // Keys query tt sees: [lo, hi).
+        let keys_of = |tt: IntValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
+            let pos = ir.add(ir.sub(nk, t)?, tt)?;
+            Ok(match a.mask {
+                MaskKind::Bidirectional => (zero, nk),
+                MaskKind::Causal => (zero, ir.min(nk, ir.add(pos, ir.int(1))?)?),
+                MaskKind::Sliding(w) => (
+                    self.max(zero, ir.sub(ir.add(pos, ir.int(1))?, ir.int(w))?)?,
+                    ir.min(nk, ir.add(pos, ir.int(1))?)?,
+                ),
+            })
+        };
+        // Queries that see key j: [lo, hi) (query tt sits at position nk − t + tt).
+        let queries_of = |j: IntValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
+            let first = ir.sub(ir.add(j, t)?, nk)?;
+            Ok(match a.mask {
+                MaskKind::Bidirectional => (zero, t),
+                MaskKind::Causal => (self.max(zero, first)?, t),
+                MaskKind::Sliding(w) => (
+                    self.max(zero, first)?,
+                    ir.min(t, ir.add(first, ir.int(w))?)?,
+                ),
+            })
+        };
+        let unit = |x: IntValue<'ctx>| ir.b.build_int_compare(IntPredicate::EQ, x, ir.int(1), "");
+        let mut contiguous = ir.b.build_and(unit(qs[3])?, unit(ks[3])?, "")?;
+        if part != AttnPart::Lse {
+            contiguous = ir.b.build_and(contiguous, unit(vs[3])?, "")?;
+            contiguous = ir.b.build_and(contiguous, unit(dsv[3])?, "")?;
+        }
+        let ceil = |n: IntValue<'ctx>| -> IrResult<IntValue<'ctx>> {
+            Ok(ir.b.build_int_unsigned_div(ir.add(n, ir.int(GRAD_BLOCK - 1))?, blk, "")?)
+        };
+        // Every (r, c) of a rows × cols tile.
+        let tile = |rows: IntValue<'ctx>,
+                    cols: IntValue<'ctx>,
+                    body: &dyn Fn(IntValue<'ctx>, IntValue<'ctx>) -> IrResult<()>| {
+            ir.for_range(fx.f, "tr", ir.int(0), rows, 1, |r| {
+                ir.for_range(fx.f, "tc", ir.int(0), cols, 1, |cc| body(r, cc))
+            })
+        };
 
         match part {
-            AttnPart::Lse | AttnPart::Q => ir.for_range(fx.f, "row", begin, end, 1, |it| {
-                let ht = ir.mul(h, t)?;
-                let b = ir.b.build_int_unsigned_div(it, ht, "")?;
+            AttnPart::Lse | AttnPart::Q => ir.for_range(fx.f, "qblk", begin, end, 1, |it| {
+                let nqb = ceil(t)?;
+                let b = ir.b.build_int_unsigned_div(it, ir.mul(h, nqb)?, "")?;
                 let hh = ir.b.build_int_unsigned_rem(
-                    ir.b.build_int_unsigned_div(it, t, "")?,
+                    ir.b.build_int_unsigned_div(it, nqb, "")?,
                     h,
                     "",
                 )?;
-                let tt = ir.b.build_int_unsigned_rem(it, t, "")?;
+                let i0 = ir.mul(ir.b.build_int_unsigned_rem(it, nqb, "")?, blk)?;
+                let rows = ir.min(blk, ir.sub(t, i0)?)?;
                 let kh = ir.b.build_int_unsigned_div(hh, group, "")?;
-                let qp = row(&(qb, qs.clone()), b, hh, tt)?;
-                let pos = ir.add(ir.sub(nk, t)?, tt)?;
-                let (lo, hi) = match a.mask {
-                    MaskKind::Bidirectional => (zero, nk),
-                    MaskKind::Causal => (zero, ir.min(nk, ir.add(pos, ir.int(1))?)?),
-                    MaskKind::Sliding(w) => (
-                        self.max(zero, ir.sub(ir.add(pos, ir.int(1))?, ir.int(w))?)?,
-                        ir.min(nk, ir.add(pos, ir.int(1))?)?,
-                    ),
+                let (lo, _) = keys_of(i0)?;
+                let (_, hi) = keys_of(ir.sub(ir.add(i0, rows)?, ir.int(1))?)?;
+                let out_row = |r: IntValue<'ctx>| row(&or, b, hh, ir.add(i0, r)?);
+                let blocked = || -> IrResult<()> {
+                    let width = if part == AttnPart::Lse { ir.int(1) } else { d };
+                    fill(acc, ir.mul(rows, width)?, m.c(0.0))?;
+                    fill(mbuf, rows, neg_inf)?;
+                    fill(lbuf, rows, m.c(0.0))?;
+                    ir.step_loop(fx.f, "kblk", lo, hi, |j0| {
+                        let cols = ir.min(blk, ir.sub(hi, j0)?)?;
+                        let qp = row(&qr, b, hh, i0)?;
+                        let kp = row(&kr, b, kh, j0)?;
+                        gemm(self.sgemm_bt, [I(rows), I(cols), I(d), P(qp), I(qs[2]), P(kp), I(ks[2]), P(sbuf), I(blk)])?;
+                        if part == AttnPart::Lse {
+                            ir.for_range(fx.f, "lrow", ir.int(0), rows, 1, |r| {
+                                let tt = ir.add(i0, r)?;
+                                let srow = ir.at(sbuf, ir.mul(r, blk)?)?;
+                                let steps = WholeSteps { start: ir.int(0), limit: cols, step: 1 };
+                                let (_, bm) = ir.carried_loop(fx.f, "bmax", steps, &[neg_inf.into()], |cc, cur| {
+                                    let ps = ir.at(srow, cc)?;
+                                    let x = ir.load_f32(ps)?.into_float_value();
+                                    let x = masked(x, [b, hh, tt, ir.add(j0, cc)?])?;
+                                    ir.store(ps, x)?;
+                                    let mx = m.binary_intrinsic("llvm.maxnum", cur[0].into_float_value(), x)?;
+                                    Ok(vec![mx.into()])
+                                })?;
+                                let pm = ir.at(mbuf, r)?;
+                                let pl = ir.at(lbuf, r)?;
+                                let old = ir.load_f32(pm)?.into_float_value();
+                                let new_max = m.binary_intrinsic("llvm.maxnum", old, bm[0].into_float_value())?;
+                                let none = ir.b.build_float_compare(FloatPredicate::OEQ, new_max, neg_inf, "")?;
+                                let steps = WholeSteps { start: ir.int(0), limit: cols, step: 1 };
+                                let (_, sum) = ir.carried_loop(fx.f, "bsum", steps, &[m.c(0.0).into()], |cc, cur| {
+                                    let x = ir.load_f32(ir.at(srow, cc)?)?.into_float_value();
+                                    let e = m.exp(ir.b.build_float_sub(x, new_max, "")?)?;
+                                    let s2 = ir.b.build_float_add(cur[0].into_float_value(), e, "")?;
+                                    set_reassoc(s2);
+                                    Ok(vec![s2.into()])
+                                })?;
+                                let corr = m.exp(ir.b.build_float_sub(old, new_max, "")?)?;
+                                let l = ir.load_f32(pl)?.into_float_value();
+                                let l2 = ir.b.build_float_add(ir.b.build_float_mul(l, corr, "")?, sum[0].into_float_value(), "")?;
+                                ir.store(pl, m.select(none, m.c(0.0), l2)?)?;
+                                ir.store(pm, new_max)
+                            })?;
+                        } else {
+                            let dp = row(&dr, b, hh, i0)?;
+                            let vp = row(&vr, b, kh, j0)?;
+                            gemm(self.sgemm_bt, [I(rows), I(cols), I(dv), P(dp), I(dsv[2]), P(vp), I(vs[2]), P(dpbuf), I(blk)])?;
+                            tile(rows, cols, &|r, cc| {
+                                let tt = ir.add(i0, r)?;
+                                let vars = [b, hh, tt, ir.add(j0, cc)?];
+                                let at = ir.mad(r, blk, cc)?;
+                                let x = masked(ir.load_f32(ir.at(sbuf, at)?)?.into_float_value(), vars)?;
+                                let p = m.exp(ir.b.build_float_sub(x, stat(&a.lse, &vars[..3])?, "")?)?;
+                                let pd = ir.at(dpbuf, at)?;
+                                let dpv = ir.load_f32(pd)?.into_float_value();
+                                let delta = stat(&a.delta, &vars[..3])?;
+                                let ds = ir.b.build_float_mul(ir.b.build_float_mul(p, ir.b.build_float_sub(dpv, delta, "")?, "")?, scale, "")?;
+                                ir.store(pd, ds)
+                            })?;
+                            gemm(self.sgemm, [I(rows), I(d), I(cols), P(dpbuf), I(blk), P(kp), I(ks[2]), P(tbuf), I(d)])?;
+                            add_into(acc, tbuf, ir.mul(rows, d)?)?;
+                        }
+                        ir.add(j0, blk)
+                    })?;
+                    if part == AttnPart::Lse {
+                        return ir.for_range(fx.f, "lse", ir.int(0), rows, 1, |r| {
+                            let mx = ir.load_f32(ir.at(mbuf, r)?)?.into_float_value();
+                            let l = ir.load_f32(ir.at(lbuf, r)?)?.into_float_value();
+                            let none = ir.b.build_float_compare(FloatPredicate::OEQ, mx, neg_inf, "")?;
+                            let lse = ir.b.build_float_add(mx, m.log(l)?, "")?;
+                            ir.store(out_row(r)?, m.select(none, m.c(f64::INFINITY), lse)?)
+                        });
+                    }
+                    store_rows(&out_row, rows, d)
                 };
-                let keys = WholeSteps {
-                    start: lo,
-                    limit: hi,
-                    step: 1,
+                // Row by row: scores from dot products.
+                let by_rows = || -> IrResult<()> {
+                    ir.for_range(fx.f, "qrow", ir.int(0), rows, 1, |r| {
+                        let tt = ir.add(i0, r)?;
+                        let (lo, hi) = keys_of(tt)?;
+                        let qp = row(&qr, b, hh, tt)?;
+                        let op = out_row(r)?;
+                        if part == AttnPart::Lse {
+                            let keys = WholeSteps { start: lo, limit: hi, step: 1 };
+                            let (_, ml) = ir.carried_loop(fx.f, "lse", keys, &[neg_inf.into(), m.c(0.0).into()], |key, cur| {
+                                let (mx, l) = (cur[0].into_float_value(), cur[1].into_float_value());
+                                let kp = row(&kr, b, kh, key)?;
+                                let sc = masked(dot(qp, qs[3], kp, ks[3], d)?, [b, hh, tt, key])?;
+                                let new_max = m.binary_intrinsic("llvm.maxnum", mx, sc)?;
+                                let none = ir.b.build_float_compare(FloatPredicate::OEQ, new_max, neg_inf, "")?;
+                                let corr = m.exp(ir.b.build_float_sub(mx, new_max, "")?)?;
+                                let e = m.exp(ir.b.build_float_sub(sc, new_max, "")?)?;
+                                let l2 = ir.b.build_float_add(ir.b.build_float_mul(l, corr, "")?, e, "")?;
+                                Ok(vec![new_max.into(), m.select(none, m.c(0.0), l2)?.into()])
+                            })?;
+                            let (mx, l) = (ml[0].into_float_value(), ml[1].into_float_value());
+                            let none = ir.b.build_float_compare(FloatPredicate::OEQ, mx, neg_inf, "")?;
+                            let lse = ir.b.build_float_add(mx, m.log(l)?, "")?;
+                            return ir.store(op, m.select(none, m.c(f64::INFINITY), lse)?);
+                        }
+                        // dQ = scale · Σ_j p_ij (dO_i · v_j − δ_i) k_j.
+                        let dp_row = row(&dr, b, hh, tt)?;
+                        let lse = stat(&a.lse, &[b, hh, tt])?;
+                        let delta = stat(&a.delta, &[b, hh, tt])?;
+                        fill(acc, d, m.c(0.0))?;
+                        ir.for_range(fx.f, "key", lo, hi, 1, |key| {
+                            let kp = row(&kr, b, kh, key)?;
+                            let vp = row(&vr, b, kh, key)?;
+                            let sc = masked(dot(qp, qs[3], kp, ks[3], d)?, [b, hh, tt, key])?;
+                            let p = m.exp(ir.b.build_float_sub(sc, lse, "")?)?;
+                            let dp = dot(dp_row, dsv[3], vp, vs[3], dv)?;
+                            let ds = ir.b.build_float_mul(ir.b.build_float_mul(p, ir.b.build_float_sub(dp, delta, "")?, "")?, scale, "")?;
+                            axpy(acc, ds, kp, ks[3], d)
+                        })?;
+                        ir.for_range(fx.f, "qout", ir.int(0), d, 1, |x| {
+                            let v = ir.load_f32(ir.at(acc, x)?)?;
+                            ir.store(ir.at(op, ir.mul(x, os[3])?)?, v)
+                        })
+                    })
                 };
-                let op = row(&(ob, os.clone()), b, hh, tt)?;
-                if part == AttnPart::Lse {
-                    // Online log-sum-exp over the visible keys.
-                    let (_, ml) = ir.carried_loop(
-                        fx.f,
-                        "lse",
-                        keys,
-                        &[neg_inf.into(), m.c(0.0).into()],
-                        |key, cur| {
-                            let (mx, l) = (cur[0].into_float_value(), cur[1].into_float_value());
-                            let kp = row(&(kb, ks.clone()), b, kh, key)?;
-                            let sc = score(qp, kp, [b, hh, tt, key])?;
-                            let new_max = m.binary_intrinsic("llvm.maxnum", mx, sc)?;
-                            let none = ir.b.build_float_compare(
-                                FloatPredicate::OEQ,
-                                new_max,
-                                neg_inf,
-                                "",
-                            )?;
-                            let corr = m.exp(ir.b.build_float_sub(mx, new_max, "")?)?;
-                            let e = m.exp(ir.b.build_float_sub(sc, new_max, "")?)?;
-                            let l2 = ir.b.build_float_add(ir.b.build_float_mul(l, corr, "")?, e, "")?;
-                            let l2 = m.select(none, m.c(0.0), l2)?;
-                            Ok(vec![new_max.into(), l2.into()])
-                        },
-                    )?;
-                    let (mx, l) = (ml[0].into_float_value(), ml[1].into_float_value());
-                    let none = ir.b.build_float_compare(FloatPredicate::OEQ, mx, neg_inf, "")?;
-                    let lse = ir.b.build_float_add(mx, m.log(l)?, "")?;
-                    return ir.store(op, m.select(none, m.c(f64::INFINITY), lse)?);
-                }
-                // dQ = scale · Σ_j p_ij (dO_i · v_j − δ_i) k_j.
-                let (db, dsv) = dout.clone().ok_or_else(|| IrError("dQ without dO".into()))?;
-                let dp_row = row(&(db, dsv.clone()), b, hh, tt)?;
-                let lse = stat(&a.lse, &[b, hh, tt])?;
-                let delta = stat(&a.delta, &[b, hh, tt])?;
-                clear(d)?;
-                ir.for_range(fx.f, "key", lo, hi, 1, |key| {
-                    let kp = row(&(kb, ks.clone()), b, kh, key)?;
-                    let vp = row(&(vb, vs.clone()), b, kh, key)?;
-                    let sc = score(qp, kp, [b, hh, tt, key])?;
-                    let p = m.exp(ir.b.build_float_sub(sc, lse, "")?)?;
-                    let dp = dot(dp_row, dsv[3], vp, vs[3], dv)?;
-                    let ds = ir.b.build_float_mul(
-                        ir.b.build_float_mul(p, ir.b.build_float_sub(dp, delta, "")?, "")?,
-                        scale,
-                        "",
-                    )?;
-                    axpy(ds, kp, ks[3], d)
-                })?;
-                store_row(op, d)
+                ir.if_else(fx.f, "contig", contiguous, blocked, by_rows)
             }),
-            AttnPart::K | AttnPart::V => ir.for_range(fx.f, "krow", begin, end, 1, |it| {
-                let hn = ir.mul(hkv, nk)?;
-                let b = ir.b.build_int_unsigned_div(it, hn, "")?;
+            AttnPart::K | AttnPart::V => ir.for_range(fx.f, "kblk", begin, end, 1, |it| {
+                let nkb = ceil(nk)?;
+                let b = ir.b.build_int_unsigned_div(it, ir.mul(hkv, nkb)?, "")?;
                 let kh = ir.b.build_int_unsigned_rem(
-                    ir.b.build_int_unsigned_div(it, nk, "")?,
+                    ir.b.build_int_unsigned_div(it, nkb, "")?,
                     hkv,
                     "",
                 )?;
-                let key = ir.b.build_int_unsigned_rem(it, nk, "")?;
-                let kp = row(&(kb, ks.clone()), b, kh, key)?;
-                let vp = row(&(vb, vs.clone()), b, kh, key)?;
-                let (db, dsv) = dout.clone().ok_or_else(|| IrError("dK/dV without dO".into()))?;
-                // The queries that see this key: query tt sits at position nk − t + tt.
-                let first = ir.sub(ir.add(key, t)?, nk)?;
-                let (tlo, thi) = match a.mask {
-                    MaskKind::Bidirectional => (zero, t),
-                    MaskKind::Causal => (self.max(zero, first)?, t),
-                    MaskKind::Sliding(w) => (
-                        self.max(zero, first)?,
-                        ir.min(t, ir.add(first, ir.int(w))?)?,
-                    ),
-                };
+                let j0 = ir.mul(ir.b.build_int_unsigned_rem(it, nkb, "")?, blk)?;
+                let cols = ir.min(blk, ir.sub(nk, j0)?)?;
                 let width = if part == AttnPart::K { d } else { dv };
-                clear(width)?;
+                let (tlo, _) = queries_of(j0)?;
+                let (_, thi) = queries_of(ir.sub(ir.add(j0, cols)?, ir.int(1))?)?;
                 let h0 = ir.mul(kh, group)?;
-                ir.for_range(fx.f, "head", h0, ir.add(h0, group)?, 1, |hh| {
-                    ir.for_range(fx.f, "query", tlo, thi, 1, |tt| {
-                        let qp = row(&(qb, qs.clone()), b, hh, tt)?;
-                        let dp_row = row(&(db, dsv.clone()), b, hh, tt)?;
-                        let sc = score(qp, kp, [b, hh, tt, key])?;
-                        let lse = stat(&a.lse, &[b, hh, tt])?;
-                        let p = m.exp(ir.b.build_float_sub(sc, lse, "")?)?;
-                        if part == AttnPart::V {
-                            // dV_j = Σ_i p_ij dO_i.
-                            return axpy(p, dp_row, dsv[3], dv);
-                        }
-                        // dK_j = scale · Σ_i p_ij (dO_i · v_j − δ_i) q_i.
-                        let delta = stat(&a.delta, &[b, hh, tt])?;
-                        let dp = dot(dp_row, dsv[3], vp, vs[3], dv)?;
-                        let ds = ir.b.build_float_mul(
-                            ir.b.build_float_mul(p, ir.b.build_float_sub(dp, delta, "")?, "")?,
-                            scale,
-                            "",
-                        )?;
-                        axpy(ds, qp, qs[3], d)
+                let h1 = ir.add(h0, group)?;
+                let out_row = |r: IntValue<'ctx>| row(&or, b, kh, ir.add(j0, r)?);
+                let blocked = || -> IrResult<()> {
+                    fill(acc, ir.mul(cols, width)?, m.c(0.0))?;
+                    let kp = row(&kr, b, kh, j0)?;
+                    let vp = row(&vr, b, kh, j0)?;
+                    ir.for_range(fx.f, "head", h0, h1, 1, |hh| {
+                        ir.step_loop(fx.f, "qblk", tlo, thi, |i0| {
+                            let rows = ir.min(blk, ir.sub(thi, i0)?)?;
+                            let qp = row(&qr, b, hh, i0)?;
+                            let dp = row(&dr, b, hh, i0)?;
+                            gemm(self.sgemm_bt, [I(rows), I(cols), I(d), P(qp), I(qs[2]), P(kp), I(ks[2]), P(sbuf), I(blk)])?;
+                            if part == AttnPart::K {
+                                gemm(self.sgemm_bt, [I(rows), I(cols), I(dv), P(dp), I(dsv[2]), P(vp), I(vs[2]), P(dpbuf), I(blk)])?;
+                            }
+                            tile(rows, cols, &|r, cc| {
+                                let vars = [b, hh, ir.add(i0, r)?, ir.add(j0, cc)?];
+                                let at = ir.mad(r, blk, cc)?;
+                                let x = masked(ir.load_f32(ir.at(sbuf, at)?)?.into_float_value(), vars)?;
+                                let p = m.exp(ir.b.build_float_sub(x, stat(&a.lse, &vars[..3])?, "")?)?;
+                                if part == AttnPart::V {
+                                    return ir.store(ir.at(sbuf, at)?, p);
+                                }
+                                let pd = ir.at(dpbuf, at)?;
+                                let dpv = ir.load_f32(pd)?.into_float_value();
+                                let delta = stat(&a.delta, &vars[..3])?;
+                                let ds = ir.b.build_float_mul(ir.b.build_float_mul(p, ir.b.build_float_sub(dpv, delta, "")?, "")?, scale, "")?;
+                                ir.store(pd, ds)
+                            })?;
+                            if part == AttnPart::V {
+                                // dV_j += Σ_i p_ij dO_i: Pᵀ · dO.
+                                gemm(self.sgemm_at, [I(cols), I(dv), I(rows), P(sbuf), I(blk), P(dp), I(dsv[2]), P(tbuf), I(dv)])?;
+                            } else {
+                                // dK_j += Σ_i dS_ij q_i: dSᵀ · Q.
+                                gemm(self.sgemm_at, [I(cols), I(d), I(rows), P(dpbuf), I(blk), P(qp), I(qs[2]), P(tbuf), I(d)])?;
+                            }
+                            add_into(acc, tbuf, ir.mul(cols, width)?)?;
+                            ir.add(i0, blk)
+                        })
+                    })?;
+                    store_rows(&out_row, cols, width)
+                };
+                let by_rows = || -> IrResult<()> {
+                    ir.for_range(fx.f, "krow", ir.int(0), cols, 1, |r| {
+                        let key = ir.add(j0, r)?;
+                        let kp = row(&kr, b, kh, key)?;
+                        let vp = row(&vr, b, kh, key)?;
+                        let (tlo, thi) = queries_of(key)?;
+                        fill(acc, width, m.c(0.0))?;
+                        ir.for_range(fx.f, "head", h0, h1, 1, |hh| {
+                            ir.for_range(fx.f, "query", tlo, thi, 1, |tt| {
+                                let qp = row(&qr, b, hh, tt)?;
+                                let dp_row = row(&dr, b, hh, tt)?;
+                                let vars = [b, hh, tt, key];
+                                let sc = masked(dot(qp, qs[3], kp, ks[3], d)?, vars)?;
+                                let p = m.exp(ir.b.build_float_sub(sc, stat(&a.lse, &vars[..3])?, "")?)?;
+                                if part == AttnPart::V {
+                                    return axpy(acc, p, dp_row, dsv[3], dv);
+                                }
+                                let delta = stat(&a.delta, &vars[..3])?;
+                                let dp = dot(dp_row, dsv[3], vp, vs[3], dv)?;
+                                let ds = ir.b.build_float_mul(ir.b.build_float_mul(p, ir.b.build_float_sub(dp, delta, "")?, "")?, scale, "")?;
+                                axpy(acc, ds, qp, qs[3], d)
+                            })
+                        })?;
+                        let op = out_row(r)?;
+                        ir.for_range(fx.f, "kout", ir.int(0), width, 1, |x| {
+                            let v = ir.load_f32(ir.at(acc, x)?)?;
+                            ir.store(ir.at(op, ir.mul(x, os[3])?)?, v)
+                        })
                     })
-                })?;
-                store_row(row(&(ob, os.clone()), b, kh, key)?, width)
+                };
+                ir.if_else(fx.f, "contig", contiguous, blocked, by_rows)
             }),
+        }
+    }
+}
+
+/// An sgemm argument: an index or a pointer.
+#[derive(Clone, Copy)]
+enum IntOrPtr<'ctx> {
+    I(IntValue<'ctx>),
+    P(PointerValue<'ctx>),
+}
+
+impl<'ctx> IntOrPtr<'ctx> {
+    fn meta(self) -> inkwell::values::BasicMetadataValueEnum<'ctx> {
+        match self {
+            IntOrPtr::I(i) => i.into(),
+            IntOrPtr::P(p) => p.into(),
         }
     }
 }

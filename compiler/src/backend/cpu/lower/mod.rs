@@ -76,6 +76,7 @@ pub fn lower(
     let object = codegen::emit(&ir.module, &tm, FileType::Object)?;
     let scratch = (tiles.workspace_floats() as u64)
         .max(max_head_dim + KEY_BLOCK + 16)
+        .max(tiles.workspace_floats() as u64 + attention::grad_scratch_floats(max_head_dim))
         .max(widest_row_epilogue(&prog.kernels));
     Ok(Lowered {
         object,
@@ -120,6 +121,7 @@ fn emit_module<'ctx>(
         gemv_bt,
         symbols: Vec::new(),
         n_syms: prog.syms.len(),
+        work_floats: tiles.workspace_floats() as u64,
     };
     // Kernels equal up to their buffers (the same op in every layer) share one function.
     let mut seen: HashMap<String, (String, String)> = HashMap::new();
@@ -187,6 +189,9 @@ struct Lowerer<'a, 'ctx> {
     gemv_bt: FunctionValue<'ctx>,
     symbols: Vec<(String, String)>,
     n_syms: usize,
+    /// Floats of scratch the sgemm's packing uses (kernels that call it place their own
+    /// scratch after).
+    work_floats: u64,
 }
 
 /// A matmul's parallel iterations: column blocks × row blocks (see `Lowerer::blocks`).
@@ -389,13 +394,26 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 self.ir
                     .mul(self.ir.mul(c(&m.batch)?, bl.row_blocks)?, bl.col_blocks)
             }
-            Body::Attention(a) => match a.part {
-                // dK, dV: one key row of a key/value head per iteration.
-                Some(crate::graph::AttnPart::K | crate::graph::AttnPart::V) => {
-                    prod(&[a.sizes[0].clone(), a.sizes[6].clone(), a.sizes[3].clone()])
+            Body::Attention(a) => {
+                // The backward parts: one block of queries (of keys, for dK and dV of a
+                // key/value head) per iteration.
+                let blocks = |n: &Ix| -> IrResult<IntValue<'ctx>> {
+                    let g = attention::GRAD_BLOCK;
+                    let n = self.ir.add(c(n)?, self.ir.int(g - 1))?;
+                    Ok(self.ir.b.build_int_unsigned_div(n, self.ir.int(g), "")?)
+                };
+                match a.part {
+                    None => prod(&a.sizes[..3]),
+                    Some(crate::graph::AttnPart::K | crate::graph::AttnPart::V) => self.ir.mul(
+                        self.ir.mul(c(&a.sizes[0])?, c(&a.sizes[6])?)?,
+                        blocks(&a.sizes[3])?,
+                    ),
+                    Some(_) => self.ir.mul(
+                        self.ir.mul(c(&a.sizes[0])?, c(&a.sizes[1])?)?,
+                        blocks(&a.sizes[2])?,
+                    ),
                 }
-                _ => prod(&a.sizes[..3]),
-            },
+            }
             Body::Scatter(s) => {
                 let cols = crate::kernel::SCATTER_COLUMNS;
                 let w = self.ir.add(c(&s.width)?, self.ir.int(cols - 1))?;
