@@ -9,6 +9,7 @@ pub mod diagram;
 pub mod eval;
 pub mod expand;
 pub mod graph;
+pub mod import_gguf;
 pub mod import_hf;
 pub mod interp;
 pub mod kernel;

@@ -337,6 +337,11 @@ fn prefixed(src: &arch_runtime::manifest::Source, prefix: &str) -> arch_runtime:
             start: *start,
             len: *len,
         },
+        Source::RopeRows { name, shape, heads } => Source::RopeRows {
+            name: format!("{prefix}{name}"),
+            shape: shape.clone(),
+            heads: *heads,
+        },
         Source::Any(alts) => Source::Any(alts.iter().map(|a| prefixed(a, prefix)).collect()),
         Source::Nothing => Source::Nothing,
     }

@@ -5,6 +5,8 @@
 //! - [`size`]: symbolic sizes ([`size::SizeExpr`]) evaluated at the bound symbols.
 //! - [`safetensors_file`]: memory-mapped safetensors files (single, directory, sharded),
 //!   broken files diagnosed; also used by the compiler's weight loader.
+//! - [`gguf`]: GGUF files (llama.cpp's), hostile input checked, every supported tensor
+//!   type dequantized to f32 as ggml does.
 //! - [`weights`]: a weights file read under the best of the manifest's namings (canonical
 //!   or Hugging Face), one f32 pointer per parameter, in place from the map when possible;
 //!   or deterministic random weights for benchmarks.
@@ -27,6 +29,7 @@
 pub mod alloc;
 pub mod error;
 pub mod generate;
+pub mod gguf;
 pub mod inputs;
 pub mod manifest;
 pub mod package;

@@ -183,10 +183,43 @@ pub enum Source {
         start: usize,
         len: usize,
     },
+    /// A q or k projection whose rows llama.cpp's converter permuted for its interleaved
+    /// RoPE (per head of `heads`: row `2i + s` holds the canonical row `s·half + i`);
+    /// `shape` canonical. Read back into the canonical (rotate-halves) order.
+    RopeRows {
+        name: String,
+        shape: Vec<usize>,
+        heads: usize,
+    },
     /// The first alternative whose tensor exists.
     Any(Vec<Source>),
     /// No tensor under this naming.
     Nothing,
+}
+
+/// llama.cpp's row order of a q/k projection (rows grouped in `heads` heads): stored row
+/// `h·hd + 2i + s` holds canonical row `h·hd + s·hd/2 + i`. `forward` goes canonical →
+/// stored; otherwise stored → canonical. `None` when the rows do not split into heads of
+/// even size.
+pub fn rope_rows(data: &[f32], rows: usize, heads: usize, forward: bool) -> Option<Vec<f32>> {
+    if heads == 0 || rows == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 || data.len() % rows != 0 {
+        return None;
+    }
+    let (hd, width) = (rows / heads, data.len() / rows);
+    let half = hd / 2;
+    let mut out = vec![0.0; data.len()];
+    for h in 0..heads {
+        for s in 0..2 {
+            for i in 0..half {
+                let canon = h * hd + s * half + i;
+                let stored = h * hd + 2 * i + s;
+                let (from, to) = if forward { (canon, stored) } else { (stored, canon) };
+                out[to * width..(to + 1) * width]
+                    .copy_from_slice(&data[from * width..(from + 1) * width]);
+            }
+        }
+    }
+    Some(out)
 }
 
 impl Source {
@@ -195,7 +228,8 @@ impl Source {
         match self {
             Source::Plain { name, .. }
             | Source::Transpose { name, .. }
-            | Source::Rows { name, .. } => vec![name.as_str()],
+            | Source::Rows { name, .. }
+            | Source::RopeRows { name, .. } => vec![name.as_str()],
             Source::Any(alts) => alts.iter().flat_map(|a| a.names()).collect(),
             Source::Nothing => vec![],
         }

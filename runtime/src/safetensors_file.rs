@@ -211,9 +211,56 @@ fn diagnose(path: &Path, bytes: &[u8], err: SafeTensorError) -> FileError {
     }
 }
 
+/// One tensor of a weights file: a safetensors view, or a GGUF tensor (its type and
+/// bytes).
+pub enum Tensor<'a> {
+    St(TensorView<'a>),
+    Gguf {
+        info: crate::gguf::TensorInfo,
+        bytes: &'a [u8],
+    },
+}
+
+impl<'a> Tensor<'a> {
+    /// The row-major shape (a GGUF tensor's `ne` reversed).
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            Tensor::St(v) => v.shape().to_vec(),
+            Tensor::Gguf { info, .. } => info.shape(),
+        }
+    }
+
+    /// The stored bytes when they are f32 (usable in place).
+    pub fn f32_bytes(&self) -> Option<&'a [u8]> {
+        match self {
+            Tensor::St(v) if v.dtype() == Dtype::F32 => Some(v.data()),
+            Tensor::Gguf { info, bytes } if info.ty == crate::gguf::GgmlType::F32 => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// The values as f32 (f16, bf16, f64 converted; GGUF blocks dequantized); `None` for a
+    /// dtype archc does not read.
+    pub fn to_f32(&self) -> Option<Vec<f32>> {
+        match self {
+            Tensor::St(v) => to_f32(v),
+            Tensor::Gguf { info, bytes } => {
+                Some(crate::gguf::dequantize(info.ty, bytes, info.numel()))
+            }
+        }
+    }
+
+    pub fn dtype_name(&self) -> String {
+        match self {
+            Tensor::St(v) => dtype_name(v.dtype()),
+            Tensor::Gguf { info, .. } => info.ty.name().to_string(),
+        }
+    }
+}
+
 /// All tensors of a set of files by name; a name in two shards keeps the first.
 pub struct Files<'a> {
-    by_name: HashMap<String, TensorView<'a>>,
+    by_name: HashMap<String, Tensor<'a>>,
 }
 
 impl<'a> Files<'a> {
@@ -221,13 +268,31 @@ impl<'a> Files<'a> {
         let mut by_name = HashMap::new();
         for st in parsed {
             for (name, view) in st.tensors() {
-                by_name.entry(name).or_insert(view);
+                by_name.entry(name).or_insert(Tensor::St(view));
             }
         }
         Files { by_name }
     }
 
-    pub fn get(&self, name: &str) -> Option<&TensorView<'a>> {
+    /// The tensors of a GGUF file.
+    pub fn from_gguf(g: &crate::gguf::Gguf<'a>) -> Files<'a> {
+        let by_name = g
+            .tensors
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    Tensor::Gguf {
+                        info: t.clone(),
+                        bytes: g.bytes(t),
+                    },
+                )
+            })
+            .collect();
+        Files { by_name }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tensor<'a>> {
         self.by_name.get(name)
     }
 

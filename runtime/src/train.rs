@@ -517,6 +517,20 @@ fn place(
             s.extend_from_slice(shape.get(1..).unwrap_or(&[]));
             a.shape = s;
         }
+        Source::RopeRows { name, shape, heads } => {
+            let rows = shape.first().copied().unwrap_or(1);
+            let data = crate::manifest::rope_rows(data, rows, *heads, true)
+                .unwrap_or_else(|| data.to_vec());
+            out.insert(
+                name.clone(),
+                Assembly {
+                    shape: shape.clone(),
+                    row: 1,
+                    data,
+                    transpose: false,
+                },
+            );
+        }
         Source::Any(alts) => {
             let pick = alts
                 .iter()

@@ -12,8 +12,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use memmap2::Mmap;
-use safetensors::tensor::TensorView;
-use safetensors::Dtype;
 
 use crate::error::RuntimeError;
 use crate::manifest::{Manifest, ParamSpec, Source};
@@ -81,12 +79,28 @@ impl Weights {
             .map(|p| file::map(p))
             .collect::<Result<Vec<_>, _>>()?;
         let params = {
-            let parsed = paths
-                .iter()
-                .zip(&maps)
-                .map(|(p, m)| file::parse(p, m))
-                .collect::<Result<Vec<_>, _>>()?;
-            let files = file::Files::new(&parsed);
+            // A GGUF file (llama.cpp's), or safetensors.
+            let gguf = match (paths.as_slice(), maps.first()) {
+                ([p], Some(m)) if crate::gguf::is_gguf(m) => {
+                    Some(crate::gguf::Gguf::parse(m).map_err(|e| RuntimeError::Io {
+                        path: p.clone(),
+                        error: format!("not a readable GGUF file: {e}"),
+                    })?)
+                }
+                _ => None,
+            };
+            let parsed = match gguf {
+                Some(_) => Vec::new(),
+                None => paths
+                    .iter()
+                    .zip(&maps)
+                    .map(|(p, m)| file::parse(p, m))
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            let files = match &gguf {
+                Some(g) => file::Files::from_gguf(g),
+                None => file::Files::new(&parsed),
+            };
             let (naming, sources) = detect(manifest, &files, path)?;
             let mut used: std::collections::HashSet<String> = Default::default();
             let mut missing = Vec::new();
@@ -343,11 +357,12 @@ fn read(
     let (name, canon) = match leaf {
         Source::Plain { name, shape }
         | Source::Transpose { name, shape }
-        | Source::Rows { name, shape, .. } => (name.as_str(), shape.as_slice()),
+        | Source::Rows { name, shape, .. }
+        | Source::RopeRows { name, shape, .. } => (name.as_str(), shape.as_slice()),
         Source::Any(_) | Source::Nothing => return Err(missing()),
     };
     let view = files.get(name).ok_or_else(missing)?;
-    let found = view.shape().to_vec();
+    let found = view.shape();
     let shape_err = |expected: Vec<usize>| RuntimeError::Shape {
         tensor: p.name.clone(),
         source: name.to_string(),
@@ -360,8 +375,10 @@ fn read(
             if squeeze(&found) != squeeze(canon) {
                 return Err(shape_err(canon.to_vec()));
             }
-            let bytes = view.data();
-            if view.dtype() == Dtype::F32 && (bytes.as_ptr() as usize).is_multiple_of(4) {
+            if let Some(bytes) = view
+                .f32_bytes()
+                .filter(|b| (b.as_ptr() as usize).is_multiple_of(4))
+            {
                 if bytes.len() != want * 4 {
                     return Err(shape_err(p.shape.clone()));
                 }
@@ -371,6 +388,14 @@ fn read(
                 });
             }
             convert(view, p, name)?
+        }
+        Source::RopeRows { heads, .. } => {
+            if squeeze(&found) != squeeze(canon) || canon.is_empty() {
+                return Err(shape_err(canon.to_vec()));
+            }
+            let data = convert(view, p, name)?;
+            crate::manifest::rope_rows(&data, canon[0], *heads, false)
+                .ok_or_else(|| shape_err(canon.to_vec()))?
         }
         Source::Transpose { .. } => {
             let [a, b] = *canon else {
@@ -421,11 +446,11 @@ fn read(
     Ok(Data::Owned(data))
 }
 
-fn convert(view: &TensorView<'_>, p: &ParamSpec, source: &str) -> Result<Vec<f32>, RuntimeError> {
-    file::to_f32(view).ok_or_else(|| RuntimeError::Dtype {
+fn convert(view: &file::Tensor<'_>, p: &ParamSpec, source: &str) -> Result<Vec<f32>, RuntimeError> {
+    view.to_f32().ok_or_else(|| RuntimeError::Dtype {
         tensor: p.name.clone(),
         source: source.to_string(),
-        dtype: file::dtype_name(view.dtype()),
+        dtype: view.dtype_name(),
     })
 }
 

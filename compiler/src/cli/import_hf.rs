@@ -53,6 +53,31 @@ pub fn run(
     ExitCode::SUCCESS
 }
 
+/// `archc import-gguf FILE.gguf [-o FILE] [--name NAME]`: the spec of a GGUF file's model.
+pub fn run_gguf(file: &Path, output: Option<&Path>, name: Option<String>) -> ExitCode {
+    let imported = match crate::import_gguf::import_file(file, name) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &imported.warnings {
+        eprintln!("warning: {w}");
+    }
+    match output {
+        None => print!("{}", imported.text),
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &imported.text) {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            eprintln!("wrote {} (model `{}`)", path.display(), imported.name);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 /// A config.json: a regular file of at most 16 MiB.
 fn read(path: &Path) -> Option<String> {
     const MAX_BYTES: u64 = 16 << 20;

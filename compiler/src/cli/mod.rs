@@ -362,6 +362,17 @@ enum Command {
         #[arg(long)]
         generator: Option<PathBuf>,
     },
+    /// Write the .arch spec of a GGUF file (llama.cpp's architectures llama, gpt2, mamba).
+    ImportGguf {
+        /// The .gguf file to read.
+        file: PathBuf,
+        /// Write the spec here instead of to stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The model's name (default: the file's `general.name`, else its file name).
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 /// Deep specs are parsed with recursion; give the work a stack that bounded input fits in.
@@ -603,6 +614,9 @@ fn run(cli: Cli) -> ExitCode {
             name,
             generator,
         } => import_hf::run(&config, output.as_deref(), name, generator.as_deref()),
+        Command::ImportGguf { file, output, name } => {
+            import_hf::run_gguf(&file, output.as_deref(), name)
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub(crate) enum Family {
     Llama,
     Mamba,
     Rwkv,
+    /// llama.cpp's GGUF tensor names (`token_embd`, `blk.N.attn_q`, …).
+    Gguf,
 }
 
 /// A family with the prefix its backbone tensors carry (`bert.`, `model.`, … or none).
@@ -136,6 +138,11 @@ pub(crate) const SCHEMES: &[Scheme] = &[
         prefix: "",
         label: "RwkvModel",
     },
+    Scheme {
+        family: Family::Gguf,
+        prefix: "",
+        label: "GGUF",
+    },
 ];
 
 /// How to obtain one canonical tensor from a checkpoint.
@@ -154,6 +161,12 @@ pub(crate) enum Src {
         transpose: bool,
         start: usize,
         len: usize,
+    },
+    /// A q/k projection in llama.cpp's interleaved-RoPE row order, `heads` heads.
+    RopeRows {
+        name: String,
+        shape: Vec<usize>,
+        heads: usize,
     },
     /// The first alternative whose tensor the checkpoint holds.
     Any(Vec<Src>),
@@ -194,6 +207,7 @@ pub(crate) fn plan(scheme: &Scheme, spec: &ArchSpec, p: &ParamInfo) -> Src {
         Family::Llama => cx.llama(&parts),
         Family::Mamba => cx.mamba(&parts),
         Family::Rwkv => cx.rwkv(&parts),
+        Family::Gguf => cx.gguf(&parts),
     }
     .unwrap_or(Src::Nothing)
 }
@@ -586,6 +600,74 @@ impl<'a> Cx<'a> {
             _ => return None,
         };
         Some(self.p(format!("layers.{}.{name}.{wb}", l.layer)))
+    }
+
+    // ---- GGUF (llama.cpp) -------------------------------------------------------------------
+
+    /// llama.cpp's names (gguf-py's `TENSOR_NAMES`): LLaMA's separate projections, whose q
+    /// and k rows its converter permuted for interleaved RoPE (undone here for a spec that
+    /// rotates halves), or GPT-2's fused `attn_qkv` (stored [out, in], Conv1D undone).
+    fn gguf(&self, parts: &[&str]) -> Option<Src> {
+        match parts {
+            ["embed", "tokens", "weight"] => return Some(self.p("token_embd.weight")),
+            ["decoder", "positions", "weight"] => return Some(self.p("position_embd.weight")),
+            ["decoder", "final_norm", wb] => return Some(self.p(format!("output_norm.{wb}"))),
+            ["head", "lm", "weight"] => return Some(self.p("output.weight")),
+            _ => {}
+        }
+        let l = self.layer(parts)?;
+        if l.stack != "decoder" {
+            return None;
+        }
+        let b = format!("blk.{}", l.layer);
+        let (m, wb) = Self::wb(l.rest)?;
+        match (l.sub, m) {
+            (Sublayer::Attention(_), "norm") => Some(self.p(format!("{b}.attn_norm.{wb}"))),
+            (Sublayer::Mlp(_), "norm") => Some(self.p(format!("{b}.ffn_norm.{wb}"))),
+            (Sublayer::Attention(a), "q" | "k" | "v") => {
+                let (q, kv) = (
+                    (a.heads * a.head_dim) as usize,
+                    (a.kv_heads * a.head_dim) as usize,
+                );
+                let halves = matches!(
+                    self.spec.position,
+                    arch_dsl::spec::Position::Rope(r)
+                        if r.style == arch_dsl::spec::RopeStyle::Half && r.fraction == 1.0
+                );
+                let name = format!("{b}.attn_{m}.{wb}");
+                let separate = if halves && m != "v" && wb == "weight" {
+                    Src::RopeRows {
+                        name,
+                        shape: self.shape.to_vec(),
+                        heads: if m == "q" { a.heads } else { a.kv_heads } as usize,
+                    }
+                } else {
+                    self.p(name)
+                };
+                let (start, len) = match m {
+                    "q" => (0, q),
+                    "k" => (q, kv),
+                    _ => (q + kv, kv),
+                };
+                let mut shape = vec![q + 2 * kv];
+                if wb == "weight" {
+                    shape.push(self.spec.d_model as usize);
+                }
+                let fused = Src::Rows {
+                    name: format!("{b}.attn_qkv.{wb}"),
+                    shape,
+                    transpose: false,
+                    start,
+                    len,
+                };
+                Some(Src::Any(vec![separate, fused]))
+            }
+            (Sublayer::Attention(_), "o") => Some(self.p(format!("{b}.attn_output.{wb}"))),
+            (Sublayer::Mlp(_), "gate" | "up" | "down") => {
+                Some(self.p(format!("{b}.ffn_{m}.{wb}")))
+            }
+            _ => None,
+        }
     }
 
     // ---- Mamba ----------------------------------------------------------------------------------

@@ -56,6 +56,11 @@ fn source(src: &Src, canonical: &[usize]) -> Source {
             start: *start,
             len: *len,
         },
+        Src::RopeRows { name, heads, .. } => Source::RopeRows {
+            name: name.clone(),
+            shape: canonical.to_vec(),
+            heads: *heads,
+        },
         Src::Any(alts) => Source::Any(alts.iter().map(|a| source(a, canonical)).collect()),
         Src::Nothing => Source::Nothing,
     }

@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""GGUF fixtures: tiny Hugging Face models written as llama.cpp's converter writes them, and
+what transformers computes from those files.
+
+Writes `compiler/tests/fixtures/gguf/`:
+
+    llama/model-{type}.gguf   a tiny LlamaForCausalLM (GQA, RMSNorm, SwiGLU, RoPE), its q/k
+                              rows permuted for llama.cpp's interleaved RoPE as
+                              convert_hf_to_gguf.py does; 2-D weights in {type}, norms F32
+    llama/expected-{type}.safetensors
+                              `logits` [2, 7, V] of transformers' LlamaForCausalLM loaded from
+                              that file (`gguf_file=`: it dequantizes with gguf-py and undoes
+                              the permutation), and `tokens` [2, 7 + 6]: its greedy
+                              continuation (`generate`, 6 new tokens)
+    gpt2/…                    the same for GPT2LMHeadModel (Conv1D weights transposed, the
+                              fused attn_qkv, `output.weight` a copy of `token_embd.weight`)
+    inputs.safetensors        `input_ids` [2, 7]
+    dequant.gguf              one tensor of random blocks for every type archc reads
+    dequant.safetensors       gguf-py's `dequantize` of each (what archc must give bit for bit)
+
+Types: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (what gguf-py can quantize); the
+K-quants are covered by dequant.gguf (random blocks) — the models are too narrow for 256-wide
+super-blocks.
+
+Usage: HF_HUB_OFFLINE=1 python3 tools/make_gguf_fixtures.py   (needs torch, transformers, gguf)
+Seeded: the same files on every run with the same package versions.
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers as tf  # noqa: E402
+import gguf  # noqa: E402
+from gguf import GGMLQuantizationType as Q  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+tf.logging.set_verbosity_error()
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "compiler", "tests", "fixtures", "gguf")
+VOCAB = 48
+TYPES = {
+    "f32": Q.F32,
+    "f16": Q.F16,
+    "bf16": Q.BF16,
+    "q8_0": Q.Q8_0,
+    "q4_0": Q.Q4_0,
+    "q4_1": Q.Q4_1,
+    "q5_0": Q.Q5_0,
+    "q5_1": Q.Q5_1,
+}
+
+
+def permute(w, n_head):
+    """convert_hf_to_gguf.py LlamaModel.permute: rotate-halves rows → interleaved pairs."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def add(writer, name, data, qtype):
+    """A tensor as the converter stores it: 1-D tensors and norms in F32, the rest in qtype."""
+    data = np.ascontiguousarray(data.astype(np.float32))
+    if data.ndim <= 1 or name.endswith("_norm.weight") or qtype == Q.F32:
+        writer.add_tensor(name, data)
+        return
+    if qtype == Q.F16:
+        writer.add_tensor(name, data.astype(np.float16))
+        return
+    q = gguf.quants.quantize(data, qtype)
+    writer.add_tensor(name, q, raw_shape=q.shape, raw_dtype=qtype)
+
+
+def tokens(writer):
+    """A byte-level BPE vocabulary of VOCAB tokens (metadata only: enough for transformers)."""
+    toks = [f"<t{i}>" for i in range(VOCAB)]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(toks)
+    writer.add_token_types([1] * VOCAB)
+    writer.add_token_merges([])
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+
+
+def llama(qtype, path):
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+    )
+    model = tf.LlamaForCausalLM(cfg).eval()
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(2)
+    w.add_context_length(32)
+    w.add_embedding_length(32)
+    w.add_feed_forward_length(64)
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(8)
+    w.add_vocab_size(VOCAB)
+    w.add_file_type(0)
+    tokens(w)
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    add(w, "token_embd.weight", sd["model.embed_tokens.weight"], qtype)
+    add(w, "output_norm.weight", sd["model.norm.weight"], qtype)
+    add(w, "output.weight", sd["lm_head.weight"], qtype)
+    for i in range(2):
+        p = f"model.layers.{i}."
+        b = f"blk.{i}."
+        add(w, b + "attn_norm.weight", sd[p + "input_layernorm.weight"], qtype)
+        add(w, b + "attn_q.weight", permute(sd[p + "self_attn.q_proj.weight"], 4), qtype)
+        add(w, b + "attn_k.weight", permute(sd[p + "self_attn.k_proj.weight"], 2), qtype)
+        add(w, b + "attn_v.weight", sd[p + "self_attn.v_proj.weight"], qtype)
+        add(w, b + "attn_output.weight", sd[p + "self_attn.o_proj.weight"], qtype)
+        add(w, b + "ffn_norm.weight", sd[p + "post_attention_layernorm.weight"], qtype)
+        add(w, b + "ffn_gate.weight", sd[p + "mlp.gate_proj.weight"], qtype)
+        add(w, b + "ffn_up.weight", sd[p + "mlp.up_proj.weight"], qtype)
+        add(w, b + "ffn_down.weight", sd[p + "mlp.down_proj.weight"], qtype)
+    finish(w)
+    return tf.LlamaForCausalLM
+
+
+def gpt2(qtype, path):
+    torch.manual_seed(1)
+    cfg = tf.GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=4)
+    model = tf.GPT2LMHeadModel(cfg).eval()
+    w = gguf.GGUFWriter(path, "gpt2")
+    w.add_block_count(2)
+    w.add_context_length(32)
+    w.add_embedding_length(32)
+    w.add_feed_forward_length(128)
+    w.add_head_count(4)
+    w.add_layer_norm_eps(1e-5)
+    w.add_vocab_size(VOCAB)
+    w.add_file_type(0)
+    tokens(w)
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    add(w, "token_embd.weight", sd["transformer.wte.weight"], qtype)
+    add(w, "position_embd.weight", sd["transformer.wpe.weight"], Q.F32)
+    add(w, "output_norm.weight", sd["transformer.ln_f.weight"], qtype)
+    add(w, "output_norm.bias", sd["transformer.ln_f.bias"], qtype)
+    add(w, "output.weight", sd["transformer.wte.weight"], qtype)
+    for i in range(2):
+        p = f"transformer.h.{i}."
+        b = f"blk.{i}."
+        for gg, hf in [("attn_norm", "ln_1"), ("ffn_norm", "ln_2")]:
+            add(w, f"{b}{gg}.weight", sd[f"{p}{hf}.weight"], qtype)
+            add(w, f"{b}{gg}.bias", sd[f"{p}{hf}.bias"], qtype)
+        for gg, hf in [("attn_qkv", "attn.c_attn"), ("attn_output", "attn.c_proj"),
+                       ("ffn_up", "mlp.c_fc"), ("ffn_down", "mlp.c_proj")]:
+            add(w, f"{b}{gg}.weight", sd[f"{p}{hf}.weight"].T, qtype)
+            add(w, f"{b}{gg}.bias", sd[f"{p}{hf}.bias"], qtype)
+    finish(w)
+    return tf.GPT2LMHeadModel
+
+
+def finish(w):
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def dequant_fixture():
+    rng = np.random.default_rng(7)
+    path = os.path.join(OUT, "dequant.gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    expected = {}
+    for name, qtype in [("f32", Q.F32), ("f16", Q.F16), ("bf16", Q.BF16), ("q8_0", Q.Q8_0),
+                        ("q4_0", Q.Q4_0), ("q4_1", Q.Q4_1), ("q5_0", Q.Q5_0), ("q5_1", Q.Q5_1),
+                        ("q4_k", Q.Q4_K), ("q5_k", Q.Q5_K), ("q6_k", Q.Q6_K)]:
+        per, size = gguf.GGML_QUANT_SIZES[qtype]
+        rows, blocks = 3, 2
+        raw = rng.integers(0, 256, size=(rows, blocks * size), dtype=np.uint8)
+        # Scales as finite halves in [-2, 2] (random bytes could be NaN or inf).
+        halves = lambda n: rng.uniform(-2, 2, size=(rows, blocks, n)).astype(np.float16).view(np.uint8)
+        r = raw.reshape(rows, blocks, size)
+        if qtype in (Q.F32, Q.F16, Q.BF16):
+            vals = rng.normal(size=(rows, blocks * per)).astype(np.float32)
+            raw = gguf.quants.quantize(vals, qtype).view(np.uint8).reshape(rows, -1)
+        elif qtype == Q.Q6_K:
+            r[:, :, 208:210] = halves(1).reshape(rows, blocks, 2)
+        elif qtype in (Q.Q4_1, Q.Q5_1, Q.Q4_K, Q.Q5_K):
+            r[:, :, 0:4] = halves(2).reshape(rows, blocks, 4)
+        else:
+            r[:, :, 0:2] = halves(1).reshape(rows, blocks, 2)
+        raw = np.ascontiguousarray(raw)
+        w.add_tensor(name, raw, raw_shape=raw.shape, raw_dtype=qtype)
+        deq = gguf.quants.dequantize(raw, qtype)
+        expected[name] = torch.from_numpy(np.ascontiguousarray(deq.astype(np.float32)))
+    finish(w)
+    save_file(expected, os.path.join(OUT, "dequant.safetensors"))
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(3, VOCAB, (2, 7), generator=g)
+    save_file({"input_ids": ids}, os.path.join(OUT, "inputs.safetensors"))
+    for arch, make in [("llama", llama), ("gpt2", gpt2)]:
+        d = os.path.join(OUT, arch)
+        os.makedirs(d, exist_ok=True)
+        for tname, qtype in TYPES.items():
+            path = os.path.join(d, f"model-{tname}.gguf")
+            cls = make(qtype, path)
+            # transformers' GGUF config mapping for gpt2 has no vocabulary size and maps the
+            # context to n_ctx, not the position table's n_positions: given here.
+            extra = {"vocab_size": VOCAB, "n_positions": 32} if arch == "gpt2" else {}
+            model = cls.from_pretrained(d, gguf_file=os.path.basename(path), torch_dtype=torch.float32, **extra).eval()
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits
+                out = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
+            save_file({"logits": logits.contiguous(), "tokens": out.contiguous()},
+                      os.path.join(d, f"expected-{tname}.safetensors"))
+            print(f"{arch} {tname}: {os.path.getsize(path)} bytes")
+    dequant_fixture()
+
+
+if __name__ == "__main__":
+    main()
