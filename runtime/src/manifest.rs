@@ -202,7 +202,12 @@ pub enum Source {
 /// stored; otherwise stored → canonical. `None` when the rows do not split into heads of
 /// even size.
 pub fn rope_rows(data: &[f32], rows: usize, heads: usize, forward: bool) -> Option<Vec<f32>> {
-    if heads == 0 || rows == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 || data.len() % rows != 0 {
+    if heads == 0
+        || rows == 0
+        || !rows.is_multiple_of(heads)
+        || !(rows / heads).is_multiple_of(2)
+        || !data.len().is_multiple_of(rows)
+    {
         return None;
     }
     let (hd, width) = (rows / heads, data.len() / rows);

@@ -1,0 +1,316 @@
+//! GGUF files (`tools/make_gguf_fixtures.py`): every tensor type dequantized bit for bit as
+//! gguf-py does; tiny LLaMA and GPT-2 models written as llama.cpp's converter writes them,
+//! in F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1, imported with `archc import-gguf` and
+//! run with `--weights FILE.gguf`: logits within 1e-4 of transformers' (which dequantizes the
+//! same file and undoes the same q/k permutation) and the same greedy tokens; hostile files —
+//! truncated, offsets past the end, overflowing shapes, unknown types, huge counts, strings
+//! that are not UTF-8 — are errors, never a panic.
+
+mod common;
+
+use arch_runtime::gguf::{Gguf, GgmlType};
+use archc::interp::Value;
+use archc::tensor_io::read_values;
+use common::fixture;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const TYPES: &[&str] = &["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"];
+
+fn archc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_archc"))
+        .args(args)
+        .env("ARCHC_CACHE", std::env::temp_dir().join("archc-test-cache"))
+        .output()
+        .expect("archc runs")
+}
+
+fn ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// An error exit with a message and no panic.
+fn fails_cleanly(o: &Output, what: &str) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "{what}: should fail");
+    assert!(!err.contains("panicked"), "{what}: panicked:\n{err}");
+    assert!(err.contains("error"), "{what}: no error message:\n{err}");
+    err
+}
+
+fn f32s(path: &Path, name: &str) -> archc::tensor::F32Tensor {
+    match read_values(path).unwrap().remove(name) {
+        Some(Value::F(t)) => t,
+        other => panic!("{}: `{name}` is {other:?}", path.display()),
+    }
+}
+
+fn ints(path: &Path, name: &str) -> Vec<i64> {
+    match read_values(path).unwrap().remove(name) {
+        Some(Value::I(t)) => t.data,
+        other => panic!("{}: `{name}` is {other:?}", path.display()),
+    }
+}
+
+#[test]
+fn dequantization_equals_gguf_py_bit_for_bit() {
+    let dir = fixture("gguf");
+    let bytes = std::fs::read(dir.join("dequant.gguf")).unwrap();
+    let g = Gguf::parse(&bytes).unwrap();
+    let expected = read_values(&dir.join("dequant.safetensors")).unwrap();
+    let mut types = Vec::new();
+    for t in &g.tensors {
+        let got = g.to_f32(t);
+        let Some(Value::F(want)) = expected.get(&t.name) else {
+            panic!("no expected values for `{}`", t.name)
+        };
+        assert_eq!(got.len(), want.data.len(), "{}", t.name);
+        for (i, (a, b)) in got.iter().zip(&want.data).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "{} [{i}]: {a} vs gguf-py {b}", t.name);
+        }
+        types.push(t.ty);
+    }
+    for ty in [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ] {
+        assert!(types.contains(&ty), "{ty:?} is checked");
+    }
+}
+
+fn model_matches_transformers(arch: &str) {
+    let dir = fixture(&format!("gguf/{arch}"));
+    let inputs = fixture("gguf/inputs.safetensors");
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("model.arch");
+    for ty in TYPES {
+        let model = dir.join(format!("model-{ty}.gguf"));
+        let expected = dir.join(format!("expected-{ty}.safetensors"));
+        let (m, s) = (model.to_str().unwrap(), spec.to_str().unwrap());
+        ok(
+            &archc(&["import-gguf", m, "-o", s, "--name", "tiny"]),
+            "import-gguf",
+        );
+        let out = tmp.path().join("out.safetensors");
+        let o = out.to_str().unwrap();
+        let i = inputs.to_str().unwrap();
+        ok(
+            &archc(&["eval", s, "--weights", m, "--inputs", i, "--out", o]),
+            &format!("{arch} {ty}: eval"),
+        );
+        let err = f32s(&out, "logits").rel_max_diff(&f32s(&expected, "logits"));
+        eprintln!("{arch} {ty}: logits {err:.1e}");
+        assert!(err <= 1e-4, "{arch} {ty}: logits differ by {err:e}");
+        let args = [
+            "generate", s, "--weights", m, "--inputs", i, "--max-new-tokens", "6", "--out", o,
+        ];
+        ok(&archc(&args), &format!("{arch} {ty}: generate"));
+        assert_eq!(
+            ints(&out, "tokens"),
+            ints(&expected, "tokens"),
+            "{arch} {ty}: greedy tokens"
+        );
+    }
+}
+
+#[test]
+fn llama_gguf_matches_transformers() {
+    model_matches_transformers("llama");
+}
+
+#[test]
+fn gpt2_gguf_matches_transformers() {
+    model_matches_transformers("gpt2");
+}
+
+#[test]
+fn import_gguf_writes_the_hugging_face_spec() {
+    let o = archc(&[
+        "import-gguf",
+        fixture("gguf/llama/model-q8_0.gguf").to_str().unwrap(),
+    ]);
+    ok(&o, "import-gguf");
+    let text = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "vocab = 48",
+        "d_model = 32",
+        "context = 32",
+        "norm = rmsnorm(eps = 1e-5)",
+        "position = rope(theta = 10000.0)",
+        "attention { heads = 4  kv_heads = 2 }",
+        "mlp { hidden = 64  act = swiglu }",
+        "embed { tied = false }",
+    ] {
+        assert!(text.contains(want), "`{want}` in\n{text}");
+    }
+}
+
+// ---- hostile files -------------------------------------------------------------------------
+
+/// A GGUF file from parts: metadata as (key, type, value bytes), tensors as (name, ne, type,
+/// offset), then `data`.
+fn build(kv: &[(&str, u32, Vec<u8>)], tensors: &[(&str, Vec<u64>, u32, u64)], data: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(b"GGUF");
+    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    b.extend_from_slice(&(kv.len() as u64).to_le_bytes());
+    let string = |b: &mut Vec<u8>, s: &[u8]| {
+        b.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        b.extend_from_slice(s);
+    };
+    for (k, t, v) in kv {
+        string(&mut b, k.as_bytes());
+        b.extend_from_slice(&t.to_le_bytes());
+        b.extend_from_slice(v);
+    }
+    for (name, ne, ty, off) in tensors {
+        string(&mut b, name.as_bytes());
+        b.extend_from_slice(&(ne.len() as u32).to_le_bytes());
+        for d in ne {
+            b.extend_from_slice(&d.to_le_bytes());
+        }
+        b.extend_from_slice(&ty.to_le_bytes());
+        b.extend_from_slice(&off.to_le_bytes());
+    }
+    while b.len() % 32 != 0 {
+        b.push(0);
+    }
+    b.extend_from_slice(data);
+    b
+}
+
+fn str_value(s: &[u8]) -> Vec<u8> {
+    let mut v = (s.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(s);
+    v
+}
+
+fn parse_err(bytes: &[u8]) -> String {
+    match Gguf::parse(bytes) {
+        Ok(_) => panic!("accepted a hostile file"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn hostile_files_are_errors() {
+    let arch = ("general.architecture", 8, str_value(b"llama"));
+    let data = vec![0u8; 64];
+    let good = build(&[arch.clone()], &[("w", vec![4, 2], 0, 0)], &data);
+    assert!(Gguf::parse(&good).is_ok());
+    // Offsets past the end.
+    let e = parse_err(&build(&[arch.clone()], &[("w", vec![4, 2], 0, 64)], &data));
+    assert!(e.contains("past the end"), "{e}");
+    // A shape whose element count overflows.
+    let e = parse_err(&build(&[arch.clone()], &[("w", vec![1 << 32, 1 << 32, 1 << 32], 0, 0)], &data));
+    assert!(e.contains("shape"), "{e}");
+    // An unknown tensor type, and one archc does not read.
+    let e = parse_err(&build(&[arch.clone()], &[("w", vec![4, 2], 99, 0)], &data));
+    assert!(e.contains("type 99"), "{e}");
+    let e = parse_err(&build(&[arch.clone()], &[("w", vec![256], 10, 0)], &data));
+    assert!(e.contains("Q2_K"), "{e}");
+    // Rows that are not whole blocks.
+    let e = parse_err(&build(&[arch.clone()], &[("w", vec![20], 8, 0)], &data));
+    assert!(e.contains("blocks"), "{e}");
+    // Huge counts: an array of 2⁶² strings, a 2⁶⁰-byte string, 2⁶³ tensors.
+    let mut huge = 8u32.to_le_bytes().to_vec();
+    huge.extend_from_slice(&(1u64 << 62).to_le_bytes());
+    let e = parse_err(&build(&[("tokenizer.ggml.tokens", 9, huge)], &[], &data));
+    assert!(e.contains("does not fit"), "{e}");
+    let e = parse_err(&build(&[("k", 8, (1u64 << 60).to_le_bytes().to_vec())], &[], &data));
+    assert!(e.contains("claims"), "{e}");
+    let mut many = good.clone();
+    many[8..16].copy_from_slice(&(1u64 << 63).to_le_bytes());
+    assert!(parse_err(&many).contains("cannot fit"));
+    // A string that is not UTF-8.
+    let e = parse_err(&build(&[("general.name", 8, str_value(b"\xff\xfe"))], &[], &data));
+    assert!(e.contains("UTF-8"), "{e}");
+    // Too many dimensions; an unknown value type; a wrong version.
+    let e = parse_err(&build(&[arch.clone()], &[("w", vec![1; 7], 0, 0)], &data));
+    assert!(e.contains("dimensions"), "{e}");
+    let e = parse_err(&build(&[("k", 77, vec![0; 8])], &[], &data));
+    assert!(e.contains("value type"), "{e}");
+    let mut v9 = good.clone();
+    v9[4] = 9;
+    assert!(parse_err(&v9).contains("version"));
+
+    // Every cut of a real file, and seeded byte flips: an error or a readable file.
+    let real = std::fs::read(fixture("gguf/llama/model-q4_0.gguf")).unwrap();
+    let header_end = Gguf::parse(&real).unwrap().tensors.len() * 40;
+    for n in (0..real.len()).step_by(61).chain(0..header_end.min(real.len())) {
+        if let Ok(g) = Gguf::parse(&real[..n]) {
+            panic!("a file cut at {n} bytes parsed ({} tensors)", g.tensors.len());
+        }
+    }
+    let mut state = 0x1234_5678_9abc_def0u64;
+    for _ in 0..3000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let mut c = real.clone();
+        let at = (state % c.len() as u64) as usize;
+        c[at] ^= (state >> 32) as u8 | 1;
+        if let Ok(g) = Gguf::parse(&c) {
+            for t in &g.tensors {
+                assert_eq!(g.to_f32(t).len(), t.numel());
+            }
+        }
+    }
+}
+
+#[test]
+fn hostile_files_through_the_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = std::fs::read(fixture("gguf/llama/model-q4_0.gguf")).unwrap();
+    let cut = tmp.path().join("cut.gguf");
+    std::fs::write(&cut, &real[..real.len() * 2 / 3]).unwrap();
+    let spec = tmp.path().join("m.arch");
+    let m = fixture("gguf/llama/model-q4_0.gguf");
+    ok(
+        &archc(&["import-gguf", m.to_str().unwrap(), "-o", spec.to_str().unwrap(), "--name", "tiny"]),
+        "import",
+    );
+    let out = tmp.path().join("o.safetensors");
+    let i = fixture("gguf/inputs.safetensors");
+    let e = fails_cleanly(
+        &archc(&[
+            "eval",
+            spec.to_str().unwrap(),
+            "--weights",
+            cut.to_str().unwrap(),
+            "--inputs",
+            i.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        "eval of a truncated file",
+    );
+    assert!(e.contains("past the end"), "{e}");
+    assert!(!out.exists(), "no output from a failed run");
+    let e = fails_cleanly(&archc(&["import-gguf", cut.to_str().unwrap()]), "import of a cut file");
+    assert!(e.contains("past the end"), "{e}");
+    // Another architecture is named.
+    let data = vec![0u8; 32];
+    let falcon = build(&[("general.architecture", 8, str_value(b"falcon"))], &[("w", vec![4, 2], 0, 0)], &data);
+    let f = tmp.path().join("falcon.gguf");
+    std::fs::write(&f, falcon).unwrap();
+    let e = fails_cleanly(&archc(&["import-gguf", f.to_str().unwrap()]), "falcon");
+    assert!(e.contains("`falcon`"), "{e}");
+    // Safetensors is not GGUF.
+    let e = fails_cleanly(&archc(&["import-gguf", i.to_str().unwrap()]), "not gguf");
+    assert!(e.contains("not a GGUF file"), "{e}");
+}
