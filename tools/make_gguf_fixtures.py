@@ -14,6 +14,8 @@ Writes `compiler/tests/fixtures/gguf/`:
                               continuation (`generate`, 6 new tokens)
     gpt2/…                    the same for GPT2LMHeadModel (Conv1D weights transposed, the
                               fused attn_qkv, `output.weight` a copy of `token_embd.weight`)
+    mamba/…                   the same for MambaForCausalLM (`ssm_a` = −exp(A_log), the
+                              convolution squeezed to [d_inner, d_conv] and kept F32)
     inputs.safetensors        `input_ids` [2, 7]
     dequant.gguf              one tensor of random blocks for every type archc reads
     dequant.safetensors       gguf-py's `dequantize` of each (what archc must give bit for bit)
@@ -60,16 +62,22 @@ def permute(w, n_head):
 
 
 def add(writer, name, data, qtype):
-    """A tensor as the converter stores it: 1-D tensors and norms in F32, the rest in qtype."""
+    """A tensor as convert_hf_to_gguf.py stores it: 1-D tensors, norms, non-`.weight`
+    tensors (Mamba's ssm_a) and the Mamba convolution in F32; the rest in qtype, F16 where
+    rows are not whole blocks."""
     data = np.ascontiguousarray(data.astype(np.float32))
-    if data.ndim <= 1 or name.endswith("_norm.weight") or qtype == Q.F32:
+    if (data.ndim <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight")
+            or "ssm_conv1d" in name or qtype == Q.F32):
         writer.add_tensor(name, data)
         return
-    if qtype == Q.F16:
-        writer.add_tensor(name, data.astype(np.float16))
-        return
-    q = gguf.quants.quantize(data, qtype)
-    writer.add_tensor(name, q, raw_shape=q.shape, raw_dtype=qtype)
+    if qtype != Q.F16:
+        try:
+            q = gguf.quants.quantize(data, qtype)
+            writer.add_tensor(name, q, raw_shape=q.shape, raw_dtype=qtype)
+            return
+        except gguf.QuantError:
+            pass
+    writer.add_tensor(name, data.astype(np.float16))
 
 
 def tokens(writer):
@@ -165,6 +173,47 @@ def gpt2(qtype, path):
     return tf.GPT2LMHeadModel
 
 
+def mamba(qtype, path):
+    torch.manual_seed(2)
+    cfg = tf.MambaConfig(vocab_size=VOCAB, hidden_size=32, state_size=8, num_hidden_layers=2,
+                         expand=2, conv_kernel=4, time_step_rank=2, layer_norm_epsilon=1e-5,
+                         tie_word_embeddings=True)
+    model = tf.MambaForCausalLM(cfg).eval()
+    w = gguf.GGUFWriter(path, "mamba")
+    w.add_block_count(2)
+    w.add_context_length(2**20)
+    w.add_embedding_length(32)
+    w.add_feed_forward_length(0)
+    w.add_head_count(0)
+    w.add_ssm_conv_kernel(4)
+    w.add_ssm_inner_size(64)
+    w.add_ssm_state_size(8)
+    w.add_ssm_time_step_rank(2)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(VOCAB)
+    w.add_file_type(0)
+    tokens(w)
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    add(w, "token_embd.weight", sd["backbone.embeddings.weight"], qtype)
+    add(w, "output_norm.weight", sd["backbone.norm_f.weight"], qtype)
+    for i in range(2):
+        p = f"backbone.layers.{i}."
+        b = f"blk.{i}."
+        add(w, b + "attn_norm.weight", sd[p + "norm.weight"], qtype)
+        m = p + "mixer."
+        add(w, b + "ssm_in.weight", sd[m + "in_proj.weight"], qtype)
+        add(w, b + "ssm_conv1d.weight", sd[m + "conv1d.weight"].squeeze(), qtype)
+        add(w, b + "ssm_conv1d.bias", sd[m + "conv1d.bias"], qtype)
+        add(w, b + "ssm_x.weight", sd[m + "x_proj.weight"], qtype)
+        add(w, b + "ssm_dt.weight", sd[m + "dt_proj.weight"], qtype)
+        add(w, b + "ssm_dt.bias", sd[m + "dt_proj.bias"], qtype)
+        add(w, b + "ssm_a", -np.exp(sd[m + "A_log"]), qtype)
+        add(w, b + "ssm_d", sd[m + "D"], qtype)
+        add(w, b + "ssm_out.weight", sd[m + "out_proj.weight"], qtype)
+    finish(w)
+    return tf.MambaForCausalLM
+
+
 def finish(w):
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -208,7 +257,7 @@ def main():
     g = torch.Generator().manual_seed(3)
     ids = torch.randint(3, VOCAB, (2, 7), generator=g)
     save_file({"input_ids": ids}, os.path.join(OUT, "inputs.safetensors"))
-    for arch, make in [("llama", llama), ("gpt2", gpt2)]:
+    for arch, make in [("llama", llama), ("gpt2", gpt2), ("mamba", mamba)]:
         d = os.path.join(OUT, arch)
         os.makedirs(d, exist_ok=True)
         for tname, qtype in TYPES.items():

@@ -337,6 +337,10 @@ fn prefixed(src: &arch_runtime::manifest::Source, prefix: &str) -> arch_runtime:
             start: *start,
             len: *len,
         },
+        Source::NegLog { name, shape } => Source::NegLog {
+            name: format!("{prefix}{name}"),
+            shape: shape.clone(),
+        },
         Source::RopeRows { name, shape, heads } => Source::RopeRows {
             name: format!("{prefix}{name}"),
             shape: shape.clone(),

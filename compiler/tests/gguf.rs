@@ -1,5 +1,5 @@
 //! GGUF files (`tools/make_gguf_fixtures.py`): every tensor type dequantized bit for bit as
-//! gguf-py does; tiny LLaMA and GPT-2 models written as llama.cpp's converter writes them,
+//! gguf-py does; tiny LLaMA, GPT-2 and Mamba models written as llama.cpp's converter writes them,
 //! in F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1, imported with `archc import-gguf` and
 //! run with `--weights FILE.gguf`: logits within 1e-4 of transformers' (which dequantizes the
 //! same file and undoes the same q/k permutation) and the same greedy tokens; hostile files —
@@ -134,6 +134,11 @@ fn llama_gguf_matches_transformers() {
 #[test]
 fn gpt2_gguf_matches_transformers() {
     model_matches_transformers("gpt2");
+}
+
+#[test]
+fn mamba_gguf_matches_transformers() {
+    model_matches_transformers("mamba");
 }
 
 #[test]

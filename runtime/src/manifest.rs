@@ -191,6 +191,9 @@ pub enum Source {
         shape: Vec<usize>,
         heads: usize,
     },
+    /// A tensor holding −exp(canonical) (llama.cpp stores Mamba's `A = −exp(A_log)`):
+    /// read as ln(−x).
+    NegLog { name: String, shape: Vec<usize> },
     /// The first alternative whose tensor exists.
     Any(Vec<Source>),
     /// No tensor under this naming.
@@ -234,7 +237,8 @@ impl Source {
             Source::Plain { name, .. }
             | Source::Transpose { name, .. }
             | Source::Rows { name, .. }
-            | Source::RopeRows { name, .. } => vec![name.as_str()],
+            | Source::RopeRows { name, .. }
+            | Source::NegLog { name, .. } => vec![name.as_str()],
             Source::Any(alts) => alts.iter().flat_map(|a| a.names()).collect(),
             Source::Nothing => vec![],
         }

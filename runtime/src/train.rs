@@ -517,6 +517,17 @@ fn place(
             s.extend_from_slice(shape.get(1..).unwrap_or(&[]));
             a.shape = s;
         }
+        Source::NegLog { name, shape } => {
+            out.insert(
+                name.clone(),
+                Assembly {
+                    shape: shape.clone(),
+                    row: 1,
+                    data: data.iter().map(|&x| -x.exp()).collect(),
+                    transpose: false,
+                },
+            );
+        }
         Source::RopeRows { name, shape, heads } => {
             let rows = shape.first().copied().unwrap_or(1);
             let data = crate::manifest::rope_rows(data, rows, *heads, true)

@@ -358,7 +358,8 @@ fn read(
         Source::Plain { name, shape }
         | Source::Transpose { name, shape }
         | Source::Rows { name, shape, .. }
-        | Source::RopeRows { name, shape, .. } => (name.as_str(), shape.as_slice()),
+        | Source::RopeRows { name, shape, .. }
+        | Source::NegLog { name, shape } => (name.as_str(), shape.as_slice()),
         Source::Any(_) | Source::Nothing => return Err(missing()),
     };
     let view = files.get(name).ok_or_else(missing)?;
@@ -388,6 +389,12 @@ fn read(
                 });
             }
             convert(view, p, name)?
+        }
+        Source::NegLog { .. } => {
+            if squeeze(&found) != squeeze(canon) {
+                return Err(shape_err(canon.to_vec()));
+            }
+            convert(view, p, name)?.iter().map(|&x| (-x).ln()).collect()
         }
         Source::RopeRows { heads, .. } => {
             if squeeze(&found) != squeeze(canon) || canon.is_empty() {

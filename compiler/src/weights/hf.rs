@@ -162,6 +162,8 @@ pub(crate) enum Src {
         start: usize,
         len: usize,
     },
+    /// A tensor holding −exp(canonical) (llama.cpp's Mamba `ssm_a`).
+    NegLog { name: String, shape: Vec<usize> },
     /// A q/k projection in llama.cpp's interleaved-RoPE row order, `heads` heads.
     RopeRows {
         name: String,
@@ -620,6 +622,24 @@ impl<'a> Cx<'a> {
             return None;
         }
         let b = format!("blk.{}", l.layer);
+        if let Sublayer::Mamba(_) = l.sub {
+            // convert_hf_to_gguf.py's MambaModel: A stored as −exp(A_log), the conv weight
+            // squeezed to [d_inner, d_conv].
+            return Some(match l.rest {
+                ["norm", wb] => self.p(format!("{b}.attn_norm.{wb}")),
+                ["conv", wb] => self.p(format!("{b}.ssm_conv1d.{wb}")),
+                ["in_proj", wb] => self.p(format!("{b}.ssm_in.{wb}")),
+                ["x_proj", wb] => self.p(format!("{b}.ssm_x.{wb}")),
+                ["dt_proj", wb] => self.p(format!("{b}.ssm_dt.{wb}")),
+                ["out_proj", wb] => self.p(format!("{b}.ssm_out.{wb}")),
+                ["A_log"] => Src::NegLog {
+                    name: format!("{b}.ssm_a"),
+                    shape: self.shape.to_vec(),
+                },
+                ["D"] => self.p(format!("{b}.ssm_d")),
+                _ => return None,
+            });
+        }
         let (m, wb) = Self::wb(l.rest)?;
         match (l.sub, m) {
             (Sublayer::Attention(_), "norm") => Some(self.p(format!("{b}.attn_norm.{wb}"))),

@@ -56,6 +56,10 @@ fn source(src: &Src, canonical: &[usize]) -> Source {
             start: *start,
             len: *len,
         },
+        Src::NegLog { name, .. } => Source::NegLog {
+            name: name.clone(),
+            shape: canonical.to_vec(),
+        },
         Src::RopeRows { name, heads, .. } => Source::RopeRows {
             name: name.clone(),
             shape: canonical.to_vec(),
