@@ -41,7 +41,8 @@ pub fn import_file(path: &Path, name: Option<String>) -> Result<Imported, String
     let mut lines: Vec<String> = imported.text.lines().map(str::to_string).collect();
     if lines.len() > 1 && lines[0].starts_with("// Imported by") {
         lines[0] = format!("// Imported by `archc import-gguf` from {}", path.display());
-        lines[1] = format!("// (general.architecture \"{arch}\", read as its Hugging Face config).");
+        lines[1] =
+            format!("// (general.architecture \"{arch}\", read as its Hugging Face config).");
     }
     imported.text = lines.join("\n") + "\n";
     Ok(imported)
@@ -51,7 +52,13 @@ pub fn import_file(path: &Path, name: Option<String>) -> Result<Imported, String
 fn identifier(s: &str) -> String {
     let mut out: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert_str(0, "m_");
@@ -90,7 +97,9 @@ pub fn config(g: &Gguf) -> Result<serde_json::Value, String> {
             None => g
                 .tensor("token_embd.weight")
                 .map(|t| t.shape()[0] as u64)
-                .ok_or("the file gives no vocabulary size (no `vocab_size`, tokens or token_embd)")?,
+                .ok_or(
+                    "the file gives no vocabulary size (no `vocab_size`, tokens or token_embd)",
+                )?,
         },
     };
     let mut c = Map::new();
@@ -107,7 +116,10 @@ pub fn config(g: &Gguf) -> Result<serde_json::Value, String> {
             let heads = int("attention.head_count")?;
             c.insert("architectures".into(), json!(["LlamaForCausalLM"]));
             c.insert("hidden_size".into(), json!(d));
-            c.insert("intermediate_size".into(), json!(int("feed_forward_length")?));
+            c.insert(
+                "intermediate_size".into(),
+                json!(int("feed_forward_length")?),
+            );
             c.insert("num_hidden_layers".into(), json!(int("block_count")?));
             c.insert("num_attention_heads".into(), json!(heads));
             let kv = g
@@ -115,7 +127,10 @@ pub fn config(g: &Gguf) -> Result<serde_json::Value, String> {
                 .and_then(Value::as_u64)
                 .unwrap_or(heads);
             c.insert("num_key_value_heads".into(), json!(kv));
-            c.insert("max_position_embeddings".into(), json!(int("context_length")?));
+            c.insert(
+                "max_position_embeddings".into(),
+                json!(int("context_length")?),
+            );
             let eps = float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5);
             c.insert("rms_norm_eps".into(), json!(eps));
             c.insert(

@@ -114,9 +114,7 @@ pub fn losses(spec: &ArchSpec) -> Result<Vec<&'static str>, String> {
             }
             Objective::Dpo { .. } => {
                 if spec.family != Family::DecoderOnly {
-                    return Err(
-                        "training `dpo` is built for decoder-only models".into()
-                    );
+                    return Err("training `dpo` is built for decoder-only models".into());
                 }
                 out.push("dpo")
             }
@@ -175,9 +173,14 @@ pub const GENERATOR: &str = "generator.";
 /// (google-research/electra builds both under one `electra/embeddings` scope: token,
 /// position and segment tables and their LayerNorm; `embeddings_project` is each model's).
 pub fn rtd_shared(param: &str) -> bool {
-    ["embed.tokens.", "embed.segments.", "encoder.positions.", "encoder.embed_norm."]
-        .iter()
-        .any(|p| param.starts_with(p))
+    [
+        "embed.tokens.",
+        "embed.segments.",
+        "encoder.positions.",
+        "encoder.embed_norm.",
+    ]
+    .iter()
+    .any(|p| param.starts_with(p))
 }
 
 /// A generator parameter's name in the train package: shared ones are the
@@ -202,7 +205,11 @@ pub fn rtd_generator(spec: &ArchSpec) -> Result<Option<(&ArchSpec, f64)>, String
     if g.family != Family::EncoderOnly || spec.family != Family::EncoderOnly {
         return Err("`rtd` trains an encoder with an encoder generator".into());
     }
-    if !g.objectives.iter().any(|o| matches!(o, Objective::Mlm { .. })) {
+    if !g
+        .objectives
+        .iter()
+        .any(|o| matches!(o, Objective::Mlm { .. }))
+    {
         return Err(format!(
             "the RTD generator `{}` needs an `mlm` objective (its masked-LM head samples the replacements)",
             g.name
@@ -462,11 +469,9 @@ pub fn loss_graph(spec: &ArchSpec, attention_mask: bool) -> Result<Graph, String
                 let disc_logits = output_of(&g, "logits")?;
                 let replaced =
                     g.input(RTD_LABELS, vec![Dim::sym(BATCH), Dim::sym(SEQ)], DType::I64);
-                let mask = g
-                    .inputs
-                    .iter()
-                    .copied()
-                    .find(|&i| matches!(&g.node(i).op, Op::Input { name } if name == "attention_mask"));
+                let mask = g.inputs.iter().copied().find(
+                    |&i| matches!(&g.node(i).op, Op::Input { name } if name == "attention_mask"),
+                );
                 let bce = binary_cross_entropy(&mut g, disc_logits, replaced, mask);
                 let bce = g.scale(bce, weight);
                 parts.push(g.add(mlm, bce));
@@ -814,7 +819,9 @@ impl RtdSampler {
                 HostData::F32(v) => v.iter().map(|&x| x as i64).collect(),
             }
         };
-        let ids_t = batch.get("input_ids").ok_or("the batch has no `input_ids`")?;
+        let ids_t = batch
+            .get("input_ids")
+            .ok_or("the batch has no `input_ids`")?;
         let shape = ids_t.shape.clone();
         let ids = ints(ids_t);
         let labels = ints(batch.get("labels").ok_or("RTD needs MLM `labels`")?);
@@ -822,14 +829,26 @@ impl RtdSampler {
             return Err("RTD: `labels` must have the shape of `input_ids` [batch, seq]".into());
         }
         if rngs.len() != shape[0] {
-            return Err(format!("RTD: {} row generators for {} rows", rngs.len(), shape[0]));
+            return Err(format!(
+                "RTD: {} row generators for {} rows",
+                rngs.len(),
+                shape[0]
+            ));
         }
         let inputs: std::collections::HashMap<String, HostTensor> = batch
             .iter()
-            .filter(|(k, _)| matches!(k.as_str(), "input_ids" | "token_type_ids" | "attention_mask"))
+            .filter(|(k, _)| {
+                matches!(
+                    k.as_str(),
+                    "input_ids" | "token_type_ids" | "attention_mask"
+                )
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let out = self.session.run("forward", &inputs).map_err(|e| e.to_string())?;
+        let out = self
+            .session
+            .run("forward", &inputs)
+            .map_err(|e| e.to_string())?;
         let logits = out
             .iter()
             .find(|(n, _)| n == "logits")

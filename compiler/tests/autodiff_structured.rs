@@ -106,7 +106,13 @@ fn attention_flash_backward_with_fixed_bias() {
     let mut km = vec![1.0f32; 14];
     km[..3].iter_mut().for_each(|m| *m = 0.0);
     km[7 + 4] = 0.0;
-    let km = case.fixed("key_mask", Tensor { shape: vec![2, 7], data: km });
+    let km = case.fixed(
+        "key_mask",
+        Tensor {
+            shape: vec![2, 7],
+            data: km,
+        },
+    );
     let op = Op::Attention {
         mask: MaskKind::Causal,
         scale: 0.7,

@@ -8,7 +8,7 @@
 
 mod common;
 
-use arch_runtime::gguf::{Gguf, GgmlType};
+use arch_runtime::gguf::{GgmlType, Gguf};
 use archc::interp::Value;
 use archc::tensor_io::read_values;
 use common::fixture;
@@ -70,7 +70,12 @@ fn dequantization_equals_gguf_py_bit_for_bit() {
         };
         assert_eq!(got.len(), want.data.len(), "{}", t.name);
         for (i, (a, b)) in got.iter().zip(&want.data).enumerate() {
-            assert_eq!(a.to_bits(), b.to_bits(), "{} [{i}]: {a} vs gguf-py {b}", t.name);
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{} [{i}]: {a} vs gguf-py {b}",
+                t.name
+            );
         }
         types.push(t.ty);
     }
@@ -115,7 +120,16 @@ fn model_matches_transformers(arch: &str) {
         eprintln!("{arch} {ty}: logits {err:.1e}");
         assert!(err <= 1e-4, "{arch} {ty}: logits differ by {err:e}");
         let args = [
-            "generate", s, "--weights", m, "--inputs", i, "--max-new-tokens", "6", "--out", o,
+            "generate",
+            s,
+            "--weights",
+            m,
+            "--inputs",
+            i,
+            "--max-new-tokens",
+            "6",
+            "--out",
+            o,
         ];
         ok(&archc(&args), &format!("{arch} {ty}: generate"));
         assert_eq!(
@@ -167,7 +181,11 @@ fn import_gguf_writes_the_hugging_face_spec() {
 
 /// A GGUF file from parts: metadata as (key, type, value bytes), tensors as (name, ne, type,
 /// offset), then `data`.
-fn build(kv: &[(&str, u32, Vec<u8>)], tensors: &[(&str, Vec<u64>, u32, u64)], data: &[u8]) -> Vec<u8> {
+fn build(
+    kv: &[(&str, u32, Vec<u8>)],
+    tensors: &[(&str, Vec<u64>, u32, u64)],
+    data: &[u8],
+) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(b"GGUF");
     b.extend_from_slice(&3u32.to_le_bytes());
@@ -215,37 +233,73 @@ fn parse_err(bytes: &[u8]) -> String {
 fn hostile_files_are_errors() {
     let arch = ("general.architecture", 8, str_value(b"llama"));
     let data = vec![0u8; 64];
-    let good = build(&[arch.clone()], &[("w", vec![4, 2], 0, 0)], &data);
+    let good = build(
+        std::slice::from_ref(&arch),
+        &[("w", vec![4, 2], 0, 0)],
+        &data,
+    );
     assert!(Gguf::parse(&good).is_ok());
     // Offsets past the end.
-    let e = parse_err(&build(&[arch.clone()], &[("w", vec![4, 2], 0, 64)], &data));
+    let e = parse_err(&build(
+        std::slice::from_ref(&arch),
+        &[("w", vec![4, 2], 0, 64)],
+        &data,
+    ));
     assert!(e.contains("past the end"), "{e}");
     // A shape whose element count overflows.
-    let e = parse_err(&build(&[arch.clone()], &[("w", vec![1 << 32, 1 << 32, 1 << 32], 0, 0)], &data));
+    let e = parse_err(&build(
+        std::slice::from_ref(&arch),
+        &[("w", vec![1 << 32, 1 << 32, 1 << 32], 0, 0)],
+        &data,
+    ));
     assert!(e.contains("shape"), "{e}");
     // An unknown tensor type, and one archc does not read.
-    let e = parse_err(&build(&[arch.clone()], &[("w", vec![4, 2], 99, 0)], &data));
+    let e = parse_err(&build(
+        std::slice::from_ref(&arch),
+        &[("w", vec![4, 2], 99, 0)],
+        &data,
+    ));
     assert!(e.contains("type 99"), "{e}");
-    let e = parse_err(&build(&[arch.clone()], &[("w", vec![256], 10, 0)], &data));
+    let e = parse_err(&build(
+        std::slice::from_ref(&arch),
+        &[("w", vec![256], 10, 0)],
+        &data,
+    ));
     assert!(e.contains("Q2_K"), "{e}");
     // Rows that are not whole blocks.
-    let e = parse_err(&build(&[arch.clone()], &[("w", vec![20], 8, 0)], &data));
+    let e = parse_err(&build(
+        std::slice::from_ref(&arch),
+        &[("w", vec![20], 8, 0)],
+        &data,
+    ));
     assert!(e.contains("blocks"), "{e}");
     // Huge counts: an array of 2⁶² strings, a 2⁶⁰-byte string, 2⁶³ tensors.
     let mut huge = 8u32.to_le_bytes().to_vec();
     huge.extend_from_slice(&(1u64 << 62).to_le_bytes());
     let e = parse_err(&build(&[("tokenizer.ggml.tokens", 9, huge)], &[], &data));
     assert!(e.contains("does not fit"), "{e}");
-    let e = parse_err(&build(&[("k", 8, (1u64 << 60).to_le_bytes().to_vec())], &[], &data));
+    let e = parse_err(&build(
+        &[("k", 8, (1u64 << 60).to_le_bytes().to_vec())],
+        &[],
+        &data,
+    ));
     assert!(e.contains("claims"), "{e}");
     let mut many = good.clone();
     many[8..16].copy_from_slice(&(1u64 << 63).to_le_bytes());
     assert!(parse_err(&many).contains("cannot fit"));
     // A string that is not UTF-8.
-    let e = parse_err(&build(&[("general.name", 8, str_value(b"\xff\xfe"))], &[], &data));
+    let e = parse_err(&build(
+        &[("general.name", 8, str_value(b"\xff\xfe"))],
+        &[],
+        &data,
+    ));
     assert!(e.contains("UTF-8"), "{e}");
     // Too many dimensions; an unknown value type; a wrong version.
-    let e = parse_err(&build(&[arch.clone()], &[("w", vec![1; 7], 0, 0)], &data));
+    let e = parse_err(&build(
+        std::slice::from_ref(&arch),
+        &[("w", vec![1; 7], 0, 0)],
+        &data,
+    ));
     assert!(e.contains("dimensions"), "{e}");
     let e = parse_err(&build(&[("k", 77, vec![0; 8])], &[], &data));
     assert!(e.contains("value type"), "{e}");
@@ -256,9 +310,15 @@ fn hostile_files_are_errors() {
     // Every cut of a real file, and seeded byte flips: an error or a readable file.
     let real = std::fs::read(fixture("gguf/llama/model-q4_0.gguf")).unwrap();
     let header_end = Gguf::parse(&real).unwrap().tensors.len() * 40;
-    for n in (0..real.len()).step_by(61).chain(0..header_end.min(real.len())) {
+    for n in (0..real.len())
+        .step_by(61)
+        .chain(0..header_end.min(real.len()))
+    {
         if let Ok(g) = Gguf::parse(&real[..n]) {
-            panic!("a file cut at {n} bytes parsed ({} tensors)", g.tensors.len());
+            panic!(
+                "a file cut at {n} bytes parsed ({} tensors)",
+                g.tensors.len()
+            );
         }
     }
     let mut state = 0x1234_5678_9abc_def0u64;
@@ -286,7 +346,14 @@ fn hostile_files_through_the_commands() {
     let spec = tmp.path().join("m.arch");
     let m = fixture("gguf/llama/model-q4_0.gguf");
     ok(
-        &archc(&["import-gguf", m.to_str().unwrap(), "-o", spec.to_str().unwrap(), "--name", "tiny"]),
+        &archc(&[
+            "import-gguf",
+            m.to_str().unwrap(),
+            "-o",
+            spec.to_str().unwrap(),
+            "--name",
+            "tiny",
+        ]),
         "import",
     );
     let out = tmp.path().join("o.safetensors");
@@ -306,11 +373,18 @@ fn hostile_files_through_the_commands() {
     );
     assert!(e.contains("past the end"), "{e}");
     assert!(!out.exists(), "no output from a failed run");
-    let e = fails_cleanly(&archc(&["import-gguf", cut.to_str().unwrap()]), "import of a cut file");
+    let e = fails_cleanly(
+        &archc(&["import-gguf", cut.to_str().unwrap()]),
+        "import of a cut file",
+    );
     assert!(e.contains("past the end"), "{e}");
     // Another architecture is named.
     let data = vec![0u8; 32];
-    let falcon = build(&[("general.architecture", 8, str_value(b"falcon"))], &[("w", vec![4, 2], 0, 0)], &data);
+    let falcon = build(
+        &[("general.architecture", 8, str_value(b"falcon"))],
+        &[("w", vec![4, 2], 0, 0)],
+        &data,
+    );
     let f = tmp.path().join("falcon.gguf");
     std::fs::write(&f, falcon).unwrap();
     let e = fails_cleanly(&archc(&["import-gguf", f.to_str().unwrap()]), "falcon");

@@ -236,7 +236,10 @@ fn attention_backward(
         let err = t.rel_max_diff(w);
         eprintln!("{mask:?} {name}: {err:.1e}");
         assert!(err <= TOLERANCE, "{mask:?} {name}: {err:e}");
-        assert!(archc::tensor::max_abs(&w.data) > 0.0, "{name} is not all zero");
+        assert!(
+            archc::tensor::max_abs(&w.data) > 0.0,
+            "{name} is not all zero"
+        );
     }
     assert_eq!(got.len(), 4, "loss and three gradients");
 }
@@ -255,9 +258,30 @@ fn attention_backward_flash_style() {
         attention_backward(2, shape, MaskKind::Sliding(3), false, None, transposed);
         let km = vec![1., 1., 0., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 0.];
         let shape = (2, 2, 2, 4, 7, 16, 16);
-        attention_backward(3, shape, MaskKind::Bidirectional, false, Some(km), transposed);
+        attention_backward(
+            3,
+            shape,
+            MaskKind::Bidirectional,
+            false,
+            Some(km),
+            transposed,
+        );
     }
     // Several blocks of queries and keys (GRAD_BLOCK = 64): 150 queries over 170 keys.
-    attention_backward(4, (1, 2, 1, 150, 170, 8, 4), MaskKind::Causal, false, None, false);
-    attention_backward(5, (1, 2, 2, 130, 130, 4, 4), MaskKind::Sliding(40), false, None, false);
+    attention_backward(
+        4,
+        (1, 2, 1, 150, 170, 8, 4),
+        MaskKind::Causal,
+        false,
+        None,
+        false,
+    );
+    attention_backward(
+        5,
+        (1, 2, 2, 130, 130, 4, 4),
+        MaskKind::Sliding(40),
+        false,
+        None,
+        false,
+    );
 }

@@ -303,7 +303,10 @@ impl<'a> Reader<'a> {
         let s = self.take(n, what)?;
         match std::str::from_utf8(s) {
             Ok(s) => Ok(s.to_string()),
-            Err(_) => err(format!("{what} at byte {} is not UTF-8", self.pos - s.len())),
+            Err(_) => err(format!(
+                "{what} at byte {} is not UTF-8",
+                self.pos - s.len()
+            )),
         }
     }
 
@@ -368,7 +371,9 @@ impl<'a> Gguf<'a> {
         }
         let version = r.u32("the version")?;
         if !(2..=3).contains(&version) {
-            return err(format!("GGUF version {version} (archc reads versions 2 and 3)"));
+            return err(format!(
+                "GGUF version {version} (archc reads versions 2 and 3)"
+            ));
         }
         let n_tensors = r.u64("the tensor count")?;
         let n_kv = r.u64("the metadata count")?;
@@ -428,7 +433,9 @@ impl<'a> Gguf<'a> {
             }
             let bytes = numel / per as u64 * size as u64;
             if offset % alignment != 0 {
-                return err(format!("{what}: offset {offset} is not aligned to {alignment}"));
+                return err(format!(
+                    "{what}: offset {offset} is not aligned to {alignment}"
+                ));
             }
             infos.push(TensorInfo {
                 name,
@@ -656,7 +663,10 @@ mod tests {
     fn reads_a_minimal_file() {
         let b = tiny();
         let g = Gguf::parse(&b).unwrap();
-        assert_eq!(g.get("general.architecture").and_then(Value::as_str), Some("llama"));
+        assert_eq!(
+            g.get("general.architecture").and_then(Value::as_str),
+            Some("llama")
+        );
         let t = g.tensor("w").unwrap();
         assert_eq!(t.shape(), vec![2, 3]);
         assert_eq!(g.to_f32(t), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
@@ -695,7 +705,9 @@ mod tests {
 
     #[test]
     fn k_scales_unpack_as_ggml() {
-        let s: [u8; 12] = [0xc1, 0x42, 0x83, 0x04, 0x45, 0x86, 0xc7, 0x08, 0x9a, 0xbc, 0xde, 0xf1];
+        let s: [u8; 12] = [
+            0xc1, 0x42, 0x83, 0x04, 0x45, 0x86, 0xc7, 0x08, 0x9a, 0xbc, 0xde, 0xf1,
+        ];
         let (sc, mn) = k_scales(&s);
         assert_eq!(sc[..4], [0x01, 0x02, 0x03, 0x04]);
         assert_eq!(mn[..4], [0x05, 0x06, 0x07, 0x08]);

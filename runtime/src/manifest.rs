@@ -221,7 +221,11 @@ pub fn rope_rows(data: &[f32], rows: usize, heads: usize, forward: bool) -> Opti
             for i in 0..half {
                 let canon = h * hd + s * half + i;
                 let stored = h * hd + 2 * i + s;
-                let (from, to) = if forward { (canon, stored) } else { (stored, canon) };
+                let (from, to) = if forward {
+                    (canon, stored)
+                } else {
+                    (stored, canon)
+                };
                 out[to * width..(to + 1) * width]
                     .copy_from_slice(&data[from * width..(from + 1) * width]);
             }

@@ -125,9 +125,10 @@ impl Graph {
             let id = match &n.op {
                 Op::Input { name } => {
                     let name = input(name);
-                    let here = self.inputs.iter().copied().find(
-                        |&i| matches!(&self.node(i).op, Op::Input { name: m } if *m == name),
-                    );
+                    let here =
+                        self.inputs.iter().copied().find(
+                            |&i| matches!(&self.node(i).op, Op::Input { name: m } if *m == name),
+                        );
                     match here {
                         Some(i) => {
                             let h = self.node(i);

@@ -461,13 +461,17 @@ pub fn infer_shape(op: &Op, inputs: &[Shape], given: Option<&Shape>) -> Result<S
         Op::AttentionGrad { part, .. } => {
             let (q, k) = (&inputs[0], &inputs[1]);
             if q.len() != 4 || k.len() != 4 || q[3] != k[3] || q[0] != k[0] {
-                return Err(format!("attention_grad takes q [B, H, T, d] and k [B, Hkv, S, d], got {q:?} and {k:?}"));
+                return Err(format!(
+                    "attention_grad takes q [B, H, T, d] and k [B, Hkv, S, d], got {q:?} and {k:?}"
+                ));
             }
             if *part != AttnPart::Lse {
                 let (v, d_o) = (&inputs[2], &inputs[3]);
                 let rows = vec![q[0].clone(), q[1].clone(), q[2].clone()];
                 if v.len() != 4 || d_o.len() != 4 || d_o[..3] != rows[..] || d_o[3] != v[3] {
-                    return Err(format!("attention_grad: v {v:?} and dO {d_o:?} do not fit q {q:?}"));
+                    return Err(format!(
+                        "attention_grad: v {v:?} and dO {d_o:?} do not fit q {q:?}"
+                    ));
                 }
                 if inputs[4] != rows || inputs[5] != rows {
                     return Err(format!("attention_grad: lse and δ must be {rows:?}"));

@@ -186,7 +186,11 @@ pub fn attention_grad(
                         continue;
                     };
                     let p = (sc - l).exp();
-                    let (oo, ko, vo) = (row * dv, ((bi * hk + kh) * s + si) * d, ((bi * hk + kh) * s + si) * dv);
+                    let (oo, ko, vo) = (
+                        row * dv,
+                        ((bi * hk + kh) * s + si) * d,
+                        ((bi * hk + kh) * s + si) * dv,
+                    );
                     let dp: f64 = (0..dv)
                         .map(|x| d_out.data[oo + x] as f64 * v.data[vo + x] as f64)
                         .sum();

@@ -556,7 +556,13 @@ impl Kernel {
                 for s in [&a.out, &a.q, &a.k, &a.v].into_iter().chain(&a.dout) {
                     f(s.buf);
                 }
-                for e in a.bias.iter().chain(&a.key_mask).chain(&a.lse).chain(&a.delta) {
+                for e in a
+                    .bias
+                    .iter()
+                    .chain(&a.key_mask)
+                    .chain(&a.lse)
+                    .chain(&a.delta)
+                {
                     e.visit_bufs(f);
                 }
             }

@@ -108,7 +108,9 @@ fn kernel(s: &mut String, i: usize, k: &Kernel, depth: usize) {
             let _ = writeln!(
                 s,
                 "attention{} sizes [{}] mask {:?} scale {}",
-                a.part.map(|p| format!(" grad {}", p.name())).unwrap_or_default(),
+                a.part
+                    .map(|p| format!(" grad {}", p.name()))
+                    .unwrap_or_default(),
                 list(&a.sizes),
                 a.mask,
                 a.scale

@@ -683,9 +683,7 @@ impl<'a> Cx<'a> {
                 Some(Src::Any(vec![separate, fused]))
             }
             (Sublayer::Attention(_), "o") => Some(self.p(format!("{b}.attn_output.{wb}"))),
-            (Sublayer::Mlp(_), "gate" | "up" | "down") => {
-                Some(self.p(format!("{b}.ffn_{m}.{wb}")))
-            }
+            (Sublayer::Mlp(_), "gate" | "up" | "down") => Some(self.p(format!("{b}.ffn_{m}.{wb}"))),
             _ => None,
         }
     }

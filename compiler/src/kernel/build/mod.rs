@@ -378,7 +378,11 @@ impl<'g, 'p> Cx<'g, 'p> {
                 }
                 Op::AttentionGrad { part, .. } => {
                     // q, k (and v, dO): strided operands.
-                    let n = if *part == crate::graph::AttnPart::Lse { 2 } else { 4 };
+                    let n = if *part == crate::graph::AttnPart::Lse {
+                        2
+                    } else {
+                        4
+                    };
                     for &x in &node.inputs[..n] {
                         self.force_view(x, &|_, _| true);
                     }

@@ -244,7 +244,6 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
     }
 }
 
-
 /// Queries (or keys) per parallel iteration of the backward parts, and the keys (or
 /// queries) of one block pair.
 pub const GRAD_BLOCK: u64 = 64;
@@ -346,7 +345,10 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 let pa = ir.at(dst, i)?;
                 let av = ir.load_f32(pa)?.into_float_value();
                 let xv = ir.load_f32(ir.at(x, ir.mul(i, xs)?)?)?.into_float_value();
-                ir.store(pa, ir.b.build_float_add(av, ir.b.build_float_mul(f, xv, "")?, "")?)
+                ir.store(
+                    pa,
+                    ir.b.build_float_add(av, ir.b.build_float_mul(f, xv, "")?, "")?,
+                )
             })
         };
         let fill = |p: PointerValue<'ctx>, n: IntValue<'ctx>, v: FloatValue<'ctx>| {
@@ -376,39 +378,40 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         };
         // The scaled, biased score of (b, head, query, key) from its dot product; −∞
         // where the mask or the key mask hides the key.
-        let masked = |dotv: FloatValue<'ctx>, vars: [IntValue<'ctx>; 4]| -> IrResult<FloatValue<'ctx>> {
-            let [_, _, tt, key] = vars;
-            let mut sc = ir.b.build_float_mul(dotv, scale, "")?;
-            if let Some(bias) = &a.bias {
-                sc = ir.b.build_float_add(sc, self.expr(fx, bias, &vars)?, "")?;
-            }
-            let pos = ir.add(ir.sub(nk, t)?, tt)?;
-            let seen = |lim: IntValue<'ctx>| {
-                ir.b.build_int_compare(IntPredicate::SLE, key, lim, "")
-            };
-            let allowed = match a.mask {
-                MaskKind::Bidirectional => None,
-                MaskKind::Causal => Some(seen(pos)?),
-                MaskKind::Sliding(w) => {
-                    let recent = ir.b.build_int_compare(
-                        IntPredicate::SGT,
-                        key,
-                        ir.sub(pos, ir.int(w))?,
-                        "",
-                    )?;
-                    Some(ir.b.build_and(seen(pos)?, recent, "")?)
+        let masked =
+            |dotv: FloatValue<'ctx>, vars: [IntValue<'ctx>; 4]| -> IrResult<FloatValue<'ctx>> {
+                let [_, _, tt, key] = vars;
+                let mut sc = ir.b.build_float_mul(dotv, scale, "")?;
+                if let Some(bias) = &a.bias {
+                    sc = ir.b.build_float_add(sc, self.expr(fx, bias, &vars)?, "")?;
                 }
+                let pos = ir.add(ir.sub(nk, t)?, tt)?;
+                let seen =
+                    |lim: IntValue<'ctx>| ir.b.build_int_compare(IntPredicate::SLE, key, lim, "");
+                let allowed = match a.mask {
+                    MaskKind::Bidirectional => None,
+                    MaskKind::Causal => Some(seen(pos)?),
+                    MaskKind::Sliding(w) => {
+                        let recent = ir.b.build_int_compare(
+                            IntPredicate::SGT,
+                            key,
+                            ir.sub(pos, ir.int(w))?,
+                            "",
+                        )?;
+                        Some(ir.b.build_and(seen(pos)?, recent, "")?)
+                    }
+                };
+                if let Some(ok) = allowed {
+                    sc = m.select(ok, sc, neg_inf)?;
+                }
+                if let Some(km) = &a.key_mask {
+                    let keep = self.expr(fx, km, &vars)?;
+                    let off =
+                        ir.b.build_float_compare(FloatPredicate::OEQ, keep, m.c(0.0), "")?;
+                    sc = m.select(off, neg_inf, sc)?;
+                }
+                Ok(sc)
             };
-            if let Some(ok) = allowed {
-                sc = m.select(ok, sc, neg_inf)?;
-            }
-            if let Some(km) = &a.key_mask {
-                let keep = self.expr(fx, km, &vars)?;
-                let off = ir.b.build_float_compare(FloatPredicate::OEQ, keep, m.c(0.0), "")?;
-                sc = m.select(off, neg_inf, sc)?;
-            }
-            Ok(sc)
-        };
         let stat = |e: &Option<Expr>, vars: &[IntValue<'ctx>]| -> IrResult<FloatValue<'ctx>> {
             match e {
                 Some(e) => self.expr(fx, e, vars),
@@ -454,26 +457,26 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             contiguous = ir.b.build_and(contiguous, unit(dsv[3])?, "")?;
         }
         let ceil = |n: IntValue<'ctx>| -> IrResult<IntValue<'ctx>> {
-            Ok(ir.b.build_int_unsigned_div(ir.add(n, ir.int(GRAD_BLOCK - 1))?, blk, "")?)
+            Ok(ir
+                .b
+                .build_int_unsigned_div(ir.add(n, ir.int(GRAD_BLOCK - 1))?, blk, "")?)
         };
         // Every (r, c) of a rows × cols tile.
-        let tile = |rows: IntValue<'ctx>,
-                    cols: IntValue<'ctx>,
-                    body: &dyn Fn(IntValue<'ctx>, IntValue<'ctx>) -> IrResult<()>| {
-            ir.for_range(fx.f, "tr", ir.int(0), rows, 1, |r| {
-                ir.for_range(fx.f, "tc", ir.int(0), cols, 1, |cc| body(r, cc))
-            })
-        };
+        let tile =
+            |rows: IntValue<'ctx>,
+             cols: IntValue<'ctx>,
+             body: &dyn Fn(IntValue<'ctx>, IntValue<'ctx>) -> IrResult<()>| {
+                ir.for_range(fx.f, "tr", ir.int(0), rows, 1, |r| {
+                    ir.for_range(fx.f, "tc", ir.int(0), cols, 1, |cc| body(r, cc))
+                })
+            };
 
         match part {
             AttnPart::Lse | AttnPart::Q => ir.for_range(fx.f, "qblk", begin, end, 1, |it| {
                 let nqb = ceil(t)?;
                 let b = ir.b.build_int_unsigned_div(it, ir.mul(h, nqb)?, "")?;
-                let hh = ir.b.build_int_unsigned_rem(
-                    ir.b.build_int_unsigned_div(it, nqb, "")?,
-                    h,
-                    "",
-                )?;
+                let hh =
+                    ir.b.build_int_unsigned_rem(ir.b.build_int_unsigned_div(it, nqb, "")?, h, "")?;
                 let i0 = ir.mul(ir.b.build_int_unsigned_rem(it, nqb, "")?, blk)?;
                 let rows = ir.min(blk, ir.sub(t, i0)?)?;
                 let kh = ir.b.build_int_unsigned_div(hh, group, "")?;
@@ -489,56 +492,148 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         let cols = ir.min(blk, ir.sub(hi, j0)?)?;
                         let qp = row(&qr, b, hh, i0)?;
                         let kp = row(&kr, b, kh, j0)?;
-                        gemm(self.sgemm_bt, [I(rows), I(cols), I(d), P(qp), I(qs[2]), P(kp), I(ks[2]), P(sbuf), I(blk)])?;
+                        gemm(
+                            self.sgemm_bt,
+                            [
+                                I(rows),
+                                I(cols),
+                                I(d),
+                                P(qp),
+                                I(qs[2]),
+                                P(kp),
+                                I(ks[2]),
+                                P(sbuf),
+                                I(blk),
+                            ],
+                        )?;
                         if part == AttnPart::Lse {
                             ir.for_range(fx.f, "lrow", ir.int(0), rows, 1, |r| {
                                 let tt = ir.add(i0, r)?;
                                 let srow = ir.at(sbuf, ir.mul(r, blk)?)?;
-                                let steps = WholeSteps { start: ir.int(0), limit: cols, step: 1 };
-                                let (_, bm) = ir.carried_loop(fx.f, "bmax", steps, &[neg_inf.into()], |cc, cur| {
-                                    let ps = ir.at(srow, cc)?;
-                                    let x = ir.load_f32(ps)?.into_float_value();
-                                    let x = masked(x, [b, hh, tt, ir.add(j0, cc)?])?;
-                                    ir.store(ps, x)?;
-                                    let mx = m.binary_intrinsic("llvm.maxnum", cur[0].into_float_value(), x)?;
-                                    Ok(vec![mx.into()])
-                                })?;
+                                let steps = WholeSteps {
+                                    start: ir.int(0),
+                                    limit: cols,
+                                    step: 1,
+                                };
+                                let (_, bm) = ir.carried_loop(
+                                    fx.f,
+                                    "bmax",
+                                    steps,
+                                    &[neg_inf.into()],
+                                    |cc, cur| {
+                                        let ps = ir.at(srow, cc)?;
+                                        let x = ir.load_f32(ps)?.into_float_value();
+                                        let x = masked(x, [b, hh, tt, ir.add(j0, cc)?])?;
+                                        ir.store(ps, x)?;
+                                        let mx = m.binary_intrinsic(
+                                            "llvm.maxnum",
+                                            cur[0].into_float_value(),
+                                            x,
+                                        )?;
+                                        Ok(vec![mx.into()])
+                                    },
+                                )?;
                                 let pm = ir.at(mbuf, r)?;
                                 let pl = ir.at(lbuf, r)?;
                                 let old = ir.load_f32(pm)?.into_float_value();
-                                let new_max = m.binary_intrinsic("llvm.maxnum", old, bm[0].into_float_value())?;
-                                let none = ir.b.build_float_compare(FloatPredicate::OEQ, new_max, neg_inf, "")?;
-                                let steps = WholeSteps { start: ir.int(0), limit: cols, step: 1 };
-                                let (_, sum) = ir.carried_loop(fx.f, "bsum", steps, &[m.c(0.0).into()], |cc, cur| {
-                                    let x = ir.load_f32(ir.at(srow, cc)?)?.into_float_value();
-                                    let e = m.exp(ir.b.build_float_sub(x, new_max, "")?)?;
-                                    let s2 = ir.b.build_float_add(cur[0].into_float_value(), e, "")?;
-                                    set_reassoc(s2);
-                                    Ok(vec![s2.into()])
-                                })?;
+                                let new_max = m.binary_intrinsic(
+                                    "llvm.maxnum",
+                                    old,
+                                    bm[0].into_float_value(),
+                                )?;
+                                let none = ir.b.build_float_compare(
+                                    FloatPredicate::OEQ,
+                                    new_max,
+                                    neg_inf,
+                                    "",
+                                )?;
+                                let steps = WholeSteps {
+                                    start: ir.int(0),
+                                    limit: cols,
+                                    step: 1,
+                                };
+                                let (_, sum) = ir.carried_loop(
+                                    fx.f,
+                                    "bsum",
+                                    steps,
+                                    &[m.c(0.0).into()],
+                                    |cc, cur| {
+                                        let x = ir.load_f32(ir.at(srow, cc)?)?.into_float_value();
+                                        let e = m.exp(ir.b.build_float_sub(x, new_max, "")?)?;
+                                        let s2 =
+                                            ir.b.build_float_add(cur[0].into_float_value(), e, "")?;
+                                        set_reassoc(s2);
+                                        Ok(vec![s2.into()])
+                                    },
+                                )?;
                                 let corr = m.exp(ir.b.build_float_sub(old, new_max, "")?)?;
                                 let l = ir.load_f32(pl)?.into_float_value();
-                                let l2 = ir.b.build_float_add(ir.b.build_float_mul(l, corr, "")?, sum[0].into_float_value(), "")?;
+                                let l2 = ir.b.build_float_add(
+                                    ir.b.build_float_mul(l, corr, "")?,
+                                    sum[0].into_float_value(),
+                                    "",
+                                )?;
                                 ir.store(pl, m.select(none, m.c(0.0), l2)?)?;
                                 ir.store(pm, new_max)
                             })?;
                         } else {
                             let dp = row(&dr, b, hh, i0)?;
                             let vp = row(&vr, b, kh, j0)?;
-                            gemm(self.sgemm_bt, [I(rows), I(cols), I(dv), P(dp), I(dsv[2]), P(vp), I(vs[2]), P(dpbuf), I(blk)])?;
+                            gemm(
+                                self.sgemm_bt,
+                                [
+                                    I(rows),
+                                    I(cols),
+                                    I(dv),
+                                    P(dp),
+                                    I(dsv[2]),
+                                    P(vp),
+                                    I(vs[2]),
+                                    P(dpbuf),
+                                    I(blk),
+                                ],
+                            )?;
                             tile(rows, cols, &|r, cc| {
                                 let tt = ir.add(i0, r)?;
                                 let vars = [b, hh, tt, ir.add(j0, cc)?];
                                 let at = ir.mad(r, blk, cc)?;
-                                let x = masked(ir.load_f32(ir.at(sbuf, at)?)?.into_float_value(), vars)?;
-                                let p = m.exp(ir.b.build_float_sub(x, stat(&a.lse, &vars[..3])?, "")?)?;
+                                let x = masked(
+                                    ir.load_f32(ir.at(sbuf, at)?)?.into_float_value(),
+                                    vars,
+                                )?;
+                                let p = m.exp(ir.b.build_float_sub(
+                                    x,
+                                    stat(&a.lse, &vars[..3])?,
+                                    "",
+                                )?)?;
                                 let pd = ir.at(dpbuf, at)?;
                                 let dpv = ir.load_f32(pd)?.into_float_value();
                                 let delta = stat(&a.delta, &vars[..3])?;
-                                let ds = ir.b.build_float_mul(ir.b.build_float_mul(p, ir.b.build_float_sub(dpv, delta, "")?, "")?, scale, "")?;
+                                let ds = ir.b.build_float_mul(
+                                    ir.b.build_float_mul(
+                                        p,
+                                        ir.b.build_float_sub(dpv, delta, "")?,
+                                        "",
+                                    )?,
+                                    scale,
+                                    "",
+                                )?;
                                 ir.store(pd, ds)
                             })?;
-                            gemm(self.sgemm, [I(rows), I(d), I(cols), P(dpbuf), I(blk), P(kp), I(ks[2]), P(tbuf), I(d)])?;
+                            gemm(
+                                self.sgemm,
+                                [
+                                    I(rows),
+                                    I(d),
+                                    I(cols),
+                                    P(dpbuf),
+                                    I(blk),
+                                    P(kp),
+                                    I(ks[2]),
+                                    P(tbuf),
+                                    I(d),
+                                ],
+                            )?;
                             add_into(acc, tbuf, ir.mul(rows, d)?)?;
                         }
                         ir.add(j0, blk)
@@ -547,7 +642,8 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         return ir.for_range(fx.f, "lse", ir.int(0), rows, 1, |r| {
                             let mx = ir.load_f32(ir.at(mbuf, r)?)?.into_float_value();
                             let l = ir.load_f32(ir.at(lbuf, r)?)?.into_float_value();
-                            let none = ir.b.build_float_compare(FloatPredicate::OEQ, mx, neg_inf, "")?;
+                            let none =
+                                ir.b.build_float_compare(FloatPredicate::OEQ, mx, neg_inf, "")?;
                             let lse = ir.b.build_float_add(mx, m.log(l)?, "")?;
                             ir.store(out_row(r)?, m.select(none, m.c(f64::INFINITY), lse)?)
                         });
@@ -562,20 +658,42 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         let qp = row(&qr, b, hh, tt)?;
                         let op = out_row(r)?;
                         if part == AttnPart::Lse {
-                            let keys = WholeSteps { start: lo, limit: hi, step: 1 };
-                            let (_, ml) = ir.carried_loop(fx.f, "lse", keys, &[neg_inf.into(), m.c(0.0).into()], |key, cur| {
-                                let (mx, l) = (cur[0].into_float_value(), cur[1].into_float_value());
-                                let kp = row(&kr, b, kh, key)?;
-                                let sc = masked(dot(qp, qs[3], kp, ks[3], d)?, [b, hh, tt, key])?;
-                                let new_max = m.binary_intrinsic("llvm.maxnum", mx, sc)?;
-                                let none = ir.b.build_float_compare(FloatPredicate::OEQ, new_max, neg_inf, "")?;
-                                let corr = m.exp(ir.b.build_float_sub(mx, new_max, "")?)?;
-                                let e = m.exp(ir.b.build_float_sub(sc, new_max, "")?)?;
-                                let l2 = ir.b.build_float_add(ir.b.build_float_mul(l, corr, "")?, e, "")?;
-                                Ok(vec![new_max.into(), m.select(none, m.c(0.0), l2)?.into()])
-                            })?;
+                            let keys = WholeSteps {
+                                start: lo,
+                                limit: hi,
+                                step: 1,
+                            };
+                            let (_, ml) = ir.carried_loop(
+                                fx.f,
+                                "lse",
+                                keys,
+                                &[neg_inf.into(), m.c(0.0).into()],
+                                |key, cur| {
+                                    let (mx, l) =
+                                        (cur[0].into_float_value(), cur[1].into_float_value());
+                                    let kp = row(&kr, b, kh, key)?;
+                                    let sc =
+                                        masked(dot(qp, qs[3], kp, ks[3], d)?, [b, hh, tt, key])?;
+                                    let new_max = m.binary_intrinsic("llvm.maxnum", mx, sc)?;
+                                    let none = ir.b.build_float_compare(
+                                        FloatPredicate::OEQ,
+                                        new_max,
+                                        neg_inf,
+                                        "",
+                                    )?;
+                                    let corr = m.exp(ir.b.build_float_sub(mx, new_max, "")?)?;
+                                    let e = m.exp(ir.b.build_float_sub(sc, new_max, "")?)?;
+                                    let l2 = ir.b.build_float_add(
+                                        ir.b.build_float_mul(l, corr, "")?,
+                                        e,
+                                        "",
+                                    )?;
+                                    Ok(vec![new_max.into(), m.select(none, m.c(0.0), l2)?.into()])
+                                },
+                            )?;
                             let (mx, l) = (ml[0].into_float_value(), ml[1].into_float_value());
-                            let none = ir.b.build_float_compare(FloatPredicate::OEQ, mx, neg_inf, "")?;
+                            let none =
+                                ir.b.build_float_compare(FloatPredicate::OEQ, mx, neg_inf, "")?;
                             let lse = ir.b.build_float_add(mx, m.log(l)?, "")?;
                             return ir.store(op, m.select(none, m.c(f64::INFINITY), lse)?);
                         }
@@ -590,7 +708,11 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                             let sc = masked(dot(qp, qs[3], kp, ks[3], d)?, [b, hh, tt, key])?;
                             let p = m.exp(ir.b.build_float_sub(sc, lse, "")?)?;
                             let dp = dot(dp_row, dsv[3], vp, vs[3], dv)?;
-                            let ds = ir.b.build_float_mul(ir.b.build_float_mul(p, ir.b.build_float_sub(dp, delta, "")?, "")?, scale, "")?;
+                            let ds = ir.b.build_float_mul(
+                                ir.b.build_float_mul(p, ir.b.build_float_sub(dp, delta, "")?, "")?,
+                                scale,
+                                "",
+                            )?;
                             axpy(acc, ds, kp, ks[3], d)
                         })?;
                         ir.for_range(fx.f, "qout", ir.int(0), d, 1, |x| {
@@ -626,30 +748,97 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                             let rows = ir.min(blk, ir.sub(thi, i0)?)?;
                             let qp = row(&qr, b, hh, i0)?;
                             let dp = row(&dr, b, hh, i0)?;
-                            gemm(self.sgemm_bt, [I(rows), I(cols), I(d), P(qp), I(qs[2]), P(kp), I(ks[2]), P(sbuf), I(blk)])?;
+                            gemm(
+                                self.sgemm_bt,
+                                [
+                                    I(rows),
+                                    I(cols),
+                                    I(d),
+                                    P(qp),
+                                    I(qs[2]),
+                                    P(kp),
+                                    I(ks[2]),
+                                    P(sbuf),
+                                    I(blk),
+                                ],
+                            )?;
                             if part == AttnPart::K {
-                                gemm(self.sgemm_bt, [I(rows), I(cols), I(dv), P(dp), I(dsv[2]), P(vp), I(vs[2]), P(dpbuf), I(blk)])?;
+                                gemm(
+                                    self.sgemm_bt,
+                                    [
+                                        I(rows),
+                                        I(cols),
+                                        I(dv),
+                                        P(dp),
+                                        I(dsv[2]),
+                                        P(vp),
+                                        I(vs[2]),
+                                        P(dpbuf),
+                                        I(blk),
+                                    ],
+                                )?;
                             }
                             tile(rows, cols, &|r, cc| {
                                 let vars = [b, hh, ir.add(i0, r)?, ir.add(j0, cc)?];
                                 let at = ir.mad(r, blk, cc)?;
-                                let x = masked(ir.load_f32(ir.at(sbuf, at)?)?.into_float_value(), vars)?;
-                                let p = m.exp(ir.b.build_float_sub(x, stat(&a.lse, &vars[..3])?, "")?)?;
+                                let x = masked(
+                                    ir.load_f32(ir.at(sbuf, at)?)?.into_float_value(),
+                                    vars,
+                                )?;
+                                let p = m.exp(ir.b.build_float_sub(
+                                    x,
+                                    stat(&a.lse, &vars[..3])?,
+                                    "",
+                                )?)?;
                                 if part == AttnPart::V {
                                     return ir.store(ir.at(sbuf, at)?, p);
                                 }
                                 let pd = ir.at(dpbuf, at)?;
                                 let dpv = ir.load_f32(pd)?.into_float_value();
                                 let delta = stat(&a.delta, &vars[..3])?;
-                                let ds = ir.b.build_float_mul(ir.b.build_float_mul(p, ir.b.build_float_sub(dpv, delta, "")?, "")?, scale, "")?;
+                                let ds = ir.b.build_float_mul(
+                                    ir.b.build_float_mul(
+                                        p,
+                                        ir.b.build_float_sub(dpv, delta, "")?,
+                                        "",
+                                    )?,
+                                    scale,
+                                    "",
+                                )?;
                                 ir.store(pd, ds)
                             })?;
                             if part == AttnPart::V {
                                 // dV_j += Σ_i p_ij dO_i: Pᵀ · dO.
-                                gemm(self.sgemm_at, [I(cols), I(dv), I(rows), P(sbuf), I(blk), P(dp), I(dsv[2]), P(tbuf), I(dv)])?;
+                                gemm(
+                                    self.sgemm_at,
+                                    [
+                                        I(cols),
+                                        I(dv),
+                                        I(rows),
+                                        P(sbuf),
+                                        I(blk),
+                                        P(dp),
+                                        I(dsv[2]),
+                                        P(tbuf),
+                                        I(dv),
+                                    ],
+                                )?;
                             } else {
                                 // dK_j += Σ_i dS_ij q_i: dSᵀ · Q.
-                                gemm(self.sgemm_at, [I(cols), I(d), I(rows), P(dpbuf), I(blk), P(qp), I(qs[2]), P(tbuf), I(d)])?;
+                                gemm(
+                                    self.sgemm_at,
+                                    [
+                                        I(cols),
+                                        I(d),
+                                        I(rows),
+                                        P(dpbuf),
+                                        I(blk),
+                                        P(qp),
+                                        I(qs[2]),
+                                        P(tbuf),
+                                        I(d),
+                                    ],
+                                )?;
                             }
                             add_into(acc, tbuf, ir.mul(cols, width)?)?;
                             ir.add(i0, blk)
@@ -670,13 +859,25 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                                 let dp_row = row(&dr, b, hh, tt)?;
                                 let vars = [b, hh, tt, key];
                                 let sc = masked(dot(qp, qs[3], kp, ks[3], d)?, vars)?;
-                                let p = m.exp(ir.b.build_float_sub(sc, stat(&a.lse, &vars[..3])?, "")?)?;
+                                let p = m.exp(ir.b.build_float_sub(
+                                    sc,
+                                    stat(&a.lse, &vars[..3])?,
+                                    "",
+                                )?)?;
                                 if part == AttnPart::V {
                                     return axpy(acc, p, dp_row, dsv[3], dv);
                                 }
                                 let delta = stat(&a.delta, &vars[..3])?;
                                 let dp = dot(dp_row, dsv[3], vp, vs[3], dv)?;
-                                let ds = ir.b.build_float_mul(ir.b.build_float_mul(p, ir.b.build_float_sub(dp, delta, "")?, "")?, scale, "")?;
+                                let ds = ir.b.build_float_mul(
+                                    ir.b.build_float_mul(
+                                        p,
+                                        ir.b.build_float_sub(dp, delta, "")?,
+                                        "",
+                                    )?,
+                                    scale,
+                                    "",
+                                )?;
                                 axpy(acc, ds, qp, qs[3], d)
                             })
                         })?;
