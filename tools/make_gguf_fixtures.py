@@ -19,12 +19,17 @@ Writes `compiler/tests/fixtures/gguf/`:
     inputs.safetensors        `input_ids` [2, 7]
     dequant.gguf              one tensor of random blocks for every type archc reads
     dequant.safetensors       gguf-py's `dequantize` of each (what archc must give bit for bit)
+    tokenizer-gpt2.gguf       data/tinytales-tokenizer.json as llama.cpp's `gpt2` tokenizer kind
+    tokenizer-llama.gguf      a SentencePiece BPE model trained on data/tinytales.txt, as the
+                              `llama` kind (scores, byte tokens)
+    tokenizer-expected.json   texts and the ids the original tokenizers give them
 
 Types: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (what gguf-py can quantize); the
 K-quants are covered by dequant.gguf (random blocks) — the models are too narrow for 256-wide
 super-blocks.
 
-Usage: HF_HUB_OFFLINE=1 python3 tools/make_gguf_fixtures.py   (needs torch, transformers, gguf)
+Usage: HF_HUB_OFFLINE=1 python3 tools/make_gguf_fixtures.py [tokenizers]
+(needs torch, transformers, accelerate, gguf, sentencepiece; `tokenizers`: only those)
 Seeded: the same files on every run with the same package versions.
 """
 
@@ -252,6 +257,79 @@ def dequant_fixture():
     save_file(expected, os.path.join(OUT, "dequant.safetensors"))
 
 
+TEXTS = [
+    "Once upon a time, there was a little cat named Tom.",
+    "Hello, world!  Two  spaces, and a tab\there.",
+    "naïve café, 東京 and emoji 🙂",
+    "numbers 12345 and symbols #@! (ok?)",
+    "a new\nline",
+    "",
+]
+
+
+def tokenizer_fixtures():
+    """tokenizer-gpt2.gguf: the shipped byte-level BPE tokenizer (data/tinytales-tokenizer.json)
+    as llama.cpp's `gpt2` kind; tokenizer-llama.gguf: a SentencePiece BPE model trained here
+    on the corpus (byte fallback) as the `llama` kind. tokenizer-expected.json: the texts and
+    the ids of the originals (tokenizers, sentencepiece with BOS)."""
+    import json
+    import sentencepiece as spm
+    from tokenizers import Tokenizer
+
+    src = os.path.join(ROOT, "data", "tinytales-tokenizer.json")
+    tok = Tokenizer.from_file(src)
+    j = json.load(open(src))
+    vocab = j["model"]["vocab"]
+    n = max(vocab.values()) + 1
+    tokens = [""] * n
+    for t, i in vocab.items():
+        tokens[i] = t
+    special = {a["id"] for a in j["added_tokens"] if a["special"]}
+    w = gguf.GGUFWriter(os.path.join(OUT, "tokenizer-gpt2.gguf"), "gpt2")
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if i in special else 1 for i in range(n)])
+    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in j["model"]["merges"]])
+    w.add_eos_token_id(0)
+    w.add_add_bos_token(False)
+    finish(w)
+    expected = {"texts": TEXTS, "gpt2": [tok.encode(t).ids for t in TEXTS]}
+
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        prefix = os.path.join(d, "sp")
+        spm.SentencePieceTrainer.train(
+            input=os.path.join(ROOT, "data", "tinytales.txt"), model_prefix=prefix, vocab_size=400,
+            model_type="bpe", byte_fallback=True, character_coverage=1.0, seed_sentencepiece_size=1000,
+            num_threads=1, minloglevel=2, bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
+            # As LLaMA's tokenizer.model (and llama.cpp's SentencePiece tokenizer): no
+            # normalisation, whitespace kept as it is.
+            normalization_rule_name="identity", remove_extra_whitespaces=False)
+        sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
+    pieces, scores, types = [], [], []
+    for i in range(sp.get_piece_size()):
+        pieces.append(sp.id_to_piece(i))
+        scores.append(sp.get_score(i))
+        types.append(2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else 1)
+    w = gguf.GGUFWriter(os.path.join(OUT, "tokenizer-llama.gguf"), "llama")
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(pieces)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(True)
+    w.add_add_space_prefix(True)
+    finish(w)
+    expected["llama"] = [[1] + sp.encode(t) for t in TEXTS]
+    with open(os.path.join(OUT, "tokenizer-expected.json"), "w") as f:
+        json.dump(expected, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     g = torch.Generator().manual_seed(3)
@@ -274,7 +352,14 @@ def main():
                       os.path.join(d, f"expected-{tname}.safetensors"))
             print(f"{arch} {tname}: {os.path.getsize(path)} bytes")
     dequant_fixture()
+    tokenizer_fixtures()
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    os.makedirs(OUT, exist_ok=True)
+    if sys.argv[1:] == ["tokenizers"]:
+        tokenizer_fixtures()
+    else:
+        main()

@@ -8,6 +8,7 @@ pub mod collate;
 pub mod diagram;
 pub mod eval;
 pub mod expand;
+pub mod gguf_tokenizer;
 pub mod graph;
 pub mod import_gguf;
 pub mod import_hf;

@@ -59,6 +59,9 @@ pub struct Batch {
 impl Batch {
     /// The number of real tokens in each row.
     pub fn lengths(&self) -> Vec<usize> {
+        if self.seq == 0 {
+            return vec![0; self.batch];
+        }
         self.mask
             .chunks(self.seq.max(1))
             .map(|row| row.iter().filter(|&&m| m != 0).count())
@@ -68,9 +71,26 @@ impl Batch {
 
 impl Tokenizer {
     /// Reads a `tokenizer.json`; the error names the file and says why it cannot be used.
+    /// A GGUF file's tokenizer (`tokenizer.ggml.*`) is read too ([`crate::gguf_tokenizer`]).
     pub fn load(path: &Path) -> Result<Tokenizer, String> {
-        let text = std::fs::read_to_string(path)
+        // Mapped, not read: a GGUF model file holds gigabytes of weights after its tokenizer.
+        let bytes = arch_runtime::safetensors_file::map(path)
             .map_err(|e| format!("cannot read tokenizer {}: {e}", path.display()))?;
+        let text = if arch_runtime::gguf::is_gguf(&bytes) {
+            let g = arch_runtime::gguf::Gguf::parse(&bytes)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            crate::gguf_tokenizer::tokenizer_json(&g)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+        } else {
+            std::str::from_utf8(&bytes)
+                .map_err(|_| {
+                    format!(
+                        "{} is neither a tokenizer.json (it is not UTF-8) nor a GGUF file",
+                        path.display()
+                    )
+                })?
+                .to_string()
+        };
         let inner = tokenizers::Tokenizer::from_str(&text).map_err(|e| {
             format!(
                 "{} is not a Hugging Face tokenizer.json: {e}",

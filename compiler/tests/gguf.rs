@@ -393,3 +393,39 @@ fn hostile_files_through_the_commands() {
     let e = fails_cleanly(&archc(&["import-gguf", i.to_str().unwrap()]), "not gguf");
     assert!(e.contains("not a GGUF file"), "{e}");
 }
+
+/// `--tokenizer FILE.gguf`: llama.cpp's two tokenizer kinds rebuilt as Hugging Face
+/// tokenizers give the ids of the originals — the byte-level BPE tokenizer the repository
+/// ships (`gpt2` kind) and a SentencePiece BPE model with byte fallback (`llama` kind, BOS
+/// added) — and decode back to the text.
+#[test]
+fn tokenizers_from_gguf_encode_as_the_originals() {
+    let dir = fixture("gguf");
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("tokenizer-expected.json")).unwrap(),
+    )
+    .unwrap();
+    let texts: Vec<String> = expected["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    for kind in ["gpt2", "llama"] {
+        let tok = archc::tokenize::Tokenizer::load(&dir.join(format!("tokenizer-{kind}.gguf")))
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        for (text, want) in texts.iter().zip(expected[kind].as_array().unwrap()) {
+            let want: Vec<i64> = want
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect();
+            let got = tok.encode_batch(std::slice::from_ref(text), true, 1024).unwrap();
+            let ids: Vec<i64> = got.ids[..got.lengths()[0]].to_vec();
+            assert_eq!(ids, want, "{kind}: {text:?}");
+            let back = tok.decode(&ids, true).unwrap();
+            assert_eq!(&back, text, "{kind}: decode");
+        }
+    }
+}
