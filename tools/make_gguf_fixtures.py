@@ -267,6 +267,43 @@ TEXTS = [
 ]
 
 
+# LLaMA-2's chat template (raise_exception, loop.index0, str.strip) and ChatML's.
+LLAMA2_CHAT = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+    "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}{% if loop.index0 == 0 and system_message != false %}"
+    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}"
+    "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}"
+)
+CHATML = (
+    "{% for message in messages %}\n"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}\n"
+    "{% endfor %}\n"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+CHAT_PROMPT = "  Tell me a story about a cat.  "
+
+
+def render_chat(template, bos, eos):
+    """transformers' rendering (utils/chat_template_utils.py): a sandboxed Jinja environment
+    with trim_blocks and lstrip_blocks, raise_exception defined."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(msg):
+        raise ValueError(msg)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(template).render(
+        messages=[{"role": "user", "content": CHAT_PROMPT}], add_generation_prompt=True,
+        bos_token=bos, eos_token=eos)
+
+
 def tokenizer_fixtures():
     """tokenizer-gpt2.gguf: the shipped byte-level BPE tokenizer (data/tinytales-tokenizer.json)
     as llama.cpp's `gpt2` kind; tokenizer-llama.gguf: a SentencePiece BPE model trained here
@@ -293,8 +330,11 @@ def tokenizer_fixtures():
     w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in j["model"]["merges"]])
     w.add_eos_token_id(0)
     w.add_add_bos_token(False)
+    w.add_chat_template(CHATML)
     finish(w)
     expected = {"texts": TEXTS, "gpt2": [tok.encode(t).ids for t in TEXTS]}
+    expected["chat_prompt"] = CHAT_PROMPT
+    expected["chat"] = {"gpt2": render_chat(CHATML, "", tokens[0])}
 
     import tempfile
     with tempfile.TemporaryDirectory() as d:
@@ -323,7 +363,9 @@ def tokenizer_fixtures():
     w.add_unk_token_id(0)
     w.add_add_bos_token(True)
     w.add_add_space_prefix(True)
+    w.add_chat_template(LLAMA2_CHAT)
     finish(w)
+    expected["chat"]["llama"] = render_chat(LLAMA2_CHAT, pieces[1], pieces[2])
     expected["llama"] = [[1] + sp.encode(t) for t in TEXTS]
     with open(os.path.join(OUT, "tokenizer-expected.json"), "w") as f:
         json.dump(expected, f, ensure_ascii=False, indent=1)

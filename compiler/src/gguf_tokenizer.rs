@@ -30,7 +30,11 @@ pub fn tokenizer_json(g: &Gguf) -> Result<String, String> {
         .and_then(Value::as_array)
         .ok_or("the GGUF file has no `tokenizer.ggml.tokens`")?
         .iter()
-        .map(|v| v.as_str().map(str::to_string).ok_or("a token is not a string"))
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or("a token is not a string")
+        })
         .collect::<Result<_, _>>()?;
     let types: Vec<u64> = match get("token_type").and_then(Value::as_array) {
         Some(t) => t.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
@@ -43,7 +47,11 @@ pub fn tokenizer_json(g: &Gguf) -> Result<String, String> {
             tokens.len()
         ));
     }
-    let id = |k: &str| get(k).and_then(Value::as_u64).filter(|&i| (i as usize) < tokens.len());
+    let id = |k: &str| {
+        get(k)
+            .and_then(Value::as_u64)
+            .filter(|&i| (i as usize) < tokens.len())
+    };
     let bos = id("bos_token_id");
     let add_bos = get("add_bos_token")
         .and_then(|v| match v {
@@ -78,7 +86,9 @@ pub fn tokenizer_json(g: &Gguf) -> Result<String, String> {
                 "special_tokens": {t.as_str(): {"id": t, "ids": [b], "tokens": [t]}}
             })
         }
-        (true, None) => return Err("`add_bos_token` is set but the file has no `bos_token_id`".into()),
+        (true, None) => {
+            return Err("`add_bos_token` is set but the file has no `bos_token_id`".into())
+        }
         (false, _) => serde_json::Value::Null,
     };
 
@@ -88,12 +98,14 @@ pub fn tokenizer_json(g: &Gguf) -> Result<String, String> {
                 .and_then(Value::as_array)
                 .ok_or("a `gpt2` tokenizer needs `tokenizer.ggml.merges`")?
                 .iter()
-                .map(|v| v.as_str().map(str::to_string).ok_or("a merge is not a string"))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or("a merge is not a string")
+                })
                 .collect::<Result<_, _>>()?;
             let pre_kind = get("pre").and_then(Value::as_str).unwrap_or("gpt-2");
-            let byte_level = |regex: bool| {
-                json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": regex})
-            };
+            let byte_level = |regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": regex});
             let (pre, ignore_merges) = match pre_kind {
                 "gpt-2" | "default" | "gpt2" => (byte_level(true), false),
                 "llama-bpe" | "llama3" => (
@@ -212,4 +224,109 @@ fn spm_merges(tokens: &[String], scores: &[f64]) -> Vec<[String; 2]> {
         .into_iter()
         .map(|(_, a, b, _)| [tokens[a].clone(), tokens[b].clone()])
         .collect()
+}
+
+/// `prompt` as one user message through the file's chat template
+/// (`tokenizer.chat_template`), rendered as transformers' `apply_chat_template(messages,
+/// add_generation_prompt=True, tokenize=False)` does: Jinja with `trim_blocks` and
+/// `lstrip_blocks`, `bos_token` / `eos_token` the file's, `raise_exception` and
+/// `strftime_now` defined, Python's string methods available. Encode the result without
+/// adding special tokens (the template writes them).
+pub fn chat_prompt(g: &Gguf, prompt: &str) -> Result<String, String> {
+    let template = g
+        .get("tokenizer.chat_template")
+        .and_then(Value::as_str)
+        .ok_or(
+            "--chat needs a chat template, and this GGUF file has no `tokenizer.chat_template`",
+        )?;
+    let tokens = g.get("tokenizer.ggml.tokens").and_then(Value::as_array);
+    let token = |k: &str| -> String {
+        g.get(&format!("tokenizer.ggml.{k}"))
+            .and_then(Value::as_u64)
+            .and_then(|i| tokens.and_then(|t| t.get(i as usize)))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut env = minijinja::Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("the chat template raised: {msg}"),
+            ))
+        },
+    );
+    env.add_function("strftime_now", |fmt: String| strftime_now(&fmt));
+    env.add_template("chat", template)
+        .map_err(|e| format!("the chat template does not parse: {e}"))?;
+    let ctx = minijinja::context! {
+        messages => vec![minijinja::context! { role => "user", content => prompt }],
+        add_generation_prompt => true,
+        bos_token => token("bos_token_id"),
+        eos_token => token("eos_token_id"),
+    };
+    env.get_template("chat")
+        .and_then(|t| t.render(ctx))
+        .map_err(|e| format!("the chat template failed: {e}"))
+}
+
+/// Today's date in UTC through a `strftime` format (`%d`, `%m`, `%Y`, `%y`, `%b`, `%B`,
+/// `%%`; others kept as written): what LLaMA 3.1's template asks of `strftime_now`.
+fn strftime_now(fmt: &str) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Days → civil date (Howard Hinnant's algorithm).
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let name = MONTHS[(month - 1) as usize];
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => out.push_str(&format!("{day:02}")),
+            Some('m') => out.push_str(&format!("{month:02}")),
+            Some('Y') => out.push_str(&year.to_string()),
+            Some('y') => out.push_str(&format!("{:02}", year % 100)),
+            Some('b') => out.push_str(&name[..3]),
+            Some('B') => out.push_str(name),
+            Some('%') => out.push('%'),
+            Some(o) => {
+                out.push('%');
+                out.push(o);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
 }

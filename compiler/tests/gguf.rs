@@ -421,11 +421,68 @@ fn tokenizers_from_gguf_encode_as_the_originals() {
                 .iter()
                 .map(|v| v.as_i64().unwrap())
                 .collect();
-            let got = tok.encode_batch(std::slice::from_ref(text), true, 1024).unwrap();
+            let got = tok
+                .encode_batch(std::slice::from_ref(text), true, 1024)
+                .unwrap();
             let ids: Vec<i64> = got.ids[..got.lengths()[0]].to_vec();
             assert_eq!(ids, want, "{kind}: {text:?}");
             let back = tok.decode(&ids, true).unwrap();
             assert_eq!(&back, text, "{kind}: decode");
         }
     }
+}
+
+/// `--chat`: the GGUF file's chat template renders a prompt as transformers'
+/// `apply_chat_template` does (Jinja with trim_blocks / lstrip_blocks; LLaMA-2's template
+/// calls `str.strip`, `raise_exception` and `loop.index0`; ChatML's the generation prompt).
+#[test]
+fn chat_templates_render_as_transformers() {
+    let dir = fixture("gguf");
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("tokenizer-expected.json")).unwrap(),
+    )
+    .unwrap();
+    let prompt = expected["chat_prompt"].as_str().unwrap();
+    for kind in ["gpt2", "llama"] {
+        let path = dir.join(format!("tokenizer-{kind}.gguf"));
+        let bytes = std::fs::read(&path).unwrap();
+        let g = Gguf::parse(&bytes).unwrap();
+        let got = archc::gguf_tokenizer::chat_prompt(&g, prompt).unwrap();
+        assert_eq!(got, expected["chat"][kind].as_str().unwrap(), "{kind}");
+    }
+    // A tokenizer.json has no template for --chat.
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("m.arch");
+    let m = fixture("gguf/llama/model-f32.gguf");
+    ok(
+        &archc(&[
+            "import-gguf",
+            m.to_str().unwrap(),
+            "-o",
+            spec.to_str().unwrap(),
+        ]),
+        "import",
+    );
+    let e = fails_cleanly(
+        &archc(&[
+            "generate",
+            spec.to_str().unwrap(),
+            "--weights",
+            fixture("gguf/llama/model-f32.gguf").to_str().unwrap(),
+            "--tokenizer",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../data/tinytales-tokenizer.json"
+            ),
+            "--prompt",
+            "hi",
+            "--chat",
+            "--max-new-tokens",
+            "2",
+            "--out",
+            tmp.path().join("o.safetensors").to_str().unwrap(),
+        ]),
+        "--chat with a tokenizer.json",
+    );
+    assert!(e.contains("not a GGUF file"), "{e}");
 }

@@ -19,6 +19,8 @@ pub struct GenerateArgs<'a> {
     /// Text prompts (one row each, left-padded) with this tokenizer, instead of `inputs`.
     pub tokenizer: Option<&'a Path>,
     pub prompts: &'a [String],
+    /// Wrap each prompt in the tokenizer's chat template (a GGUF tokenizer's).
+    pub chat: bool,
     pub max_new_tokens: usize,
     pub out: Option<&'a Path>,
     pub save_logits: bool,
@@ -58,6 +60,23 @@ pub fn generator(target: &str, weights: &Path, threads: usize) -> Result<Generat
         .map_err(|e| e.to_string())
 }
 
+/// Each prompt through the chat template of the GGUF tokenizer at `path`.
+pub fn chat_prompts(path: &Path, prompts: &[String]) -> Result<Vec<String>, String> {
+    let map = arch_runtime::safetensors_file::map(path).map_err(|e| e.to_string())?;
+    if !arch_runtime::gguf::is_gguf(&map) {
+        return Err(format!(
+            "--chat applies a GGUF file's chat template, and {} is not a GGUF file",
+            path.display()
+        ));
+    }
+    let g =
+        arch_runtime::gguf::Gguf::parse(&map).map_err(|e| format!("{}: {e}", path.display()))?;
+    prompts
+        .iter()
+        .map(|p| crate::gguf_tokenizer::chat_prompt(&g, p))
+        .collect()
+}
+
 /// Prompts given as text: tokenized (left-padded for a decoder, right-padded for an
 /// encoder), generated with the new text streamed to stdout as it comes (one prompt) or
 /// printed per row at the end (several), tokens/s on stderr.
@@ -66,6 +85,12 @@ fn generate_text(args: &GenerateArgs, tokenizer_path: &Path) -> Result<(), Strin
         return Err("--tokenizer needs at least one --prompt".into());
     }
     let tok = crate::tokenize::Tokenizer::load(tokenizer_path)?;
+    // With --chat the template writes the special tokens itself.
+    let prompts = if args.chat {
+        chat_prompts(tokenizer_path, args.prompts)?
+    } else {
+        args.prompts.to_vec()
+    };
     let mut generator = generator(args.target, args.weights, args.threads)?;
     let seq2seq = generator.is_seq2seq();
     let padding = if seq2seq {
@@ -73,7 +98,7 @@ fn generate_text(args: &GenerateArgs, tokenizer_path: &Path) -> Result<(), Strin
     } else {
         crate::tokenize::Padding::Left
     };
-    let batch = tok.encode_batch_padded(args.prompts, true, padding, usize::MAX >> 1)?;
+    let batch = tok.encode_batch_padded(&prompts, !args.chat, padding, usize::MAX >> 1)?;
     let b = batch.batch;
     let opts = options(args);
     let stream = b == 1;
@@ -155,8 +180,8 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
     let Some(out_path) = args.out else {
         return Err("--inputs needs --out O.safetensors for the tokens".into());
     };
-    if !args.prompts.is_empty() {
-        return Err("--prompt needs --tokenizer".into());
+    if !args.prompts.is_empty() || args.chat {
+        return Err("--prompt and --chat need --tokenizer".into());
     }
     let mut inputs = read_values(inputs_path)?;
     let (ids, batch) = match inputs.remove("input_ids") {

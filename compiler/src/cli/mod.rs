@@ -184,6 +184,10 @@ enum Command {
         /// continuation to stdout as it is generated.
         #[arg(long = "prompt")]
         prompts: Vec<String>,
+        /// Wrap each prompt as a user message in the tokenizer's chat template (a GGUF
+        /// file's `tokenizer.chat_template`), as transformers' `apply_chat_template` does.
+        #[arg(long)]
+        chat: bool,
         /// New tokens per row.
         #[arg(long)]
         max_new_tokens: usize,
@@ -485,6 +489,7 @@ fn run(cli: Cli) -> ExitCode {
             inputs,
             tokenizer,
             prompts,
+            chat,
             max_new_tokens,
             out,
             save_logits,
@@ -502,6 +507,7 @@ fn run(cli: Cli) -> ExitCode {
             inputs: inputs.as_deref(),
             tokenizer: tokenizer.as_deref(),
             prompts: &prompts,
+            chat,
             max_new_tokens,
             out: out.as_deref(),
             save_logits,
