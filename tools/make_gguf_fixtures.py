@@ -19,6 +19,8 @@ Writes `compiler/tests/fixtures/gguf/`:
     inputs.safetensors        `input_ids` [2, 7]
     dequant.gguf              one tensor of random blocks for every type archc reads
     dequant.safetensors       gguf-py's `dequantize` of each (what archc must give bit for bit)
+    quant.safetensors         `input` [4, 64] f32 and gguf-py's quantized bytes of it (u8) for
+                              BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1
     tokenizer-gpt2.gguf       data/tinytales-tokenizer.json as llama.cpp's `gpt2` tokenizer kind
     tokenizer-llama.gguf      a SentencePiece BPE model trained on data/tinytales.txt, as the
                               `llama` kind (scores, byte tokens)
@@ -255,6 +257,14 @@ def dequant_fixture():
         expected[name] = torch.from_numpy(np.ascontiguousarray(deq.astype(np.float32)))
     finish(w)
     save_file(expected, os.path.join(OUT, "dequant.safetensors"))
+    # gguf-py's quantizers (bit-exact with ggml's reference ones) on normal values.
+    x = rng.normal(size=(4, 64)).astype(np.float32)
+    x[1] = 0.0  # an all-zero row (+0: gguf-py's argmax then agrees with ggml on the sign of d)
+    quants = {"input": torch.from_numpy(x)}
+    for name, qtype in [("bf16", Q.BF16), ("q8_0", Q.Q8_0), ("q4_0", Q.Q4_0), ("q4_1", Q.Q4_1),
+                        ("q5_0", Q.Q5_0), ("q5_1", Q.Q5_1)]:
+        quants[name] = torch.from_numpy(np.ascontiguousarray(gguf.quants.quantize(x, qtype)).view(np.uint8).reshape(-1).copy())
+    save_file(quants, os.path.join(OUT, "quant.safetensors"))
 
 
 TEXTS = [

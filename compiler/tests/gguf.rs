@@ -486,3 +486,30 @@ fn chat_templates_render_as_transformers() {
     );
     assert!(e.contains("not a GGUF file"), "{e}");
 }
+
+/// The legacy quantizers (and BF16) write gguf-py's bytes, which are ggml's reference
+/// quantizers' bit for bit.
+#[test]
+fn quantizers_equal_gguf_py_bit_for_bit() {
+    let bytes = std::fs::read(fixture("gguf/quant.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let input: Vec<f32> = st
+        .tensor("input")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    for (name, ty) in [
+        ("bf16", GgmlType::BF16),
+        ("q8_0", GgmlType::Q8_0),
+        ("q4_0", GgmlType::Q4_0),
+        ("q4_1", GgmlType::Q4_1),
+        ("q5_0", GgmlType::Q5_0),
+        ("q5_1", GgmlType::Q5_1),
+    ] {
+        let want = st.tensor(name).unwrap().data().to_vec();
+        let got = arch_runtime::gguf::quantize(ty, &input).unwrap();
+        assert_eq!(got, want, "{name}");
+    }
+}

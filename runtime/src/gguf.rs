@@ -716,3 +716,381 @@ mod tests {
         assert_eq!(mn[4], 0x09 | (1 << 4));
     }
 }
+
+/// IEEE single → half, rounding to nearest even (numpy's `astype(np.float16)`, ggml's
+/// `GGML_FP32_TO_FP16`); overflow gives ±∞, NaN stays NaN.
+pub fn f32_to_f16(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let man = b & 0x7f_ffff;
+    if exp == 0xff {
+        return sign
+            | 0x7c00
+            | if man != 0 {
+                0x200 | (man >> 13) as u16
+            } else {
+                0
+            };
+    }
+    let e = exp - 127 + 15;
+    if e >= 31 {
+        return sign | 0x7c00;
+    }
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        let m = man | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let half = 1u32 << (shift - 1);
+        let rest = m & ((1u32 << shift) - 1);
+        let mut r = (m >> shift) as u16;
+        if rest > half || (rest == half && r & 1 == 1) {
+            r += 1;
+        }
+        return sign | r;
+    }
+    let mut r = u32::from(sign) | ((e as u32) << 10) | (man >> 13);
+    let rest = man & 0x1fff;
+    if rest > 0x1000 || (rest == 0x1000 && r & 1 == 1) {
+        r += 1;
+    }
+    r as u16
+}
+
+fn h(x: f32) -> f32 {
+    crate::safetensors_file::f16_to_f32(f32_to_f16(x))
+}
+
+/// C's `roundf`: halves away from zero.
+fn roundf(x: f32) -> f32 {
+    x.round()
+}
+
+/// `data` (whole blocks of `ty`) quantized to `ty`'s blocks. Q8_0, Q4_0, Q4_1, Q5_0 and
+/// Q5_1 follow ggml's reference quantizers (`quantize_row_*_ref`; gguf-py's are bit-exact
+/// with them); Q4_K and Q6_K take each sub-block's range (Q4_K: min and max, the min capped
+/// at 0; Q6_K: the largest magnitude) and quantize the sub-block scales to 6 and 8 bits
+/// against the super-block's — valid blocks, without ggml's iterative scale search. `None`
+/// for a length that is not whole blocks or a type it does not write (Q5_K).
+pub fn quantize(ty: GgmlType, data: &[f32]) -> Option<Vec<u8>> {
+    let (per, size) = ty.block();
+    if data.len() % per != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(data.len() / per * size);
+    let put_h = |out: &mut Vec<u8>, x: f32| out.extend_from_slice(&f32_to_f16(x).to_le_bytes());
+    match ty {
+        GgmlType::F32 => data
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        GgmlType::F16 => data.iter().for_each(|&x| put_h(&mut out, x)),
+        GgmlType::BF16 => data.iter().for_each(|&x| {
+            let n = x.to_bits();
+            let n = if n & 0x7fff_ffff > 0x7f80_0000 {
+                (n & 0xffff_0000) | (64 << 16)
+            } else {
+                n
+            };
+            let r = ((u64::from(n) + (0x7fff + u64::from((n >> 16) & 1))) >> 16) as u16;
+            out.extend_from_slice(&r.to_le_bytes());
+        }),
+        GgmlType::Q8_0 => {
+            for b in data.chunks_exact(32) {
+                let amax = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                put_h(&mut out, d);
+                out.extend(b.iter().map(|&x| roundf(x * id) as i8 as u8));
+            }
+        }
+        GgmlType::Q4_0 | GgmlType::Q5_0 => {
+            let (levels, bias) = if ty == GgmlType::Q4_0 {
+                (-8.0, 8.5)
+            } else {
+                (-16.0, 16.5)
+            };
+            let top = if ty == GgmlType::Q4_0 { 15 } else { 31 };
+            for b in data.chunks_exact(32) {
+                // The value of largest magnitude, with its sign.
+                let max = b
+                    .iter()
+                    .fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
+                let d = max / levels;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                put_h(&mut out, d);
+                let q: Vec<u8> = b
+                    .iter()
+                    .map(|&x| ((x * id + bias) as i8).clamp(0, top) as u8)
+                    .collect();
+                if ty == GgmlType::Q5_0 {
+                    let qh = (0..32).fold(0u32, |a, j| a | (u32::from(q[j] >> 4) << j));
+                    out.extend_from_slice(&qh.to_le_bytes());
+                }
+                out.extend((0..16).map(|j| (q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4)));
+            }
+        }
+        GgmlType::Q4_1 | GgmlType::Q5_1 => {
+            let top = if ty == GgmlType::Q4_1 { 15 } else { 31 };
+            for b in data.chunks_exact(32) {
+                let min = b.iter().copied().fold(f32::INFINITY, f32::min);
+                let max = b.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let d = (max - min) / top as f32;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                put_h(&mut out, d);
+                put_h(&mut out, min);
+                let q: Vec<u8> = b
+                    .iter()
+                    .map(|&x| (((x - min) * id + 0.5) as i8).clamp(0, top) as u8)
+                    .collect();
+                if ty == GgmlType::Q5_1 {
+                    let qh = (0..32).fold(0u32, |a, j| a | (u32::from(q[j] >> 4) << j));
+                    out.extend_from_slice(&qh.to_le_bytes());
+                }
+                out.extend((0..16).map(|j| (q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4)));
+            }
+        }
+        GgmlType::Q4_K => {
+            for b in data.chunks_exact(QK_K) {
+                let mut scale = [0f32; 8];
+                let mut minus = [0f32; 8];
+                for (s, sub) in b.chunks_exact(32).enumerate() {
+                    let lo = sub.iter().copied().fold(f32::INFINITY, f32::min).min(0.0);
+                    let hi = sub.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    scale[s] = (hi - lo) / 15.0;
+                    minus[s] = -lo;
+                }
+                let max_scale = scale.iter().copied().fold(0f32, f32::max);
+                let max_min = minus.iter().copied().fold(0f32, f32::max);
+                let d = h(max_scale / 63.0);
+                let dmin = h(max_min / 63.0);
+                let q6 = |v: f32, unit: f32| {
+                    if unit > 0.0 {
+                        roundf(v / unit).clamp(0.0, 63.0) as u8
+                    } else {
+                        0
+                    }
+                };
+                let ls: Vec<u8> = scale.iter().map(|&s| q6(s, d)).collect();
+                let lm: Vec<u8> = minus.iter().map(|&m| q6(m, dmin)).collect();
+                put_h(&mut out, d);
+                put_h(&mut out, dmin);
+                let mut sc = [0u8; 12];
+                for j in 0..4 {
+                    sc[j] = (ls[j] & 63) | ((ls[j + 4] >> 4) << 6);
+                    sc[j + 4] = (lm[j] & 63) | ((lm[j + 4] >> 4) << 6);
+                    sc[j + 8] = (ls[j + 4] & 15) | ((lm[j + 4] & 15) << 4);
+                }
+                out.extend_from_slice(&sc);
+                let mut q = [0u8; QK_K];
+                for s in 0..8 {
+                    let d1 = d * f32::from(ls[s]);
+                    let m1 = dmin * f32::from(lm[s]);
+                    for l in 0..32 {
+                        let x = b[32 * s + l];
+                        q[32 * s + l] = if d1 > 0.0 {
+                            roundf((x + m1) / d1).clamp(0.0, 15.0) as u8
+                        } else {
+                            0
+                        };
+                    }
+                }
+                for c in 0..4 {
+                    out.extend((0..32).map(|l| q[64 * c + l] | (q[64 * c + 32 + l] << 4)));
+                }
+            }
+        }
+        GgmlType::Q6_K => {
+            for b in data.chunks_exact(QK_K) {
+                // Each 16-value group's scale: its largest magnitude over 32 steps.
+                let scales: Vec<f32> = b
+                    .chunks_exact(16)
+                    .map(|g| g.iter().fold(0f32, |m, x| m.max(x.abs())) / 31.0)
+                    .collect();
+                let max_scale = scales.iter().copied().fold(0f32, f32::max);
+                let d = h(max_scale / 127.0);
+                let ls: Vec<i8> = scales
+                    .iter()
+                    .map(|&s| {
+                        if d > 0.0 {
+                            roundf(s / d).clamp(-128.0, 127.0) as i8
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                let mut q = [0u8; QK_K];
+                for (i, &x) in b.iter().enumerate() {
+                    let unit = d * f32::from(ls[i / 16]);
+                    let v = if unit != 0.0 {
+                        roundf(x / unit).clamp(-32.0, 31.0)
+                    } else {
+                        0.0
+                    };
+                    q[i] = (v as i8 + 32) as u8;
+                }
+                let mut ql = [0u8; 128];
+                let mut qh = [0u8; 64];
+                for (i, &v) in q.iter().enumerate() {
+                    let (hh, r) = (i / 128, i % 128);
+                    ql[hh * 64 + r % 64] |= (v & 0x0f) << (4 * (r / 64));
+                    qh[hh * 32 + r % 32] |= ((v >> 4) & 0x03) << (2 * (r / 32));
+                }
+                out.extend_from_slice(&ql);
+                out.extend_from_slice(&qh);
+                out.extend(ls.iter().map(|&s| s as u8));
+                put_h(&mut out, d);
+            }
+        }
+        GgmlType::Q5_K => return None,
+    }
+    Some(out)
+}
+
+/// The GGUF type id of a metadata value.
+fn value_type(v: &Value) -> u32 {
+    match v {
+        Value::U8(_) => 0,
+        Value::I8(_) => 1,
+        Value::U16(_) => 2,
+        Value::I16(_) => 3,
+        Value::U32(_) => 4,
+        Value::I32(_) => 5,
+        Value::F32(_) => 6,
+        Value::Bool(_) => 7,
+        Value::Str(_) => 8,
+        Value::Array(_) => 9,
+        Value::U64(_) => 10,
+        Value::I64(_) => 11,
+        Value::F64(_) => 12,
+    }
+}
+
+/// A metadata value's bytes (without its type id).
+fn value_bytes(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::U8(x) => out.push(*x),
+        Value::I8(x) => out.push(*x as u8),
+        Value::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::Bool(x) => out.push(u8::from(*x)),
+        Value::Str(s) => {
+            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        Value::Array(a) => {
+            let et = a.first().map_or(4, value_type);
+            out.extend_from_slice(&et.to_le_bytes());
+            out.extend_from_slice(&(a.len() as u64).to_le_bytes());
+            for x in a {
+                value_bytes(x, out);
+            }
+        }
+    }
+}
+
+/// One tensor to write: its name, `ne` (fastest dimension first), type and blocks.
+pub struct WriteTensor {
+    pub name: String,
+    pub ne: Vec<u64>,
+    pub ty: GgmlType,
+    pub data: Vec<u8>,
+}
+
+/// A GGUF version 3 file: `metadata` then `tensors`, the data aligned to 32 bytes
+/// (`general.alignment` is not written; 32 is the default).
+pub fn write(metadata: &[(String, Value)], tensors: &[WriteTensor]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    let meta: Vec<&(String, Value)> = metadata
+        .iter()
+        .filter(|(k, _)| k != "general.alignment")
+        .collect();
+    out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+    for (k, v) in meta {
+        out.extend_from_slice(&(k.len() as u64).to_le_bytes());
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(&value_type(v).to_le_bytes());
+        value_bytes(v, &mut out);
+    }
+    let mut offset = 0u64;
+    for t in tensors {
+        out.extend_from_slice(&(t.name.len() as u64).to_le_bytes());
+        out.extend_from_slice(t.name.as_bytes());
+        out.extend_from_slice(&(t.ne.len() as u32).to_le_bytes());
+        for d in &t.ne {
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        out.extend_from_slice(&t.ty.id().to_le_bytes());
+        out.extend_from_slice(&offset.to_le_bytes());
+        offset += (t.data.len() as u64).div_ceil(32) * 32;
+    }
+    while out.len() % 32 != 0 {
+        out.push(0);
+    }
+    for t in tensors {
+        out.extend_from_slice(&t.data);
+        while out.len() % 32 != 0 {
+            out.push(0);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod quant_tests {
+    use super::*;
+
+    #[test]
+    fn half_rounding_round_trips_every_half() {
+        for bits in 0..=u16::MAX {
+            let f = crate::safetensors_file::f16_to_f32(bits);
+            if f.is_nan() {
+                assert!(crate::safetensors_file::f16_to_f32(f32_to_f16(f)).is_nan());
+            } else {
+                assert_eq!(f32_to_f16(f), bits, "{bits:#06x} ({f})");
+            }
+        }
+        // Ties to even; overflow to infinity.
+        assert_eq!(f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00);
+        assert_eq!(f32_to_f16(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02);
+        assert_eq!(f32_to_f16(70000.0), 0x7c00);
+    }
+
+    #[test]
+    fn quantized_blocks_come_back_close() {
+        let data: Vec<f32> = (0..512)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 3.0)
+            .collect();
+        let amax = data.iter().fold(0f32, |m, x| m.max(x.abs()));
+        for (ty, bound) in [
+            (GgmlType::Q8_0, 0.01),
+            (GgmlType::Q4_0, 0.2),
+            (GgmlType::Q4_1, 0.2),
+            (GgmlType::Q5_0, 0.1),
+            (GgmlType::Q5_1, 0.1),
+            (GgmlType::Q4_K, 0.25),
+            (GgmlType::Q6_K, 0.05),
+            (GgmlType::F16, 0.001),
+            (GgmlType::BF16, 0.01),
+        ] {
+            let q = quantize(ty, &data).unwrap();
+            assert_eq!(q.len(), data.len() / ty.block().0 * ty.block().1, "{ty:?}");
+            let back = dequantize(ty, &q, data.len());
+            let err = back
+                .iter()
+                .zip(&data)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err <= bound * amax, "{ty:?}: max error {err} of {amax}");
+        }
+    }
+}
