@@ -776,7 +776,7 @@ fn roundf(x: f32) -> f32 {
 /// for a length that is not whole blocks or a type it does not write (Q5_K).
 pub fn quantize(ty: GgmlType, data: &[f32]) -> Option<Vec<u8>> {
     let (per, size) = ty.block();
-    if data.len() % per != 0 {
+    if !data.len().is_multiple_of(per) {
         return None;
     }
     let mut out = Vec::with_capacity(data.len() / per * size);
