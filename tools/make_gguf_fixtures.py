@@ -25,12 +25,14 @@ Writes `compiler/tests/fixtures/gguf/`:
     tokenizer-llama.gguf      a SentencePiece BPE model trained on data/tinytales.txt, as the
                               `llama` kind (scores, byte tokens)
     tokenizer-expected.json   texts and the ids the original tokenizers give them
+    llama256/                 a 256-wide LLaMA in Q8_0, and transformers' logits and tokens
+                              from the Q4_K and Q6_K files `archc quantize` makes of it
 
 Types: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (what gguf-py can quantize); the
 K-quants are covered by dequant.gguf (random blocks) — the models are too narrow for 256-wide
 super-blocks.
 
-Usage: HF_HUB_OFFLINE=1 python3 tools/make_gguf_fixtures.py [tokenizers]
+Usage: HF_HUB_OFFLINE=1 python3 tools/make_gguf_fixtures.py [tokenizers|kquants]
 (needs torch, transformers, accelerate, gguf, sentencepiece; `tokenizers`: only those)
 Seeded: the same files on every run with the same package versions.
 """
@@ -98,13 +100,13 @@ def tokens(writer):
     writer.add_eos_token_id(2)
 
 
-def llama(qtype, path):
+def llama(qtype, path, width=32, layers=2):
     torch.manual_seed(0)
     cfg = tf.LlamaConfig(
         vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=32,
@@ -114,15 +116,15 @@ def llama(qtype, path):
     )
     model = tf.LlamaForCausalLM(cfg).eval()
     w = gguf.GGUFWriter(path, "llama")
-    w.add_block_count(2)
+    w.add_block_count(layers)
     w.add_context_length(32)
-    w.add_embedding_length(32)
-    w.add_feed_forward_length(64)
+    w.add_embedding_length(width)
+    w.add_feed_forward_length(2 * width)
     w.add_head_count(4)
     w.add_head_count_kv(2)
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_rope_dimension_count(8)
+    w.add_rope_dimension_count(width // 4)
     w.add_vocab_size(VOCAB)
     w.add_file_type(0)
     tokens(w)
@@ -130,7 +132,7 @@ def llama(qtype, path):
     add(w, "token_embd.weight", sd["model.embed_tokens.weight"], qtype)
     add(w, "output_norm.weight", sd["model.norm.weight"], qtype)
     add(w, "output.weight", sd["lm_head.weight"], qtype)
-    for i in range(2):
+    for i in range(layers):
         p = f"model.layers.{i}."
         b = f"blk.{i}."
         add(w, b + "attn_norm.weight", sd[p + "input_layernorm.weight"], qtype)
@@ -314,6 +316,34 @@ def render_chat(template, bos, eos):
         bos_token=bos, eos_token=eos)
 
 
+def kquant_fixtures():
+    """llama256/model-q8_0.gguf: a LLaMA 256 wide (K-quant super-blocks fit its rows);
+    expected-{q4_k,q6_k}.safetensors: transformers' logits and greedy tokens from the files
+    `archc quantize` makes of it (the archc binary: $ARCHC, else target/release/archc)."""
+    import subprocess
+    import tempfile
+
+    d = os.path.join(OUT, "llama256")
+    os.makedirs(d, exist_ok=True)
+    src = os.path.join(d, "model-q8_0.gguf")
+    llama(Q.Q8_0, src, width=256, layers=1)
+    archc = os.environ.get("ARCHC", os.path.join(ROOT, "target", "release", "archc"))
+    from safetensors.torch import load_file
+    ids = load_file(os.path.join(OUT, "inputs.safetensors"))["input_ids"]
+    for t in ["q4_k", "q6_k"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, f"model-{t}.gguf")
+            subprocess.run([archc, "quantize", src, "--type", t, "-o", out], check=True)
+            model = tf.LlamaForCausalLM.from_pretrained(tmp, gguf_file=os.path.basename(out),
+                                                        torch_dtype=torch.float32).eval()
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits
+                toks = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
+        save_file({"logits": logits.contiguous(), "tokens": toks.contiguous()},
+                  os.path.join(d, f"expected-{t}.safetensors"))
+        print(f"llama256 {t}: done")
+
+
 def tokenizer_fixtures():
     """tokenizer-gpt2.gguf: the shipped byte-level BPE tokenizer (data/tinytales-tokenizer.json)
     as llama.cpp's `gpt2` kind; tokenizer-llama.gguf: a SentencePiece BPE model trained here
@@ -405,6 +435,7 @@ def main():
             print(f"{arch} {tname}: {os.path.getsize(path)} bytes")
     dequant_fixture()
     tokenizer_fixtures()
+    kquant_fixtures()
 
 
 if __name__ == "__main__":
@@ -413,5 +444,7 @@ if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     if sys.argv[1:] == ["tokenizers"]:
         tokenizer_fixtures()
+    elif sys.argv[1:] == ["kquants"]:
+        kquant_fixtures()
     else:
         main()

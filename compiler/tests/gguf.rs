@@ -513,3 +513,173 @@ fn quantizers_equal_gguf_py_bit_for_bit() {
         assert_eq!(got, want, "{name}");
     }
 }
+
+// ---- archc quantize --------------------------------------------------------------------------
+
+/// GGUF → GGUF: the legacy types come out as gguf-py writes them, tensor for tensor.
+#[test]
+fn quantize_gguf_writes_gguf_py_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = fixture("gguf/llama/model-f32.gguf");
+    for ty in ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "f16", "bf16"] {
+        let out = tmp.path().join(format!("{ty}.gguf"));
+        ok(
+            &archc(&[
+                "quantize",
+                src.to_str().unwrap(),
+                "--type",
+                ty,
+                "-o",
+                out.to_str().unwrap(),
+            ]),
+            ty,
+        );
+        let ours = std::fs::read(&out).unwrap();
+        let theirs = std::fs::read(fixture(&format!("gguf/llama/model-{ty}.gguf"))).unwrap();
+        let (a, b) = (Gguf::parse(&ours).unwrap(), Gguf::parse(&theirs).unwrap());
+        assert_eq!(a.tensors.len(), b.tensors.len(), "{ty}");
+        for t in &b.tensors {
+            let mine = a.tensor(&t.name).unwrap();
+            assert_eq!((mine.ty, &mine.ne), (t.ty, &t.ne), "{ty} {}", t.name);
+            assert!(a.bytes(mine) == b.bytes(t), "{ty} {}: other bytes", t.name);
+        }
+    }
+}
+
+/// K-quants from `archc quantize` give the logits and tokens transformers computes from
+/// the same files (tools/make_gguf_fixtures.py kquants).
+#[test]
+fn quantize_k_quants_match_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = fixture("gguf/llama256/model-q8_0.gguf");
+    let i = fixture("gguf/inputs.safetensors");
+    let spec = tmp.path().join("m.arch");
+    let s = spec.to_str().unwrap();
+    for ty in ["q4_k", "q6_k"] {
+        let q = tmp.path().join(format!("{ty}.gguf"));
+        let m = q.to_str().unwrap();
+        ok(
+            &archc(&["quantize", src.to_str().unwrap(), "--type", ty, "-o", m]),
+            ty,
+        );
+        let bytes = std::fs::read(&q).unwrap();
+        let g = Gguf::parse(&bytes).unwrap();
+        let want = if ty == "q4_k" {
+            GgmlType::Q4_K
+        } else {
+            GgmlType::Q6_K
+        };
+        assert_eq!(g.tensor("blk.0.ffn_down.weight").unwrap().ty, want, "{ty}");
+        ok(
+            &archc(&["import-gguf", m, "-o", s, "--name", "wide"]),
+            "import",
+        );
+        let out = tmp.path().join("o.safetensors");
+        let o = out.to_str().unwrap();
+        ok(
+            &archc(&[
+                "eval",
+                s,
+                "--weights",
+                m,
+                "--inputs",
+                i.to_str().unwrap(),
+                "--out",
+                o,
+            ]),
+            "eval",
+        );
+        let expected = fixture(&format!("gguf/llama256/expected-{ty}.safetensors"));
+        let err = f32s(&out, "logits").rel_max_diff(&f32s(&expected, "logits"));
+        eprintln!("{ty}: logits {err:.1e}");
+        assert!(err <= 1e-4, "{ty}: {err:e}");
+        let args = [
+            "generate",
+            s,
+            "--weights",
+            m,
+            "--inputs",
+            i.to_str().unwrap(),
+            "--max-new-tokens",
+            "6",
+            "--out",
+            o,
+        ];
+        ok(&archc(&args), "generate");
+        assert_eq!(
+            ints(&out, "tokens"),
+            ints(&expected, "tokens"),
+            "{ty}: tokens"
+        );
+    }
+}
+
+/// Safetensors with a config.json → GGUF: the Hugging Face fixtures of LLaMA, GPT-2 and
+/// Mamba written under llama.cpp's names (q/k rows permuted, qkv fused, A = −exp(A_log))
+/// read back to the Hugging Face logits.
+#[test]
+fn quantize_safetensors_to_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    for arch in ["llama", "gpt2", "mamba"] {
+        let hf = fixture(&format!("hf/{arch}"));
+        let q = tmp.path().join(format!("{arch}.gguf"));
+        let m = q.to_str().unwrap();
+        ok(
+            &archc(&["quantize", hf.to_str().unwrap(), "--type", "f32", "-o", m]),
+            arch,
+        );
+        let spec = tmp.path().join(format!("{arch}.arch"));
+        let s = spec.to_str().unwrap();
+        ok(&archc(&["import-gguf", m, "-o", s]), "import");
+        let out = tmp.path().join("o.safetensors");
+        let o = out.to_str().unwrap();
+        let i = hf.join("inputs.safetensors");
+        ok(
+            &archc(&[
+                "eval",
+                s,
+                "--weights",
+                m,
+                "--inputs",
+                i.to_str().unwrap(),
+                "--out",
+                o,
+            ]),
+            arch,
+        );
+        let err =
+            f32s(&out, "logits").rel_max_diff(&f32s(&hf.join("outputs.safetensors"), "logits"));
+        eprintln!("{arch}: logits {err:.1e}");
+        assert!(err <= 1e-4, "{arch}: {err:e}");
+    }
+    // Bad requests are errors.
+    let out = tmp.path().join("x.gguf");
+    let o = out.to_str().unwrap();
+    let llama = fixture("gguf/llama/model-f32.gguf");
+    let e = fails_cleanly(
+        &archc(&[
+            "quantize",
+            llama.to_str().unwrap(),
+            "--type",
+            "q3_k",
+            "-o",
+            o,
+        ]),
+        "type",
+    );
+    assert!(e.contains("unknown --type"), "{e}");
+    let bert = fixture("hf/bert");
+    let e = fails_cleanly(
+        &archc(&[
+            "quantize",
+            bert.to_str().unwrap(),
+            "--type",
+            "q8_0",
+            "-o",
+            o,
+        ]),
+        "bert",
+    );
+    assert!(e.contains("decoder-only") || e.contains("shaped"), "{e}");
+    assert!(!out.exists(), "no file from a failed run");
+}

@@ -423,20 +423,37 @@ impl Trainer {
         naming: &Naming,
         known: &dyn Fn(&str) -> bool,
     ) -> Result<Vec<NamedTensor<Vec<f32>>>, RuntimeError> {
-        let mut parts: BTreeMap<String, Assembly> = BTreeMap::new();
-        for p in self.param_names() {
-            if let Some(src) = naming.sources.get(&p) {
-                place(src, self.session.state_data(&p)?, known, &mut parts);
-            }
+        let names = self.param_names();
+        let mut params = Vec::with_capacity(names.len());
+        for p in &names {
+            params.push((p.as_str(), self.session.state_data(p)?));
         }
-        Ok(parts
-            .into_iter()
-            .map(|(n, a)| {
-                let (shape, data) = a.finish();
-                (n, shape, data)
-            })
-            .collect())
+        Ok(export_params(naming, &params, known))
     }
+}
+
+/// Canonical parameters (name, values) written under `naming`: every tensor of the naming
+/// assembled from them (transposed back, fused rows put together, llama.cpp's RoPE rows
+/// and Mamba's `A` restored). Where a parameter has alternative names, the first that
+/// `known` accepts, else the first.
+pub fn export_params(
+    naming: &Naming,
+    params: &[(&str, &[f32])],
+    known: &dyn Fn(&str) -> bool,
+) -> Vec<NamedTensor<Vec<f32>>> {
+    let mut parts: BTreeMap<String, Assembly> = BTreeMap::new();
+    for (p, data) in params {
+        if let Some(src) = naming.sources.get(*p) {
+            place(src, data, known, &mut parts);
+        }
+    }
+    parts
+        .into_iter()
+        .map(|(n, a)| {
+            let (shape, data) = a.finish();
+            (n, shape, data)
+        })
+        .collect()
 }
 
 /// A file tensor being put together from canonical parameters: `rows` rows of `row`

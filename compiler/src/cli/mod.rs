@@ -10,6 +10,7 @@ mod fmt;
 mod generate;
 mod graph;
 mod import_hf;
+mod quantize;
 mod stats;
 pub mod train;
 
@@ -366,6 +367,21 @@ enum Command {
         #[arg(long)]
         generator: Option<PathBuf>,
     },
+    /// Write a GGUF file with the weight matrices in one type (from GGUF, or from
+    /// safetensors with a config.json or --spec): llama.cpp's llama, gpt2 and mamba.
+    Quantize {
+        /// The weights: a .gguf file, a .safetensors file or a Hugging Face model directory.
+        input: PathBuf,
+        /// f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k or q6_k.
+        #[arg(long = "type")]
+        ty: String,
+        /// The GGUF file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The model (FILE[:MODEL]) when safetensors come without a config.json.
+        #[arg(long)]
+        spec: Option<String>,
+    },
     /// Write the .arch spec of a GGUF file (llama.cpp's architectures llama, gpt2, mamba).
     ImportGguf {
         /// The .gguf file to read.
@@ -620,6 +636,12 @@ fn run(cli: Cli) -> ExitCode {
             name,
             generator,
         } => import_hf::run(&config, output.as_deref(), name, generator.as_deref()),
+        Command::Quantize {
+            input,
+            ty,
+            output,
+            spec,
+        } => quantize::run(&input, &ty, &output, spec.as_deref()),
         Command::ImportGguf { file, output, name } => {
             import_hf::run_gguf(&file, output.as_deref(), name)
         }
