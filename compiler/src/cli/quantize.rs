@@ -46,9 +46,11 @@ fn parse_type(s: &str) -> Result<(GgmlType, u32), String> {
         "q5_1" => (GgmlType::Q5_1, 9),
         "q4_k" => (GgmlType::Q4_K, 14),
         "q6_k" => (GgmlType::Q6_K, 18),
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "unknown --type `{other}` (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k)"
-        )),
+        ))
+        }
     })
 }
 
@@ -67,9 +69,9 @@ fn quantizable(name: &str, dims: usize) -> bool {
 fn encode(name: &str, ne: Vec<u64>, ty: GgmlType, values: &[f32]) -> Result<WriteTensor, String> {
     let ty = if !quantizable(name, ne.len()) {
         GgmlType::F32
-    } else if ne[0] % ty.block().0 as u64 == 0 {
+    } else if ne[0].is_multiple_of(ty.block().0 as u64) {
         ty
-    } else if ne[0] % 32 == 0 {
+    } else if ne[0].is_multiple_of(32) {
         GgmlType::Q8_0
     } else {
         GgmlType::F16
@@ -112,7 +114,10 @@ fn quantize(input: &Path, ty: &str, out: &Path, spec: Option<&str>) -> Result<us
     Ok(tensors.len())
 }
 
-fn from_gguf(g: &Gguf, ty: GgmlType) -> Result<(Vec<(String, Value)>, Vec<WriteTensor>), String> {
+/// A GGUF file's contents: metadata and tensors.
+type Contents = (Vec<(String, Value)>, Vec<WriteTensor>);
+
+fn from_gguf(g: &Gguf, ty: GgmlType) -> Result<Contents, String> {
     let mut tensors = Vec::with_capacity(g.tensors.len());
     for t in &g.tensors {
         if quantizable(&t.name, t.ne.len()) {
@@ -312,7 +317,7 @@ fn from_safetensors(
     input: &Path,
     ty: GgmlType,
     spec_arg: Option<&str>,
-) -> Result<(Vec<(String, Value)>, Vec<WriteTensor>), String> {
+) -> Result<Contents, String> {
     let dir = if input.is_dir() {
         input.to_path_buf()
     } else {
