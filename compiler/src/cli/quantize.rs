@@ -224,8 +224,10 @@ fn metadata(spec: &ArchSpec, arch: &str) -> Vec<(String, Value)> {
     m
 }
 
-/// llama.cpp's `gpt2` tokenizer metadata from a byte-level BPE `tokenizer.json`.
-fn tokenizer_metadata(path: &Path) -> Result<Vec<(String, Value)>, String> {
+/// llama.cpp's `gpt2` tokenizer metadata from a byte-level BPE `tokenizer.json`, its
+/// token list padded with `[PAD{id}]` to the model's `vocab` (llama.cpp wants one token per
+/// embedding row).
+fn tokenizer_metadata(path: &Path, vocab_size: usize) -> Result<Vec<(String, Value)>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let j: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -266,6 +268,9 @@ fn tokenizer_metadata(path: &Path) -> Result<Vec<(String, Value)>, String> {
             }
         }
     }
+    if tokens.len() < vocab_size {
+        tokens.resize(vocab_size, None);
+    }
     let merges: Vec<Value> = model["merges"]
         .as_array()
         .ok_or("the tokenizer has no merges")?
@@ -281,7 +286,18 @@ fn tokenizer_metadata(path: &Path) -> Result<Vec<(String, Value)>, String> {
             _ => Value::Str(String::new()),
         })
         .collect();
-    let n = tokens.len();
+    // Control for special tokens, unused for the padding, normal for the rest.
+    let types: Vec<Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Value::I32(match t {
+                None => 5,
+                Some(_) if special.contains(&i) => 3,
+                Some(_) => 1,
+            })
+        })
+        .collect();
     let mut m = vec![
         ("tokenizer.ggml.model".into(), Value::Str("gpt2".into())),
         ("tokenizer.ggml.pre".into(), Value::Str("gpt-2".into())),
@@ -295,14 +311,7 @@ fn tokenizer_metadata(path: &Path) -> Result<Vec<(String, Value)>, String> {
                     .collect(),
             ),
         ),
-        (
-            "tokenizer.ggml.token_type".into(),
-            Value::Array(
-                (0..n)
-                    .map(|i| Value::I32(if special.contains(&i) { 3 } else { 1 }))
-                    .collect(),
-            ),
-        ),
+        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
         ("tokenizer.ggml.merges".into(), Value::Array(merges)),
     ];
     if let Some(&eos) = special.iter().min() {
@@ -376,7 +385,7 @@ fn from_safetensors(
     let mut meta = metadata(&spec, arch);
     let tok = dir.join("tokenizer.json");
     if tok.is_file() {
-        match tokenizer_metadata(&tok) {
+        match tokenizer_metadata(&tok, spec.vocab as usize) {
             Ok(t) => meta.extend(t),
             Err(e) => eprintln!("archc: warning: {e}; the GGUF file has no tokenizer"),
         }

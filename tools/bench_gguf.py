@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Decode and prompt-processing speed on the same GGUF files: archc against llama.cpp
+(through llama-cpp-python, built from source: `pip install llama-cpp-python`), each in its
+own process, the same threads.
+
+The model is a randomly initialised LLaMA-shaped network (no downloads here): by default
+d_model 1024, 16 layers, 16 heads over 4 key/value heads, SwiGLU 2816, vocabulary 32000
+(~245M parameters), saved as Hugging Face safetensors with the repository's byte-level BPE
+tokenizer (its token list padded to the vocabulary), then written by `archc quantize` in
+each type. For each type:
+
+    archc      `archc bench model.arch --mode decode --batch 1 --prompt 16 --new N
+               --weights model-T.gguf --json` (tokens/s of the new tokens, prefill
+               excluded) and `--mode prefill --seq 512` (prompt tokens/s); peak RSS
+    llama.cpp  `Llama(model-T.gguf).eval()` of a 512-token prompt (tokens/s), then N
+               single-token evals after a 16-token prompt (tokens/s); peak RSS
+
+Usage: python3 tools/bench_gguf.py [--workdir DIR] [--types q8_0,q4_k] [--threads 2]
+                                   [--new 64] [--markdown]
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARCHC = os.environ.get("ARCHC", os.path.join(ROOT, "target", "release", "archc"))
+
+
+def make_model(work, a):
+    hf = os.path.join(work, "hf")
+    if os.path.exists(os.path.join(hf, "model.safetensors")):
+        return hf
+    import shutil
+
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=32000, hidden_size=a.d_model, intermediate_size=a.ffn,
+                         num_hidden_layers=a.layers, num_attention_heads=16,
+                         num_key_value_heads=4, max_position_embeddings=2048,
+                         rms_norm_eps=1e-5, tie_word_embeddings=False)
+    model = tf.LlamaForCausalLM(cfg)
+    model.save_pretrained(hf, safe_serialization=True)
+    shutil.copy(os.path.join(ROOT, "data", "tinytales-tokenizer.json"), os.path.join(hf, "tokenizer.json"))
+    return hf
+
+
+def llama_cpp_side(a):
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=a.model, n_threads=a.threads, n_threads_batch=a.threads, n_ctx=1024,
+                n_batch=512, verbose=False)
+    prompt = [10 + (i * 7) % 400 for i in range(512)]
+    llm.eval(prompt[:16])  # warm up
+    llm.reset()
+    t0 = time.perf_counter()
+    llm.eval(prompt)
+    pp = len(prompt) / (time.perf_counter() - t0)
+    rates = []
+    for _ in range(a.reps):
+        llm.reset()
+        llm.eval(prompt[:16])
+        tok = 11
+        t0 = time.perf_counter()
+        for _ in range(a.new):
+            llm.eval([tok])
+            tok = 10 + (tok * 31) % 400
+        rates.append(a.new / (time.perf_counter() - t0))
+    rates.sort()
+    print(json.dumps({"pp_tokens_per_s": pp, "decode_tokens_per_s": rates[len(rates) // 2],
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def run_json(cmd):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--workdir", default="/tmp/archc-gguf-bench")
+    p.add_argument("--types", default="q8_0,q4_k")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--new", type=int, default=64)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--d-model", dest="d_model", type=int, default=1024)
+    p.add_argument("--ffn", type=int, default=2816)
+    p.add_argument("--layers", type=int, default=16)
+    p.add_argument("--markdown", action="store_true")
+    p.add_argument("--llama-cpp-side", action="store_true")
+    p.add_argument("--model")
+    a = p.parse_args()
+    if a.llama_cpp_side:
+        llama_cpp_side(a)
+        return
+    os.makedirs(a.workdir, exist_ok=True)
+    hf = make_model(a.workdir, a)
+    rows = []
+    for t in a.types.split(","):
+        gguf = os.path.join(a.workdir, f"model-{t}.gguf")
+        if not os.path.exists(gguf):
+            subprocess.run([ARCHC, "quantize", hf, "--type", t, "-o", gguf], check=True)
+        spec = os.path.join(a.workdir, "model.arch")
+        subprocess.run([ARCHC, "import-gguf", gguf, "-o", spec, "--name", "bench"], check=True,
+                       capture_output=True)
+        th = str(a.threads)
+        dec = run_json([ARCHC, "bench", spec, "--mode", "decode", "--batch", "1", "--prompt", "16",
+                        "--new", str(a.new), "--weights", gguf, "--threads", th,
+                        "--reps", str(a.reps), "--warmup", "1", "--json"])
+        pre = run_json([ARCHC, "bench", spec, "--mode", "prefill", "--batch", "1", "--seq", "512",
+                        "--threads", th, "--reps", str(a.reps), "--warmup", "1", "--json"])
+        theirs = run_json([sys.executable, __file__, "--llama-cpp-side", "--model", gguf,
+                           "--threads", th, "--new", str(a.new), "--reps", str(a.reps)])
+        size = os.path.getsize(gguf) / 2**20
+        rows.append((t, size, dec, pre, theirs))
+        print(json.dumps({"type": t, "file_mib": size, "archc_decode": dec, "archc_prefill": pre,
+                          "llama_cpp": theirs}))
+    if a.markdown:
+        print("| type | file | decode archc | decode llama.cpp | ratio | pp512 archc | pp512 llama.cpp | ratio | peak RSS archc / llama.cpp |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for t, size, dec, pre, th in rows:
+            d, dl = dec["tokens_per_s"], th["decode_tokens_per_s"]
+            pp, ppl = pre["tokens_per_s"], th["pp_tokens_per_s"]
+            print(f"| {t} | {size:.0f} MiB | {d:.1f} tok/s | {dl:.1f} tok/s | {d / dl:.2f}× | "
+                  f"{pp:.0f} tok/s | {ppl:.0f} tok/s | {pp / ppl:.2f}× | "
+                  f"{dec.get('peak_rss_mib', 0):.0f} / {th['peak_rss_mib']:.0f} MiB |")
+
+
+if __name__ == "__main__":
+    main()
