@@ -683,3 +683,86 @@ fn quantize_safetensors_to_gguf() {
     assert!(e.contains("decoder-only") || e.contains("shaped"), "{e}");
     assert!(!out.exists(), "no file from a failed run");
 }
+
+/// `archc train --init FILE.gguf`: training starts from the GGUF weights (the first loss is
+/// the loss of the dequantized model) and exports Hugging Face names, not llama.cpp's.
+#[test]
+fn train_starts_from_gguf_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = fixture("gguf/llama/model-q4_0.gguf");
+    let spec = tmp.path().join("m.arch");
+    let s = spec.to_str().unwrap();
+    ok(
+        &archc(&[
+            "import-gguf",
+            m.to_str().unwrap(),
+            "-o",
+            s,
+            "--name",
+            "tiny",
+        ]),
+        "import",
+    );
+    let out = tmp.path().join("run");
+    let log = tmp.path().join("log.jsonl");
+    let i = fixture("gguf/inputs.safetensors");
+    ok(
+        &archc(&[
+            "train",
+            s,
+            "--data",
+            i.to_str().unwrap(),
+            "--init",
+            m.to_str().unwrap(),
+            "--batch",
+            "2",
+            "--steps",
+            "2",
+            "--lr",
+            "1e-3",
+            "--out",
+            out.to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+        ]),
+        "train",
+    );
+    // The first step's loss is the next-token loss of transformers' logits for the file.
+    let logits = f32s(&fixture("gguf/llama/expected-q4_0.safetensors"), "logits");
+    let ids = ints(&i, "input_ids");
+    let (b, t, v) = (logits.shape[0], logits.shape[1], logits.shape[2]);
+    let mut total = 0.0f64;
+    for r in 0..b {
+        for p in 0..t - 1 {
+            let row = &logits.data[(r * t + p) * v..(r * t + p + 1) * v];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&x| (x as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            total += lse - row[ids[r * t + p + 1] as usize] as f64;
+        }
+    }
+    let want = total / (b * (t - 1)) as f64;
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let got = first["loss"].as_f64().unwrap();
+    assert!(
+        (got - want).abs() / want < 1e-4,
+        "first loss {got} vs {want}"
+    );
+    let names = read_values(&out.join("model.safetensors")).unwrap();
+    assert!(
+        names.contains_key("model.layers.0.self_attn.q_proj.weight"),
+        "Hugging Face names: {:?}",
+        names.keys().take(4).collect::<Vec<_>>()
+    );
+}

@@ -135,7 +135,7 @@ fn from_gguf(g: &Gguf, ty: GgmlType) -> Result<Contents, String> {
 }
 
 /// llama.cpp's architecture for a spec: `llama`, `gpt2` or `mamba`.
-fn architecture(spec: &ArchSpec) -> Result<&'static str, String> {
+pub(super) fn architecture(spec: &ArchSpec) -> Result<&'static str, String> {
     let dec = spec
         .decoder
         .as_ref()

@@ -1313,18 +1313,36 @@ fn save(trainer: &Trainer, spec: &ArchSpec, dir: &Path) -> Result<std::path::Pat
 }
 
 /// The Hugging Face naming checkpoints are exported under: the one the initial weights
-/// were read under, else the first that has a tensor for every parameter.
+/// were read under, else the first that has a tensor for every parameter (never the GGUF
+/// naming: a safetensors file in llama.cpp's names is of no use to transformers).
 fn hf_naming(spec: &ArchSpec, preferred: Option<&str>) -> Option<arch_runtime::manifest::Naming> {
     use arch_runtime::manifest::Source;
     let namings = crate::train::train_namings(spec);
-    if let Some(p) = preferred.filter(|p| *p != "canonical") {
+    if let Some(p) = preferred.filter(|p| *p != "canonical" && *p != "GGUF") {
         if let Some(n) = namings.iter().find(|n| n.label == p) {
             return Some(n.clone());
         }
     }
-    namings
-        .into_iter()
-        .find(|n| n.label != "canonical" && n.sources.values().all(|s| *s != Source::Nothing))
+    let complete = |n: &arch_runtime::manifest::Naming| {
+        n.label != "canonical"
+            && n.label != "GGUF"
+            && n.sources.values().all(|s| *s != Source::Nothing)
+    };
+    // The Hugging Face class of the model's shape first (a LLaMA-shaped decoder also fits
+    // T5's decoder naming, which is not what anyone wants for it).
+    let family = match super::quantize::architecture(spec) {
+        Ok("llama") => Some("LlamaForCausalLM"),
+        Ok("gpt2") => Some("GPT2LMHeadModel"),
+        Ok("mamba") => Some("MambaForCausalLM"),
+        _ => None,
+    };
+    if let Some(n) = namings
+        .iter()
+        .find(|n| Some(n.label.as_str()) == family && complete(n))
+    {
+        return Some(n.clone());
+    }
+    namings.into_iter().find(|n| complete(n))
 }
 
 /// The loss curve as an SVG line chart: steps on x, loss on y, axes with their ranges.
