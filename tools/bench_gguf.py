@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
 """Decode and prompt-processing speed on the same GGUF files: archc against llama.cpp
-(through llama-cpp-python, built from source: `pip install llama-cpp-python`), each in its
-own process, the same threads.
+(through llama-cpp-python, built from source), each in its own process, the same threads.
+
+Build llama.cpp for the host's vector units. Where the CPU reports AMX but the OS (a VM)
+faults on its tile instructions (`ldtilecfg`), build without AMX:
+
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+      -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON \
+      -DGGML_AVX512_BF16=ON" pip install --no-cache-dir llama-cpp-python
 
 The model is a randomly initialised LLaMA-shaped network (no downloads here): by default
 d_model 1024, 16 layers, 16 heads over 4 key/value heads, SwiGLU 2816, vocabulary 32000
