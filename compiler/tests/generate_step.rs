@@ -349,3 +349,90 @@ fn left_padding_needs_a_model_without_recurrent_state() {
         }
     }
 }
+
+/// Rows that end at an eos stop costing work: the session drops their state rows and the
+/// other rows go on with the same tokens as when every row is computed (attention caches
+/// with GQA, and a recurrent Mamba state).
+#[test]
+fn finished_rows_stop_costing_work() {
+    use arch_runtime::generate::{Decoding, GenerateOptions, Generator};
+    let attention = spec(
+        "model a { vocab = 61  d_model = 32  context = 64  norm = rmsnorm(eps = 1e-5)  placement = pre
+           position = rope(theta = 10000.0)
+           decoder { layers = 2  attention { heads = 4  kv_heads = 2 }  mlp { hidden = 48  act = swiglu } }
+           objective = next_token }",
+        "a",
+    );
+    let mamba = spec(
+        "model m { vocab = 61  d_model = 16  context = 64  norm = rmsnorm(eps = 1e-5)  placement = pre
+           position = none
+           decoder { layers = 2  mamba { d_state = 4  d_conv = 4  expand = 2  dt_rank = 2 } }
+           objective = next_token }",
+        "m",
+    );
+    for s in [&attention, &mamba] {
+        let (b, t, n) = (4, 5, 12);
+        let mut rng = Rng::new(5);
+        let params: Params = random_params(&mut rng, s, (1e-2, 0.1));
+        let prompt = ids(&mut rng, b, t, s.vocab);
+        let dir = tempfile::tempdir().unwrap();
+        let weights = dir.path().join("w.safetensors");
+        let list: Vec<_> = params.into_iter().collect();
+        archc::tensor_io::write_f32(&weights, &list).unwrap();
+        let opts = archc::package::BuildOptions {
+            kind: archc::package::PackageKind::Step,
+            cache: false,
+            ..archc::package::BuildOptions::host().unwrap()
+        };
+        let pkg = dir.path().join("step");
+        archc::package::build(s, &opts, Some(&pkg)).unwrap();
+        let mut generator = Generator::load(&pkg, &weights, 2).unwrap();
+        let mut run = |eos: Vec<i64>, save_logits: bool| {
+            let o = GenerateOptions {
+                max_new_tokens: n,
+                decoding: Decoding::Greedy,
+                eos,
+                pad: 0,
+                save_logits,
+            };
+            generator.generate(&prompt, None, b, &o, |_| {}).unwrap()
+        };
+        let free = run(vec![], false);
+        // The eos: row 0's third new token (other rows may meet it too, or never).
+        let eos = free.tokens[t + 2];
+        let all = run(vec![eos], true);
+        let dropped = run(vec![eos], false);
+        assert_eq!(
+            dropped.tokens, all.tokens,
+            "{}: dropping rows changes tokens",
+            s.name
+        );
+        for r in 0..b {
+            let row = &dropped.tokens[r * (t + n)..(r + 1) * (t + n)];
+            let base = &free.tokens[r * (t + n)..(r + 1) * (t + n)];
+            let end = row[t..]
+                .iter()
+                .position(|&x| x == eos)
+                .map_or(t + n, |p| t + p + 1);
+            assert_eq!(&row[..end], &base[..end], "{} row {r}", s.name);
+            assert!(
+                row[end..].iter().all(|&x| x == 0),
+                "{} row {r}: padding",
+                s.name
+            );
+        }
+        assert!(
+            dropped.decode_rows < b * dropped.decode_steps,
+            "{}: {} rows over {} steps",
+            s.name,
+            dropped.decode_rows,
+            dropped.decode_steps
+        );
+        assert_eq!(
+            all.decode_rows,
+            b * all.decode_steps,
+            "{}: saved logits keep rows",
+            s.name
+        );
+    }
+}

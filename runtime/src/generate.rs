@@ -95,6 +95,9 @@ pub struct Generated {
     /// Seconds spent in `decode` calls, and how many there were.
     pub decode_seconds: f64,
     pub decode_steps: usize,
+    /// Rows computed over all decode calls (rows that ended at an eos are dropped from
+    /// the session unless logits are saved, so this is below `batch × decode_steps` then).
+    pub decode_rows: usize,
     /// Bytes of session state (caches) allocated.
     pub state_bytes: u64,
 }
@@ -439,6 +442,7 @@ impl Generator {
             prefill_seconds: 0.0,
             decode_seconds: 0.0,
             decode_steps: 0,
+            decode_rows: 0,
             state_bytes: 0,
         };
         if n == 0 {
@@ -504,13 +508,15 @@ impl Generator {
             Decoding::Greedy => 0,
         });
         let mut done = vec![false; batch];
+        // The rows the session still computes (all, until finished ones are dropped).
+        let mut active: Vec<usize> = (0..batch).collect();
         // Saved logits per row ([n, vocab] each), laid out [batch, n, vocab] at the end.
         let mut per_row: Vec<Vec<f32>> = vec![Vec::new(); batch];
-        let mut chosen = vec![0i64; batch];
+        let mut chosen = vec![opts.pad; batch];
         let mut scratch = Vec::with_capacity(vocab);
         for step in 0..n {
-            for r in 0..batch {
-                let row = &logits[r * vocab..(r + 1) * vocab];
+            for (i, &r) in active.iter().enumerate() {
+                let row = &logits[i * vocab..(i + 1) * vocab];
                 if opts.save_logits {
                     per_row[r].extend_from_slice(row);
                 }
@@ -526,7 +532,12 @@ impl Generator {
                     }
                     tok
                 };
-                tokens[r].push(chosen[r]);
+            }
+            for (r, row) in tokens.iter_mut().enumerate() {
+                if !active.contains(&r) {
+                    chosen[r] = opts.pad;
+                }
+                row.push(chosen[r]);
             }
             on_step(&chosen);
             if step + 1 == n {
@@ -545,19 +556,29 @@ impl Generator {
                 }
                 break;
             }
+            // Rows that ended stop costing work: their state rows are dropped (unless
+            // their logits are being saved, which needs them computed).
+            if !opts.save_logits {
+                let still: Vec<usize> = (0..active.len()).filter(|&i| !done[active[i]]).collect();
+                if still.len() < active.len() && self.session.keep_rows(&still)? {
+                    active = still.iter().map(|&i| active[i]).collect();
+                }
+            }
             let kv = t + step + 1;
-            let mut pos = Vec::with_capacity(batch);
-            let mut full_mask = Vec::with_capacity(batch * kv);
-            for r in 0..batch {
+            let mut pos = Vec::with_capacity(active.len());
+            let mut full_mask = Vec::with_capacity(active.len() * kv);
+            for &r in &active {
                 pos.push(count[r]);
                 count[r] += 1;
                 rows_mask[r].push(1);
                 full_mask.extend_from_slice(&rows_mask[r]);
             }
+            let ids: Vec<i64> = active.iter().map(|&r| chosen[r]).collect();
             let started = Instant::now();
-            logits = self.step("decode", batch, chosen.clone(), pos, full_mask, 1, kv)?;
+            logits = self.step("decode", active.len(), ids, pos, full_mask, 1, kv)?;
             out.decode_seconds += started.elapsed().as_secs_f64();
             out.decode_steps += 1;
+            out.decode_rows += active.len();
         }
         if let Some(l) = &mut out.logits {
             for row in per_row {

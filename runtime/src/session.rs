@@ -13,6 +13,7 @@ use crate::inputs::{
 use crate::manifest::{BufferKind, Dtype, Manifest};
 use crate::package::{KernelFn, Package};
 use crate::pool::Pool;
+use crate::size::SizeExpr;
 use crate::weights::Weights;
 
 /// A package with its weights, ready to run: the thread pool, per-thread scratch, and the
@@ -229,6 +230,96 @@ impl Session {
         }
         self.state_dims = Some(bindings.iter().map(|(n, v)| (n.to_string(), *v)).collect());
         Ok(total)
+    }
+
+    /// Keeps only rows `keep` (increasing, of the rows the state holds) of every state
+    /// that has a `batch` axis, in that order, and binds `batch` to their number: rows that
+    /// finished generating stop costing work. A state [outer.., batch, inner..] (a KV cache
+    /// is [kv_seq, batch, heads, dim]) is laid out again for the smaller batch, in place.
+    /// Returns false (changing nothing) when a state depends on `batch` otherwise.
+    pub fn keep_rows(&mut self, keep: &[usize]) -> Result<bool, RuntimeError> {
+        let Some(dims_at) = self.state_dims.clone() else {
+            return Err(RuntimeError::State("no state is allocated".into()));
+        };
+        let held = dims_at
+            .iter()
+            .find(|(n, _)| n == "batch")
+            .map(|(_, v)| *v as usize)
+            .ok_or_else(|| RuntimeError::State("the session's state has no batch".into()))?;
+        if keep.is_empty()
+            || keep.windows(2).any(|w| w[0] >= w[1])
+            || keep.last().is_some_and(|&k| k >= held)
+        {
+            return Err(RuntimeError::State(format!(
+                "rows to keep {keep:?} are not increasing rows below {held}"
+            )));
+        }
+        let m = &self.package.manifest;
+        let dims: Vec<i64> = m
+            .syms
+            .iter()
+            .map(|s| {
+                dims_at
+                    .iter()
+                    .find(|(n, _)| n == s)
+                    .map_or(-1, |(_, v)| *v as i64)
+            })
+            .collect();
+        let product = |ds: &[SizeExpr]| -> Result<usize, RuntimeError> {
+            ds.iter().try_fold(1usize, |acc, d| {
+                acc.checked_mul(d.eval(&m.syms, &dims)? as usize)
+                    .ok_or(RuntimeError::Alloc { bytes: u64::MAX })
+            })
+        };
+        // (buffer, elements before the batch axis, bytes of one row after it)
+        let mut moves = Vec::new();
+        for st in &m.states {
+            let on_batch: Vec<usize> = (0..st.shape.len())
+                .filter(|&i| st.shape[i].symbols().contains(&"batch"))
+                .collect();
+            let axis = match on_batch.as_slice() {
+                [] => continue,
+                [a] if st.shape[*a].as_sym() == Some("batch") => *a,
+                _ => return Ok(false),
+            };
+            let outer = product(&st.shape[..axis])?;
+            let inner =
+                product(&st.shape[axis + 1..])? * m.buffers[st.buffer].dtype.bytes() as usize;
+            moves.push((st.buffer, outer, inner));
+        }
+        let new = keep.len();
+        for (buffer, outer, row) in moves {
+            let Some(buf) = &self.state[buffer] else {
+                continue;
+            };
+            let len = outer * held * row;
+            if len as u64 > self.state_bytes[buffer] {
+                return Err(RuntimeError::State(
+                    "a state is smaller than its shape".into(),
+                ));
+            }
+            // SAFETY: the buffer holds `outer × held` rows of `row` bytes (allocated at
+            // these bindings).
+            let bytes = unsafe { std::slice::from_raw_parts_mut(buf.ptr(), len) };
+            // Destinations never pass their sources (new ≤ held, i ≤ keep[i]), and both
+            // increase: copying in order reads every source before it is overwritten.
+            for o in 0..outer {
+                for (i, &k) in keep.iter().enumerate() {
+                    let (from, to) = ((o * held + k) * row, (o * new + i) * row);
+                    if from != to {
+                        bytes.copy_within(from..from + row, to);
+                    }
+                }
+            }
+        }
+        if let Some(d) = &mut self.state_dims {
+            for (n, v) in d.iter_mut() {
+                if n == "batch" {
+                    *v = new as u64;
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Overwrites the start of state `name` with `data` (an encoder's cross-attention keys
