@@ -369,3 +369,47 @@ fn arch_run_generates_from_a_built_package() {
         assert!(err <= 1e-4, "{name}: logits differ by {err:e}");
     }
 }
+
+/// An encoder-decoder row that ends at its eos is dropped from the session (its decoder
+/// caches and cross-attention keys), and the other row goes on exactly as when every row
+/// is computed (`--save-logits` keeps them all).
+#[test]
+fn encoder_decoder_rows_that_end_are_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture("t5");
+    let run = |extra: &[&str]| {
+        let out = tmp.path().join("o.safetensors");
+        let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+        let mut args: Vec<String> = vec![
+            "generate".into(),
+            path("model.arch"),
+            "--weights".into(),
+            path("model.safetensors"),
+            "--inputs".into(),
+            path("prompt.safetensors"),
+            "--max-new-tokens".into(),
+            "10".into(),
+            "--eos".into(),
+            "0".into(),
+            "--pad".into(),
+            "7".into(),
+            "--out".into(),
+            out.to_str().unwrap().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = archc(&refs, &tmp.path().join("cache"));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        match read_values(&out).unwrap().remove("tokens") {
+            Some(Value::I(t)) => t.data,
+            other => panic!("tokens: {other:?}"),
+        }
+    };
+    let dropped = run(&[]);
+    let kept = run(&["--save-logits"]);
+    assert_eq!(dropped, kept);
+    // The fixture's first row ends at once; the second runs the whole way.
+    let (row0, row1) = dropped.split_at(11);
+    assert!(row0[2..].iter().all(|&x| x == 7), "{row0:?}");
+    assert!(row1[1..].iter().all(|&x| x != 0 && x != 7), "{row1:?}");
+}
