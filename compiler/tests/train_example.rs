@@ -99,6 +99,52 @@ fn tiny_gpt_learns_the_corpus_and_generates() {
         text.contains("named"),
         "the continuation follows the stories: {text}"
     );
+    // The README's GGUF round trip: the trained weights and the tokenizer in one GGUF file
+    // (F32: the same numbers), its spec imported back, the same text generated from it.
+    let gguf = tmp.path().join("tiny.gguf");
+    let spec = tmp.path().join("tiny-gguf.arch");
+    let q = archc(&[
+        "quantize",
+        out.join("weights.safetensors").to_str().unwrap(),
+        "--spec",
+        "docs/tutorial/tinygpt.arch",
+        "--tokenizer",
+        "data/tinytales-tokenizer.json",
+        "--type",
+        "f32",
+        "-o",
+        gguf.to_str().unwrap(),
+    ]);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let i = archc(&[
+        "import-gguf",
+        gguf.to_str().unwrap(),
+        "-o",
+        spec.to_str().unwrap(),
+    ]);
+    assert!(i.status.success(), "{}", String::from_utf8_lossy(&i.stderr));
+    let g2 = archc(&[
+        "generate",
+        spec.to_str().unwrap(),
+        "--weights",
+        gguf.to_str().unwrap(),
+        "--tokenizer",
+        gguf.to_str().unwrap(),
+        "--prompt",
+        "Once upon a time",
+        "--max-new-tokens",
+        "30",
+    ]);
+    assert!(
+        g2.status.success(),
+        "{}",
+        String::from_utf8_lossy(&g2.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&g2.stdout),
+        text,
+        "the GGUF file generates the same text"
+    );
 }
 
 /// Small models of the other objectives, trained from scratch on the same text through

@@ -381,6 +381,10 @@ enum Command {
         /// The model (FILE[:MODEL]) when safetensors come without a config.json.
         #[arg(long)]
         spec: Option<String>,
+        /// A byte-level BPE tokenizer.json to write into the file (default: the one beside
+        /// the weights, if any).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
     },
     /// Write the .arch spec of a GGUF file (llama.cpp's architectures llama, gpt2, mamba).
     ImportGguf {
@@ -641,7 +645,8 @@ fn run(cli: Cli) -> ExitCode {
             ty,
             output,
             spec,
-        } => quantize::run(&input, &ty, &output, spec.as_deref()),
+            tokenizer,
+        } => quantize::run(&input, &ty, &output, spec.as_deref(), tokenizer.as_deref()),
         Command::ImportGguf { file, output, name } => {
             import_hf::run_gguf(&file, output.as_deref(), name)
         }

@@ -8,7 +8,8 @@
 //!   `--spec` or the `config.json` beside the weights; the weights are read under any naming
 //!   archc knows and written under llama.cpp's (q/k rows permuted for its RoPE, GPT-2's
 //!   fused `attn_qkv`, Mamba's `A = −exp(A_log)`); the metadata comes from the spec, the
-//!   tokenizer from a byte-level BPE `tokenizer.json` beside the weights when there is one.
+//!   tokenizer from a byte-level BPE `tokenizer.json` (`--tokenizer`, else the one beside
+//!   the weights when there is one).
 //!
 //! Quantized: 2-D `.weight` tensors but norms, position tables and Mamba's convolution (as
 //! llama.cpp keeps them in F32); a matrix whose rows are not whole blocks of T falls back to
@@ -20,8 +21,14 @@ use arch_runtime::gguf::{self, GgmlType, Gguf, Value, WriteTensor};
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn run(input: &Path, ty: &str, out: &Path, spec: Option<&str>) -> ExitCode {
-    match quantize(input, ty, out, spec) {
+pub fn run(
+    input: &Path,
+    ty: &str,
+    out: &Path,
+    spec: Option<&str>,
+    tokenizer: Option<&Path>,
+) -> ExitCode {
+    match quantize(input, ty, out, spec, tokenizer) {
         Ok(n) => {
             eprintln!("archc: wrote {} ({n} tensors)", out.display());
             ExitCode::SUCCESS
@@ -93,7 +100,13 @@ fn set(meta: &mut Vec<(String, Value)>, key: &str, v: Value) {
     }
 }
 
-fn quantize(input: &Path, ty: &str, out: &Path, spec: Option<&str>) -> Result<usize, String> {
+fn quantize(
+    input: &Path,
+    ty: &str,
+    out: &Path,
+    spec: Option<&str>,
+    tokenizer: Option<&Path>,
+) -> Result<usize, String> {
     let (ty, file_type) = parse_type(ty)?;
     let map = arch_runtime::safetensors_file::map(input).ok();
     let (meta, tensors) = match &map {
@@ -101,7 +114,7 @@ fn quantize(input: &Path, ty: &str, out: &Path, spec: Option<&str>) -> Result<us
             let g = Gguf::parse(m).map_err(|e| format!("{}: {e}", input.display()))?;
             from_gguf(&g, ty)?
         }
-        _ => from_safetensors(input, ty, spec)?,
+        _ => from_safetensors(input, ty, spec, tokenizer)?,
     };
     let mut meta = meta;
     set(&mut meta, "general.file_type", Value::U32(file_type));
@@ -326,6 +339,7 @@ fn from_safetensors(
     input: &Path,
     ty: GgmlType,
     spec_arg: Option<&str>,
+    tokenizer: Option<&Path>,
 ) -> Result<Contents, String> {
     let dir = if input.is_dir() {
         input.to_path_buf()
@@ -383,7 +397,10 @@ fn from_safetensors(
         tensors.push(encode(&name, ne, ty, &data)?);
     }
     let mut meta = metadata(&spec, arch);
-    let tok = dir.join("tokenizer.json");
+    let tok = tokenizer.map_or_else(|| dir.join("tokenizer.json"), Path::to_path_buf);
+    if tokenizer.is_some() && !tok.is_file() {
+        return Err(format!("cannot read the tokenizer {}", tok.display()));
+    }
     if tok.is_file() {
         match tokenizer_metadata(&tok, spec.vocab as usize) {
             Ok(t) => meta.extend(t),
