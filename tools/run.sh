@@ -6,7 +6,7 @@
 # step programs (KV caches, recurrent state) of tiny GPT-2, LLaMA, Mamba and T5 models
 # whose tokens equal Hugging Face `generate`'s; train a small GPT from scratch on the shipped
 # corpus and sample from it; finally time GPT-2 small's forward pass, its decoding and an
-# AdamW training step.
+# AdamW training step. The trained model also goes through a GGUF file (llama.cpp's format).
 # Usage: tools/run.sh [FILE[:MODEL]]   (default specs/llama3.arch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +54,13 @@ echo "== generate from it"
 $archc generate docs/tutorial/tinygpt.arch --weights "$work/tinygpt/weights.safetensors" \
     --tokenizer data/tinytales-tokenizer.json --prompt "Once upon a time" \
     --max-new-tokens 60 --temperature 0.8 --top-k 20 --seed 3
+echo
+echo "== the same model as a Q8_0 GGUF file (weights and tokenizer), generating from it alone"
+$archc quantize "$work/tinygpt/weights.safetensors" --spec docs/tutorial/tinygpt.arch \
+    --tokenizer data/tinytales-tokenizer.json --type q8_0 -o "$work/tinygpt.gguf"
+$archc import-gguf "$work/tinygpt.gguf" -o "$work/tinygpt-gguf.arch"
+$archc generate "$work/tinygpt-gguf.arch" --weights "$work/tinygpt.gguf" \
+    --tokenizer "$work/tinygpt.gguf" --prompt "Once upon a time" --max-new-tokens 40
 echo
 $archc bench specs/gpt2.arch:gpt2 --batch 1 --seq 128 --reps 5
 $archc bench specs/gpt2.arch:gpt2 --mode decode --batch 1 --prompt 16 --new 64 --reps 3
