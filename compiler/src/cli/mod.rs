@@ -123,7 +123,7 @@ enum Command {
         /// Decode: new tokens per row.
         #[arg(long, default_value_t = 128)]
         new: usize,
-        /// Time these weights (safetensors, canonical or Hugging Face names) instead of
+        /// Time these weights (safetensors in canonical or Hugging Face names, or GGUF) instead of
         /// random ones.
         #[arg(long)]
         weights: Option<PathBuf>,
@@ -145,7 +145,7 @@ enum Command {
     Eval {
         /// FILE or FILE:MODEL, or a package directory built by `archc build`.
         target: String,
-        /// Weights: safetensors in canonical or Hugging Face names (file or directory).
+        /// Weights: safetensors in canonical or Hugging Face names (file or directory), or a GGUF file.
         #[arg(long)]
         weights: PathBuf,
         /// Inputs: `input_ids` [batch, seq] (i64 or i32), and where used `attention_mask`,
@@ -171,7 +171,7 @@ enum Command {
     Generate {
         /// FILE or FILE:MODEL, or a package directory built by `archc build`.
         target: String,
-        /// Weights: safetensors in canonical or Hugging Face names (file or directory).
+        /// Weights: safetensors in canonical or Hugging Face names (file or directory), or a GGUF file.
         #[arg(long)]
         weights: PathBuf,
         /// Prompts: `input_ids` [batch, seq] (i64 or i32) and optional `attention_mask`
@@ -237,7 +237,7 @@ enum Command {
         /// document per line; .jsonl: a `text` field) with --tokenizer.
         #[arg(long)]
         data: PathBuf,
-        /// Initial weights (canonical or Hugging Face names).
+        /// Initial weights (canonical or Hugging Face names, or a GGUF file).
         #[arg(long, conflicts_with = "seed")]
         init: Option<PathBuf>,
         /// Fresh weights from this seed (also the --shuffle seed).
@@ -321,7 +321,7 @@ enum Command {
     Embed {
         /// FILE or FILE:MODEL: an encoder-only model (a decoder-only one takes mean pooling).
         target: String,
-        /// Weights: safetensors in canonical or Hugging Face names (file or directory).
+        /// Weights: safetensors in canonical or Hugging Face names (file or directory), or a GGUF file.
         #[arg(long)]
         weights: PathBuf,
         /// The Hugging Face tokenizer.json of the model.
