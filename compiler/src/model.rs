@@ -383,6 +383,8 @@ impl Default for TrainConfig {
 pub struct Trainer {
     spec: ArchSpec,
     inner: arch_runtime::train::Trainer,
+    /// ELECTRA: the generator's sampler and the seed of its draws.
+    rtd: Option<(crate::train::RtdSampler, u64)>,
 }
 
 impl fmt::Debug for Trainer {
@@ -397,11 +399,7 @@ impl fmt::Debug for Trainer {
 impl Trainer {
     /// Builds (or takes from the cache) the spec's train package and sets its parameters.
     pub fn new(spec: ArchSpec, init: Init, cfg: &TrainConfig) -> Result<Trainer, ModelError> {
-        if crate::train::losses(&spec).map_err(err)?.contains(&"rtd") {
-            return Err(err(
-                "RTD samples the generator's replacements between its forward passes: train ELECTRA with `archc train`",
-            ));
-        }
+        crate::train::losses(&spec).map_err(err)?;
         let opts = crate::train::TrainOptions {
             optimizer: cfg.optimizer,
             attention_mask: true,
@@ -409,6 +407,10 @@ impl Trainer {
         };
         let (session, _) =
             crate::train::train_session(&spec, opts, cfg.threads, false).map_err(err)?;
+        let seed = match &init {
+            Init::Seed(s) => *s,
+            Init::Weights(_) => 0,
+        };
         let params = match init {
             Init::Weights(p) => crate::train::load_init(&spec, &p).map_err(err)?.0,
             Init::Seed(s) => crate::train::init_params(&spec, s),
@@ -427,7 +429,14 @@ impl Trainer {
             accum: 1,
         };
         let inner = arch_runtime::train::Trainer::new(session, &params, hyper).map_err(err)?;
-        Ok(Trainer { spec, inner })
+        let rtd = match crate::train::rtd_generator(&spec).map_err(err)? {
+            Some(_) => Some((
+                crate::train::RtdSampler::new(&spec, &inner, true, cfg.threads).map_err(err)?,
+                seed,
+            )),
+            None => None,
+        };
+        Ok(Trainer { spec, inner, rtd })
     }
 
     /// One optimizer step of next-token training on `ids` ([batch, seq] row-major; labels
@@ -482,10 +491,26 @@ impl Trainer {
 
     /// One optimizer step on the train program's own inputs: the forward inputs
     /// (`attention_mask` required), `labels`, and the objective's other labels.
+    ///
+    /// ELECTRA (an `rtd` objective): `inputs` are the generator's — masked `input_ids`,
+    /// their MLM `labels` (−100 where not masked) and `attention_mask` —, and the
+    /// generator's replacements are drawn here (row r of step s from its own generator,
+    /// seeded by the `Init::Seed`, so a resumed run draws the same).
     pub fn step_with(
         &mut self,
-        inputs: HashMap<String, HostTensor>,
+        mut inputs: HashMap<String, HostTensor>,
     ) -> Result<arch_runtime::train::StepStats, ModelError> {
+        if let Some((sampler, seed)) = &mut self.rtd {
+            let rows = inputs.get("input_ids").map_or(0, |t| t.shape[0]);
+            let first = self.inner.state.step * rows as u64;
+            let salt = *seed ^ crate::train::RTD_SEED_SALT;
+            let mut rngs: Vec<_> = (first..first + rows as u64)
+                .map(|p| crate::collate::row_rng(salt, p, None))
+                .collect();
+            sampler
+                .corrupt(&self.inner, &mut inputs, &mut rngs)
+                .map_err(err)?;
+        }
         self.inner.step(&[inputs]).map_err(err)
     }
 
