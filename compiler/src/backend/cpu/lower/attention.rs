@@ -471,6 +471,60 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 })
             };
 
+        // S = Q·Kᵀ and dP = dO·Vᵀ of a block pair, into their tiles.
+        let scores = |rows, cols, qp, kp| {
+            gemm(
+                self.sgemm_bt,
+                [
+                    I(rows),
+                    I(cols),
+                    I(d),
+                    P(qp),
+                    I(qs[2]),
+                    P(kp),
+                    I(ks[2]),
+                    P(sbuf),
+                    I(blk),
+                ],
+            )
+        };
+        let value_dots = |rows, cols, dp, vp| {
+            gemm(
+                self.sgemm_bt,
+                [
+                    I(rows),
+                    I(cols),
+                    I(dv),
+                    P(dp),
+                    I(dsv[2]),
+                    P(vp),
+                    I(vs[2]),
+                    P(dpbuf),
+                    I(blk),
+                ],
+            )
+        };
+        // p = exp(score − lse) of a raw dot product; dS = scale · p · (dP − δ).
+        let prob = |dotv: FloatValue<'ctx>, vars: [IntValue<'ctx>; 4]| {
+            let x = masked(dotv, vars)?;
+            m.exp(ir.b.build_float_sub(x, stat(&a.lse, &vars[..3])?, "")?)
+        };
+        let dscore = |p: FloatValue<'ctx>, dp: FloatValue<'ctx>, query: &[IntValue<'ctx>]| {
+            let centred = ir.b.build_float_sub(dp, stat(&a.delta, query)?, "")?;
+            Ok::<_, IrError>(ir.b.build_float_mul(
+                ir.b.build_float_mul(p, centred, "")?,
+                scale,
+                "",
+            )?)
+        };
+        // A running (max, Σ exp) → log-sum-exp; +∞ for a query that sees no key.
+        let finish_lse = |mx: FloatValue<'ctx>, l: FloatValue<'ctx>| {
+            let none =
+                ir.b.build_float_compare(FloatPredicate::OEQ, mx, neg_inf, "")?;
+            let lse = ir.b.build_float_add(mx, m.log(l)?, "")?;
+            m.select(none, m.c(f64::INFINITY), lse)
+        };
+
         match part {
             AttnPart::Lse | AttnPart::Q => ir.for_range(fx.f, "qblk", begin, end, 1, |it| {
                 let nqb = ceil(t)?;
@@ -492,20 +546,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         let cols = ir.min(blk, ir.sub(hi, j0)?)?;
                         let qp = row(&qr, b, hh, i0)?;
                         let kp = row(&kr, b, kh, j0)?;
-                        gemm(
-                            self.sgemm_bt,
-                            [
-                                I(rows),
-                                I(cols),
-                                I(d),
-                                P(qp),
-                                I(qs[2]),
-                                P(kp),
-                                I(ks[2]),
-                                P(sbuf),
-                                I(blk),
-                            ],
-                        )?;
+                        scores(rows, cols, qp, kp)?;
                         if part == AttnPart::Lse {
                             ir.for_range(fx.f, "lrow", ir.int(0), rows, 1, |r| {
                                 let tt = ir.add(i0, r)?;
@@ -579,45 +620,16 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         } else {
                             let dp = row(&dr, b, hh, i0)?;
                             let vp = row(&vr, b, kh, j0)?;
-                            gemm(
-                                self.sgemm_bt,
-                                [
-                                    I(rows),
-                                    I(cols),
-                                    I(dv),
-                                    P(dp),
-                                    I(dsv[2]),
-                                    P(vp),
-                                    I(vs[2]),
-                                    P(dpbuf),
-                                    I(blk),
-                                ],
-                            )?;
+                            value_dots(rows, cols, dp, vp)?;
                             tile(rows, cols, &|r, cc| {
                                 let tt = ir.add(i0, r)?;
                                 let vars = [b, hh, tt, ir.add(j0, cc)?];
                                 let at = ir.mad(r, blk, cc)?;
-                                let x = masked(
-                                    ir.load_f32(ir.at(sbuf, at)?)?.into_float_value(),
-                                    vars,
-                                )?;
-                                let p = m.exp(ir.b.build_float_sub(
-                                    x,
-                                    stat(&a.lse, &vars[..3])?,
-                                    "",
-                                )?)?;
+                                let p =
+                                    prob(ir.load_f32(ir.at(sbuf, at)?)?.into_float_value(), vars)?;
                                 let pd = ir.at(dpbuf, at)?;
                                 let dpv = ir.load_f32(pd)?.into_float_value();
-                                let delta = stat(&a.delta, &vars[..3])?;
-                                let ds = ir.b.build_float_mul(
-                                    ir.b.build_float_mul(
-                                        p,
-                                        ir.b.build_float_sub(dpv, delta, "")?,
-                                        "",
-                                    )?,
-                                    scale,
-                                    "",
-                                )?;
+                                let ds = dscore(p, dpv, &vars[..3])?;
                                 ir.store(pd, ds)
                             })?;
                             gemm(
@@ -642,10 +654,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         return ir.for_range(fx.f, "lse", ir.int(0), rows, 1, |r| {
                             let mx = ir.load_f32(ir.at(mbuf, r)?)?.into_float_value();
                             let l = ir.load_f32(ir.at(lbuf, r)?)?.into_float_value();
-                            let none =
-                                ir.b.build_float_compare(FloatPredicate::OEQ, mx, neg_inf, "")?;
-                            let lse = ir.b.build_float_add(mx, m.log(l)?, "")?;
-                            ir.store(out_row(r)?, m.select(none, m.c(f64::INFINITY), lse)?)
+                            ir.store(out_row(r)?, finish_lse(mx, l)?)
                         });
                     }
                     store_rows(&out_row, rows, d)
@@ -692,27 +701,17 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                                 },
                             )?;
                             let (mx, l) = (ml[0].into_float_value(), ml[1].into_float_value());
-                            let none =
-                                ir.b.build_float_compare(FloatPredicate::OEQ, mx, neg_inf, "")?;
-                            let lse = ir.b.build_float_add(mx, m.log(l)?, "")?;
-                            return ir.store(op, m.select(none, m.c(f64::INFINITY), lse)?);
+                            return ir.store(op, finish_lse(mx, l)?);
                         }
                         // dQ = scale · Σ_j p_ij (dO_i · v_j − δ_i) k_j.
                         let dp_row = row(&dr, b, hh, tt)?;
-                        let lse = stat(&a.lse, &[b, hh, tt])?;
-                        let delta = stat(&a.delta, &[b, hh, tt])?;
                         fill(acc, d, m.c(0.0))?;
                         ir.for_range(fx.f, "key", lo, hi, 1, |key| {
                             let kp = row(&kr, b, kh, key)?;
                             let vp = row(&vr, b, kh, key)?;
-                            let sc = masked(dot(qp, qs[3], kp, ks[3], d)?, [b, hh, tt, key])?;
-                            let p = m.exp(ir.b.build_float_sub(sc, lse, "")?)?;
+                            let p = prob(dot(qp, qs[3], kp, ks[3], d)?, [b, hh, tt, key])?;
                             let dp = dot(dp_row, dsv[3], vp, vs[3], dv)?;
-                            let ds = ir.b.build_float_mul(
-                                ir.b.build_float_mul(p, ir.b.build_float_sub(dp, delta, "")?, "")?,
-                                scale,
-                                "",
-                            )?;
+                            let ds = dscore(p, dp, &[b, hh, tt])?;
                             axpy(acc, ds, kp, ks[3], d)
                         })?;
                         ir.for_range(fx.f, "qout", ir.int(0), d, 1, |x| {
@@ -748,63 +747,21 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                             let rows = ir.min(blk, ir.sub(thi, i0)?)?;
                             let qp = row(&qr, b, hh, i0)?;
                             let dp = row(&dr, b, hh, i0)?;
-                            gemm(
-                                self.sgemm_bt,
-                                [
-                                    I(rows),
-                                    I(cols),
-                                    I(d),
-                                    P(qp),
-                                    I(qs[2]),
-                                    P(kp),
-                                    I(ks[2]),
-                                    P(sbuf),
-                                    I(blk),
-                                ],
-                            )?;
+                            scores(rows, cols, qp, kp)?;
                             if part == AttnPart::K {
-                                gemm(
-                                    self.sgemm_bt,
-                                    [
-                                        I(rows),
-                                        I(cols),
-                                        I(dv),
-                                        P(dp),
-                                        I(dsv[2]),
-                                        P(vp),
-                                        I(vs[2]),
-                                        P(dpbuf),
-                                        I(blk),
-                                    ],
-                                )?;
+                                value_dots(rows, cols, dp, vp)?;
                             }
                             tile(rows, cols, &|r, cc| {
                                 let vars = [b, hh, ir.add(i0, r)?, ir.add(j0, cc)?];
                                 let at = ir.mad(r, blk, cc)?;
-                                let x = masked(
-                                    ir.load_f32(ir.at(sbuf, at)?)?.into_float_value(),
-                                    vars,
-                                )?;
-                                let p = m.exp(ir.b.build_float_sub(
-                                    x,
-                                    stat(&a.lse, &vars[..3])?,
-                                    "",
-                                )?)?;
+                                let p =
+                                    prob(ir.load_f32(ir.at(sbuf, at)?)?.into_float_value(), vars)?;
                                 if part == AttnPart::V {
                                     return ir.store(ir.at(sbuf, at)?, p);
                                 }
                                 let pd = ir.at(dpbuf, at)?;
                                 let dpv = ir.load_f32(pd)?.into_float_value();
-                                let delta = stat(&a.delta, &vars[..3])?;
-                                let ds = ir.b.build_float_mul(
-                                    ir.b.build_float_mul(
-                                        p,
-                                        ir.b.build_float_sub(dpv, delta, "")?,
-                                        "",
-                                    )?,
-                                    scale,
-                                    "",
-                                )?;
+                                let ds = dscore(p, dpv, &vars[..3])?;
                                 ir.store(pd, ds)
                             })?;
                             if part == AttnPart::V {
@@ -858,26 +815,12 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                                 let qp = row(&qr, b, hh, tt)?;
                                 let dp_row = row(&dr, b, hh, tt)?;
                                 let vars = [b, hh, tt, key];
-                                let sc = masked(dot(qp, qs[3], kp, ks[3], d)?, vars)?;
-                                let p = m.exp(ir.b.build_float_sub(
-                                    sc,
-                                    stat(&a.lse, &vars[..3])?,
-                                    "",
-                                )?)?;
+                                let p = prob(dot(qp, qs[3], kp, ks[3], d)?, vars)?;
                                 if part == AttnPart::V {
                                     return axpy(acc, p, dp_row, dsv[3], dv);
                                 }
-                                let delta = stat(&a.delta, &vars[..3])?;
                                 let dp = dot(dp_row, dsv[3], vp, vs[3], dv)?;
-                                let ds = ir.b.build_float_mul(
-                                    ir.b.build_float_mul(
-                                        p,
-                                        ir.b.build_float_sub(dp, delta, "")?,
-                                        "",
-                                    )?,
-                                    scale,
-                                    "",
-                                )?;
+                                let ds = dscore(p, dp, &vars[..3])?;
                                 axpy(acc, ds, qp, qs[3], d)
                             })
                         })?;
