@@ -824,11 +824,7 @@ pub fn quantize(ty: GgmlType, data: &[f32]) -> Option<Vec<u8>> {
                     .iter()
                     .map(|&x| ((x * id + bias) as i8).clamp(0, top) as u8)
                     .collect();
-                if ty == GgmlType::Q5_0 {
-                    let qh = (0..32).fold(0u32, |a, j| a | (u32::from(q[j] >> 4) << j));
-                    out.extend_from_slice(&qh.to_le_bytes());
-                }
-                out.extend((0..16).map(|j| (q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4)));
+                push_quants(&mut out, &q, ty == GgmlType::Q5_0);
             }
         }
         GgmlType::Q4_1 | GgmlType::Q5_1 => {
@@ -844,11 +840,7 @@ pub fn quantize(ty: GgmlType, data: &[f32]) -> Option<Vec<u8>> {
                     .iter()
                     .map(|&x| (((x - min) * id + 0.5) as i8).clamp(0, top) as u8)
                     .collect();
-                if ty == GgmlType::Q5_1 {
-                    let qh = (0..32).fold(0u32, |a, j| a | (u32::from(q[j] >> 4) << j));
-                    out.extend_from_slice(&qh.to_le_bytes());
-                }
-                out.extend((0..16).map(|j| (q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4)));
+                push_quants(&mut out, &q, ty == GgmlType::Q5_1);
             }
         }
         GgmlType::Q4_K => {
@@ -946,6 +938,16 @@ pub fn quantize(ty: GgmlType, data: &[f32]) -> Option<Vec<u8>> {
         GgmlType::Q5_K => return None,
     }
     Some(out)
+}
+
+/// A 32-value block's 4-bit quants (values 0..15 in the low nibbles, 16..31 in the high),
+/// after the fifth bits as one little-endian u32 when `fifth`.
+fn push_quants(out: &mut Vec<u8>, q: &[u8], fifth: bool) {
+    if fifth {
+        let qh = (0..32).fold(0u32, |a, j| a | (u32::from(q[j] >> 4) << j));
+        out.extend_from_slice(&qh.to_le_bytes());
+    }
+    out.extend((0..16).map(|j| (q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4)));
 }
 
 /// The GGUF type id of a metadata value.

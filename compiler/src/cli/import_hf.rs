@@ -37,20 +37,7 @@ pub fn run(
             };
         }
     };
-    for w in &imported.warnings {
-        eprintln!("warning: {w}");
-    }
-    match output {
-        None => print!("{}", imported.text),
-        Some(path) => {
-            if let Err(e) = std::fs::write(path, &imported.text) {
-                eprintln!("error: cannot write {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-            eprintln!("wrote {} (model `{}`)", path.display(), imported.name);
-        }
-    }
-    ExitCode::SUCCESS
+    write(&imported, output)
 }
 
 /// `archc import-gguf FILE.gguf [-o FILE] [--name NAME]`: the spec of a GGUF file's model.
@@ -62,6 +49,11 @@ pub fn run_gguf(file: &Path, output: Option<&Path>, name: Option<String>) -> Exi
             return ExitCode::FAILURE;
         }
     };
+    write(&imported, output)
+}
+
+/// An imported spec's warnings to stderr and its text to `output` (stdout without one).
+fn write(imported: &crate::import_hf::Imported, output: Option<&Path>) -> ExitCode {
     for w in &imported.warnings {
         eprintln!("warning: {w}");
     }

@@ -261,6 +261,32 @@ impl<'g, 'p> Cx<'g, 'p> {
         })
     }
 
+    /// An attention node's additive bias (broadcast to [b, h, t, s]) and key mask ([b, s])
+    /// as expressions of (batch, head, query, key), read from `ins[at..]`.
+    fn bias_and_key_mask(
+        &self,
+        ins: &[NodeId],
+        at: usize,
+        has_bias: bool,
+        has_key_mask: bool,
+        full: &[Dim],
+    ) -> Result<(Option<Expr>, Option<Expr>), String> {
+        let vars = Self::vars(4);
+        let bias = if has_bias {
+            let x = ins[at];
+            Some(self.value(x, &broadcast_index(&vars, full, &self.node(x).shape))?)
+        } else {
+            None
+        };
+        let key_mask = if has_key_mask {
+            let x = ins[at + usize::from(has_bias)];
+            Some(self.value(x, &[vars[0].clone(), vars[3].clone()])?)
+        } else {
+            None
+        };
+        Ok((bias, key_mask))
+    }
+
     pub(super) fn attention(&self, id: NodeId, into: Option<NodeId>) -> Result<Kernel, String> {
         let node = self.node(id);
         let Op::Attention {
@@ -297,19 +323,7 @@ impl<'g, 'p> Cx<'g, 'p> {
             node.shape[2].clone(),
             keys,
         ];
-        let vars = Self::vars(4);
-        let bias = if has_bias {
-            let x = ins[3];
-            Some(self.value(x, &broadcast_index(&vars, &full, &self.node(x).shape))?)
-        } else {
-            None
-        };
-        let key_mask = if has_key_mask {
-            let x = ins[3 + usize::from(has_bias)];
-            Some(self.value(x, &[vars[0].clone(), vars[3].clone()])?)
-        } else {
-            None
-        };
+        let (bias, key_mask) = self.bias_and_key_mask(ins, 3, has_bias, has_key_mask, &full)?;
         let out = match into {
             Some(p) => {
                 // The permute's buffer is [b, t, h, d]: write (b, h, t, d) there.
@@ -390,20 +404,9 @@ impl<'g, 'p> Cx<'g, 'p> {
             q_shape[2].clone(),
             keys,
         ];
-        let vars = Self::vars(4);
-        let bias = if has_bias {
-            let x = ins[lead];
-            Some(self.value(x, &broadcast_index(&vars, &full, &self.node(x).shape))?)
-        } else {
-            None
-        };
-        let key_mask = if has_key_mask {
-            let x = ins[lead + usize::from(has_bias)];
-            Some(self.value(x, &[vars[0].clone(), vars[3].clone()])?)
-        } else {
-            None
-        };
-        let row = |x: NodeId| self.value(x, &vars[..3]);
+        let (bias, key_mask) = self.bias_and_key_mask(ins, lead, has_bias, has_key_mask, &full)?;
+        let vars = Self::vars(3);
+        let row = |x: NodeId| self.value(x, &vars);
         let s = self.contiguous(&node.shape)?;
         let strides = if part == AttnPart::Lse {
             [s[0].clone(), s[1].clone(), s[2].clone(), Ix::c(0)]
