@@ -10,6 +10,7 @@ use crate::graph::{Dim, Graph};
 use crate::kernel::{self, BufKind, Program};
 use crate::passes::keep_outputs;
 use arch_dsl::spec::{ArchSpec, Sublayer};
+use arch_runtime::gguf::GgmlType;
 use arch_runtime::manifest::{
     BufferKind, BufferSpec, Dtype, Entry, InputSpec, KernelSpec, Limits, Manifest, OutputSpec,
     ParamSpec, StateSpec, Target,
@@ -35,6 +36,10 @@ pub struct BuildOptions {
     /// Which program: `forward`, the step program (`prefill` and `decode`, with session
     /// state) or an encoder-decoder's `encode`.
     pub kind: PackageKind,
+    /// Parameters the kernels should read as ggml blocks (a GGUF file's quantized
+    /// weights, or `--quant`): those whose only readers are matmuls over whole blocks get
+    /// that storage, the others stay f32 (`kernel::quant`).
+    pub quant: BTreeMap<String, GgmlType>,
 }
 
 /// The program a package holds.
@@ -70,6 +75,7 @@ impl BuildOptions {
             cache: true,
             verbose: false,
             kind: PackageKind::Forward,
+            quant: BTreeMap::new(),
         })
     }
 }
@@ -102,7 +108,7 @@ fn compiler_build() -> String {
 /// The cache key of a build.
 pub fn cache_key(spec: &ArchSpec, opts: &BuildOptions) -> String {
     let text = format!(
-        "{:?}\n{}\n{}:{}:{:?}\n{}\n{:?}\n{:?}",
+        "{:?}\n{}\n{}:{}:{:?}\n{}\n{:?}\n{:?}{}",
         spec,
         compiler_build(),
         opts.target.cpu,
@@ -110,7 +116,13 @@ pub fn cache_key(spec: &ArchSpec, opts: &BuildOptions) -> String {
         opts.target.isa,
         opts.attention_mask,
         opts.outputs,
-        opts.kind
+        opts.kind,
+        // Absent when empty, so f32 packages keep their keys.
+        if opts.quant.is_empty() {
+            String::new()
+        } else {
+            format!("\n{:?}", opts.quant)
+        }
     );
     format!("{}-{:016x}", spec.name, fnv(&text))
 }
@@ -343,6 +355,21 @@ pub fn package_program(graph: &Graph) -> Result<Program, String> {
     Ok(prog)
 }
 
+/// [`package_program`] with the parameters of `opts.quant` that qualify stored as blocks;
+/// the others are reported when `opts.verbose`.
+fn program_for(graph: &Graph, opts: &BuildOptions) -> Result<Program, String> {
+    let mut prog = package_program(graph)?;
+    if !opts.quant.is_empty() {
+        let refused = kernel::quant::store_quantized(&mut prog, &opts.quant);
+        if opts.verbose {
+            for (name, why) in &refused {
+                eprintln!("archc: `{name}` stays f32: {why}");
+            }
+        }
+    }
+    Ok(prog)
+}
+
 /// Builds a package for a bare graph (a single layer, a test case): canonical parameter
 /// names only, no limits on token ids or lengths. Not cached.
 pub fn build_graph(
@@ -351,7 +378,7 @@ pub fn build_graph(
     opts: &BuildOptions,
     dir: &Path,
 ) -> Result<(), String> {
-    let prog = package_program(graph)?;
+    let prog = program_for(graph, opts)?;
     let lowered = lower(&prog, &opts.target, max_value_dim(&prog)).map_err(|e| e.to_string())?;
     write_files(dir, graph, &prog, &lowered)?;
     let sources = prog
@@ -403,7 +430,7 @@ fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(),
     };
     let t = Instant::now();
     let (graph, inits) = graph_and_inits(spec, opts)?;
-    let prog = package_program(&graph)?;
+    let prog = program_for(&graph, opts)?;
     log(&format!(
         "{}: {} graph nodes → {} kernels, {} buffers in {} slots ({:.2} s)",
         spec.name,
@@ -613,6 +640,9 @@ fn manifest(
                     name: name.clone(),
                     shape: const_shape(shape)?,
                     buffer: *b,
+                    storage: prog.buffers[*b]
+                        .quant
+                        .map(|q| q.name().to_ascii_lowercase()),
                 })
             })
             .collect::<Result<_, String>>()?,

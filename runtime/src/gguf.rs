@@ -114,6 +114,21 @@ pub enum GgmlType {
     BF16,
 }
 
+/// Every type archc reads.
+pub const ALL: [GgmlType; 11] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::BF16,
+];
+
 /// Super-block size of the K-quants.
 pub const QK_K: usize = 256;
 
@@ -165,6 +180,19 @@ impl GgmlType {
             GgmlType::Q6_K => "Q6_K",
             GgmlType::BF16 => "BF16",
         }
+    }
+
+    /// The type named `name` (ggml's name, any case).
+    pub fn from_name(name: &str) -> Option<GgmlType> {
+        ALL.iter()
+            .copied()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Whether generated kernels read weights of this type as they are stored
+    /// (`ParamSpec::storage`); other types are converted to f32 when loaded.
+    pub fn kernel_storage(self) -> bool {
+        matches!(self, GgmlType::Q8_0 | GgmlType::Q4_K)
     }
 
     /// (values per block, bytes per block).

@@ -143,18 +143,47 @@ pub struct StateSpec {
     pub init: f32,
 }
 
-/// A canonical parameter (row-major f32 of `shape`).
+/// A canonical parameter (row-major f32 of `shape`, or ggml blocks of `storage`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParamSpec {
     pub name: String,
     pub shape: Vec<usize>,
     pub buffer: usize,
+    /// The kernels read this parameter as blocks of a ggml type (`q8_0`, `q4_k`): each
+    /// row of `shape` is whole blocks, stored as a GGUF file stores them. Absent: f32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
 }
 
 impl ParamSpec {
     /// Element count, `None` on overflow.
     pub fn numel(&self) -> Option<usize> {
         self.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+    }
+
+    /// The block type the kernels read (`None`: f32); an error for a name this runtime
+    /// does not know.
+    pub fn storage_type(&self) -> Result<Option<crate::gguf::GgmlType>, String> {
+        match &self.storage {
+            None => Ok(None),
+            Some(s) => crate::gguf::GgmlType::from_name(s)
+                .filter(|t| t.kernel_storage())
+                .map(Some)
+                .ok_or_else(|| format!("parameter `{}`: unknown storage `{s}`", self.name)),
+        }
+    }
+
+    /// Bytes of the parameter's data as the kernels read it; `None` on overflow or for a
+    /// shape that is not whole blocks.
+    pub fn bytes(&self) -> Option<usize> {
+        let n = self.numel()?;
+        match self.storage_type().ok()? {
+            None => n.checked_mul(4),
+            Some(t) => {
+                let (per, size) = t.block();
+                n.is_multiple_of(per).then(|| n / per * size)
+            }
+        }
     }
 }
 
@@ -205,6 +234,20 @@ pub enum Source {
 /// stored; otherwise stored → canonical. `None` when the rows do not split into heads of
 /// even size.
 pub fn rope_rows(data: &[f32], rows: usize, heads: usize, forward: bool) -> Option<Vec<f32>> {
+    rope_rows_of(data, rows, heads, forward)
+}
+
+/// [`rope_rows`] over rows of bytes (ggml blocks of a quantized projection).
+pub fn rope_rows_bytes(data: &[u8], rows: usize, heads: usize, forward: bool) -> Option<Vec<u8>> {
+    rope_rows_of(data, rows, heads, forward)
+}
+
+fn rope_rows_of<T: Copy + Default>(
+    data: &[T],
+    rows: usize,
+    heads: usize,
+    forward: bool,
+) -> Option<Vec<T>> {
     if heads == 0
         || rows == 0
         || !rows.is_multiple_of(heads)
@@ -215,7 +258,7 @@ pub fn rope_rows(data: &[f32], rows: usize, heads: usize, forward: bool) -> Opti
     }
     let (hd, width) = (rows / heads, data.len() / rows);
     let half = hd / 2;
-    let mut out = vec![0.0; data.len()];
+    let mut out = vec![T::default(); data.len()];
     for h in 0..heads {
         for s in 0..2 {
             for i in 0..half {

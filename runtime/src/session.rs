@@ -83,6 +83,16 @@ impl Session {
             )));
         }
         for (i, p) in m.params.iter().enumerate() {
+            if p.storage.is_some() {
+                let len = weights.blocks(i).map_or(0, <[u8]>::len);
+                if Some(len) != p.bytes() {
+                    return Err(RuntimeError::WeightsMismatch(format!(
+                        "parameter `{}` holds {len} bytes, expected {:?} blocks of shape {:?}",
+                        p.name, p.storage, p.shape
+                    )));
+                }
+                continue;
+            }
             let len = weights.data(i).map_or(0, <[f32]>::len);
             if Some(len) != p.numel() {
                 return Err(RuntimeError::WeightsMismatch(format!(

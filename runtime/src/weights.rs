@@ -14,6 +14,7 @@ use std::path::Path;
 use memmap2::Mmap;
 
 use crate::error::RuntimeError;
+use crate::gguf::GgmlType;
 use crate::manifest::{Manifest, ParamSpec, Source};
 use crate::safetensors_file as file;
 
@@ -25,6 +26,15 @@ enum Data {
         len: usize,
     },
     Owned(Vec<f32>),
+    /// ggml blocks of the parameter's `storage` type, `len` bytes inside one of
+    /// `Weights::maps` (a GGUF tensor used as stored).
+    MappedBlocks {
+        ptr: *const u8,
+        len: usize,
+    },
+    /// ggml blocks of the parameter's `storage` type (quantized when loaded, or rows
+    /// reordered).
+    Blocks(Vec<u8>),
 }
 
 /// Every parameter of a manifest, in the order of `manifest.params`, as row-major f32.
@@ -165,7 +175,7 @@ impl Weights {
                     let mut rng = SplitMix(seed ^ (i as u64).wrapping_mul(0xa076_1d64_78bd_642f));
                     (0..n).map(|_| rng.uniform() * 0.1 - 0.05).collect()
                 };
-                Ok(Data::Owned(data))
+                stored(p, data)
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
         Ok(Weights {
@@ -202,7 +212,7 @@ impl Weights {
                         found: vec![data.len()],
                     });
                 }
-                Ok(Data::Owned(data))
+                stored(p, data)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Weights {
@@ -214,22 +224,47 @@ impl Weights {
         })
     }
 
-    /// The base address of parameter `i` (of `manifest.params`); null when out of range.
+    /// The base address of parameter `i` (of `manifest.params`): its f32s, or its blocks
+    /// for a parameter stored quantized; null when out of range.
     pub fn ptr(&self, i: usize) -> *const f32 {
         match self.params.get(i) {
             Some(Data::Mapped { ptr, .. }) => *ptr,
             Some(Data::Owned(v)) => v.as_ptr(),
+            Some(Data::MappedBlocks { ptr, .. }) => ptr.cast(),
+            Some(Data::Blocks(b)) => b.as_ptr().cast(),
             None => std::ptr::null(),
         }
     }
 
-    /// The data of parameter `i`.
+    /// The data of parameter `i`; `None` for a parameter stored quantized
+    /// ([`Weights::blocks`]).
     pub fn data(&self, i: usize) -> Option<&[f32]> {
         Some(match self.params.get(i)? {
             // SAFETY: `ptr` is 4-byte aligned and points at `len` f32s of a map `self` owns.
             Data::Mapped { ptr, len } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
             Data::Owned(v) => v,
+            Data::MappedBlocks { .. } | Data::Blocks(_) => return None,
         })
+    }
+
+    /// The blocks of parameter `i` when it is stored quantized.
+    pub fn blocks(&self, i: usize) -> Option<&[u8]> {
+        Some(match self.params.get(i)? {
+            // SAFETY: `ptr` points at `len` bytes of a map `self` owns.
+            Data::MappedBlocks { ptr, len } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+            Data::Blocks(b) => b,
+            Data::Mapped { .. } | Data::Owned(_) => return None,
+        })
+    }
+
+    /// Bytes the parameters occupy as the kernels read them (mapped or owned).
+    pub fn bytes(&self) -> usize {
+        (0..self.params.len())
+            .map(|i| {
+                self.blocks(i)
+                    .map_or_else(|| self.data(i).map_or(0, |d| d.len() * 4), <[u8]>::len)
+            })
+            .sum()
     }
 
     /// Overwrites parameter `i` with `data` (its element count); a mapped parameter
@@ -240,7 +275,7 @@ impl Weights {
             (Some(n), Some(slot)) if n == data.len() => {
                 match slot {
                     Data::Owned(v) => v.copy_from_slice(data),
-                    Data::Mapped { .. } => *slot = Data::Owned(data.to_vec()),
+                    _ => *slot = Data::Owned(data.to_vec()),
                 }
                 Ok(())
             }
@@ -279,6 +314,15 @@ fn numel(p: &ParamSpec) -> Result<usize, RuntimeError> {
         expected: p.shape.clone(),
         found: vec![],
     })
+}
+
+/// Canonical f32 values of `p` as the parameter stores them (quantized for a
+/// `storage` type).
+fn stored(p: &ParamSpec, data: Vec<f32>) -> Result<Data, RuntimeError> {
+    match storage(p)? {
+        None => Ok(Data::Owned(data)),
+        Some(ty) => quantized(p, ty, &data),
+    }
 }
 
 static NOTHING: Source = Source::Nothing;
@@ -341,8 +385,126 @@ fn pick<'s>(src: &'s Source, files: &file::Files<'_>) -> Option<&'s Source> {
     }
 }
 
-/// Reads parameter `p` through `src`.
+/// Reads parameter `p` through `src`: as f32, or as blocks of its storage type — the
+/// file's blocks when it holds that type (in place when stored as the parameter is,
+/// rows reordered or cut otherwise), else its values quantized.
 fn read(
+    files: &file::Files<'_>,
+    naming: &str,
+    p: &ParamSpec,
+    src: &Source,
+) -> Result<Data, RuntimeError> {
+    let Some(ty) = storage(p)? else {
+        return read_f32(files, naming, p, src);
+    };
+    if let Some(data) = read_blocks(files, p, src, ty)? {
+        return Ok(data);
+    }
+    let values = match read_f32(files, naming, p, src)? {
+        Data::Owned(v) => v,
+        mapped => {
+            let n = numel(p)?;
+            match mapped {
+                // SAFETY: as `Weights::data`: `len` f32s of a live map.
+                Data::Mapped { ptr, len } if len == n => {
+                    unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec()
+                }
+                _ => return Err(storage_error(p, "values of another size")),
+            }
+        }
+    };
+    quantized(p, ty, &values)
+}
+
+/// The block type parameter `p` is stored in (`None`: f32).
+fn storage(p: &ParamSpec) -> Result<Option<GgmlType>, RuntimeError> {
+    p.storage_type().map_err(RuntimeError::State)
+}
+
+fn storage_error(p: &ParamSpec, what: &str) -> RuntimeError {
+    RuntimeError::State(format!(
+        "parameter `{}` (shape {:?}, stored as {}): {what}",
+        p.name,
+        p.shape,
+        p.storage.as_deref().unwrap_or("f32")
+    ))
+}
+
+/// `values` (the canonical f32 data of `p`) as blocks of `ty`.
+fn quantized(p: &ParamSpec, ty: GgmlType, values: &[f32]) -> Result<Data, RuntimeError> {
+    let row = p.shape.last().copied().unwrap_or(1);
+    if !row.is_multiple_of(ty.block().0) {
+        return Err(storage_error(p, "rows are not whole blocks"));
+    }
+    crate::gguf::quantize(ty, values)
+        .map(Data::Blocks)
+        .ok_or_else(|| storage_error(p, "cannot be quantized"))
+}
+
+/// The file's own blocks for `p` when its tensor is of type `ty` and reaches the canonical
+/// layout by whole rows (as stored, a row range, llama.cpp's RoPE row order); `None` when
+/// the values must be converted.
+fn read_blocks(
+    files: &file::Files<'_>,
+    p: &ParamSpec,
+    src: &Source,
+    ty: GgmlType,
+) -> Result<Option<Data>, RuntimeError> {
+    let Some(leaf) = pick(src, files) else {
+        return Ok(None);
+    };
+    let name = match leaf {
+        Source::Plain { name, .. }
+        | Source::Rows {
+            name,
+            transpose: false,
+            ..
+        }
+        | Source::RopeRows { name, .. } => name,
+        _ => return Ok(None),
+    };
+    let Some(file::Tensor::Gguf { info, bytes }) = files.get(name) else {
+        return Ok(None);
+    };
+    let (Some(&rows), Some(want)) = (p.shape.first(), p.bytes()) else {
+        return Ok(None);
+    };
+    if info.ty != ty || p.shape.len() != 2 {
+        return Ok(None);
+    }
+    let found = info.shape();
+    let row_bytes = want / rows.max(1);
+    let data = match leaf {
+        Source::Plain { .. } if squeeze(&found) == squeeze(&p.shape) && bytes.len() == want => {
+            Data::MappedBlocks {
+                ptr: bytes.as_ptr(),
+                len: want,
+            }
+        }
+        Source::Rows { start, len, .. }
+            if found.len() == 2 && found[1] == p.shape[1] && *len == rows =>
+        {
+            let end = start.checked_add(*len).filter(|&e| e <= found[0]);
+            match end {
+                Some(end) if bytes.len() == found[0] * row_bytes => {
+                    Data::Blocks(bytes[start * row_bytes..end * row_bytes].to_vec())
+                }
+                _ => return Ok(None),
+            }
+        }
+        Source::RopeRows { heads, .. } if found == p.shape && bytes.len() == want => {
+            match crate::manifest::rope_rows_bytes(bytes, rows, *heads, false) {
+                Some(b) => Data::Blocks(b),
+                None => return Ok(None),
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(data))
+}
+
+/// Reads parameter `p` through `src` as f32.
+fn read_f32(
     files: &file::Files<'_>,
     naming: &str,
     p: &ParamSpec,

@@ -21,6 +21,7 @@
 pub mod build;
 pub mod plan;
 mod print;
+pub mod quant;
 
 pub use build::build;
 pub use print::print;
@@ -74,6 +75,8 @@ pub struct Buffer {
     pub i64: bool,
     /// Element count.
     pub elems: Dim,
+    /// A parameter the kernels read as ggml blocks of this type ([`quant`]).
+    pub quant: Option<arch_runtime::gguf::GgmlType>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -524,7 +527,7 @@ impl Kernel {
         }
     }
 
-    fn visit_bufs(&self, f: &mut dyn FnMut(BufId)) {
+    pub(crate) fn visit_bufs(&self, f: &mut dyn FnMut(BufId)) {
         match &self.body {
             Body::Map {
                 out,

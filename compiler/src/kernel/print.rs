@@ -24,7 +24,11 @@ pub fn print(p: &Program) -> String {
             s,
             "buffer b{} {}[{}] {kind}",
             b.id,
-            if b.i64 { "i64" } else { "f32" },
+            match (b.i64, b.quant) {
+                (true, _) => "i64".to_string(),
+                (false, None) => "f32".to_string(),
+                (false, Some(q)) => q.name().to_ascii_lowercase(),
+            },
             b.elems
         );
     }

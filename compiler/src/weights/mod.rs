@@ -394,6 +394,7 @@ pub(crate) fn params_manifest(
                 name: p.name.clone(),
                 shape: p.shape.clone(),
                 buffer: i,
+                storage: None,
             })
             .collect(),
         states: vec![],

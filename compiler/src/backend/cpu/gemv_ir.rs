@@ -162,7 +162,7 @@ pub(crate) fn emit_gemv_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Func
 }
 
 /// `if rows == r₀ { nest(r₀) } else if rows == r₁ { … }` over `nests` (row count, columns).
-fn emit_row_cases<'ctx>(
+pub(crate) fn emit_row_cases<'ctx>(
     ir: &Ir<'ctx>,
     f: FunctionValue<'ctx>,
     rows: inkwell::values::IntValue<'ctx>,

@@ -5,6 +5,8 @@
 //! - `ir` — loop and vector building blocks over inkwell.
 //! - `sgemm_ir` — the register-tiled f32 matmul as LLVM IR: tiles, microkernel, block loops.
 //! - `pack` — the packing routines it calls, also generated.
+//! - `gemv_ir` — the matrix–vector product of decoding.
+//! - `quant_ir` — both over a B of ggml blocks (Q8_0, Q4_K), dequantized in registers.
 //! - `codegen` — target machine, O3, object emission, `cc -shared`, `dlopen`.
 //! - `sgemm` — the safe entry points: shape checks, threads, workspaces.
 //! - `peak` — a generated FMA-throughput probe for the machine's floor.
@@ -16,6 +18,7 @@ pub mod lower;
 mod math;
 mod pack;
 mod peak;
+mod quant_ir;
 mod sgemm;
 mod sgemm_ir;
 mod target;

@@ -11,7 +11,7 @@ use inkwell::IntPredicate;
 
 /// An internal `void name(i64 rows, i64 cols, const float *src, i64 ld, float *dst)` with
 /// its entry block current, and its parameters: the signature every packer shares.
-fn packer<'ctx>(ir: &Ir<'ctx>, name: &str) -> IrResult<Packer<'ctx>> {
+pub(crate) fn packer<'ctx>(ir: &Ir<'ctx>, name: &str) -> IrResult<Packer<'ctx>> {
     let (i64t, ptr) = (ir.i64, ir.ptr);
     let ty = ir.ctx.void_type().fn_type(
         &[
@@ -37,13 +37,13 @@ fn packer<'ctx>(ir: &Ir<'ctx>, name: &str) -> IrResult<Packer<'ctx>> {
     })
 }
 
-struct Packer<'ctx> {
-    f: FunctionValue<'ctx>,
-    rows: IntValue<'ctx>,
-    cols: IntValue<'ctx>,
-    src: PointerValue<'ctx>,
-    ld: IntValue<'ctx>,
-    dst: PointerValue<'ctx>,
+pub(crate) struct Packer<'ctx> {
+    pub f: FunctionValue<'ctx>,
+    pub rows: IntValue<'ctx>,
+    pub cols: IntValue<'ctx>,
+    pub src: PointerValue<'ctx>,
+    pub ld: IntValue<'ctx>,
+    pub dst: PointerValue<'ctx>,
 }
 
 /// Rows of B that `pack_b` copies per sweep across the panels.
@@ -292,7 +292,7 @@ pub(crate) fn emit_pack_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Func
 /// Transposes a square block held as one vector per row (as many rows as lanes): log2(L)
 /// rounds of interleaving rows i and i + L/2 (the perfect shuffle), which LLVM lowers to
 /// unpack and permute instructions.
-fn transpose<'ctx>(
+pub(crate) fn transpose<'ctx>(
     ir: &Ir<'ctx>,
     mut rows: Vec<inkwell::values::VectorValue<'ctx>>,
 ) -> IrResult<Vec<inkwell::values::VectorValue<'ctx>>> {

@@ -78,7 +78,17 @@ pub(crate) fn emit_sgemm<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Functi
     let pack_a = pack::emit_pack_a(ir, t)?;
     let pack_b = pack::emit_pack_b(ir, t)?;
     let kernel = emit_microkernel(ir, t)?;
-    emit_driver(ir, t, pack_a, pack_b, kernel, SGEMM_SYMBOL, false, false)
+    emit_driver(
+        ir,
+        t,
+        pack_a,
+        pack_b,
+        kernel,
+        SGEMM_SYMBOL,
+        false,
+        false,
+        None,
+    )
 }
 
 /// The four matmul drivers over one microkernel: `archc_sgemm`, `archc_sgemm_bt`, and
@@ -94,7 +104,17 @@ pub(crate) fn emit_sgemm_all<'ctx>(
     let pack_bt = pack::emit_pack_bt(ir, t)?;
     let kernel = emit_microkernel(ir, t)?;
     Ok([
-        emit_driver(ir, t, pack_a, pack_b, kernel, SGEMM_SYMBOL, false, false)?,
+        emit_driver(
+            ir,
+            t,
+            pack_a,
+            pack_b,
+            kernel,
+            SGEMM_SYMBOL,
+            false,
+            false,
+            None,
+        )?,
         emit_driver(
             ir,
             t,
@@ -104,6 +124,7 @@ pub(crate) fn emit_sgemm_all<'ctx>(
             "archc_sgemm_bt",
             false,
             true,
+            None,
         )?,
         emit_driver(
             ir,
@@ -114,6 +135,7 @@ pub(crate) fn emit_sgemm_all<'ctx>(
             "archc_sgemm_at",
             true,
             false,
+            None,
         )?,
         emit_driver(
             ir,
@@ -124,6 +146,7 @@ pub(crate) fn emit_sgemm_all<'ctx>(
             "archc_sgemm_at_bt",
             true,
             true,
+            None,
         )?,
     ])
 }
@@ -282,7 +305,8 @@ fn emit_microkernel<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionVal
 /// with A packed, jr over NR, ir over MR) around the microkernel. The first KC block
 /// stores into C, later ones accumulate, so C needs no zeroing (k = 0 is the caller's).
 #[allow(clippy::too_many_arguments)]
-fn emit_driver<'ctx>(
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn emit_driver<'ctx>(
     ir: &Ir<'ctx>,
     t: &SgemmTiles,
     pack_a: FunctionValue<'ctx>,
@@ -291,6 +315,7 @@ fn emit_driver<'ctx>(
     symbol: &str,
     transposed_a: bool,
     transposed_b: bool,
+    quant: Option<arch_runtime::gguf::GgmlType>,
 ) -> IrResult<FunctionValue<'ctx>> {
     let (i64t, ptr) = (ir.i64, ir.ptr);
     let params = [
@@ -336,7 +361,10 @@ fn emit_driver<'ctx>(
             let kc = ir.min(int(t.kc), ir.sub(k, pc)?)?;
             let accumulate =
                 ir.b.build_int_compare(IntPredicate::NE, pc, ir.int(0), "acc")?;
-            let bsrc = if transposed_b {
+            let bsrc = if let Some(ty) = quant {
+                // Rows of blocks: the block holding value pc of row jc.
+                super::quant_ir::block_at(ir, ty, b, ir.mad(jc, ldb, pc)?)?
+            } else if transposed_b {
                 ir.at(b, ir.mad(jc, ldb, pc)?)?
             } else {
                 ir.at(b, ir.mad(pc, ldb, jc)?)?

@@ -207,6 +207,7 @@ impl Builder {
             kind,
             i64,
             elems,
+            quant: None,
         });
         id
     }

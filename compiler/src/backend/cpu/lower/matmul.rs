@@ -55,7 +55,12 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             };
             let c_off = ir.add(ir.mul(bidx, mn)?, ir.mad(i0, n, j0)?)?;
             let ap = ir.at(abuf, a_off)?;
-            let bp = ir.at(bbuf, b_off)?;
+            let bquant = self.buf_quant.get(mm.b.buf).copied().flatten();
+            let bp = match bquant {
+                // Rows of ggml blocks (`kernel::quant`: whole blocks, B stored [n, k]).
+                Some(ty) => crate::backend::cpu::quant_ir::block_at(ir, ty, bbuf, b_off)?,
+                None => ir.at(bbuf, b_off)?,
+            };
             let cp = ir.at(cbuf, c_off)?;
             let has_k =
                 ir.b.build_int_compare(IntPredicate::SGT, k, ir.int(0), "")?;
@@ -82,6 +87,21 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         ir.b.build_call(callee, args, "")?;
                         Ok(())
                     };
+                    let (gemv_bt, sgemm_bt) = match bquant {
+                        Some(ty) => {
+                            let q = self.quant.get(&ty).ok_or_else(|| {
+                                IrError(format!("no {} routines emitted", ty.name()))
+                            })?;
+                            if mm.transpose_a || !mm.transpose_b {
+                                return Err(IrError(format!(
+                                    "a {} B must be stored [n, k] with A [m, k]",
+                                    ty.name()
+                                )));
+                            }
+                            (q.gemv_bt, q.sgemm_bt)
+                        }
+                        None => (self.gemv_bt, self.sgemm_bt),
+                    };
                     if mm.transpose_a {
                         let f = if mm.transpose_b {
                             self.sgemm_at_bt
@@ -104,8 +124,8 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         fx.f,
                         "gemv",
                         few,
-                        || call(self.gemv_bt, &args[..9]),
-                        || call(self.sgemm_bt, &args),
+                        || call(gemv_bt, &args[..9]),
+                        || call(sgemm_bt, &args),
                     )
                 },
                 || {

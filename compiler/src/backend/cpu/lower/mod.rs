@@ -112,6 +112,12 @@ fn emit_module<'ctx>(
     let tiles = package_tiles(target);
     let [sgemm, sgemm_bt, sgemm_at, sgemm_at_bt] = emit_sgemm_all(&ir, &tiles)?;
     let gemv_bt = super::gemv_ir::emit_gemv_bt(&ir, &tiles)?;
+    let mut quant = HashMap::new();
+    for ty in prog.buffers.iter().filter_map(|b| b.quant) {
+        if let std::collections::hash_map::Entry::Vacant(e) = quant.entry(ty) {
+            e.insert(super::quant_ir::emit_quant(&ir, &tiles, ty)?);
+        }
+    }
     let mut lw = Lowerer {
         ir: &ir,
         sgemm,
@@ -119,6 +125,8 @@ fn emit_module<'ctx>(
         sgemm_at,
         sgemm_at_bt,
         gemv_bt,
+        quant,
+        buf_quant: prog.buffers.iter().map(|b| b.quant).collect(),
         symbols: Vec::new(),
         n_syms: prog.syms.len(),
         work_floats: tiles.workspace_floats() as u64,
@@ -126,7 +134,13 @@ fn emit_module<'ctx>(
     // Kernels equal up to their buffers (the same op in every layer) share one function.
     let mut seen: HashMap<String, (String, String)> = HashMap::new();
     for (i, k) in prog.kernels.iter().enumerate() {
-        let key = k.shape_key();
+        // Kernels that read a parameter as blocks differ by the block types too.
+        let mut key = k.shape_key();
+        for (arg, b) in k.buffers().into_iter().enumerate() {
+            if let Some(q) = prog.buffers[b].quant {
+                key.push_str(&format!(" arg{arg}:{}", q.name()));
+            }
+        }
         if let Some(syms) = seen.get(&key) {
             lw.symbols.push(syms.clone());
             continue;
@@ -187,6 +201,10 @@ struct Lowerer<'a, 'ctx> {
     sgemm_at_bt: FunctionValue<'ctx>,
     /// The matrix–vector product for few rows of A (decoding).
     gemv_bt: FunctionValue<'ctx>,
+    /// Both matmul paths over a B of ggml blocks, per block type the program reads.
+    quant: HashMap<arch_runtime::gguf::GgmlType, super::quant_ir::QuantFns<'ctx>>,
+    /// Each buffer's block type (a parameter stored quantized).
+    buf_quant: Vec<Option<arch_runtime::gguf::GgmlType>>,
     symbols: Vec<(String, String)>,
     n_syms: usize,
     /// Floats of scratch the sgemm's packing uses (kernels that call it place their own

@@ -1,0 +1,433 @@
+//! Matmuls whose B is a parameter stored as ggml blocks (`kernel::quant`): Q8_0 (32
+//! int8 values and an f16 scale per 34 bytes) and Q4_K (256 values in 144 bytes: f16
+//! super-block scale and min, eight 6-bit sub-block scales and mins, 4-bit values).
+//! Blocks are dequantized in registers, one vector of values at a time, straight into the
+//! FMAs: `archc_gemv_bt_{type}` for decoding (each block streams from memory once per
+//! step) and `archc_sgemm_bt_{type}`, the packed sgemm whose B packer dequantizes
+//! (prompt processing: compute-bound, the blocks unpacked once per panel).
+//!
+//! B is addressed in elements as for f32 — element `e` of a row lies in block `e / per`
+//! at byte `(e / per) · bytes` — so the matmul lowering and the drivers keep their index
+//! arithmetic; `kernel::quant` guarantees every offset and stride is whole blocks.
+
+use super::gemv_ir::{emit_row_cases, GEMV_MAX_ROWS};
+use super::ir::{Ir, IrResult, WholeSteps};
+use super::pack::{packer, transpose, Packer};
+use super::sgemm_ir::{emit_driver, SgemmTiles};
+use arch_runtime::gguf::GgmlType;
+use inkwell::values::{
+    BasicValue, BasicValueEnum, FastMathFlags, FunctionValue, IntValue, PointerValue, VectorValue,
+};
+
+/// The two routines of one block type.
+#[derive(Clone, Copy)]
+pub(crate) struct QuantFns<'ctx> {
+    pub gemv_bt: FunctionValue<'ctx>,
+    pub sgemm_bt: FunctionValue<'ctx>,
+}
+
+/// Emits the routines for `ty` (Q8_0 or Q4_K) over the module's sgemm microkernel and A
+/// packer (`emit_sgemm_all` first).
+pub(crate) fn emit_quant<'ctx>(
+    ir: &Ir<'ctx>,
+    t: &SgemmTiles,
+    ty: GgmlType,
+) -> IrResult<QuantFns<'ctx>> {
+    let get = |name: &str| {
+        ir.module
+            .get_function(name)
+            .ok_or_else(|| super::ir::IrError(format!("{name} is not emitted yet")))
+    };
+    let (pack_a, kernel) = (get("archc_sgemm_pack_a")?, get("archc_sgemm_kernel")?);
+    let (per, _) = ty.block();
+    if t.kc as usize % per != 0 || per % t.lanes as usize != 0 {
+        return Err(super::ir::IrError(format!(
+            "{} blocks of {per} do not tile KC = {} in vectors of {}",
+            ty.name(),
+            t.kc,
+            t.lanes
+        )));
+    }
+    let tag = ty.name().to_ascii_lowercase();
+    let pack_b = emit_pack_bt(ir, t, ty, &tag)?;
+    let sgemm_bt = emit_driver(
+        ir,
+        t,
+        pack_a,
+        pack_b,
+        kernel,
+        &format!("archc_sgemm_bt_{tag}"),
+        false,
+        true,
+        Some(ty),
+    )?;
+    let gemv_bt = emit_gemv(ir, t, ty, &tag)?;
+    Ok(QuantFns { gemv_bt, sgemm_bt })
+}
+
+/// The address of byte `idx` of `base`.
+pub(crate) fn byte_at<'ctx>(
+    ir: &Ir<'ctx>,
+    base: PointerValue<'ctx>,
+    idx: IntValue<'ctx>,
+) -> IrResult<PointerValue<'ctx>> {
+    // SAFETY (of the IR): offsets stay inside the parameter's blocks.
+    Ok(unsafe {
+        ir.b.build_in_bounds_gep(ir.ctx.i8_type(), base, &[idx], "")?
+    })
+}
+
+/// The block holding element `elem` (a multiple of the block size) of blocks at `base`.
+pub(crate) fn block_at<'ctx>(
+    ir: &Ir<'ctx>,
+    ty: GgmlType,
+    base: PointerValue<'ctx>,
+    elem: IntValue<'ctx>,
+) -> IrResult<PointerValue<'ctx>> {
+    let (per, bytes) = ty.block();
+    let block = ir.b.build_int_unsigned_div(elem, ir.int(per as u64), "")?;
+    byte_at(ir, base, ir.mul(block, ir.int(bytes as u64))?)
+}
+
+/// An unsigned byte at `p + off`, as i32.
+fn byte<'ctx>(ir: &Ir<'ctx>, p: PointerValue<'ctx>, off: u64) -> IrResult<IntValue<'ctx>> {
+    let i8t = ir.ctx.i8_type();
+    let v =
+        ir.b.build_load(i8t, byte_at(ir, p, ir.int(off))?, "")?
+            .into_int_value();
+    Ok(ir.b.build_int_z_extend(v, ir.ctx.i32_type(), "")?)
+}
+
+/// The f16 at `p + off` as f32, exactly, in integer and f32 arithmetic (no F16C or libcall
+/// needed): the magnitude's bits shifted into an f32 and scaled by 2^112 (normal and
+/// subnormal halves alike), then the sign.
+fn half<'ctx>(ir: &Ir<'ctx>, p: PointerValue<'ctx>, off: u64) -> IrResult<BasicValueEnum<'ctx>> {
+    let (i16t, i32t) = (ir.ctx.i16_type(), ir.ctx.i32_type());
+    let h = ir.b.build_load(i16t, byte_at(ir, p, ir.int(off))?, "")?;
+    if let Some(inst) = h.as_instruction_value() {
+        inst.set_alignment(1)
+            .map_err(|e| super::ir::IrError(e.to_string()))?;
+    }
+    let h = ir.b.build_int_z_extend(h.into_int_value(), i32t, "")?;
+    let c = |v: u64| i32t.const_int(v, false);
+    let mag = ir.b.build_and(h, c(0x7fff), "")?;
+    let mag = ir.b.build_left_shift(mag, c(13), "")?;
+    let mag = ir.b.build_bit_cast(mag, ir.f32, "")?.into_float_value();
+    let scaled =
+        ir.b.build_float_mul(mag, ir.f32.const_float(2f64.powi(112)), "")?;
+    let bits = ir.b.build_bit_cast(scaled, i32t, "")?.into_int_value();
+    let sign =
+        ir.b.build_left_shift(ir.b.build_and(h, c(0x8000), "")?, c(16), "")?;
+    Ok(ir
+        .b
+        .build_bit_cast(ir.b.build_or(bits, sign, "")?, ir.f32, "")?)
+}
+
+/// Q4_K's sub-block `j` (0..8) scale and min as f32: ggml's `get_scale_min_k4` on the 12
+/// scale bytes at `p + 4`, times the super-block's d and dmin.
+fn q4k_scale_min<'ctx>(
+    ir: &Ir<'ctx>,
+    p: PointerValue<'ctx>,
+    j: u64,
+) -> IrResult<(BasicValueEnum<'ctx>, BasicValueEnum<'ctx>)> {
+    let i32t = ir.ctx.i32_type();
+    let c = |v: u64| i32t.const_int(v, false);
+    let s = |i: u64| byte(ir, p, 4 + i);
+    let (sc, m) = if j < 4 {
+        (
+            ir.b.build_and(s(j)?, c(63), "")?,
+            ir.b.build_and(s(j + 4)?, c(63), "")?,
+        )
+    } else {
+        let hi = |i: u64| -> IrResult<IntValue<'ctx>> {
+            let top = ir.b.build_right_shift(s(i)?, c(6), false, "")?;
+            Ok(ir.b.build_left_shift(top, c(4), "")?)
+        };
+        let low = ir.b.build_and(s(j + 4)?, c(15), "")?;
+        let high = ir.b.build_right_shift(s(j + 4)?, c(4), false, "")?;
+        (
+            ir.b.build_or(low, hi(j - 4)?, "")?,
+            ir.b.build_or(high, hi(j)?, "")?,
+        )
+    };
+    let to_f = |v: IntValue<'ctx>| ir.b.build_unsigned_int_to_float(v, ir.f32, "");
+    let d =
+        ir.b.build_float_mul(half(ir, p, 0)?.into_float_value(), to_f(sc)?, "")?;
+    let dm =
+        ir.b.build_float_mul(half(ir, p, 2)?.into_float_value(), to_f(m)?, "")?;
+    Ok((d.into(), dm.into()))
+}
+
+/// Values `s·L .. (s + 1)·L` (L = lanes) of the block at `p`, as f32.
+pub(crate) fn decode<'ctx>(
+    ir: &Ir<'ctx>,
+    ty: GgmlType,
+    p: PointerValue<'ctx>,
+    lanes: u32,
+    s: u64,
+) -> IrResult<VectorValue<'ctx>> {
+    let l = lanes as u64;
+    let (i8v, i32v, vt) = (
+        ir.ctx.i8_type().vec_type(lanes),
+        ir.ctx.i32_type().vec_type(lanes),
+        ir.f32.vec_type(lanes),
+    );
+    let load = |off: u64| -> IrResult<VectorValue<'ctx>> {
+        let v = ir.b.build_load(i8v, byte_at(ir, p, ir.int(off))?, "")?;
+        if let Some(inst) = v.as_instruction_value() {
+            inst.set_alignment(1)
+                .map_err(|e| super::ir::IrError(e.to_string()))?;
+        }
+        Ok(v.into_vector_value())
+    };
+    match ty {
+        GgmlType::Q8_0 => {
+            // y = d · q.
+            let q = ir.b.build_int_s_extend(load(2 + s * l)?, i32v, "")?;
+            let q = ir.b.build_signed_int_to_float(q, vt, "")?;
+            let d = ir.splat(vt, half(ir, p, 0)?)?;
+            Ok(ir.b.build_float_mul(q, d, "")?)
+        }
+        GgmlType::Q4_K => {
+            // 64 values per 32 bytes: the low nibbles are the first 32 (sub-block 2c),
+            // the high nibbles the next 32 (sub-block 2c + 1); y = d·sc·q − dmin·m.
+            let e0 = s * l;
+            let (chunk, within) = (e0 / 64, e0 % 64);
+            let high = within >= 32;
+            let bytes = load(16 + chunk * 32 + within % 32)?;
+            let nib = if high {
+                let four = ir.ctx.i8_type().const_int(4, false);
+                let sh = inkwell::types::VectorType::const_vector(&vec![four; lanes as usize]);
+                ir.b.build_right_shift(bytes, sh, false, "")?
+            } else {
+                let mask = ir.ctx.i8_type().const_int(15, false);
+                let m = inkwell::types::VectorType::const_vector(&vec![mask; lanes as usize]);
+                ir.b.build_and(bytes, m, "")?
+            };
+            let q = ir.b.build_int_z_extend(nib, i32v, "")?;
+            let q = ir.b.build_unsigned_int_to_float(q, vt, "")?;
+            let (d, m) = q4k_scale_min(ir, p, e0 / 32)?;
+            let scaled = ir.b.build_float_mul(q, ir.splat(vt, d)?, "")?;
+            Ok(ir.b.build_float_sub(scaled, ir.splat(vt, m)?, "")?)
+        }
+        other => Err(super::ir::IrError(format!(
+            "no kernels for {} blocks",
+            other.name()
+        ))),
+    }
+}
+
+/// `archc_sgemm_pack_bt_{type}(kc, nc, b, ldb, bp)`: as `archc_sgemm_pack_bt`, from rows
+/// of blocks (`b` the block holding the panel's first value, `ldb` in values).
+fn emit_pack_bt<'ctx>(
+    ir: &Ir<'ctx>,
+    t: &SgemmTiles,
+    ty: GgmlType,
+    tag: &str,
+) -> IrResult<FunctionValue<'ctx>> {
+    let Packer {
+        f,
+        rows: kc,
+        cols: nc,
+        src: b,
+        ld: ldb,
+        dst: bp,
+    } = packer(ir, &format!("archc_sgemm_pack_bt_{tag}"))?;
+    let (per, bytes) = ty.block();
+    let (per, lanes) = (per as u64, t.lanes as u64);
+    let nr_c = ir.int(t.nr as u64);
+    // Bytes between consecutive rows of B.
+    let row_bytes = ir.mul(
+        ir.b.build_int_unsigned_div(ldb, ir.int(per), "")?,
+        ir.int(bytes as u64),
+    )?;
+    let row = |j: IntValue<'ctx>| byte_at(ir, b, ir.mul(j, row_bytes)?);
+    ir.for_range(f, "jp", ir.int(0), nc, t.nr as u64, |j0| {
+        let cols = ir.min(nr_c, ir.sub(nc, j0)?)?;
+        let panel = ir.at(bp, ir.mul(j0, kc)?)?;
+        ir.if_else(
+            f,
+            "full",
+            ir.eq(cols, nr_c)?,
+            || {
+                // Per block and half panel: L columns' values decoded L at a time,
+                // transposed in registers, stored as panel rows.
+                ir.for_range(f, "kb", ir.int(0), kc, per, |k0| {
+                    for h in 0..(t.nr / t.lanes) as u64 {
+                        let blocks = (0..lanes)
+                            .map(|r| {
+                                let p = row(ir.add(j0, ir.int(h * lanes + r))?)?;
+                                block_at(ir, ty, p, k0)
+                            })
+                            .collect::<IrResult<Vec<_>>>()?;
+                        for s in 0..per / lanes {
+                            let vals = blocks
+                                .iter()
+                                .map(|&p| decode(ir, ty, p, t.lanes, s))
+                                .collect::<IrResult<Vec<_>>>()?;
+                            for (kk, v) in transpose(ir, vals)?.into_iter().enumerate() {
+                                let k = ir.add(k0, ir.int(s * lanes + kk as u64))?;
+                                let dst = ir.at(panel, ir.mad(k, nr_c, ir.int(h * lanes))?)?;
+                                ir.store(dst, v)?;
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            },
+            || {
+                // The last, partial panel: zero it, then the columns that exist.
+                let zeros = ir.mul(ir.mul(kc, nr_c)?, ir.int(4))?;
+                ir.b.build_memset(panel, 4, ir.ctx.i8_type().const_zero(), zeros)?;
+                ir.for_range(f, "jj", ir.int(0), cols, 1, |jj| {
+                    let src = row(ir.add(j0, jj)?)?;
+                    ir.for_range(f, "kb", ir.int(0), kc, per, |k0| {
+                        let p = block_at(ir, ty, src, k0)?;
+                        for s in 0..per / lanes {
+                            let v = decode(ir, ty, p, t.lanes, s)?;
+                            for l in 0..lanes {
+                                let x = ir.b.build_extract_element(v, ir.int(l), "")?;
+                                let k = ir.add(k0, ir.int(s * lanes + l))?;
+                                ir.store(ir.at(panel, ir.mad(k, nr_c, jj)?)?, x)?;
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+            },
+        )
+    })?;
+    ir.b.build_return(None)?;
+    Ok(f)
+}
+
+/// `archc_gemv_bt_{type}(rows, cols, k, a, lda, b, ldb, c, ldc)`: `archc_gemv_bt` over a
+/// B of blocks. Each block of each column is decoded once, a vector at a time, into FMAs
+/// with every row of A.
+fn emit_gemv<'ctx>(
+    ir: &Ir<'ctx>,
+    t: &SgemmTiles,
+    ty: GgmlType,
+    tag: &str,
+) -> IrResult<FunctionValue<'ctx>> {
+    let (i64t, ptr) = (ir.i64, ir.ptr);
+    let params = [
+        i64t.into(),
+        i64t.into(),
+        i64t.into(),
+        ptr.into(),
+        i64t.into(),
+        ptr.into(),
+        i64t.into(),
+        ptr.into(),
+        i64t.into(),
+    ];
+    let f = ir.module.add_function(
+        &format!("archc_gemv_bt_{tag}"),
+        ir.ctx.void_type().fn_type(&params, false),
+        Some(inkwell::module::Linkage::Internal),
+    );
+    ir.add_fn_attrs(f, &["noinline"]);
+    ir.mark_noalias(f, &[3, 5, 7]);
+    ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
+    let (rows, cols, k) = (
+        ir.param_int(f, 0)?,
+        ir.param_int(f, 1)?,
+        ir.param_int(f, 2)?,
+    );
+    let (a, lda) = (ir.param_ptr(f, 3)?, ir.param_int(f, 4)?);
+    let (b, ldb) = (ir.param_ptr(f, 5)?, ir.param_int(f, 6)?);
+    let (c, ldc) = (ir.param_ptr(f, 7)?, ir.param_int(f, 8)?);
+    let (per, bytes) = ty.block();
+    let (per, lanes) = (per as u64, t.lanes as u64);
+    let vt = ir.f32.vec_type(t.lanes);
+    let zero_v: BasicValueEnum = vt.const_zero().into();
+    let row_bytes = ir.mul(
+        ir.b.build_int_unsigned_div(ldb, ir.int(per), "")?,
+        ir.int(bytes as u64),
+    )?;
+    let block = |j: IntValue<'ctx>, width: usize, r: usize| -> IrResult<()> {
+        let brows = (0..width)
+            .map(|w| byte_at(ir, b, ir.mul(ir.add(j, ir.int(w as u64))?, row_bytes)?))
+            .collect::<IrResult<Vec<_>>>()?;
+        let arows = (0..r)
+            .map(|i| ir.at(a, ir.mul(ir.int(i as u64), lda)?))
+            .collect::<IrResult<Vec<_>>>()?;
+        let (_, accs) = ir.carried_loop(
+            f,
+            "kb",
+            WholeSteps {
+                start: ir.int(0),
+                limit: k,
+                step: per,
+            },
+            &vec![zero_v; r * width],
+            |k0, cur| {
+                let blocks = brows
+                    .iter()
+                    .map(|&p| block_at(ir, ty, p, k0))
+                    .collect::<IrResult<Vec<_>>>()?;
+                let mut acc: Vec<VectorValue<'ctx>> =
+                    cur.iter().map(|v| v.into_vector_value()).collect();
+                for s in 0..per / lanes {
+                    let ws = blocks
+                        .iter()
+                        .map(|&p| decode(ir, ty, p, t.lanes, s))
+                        .collect::<IrResult<Vec<_>>>()?;
+                    let kk = ir.add(k0, ir.int(s * lanes))?;
+                    for (i, &arow) in arows.iter().enumerate() {
+                        let x = ir.load_vec(vt, ir.at(arow, kk)?)?;
+                        for (w, &wv) in ws.iter().enumerate() {
+                            let n = i * width + w;
+                            acc[n] = ir.fmuladd(x, wv, acc[n])?;
+                        }
+                    }
+                }
+                Ok(acc.into_iter().map(Into::into).collect())
+            },
+        )?;
+        for i in 0..r {
+            for w in 0..width {
+                let n = i * width + w;
+                let total = ir.intrinsic(
+                    "llvm.vector.reduce.fadd",
+                    &[vt.into()],
+                    &[ir.f32.const_zero().into(), accs[n].into()],
+                )?;
+                if let Some(inst) = total.as_instruction_value() {
+                    let _ = inst.set_fast_math_flags(FastMathFlags::AllowReassoc);
+                }
+                let col = ir.add(j, ir.int(w as u64))?;
+                ir.store(ir.at(c, ir.mad(ir.int(i as u64), ldc, col)?)?, total)?;
+            }
+        }
+        Ok(())
+    };
+    // Fewer columns at once than the f32 routine: the decoded vectors need registers too.
+    let registers = if t.lanes >= 16 { 16 } else { 8 };
+    let nests: Vec<(usize, usize)> = (1..=GEMV_MAX_ROWS as usize)
+        .map(|r| (r, (registers / r).clamp(1, 4)))
+        .collect();
+    emit_row_cases(ir, f, rows, &nests, &|r, width| {
+        let (j, _) = ir.carried_loop(
+            f,
+            "jw",
+            WholeSteps {
+                start: ir.int(0),
+                limit: cols,
+                step: width as u64,
+            },
+            &[],
+            |j, _| {
+                block(j, width, r)?;
+                Ok(vec![])
+            },
+        )?;
+        if width > 1 {
+            ir.for_range(f, "j1", j, cols, 1, |j| block(j, 1, r))?;
+        }
+        Ok(())
+    })?;
+    ir.b.build_return(None)?;
+    Ok(f)
+}

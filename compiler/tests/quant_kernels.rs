@@ -1,0 +1,126 @@
+//! Matmuls over parameters stored as ggml blocks (`kernel::quant`, `backend/cpu/quant_ir`):
+//! the generated kernels, fed weights quantized to Q8_0 / Q4_K, against the evaluator
+//! on the same weights dequantized (gguf-py's values, bit-exact in `runtime::gguf`), for
+//! the matrix–vector rows of decoding and the packed matmul of prompts, on every vector
+//! set this machine runs.
+
+use arch_runtime::gguf::{dequantize, quantize, GgmlType};
+use archc::autodiff::check::Rng;
+use archc::backend::cpu::{CpuTarget, VectorIsa};
+use archc::eval::{run_package_with, WeightSource};
+use archc::graph::{DType, Dim, Graph};
+use archc::interp::{run, Value};
+use archc::tensor::Tensor;
+use std::collections::{BTreeMap, HashMap};
+
+fn linear_graph(k: u64, n: u64) -> Graph {
+    let mut g = Graph::new("linear");
+    let x = g.input(
+        "x",
+        vec![Dim::sym("batch"), Dim::sym("seq"), Dim::c(k)],
+        DType::F32,
+    );
+    let w = g.param("w", vec![Dim::c(n), Dim::c(k)]);
+    let y = g.linear(x, w);
+    g.output("y", y);
+    g.finish().unwrap()
+}
+
+#[test]
+fn quantized_weights_match_their_dequantized_values() {
+    let mut checked = 0;
+    // n = 37: a partial panel and an odd column tail; Q8_0's k = 288 leaves a 32-deep
+    // last k block after KC = 256.
+    for (ty, k) in [(GgmlType::Q8_0, 288u64), (GgmlType::Q4_K, 512)] {
+        let n = 37u64;
+        let g = linear_graph(k, n);
+        let mut rng = Rng::new(7);
+        let raw: Vec<f32> = (0..n * k).map(|_| rng.uniform() * 2.0 - 1.0).collect();
+        let blocks = quantize(ty, &raw).unwrap();
+        let deq = dequantize(ty, &blocks, raw.len());
+        let shape = vec![n as usize, k as usize];
+        // The runtime quantizes the canonical f32 weights it is given to the storage type:
+        // equal blocks, so the kernels see exactly `deq`.
+        let given = HashMap::from([(
+            "w".to_string(),
+            Tensor {
+                shape: shape.clone(),
+                data: raw,
+            },
+        )]);
+        let reference = HashMap::from([("w".to_string(), Tensor { shape, data: deq })]);
+        for isa in [VectorIsa::Sse2, VectorIsa::Avx2, VectorIsa::Avx512] {
+            if !isa.runs_here() {
+                eprintln!("skipping {isa}: this CPU cannot run it");
+                continue;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let mut opts = archc::package::BuildOptions::host().unwrap();
+            opts.target = CpuTarget::generic(isa);
+            opts.quant = BTreeMap::from([("w".to_string(), ty)]);
+            archc::package::build_graph(&g, "linear", &opts, dir.path()).unwrap();
+            let m = arch_runtime::Manifest::read(dir.path()).unwrap();
+            let want_storage = ty.name().to_ascii_lowercase();
+            assert_eq!(m.params[0].storage.as_deref(), Some(want_storage.as_str()));
+            for (b, t) in [
+                (1, 1),
+                (2, 1),
+                (3, 1),
+                (5, 1),
+                (8, 1),
+                (9, 1),
+                (2, 75),
+                (1, 150),
+            ] {
+                let data = (0..b * t * k as usize).map(|_| rng.uniform()).collect();
+                let input = Value::F(Tensor {
+                    shape: vec![b, t, k as usize],
+                    data,
+                });
+                let inputs = HashMap::from([("x".to_string(), input)]);
+                let want = run(&g, &inputs, &reference).unwrap()[0]
+                    .1
+                    .as_f32()
+                    .unwrap()
+                    .clone();
+                let got = run_package_with(dir.path(), &WeightSource::Tensors(&given), inputs, 2)
+                    .unwrap()
+                    .remove(0)
+                    .1;
+                let err = got.rel_max_diff(&want);
+                assert!(err <= 1e-5, "{ty:?} {isa} {b}×{t} rows: {err:e}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 16, "at least one vector set ran");
+}
+
+/// A parameter that something other than a matmul reads (a tied embedding's gather), or
+/// whose rows are not whole blocks, stays f32.
+#[test]
+fn parameters_other_kernels_read_stay_f32() {
+    let mut g = Graph::new("tied");
+    let ids = g.input("ids", vec![Dim::sym("batch"), Dim::sym("seq")], DType::I64);
+    let table = g.param("embed", vec![Dim::c(40), Dim::c(64)]);
+    let other = g.param("odd", vec![Dim::c(8), Dim::c(40)]);
+    let x = g.gather(table, ids);
+    let y = g.linear(x, table);
+    g.output("logits", y);
+    let z = g.linear(y, other);
+    g.output("z", z);
+    let g = g.finish().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = archc::package::BuildOptions::host().unwrap();
+    opts.quant = BTreeMap::from([
+        ("embed".to_string(), GgmlType::Q8_0),
+        ("odd".to_string(), GgmlType::Q8_0),
+    ]);
+    archc::package::build_graph(&g, "tied", &opts, dir.path()).unwrap();
+    let m = arch_runtime::Manifest::read(dir.path()).unwrap();
+    assert!(
+        m.params.iter().all(|p| p.storage.is_none()),
+        "{:?}",
+        m.params
+    );
+}
