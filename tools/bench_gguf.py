@@ -120,7 +120,7 @@ def main():
                         "--new", str(a.new), "--weights", gguf, "--threads", th,
                         "--reps", str(a.reps), "--warmup", "1", "--json"])
         pre = run_json([ARCHC, "bench", spec, "--mode", "prefill", "--batch", "1", "--seq", "512",
-                        "--threads", th, "--reps", str(a.reps), "--warmup", "1", "--json"])
+                        "--weights", gguf, "--threads", th, "--reps", str(a.reps), "--warmup", "1", "--json"])
         theirs = run_json([sys.executable, __file__, "--llama-cpp-side", "--model", gguf,
                            "--threads", th, "--new", str(a.new), "--reps", str(a.reps)])
         size = os.path.getsize(gguf) / 2**20

@@ -201,7 +201,7 @@ pub fn evaluate_cpu(
     threads: usize,
 ) -> Result<Vec<(String, F32Tensor)>, String> {
     prepare_inputs(spec, &mut inputs)?;
-    let mut opts = crate::package::BuildOptions::host()?;
+    let mut opts = crate::package::BuildOptions::for_weights(spec, weights)?;
     opts.attention_mask = inputs.contains_key("attention_mask");
     opts.outputs = outputs.iter().map(|s| s.to_string()).collect();
     let built = crate::package::build(spec, &opts, None)?;

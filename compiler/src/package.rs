@@ -78,6 +78,28 @@ impl BuildOptions {
             quant: BTreeMap::new(),
         })
     }
+
+    /// Every parameter of `spec` requested as blocks of `ty` (`--quant q8_0|q4_k`): the
+    /// matmul weights whose rows are whole blocks get it, the rest stay f32.
+    pub fn quantize_all(&mut self, spec: &ArchSpec, ty: &str) -> Result<(), String> {
+        let t = GgmlType::from_name(ty)
+            .filter(|t| t.kernel_storage())
+            .ok_or_else(|| format!("unknown --quant `{ty}`: the kernels read q8_0 and q4_k"))?;
+        self.quant = crate::params::param_table(spec)
+            .into_iter()
+            .map(|p| (p.name, t))
+            .collect();
+        Ok(())
+    }
+
+    /// [`BuildOptions::host`] for running with the weights at `weights`: a GGUF file's
+    /// Q8_0 and Q4_K matmul weights stay quantized ([`crate::weights::block_storage`]).
+    pub fn for_weights(spec: &ArchSpec, weights: &Path) -> Result<BuildOptions, String> {
+        Ok(BuildOptions {
+            quant: crate::weights::block_storage(spec, weights)?,
+            ..BuildOptions::host()?
+        })
+    }
 }
 
 /// What a build produced.

@@ -29,6 +29,29 @@ pub struct BenchArgs<'a> {
     pub new: usize,
     /// Real weights instead of random ones.
     pub weights: Option<&'a std::path::Path>,
+    /// Matmul weights kept as blocks of this type (`--quant`).
+    pub quant: Option<&'a str>,
+}
+
+/// The build options of a benchmark: the host's, with the weights' blocks (a GGUF file)
+/// or `--quant`'s kept quantized.
+fn bench_options(
+    spec: &arch_dsl::spec::ArchSpec,
+    args: &BenchArgs,
+) -> Result<BuildOptions, String> {
+    let mut opts = match args.weights {
+        Some(w) => BuildOptions::for_weights(spec, w)?,
+        None => BuildOptions::host()?,
+    };
+    if let Some(q) = args.quant {
+        if !opts.quant.is_empty() {
+            return Err(
+                "--quant quantizes f32 weights; a GGUF file's blocks are used as stored".into(),
+            );
+        }
+        opts.quantize_all(spec, q)?;
+    }
+    Ok(opts)
 }
 
 pub fn run(args: &BenchArgs) -> ExitCode {
@@ -141,7 +164,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     let Some(spec) = load_model(args.target) else {
         return Err("the spec has errors".into());
     };
-    let mut opts = BuildOptions::host()?;
+    let mut opts = bench_options(&spec, args)?;
     // Time up to the logits, as a language model is used; models without an LM head
     // (a bare encoder) up to every output they have.
     let outputs = crate::expand::forward(&spec, &crate::expand::ExpandOptions::default())?
@@ -222,6 +245,9 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
 fn bench_train(args: &BenchArgs) -> Result<(), String> {
     use arch_runtime::train::{Hyper, Schedule, Trainer};
     let spec = load_model(args.target).ok_or("the spec has errors")?;
+    if args.quant.is_some() {
+        return Err("training keeps its parameters in f32: `--quant` times inference".into());
+    }
     if args.batch == 0 || args.seq == 0 || args.reps == 0 {
         return Err("--batch, --seq and --reps must be at least 1".into());
     }
@@ -340,7 +366,7 @@ fn bench_decode(args: &BenchArgs) -> Result<(), String> {
         let opts = BuildOptions {
             kind,
             verbose: !args.json,
-            ..BuildOptions::host()?
+            ..bench_options(&spec, args)?
         };
         let built = build(&spec, &opts, None)?;
         built_s += built.seconds;
@@ -359,7 +385,7 @@ fn bench_decode(args: &BenchArgs) -> Result<(), String> {
         .manifest()
         .params
         .iter()
-        .map(|p| p.shape.iter().product::<usize>() as u64 * 4)
+        .map(|p| p.bytes().unwrap_or(0) as u64)
         .sum();
     let mut generator = Generator::with_encoder(step, encoder).map_err(|e| e.to_string())?;
     let (b, p, n) = (args.batch, args.prompt, args.new);

@@ -14,6 +14,8 @@ pub struct BuildArgs<'a> {
     pub outputs: &'a [String],
     pub attention_mask: bool,
     pub no_cache: bool,
+    pub quant: Option<&'a str>,
+    pub weights: Option<&'a Path>,
 }
 
 pub fn run(args: &BuildArgs) -> ExitCode {
@@ -36,7 +38,16 @@ fn run_build(args: &BuildArgs) -> Result<(), String> {
     let Some(spec) = load_model(args.target) else {
         return Err("the spec has errors".into());
     };
-    let mut opts = BuildOptions::host()?;
+    let mut opts = match args.weights {
+        Some(w) => BuildOptions::for_weights(&spec, w)?,
+        None => BuildOptions::host()?,
+    };
+    if let Some(q) = args.quant {
+        if args.weights.is_some() {
+            return Err("give --quant or --weights, not both".into());
+        }
+        opts.quantize_all(&spec, q)?;
+    }
     match args.mode {
         "infer" => {}
         "train" => {
@@ -45,6 +56,11 @@ fn run_build(args: &BuildArgs) -> Result<(), String> {
             crate::train::losses(&spec)?;
             if !args.outputs.is_empty() {
                 return Err("--output selects forward outputs; a train package outputs `loss` and `grad_norm`".into());
+            }
+            if !opts.quant.is_empty() {
+                return Err(
+                    "a train package keeps its parameters in f32 (no --quant or --weights)".into(),
+                );
             }
             opts.kind = crate::package::PackageKind::Train(crate::train::TrainOptions::default());
         }

@@ -54,7 +54,7 @@ pub fn generator(target: &str, weights: &Path, threads: usize) -> Result<Generat
     let Some(spec) = load_model(target) else {
         return Err("the spec has errors".into());
     };
-    let (step, encode) = generation_packages(&spec, &BuildOptions::host()?)?;
+    let (step, encode) = generation_packages(&spec, &BuildOptions::for_weights(&spec, weights)?)?;
     let encode = encode.map(|e| e.dir);
     Generator::load_programs(&step.dir, encode.as_deref(), weights, threads)
         .map_err(|e| e.to_string())

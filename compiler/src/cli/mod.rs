@@ -104,6 +104,13 @@ enum Command {
         /// Build even when the cache holds this package.
         #[arg(long)]
         no_cache: bool,
+        /// Keep the matmul weights quantized (q8_0 or q4_k): the kernels read the blocks,
+        /// and weights given in f32 are quantized when loaded.
+        #[arg(long)]
+        quant: Option<String>,
+        /// Keep each matmul weight quantized as this GGUF file stores it (Q8_0, Q4_K).
+        #[arg(long)]
+        weights: Option<PathBuf>,
     },
     /// Time the forward pass on random weights and token ids.
     Bench {
@@ -124,9 +131,13 @@ enum Command {
         #[arg(long, default_value_t = 128)]
         new: usize,
         /// Time these weights (safetensors in canonical or Hugging Face names, or GGUF) instead of
-        /// random ones.
+        /// random ones. A GGUF file's Q8_0 and Q4_K matmul weights stay quantized.
         #[arg(long)]
         weights: Option<PathBuf>,
+        /// Keep the matmul weights quantized (q8_0 or q4_k), quantizing f32 weights (or the
+        /// random ones) when loaded.
+        #[arg(long)]
+        quant: Option<String>,
         /// Print one JSON object (keys include `median_ms` and `tokens_per_s`).
         #[arg(long)]
         json: bool,
@@ -449,6 +460,8 @@ fn run(cli: Cli) -> ExitCode {
             outputs,
             attention_mask,
             no_cache,
+            quant,
+            weights,
         } => build::run(&build::BuildArgs {
             target: &target,
             device: &device,
@@ -457,6 +470,8 @@ fn run(cli: Cli) -> ExitCode {
             outputs: &outputs,
             attention_mask,
             no_cache,
+            quant: quant.as_deref(),
+            weights: weights.as_deref(),
         }),
         Command::Bench {
             target,
@@ -471,6 +486,7 @@ fn run(cli: Cli) -> ExitCode {
             prompt,
             new,
             weights,
+            quant,
         } => bench::run(&bench::BenchArgs {
             target: &target,
             batch,
@@ -485,6 +501,7 @@ fn run(cli: Cli) -> ExitCode {
             prompt,
             new,
             weights: weights.as_deref(),
+            quant: quant.as_deref(),
         }),
         Command::Eval {
             target,

@@ -518,3 +518,58 @@ impl Weights {
         })
     }
 }
+
+/// The block type each parameter of `spec` has in the GGUF file at `path`, for the types
+/// generated kernels read as stored (Q8_0, Q4_K) and sources that reach the canonical
+/// layout by whole rows: what a package built for that file should keep quantized
+/// (`BuildOptions::quant`). Empty for a safetensors file; an error only for a file that
+/// cannot be read.
+pub fn block_storage(
+    spec: &ArchSpec,
+    path: &Path,
+) -> Result<BTreeMap<String, arch_runtime::gguf::GgmlType>, String> {
+    use arch_runtime::manifest::Source;
+    let mut out = BTreeMap::new();
+    if !path.is_file() {
+        return Ok(out);
+    }
+    let map = arch_runtime::safetensors_file::map(path).map_err(|e| e.to_string())?;
+    if !arch_runtime::gguf::is_gguf(&map) {
+        return Ok(out);
+    }
+    let g = arch_runtime::gguf::Gguf::parse(&map)
+        .map_err(|e| format!("{} is not a readable GGUF file: {e}", path.display()))?;
+    // The naming under which the file has the most parameters (the loader's rule).
+    let namings = manifest_namings(spec);
+    let present = |s: &Source| s.names().iter().any(|n| g.tensor(n).is_some());
+    let Some(naming) = namings
+        .iter()
+        .rev()
+        .max_by_key(|n| n.sources.values().filter(|s| present(s)).count())
+    else {
+        return Ok(out);
+    };
+    fn leaf<'s>(s: &'s Source, has: &dyn Fn(&str) -> bool) -> Option<&'s Source> {
+        match s {
+            Source::Any(alts) => alts.iter().find_map(|a| leaf(a, has)),
+            Source::Nothing => None,
+            l => l.names().iter().all(|n| has(n)).then_some(l),
+        }
+    }
+    for (param, src) in &naming.sources {
+        let name = match leaf(src, &|n| g.tensor(n).is_some()) {
+            Some(Source::Plain { name, .. })
+            | Some(Source::RopeRows { name, .. })
+            | Some(Source::Rows {
+                name,
+                transpose: false,
+                ..
+            }) => name,
+            _ => continue,
+        };
+        if let Some(t) = g.tensor(name).filter(|t| t.ty.kernel_storage()) {
+            out.insert(param.clone(), t.ty);
+        }
+    }
+    Ok(out)
+}

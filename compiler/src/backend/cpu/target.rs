@@ -89,7 +89,25 @@ pub struct CpuTarget {
 impl CpuTarget {
     /// The machine this process runs on: the widest vector set it supports, and LLVM's
     /// own name and features for the host CPU (so scheduling matches the real core).
+    /// `ARCHC_ISA=sse2|avx2|avx512` forces the portable target of that set instead (every
+    /// code path can be run and timed on a machine with a wider one).
     pub fn host() -> Result<CpuTarget, BackendError> {
+        if let Ok(name) = std::env::var("ARCHC_ISA") {
+            let isa = VectorIsa::ALL
+                .into_iter()
+                .find(|i| i.to_string() == name)
+                .ok_or_else(|| {
+                    BackendError::Unsupported(format!(
+                        "ARCHC_ISA={name}: the vector sets are sse2, avx2 and avx512"
+                    ))
+                })?;
+            if !isa.runs_here() {
+                return Err(BackendError::Unsupported(format!(
+                    "ARCHC_ISA={name}: this CPU cannot run {isa} code"
+                )));
+            }
+            return Ok(CpuTarget::generic(isa));
+        }
         let isa = host_isa()?;
         Ok(CpuTarget {
             isa,

@@ -19,7 +19,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             col_blocks: nblocks,
             row_block,
             row_blocks: mblocks,
-        } = self.blocks(m, n, mm.whole_rows)?;
+        } = self.blocks(m, n, mm)?;
         let per_batch = ir.mul(mblocks, nblocks)?;
         let (lda, ldb) = (c(&mm.a.ld)?, c(&mm.b.ld)?);
         let (abuf, bbuf, cbuf) = (

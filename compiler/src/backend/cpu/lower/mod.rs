@@ -33,6 +33,9 @@ mod scan;
 /// at most 576 rows and 384 columns (see `Lowerer::blocks`).
 pub const MATMUL_ROWS: u64 = 576;
 pub const MATMUL_COLS: u64 = 384;
+/// Columns per parallel iteration of a matrix–vector product (at most `GEMV_MAX_ROWS`
+/// rows): a multiple of the routine's column groups.
+pub const GEMV_COLS: u64 = 64;
 /// Row blocks are multiples of this, the AVX2 and AVX-512 MR (SSE2, MR = 4, gets edge tiles).
 const ROW_QUANTUM: u64 = 6;
 /// Keys per block of the attention kernel (scores held in scratch).
@@ -408,7 +411,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             Body::Reduce { extents, axis, .. } => prod(&extents[..*axis]),
             Body::MatMul(m) => {
                 let (mm, nn) = (c(&m.m)?, c(&m.n)?);
-                let bl = self.blocks(mm, nn, m.whole_rows)?;
+                let bl = self.blocks(mm, nn, m)?;
                 self.ir
                     .mul(self.ir.mul(c(&m.batch)?, bl.row_blocks)?, bl.col_blocks)
             }
@@ -450,14 +453,9 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
     /// evenly, four nearly so): 1 column block → 4 row blocks, 2 → 2, an odd number below
     /// 8 → 2, else 1; whole-row matmuls pack all of B in every iteration and split rows
     /// in two. Row blocks are multiples of 6, at most 576.
-    fn blocks(
-        &self,
-        m: IntValue<'ctx>,
-        n: IntValue<'ctx>,
-        whole_rows: bool,
-    ) -> IrResult<Blocks<'ctx>> {
+    fn blocks(&self, m: IntValue<'ctx>, n: IntValue<'ctx>, mm: &MatMul) -> IrResult<Blocks<'ctx>> {
         let ir = self.ir;
-        let (col_block, cb, splits) = if whole_rows {
+        let (col_block, cb, splits) = if mm.whole_rows {
             (self.max(n, ir.int(1))?, ir.int(1), ir.int(2))
         } else {
             let cb = self.ceil_div(n, MATMUL_COLS)?;
@@ -472,7 +470,25 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             let rb =
                 ir.b.build_select(is(1)?, ir.int(4), rb, "")?
                     .into_int_value();
-            (ir.int(MATMUL_COLS), cb, rb)
+            // A decode step (the matrix–vector routine): narrower column blocks, so
+            // every thread streams an equal share of the weights (n = 1024 makes 16
+            // blocks, not 3; a GQA key projection of 256 columns 4, not 1).
+            let gemv = ir.b.build_int_compare(
+                IntPredicate::ULE,
+                m,
+                ir.int(crate::backend::cpu::gemv_ir::GEMV_MAX_ROWS),
+                "",
+            )?;
+            if mm.transpose_b && !mm.transpose_a {
+                let narrow = self.ceil_div(n, GEMV_COLS)?;
+                let col_block =
+                    ir.b.build_select(gemv, ir.int(GEMV_COLS), ir.int(MATMUL_COLS), "")?
+                        .into_int_value();
+                let cb = ir.b.build_select(gemv, narrow, cb, "")?.into_int_value();
+                (col_block, cb, rb)
+            } else {
+                (ir.int(MATMUL_COLS), cb, rb)
+            }
         };
         let per = self.ceil_div_by(m, splits)?;
         let per = ir.mul(self.ceil_div(per, ROW_QUANTUM)?, ir.int(ROW_QUANTUM))?;
