@@ -96,31 +96,90 @@ fn quantized_weights_match_their_dequantized_values() {
     assert!(checked >= 16, "at least one vector set ran");
 }
 
-/// A parameter that something other than a matmul reads (a tied embedding's gather), or
-/// whose rows are not whole blocks, stays f32.
+/// A tied embedding table stored as blocks: the gather decodes the rows it reads one
+/// value at a time, the LM head reads it as a matmul weight; a weight whose rows are not
+/// whole blocks stays f32. Every vector set, against the evaluator on the dequantized
+/// values.
 #[test]
-fn parameters_other_kernels_read_stay_f32() {
-    let mut g = Graph::new("tied");
-    let ids = g.input("ids", vec![Dim::sym("batch"), Dim::sym("seq")], DType::I64);
-    let table = g.param("embed", vec![Dim::c(40), Dim::c(64)]);
-    let other = g.param("odd", vec![Dim::c(8), Dim::c(40)]);
-    let x = g.gather(table, ids);
-    let y = g.linear(x, table);
-    g.output("logits", y);
-    let z = g.linear(y, other);
-    g.output("z", z);
-    let g = g.finish().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut opts = archc::package::BuildOptions::host().unwrap();
-    opts.quant = BTreeMap::from([
-        ("embed".to_string(), GgmlType::Q8_0),
-        ("odd".to_string(), GgmlType::Q8_0),
-    ]);
-    archc::package::build_graph(&g, "tied", &opts, dir.path()).unwrap();
-    let m = arch_runtime::Manifest::read(dir.path()).unwrap();
-    assert!(
-        m.params.iter().all(|p| p.storage.is_none()),
-        "{:?}",
-        m.params
-    );
+fn gathers_read_blocks_and_ragged_rows_stay_f32() {
+    let mut checked = 0;
+    for (ty, d) in [(GgmlType::Q8_0, 64u64), (GgmlType::Q4_K, 256)] {
+        let vocab = 40u64;
+        let mut g = Graph::new("tied");
+        let ids = g.input("ids", vec![Dim::sym("batch"), Dim::sym("seq")], DType::I64);
+        let table = g.param("embed", vec![Dim::c(vocab), Dim::c(d)]);
+        let ragged = g.param("ragged", vec![Dim::c(8), Dim::c(vocab)]);
+        let x = g.gather(table, ids);
+        let y = g.linear(x, table);
+        let z = g.linear(y, ragged);
+        g.output("z", z);
+        let g = g.finish().unwrap();
+        let mut rng = Rng::new(11);
+        let raw: Vec<f32> = (0..vocab * d).map(|_| rng.uniform() - 0.5).collect();
+        let deq = dequantize(ty, &quantize(ty, &raw).unwrap(), raw.len());
+        let other: Vec<f32> = (0..8 * vocab).map(|_| rng.uniform() - 0.5).collect();
+        let params = |table: Vec<f32>| {
+            HashMap::from([
+                (
+                    "embed".to_string(),
+                    Tensor {
+                        shape: vec![vocab as usize, d as usize],
+                        data: table,
+                    },
+                ),
+                (
+                    "ragged".to_string(),
+                    Tensor {
+                        shape: vec![8, vocab as usize],
+                        data: other.clone(),
+                    },
+                ),
+            ])
+        };
+        let (given, reference) = (params(raw), params(deq));
+        for isa in [VectorIsa::Sse2, VectorIsa::Avx2, VectorIsa::Avx512] {
+            if !isa.runs_here() {
+                continue;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let mut opts = archc::package::BuildOptions::host().unwrap();
+            opts.target = CpuTarget::generic(isa);
+            opts.quant = BTreeMap::from([("embed".to_string(), ty), ("ragged".to_string(), ty)]);
+            archc::package::build_graph(&g, "tied", &opts, dir.path()).unwrap();
+            let m = arch_runtime::Manifest::read(dir.path()).unwrap();
+            let storage = |n: &str| {
+                m.params
+                    .iter()
+                    .find(|p| p.name == n)
+                    .and_then(|p| p.storage.clone())
+            };
+            assert_eq!(storage("embed"), Some(ty.name().to_ascii_lowercase()));
+            assert_eq!(storage("ragged"), None);
+            for (b, t) in [(1, 1), (2, 5)] {
+                let data = (0..b * t)
+                    .map(|i| ((i * 7 + 3) % vocab as usize) as i64)
+                    .collect();
+                let inputs = HashMap::from([(
+                    "ids".to_string(),
+                    Value::I(archc::tensor::I64Tensor {
+                        shape: vec![b, t],
+                        data,
+                    }),
+                )]);
+                let want = run(&g, &inputs, &reference).unwrap()[0]
+                    .1
+                    .as_f32()
+                    .unwrap()
+                    .clone();
+                let got = run_package_with(dir.path(), &WeightSource::Tensors(&given), inputs, 2)
+                    .unwrap()
+                    .remove(0)
+                    .1;
+                let err = got.rel_max_diff(&want);
+                assert!(err <= 1e-5, "{ty:?} {isa} {b}×{t}: {err:e}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 4, "at least one vector set ran");
 }

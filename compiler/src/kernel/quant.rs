@@ -1,8 +1,13 @@
 //! Parameters the kernels read as ggml blocks (`q8_0`, `q4_k`): a GGUF file's quantized
-//! weights kept as they are stored. A parameter qualifies when every kernel that touches
-//! it is a matmul reading it as B stored [n, k] (`nn.Linear`'s layout) in whole blocks;
-//! the matmul lowering then dequantizes B's blocks in registers (`backend/cpu/quant_ir`).
-//! Any other reader (a gather, a norm, a scan) keeps the parameter in f32.
+//! weights kept as they are stored. A parameter qualifies when some matmul reads it as B
+//! stored [n, k] (`nn.Linear`'s layout) in whole blocks — the matmul lowering then
+//! dequantizes B's blocks in registers (`backend/cpu/quant_ir`) — and every other
+//! reader is an elementwise kernel (a map or reduction: an embedding's gather, which
+//! decodes the values it loads one by one). A matrix only gathered from (an untied
+//! embedding table) qualifies too: a gather touches one row per token, and the blocks
+//! take a quarter of the memory or less. Attention, scans and matmuls that read it
+//! another way keep the parameter in f32, as do parameters of another rank (norm
+//! weights, convolution kernels: elementwise readers that read every value every call).
 
 use super::{Body, Kernel, Program};
 use arch_runtime::gguf::GgmlType;
@@ -35,7 +40,8 @@ pub fn store_quantized(
 }
 
 /// Ok when every kernel of `kernels` that touches `buf` is a matmul reading it as a
-/// transposed B of whole `per`-value blocks.
+/// transposed B of whole `per`-value blocks, or a map or reduction (which loads values
+/// one by one).
 fn readers_take_blocks(kernels: &[Kernel], buf: usize, per: i64) -> Result<(), String> {
     let mut readers = 0;
     for k in kernels {
@@ -45,11 +51,18 @@ fn readers_take_blocks(kernels: &[Kernel], buf: usize, per: i64) -> Result<(), S
             continue;
         }
         readers += 1;
-        let Body::MatMul(m) = &k.body else {
-            return Err(format!("read by a {} kernel", k.kind()));
+        let m = match &k.body {
+            Body::Map { out, .. } | Body::Reduce { out, .. } if *out != buf => continue,
+            Body::MatMul(m) => m,
+            _ => return Err(format!("read by a {} kernel", k.kind())),
         };
-        if uses != 1 || m.b.buf != buf {
-            return Err("read by a matmul other than as its weight".into());
+        // An epilogue loads values one by one (a residual add of the gathered rows);
+        // A must be f32.
+        if m.a.buf == buf || m.out == buf {
+            return Err("read by a matmul as its activations".into());
+        }
+        if m.b.buf != buf {
+            continue;
         }
         if !m.transpose_b || m.transpose_a {
             return Err("a matmul reads it in a layout other than [n, k]".into());

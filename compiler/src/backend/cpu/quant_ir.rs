@@ -293,6 +293,81 @@ impl<'ctx> Block<'ctx> {
     }
 }
 
+/// Element `idx` of the blocks at `base`, as f32 (an embedding row gathered from a
+/// quantized table): scalar code, bit-exact with the vector decoder.
+pub(crate) fn element<'ctx>(
+    ir: &Ir<'ctx>,
+    ty: GgmlType,
+    base: PointerValue<'ctx>,
+    idx: IntValue<'ctx>,
+    f16c: bool,
+) -> IrResult<FloatValue<'ctx>> {
+    let (per, bytes) = ty.block();
+    let (i8t, i32t) = (ir.ctx.i8_type(), ir.ctx.i32_type());
+    let block = ir.b.build_int_unsigned_div(idx, ir.int(per as u64), "")?;
+    let e = ir.b.build_int_unsigned_rem(idx, ir.int(per as u64), "")?;
+    let p = byte_at(ir, base, ir.mul(block, ir.int(bytes as u64))?)?;
+    let byte_at_dyn = |off: IntValue<'ctx>| -> IrResult<IntValue<'ctx>> {
+        let v =
+            ir.b.build_load(i8t, byte_at(ir, p, off)?, "")?
+                .into_int_value();
+        Ok(v)
+    };
+    match ty {
+        GgmlType::Q8_0 => {
+            let q = byte_at_dyn(ir.add(e, ir.int(2))?)?;
+            let q = ir.b.build_signed_int_to_float(q, ir.f32, "")?;
+            Ok(ir.b.build_float_mul(q, half(ir, p, 0, f16c)?, "")?)
+        }
+        GgmlType::Q4_K => {
+            // Value e: byte 16 + 32·(e / 64) + e % 32, its high nibble when e % 64 ≥ 32;
+            // sub-block j = e / 32. get_scale_min_k4 with jj = j mod 4: j < 4 reads scale
+            // bytes jj and jj + 4, j ≥ 4 reads jj + 8 with the top bits of jj and jj + 4.
+            let c = |v: u64| i32t.const_int(v, false);
+            let chunk = ir.b.build_int_unsigned_div(e, ir.int(64), "")?;
+            let lo = ir.b.build_int_unsigned_rem(e, ir.int(32), "")?;
+            let off = ir.add(ir.add(ir.mul(chunk, ir.int(32))?, lo)?, ir.int(16))?;
+            let raw = ir.b.build_int_z_extend(byte_at_dyn(off)?, i32t, "")?;
+            let j = ir.b.build_int_unsigned_div(e, ir.int(32), "")?;
+            let high = ir.eq(ir.b.build_and(j, ir.int(1), "")?, ir.int(1))?;
+            let nib = ir.b.build_select(
+                high,
+                ir.b.build_right_shift(raw, c(4), false, "")?,
+                ir.b.build_and(raw, c(15), "")?,
+                "",
+            )?;
+            let q =
+                ir.b.build_unsigned_int_to_float(nib.into_int_value(), ir.f32, "")?;
+            let jj = ir.b.build_and(j, ir.int(3), "")?;
+            let s = |add: u64| -> IrResult<IntValue<'ctx>> {
+                let v = byte_at_dyn(ir.add(jj, ir.int(4 + add))?)?;
+                Ok(ir.b.build_int_z_extend(v, i32t, "")?)
+            };
+            let (s0, s4, s8) = (s(0)?, s(4)?, s(8)?);
+            let top = |v: IntValue<'ctx>| -> IrResult<IntValue<'ctx>> {
+                let t = ir.b.build_right_shift(v, c(6), false, "")?;
+                Ok(ir.b.build_left_shift(t, c(4), "")?)
+            };
+            let sc_lo = ir.b.build_and(s0, c(63), "")?;
+            let m_lo = ir.b.build_and(s4, c(63), "")?;
+            let sc_hi =
+                ir.b.build_or(ir.b.build_and(s8, c(15), "")?, top(s0)?, "")?;
+            let m_hi =
+                ir.b.build_or(ir.b.build_right_shift(s8, c(4), false, "")?, top(s4)?, "")?;
+            let first =
+                ir.b.build_int_compare(inkwell::IntPredicate::ULT, j, ir.int(4), "")?;
+            let sc = ir.b.build_select(first, sc_lo, sc_hi, "")?.into_int_value();
+            let m = ir.b.build_select(first, m_lo, m_hi, "")?.into_int_value();
+            let to_f = |v: IntValue<'ctx>| ir.b.build_unsigned_int_to_float(v, ir.f32, "");
+            let d1 = ir.b.build_float_mul(half(ir, p, 0, f16c)?, to_f(sc)?, "")?;
+            let m1 = ir.b.build_float_mul(half(ir, p, 2, f16c)?, to_f(m)?, "")?;
+            let y = ir.b.build_float_mul(d1, q, "")?;
+            Ok(ir.b.build_float_sub(y, m1, "")?)
+        }
+        other => Err(IrError(format!("no kernels for {} blocks", other.name()))),
+    }
+}
+
 /// `archc_sgemm_pack_bt_{type}(kc, nc, b, ldb, bp)`: as `archc_sgemm_pack_bt`, from rows
 /// of blocks (`b` the block holding the panel's first value, `ldb` in values).
 fn emit_pack_bt<'ctx>(

@@ -130,6 +130,7 @@ fn emit_module<'ctx>(
         gemv_bt,
         quant,
         buf_quant: prog.buffers.iter().map(|b| b.quant).collect(),
+        f16c: target.isa != super::target::VectorIsa::Sse2,
         symbols: Vec::new(),
         n_syms: prog.syms.len(),
         work_floats: tiles.workspace_floats() as u64,
@@ -208,6 +209,8 @@ struct Lowerer<'a, 'ctx> {
     quant: HashMap<arch_runtime::gguf::GgmlType, super::quant_ir::QuantFns<'ctx>>,
     /// Each buffer's block type (a parameter stored quantized).
     buf_quant: Vec<Option<arch_runtime::gguf::GgmlType>>,
+    /// The target converts f16 in hardware (every AVX2 and AVX-512 machine).
+    f16c: bool,
     symbols: Vec<(String, String)>,
     n_syms: usize,
     /// Floats of scratch the sgemm's packing uses (kernels that call it place their own
@@ -581,8 +584,14 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             Expr::Const(v) => m.c(*v),
             Expr::Load(b, i) => {
                 let base = self.buf(fx, *b)?;
-                let p = ir.at(base, self.ix(fx, i, vars)?)?;
-                ir.load_f32(p)?.into_float_value()
+                let idx = self.ix(fx, i, vars)?;
+                match self.buf_quant.get(*b).copied().flatten() {
+                    // A parameter stored as blocks (an embedding table gathered from).
+                    Some(ty) => {
+                        crate::backend::cpu::quant_ir::element(ir, ty, base, idx, self.f16c)?
+                    }
+                    None => ir.load_f32(ir.at(base, idx)?)?.into_float_value(),
+                }
             }
             Expr::FromIx(i) => {
                 ir.b.build_signed_int_to_float(self.ix(fx, i, vars)?, ir.f32, "")?
