@@ -124,15 +124,6 @@ pub(crate) fn block_at<'ctx>(
     byte_at(ir, base, ir.mul(block, ir.int(bytes as u64))?)
 }
 
-/// An unsigned byte at `p + off`, as i32.
-fn byte<'ctx>(ir: &Ir<'ctx>, p: PointerValue<'ctx>, off: u64) -> IrResult<IntValue<'ctx>> {
-    let i8t = ir.ctx.i8_type();
-    let v =
-        ir.b.build_load(i8t, byte_at(ir, p, ir.int(off))?, "")?
-            .into_int_value();
-    Ok(ir.b.build_int_z_extend(v, ir.ctx.i32_type(), "")?)
-}
-
 /// The f16 at `p + off` as f32. With F16C (every AVX2 and AVX-512 machine) LLVM's
 /// `fpext` (one `vcvtph2ps`); otherwise exactly, in integer and f32 arithmetic with no
 /// libcall: the magnitude's bits shifted into an f32 and scaled by 2^112 (normal and
@@ -170,33 +161,57 @@ fn half<'ctx>(
         .into_float_value())
 }
 
-/// Q4_K's sub-block `j` (0..8) scale and min: ggml's `get_scale_min_k4` on the 12 scale
-/// bytes at `p + 4`, as i32.
-fn q4k_scale_min_bits<'ctx>(
+/// Q4_K's eight sub-block scales and mins (6 bits each in the 12 bytes at `p + 4`) as
+/// two <8 x i32>, all lanes at once: ggml's `get_scale_min_k4` for j < 4 reads bytes j and
+/// j + 4; for j ≥ 4 the low nibble (scale) or high nibble (min) of byte j + 4 with the top
+/// two bits of byte j − 4 (scale) or j (min).
+fn q4k_scales_mins<'ctx>(
     ir: &Ir<'ctx>,
     p: PointerValue<'ctx>,
-    j: u64,
-) -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
-    let i32t = ir.ctx.i32_type();
-    let c = |v: u64| i32t.const_int(v, false);
-    let s = |i: u64| byte(ir, p, 4 + i);
-    Ok(if j < 4 {
-        (
-            ir.b.build_and(s(j)?, c(63), "")?,
-            ir.b.build_and(s(j + 4)?, c(63), "")?,
-        )
-    } else {
-        let hi = |i: u64| -> IrResult<IntValue<'ctx>> {
-            let top = ir.b.build_right_shift(s(i)?, c(6), false, "")?;
-            Ok(ir.b.build_left_shift(top, c(4), "")?)
-        };
-        let low = ir.b.build_and(s(j + 4)?, c(15), "")?;
-        let high = ir.b.build_right_shift(s(j + 4)?, c(4), false, "")?;
-        (
-            ir.b.build_or(low, hi(j - 4)?, "")?,
-            ir.b.build_or(high, hi(j)?, "")?,
-        )
-    })
+) -> IrResult<(VectorValue<'ctx>, VectorValue<'ctx>)> {
+    let (i8t, i32t) = (ir.ctx.i8_type(), ir.ctx.i32_type());
+    let raw =
+        ir.b.build_load(i8t.vec_type(16), byte_at(ir, p, ir.int(4))?, "")?;
+    if let Some(inst) = raw.as_instruction_value() {
+        inst.set_alignment(1).map_err(|e| IrError(e.to_string()))?;
+    }
+    let raw = raw.into_vector_value();
+    let v8 = i32t.vec_type(8);
+    let pick = |idx: [u64; 8]| -> IrResult<VectorValue<'ctx>> {
+        let mask: Vec<IntValue<'ctx>> = idx.iter().map(|&i| i32t.const_int(i, false)).collect();
+        let bytes = ir.b.build_shuffle_vector(
+            raw,
+            i8t.vec_type(16).get_undef(),
+            VectorType::const_vector(&mask),
+            "",
+        )?;
+        Ok(ir.b.build_int_z_extend(bytes, v8, "")?)
+    };
+    let a = pick([0, 1, 2, 3, 8, 9, 10, 11])?;
+    let b = pick([4, 5, 6, 7, 0, 1, 2, 3])?;
+    let c = pick([4, 5, 6, 7, 4, 5, 6, 7])?;
+    let k = |v: u64| VectorType::const_vector(&vec![i32t.const_int(v, false); 8]);
+    let top = |v: VectorValue<'ctx>| -> IrResult<VectorValue<'ctx>> {
+        let t = ir.b.build_right_shift(v, k(6), false, "")?;
+        Ok(ir.b.build_left_shift(t, k(4), "")?)
+    };
+    let first: Vec<_> = (0..8)
+        .map(|j| ir.ctx.bool_type().const_int(u64::from(j < 4), false))
+        .collect();
+    let first = VectorType::const_vector(&first);
+    let sc = ir.b.build_select(
+        first,
+        ir.b.build_and(a, k(63), "")?,
+        ir.b.build_or(ir.b.build_and(a, k(15), "")?, top(b)?, "")?,
+        "",
+    )?;
+    let m = ir.b.build_select(
+        first,
+        ir.b.build_and(b, k(63), "")?,
+        ir.b.build_or(ir.b.build_right_shift(a, k(4), false, "")?, top(c)?, "")?,
+        "",
+    )?;
+    Ok((sc.into_vector_value(), m.into_vector_value()))
 }
 
 /// One block's scales, read once, from which its vectors of values are decoded.
@@ -222,15 +237,27 @@ impl<'ctx> Block<'ctx> {
             GgmlType::Q8_0 => vec![(ir.splat(vt, half(ir, p, 0, f16c)?.into())?, None)],
             GgmlType::Q4_K => {
                 let (d, dmin) = (half(ir, p, 0, f16c)?, half(ir, p, 2, f16c)?);
-                let to_f = |v: IntValue<'ctx>| ir.b.build_unsigned_int_to_float(v, ir.f32, "");
+                let (sc, m) = q4k_scales_mins(ir, p)?;
+                let v8 = ir.f32.vec_type(8);
+                let d1 = ir.b.build_float_mul(
+                    ir.b.build_unsigned_int_to_float(sc, v8, "")?,
+                    ir.splat(v8, d.into())?,
+                    "",
+                )?;
+                let m1 = ir.b.build_float_mul(
+                    ir.b.build_unsigned_int_to_float(m, v8, "")?,
+                    ir.splat(v8, dmin.into())?,
+                    "",
+                )?;
+                let m1 = ir.b.build_float_neg(m1, "")?;
+                // Lane j of each, broadcast across the value vectors.
+                let lane = |v: VectorValue<'ctx>, j: u64| -> IrResult<VectorValue<'ctx>> {
+                    let idx = ir.ctx.i32_type().const_int(j, false);
+                    let mask = VectorType::const_vector(&vec![idx; lanes as usize]);
+                    Ok(ir.b.build_shuffle_vector(v, v8.get_undef(), mask, "")?)
+                };
                 (0..8)
-                    .map(|j| {
-                        let (sc, m) = q4k_scale_min_bits(ir, p, j)?;
-                        let d1 = ir.b.build_float_mul(d, to_f(sc)?, "")?;
-                        let m1 = ir.b.build_float_mul(dmin, to_f(m)?, "")?;
-                        let m1 = ir.b.build_float_neg(m1, "")?;
-                        Ok((ir.splat(vt, d1.into())?, Some(ir.splat(vt, m1.into())?)))
-                    })
+                    .map(|j| Ok((lane(d1, j)?, Some(lane(m1, j)?))))
                     .collect::<IrResult<Vec<_>>>()?
             }
             other => return Err(IrError(format!("no kernels for {} blocks", other.name()))),
