@@ -219,8 +219,11 @@ pub(crate) struct Block<'ctx> {
     ty: GgmlType,
     p: PointerValue<'ctx>,
     lanes: u32,
-    /// Q8_0: [d]; Q4_K: per sub-block (d·sc, dmin·m), each splat across the lanes.
+    /// Q8_0: [d]; Q4_K: per sub-block (d·sc, −dmin·m), each splat across the lanes.
     scales: Vec<(VectorValue<'ctx>, Option<VectorValue<'ctx>>)>,
+    /// Q4_K with 16 lanes: per sub-block the 16 values a nibble can stand for
+    /// (d·sc·q − dmin·m for q = 0..15), looked up with one `vpermps` per vector.
+    tables: Vec<VectorValue<'ctx>>,
 }
 
 impl<'ctx> Block<'ctx> {
@@ -262,11 +265,27 @@ impl<'ctx> Block<'ctx> {
             }
             other => return Err(IrError(format!("no kernels for {} blocks", other.name()))),
         };
+        // AVX-512's `vpermps` picks among 16 floats by the low 4 bits of each index:
+        // exactly a nibble's range.
+        let tables = if ty == GgmlType::Q4_K && lanes == 16 {
+            let iota: Vec<_> = (0..16).map(|q| ir.f32.const_float(q as f64)).collect();
+            let iota = VectorType::const_vector(&iota);
+            scales
+                .iter()
+                .map(|(d, m)| match m {
+                    Some(m) => ir.fmuladd(iota, *d, *m),
+                    None => Err(IrError("Q4_K block without mins".into())),
+                })
+                .collect::<IrResult<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
         Ok(Block {
             ty,
             p,
             lanes,
             scales,
+            tables,
         })
     }
 
@@ -304,6 +323,24 @@ impl<'ctx> Block<'ctx> {
                 let e0 = s * l;
                 let (chunk, within) = (e0 / 64, e0 % 64);
                 let raw = load(16 + chunk * 32 + within % 32)?;
+                if let Some(table) = self.tables.get((e0 / 32) as usize) {
+                    // The byte as the index (vpermps reads its low nibble), or the byte
+                    // shifted right by 4 for the high nibble.
+                    let idx = ir.b.build_int_z_extend(raw, i32v, "")?;
+                    let idx = if within >= 32 {
+                        let four = ir.ctx.i32_type().const_int(4, false);
+                        let four = VectorType::const_vector(&vec![four; lanes as usize]);
+                        ir.b.build_right_shift(idx, four, false, "")?
+                    } else {
+                        idx
+                    };
+                    let v = ir.intrinsic(
+                        "llvm.x86.avx512.permvar.sf.512",
+                        &[],
+                        &[(*table).into(), idx.into()],
+                    )?;
+                    return Ok(v.into_vector_value());
+                }
                 let nib = if within >= 32 {
                     ir.b.build_right_shift(raw, bytes(4), false, "")?
                 } else {
@@ -547,8 +584,11 @@ fn emit_gemv<'ctx>(
                     .iter()
                     .map(|&p| block_at(ir, ty, p, k0))
                     .collect::<IrResult<Vec<_>>>()?;
+                // One hint per cache line a block spans (Q4_K's 144 bytes: three).
                 for &p in &blocks {
-                    prefetch(ir, p, PREFETCH_BYTES)?;
+                    for line in 0..(bytes as u64).div_ceil(64) {
+                        prefetch(ir, p, PREFETCH_BYTES + 64 * line)?;
+                    }
                 }
                 let blocks = blocks
                     .into_iter()
