@@ -53,10 +53,8 @@ fn main() -> Result<(), String> {
         let weights = Weights::from_tensors(pkg.manifest(), ws).map_err(|e| e.to_string())?;
         let mut s = Session::new(pkg, weights, threads).map_err(|e| e.to_string())?;
         let xs: Vec<f32> = (0..k).map(|_| rng.uniform()).collect();
-        let inputs = HashMap::from([(
-            "x".to_string(),
-            HostTensor::f32(vec![1, 1, k as usize], xs),
-        )]);
+        let inputs =
+            HashMap::from([("x".to_string(), HostTensor::f32(vec![1, 1, k as usize], xs))]);
         for _ in 0..5 {
             s.run("forward", &inputs).map_err(|e| e.to_string())?;
         }

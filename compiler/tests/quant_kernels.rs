@@ -1,5 +1,5 @@
 //! Matmuls over parameters stored as ggml blocks (`kernel::quant`, `backend/cpu/quant_ir`):
-//! the generated kernels, fed weights quantized to Q8_0 / Q4_K, against the evaluator
+//! the generated kernels, fed weights quantized to Q8_0 / Q4_K / Q6_K, against the evaluator
 //! on the same weights dequantized (gguf-py's values, bit-exact in `runtime::gguf`), for
 //! the matrix–vector rows of decoding and the packed matmul of prompts, on every vector
 //! set this machine runs.
@@ -31,7 +31,11 @@ fn quantized_weights_match_their_dequantized_values() {
     let mut checked = 0;
     // n = 37: a partial panel and an odd column tail; Q8_0's k = 288 leaves a 32-deep
     // last k block after KC = 256.
-    for (ty, k) in [(GgmlType::Q8_0, 288u64), (GgmlType::Q4_K, 512)] {
+    for (ty, k) in [
+        (GgmlType::Q8_0, 288u64),
+        (GgmlType::Q4_K, 512),
+        (GgmlType::Q6_K, 512),
+    ] {
         let n = 37u64;
         let g = linear_graph(k, n);
         let mut rng = Rng::new(7);
@@ -93,7 +97,7 @@ fn quantized_weights_match_their_dequantized_values() {
             }
         }
     }
-    assert!(checked >= 16, "at least one vector set ran");
+    assert!(checked >= 24, "at least one vector set ran");
 }
 
 /// A tied embedding table stored as blocks: the gather decodes the rows it reads one
@@ -103,7 +107,11 @@ fn quantized_weights_match_their_dequantized_values() {
 #[test]
 fn gathers_read_blocks_and_ragged_rows_stay_f32() {
     let mut checked = 0;
-    for (ty, d) in [(GgmlType::Q8_0, 64u64), (GgmlType::Q4_K, 256)] {
+    for (ty, d) in [
+        (GgmlType::Q8_0, 64u64),
+        (GgmlType::Q4_K, 256),
+        (GgmlType::Q6_K, 256),
+    ] {
         let vocab = 40u64;
         let mut g = Graph::new("tied");
         let ids = g.input("ids", vec![Dim::sym("batch"), Dim::sym("seq")], DType::I64);
@@ -181,5 +189,5 @@ fn gathers_read_blocks_and_ragged_rows_stay_f32() {
             }
         }
     }
-    assert!(checked >= 4, "at least one vector set ran");
+    assert!(checked >= 6, "at least one vector set ran");
 }

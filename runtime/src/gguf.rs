@@ -192,7 +192,7 @@ impl GgmlType {
     /// Whether generated kernels read weights of this type as they are stored
     /// (`ParamSpec::storage`); other types are converted to f32 when loaded.
     pub fn kernel_storage(self) -> bool {
-        matches!(self, GgmlType::Q8_0 | GgmlType::Q4_K)
+        matches!(self, GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q6_K)
     }
 
     /// (values per block, bytes per block).

@@ -104,7 +104,7 @@ enum Command {
         /// Build even when the cache holds this package.
         #[arg(long)]
         no_cache: bool,
-        /// Keep the matmul weights quantized (q8_0 or q4_k): the kernels read the blocks,
+        /// Keep the matmul weights quantized (q8_0, q4_k or q6_k): the kernels read the blocks,
         /// and weights given in f32 are quantized when loaded.
         #[arg(long)]
         quant: Option<String>,
@@ -134,7 +134,7 @@ enum Command {
         /// random ones. A GGUF file's Q8_0 and Q4_K matmul weights stay quantized.
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// Keep the matmul weights quantized (q8_0 or q4_k), quantizing f32 weights (or the
+        /// Keep the matmul weights quantized (q8_0, q4_k or q6_k), quantizing f32 weights (or the
         /// random ones) when loaded.
         #[arg(long)]
         quant: Option<String>,

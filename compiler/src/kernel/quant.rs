@@ -1,4 +1,4 @@
-//! Parameters the kernels read as ggml blocks (`q8_0`, `q4_k`): a GGUF file's quantized
+//! Parameters the kernels read as ggml blocks (`q8_0`, `q4_k`, `q6_k`): a GGUF file's quantized
 //! weights kept as they are stored. A parameter qualifies when some matmul reads it as B
 //! stored [n, k] (`nn.Linear`'s layout) in whole blocks — the matmul lowering then
 //! dequantizes B's blocks in registers (`backend/cpu/quant_ir`) — and every other

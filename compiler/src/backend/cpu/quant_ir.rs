@@ -1,6 +1,7 @@
 //! Matmuls whose B is a parameter stored as ggml blocks (`kernel::quant`): Q8_0 (32
-//! int8 values and an f16 scale per 34 bytes) and Q4_K (256 values in 144 bytes: f16
-//! super-block scale and min, eight 6-bit sub-block scales and mins, 4-bit values).
+//! int8 values and an f16 scale per 34 bytes), Q4_K (256 values in 144 bytes: f16
+//! super-block scale and min, eight 6-bit sub-block scales and mins, 4-bit values) and
+//! Q6_K (256 values in 210 bytes: 4 + 2 bits per value, sixteen int8 scales, f16 d).
 //! Blocks are dequantized in registers, one vector of values at a time, straight into the
 //! FMAs: `archc_gemv_bt_{type}` for decoding (each block streams from memory once per
 //! step) and `archc_sgemm_bt_{type}`, the packed sgemm whose B packer dequantizes
@@ -263,6 +264,34 @@ impl<'ctx> Block<'ctx> {
                     .map(|j| Ok((lane(d1, j)?, Some(lane(m1, j)?))))
                     .collect::<IrResult<Vec<_>>>()?
             }
+            GgmlType::Q6_K => {
+                // Sixteen signed 8-bit scales, one per 16 values, times d; with the
+                // 6-bit values' offset of 32 folded in: y = d·sc·q − 32·d·sc.
+                let d = half(ir, p, 208, f16c)?;
+                let i8v = ir.ctx.i8_type().vec_type(16);
+                let raw = ir.b.build_load(i8v, byte_at(ir, p, ir.int(192))?, "")?;
+                if let Some(inst) = raw.as_instruction_value() {
+                    inst.set_alignment(1).map_err(|e| IrError(e.to_string()))?;
+                }
+                let v16 = ir.f32.vec_type(16);
+                let sc = ir.b.build_int_s_extend(
+                    raw.into_vector_value(),
+                    ir.ctx.i32_type().vec_type(16),
+                    "",
+                )?;
+                let sc = ir.b.build_signed_int_to_float(sc, v16, "")?;
+                let d1 = ir.b.build_float_mul(sc, ir.splat(v16, d.into())?, "")?;
+                let off =
+                    ir.b.build_float_mul(d1, ir.splat(v16, ir.f32.const_float(-32.0).into())?, "")?;
+                let lane = |v: VectorValue<'ctx>, j: u64| -> IrResult<VectorValue<'ctx>> {
+                    let idx = ir.ctx.i32_type().const_int(j, false);
+                    let mask = VectorType::const_vector(&vec![idx; lanes as usize]);
+                    Ok(ir.b.build_shuffle_vector(v, v16.get_undef(), mask, "")?)
+                };
+                (0..16)
+                    .map(|g| Ok((lane(d1, g)?, Some(lane(off, g)?))))
+                    .collect::<IrResult<Vec<_>>>()?
+            }
             other => return Err(IrError(format!("no kernels for {} blocks", other.name()))),
         };
         // AVX-512's `vpermps` picks among 16 floats by the low 4 bits of each index:
@@ -352,6 +381,29 @@ impl<'ctx> Block<'ctx> {
                 let m = m.ok_or_else(|| IrError("Q4_K block without mins".into()))?;
                 ir.fmuladd(q, *d, m)
             }
+            GgmlType::Q6_K => {
+                // Value e of half h = e / 128 (r = e % 128): its low 4 bits in byte
+                // h·64 + r % 64 of ql (the high nibble when r ≥ 64), its top 2 bits at
+                // 2·(r / 32) in byte h·32 + r % 32 of qh (at 128); scale h·8 + r / 16.
+                let e0 = s * l;
+                let (h, r) = (e0 / 128, e0 % 128);
+                let lo = load(h * 64 + r % 64)?;
+                let lo = if r >= 64 {
+                    ir.b.build_right_shift(lo, bytes(4), false, "")?
+                } else {
+                    ir.b.build_and(lo, bytes(15), "")?
+                };
+                let hi = load(128 + h * 32 + r % 32)?;
+                let hi = ir.b.build_right_shift(hi, bytes(2 * (r / 32)), false, "")?;
+                let hi = ir.b.build_and(hi, bytes(3), "")?;
+                let hi = ir.b.build_left_shift(hi, bytes(4), "")?;
+                let q = ir.b.build_or(lo, hi, "")?;
+                let q = ir.b.build_int_z_extend(q, i32v, "")?;
+                let q = ir.b.build_unsigned_int_to_float(q, vt, "")?;
+                let (d, off) = &self.scales[(h * 8 + r / 16) as usize];
+                let off = off.ok_or_else(|| IrError("Q6_K block without offsets".into()))?;
+                ir.fmuladd(q, *d, off)
+            }
             other => Err(IrError(format!("no kernels for {} blocks", other.name()))),
         }
     }
@@ -427,6 +479,40 @@ pub(crate) fn element<'ctx>(
             let m1 = ir.b.build_float_mul(half(ir, p, 2, f16c)?, to_f(m)?, "")?;
             let y = ir.b.build_float_mul(d1, q, "")?;
             Ok(ir.b.build_float_sub(y, m1, "")?)
+        }
+        GgmlType::Q6_K => {
+            let c = |v: u64| i32t.const_int(v, false);
+            let h = ir.b.build_int_unsigned_div(e, ir.int(128), "")?;
+            let r = ir.b.build_int_unsigned_rem(e, ir.int(128), "")?;
+            let r64 = ir.b.build_int_unsigned_rem(r, ir.int(64), "")?;
+            let r32 = ir.b.build_int_unsigned_rem(r, ir.int(32), "")?;
+            let lo = byte_at_dyn(ir.add(ir.mul(h, ir.int(64))?, r64)?)?;
+            let lo = ir.b.build_int_z_extend(lo, i32t, "")?;
+            let lo_shift = ir.b.build_int_truncate(
+                ir.mul(ir.b.build_int_unsigned_div(r, ir.int(64), "")?, ir.int(4))?,
+                i32t,
+                "",
+            )?;
+            let lo =
+                ir.b.build_and(ir.b.build_right_shift(lo, lo_shift, false, "")?, c(15), "")?;
+            let hi = byte_at_dyn(ir.add(ir.add(ir.mul(h, ir.int(32))?, r32)?, ir.int(128))?)?;
+            let hi = ir.b.build_int_z_extend(hi, i32t, "")?;
+            let hi_shift = ir.b.build_int_truncate(
+                ir.mul(ir.b.build_int_unsigned_div(r, ir.int(32), "")?, ir.int(2))?,
+                i32t,
+                "",
+            )?;
+            let hi =
+                ir.b.build_and(ir.b.build_right_shift(hi, hi_shift, false, "")?, c(3), "")?;
+            let q =
+                ir.b.build_or(lo, ir.b.build_left_shift(hi, c(4), "")?, "")?;
+            let q = ir.b.build_int_sub(q, c(32), "")?;
+            let q = ir.b.build_signed_int_to_float(q, ir.f32, "")?;
+            let g = ir.b.build_int_unsigned_div(e, ir.int(16), "")?;
+            let sc = byte_at_dyn(ir.add(g, ir.int(192))?)?;
+            let sc = ir.b.build_signed_int_to_float(sc, ir.f32, "")?;
+            let d1 = ir.b.build_float_mul(half(ir, p, 208, f16c)?, sc, "")?;
+            Ok(ir.b.build_float_mul(d1, q, "")?)
         }
         other => Err(IrError(format!("no kernels for {} blocks", other.name()))),
     }
