@@ -30,6 +30,7 @@ fn hf_manifest() -> Manifest {
             name: n.to_string(),
             shape: s.clone(),
             buffer: 0,
+            storage: None,
         })
         .collect();
     let plain = |n: &str, s: &[usize]| Source::Plain {
@@ -322,6 +323,7 @@ fn random_weights_set_norms_to_identity() {
         name: "decoder.final_norm.bias".into(),
         shape: vec![5],
         buffer: 0,
+        storage: None,
     });
     let w = Weights::random(&m, 3).unwrap();
     assert_eq!(data(&w, &m, "norm.weight"), [1.0, 1.0]);
@@ -339,4 +341,37 @@ fn random_weights_set_norms_to_identity() {
     assert_eq!(w.data(1).unwrap(), bias());
     let err = Weights::from_tensors(&manifest(), BTreeMap::new()).unwrap_err();
     assert_eq!(err.tensor(), Some("embed.tokens.weight"));
+}
+
+/// A parameter stored as blocks: f32 values are quantized when loaded (the blocks
+/// gguf-py would write), its f32 view is absent, and a storage the runtime does not read
+/// or rows that are not whole blocks are errors, not panics.
+#[test]
+fn block_storage_is_quantized_on_load() {
+    use arch_runtime::gguf::{quantize, GgmlType};
+    let mut m = hf_manifest();
+    let values: Vec<f32> = (0..2 * 64).map(|i| (i as f32 * 0.37).sin()).collect();
+    m.params = vec![ParamSpec {
+        name: "w".into(),
+        shape: vec![2, 64],
+        buffer: 0,
+        storage: Some("q8_0".into()),
+    }];
+    let tensors = std::collections::BTreeMap::from([("w".to_string(), values.clone())]);
+    let w = Weights::from_tensors(&m, tensors.clone()).unwrap();
+    assert_eq!(
+        w.blocks(0).unwrap(),
+        quantize(GgmlType::Q8_0, &values).unwrap()
+    );
+    assert!(w.data(0).is_none());
+    assert_eq!(w.bytes(), 2 * 2 * 34);
+    assert_eq!(m.params[0].bytes(), Some(2 * 2 * 34));
+    m.params[0].storage = Some("q9_9".into());
+    let err = Weights::from_tensors(&m, tensors.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown storage `q9_9`"), "{err}");
+    m.params[0].storage = Some("q4_k".into());
+    let err = Weights::from_tensors(&m, tensors).unwrap_err().to_string();
+    assert!(err.contains("not whole blocks"), "{err}");
 }

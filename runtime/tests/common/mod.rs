@@ -115,11 +115,13 @@ pub fn manifest() -> Manifest {
             name: "embed.tokens.weight".into(),
             shape: vec![VOCAB, D],
             buffer: 1,
+            storage: None,
         },
         ParamSpec {
             name: "out.bias".into(),
             shape: vec![D],
             buffer: 2,
+            storage: None,
         },
     ];
     let canonical = Naming {

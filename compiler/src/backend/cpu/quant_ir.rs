@@ -76,7 +76,7 @@ pub(crate) fn emit_quant<'ctx>(
     };
     let (pack_a, kernel) = (get("archc_sgemm_pack_a")?, get("archc_sgemm_kernel")?);
     let (per, _) = ty.block();
-    if t.kc as usize % per != 0 || per % t.lanes as usize != 0 {
+    if !(t.kc as usize).is_multiple_of(per) || !per.is_multiple_of(t.lanes as usize) {
         return Err(IrError(format!(
             "{} blocks of {per} do not tile KC = {} in vectors of {}",
             ty.name(),
@@ -191,7 +191,7 @@ fn q4k_scales_mins<'ctx>(
     let a = pick([0, 1, 2, 3, 8, 9, 10, 11])?;
     let b = pick([4, 5, 6, 7, 0, 1, 2, 3])?;
     let c = pick([4, 5, 6, 7, 4, 5, 6, 7])?;
-    let k = |v: u64| VectorType::const_vector(&vec![i32t.const_int(v, false); 8]);
+    let k = |v: u64| VectorType::const_vector(&[i32t.const_int(v, false); 8]);
     let top = |v: VectorValue<'ctx>| -> IrResult<VectorValue<'ctx>> {
         let t = ir.b.build_right_shift(v, k(6), false, "")?;
         Ok(ir.b.build_left_shift(t, k(4), "")?)

@@ -305,7 +305,6 @@ fn emit_microkernel<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionVal
 /// with A packed, jr over NR, ir over MR) around the microkernel. The first KC block
 /// stores into C, later ones accumulate, so C needs no zeroing (k = 0 is the caller's).
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn emit_driver<'ctx>(
     ir: &Ir<'ctx>,
     t: &SgemmTiles,
