@@ -79,13 +79,13 @@ impl BuildOptions {
         })
     }
 
-    /// Every parameter of `spec` requested as blocks of `ty` (`--quant q8_0|q4_k|q6_k`): the
+    /// Every parameter of `spec` requested as blocks of `ty` (`--quant q8_0|q4_k|…`): the
     /// matmul weights whose rows are whole blocks get it, the rest stay f32.
     pub fn quantize_all(&mut self, spec: &ArchSpec, ty: &str) -> Result<(), String> {
         let t = GgmlType::from_name(ty)
             .filter(|t| t.kernel_storage())
             .ok_or_else(|| {
-                format!("unknown --quant `{ty}`: the kernels read q8_0, q4_k and q6_k")
+                format!("unknown --quant `{ty}`: the kernels read q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k and q6_k")
             })?;
         self.quant = crate::params::param_table(spec)
             .into_iter()

@@ -192,7 +192,7 @@ impl GgmlType {
     /// Whether generated kernels read weights of this type as they are stored
     /// (`ParamSpec::storage`); other types are converted to f32 when loaded.
     pub fn kernel_storage(self) -> bool {
-        matches!(self, GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q6_K)
+        !matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
     }
 
     /// (values per block, bytes per block).
@@ -798,10 +798,10 @@ fn roundf(x: f32) -> f32 {
 
 /// `data` (whole blocks of `ty`) quantized to `ty`'s blocks. Q8_0, Q4_0, Q4_1, Q5_0 and
 /// Q5_1 follow ggml's reference quantizers (`quantize_row_*_ref`; gguf-py's are bit-exact
-/// with them); Q4_K and Q6_K take each sub-block's range (Q4_K: min and max, the min capped
-/// at 0; Q6_K: the largest magnitude) and quantize the sub-block scales to 6 and 8 bits
+/// with them); Q4_K, Q5_K and Q6_K take each sub-block's range (Q4_K/Q5_K: min and max, the
+/// min capped at 0; Q6_K: the largest magnitude) and quantize the sub-block scales to 6 and 8 bits
 /// against the super-block's — valid blocks, without ggml's iterative scale search. `None`
-/// for a length that is not whole blocks or a type it does not write (Q5_K).
+/// for a length that is not whole blocks.
 pub fn quantize(ty: GgmlType, data: &[f32]) -> Option<Vec<u8>> {
     let (per, size) = ty.block();
     if !data.len().is_multiple_of(per) {
@@ -871,14 +871,16 @@ pub fn quantize(ty: GgmlType, data: &[f32]) -> Option<Vec<u8>> {
                 push_quants(&mut out, &q, ty == GgmlType::Q5_1);
             }
         }
-        GgmlType::Q4_K => {
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            // Q5_K: 31 steps per sub-block, bit 4 of each value in qh.
+            let top = if ty == GgmlType::Q5_K { 31.0 } else { 15.0 };
             for b in data.chunks_exact(QK_K) {
                 let mut scale = [0f32; 8];
                 let mut minus = [0f32; 8];
                 for (s, sub) in b.chunks_exact(32).enumerate() {
                     let lo = sub.iter().copied().fold(f32::INFINITY, f32::min).min(0.0);
                     let hi = sub.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    scale[s] = (hi - lo) / 15.0;
+                    scale[s] = (hi - lo) / top;
                     minus[s] = -lo;
                 }
                 let max_scale = scale.iter().copied().fold(0f32, f32::max);
@@ -910,14 +912,25 @@ pub fn quantize(ty: GgmlType, data: &[f32]) -> Option<Vec<u8>> {
                     for l in 0..32 {
                         let x = b[32 * s + l];
                         q[32 * s + l] = if d1 > 0.0 {
-                            roundf((x + m1) / d1).clamp(0.0, 15.0) as u8
+                            roundf((x + m1) / d1).clamp(0.0, top) as u8
                         } else {
                             0
                         };
                     }
                 }
+                if ty == GgmlType::Q5_K {
+                    // qh byte l: bit s is bit 4 of value 32·s + l.
+                    out.extend(
+                        (0..32).map(|l| {
+                            (0..8).fold(0u8, |h, s| h | (((q[32 * s + l] >> 4) & 1) << s))
+                        }),
+                    );
+                }
                 for c in 0..4 {
-                    out.extend((0..32).map(|l| q[64 * c + l] | (q[64 * c + 32 + l] << 4)));
+                    let nib = |v: u8| v & 15;
+                    out.extend(
+                        (0..32).map(|l| nib(q[64 * c + l]) | (nib(q[64 * c + 32 + l]) << 4)),
+                    );
                 }
             }
         }
@@ -963,7 +976,6 @@ pub fn quantize(ty: GgmlType, data: &[f32]) -> Option<Vec<u8>> {
                 put_h(&mut out, d);
             }
         }
-        GgmlType::Q5_K => return None,
     }
     Some(out)
 }

@@ -239,7 +239,18 @@ impl<'ctx> Block<'ctx> {
         let f16c = lanes >= 8;
         let scales = match ty {
             GgmlType::Q8_0 => vec![(ir.splat(vt, half(ir, p, 0, f16c)?.into())?, None)],
-            GgmlType::Q4_K => {
+            // y = d·q + off: off = −8d / −16d (the values' offset), or the block's min.
+            GgmlType::Q4_0 | GgmlType::Q5_0 => {
+                let d = half(ir, p, 0, f16c)?;
+                let bias = if ty == GgmlType::Q4_0 { -8.0 } else { -16.0 };
+                let off = ir.b.build_float_mul(d, ir.f32.const_float(bias), "")?;
+                vec![(ir.splat(vt, d.into())?, Some(ir.splat(vt, off.into())?))]
+            }
+            GgmlType::Q4_1 | GgmlType::Q5_1 => {
+                let (d, m) = (half(ir, p, 0, f16c)?, half(ir, p, 2, f16c)?);
+                vec![(ir.splat(vt, d.into())?, Some(ir.splat(vt, m.into())?))]
+            }
+            GgmlType::Q4_K | GgmlType::Q5_K => {
                 let (d, dmin) = (half(ir, p, 0, f16c)?, half(ir, p, 2, f16c)?);
                 let (sc, m) = q4k_scales_mins(ir, p)?;
                 let v8 = ir.f32.vec_type(8);
@@ -381,6 +392,66 @@ impl<'ctx> Block<'ctx> {
                 let m = m.ok_or_else(|| IrError("Q4_K block without mins".into()))?;
                 ir.fmuladd(q, *d, m)
             }
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
+                // 32 values: the low nibbles of the 16 value bytes are values 0..16, the
+                // high nibbles 16..32; Q5 adds bit e of the 32-bit qh as bit 4 of value e.
+                let (qh_at, qs_at) = match self.ty {
+                    GgmlType::Q4_0 => (None, 2),
+                    GgmlType::Q4_1 => (None, 4),
+                    GgmlType::Q5_0 => (Some(2), 6),
+                    _ => (Some(4), 8),
+                };
+                let e0 = s * l;
+                let raw = load(qs_at + e0 % 16)?;
+                let nib = if e0 >= 16 {
+                    ir.b.build_right_shift(raw, bytes(4), false, "")?
+                } else {
+                    ir.b.build_and(raw, bytes(15), "")?
+                };
+                let mut q = ir.b.build_int_z_extend(nib, i32v, "")?;
+                if let Some(at) = qh_at {
+                    let i32t = ir.ctx.i32_type();
+                    let word = ir.b.build_load(i32t, byte_at(ir, p, ir.int(at))?, "")?;
+                    if let Some(inst) = word.as_instruction_value() {
+                        inst.set_alignment(1).map_err(|e| IrError(e.to_string()))?;
+                    }
+                    let word = ir.splat(i32v, word)?;
+                    let shifts: Vec<_> = (0..l).map(|i| i32t.const_int(e0 + i, false)).collect();
+                    let bits =
+                        ir.b.build_right_shift(word, VectorType::const_vector(&shifts), false, "")?;
+                    let one = VectorType::const_vector(&vec![i32t.const_int(1, false); l as usize]);
+                    let four =
+                        VectorType::const_vector(&vec![i32t.const_int(4, false); l as usize]);
+                    let bit =
+                        ir.b.build_left_shift(ir.b.build_and(bits, one, "")?, four, "")?;
+                    q = ir.b.build_or(q, bit, "")?;
+                }
+                let q = ir.b.build_unsigned_int_to_float(q, vt, "")?;
+                let (d, off) = &self.scales[0];
+                let off = off.ok_or_else(|| IrError("block without an offset".into()))?;
+                ir.fmuladd(q, *d, off)
+            }
+            GgmlType::Q5_K => {
+                // As Q4_K, with bit `sub` of qh byte (e % 32) as bit 4 of value e.
+                let e0 = s * l;
+                let (chunk, within, sub) = (e0 / 64, e0 % 64, e0 / 32);
+                let raw = load(48 + chunk * 32 + within % 32)?;
+                let nib = if within >= 32 {
+                    ir.b.build_right_shift(raw, bytes(4), false, "")?
+                } else {
+                    ir.b.build_and(raw, bytes(15), "")?
+                };
+                let hi = load(16 + within % 32)?;
+                let hi = ir.b.build_right_shift(hi, bytes(sub), false, "")?;
+                let hi =
+                    ir.b.build_left_shift(ir.b.build_and(hi, bytes(1), "")?, bytes(4), "")?;
+                let q = ir.b.build_or(nib, hi, "")?;
+                let q = ir.b.build_int_z_extend(q, i32v, "")?;
+                let q = ir.b.build_unsigned_int_to_float(q, vt, "")?;
+                let (d, m) = &self.scales[sub as usize];
+                let m = m.ok_or_else(|| IrError("Q5_K block without mins".into()))?;
+                ir.fmuladd(q, *d, m)
+            }
             GgmlType::Q6_K => {
                 // Value e of half h = e / 128 (r = e % 128): its low 4 bits in byte
                 // h·64 + r % 64 of ql (the high nibble when r ≥ 64), its top 2 bits at
@@ -435,14 +506,59 @@ pub(crate) fn element<'ctx>(
             let q = ir.b.build_signed_int_to_float(q, ir.f32, "")?;
             Ok(ir.b.build_float_mul(q, half(ir, p, 0, f16c)?, "")?)
         }
-        GgmlType::Q4_K => {
-            // Value e: byte 16 + 32·(e / 64) + e % 32, its high nibble when e % 64 ≥ 32;
-            // sub-block j = e / 32. get_scale_min_k4 with jj = j mod 4: j < 4 reads scale
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            // Value e: the low (e < 16) or high nibble of value byte e % 16; Q5 adds bit
+            // e of the 32-bit qh as bit 4. y = d·(q − 8 | 16), or d·q + m.
+            let c = |v: u64| i32t.const_int(v, false);
+            let (qh_at, qs_at, min) = match ty {
+                GgmlType::Q4_0 => (None, 2, false),
+                GgmlType::Q4_1 => (None, 4, true),
+                GgmlType::Q5_0 => (Some(2), 6, false),
+                _ => (Some(4), 8, true),
+            };
+            let lo = ir.b.build_int_unsigned_rem(e, ir.int(16), "")?;
+            let raw = byte_at_dyn(ir.add(lo, ir.int(qs_at))?)?;
+            let raw = ir.b.build_int_z_extend(raw, i32t, "")?;
+            let shift = ir.b.build_int_truncate(
+                ir.mul(ir.b.build_int_unsigned_div(e, ir.int(16), "")?, ir.int(4))?,
+                i32t,
+                "",
+            )?;
+            let mut q =
+                ir.b.build_and(ir.b.build_right_shift(raw, shift, false, "")?, c(15), "")?;
+            if let Some(at) = qh_at {
+                let word = ir.b.build_load(i32t, byte_at(ir, p, ir.int(at))?, "")?;
+                if let Some(inst) = word.as_instruction_value() {
+                    inst.set_alignment(1).map_err(|e| IrError(e.to_string()))?;
+                }
+                let e32 = ir.b.build_int_truncate(e, i32t, "")?;
+                let bit =
+                    ir.b.build_right_shift(word.into_int_value(), e32, false, "")?;
+                let bit =
+                    ir.b.build_left_shift(ir.b.build_and(bit, c(1), "")?, c(4), "")?;
+                q = ir.b.build_or(q, bit, "")?;
+            }
+            let d = half(ir, p, 0, f16c)?;
+            if min {
+                let q = ir.b.build_unsigned_int_to_float(q, ir.f32, "")?;
+                let y = ir.b.build_float_mul(d, q, "")?;
+                return Ok(ir.b.build_float_add(y, half(ir, p, 2, f16c)?, "")?);
+            }
+            let bias = if ty == GgmlType::Q4_0 { 8 } else { 16 };
+            let q = ir.b.build_int_sub(q, c(bias), "")?;
+            let q = ir.b.build_signed_int_to_float(q, ir.f32, "")?;
+            Ok(ir.b.build_float_mul(d, q, "")?)
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            // Value e: byte 32·(e / 64) + e % 32 of the values (at 16; Q5_K: 48), its high
+            // nibble when e % 64 ≥ 32; Q5_K adds bit j of qh byte e % 32 (at 16) as bit 4.
+            // Sub-block j = e / 32. get_scale_min_k4 with jj = j mod 4: j < 4 reads scale
             // bytes jj and jj + 4, j ≥ 4 reads jj + 8 with the top bits of jj and jj + 4.
             let c = |v: u64| i32t.const_int(v, false);
+            let qs_at = if ty == GgmlType::Q5_K { 48 } else { 16 };
             let chunk = ir.b.build_int_unsigned_div(e, ir.int(64), "")?;
             let lo = ir.b.build_int_unsigned_rem(e, ir.int(32), "")?;
-            let off = ir.add(ir.add(ir.mul(chunk, ir.int(32))?, lo)?, ir.int(16))?;
+            let off = ir.add(ir.add(ir.mul(chunk, ir.int(32))?, lo)?, ir.int(qs_at))?;
             let raw = ir.b.build_int_z_extend(byte_at_dyn(off)?, i32t, "")?;
             let j = ir.b.build_int_unsigned_div(e, ir.int(32), "")?;
             let high = ir.eq(ir.b.build_and(j, ir.int(1), "")?, ir.int(1))?;
@@ -452,8 +568,17 @@ pub(crate) fn element<'ctx>(
                 ir.b.build_and(raw, c(15), "")?,
                 "",
             )?;
-            let q =
-                ir.b.build_unsigned_int_to_float(nib.into_int_value(), ir.f32, "")?;
+            let mut nib = nib.into_int_value();
+            if ty == GgmlType::Q5_K {
+                let qh =
+                    ir.b.build_int_z_extend(byte_at_dyn(ir.add(lo, ir.int(16))?)?, i32t, "")?;
+                let j32 = ir.b.build_int_truncate(j, i32t, "")?;
+                let bit = ir.b.build_right_shift(qh, j32, false, "")?;
+                let bit =
+                    ir.b.build_left_shift(ir.b.build_and(bit, c(1), "")?, c(4), "")?;
+                nib = ir.b.build_or(nib, bit, "")?;
+            }
+            let q = ir.b.build_unsigned_int_to_float(nib, ir.f32, "")?;
             let jj = ir.b.build_and(j, ir.int(3), "")?;
             let s = |add: u64| -> IrResult<IntValue<'ctx>> {
                 let v = byte_at_dyn(ir.add(jj, ir.int(4 + add))?)?;
