@@ -164,6 +164,18 @@ impl<'ctx> Ir<'ctx> {
         idx: IntValue<'ctx>,
         write: bool,
     ) -> IrResult<()> {
+        self.prefetch_to(base, idx, write, 3)
+    }
+
+    /// [`Ir::prefetch`] into the cache level LLVM's `locality` names (3: L1, 2: L2, 1: the
+    /// last level).
+    pub fn prefetch_to(
+        &self,
+        base: PointerValue<'ctx>,
+        idx: IntValue<'ctx>,
+        write: bool,
+        locality: u64,
+    ) -> IrResult<()> {
         // SAFETY (of the IR): a plain GEP is only address arithmetic; nothing loads it.
         let p = unsafe { self.b.build_gep(self.f32, base, &[idx], "")? };
         let i32t = self.ctx.i32_type();
@@ -171,7 +183,7 @@ impl<'ctx> Ir<'ctx> {
             .and_then(|i| i.get_declaration(&self.module, &[self.ptr.into()]))
             .ok_or_else(|| IrError("LLVM has no llvm.prefetch".into()))?;
         let rw = i32t.const_int(write as u64, false);
-        let (keep_in_l1, data) = (i32t.const_int(3, false), i32t.const_int(1, false));
+        let (keep_in_l1, data) = (i32t.const_int(locality, false), i32t.const_int(1, false));
         self.b.build_call(
             decl,
             &[p.into(), rw.into(), keep_in_l1.into(), data.into()],
