@@ -85,7 +85,7 @@ impl BuildOptions {
         let t = GgmlType::from_name(ty)
             .filter(|t| t.kernel_storage())
             .ok_or_else(|| {
-                format!("unknown --quant `{ty}`: the kernels read q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k and q6_k")
+                format!("unknown --quant `{ty}`: the kernels read f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k and q6_k")
             })?;
         self.quant = crate::params::param_table(spec)
             .into_iter()

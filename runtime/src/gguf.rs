@@ -192,7 +192,17 @@ impl GgmlType {
     /// Whether generated kernels read weights of this type as they are stored
     /// (`ParamSpec::storage`); other types are converted to f32 when loaded.
     pub fn kernel_storage(self) -> bool {
-        !matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+        self != GgmlType::F32
+    }
+
+    /// (values, bytes) of the unit generated kernels step over: the block, or 32 values
+    /// of a type without blocks (F16, BF16: 64 bytes), so rows of kernel storage are
+    /// whole vectors.
+    pub fn kernel_block(self) -> (usize, usize) {
+        match self.block() {
+            (1, bytes) => (32, 32 * bytes),
+            b => b,
+        }
     }
 
     /// (values per block, bytes per block).

@@ -283,6 +283,9 @@ impl Weights {
                 "parameter {i} holds {n} values, given {}",
                 data.len()
             ))),
+            (None, Some(Data::MappedBlocks { .. } | Data::Blocks(_))) => Err(RuntimeError::State(format!(
+                "parameter {i} is stored as quantized blocks and cannot be overwritten with f32 values"
+            ))),
             _ => Err(RuntimeError::State(format!("no parameter {i}"))),
         }
     }

@@ -104,11 +104,11 @@ enum Command {
         /// Build even when the cache holds this package.
         #[arg(long)]
         no_cache: bool,
-        /// Keep the matmul weights quantized (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k): the kernels read the blocks,
+        /// Keep the matmul weights quantized (f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k): the kernels read the blocks,
         /// and weights given in f32 are quantized when loaded.
         #[arg(long)]
         quant: Option<String>,
-        /// Keep each matmul weight quantized as this GGUF file stores it (any block type).
+        /// Keep each matmul weight as this GGUF file stores it (F16, BF16 or any block type).
         #[arg(long)]
         weights: Option<PathBuf>,
     },
@@ -134,7 +134,7 @@ enum Command {
         /// random ones. A GGUF file's Q8_0 and Q4_K matmul weights stay quantized.
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// Keep the matmul weights quantized (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k), quantizing f32 weights (or the
+        /// Keep the matmul weights quantized (f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k), converting f32 weights (or the
         /// random ones) when loaded.
         #[arg(long)]
         quant: Option<String>,

@@ -20,7 +20,7 @@ pub fn store_quantized(
     want: &BTreeMap<String, GgmlType>,
 ) -> Vec<(String, String)> {
     let mut refused = Vec::new();
-    for (name, buf, _) in &prog.params {
+    for (name, buf, shape) in &prog.params {
         let Some(&ty) = want.get(name) else {
             continue;
         };
@@ -31,7 +31,19 @@ pub fn store_quantized(
             ));
             continue;
         }
-        match readers_take_blocks(&prog.kernels, *buf, ty.block().0 as i64) {
+        let per = ty.kernel_block().0 as u64;
+        let whole_rows = match shape.as_slice() {
+            [_, cols] => cols.as_const().is_some_and(|c| c % per == 0),
+            _ => false,
+        };
+        if !whole_rows {
+            refused.push((
+                name.clone(),
+                format!("not a matrix whose rows are whole {per}-value blocks"),
+            ));
+            continue;
+        }
+        match readers_take_blocks(&prog.kernels, *buf, per as i64) {
             Ok(()) => prog.buffers[*buf].quant = Some(ty),
             Err(why) => refused.push((name.clone(), why)),
         }

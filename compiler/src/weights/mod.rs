@@ -520,8 +520,7 @@ impl Weights {
 }
 
 /// The block type each parameter of `spec` has in the GGUF file at `path`, for the types
-/// generated kernels read as stored (every ggml block type: Q8_0, Q4_0/1, Q5_0/1, Q4_K,
-/// Q5_K, Q6_K) and sources that reach the canonical
+/// generated kernels read as stored (F16, BF16 and every ggml block type) and sources that reach the canonical
 /// layout by whole rows: what a package built for that file should keep quantized
 /// (`BuildOptions::quant`). Empty for a safetensors file; an error only for a file that
 /// cannot be read.

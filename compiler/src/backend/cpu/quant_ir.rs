@@ -75,7 +75,7 @@ pub(crate) fn emit_quant<'ctx>(
             .ok_or_else(|| IrError(format!("{name} is not emitted yet")))
     };
     let (pack_a, kernel) = (get("archc_sgemm_pack_a")?, get("archc_sgemm_kernel")?);
-    let (per, _) = ty.block();
+    let (per, _) = ty.kernel_block();
     if !(t.kc as usize).is_multiple_of(per) || !per.is_multiple_of(t.lanes as usize) {
         return Err(IrError(format!(
             "{} blocks of {per} do not tile KC = {} in vectors of {}",
@@ -120,7 +120,7 @@ pub(crate) fn block_at<'ctx>(
     base: PointerValue<'ctx>,
     elem: IntValue<'ctx>,
 ) -> IrResult<PointerValue<'ctx>> {
-    let (per, bytes) = ty.block();
+    let (per, bytes) = ty.kernel_block();
     let block = ir.b.build_int_unsigned_div(elem, ir.int(per as u64), "")?;
     byte_at(ir, base, ir.mul(block, ir.int(bytes as u64))?)
 }
@@ -135,8 +135,13 @@ fn half<'ctx>(
     off: u64,
     f16c: bool,
 ) -> IrResult<FloatValue<'ctx>> {
+    half_at(ir, byte_at(ir, p, ir.int(off))?, f16c)
+}
+
+/// [`half`] at `at`.
+fn half_at<'ctx>(ir: &Ir<'ctx>, at: PointerValue<'ctx>, f16c: bool) -> IrResult<FloatValue<'ctx>> {
     let (i16t, i32t) = (ir.ctx.i16_type(), ir.ctx.i32_type());
-    let h = ir.b.build_load(i16t, byte_at(ir, p, ir.int(off))?, "")?;
+    let h = ir.b.build_load(i16t, at, "")?;
     if let Some(inst) = h.as_instruction_value() {
         inst.set_alignment(1).map_err(|e| IrError(e.to_string()))?;
     }
@@ -239,6 +244,7 @@ impl<'ctx> Block<'ctx> {
         let f16c = lanes >= 8;
         let scales = match ty {
             GgmlType::Q8_0 => vec![(ir.splat(vt, half(ir, p, 0, f16c)?.into())?, None)],
+            GgmlType::F16 | GgmlType::BF16 => Vec::new(),
             // y = d·q + off: off = −8d / −16d (the values' offset), or the block's min.
             GgmlType::Q4_0 | GgmlType::Q5_0 => {
                 let d = half(ir, p, 0, f16c)?;
@@ -350,6 +356,42 @@ impl<'ctx> Block<'ctx> {
             VectorType::const_vector(&vec![c; lanes as usize])
         };
         match self.ty {
+            GgmlType::F16 | GgmlType::BF16 => {
+                let i16v = ir.ctx.i16_type().vec_type(lanes);
+                let h =
+                    ir.b.build_load(i16v, byte_at(ir, p, ir.int(2 * s * l))?, "")?;
+                if let Some(inst) = h.as_instruction_value() {
+                    inst.set_alignment(1).map_err(|e| IrError(e.to_string()))?;
+                }
+                let h = h.into_vector_value();
+                if self.ty == GgmlType::F16 && lanes >= 8 {
+                    // F16C: vcvtph2ps.
+                    let hv = ir.ctx.f16_type().vec_type(lanes);
+                    let h = ir.b.build_bit_cast(h, hv, "")?.into_vector_value();
+                    return Ok(ir.b.build_float_ext(h, vt, "")?);
+                }
+                let i32t = ir.ctx.i32_type();
+                let k =
+                    |v: u64| VectorType::const_vector(&vec![i32t.const_int(v, false); l as usize]);
+                let h = ir.b.build_int_z_extend(h, i32v, "")?;
+                if self.ty == GgmlType::BF16 {
+                    // The top half of an f32.
+                    let bits = ir.b.build_left_shift(h, k(16), "")?;
+                    return Ok(ir.b.build_bit_cast(bits, vt, "")?.into_vector_value());
+                }
+                // f16 without F16C: the magnitude's bits shifted into an f32, scaled by
+                // 2^112, then the sign (as `half`).
+                let mag =
+                    ir.b.build_left_shift(ir.b.build_and(h, k(0x7fff), "")?, k(13), "")?;
+                let mag = ir.b.build_bit_cast(mag, vt, "")?.into_vector_value();
+                let scale = ir.splat(vt, ir.f32.const_float(2f64.powi(112)).into())?;
+                let scaled = ir.b.build_float_mul(mag, scale, "")?;
+                let bits = ir.b.build_bit_cast(scaled, i32v, "")?.into_vector_value();
+                let sign =
+                    ir.b.build_left_shift(ir.b.build_and(h, k(0x8000), "")?, k(16), "")?;
+                let y = ir.b.build_or(bits, sign, "")?;
+                Ok(ir.b.build_bit_cast(y, vt, "")?.into_vector_value())
+            }
             GgmlType::Q8_0 => {
                 // y = d · q.
                 let q = ir.b.build_int_s_extend(load(2 + s * l)?, i32v, "")?;
@@ -489,7 +531,7 @@ pub(crate) fn element<'ctx>(
     idx: IntValue<'ctx>,
     f16c: bool,
 ) -> IrResult<FloatValue<'ctx>> {
-    let (per, bytes) = ty.block();
+    let (per, bytes) = ty.kernel_block();
     let (i8t, i32t) = (ir.ctx.i8_type(), ir.ctx.i32_type());
     let block = ir.b.build_int_unsigned_div(idx, ir.int(per as u64), "")?;
     let e = ir.b.build_int_unsigned_rem(idx, ir.int(per as u64), "")?;
@@ -501,6 +543,20 @@ pub(crate) fn element<'ctx>(
         Ok(v)
     };
     match ty {
+        GgmlType::F16 => half_at(ir, byte_at(ir, p, ir.mul(e, ir.int(2))?)?, f16c),
+        GgmlType::BF16 => {
+            let h = ir.b.build_load(
+                ir.ctx.i16_type(),
+                byte_at(ir, p, ir.mul(e, ir.int(2))?)?,
+                "",
+            )?;
+            if let Some(inst) = h.as_instruction_value() {
+                inst.set_alignment(1).map_err(|e| IrError(e.to_string()))?;
+            }
+            let h = ir.b.build_int_z_extend(h.into_int_value(), i32t, "")?;
+            let bits = ir.b.build_left_shift(h, i32t.const_int(16, false), "")?;
+            Ok(ir.b.build_bit_cast(bits, ir.f32, "")?.into_float_value())
+        }
         GgmlType::Q8_0 => {
             let q = byte_at_dyn(ir.add(e, ir.int(2))?)?;
             let q = ir.b.build_signed_int_to_float(q, ir.f32, "")?;
@@ -659,7 +715,7 @@ fn emit_pack_bt<'ctx>(
         ld: ldb,
         dst: bp,
     } = packer(ir, &format!("archc_sgemm_pack_bt_{tag}"))?;
-    let (per, bytes) = ty.block();
+    let (per, bytes) = ty.kernel_block();
     let (per, lanes) = (per as u64, t.lanes as u64);
     let nr_c = ir.int(t.nr as u64);
     // Bytes between consecutive rows of B.
@@ -764,7 +820,7 @@ fn emit_gemv<'ctx>(
     let (a, lda) = (ir.param_ptr(f, 3)?, ir.param_int(f, 4)?);
     let (b, ldb) = (ir.param_ptr(f, 5)?, ir.param_int(f, 6)?);
     let (c, ldc) = (ir.param_ptr(f, 7)?, ir.param_int(f, 8)?);
-    let (per, bytes) = ty.block();
+    let (per, bytes) = ty.kernel_block();
     let (per, lanes) = (per as u64, t.lanes as u64);
     let vt = ir.f32.vec_type(t.lanes);
     let zero_v: BasicValueEnum = vt.const_zero().into();
