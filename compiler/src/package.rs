@@ -95,7 +95,8 @@ impl BuildOptions {
     }
 
     /// [`BuildOptions::host`] for running with the weights at `weights`: a GGUF file's
-    /// Q8_0 and Q4_K matmul weights stay quantized ([`crate::weights::block_storage`]).
+    /// F16, BF16 and quantized matmul weights stay as stored
+    /// ([`crate::weights::block_storage`]).
     pub fn for_weights(spec: &ArchSpec, weights: &Path) -> Result<BuildOptions, String> {
         Ok(BuildOptions {
             quant: crate::weights::block_storage(spec, weights)?,

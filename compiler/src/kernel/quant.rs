@@ -1,11 +1,11 @@
-//! Parameters the kernels read as ggml blocks (`q8_0`, `q4_k`, `q6_k`): a GGUF file's quantized
-//! weights kept as they are stored. A parameter qualifies when some matmul reads it as B
+//! Parameters the kernels read as stored in a GGUF file — ggml blocks (`q8_0`, `q4_k`, …)
+//! or `f16`/`bf16` — instead of f32. A parameter qualifies when some matmul reads it as B
 //! stored [n, k] (`nn.Linear`'s layout) in whole blocks — the matmul lowering then
 //! dequantizes B's blocks in registers (`backend/cpu/quant_ir`) — and every other
 //! reader is an elementwise kernel (a map or reduction: an embedding's gather, which
 //! decodes the values it loads one by one). A matrix only gathered from (an untied
-//! embedding table) qualifies too: a gather touches one row per token, and the blocks
-//! take a quarter of the memory or less. Attention, scans and matmuls that read it
+//! embedding table) qualifies too: a gather touches one row per token, and the stored
+//! form takes half the memory or less. Attention, scans and matmuls that read it
 //! another way keep the parameter in f32, as do parameters of another rank (norm
 //! weights, convolution kernels: elementwise readers that read every value every call).
 

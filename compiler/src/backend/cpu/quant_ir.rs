@@ -1,7 +1,8 @@
-//! Matmuls whose B is a parameter stored as ggml blocks (`kernel::quant`): Q8_0 (32
-//! int8 values and an f16 scale per 34 bytes), Q4_K (256 values in 144 bytes: f16
-//! super-block scale and min, eight 6-bit sub-block scales and mins, 4-bit values) and
-//! Q6_K (256 values in 210 bytes: 4 + 2 bits per value, sixteen int8 scales, f16 d).
+//! Matmuls whose B is a parameter stored as ggml blocks (`kernel::quant`): every ggml
+//! block type — Q8_0 (32 int8 values and an f16 scale per 34 bytes), Q4_0/Q4_1/Q5_0/Q5_1
+//! (32 4- or 5-bit values with a scale, and a min for the `_1`s), Q4_K/Q5_K (256 values:
+//! f16 super-block scale and min, eight 6-bit sub-block scales and mins), Q6_K (256
+//! values: 4 + 2 bits each, sixteen int8 scales) — and F16/BF16 (read as 32-value units).
 //! Blocks are dequantized in registers, one vector of values at a time, straight into the
 //! FMAs: `archc_gemv_bt_{type}` for decoding (each block streams from memory once per
 //! step) and `archc_sgemm_bt_{type}`, the packed sgemm whose B packer dequantizes
@@ -32,27 +33,13 @@ const CHAINS: usize = 2;
 /// 1 KiB ahead into L1 160, 4 KiB into L2 101, 4 KiB into L3 94, 8–16 KiB 98–101.
 const PREFETCH_BYTES: u64 = 4096;
 
-/// A hint to bring the line `ahead` bytes past `p` into the caches (a plain GEP: the
-/// address may lie past the buffer, and prefetches never fault).
+/// A hint to bring the line `ahead` bytes past `p` into the last-level cache
+/// (`prefetcht2`: the line is needed a few rows later). A plain GEP: the address may lie
+/// past the buffer, and prefetches never fault.
 fn prefetch<'ctx>(ir: &Ir<'ctx>, p: PointerValue<'ctx>, ahead: u64) -> IrResult<()> {
     // SAFETY (of the IR): address arithmetic only; nothing loads it.
     let at = unsafe { ir.b.build_gep(ir.ctx.i8_type(), p, &[ir.int(ahead)], "")? };
-    let i32t = ir.ctx.i32_type();
-    let decl = inkwell::intrinsics::Intrinsic::find("llvm.prefetch")
-        .and_then(|i| i.get_declaration(&ir.module, &[ir.ptr.into()]))
-        .ok_or_else(|| IrError("LLVM has no llvm.prefetch".into()))?;
-    let (read, keep, data) = (
-        i32t.const_zero(),
-        // Into the outer caches (`prefetcht2`): the line is needed a few rows later.
-        i32t.const_int(1, false),
-        i32t.const_int(1, false),
-    );
-    ir.b.build_call(
-        decl,
-        &[at.into(), read.into(), keep.into(), data.into()],
-        "",
-    )?;
-    Ok(())
+    ir.prefetch_to(at, ir.int(0), false, 1)
 }
 
 /// The two routines of one block type.
@@ -62,8 +49,8 @@ pub(crate) struct QuantFns<'ctx> {
     pub sgemm_bt: FunctionValue<'ctx>,
 }
 
-/// Emits the routines for `ty` (Q8_0 or Q4_K) over the module's sgemm microkernel and A
-/// packer (`emit_sgemm_all` first).
+/// Emits the routines for `ty` (any kernel storage type) over the module's sgemm
+/// microkernel and A packer (`emit_sgemm_all` first).
 pub(crate) fn emit_quant<'ctx>(
     ir: &Ir<'ctx>,
     t: &SgemmTiles,
