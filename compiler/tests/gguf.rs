@@ -766,3 +766,88 @@ fn train_starts_from_gguf_weights() {
         names.keys().take(4).collect::<Vec<_>>()
     );
 }
+
+/// A safetensors checkpoint in bf16 (as Hugging Face ships LLaMA): its matrices stay bf16 in
+/// memory and the kernels read them as stored, computing what the same values in f32 give
+/// (BERT's fixture: rows of 32 and 64 values, whole 32-value units).
+#[test]
+fn bf16_safetensors_stay_bf16() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let dir = fixture("hf/bert");
+    let tmp = tempfile::tempdir().unwrap();
+    let values = read_values(&dir.join("model.safetensors")).unwrap();
+    let mut truncated = Vec::new();
+    let mut halves: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, v) in values {
+        let Value::F(t) = v else { continue };
+        let top: Vec<u16> = t.data.iter().map(|x| (x.to_bits() >> 16) as u16).collect();
+        let back = top
+            .iter()
+            .map(|&h| f32::from_bits((h as u32) << 16))
+            .collect();
+        halves.push((
+            name.clone(),
+            t.shape.clone(),
+            top.iter().flat_map(|h| h.to_le_bytes()).collect(),
+        ));
+        truncated.push((
+            name,
+            archc::tensor::F32Tensor {
+                shape: t.shape,
+                data: back,
+            },
+        ));
+    }
+    let f32_path = tmp.path().join("f32.safetensors");
+    archc::tensor_io::write_f32(&f32_path, &truncated).unwrap();
+    let views: Vec<(String, TensorView)> = halves
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::BF16, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let bf16_path = tmp.path().join("bf16.safetensors");
+    std::fs::write(&bf16_path, safetensors::serialize(views, None).unwrap()).unwrap();
+    let spec = dir.join("model.arch");
+    let (s, i) = (spec.to_str().unwrap(), dir.join("inputs.safetensors"));
+    let mut logits = Vec::new();
+    for w in [&f32_path, &bf16_path] {
+        let out = tmp.path().join("out.safetensors");
+        let args = [
+            "eval",
+            s,
+            "--weights",
+            w.to_str().unwrap(),
+            "--inputs",
+            i.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        ok(&archc(&args), "eval");
+        logits.push(f32s(&out, "logits"));
+    }
+    let err = logits[1].rel_max_diff(&logits[0]);
+    assert!(
+        err <= 1e-5,
+        "bf16 storage vs the same values in f32: {err:e}"
+    );
+    let pkg = tmp.path().join("pkg");
+    let args = [
+        "build",
+        s,
+        "--weights",
+        bf16_path.to_str().unwrap(),
+        "-o",
+        pkg.to_str().unwrap(),
+    ];
+    ok(&archc(&args), "build --weights");
+    let m = arch_runtime::Manifest::read(&pkg).unwrap();
+    let stored = m
+        .params
+        .iter()
+        .filter(|p| p.storage.as_deref() == Some("bf16"));
+    assert!(stored.count() >= 7, "{:?}", m.params);
+}

@@ -250,6 +250,30 @@ impl<'a> Tensor<'a> {
         }
     }
 
+    /// The ggml type the stored bytes are in, when generated kernels can read them as
+    /// stored (`GgmlType::kernel_storage`): a GGUF tensor's type, or a safetensors F16 or
+    /// BF16 tensor.
+    pub fn stored_type(&self) -> Option<crate::gguf::GgmlType> {
+        use crate::gguf::GgmlType;
+        let ty = match self {
+            Tensor::St(v) => match v.dtype() {
+                Dtype::F16 => GgmlType::F16,
+                Dtype::BF16 => GgmlType::BF16,
+                _ => return None,
+            },
+            Tensor::Gguf { info, .. } => info.ty,
+        };
+        ty.kernel_storage().then_some(ty)
+    }
+
+    /// The stored bytes, whatever their type.
+    pub fn raw_bytes(&self) -> &'a [u8] {
+        match self {
+            Tensor::St(v) => v.data(),
+            Tensor::Gguf { bytes, .. } => bytes,
+        }
+    }
+
     pub fn dtype_name(&self) -> String {
         match self {
             Tensor::St(v) => dtype_name(v.dtype()),

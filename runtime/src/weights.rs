@@ -444,7 +444,7 @@ fn quantized(p: &ParamSpec, ty: GgmlType, values: &[f32]) -> Result<Data, Runtim
         .ok_or_else(|| storage_error(p, "cannot be quantized"))
 }
 
-/// The file's own blocks for `p` when its tensor is of type `ty` and reaches the canonical
+/// The file's own blocks (or F16/BF16 values) for `p` when its tensor is of type `ty` and reaches the canonical
 /// layout by whole rows (as stored, a row range, llama.cpp's RoPE row order); `None` when
 /// the values must be converted.
 fn read_blocks(
@@ -466,16 +466,17 @@ fn read_blocks(
         | Source::RopeRows { name, .. } => name,
         _ => return Ok(None),
     };
-    let Some(file::Tensor::Gguf { info, bytes }) = files.get(name) else {
+    let Some(tensor) = files.get(name) else {
         return Ok(None);
     };
+    let bytes = tensor.raw_bytes();
     let (Some(&rows), Some(want)) = (p.shape.first(), p.bytes()) else {
         return Ok(None);
     };
-    if info.ty != ty || p.shape.len() != 2 {
+    if tensor.stored_type() != Some(ty) || p.shape.len() != 2 {
         return Ok(None);
     }
-    let found = info.shape();
+    let found = tensor.shape();
     let row_bytes = want / rows.max(1);
     let data = match leaf {
         Source::Plain { .. } if squeeze(&found) == squeeze(&p.shape) && bytes.len() == want => {

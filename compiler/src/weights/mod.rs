@@ -519,29 +519,57 @@ impl Weights {
     }
 }
 
-/// The block type each parameter of `spec` has in the GGUF file at `path`, for the types
-/// generated kernels read as stored (F16, BF16 and every ggml block type) and sources that reach the canonical
-/// layout by whole rows: what a package built for that file should keep quantized
-/// (`BuildOptions::quant`). Empty for a safetensors file; an error only for a file that
-/// cannot be read.
+/// The stored type each parameter of `spec` has in the weights at `path` — a GGUF file's
+/// F16, BF16 and block types, a safetensors checkpoint's F16 and BF16 — for sources that
+/// reach the canonical layout by whole rows (as stored, a row range, RoPE row order; not
+/// transposed): what a package built for those weights should keep in that type
+/// (`BuildOptions::quant`). Empty for f32 weights; an error only for a file that cannot
+/// be read.
 pub fn block_storage(
     spec: &ArchSpec,
     path: &Path,
 ) -> Result<BTreeMap<String, arch_runtime::gguf::GgmlType>, String> {
     use arch_runtime::manifest::Source;
+    use arch_runtime::safetensors_file as file;
     let mut out = BTreeMap::new();
-    if !path.is_file() {
+    let Ok(paths) = file::resolve(path) else {
+        // Not a weights file: the loader reports it.
         return Ok(out);
-    }
-    let map = arch_runtime::safetensors_file::map(path).map_err(|e| e.to_string())?;
-    if !arch_runtime::gguf::is_gguf(&map) {
+    };
+    // A file that cannot be mapped or parsed is the loader's to report, with its errors.
+    let Ok(maps) = paths
+        .iter()
+        .map(|p| file::map(p))
+        .collect::<Result<Vec<_>, _>>()
+    else {
         return Ok(out);
-    }
-    let g = arch_runtime::gguf::Gguf::parse(&map)
-        .map_err(|e| format!("{} is not a readable GGUF file: {e}", path.display()))?;
+    };
+    let gguf = match (paths.as_slice(), maps.first()) {
+        ([p], Some(m)) if arch_runtime::gguf::is_gguf(m) => Some(
+            arch_runtime::gguf::Gguf::parse(m)
+                .map_err(|e| format!("{} is not a readable GGUF file: {e}", p.display()))?,
+        ),
+        _ => None,
+    };
+    let parsed = match gguf {
+        Some(_) => Vec::new(),
+        None => match paths
+            .iter()
+            .zip(&maps)
+            .map(|(p, m)| file::parse(p, m))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(parsed) => parsed,
+            Err(_) => return Ok(out),
+        },
+    };
+    let files = match &gguf {
+        Some(g) => file::Files::from_gguf(g),
+        None => file::Files::new(&parsed),
+    };
     // The naming under which the file has the most parameters (the loader's rule).
     let namings = manifest_namings(spec);
-    let present = |s: &Source| s.names().iter().any(|n| g.tensor(n).is_some());
+    let present = |s: &Source| s.names().iter().any(|n| files.contains(n));
     let Some(naming) = namings
         .iter()
         .rev()
@@ -557,7 +585,7 @@ pub fn block_storage(
         }
     }
     for (param, src) in &naming.sources {
-        let name = match leaf(src, &|n| g.tensor(n).is_some()) {
+        let name = match leaf(src, &|n| files.contains(n)) {
             Some(Source::Plain { name, .. })
             | Some(Source::RopeRows { name, .. })
             | Some(Source::Rows {
@@ -567,8 +595,8 @@ pub fn block_storage(
             }) => name,
             _ => continue,
         };
-        if let Some(t) = g.tensor(name).filter(|t| t.ty.kernel_storage()) {
-            out.insert(param.clone(), t.ty);
+        if let Some(ty) = files.get(name).and_then(|t| t.stored_type()) {
+            out.insert(param.clone(), ty);
         }
     }
     Ok(out)
