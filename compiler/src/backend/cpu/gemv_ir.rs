@@ -8,7 +8,9 @@
 use super::ir::{Ir, IrResult, WholeSteps};
 use super::sgemm_ir::SgemmTiles;
 use inkwell::module::Linkage;
-use inkwell::values::{BasicValue, BasicValueEnum, FastMathFlags, FunctionValue};
+use inkwell::values::{
+    BasicValue, BasicValueEnum, FastMathFlags, FunctionValue, IntValue, PointerValue, VectorValue,
+};
 
 /// Rows of A up to which the matmul kernels take this path.
 pub const GEMV_MAX_ROWS: u64 = 8;
@@ -24,8 +26,23 @@ const PREFETCH_BYTES: u64 = 8192;
 /// that share each load of A).
 const COLUMNS: usize = 4;
 
-/// `archc_gemv_bt(rows, cols, k, a, lda, b, ldb, c, ldc)`.
-pub(crate) fn emit_gemv_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionValue<'ctx>> {
+/// A matrix–vector routine's function and parameters: `name(rows, cols, k, a, lda, b,
+/// ldb, c, ldc)` — the sgemm's arguments but the scratch.
+pub(crate) struct Gemv<'ctx> {
+    pub f: FunctionValue<'ctx>,
+    pub rows: IntValue<'ctx>,
+    pub cols: IntValue<'ctx>,
+    pub k: IntValue<'ctx>,
+    pub a: PointerValue<'ctx>,
+    pub lda: IntValue<'ctx>,
+    pub b: PointerValue<'ctx>,
+    pub ldb: IntValue<'ctx>,
+    pub c: PointerValue<'ctx>,
+    pub ldc: IntValue<'ctx>,
+}
+
+/// Declares matrix–vector routine `name` and positions the builder in its entry block.
+pub(crate) fn gemv_function<'ctx>(ir: &Ir<'ctx>, name: &str) -> IrResult<Gemv<'ctx>> {
     let (i64t, ptr) = (ir.i64, ir.ptr);
     let params = [
         i64t.into(),
@@ -39,21 +56,41 @@ pub(crate) fn emit_gemv_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Func
         i64t.into(),
     ];
     let f = ir.module.add_function(
-        "archc_gemv_bt",
+        name,
         ir.ctx.void_type().fn_type(&params, false),
         Some(Linkage::Internal),
     );
     ir.add_fn_attrs(f, &["noinline"]);
     ir.mark_noalias(f, &[3, 5, 7]);
     ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
-    let (rows, cols, k) = (
-        ir.param_int(f, 0)?,
-        ir.param_int(f, 1)?,
-        ir.param_int(f, 2)?,
-    );
-    let (a, lda) = (ir.param_ptr(f, 3)?, ir.param_int(f, 4)?);
-    let (b, ldb) = (ir.param_ptr(f, 5)?, ir.param_int(f, 6)?);
-    let (c, ldc) = (ir.param_ptr(f, 7)?, ir.param_int(f, 8)?);
+    Ok(Gemv {
+        f,
+        rows: ir.param_int(f, 0)?,
+        cols: ir.param_int(f, 1)?,
+        k: ir.param_int(f, 2)?,
+        a: ir.param_ptr(f, 3)?,
+        lda: ir.param_int(f, 4)?,
+        b: ir.param_ptr(f, 5)?,
+        ldb: ir.param_int(f, 6)?,
+        c: ir.param_ptr(f, 7)?,
+        ldc: ir.param_int(f, 8)?,
+    })
+}
+
+/// `archc_gemv_bt(rows, cols, k, a, lda, b, ldb, c, ldc)`.
+pub(crate) fn emit_gemv_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionValue<'ctx>> {
+    let g = gemv_function(ir, "archc_gemv_bt")?;
+    let Gemv {
+        f,
+        k,
+        a,
+        lda,
+        b,
+        ldb,
+        c,
+        ldc,
+        ..
+    } = g;
     let lanes = t.lanes as u64;
     let vt = ir.f32.vec_type(t.lanes);
     let zero_v: BasicValueEnum = vt.const_zero().into();
@@ -127,17 +164,8 @@ pub(crate) fn emit_gemv_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Func
         for i in 0..r {
             for w in 0..width {
                 let n = i * width + w;
-                // A tree sum of the lanes (reassociation allowed), not a chain of adds.
-                let total = ir.intrinsic(
-                    "llvm.vector.reduce.fadd",
-                    &[vt.into()],
-                    &[tails[n].into(), accs[n].into()],
-                )?;
-                if let Some(inst) = total.as_instruction_value() {
-                    let _ = inst.set_fast_math_flags(FastMathFlags::AllowReassoc);
-                }
-                let col = ir.add(j, ir.int(w as u64))?;
-                ir.store(ir.at(c, ir.mad(ir.int(i as u64), ldc, col)?)?, total)?;
+                let at = ir.mad(ir.int(i as u64), ldc, ir.add(j, ir.int(w as u64))?)?;
+                store_sum(ir, tails[n], accs[n].into_vector_value(), ir.at(c, at)?)?;
             }
         }
         Ok(())
@@ -149,7 +177,40 @@ pub(crate) fn emit_gemv_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Func
     for r in 1..=GEMV_MAX_ROWS as usize {
         nests.push((r, (registers / r).clamp(1, COLUMNS)));
     }
-    emit_row_cases(ir, f, rows, &nests, &|r, width| {
+    emit_column_nests(ir, &g, &nests, &block)?;
+    ir.b.build_return(None)?;
+    Ok(f)
+}
+
+/// `c = init + Σ lanes of acc` stored at `c`: a tree sum of the lanes (reassociation
+/// allowed), not a chain of adds.
+pub(crate) fn store_sum<'ctx>(
+    ir: &Ir<'ctx>,
+    init: BasicValueEnum<'ctx>,
+    acc: VectorValue<'ctx>,
+    c: PointerValue<'ctx>,
+) -> IrResult<()> {
+    let total = ir.intrinsic(
+        "llvm.vector.reduce.fadd",
+        &[acc.get_type().into()],
+        &[init.into(), acc.into()],
+    )?;
+    if let Some(inst) = total.as_instruction_value() {
+        let _ = inst.set_fast_math_flags(FastMathFlags::AllowReassoc);
+    }
+    ir.store(c, total)
+}
+
+/// The routine's body: per row count of `nests` (rows, columns at once), `block(j, width,
+/// rows)` over the columns `width` at a time, then the remaining columns one by one.
+pub(crate) fn emit_column_nests<'ctx>(
+    ir: &Ir<'ctx>,
+    g: &Gemv<'ctx>,
+    nests: &[(usize, usize)],
+    block: &dyn Fn(IntValue<'ctx>, usize, usize) -> IrResult<()>,
+) -> IrResult<()> {
+    let (f, cols) = (g.f, g.cols);
+    emit_row_cases(ir, f, g.rows, nests, &|r, width| {
         let (j, _) = ir.carried_loop(
             f,
             "jw",
@@ -168,13 +229,11 @@ pub(crate) fn emit_gemv_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Func
             ir.for_range(f, "j1", j, cols, 1, |j| block(j, 1, r))?;
         }
         Ok(())
-    })?;
-    ir.b.build_return(None)?;
-    Ok(f)
+    })
 }
 
 /// `if rows == r₀ { nest(r₀) } else if rows == r₁ { … }` over `nests` (row count, columns).
-pub(crate) fn emit_row_cases<'ctx>(
+fn emit_row_cases<'ctx>(
     ir: &Ir<'ctx>,
     f: FunctionValue<'ctx>,
     rows: inkwell::values::IntValue<'ctx>,

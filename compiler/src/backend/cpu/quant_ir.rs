@@ -12,15 +12,14 @@
 //! at byte `(e / per) · bytes` — so the matmul lowering and the drivers keep their index
 //! arithmetic; `kernel::quant` guarantees every offset and stride is whole blocks.
 
-use super::gemv_ir::{emit_row_cases, GEMV_MAX_ROWS};
+use super::gemv_ir::{emit_column_nests, gemv_function, store_sum, Gemv, GEMV_MAX_ROWS};
 use super::ir::{Ir, IrError, IrResult, WholeSteps};
 use super::pack::{packer, transpose, Packer};
 use super::sgemm_ir::{emit_driver, SgemmTiles};
 use arch_runtime::gguf::GgmlType;
 use inkwell::types::VectorType;
 use inkwell::values::{
-    BasicValue, BasicValueEnum, FastMathFlags, FloatValue, FunctionValue, IntValue, PointerValue,
-    VectorValue,
+    BasicValue, BasicValueEnum, FloatValue, FunctionValue, IntValue, PointerValue, VectorValue,
 };
 
 /// Accumulators per (row, column) in the matrix–vector routine.
@@ -779,34 +778,18 @@ fn emit_gemv<'ctx>(
     ty: GgmlType,
     tag: &str,
 ) -> IrResult<FunctionValue<'ctx>> {
-    let (i64t, ptr) = (ir.i64, ir.ptr);
-    let params = [
-        i64t.into(),
-        i64t.into(),
-        i64t.into(),
-        ptr.into(),
-        i64t.into(),
-        ptr.into(),
-        i64t.into(),
-        ptr.into(),
-        i64t.into(),
-    ];
-    let f = ir.module.add_function(
-        &format!("archc_gemv_bt_{tag}"),
-        ir.ctx.void_type().fn_type(&params, false),
-        Some(inkwell::module::Linkage::Internal),
-    );
-    ir.add_fn_attrs(f, &["noinline"]);
-    ir.mark_noalias(f, &[3, 5, 7]);
-    ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
-    let (rows, cols, k) = (
-        ir.param_int(f, 0)?,
-        ir.param_int(f, 1)?,
-        ir.param_int(f, 2)?,
-    );
-    let (a, lda) = (ir.param_ptr(f, 3)?, ir.param_int(f, 4)?);
-    let (b, ldb) = (ir.param_ptr(f, 5)?, ir.param_int(f, 6)?);
-    let (c, ldc) = (ir.param_ptr(f, 7)?, ir.param_int(f, 8)?);
+    let g = gemv_function(ir, &format!("archc_gemv_bt_{tag}"))?;
+    let Gemv {
+        f,
+        k,
+        a,
+        lda,
+        b,
+        ldb,
+        c,
+        ldc,
+        ..
+    } = g;
     let (per, bytes) = ty.kernel_block();
     let (per, lanes) = (per as u64, t.lanes as u64);
     let vt = ir.f32.vec_type(t.lanes);
@@ -876,16 +859,8 @@ fn emit_gemv<'ctx>(
                     sum =
                         ir.b.build_float_add(sum, accs[n + c].into_vector_value(), "")?;
                 }
-                let total = ir.intrinsic(
-                    "llvm.vector.reduce.fadd",
-                    &[vt.into()],
-                    &[ir.f32.const_zero().into(), sum.into()],
-                )?;
-                if let Some(inst) = total.as_instruction_value() {
-                    let _ = inst.set_fast_math_flags(FastMathFlags::AllowReassoc);
-                }
-                let col = ir.add(j, ir.int(w as u64))?;
-                ir.store(ir.at(c, ir.mad(ir.int(i as u64), ldc, col)?)?, total)?;
+                let at = ir.mad(ir.int(i as u64), ldc, ir.add(j, ir.int(w as u64))?)?;
+                store_sum(ir, ir.f32.const_zero().into(), sum, ir.at(c, at)?)?;
             }
         }
         Ok(())
@@ -895,26 +870,7 @@ fn emit_gemv<'ctx>(
     let nests: Vec<(usize, usize)> = (1..=GEMV_MAX_ROWS as usize)
         .map(|r| (r, (registers / (r * CHAINS)).clamp(1, 4)))
         .collect();
-    emit_row_cases(ir, f, rows, &nests, &|r, width| {
-        let (j, _) = ir.carried_loop(
-            f,
-            "jw",
-            WholeSteps {
-                start: ir.int(0),
-                limit: cols,
-                step: width as u64,
-            },
-            &[],
-            |j, _| {
-                block(j, width, r)?;
-                Ok(vec![])
-            },
-        )?;
-        if width > 1 {
-            ir.for_range(f, "j1", j, cols, 1, |j| block(j, 1, r))?;
-        }
-        Ok(())
-    })?;
+    emit_column_nests(ir, &g, &nests, &block)?;
     ir.b.build_return(None)?;
     Ok(f)
 }
