@@ -99,7 +99,7 @@ impl BuildOptions {
     /// ([`crate::weights::block_storage`]).
     pub fn for_weights(spec: &ArchSpec, weights: &Path) -> Result<BuildOptions, String> {
         Ok(BuildOptions {
-            quant: crate::weights::block_storage(spec, weights)?,
+            quant: crate::weights::block_storage(spec, weights),
             ..BuildOptions::host()?
         })
     }

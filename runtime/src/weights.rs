@@ -15,7 +15,7 @@ use memmap2::Mmap;
 
 use crate::error::RuntimeError;
 use crate::gguf::GgmlType;
-use crate::manifest::{Manifest, ParamSpec, Source};
+use crate::manifest::{Manifest, Naming, ParamSpec, Source};
 use crate::safetensors_file as file;
 
 /// The data of one parameter.
@@ -83,42 +83,17 @@ impl Weights {
         path: &Path,
         optional: &dyn Fn(&str) -> bool,
     ) -> Result<Weights, RuntimeError> {
-        let paths = file::resolve(path)?;
-        let maps = paths
-            .iter()
-            .map(|p| file::map(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let params = {
-            // A GGUF file (llama.cpp's), or safetensors.
-            let gguf = match (paths.as_slice(), maps.first()) {
-                ([p], Some(m)) if crate::gguf::is_gguf(m) => {
-                    Some(crate::gguf::Gguf::parse(m).map_err(|e| RuntimeError::Io {
-                        path: p.clone(),
-                        error: format!("not a readable GGUF file: {e}"),
-                    })?)
-                }
-                _ => None,
-            };
-            let parsed = match gguf {
-                Some(_) => Vec::new(),
-                None => paths
-                    .iter()
-                    .zip(&maps)
-                    .map(|(p, m)| file::parse(p, m))
-                    .collect::<Result<Vec<_>, _>>()?,
-            };
-            let files = match &gguf {
-                Some(g) => file::Files::from_gguf(g),
-                None => file::Files::new(&parsed),
-            };
-            let (naming, sources) = detect(manifest, &files, path)?;
+        let ((params, naming, missing, unused), maps) = open_files(path, |files| {
+            let names: Vec<&str> = manifest.params.iter().map(|p| p.name.as_str()).collect();
+            let (naming, sources) =
+                detect(&manifest.namings, &names, &manifest.model, files, path)?;
             let mut used: std::collections::HashSet<String> = Default::default();
             let mut missing = Vec::new();
             let mut params = Vec::with_capacity(manifest.params.len());
             for (p, src) in manifest.params.iter().zip(sources) {
-                match read(&files, &naming, p, src) {
+                match read(files, &naming, p, src) {
                     Ok(data) => {
-                        if let Some(leaf) = pick(src, &files) {
+                        if let Some(leaf) = pick(src, files) {
                             used.extend(leaf.names().iter().map(|n| n.to_string()));
                         }
                         params.push(data);
@@ -136,9 +111,8 @@ impl Weights {
                 .map(str::to_string)
                 .collect();
             unused.sort();
-            (params, naming, missing, unused)
-        };
-        let (params, naming, missing, unused) = params;
+            Ok((params, naming, missing, unused))
+        })?;
         Ok(Weights {
             _maps: maps,
             params,
@@ -319,6 +293,82 @@ fn numel(p: &ParamSpec) -> Result<usize, RuntimeError> {
     })
 }
 
+/// Maps the weights at `path` (safetensors, a directory or sharded index, or a GGUF file)
+/// and runs `f` over their tensors; returns what `f` made and the maps, which pointers into
+/// the tensors need alive.
+fn open_files<T>(
+    path: &Path,
+    f: impl FnOnce(&file::Files<'_>) -> Result<T, RuntimeError>,
+) -> Result<(T, Vec<Mmap>), RuntimeError> {
+    let paths = file::resolve(path)?;
+    let maps = paths
+        .iter()
+        .map(|p| file::map(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let made = {
+        // A GGUF file (llama.cpp's), or safetensors.
+        let gguf = match (paths.as_slice(), maps.first()) {
+            ([p], Some(m)) if crate::gguf::is_gguf(m) => {
+                Some(crate::gguf::Gguf::parse(m).map_err(|e| RuntimeError::Io {
+                    path: p.clone(),
+                    error: format!("not a readable GGUF file: {e}"),
+                })?)
+            }
+            _ => None,
+        };
+        let parsed = match gguf {
+            Some(_) => Vec::new(),
+            None => paths
+                .iter()
+                .zip(&maps)
+                .map(|(p, m)| file::parse(p, m))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let files = match &gguf {
+            Some(g) => file::Files::from_gguf(g),
+            None => file::Files::new(&parsed),
+        };
+        f(&files)?
+    };
+    Ok((made, maps))
+}
+
+/// The type each of `params` is stored in at `path` under the naming the loader would
+/// pick, for tensors generated kernels can read as stored (`Tensor::stored_type`: a GGUF
+/// file's F16, BF16 and block types, a safetensors file's F16 and BF16) whose source
+/// reaches the canonical layout by whole rows (as stored, a row range, RoPE row order —
+/// what `read_blocks` maps without converting). What a package built for these weights
+/// should keep in that type.
+pub fn stored_types(
+    namings: &[Naming],
+    params: &[&str],
+    path: &Path,
+) -> Result<BTreeMap<String, GgmlType>, RuntimeError> {
+    let (types, _maps) = open_files(path, |files| {
+        let (_, sources) = detect(namings, params, "", files, path)?;
+        let mut out = BTreeMap::new();
+        for (param, src) in params.iter().zip(sources) {
+            let name = match pick(src, files) {
+                Some(
+                    Source::Plain { name, .. }
+                    | Source::RopeRows { name, .. }
+                    | Source::Rows {
+                        name,
+                        transpose: false,
+                        ..
+                    },
+                ) => name,
+                _ => continue,
+            };
+            if let Some(ty) = files.get(name).and_then(|t| t.stored_type()) {
+                out.insert(param.to_string(), ty);
+            }
+        }
+        Ok(out)
+    })?;
+    Ok(types)
+}
+
 /// Canonical f32 values of `p` as the parameter stores them (quantized for a
 /// `storage` type).
 fn stored(p: &ParamSpec, data: Vec<f32>) -> Result<Data, RuntimeError> {
@@ -333,16 +383,17 @@ static NOTHING: Source = Source::Nothing;
 /// The naming under which the most parameters are present (a tie keeps the earlier one),
 /// with each parameter's source under it.
 fn detect<'m>(
-    manifest: &'m Manifest,
+    namings: &'m [Naming],
+    params: &[&str],
+    model: &str,
     files: &file::Files<'_>,
     path: &Path,
 ) -> Result<(String, Vec<&'m Source>), RuntimeError> {
     let mut best: Option<(usize, &str, Vec<&Source>)> = None;
-    for naming in &manifest.namings {
-        let sources: Vec<&Source> = manifest
-            .params
+    for naming in namings {
+        let sources: Vec<&Source> = params
             .iter()
-            .map(|p| naming.sources.get(&p.name).unwrap_or(&NOTHING))
+            .map(|p| naming.sources.get(*p).unwrap_or(&NOTHING))
             .collect();
         let found = sources
             .iter()
@@ -357,18 +408,18 @@ fn detect<'m>(
         }
     }
     match best {
-        Some((found, label, sources)) if found > 0 || manifest.params.is_empty() => {
+        Some((found, label, sources)) if found > 0 || params.is_empty() => {
             Ok((label.to_string(), sources))
         }
-        _ if manifest.params.is_empty() => Ok(("canonical".into(), vec![])),
+        _ if params.is_empty() => Ok(("canonical".into(), vec![])),
         _ => {
             let mut sample: Vec<String> = files.names().map(str::to_string).collect();
             sample.sort();
             sample.truncate(4);
             Err(RuntimeError::UnknownNaming {
                 path: path.to_path_buf(),
-                model: manifest.model.clone(),
-                tried: manifest.namings.iter().map(|n| n.label.clone()).collect(),
+                model: model.to_string(),
+                tried: namings.iter().map(|n| n.label.clone()).collect(),
                 sample,
             })
         }

@@ -519,85 +519,15 @@ impl Weights {
     }
 }
 
-/// The stored type each parameter of `spec` has in the weights at `path` — a GGUF file's
-/// F16, BF16 and block types, a safetensors checkpoint's F16 and BF16 — for sources that
-/// reach the canonical layout by whole rows (as stored, a row range, RoPE row order; not
-/// transposed): what a package built for those weights should keep in that type
-/// (`BuildOptions::quant`). Empty for f32 weights; an error only for a file that cannot
-/// be read.
+/// The stored type of each parameter of `spec` in the weights at `path` that generated
+/// kernels can read as stored ([`arch_runtime::weights::stored_types`]): what a package
+/// built for those weights should keep in that type (`BuildOptions::quant`). Empty for
+/// f32 weights, and for weights that cannot be read (the loader reports those).
 pub fn block_storage(
     spec: &ArchSpec,
     path: &Path,
-) -> Result<BTreeMap<String, arch_runtime::gguf::GgmlType>, String> {
-    use arch_runtime::manifest::Source;
-    use arch_runtime::safetensors_file as file;
-    let mut out = BTreeMap::new();
-    let Ok(paths) = file::resolve(path) else {
-        // Not a weights file: the loader reports it.
-        return Ok(out);
-    };
-    // A file that cannot be mapped or parsed is the loader's to report, with its errors.
-    let Ok(maps) = paths
-        .iter()
-        .map(|p| file::map(p))
-        .collect::<Result<Vec<_>, _>>()
-    else {
-        return Ok(out);
-    };
-    let gguf = match (paths.as_slice(), maps.first()) {
-        ([p], Some(m)) if arch_runtime::gguf::is_gguf(m) => Some(
-            arch_runtime::gguf::Gguf::parse(m)
-                .map_err(|e| format!("{} is not a readable GGUF file: {e}", p.display()))?,
-        ),
-        _ => None,
-    };
-    let parsed = match gguf {
-        Some(_) => Vec::new(),
-        None => match paths
-            .iter()
-            .zip(&maps)
-            .map(|(p, m)| file::parse(p, m))
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(parsed) => parsed,
-            Err(_) => return Ok(out),
-        },
-    };
-    let files = match &gguf {
-        Some(g) => file::Files::from_gguf(g),
-        None => file::Files::new(&parsed),
-    };
-    // The naming under which the file has the most parameters (the loader's rule).
-    let namings = manifest_namings(spec);
-    let present = |s: &Source| s.names().iter().any(|n| files.contains(n));
-    let Some(naming) = namings
-        .iter()
-        .rev()
-        .max_by_key(|n| n.sources.values().filter(|s| present(s)).count())
-    else {
-        return Ok(out);
-    };
-    fn leaf<'s>(s: &'s Source, has: &dyn Fn(&str) -> bool) -> Option<&'s Source> {
-        match s {
-            Source::Any(alts) => alts.iter().find_map(|a| leaf(a, has)),
-            Source::Nothing => None,
-            l => l.names().iter().all(|n| has(n)).then_some(l),
-        }
-    }
-    for (param, src) in &naming.sources {
-        let name = match leaf(src, &|n| files.contains(n)) {
-            Some(Source::Plain { name, .. })
-            | Some(Source::RopeRows { name, .. })
-            | Some(Source::Rows {
-                name,
-                transpose: false,
-                ..
-            }) => name,
-            _ => continue,
-        };
-        if let Some(ty) = files.get(name).and_then(|t| t.stored_type()) {
-            out.insert(param.clone(), ty);
-        }
-    }
-    Ok(out)
+) -> BTreeMap<String, arch_runtime::gguf::GgmlType> {
+    let params = param_table(spec);
+    let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+    arch_runtime::weights::stored_types(&manifest_namings(spec), &names, path).unwrap_or_default()
 }
