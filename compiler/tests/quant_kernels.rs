@@ -26,6 +26,55 @@ fn linear_graph(k: u64, n: u64) -> Graph {
     g.finish().unwrap()
 }
 
+/// `g` built with `quant` for every vector set this CPU runs: (set, package directory, the
+/// storage each parameter got).
+fn packages(
+    g: &Graph,
+    quant: &BTreeMap<String, GgmlType>,
+) -> Vec<(
+    VectorIsa,
+    tempfile::TempDir,
+    HashMap<String, Option<String>>,
+)> {
+    let mut out = Vec::new();
+    for isa in [VectorIsa::Sse2, VectorIsa::Avx2, VectorIsa::Avx512] {
+        if !isa.runs_here() {
+            eprintln!("skipping {isa}: this CPU cannot run it");
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = archc::package::BuildOptions::host().unwrap();
+        opts.target = CpuTarget::generic(isa);
+        opts.quant = quant.clone();
+        archc::package::build_graph(g, &g.name, &opts, dir.path()).unwrap();
+        let m = arch_runtime::Manifest::read(dir.path()).unwrap();
+        let storage = m.params.into_iter().map(|p| (p.name, p.storage)).collect();
+        out.push((isa, dir, storage));
+    }
+    out
+}
+
+/// The package at `dir` given `given` against the evaluator given `reference` (the values
+/// the kernels should see), on `inputs`: the relative error of the first output.
+fn error(
+    g: &Graph,
+    dir: &std::path::Path,
+    given: &archc::interp::Params,
+    reference: &archc::interp::Params,
+    inputs: HashMap<String, Value>,
+) -> f64 {
+    let want = run(g, &inputs, reference).unwrap()[0]
+        .1
+        .as_f32()
+        .unwrap()
+        .clone();
+    let got = run_package_with(dir, &WeightSource::Tensors(given), inputs, 2)
+        .unwrap()
+        .remove(0)
+        .1;
+    got.rel_max_diff(&want)
+}
+
 #[test]
 fn quantized_weights_match_their_dequantized_values() {
     let mut checked = 0;
@@ -60,19 +109,10 @@ fn quantized_weights_match_their_dequantized_values() {
             },
         )]);
         let reference = HashMap::from([("w".to_string(), Tensor { shape, data: deq })]);
-        for isa in [VectorIsa::Sse2, VectorIsa::Avx2, VectorIsa::Avx512] {
-            if !isa.runs_here() {
-                eprintln!("skipping {isa}: this CPU cannot run it");
-                continue;
-            }
-            let dir = tempfile::tempdir().unwrap();
-            let mut opts = archc::package::BuildOptions::host().unwrap();
-            opts.target = CpuTarget::generic(isa);
-            opts.quant = BTreeMap::from([("w".to_string(), ty)]);
-            archc::package::build_graph(&g, "linear", &opts, dir.path()).unwrap();
-            let m = arch_runtime::Manifest::read(dir.path()).unwrap();
+        let quant = BTreeMap::from([("w".to_string(), ty)]);
+        for (isa, dir, storage) in packages(&g, &quant) {
             let want_storage = ty.name().to_ascii_lowercase();
-            assert_eq!(m.params[0].storage.as_deref(), Some(want_storage.as_str()));
+            assert_eq!(storage["w"].as_deref(), Some(want_storage.as_str()));
             for (b, t) in [
                 (1, 1),
                 (2, 1),
@@ -89,16 +129,7 @@ fn quantized_weights_match_their_dequantized_values() {
                     data,
                 });
                 let inputs = HashMap::from([("x".to_string(), input)]);
-                let want = run(&g, &inputs, &reference).unwrap()[0]
-                    .1
-                    .as_f32()
-                    .unwrap()
-                    .clone();
-                let got = run_package_with(dir.path(), &WeightSource::Tensors(&given), inputs, 2)
-                    .unwrap()
-                    .remove(0)
-                    .1;
-                let err = got.rel_max_diff(&want);
+                let err = error(&g, dir.path(), &given, &reference, inputs);
                 assert!(err <= 1e-5, "{ty:?} {isa} {b}×{t} rows: {err:e}");
                 checked += 1;
             }
@@ -159,24 +190,10 @@ fn gathers_read_blocks_and_ragged_rows_stay_f32() {
             ])
         };
         let (given, reference) = (params(raw), params(deq));
-        for isa in [VectorIsa::Sse2, VectorIsa::Avx2, VectorIsa::Avx512] {
-            if !isa.runs_here() {
-                continue;
-            }
-            let dir = tempfile::tempdir().unwrap();
-            let mut opts = archc::package::BuildOptions::host().unwrap();
-            opts.target = CpuTarget::generic(isa);
-            opts.quant = BTreeMap::from([("embed".to_string(), ty), ("ragged".to_string(), ty)]);
-            archc::package::build_graph(&g, "tied", &opts, dir.path()).unwrap();
-            let m = arch_runtime::Manifest::read(dir.path()).unwrap();
-            let storage = |n: &str| {
-                m.params
-                    .iter()
-                    .find(|p| p.name == n)
-                    .and_then(|p| p.storage.clone())
-            };
-            assert_eq!(storage("embed"), Some(ty.name().to_ascii_lowercase()));
-            assert_eq!(storage("ragged"), None);
+        let quant = BTreeMap::from([("embed".to_string(), ty), ("ragged".to_string(), ty)]);
+        for (isa, dir, storage) in packages(&g, &quant) {
+            assert_eq!(storage["embed"], Some(ty.name().to_ascii_lowercase()));
+            assert_eq!(storage["ragged"], None);
             for (b, t) in [(1, 1), (2, 5)] {
                 let data = (0..b * t)
                     .map(|i| ((i * 7 + 3) % vocab as usize) as i64)
@@ -188,16 +205,7 @@ fn gathers_read_blocks_and_ragged_rows_stay_f32() {
                         data,
                     }),
                 )]);
-                let want = run(&g, &inputs, &reference).unwrap()[0]
-                    .1
-                    .as_f32()
-                    .unwrap()
-                    .clone();
-                let got = run_package_with(dir.path(), &WeightSource::Tensors(&given), inputs, 2)
-                    .unwrap()
-                    .remove(0)
-                    .1;
-                let err = got.rel_max_diff(&want);
+                let err = error(&g, dir.path(), &given, &reference, inputs);
                 assert!(err <= 1e-5, "{ty:?} {isa} {b}×{t}: {err:e}");
                 checked += 1;
             }
