@@ -277,3 +277,96 @@ pub fn run_package_with(
         })
         .collect()
 }
+
+/// [`evaluate_cpu`] through the CUDA backend's thread programs run by the host simulator
+/// (`backend::cuda::sim`): what a GPU would compute, checked on any machine. `params`
+/// holds every parameter under its canonical name.
+pub fn evaluate_cuda_sim(
+    spec: &ArchSpec,
+    params: &interp::Params,
+    mut inputs: HashMap<String, Value>,
+) -> Result<Vec<(String, F32Tensor)>, String> {
+    use crate::backend::cuda::sim::{SimData, Simulator};
+    prepare_inputs(spec, &mut inputs)?;
+    let opts = crate::package::BuildOptions {
+        attention_mask: inputs.contains_key("attention_mask"),
+        ..crate::package::BuildOptions::host()?
+    };
+    let graph = crate::package::package_graph(spec, &opts)?;
+    let prog = crate::package::package_program(&graph)?;
+    // Symbols from the input shapes.
+    let mut bind: HashMap<String, usize> = HashMap::new();
+    for (name, _, shape) in &prog.inputs {
+        let given = match inputs.get(name) {
+            Some(Value::I(t)) => &t.shape,
+            Some(Value::F(t)) => &t.shape,
+            _ => return Err(format!("the program needs input `{name}` as a tensor")),
+        };
+        for (d, &n) in shape.iter().zip(given) {
+            if let ([s], 1, 1) = (d.syms.as_slice(), d.coef, d.div) {
+                bind.insert(s.clone(), n);
+            }
+        }
+    }
+    let dims: Vec<i64> = prog
+        .syms
+        .iter()
+        .map(|s| {
+            bind.get(s)
+                .map(|&v| v as i64)
+                .ok_or_else(|| format!("symbol `{s}` is not bound by the inputs"))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut bufs: Vec<SimData> = prog
+        .buffers
+        .iter()
+        .map(|b| {
+            let n = b.elems.eval(&bind)?;
+            Ok(if b.i64 {
+                SimData::I64(vec![0; n])
+            } else {
+                SimData::F32(vec![0.0; n])
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    for (name, id, _) in &prog.inputs {
+        match (inputs.get(name), &mut bufs[*id]) {
+            (Some(Value::I(t)), SimData::I64(v)) if v.len() == t.data.len() => {
+                v.copy_from_slice(&t.data)
+            }
+            (Some(Value::F(t)), SimData::F32(v)) if v.len() == t.data.len() => {
+                v.copy_from_slice(&t.data)
+            }
+            _ => return Err(format!("input `{name}` does not match its buffer")),
+        }
+    }
+    for (name, id, _) in &prog.params {
+        let t = params
+            .get(name)
+            .ok_or_else(|| format!("no parameter `{name}`"))?;
+        match &mut bufs[*id] {
+            SimData::F32(v) if v.len() == t.data.len() => v.copy_from_slice(&t.data),
+            _ => return Err(format!("parameter `{name}` has {} values", t.data.len())),
+        }
+    }
+    Simulator::new(&prog)?.run(&dims, &mut bufs)?;
+    prog.outputs
+        .iter()
+        .map(|(name, id, shape)| {
+            let shape = shape
+                .iter()
+                .map(|d| d.eval(&bind))
+                .collect::<Result<Vec<_>, _>>()?;
+            match &bufs[*id] {
+                SimData::F32(v) => Ok((
+                    name.clone(),
+                    Tensor {
+                        shape,
+                        data: v.clone(),
+                    },
+                )),
+                SimData::I64(_) => Err(format!("output `{name}` is not f32")),
+            }
+        })
+        .collect()
+}

@@ -507,7 +507,7 @@ fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(),
 }
 
 /// The largest value width an attention kernel accumulates (its scratch row).
-fn max_value_dim(prog: &Program) -> u64 {
+pub(crate) fn max_value_dim(prog: &Program) -> u64 {
     fn walk(ks: &[kernel::Kernel], best: &mut u64) {
         for k in ks {
             match &k.body {

@@ -13,7 +13,7 @@ use archc::eval::{evaluate, evaluate_cpu};
 use archc::interp::Value;
 use archc::tensor::Tensor;
 use archc::tensor_io::write_f32;
-use common::{fixture, random_params, spec_of, TINY_S4, TINY_TTT, TOLERANCE};
+use common::{fixture, random_params, spec_of, TINY_HYBRID, TINY_S4, TINY_TTT, TOLERANCE};
 use std::collections::HashMap;
 
 fn ids(rng: &mut Rng, shape: &[usize], vocab: u64) -> Value {
@@ -204,28 +204,6 @@ fn ttt() {
     inline(TINY_TTT, "tiny_linear", shapes);
     inline(TINY_TTT, "tiny_mlp", shapes);
 }
-
-const TINY_HYBRID: &str = "
-block mamba_mlp {
-    mamba { d_state = 4 }
-    mlp { hidden = 2 * d_model  act = swiglu }
-}
-
-block attn_mlp {
-    attention { heads = 4  kv_heads = 2 }
-    mlp { hidden = 2 * d_model  act = swiglu }
-}
-
-model tiny_hybrid {
-    vocab = 31
-    d_model = 16
-    context = 64
-    norm = rmsnorm(eps = 1e-5)
-    placement = pre
-    position = rope(theta = 10000.0)
-    decoder { stack = [mamba_mlp, attn_mlp] * 2 }
-}
-";
 
 #[test]
 fn hybrid() {

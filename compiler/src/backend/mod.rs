@@ -1,10 +1,15 @@
-//! Backends: kernels → machine code. `cpu` lowers to x86-64 through LLVM 19 (inkwell),
-//! links a shared library with a C ABI and loads it.
+//! Backends: kernels → machine code. `llvm` holds what both targets share (IR building
+//! blocks, the index and value expressions of the Kernel IR, math without libm, the
+//! optimisation pipeline); `cpu` lowers to x86-64 through LLVM 19 (inkwell), links a
+//! shared library with a C ABI and loads it; `cuda` lowers to PTX through LLVM's NVPTX
+//! target, or to a host library that runs the same thread program for testing.
 //!
 //! This is the only module that may import inkwell: everything above it speaks in
 //! kernels, tiles and slices, never in LLVM values.
 
 pub mod cpu;
+pub mod cuda;
+pub(crate) mod llvm;
 
 use std::fmt;
 

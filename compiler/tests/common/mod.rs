@@ -293,3 +293,26 @@ pub fn word_tokenizer(dir: &Path, n: usize) -> PathBuf {
     std::fs::write(&path, json).unwrap();
     path
 }
+
+/// A hybrid decoder: Mamba and grouped-query attention blocks alternating.
+pub const TINY_HYBRID: &str = "
+block mamba_mlp {
+    mamba { d_state = 4 }
+    mlp { hidden = 2 * d_model  act = swiglu }
+}
+
+block attn_mlp {
+    attention { heads = 4  kv_heads = 2 }
+    mlp { hidden = 2 * d_model  act = swiglu }
+}
+
+model tiny_hybrid {
+    vocab = 31
+    d_model = 16
+    context = 64
+    norm = rmsnorm(eps = 1e-5)
+    placement = pre
+    position = rope(theta = 10000.0)
+    decoder { stack = [mamba_mlp, attn_mlp] * 2 }
+}
+";

@@ -2,12 +2,9 @@
 //! ABI, linked by the system C compiler (`$CC`, else `cc`) and loaded with `dlopen`.
 
 use super::target::CpuTarget;
+pub(crate) use crate::backend::llvm::{emit, optimize};
 use crate::backend::{llvm_err, BackendError};
-use inkwell::module::Module;
-use inkwell::passes::PassBuilderOptions;
-use inkwell::targets::{
-    CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine,
-};
+use inkwell::targets::{CodeModel, InitializationConfig, RelocMode, Target, TargetMachine};
 use inkwell::OptimizationLevel;
 use std::ffi::{c_void, CStr, CString};
 use std::path::{Path, PathBuf};
@@ -36,30 +33,6 @@ pub(crate) fn target_machine(target: &CpuTarget) -> Result<TargetMachine, Backen
                 target.cpu, target.features
             ))
         })
-}
-
-/// Verifies `module` and runs the O3 pipeline tuned for `tm`'s CPU on it.
-pub(crate) fn optimize(module: &Module<'_>, tm: &TargetMachine) -> Result<(), BackendError> {
-    module.set_triple(&tm.get_triple());
-    module.set_data_layout(&tm.get_target_data().get_data_layout());
-    module
-        .verify()
-        .map_err(|e| llvm_err("verifying the generated IR")(e.to_string()))?;
-    module
-        .run_passes("default<O3>", tm, PassBuilderOptions::create())
-        .map_err(|e| llvm_err("optimising")(e.to_string()))
-}
-
-/// Machine code (object file) or assembly text for an optimised module.
-pub(crate) fn emit(
-    module: &Module<'_>,
-    tm: &TargetMachine,
-    kind: FileType,
-) -> Result<Vec<u8>, BackendError> {
-    let buffer = tm
-        .write_to_memory_buffer(module, kind)
-        .map_err(|e| llvm_err("emitting code")(e.to_string()))?;
-    Ok(buffer.as_slice().to_vec())
 }
 
 /// A loaded shared library; closed when dropped, so function pointers taken from it

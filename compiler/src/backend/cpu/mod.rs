@@ -2,7 +2,6 @@
 //! a shared library loaded into the process.
 //!
 //! - `target` — which vector set (AVX-512, AVX2+FMA, SSE2) and LLVM CPU to generate for.
-//! - `ir` — loop and vector building blocks over inkwell.
 //! - `sgemm_ir` — the register-tiled f32 matmul as LLVM IR: tiles, microkernel, block loops.
 //! - `pack` — the packing routines it calls, also generated.
 //! - `gemv_ir` — the matrix–vector product of decoding.
@@ -13,16 +12,18 @@
 
 mod codegen;
 mod gemv_ir;
-mod ir;
 pub mod lower;
-mod math;
 mod pack;
 mod peak;
-mod quant_ir;
+pub(crate) mod quant_ir;
 mod sgemm;
 mod sgemm_ir;
 mod target;
 
+// The target-independent LLVM building blocks, under the names the CPU generators use.
+use crate::backend::llvm::{ir, math};
+
+pub(crate) use codegen::target_machine;
 pub use codegen::SharedLibrary;
 pub use peak::FmaProbe;
 pub use sgemm::{sgemm, sgemm_assembly, sgemm_llvm_ir, SgemmConfig, SgemmKernel};

@@ -14,8 +14,9 @@ use super::ir::{Ir, IrError, IrResult, WholeSteps};
 use super::math::Math;
 use super::sgemm_ir::{emit_sgemm_all, SgemmTiles};
 use super::target::CpuTarget;
+use crate::backend::llvm::expr::{Exprs, Values};
 use crate::backend::BackendError;
-use crate::graph::{BinaryOp, MaskKind, ReduceOp, UnaryOp};
+use crate::graph::{MaskKind, ReduceOp};
 use crate::kernel::{Attention, Body, BufId, Expr, Ix, Kernel, MatMul, Program, Scan};
 use inkwell::context::Context;
 use inkwell::module::Linkage;
@@ -232,8 +233,7 @@ struct Fx<'ctx> {
     bufs_arg: PointerValue<'ctx>,
     dims_arg: PointerValue<'ctx>,
     scratch: PointerValue<'ctx>,
-    syms: Vec<IntValue<'ctx>>,
-    bufs: HashMap<BufId, PointerValue<'ctx>>,
+    vals: Values<'ctx>,
 }
 
 fn set_reassoc(v: FloatValue<'_>) {
@@ -359,8 +359,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             bufs_arg,
             dims_arg,
             scratch,
-            syms,
-            bufs,
+            vals: Values { syms, bufs },
         };
         let (begin, end) = (ir.param_int(fi, nb + 2)?, ir.param_int(fi, nb + 3)?);
         match &k.body {
@@ -518,146 +517,34 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             .build_int_unsigned_div(ir.add(x, ir.int(d - 1))?, ir.int(d), "")?)
     }
 
+    fn ex(&self) -> Exprs<'_, 'ctx> {
+        Exprs {
+            ir: self.ir,
+            buf_quant: &self.buf_quant,
+            f16c: self.f16c,
+            own_libm: false,
+        }
+    }
+
     /// An index expression with no variables or loads (sizes).
     fn ix_pure(&self, x: &Ix, syms: &[IntValue<'ctx>]) -> IrResult<IntValue<'ctx>> {
-        let fx_less = |x: &Ix| self.ix_pure(x, syms);
-        let ir = self.ir;
-        Ok(match x {
-            Ix::Const(v) => ir.i64.const_int(*v as u64, true),
-            Ix::Sym(s) => syms[*s as usize],
-            Ix::Add(a, b) => ir.add(fx_less(a)?, fx_less(b)?)?,
-            Ix::Mul(a, b) => ir.mul(fx_less(a)?, fx_less(b)?)?,
-            Ix::Div(a, b) => ir.b.build_int_unsigned_div(fx_less(a)?, fx_less(b)?, "")?,
-            Ix::Rem(a, b) => ir.b.build_int_unsigned_rem(fx_less(a)?, fx_less(b)?, "")?,
-            Ix::Min(a, b) => ir.min(fx_less(a)?, fx_less(b)?)?,
-            Ix::Max(a, b) => self.max(fx_less(a)?, fx_less(b)?)?,
-            Ix::Var(_) | Ix::Load(..) | Ix::FromF32(_) => {
-                return Err(IrError(format!("size expression depends on data: {x:?}")))
-            }
-        })
+        self.ex().ix_pure(x, syms)
     }
 
     fn max(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
-        let gt = self.ir.b.build_int_compare(IntPredicate::SGT, a, b, "")?;
-        Ok(self.ir.b.build_select(gt, a, b, "max")?.into_int_value())
+        self.ex().max(a, b)
     }
 
     fn buf(&self, fx: &Fx<'ctx>, b: BufId) -> IrResult<PointerValue<'ctx>> {
-        fx.bufs
-            .get(&b)
-            .copied()
-            .ok_or_else(|| IrError(format!("buffer b{b} not loaded")))
+        fx.vals.buf(b)
     }
 
     fn ix(&self, fx: &Fx<'ctx>, x: &Ix, vars: &[IntValue<'ctx>]) -> IrResult<IntValue<'ctx>> {
-        let ir = self.ir;
-        let r = |x: &Ix| self.ix(fx, x, vars);
-        Ok(match x {
-            Ix::Const(v) => ir.i64.const_int(*v as u64, true),
-            Ix::Var(k) => *vars
-                .get(*k as usize)
-                .ok_or_else(|| IrError(format!("variable v{k} out of range")))?,
-            Ix::Sym(s) => fx.syms[*s as usize],
-            Ix::Add(a, b) => ir.add(r(a)?, r(b)?)?,
-            Ix::Mul(a, b) => ir.mul(r(a)?, r(b)?)?,
-            Ix::Div(a, b) => ir.b.build_int_unsigned_div(r(a)?, r(b)?, "")?,
-            Ix::Rem(a, b) => ir.b.build_int_unsigned_rem(r(a)?, r(b)?, "")?,
-            Ix::Min(a, b) => ir.min(r(a)?, r(b)?)?,
-            Ix::Max(a, b) => self.max(r(a)?, r(b)?)?,
-            Ix::Load(b, i) => {
-                let base = self.buf(fx, *b)?;
-                let p = unsafe { ir.b.build_in_bounds_gep(ir.i64, base, &[r(i)?], "")? };
-                ir.b.build_load(ir.i64, p, "")?.into_int_value()
-            }
-            Ix::FromF32(e) => {
-                let v = self.expr(fx, e, vars)?;
-                ir.b.build_float_to_signed_int(v, ir.i64, "")?
-            }
-        })
+        self.ex().ix(&fx.vals, x, vars)
     }
 
     fn expr(&self, fx: &Fx<'ctx>, e: &Expr, vars: &[IntValue<'ctx>]) -> IrResult<FloatValue<'ctx>> {
-        let ir = self.ir;
-        let m = Math { ir };
-        let r = |e: &Expr| self.expr(fx, e, vars);
-        Ok(match e {
-            Expr::Const(v) => m.c(*v),
-            Expr::Load(b, i) => {
-                let base = self.buf(fx, *b)?;
-                let idx = self.ix(fx, i, vars)?;
-                match self.buf_quant.get(*b).copied().flatten() {
-                    // A parameter stored as blocks (an embedding table gathered from).
-                    Some(ty) => {
-                        crate::backend::cpu::quant_ir::element(ir, ty, base, idx, self.f16c)?
-                    }
-                    None => ir.load_f32(ir.at(base, idx)?)?.into_float_value(),
-                }
-            }
-            Expr::FromIx(i) => {
-                ir.b.build_signed_int_to_float(self.ix(fx, i, vars)?, ir.f32, "")?
-            }
-            Expr::Unary(u, a) => {
-                let x = r(a)?;
-                match u {
-                    UnaryOp::Neg => ir.b.build_float_neg(x, "")?,
-                    UnaryOp::Exp => m.exp(x)?,
-                    UnaryOp::Log => m.log(x)?,
-                    UnaryOp::Sqrt => m.unary("llvm.sqrt", x)?,
-                    UnaryOp::Rsqrt => {
-                        ir.b.build_float_div(m.c(1.0), m.unary("llvm.sqrt", x)?, "")?
-                    }
-                    UnaryOp::Tanh => m.tanh(x)?,
-                    UnaryOp::Erf => m.erf(x)?,
-                    UnaryOp::Sigmoid => m.sigmoid(x)?,
-                    UnaryOp::Relu => m.select(m.lt(m.c(0.0), x)?, x, m.c(0.0))?,
-                    UnaryOp::Silu => ir.b.build_float_mul(x, m.sigmoid(x)?, "")?,
-                    UnaryOp::Gelu => m.gelu(x)?,
-                    UnaryOp::GeluTanh => m.gelu_tanh(x)?,
-                    UnaryOp::Softplus => m.softplus(x)?,
-                    UnaryOp::Abs => m.unary("llvm.fabs", x)?,
-                    UnaryOp::Square => ir.b.build_float_mul(x, x, "")?,
-                    UnaryOp::Recip => ir.b.build_float_div(m.c(1.0), x, "")?,
-                    UnaryOp::Sin => m.unary("llvm.sin", x)?,
-                    UnaryOp::Cos => m.unary("llvm.cos", x)?,
-                    UnaryOp::Floor => m.unary("llvm.floor", x)?,
-                    UnaryOp::StopGradient => x,
-                }
-            }
-            Expr::Binary(op, a, b) => {
-                let (x, y) = (r(a)?, r(b)?);
-                let flag = |p: FloatPredicate| -> IrResult<FloatValue<'ctx>> {
-                    let c = ir.b.build_float_compare(p, x, y, "")?;
-                    m.select(c, m.c(1.0), m.c(0.0))
-                };
-                match op {
-                    BinaryOp::Add => ir.b.build_float_add(x, y, "")?,
-                    BinaryOp::Sub => ir.b.build_float_sub(x, y, "")?,
-                    BinaryOp::Mul => ir.b.build_float_mul(x, y, "")?,
-                    BinaryOp::Div => ir.b.build_float_div(x, y, "")?,
-                    BinaryOp::Max => m.binary_intrinsic("llvm.maxnum", x, y)?,
-                    BinaryOp::Min => m.binary_intrinsic("llvm.minnum", x, y)?,
-                    BinaryOp::Pow => m.binary_intrinsic("llvm.pow", x, y)?,
-                    BinaryOp::Lt => flag(FloatPredicate::OLT)?,
-                    BinaryOp::Le => flag(FloatPredicate::OLE)?,
-                    BinaryOp::Eq => flag(FloatPredicate::OEQ)?,
-                }
-            }
-            Expr::Select(c, a, b) => {
-                let cv = r(c)?;
-                let nz =
-                    ir.b.build_float_compare(FloatPredicate::UNE, cv, m.c(0.0), "")?;
-                m.select(nz, r(a)?, r(b)?)?
-            }
-            Expr::IfLt(x, y, a, b) => {
-                let c = ir.b.build_int_compare(
-                    IntPredicate::SLT,
-                    self.ix(fx, x, vars)?,
-                    self.ix(fx, y, vars)?,
-                    "",
-                )?;
-                m.select(c, r(a)?, r(b)?)?
-            }
-        })
+        self.ex().expr(&fx.vals, e, vars)
     }
 
     /// Splits a linear index into the multi-index of `extents` (IR values).
@@ -666,17 +553,6 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         lin: IntValue<'ctx>,
         extents: &[IntValue<'ctx>],
     ) -> IrResult<Vec<IntValue<'ctx>>> {
-        let ir = self.ir;
-        let mut out = vec![ir.int(0); extents.len()];
-        let mut rest = lin;
-        for k in (0..extents.len()).rev() {
-            if k == 0 {
-                out[0] = rest;
-            } else {
-                out[k] = ir.b.build_int_unsigned_rem(rest, extents[k], "")?;
-                rest = ir.b.build_int_unsigned_div(rest, extents[k], "")?;
-            }
-        }
-        Ok(out)
+        self.ex().delinear(lin, extents)
     }
 }

@@ -1,0 +1,857 @@
+//! Kernel IR → the thread program of each kernel (see `mod.rs` for the launch model).
+//!
+//! - **Map**: one element per thread, a grid-stride loop over all of them.
+//! - **Reduce**: one output per warp; lanes stride over the reduced axis, a butterfly of
+//!   shuffles combines them (the same order on every run: results do not depend on the
+//!   grid).
+//! - **MatMul**: 64×64 output tiles per block, k in steps of 16 through shared memory,
+//!   4×4 outputs per thread in registers; the epilogue applied where each output is
+//!   stored. Row-local epilogues (RoPE) take a band of 64 rows per block: products
+//!   first, then each row's epilogue staged in shared memory.
+//! - **Attention**: one query row per warp with online softmax; q and the output
+//!   accumulator spread over the lanes (head_dim / 32 registers each), one shuffle
+//!   reduction per key.
+//! - **Scatter**: one column per thread, the steps in order.
+//! - **Scan**: one block runs the steps in order; its body kernels are the same thread
+//!   programs over that block, with a barrier after each.
+
+use super::simt::{Mode, Simt};
+use crate::backend::llvm::expr::{Exprs, Values};
+use crate::backend::llvm::ir::{Ir, IrError, IrResult, WholeSteps};
+use crate::backend::llvm::math::Math;
+use crate::graph::{MaskKind, ReduceOp};
+use crate::kernel::{Attention, Body, BufId, Expr, Ix, Kernel, MatMul, Program, Scan};
+use inkwell::values::{BasicValueEnum, FloatValue, FunctionValue, IntValue, PointerValue};
+use inkwell::{FloatPredicate, IntPredicate};
+use std::collections::HashMap;
+
+/// Output tile edge of the matmul, its k step, and each thread's register tile edge.
+pub const TILE: u64 = 64;
+pub const TILE_K: u64 = 16;
+const MICRO: u64 = 4;
+const WARP: u64 = 32;
+
+/// How many blocks a kernel is launched with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grid {
+    /// This many per streaming multiprocessor (the kernel loops over its work).
+    PerSm(u32),
+    /// One block (a scan: its steps run in order).
+    One,
+}
+
+/// One kernel of the lowered program: its symbol and how to launch it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelLaunch {
+    pub symbol: String,
+    pub grid: Grid,
+    /// Bytes of shared memory it uses (static in PTX; the simulator allocates them).
+    pub shared_bytes: u64,
+}
+
+/// Each kernel's work split and shared memory: the parallel iterations of its body.
+struct Par<'ctx> {
+    tid: IntValue<'ctx>,
+    block: IntValue<'ctx>,
+    nblocks: IntValue<'ctx>,
+}
+
+/// The generator of one kernel function.
+struct Gen<'a, 'ctx> {
+    ir: &'a Ir<'ctx>,
+    simt: Simt<'a, 'ctx>,
+    ex: Exprs<'a, 'ctx>,
+    f: FunctionValue<'ctx>,
+    vals: Values<'ctx>,
+    threads: u64,
+    max_head_dim: u64,
+    smem: Option<PointerValue<'ctx>>,
+}
+
+/// Floats of shared memory kernel `k` needs.
+fn shared_floats(k: &Kernel) -> u64 {
+    match &k.body {
+        Body::MatMul(m) if m.whole_rows => {
+            (2 * TILE * TILE_K).max(m.n.as_const().map_or(0, |n| n as u64))
+        }
+        Body::MatMul(_) => 2 * TILE * TILE_K,
+        Body::Scan(s) => s.body.iter().map(shared_floats).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Why kernel `k` cannot run on the GPU yet, if it cannot.
+fn unsupported(k: &Kernel) -> Option<String> {
+    match &k.body {
+        Body::Attention(a) if a.part.is_some() => Some(format!(
+            "kernel `{}`: the attention backward is not generated for cuda yet",
+            k.name
+        )),
+        Body::MatMul(m) if m.whole_rows && m.n.as_const().is_none_or(|n| n as u64 > 12 * 1024) => {
+            Some(format!(
+                "kernel `{}`: a row-local epilogue over {:?} columns does not fit shared memory",
+                k.name, m.n
+            ))
+        }
+        Body::Scan(s) => s.body.iter().find_map(|b| match b.body {
+            Body::Scan(_) => Some(format!("kernel `{}`: a scan inside a scan", k.name)),
+            _ => unsupported(b),
+        }),
+        _ => None,
+    }
+}
+
+/// Emits every kernel of `prog` into `ir` as a thread program for `mode`, `threads` per
+/// block; kernels equal up to their buffers share one function.
+pub(crate) fn emit_kernels<'ctx>(
+    ir: &Ir<'ctx>,
+    prog: &Program,
+    mode: Mode,
+    threads: u64,
+    max_head_dim: u64,
+) -> IrResult<Vec<KernelLaunch>> {
+    if let Some(b) = prog.buffers.iter().find(|b| b.quant.is_some()) {
+        return Err(IrError(format!(
+            "buffer b{} is stored as {} blocks: stored-type weights are not generated for cuda yet",
+            b.id,
+            b.quant.map_or("?", |q| q.name())
+        )));
+    }
+    let buf_quant: Vec<_> = prog.buffers.iter().map(|b| b.quant).collect();
+    let mut seen: HashMap<String, KernelLaunch> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, k) in prog.kernels.iter().enumerate() {
+        if let Some(why) = unsupported(k) {
+            return Err(IrError(why));
+        }
+        let key = k.shape_key();
+        if let Some(l) = seen.get(&key) {
+            out.push(l.clone());
+            continue;
+        }
+        let name = format!("k{i}_{}", sanitize(&k.name));
+        let floats = shared_floats(k);
+        let (simt, f) = Simt::kernel(ir, mode, &name)?;
+        let bufs_arg = ir.param_ptr(f, 0)?;
+        let dims_arg = ir.param_ptr(f, 1)?;
+        let syms = (0..prog.syms.len() as u64)
+            .map(|i| {
+                let p = unsafe {
+                    ir.b.build_in_bounds_gep(ir.i64, dims_arg, &[ir.int(i)], "")?
+                };
+                Ok(ir
+                    .b
+                    .build_load(ir.i64, p, &format!("s{i}"))?
+                    .into_int_value())
+            })
+            .collect::<IrResult<Vec<_>>>()?;
+        let mut bufs = HashMap::new();
+        for (pos, b) in k.buffers().into_iter().enumerate() {
+            let slot = unsafe {
+                ir.b.build_in_bounds_gep(ir.ptr, bufs_arg, &[ir.int(pos as u64)], "")?
+            };
+            bufs.insert(
+                b,
+                ir.b.build_load(ir.ptr, slot, &format!("b{b}"))?
+                    .into_pointer_value(),
+            );
+        }
+        let smem = if floats > 0 {
+            Some(simt.shared(&format!("{name}_smem"), floats)?)
+        } else {
+            None
+        };
+        let g = Gen {
+            ir,
+            ex: Exprs {
+                ir,
+                buf_quant: &buf_quant,
+                f16c: false,
+                own_libm: true,
+            },
+            simt,
+            f,
+            vals: Values { syms, bufs },
+            threads,
+            max_head_dim,
+            smem,
+        };
+        let par = Par {
+            tid: g.simt.tid()?,
+            block: g.simt.ctaid()?,
+            nblocks: g.simt.nctaid()?,
+        };
+        g.body(&par, k)?;
+        ir.b.build_return(None)?;
+        let launch = KernelLaunch {
+            symbol: name,
+            grid: if matches!(k.body, Body::Scan(_)) {
+                Grid::One
+            } else {
+                Grid::PerSm(4)
+            },
+            shared_bytes: 4 * floats,
+        };
+        seen.insert(key, launch.clone());
+        out.push(launch);
+    }
+    Ok(out)
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+impl<'a, 'ctx> Gen<'a, 'ctx> {
+    fn body(&self, p: &Par<'ctx>, k: &Kernel) -> IrResult<()> {
+        match &k.body {
+            Body::Map {
+                out,
+                offset,
+                extents,
+                expr,
+            } => self.map(p, *out, offset, extents, expr),
+            Body::Reduce {
+                out,
+                extents,
+                axis,
+                op,
+                expr,
+            } => self.reduce(p, *out, extents, *axis, *op, expr),
+            Body::MatMul(m) => self.matmul(p, m),
+            Body::Attention(a) => self.attention(p, a),
+            Body::Scatter(s) => self.scatter(p, s),
+            Body::Scan(s) => self.scan(p, s),
+        }
+    }
+
+    fn c(&self, x: &Ix) -> IrResult<IntValue<'ctx>> {
+        self.ex.ix(&self.vals, x, &[])
+    }
+
+    fn buf(&self, b: BufId) -> IrResult<PointerValue<'ctx>> {
+        self.vals.buf(b)
+    }
+
+    fn k(&self, v: u64) -> IntValue<'ctx> {
+        self.ir.int(v)
+    }
+
+    fn udiv(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
+        Ok(self.ir.b.build_int_unsigned_div(a, b, "")?)
+    }
+
+    fn urem(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
+        Ok(self.ir.b.build_int_unsigned_rem(a, b, "")?)
+    }
+
+    fn lt(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
+        Ok(self.ir.b.build_int_compare(IntPredicate::SLT, a, b, "")?)
+    }
+
+    fn ceil_div(&self, x: IntValue<'ctx>, d: u64) -> IrResult<IntValue<'ctx>> {
+        self.udiv(self.ir.add(x, self.k(d - 1))?, self.k(d))
+    }
+
+    fn prod(&self, xs: &[IntValue<'ctx>]) -> IrResult<IntValue<'ctx>> {
+        xs.iter().try_fold(self.k(1), |acc, &x| self.ir.mul(acc, x))
+    }
+
+    /// `for i = start; i < end; i += stride` with a run-time stride.
+    fn strided(
+        &self,
+        name: &str,
+        start: IntValue<'ctx>,
+        end: IntValue<'ctx>,
+        stride: IntValue<'ctx>,
+        body: impl FnOnce(IntValue<'ctx>) -> IrResult<()>,
+    ) -> IrResult<()> {
+        self.ir.step_loop(self.f, name, start, end, |i| {
+            body(i)?;
+            self.ir.add(i, stride)
+        })
+    }
+
+    /// Thread `p`'s global index and the grid's thread count.
+    fn global(&self, p: &Par<'ctx>) -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
+        let ir = self.ir;
+        Ok((
+            ir.mad(p.block, self.k(self.threads), p.tid)?,
+            ir.mul(p.nblocks, self.k(self.threads))?,
+        ))
+    }
+
+    /// A guarded load: `p[idx]` where `ok`, else 0 (the address is never formed
+    /// out of range: the index is 0 there).
+    fn load_if(
+        &self,
+        ok: IntValue<'ctx>,
+        base: PointerValue<'ctx>,
+        idx: IntValue<'ctx>,
+    ) -> IrResult<FloatValue<'ctx>> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let safe = ir.b.build_select(ok, idx, self.k(0), "")?.into_int_value();
+        let v = ir.load_f32(ir.at(base, safe)?)?.into_float_value();
+        m.select(ok, v, m.c(0.0))
+    }
+
+    fn fma(
+        &self,
+        a: FloatValue<'ctx>,
+        b: FloatValue<'ctx>,
+        c: FloatValue<'ctx>,
+    ) -> IrResult<FloatValue<'ctx>> {
+        let ir = self.ir;
+        Ok(ir
+            .intrinsic(
+                "llvm.fmuladd",
+                &[ir.f32.into()],
+                &[a.into(), b.into(), c.into()],
+            )?
+            .into_float_value())
+    }
+
+    /// Combines a value across the 32 lanes of a warp (every lane gets the result, the
+    /// same bits in every lane).
+    fn warp_reduce(&self, v: FloatValue<'ctx>, op: ReduceOp) -> IrResult<FloatValue<'ctx>> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let mut v = v;
+        for mask in [16, 8, 4, 2, 1] {
+            let o = self.simt.shfl_xor(v, mask)?;
+            v = match op {
+                ReduceOp::Max => m.binary_intrinsic("llvm.maxnum", v, o)?,
+                ReduceOp::Sum | ReduceOp::Mean => ir.b.build_float_add(v, o, "")?,
+            };
+        }
+        Ok(v)
+    }
+
+    fn map(
+        &self,
+        p: &Par<'ctx>,
+        out: BufId,
+        offset: &Ix,
+        extents: &[Ix],
+        expr: &Expr,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let ext: Vec<_> = extents.iter().map(|x| self.c(x)).collect::<IrResult<_>>()?;
+        let total = self.prod(&ext)?;
+        let outp = self.buf(out)?;
+        let (first, stride) = self.global(p)?;
+        self.strided("el", first, total, stride, |i| {
+            let vars = self.ex.delinear(i, &ext)?;
+            let v = self.ex.expr(&self.vals, expr, &vars)?;
+            let at = if offset.as_const() == Some(0) {
+                i
+            } else {
+                ir.add(i, self.ex.ix(&self.vals, offset, &vars)?)?
+            };
+            ir.store(ir.at(outp, at)?, v)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reduce(
+        &self,
+        p: &Par<'ctx>,
+        out: BufId,
+        extents: &[Ix],
+        axis: usize,
+        op: ReduceOp,
+        expr: &Expr,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let ext: Vec<_> = extents.iter().map(|x| self.c(x)).collect::<IrResult<_>>()?;
+        let n = ext[axis];
+        let inner = self.prod(&ext[axis + 1..])?;
+        let outputs = ir.mul(self.prod(&ext[..axis])?, inner)?;
+        let outp = self.buf(out)?;
+        let (gt, gs) = self.global(p)?;
+        let lane = self.urem(p.tid, self.k(WARP))?;
+        let warp = self.udiv(gt, self.k(WARP))?;
+        let warps = self.udiv(gs, self.k(WARP))?;
+        self.strided("o", warp, outputs, warps, |o| {
+            let outer_vars = self.ex.delinear(self.udiv(o, inner)?, &ext[..axis])?;
+            let inner_vars = self.ex.delinear(self.urem(o, inner)?, &ext[axis + 1..])?;
+            let init = match op {
+                ReduceOp::Max => m.c(f64::NEG_INFINITY),
+                ReduceOp::Sum | ReduceOp::Mean => m.c(0.0),
+            };
+            let steps = WholeSteps {
+                start: lane,
+                limit: ir.add(n, self.k(WARP - 1))?,
+                step: WARP,
+            };
+            let (_, acc) = ir.carried_loop(self.f, "r", steps, &[init.into()], |r, acc| {
+                let mut vars = outer_vars.clone();
+                vars.push(r);
+                vars.extend_from_slice(&inner_vars);
+                let x = self.ex.expr(&self.vals, expr, &vars)?;
+                let a = acc[0].into_float_value();
+                let next = match op {
+                    ReduceOp::Max => m.binary_intrinsic("llvm.maxnum", a, x)?,
+                    ReduceOp::Sum | ReduceOp::Mean => ir.b.build_float_add(a, x, "")?,
+                };
+                Ok(vec![next.into()])
+            })?;
+            let mut v = self.warp_reduce(acc[0].into_float_value(), op)?;
+            if op == ReduceOp::Mean {
+                let nf = ir.b.build_signed_int_to_float(n, ir.f32, "")?;
+                v = ir.b.build_float_div(v, nf, "")?;
+            }
+            let first = ir.eq(lane, self.k(0))?;
+            ir.if_else(
+                self.f,
+                "st",
+                first,
+                || ir.store(ir.at(outp, o)?, v),
+                || Ok(()),
+            )
+        })
+    }
+
+    fn scatter(&self, p: &Par<'ctx>, s: &crate::kernel::Scatter) -> IrResult<()> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let (rows, w, n) = (self.c(&s.rows)?, self.c(&s.width)?, self.c(&s.n)?);
+        let outp = self.buf(s.out)?;
+        let (first, stride) = self.global(p)?;
+        self.strided("col", first, w, stride, |j| {
+            ir.for_range(self.f, "zr", self.k(0), rows, 1, |r| {
+                ir.store(ir.at(outp, ir.mad(r, w, j)?)?, m.c(0.0))
+            })?;
+            ir.for_range(self.f, "t", self.k(0), n, 1, |t| {
+                let row = self.ex.ix(&self.vals, &s.index, &[t])?;
+                let pt = ir.at(outp, ir.mad(row, w, j)?)?;
+                let old = ir.load_f32(pt)?.into_float_value();
+                let v = self.ex.expr(&self.vals, &s.expr, &[t, j])?;
+                ir.store(pt, ir.b.build_float_add(old, v, "")?)
+            })
+        })
+    }
+
+    /// A block-wide copy of `elems` floats.
+    fn block_copy(
+        &self,
+        p: &Par<'ctx>,
+        dst: PointerValue<'ctx>,
+        src: PointerValue<'ctx>,
+        elems: IntValue<'ctx>,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        ir.for_range(self.f, "cp", p.tid, elems, self.threads, |e| {
+            let v = ir.load_f32(ir.at(src, e)?)?;
+            ir.store(ir.at(dst, e)?, v)
+        })
+    }
+
+    fn scan(&self, p: &Par<'ctx>, s: &Scan) -> IrResult<()> {
+        let ir = self.ir;
+        let inner = Par {
+            tid: p.tid,
+            block: self.k(0),
+            nblocks: self.k(1),
+        };
+        let copies = |list: &[(BufId, BufId, Ix)]| -> IrResult<()> {
+            for (from, to, n) in list {
+                self.block_copy(&inner, self.buf(*to)?, self.buf(*from)?, self.c(n)?)?;
+            }
+            self.simt.barrier()
+        };
+        copies(&s.init)?;
+        let steps = self.c(&s.steps)?;
+        ir.for_range(self.f, "t", self.k(0), steps, 1, |t| {
+            let tt = if s.reverse {
+                ir.sub(ir.sub(steps, self.k(1))?, t)?
+            } else {
+                t
+            };
+            let step_copies = |list: &[crate::kernel::StepCopy], into_step: bool| -> IrResult<()> {
+                for sc in list {
+                    let (rows, len) = (self.c(&sc.rows)?, self.c(&sc.len)?);
+                    let (seq, step) = (self.buf(sc.seq)?, self.buf(sc.step)?);
+                    ir.for_range(self.f, "sc", p.tid, ir.mul(rows, len)?, self.threads, |e| {
+                        let (r, x) = (self.udiv(e, len)?, self.urem(e, len)?);
+                        let in_seq = ir.at(seq, ir.mad(ir.mad(r, steps, tt)?, len, x)?)?;
+                        let in_step = ir.at(step, e)?;
+                        let (dst, src) = if into_step {
+                            (in_step, in_seq)
+                        } else {
+                            (in_seq, in_step)
+                        };
+                        ir.store(dst, ir.load_f32(src)?)
+                    })?;
+                }
+                self.simt.barrier()
+            };
+            step_copies(&s.seq_in, true)?;
+            step_copies(&s.seq_save, false)?;
+            for bk in &s.body {
+                self.body(&inner, bk)?;
+                self.simt.barrier()?;
+            }
+            copies(&s.update)?;
+            step_copies(&s.seq_out, false)
+        })?;
+        copies(&s.finish)
+    }
+
+    /// A(i, k) and B(k, j) of a matmul of batch `bt`.
+    fn operand(
+        &self,
+        mm: &MatMul,
+        bt: IntValue<'ctx>,
+        a_side: bool,
+    ) -> IrResult<(PointerValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>)> {
+        let panel = if a_side { &mm.a } else { &mm.b };
+        let base = self.buf(panel.buf)?;
+        let off = self.ex.ix(&self.vals, &panel.offset, &[bt])?;
+        let ld = self.ex.ix(&self.vals, &panel.ld, &[bt])?;
+        Ok((base, off, ld))
+    }
+
+    /// The products of output tile (bt, i0.., j0..) stored to `out`, with the epilogue
+    /// applied unless `raw`.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_tile(
+        &self,
+        p: &Par<'ctx>,
+        mm: &MatMul,
+        dims: (IntValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>),
+        bt: IntValue<'ctx>,
+        i0: IntValue<'ctx>,
+        j0: IntValue<'ctx>,
+        raw: bool,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let m_ = Math { ir };
+        let (m, n, k) = dims;
+        let smem = self
+            .smem
+            .ok_or_else(|| IrError("matmul without shared memory".into()))?;
+        let a_s = smem;
+        let b_s = ir.at(smem, self.k(TILE * TILE_K))?;
+        let (abase, aoff, lda) = self.operand(mm, bt, true)?;
+        let (bbase, boff, ldb) = self.operand(mm, bt, false)?;
+        let per_thread = (TILE / MICRO) * (TILE / MICRO) / self.threads;
+        // Each register tile's (row, column) offset in the output tile.
+        let micro: Vec<(IntValue<'ctx>, IntValue<'ctx>)> = (0..per_thread)
+            .map(|q| {
+                let id = ir.add(p.tid, self.k(q * self.threads))?;
+                Ok((
+                    ir.mul(self.udiv(id, self.k(TILE / MICRO))?, self.k(MICRO))?,
+                    ir.mul(self.urem(id, self.k(TILE / MICRO))?, self.k(MICRO))?,
+                ))
+            })
+            .collect::<IrResult<_>>()?;
+        let accs = (per_thread * MICRO * MICRO) as usize;
+        let init: Vec<BasicValueEnum<'ctx>> = vec![m_.c(0.0).into(); accs];
+        let steps = WholeSteps {
+            start: self.k(0),
+            limit: ir.add(k, self.k(TILE_K - 1))?,
+            step: TILE_K,
+        };
+        let (_, acc) = ir.carried_loop(self.f, "kt", steps, &init, |k0, cur| {
+            // Cooperative loads, zero outside the matrices. Consecutive threads read
+            // consecutive addresses of whichever layout the operand has.
+            let elems = self.k(TILE * TILE_K);
+            ir.for_range(self.f, "la", p.tid, elems, self.threads, |e| {
+                let (r, kk) = if mm.transpose_a {
+                    (self.urem(e, self.k(TILE))?, self.udiv(e, self.k(TILE))?)
+                } else {
+                    (self.udiv(e, self.k(TILE_K))?, self.urem(e, self.k(TILE_K))?)
+                };
+                let (i, kg) = (ir.add(i0, r)?, ir.add(k0, kk)?);
+                let ok = ir.b.build_and(self.lt(i, m)?, self.lt(kg, k)?, "")?;
+                let idx = if mm.transpose_a {
+                    ir.add(aoff, ir.mad(kg, lda, i)?)?
+                } else {
+                    ir.add(aoff, ir.mad(i, lda, kg)?)?
+                };
+                let v = self.load_if(ok, abase, idx)?;
+                ir.store(ir.at(a_s, ir.mad(kk, self.k(TILE), r)?)?, v)
+            })?;
+            ir.for_range(self.f, "lb", p.tid, elems, self.threads, |e| {
+                let (c, kk) = if mm.transpose_b {
+                    (self.udiv(e, self.k(TILE_K))?, self.urem(e, self.k(TILE_K))?)
+                } else {
+                    (self.urem(e, self.k(TILE))?, self.udiv(e, self.k(TILE))?)
+                };
+                let (j, kg) = (ir.add(j0, c)?, ir.add(k0, kk)?);
+                let ok = ir.b.build_and(self.lt(j, n)?, self.lt(kg, k)?, "")?;
+                let idx = if mm.transpose_b {
+                    ir.add(boff, ir.mad(j, ldb, kg)?)?
+                } else {
+                    ir.add(boff, ir.mad(kg, ldb, j)?)?
+                };
+                let v = self.load_if(ok, bbase, idx)?;
+                ir.store(ir.at(b_s, ir.mad(kk, self.k(TILE), c)?)?, v)
+            })?;
+            self.simt.barrier()?;
+            let mut next: Vec<FloatValue<'ctx>> =
+                cur.iter().map(|v| v.into_float_value()).collect();
+            for kk in 0..TILE_K {
+                for (q, &(ty, tx)) in micro.iter().enumerate() {
+                    let arow = ir.at(a_s, ir.add(ty, self.k(kk * TILE))?)?;
+                    let bcol = ir.at(b_s, ir.add(tx, self.k(kk * TILE))?)?;
+                    let av: Vec<_> = (0..MICRO)
+                        .map(|r| Ok(ir.load_f32(ir.at(arow, self.k(r))?)?.into_float_value()))
+                        .collect::<IrResult<_>>()?;
+                    let bv: Vec<_> = (0..MICRO)
+                        .map(|c| Ok(ir.load_f32(ir.at(bcol, self.k(c))?)?.into_float_value()))
+                        .collect::<IrResult<_>>()?;
+                    for r in 0..MICRO as usize {
+                        for c in 0..MICRO as usize {
+                            let at = q * (MICRO * MICRO) as usize + r * MICRO as usize + c;
+                            next[at] = self.fma(av[r], bv[c], next[at])?;
+                        }
+                    }
+                }
+            }
+            self.simt.barrier()?;
+            Ok(next.into_iter().map(Into::into).collect())
+        })?;
+        let outp = self.buf(mm.out)?;
+        let plane = ir.mul(bt, ir.mul(m, n)?)?;
+        for (q, &(ty, tx)) in micro.iter().enumerate() {
+            for r in 0..MICRO {
+                for c in 0..MICRO {
+                    let i = ir.add(i0, ir.add(ty, self.k(r))?)?;
+                    let j = ir.add(j0, ir.add(tx, self.k(c))?)?;
+                    let ok = ir.b.build_and(self.lt(i, m)?, self.lt(j, n)?, "")?;
+                    let v =
+                        acc[(q as u64 * MICRO * MICRO + r * MICRO + c) as usize].into_float_value();
+                    ir.if_else(
+                        self.f,
+                        "st",
+                        ok,
+                        || {
+                            let pt = ir.at(outp, ir.add(plane, ir.mad(i, n, j)?)?)?;
+                            ir.store(pt, v)?;
+                            if let (Some(epi), false) = (&mm.epilogue, raw) {
+                                let e = self.ex.expr(&self.vals, epi, &[bt, i, j])?;
+                                ir.store(pt, e)?;
+                            }
+                            Ok(())
+                        },
+                        || Ok(()),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn matmul(&self, p: &Par<'ctx>, mm: &MatMul) -> IrResult<()> {
+        let ir = self.ir;
+        let (batch, m, n, k) = (
+            self.c(&mm.batch)?,
+            self.c(&mm.m)?,
+            self.c(&mm.n)?,
+            self.c(&mm.k)?,
+        );
+        let (tm, tn) = (self.ceil_div(m, TILE)?, self.ceil_div(n, TILE)?);
+        if !mm.whole_rows {
+            let per_batch = ir.mul(tm, tn)?;
+            let tiles = ir.mul(batch, per_batch)?;
+            return self.strided("tile", p.block, tiles, p.nblocks, |t| {
+                let bt = self.udiv(t, per_batch)?;
+                let r = self.urem(t, per_batch)?;
+                let i0 = ir.mul(self.udiv(r, tn)?, self.k(TILE))?;
+                let j0 = ir.mul(self.urem(r, tn)?, self.k(TILE))?;
+                self.matmul_tile(p, mm, (m, n, k), bt, i0, j0, false)
+            });
+        }
+        // Row-local epilogue: a band of rows per block, all its products first.
+        let smem = self
+            .smem
+            .ok_or_else(|| IrError("matmul without shared memory".into()))?;
+        let epi = mm.epilogue.as_ref();
+        let outp = self.buf(mm.out)?;
+        let bands = ir.mul(batch, tm)?;
+        self.strided("band", p.block, bands, p.nblocks, |band| {
+            let bt = self.udiv(band, tm)?;
+            let i0 = ir.mul(self.urem(band, tm)?, self.k(TILE))?;
+            ir.for_range(self.f, "tj", self.k(0), tn, 1, |tj| {
+                self.matmul_tile(p, mm, (m, n, k), bt, i0, ir.mul(tj, self.k(TILE))?, true)
+            })?;
+            self.simt.barrier()?;
+            let Some(epi) = epi else { return Ok(()) };
+            let rows = ir.min(self.k(TILE), ir.sub(m, i0)?)?;
+            ir.for_range(self.f, "er", self.k(0), rows, 1, |r| {
+                let i = ir.add(i0, r)?;
+                let row = ir.at(outp, ir.mul(ir.mad(bt, m, i)?, n)?)?;
+                ir.for_range(self.f, "ej", p.tid, n, self.threads, |j| {
+                    let v = self.ex.expr(&self.vals, epi, &[bt, i, j])?;
+                    ir.store(ir.at(smem, j)?, v)
+                })?;
+                self.simt.barrier()?;
+                ir.for_range(self.f, "ew", p.tid, n, self.threads, |j| {
+                    ir.store(ir.at(row, j)?, ir.load_f32(ir.at(smem, j)?)?)
+                })?;
+                self.simt.barrier()
+            })
+        })
+    }
+
+    fn attention(&self, p: &Par<'ctx>, a: &Attention) -> IrResult<()> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let s: Vec<IntValue<'ctx>> = a.sizes.iter().map(|x| self.c(x)).collect::<IrResult<_>>()?;
+        let (b_, h, t, nk, d, dv, hkv) = (s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
+        let group = self.udiv(h, hkv)?;
+        let strided =
+            |st: &crate::kernel::Strided| -> IrResult<(PointerValue<'ctx>, Vec<IntValue<'ctx>>)> {
+                let base = ir.at(self.buf(st.buf)?, self.c(&st.offset)?)?;
+                let v = st
+                    .strides
+                    .iter()
+                    .map(|x| self.c(x))
+                    .collect::<IrResult<Vec<_>>>()?;
+                Ok((base, v))
+            };
+        let (qb, qs) = strided(&a.q)?;
+        let (kb, ks) = strided(&a.k)?;
+        let (vb, vs) = strided(&a.v)?;
+        let (ob, os) = strided(&a.out)?;
+        let ring = a.ring.as_ref().map(|x| self.c(x)).transpose()?;
+        let row_of = |p: IntValue<'ctx>| -> IrResult<IntValue<'ctx>> {
+            match ring {
+                Some(r) => self.urem(p, r),
+                None => Ok(p),
+            }
+        };
+        let width = |x: &Ix| x.as_const().map_or(self.max_head_dim, |v| v as u64).max(1);
+        let (uq, uv) = (
+            width(&a.sizes[4]).div_ceil(WARP),
+            width(&a.sizes[5]).div_ceil(WARP),
+        );
+        let neg_inf = m.c(f64::NEG_INFINITY);
+        let scale = m.c(a.scale);
+        let (gt, gs) = self.global(p)?;
+        let lane = self.urem(p.tid, self.k(WARP))?;
+        let warp = self.udiv(gt, self.k(WARP))?;
+        let warps = self.udiv(gs, self.k(WARP))?;
+        let rows = ir.mul(ir.mul(b_, h)?, t)?;
+        let ht = ir.mul(h, t)?;
+        // Lane elements: x = lane + 32·u.
+        let elem = |u: u64| ir.add(lane, self.k(u * WARP));
+        self.strided("row", warp, rows, warps, |it| {
+            let b = self.udiv(it, ht)?;
+            let hh = self.urem(self.udiv(it, t)?, h)?;
+            let tt = self.urem(it, t)?;
+            let kh = self.udiv(hh, group)?;
+            let q = ir.at(
+                qb,
+                ir.add(
+                    ir.mul(b, qs[0])?,
+                    ir.add(ir.mul(hh, qs[1])?, ir.mul(tt, qs[2])?)?,
+                )?,
+            )?;
+            let krow0 = ir.at(kb, ir.add(ir.mul(b, ks[0])?, ir.mul(kh, ks[1])?)?)?;
+            let vrow0 = ir.at(vb, ir.add(ir.mul(b, vs[0])?, ir.mul(kh, vs[1])?)?)?;
+            let o = ir.at(
+                ob,
+                ir.add(
+                    ir.mul(b, os[0])?,
+                    ir.add(ir.mul(hh, os[1])?, ir.mul(tt, os[2])?)?,
+                )?,
+            )?;
+            let pos = ir.add(ir.sub(nk, t)?, tt)?;
+            let (lo, hi) = match a.mask {
+                MaskKind::Bidirectional => (self.k(0), nk),
+                MaskKind::Causal => (self.k(0), ir.min(nk, ir.add(pos, self.k(1))?)?),
+                MaskKind::Sliding(w) => (
+                    self.ex
+                        .max(self.k(0), ir.sub(ir.add(pos, self.k(1))?, self.k(w))?)?,
+                    ir.min(nk, ir.add(pos, self.k(1))?)?,
+                ),
+            };
+            let qv: Vec<FloatValue<'ctx>> = (0..uq)
+                .map(|u| {
+                    let x = elem(u)?;
+                    self.load_if(self.lt(x, d)?, q, ir.mul(x, qs[3])?)
+                })
+                .collect::<IrResult<_>>()?;
+            let mut init: Vec<BasicValueEnum<'ctx>> = vec![neg_inf.into(), m.c(0.0).into()];
+            init.extend((0..uv).map(|_| BasicValueEnum::from(m.c(0.0))));
+            let steps = WholeSteps {
+                start: lo,
+                limit: hi,
+                step: 1,
+            };
+            let (_, fin) = ir.carried_loop(self.f, "key", steps, &init, |key, cur| {
+                let kp = ir.at(krow0, ir.mul(row_of(key)?, ks[2])?)?;
+                let mut part = m.c(0.0);
+                for (u, &qx) in qv.iter().enumerate() {
+                    let x = elem(u as u64)?;
+                    let kx = self.load_if(self.lt(x, d)?, kp, ir.mul(x, ks[3])?)?;
+                    part = self.fma(qx, kx, part)?;
+                }
+                let dot = self.warp_reduce(part, ReduceOp::Sum)?;
+                let vars = [b, hh, tt, key];
+                let mut score = ir.b.build_float_mul(dot, scale, "")?;
+                if let Some(bias) = &a.bias {
+                    score =
+                        ir.b.build_float_add(score, self.ex.expr(&self.vals, bias, &vars)?, "")?;
+                }
+                if let Some(km) = &a.key_mask {
+                    let keep = self.ex.expr(&self.vals, km, &vars)?;
+                    let off =
+                        ir.b.build_float_compare(FloatPredicate::OEQ, keep, m.c(0.0), "")?;
+                    score = m.select(off, neg_inf, score)?;
+                }
+                let (mx, l) = (cur[0].into_float_value(), cur[1].into_float_value());
+                let new_max = m.binary_intrinsic("llvm.maxnum", mx, score)?;
+                let none =
+                    ir.b.build_float_compare(FloatPredicate::OEQ, new_max, neg_inf, "")?;
+                let corr = m.select(
+                    none,
+                    m.c(1.0),
+                    m.exp(ir.b.build_float_sub(mx, new_max, "")?)?,
+                )?;
+                let pr = m.select(
+                    none,
+                    m.c(0.0),
+                    m.exp(ir.b.build_float_sub(score, new_max, "")?)?,
+                )?;
+                let l2 = self.fma(l, corr, pr)?;
+                let vp = ir.at(vrow0, ir.mul(row_of(key)?, vs[2])?)?;
+                let mut next: Vec<BasicValueEnum<'ctx>> = vec![new_max.into(), l2.into()];
+                for u in 0..uv {
+                    let x = elem(u)?;
+                    let vx = self.load_if(self.lt(x, dv)?, vp, ir.mul(x, vs[3])?)?;
+                    let acc = cur[2 + u as usize].into_float_value();
+                    next.push(
+                        self.fma(pr, vx, ir.b.build_float_mul(acc, corr, "")?)?
+                            .into(),
+                    );
+                }
+                Ok(next)
+            })?;
+            let l = fin[1].into_float_value();
+            let empty =
+                ir.b.build_float_compare(FloatPredicate::OLE, l, m.c(0.0), "")?;
+            let inv = m.select(empty, m.c(0.0), ir.b.build_float_div(m.c(1.0), l, "")?)?;
+            for u in 0..uv {
+                let x = elem(u)?;
+                let v =
+                    ir.b.build_float_mul(fin[2 + u as usize].into_float_value(), inv, "")?;
+                ir.if_else(
+                    self.f,
+                    "o",
+                    self.lt(x, dv)?,
+                    || ir.store(ir.at(o, ir.mul(x, os[3])?)?, v),
+                    || Ok(()),
+                )?;
+            }
+            Ok(())
+        })
+    }
+}

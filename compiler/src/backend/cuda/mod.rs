@@ -1,0 +1,195 @@
+//! The CUDA backend: Kernel IR → a thread program per kernel → PTX through LLVM's NVPTX
+//! target, launched by the runtime through the CUDA driver.
+//!
+//! **Launch model.** Every kernel takes `(void *const *bufs, const int64_t *dims)`: the
+//! device addresses of its buffers (the same argument list as on the CPU) and the symbol
+//! values. Blocks have [`PTX_THREADS`] threads; a kernel is launched with a few blocks
+//! per SM ([`Grid::PerSm`]) and loops over its work (grid-stride loops over elements,
+//! warps or tiles), so launch shapes do not depend on run-time sizes and the manifest
+//! gives them as constants; a scan runs in one block ([`Grid::One`]).
+//!
+//! **Testing without a GPU.** The same generators also emit the thread program for the
+//! host ([`Mode::Host`]): special registers read from a context, the barrier and the
+//! shuffle called through it. `sim` runs that library with one OS thread per GPU thread
+//! and real barriers, so index arithmetic, tiling, bounds, barriers and shuffles are
+//! checked against the evaluator on any machine; `ptxas` checks the PTX itself.
+//!
+//! - `simt` — the primitives for both modes.
+//! - `lower` — the kernel kinds.
+//! - `sim` — the host simulator.
+
+mod lower;
+pub mod sim;
+mod simt;
+
+pub use lower::{Grid, KernelLaunch, TILE, TILE_K};
+pub use simt::Mode;
+
+use crate::backend::llvm::ir::Ir;
+use crate::backend::{llvm_err, BackendError};
+use crate::kernel::Program;
+use inkwell::context::Context;
+use inkwell::targets::{
+    CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine,
+};
+use inkwell::OptimizationLevel;
+use std::path::PathBuf;
+
+/// Threads per block on the GPU.
+pub const PTX_THREADS: u64 = 256;
+/// Threads per block in the host simulator (fewer OS threads; the generators are written
+/// for any multiple of 32 that divides 256).
+pub const SIM_THREADS: u64 = 64;
+
+/// SM generations archc generates for.
+pub const SMS: [u32; 2] = [80, 90];
+
+/// A program lowered for the GPU.
+pub struct CudaLowered {
+    pub ptx: String,
+    /// The module before optimisation (for `ARCHC_DUMP`-style inspection and snapshots).
+    pub llvm_ir: String,
+    /// One launch per kernel of the program, in order.
+    pub kernels: Vec<KernelLaunch>,
+    pub threads: u64,
+}
+
+/// A program lowered for the host simulator.
+pub struct SimLowered {
+    pub object: Vec<u8>,
+    pub kernels: Vec<KernelLaunch>,
+    pub threads: u64,
+}
+
+fn check_sm(sm: u32) -> Result<(), BackendError> {
+    if SMS.contains(&sm) {
+        Ok(())
+    } else {
+        Err(BackendError::Unsupported(format!(
+            "sm_{sm}: archc generates PTX for sm_80 (Ampere) and sm_90 (Hopper)"
+        )))
+    }
+}
+
+/// The NVPTX target machine for `sm_{sm}` (PTX ISA 7.8, which both generations accept).
+fn nvptx_machine(sm: u32) -> Result<TargetMachine, BackendError> {
+    check_sm(sm)?;
+    Target::initialize_nvptx(&InitializationConfig::default());
+    let triple = inkwell::targets::TargetTriple::create("nvptx64-nvidia-cuda");
+    let target = Target::from_triple(&triple)
+        .map_err(|e| llvm_err("finding the NVPTX target")(e.to_string()))?;
+    target
+        .create_target_machine(
+            &triple,
+            &format!("sm_{sm}"),
+            "+ptx78",
+            OptimizationLevel::Aggressive,
+            RelocMode::Default,
+            CodeModel::Default,
+        )
+        .ok_or_else(|| BackendError::Unsupported(format!("LLVM cannot target sm_{sm}")))
+}
+
+/// Lowers `prog` to PTX for `sm_{sm}`.
+pub fn lower_ptx(prog: &Program, sm: u32) -> Result<CudaLowered, BackendError> {
+    let max_head_dim = crate::package::max_value_dim(prog);
+    let tm = nvptx_machine(sm)?;
+    let ctx = Context::create();
+    let ir = Ir::new(&ctx, "archc_cuda");
+    let kernels = lower::emit_kernels(&ir, prog, Mode::Ptx { sm }, PTX_THREADS, max_head_dim)?;
+    let llvm_ir = ir.module.print_to_string().to_string();
+    crate::backend::llvm::optimize(&ir.module, &tm)?;
+    let bytes = crate::backend::llvm::emit(&ir.module, &tm, FileType::Assembly)?;
+    let ptx = String::from_utf8(bytes)
+        .map_err(|e| llvm_err("emitting PTX")(format!("PTX is not UTF-8: {e}")))?;
+    Ok(CudaLowered {
+        ptx: ptx.trim_end_matches('\0').to_string(),
+        llvm_ir,
+        kernels,
+        threads: PTX_THREADS,
+    })
+}
+
+/// Lowers `prog` to the host simulator's object code.
+pub fn lower_sim(prog: &Program) -> Result<SimLowered, BackendError> {
+    let max_head_dim = crate::package::max_value_dim(prog);
+    let target = crate::backend::cpu::CpuTarget::host()?;
+    let tm = crate::backend::cpu::target_machine(&target)?;
+    let ctx = Context::create();
+    let ir = Ir::new(&ctx, "archc_cuda_sim");
+    let kernels = lower::emit_kernels(&ir, prog, Mode::Host, SIM_THREADS, max_head_dim)?;
+    crate::backend::llvm::optimize(&ir.module, &tm)?;
+    let object = crate::backend::llvm::emit(&ir.module, &tm, FileType::Object)?;
+    Ok(SimLowered {
+        object,
+        kernels,
+        threads: SIM_THREADS,
+    })
+}
+
+/// `ptxas` from `$ARCHC_PTXAS`, `$PATH`, or the `nvidia-cuda-nvcc-cu12` Python package
+/// (where `tools/prereqs.sh` installs it), if any.
+pub fn find_ptxas() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ARCHC_PTXAS") {
+        return Some(PathBuf::from(p));
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    for base in [
+        Some(PathBuf::from("/usr/local/lib")),
+        Some(PathBuf::from("/usr/lib")),
+        home.map(|h| h.join(".local/lib")),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Ok(rd) = std::fs::read_dir(&base) {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                if name.to_string_lossy().starts_with("python3") {
+                    for sp in ["site-packages", "dist-packages"] {
+                        dirs.push(e.path().join(sp).join("nvidia/cuda_nvcc/bin"));
+                    }
+                }
+            }
+        }
+    }
+    dirs.push(PathBuf::from("/opt/archc-ptxas/nvidia/cuda_nvcc/bin"));
+    dirs.into_iter()
+        .map(|d| d.join("ptxas"))
+        .find(|p| p.is_file())
+}
+
+/// Assembles `ptx` for `sm_{sm}` with `ptxas`; its complaint when it refuses.
+pub fn ptxas_check(ptxas: &std::path::Path, ptx: &str, sm: u32) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!(
+        "archc-ptxas-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let src = dir.join("kernels.ptx");
+    std::fs::write(&src, ptx).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(ptxas)
+        .arg(format!("-arch=sm_{sm}"))
+        .arg("-o")
+        .arg(dir.join("kernels.cubin"))
+        .arg(&src)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", ptxas.display()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,199 @@
+//! The thread program's primitives — thread and block indices, the block barrier, the
+//! warp butterfly shuffle, shared memory — for the two places it runs: a GPU (NVPTX
+//! intrinsics, `addrspace(3)` shared memory, the `ptx_kernel` calling convention) and the
+//! host simulator (the same values read from a context the simulator passes as a third
+//! parameter, the barrier and the shuffle called through it). The kernel generators are
+//! written once against these.
+
+use crate::backend::llvm::ir::{Ir, IrError, IrResult};
+use inkwell::module::Linkage;
+use inkwell::values::{FloatValue, FunctionValue, IntValue, PointerValue};
+use inkwell::AddressSpace;
+
+/// Where the thread program runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// PTX for this SM generation (80: Ampere, 90: Hopper).
+    Ptx { sm: u32 },
+    /// The host simulator (`sim`): every thread an OS thread.
+    Host,
+}
+
+/// Slots of the host simulator's context, 8 bytes each (see `sim::Ctx`).
+pub(crate) const CTX_TID: u64 = 0;
+pub(crate) const CTX_CTAID: u64 = 2;
+pub(crate) const CTX_NCTAID: u64 = 3;
+pub(crate) const CTX_SHARED: u64 = 4;
+pub(crate) const CTX_BARRIER: u64 = 5;
+pub(crate) const CTX_SHFL: u64 = 6;
+
+/// The primitives inside one kernel function.
+pub(crate) struct Simt<'a, 'ctx> {
+    pub ir: &'a Ir<'ctx>,
+    pub mode: Mode,
+    /// The host simulator's context parameter.
+    ctx: Option<PointerValue<'ctx>>,
+}
+
+impl<'a, 'ctx> Simt<'a, 'ctx> {
+    /// Declares kernel `name` taking (buffer table, dims) — and the simulator's context in
+    /// host mode — and positions the builder in its entry block.
+    pub fn kernel(
+        ir: &'a Ir<'ctx>,
+        mode: Mode,
+        name: &str,
+    ) -> IrResult<(Simt<'a, 'ctx>, FunctionValue<'ctx>)> {
+        let mut params: Vec<inkwell::types::BasicMetadataTypeEnum> =
+            vec![ir.ptr.into(), ir.ptr.into()];
+        if mode == Mode::Host {
+            params.push(ir.ptr.into());
+        }
+        let ty = ir.ctx.void_type().fn_type(&params, false);
+        let f = ir.module.add_function(name, ty, Some(Linkage::External));
+        ir.add_fn_attrs(f, &[]);
+        if let Mode::Ptx { .. } = mode {
+            // `ptx_kernel`: a launchable `.entry`.
+            f.set_call_conventions(71);
+        }
+        ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
+        let ctx = match mode {
+            Mode::Host => Some(ir.param_ptr(f, 2)?),
+            Mode::Ptx { .. } => None,
+        };
+        Ok((Simt { ir, mode, ctx }, f))
+    }
+
+    fn sreg(&self, name: &str) -> IrResult<IntValue<'ctx>> {
+        let v = self.ir.intrinsic(name, &[], &[])?.into_int_value();
+        Ok(self.ir.b.build_int_z_extend(v, self.ir.i64, "")?)
+    }
+
+    fn ctx_slot(&self, slot: u64) -> IrResult<PointerValue<'ctx>> {
+        let ir = self.ir;
+        let ctx = self
+            .ctx
+            .ok_or_else(|| IrError("no simulator context".into()))?;
+        Ok(unsafe { ir.b.build_in_bounds_gep(ir.i64, ctx, &[ir.int(slot)], "")? })
+    }
+
+    fn ctx_int(&self, slot: u64) -> IrResult<IntValue<'ctx>> {
+        let p = self.ctx_slot(slot)?;
+        Ok(self.ir.b.build_load(self.ir.i64, p, "")?.into_int_value())
+    }
+
+    fn ctx_ptr(&self, slot: u64) -> IrResult<PointerValue<'ctx>> {
+        let p = self.ctx_slot(slot)?;
+        Ok(self
+            .ir
+            .b
+            .build_load(self.ir.ptr, p, "")?
+            .into_pointer_value())
+    }
+
+    pub fn tid(&self) -> IrResult<IntValue<'ctx>> {
+        match self.mode {
+            Mode::Ptx { .. } => self.sreg("llvm.nvvm.read.ptx.sreg.tid.x"),
+            Mode::Host => self.ctx_int(CTX_TID),
+        }
+    }
+
+    pub fn ctaid(&self) -> IrResult<IntValue<'ctx>> {
+        match self.mode {
+            Mode::Ptx { .. } => self.sreg("llvm.nvvm.read.ptx.sreg.ctaid.x"),
+            Mode::Host => self.ctx_int(CTX_CTAID),
+        }
+    }
+
+    pub fn nctaid(&self) -> IrResult<IntValue<'ctx>> {
+        match self.mode {
+            Mode::Ptx { .. } => self.sreg("llvm.nvvm.read.ptx.sreg.nctaid.x"),
+            Mode::Host => self.ctx_int(CTX_NCTAID),
+        }
+    }
+
+    /// `__syncthreads()`: every thread of the block must reach it.
+    pub fn barrier(&self) -> IrResult<()> {
+        let ir = self.ir;
+        match self.mode {
+            Mode::Ptx { .. } => {
+                let decl = inkwell::intrinsics::Intrinsic::find("llvm.nvvm.barrier0")
+                    .and_then(|i| i.get_declaration(&ir.module, &[]))
+                    .ok_or_else(|| IrError("LLVM has no llvm.nvvm.barrier0".into()))?;
+                ir.b.build_call(decl, &[], "")?;
+            }
+            Mode::Host => {
+                let f = self.ctx_ptr(CTX_BARRIER)?;
+                let ty = ir.ctx.void_type().fn_type(&[ir.ptr.into()], false);
+                ir.b.build_indirect_call(ty, f, &[self.ctx.unwrap_or(f).into()], "")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of lane `lane ^ mask` of this warp (every lane must call it).
+    pub fn shfl_xor(&self, v: FloatValue<'ctx>, mask: u64) -> IrResult<FloatValue<'ctx>> {
+        let ir = self.ir;
+        let i32t = ir.ctx.i32_type();
+        match self.mode {
+            Mode::Ptx { .. } => {
+                let decl = inkwell::intrinsics::Intrinsic::find("llvm.nvvm.shfl.sync.bfly.f32")
+                    .and_then(|i| i.get_declaration(&ir.module, &[]))
+                    .ok_or_else(|| IrError("LLVM has no llvm.nvvm.shfl.sync.bfly.f32".into()))?;
+                let r = ir.b.build_call(
+                    decl,
+                    &[
+                        i32t.const_all_ones().into(),
+                        v.into(),
+                        i32t.const_int(mask, false).into(),
+                        i32t.const_int(31, false).into(),
+                    ],
+                    "",
+                )?;
+                match r.try_as_basic_value() {
+                    inkwell::values::ValueKind::Basic(x) => Ok(x.into_float_value()),
+                    _ => Err(IrError("shfl returns nothing".into())),
+                }
+            }
+            Mode::Host => {
+                let f = self.ctx_ptr(CTX_SHFL)?;
+                let ty = ir
+                    .f32
+                    .fn_type(&[ir.ptr.into(), ir.f32.into(), i32t.into()], false);
+                let ctx = self
+                    .ctx
+                    .ok_or_else(|| IrError("no simulator context".into()))?;
+                let r = ir.b.build_indirect_call(
+                    ty,
+                    f,
+                    &[ctx.into(), v.into(), i32t.const_int(mask, false).into()],
+                    "",
+                )?;
+                match r.try_as_basic_value() {
+                    inkwell::values::ValueKind::Basic(x) => Ok(x.into_float_value()),
+                    _ => Err(IrError("shfl returns nothing".into())),
+                }
+            }
+        }
+    }
+
+    /// The block's shared memory of `floats` floats as a generic pointer (`name` names
+    /// its PTX variable).
+    pub fn shared(&self, name: &str, floats: u64) -> IrResult<PointerValue<'ctx>> {
+        let ir = self.ir;
+        match self.mode {
+            Mode::Ptx { .. } => {
+                let ty = ir.f32.array_type(floats.max(1) as u32);
+                let g = ir
+                    .module
+                    .add_global(ty, Some(AddressSpace::from(3u16)), name);
+                g.set_initializer(&ty.get_undef());
+                g.set_alignment(16);
+                g.set_linkage(Linkage::Internal);
+                Ok(ir
+                    .b
+                    .build_address_space_cast(g.as_pointer_value(), ir.ptr, "")?)
+            }
+            Mode::Host => self.ctx_ptr(CTX_SHARED),
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The Kernel IR's expressions as LLVM values: [`Ix`] index arithmetic (i64) and [`Expr`]
+//! element values (f32), given the symbol values and buffer addresses a function holds.
+//! Both backends lower every kernel kind through these, so an expression means the same
+//! on every target.
+
+use super::ir::{Ir, IrError, IrResult};
+use super::math::Math;
+use crate::graph::{BinaryOp, UnaryOp};
+use crate::kernel::{BufId, Expr, Ix};
+use arch_runtime::gguf::GgmlType;
+use inkwell::values::{FloatValue, IntValue, PointerValue};
+use inkwell::{FloatPredicate, IntPredicate};
+use std::collections::HashMap;
+
+/// What a function body has loaded: each symbol's value and each buffer's address.
+pub(crate) struct Values<'ctx> {
+    pub syms: Vec<IntValue<'ctx>>,
+    pub bufs: HashMap<BufId, PointerValue<'ctx>>,
+}
+
+impl<'ctx> Values<'ctx> {
+    pub fn buf(&self, b: BufId) -> IrResult<PointerValue<'ctx>> {
+        self.bufs
+            .get(&b)
+            .copied()
+            .ok_or_else(|| IrError(format!("buffer b{b} not loaded")))
+    }
+}
+
+/// Lowers expressions for one module.
+pub(crate) struct Exprs<'a, 'ctx> {
+    pub ir: &'a Ir<'ctx>,
+    /// Each buffer's block type (a parameter stored quantized), read by `Expr::Load`.
+    pub buf_quant: &'a [Option<GgmlType>],
+    /// The target converts f16 in hardware.
+    pub f16c: bool,
+    /// The target has no libm (NVPTX): sin, cos and pow come from [`Math`]'s own
+    /// approximations rather than LLVM's intrinsics.
+    pub own_libm: bool,
+}
+
+impl<'ctx> Exprs<'_, 'ctx> {
+    pub fn max(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
+        let gt = self.ir.b.build_int_compare(IntPredicate::SGT, a, b, "")?;
+        Ok(self.ir.b.build_select(gt, a, b, "max")?.into_int_value())
+    }
+
+    /// An index expression with no variables or loads (sizes).
+    pub fn ix_pure(&self, x: &Ix, syms: &[IntValue<'ctx>]) -> IrResult<IntValue<'ctx>> {
+        let r = |x: &Ix| self.ix_pure(x, syms);
+        let ir = self.ir;
+        Ok(match x {
+            Ix::Const(v) => ir.i64.const_int(*v as u64, true),
+            Ix::Sym(s) => syms[*s as usize],
+            Ix::Add(a, b) => ir.add(r(a)?, r(b)?)?,
+            Ix::Mul(a, b) => ir.mul(r(a)?, r(b)?)?,
+            Ix::Div(a, b) => ir.b.build_int_unsigned_div(r(a)?, r(b)?, "")?,
+            Ix::Rem(a, b) => ir.b.build_int_unsigned_rem(r(a)?, r(b)?, "")?,
+            Ix::Min(a, b) => ir.min(r(a)?, r(b)?)?,
+            Ix::Max(a, b) => self.max(r(a)?, r(b)?)?,
+            Ix::Var(_) | Ix::Load(..) | Ix::FromF32(_) => {
+                return Err(IrError(format!("size expression depends on data: {x:?}")))
+            }
+        })
+    }
+
+    pub fn ix(
+        &self,
+        v: &Values<'ctx>,
+        x: &Ix,
+        vars: &[IntValue<'ctx>],
+    ) -> IrResult<IntValue<'ctx>> {
+        let ir = self.ir;
+        let r = |x: &Ix| self.ix(v, x, vars);
+        Ok(match x {
+            Ix::Const(c) => ir.i64.const_int(*c as u64, true),
+            Ix::Var(k) => *vars
+                .get(*k as usize)
+                .ok_or_else(|| IrError(format!("variable v{k} out of range")))?,
+            Ix::Sym(s) => v.syms[*s as usize],
+            Ix::Add(a, b) => ir.add(r(a)?, r(b)?)?,
+            Ix::Mul(a, b) => ir.mul(r(a)?, r(b)?)?,
+            Ix::Div(a, b) => ir.b.build_int_unsigned_div(r(a)?, r(b)?, "")?,
+            Ix::Rem(a, b) => ir.b.build_int_unsigned_rem(r(a)?, r(b)?, "")?,
+            Ix::Min(a, b) => ir.min(r(a)?, r(b)?)?,
+            Ix::Max(a, b) => self.max(r(a)?, r(b)?)?,
+            Ix::Load(b, i) => {
+                let base = v.buf(*b)?;
+                let p = unsafe { ir.b.build_in_bounds_gep(ir.i64, base, &[r(i)?], "")? };
+                ir.b.build_load(ir.i64, p, "")?.into_int_value()
+            }
+            Ix::FromF32(e) => {
+                let x = self.expr(v, e, vars)?;
+                ir.b.build_float_to_signed_int(x, ir.i64, "")?
+            }
+        })
+    }
+
+    pub fn expr(
+        &self,
+        v: &Values<'ctx>,
+        e: &Expr,
+        vars: &[IntValue<'ctx>],
+    ) -> IrResult<FloatValue<'ctx>> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let r = |e: &Expr| self.expr(v, e, vars);
+        Ok(match e {
+            Expr::Const(c) => m.c(*c),
+            Expr::Load(b, i) => {
+                let base = v.buf(*b)?;
+                let idx = self.ix(v, i, vars)?;
+                match self.buf_quant.get(*b).copied().flatten() {
+                    // A parameter stored as blocks (an embedding table gathered from).
+                    Some(ty) => {
+                        crate::backend::cpu::quant_ir::element(ir, ty, base, idx, self.f16c)?
+                    }
+                    None => ir.load_f32(ir.at(base, idx)?)?.into_float_value(),
+                }
+            }
+            Expr::FromIx(i) => {
+                ir.b.build_signed_int_to_float(self.ix(v, i, vars)?, ir.f32, "")?
+            }
+            Expr::Unary(u, a) => {
+                let x = r(a)?;
+                match u {
+                    UnaryOp::Neg => ir.b.build_float_neg(x, "")?,
+                    UnaryOp::Exp => m.exp(x)?,
+                    UnaryOp::Log => m.log(x)?,
+                    UnaryOp::Sqrt => m.unary("llvm.sqrt", x)?,
+                    UnaryOp::Rsqrt => {
+                        ir.b.build_float_div(m.c(1.0), m.unary("llvm.sqrt", x)?, "")?
+                    }
+                    UnaryOp::Tanh => m.tanh(x)?,
+                    UnaryOp::Erf => m.erf(x)?,
+                    UnaryOp::Sigmoid => m.sigmoid(x)?,
+                    UnaryOp::Relu => m.select(m.lt(m.c(0.0), x)?, x, m.c(0.0))?,
+                    UnaryOp::Silu => ir.b.build_float_mul(x, m.sigmoid(x)?, "")?,
+                    UnaryOp::Gelu => m.gelu(x)?,
+                    UnaryOp::GeluTanh => m.gelu_tanh(x)?,
+                    UnaryOp::Softplus => m.softplus(x)?,
+                    UnaryOp::Abs => m.unary("llvm.fabs", x)?,
+                    UnaryOp::Square => ir.b.build_float_mul(x, x, "")?,
+                    UnaryOp::Recip => ir.b.build_float_div(m.c(1.0), x, "")?,
+                    UnaryOp::Sin if self.own_libm => m.sin_cos(x)?.0,
+                    UnaryOp::Cos if self.own_libm => m.sin_cos(x)?.1,
+                    UnaryOp::Sin => m.unary("llvm.sin", x)?,
+                    UnaryOp::Cos => m.unary("llvm.cos", x)?,
+                    UnaryOp::Floor => m.unary("llvm.floor", x)?,
+                    UnaryOp::StopGradient => x,
+                }
+            }
+            Expr::Binary(op, a, b) => {
+                let (x, y) = (r(a)?, r(b)?);
+                let flag = |p: FloatPredicate| -> IrResult<FloatValue<'ctx>> {
+                    let c = ir.b.build_float_compare(p, x, y, "")?;
+                    m.select(c, m.c(1.0), m.c(0.0))
+                };
+                match op {
+                    BinaryOp::Add => ir.b.build_float_add(x, y, "")?,
+                    BinaryOp::Sub => ir.b.build_float_sub(x, y, "")?,
+                    BinaryOp::Mul => ir.b.build_float_mul(x, y, "")?,
+                    BinaryOp::Div => ir.b.build_float_div(x, y, "")?,
+                    BinaryOp::Max => m.binary_intrinsic("llvm.maxnum", x, y)?,
+                    BinaryOp::Min => m.binary_intrinsic("llvm.minnum", x, y)?,
+                    BinaryOp::Pow if self.own_libm => m.pow(x, y)?,
+                    BinaryOp::Pow => m.binary_intrinsic("llvm.pow", x, y)?,
+                    BinaryOp::Lt => flag(FloatPredicate::OLT)?,
+                    BinaryOp::Le => flag(FloatPredicate::OLE)?,
+                    BinaryOp::Eq => flag(FloatPredicate::OEQ)?,
+                }
+            }
+            Expr::Select(c, a, b) => {
+                let cv = r(c)?;
+                let nz =
+                    ir.b.build_float_compare(FloatPredicate::UNE, cv, m.c(0.0), "")?;
+                m.select(nz, r(a)?, r(b)?)?
+            }
+            Expr::IfLt(x, y, a, b) => {
+                let c = ir.b.build_int_compare(
+                    IntPredicate::SLT,
+                    self.ix(v, x, vars)?,
+                    self.ix(v, y, vars)?,
+                    "",
+                )?;
+                m.select(c, r(a)?, r(b)?)?
+            }
+        })
+    }
+
+    /// Splits a linear index into the multi-index of `extents` (IR values).
+    pub fn delinear(
+        &self,
+        lin: IntValue<'ctx>,
+        extents: &[IntValue<'ctx>],
+    ) -> IrResult<Vec<IntValue<'ctx>>> {
+        let ir = self.ir;
+        let mut out = vec![ir.int(0); extents.len()];
+        let mut rest = lin;
+        for k in (0..extents.len()).rev() {
+            if k == 0 {
+                out[0] = rest;
+            } else {
+                out[k] = ir.b.build_int_unsigned_rem(rest, extents[k], "")?;
+                rest = ir.b.build_int_unsigned_div(rest, extents[k], "")?;
+            }
+        }
+        Ok(out)
+    }
+}
