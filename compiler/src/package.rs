@@ -40,6 +40,9 @@ pub struct BuildOptions {
     /// weights, or `--quant`): those whose only readers are matmuls over whole blocks get
     /// that storage, the others stay f32 (`kernel::quant`).
     pub quant: BTreeMap<String, GgmlType>,
+    /// Build for an NVIDIA GPU of this SM generation (80 or 90): PTX instead of a CPU
+    /// library (`backend::cuda`).
+    pub cuda: Option<u32>,
 }
 
 /// The program a package holds.
@@ -76,6 +79,7 @@ impl BuildOptions {
             verbose: false,
             kind: PackageKind::Forward,
             quant: BTreeMap::new(),
+            cuda: None,
         })
     }
 
@@ -147,7 +151,9 @@ pub fn cache_key(spec: &ArchSpec, opts: &BuildOptions) -> String {
             String::new()
         } else {
             format!("\n{:?}", opts.quant)
-        }
+        } + &opts
+            .cuda
+            .map_or(String::new(), |sm| format!("\ncuda sm_{sm}"))
     );
     format!("{}-{:016x}", spec.name, fnv(&text))
 }
@@ -172,13 +178,21 @@ pub fn cache_dir() -> PathBuf {
     }
 }
 
-const FILES: &[&str] = &[
-    "manifest.json",
-    "kernels.so",
-    "graph.txt",
-    "kernels.txt",
-    "kernels.ll",
-];
+/// The files of a package: the kernels are `kernels.so` on the CPU, `kernels.ptx` for cuda.
+fn files(opts: &BuildOptions) -> [&'static str; 5] {
+    let kernels = if opts.cuda.is_some() {
+        arch_runtime::package::PTX_FILE
+    } else {
+        arch_runtime::package::KERNELS_FILE
+    };
+    [
+        "manifest.json",
+        kernels,
+        "graph.txt",
+        "kernels.txt",
+        "kernels.ll",
+    ]
+}
 
 /// The subdirectories of a package that hold its step program and an encoder-decoder's
 /// encoder program.
@@ -257,11 +271,11 @@ fn build_one(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result
     let start = Instant::now();
     let key = cache_key(spec, opts);
     let cached_dir = cache_dir().join(&key);
-    let complete = |d: &Path| FILES.iter().all(|f| d.join(f).is_file());
+    let complete = |d: &Path| files(opts).iter().all(|f| d.join(f).is_file());
     if opts.cache && complete(&cached_dir) {
         let dir = match out {
             Some(o) if o != cached_dir => {
-                copy_files(&cached_dir, o)?;
+                copy_files(&cached_dir, o, opts)?;
                 o.to_path_buf()
             }
             _ => cached_dir,
@@ -277,7 +291,7 @@ fn build_one(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result
             write_package(spec, opts, o)?;
             if opts.cache {
                 // Best effort: a read-only cache only makes later builds slower.
-                let _ = copy_files(o, &cached_dir);
+                let _ = copy_files(o, &cached_dir, opts);
             }
             o.to_path_buf()
         }
@@ -314,9 +328,9 @@ fn build_one(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result
     })
 }
 
-fn copy_files(from: &Path, to: &Path) -> Result<(), String> {
+fn copy_files(from: &Path, to: &Path, opts: &BuildOptions) -> Result<(), String> {
     std::fs::create_dir_all(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
-    for f in FILES {
+    for f in files(opts) {
         // Write under a temporary name, then rename: a reader never sees half a file.
         let tmp = to.join(format!(".{f}.tmp{}", std::process::id()));
         std::fs::copy(from.join(f), &tmp)
@@ -404,7 +418,7 @@ pub fn build_graph(
     dir: &Path,
 ) -> Result<(), String> {
     let prog = program_for(graph, opts)?;
-    let lowered = lower(&prog, &opts.target, max_value_dim(&prog)).map_err(|e| e.to_string())?;
+    let lowered = Code::of(&prog, opts)?;
     write_files(dir, graph, &prog, &lowered)?;
     let sources = prog
         .params
@@ -435,7 +449,7 @@ pub fn build_graph(
         .map_err(|e| format!("cannot write {}: {e}", dir.join("manifest.json").display()))
 }
 
-fn write_files(dir: &Path, graph: &Graph, prog: &Program, lowered: &Lowered) -> Result<(), String> {
+fn write_files(dir: &Path, graph: &Graph, prog: &Program, lowered: &Code) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let write = |name: &str, bytes: &[u8]| {
         std::fs::write(dir.join(name), bytes)
@@ -443,8 +457,16 @@ fn write_files(dir: &Path, graph: &Graph, prog: &Program, lowered: &Lowered) -> 
     };
     write("graph.txt", crate::graph::print(graph).as_bytes())?;
     write("kernels.txt", kernel::print(prog).as_bytes())?;
-    write("kernels.ll", lowered.llvm_ir.as_bytes())?;
-    link(dir, &lowered.object)
+    match lowered {
+        Code::Cpu(l) => {
+            write("kernels.ll", l.llvm_ir.as_bytes())?;
+            link(dir, &l.object)
+        }
+        Code::Cuda(c, _) => {
+            write("kernels.ll", c.llvm_ir.as_bytes())?;
+            write(arch_runtime::package::PTX_FILE, c.ptx.as_bytes())
+        }
+    }
 }
 
 fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(), String> {
@@ -466,12 +488,10 @@ fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(),
         t.elapsed().as_secs_f64()
     ));
     let t = Instant::now();
-    let max_dim = max_value_dim(&prog);
-    let lowered = lower(&prog, &opts.target, max_dim).map_err(|e| e.to_string())?;
+    let lowered = Code::of(&prog, opts)?;
     log(&format!(
-        "LLVM: {} bytes of machine code for {} ({:.2} s)",
-        lowered.object.len(),
-        opts.target.cpu,
+        "LLVM: {} ({:.2} s)",
+        lowered.describe(opts),
         t.elapsed().as_secs_f64()
     ));
     write_files(dir, &graph, &prog, &lowered)?;
@@ -504,6 +524,36 @@ fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(),
     }
     std::fs::write(dir.join("manifest.json"), manifest.to_json())
         .map_err(|e| format!("cannot write {}: {e}", dir.join("manifest.json").display()))
+}
+
+/// A package's generated code.
+enum Code {
+    Cpu(Lowered),
+    Cuda(crate::backend::cuda::CudaLowered, u32),
+}
+
+impl Code {
+    fn of(prog: &Program, opts: &BuildOptions) -> Result<Code, String> {
+        match opts.cuda {
+            Some(sm) => crate::backend::cuda::lower_ptx(prog, sm)
+                .map(|c| Code::Cuda(c, sm))
+                .map_err(|e| e.to_string()),
+            None => lower(prog, &opts.target, max_value_dim(prog))
+                .map(Code::Cpu)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn describe(&self, opts: &BuildOptions) -> String {
+        match self {
+            Code::Cpu(l) => format!(
+                "{} bytes of machine code for {}",
+                l.object.len(),
+                opts.target.cpu
+            ),
+            Code::Cuda(c, sm) => format!("{} bytes of PTX for sm_{sm}", c.ptx.len()),
+        }
+    }
 }
 
 /// The largest value width an attention kernel accumulates (its scratch row).
@@ -584,7 +634,7 @@ fn manifest(
     namings: Vec<arch_runtime::manifest::Naming>,
     opts: &BuildOptions,
     prog: &Program,
-    lowered: &Lowered,
+    lowered: &Code,
 ) -> Result<Manifest, String> {
     let dtype = |i64: bool| if i64 { Dtype::I64 } else { Dtype::F32 };
     let buffers = prog
@@ -604,17 +654,39 @@ fn manifest(
             slot: prog.slots.get(b.id).copied().flatten(),
         })
         .collect();
-    let kernels = prog
-        .kernels
-        .iter()
-        .zip(&lowered.symbols)
-        .map(|(k, (sym, range))| KernelSpec {
-            symbol: sym.clone(),
-            range: range.clone(),
-            args: k.buffers(),
-            kind: k.kind().to_string(),
-        })
-        .collect();
+    let kernels = match lowered {
+        Code::Cpu(l) => prog
+            .kernels
+            .iter()
+            .zip(&l.symbols)
+            .map(|(k, (sym, range))| KernelSpec {
+                symbol: sym.clone(),
+                range: range.clone(),
+                args: k.buffers(),
+                kind: k.kind().to_string(),
+                launch: None,
+            })
+            .collect(),
+        Code::Cuda(c, _) => prog
+            .kernels
+            .iter()
+            .zip(&c.kernels)
+            .map(|(k, l)| KernelSpec {
+                symbol: l.symbol.clone(),
+                range: String::new(),
+                args: k.buffers(),
+                kind: k.kind().to_string(),
+                launch: Some(arch_runtime::manifest::CudaLaunch {
+                    block: c.threads as u32,
+                    blocks_per_sm: match l.grid {
+                        crate::backend::cuda::Grid::PerSm(n) => Some(n),
+                        crate::backend::cuda::Grid::One => None,
+                    },
+                    shared_bytes: l.shared_bytes as u32,
+                }),
+            })
+            .collect(),
+    };
     let mut entries = BTreeMap::new();
     for name in opts.kind.entries() {
         entries.insert(
@@ -629,11 +701,19 @@ fn manifest(
         format: arch_runtime::manifest::FORMAT.to_string(),
         compiler_version: env!("CARGO_PKG_VERSION").to_string(),
         model: model.to_string(),
-        target: Target {
-            kind: "cpu".into(),
-            isa: opts.target.isa.to_string(),
-            cpu: opts.target.cpu.clone(),
-            features: opts.target.features.clone(),
+        target: match lowered {
+            Code::Cpu(_) => Target {
+                kind: "cpu".into(),
+                isa: opts.target.isa.to_string(),
+                cpu: opts.target.cpu.clone(),
+                features: opts.target.features.clone(),
+            },
+            Code::Cuda(_, sm) => Target {
+                kind: "cuda".into(),
+                isa: format!("sm_{sm}"),
+                cpu: format!("sm_{sm}"),
+                features: "+ptx78".into(),
+            },
         },
         syms: prog.syms.clone(),
         limits,
@@ -685,7 +765,11 @@ fn manifest(
         namings,
         buffers,
         slots: prog.slot_count,
-        scratch_floats: lowered.scratch_floats,
+        scratch_floats: match lowered {
+            Code::Cpu(l) => l.scratch_floats,
+            // GPU kernels keep their scratch in registers and shared memory.
+            Code::Cuda(..) => 0,
+        },
         entries,
         kernels,
     })

@@ -341,6 +341,21 @@ pub struct KernelSpec {
     pub args: Vec<usize>,
     /// What it computes (informative): `gather`, `matmul`, …
     pub kind: String,
+    /// A cuda package: how to launch it (`range` is then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<CudaLaunch>,
+}
+
+/// The launch shape of a cuda kernel. Kernels loop over their work, so the shape does not
+/// depend on run-time sizes: `block` threads per block, `blocks_per_sm` blocks per
+/// streaming multiprocessor of the device (`None`: exactly one block, for a scan whose
+/// steps run in order), `shared_bytes` of static shared memory (informative: the PTX
+/// declares it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CudaLaunch {
+    pub block: u32,
+    pub blocks_per_sm: Option<u32>,
+    pub shared_bytes: u32,
 }
 
 impl Manifest {
@@ -561,8 +576,18 @@ impl Manifest {
                     spec.symbol
                 ));
             }
-            if spec.symbol.is_empty() || spec.range.is_empty() {
+            // A cpu kernel has a range function; a cuda kernel a launch shape instead.
+            if spec.symbol.is_empty() || (spec.range.is_empty() && spec.launch.is_none()) {
                 return Err(format!("kernel {k} has an empty symbol name"));
+            }
+            if let Some(l) = &spec.launch {
+                if l.block == 0 || l.block % 32 != 0 || l.block > 1024 || l.blocks_per_sm == Some(0)
+                {
+                    return Err(format!(
+                        "kernel {k} (`{}`) has an invalid launch shape {l:?}",
+                        spec.symbol
+                    ));
+                }
             }
         }
         for (name, e) in &self.entries {

@@ -10,6 +10,8 @@ use crate::manifest::{Manifest, Target};
 
 /// The file name of the kernel library inside a package directory.
 pub const KERNELS_FILE: &str = "kernels.so";
+/// The PTX module of a cuda package.
+pub const PTX_FILE: &str = "kernels.ptx";
 
 /// `void SYMBOL(void *const *args, const int64_t *dims, int64_t begin, int64_t end, float *scratch)`:
 /// `args[i]` is the address of buffer `kernels[k].args[i]`.

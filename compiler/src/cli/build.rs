@@ -1,5 +1,6 @@
-//! `archc build FILE[:MODEL] [--target cpu] [-o DIR]` → a package directory (manifest,
-//! kernels.so, IR dumps); served from the package cache when nothing changed.
+//! `archc build FILE[:MODEL] [--target cpu|cuda [--sm 80|90]] [-o DIR]` → a package
+//! directory (manifest, kernels.so or kernels.ptx, IR dumps); served from the package
+//! cache when nothing changed.
 
 use super::load_model;
 use crate::package::{build, BuildOptions};
@@ -9,6 +10,7 @@ use std::process::ExitCode;
 pub struct BuildArgs<'a> {
     pub target: &'a str,
     pub device: &'a str,
+    pub sm: u32,
     pub mode: &'a str,
     pub out: Option<&'a Path>,
     pub outputs: &'a [String],
@@ -29,12 +31,6 @@ pub fn run(args: &BuildArgs) -> ExitCode {
 }
 
 fn run_build(args: &BuildArgs) -> Result<(), String> {
-    if args.device != "cpu" {
-        return Err(format!(
-            "the `{}` target is not built yet; use `--target cpu`",
-            args.device
-        ));
-    }
     let Some(spec) = load_model(args.target) else {
         return Err("the spec has errors".into());
     };
@@ -70,10 +66,26 @@ fn run_build(args: &BuildArgs) -> Result<(), String> {
     opts.attention_mask = args.attention_mask;
     opts.cache = !args.no_cache;
     opts.verbose = true;
-    eprintln!(
-        "archc: building {} for {} ({})",
-        spec.name, opts.target.cpu, opts.target.isa
-    );
+    match args.device {
+        "cpu" => eprintln!(
+            "archc: building {} for {} ({})",
+            spec.name, opts.target.cpu, opts.target.isa
+        ),
+        "cuda" => {
+            if !opts.quant.is_empty() {
+                return Err(
+                    "cuda packages keep their weights in f32 for now (no --quant or --weights)"
+                        .into(),
+                );
+            }
+            if matches!(opts.kind, crate::package::PackageKind::Train(_)) {
+                return Err("train packages are not generated for cuda yet (the attention backward and the scans' backward are CPU-only); build with --mode infer".into());
+            }
+            opts.cuda = Some(args.sm);
+            eprintln!("archc: building {} for cuda sm_{}", spec.name, args.sm);
+        }
+        other => return Err(format!("unknown target `{other}` (cpu or cuda)")),
+    }
     let built = build(&spec, &opts, args.out)?;
     eprintln!(
         "archc: {} {} in {:.2} s",

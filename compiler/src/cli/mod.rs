@@ -86,9 +86,12 @@ enum Command {
     Build {
         /// FILE or FILE:MODEL.
         target: String,
-        /// cpu (this machine's x86-64 vector set); cuda is not built yet.
+        /// cpu (this machine's x86-64 vector set) or cuda (PTX for an NVIDIA GPU, `--sm`).
         #[arg(long = "target", default_value = "cpu", value_parser = ["cpu", "cuda"])]
         device: String,
+        /// cuda: the SM generation the PTX is for (80: Ampere, 90: Hopper).
+        #[arg(long, default_value_t = 80)]
+        sm: u32,
         /// infer (the forward pass) or train (the `train_step` program `archc train` runs).
         #[arg(long, default_value = "infer", value_parser = ["infer", "train"])]
         mode: String,
@@ -455,6 +458,7 @@ fn run(cli: Cli) -> ExitCode {
         Command::Build {
             target,
             device,
+            sm,
             mode,
             out,
             outputs,
@@ -465,6 +469,7 @@ fn run(cli: Cli) -> ExitCode {
         } => build::run(&build::BuildArgs {
             target: &target,
             device: &device,
+            sm,
             mode: &mode,
             out: out.as_deref(),
             outputs: &outputs,

@@ -223,12 +223,14 @@ pub fn manifest() -> Manifest {
                 range: "k0_gather_range".into(),
                 args: vec![0, 1, 3],
                 kind: "gather".into(),
+                launch: None,
             },
             KernelSpec {
                 symbol: "k1_bias".into(),
                 range: "k1_bias_range".into(),
                 args: vec![3, 2, 4],
                 kind: "elementwise".into(),
+                launch: None,
             },
         ],
     }
@@ -254,6 +256,7 @@ pub fn manifest_with_segments() -> Manifest {
         range: "k2_segments_range".into(),
         args: vec![4, 5, 6],
         kind: "elementwise".into(),
+        launch: None,
     });
     m.entries.get_mut("forward").unwrap().kernels.push(2);
     m

@@ -131,7 +131,7 @@ pub(crate) fn emit_kernels<'ctx>(
         }
         let name = format!("k{i}_{}", sanitize(&k.name));
         let floats = shared_floats(k);
-        let (simt, f) = Simt::kernel(ir, mode, &name)?;
+        let (simt, f) = Simt::kernel(ir, mode, &name, threads)?;
         let bufs_arg = ir.param_ptr(f, 0)?;
         let dims_arg = ir.param_ptr(f, 1)?;
         let syms = (0..prog.syms.len() as u64)

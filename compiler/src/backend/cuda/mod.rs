@@ -92,22 +92,46 @@ fn nvptx_machine(sm: u32) -> Result<TargetMachine, BackendError> {
 
 /// Lowers `prog` to PTX for `sm_{sm}`.
 pub fn lower_ptx(prog: &Program, sm: u32) -> Result<CudaLowered, BackendError> {
+    lower_ptx_for(prog, &[sm]).map(|mut v| v.remove(0))
+}
+
+/// Lowers `prog` to PTX for each SM generation of `sms`: the thread programs are the
+/// same for all, so the module is built and optimised once and only instruction
+/// selection runs per generation.
+pub fn lower_ptx_for(prog: &Program, sms: &[u32]) -> Result<Vec<CudaLowered>, BackendError> {
     let max_head_dim = crate::package::max_value_dim(prog);
-    let tm = nvptx_machine(sm)?;
+    let machines = sms
+        .iter()
+        .map(|&sm| nvptx_machine(sm))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(first) = machines.first() else {
+        return Ok(Vec::new());
+    };
     let ctx = Context::create();
     let ir = Ir::new(&ctx, "archc_cuda");
-    let kernels = lower::emit_kernels(&ir, prog, Mode::Ptx { sm }, PTX_THREADS, max_head_dim)?;
+    let kernels = lower::emit_kernels(
+        &ir,
+        prog,
+        Mode::Ptx { sm: sms[0] },
+        PTX_THREADS,
+        max_head_dim,
+    )?;
     let llvm_ir = ir.module.print_to_string().to_string();
-    crate::backend::llvm::optimize(&ir.module, &tm)?;
-    let bytes = crate::backend::llvm::emit(&ir.module, &tm, FileType::Assembly)?;
-    let ptx = String::from_utf8(bytes)
-        .map_err(|e| llvm_err("emitting PTX")(format!("PTX is not UTF-8: {e}")))?;
-    Ok(CudaLowered {
-        ptx: ptx.trim_end_matches('\0').to_string(),
-        llvm_ir,
-        kernels,
-        threads: PTX_THREADS,
-    })
+    crate::backend::llvm::optimize(&ir.module, first)?;
+    machines
+        .iter()
+        .map(|tm| {
+            let bytes = crate::backend::llvm::emit(&ir.module, tm, FileType::Assembly)?;
+            let ptx = String::from_utf8(bytes)
+                .map_err(|e| llvm_err("emitting PTX")(format!("PTX is not UTF-8: {e}")))?;
+            Ok(CudaLowered {
+                ptx: ptx.trim_end_matches('\0').to_string(),
+                llvm_ir: llvm_ir.clone(),
+                kernels: kernels.clone(),
+                threads: PTX_THREADS,
+            })
+        })
+        .collect()
 }
 
 /// Lowers `prog` to the host simulator's object code.

@@ -124,32 +124,52 @@ impl Simulator {
     }
 
     /// Runs every kernel in order over `bufs` (one per buffer of the program, sized by
-    /// the caller for `dims`), with `per_sm` × the kernels' blocks per SM as the grid —
-    /// a grid as a one-SM GPU would get.
+    /// the caller for `dims`), each with the grid a one-SM GPU would get. One set of
+    /// threads runs every block of every kernel, meeting at a barrier between blocks.
     pub fn run(&self, dims: &[i64], bufs: &mut [SimData]) -> Result<(), String> {
         let ptrs: Vec<*mut c_void> = bufs.iter_mut().map(SimData::ptr).collect();
         let threads = self.threads as usize;
-        for ((f, launch), args) in self.fns.iter().zip(&self.launches).zip(&self.args) {
-            let table: Vec<*mut c_void> = args.iter().map(|&b| ptrs[b]).collect();
-            let grid = match launch.grid {
-                Grid::PerSm(n) => n as i64,
-                Grid::One => 1,
-            };
-            for block in 0..grid {
-                let mut shared = vec![0f32; (launch.shared_bytes / 4) as usize + 1];
-                let sync = BlockSync::new(threads);
-                let sh = Shared((
-                    shared.as_mut_ptr(),
-                    &sync as *const BlockSync,
-                    table.as_ptr(),
-                    dims.as_ptr(),
-                    *f,
-                ));
-                std::thread::scope(|s| {
-                    for t in 0..threads {
-                        s.spawn(move || {
-                            let sh = sh;
-                            let (smem, sync, table, dims, f) = sh.0;
+        let tables: Vec<Vec<*mut c_void>> = self
+            .args
+            .iter()
+            .map(|args| args.iter().map(|&b| ptrs[b]).collect())
+            .collect();
+        let floats = self
+            .launches
+            .iter()
+            .map(|l| l.shared_bytes / 4)
+            .max()
+            .unwrap_or(0);
+        let mut shared = vec![0f32; floats as usize + 1];
+        let sync = BlockSync::new(threads);
+        let between = Barrier::new(threads);
+        let work: Vec<(SimKernel, i64, *const *mut c_void)> = self
+            .fns
+            .iter()
+            .zip(&self.launches)
+            .zip(&tables)
+            .map(|((f, l), table)| {
+                let grid = match l.grid {
+                    Grid::PerSm(n) => n as i64,
+                    Grid::One => 1,
+                };
+                (*f, grid, table.as_ptr())
+            })
+            .collect();
+        let sh = Shared((
+            shared.as_mut_ptr(),
+            &sync as *const BlockSync,
+            dims.as_ptr(),
+            &work,
+            &between,
+        ));
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                s.spawn(move || {
+                    let sh = sh;
+                    let (smem, sync, dims, work, between) = sh.0;
+                    for &(f, grid, table) in work {
+                        for block in 0..grid {
                             let ctx = Ctx {
                                 tid: t as i64,
                                 ntid: threads as i64,
@@ -163,11 +183,12 @@ impl Simulator {
                             // SAFETY: the table holds one live buffer per kernel argument,
                             // sized for `dims` by the caller.
                             unsafe { f(table, dims, &ctx) };
-                        });
+                            between.wait();
+                        }
                     }
                 });
             }
-        }
+        });
         Ok(())
     }
 }

@@ -42,6 +42,7 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
         ir: &'a Ir<'ctx>,
         mode: Mode,
         name: &str,
+        threads: u64,
     ) -> IrResult<(Simt<'a, 'ctx>, FunctionValue<'ctx>)> {
         let mut params: Vec<inkwell::types::BasicMetadataTypeEnum> =
             vec![ir.ptr.into(), ir.ptr.into()];
@@ -52,8 +53,18 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
         let f = ir.module.add_function(name, ty, Some(Linkage::External));
         ir.add_fn_attrs(f, &[]);
         if let Mode::Ptx { .. } = mode {
-            // `ptx_kernel`: a launchable `.entry`.
+            // `ptx_kernel`: a launchable `.entry`; `.maxntid`: no more than `threads` per
+            // block, so ptxas may give each thread up to 255 registers (it assumes 1024
+            // threads, and 64 registers, otherwise).
             f.set_call_conventions(71);
+            let node = ir.ctx.metadata_node(&[
+                f.as_global_value().as_pointer_value().into(),
+                ir.ctx.metadata_string("maxntidx").into(),
+                ir.ctx.i32_type().const_int(threads, false).into(),
+            ]);
+            ir.module
+                .add_global_metadata("nvvm.annotations", &node)
+                .map_err(|e| IrError(e.to_string()))?;
         }
         ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
         let ctx = match mode {
