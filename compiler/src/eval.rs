@@ -189,6 +189,8 @@ pub enum Backend {
     Cpu,
     /// The reference evaluator.
     Interp,
+    /// A cuda package on the runtime's host simulator (its thread programs on this CPU).
+    CudaSim,
 }
 
 /// Runs the model with the CPU backend: the package for these outputs (cached), the
@@ -240,7 +242,10 @@ pub fn run_package_with(
     inputs: HashMap<String, Value>,
     threads: usize,
 ) -> Result<Vec<(String, F32Tensor)>, String> {
-    use arch_runtime::{HostData, HostTensor, Package, Session, Weights};
+    use arch_runtime::{Package, Session, Weights};
+    if arch_runtime::Manifest::read(dir).is_ok_and(|m| m.target.kind == "cuda") {
+        return run_cuda_package(dir, weights, inputs, CudaRun::Gpu);
+    }
     let package = Package::load(dir).map_err(|e| e.to_string())?;
     let w = match weights {
         WeightSource::File(p) => Weights::open(package.manifest(), p),
@@ -255,18 +260,30 @@ pub fn run_package_with(
     }
     .map_err(|e| e.to_string())?;
     let mut session = Session::new(package, w, threads).map_err(|e| e.to_string())?;
-    let host: HashMap<String, HostTensor> = inputs
+    let out = session
+        .run("forward", &to_host(inputs))
+        .map_err(|e| e.to_string())?;
+    from_host(out)
+}
+
+fn to_host(inputs: HashMap<String, Value>) -> HashMap<String, arch_runtime::HostTensor> {
+    use arch_runtime::HostTensor;
+    inputs
         .into_iter()
         .filter_map(|(n, v)| match v {
             Value::F(t) => Some((n, HostTensor::f32(t.shape, t.data))),
             Value::I(t) => Some((n, HostTensor::i64(t.shape, t.data))),
             Value::Tuple(_) => None,
         })
-        .collect();
-    let out = session.run("forward", &host).map_err(|e| e.to_string())?;
+        .collect()
+}
+
+fn from_host(
+    out: Vec<(String, arch_runtime::HostTensor)>,
+) -> Result<Vec<(String, F32Tensor)>, String> {
     out.into_iter()
         .map(|(n, t)| match t.data {
-            HostData::F32(d) => Ok((
+            arch_runtime::HostData::F32(d) => Ok((
                 n,
                 Tensor {
                     shape: t.shape,
@@ -276,6 +293,72 @@ pub fn run_package_with(
             _ => Err(format!("output `{n}` is not f32")),
         })
         .collect()
+}
+
+/// Where a cuda package runs: the GPU (through the CUDA driver), or the runtime's host
+/// simulator (the package's `kernels.sim.so`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CudaRun {
+    Gpu,
+    Sim,
+}
+
+/// Runs the forward entry of the cuda package in `dir`.
+pub fn run_cuda_package(
+    dir: &Path,
+    weights: &WeightSource,
+    inputs: HashMap<String, Value>,
+    run: CudaRun,
+) -> Result<Vec<(String, F32Tensor)>, String> {
+    use arch_runtime::device::{
+        cuda::CudaDevice, read_cuda_manifest, sim::SimDevice, Device, DeviceSession,
+    };
+    use arch_runtime::Weights;
+    let m = read_cuda_manifest(dir).map_err(|e| e.to_string())?;
+    let device: Box<dyn Device> = match run {
+        CudaRun::Gpu => Box::new(CudaDevice::open(dir, &m, 0).map_err(|e| e.to_string())?),
+        CudaRun::Sim => Box::new(SimDevice::open(dir, &m).map_err(|e| e.to_string())?),
+    };
+    let w = match weights {
+        WeightSource::File(p) => Weights::open(&m, p),
+        WeightSource::Random => Weights::random(&m, 0),
+        WeightSource::Tensors(params) => Weights::from_tensors(
+            &m,
+            params
+                .iter()
+                .map(|(n, t)| (n.clone(), t.data.clone()))
+                .collect(),
+        ),
+    }
+    .map_err(|e| e.to_string())?;
+    let mut session = DeviceSession::new(m, &w, device).map_err(|e| e.to_string())?;
+    let out = session
+        .run("forward", &to_host(inputs))
+        .map_err(|e| e.to_string())?;
+    from_host(out)
+}
+
+/// [`evaluate_cpu`] on a cuda package (PTX for sm_80, which sm_90 GPUs run too), on the
+/// GPU or on the host simulator.
+pub fn evaluate_cuda(
+    spec: &ArchSpec,
+    weights: &Path,
+    mut inputs: HashMap<String, Value>,
+    outputs: &[&str],
+    run: CudaRun,
+) -> Result<Vec<(String, F32Tensor)>, String> {
+    if run == CudaRun::Gpu {
+        // Before building: no driver is the common case, and says so at once.
+        arch_runtime::device::cuda::driver_present().map_err(|e| e.to_string())?;
+    }
+    prepare_inputs(spec, &mut inputs)?;
+    let mut opts = crate::package::BuildOptions::host()?;
+    opts.attention_mask = inputs.contains_key("attention_mask");
+    opts.outputs = outputs.iter().map(|s| s.to_string()).collect();
+    opts.cuda = Some(80);
+    opts.sim = run == CudaRun::Sim;
+    let built = crate::package::build(spec, &opts, None)?;
+    run_cuda_package(&built.dir, &WeightSource::File(weights), inputs, run)
 }
 
 /// [`evaluate_cpu`] through the CUDA backend's thread programs run by the host simulator

@@ -43,6 +43,9 @@ pub struct BuildOptions {
     /// Build for an NVIDIA GPU of this SM generation (80 or 90): PTX instead of a CPU
     /// library (`backend::cuda`).
     pub cuda: Option<u32>,
+    /// With `cuda`: also the thread programs compiled for this CPU (`kernels.sim.so`), so
+    /// the package runs on the runtime's host simulator (`--backend cuda-sim`).
+    pub sim: bool,
 }
 
 /// The program a package holds.
@@ -80,6 +83,7 @@ impl BuildOptions {
             kind: PackageKind::Forward,
             quant: BTreeMap::new(),
             cuda: None,
+            sim: false,
         })
     }
 
@@ -462,8 +466,11 @@ fn write_files(dir: &Path, graph: &Graph, prog: &Program, lowered: &Code) -> Res
             write("kernels.ll", l.llvm_ir.as_bytes())?;
             link(dir, &l.object)
         }
-        Code::Cuda(c, _) => {
+        Code::Cuda(c, _, sim) => {
             write("kernels.ll", c.llvm_ir.as_bytes())?;
+            if let Some(object) = sim {
+                link_as(dir, object, arch_runtime::device::sim::SIM_FILE)?;
+            }
             write(arch_runtime::package::PTX_FILE, c.ptx.as_bytes())
         }
     }
@@ -529,15 +536,26 @@ fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(),
 /// A package's generated code.
 enum Code {
     Cpu(Lowered),
-    Cuda(crate::backend::cuda::CudaLowered, u32),
+    /// PTX for an SM generation, and the simulator's object code when asked.
+    Cuda(crate::backend::cuda::CudaLowered, u32, Option<Vec<u8>>),
 }
 
 impl Code {
     fn of(prog: &Program, opts: &BuildOptions) -> Result<Code, String> {
         match opts.cuda {
-            Some(sm) => crate::backend::cuda::lower_ptx(prog, sm)
-                .map(|c| Code::Cuda(c, sm))
-                .map_err(|e| e.to_string()),
+            Some(sm) => {
+                let ptx = crate::backend::cuda::lower_ptx(prog, sm).map_err(|e| e.to_string())?;
+                let sim = if opts.sim {
+                    Some(
+                        crate::backend::cuda::lower_sim(prog)
+                            .map_err(|e| e.to_string())?
+                            .object,
+                    )
+                } else {
+                    None
+                };
+                Ok(Code::Cuda(ptx, sm, sim))
+            }
             None => lower(prog, &opts.target, max_value_dim(prog))
                 .map(Code::Cpu)
                 .map_err(|e| e.to_string()),
@@ -551,7 +569,7 @@ impl Code {
                 l.object.len(),
                 opts.target.cpu
             ),
-            Code::Cuda(c, sm) => format!("{} bytes of PTX for sm_{sm}", c.ptx.len()),
+            Code::Cuda(c, sm, _) => format!("{} bytes of PTX for sm_{sm}", c.ptx.len()),
         }
     }
 }
@@ -580,11 +598,16 @@ pub(crate) fn max_value_dim(prog: &Program) -> u64 {
 }
 
 fn link(dir: &Path, object: &[u8]) -> Result<(), String> {
+    link_as(dir, object, arch_runtime::package::KERNELS_FILE)
+}
+
+/// Links `object` into the shared library `dir/name`.
+fn link_as(dir: &Path, object: &[u8], name: &str) -> Result<(), String> {
     let obj = dir.join("kernels.o");
     std::fs::write(&obj, object).map_err(|e| format!("cannot write {}: {e}", obj.display()))?;
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
-    let lib = dir.join("kernels.so");
-    let tmp = dir.join(".kernels.so.tmp");
+    let lib = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
     let out = Command::new(&cc)
         .arg("-shared")
         .arg("-o")
@@ -667,7 +690,7 @@ fn manifest(
                 launch: None,
             })
             .collect(),
-        Code::Cuda(c, _) => prog
+        Code::Cuda(c, ..) => prog
             .kernels
             .iter()
             .zip(&c.kernels)
@@ -708,7 +731,7 @@ fn manifest(
                 cpu: opts.target.cpu.clone(),
                 features: opts.target.features.clone(),
             },
-            Code::Cuda(_, sm) => Target {
+            Code::Cuda(_, sm, _) => Target {
                 kind: "cuda".into(),
                 isa: format!("sm_{sm}"),
                 cpu: format!("sm_{sm}"),

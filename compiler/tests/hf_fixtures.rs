@@ -1,8 +1,9 @@
 //! Both backends against Hugging Face `transformers`: each tiny fixture model under
 //! `tests/fixtures/hf/` (made by `tools/make_fixtures.py`) is expanded from its
 //! `model.arch`, loaded from its checkpoint and run on its inputs by the reference
-//! evaluator (`interp`) and by generated code (`cpu`: a package run by the runtime); both
-//! must match the recorded outputs to max|out − ref| / max|ref| ≤ 1e-4.
+//! evaluator (`interp`), by generated code (`cpu`: a package run by the runtime) and by the
+//! cuda package's thread programs (`cuda_sim`: the runtime's device session on its host
+//! simulator); each must match the recorded outputs to max|out − ref| / max|ref| ≤ 1e-4.
 
 mod common;
 
@@ -23,6 +24,13 @@ macro_rules! fixture {
             #[test]
             fn cpu() {
                 common::check_hf($dir, COMPARE, Backend::Cpu);
+            }
+
+            /// The cuda package (PTX's thread programs, compiled for the host) run by the
+            /// runtime's device session on the host simulator.
+            #[test]
+            fn cuda_sim() {
+                common::check_hf($dir, COMPARE, Backend::CudaSim);
             }
         }
     };

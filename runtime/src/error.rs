@@ -79,6 +79,9 @@ pub enum RuntimeError {
     /// differs from the one it was allocated for, past its capacity), or generation was
     /// asked of a package that cannot generate.
     State(String),
+    /// The GPU path: no driver or no device, a package for another SM generation, PTX the
+    /// driver refused, a failed allocation or launch.
+    Device(String),
 }
 
 impl RuntimeError {
@@ -244,6 +247,7 @@ impl fmt::Display for RuntimeError {
             RuntimeError::Kernel(m) => write!(f, "kernel failure: {m}"),
             RuntimeError::Usage(m) => write!(f, "{m}"),
             RuntimeError::State(m) => write!(f, "{m}"),
+            RuntimeError::Device(m) => write!(f, "cuda: {m}"),
         }
     }
 }

@@ -27,6 +27,7 @@
 //! Graph IR; it does not link LLVM.
 
 pub mod alloc;
+pub mod device;
 pub mod error;
 pub mod generate;
 pub mod gguf;

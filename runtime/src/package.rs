@@ -25,8 +25,8 @@ pub type KernelFn = unsafe extern "C" fn(
 /// `int64_t RANGE(const int64_t *dims)`.
 pub type RangeFn = unsafe extern "C" fn(dims: *const i64) -> i64;
 
-/// `kernels.so`, open for the lifetime of the package.
-struct Library {
+/// A shared library (`kernels.so`, the simulator's `kernels.sim.so`), open while held.
+pub(crate) struct Library {
     handle: *mut c_void,
     path: PathBuf,
 }
@@ -36,7 +36,7 @@ unsafe impl Send for Library {}
 unsafe impl Sync for Library {}
 
 impl Library {
-    fn open(path: &Path) -> Result<Library, RuntimeError> {
+    pub(crate) fn open(path: &Path) -> Result<Library, RuntimeError> {
         let fail = |reason: String| RuntimeError::Library {
             path: path.to_path_buf(),
             reason,
@@ -58,7 +58,7 @@ impl Library {
         })
     }
 
-    fn symbol(&self, name: &str) -> Option<*mut c_void> {
+    pub(crate) fn symbol(&self, name: &str) -> Option<*mut c_void> {
         let c = CString::new(name).ok()?;
         // SAFETY: a valid handle and C string.
         let p = unsafe { libc::dlsym(self.handle, c.as_ptr()) };

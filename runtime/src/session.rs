@@ -415,30 +415,7 @@ impl Session {
                 available: m.entries.keys().cloned().collect(),
             })?
             .kernels;
-        let mut names: Vec<&String> = inputs.keys().collect();
-        names.sort();
-        for name in names {
-            if !m.inputs.iter().any(|i| &i.name == name) {
-                let takes: Vec<&str> = m.inputs.iter().map(|i| i.name.as_str()).collect();
-                let reason = if name == "attention_mask" {
-                    "this package was built without an attention mask (`archc build --attention-mask`)".to_string()
-                } else {
-                    format!("the package takes only {}", takes.join(", "))
-                };
-                return Err(RuntimeError::Input {
-                    name: name.clone(),
-                    reason,
-                });
-            }
-        }
-        let given = gather_inputs(m, inputs)?;
-        let dims = bind(m, &given, self.state_dims.as_deref().unwrap_or(&[]))?;
-        for (spec, g) in m.inputs.iter().zip(&given) {
-            if let Given::Tensor(t) = g {
-                check_axes(m, spec, t, &dims)?;
-                check_limits(m, spec, t)?;
-            }
-        }
+        let (given, dims) = prepare(m, inputs, self.state_dims.as_deref().unwrap_or(&[]))?;
 
         let bytes = buffer_bytes(m, &dims)?;
         let (slot_offset, total) = arena_layout(m, &bytes)?;
@@ -555,8 +532,44 @@ impl Session {
     }
 }
 
+/// What every backend's run starts with: the inputs checked by name, shape and limits, and
+/// the symbols bound from their shapes (and from the session state's sizes).
+pub(crate) fn prepare<'a>(
+    m: &Manifest,
+    inputs: &'a HashMap<String, HostTensor>,
+    state_dims: &[(String, u64)],
+) -> Result<(Vec<Given<'a>>, Vec<i64>), RuntimeError> {
+    let mut names: Vec<&String> = inputs.keys().collect();
+    names.sort();
+    for name in names {
+        if !m.inputs.iter().any(|i| &i.name == name) {
+            let takes: Vec<&str> = m.inputs.iter().map(|i| i.name.as_str()).collect();
+            let reason = if name == "attention_mask" {
+                "this package was built without an attention mask (`archc build --attention-mask`)"
+                    .to_string()
+            } else {
+                format!("the package takes only {}", takes.join(", "))
+            };
+            return Err(RuntimeError::Input {
+                name: name.clone(),
+                reason,
+            });
+        }
+    }
+    let given = gather_inputs(m, inputs)?;
+    let dims = bind(m, &given, state_dims)?;
+    for (spec, g) in m.inputs.iter().zip(&given) {
+        if let Given::Tensor(t) = g {
+            check_axes(m, spec, t, &dims)?;
+            check_limits(m, spec, t)?;
+        }
+    }
+
+    Ok((given, dims))
+}
+
 /// Every buffer's size in bytes at `dims`.
-fn buffer_bytes(m: &Manifest, dims: &[i64]) -> Result<Vec<usize>, RuntimeError> {
+pub(crate) fn buffer_bytes(m: &Manifest, dims: &[i64]) -> Result<Vec<usize>, RuntimeError> {
     m.buffers
         .iter()
         .map(|b| {
@@ -573,7 +586,10 @@ fn buffer_bytes(m: &Manifest, dims: &[i64]) -> Result<Vec<usize>, RuntimeError> 
 
 /// The arena: one 64-byte-aligned region per slot, as large as the largest of its buffers.
 /// Returns each slot's offset and the total size.
-fn arena_layout(m: &Manifest, bytes: &[usize]) -> Result<(Vec<usize>, usize), RuntimeError> {
+pub(crate) fn arena_layout(
+    m: &Manifest,
+    bytes: &[usize],
+) -> Result<(Vec<usize>, usize), RuntimeError> {
     let mut slot_bytes = vec![0usize; m.slots];
     for (b, &n) in m.buffers.iter().zip(bytes) {
         if let (BufferKind::Temp, Some(s)) = (b.kind, b.slot) {
@@ -592,7 +608,7 @@ fn arena_layout(m: &Manifest, bytes: &[usize]) -> Result<(Vec<usize>, usize), Ru
 }
 
 /// Each output's shape at `dims`, checked against its buffer's size.
-fn output_shapes(
+pub(crate) fn output_shapes(
     m: &Manifest,
     dims: &[i64],
     bytes: &[usize],

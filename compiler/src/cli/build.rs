@@ -11,6 +11,7 @@ pub struct BuildArgs<'a> {
     pub target: &'a str,
     pub device: &'a str,
     pub sm: u32,
+    pub sim: bool,
     pub mode: &'a str,
     pub out: Option<&'a Path>,
     pub outputs: &'a [String],
@@ -66,6 +67,9 @@ fn run_build(args: &BuildArgs) -> Result<(), String> {
     opts.attention_mask = args.attention_mask;
     opts.cache = !args.no_cache;
     opts.verbose = true;
+    if args.sim && args.device != "cuda" {
+        return Err("--sim goes with --target cuda".into());
+    }
     match args.device {
         "cpu" => eprintln!(
             "archc: building {} for {} ({})",
@@ -82,6 +86,7 @@ fn run_build(args: &BuildArgs) -> Result<(), String> {
                 return Err("train packages are not generated for cuda yet (the attention backward and the scans' backward are CPU-only); build with --mode infer".into());
             }
             opts.cuda = Some(args.sm);
+            opts.sim = args.sim;
             eprintln!("archc: building {} for cuda sm_{}", spec.name, args.sm);
         }
         other => return Err(format!("unknown target `{other}` (cpu or cuda)")),

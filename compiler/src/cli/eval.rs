@@ -29,17 +29,21 @@ pub fn run(args: &EvalArgs) -> ExitCode {
 }
 
 fn eval(args: &EvalArgs) -> Result<(), String> {
-    if args.backend == "cuda" {
-        return Err(
-            "the `cuda` backend is not built yet; use `--backend cpu` or `--backend interp`".into(),
-        );
-    }
     let inputs = read_values(args.inputs)?;
     let started = std::time::Instant::now();
     let package = Path::new(args.target);
     let outputs = if package.join("manifest.json").is_file() {
         // A built package: the runtime alone, no spec needed.
-        let all = run_package(package, Some(args.weights), inputs, args.threads)?;
+        let all = if args.backend == "cuda-sim" {
+            crate::eval::run_cuda_package(
+                package,
+                &crate::eval::WeightSource::File(args.weights),
+                inputs,
+                crate::eval::CudaRun::Sim,
+            )?
+        } else {
+            run_package(package, Some(args.weights), inputs, args.threads)?
+        };
         let picked: Vec<_> = all.into_iter().filter(|(n, _)| n == args.output).collect();
         if picked.is_empty() {
             return Err(format!(
@@ -55,6 +59,12 @@ fn eval(args: &EvalArgs) -> Result<(), String> {
         };
         if args.backend == "interp" {
             evaluate(&spec, args.weights, inputs, &[args.output])?
+        } else if let Some(run) = match args.backend {
+            "cuda" => Some(crate::eval::CudaRun::Gpu),
+            "cuda-sim" => Some(crate::eval::CudaRun::Sim),
+            _ => None,
+        } {
+            crate::eval::evaluate_cuda(&spec, args.weights, inputs, &[args.output], run)?
         } else {
             evaluate_cpu(&spec, args.weights, inputs, &[args.output], args.threads)?
         }

@@ -92,6 +92,10 @@ enum Command {
         /// cuda: the SM generation the PTX is for (80: Ampere, 90: Hopper).
         #[arg(long, default_value_t = 80)]
         sm: u32,
+        /// cuda: also compile the thread programs for this CPU (`kernels.sim.so`), so the
+        /// package runs on the host simulator (`--backend cuda-sim`, `arch-run --sim`).
+        #[arg(long)]
+        sim: bool,
         /// infer (the forward pass) or train (the `train_step` program `archc train` runs).
         #[arg(long, default_value = "infer", value_parser = ["infer", "train"])]
         mode: String,
@@ -172,9 +176,10 @@ enum Command {
         /// logits ([batch, seq, vocab]) or hidden ([batch, seq, d_model]).
         #[arg(long, default_value = "logits", value_parser = ["logits", "hidden"])]
         output: String,
-        /// cpu (generated code, through a cached package) or interp (the reference
-        /// evaluator); cuda is not built yet.
-        #[arg(long, default_value = "cpu", value_parser = ["cpu", "interp", "cuda"])]
+        /// cpu (generated code, through a cached package), interp (the reference
+        /// evaluator), cuda (PTX on an NVIDIA GPU), or cuda-sim (the cuda package's thread
+        /// programs on this CPU, one OS thread per GPU thread: slow, for checking without a GPU).
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "interp", "cuda", "cuda-sim"])]
         backend: String,
         /// Threads for the cpu backend (default: one per core).
         #[arg(long, default_value_t = 0)]
@@ -459,6 +464,7 @@ fn run(cli: Cli) -> ExitCode {
             target,
             device,
             sm,
+            sim,
             mode,
             out,
             outputs,
@@ -470,6 +476,7 @@ fn run(cli: Cli) -> ExitCode {
             target: &target,
             device: &device,
             sm,
+            sim,
             mode: &mode,
             out: out.as_deref(),
             outputs: &outputs,

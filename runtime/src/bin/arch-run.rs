@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! arch-run PKG (--weights W | --random-weights SEED) --inputs I.safetensors --out O.safetensors
-//!          [--threads N] [--entry forward]
+//!          [--threads N] [--entry forward] [--sim] [--gpu N] [--repeat N]
 //! arch-run PKG (--weights W | --random-weights SEED) --inputs I.safetensors --out O.safetensors
 //!          --max-new-tokens N [--save-logits] [--temperature T] [--top-k K] [--top-p P]
 //!          [--seed S] [--eos ID]... [--pad ID] [--decoder-start ID] [--threads N]
@@ -12,6 +12,10 @@
 //! With `--max-new-tokens` it generates as `archc generate` does, with the package's step
 //! (and, for an encoder-decoder, encode) program: `input_ids`, optional `attention_mask`
 //! and `decoder_input_ids` in; `tokens` (and `logits`) out.
+//!
+//! A cuda package (`archc build --target cuda`) runs on GPU `--gpu N` (default 0), or with
+//! `--sim` on the host simulator (a package built with `--sim`). `--repeat N` runs the
+//! entry N times and prints the median time.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -24,7 +28,7 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
 const USAGE: &str = "usage: arch-run PKG (--weights W | --random-weights SEED) \
---inputs I.safetensors --out O.safetensors [--threads N] [--entry NAME]
+--inputs I.safetensors --out O.safetensors [--threads N] [--entry NAME] [--sim] [--gpu N] [--repeat N]
        arch-run PKG (--weights W | --random-weights SEED) --inputs I.safetensors \
 --out O.safetensors --max-new-tokens N [--save-logits] [--temperature T] [--top-k K] \
 [--top-p P] [--seed S] [--eos ID]... [--pad ID] [--decoder-start ID] [--threads N]";
@@ -37,6 +41,10 @@ struct Args {
     threads: usize,
     entry: String,
     generate: Option<Generate>,
+    /// A cuda package: the host simulator instead of a GPU.
+    sim: bool,
+    gpu: usize,
+    repeat: usize,
 }
 
 /// `--max-new-tokens` and the decoding options.
@@ -81,6 +89,7 @@ fn parse_args(argv: &[String]) -> Result<Args, RuntimeError> {
     let mut entry = "forward".to_string();
     let mut gen = Generate::default();
     let mut generating = false;
+    let (mut sim, mut gpu, mut repeat) = (false, 0usize, 1usize);
     let mut it = argv.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -107,6 +116,9 @@ fn parse_args(argv: &[String]) -> Result<Args, RuntimeError> {
                     .map_err(|_| usage(format!("`--threads` takes a number, not `{v}`")))?;
             }
             "--entry" => entry = value()?,
+            "--sim" => sim = true,
+            "--gpu" => gpu = number(a, &value()?)?,
+            "--repeat" => repeat = number::<usize>(a, &value()?)?.max(1),
             "--max-new-tokens" => {
                 gen.max_new_tokens = number(a, &value()?)?;
                 generating = true;
@@ -146,6 +158,9 @@ fn parse_args(argv: &[String]) -> Result<Args, RuntimeError> {
         threads,
         entry,
         generate: generating.then_some(gen),
+        sim,
+        gpu,
+        repeat,
     })
 }
 
@@ -159,6 +174,10 @@ fn run(args: &Args) -> Result<(), RuntimeError> {
     if let Some(g) = &args.generate {
         return generate(args, g);
     }
+    let manifest = arch_runtime::Manifest::read(&args.package)?;
+    if manifest.target.kind == "cuda" || args.sim {
+        return run_cuda(args, manifest);
+    }
     let package = Package::load(&args.package)?;
     let weights = match &args.weights {
         WeightsArg::File(p) => Weights::open(package.manifest(), p)?,
@@ -166,7 +185,58 @@ fn run(args: &Args) -> Result<(), RuntimeError> {
     };
     let inputs = read_inputs(&args.inputs)?;
     let mut session = Session::new(package, weights, args.threads)?;
-    let outputs = session.run(&args.entry, &inputs)?;
+    let outputs = timed(args.repeat, || session.run(&args.entry, &inputs))?;
+    write_outputs(&args.out, &outputs)
+}
+
+/// Runs `f` `repeat` times; with more than one, prints the median time to stderr.
+fn timed<T>(
+    repeat: usize,
+    mut f: impl FnMut() -> Result<T, RuntimeError>,
+) -> Result<T, RuntimeError> {
+    let mut times = Vec::with_capacity(repeat);
+    let mut last = None;
+    for _ in 0..repeat {
+        let t = std::time::Instant::now();
+        last = Some(f()?);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    if repeat > 1 {
+        times.sort_by(f64::total_cmp);
+        eprintln!(
+            "median {:.3} ms over {repeat} runs (min {:.3} ms)",
+            times[repeat / 2] * 1e3,
+            times[0] * 1e3
+        );
+    }
+    last.ok_or_else(|| RuntimeError::Usage("nothing ran".into()))
+}
+
+/// A cuda package on a GPU, or with `--sim` on the host simulator.
+fn run_cuda(args: &Args, manifest: arch_runtime::Manifest) -> Result<(), RuntimeError> {
+    use arch_runtime::device::{
+        cuda::CudaDevice, read_cuda_manifest, sim::SimDevice, Device, DeviceSession,
+    };
+    drop(manifest);
+    let m = read_cuda_manifest(&args.package)?;
+    if args.generate.is_some() {
+        return Err(RuntimeError::State(
+            "generation does not run on cuda yet (its caches are session state)".into(),
+        ));
+    }
+    let device: Box<dyn Device> = if args.sim {
+        Box::new(SimDevice::open(&args.package, &m)?)
+    } else {
+        Box::new(CudaDevice::open(&args.package, &m, args.gpu)?)
+    };
+    let weights = match &args.weights {
+        WeightsArg::File(p) => Weights::open(&m, p)?,
+        WeightsArg::Random(seed) => Weights::random(&m, *seed)?,
+    };
+    let inputs = read_inputs(&args.inputs)?;
+    let mut session = DeviceSession::new(m, &weights, device)?;
+    eprintln!("running on {}", session.describe());
+    let outputs = timed(args.repeat, || session.run(&args.entry, &inputs))?;
     write_outputs(&args.out, &outputs)
 }
 

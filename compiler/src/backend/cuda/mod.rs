@@ -142,6 +142,10 @@ pub fn lower_sim(prog: &Program) -> Result<SimLowered, BackendError> {
     let ctx = Context::create();
     let ir = Ir::new(&ctx, "archc_cuda_sim");
     let kernels = lower::emit_kernels(&ir, prog, Mode::Host, SIM_THREADS, max_head_dim)?;
+    // The block size the thread programs were generated for, for the runtime's simulator.
+    let threads = ir.module.add_global(ir.i64, None, "archc_sim_threads");
+    threads.set_initializer(&ir.i64.const_int(SIM_THREADS, false));
+    threads.set_constant(true);
     crate::backend::llvm::optimize(&ir.module, &tm)?;
     let object = crate::backend::llvm::emit(&ir.module, &tm, FileType::Object)?;
     Ok(SimLowered {

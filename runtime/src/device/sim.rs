@@ -1,0 +1,267 @@
+//! The host simulator of cuda kernels: a package's thread programs compiled for this CPU
+//! (`kernels.sim.so`, which `archc build --target cuda --sim` adds), run with one OS
+//! thread per GPU thread. Blocks run one after another; the threads of a block run
+//! concurrently and meet at real barriers; the lanes of a warp exchange values through a
+//! per-warp slot array for each shuffle. It checks what can go wrong in a thread program
+//! short of the hardware — index arithmetic, tiling, bounds, barrier placement, shuffle
+//! reductions, the session's buffer tables and launch shapes — on any machine; not PTX
+//! itself (`ptxas` checks that) and not timing.
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Barrier;
+
+/// The context a simulated thread's kernel reads: 8-byte slots in this order (the
+/// compiler's `backend::cuda::simt` reads them by position).
+#[repr(C)]
+pub struct SimCtx {
+    tid: i64,
+    ntid: i64,
+    ctaid: i64,
+    nctaid: i64,
+    shared: *mut f32,
+    barrier: extern "C" fn(*const SimCtx),
+    shfl: extern "C" fn(*const SimCtx, f32, i32) -> f32,
+    block: *const BlockSync,
+}
+
+/// `void k(void *const *bufs, const int64_t *dims, const SimCtx *ctx)`.
+pub type SimKernel = unsafe extern "C" fn(*const *mut c_void, *const i64, *const SimCtx);
+
+struct WarpSync {
+    barrier: Barrier,
+    slots: Vec<AtomicU32>,
+}
+
+struct BlockSync {
+    barrier: Barrier,
+    warps: Vec<WarpSync>,
+}
+
+impl BlockSync {
+    fn new(threads: usize) -> BlockSync {
+        BlockSync {
+            barrier: Barrier::new(threads),
+            warps: (0..threads.div_ceil(32))
+                .map(|_| WarpSync {
+                    barrier: Barrier::new(32),
+                    slots: (0..32).map(|_| AtomicU32::new(0)).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+extern "C" fn sim_barrier(ctx: *const SimCtx) {
+    // SAFETY: the kernel passes back the context its thread was started with, whose block
+    // outlives every thread of the block.
+    unsafe { (*(*ctx).block).barrier.wait() };
+}
+
+extern "C" fn sim_shfl(ctx: *const SimCtx, v: f32, mask: i32) -> f32 {
+    // SAFETY: as in `sim_barrier`.
+    let (ctx, block) = unsafe { (&*ctx, &*(*ctx).block) };
+    let warp = &block.warps[(ctx.tid / 32) as usize];
+    let lane = (ctx.tid % 32) as usize;
+    warp.slots[lane].store(v.to_bits(), Ordering::SeqCst);
+    warp.barrier.wait();
+    let r = f32::from_bits(warp.slots[lane ^ (mask as usize & 31)].load(Ordering::SeqCst));
+    warp.barrier.wait();
+    r
+}
+
+/// One kernel launch: the function, its grid, and its argument table and symbol values
+/// (host addresses: the simulated device's memory is host memory).
+#[derive(Clone, Copy)]
+pub struct SimLaunch {
+    pub f: SimKernel,
+    pub grid: i64,
+    pub table: *const *mut c_void,
+    pub dims: *const i64,
+}
+
+/// Raw pointers handed to the simulated threads.
+#[derive(Clone, Copy)]
+struct Shared<T>(T);
+// SAFETY: the simulated kernels write disjoint elements or synchronise through barriers,
+// as the same kernels must on a GPU.
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+/// Runs `launches` in order with `threads` threads per block and `shared_floats` of
+/// shared memory per block. One set of threads runs every block of every launch, meeting
+/// at a barrier between blocks.
+///
+/// # Safety
+/// Each launch's table must hold live buffers of the sizes its kernel reads at `dims`,
+/// and each kernel must be a thread program for `threads` threads per block.
+pub unsafe fn run(threads: usize, shared_floats: usize, launches: &[SimLaunch]) {
+    let mut shared = vec![0f32; shared_floats + 1];
+    let sync = BlockSync::new(threads);
+    let between = Barrier::new(threads);
+    let sh = Shared((
+        shared.as_mut_ptr(),
+        &sync as *const BlockSync,
+        launches,
+        &between,
+    ));
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                let sh = sh;
+                let (smem, sync, launches, between) = sh.0;
+                for l in launches {
+                    for block in 0..l.grid {
+                        let ctx = SimCtx {
+                            tid: t as i64,
+                            ntid: threads as i64,
+                            ctaid: block,
+                            nctaid: l.grid,
+                            shared: smem,
+                            barrier: sim_barrier,
+                            shfl: sim_shfl,
+                            block: sync,
+                        };
+                        // SAFETY: the caller's contract.
+                        unsafe { (l.f)(l.table, l.dims, &ctx) };
+                        between.wait();
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// The simulator's file in a cuda package (`archc build --target cuda --sim`).
+pub const SIM_FILE: &str = "kernels.sim.so";
+
+/// The host simulator as a [`super::Device`]: device memory is host memory, each launch
+/// runs the package's host-compiled thread programs on [`run`]. One SM.
+pub struct SimDevice {
+    fns: Vec<SimKernel>,
+    shared: Vec<usize>,
+    threads: usize,
+    /// Allocations by address.
+    allocs: std::collections::BTreeMap<u64, Vec<u64>>,
+    _lib: crate::package::Library,
+}
+
+impl SimDevice {
+    /// Loads `kernels.sim.so` of the cuda package in `dir` (`m` its manifest).
+    pub fn open(
+        dir: &std::path::Path,
+        m: &crate::Manifest,
+    ) -> Result<SimDevice, crate::RuntimeError> {
+        let path = dir.join(SIM_FILE);
+        if !path.is_file() {
+            return Err(crate::RuntimeError::Device(format!(
+                "{} is missing: build the package with `archc build --target cuda --sim` to run it without a GPU",
+                path.display()
+            )));
+        }
+        let lib = crate::package::Library::open(&path)?;
+        let symbol = |name: &str| {
+            lib.symbol(name).ok_or_else(|| crate::RuntimeError::Symbol {
+                path: path.clone(),
+                symbol: name.to_string(),
+                kernel: 0,
+            })
+        };
+        // SAFETY: the simulator library exports its block size as an i64.
+        let threads = unsafe { *symbol("archc_sim_threads")?.cast::<i64>() } as usize;
+        let mut fns = Vec::with_capacity(m.kernels.len());
+        for k in &m.kernels {
+            // SAFETY: the simulator's kernels have this signature (the compiler's Mode::Host).
+            fns.push(unsafe { std::mem::transmute::<*mut c_void, SimKernel>(symbol(&k.symbol)?) });
+        }
+        Ok(SimDevice {
+            fns,
+            shared: m
+                .kernels
+                .iter()
+                .map(|k| k.launch.as_ref().map_or(0, |l| l.shared_bytes as usize / 4))
+                .collect(),
+            threads,
+            allocs: Default::default(),
+            _lib: lib,
+        })
+    }
+
+    /// The allocation holding `[p, p + len)`.
+    fn region(&mut self, p: u64, len: usize) -> Result<*mut u8, crate::RuntimeError> {
+        let (&base, v) = self.allocs.range_mut(..=p).next_back().ok_or_else(|| {
+            crate::RuntimeError::Device(format!("address {p:#x} is not allocated"))
+        })?;
+        if p + len as u64 > base + 8 * v.len() as u64 {
+            return Err(crate::RuntimeError::Device(format!(
+                "{len} bytes at {p:#x} run past their allocation"
+            )));
+        }
+        // SAFETY: within the allocation, just checked.
+        Ok(unsafe { v.as_mut_ptr().cast::<u8>().add((p - base) as usize) })
+    }
+}
+
+impl super::Device for SimDevice {
+    fn describe(&self) -> String {
+        format!("the host simulator ({} threads per block)", self.threads)
+    }
+
+    fn sm_count(&self) -> u32 {
+        1
+    }
+
+    fn alloc(&mut self, bytes: usize) -> Result<super::DevPtr, crate::RuntimeError> {
+        let v = vec![0u64; bytes.div_ceil(8).max(1)];
+        let p = v.as_ptr() as u64;
+        self.allocs.insert(p, v);
+        Ok(p)
+    }
+
+    fn free(&mut self, p: super::DevPtr) -> Result<(), crate::RuntimeError> {
+        self.allocs.remove(&p).map(|_| ()).ok_or_else(|| {
+            crate::RuntimeError::Device(format!("freeing {p:#x}, which is not allocated"))
+        })
+    }
+
+    fn upload(&mut self, dst: super::DevPtr, data: &[u8]) -> Result<(), crate::RuntimeError> {
+        let d = self.region(dst, data.len())?;
+        // SAFETY: `d` holds `data.len()` bytes (checked by `region`).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), d, data.len()) };
+        Ok(())
+    }
+
+    fn download(&mut self, src: super::DevPtr, out: &mut [u8]) -> Result<(), crate::RuntimeError> {
+        let s = self.region(src, out.len())?;
+        // SAFETY: as in `upload`.
+        unsafe { std::ptr::copy_nonoverlapping(s, out.as_mut_ptr(), out.len()) };
+        Ok(())
+    }
+
+    fn launch(
+        &mut self,
+        k: usize,
+        grid: u32,
+        _block: u32,
+        table: super::DevPtr,
+        dims: super::DevPtr,
+    ) -> Result<(), crate::RuntimeError> {
+        let f = *self
+            .fns
+            .get(k)
+            .ok_or_else(|| crate::RuntimeError::Kernel(format!("no kernel {k}")))?;
+        let launch = SimLaunch {
+            f,
+            grid: grid as i64,
+            table: table as *const *mut c_void,
+            dims: dims as *const i64,
+        };
+        // SAFETY: the session built the table from live allocations sized for the dims.
+        unsafe { run(self.threads, self.shared[k], &[launch]) };
+        Ok(())
+    }
+
+    fn synchronize(&mut self) -> Result<(), crate::RuntimeError> {
+        Ok(())
+    }
+}
