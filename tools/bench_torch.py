@@ -3,7 +3,7 @@
 
 Usage:
   bench_torch.py --model gpt2|llama4|mamba130m --batch B --seq T [--threads 2]
-                 [--warmup 3] [--reps 10] [--attn eager|sdpa|both] [--json]
+                 [--warmup 3] [--reps 10] [--attn eager|sdpa|both] [--device cpu|cuda] [--json]
   bench_torch.py --model MODEL --params-only
 
 The model is built from a config written here (random weights, seed 0; nothing is
@@ -120,14 +120,21 @@ def forward(model, ids):
     return model(input_ids=ids, use_cache=False).logits
 
 
+def sync(ids):
+    if ids.is_cuda:
+        torch.cuda.synchronize()
+
+
 def time_forward(model, ids, warmup, reps):
     with torch.no_grad():
         for _ in range(warmup):
             logits = forward(model, ids)
+        sync(ids)
         times = []
         for _ in range(reps):
             t0 = time.perf_counter()
             logits = forward(model, ids)
+            sync(ids)
             times.append(time.perf_counter() - t0)
     median = statistics.median(times)
     tokens = ids.shape[0] * ids.shape[1]
@@ -150,6 +157,8 @@ def main():
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--attn", choices=("eager", "sdpa", "both"), default="both",
                    help="attention implementation(s) to time for gpt2/llama4 (default both)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the model runs (cuda: the first GPU, f32, TF32 off)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--params-only", action="store_true",
                    help="print the parameter count and exit")
@@ -168,6 +177,12 @@ def main():
     gen = torch.Generator().manual_seed(1234)
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (args.batch, args.seq), generator=gen)
+    if args.device == "cuda":
+        # The same f32 arithmetic archc's kernels do: no TF32 tensor-core shortcuts.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        model = model.to("cuda")
+        ids = ids.to("cuda")
 
     out = {
         "model": args.model,
@@ -179,6 +194,7 @@ def main():
         "reps": args.reps,
         "params": params,
         "dtype": "float32",
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(0),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }

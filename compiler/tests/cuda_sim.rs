@@ -149,3 +149,62 @@ fn options() {
         compare(&spec_of(&root.join(name)), &[(3, 7)], false);
     }
 }
+
+/// Generation with cuda packages (step and encode programs: KV caches, recurrent states
+/// and cross-attention keys as device state) on the host simulator: the same greedy tokens
+/// as Hugging Face `generate` and the logits that chose them within 1e-4.
+#[test]
+fn generation_matches_transformers() {
+    use arch_runtime::generate::{Decoding, GenerateOptions, Generator};
+    for (name, file) in [
+        ("gpt2", "generate_padded.safetensors"),
+        ("llama", "generate.safetensors"),
+        ("mamba", "generate.safetensors"),
+        ("t5", "generate.safetensors"),
+    ] {
+        let dir = fixture(&format!("hf/{name}"));
+        let spec = spec_of(&dir);
+        let want = archc::tensor_io::read_values(&dir.join(file)).unwrap();
+        let int = |v: &Value| match v {
+            Value::I(t) => (t.shape.clone(), t.data.clone()),
+            _ => panic!("expected integers"),
+        };
+        let (shape, ids) = int(&want["input_ids"]);
+        let mask = want.get("attention_mask").map(|m| int(m).1);
+        let (tok_shape, tokens) = int(&want["tokens"]);
+        let logits = want["logits"].as_f32().unwrap().clone();
+        let start = want.get("decoder_start_token_id").map(|v| int(v).1[0]);
+        let n = tok_shape[1] - if start.is_some() { 1 } else { shape[1] };
+        let out = tempfile::tempdir().unwrap();
+        let opts = archc::package::BuildOptions {
+            cache: false,
+            cuda: Some(80),
+            sim: true,
+            ..archc::package::BuildOptions::host().unwrap()
+        };
+        archc::package::build(&spec, &opts, Some(out.path())).unwrap();
+        let mut g = Generator::load_cuda(out.path(), &dir.join("model.safetensors"), true, 0)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let gen_opts = GenerateOptions {
+            max_new_tokens: n,
+            decoding: Decoding::Greedy,
+            eos: vec![],
+            pad: 0,
+            save_logits: true,
+        };
+        let b = shape[0];
+        let got = match start {
+            Some(s) => g.generate_seq2seq(&ids, mask.as_deref(), b, &vec![s; b], &gen_opts, |_| {}),
+            None => g.generate(&ids, mask.as_deref(), b, &gen_opts, |_| {}),
+        }
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(got.tokens, tokens, "{name} ({file}): greedy tokens");
+        let ours = Tensor {
+            shape: logits.shape.clone(),
+            data: got.logits.unwrap(),
+        };
+        let err = ours.rel_max_diff(&logits);
+        eprintln!("{name} ({file}): {n} tokens equal, logits within {err:e}");
+        assert!(err <= TOLERANCE, "{name}: logits {err:e}");
+    }
+}

@@ -62,6 +62,24 @@ fn run_layer_on(
                 .into_iter()
                 .collect()
         }
+        Backend::CudaSim => {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = archc::package::BuildOptions {
+                cuda: Some(80),
+                sim: true,
+                ..archc::package::BuildOptions::host().unwrap()
+            };
+            archc::package::build_graph(&g, "s4d_layer", &opts, dir.path()).unwrap();
+            archc::eval::run_cuda_package(
+                dir.path(),
+                &WeightSource::Tensors(params),
+                inputs,
+                archc::eval::CudaRun::Sim,
+            )
+            .unwrap()
+            .into_iter()
+            .collect()
+        }
     }
 }
 
@@ -116,7 +134,8 @@ fn fixture_params(dir: &Path) -> Params {
         .collect()
 }
 
-/// The CPU backend on the same fixture: both forms, compiled, within 1e-4 of s4d.py.
+/// The CPU backend and the cuda package's thread programs (on the host simulator) on the
+/// same fixture: both forms, compiled, within 1e-4 of s4d.py.
 #[test]
 fn cpu_backend_matches_s4d_py() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/s4d");
@@ -127,14 +146,19 @@ fn cpu_backend_matches_s4d_py() {
     let d_state = 2 * params[&format!("{PREFIX}.A_imag")].shape[1] as u64;
     let s = ssm(d_state, Discretization::Zoh);
     let x = swap_last(&u);
-    for recurrent in [false, true] {
-        let out = run_layer_on(Backend::Cpu, d, &s, recurrent, &x, &params);
+    for (backend, recurrent) in [
+        (Backend::Cpu, false),
+        (Backend::Cpu, true),
+        (Backend::CudaSim, false),
+        (Backend::CudaSim, true),
+    ] {
+        let out = run_layer_on(backend, d, &s, recurrent, &x, &params);
         for name in ["y", "pre_act"] {
             let got = swap_last(&out[name]);
             let want = f32_value(&expected[name]);
             assert_eq!(got.shape, want.shape, "{name}");
             let err = got.rel_max_diff(&want);
-            eprintln!("s4d fixture on cpu, recurrent {recurrent}, {name}: {err:.2e}");
+            eprintln!("s4d fixture on {backend:?}, recurrent {recurrent}, {name}: {err:.2e}");
             assert!(
                 err <= 1e-4,
                 "{name} (recurrent: {recurrent}): {err:e} > 1e-4"

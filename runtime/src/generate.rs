@@ -14,6 +14,7 @@ use std::time::Instant;
 use crate::error::RuntimeError;
 use crate::inputs::{HostData, HostTensor};
 use crate::manifest::Manifest;
+use crate::manifest::Manifest as StepManifest;
 use crate::package::Package;
 use crate::session::Session;
 use crate::weights::Weights;
@@ -102,10 +103,77 @@ pub struct Generated {
     pub state_bytes: u64,
 }
 
+/// What generation needs of a session, on any target: the CPU's [`Session`] or a GPU's
+/// [`crate::device::DeviceSession`].
+pub trait StepSession {
+    fn step_manifest(&self) -> &StepManifest;
+    fn reset_state(&mut self, batch: u64, capacity: u64) -> Result<u64, RuntimeError>;
+    fn reset_state_at(&mut self, bindings: &[(&str, u64)]) -> Result<u64, RuntimeError>;
+    fn set_state(&mut self, name: &str, data: &[f32]) -> Result<(), RuntimeError>;
+    /// Drops finished rows from the state; false when the session cannot (it then keeps
+    /// computing them, which changes no result).
+    fn keep_rows(&mut self, keep: &[usize]) -> Result<bool, RuntimeError>;
+    fn run(
+        &mut self,
+        entry: &str,
+        inputs: &HashMap<String, HostTensor>,
+    ) -> Result<Vec<(String, HostTensor)>, RuntimeError>;
+}
+
+impl StepSession for Session {
+    fn step_manifest(&self) -> &StepManifest {
+        self.package().manifest()
+    }
+    fn reset_state(&mut self, batch: u64, capacity: u64) -> Result<u64, RuntimeError> {
+        Session::reset_state(self, batch, capacity)
+    }
+    fn reset_state_at(&mut self, bindings: &[(&str, u64)]) -> Result<u64, RuntimeError> {
+        Session::reset_state_at(self, bindings)
+    }
+    fn set_state(&mut self, name: &str, data: &[f32]) -> Result<(), RuntimeError> {
+        Session::set_state(self, name, data)
+    }
+    fn keep_rows(&mut self, keep: &[usize]) -> Result<bool, RuntimeError> {
+        Session::keep_rows(self, keep)
+    }
+    fn run(
+        &mut self,
+        entry: &str,
+        inputs: &HashMap<String, HostTensor>,
+    ) -> Result<Vec<(String, HostTensor)>, RuntimeError> {
+        Session::run(self, entry, inputs)
+    }
+}
+
+impl StepSession for crate::device::DeviceSession {
+    fn step_manifest(&self) -> &StepManifest {
+        self.manifest()
+    }
+    fn reset_state(&mut self, batch: u64, capacity: u64) -> Result<u64, RuntimeError> {
+        crate::device::DeviceSession::reset_state(self, batch, capacity)
+    }
+    fn reset_state_at(&mut self, bindings: &[(&str, u64)]) -> Result<u64, RuntimeError> {
+        crate::device::DeviceSession::reset_state_at(self, bindings)
+    }
+    fn set_state(&mut self, name: &str, data: &[f32]) -> Result<(), RuntimeError> {
+        crate::device::DeviceSession::set_state(self, name, data)
+    }
+    fn keep_rows(&mut self, _keep: &[usize]) -> Result<bool, RuntimeError> {
+        Ok(false)
+    }
+    fn run(
+        &mut self,
+        entry: &str,
+        inputs: &HashMap<String, HostTensor>,
+    ) -> Result<Vec<(String, HostTensor)>, RuntimeError> {
+        crate::device::DeviceSession::run(self, entry, inputs)
+    }
+}
+
 /// A step package with its weights, ready to generate.
 #[derive(Debug)]
-pub struct Generator {
-    session: Session,
+pub struct Generator<S: StepSession = Session> {
+    session: S,
     vocab: usize,
     context: u64,
     /// The program takes `position_ids` / `attention_mask` (models with attention).
@@ -118,7 +186,7 @@ pub struct Generator {
     left_padding: bool,
     /// An encoder-decoder: the `encode` program whose outputs fill the session's
     /// cross-attention states.
-    encoder: Option<Session>,
+    encoder: Option<S>,
     needs_encoder: bool,
 }
 
@@ -142,7 +210,7 @@ pub fn entry_dir(dir: &Path, entry: &str) -> Result<Option<std::path::PathBuf>, 
     }))
 }
 
-impl Generator {
+impl Generator<Session> {
     /// Loads the step program of the package in `dir` with the weights at `weights`.
     /// An encoder-decoder's package also has an `encode` entry, loaded with the same
     /// weights.
@@ -171,13 +239,44 @@ impl Generator {
         let encoder = encode.map(session).transpose()?;
         Generator::with_encoder(session(step)?, encoder)
     }
+}
 
+impl Generator<crate::device::DeviceSession> {
+    /// [`Generator::load`] for a cuda package: its step (and encode) programs on GPU
+    /// `gpu`, or with `sim` on the host simulator (packages built with `--sim`).
+    pub fn load_cuda(
+        dir: &Path,
+        weights: &Path,
+        sim: bool,
+        gpu: usize,
+    ) -> Result<Generator<crate::device::DeviceSession>, RuntimeError> {
+        use crate::device::{
+            cuda::CudaDevice, read_cuda_manifest, sim::SimDevice, Device, DeviceSession,
+        };
+        let step = step_package_dir(dir)?;
+        let encode = match entry_dir(dir, "encode")? {
+            Some(e) => Some(e),
+            None => entry_dir(&step, "encode")?,
+        };
+        let session = |dir: &Path| -> Result<DeviceSession, RuntimeError> {
+            let m = read_cuda_manifest(dir)?;
+            let device: Box<dyn Device> = if sim {
+                Box::new(SimDevice::open(dir, &m)?)
+            } else {
+                Box::new(CudaDevice::open(dir, &m, gpu)?)
+            };
+            let w = Weights::open(&m, weights)?;
+            DeviceSession::new(m, &w, device)
+        };
+        let encoder = encode.as_deref().map(session).transpose()?;
+        Generator::with_encoder(session(&step)?, encoder)
+    }
+}
+
+impl<S: StepSession> Generator<S> {
     /// A generator over a session of a step program and, for an encoder-decoder, one of
     /// its `encode` program.
-    pub fn with_encoder(
-        step: Session,
-        encoder: Option<Session>,
-    ) -> Result<Generator, RuntimeError> {
+    pub fn with_encoder(step: S, encoder: Option<S>) -> Result<Generator<S>, RuntimeError> {
         let mut g = Generator::new(step)?;
         g.encoder = encoder;
         if g.needs_encoder && g.encoder.is_none() {
@@ -189,8 +288,8 @@ impl Generator {
     }
 
     /// A generator over a session of a step package.
-    pub fn new(session: Session) -> Result<Generator, RuntimeError> {
-        let m = session.package().manifest();
+    pub fn new(session: S) -> Result<Generator<S>, RuntimeError> {
+        let m = session.step_manifest();
         if !m.entries.contains_key("prefill") || !m.entries.contains_key("decode") {
             return Err(RuntimeError::State(format!(
                 "package `{}` is not a step program (no `prefill` and `decode` entries)",
@@ -237,11 +336,11 @@ impl Generator {
         })
     }
 
-    pub fn session(&self) -> &Session {
+    pub fn session(&self) -> &S {
         &self.session
     }
 
-    pub fn session_mut(&mut self) -> &mut Session {
+    pub fn session_mut(&mut self) -> &mut S {
         &mut self.session
     }
 
@@ -339,14 +438,7 @@ impl Generator {
                 HostTensor::i64(vec![batch, s], mask),
             ),
         ]);
-        inputs.retain(|k, _| {
-            encoder
-                .package()
-                .manifest()
-                .inputs
-                .iter()
-                .any(|i| &i.name == k)
-        });
+        inputs.retain(|k, _| encoder.step_manifest().inputs.iter().any(|i| &i.name == k));
         let started = Instant::now();
         let encoded = encoder.run("encode", &inputs)?;
         let seconds = started.elapsed().as_secs_f64();

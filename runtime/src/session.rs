@@ -170,75 +170,26 @@ impl Session {
         self.reset_state_at(&[("batch", batch), (crate::manifest::KV_SEQ, capacity)])
     }
 
-    /// The session's bindings of `kv_win_{w}` at `capacity`, one per window the package
-    /// has.
-    fn window_bindings(&self, capacity: u64) -> Vec<(String, u64)> {
-        self.package
-            .manifest
-            .syms
-            .iter()
-            .filter_map(|s| {
-                let w: u64 = s.strip_prefix(crate::manifest::KV_WINDOW)?.parse().ok()?;
-                Some((s.clone(), w.min(capacity)))
-            })
-            .collect()
-    }
-
     /// [`Session::reset_state`] at any bindings of the symbols state sizes use (an
     /// encoder-decoder's cross-attention keys also need `src_seq`).
     pub fn reset_state_at(&mut self, bindings: &[(&str, u64)]) -> Result<u64, RuntimeError> {
-        let capacity = bindings
-            .iter()
-            .find(|(n, _)| *n == crate::manifest::KV_SEQ)
-            .map(|(_, v)| *v);
-        let windows = capacity.map_or_else(Vec::new, |c| self.window_bindings(c));
-        let mut all: Vec<(&str, u64)> = bindings.to_vec();
-        all.extend(windows.iter().map(|(n, v)| (n.as_str(), *v)));
-        let bindings = &all[..];
-        let m = &self.package.manifest;
-        let dims: Vec<i64> = m
-            .syms
-            .iter()
-            .map(|s| {
-                bindings
-                    .iter()
-                    .find(|(n, _)| n == s)
-                    .map_or(-1, |(_, v)| *v as i64)
-            })
-            .collect();
+        let (plan, all) = state_plan(&self.package.manifest, bindings)?;
         let mut total = 0u64;
-        for s in &m.states {
-            let b = &m.buffers[s.buffer];
-            if let Some(bad) = b
-                .elems
-                .symbols()
-                .into_iter()
-                .find(|x| !bindings.iter().any(|(n, _)| n == x))
-            {
-                return Err(RuntimeError::State(format!(
-                    "state `{}` depends on `{bad}`, which a session does not fix",
-                    s.name
-                )));
-            }
-            let bytes = b
-                .elems
-                .eval(&m.syms, &dims)?
-                .checked_mul(b.dtype.bytes())
-                .ok_or(RuntimeError::Alloc { bytes: u64::MAX })?;
-            self.state[s.buffer] = None;
-            let buf = AlignedBuf::zeroed(bytes)?;
-            if s.init != 0.0 && b.dtype == Dtype::F32 {
+        for a in plan {
+            self.state[a.buffer] = None;
+            let buf = AlignedBuf::zeroed(a.bytes)?;
+            if a.init != 0.0 && a.dtype == Dtype::F32 {
                 // SAFETY: the buffer holds `bytes` bytes, 64-byte aligned.
                 let v = unsafe {
-                    std::slice::from_raw_parts_mut(buf.ptr().cast::<f32>(), (bytes / 4) as usize)
+                    std::slice::from_raw_parts_mut(buf.ptr().cast::<f32>(), (a.bytes / 4) as usize)
                 };
-                v.fill(s.init);
+                v.fill(a.init);
             }
-            self.state[s.buffer] = Some(buf);
-            self.state_bytes[s.buffer] = bytes;
-            total += bytes;
+            self.state[a.buffer] = Some(buf);
+            self.state_bytes[a.buffer] = a.bytes;
+            total += a.bytes;
         }
-        self.state_dims = Some(bindings.iter().map(|(n, v)| (n.to_string(), *v)).collect());
+        self.state_dims = Some(all);
         Ok(total)
     }
 
@@ -448,38 +399,11 @@ impl Session {
                     self.weights.ptr(i).cast_mut().cast()
                 }
                 BufferKind::State => {
-                    let name = || {
-                        m.states
-                            .iter()
-                            .find(|s| s.buffer == b.id)
-                            .map_or("?", |s| s.name.as_str())
+                    let held = self.state[b.id].as_ref().map(AlignedBuf::capacity);
+                    check_state(m, b.id, &dims, self.state_dims.as_deref(), n, held)?;
+                    let Some(buf) = &self.state[b.id] else {
+                        return Err(RuntimeError::State("state is not allocated".into()));
                     };
-                    let (Some(buf), Some(at)) = (&self.state[b.id], &self.state_dims) else {
-                        return Err(RuntimeError::State(format!(
-                            "state `{}` is not allocated: start a session first",
-                            name()
-                        )));
-                    };
-                    let sym = |s: &str| m.syms.iter().position(|x| x == s).map(|i| dims[i]);
-                    let held = |s: &str| at.iter().find(|(n, _)| n == s).map(|(_, v)| *v);
-                    let capacity = held(crate::manifest::KV_SEQ).unwrap_or(0);
-                    // States allocated per row (caches) fix the batch; a train package's
-                    // parameters and moments do not depend on it.
-                    let batch = held("batch");
-                    if let (Some(batch), Some(v)) =
-                        (batch, sym("batch").filter(|&v| Some(v as u64) != batch))
-                    {
-                        return Err(RuntimeError::State(format!(
-                            "the session holds {batch} rows, the call has {v}"
-                        )));
-                    }
-                    if n > buf.capacity() {
-                        return Err(RuntimeError::State(format!(
-                            "state `{}` holds {capacity} tokens, the call needs {}",
-                            name(),
-                            sym(crate::manifest::KV_SEQ).unwrap_or(0)
-                        )));
-                    }
                     buf.ptr()
                 }
             };
@@ -530,6 +454,118 @@ impl Session {
         }
         Ok(out)
     }
+}
+
+/// Whether state buffer `buffer` (allocated at `state_dims`, `held` bytes; `None`: not
+/// allocated) serves a call at `dims` that needs `bytes` of it: the same batch, within its
+/// capacity.
+pub(crate) fn check_state(
+    m: &Manifest,
+    buffer: usize,
+    dims: &[i64],
+    state_dims: Option<&[(String, u64)]>,
+    bytes: usize,
+    held: Option<usize>,
+) -> Result<(), RuntimeError> {
+    let name = || {
+        m.states
+            .iter()
+            .find(|s| s.buffer == buffer)
+            .map_or("?", |s| s.name.as_str())
+    };
+    let (Some(at), Some(held)) = (state_dims, held) else {
+        return Err(RuntimeError::State(format!(
+            "state `{}` is not allocated: start a session first",
+            name()
+        )));
+    };
+    let sym = |s: &str| m.syms.iter().position(|x| x == s).map(|i| dims[i]);
+    let value = |s: &str| at.iter().find(|(n, _)| n == s).map(|(_, v)| *v);
+    let capacity = value(crate::manifest::KV_SEQ).unwrap_or(0);
+    // States allocated per row (caches) fix the batch; a train package's parameters and
+    // moments do not depend on it.
+    if let (Some(batch), Some(v)) = (
+        value("batch"),
+        sym("batch").filter(|&v| Some(v as u64) != value("batch")),
+    ) {
+        return Err(RuntimeError::State(format!(
+            "the session holds {batch} rows, the call has {v}"
+        )));
+    }
+    if bytes > held {
+        return Err(RuntimeError::State(format!(
+            "state `{}` holds {capacity} tokens, the call needs {}",
+            name(),
+            sym(crate::manifest::KV_SEQ).unwrap_or(0)
+        )));
+    }
+    Ok(())
+}
+
+/// The state buffers a session allocates, and the bindings they were sized at.
+pub(crate) type StatePlan = (Vec<StateAlloc>, Vec<(String, u64)>);
+
+/// One state buffer as a session allocates it.
+pub(crate) struct StateAlloc {
+    pub buffer: usize,
+    pub bytes: u64,
+    pub init: f32,
+    pub dtype: Dtype,
+}
+
+/// The state buffers of `m` at `bindings` (plus the ring sizes `kv_win_{w}` =
+/// min(w, capacity) of each sliding window), and the full bindings they were sized at.
+pub(crate) fn state_plan(
+    m: &Manifest,
+    bindings: &[(&str, u64)],
+) -> Result<StatePlan, RuntimeError> {
+    let capacity = bindings
+        .iter()
+        .find(|(n, _)| *n == crate::manifest::KV_SEQ)
+        .map(|(_, v)| *v);
+    let mut all: Vec<(String, u64)> = bindings.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+    if let Some(c) = capacity {
+        all.extend(m.syms.iter().filter_map(|s| {
+            let w: u64 = s.strip_prefix(crate::manifest::KV_WINDOW)?.parse().ok()?;
+            Some((s.clone(), w.min(c)))
+        }));
+    }
+    let dims: Vec<i64> = m
+        .syms
+        .iter()
+        .map(|s| {
+            all.iter()
+                .find(|(n, _)| n == s)
+                .map_or(-1, |(_, v)| *v as i64)
+        })
+        .collect();
+    let mut plan = Vec::with_capacity(m.states.len());
+    for s in &m.states {
+        let b = &m.buffers[s.buffer];
+        if let Some(bad) = b
+            .elems
+            .symbols()
+            .into_iter()
+            .find(|x| !all.iter().any(|(n, _)| n == x))
+        {
+            return Err(RuntimeError::State(format!(
+                "state `{}` depends on `{bad}`, which a session does not fix",
+                s.name
+            )));
+        }
+        let bytes = b
+            .elems
+            .eval(&m.syms, &dims)?
+            .checked_mul(b.dtype.bytes())
+            .ok_or(RuntimeError::Alloc { bytes: u64::MAX })?;
+        plan.push(StateAlloc {
+            buffer: s.buffer,
+            bytes,
+            init: s.init,
+            dtype: b.dtype,
+        });
+    }
+    Ok((plan, all))
 }
 
 /// What every backend's run starts with: the inputs checked by name, shape and limits, and

@@ -19,7 +19,7 @@ use std::path::Path;
 use crate::error::RuntimeError;
 use crate::inputs::{copy_in, HostData, HostTensor};
 use crate::manifest::{BufferKind, Dtype, Manifest};
-use crate::session::{arena_layout, buffer_bytes, output_shapes, prepare};
+use crate::session::{arena_layout, buffer_bytes, check_state, output_shapes, prepare, state_plan};
 use crate::weights::Weights;
 
 /// A device address.
@@ -52,7 +52,7 @@ pub trait Device {
 }
 
 /// A device allocation that grows when a run needs more.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, Debug)]
 struct Region {
     ptr: DevPtr,
     bytes: usize,
@@ -70,6 +70,11 @@ pub struct DeviceSession {
     owned: Vec<Region>,
     tables: Region,
     dims: Region,
+    /// State buffers by buffer id (caches), allocated by `reset_state_at`.
+    state: Vec<Option<Region>>,
+    /// Bytes of each state buffer as planned (its region may be rounded up).
+    state_bytes: Vec<u64>,
+    state_dims: Option<Vec<(String, u64)>>,
 }
 
 impl std::fmt::Debug for DeviceSession {
@@ -149,7 +154,12 @@ impl DeviceSession {
             param_of_buffer[p.buffer] = Some(i);
         }
         let owned = vec![Region::default(); manifest.buffers.len()];
+        let state = vec![None; manifest.buffers.len()];
+        let state_bytes = vec![0; manifest.buffers.len()];
         Ok(DeviceSession {
+            state,
+            state_bytes,
+            state_dims: None,
             manifest,
             device,
             params,
@@ -185,7 +195,7 @@ impl DeviceSession {
             })?
             .kernels
             .clone();
-        let (given, dims) = prepare(m, inputs, &[])?;
+        let (given, dims) = prepare(m, inputs, self.state_dims.as_deref().unwrap_or(&[]))?;
         let bytes = buffer_bytes(m, &dims)?;
         let (slot_offset, total) = arena_layout(m, &bytes)?;
         let shapes = output_shapes(m, &dims, &bytes)?;
@@ -206,10 +216,10 @@ impl DeviceSession {
                     self.params[i]
                 }
                 BufferKind::State => {
-                    return Err(RuntimeError::State(
-                        "packages with session state (generation, training) do not run on cuda yet"
-                            .into(),
-                    ))
+                    let region = self.state[b.id];
+                    let held = region.map(|_| self.state_bytes[b.id] as usize);
+                    check_state(m, b.id, &dims, self.state_dims.as_deref(), n, held)?;
+                    region.map_or(0, |r| r.ptr)
                 }
             });
         }
@@ -274,11 +284,79 @@ impl DeviceSession {
     }
 }
 
+impl DeviceSession {
+    /// Allocates every state buffer on the device at `bindings` (as
+    /// [`crate::Session::reset_state_at`]), each element at its `init`; returns the bytes.
+    pub fn reset_state_at(&mut self, bindings: &[(&str, u64)]) -> Result<u64, RuntimeError> {
+        let (plan, all) = state_plan(&self.manifest, bindings)?;
+        let dev = self.device.as_mut();
+        let mut total = 0;
+        for a in plan {
+            if let Some(r) = self.state[a.buffer].take() {
+                dev.free(r.ptr)?;
+            }
+            let mut r = Region::default();
+            ensure(dev, &mut r, a.bytes as usize)?;
+            if a.init != 0.0 && a.dtype == Dtype::F32 {
+                let fill = vec![a.init; (a.bytes / 4) as usize];
+                dev.upload(r.ptr, as_bytes(&fill))?;
+            }
+            self.state[a.buffer] = Some(r);
+            self.state_bytes[a.buffer] = a.bytes;
+            total += a.bytes;
+        }
+        self.state_dims = Some(all);
+        Ok(total)
+    }
+
+    /// [`DeviceSession::reset_state_at`] for `batch` rows and caches of `capacity` tokens.
+    pub fn reset_state(&mut self, batch: u64, capacity: u64) -> Result<u64, RuntimeError> {
+        self.reset_state_at(&[("batch", batch), (crate::manifest::KV_SEQ, capacity)])
+    }
+
+    fn state_region(&self, name: &str) -> Result<(Region, u64), RuntimeError> {
+        let s = self
+            .manifest
+            .states
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| RuntimeError::State(format!("the package has no state `{name}`")))?;
+        let r = self.state[s.buffer].ok_or_else(|| {
+            RuntimeError::State(format!(
+                "state `{name}` is not allocated: start a session first"
+            ))
+        })?;
+        Ok((r, self.state_bytes[s.buffer]))
+    }
+
+    /// Overwrites the start of state `name` with `data`.
+    pub fn set_state(&mut self, name: &str, data: &[f32]) -> Result<(), RuntimeError> {
+        let (r, bytes) = self.state_region(name)?;
+        if data.len() as u64 * 4 > bytes {
+            return Err(RuntimeError::State(format!(
+                "state `{name}` holds {} values, given {}",
+                bytes / 4,
+                data.len()
+            )));
+        }
+        self.device.upload(r.ptr, as_bytes(data))
+    }
+
+    /// The current values of state `name`, copied from the device.
+    pub fn state_data(&mut self, name: &str) -> Result<Vec<f32>, RuntimeError> {
+        let (r, bytes) = self.state_region(name)?;
+        let mut v = vec![0f32; (bytes / 4) as usize];
+        self.device.download(r.ptr, as_bytes_mut(&mut v))?;
+        Ok(v)
+    }
+}
+
 impl Drop for DeviceSession {
     fn drop(&mut self) {
         let regions = [self.arena, self.tables, self.dims];
         let owned = std::mem::take(&mut self.owned);
-        for r in regions.iter().chain(&owned) {
+        let state: Vec<Region> = self.state.iter().flatten().copied().collect();
+        for r in regions.iter().chain(&owned).chain(&state) {
             if r.bytes > 0 {
                 let _ = self.device.free(r.ptr);
             }

@@ -606,10 +606,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     let bv: Vec<_> = (0..MICRO)
                         .map(|c| Ok(ir.load_f32(ir.at(bcol, self.k(c))?)?.into_float_value()))
                         .collect::<IrResult<_>>()?;
-                    for r in 0..MICRO as usize {
-                        for c in 0..MICRO as usize {
+                    for (r, &a) in av.iter().enumerate() {
+                        for (c, &b) in bv.iter().enumerate() {
                             let at = q * (MICRO * MICRO) as usize + r * MICRO as usize + c;
-                            next[at] = self.fma(av[r], bv[c], next[at])?;
+                            next[at] = self.fma(a, b, next[at])?;
                         }
                     }
                 }

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The GPU check (issue 10), for a machine with an NVIDIA GPU, its driver, PyTorch and
+# transformers, and no Rust: it runs the runtime binary and cuda packages that
+# tools/device_prep.sh built on the CPU machine (target/device/, carried over).
+#
+#   1. every Hugging Face fixture through its cuda package (arch-run) against the outputs
+#      transformers recorded (≤ 1e-4 relative, real tokens only);
+#   2. timings against PyTorch CUDA (eager f32, TF32 off) in the same run: GPT-2 small and
+#      a LLaMA-style model (specs/bench.arch:llama_bench) forward at batch 8 × 512.
+#
+# Results go to stdout and to $OUT/device_check.md (the device tool brings $OUT back).
+# DEVICE_CHECK_SIM=1 rehearses it on the CPU machine with the host simulator (packages
+# built with `tools/device_prep.sh --sim`; timings skipped). Finishes in a few minutes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DEV=${DEVICE_DIR:-target/device}
+OUT=${OUT:-/tmp/device_check}
+mkdir -p "$OUT"
+REPORT=$OUT/device_check.md
+RUN=("$DEV/bin/arch-run")
+SIMFLAG=()
+if [[ ${DEVICE_CHECK_SIM:-0} == 1 ]]; then
+    SIMFLAG=(--sim)
+fi
+: > "$REPORT"
+say() { echo "$*" | tee -a "$REPORT"; }
+
+say "# archc device check — $(date -u +%Y-%m-%dT%H:%MZ)"
+if command -v nvidia-smi >/dev/null 2>&1; then
+    say ""
+    say '```'
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$REPORT"
+    say '```'
+fi
+say ""
+say "packages: $(cat "$DEV/sm" 2>/dev/null || echo '?'); ${SIMFLAG[*]:-GPU}"
+say ""
+say "## Hugging Face fixtures through cuda packages (max rel. error, ≤ 1e-4)"
+say ""
+fail=0
+for pkg in "$DEV"/pkg/*/; do
+    name=$(basename "$pkg")
+    [[ $name == perf_* ]] && continue
+    fx=compiler/tests/fixtures/hf/$name
+    if timeout 120 "${RUN[@]}" "$pkg" --weights "$fx/model.safetensors" --inputs "$fx/inputs.safetensors" \
+        --out "$OUT/$name.safetensors" "${SIMFLAG[@]}" > "$OUT/$name.log" 2>&1; then
+        if res=$(python3 tools/device_compare.py "$fx" "$OUT/$name.safetensors"); then
+            say "- $name: ok"
+        else
+            say "- $name: MISMATCH"
+            fail=1
+        fi
+        echo "$res" | tee -a "$REPORT"
+    else
+        say "- $name: FAILED to run: $(tail -n 2 "$OUT/$name.log" | tr '\n' ' ')"
+        fail=1
+    fi
+done
+
+if [[ ${DEVICE_CHECK_SIM:-0} != 1 ]]; then
+    say ""
+    say "## Forward timings, batch 8 × 512, f32 (median of 10 after 3 warm-up runs)"
+    say ""
+    say "| model | archc ms | PyTorch eager ms | PyTorch SDPA ms | archc ÷ eager speed |"
+    say "|---|---|---|---|---|"
+    python3 - "$OUT" <<'PY'
+import sys
+import numpy as np
+from safetensors.numpy import save_file
+out = sys.argv[1]
+rng = np.random.default_rng(1234)
+save_file({"input_ids": rng.integers(0, 32000, (8, 512)).astype(np.int64)}, f"{out}/perf_ids.safetensors")
+PY
+    for m in gpt2 llama4; do
+        pkg=$DEV/pkg/perf_$m
+        t_archc=$(timeout 240 "${RUN[@]}" "$pkg" --random-weights 0 --inputs "$OUT/perf_ids.safetensors" \
+            --out "$OUT/perf_$m.safetensors" --repeat 13 2>&1 | sed -n 's/^median \([0-9.]*\) ms.*/\1/p')
+        torch_json=$(timeout 240 python3 tools/bench_torch.py --model "$m" --batch 8 --seq 512 \
+            --device cuda --warmup 3 --reps 10 --json 2>/dev/null)
+        read -r t_eager t_sdpa < <(echo "$torch_json" | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['median_ms'], d.get('sdpa', {}).get('median_ms', 'nan'))")
+        ratio=$(python3 -c "print(f'{float(\"${t_eager:-nan}\") / float(\"${t_archc:-nan}\"):.2f}×')" 2>/dev/null || echo "?")
+        say "| $m | ${t_archc:-failed} | ${t_eager:-failed} | ${t_sdpa:-?} | $ratio |"
+    done
+fi
+say ""
+if [[ $fail == 0 ]]; then say "RESULT: every fixture matched"; else say "RESULT: FAILURES above"; fi
+exit $fail

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Prepares what tools/device_check.sh runs on a GPU machine (which has no Rust): the
+# runtime binary and cuda packages built here, under target/device/ (ignored by git;
+# carry it with the device tool). Every Hugging Face fixture's model, GPT-2 small and
+# specs/bench.arch:llama_bench for the timings.
+#
+#   tools/device_prep.sh [--sm 90] [--sim]
+#
+# --sim also compiles each package's thread programs for this CPU, so that
+# `DEVICE_CHECK_SIM=1 tools/device_check.sh` rehearses the check here on the simulator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SM=90
+SIM=()
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --sm) SM=$2; shift 2 ;;
+        --sim) SIM=(--sim); shift ;;
+        *) echo "usage: tools/device_prep.sh [--sm 80|90] [--sim]" >&2; exit 2 ;;
+    esac
+done
+export LLVM_SYS_191_PREFIX=${LLVM_SYS_191_PREFIX:-/usr/lib/llvm-19}
+cargo build --release --locked -p archc -p arch-runtime >&2
+OUT=target/device
+rm -rf "$OUT"
+mkdir -p "$OUT/bin" "$OUT/pkg"
+cp target/release/arch-run "$OUT/bin/"
+strip "$OUT/bin/arch-run" 2>/dev/null || true
+ARCHC=target/release/archc
+for dir in compiler/tests/fixtures/hf/*/; do
+    name=$(basename "$dir")
+    MASK=()
+    # The package takes an attention_mask when the fixture's inputs have one.
+    if python3 -c "import sys; from safetensors import safe_open; f = safe_open(sys.argv[1], 'np'); sys.exit(0 if 'attention_mask' in f.keys() else 1)" "$dir/inputs.safetensors"; then
+        MASK=(--attention-mask)
+    fi
+    "$ARCHC" build "$dir/model.arch" --target cuda --sm "$SM" "${SIM[@]}" "${MASK[@]}" \
+        --no-cache -o "$OUT/pkg/$name" >/dev/null 2>"$OUT/pkg/$name.log"
+    echo "built $name" >&2
+done
+"$ARCHC" build specs/gpt2.arch:gpt2 --target cuda --sm "$SM" "${SIM[@]}" --no-cache -o "$OUT/pkg/perf_gpt2" >/dev/null
+"$ARCHC" build specs/bench.arch:llama_bench --target cuda --sm "$SM" "${SIM[@]}" --no-cache -o "$OUT/pkg/perf_llama4" >/dev/null
+echo "sm_$SM" > "$OUT/sm"
+du -sh "$OUT" >&2
