@@ -196,12 +196,115 @@ fn train_packages_build_and_bench() {
     assert!(json["loss"].as_f64().unwrap() > 0.0);
 }
 
+/// `--target cuda`: PTX and launch shapes; with `--sim` the simulator's library, which
+/// `eval --backend cuda-sim` runs; `--backend cuda` without a driver is a clear error.
+#[test]
+fn cuda_packages_build_and_run_on_the_simulator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("pkg");
+    let spec = fixture("gpt2/model.arch");
+    let o = archc(
+        &[
+            "build",
+            &spec,
+            "--target",
+            "cuda",
+            "--sm",
+            "90",
+            "--sim",
+            "--attention-mask",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    for f in [
+        "manifest.json",
+        "kernels.ptx",
+        "kernels.sim.so",
+        "kernels.txt",
+        "kernels.ll",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing: {}", text(&o));
+    }
+    assert!(!out.join("kernels.so").exists());
+    let ptx = std::fs::read_to_string(out.join("kernels.ptx")).unwrap();
+    assert!(
+        ptx.contains(".target sm_90") && ptx.contains(".entry"),
+        "{}",
+        &ptx[..400.min(ptx.len())]
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["target"]["kind"], "cuda");
+    assert_eq!(m["target"]["isa"], "sm_90");
+    for k in m["kernels"].as_array().unwrap() {
+        assert_eq!(k["launch"]["block"], 256, "{k}");
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/gpt2");
+    let want = read_values(&dir.join("outputs.safetensors")).unwrap();
+    for (backend, target) in [
+        ("cuda-sim", out.to_str().unwrap().to_string()),
+        ("cuda", spec.clone()),
+    ] {
+        let result = tmp.path().join(format!("{backend}.safetensors"));
+        let o = archc(
+            &[
+                "eval",
+                &target,
+                "--weights",
+                dir.join("model.safetensors").to_str().unwrap(),
+                "--inputs",
+                dir.join("inputs.safetensors").to_str().unwrap(),
+                "--out",
+                result.to_str().unwrap(),
+                "--backend",
+                backend,
+            ],
+            &cache,
+        );
+        if backend == "cuda" && !o.status.success() {
+            assert!(text(&o).contains("no CUDA driver"), "{}", text(&o));
+            assert!(!text(&o).contains("panicked"), "{}", text(&o));
+            continue;
+        }
+        assert!(o.status.success(), "{backend}: {}", text(&o));
+        let got = read_values(&result).unwrap();
+        // Row 0 has no padding: compare it whole.
+        let (g, w) = (
+            got["logits"].as_f32().unwrap(),
+            want["logits"].as_f32().unwrap(),
+        );
+        let row = g.data.len() / g.shape[0];
+        let first = |t: &Tensor<f32>| Tensor {
+            shape: vec![row],
+            data: t.data[..row].to_vec(),
+        };
+        let err = first(g).rel_max_diff(&first(w));
+        assert!(err <= 1e-4, "{backend}: relative error {err:e}");
+    }
+}
+
 #[test]
 fn clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = fixture("gpt2/model.arch");
     let cases: &[(&[&str], &str)] = &[
-        (&["build", &spec, "--target", "cuda"], "not built yet"),
+        (
+            &["build", &spec, "--target", "cuda", "--sm", "75"],
+            "sm_80 (Ampere) and sm_90",
+        ),
+        (
+            &["build", &spec, "--target", "cuda", "--quant", "q8_0"],
+            "cuda packages keep their weights in f32",
+        ),
+        (
+            &["build", &spec, "--target", "cuda", "--mode", "train"],
+            "train packages are not generated for cuda yet",
+        ),
+        (&["build", &spec, "--sim"], "--sim goes with --target cuda"),
         (
             &["bench", &spec, "--mode", "train", "--seq", "100"],
             "longer than the model's context",

@@ -413,3 +413,51 @@ fn encoder_decoder_rows_that_end_are_dropped() {
     assert!(row0[2..].iter().all(|&x| x == 7), "{row0:?}");
     assert!(row1[1..].iter().all(|&x| x != 0 && x != 7), "{row1:?}");
 }
+
+/// `--backend cuda-sim`: the cuda step package on the host simulator generates the same
+/// tokens and logits as transformers; `--backend cuda` on a machine without a driver is a
+/// clear error (and on one with a GPU, the same tokens).
+#[test]
+fn generate_on_cuda_packages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture("gpt2");
+    let want = read_values(&dir.join("generate.safetensors")).unwrap();
+    let inputs = tmp.path().join("in.safetensors");
+    let Value::I(ids) = &want["input_ids"] else {
+        panic!()
+    };
+    write_ids(
+        &inputs,
+        &[("input_ids", ids.shape.clone(), ids.data.clone())],
+    );
+    for backend in ["cuda-sim", "cuda"] {
+        let out = tmp.path().join(format!("{backend}.safetensors"));
+        let o = gpt2_generate(
+            tmp.path(),
+            &[
+                "--inputs",
+                inputs.to_str().unwrap(),
+                "--max-new-tokens",
+                "8",
+                "--out",
+                out.to_str().unwrap(),
+                "--save-logits",
+                "--backend",
+                backend,
+            ],
+        );
+        if backend == "cuda" && !o.status.success() {
+            assert!(text(&o).contains("no CUDA driver"), "{}", text(&o));
+            assert!(!text(&o).contains("panicked"), "{}", text(&o));
+            continue;
+        }
+        assert!(o.status.success(), "{backend}: {}", text(&o));
+        let got = read_values(&out).unwrap();
+        assert_eq!(ints(&got["tokens"]), ints(&want["tokens"]), "{backend}");
+        let err = got["logits"]
+            .as_f32()
+            .unwrap()
+            .rel_max_diff(want["logits"].as_f32().unwrap());
+        assert!(err <= 1e-4, "{backend}: logits differ by {err:e}");
+    }
+}

@@ -250,13 +250,24 @@ impl Generator<crate::device::DeviceSession> {
         sim: bool,
         gpu: usize,
     ) -> Result<Generator<crate::device::DeviceSession>, RuntimeError> {
-        use crate::device::{
-            cuda::CudaDevice, read_cuda_manifest, sim::SimDevice, Device, DeviceSession,
-        };
         let step = step_package_dir(dir)?;
         let encode = match entry_dir(dir, "encode")? {
             Some(e) => Some(e),
             None => entry_dir(&step, "encode")?,
+        };
+        Generator::load_cuda_programs(&step, encode.as_deref(), weights, sim, gpu)
+    }
+
+    /// [`Generator::load_programs`] for cuda packages.
+    pub fn load_cuda_programs(
+        step: &Path,
+        encode: Option<&Path>,
+        weights: &Path,
+        sim: bool,
+        gpu: usize,
+    ) -> Result<Generator<crate::device::DeviceSession>, RuntimeError> {
+        use crate::device::{
+            cuda::CudaDevice, read_cuda_manifest, sim::SimDevice, Device, DeviceSession,
         };
         let session = |dir: &Path| -> Result<DeviceSession, RuntimeError> {
             let m = read_cuda_manifest(dir)?;
@@ -268,8 +279,8 @@ impl Generator<crate::device::DeviceSession> {
             let w = Weights::open(&m, weights)?;
             DeviceSession::new(m, &w, device)
         };
-        let encoder = encode.as_deref().map(session).transpose()?;
-        Generator::with_encoder(session(&step)?, encoder)
+        let encoder = encode.map(session).transpose()?;
+        Generator::with_encoder(session(step)?, encoder)
     }
 }
 

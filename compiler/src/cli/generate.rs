@@ -32,6 +32,8 @@ pub struct GenerateArgs<'a> {
     pub pad: Option<i64>,
     pub decoder_start: i64,
     pub threads: usize,
+    /// cpu, cuda or cuda-sim.
+    pub backend: &'a str,
 }
 
 pub fn run(args: &GenerateArgs) -> ExitCode {
@@ -42,6 +44,79 @@ pub fn run(args: &GenerateArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A generator on the CPU or on a cuda device (a GPU, or the host simulator).
+pub enum AnyGenerator {
+    Cpu(Generator),
+    Cuda(Generator<arch_runtime::device::DeviceSession>),
+}
+
+impl AnyGenerator {
+    fn is_seq2seq(&self) -> bool {
+        match self {
+            AnyGenerator::Cpu(g) => g.is_seq2seq(),
+            AnyGenerator::Cuda(g) => g.is_seq2seq(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn generate_any(
+        &mut self,
+        ids: &[i64],
+        mask: Option<&[i64]>,
+        batch: usize,
+        decoder_ids: Option<&[i64]>,
+        decoder_start: i64,
+        opts: &GenerateOptions,
+        on_step: impl FnMut(&[i64]),
+    ) -> Result<Generated, String> {
+        match self {
+            AnyGenerator::Cpu(g) => {
+                g.generate_any(ids, mask, batch, decoder_ids, decoder_start, opts, on_step)
+            }
+            AnyGenerator::Cuda(g) => {
+                g.generate_any(ids, mask, batch, decoder_ids, decoder_start, opts, on_step)
+            }
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// A generator for `backend` (cpu, cuda or cuda-sim): [`generator`], or cuda packages
+/// (built for sm_80, which sm_90 GPUs run too) on GPU 0 or the host simulator.
+pub fn any_generator(
+    target: &str,
+    weights: &Path,
+    threads: usize,
+    backend: &str,
+) -> Result<AnyGenerator, String> {
+    let sim = match backend {
+        "cpu" => return generator(target, weights, threads).map(AnyGenerator::Cpu),
+        "cuda" => false,
+        "cuda-sim" => true,
+        other => return Err(format!("unknown backend `{other}` (cpu, cuda or cuda-sim)")),
+    };
+    if !sim {
+        arch_runtime::device::cuda::driver_present().map_err(|e| e.to_string())?;
+    }
+    let dir = Path::new(target);
+    if dir.join("manifest.json").is_file() {
+        return Generator::load_cuda(dir, weights, sim, 0)
+            .map(AnyGenerator::Cuda)
+            .map_err(|e| e.to_string());
+    }
+    let Some(spec) = load_model(target) else {
+        return Err("the spec has errors".into());
+    };
+    let mut opts = BuildOptions::host()?;
+    opts.cuda = Some(80);
+    opts.sim = sim;
+    let (step, encode) = generation_packages(&spec, &opts)?;
+    let encode = encode.map(|e| e.dir);
+    Generator::load_cuda_programs(&step.dir, encode.as_deref(), weights, sim, 0)
+        .map(AnyGenerator::Cuda)
+        .map_err(|e| e.to_string())
 }
 
 /// A generator for a target: a built package directory, or the spec's step program (and
@@ -91,7 +166,7 @@ fn generate_text(args: &GenerateArgs, tokenizer_path: &Path) -> Result<(), Strin
     } else {
         args.prompts.to_vec()
     };
-    let mut generator = generator(args.target, args.weights, args.threads)?;
+    let mut generator = any_generator(args.target, args.weights, args.threads, args.backend)?;
     let seq2seq = generator.is_seq2seq();
     let padding = if seq2seq {
         crate::tokenize::Padding::Right
@@ -124,17 +199,15 @@ fn generate_text(args: &GenerateArgs, tokenizer_path: &Path) -> Result<(), Strin
             }
         }
     };
-    let out = generator
-        .generate_any(
-            &batch.ids,
-            Some(&batch.mask),
-            b,
-            None,
-            args.decoder_start,
-            &opts,
-            &mut on_step,
-        )
-        .map_err(|e| e.to_string())?;
+    let out = generator.generate_any(
+        &batch.ids,
+        Some(&batch.mask),
+        b,
+        None,
+        args.decoder_start,
+        &opts,
+        &mut on_step,
+    )?;
     let prompt_len = if seq2seq { 1 } else { batch.seq };
     if stream {
         println!();
@@ -216,19 +289,17 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
             inputs_path.display()
         ));
     }
-    let mut generator = generator(args.target, args.weights, args.threads)?;
+    let mut generator = any_generator(args.target, args.weights, args.threads, args.backend)?;
     let opts = options(args);
-    let out = generator
-        .generate_any(
-            &ids,
-            mask.as_deref(),
-            batch,
-            decoder_ids.as_deref(),
-            args.decoder_start,
-            &opts,
-            |_| {},
-        )
-        .map_err(|e| e.to_string())?;
+    let out = generator.generate_any(
+        &ids,
+        mask.as_deref(),
+        batch,
+        decoder_ids.as_deref(),
+        args.decoder_start,
+        &opts,
+        |_| {},
+    )?;
     write_generated(out_path, &out)?;
     // The new token ids of each row, for a look without opening the file.
     let prompt_len = out.len - args.max_new_tokens;

@@ -243,6 +243,10 @@ enum Command {
         /// Threads (default: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// cpu, cuda (an NVIDIA GPU: caches and states on the device) or cuda-sim (the
+        /// cuda packages' thread programs on this CPU: slow, for checking without a GPU).
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "cuda-sim"])]
+        backend: String,
     },
     /// Train a model: forward, loss, backward and the optimizer in one compiled program;
     /// logs, checkpoints (resumable bit for bit), the loss curve.
@@ -550,6 +554,7 @@ fn run(cli: Cli) -> ExitCode {
             pad,
             decoder_start,
             threads,
+            backend,
         } => generate::run(&generate::GenerateArgs {
             target: &target,
             weights: &weights,
@@ -568,6 +573,7 @@ fn run(cli: Cli) -> ExitCode {
             pad,
             decoder_start,
             threads,
+            backend: &backend,
         }),
         Command::Embed {
             target,
