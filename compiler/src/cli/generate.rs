@@ -48,8 +48,8 @@ pub fn run(args: &GenerateArgs) -> ExitCode {
 
 /// A generator on the CPU or on a cuda device (a GPU, or the host simulator).
 pub enum AnyGenerator {
-    Cpu(Generator),
-    Cuda(Generator<arch_runtime::device::DeviceSession>),
+    Cpu(Box<Generator>),
+    Cuda(Box<Generator<arch_runtime::device::DeviceSession>>),
 }
 
 impl AnyGenerator {
@@ -92,7 +92,9 @@ pub fn any_generator(
     backend: &str,
 ) -> Result<AnyGenerator, String> {
     let sim = match backend {
-        "cpu" => return generator(target, weights, threads).map(AnyGenerator::Cpu),
+        "cpu" => {
+            return generator(target, weights, threads).map(|g| AnyGenerator::Cpu(Box::new(g)))
+        }
         "cuda" => false,
         "cuda-sim" => true,
         other => return Err(format!("unknown backend `{other}` (cpu, cuda or cuda-sim)")),
@@ -103,7 +105,7 @@ pub fn any_generator(
     let dir = Path::new(target);
     if dir.join("manifest.json").is_file() {
         return Generator::load_cuda(dir, weights, sim, 0)
-            .map(AnyGenerator::Cuda)
+            .map(|g| AnyGenerator::Cuda(Box::new(g)))
             .map_err(|e| e.to_string());
     }
     let Some(spec) = load_model(target) else {
@@ -115,7 +117,7 @@ pub fn any_generator(
     let (step, encode) = generation_packages(&spec, &opts)?;
     let encode = encode.map(|e| e.dir);
     Generator::load_cuda_programs(&step.dir, encode.as_deref(), weights, sim, 0)
-        .map(AnyGenerator::Cuda)
+        .map(|g| AnyGenerator::Cuda(Box::new(g)))
         .map_err(|e| e.to_string())
 }
 
