@@ -34,6 +34,10 @@ for dir in compiler/tests/fixtures/hf/*/; do
     if python3 -c "import sys; from safetensors import safe_open; f = safe_open(sys.argv[1], 'np'); sys.exit(0 if 'attention_mask' in f.keys() else 1)" "$dir/inputs.safetensors"; then
         MASK=(--attention-mask)
     fi
+    # A fixture of a bare encoder (BertModel) recorded only the hidden states.
+    if ! python3 -c "import sys; from safetensors import safe_open; f = safe_open(sys.argv[1], 'np'); sys.exit(0 if 'logits' in f.keys() else 1)" "$dir/outputs.safetensors"; then
+        MASK+=(--output hidden)
+    fi
     "$ARCHC" build "$dir/model.arch" --target cuda --sm "$SM" "${SIM[@]}" "${MASK[@]}" \
         --no-cache -o "$OUT/pkg/$name" >/dev/null 2>"$OUT/pkg/$name.log"
     echo "built $name" >&2
