@@ -300,10 +300,6 @@ fn clear_errors() {
             &["build", &spec, "--target", "cuda", "--quant", "q8_0"],
             "cuda packages keep their weights in f32",
         ),
-        (
-            &["build", &spec, "--target", "cuda", "--mode", "train"],
-            "train packages are not generated for cuda yet",
-        ),
         (&["build", &spec, "--sim"], "--sim goes with --target cuda"),
         (
             &["bench", &spec, "--mode", "train", "--seq", "100"],

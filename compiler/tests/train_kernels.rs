@@ -3,7 +3,9 @@
 //! and run by the runtime, must give the evaluator's gradients (max|Δ| / max|ref| ≤ 1e-4;
 //! a gradient that is zero in exact arithmetic — the key bias, which softmax ignores — is
 //! measured against the model's largest). Covers every scan cell's reverse scan (Mamba,
-//! RWKV-4, S4D, TTT) and attention's backward (GPT-2, LLaMA with GQA).
+//! RWKV-4, S4D, TTT) and attention's backward (GPT-2, LLaMA with GQA). The same graphs
+//! also run as cuda packages on the host simulator (the thread programs of every kernel
+//! kind, the flash-style attention backward's four parts included).
 
 mod common;
 
@@ -19,6 +21,30 @@ use common::{fixture, random_params, spec_of, TINY_S4, TINY_TTT};
 use std::collections::HashMap;
 
 const TOLERANCE: f64 = 1e-4;
+
+/// Builds `g` into a package — for the CPU, or as a cuda package run on the host
+/// simulator — and runs it on `inputs`.
+fn run_graph(
+    g: &archc::graph::Graph,
+    params: &interp::Params,
+    inputs: HashMap<String, Value>,
+    cuda: bool,
+) -> Vec<(String, Tensor<f32>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = archc::package::BuildOptions::host().unwrap();
+    if cuda {
+        opts.cuda = Some(80);
+        opts.sim = true;
+    }
+    archc::package::build_graph(g, "grad", &opts, dir.path()).unwrap();
+    let weights = WeightSource::Tensors(params);
+    if cuda {
+        archc::eval::run_cuda_package(dir.path(), &weights, inputs, archc::eval::CudaRun::Sim)
+            .unwrap()
+    } else {
+        run_package_with(dir.path(), &weights, inputs, 2).unwrap()
+    }
+}
 
 fn spec_from(src: &str, model: &str) -> ArchSpec {
     let dir = tempfile::tempdir().unwrap();
@@ -51,30 +77,30 @@ fn check(spec: &ArchSpec, params: &interp::Params, ids: Value, what: &str) {
         .unwrap()
         .into_iter()
         .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let opts = archc::package::BuildOptions::host().unwrap();
-    archc::package::build_graph(&g, "grad", &opts, dir.path()).unwrap();
-    let got = run_package_with(dir.path(), &WeightSource::Tensors(params), inputs, 2).unwrap();
-    let largest = got
-        .iter()
-        .filter(|(n, _)| n.starts_with("grad:"))
-        .map(|(n, _)| archc::tensor::max_abs(&want[n].as_f32().unwrap().data))
-        .fold(0.0f64, f64::max);
-    assert!(largest > 0.0, "{what}: the gradients are not all zero");
-    let mut checked = 0;
-    for (name, t) in &got {
-        let w = want[name].as_f32().unwrap();
-        let max_ref = archc::tensor::max_abs(&w.data);
-        let err = if name.starts_with("grad:") && max_ref < 1e-6 * largest {
-            archc::tensor::max_abs_diff(&t.data, &w.data) / largest
-        } else {
-            t.rel_max_diff(w)
-        };
-        assert!(err <= TOLERANCE, "{what} {name}: {err:e}");
-        checked += 1;
+    for cuda in [false, true] {
+        let what = format!("{what}{}", if cuda { " (cuda sim)" } else { "" });
+        let got = run_graph(&g, params, inputs.clone(), cuda);
+        let largest = got
+            .iter()
+            .filter(|(n, _)| n.starts_with("grad:"))
+            .map(|(n, _)| archc::tensor::max_abs(&want[n].as_f32().unwrap().data))
+            .fold(0.0f64, f64::max);
+        assert!(largest > 0.0, "{what}: the gradients are not all zero");
+        let mut checked = 0;
+        for (name, t) in &got {
+            let w = want[name].as_f32().unwrap();
+            let max_ref = archc::tensor::max_abs(&w.data);
+            let err = if name.starts_with("grad:") && max_ref < 1e-6 * largest {
+                archc::tensor::max_abs_diff(&t.data, &w.data) / largest
+            } else {
+                t.rel_max_diff(w)
+            };
+            assert!(err <= TOLERANCE, "{what} {name}: {err:e}");
+            checked += 1;
+        }
+        eprintln!("{what}: {checked} outputs match");
+        assert!(checked > 5);
     }
-    eprintln!("{what}: {checked} outputs match");
-    assert!(checked > 5);
 }
 
 fn hf(name: &str) {
@@ -227,21 +253,23 @@ fn attention_backward(
         .unwrap()
         .into_iter()
         .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let opts = archc::package::BuildOptions::host().unwrap();
-    archc::package::build_graph(&g, "attn_grad", &opts, dir.path()).unwrap();
-    let got = run_package_with(dir.path(), &WeightSource::Tensors(&params), inputs, 2).unwrap();
-    for (name, t) in &got {
-        let w = want[name].as_f32().unwrap();
-        let err = t.rel_max_diff(w);
-        eprintln!("{mask:?} {name}: {err:.1e}");
-        assert!(err <= TOLERANCE, "{mask:?} {name}: {err:e}");
-        assert!(
-            archc::tensor::max_abs(&w.data) > 0.0,
-            "{name} is not all zero"
-        );
+    for cuda in [false, true] {
+        let got = run_graph(&g, &params, inputs.clone(), cuda);
+        for (name, t) in &got {
+            let w = want[name].as_f32().unwrap();
+            let err = t.rel_max_diff(w);
+            eprintln!("{mask:?} {name} (cuda sim: {cuda}): {err:.1e}");
+            assert!(
+                err <= TOLERANCE,
+                "{mask:?} {name} (cuda sim: {cuda}): {err:e}"
+            );
+            assert!(
+                archc::tensor::max_abs(&w.data) > 0.0,
+                "{name} is not all zero"
+            );
+        }
+        assert_eq!(got.len(), 4, "loss and three gradients");
     }
-    assert_eq!(got.len(), 4, "loss and three gradients");
 }
 
 #[test]

@@ -82,9 +82,6 @@ fn run_build(args: &BuildArgs) -> Result<(), String> {
                         .into(),
                 );
             }
-            if matches!(opts.kind, crate::package::PackageKind::Train(_)) {
-                return Err("train packages are not generated for cuda yet (the attention backward and the scans' backward are CPU-only); build with --mode infer".into());
-            }
             opts.cuda = Some(args.sm);
             opts.sim = args.sim;
             eprintln!("archc: building {} for cuda sm_{}", spec.name, args.sm);

@@ -19,7 +19,7 @@ use super::simt::{Mode, Simt};
 use crate::backend::llvm::expr::{Exprs, Values};
 use crate::backend::llvm::ir::{Ir, IrError, IrResult, WholeSteps};
 use crate::backend::llvm::math::Math;
-use crate::graph::{MaskKind, ReduceOp};
+use crate::graph::{AttnPart, MaskKind, ReduceOp};
 use crate::kernel::{Attention, Body, BufId, Expr, Ix, Kernel, MatMul, Program, Scan};
 use inkwell::values::{BasicValueEnum, FloatValue, FunctionValue, IntValue, PointerValue};
 use inkwell::{FloatPredicate, IntPredicate};
@@ -83,8 +83,8 @@ fn shared_floats(k: &Kernel) -> u64 {
 /// Why kernel `k` cannot run on the GPU yet, if it cannot.
 fn unsupported(k: &Kernel) -> Option<String> {
     match &k.body {
-        Body::Attention(a) if a.part.is_some() => Some(format!(
-            "kernel `{}`: the attention backward is not generated for cuda yet",
+        Body::Attention(a) if a.part.is_some() && a.ring.is_some() => Some(format!(
+            "kernel `{}`: the attention backward over a ring cache",
             k.name
         )),
         Body::MatMul(m) if m.whole_rows && m.n.as_const().is_none_or(|n| n as u64 > 12 * 1024) => {
@@ -701,6 +701,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     fn attention(&self, p: &Par<'ctx>, a: &Attention) -> IrResult<()> {
+        if let Some(part) = a.part {
+            return self.attention_grad(p, a, part);
+        }
         let ir = self.ir;
         let m = Math { ir };
         let s: Vec<IntValue<'ctx>> = a.sizes.iter().map(|x| self.c(x)).collect::<IrResult<_>>()?;
@@ -853,5 +856,309 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             }
             Ok(())
         })
+    }
+
+    /// A part of the flash-style attention backward (see [`Attention::part`]), scores
+    /// recomputed from q and k: `Lse` and dQ one query row per warp, dK and dV one key row
+    /// (of a key/value head) per warp over the queries of every head of its group that see
+    /// it. Vectors are spread over the lanes as in the forward kernel.
+    fn attention_grad(&self, p: &Par<'ctx>, a: &Attention, part: AttnPart) -> IrResult<()> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let s: Vec<IntValue<'ctx>> = a.sizes.iter().map(|x| self.c(x)).collect::<IrResult<_>>()?;
+        let (b_, h, t, nk, d, dv, hkv) = (s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
+        let group = self.udiv(h, hkv)?;
+        type Rows<'c> = (PointerValue<'c>, Vec<IntValue<'c>>);
+        let strided = |st: &crate::kernel::Strided| -> IrResult<Rows<'ctx>> {
+            let base = ir.at(self.buf(st.buf)?, self.c(&st.offset)?)?;
+            let v = st
+                .strides
+                .iter()
+                .map(|x| self.c(x))
+                .collect::<IrResult<Vec<_>>>()?;
+            Ok((base, v))
+        };
+        let qr = strided(&a.q)?;
+        let kr = strided(&a.k)?;
+        let vr = strided(&a.v)?;
+        let or = strided(&a.out)?;
+        let dr = match &a.dout {
+            Some(x) => strided(x)?,
+            None => qr.clone(),
+        };
+        let row = |(base, st): &Rows<'ctx>, b, head, i| -> IrResult<PointerValue<'ctx>> {
+            ir.at(
+                *base,
+                ir.add(
+                    ir.mul(b, st[0])?,
+                    ir.add(ir.mul(head, st[1])?, ir.mul(i, st[2])?)?,
+                )?,
+            )
+        };
+        let width = |x: &Ix| x.as_const().map_or(self.max_head_dim, |v| v as u64).max(1);
+        let (uq, uv) = (
+            width(&a.sizes[4]).div_ceil(WARP),
+            width(&a.sizes[5]).div_ceil(WARP),
+        );
+        let neg_inf = m.c(f64::NEG_INFINITY);
+        let scale = m.c(a.scale);
+        let (gt, gs) = self.global(p)?;
+        let lane = self.urem(p.tid, self.k(WARP))?;
+        let warp = self.udiv(gt, self.k(WARP))?;
+        let warps = self.udiv(gs, self.k(WARP))?;
+        let elem = |u: u64| ir.add(lane, self.k(u * WARP));
+        // A strided row's lane elements (u < n of them), 0 past `len`.
+        let lanes =
+            |ptr: PointerValue<'ctx>, stride: IntValue<'ctx>, len: IntValue<'ctx>, n: u64| {
+                (0..n)
+                    .map(|u| {
+                        let x = elem(u)?;
+                        self.load_if(self.lt(x, len)?, ptr, ir.mul(x, stride)?)
+                    })
+                    .collect::<IrResult<Vec<FloatValue<'ctx>>>>()
+            };
+        // Σ over the warp of a · b lane-wise.
+        let dot =
+            |xs: &[FloatValue<'ctx>], ys: &[FloatValue<'ctx>]| -> IrResult<FloatValue<'ctx>> {
+                let mut part = m.c(0.0);
+                for (&x, &y) in xs.iter().zip(ys) {
+                    part = self.fma(x, y, part)?;
+                }
+                self.warp_reduce(part, ReduceOp::Sum)
+            };
+        let stat = |e: &Option<Expr>, vars: &[IntValue<'ctx>]| -> IrResult<FloatValue<'ctx>> {
+            match e {
+                Some(e) => self.ex.expr(&self.vals, e, vars),
+                None => Err(IrError("attention backward without lse / δ".into())),
+            }
+        };
+        // The scaled, biased score of (b, head, query, key); −∞ where a mask hides the key.
+        let masked =
+            |dotv: FloatValue<'ctx>, vars: [IntValue<'ctx>; 4]| -> IrResult<FloatValue<'ctx>> {
+                let [_, _, tt, key] = vars;
+                let mut sc = ir.b.build_float_mul(dotv, scale, "")?;
+                if let Some(bias) = &a.bias {
+                    sc =
+                        ir.b.build_float_add(sc, self.ex.expr(&self.vals, bias, &vars)?, "")?;
+                }
+                let pos = ir.add(ir.sub(nk, t)?, tt)?;
+                let seen =
+                    |lim: IntValue<'ctx>| ir.b.build_int_compare(IntPredicate::SLE, key, lim, "");
+                let allowed = match a.mask {
+                    MaskKind::Bidirectional => None,
+                    MaskKind::Causal => Some(seen(pos)?),
+                    MaskKind::Sliding(w) => {
+                        let recent = ir.b.build_int_compare(
+                            IntPredicate::SGT,
+                            key,
+                            ir.sub(pos, self.k(w))?,
+                            "",
+                        )?;
+                        Some(ir.b.build_and(seen(pos)?, recent, "")?)
+                    }
+                };
+                if let Some(ok) = allowed {
+                    sc = m.select(ok, sc, neg_inf)?;
+                }
+                if let Some(km) = &a.key_mask {
+                    let keep = self.ex.expr(&self.vals, km, &vars)?;
+                    let off =
+                        ir.b.build_float_compare(FloatPredicate::OEQ, keep, m.c(0.0), "")?;
+                    sc = m.select(off, neg_inf, sc)?;
+                }
+                Ok(sc)
+            };
+        let keys_of = |tt: IntValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
+            let pos = ir.add(ir.sub(nk, t)?, tt)?;
+            Ok(match a.mask {
+                MaskKind::Bidirectional => (self.k(0), nk),
+                MaskKind::Causal => (self.k(0), ir.min(nk, ir.add(pos, self.k(1))?)?),
+                MaskKind::Sliding(w) => (
+                    self.ex
+                        .max(self.k(0), ir.sub(ir.add(pos, self.k(1))?, self.k(w))?)?,
+                    ir.min(nk, ir.add(pos, self.k(1))?)?,
+                ),
+            })
+        };
+        let queries_of = |j: IntValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
+            let first = ir.sub(ir.add(j, t)?, nk)?;
+            Ok(match a.mask {
+                MaskKind::Bidirectional => (self.k(0), t),
+                MaskKind::Causal => (self.ex.max(self.k(0), first)?, t),
+                MaskKind::Sliding(w) => (
+                    self.ex.max(self.k(0), first)?,
+                    ir.min(t, ir.add(first, self.k(w))?)?,
+                ),
+            })
+        };
+        let store_lanes =
+            |ptr: PointerValue<'ctx>, vals: &[BasicValueEnum<'ctx>], len: IntValue<'ctx>| {
+                for (u, v) in vals.iter().enumerate() {
+                    let x = elem(u as u64)?;
+                    let v = v.into_float_value();
+                    ir.if_else(
+                        self.f,
+                        "o",
+                        self.lt(x, len)?,
+                        || ir.store(ir.at(ptr, ir.mul(x, or.1[3])?)?, v),
+                        || Ok(()),
+                    )?;
+                }
+                Ok::<(), IrError>(())
+            };
+        let zeros =
+            |n: u64| -> Vec<BasicValueEnum<'ctx>> { (0..n).map(|_| m.c(0.0).into()).collect() };
+        match part {
+            AttnPart::Lse | AttnPart::Q => {
+                let rows = ir.mul(ir.mul(b_, h)?, t)?;
+                let ht = ir.mul(h, t)?;
+                self.strided("qrow", warp, rows, warps, |it| {
+                    let b = self.udiv(it, ht)?;
+                    let hh = self.urem(self.udiv(it, t)?, h)?;
+                    let tt = self.urem(it, t)?;
+                    let kh = self.udiv(hh, group)?;
+                    let qv = lanes(row(&qr, b, hh, tt)?, qr.1[3], d, uq)?;
+                    let (lo, hi) = keys_of(tt)?;
+                    let steps = WholeSteps {
+                        start: lo,
+                        limit: hi,
+                        step: 1,
+                    };
+                    let out = row(&or, b, hh, tt)?;
+                    if part == AttnPart::Lse {
+                        let init = [neg_inf.into(), m.c(0.0).into()];
+                        let (_, fin) =
+                            ir.carried_loop(self.f, "key", steps, &init, |key, cur| {
+                                let kv = lanes(row(&kr, b, kh, key)?, kr.1[3], d, uq)?;
+                                let sc = masked(dot(&qv, &kv)?, [b, hh, tt, key])?;
+                                let (mx, l) =
+                                    (cur[0].into_float_value(), cur[1].into_float_value());
+                                let new_max = m.binary_intrinsic("llvm.maxnum", mx, sc)?;
+                                let none = ir.b.build_float_compare(
+                                    FloatPredicate::OEQ,
+                                    new_max,
+                                    neg_inf,
+                                    "",
+                                )?;
+                                let corr = m.select(
+                                    none,
+                                    m.c(1.0),
+                                    m.exp(ir.b.build_float_sub(mx, new_max, "")?)?,
+                                )?;
+                                let pr = m.select(
+                                    none,
+                                    m.c(0.0),
+                                    m.exp(ir.b.build_float_sub(sc, new_max, "")?)?,
+                                )?;
+                                Ok(vec![new_max.into(), self.fma(l, corr, pr)?.into()])
+                            })?;
+                        let (mx, l) = (fin[0].into_float_value(), fin[1].into_float_value());
+                        let none =
+                            ir.b.build_float_compare(FloatPredicate::OEQ, mx, neg_inf, "")?;
+                        let lse = m.select(
+                            none,
+                            m.c(f64::INFINITY),
+                            ir.b.build_float_add(mx, m.log(l)?, "")?,
+                        )?;
+                        let first = ir.eq(lane, self.k(0))?;
+                        return ir.if_else(self.f, "st", first, || ir.store(out, lse), || Ok(()));
+                    }
+                    let dov = lanes(row(&dr, b, hh, tt)?, dr.1[3], dv, uv)?;
+                    let lse = stat(&a.lse, &[b, hh, tt])?;
+                    let delta = stat(&a.delta, &[b, hh, tt])?;
+                    let (_, acc) =
+                        ir.carried_loop(self.f, "key", steps, &zeros(uq), |key, cur| {
+                            let kp = row(&kr, b, kh, key)?;
+                            let kv = lanes(kp, kr.1[3], d, uq)?;
+                            let sc = masked(dot(&qv, &kv)?, [b, hh, tt, key])?;
+                            let pr = m.exp(ir.b.build_float_sub(sc, lse, "")?)?;
+                            let vv = lanes(row(&vr, b, kh, key)?, vr.1[3], dv, uv)?;
+                            let dp = dot(&dov, &vv)?;
+                            let ds = ir.b.build_float_mul(
+                                ir.b.build_float_mul(pr, ir.b.build_float_sub(dp, delta, "")?, "")?,
+                                scale,
+                                "",
+                            )?;
+                            cur.iter()
+                                .zip(&kv)
+                                .map(|(a, &k)| Ok(self.fma(ds, k, a.into_float_value())?.into()))
+                                .collect()
+                        })?;
+                    store_lanes(out, &acc, d)
+                })
+            }
+            AttnPart::K | AttnPart::V => {
+                let rows = ir.mul(ir.mul(b_, hkv)?, nk)?;
+                let hn = ir.mul(hkv, nk)?;
+                let width = if part == AttnPart::K {
+                    (d, uq)
+                } else {
+                    (dv, uv)
+                };
+                self.strided("krow", warp, rows, warps, |it| {
+                    let b = self.udiv(it, hn)?;
+                    let kh = self.urem(self.udiv(it, nk)?, hkv)?;
+                    let j = self.urem(it, nk)?;
+                    let kv = lanes(row(&kr, b, kh, j)?, kr.1[3], d, uq)?;
+                    let vv = if part == AttnPart::K {
+                        lanes(row(&vr, b, kh, j)?, vr.1[3], dv, uv)?
+                    } else {
+                        Vec::new()
+                    };
+                    let (qlo, qhi) = queries_of(j)?;
+                    let heads = WholeSteps {
+                        start: self.k(0),
+                        limit: group,
+                        step: 1,
+                    };
+                    let (_, acc) =
+                        ir.carried_loop(self.f, "head", heads, &zeros(width.1), |g, cur| {
+                            let hh = ir.mad(kh, group, g)?;
+                            let steps = WholeSteps {
+                                start: qlo,
+                                limit: qhi,
+                                step: 1,
+                            };
+                            let (_, next) =
+                                ir.carried_loop(self.f, "query", steps, cur, |tt, cur| {
+                                    let qv = lanes(row(&qr, b, hh, tt)?, qr.1[3], d, uq)?;
+                                    let sc = masked(dot(&qv, &kv)?, [b, hh, tt, j])?;
+                                    let pr = m.exp(ir.b.build_float_sub(
+                                        sc,
+                                        stat(&a.lse, &[b, hh, tt])?,
+                                        "",
+                                    )?)?;
+                                    let dov = lanes(row(&dr, b, hh, tt)?, dr.1[3], dv, uv)?;
+                                    let (f, xs) = if part == AttnPart::V {
+                                        (pr, dov)
+                                    } else {
+                                        let dp = dot(&dov, &vv)?;
+                                        let centred = ir.b.build_float_sub(
+                                            dp,
+                                            stat(&a.delta, &[b, hh, tt])?,
+                                            "",
+                                        )?;
+                                        (
+                                            ir.b.build_float_mul(
+                                                ir.b.build_float_mul(pr, centred, "")?,
+                                                scale,
+                                                "",
+                                            )?,
+                                            qv,
+                                        )
+                                    };
+                                    cur.iter()
+                                        .zip(&xs)
+                                        .map(|(a, &x)| {
+                                            Ok(self.fma(f, x, a.into_float_value())?.into())
+                                        })
+                                        .collect()
+                                })?;
+                            Ok(next)
+                        })?;
+                    store_lanes(row(&or, b, kh, j)?, &acc, width.0)
+                })
+            }
+        }
     }
 }
