@@ -8,8 +8,44 @@
 //! itself (`ptxas` checks that) and not timing.
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Barrier;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+/// A reusable barrier for `n` threads: the last to arrive starts a new generation; the
+/// others spin briefly, then yield the core until it does (with dozens of threads per
+/// core, waking each through a condition variable costs far more).
+struct Barrier {
+    n: usize,
+    count: AtomicUsize,
+    generation: AtomicUsize,
+}
+
+impl Barrier {
+    fn new(n: usize) -> Barrier {
+        Barrier {
+            n,
+            count: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+        }
+    }
+
+    fn wait(&self) {
+        let g = self.generation.load(Ordering::Acquire);
+        if self.count.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
+            self.count.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+            return;
+        }
+        let mut spins = 0u32;
+        while self.generation.load(Ordering::Acquire) == g {
+            if spins < 32 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
 
 /// The context a simulated thread's kernel reads: 8-byte slots in this order (the
 /// compiler's `backend::cuda::simt` reads them by position).
@@ -135,14 +171,18 @@ pub unsafe fn run(threads: usize, shared_floats: usize, launches: &[SimLaunch]) 
 /// The simulator's file in a cuda package (`archc build --target cuda --sim`).
 pub const SIM_FILE: &str = "kernels.sim.so";
 
-/// The host simulator as a [`super::Device`]: device memory is host memory, each launch
-/// runs the package's host-compiled thread programs on [`run`]. One SM.
+/// The host simulator as a [`super::Device`]: device memory is host memory; launches run
+/// the package's host-compiled thread programs on [`run`], queued until something reads
+/// or changes memory, then together on one set of threads. One SM.
 pub struct SimDevice {
     fns: Vec<SimKernel>,
     shared: Vec<usize>,
     threads: usize,
     /// Allocations by address.
     allocs: std::collections::BTreeMap<u64, Vec<u64>>,
+    /// Launches not run yet: they run together, on one set of threads, when anything
+    /// reads or changes memory (a stream's order, as on a GPU).
+    pending: Vec<(SimLaunch, usize)>,
     _lib: crate::package::Library,
 }
 
@@ -183,8 +223,21 @@ impl SimDevice {
                 .collect(),
             threads,
             allocs: Default::default(),
+            pending: Vec::new(),
             _lib: lib,
         })
+    }
+
+    /// Runs the pending launches in order.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let shared = self.pending.iter().map(|&(_, s)| s).max().unwrap_or(0);
+        let launches: Vec<SimLaunch> = self.pending.drain(..).map(|(l, _)| l).collect();
+        // SAFETY: the session built each table from live allocations sized for the dims,
+        // and nothing was freed or overwritten since (every such call flushes first).
+        unsafe { run(self.threads, shared, &launches) };
     }
 
     /// The allocation holding `[p, p + len)`.
@@ -219,12 +272,14 @@ impl super::Device for SimDevice {
     }
 
     fn free(&mut self, p: super::DevPtr) -> Result<(), crate::RuntimeError> {
+        self.flush();
         self.allocs.remove(&p).map(|_| ()).ok_or_else(|| {
             crate::RuntimeError::Device(format!("freeing {p:#x}, which is not allocated"))
         })
     }
 
     fn upload(&mut self, dst: super::DevPtr, data: &[u8]) -> Result<(), crate::RuntimeError> {
+        self.flush();
         let d = self.region(dst, data.len())?;
         // SAFETY: `d` holds `data.len()` bytes (checked by `region`).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), d, data.len()) };
@@ -232,6 +287,7 @@ impl super::Device for SimDevice {
     }
 
     fn download(&mut self, src: super::DevPtr, out: &mut [u8]) -> Result<(), crate::RuntimeError> {
+        self.flush();
         let s = self.region(src, out.len())?;
         // SAFETY: as in `upload`.
         unsafe { std::ptr::copy_nonoverlapping(s, out.as_mut_ptr(), out.len()) };
@@ -256,12 +312,12 @@ impl super::Device for SimDevice {
             table: table as *const *mut c_void,
             dims: dims as *const i64,
         };
-        // SAFETY: the session built the table from live allocations sized for the dims.
-        unsafe { run(self.threads, self.shared[k], &[launch]) };
+        self.pending.push((launch, self.shared[k]));
         Ok(())
     }
 
     fn synchronize(&mut self) -> Result<(), crate::RuntimeError> {
+        self.flush();
         Ok(())
     }
 }
