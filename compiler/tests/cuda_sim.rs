@@ -212,3 +212,103 @@ fn generation_matches_transformers() {
         assert!(err <= TOLERANCE, "{name}: logits {err:e}");
     }
 }
+
+/// The math a GPU gets without libm, through the simulator: sin and cos over RoPE-sized
+/// angles (one π/4 reduction), pow (in f64 inside) with powf's special cases, against f64.
+#[test]
+fn transcendentals_without_libm() {
+    use archc::graph::{BinaryOp, DType, Dim, Graph, UnaryOp};
+    let n = 4099usize;
+    let mut g = Graph::new("math");
+    let x = g.input("x", vec![Dim::c(n as u64)], DType::F32);
+    let y = g.input("y", vec![Dim::c(n as u64)], DType::F32);
+    let sin = g.unary(UnaryOp::Sin, x);
+    let cos = g.unary(UnaryOp::Cos, x);
+    let pow = g.binary(BinaryOp::Pow, y, x);
+    g.output("sin", sin);
+    g.output("cos", cos);
+    g.output("pow", pow);
+    let g = g.finish().unwrap();
+    // Angles over ±4096 (RoPE: positions × frequencies ≤ 1); bases in (0, 1e4], with
+    // zeros and negative bases (an integral exponent gives a sign, others NaN).
+    let xs: Vec<f32> = (0..n).map(|i| (i as f32 - 2049.0) * 1.999_7).collect();
+    let mut ys: Vec<f32> = (0..n)
+        .map(|i| 1e4 * ((i * 7919) % n + 1) as f32 / n as f32)
+        .collect();
+    let mut xs_pow: Vec<f32> = xs.iter().map(|x| (x / 2048.0).clamp(-4.0, 4.0)).collect();
+    // 0^y: 0 for y > 0, 1 for y = 0, ∞ for y < 0; (−2)^y: a sign for integral y, NaN else.
+    let special = [
+        (0.0, 2.0),
+        (0.0, 0.0),
+        (0.0, -1.0),
+        (-2.0, 3.0),
+        (-2.0, 2.0),
+        (-2.0, 0.5),
+    ];
+    for (i, &(base, e)) in special.iter().enumerate() {
+        ys[i] = base;
+        xs_pow[i] = e;
+    }
+    let run = |x: &[f32], y: &[f32]| {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = archc::package::BuildOptions {
+            cuda: Some(80),
+            sim: true,
+            ..archc::package::BuildOptions::host().unwrap()
+        };
+        archc::package::build_graph(&g, "math", &opts, dir.path()).unwrap();
+        let inputs = HashMap::from([
+            (
+                "x".to_string(),
+                Value::F(Tensor {
+                    shape: vec![n],
+                    data: x.to_vec(),
+                }),
+            ),
+            (
+                "y".to_string(),
+                Value::F(Tensor {
+                    shape: vec![n],
+                    data: y.to_vec(),
+                }),
+            ),
+        ]);
+        let params = archc::interp::Params::new();
+        archc::eval::run_cuda_package(
+            dir.path(),
+            &archc::eval::WeightSource::Tensors(&params),
+            inputs,
+            archc::eval::CudaRun::Sim,
+        )
+        .unwrap()
+        .into_iter()
+        .collect::<HashMap<_, _>>()
+    };
+    let trig = run(&xs, &ys);
+    let (mut worst_sin, mut worst_cos) = (0f64, 0f64);
+    for (i, &x) in xs.iter().enumerate() {
+        worst_sin = worst_sin.max((trig["sin"].data[i] as f64 - (x as f64).sin()).abs());
+        worst_cos = worst_cos.max((trig["cos"].data[i] as f64 - (x as f64).cos()).abs());
+    }
+    eprintln!("sin {worst_sin:e}, cos {worst_cos:e} over |x| ≤ 4096");
+    assert!(
+        worst_sin < 2e-6 && worst_cos < 2e-6,
+        "sin {worst_sin:e} cos {worst_cos:e}"
+    );
+    let p = run(&xs_pow, &ys);
+    let mut worst_pow = 0f64;
+    for i in special.len()..n {
+        let want = (ys[i] as f64).powf(xs_pow[i] as f64);
+        let got = p["pow"].data[i] as f64;
+        worst_pow = worst_pow.max(((got - want) / want).abs());
+    }
+    eprintln!("pow relative {worst_pow:e}");
+    assert!(worst_pow < 3e-7, "pow {worst_pow:e}");
+    for (i, &(base, e)) in special.iter().enumerate() {
+        let (got, want) = (p["pow"].data[i], f32::powf(base, e));
+        assert!(
+            got == want || (got.is_nan() && want.is_nan()),
+            "pow({base}, {e}) = {got}, not {want}"
+        );
+    }
+}

@@ -278,7 +278,6 @@ impl<'ctx> Math<'_, 'ctx> {
     pub fn pow(&self, x: FloatValue<'ctx>, y: FloatValue<'ctx>) -> IrResult<FloatValue<'ctx>> {
         let ir = self.ir;
         let f64t = ir.ctx.f64_type();
-        let d = |v: f64| f64t.const_float(v);
         let x64 = ir.b.build_float_ext(x, f64t, "")?;
         let y64 = ir.b.build_float_ext(y, f64t, "")?;
         let ax = self.unary64("llvm.fabs", x64)?;
@@ -302,7 +301,6 @@ impl<'ctx> Math<'_, 'ctx> {
             self.c(0.0),
             self.select(self.lt(y, self.c(0.0))?, self.c(f64::INFINITY), self.c(1.0))?,
         )?;
-        let _ = d;
         let out = self.select(self.lt(x, self.c(0.0))?, negative, r)?;
         let is_zero =
             ir.b.build_float_compare(FloatPredicate::OEQ, x, self.c(0.0), "")?;
