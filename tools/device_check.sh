@@ -5,7 +5,10 @@
 #
 #   1. every Hugging Face fixture through its cuda package (arch-run) against the outputs
 #      transformers recorded (≤ 1e-4 relative, real tokens only);
-#   2. timings against PyTorch CUDA (eager f32, TF32 off) in the same run: GPT-2 small and
+#   2. greedy generation (caches on the device) of the GPT-2 (left-padded batch), LLaMA,
+#      Mamba and T5 fixtures against transformers' `generate`: the same tokens, logits
+#      within 1e-4;
+#   3. timings against PyTorch CUDA (eager f32, TF32 off) in the same run: GPT-2 small and
 #      a LLaMA-style model (specs/bench.arch:llama_bench) forward at batch 8 × 512.
 #
 # Results go to stdout and to $OUT/device_check.md (the device tool brings $OUT back).
@@ -53,6 +56,31 @@ for pkg in "$DEV"/pkg/*/; do
         echo "$res" | tee -a "$REPORT"
     else
         say "- $name: FAILED to run: $(tail -n 2 "$OUT/$name.log" | tr '\n' ' ')"
+        fail=1
+    fi
+done
+
+say ""
+say "## Greedy generation through cuda step packages (tokens equal, logits ≤ 1e-4)"
+say ""
+for spec in gpt2:generate_padded llama:generate mamba:generate t5:generate; do
+    name=${spec%%:*}
+    file=${spec#*:}.safetensors
+    fx=compiler/tests/fixtures/hf/$name
+    n=$(python3 -c "import sys; from safetensors.numpy import load_file; d = load_file(sys.argv[1]); print(d['logits'].shape[1])" "$fx/$file")
+    if timeout 120 "${RUN[@]}" "$DEV/pkg/$name" --weights "$fx/model.safetensors" --inputs "$fx/$file" \
+        --out "$OUT/gen_$name.safetensors" --max-new-tokens "$n" --save-logits "${SIMFLAG[@]}" \
+        > "$OUT/gen_$name.log" 2>&1; then
+        if res=$(python3 tools/device_compare.py "$fx" "$OUT/gen_$name.safetensors" --generated "$file"); then
+            say "- $name ($file): ok"
+        else
+            say "- $name ($file): MISMATCH"
+            fail=1
+        fi
+        echo "$res" | tee -a "$REPORT"
+        grep -h "tokens/s" "$OUT/gen_$name.log" | tee -a "$REPORT"
+    else
+        say "- $name generation: FAILED to run: $(tail -n 2 "$OUT/gen_$name.log" | tr '\n' ' ')"
         fail=1
     fi
 done

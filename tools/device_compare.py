@@ -5,6 +5,10 @@ outputs: max|ours - theirs| / max|theirs| per output, over the real tokens of pa
 non-zero when any error exceeds the tolerance.
 
   device_compare.py FIXTURE_DIR OURS.safetensors [--tol 1e-4]
+  device_compare.py FIXTURE_DIR OURS.safetensors --generated generate.safetensors
+
+With --generated: generation (arch-run --max-new-tokens --save-logits) against what
+transformers' `generate` recorded: the tokens equal, the logits within the tolerance.
 """
 import argparse
 import sys
@@ -21,8 +25,16 @@ def main():
     p.add_argument("fixture")
     p.add_argument("ours")
     p.add_argument("--tol", type=float, default=1e-4)
+    p.add_argument("--generated")
     a = p.parse_args()
     ours = load_file(a.ours)
+    if a.generated:
+        want = load_file(f"{a.fixture}/{a.generated}")
+        same = ours["tokens"].shape == want["tokens"].shape and (ours["tokens"] == want["tokens"]).all()
+        scale = float(np.abs(want["logits"]).max()) or 1.0
+        err = float(np.abs(ours["logits"].astype(np.float64) - want["logits"]).max()) / scale
+        print(f"  tokens {'equal' if same else 'DIFFER'}, logits {err:.3e}")
+        sys.exit(0 if same and err <= a.tol else 1)
     theirs = load_file(f"{a.fixture}/outputs.safetensors")
     inputs = load_file(f"{a.fixture}/inputs.safetensors")
     mask = inputs.get("attention_mask")

@@ -183,19 +183,23 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// The files of a package: the kernels are `kernels.so` on the CPU, `kernels.ptx` for cuda.
-fn files(opts: &BuildOptions) -> [&'static str; 5] {
+fn files(opts: &BuildOptions) -> Vec<&'static str> {
     let kernels = if opts.cuda.is_some() {
         arch_runtime::package::PTX_FILE
     } else {
         arch_runtime::package::KERNELS_FILE
     };
-    [
+    let mut f = vec![
         "manifest.json",
         kernels,
         "graph.txt",
         "kernels.txt",
         "kernels.ll",
-    ]
+    ];
+    if opts.cuda.is_some() && opts.sim {
+        f.push(arch_runtime::device::sim::SIM_FILE);
+    }
+    f
 }
 
 /// The subdirectories of a package that hold its step program and an encoder-decoder's

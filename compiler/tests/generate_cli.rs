@@ -460,4 +460,42 @@ fn generate_on_cuda_packages() {
             .rel_max_diff(want["logits"].as_f32().unwrap());
         assert!(err <= 1e-4, "{backend}: logits differ by {err:e}");
     }
+    // The deployment binary on a built cuda package (its step program in `step/`).
+    let pkg = tmp.path().join("pkg");
+    let arch = dir.join("model.arch");
+    let o = archc(
+        &[
+            "build",
+            arch.to_str().unwrap(),
+            "--target",
+            "cuda",
+            "--sim",
+            "-o",
+            pkg.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = tmp.path().join("arch_run.safetensors");
+    let o = Command::new(arch_run())
+        .args([
+            pkg.to_str().unwrap(),
+            "--weights",
+            dir.join("model.safetensors").to_str().unwrap(),
+            "--inputs",
+            inputs.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--max-new-tokens",
+            "8",
+            "--sim",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("host simulator"), "{}", text(&o));
+    assert_eq!(
+        ints(&read_values(&out).unwrap()["tokens"]),
+        ints(&want["tokens"])
+    );
 }

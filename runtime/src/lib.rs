@@ -19,6 +19,10 @@
 //!   reused across runs) and runs an entry point's kernels on the pool.
 //! - [`generate`]: [`generate::Generator`] runs a package's step program token by token
 //!   (prefill, then decode against the session's caches), greedy or sampled.
+//! - [`device`]: cuda packages — a [`device::Device`] (the CUDA driver through cudarc,
+//!   loaded at run time, or the host simulator of `kernels.sim.so`) and a
+//!   [`device::DeviceSession`] holding weights and session state on it; [`generate`]'s
+//!   `Generator` runs on either kind of session.
 //! - `arch-run`: the deployment binary (package + weights + inputs → outputs).
 //!
 //! Every failure a user can cause is a [`RuntimeError`], never a panic.

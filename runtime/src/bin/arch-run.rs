@@ -179,10 +179,7 @@ fn run(args: &Args) -> Result<(), RuntimeError> {
         return run_cuda(args, manifest);
     }
     let package = Package::load(&args.package)?;
-    let weights = match &args.weights {
-        WeightsArg::File(p) => Weights::open(package.manifest(), p)?,
-        WeightsArg::Random(seed) => Weights::random(package.manifest(), *seed)?,
-    };
+    let weights = open_weights(args, package.manifest())?;
     let inputs = read_inputs(&args.inputs)?;
     let mut session = Session::new(package, weights, args.threads)?;
     let outputs = timed(args.repeat, || session.run(&args.entry, &inputs))?;
@@ -219,20 +216,12 @@ fn run_cuda(args: &Args, manifest: arch_runtime::Manifest) -> Result<(), Runtime
     };
     drop(manifest);
     let m = read_cuda_manifest(&args.package)?;
-    if args.generate.is_some() {
-        return Err(RuntimeError::State(
-            "generation does not run on cuda yet (its caches are session state)".into(),
-        ));
-    }
     let device: Box<dyn Device> = if args.sim {
         Box::new(SimDevice::open(&args.package, &m)?)
     } else {
         Box::new(CudaDevice::open(&args.package, &m, args.gpu)?)
     };
-    let weights = match &args.weights {
-        WeightsArg::File(p) => Weights::open(&m, p)?,
-        WeightsArg::Random(seed) => Weights::random(&m, *seed)?,
-    };
+    let weights = open_weights(args, &m)?;
     let inputs = read_inputs(&args.inputs)?;
     let mut session = DeviceSession::new(m, &weights, device)?;
     eprintln!("running on {}", session.describe());
@@ -330,19 +319,53 @@ fn write_outputs(path: &Path, outputs: &[(String, HostTensor)]) -> Result<(), Ru
 
 /// Generation with the package's step program (and encode program).
 fn generate(args: &Args, g: &Generate) -> Result<(), RuntimeError> {
-    use arch_runtime::generate::{entry_dir, Decoding, GenerateOptions, Generator};
-    let session = |dir: &Path| -> Result<Session, RuntimeError> {
-        let package = Package::load(dir)?;
-        let weights = match &args.weights {
-            WeightsArg::File(p) => Weights::open(package.manifest(), p)?,
-            WeightsArg::Random(seed) => Weights::random(package.manifest(), *seed)?,
-        };
-        Session::new(package, weights, args.threads)
+    use arch_runtime::device::{
+        cuda::CudaDevice, read_cuda_manifest, sim::SimDevice, Device, DeviceSession,
     };
+    use arch_runtime::generate::{entry_dir, Generator};
     let step = arch_runtime::generate::step_package_dir(&args.package)?;
     let encode = entry_dir(&args.package, "encode")?;
+    if args.sim || arch_runtime::Manifest::read(&step)?.target.kind == "cuda" {
+        // Caches and recurrent states on the device (or the simulator's host memory).
+        let session = |dir: &Path| -> Result<DeviceSession, RuntimeError> {
+            let m = read_cuda_manifest(dir)?;
+            let device: Box<dyn Device> = if args.sim {
+                Box::new(SimDevice::open(dir, &m)?)
+            } else {
+                Box::new(CudaDevice::open(dir, &m, args.gpu)?)
+            };
+            let weights = open_weights(args, &m)?;
+            DeviceSession::new(m, &weights, device)
+        };
+        let encoder = encode.as_deref().map(session).transpose()?;
+        let generator = Generator::with_encoder(session(&step)?, encoder)?;
+        eprintln!("running on {}", generator.session().describe());
+        return run_generation(args, g, generator);
+    }
+    let session = |dir: &Path| -> Result<Session, RuntimeError> {
+        let package = Package::load(dir)?;
+        let weights = open_weights(args, package.manifest())?;
+        Session::new(package, weights, args.threads)
+    };
     let encoder = encode.as_deref().map(session).transpose()?;
-    let mut generator = Generator::with_encoder(session(&step)?, encoder)?;
+    run_generation(args, g, Generator::with_encoder(session(&step)?, encoder)?)
+}
+
+/// The weights `--weights` or `--random-weights` give, for manifest `m`.
+fn open_weights(args: &Args, m: &arch_runtime::Manifest) -> Result<Weights, RuntimeError> {
+    match &args.weights {
+        WeightsArg::File(p) => Weights::open(m, p),
+        WeightsArg::Random(seed) => Weights::random(m, *seed),
+    }
+}
+
+/// Generates with `generator` on any session (CPU or device) and writes the tokens.
+fn run_generation<S: arch_runtime::generate::StepSession>(
+    args: &Args,
+    g: &Generate,
+    mut generator: arch_runtime::generate::Generator<S>,
+) -> Result<(), RuntimeError> {
+    use arch_runtime::generate::{Decoding, GenerateOptions};
     let mut inputs = read_inputs(&args.inputs)?;
     let ints = |t: HostTensor, name: &str| -> Result<(Vec<usize>, Vec<i64>), RuntimeError> {
         match t.data {
