@@ -69,6 +69,8 @@ pub struct DeviceSession {
     /// Input and output buffers by buffer id.
     owned: Vec<Region>,
     tables: Region,
+    /// What `tables` holds.
+    uploaded_table: Vec<u64>,
     dims: Region,
     /// State buffers by buffer id (caches), allocated by `reset_state_at`.
     state: Vec<Option<Region>>,
@@ -167,6 +169,7 @@ impl DeviceSession {
             arena: Region::default(),
             owned,
             tables: Region::default(),
+            uploaded_table: Vec::new(),
             dims: Region::default(),
         })
     }
@@ -241,8 +244,13 @@ impl DeviceSession {
             starts.push(table.len());
             table.extend(spec.args.iter().map(|&a| addr[a]));
         }
-        ensure(dev, &mut self.tables, table.len().max(1) * 8)?;
-        dev.upload(self.tables.ptr, as_bytes(&table))?;
+        // A decode step's tables are the previous step's (the same buffers): upload them
+        // only when they change.
+        let fresh = ensure(dev, &mut self.tables, table.len().max(1) * 8)?;
+        if fresh || self.uploaded_table != table {
+            dev.upload(self.tables.ptr, as_bytes(&table))?;
+            self.uploaded_table = table;
+        }
         ensure(dev, &mut self.dims, dims.len().max(1) * 8)?;
         dev.upload(self.dims.ptr, as_bytes(&dims))?;
         let sms = dev.sm_count();
@@ -367,10 +375,10 @@ impl Drop for DeviceSession {
     }
 }
 
-/// `r` reallocated (zeroed) when smaller than `bytes`.
-fn ensure(dev: &mut dyn Device, r: &mut Region, bytes: usize) -> Result<(), RuntimeError> {
+/// `r` reallocated (zeroed) when smaller than `bytes`; whether it was.
+fn ensure(dev: &mut dyn Device, r: &mut Region, bytes: usize) -> Result<bool, RuntimeError> {
     if r.bytes >= bytes && r.bytes > 0 {
-        return Ok(());
+        return Ok(false);
     }
     if r.bytes > 0 {
         dev.free(r.ptr)?;
@@ -379,7 +387,7 @@ fn ensure(dev: &mut dyn Device, r: &mut Region, bytes: usize) -> Result<(), Runt
     let bytes = bytes.max(64).next_multiple_of(256);
     r.ptr = dev.alloc(bytes)?;
     r.bytes = bytes;
-    Ok(())
+    Ok(true)
 }
 
 fn as_bytes<T: Copy>(v: &[T]) -> &[u8] {
