@@ -16,10 +16,10 @@
 //!   programs over that block, with a barrier after each.
 
 use super::simt::{Mode, Simt};
-use crate::backend::llvm::expr::{Exprs, Values};
+use crate::backend::llvm::expr::{AttnMask, Exprs, Values};
 use crate::backend::llvm::ir::{Ir, IrError, IrResult, WholeSteps};
 use crate::backend::llvm::math::Math;
-use crate::graph::{AttnPart, MaskKind, ReduceOp};
+use crate::graph::{AttnPart, ReduceOp};
 use crate::kernel::{Attention, Body, BufId, Expr, Ix, Kernel, MatMul, Program, Scan};
 use inkwell::values::{BasicValueEnum, FloatValue, FunctionValue, IntValue, PointerValue};
 use inkwell::{FloatPredicate, IntPredicate};
@@ -743,6 +743,12 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let warps = self.udiv(gs, self.k(WARP))?;
         let rows = ir.mul(ir.mul(b_, h)?, t)?;
         let ht = ir.mul(h, t)?;
+        let am = AttnMask {
+            ex: &self.ex,
+            mask: a.mask,
+            nk,
+            t,
+        };
         // Lane elements: x = lane + 32·u.
         let elem = |u: u64| ir.add(lane, self.k(u * WARP));
         self.strided("row", warp, rows, warps, |it| {
@@ -766,16 +772,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     ir.add(ir.mul(hh, os[1])?, ir.mul(tt, os[2])?)?,
                 )?,
             )?;
-            let pos = ir.add(ir.sub(nk, t)?, tt)?;
-            let (lo, hi) = match a.mask {
-                MaskKind::Bidirectional => (self.k(0), nk),
-                MaskKind::Causal => (self.k(0), ir.min(nk, ir.add(pos, self.k(1))?)?),
-                MaskKind::Sliding(w) => (
-                    self.ex
-                        .max(self.k(0), ir.sub(ir.add(pos, self.k(1))?, self.k(w))?)?,
-                    ir.min(nk, ir.add(pos, self.k(1))?)?,
-                ),
-            };
+            let (lo, hi) = am.keys_of(tt)?;
             let qv: Vec<FloatValue<'ctx>> = (0..uq)
                 .map(|u| {
                     let x = elem(u)?;
@@ -932,6 +929,12 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 None => Err(IrError("attention backward without lse / δ".into())),
             }
         };
+        let am = AttnMask {
+            ex: &self.ex,
+            mask: a.mask,
+            nk,
+            t,
+        };
         // The scaled, biased score of (b, head, query, key); −∞ where a mask hides the key.
         let masked =
             |dotv: FloatValue<'ctx>, vars: [IntValue<'ctx>; 4]| -> IrResult<FloatValue<'ctx>> {
@@ -941,22 +944,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     sc =
                         ir.b.build_float_add(sc, self.ex.expr(&self.vals, bias, &vars)?, "")?;
                 }
-                let pos = ir.add(ir.sub(nk, t)?, tt)?;
-                let seen =
-                    |lim: IntValue<'ctx>| ir.b.build_int_compare(IntPredicate::SLE, key, lim, "");
-                let allowed = match a.mask {
-                    MaskKind::Bidirectional => None,
-                    MaskKind::Causal => Some(seen(pos)?),
-                    MaskKind::Sliding(w) => {
-                        let recent = ir.b.build_int_compare(
-                            IntPredicate::SGT,
-                            key,
-                            ir.sub(pos, self.k(w))?,
-                            "",
-                        )?;
-                        Some(ir.b.build_and(seen(pos)?, recent, "")?)
-                    }
-                };
+                let allowed = am.allows(tt, key)?;
                 if let Some(ok) = allowed {
                     sc = m.select(ok, sc, neg_inf)?;
                 }
@@ -968,29 +956,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 }
                 Ok(sc)
             };
-        let keys_of = |tt: IntValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
-            let pos = ir.add(ir.sub(nk, t)?, tt)?;
-            Ok(match a.mask {
-                MaskKind::Bidirectional => (self.k(0), nk),
-                MaskKind::Causal => (self.k(0), ir.min(nk, ir.add(pos, self.k(1))?)?),
-                MaskKind::Sliding(w) => (
-                    self.ex
-                        .max(self.k(0), ir.sub(ir.add(pos, self.k(1))?, self.k(w))?)?,
-                    ir.min(nk, ir.add(pos, self.k(1))?)?,
-                ),
-            })
-        };
-        let queries_of = |j: IntValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
-            let first = ir.sub(ir.add(j, t)?, nk)?;
-            Ok(match a.mask {
-                MaskKind::Bidirectional => (self.k(0), t),
-                MaskKind::Causal => (self.ex.max(self.k(0), first)?, t),
-                MaskKind::Sliding(w) => (
-                    self.ex.max(self.k(0), first)?,
-                    ir.min(t, ir.add(first, self.k(w))?)?,
-                ),
-            })
-        };
+        let keys_of = |tt: IntValue<'ctx>| am.keys_of(tt);
+        let queries_of = |j: IntValue<'ctx>| am.queries_of(j);
         let store_lanes =
             |ptr: PointerValue<'ctx>, vals: &[BasicValueEnum<'ctx>], len: IntValue<'ctx>| {
                 for (u, v) in vals.iter().enumerate() {

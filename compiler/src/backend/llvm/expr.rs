@@ -208,3 +208,72 @@ impl<'ctx> Exprs<'_, 'ctx> {
         Ok(out)
     }
 }
+
+/// Which keys a query sees under an attention mask, as IR values: query `tt` of `t` sits
+/// at position `nk − t + tt` of `nk` keys (the queries are the last positions). Both
+/// backends' attention kernels, forward and backward, ask these.
+pub(crate) struct AttnMask<'a, 'ctx> {
+    pub ex: &'a Exprs<'a, 'ctx>,
+    pub mask: crate::graph::MaskKind,
+    pub nk: IntValue<'ctx>,
+    pub t: IntValue<'ctx>,
+}
+
+impl<'ctx> AttnMask<'_, 'ctx> {
+    fn pos(&self, tt: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
+        let ir = self.ex.ir;
+        ir.add(ir.sub(self.nk, self.t)?, tt)
+    }
+
+    /// The keys query `tt` sees: `[lo, hi)`.
+    pub fn keys_of(&self, tt: IntValue<'ctx>) -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
+        use crate::graph::MaskKind;
+        let ir = self.ex.ir;
+        let pos = self.pos(tt)?;
+        Ok(match self.mask {
+            MaskKind::Bidirectional => (ir.int(0), self.nk),
+            MaskKind::Causal => (ir.int(0), ir.min(self.nk, ir.add(pos, ir.int(1))?)?),
+            MaskKind::Sliding(w) => (
+                self.ex
+                    .max(ir.int(0), ir.sub(ir.add(pos, ir.int(1))?, ir.int(w))?)?,
+                ir.min(self.nk, ir.add(pos, ir.int(1))?)?,
+            ),
+        })
+    }
+
+    /// The queries that see key `j`: `[lo, hi)`.
+    pub fn queries_of(&self, j: IntValue<'ctx>) -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
+        use crate::graph::MaskKind;
+        let ir = self.ex.ir;
+        let first = ir.sub(ir.add(j, self.t)?, self.nk)?;
+        Ok(match self.mask {
+            MaskKind::Bidirectional => (ir.int(0), self.t),
+            MaskKind::Causal => (self.ex.max(ir.int(0), first)?, self.t),
+            MaskKind::Sliding(w) => (
+                self.ex.max(ir.int(0), first)?,
+                ir.min(self.t, ir.add(first, ir.int(w))?)?,
+            ),
+        })
+    }
+
+    /// Whether query `tt` may see `key` (`None`: every key).
+    pub fn allows(
+        &self,
+        tt: IntValue<'ctx>,
+        key: IntValue<'ctx>,
+    ) -> IrResult<Option<IntValue<'ctx>>> {
+        use crate::graph::MaskKind;
+        let ir = self.ex.ir;
+        let pos = self.pos(tt)?;
+        let seen = |lim: IntValue<'ctx>| ir.b.build_int_compare(IntPredicate::SLE, key, lim, "");
+        Ok(match self.mask {
+            MaskKind::Bidirectional => None,
+            MaskKind::Causal => Some(seen(pos)?),
+            MaskKind::Sliding(w) => {
+                let recent =
+                    ir.b.build_int_compare(IntPredicate::SGT, key, ir.sub(pos, ir.int(w))?, "")?;
+                Some(ir.b.build_and(seen(pos)?, recent, "")?)
+            }
+        })
+    }
+}

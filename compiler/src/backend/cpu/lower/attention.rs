@@ -7,6 +7,7 @@
 //! rows are not contiguous take a row-at-a-time path.
 
 use super::*;
+use crate::backend::llvm::expr::AttnMask;
 use crate::graph::AttnPart;
 
 impl<'a, 'ctx> Lowerer<'a, 'ctx> {
@@ -49,6 +50,13 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 None => Ok(p),
             }
         };
+        let ex = self.ex();
+        let am = AttnMask {
+            ex: &ex,
+            mask: a.mask,
+            nk,
+            t,
+        };
         ir.for_range(fx.f, "row", begin, end, 1, |it| {
             let b = ir.b.build_int_unsigned_div(it, ht, "")?;
             let hh =
@@ -72,15 +80,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 )?,
             )?;
             // Keys this query may see.
-            let pos = ir.add(ir.sub(nk, t)?, tt)?;
-            let (lo, hi) = match a.mask {
-                MaskKind::Bidirectional => (ir.int(0), nk),
-                MaskKind::Causal => (ir.int(0), ir.min(nk, ir.add(pos, ir.int(1))?)?),
-                MaskKind::Sliding(w) => (
-                    self.max(ir.int(0), ir.sub(ir.add(pos, ir.int(1))?, ir.int(w))?)?,
-                    ir.min(nk, ir.add(pos, ir.int(1))?)?,
-                ),
-            };
+            let (lo, hi) = am.keys_of(tt)?;
             ir.for_range(fx.f, "z", ir.int(0), dv, 1, |x| {
                 ir.store(ir.at(acc, x)?, m.c(0.0))
             })?;
@@ -289,7 +289,6 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         let (qs, ks, vs, os, dsv) = (&qr.1, &kr.1, &vr.1, &or.1, &dr.1);
         let neg_inf = m.c(f64::NEG_INFINITY);
         let scale = m.c(a.scale);
-        let zero = ir.int(0);
         let blk = ir.int(GRAD_BLOCK);
         // Scratch: the sgemm's workspace, then S and dP tiles, the running max and sum of
         // `Lse`, the accumulator rows and a product tile.
@@ -376,6 +375,13 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 })
             })
         };
+        let ex = self.ex();
+        let am = AttnMask {
+            ex: &ex,
+            mask: a.mask,
+            nk,
+            t,
+        };
         // The scaled, biased score of (b, head, query, key) from its dot product; −∞
         // where the mask or the key mask hides the key.
         let masked =
@@ -385,22 +391,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 if let Some(bias) = &a.bias {
                     sc = ir.b.build_float_add(sc, self.expr(fx, bias, &vars)?, "")?;
                 }
-                let pos = ir.add(ir.sub(nk, t)?, tt)?;
-                let seen =
-                    |lim: IntValue<'ctx>| ir.b.build_int_compare(IntPredicate::SLE, key, lim, "");
-                let allowed = match a.mask {
-                    MaskKind::Bidirectional => None,
-                    MaskKind::Causal => Some(seen(pos)?),
-                    MaskKind::Sliding(w) => {
-                        let recent = ir.b.build_int_compare(
-                            IntPredicate::SGT,
-                            key,
-                            ir.sub(pos, ir.int(w))?,
-                            "",
-                        )?;
-                        Some(ir.b.build_and(seen(pos)?, recent, "")?)
-                    }
-                };
+                let allowed = am.allows(tt, key)?;
                 if let Some(ok) = allowed {
                     sc = m.select(ok, sc, neg_inf)?;
                 }
@@ -426,30 +417,8 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             Ok(())
         };
         use IntOrPtr::{I, P};
-        // Keys query tt sees: [lo, hi).
-        let keys_of = |tt: IntValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
-            let pos = ir.add(ir.sub(nk, t)?, tt)?;
-            Ok(match a.mask {
-                MaskKind::Bidirectional => (zero, nk),
-                MaskKind::Causal => (zero, ir.min(nk, ir.add(pos, ir.int(1))?)?),
-                MaskKind::Sliding(w) => (
-                    self.max(zero, ir.sub(ir.add(pos, ir.int(1))?, ir.int(w))?)?,
-                    ir.min(nk, ir.add(pos, ir.int(1))?)?,
-                ),
-            })
-        };
-        // Queries that see key j: [lo, hi) (query tt sits at position nk − t + tt).
-        let queries_of = |j: IntValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
-            let first = ir.sub(ir.add(j, t)?, nk)?;
-            Ok(match a.mask {
-                MaskKind::Bidirectional => (zero, t),
-                MaskKind::Causal => (self.max(zero, first)?, t),
-                MaskKind::Sliding(w) => (
-                    self.max(zero, first)?,
-                    ir.min(t, ir.add(first, ir.int(w))?)?,
-                ),
-            })
-        };
+        let keys_of = |tt: IntValue<'ctx>| am.keys_of(tt);
+        let queries_of = |j: IntValue<'ctx>| am.queries_of(j);
         let unit = |x: IntValue<'ctx>| ir.b.build_int_compare(IntPredicate::EQ, x, ir.int(1), "");
         let mut contiguous = ir.b.build_and(unit(qs[3])?, unit(ks[3])?, "")?;
         if part != AttnPart::Lse {

@@ -16,7 +16,7 @@ use super::sgemm_ir::{emit_sgemm_all, SgemmTiles};
 use super::target::CpuTarget;
 use crate::backend::llvm::expr::{Exprs, Values};
 use crate::backend::BackendError;
-use crate::graph::{MaskKind, ReduceOp};
+use crate::graph::ReduceOp;
 use crate::kernel::{Attention, Body, BufId, Expr, Ix, Kernel, MatMul, Program, Scan};
 use inkwell::context::Context;
 use inkwell::module::Linkage;
