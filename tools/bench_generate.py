@@ -5,6 +5,7 @@ state), each in its own process, on the same machine in one run.
 Usage:
   tools/bench_generate.py [--threads 2] [--reps 3] [--markdown] [--only gpt2]
   tools/bench_generate.py --torch MODEL --batch B --prompt P --new N [--threads 2]
+                          [--device cuda]
 
 Configurations (random weights, f32, greedy, no early stop):
   gpt2       GPT-2 small (GPT2LMHeadModel(GPT2Config())), spec specs/gpt2.arch:gpt2:
@@ -89,14 +90,21 @@ def torch_side(args):
     import torch
 
     torch.set_num_threads(args.threads)
-    model = build_torch(args.torch)
+    cuda = args.device == "cuda"
+    if cuda:
+        # Like for like with archc's f32 kernels: no TF32 in cuBLAS.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    model = build_torch(args.torch).to(args.device)
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(7)
-    ids = torch.randint(0, vocab, (args.batch, args.prompt), generator=g)
+    ids = torch.randint(0, vocab, (args.batch, args.prompt), generator=g).to(args.device)
     stamps = []
 
     class Stamp:
         def __call__(self, input_ids, scores):
+            if cuda:
+                torch.cuda.synchronize()
             stamps.append(time.perf_counter())
             return scores
 
@@ -129,6 +137,7 @@ def torch_side(args):
         "ms_per_token": per_step * 1e3,
         "tokens_per_s": args.batch / per_step,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
         "torch": torch.__version__,
     }))
 
@@ -192,6 +201,8 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--prompt", type=int, default=16)
     ap.add_argument("--new", type=int, default=128)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="--torch only: where transformers runs")
     args = ap.parse_args()
     if args.torch:
         return torch_side(args)

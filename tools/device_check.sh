@@ -8,8 +8,11 @@
 #   2. greedy generation (caches on the device) of the GPT-2 (left-padded batch), LLaMA,
 #      Mamba and T5 fixtures against transformers' `generate`: the same tokens, logits
 #      within 1e-4;
-#   3. timings against PyTorch CUDA (eager f32, TF32 off) in the same run: GPT-2 small and
-#      a LLaMA-style model (specs/bench.arch:llama_bench) forward at batch 8 × 512.
+#   3. two AdamW steps of the GPT-2 fixture's train package (parameters and moments on the
+#      device) against the CPU's losses, gradient norms and weights (≤ 1e-4 relative);
+#   4. timings against PyTorch CUDA (eager f32, TF32 off) in the same run: GPT-2 small and
+#      a LLaMA-style model (specs/bench.arch:llama_bench) forward at batch 8 × 512; GPT-2
+#      small decode at batch 1 and 32 against transformers' `generate`.
 #
 # Results go to stdout and to $OUT/device_check.md (the device tool brings $OUT back).
 # DEVICE_CHECK_SIM=1 rehearses it on the CPU machine with the host simulator (packages
@@ -85,6 +88,49 @@ for spec in gpt2:generate_padded llama:generate mamba:generate t5:generate; do
     fi
 done
 
+say ""
+say "## Training: two AdamW steps on the device against the CPU's (≤ 1e-4 relative)"
+say ""
+if timeout 180 "${RUN[@]}" "$DEV/train/gpt2" --weights compiler/tests/fixtures/hf/gpt2/model.safetensors \
+    --inputs "$DEV/train/batch.safetensors" --out "$OUT/train_gpt2.safetensors" --train-steps 2 \
+    "${SIMFLAG[@]}" > "$OUT/train_gpt2.log" 2>&1; then
+    if res=$(python3 - "$DEV/train/expected.safetensors" "$OUT/train_gpt2.safetensors" <<'PY'
+import sys
+import numpy as np
+from safetensors.numpy import load_file
+want, got = load_file(sys.argv[1]), load_file(sys.argv[2])
+worst, where = 0.0, ""
+for name, w in want.items():
+    g = got.get(name)
+    if g is None or g.shape != w.shape or not np.all(np.isfinite(g)):
+        print(f"  {name}: missing, misshapen or not finite")
+        sys.exit(1)
+    diff = float(np.max(np.abs(g.astype(np.float64) - w)))
+    if name.endswith("attention.k.bias"):
+        # Its gradient is zero in exact arithmetic (softmax ignores a score added to every
+        # key): rounding noise that AdamW turns into steps of ±lr; two steps of 1e-3.
+        if diff > 4e-3:
+            print(f"  {name}: differs by {diff:.2e}, more than two AdamW steps")
+            sys.exit(1)
+        continue
+    d = diff / max(float(np.max(np.abs(w))), 1e-30)
+    if d > worst:
+        worst, where = d, name
+print(f"  losses {got['loss'].tolist()} (cpu {want['loss'].tolist()}); worst {worst:.2e} ({where})")
+sys.exit(0 if worst <= 1e-4 else 1)
+PY
+    ); then
+        say "- gpt2 train step: ok"
+    else
+        say "- gpt2 train step: MISMATCH"
+        fail=1
+    fi
+    echo "$res" | tee -a "$REPORT"
+else
+    say "- gpt2 train step: FAILED to run: $(tail -n 2 "$OUT/train_gpt2.log" | tr '\n' ' ')"
+    fail=1
+fi
+
 if [[ ${DEVICE_CHECK_SIM:-0} != 1 ]]; then
     say ""
     say "## Forward timings, batch 8 × 512, f32 (median of 10 after 3 warm-up runs)"
@@ -108,6 +154,23 @@ PY
         read -r t_eager t_sdpa < <(echo "$torch_json" | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['median_ms'], d.get('sdpa', {}).get('median_ms', 'nan'))")
         ratio=$(python3 -c "print(f'{float(\"${t_eager:-nan}\") / float(\"${t_archc:-nan}\"):.2f}×')" 2>/dev/null || echo "?")
         say "| $m | ${t_archc:-failed} | ${t_eager:-failed} | ${t_sdpa:-?} | $ratio |"
+    done
+    say ""
+    say "## Decode, GPT-2 small, prompt 16, 128 new tokens (new tokens/s over the batch, prefill excluded)"
+    say ""
+    say "| batch | archc tok/s | transformers generate tok/s | ratio |"
+    say "|---|---|---|---|"
+    for b in 1 32; do
+        python3 -c "
+import sys, numpy as np
+from safetensors.numpy import save_file
+save_file({'input_ids': np.random.default_rng(7).integers(0, 50257, ($b, 16)).astype(np.int64)}, sys.argv[1])" "$OUT/dec_ids_$b.safetensors"
+        a_tps=$(timeout 240 "${RUN[@]}" "$DEV/pkg/perf_gpt2" --random-weights 0 --inputs "$OUT/dec_ids_$b.safetensors" \
+            --out "$OUT/dec_$b.safetensors" --max-new-tokens 128 2>&1 | sed -n 's/.*decode \([0-9.]*\) tokens\/s.*/\1/p')
+        h_tps=$(timeout 240 python3 tools/bench_generate.py --torch gpt2 --batch "$b" --prompt 16 --new 128 \
+            --device cuda --reps 3 2>/dev/null | tail -n 1 | python3 -c "import json,sys; print(json.load(sys.stdin)['tokens_per_s'])")
+        ratio=$(python3 -c "print(f'{float(\"${a_tps:-nan}\") / float(\"${h_tps:-nan}\"):.2f}×')" 2>/dev/null || echo "?")
+        say "| $b | ${a_tps:-failed} | ${h_tps:-failed} | $ratio |"
     done
 fi
 say ""

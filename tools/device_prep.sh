@@ -44,5 +44,21 @@ for dir in compiler/tests/fixtures/hf/*/; do
 done
 "$ARCHC" build specs/gpt2.arch:gpt2 --target cuda --sm "$SM" "${SIM[@]}" --no-cache -o "$OUT/pkg/perf_gpt2" >/dev/null
 "$ARCHC" build specs/bench.arch:llama_bench --target cuda --sm "$SM" "${SIM[@]}" --no-cache -o "$OUT/pkg/perf_llama4" >/dev/null
+# Training: the GPT-2 fixture's train package for the GPU, and what two AdamW steps on one
+# batch give on this CPU (losses, gradient norms, weights), for the check to compare.
+mkdir -p "$OUT/train"
+python3 - "$OUT/train/batch.safetensors" <<'PY'
+import sys
+from safetensors.numpy import load_file, save_file
+ids = load_file("compiler/tests/fixtures/train/gpt2/data.safetensors")["input_ids"][:2]
+save_file({"input_ids": ids, "labels": ids.copy()}, sys.argv[1])
+PY
+"$ARCHC" build compiler/tests/fixtures/hf/gpt2/model.arch --mode train --target cuda --sm "$SM" \
+    "${SIM[@]}" --no-cache -o "$OUT/train/gpt2" >/dev/null
+CPU_TRAIN=$(mktemp -d)
+"$ARCHC" build compiler/tests/fixtures/hf/gpt2/model.arch --mode train -o "$CPU_TRAIN/gpt2" >/dev/null
+target/release/arch-run "$CPU_TRAIN/gpt2" --weights compiler/tests/fixtures/hf/gpt2/model.safetensors \
+    --inputs "$OUT/train/batch.safetensors" --out "$OUT/train/expected.safetensors" --train-steps 2 >&2
+rm -rf "$CPU_TRAIN"
 echo "sm_$SM" > "$OUT/sm"
 du -sh "$OUT" >&2

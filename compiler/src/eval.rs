@@ -310,15 +310,10 @@ pub fn run_cuda_package(
     inputs: HashMap<String, Value>,
     run: CudaRun,
 ) -> Result<Vec<(String, F32Tensor)>, String> {
-    use arch_runtime::device::{
-        cuda::CudaDevice, read_cuda_manifest, sim::SimDevice, Device, DeviceSession,
-    };
+    use arch_runtime::device::{open_device, read_cuda_manifest, DeviceSession};
     use arch_runtime::Weights;
     let m = read_cuda_manifest(dir).map_err(|e| e.to_string())?;
-    let device: Box<dyn Device> = match run {
-        CudaRun::Gpu => Box::new(CudaDevice::open(dir, &m, 0).map_err(|e| e.to_string())?),
-        CudaRun::Sim => Box::new(SimDevice::open(dir, &m).map_err(|e| e.to_string())?),
-    };
+    let device = open_device(dir, &m, run == CudaRun::Sim, 0).map_err(|e| e.to_string())?;
     let w = match weights {
         WeightSource::File(p) => Weights::open(&m, p),
         WeightSource::Random => Weights::random(&m, 0),

@@ -428,10 +428,10 @@ impl Trainer {
             steps: cfg.steps,
             accum: 1,
         };
-        let inner = arch_runtime::train::Trainer::new(session, &params, hyper).map_err(err)?;
+        let mut inner = arch_runtime::train::Trainer::new(session, &params, hyper).map_err(err)?;
         let rtd = match crate::train::rtd_generator(&spec).map_err(err)? {
             Some(_) => Some((
-                crate::train::RtdSampler::new(&spec, &inner, true, cfg.threads).map_err(err)?,
+                crate::train::RtdSampler::new(&spec, &mut inner, true, cfg.threads).map_err(err)?,
                 seed,
             )),
             None => None,
@@ -508,7 +508,7 @@ impl Trainer {
                 .map(|p| crate::collate::row_rng(salt, p, None))
                 .collect();
             sampler
-                .corrupt(&self.inner, &mut inputs, &mut rngs)
+                .corrupt(&mut self.inner, &mut inputs, &mut rngs)
                 .map_err(err)?;
         }
         self.inner.step(&[inputs]).map_err(err)
@@ -522,7 +522,7 @@ impl Trainer {
     /// Writes `dir/checkpoint.safetensors` (parameters, optimizer state, step) and
     /// `dir/weights.safetensors` (canonical names: [`Model::load`] reads it), each
     /// atomically.
-    pub fn save(&self, dir: impl AsRef<Path>) -> Result<PathBuf, ModelError> {
+    pub fn save(&mut self, dir: impl AsRef<Path>) -> Result<PathBuf, ModelError> {
         let dir = dir.as_ref();
         let path = self.inner.save(dir).map_err(err)?;
         self.save_weights(dir.join("weights.safetensors"))?;
@@ -536,7 +536,7 @@ impl Trainer {
     }
 
     /// The parameters as canonical safetensors.
-    pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<(), ModelError> {
-        crate::train::save_weights(&self.inner, &self.spec, path.as_ref()).map_err(err)
+    pub fn save_weights(&mut self, path: impl AsRef<Path>) -> Result<(), ModelError> {
+        crate::train::save_weights(&mut self.inner, &self.spec, path.as_ref()).map_err(err)
     }
 }

@@ -676,18 +676,19 @@ fn params_as_state(mut g: Graph) -> Result<Graph, String> {
 
 /// Writes a trainer's parameters as canonical safetensors (what `--weights` and
 /// `Model::load` read), atomically.
-pub fn save_weights(
-    trainer: &arch_runtime::train::Trainer,
+pub fn save_weights<S: arch_runtime::train::TrainSession>(
+    trainer: &mut arch_runtime::train::Trainer<S>,
     spec: &ArchSpec,
     path: &std::path::Path,
 ) -> Result<(), String> {
-    let tensors = train_params(spec)
-        .into_iter()
-        .map(|p| {
-            let data = trainer.tensor(&p.name).map_err(|e| e.to_string())?;
-            Ok((p.name, p.shape, data))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+    let params = train_params(spec);
+    let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+    let values = trainer.tensors(&names).map_err(|e| e.to_string())?;
+    let tensors: Vec<(String, Vec<usize>, &[f32])> = params
+        .iter()
+        .zip(&values)
+        .map(|(p, v)| (p.name.clone(), p.shape.clone(), &v[..]))
+        .collect();
     arch_runtime::train::write_safetensors_atomic(path, &tensors, None).map_err(|e| e.to_string())
 }
 
@@ -712,6 +713,34 @@ pub fn train_session(
         .map_err(|e| e.to_string())?;
     let session =
         arch_runtime::Session::new(package, weights, threads).map_err(|e| e.to_string())?;
+    Ok((session, built))
+}
+
+/// [`train_session`] for a cuda device: the train package built for sm_80 (which sm_90
+/// GPUs run too), its parameters and optimizer moments on GPU 0, or with `sim` on the host
+/// simulator.
+pub fn train_device_session(
+    spec: &ArchSpec,
+    opts: TrainOptions,
+    sim: bool,
+    verbose: bool,
+) -> Result<(arch_runtime::device::DeviceSession, crate::package::Built), String> {
+    use crate::package::{build, BuildOptions, PackageKind};
+    use arch_runtime::device::{open_device, read_cuda_manifest, DeviceSession};
+    let build_opts = BuildOptions {
+        attention_mask: opts.attention_mask,
+        kind: PackageKind::Train(opts),
+        verbose,
+        cuda: Some(80),
+        sim,
+        ..BuildOptions::host()?
+    };
+    let built = build(spec, &build_opts, None)?;
+    let m = read_cuda_manifest(&built.dir).map_err(|e| e.to_string())?;
+    let device = open_device(&built.dir, &m, sim, 0).map_err(|e| e.to_string())?;
+    let weights =
+        arch_runtime::Weights::from_tensors(&m, Default::default()).map_err(|e| e.to_string())?;
+    let session = DeviceSession::new(m, &weights, device).map_err(|e| e.to_string())?;
     Ok((session, built))
 }
 
@@ -760,9 +789,9 @@ pub fn sample_softmax(logits: &[f32], u: f64) -> usize {
 impl RtdSampler {
     /// The sampler of `spec`'s generator (built into the package cache), its weights taken
     /// from `trainer`.
-    pub fn new(
+    pub fn new<S: arch_runtime::train::TrainSession>(
         spec: &ArchSpec,
-        trainer: &arch_runtime::train::Trainer,
+        trainer: &mut arch_runtime::train::Trainer<S>,
         attention_mask: bool,
         threads: usize,
     ) -> Result<RtdSampler, String> {
@@ -798,9 +827,9 @@ impl RtdSampler {
     /// `input_ids`, their `labels` and the optional `token_type_ids` / `attention_mask`),
     /// sampling with the generator's current weights in `trainer`; row r draws its
     /// uniforms from `rngs[r]`, one per masked position in order.
-    pub fn corrupt(
+    pub fn corrupt<S: arch_runtime::train::TrainSession>(
         &mut self,
-        trainer: &arch_runtime::train::Trainer,
+        trainer: &mut arch_runtime::train::Trainer<S>,
         batch: &mut std::collections::HashMap<String, arch_runtime::HostTensor>,
         rngs: &mut [arch_runtime::generate::Rng],
     ) -> Result<(), String> {
@@ -809,7 +838,7 @@ impl RtdSampler {
         for (name, state) in &self.params {
             let data = trainer.tensor(state).map_err(|e| e.to_string())?;
             self.session
-                .set_param(name, data)
+                .set_param(name, &data)
                 .map_err(|e| e.to_string())?;
         }
         let ints = |t: &HostTensor| -> Vec<i64> {

@@ -328,3 +328,61 @@ fn clear_errors() {
         assert!(!text(&o).contains("panicked"), "{args:?}: {}", text(&o));
     }
 }
+
+/// `bench --backend cuda-sim` times every mode on the cuda packages (the simulator: it
+/// checks that they run, not speed); the train step's loss after the same steps from the
+/// same weights and batch is the CPU's. `--backend cuda` without a driver is a clear error.
+#[test]
+fn bench_on_cuda_packages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = fixture("gpt2/model.arch");
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["bench", &spec, "--json"];
+        all.extend_from_slice(args);
+        let o = archc(&all, tmp.path());
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)))
+    };
+    let sim = ["--backend", "cuda-sim"];
+    let prefill = json(
+        &[
+            &sim[..],
+            &["--batch", "2", "--seq", "8", "--reps", "2", "--warmup", "1"],
+        ]
+        .concat(),
+    );
+    assert!(prefill["median_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(prefill["threads"], 0);
+    let decode = json(
+        &[
+            &sim[..],
+            &[
+                "--mode", "decode", "--batch", "2", "--prompt", "4", "--new", "3", "--reps", "1",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(decode["tokens_per_s"].as_f64().unwrap() > 0.0);
+    let train = [
+        "--mode", "train", "--batch", "2", "--seq", "8", "--reps", "2", "--warmup", "1",
+    ];
+    let on_sim = json(&[&sim[..], &train[..]].concat());
+    let on_cpu = json(&train);
+    let (a, b) = (
+        on_sim["loss"].as_f64().unwrap(),
+        on_cpu["loss"].as_f64().unwrap(),
+    );
+    assert!(
+        (a - b).abs() <= 1e-4 * b.abs(),
+        "cuda-sim loss {a}, cpu {b}"
+    );
+    if arch_runtime::device::cuda::driver_present().is_err() {
+        let o = archc(&["bench", &spec, "--backend", "cuda"], tmp.path());
+        assert!(!o.status.success());
+        let e = text(&o);
+        assert!(
+            e.contains("no CUDA driver") && !e.contains("panicked"),
+            "{e}"
+        );
+    }
+}

@@ -7,7 +7,7 @@ mod common;
 use archc::interp::Value;
 use archc::tensor::Tensor;
 use archc::tensor_io::{read_values, write_values};
-use common::word_tokenizer;
+use common::{arch_run, word_tokenizer};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -297,20 +297,6 @@ fn bad_inputs_are_clear_errors() {
         assert!(t.contains(want), "{args:?}: expected `{want}` in: {t}");
         assert!(!t.contains("panicked"), "{args:?}: {t}");
     }
-}
-
-/// The deployment binary (built on demand when this test runs without the workspace).
-fn arch_run() -> PathBuf {
-    let archc = PathBuf::from(env!("CARGO_BIN_EXE_archc"));
-    let bin = archc.with_file_name("arch-run");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "arch-runtime", "--bin", "arch-run"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "cannot build arch-run");
-    }
-    bin
 }
 
 /// `archc build -o` writes the step (and encode) programs beside forward; `arch-run`

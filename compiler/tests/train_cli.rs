@@ -406,3 +406,163 @@ fn rtd_resume_is_bit_exact() {
     assert_eq!(a.len(), 14);
     assert_eq!(a, b, "a resumed RTD run repeats the uninterrupted one");
 }
+
+/// Attention's key bias: its gradient is zero in exact arithmetic (softmax ignores a
+/// score added to every key), so what the kernels compute is rounding noise, which AdamW
+/// normalises into steps of ±lr whose sign no two summation orders need agree on.
+fn noise_gradient(name: &str) -> bool {
+    name.ends_with("attention.k.bias")
+}
+
+/// max |a − b| / max |b| over every f32 tensor of `b` (all must be in `a`) but those of
+/// [`noise_gradient`], which may differ by at most `noise` absolute.
+fn max_rel_diff(a: &Path, b: &Path, noise: f64) -> f64 {
+    let (a, b) = (
+        archc::tensor_io::read_values(a).unwrap(),
+        archc::tensor_io::read_values(b).unwrap(),
+    );
+    let mut worst = 0f64;
+    for (name, vb) in &b {
+        let archc::interp::Value::F(tb) = vb else {
+            continue;
+        };
+        let Some(archc::interp::Value::F(ta)) = a.get(name) else {
+            panic!("`{name}` missing");
+        };
+        assert_eq!(ta.shape, tb.shape, "`{name}`");
+        if noise_gradient(name) {
+            let d = archc::tensor::max_abs_diff(&ta.data, &tb.data);
+            assert!(d <= noise, "`{name}` differs by {d}, more than {noise}");
+            continue;
+        }
+        worst = worst.max(ta.rel_max_diff(tb));
+    }
+    worst
+}
+
+/// The same training on the cuda backend (its train package's thread programs on the host
+/// simulator): every step's loss and gradient norm, and the final weights, equal the
+/// CPU's within 1e-4. `arch-run --train-steps` (what the GPU check runs) gives the same on
+/// both packages.
+#[test]
+fn cuda_sim_training_equals_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Two rows of 8 tokens: every step sees the same batch (what arch-run feeds).
+    let ids: Vec<i64> = (0..16).map(|i| (i * 37 + 5) % 101).collect();
+    let data = tmp.path().join("data.safetensors");
+    write_data(&data, &[("input_ids", vec![2, 8], ids.clone())]);
+    let train = |backend: &str| {
+        let out = tmp.path().join(backend);
+        let mut a = run_args(&out, 2);
+        a[3] = data.to_str().unwrap().into();
+        // In order, at a constant learning rate.
+        for (x, values) in [("--shuffle", 0), ("--schedule", 1), ("--warmup", 1)] {
+            let i = a.iter().position(|y| y == x).unwrap();
+            a.drain(i..=i + values);
+        }
+        a.extend(["--backend".into(), backend.into()]);
+        ok(&run(&a));
+        out
+    };
+    let (cpu, sim) = (train("cpu"), train("cuda-sim"));
+    let log = |d: &Path| -> Vec<(f64, f64)> {
+        std::fs::read_to_string(d.join("log.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["loss"].as_f64().unwrap(),
+                    v["grad_norm"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (lc, ls) = (log(&cpu), log(&sim));
+    assert_eq!(lc.len(), 2);
+    for ((a, b), (c, d)) in lc.iter().zip(&ls) {
+        assert!(
+            (a - c).abs() <= 1e-4 * a.abs(),
+            "loss: cpu {a}, cuda-sim {c}"
+        );
+        assert!(
+            (b - d).abs() <= 1e-4 * b.abs(),
+            "grad norm: cpu {b}, cuda-sim {d}"
+        );
+    }
+    // Two AdamW steps of lr 1e-3 move a weight by at most 2e-3 (each way).
+    let noise = 4e-3;
+    let w = max_rel_diff(
+        &sim.join("weights.safetensors"),
+        &cpu.join("weights.safetensors"),
+        noise,
+    );
+    assert!(w <= 1e-4, "final weights differ by {w:e}");
+    // The weights moved: the same batch twice, the second loss is lower.
+    assert!(lc[1].0 < lc[0].0 - 1e-3, "training changed nothing: {lc:?}");
+
+    // arch-run on the CPU train package and on the cuda one (simulated), one batch.
+    let batch = tmp.path().join("batch.safetensors");
+    write_data(
+        &batch,
+        &[
+            ("input_ids", vec![2, 8], ids.clone()),
+            ("labels", vec![2, 8], ids),
+        ],
+    );
+    for (name, extra) in [
+        ("pkg_cpu", vec![]),
+        ("pkg_cuda", vec!["--target", "cuda", "--sim"]),
+    ] {
+        let pkg = tmp.path().join(name);
+        let spec = gpt2_spec();
+        let mut args = vec![
+            "build",
+            spec.to_str().unwrap(),
+            "--mode",
+            "train",
+            "-o",
+            pkg.to_str().unwrap(),
+        ];
+        args.extend(extra.iter().copied());
+        ok(&archc().args(&args).output().unwrap());
+        let out = tmp.path().join(format!("{name}.safetensors"));
+        let mut run_args = vec![
+            pkg.to_str().unwrap().to_string(),
+            "--weights".into(),
+            fixture("hf/gpt2/model.safetensors")
+                .to_str()
+                .unwrap()
+                .into(),
+            "--inputs".into(),
+            batch.to_str().unwrap().into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+            "--train-steps".into(),
+            "2".into(),
+            "--lr".into(),
+            "1e-3".into(),
+        ];
+        if name == "pkg_cuda" {
+            run_args.push("--sim".into());
+        }
+        let o = Command::new(common::arch_run())
+            .args(&run_args)
+            .output()
+            .unwrap();
+        ok(&o);
+        let got = archc::tensor_io::read_values(&out).unwrap();
+        let Some(archc::interp::Value::F(loss)) = got.get("loss") else {
+            panic!("no loss output");
+        };
+        for (x, (want, _)) in loss.data.iter().zip(&lc) {
+            let x = f64::from(*x);
+            assert!(
+                (x - want).abs() <= 1e-4 * want.abs(),
+                "{name}: loss {x}, archc train {want}"
+            );
+        }
+        let w = max_rel_diff(&out, &cpu.join("weights.safetensors"), noise);
+        assert!(w <= 1e-4, "{name}: weights differ by {w:e}");
+    }
+}

@@ -266,16 +266,10 @@ impl Generator<crate::device::DeviceSession> {
         sim: bool,
         gpu: usize,
     ) -> Result<Generator<crate::device::DeviceSession>, RuntimeError> {
-        use crate::device::{
-            cuda::CudaDevice, read_cuda_manifest, sim::SimDevice, Device, DeviceSession,
-        };
+        use crate::device::{open_device, read_cuda_manifest, DeviceSession};
         let session = |dir: &Path| -> Result<DeviceSession, RuntimeError> {
             let m = read_cuda_manifest(dir)?;
-            let device: Box<dyn Device> = if sim {
-                Box::new(SimDevice::open(dir, &m)?)
-            } else {
-                Box::new(CudaDevice::open(dir, &m, gpu)?)
-            };
+            let device = open_device(dir, &m, sim, gpu)?;
             let w = Weights::open(&m, weights)?;
             DeviceSession::new(m, &w, device)
         };

@@ -13,12 +13,14 @@
 //! a temporary name, synced and renamed, so a kill at any moment leaves the previous
 //! checkpoint whole.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::RuntimeError;
+use crate::generate::StepSession;
 use crate::inputs::HostTensor;
 use crate::manifest::{Naming, Source};
 use crate::session::Session;
@@ -122,15 +124,41 @@ pub struct StepStats {
     pub grad_norm: f64,
 }
 
+/// What training needs of a session, on any target: the CPU's [`Session`] (parameters
+/// read in place) or a GPU's [`crate::device::DeviceSession`] (copied from the device).
+pub trait TrainSession: StepSession {
+    /// The current values of the states `names`, in that order.
+    fn states(&mut self, names: &[&str]) -> Result<Vec<Cow<'_, [f32]>>, RuntimeError>;
+}
+
+impl TrainSession for Session {
+    fn states(&mut self, names: &[&str]) -> Result<Vec<Cow<'_, [f32]>>, RuntimeError> {
+        let this: &Session = self;
+        names
+            .iter()
+            .map(|n| this.state_data(n).map(Cow::Borrowed))
+            .collect()
+    }
+}
+
+impl TrainSession for crate::device::DeviceSession {
+    fn states(&mut self, names: &[&str]) -> Result<Vec<Cow<'_, [f32]>>, RuntimeError> {
+        names
+            .iter()
+            .map(|n| self.state_data(n).map(Cow::Owned))
+            .collect()
+    }
+}
+
 /// A session of a train package with its schedule and step count.
-pub struct Trainer {
-    session: Session,
+pub struct Trainer<S: TrainSession = Session> {
+    session: S,
     pub state: TrainerState,
     adamw: bool,
     accumulates: bool,
 }
 
-impl std::fmt::Debug for Trainer {
+impl<S: TrainSession> std::fmt::Debug for Trainer<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Trainer")
             .field("model", &self.state.model)
@@ -143,16 +171,27 @@ fn err(msg: impl Into<String>) -> RuntimeError {
     RuntimeError::State(msg.into())
 }
 
-impl Trainer {
+impl Trainer<Session> {
+    /// Kernel timing ([`Session::set_profiling`]).
+    pub fn set_profiling(&mut self, on: bool) {
+        self.session.set_profiling(on)
+    }
+
+    pub fn set_threads(&mut self, threads: usize) -> Result<(), RuntimeError> {
+        self.session.set_threads(threads)
+    }
+}
+
+impl<S: TrainSession> Trainer<S> {
     /// A trainer over `session` (a train package's), its states allocated and every
     /// parameter set from `params` (canonical name → values; all must be given, with
     /// their element counts). Moments start at zero.
     pub fn new(
-        mut session: Session,
+        mut session: S,
         params: &BTreeMap<String, Vec<f32>>,
         hyper: Hyper,
-    ) -> Result<Trainer, RuntimeError> {
-        let m = session.package().manifest().clone();
+    ) -> Result<Trainer<S>, RuntimeError> {
+        let m = session.step_manifest().clone();
         if !m.entries.contains_key(ENTRY) {
             return Err(err(format!(
                 "package `{}` is not a train package (it has no `{ENTRY}` entry)",
@@ -170,6 +209,7 @@ impl Trainer {
             return Err(err("--accum must be at least 1"));
         }
         session.reset_state_at(&[])?;
+        let sizes = state_sizes(&m)?;
         for s in &m.states {
             if s.name.starts_with("opt.") {
                 continue;
@@ -177,7 +217,7 @@ impl Trainer {
             let data = params
                 .get(&s.name)
                 .ok_or_else(|| err(format!("no initial value for parameter `{}`", s.name)))?;
-            let want = session.state_data(&s.name)?.len();
+            let want = sizes[&s.name];
             if data.len() != want {
                 return Err(err(format!(
                     "parameter `{}` has {} values, the model needs {want}",
@@ -201,24 +241,18 @@ impl Trainer {
         })
     }
 
-    pub fn session(&self) -> &Session {
+    pub fn session(&self) -> &S {
         &self.session
     }
 
-    /// Kernel timing ([`Session::set_profiling`]).
-    pub fn set_profiling(&mut self, on: bool) {
-        self.session.set_profiling(on)
-    }
-
-    pub fn set_threads(&mut self, threads: usize) -> Result<(), RuntimeError> {
-        self.session.set_threads(threads)
+    pub fn session_mut(&mut self) -> &mut S {
+        &mut self.session
     }
 
     /// The parameters' names (canonical), in manifest order.
     pub fn param_names(&self) -> Vec<String> {
         self.session
-            .package()
-            .manifest()
+            .step_manifest()
             .states
             .iter()
             .filter(|s| !s.name.starts_with("opt."))
@@ -226,9 +260,15 @@ impl Trainer {
             .collect()
     }
 
-    /// The current value of parameter (or optimizer state) `name`.
-    pub fn tensor(&self, name: &str) -> Result<&[f32], RuntimeError> {
-        self.session.state_data(name)
+    /// The current value of parameter (or optimizer state) `name` (borrowed on the CPU,
+    /// copied from a device).
+    pub fn tensor(&mut self, name: &str) -> Result<Cow<'_, [f32]>, RuntimeError> {
+        Ok(self.session.states(&[name])?.remove(0))
+    }
+
+    /// The current values of `names` (as [`Trainer::tensor`]).
+    pub fn tensors(&mut self, names: &[&str]) -> Result<Vec<Cow<'_, [f32]>>, RuntimeError> {
+        self.session.states(names)
     }
 
     /// One optimizer step over `micro` (one batch per micro-batch, `hyper.accum` of
@@ -303,10 +343,12 @@ impl Trainer {
         })
     }
 
-    /// Every state tensor (parameters, then optimizer states) with its name.
-    fn all_states(&self) -> Result<Vec<NamedTensor<&[f32]>>, RuntimeError> {
-        let m = self.session.package().manifest();
-        let mut out = Vec::new();
+    /// Writes `dir/checkpoint.safetensors` (parameters, optimizer state, trainer state)
+    /// atomically.
+    pub fn save(&mut self, dir: &Path) -> Result<PathBuf, RuntimeError> {
+        let meta = serde_json::to_string(&self.state).map_err(|e| err(e.to_string()))?;
+        let m = self.session.step_manifest();
+        let mut shapes = Vec::with_capacity(m.states.len());
         for s in &m.states {
             let shape = s
                 .shape
@@ -317,17 +359,15 @@ impl Trainer {
                         .ok_or_else(|| err(format!("state `{}` has a symbolic shape", s.name)))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            out.push((s.name.clone(), shape, self.session.state_data(&s.name)?));
+            shapes.push((s.name.clone(), shape));
         }
-        Ok(out)
-    }
-
-    /// Writes `dir/checkpoint.safetensors` (parameters, optimizer state, trainer state)
-    /// atomically.
-    pub fn save(&self, dir: &Path) -> Result<PathBuf, RuntimeError> {
-        let meta = serde_json::to_string(&self.state).map_err(|e| err(e.to_string()))?;
-        let states = self.all_states()?;
-        let tensors: Vec<(String, Vec<usize>, &[f32])> = states;
+        let names: Vec<&str> = shapes.iter().map(|(n, _)| n.as_str()).collect();
+        let values = self.session.states(&names)?;
+        let tensors: Vec<(String, Vec<usize>, &[f32])> = shapes
+            .iter()
+            .zip(&values)
+            .map(|((n, s), v)| (n.clone(), s.clone(), &v[..]))
+            .collect();
         let path = dir.join(CHECKPOINT);
         write_safetensors_atomic(&path, &tensors, Some((META_KEY, &meta)))?;
         Ok(path)
@@ -367,12 +407,12 @@ impl Trainer {
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{e}")))?;
         let names: Vec<String> = self
             .session
-            .package()
-            .manifest()
+            .step_manifest()
             .states
             .iter()
             .map(|s| s.name.clone())
             .collect();
+        let sizes = state_sizes(self.session.step_manifest())?;
         // Another model (or another optimizer, or accumulation) has other state tensors.
         let theirs: std::collections::BTreeSet<&str> = st.names().into_iter().collect();
         let missing: Vec<&String> = names
@@ -394,7 +434,7 @@ impl Trainer {
                 .map_err(|_| bad(format!("it has no tensor `{name}`")))?;
             let data = crate::safetensors_file::to_f32(&view)
                 .ok_or_else(|| bad(format!("tensor `{name}` is not f32")))?;
-            let want = self.session.state_data(name)?.len();
+            let want = sizes[name];
             if data.len() != want {
                 return Err(bad(format!(
                     "tensor `{name}` has {} values, the model needs {want}: it was written for another model",
@@ -419,17 +459,80 @@ impl Trainer {
     /// parameter has alternative names, the first that `known` accepts (the names of the
     /// file the weights came from), else the first.
     pub fn export(
-        &self,
+        &mut self,
         naming: &Naming,
         known: &dyn Fn(&str) -> bool,
     ) -> Result<Vec<NamedTensor<Vec<f32>>>, RuntimeError> {
         let names = self.param_names();
-        let mut params = Vec::with_capacity(names.len());
-        for p in &names {
-            params.push((p.as_str(), self.session.state_data(p)?));
-        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let values = self.session.states(&refs)?;
+        let params: Vec<(&str, &[f32])> = refs
+            .iter()
+            .copied()
+            .zip(values.iter().map(|v| &v[..]))
+            .collect();
         Ok(export_params(naming, &params, known))
     }
+}
+
+/// A train package's starting parameters from a weights file: every parameter (its
+/// non-optimizer states) under canonical names or any naming the package's manifest knows
+/// (Hugging Face's, GGUF's), as [`crate::Weights::open`] reads a forward package's.
+pub fn load_params(
+    m: &crate::manifest::Manifest,
+    path: &Path,
+) -> Result<BTreeMap<String, Vec<f32>>, RuntimeError> {
+    use crate::manifest::{BufferKind, BufferSpec, Dtype, ParamSpec};
+    let mut pm = m.clone();
+    pm.params.clear();
+    pm.buffers.clear();
+    pm.states.clear();
+    pm.entries.clear();
+    pm.kernels.clear();
+    for s in m.states.iter().filter(|s| !s.name.starts_with("opt.")) {
+        let shape = s
+            .shape
+            .iter()
+            .map(|d| d.as_constant().map(|v| v as usize))
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| err(format!("state `{}` has a symbolic shape", s.name)))?;
+        let id = pm.buffers.len();
+        pm.buffers.push(BufferSpec {
+            id,
+            kind: BufferKind::Param,
+            dtype: Dtype::F32,
+            elems: crate::SizeExpr::constant(shape.iter().product::<usize>() as u64),
+            slot: None,
+        });
+        pm.params.push(ParamSpec {
+            name: s.name.clone(),
+            shape,
+            buffer: id,
+            storage: None,
+        });
+    }
+    let w = crate::Weights::open(&pm, path)?;
+    Ok(pm
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.clone(), w.data(i).unwrap_or(&[]).to_vec()))
+        .collect())
+}
+
+/// Every state's element count (train packages' states have constant shapes).
+fn state_sizes(m: &crate::manifest::Manifest) -> Result<HashMap<String, usize>, RuntimeError> {
+    m.states
+        .iter()
+        .map(|s| {
+            s.shape
+                .iter()
+                .map(|d| d.as_constant().map(|v| v as usize))
+                .product::<Option<usize>>()
+                .map(|n| (s.name.clone(), n))
+                .ok_or_else(|| err(format!("state `{}` has a symbolic shape", s.name)))
+        })
+        .collect()
 }
 
 /// Canonical parameters (name, values) written under `naming`: every tensor of the naming

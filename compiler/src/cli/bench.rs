@@ -1,12 +1,15 @@
 //! `archc bench FILE[:MODEL] --batch B --seq T --mode prefill [--json]`: builds the model
 //! (or takes it from the cache), loads random weights, runs warm-up passes, then times
 //! forward passes and reports the median and spread, tokens per second and the peak
-//! resident memory of the process.
+//! resident memory of the process. `--mode decode` times generation, `--mode train` an
+//! AdamW step; `--backend cuda` each of them on an NVIDIA GPU.
 
 use super::load_model;
-use crate::eval::Backend;
 use crate::package::{build, BuildOptions};
 use arch_dsl::spec::Family;
+use arch_runtime::device::DeviceSession;
+use arch_runtime::generate::{Generator, StepSession};
+use arch_runtime::train::{TrainSession, Trainer};
 use arch_runtime::{HostTensor, Package, Session, Weights};
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -21,7 +24,8 @@ pub struct BenchArgs<'a> {
     pub threads: usize,
     pub warmup: usize,
     pub reps: usize,
-    pub backend: Backend,
+    /// cpu, cuda or cuda-sim.
+    pub backend: &'a str,
     /// Print the time of each kind of kernel (and the slowest kernels) after the runs.
     pub profile: bool,
     /// Decode mode: prompt length and new tokens per row.
@@ -34,7 +38,8 @@ pub struct BenchArgs<'a> {
 }
 
 /// The build options of a benchmark: the host's, with the weights' blocks (a GGUF file)
-/// or `--quant`'s kept quantized.
+/// or `--quant`'s kept quantized; a cuda package (for sm_80, which sm_90 runs too) on a
+/// cuda backend.
 fn bench_options(
     spec: &arch_dsl::spec::ArchSpec,
     args: &BenchArgs,
@@ -51,7 +56,70 @@ fn bench_options(
         }
         opts.quantize_all(spec, q)?;
     }
+    if let Some(sim) = device_of(args.backend)? {
+        if !opts.quant.is_empty() {
+            return Err("cuda packages keep their weights in f32: no --quant or GGUF blocks on a cuda backend".into());
+        }
+        opts.cuda = Some(80);
+        opts.sim = sim;
+    }
     Ok(opts)
+}
+
+/// None for the cpu backend; Some(sim) for a cuda device (a GPU, or the host simulator).
+fn device_of(backend: &str) -> Result<Option<bool>, String> {
+    match backend {
+        "cpu" => Ok(None),
+        "cuda" => {
+            arch_runtime::device::cuda::driver_present().map_err(|e| e.to_string())?;
+            Ok(Some(false))
+        }
+        "cuda-sim" => Ok(Some(true)),
+        other => Err(format!("unknown backend `{other}` (cpu, cuda or cuda-sim)")),
+    }
+}
+
+/// A session of the cuda package in `dir` on GPU 0 (or the simulator) with the
+/// benchmark's weights.
+fn device_session(
+    dir: &std::path::Path,
+    weights: Option<&std::path::Path>,
+    sim: bool,
+) -> Result<DeviceSession, String> {
+    use arch_runtime::device::{open_device, read_cuda_manifest};
+    let m = read_cuda_manifest(dir).map_err(|e| e.to_string())?;
+    let device = open_device(dir, &m, sim, 0).map_err(|e| e.to_string())?;
+    let w = match weights {
+        Some(p) => Weights::open(&m, p),
+        None => Weights::random(&m, 1),
+    }
+    .map_err(|e| e.to_string())?;
+    DeviceSession::new(m, &w, device).map_err(|e| e.to_string())
+}
+
+/// What a forward benchmark runs: a CPU session or a device session.
+enum Forward {
+    Cpu(Box<Session>),
+    Device(Box<DeviceSession>),
+}
+
+impl Forward {
+    /// One forward pass; a device's outputs stay on it (as a framework's on the GPU).
+    fn run(&mut self, inputs: &HashMap<String, HostTensor>) -> Result<(), String> {
+        match self {
+            Forward::Cpu(s) => s.run("forward", inputs).map(|_| ()),
+            Forward::Device(s) => s.run_on_device("forward", inputs),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// Threads (the CPU's; 0 on a device) and what runs it.
+    fn describe(&self) -> (usize, String) {
+        match self {
+            Forward::Cpu(s) => (s.threads(), format!("{} threads", s.threads())),
+            Forward::Device(s) => (0, s.describe()),
+        }
+    }
 }
 
 pub fn run(args: &BenchArgs) -> ExitCode {
@@ -155,11 +223,12 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
             args.mode
         ));
     }
-    if args.backend != Backend::Cpu {
-        return Err("`archc bench` times the cpu backend".into());
-    }
     if args.batch == 0 || args.seq == 0 || args.reps == 0 {
         return Err("--batch, --seq and --reps must be at least 1".into());
+    }
+    let device = device_of(args.backend)?;
+    if device.is_some() && args.profile {
+        return Err("--profile times the cpu backend's kernels".into());
     }
     let Some(spec) = load_model(args.target) else {
         return Err("the spec has errors".into());
@@ -177,15 +246,22 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     }
     opts.verbose = !args.json;
     let built = build(&spec, &opts, None)?;
-    let package = Package::load(&built.dir).map_err(|e| e.to_string())?;
-    let weights = load_weights(&package, args.weights)?;
-    let params: usize = package
-        .manifest()
-        .params
-        .iter()
-        .map(|p| p.shape.iter().product::<usize>())
-        .sum();
-    let mut session = Session::new(package, weights, args.threads).map_err(|e| e.to_string())?;
+    let mut session = match device {
+        None => {
+            let package = Package::load(&built.dir).map_err(|e| e.to_string())?;
+            let weights = load_weights(&package, args.weights)?;
+            let s = Session::new(package, weights, args.threads).map_err(|e| e.to_string())?;
+            Forward::Cpu(Box::new(s))
+        }
+        Some(sim) => Forward::Device(Box::new(device_session(&built.dir, args.weights, sim)?)),
+    };
+    let params: usize = match &session {
+        Forward::Cpu(s) => &s.package().manifest().params,
+        Forward::Device(s) => &s.manifest().params,
+    }
+    .iter()
+    .map(|p| p.shape.iter().product::<usize>())
+    .sum();
     let (b, t) = (args.batch, args.seq);
     let mut inputs = HashMap::new();
     inputs.insert(
@@ -199,35 +275,28 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         );
     }
     for _ in 0..args.warmup {
-        session.run("forward", &inputs).map_err(|e| e.to_string())?;
+        session.run(&inputs)?;
     }
-    session.set_profiling(args.profile);
+    if let Forward::Cpu(s) = &mut session {
+        s.set_profiling(args.profile);
+    }
     let mut times = Vec::with_capacity(args.reps);
     for _ in 0..args.reps {
         let start = Instant::now();
-        session.run("forward", &inputs).map_err(|e| e.to_string())?;
+        session.run(&inputs)?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    if args.profile {
-        print_profile(&session.profile(), args.reps);
+    if let (Forward::Cpu(s), true) = (&session, args.profile) {
+        print_profile(&s.profile(), args.reps);
     }
     let r = Timing::of(&mut times, b * t);
+    let (threads, on) = session.describe();
     if args.json {
-        r.print_json(
-            &spec.name,
-            b,
-            t,
-            "prefill",
-            session.threads(),
-            params,
-            &built,
-            &[],
-        );
+        r.print_json(&spec.name, b, t, "prefill", threads, params, &built, &[]);
     } else {
         println!(
-            "{} batch {b} × seq {t}, {} threads: median {:.2} ms (min {:.2}, max {:.2}, {} runs), {:.0} tokens/s, peak RSS {:.0} MiB",
+            "{} batch {b} × seq {t}, {on}: median {:.2} ms (min {:.2}, max {:.2}, {} runs), {:.0} tokens/s, peak RSS {:.0} MiB",
             spec.name,
-            session.threads(),
             r.median,
             r.min,
             r.max,
@@ -243,8 +312,12 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
 /// random tokens, next-token labels, from fresh weights (`archc train --seed 0`'s);
 /// reports the median step, tokens per second and the peak resident memory.
 fn bench_train(args: &BenchArgs) -> Result<(), String> {
-    use arch_runtime::train::{Hyper, Schedule, Trainer};
+    use arch_runtime::train::{Hyper, Schedule};
     let spec = load_model(args.target).ok_or("the spec has errors")?;
+    let device = device_of(args.backend)?;
+    if device.is_some() && args.profile {
+        return Err("--profile times the cpu backend's kernels".into());
+    }
     if args.quant.is_some() {
         return Err("training keeps its parameters in f32: `--quant` times inference".into());
     }
@@ -261,12 +334,6 @@ fn bench_train(args: &BenchArgs) -> Result<(), String> {
     if labels.iter().any(|(n, _)| *n != "labels") || spec.family != Family::DecoderOnly {
         return Err("`--mode train` times decoder-only next-token training".into());
     }
-    let (session, built) = crate::train::train_session(
-        &spec,
-        crate::train::TrainOptions::default(),
-        args.threads,
-        !args.json,
-    )?;
     let params = crate::params::init(&spec, 0);
     let n_params: usize = params.values().map(Vec::len).sum();
     let hyper = Hyper {
@@ -281,8 +348,64 @@ fn bench_train(args: &BenchArgs) -> Result<(), String> {
         steps: (args.warmup + args.reps) as u64,
         accum: 1,
     };
-    let mut trainer = Trainer::new(session, &params, hyper).map_err(|e| e.to_string())?;
-    drop(params);
+    let opts = crate::train::TrainOptions::default();
+    match device {
+        None => {
+            let (session, built) =
+                crate::train::train_session(&spec, opts, args.threads, !args.json)?;
+            let trainer = Trainer::new(session, &params, hyper).map_err(|e| e.to_string())?;
+            drop(params);
+            train_runs(args, &spec, trainer, &built, n_params)
+        }
+        Some(sim) => {
+            let (session, built) =
+                crate::train::train_device_session(&spec, opts, sim, !args.json)?;
+            let trainer = Trainer::new(session, &params, hyper).map_err(|e| e.to_string())?;
+            drop(params);
+            train_runs(args, &spec, trainer, &built, n_params)
+        }
+    }
+}
+
+/// What a benchmark asks of a session beyond running it: kernel profiles (the CPU's) and
+/// a description of what runs it.
+trait Timed {
+    fn set_profiling(&mut self, on: bool);
+    fn profile_rows(&self) -> Vec<(String, String, f64, u64)>;
+    /// Threads (0 on a device) and, in words, what runs the session.
+    fn runs_on(&self) -> (usize, String);
+}
+
+impl Timed for Session {
+    fn set_profiling(&mut self, on: bool) {
+        Session::set_profiling(self, on)
+    }
+    fn profile_rows(&self) -> Vec<(String, String, f64, u64)> {
+        self.profile()
+    }
+    fn runs_on(&self) -> (usize, String) {
+        (self.threads(), format!("{} threads", self.threads()))
+    }
+}
+
+impl Timed for DeviceSession {
+    fn set_profiling(&mut self, _on: bool) {}
+    fn profile_rows(&self) -> Vec<(String, String, f64, u64)> {
+        Vec::new()
+    }
+    fn runs_on(&self) -> (usize, String) {
+        (0, self.describe())
+    }
+}
+
+/// The timed steps of `--mode train`.
+fn train_runs<S: TrainSession + Timed>(
+    args: &BenchArgs,
+    spec: &arch_dsl::spec::ArchSpec,
+    mut trainer: Trainer<S>,
+    built: &crate::package::Built,
+    n_params: usize,
+) -> Result<(), String> {
     let (b, t) = (args.batch, args.seq);
     let x = ids(b * t, spec.vocab, 7);
     let batch: HashMap<String, HostTensor> = [
@@ -297,7 +420,7 @@ fn bench_train(args: &BenchArgs) -> Result<(), String> {
     for _ in 0..args.warmup {
         trainer.step(&micro).map_err(|e| e.to_string())?;
     }
-    trainer.set_profiling(args.profile);
+    trainer.session_mut().set_profiling(args.profile);
     let mut times = Vec::with_capacity(args.reps);
     let mut loss = 0.0;
     for _ in 0..args.reps {
@@ -306,11 +429,11 @@ fn bench_train(args: &BenchArgs) -> Result<(), String> {
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
     if args.profile {
-        print_profile(&trainer.session().profile(), args.reps);
+        print_profile(&trainer.session().profile_rows(), args.reps);
     }
     let r = Timing::of(&mut times, b * t);
+    let (threads, on) = trainer.session().runs_on();
     if args.json {
-        let threads = trainer.session().threads();
         r.print_json(
             &spec.name,
             b,
@@ -318,14 +441,13 @@ fn bench_train(args: &BenchArgs) -> Result<(), String> {
             "train",
             threads,
             n_params,
-            &built,
+            built,
             &[("loss", loss)],
         );
     } else {
         println!(
-            "{} train step, batch {b} × seq {t}, {} threads: median {:.1} ms (min {:.1}, max {:.1}, {} steps), {:.0} tokens/s, loss {loss:.3}, peak RSS {:.0} MiB",
+            "{} train step, batch {b} × seq {t}, {on}: median {:.1} ms (min {:.1}, max {:.1}, {} steps), {:.0} tokens/s, loss {loss:.3}, peak RSS {:.0} MiB",
             spec.name,
-            trainer.session().threads(),
             r.median,
             r.min,
             r.max,
@@ -351,7 +473,6 @@ fn load_weights(package: &Package, path: Option<&std::path::Path>) -> Result<Wei
 /// prefill excluded (`tokens_per_s`), the time per decode step (`ms_per_token`) and the
 /// prefill; medians over the runs.
 fn bench_decode(args: &BenchArgs) -> Result<(), String> {
-    use arch_runtime::generate::{GenerateOptions, Generator};
     if args.batch == 0 || args.prompt == 0 || args.new < 2 || args.reps == 0 {
         return Err("--batch, --prompt and --reps must be at least 1, --new at least 2".into());
     }
@@ -361,8 +482,12 @@ fn bench_decode(args: &BenchArgs) -> Result<(), String> {
     if let Some(why) = crate::expand::step_unsupported(&spec) {
         return Err(why);
     }
+    let device = device_of(args.backend)?;
+    if device.is_some() && args.profile {
+        return Err("--profile times the cpu backend's kernels".into());
+    }
     let mut built_s = 0.0;
-    let mut session = |kind| -> Result<Session, String> {
+    let mut package = |kind| -> Result<std::path::PathBuf, String> {
         let opts = BuildOptions {
             kind,
             verbose: !args.json,
@@ -370,28 +495,53 @@ fn bench_decode(args: &BenchArgs) -> Result<(), String> {
         };
         let built = build(&spec, &opts, None)?;
         built_s += built.seconds;
-        let package = Package::load(&built.dir).map_err(|e| e.to_string())?;
-        let weights = load_weights(&package, args.weights)?;
-        Session::new(package, weights, args.threads).map_err(|e| e.to_string())
+        Ok(built.dir)
     };
-    let step = session(crate::package::PackageKind::Step)?;
+    let step = package(crate::package::PackageKind::Step)?;
     let encoder = match spec.encoder {
-        Some(_) => Some(session(crate::package::PackageKind::Encode)?),
+        Some(_) => Some(package(crate::package::PackageKind::Encode)?),
         None => None,
     };
-    let threads = step.threads();
-    let weight_bytes: u64 = step
-        .package()
-        .manifest()
+    match device {
+        None => {
+            let session = |dir: &std::path::Path| -> Result<Session, String> {
+                let package = Package::load(dir).map_err(|e| e.to_string())?;
+                let weights = load_weights(&package, args.weights)?;
+                Session::new(package, weights, args.threads).map_err(|e| e.to_string())
+            };
+            let encoder = encoder.as_deref().map(session).transpose()?;
+            let g = Generator::with_encoder(session(&step)?, encoder).map_err(|e| e.to_string())?;
+            decode_runs(args, &spec, g, built_s)
+        }
+        Some(sim) => {
+            let session = |dir: &std::path::Path| device_session(dir, args.weights, sim);
+            let encoder = encoder.as_deref().map(session).transpose()?;
+            let g = Generator::with_encoder(session(&step)?, encoder).map_err(|e| e.to_string())?;
+            decode_runs(args, &spec, g, built_s)
+        }
+    }
+}
+
+/// The timed generations of `--mode decode`.
+fn decode_runs<S: StepSession + Timed>(
+    args: &BenchArgs,
+    spec: &arch_dsl::spec::ArchSpec,
+    mut generator: Generator<S>,
+    built_s: f64,
+) -> Result<(), String> {
+    use arch_runtime::generate::GenerateOptions;
+    let (threads, on) = generator.session().runs_on();
+    let weight_bytes: u64 = generator
+        .session()
+        .step_manifest()
         .params
         .iter()
         .map(|p| p.bytes().unwrap_or(0) as u64)
         .sum();
-    let mut generator = Generator::with_encoder(step, encoder).map_err(|e| e.to_string())?;
     let (b, p, n) = (args.batch, args.prompt, args.new);
     let prompt = ids(b * p, spec.vocab, 7);
     let opts = GenerateOptions::greedy(n);
-    let run = |g: &mut Generator| {
+    let run = |g: &mut Generator<S>| {
         g.generate_any(&prompt, None, b, None, 0, &opts, |_| {})
             .map_err(|e| e.to_string())
     };
@@ -415,7 +565,7 @@ fn bench_decode(args: &BenchArgs) -> Result<(), String> {
     if args.profile {
         eprintln!("(per call of the step program: prefill calls and decode steps alike)");
         // Every call of the step program runs each top-level kernel once.
-        let rows = generator.session().profile();
+        let rows = generator.session().profile_rows();
         let calls = rows.first().map_or(1, |r| r.3.max(1) as usize);
         print_profile(&rows, calls);
     }
@@ -432,7 +582,7 @@ fn bench_decode(args: &BenchArgs) -> Result<(), String> {
         );
     } else {
         println!(
-            "{} decode, batch {b}, prompt {p}, {n} new, {threads} threads: {tokens_per_s:.1} tokens/s ({ms_per_token:.3} ms per step), prefill {prefill_ms:.2} ms, cache {:.1} MiB, peak RSS {rss:.0} MiB",
+            "{} decode, batch {b}, prompt {p}, {n} new, {on}: {tokens_per_s:.1} tokens/s ({ms_per_token:.3} ms per step), prefill {prefill_ms:.2} ms, cache {:.1} MiB, peak RSS {rss:.0} MiB",
             spec.name,
             state as f64 / (1 << 20) as f64
         );

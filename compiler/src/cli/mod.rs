@@ -158,6 +158,10 @@ enum Command {
         /// Also report where the time goes, per kind of kernel.
         #[arg(long)]
         profile: bool,
+        /// cpu, cuda (an NVIDIA GPU; outputs left on the device while timed) or cuda-sim
+        /// (the cuda package's thread programs on this CPU: checks that it runs, not speed).
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "cuda-sim"])]
+        backend: String,
     },
     /// Run a model on inputs from a safetensors file; write its outputs to another.
     Eval {
@@ -338,6 +342,11 @@ enum Command {
         /// the tokenizer's [MASK] or <mask>).
         #[arg(long)]
         mask_id: Option<i64>,
+        /// cpu, cuda (an NVIDIA GPU: parameters and optimizer moments stay on the device)
+        /// or cuda-sim (the cuda train package's thread programs on this CPU: slow, for
+        /// checking without a GPU).
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "cuda-sim"])]
+        backend: String,
     },
     /// Sentence embeddings: texts tokenized with a tokenizer.json, run through an encoder,
     /// pooled per text (sentence-transformers' recipe with mean pooling and --normalize).
@@ -503,6 +512,7 @@ fn run(cli: Cli) -> ExitCode {
             new,
             weights,
             quant,
+            backend,
         } => bench::run(&bench::BenchArgs {
             target: &target,
             batch,
@@ -512,7 +522,7 @@ fn run(cli: Cli) -> ExitCode {
             threads,
             warmup,
             reps,
-            backend: crate::eval::Backend::Cpu,
+            backend: &backend,
             profile,
             prompt,
             new,
@@ -629,6 +639,7 @@ fn run(cli: Cli) -> ExitCode {
             pad_id,
             freeze,
             mask_id,
+            backend,
         } => {
             let parsed: Vec<Result<f64, _>> = betas.split(',').map(|b| b.trim().parse()).collect();
             let betas = match parsed.as_slice() {
@@ -667,6 +678,7 @@ fn run(cli: Cli) -> ExitCode {
                 pad_id,
                 freeze: &freeze,
                 mask_id,
+                backend: &backend,
             })
         }
         Command::ImportHf {

@@ -11,7 +11,7 @@ use crate::tensor::Tensor;
 use crate::train::{label_inputs, Optimizer};
 use arch_dsl::spec::{ArchSpec, Family, Objective};
 use arch_runtime::generate::Rng;
-use arch_runtime::train::{Hyper, Schedule, StepStats, Trainer, CHECKPOINT};
+use arch_runtime::train::{Hyper, Schedule, StepStats, TrainSession, Trainer, CHECKPOINT};
 use arch_runtime::{HostTensor, Package, Session, Weights};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
@@ -53,6 +53,8 @@ pub struct TrainArgs<'a> {
     pub freeze: &'a [String],
     /// The mask token of MLM and BART noising (default: the tokenizer's).
     pub mask_id: Option<i64>,
+    /// cpu, cuda or cuda-sim.
+    pub backend: &'a str,
 }
 
 pub fn run(args: &TrainArgs) -> ExitCode {
@@ -916,6 +918,16 @@ fn train(args: &TrainArgs) -> Result<(), String> {
             return Err(format!("--betas must lie in [0, 1), got {b}"));
         }
     }
+    // None: the CPU; Some(sim): a cuda package on a GPU, or on the host simulator.
+    let device = match args.backend {
+        "cpu" => None,
+        "cuda" => Some(false),
+        "cuda-sim" => Some(true),
+        other => return Err(format!("unknown backend `{other}` (cpu, cuda or cuda-sim)")),
+    };
+    if device == Some(false) {
+        arch_runtime::device::cuda::driver_present().map_err(|e| e.to_string())?;
+    }
     let resuming = args.resume.is_some();
     if !resuming && args.out.join(CHECKPOINT).exists() {
         return Err(format!(
@@ -1025,7 +1037,17 @@ fn train(args: &TrainArgs) -> Result<(), String> {
         attention_mask: opts_mask,
         frozen: args.freeze.to_vec(),
     };
-    let (session, built) = crate::train::train_session(&spec, opts, args.threads, true)?;
+    let (session, built) = match device {
+        None => {
+            let (s, b) = crate::train::train_session(&spec, opts, args.threads, true)?;
+            (AnySession::Cpu(Box::new(s)), b)
+        }
+        Some(sim) => {
+            let (s, b) = crate::train::train_device_session(&spec, opts, sim, true)?;
+            eprintln!("archc: training on {}", s.describe());
+            (AnySession::Device(Box::new(s)), b)
+        }
+    };
     if !built.cached {
         eprintln!("archc: built the train package in {:.1} s", built.seconds);
     }
@@ -1059,7 +1081,67 @@ fn train(args: &TrainArgs) -> Result<(), String> {
         steps: args.steps,
         accum: args.accum,
     };
-    let mut trainer = Trainer::new(session, &params, hyper).map_err(|e| e.to_string())?;
+    let run = Run {
+        args,
+        spec: &spec,
+        data: &data,
+        params: &params,
+        naming,
+        file_names,
+        resuming,
+        per_step,
+        opts_mask,
+        collator,
+        dpo,
+    };
+    match session {
+        AnySession::Cpu(s) => drive(
+            Trainer::new(*s, &params, hyper).map_err(|e| e.to_string())?,
+            run,
+        ),
+        AnySession::Device(s) => drive(
+            Trainer::new(*s, &params, hyper).map_err(|e| e.to_string())?,
+            run,
+        ),
+    }
+}
+
+/// A train package's session on the CPU or on a cuda device.
+enum AnySession {
+    Cpu(Box<Session>),
+    Device(Box<arch_runtime::device::DeviceSession>),
+}
+
+/// What a training run has settled before its trainer exists.
+struct Run<'a> {
+    args: &'a TrainArgs<'a>,
+    spec: &'a ArchSpec,
+    data: &'a Data,
+    params: &'a BTreeMap<String, Vec<f32>>,
+    naming: Option<String>,
+    file_names: Vec<String>,
+    resuming: bool,
+    per_step: usize,
+    opts_mask: bool,
+    collator: Option<Collator>,
+    dpo: bool,
+}
+
+/// Resumes (when asked), runs the steps, logs and checkpoints.
+fn drive<S: TrainSession>(mut trainer: Trainer<S>, run: Run) -> Result<(), String> {
+    let Run {
+        args,
+        spec,
+        data,
+        params,
+        mut naming,
+        mut file_names,
+        resuming,
+        per_step,
+        opts_mask,
+        collator,
+        dpo,
+    } = run;
     let shuffle = args.shuffle.then(|| args.seed.unwrap_or(0));
     if let Some(dir) = args.resume {
         trainer.restore(dir).map_err(|e| e.to_string())?;
@@ -1127,7 +1209,7 @@ fn train(args: &TrainArgs) -> Result<(), String> {
         ),
         None => None,
     };
-    let mut batcher = Batcher::new(&spec, &data, shuffle);
+    let mut batcher = Batcher::new(spec, data, shuffle);
     batcher.decoder_start = args.decoder_start;
     batcher.pad_id = args.pad_id;
     batcher.collator = collator;
@@ -1149,13 +1231,7 @@ fn train(args: &TrainArgs) -> Result<(), String> {
                     "archc: scoring {} pairs with the reference model",
                     data.rows
                 );
-                Some(dpo_reference(
-                    &spec,
-                    &data,
-                    &params,
-                    args.threads,
-                    args.batch,
-                )?)
+                Some(dpo_reference(spec, data, params, args.threads, args.batch)?)
             }
         }
     } else {
@@ -1163,10 +1239,10 @@ fn train(args: &TrainArgs) -> Result<(), String> {
     };
     batcher.dpo_reference = reference.clone();
     // ELECTRA: the generator samples the discriminator's input before each step.
-    let mut sampler = if crate::train::rtd_generator(&spec)?.is_some() {
+    let mut sampler = if crate::train::rtd_generator(spec)?.is_some() {
         Some(crate::train::RtdSampler::new(
-            &spec,
-            &trainer,
+            spec,
+            &mut trainer,
             opts_mask,
             args.threads,
         )?)
@@ -1192,7 +1268,7 @@ fn train(args: &TrainArgs) -> Result<(), String> {
                 let mut rngs: Vec<Rng> = (pos..pos + args.batch)
                     .map(|p| collate::row_rng(rtd_seed, p as u64, None))
                     .collect();
-                s.corrupt(&trainer, m, &mut rngs)?;
+                s.corrupt(&mut trainer, m, &mut rngs)?;
             }
         }
         let tokens: usize = micro.iter().map(|m| m["input_ids"].len()).sum();
@@ -1239,13 +1315,13 @@ fn train(args: &TrainArgs) -> Result<(), String> {
             "dpo_reference": reference,
         });
         if args.save_every.is_some_and(|n| n > 0 && step % n == 0) && step != args.steps {
-            save(&trainer, &spec, args.out)?;
+            save(&mut trainer, spec, args.out)?;
         }
     }
     if tty {
         eprintln!();
     }
-    let path = save(&trainer, &spec, args.out)?;
+    let path = save(&mut trainer, spec, args.out)?;
     eprintln!(
         "archc: {} steps, final loss {:.4}; checkpoint {}",
         args.steps - start,
@@ -1282,7 +1358,11 @@ fn clock(secs: f64) -> String {
 /// names (`weights.safetensors`, for `--weights`) and in Hugging Face's names where the
 /// model has a naming (`model.safetensors`), and the loss curve (`loss.svg`). Each file is
 /// written to a temporary name and renamed.
-fn save(trainer: &Trainer, spec: &ArchSpec, dir: &Path) -> Result<std::path::PathBuf, String> {
+fn save<S: TrainSession>(
+    trainer: &mut Trainer<S>,
+    spec: &ArchSpec,
+    dir: &Path,
+) -> Result<std::path::PathBuf, String> {
     let path = trainer.save(dir).map_err(|e| e.to_string())?;
     crate::train::save_weights(trainer, spec, &dir.join("weights.safetensors"))?;
     if let Some(hf) = hf_naming(

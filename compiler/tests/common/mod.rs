@@ -319,3 +319,18 @@ model tiny_hybrid {
     decoder { stack = [mamba_mlp, attn_mlp] * 2 }
 }
 ";
+
+/// The deployment binary `arch-run` beside the test's `archc` (built on demand when the
+/// test runs without the rest of the workspace).
+pub fn arch_run() -> PathBuf {
+    let archc = PathBuf::from(env!("CARGO_BIN_EXE_archc"));
+    let bin = archc.with_file_name("arch-run");
+    if !bin.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "arch-runtime", "--bin", "arch-run"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot build arch-run");
+    }
+    bin
+}

@@ -13,9 +13,16 @@
 //! (and, for an encoder-decoder, encode) program: `input_ids`, optional `attention_mask`
 //! and `decoder_input_ids` in; `tokens` (and `logits`) out.
 //!
+//! With `--train-steps N` it runs N AdamW steps of a train package (`archc build --mode
+//! train`) on one batch (`--inputs`: the `train_step` entry's inputs but `hyper`), from
+//! the parameters `--weights` holds (canonical or Hugging Face names), with `--lr`
+//! (default 1e-3), β 0.9/0.999, ε 1e-8, weight decay 0.01 and clipping at 1.0; out: `loss`
+//! and `grad_norm` [N] and every parameter after the last step (canonical names).
+//!
 //! A cuda package (`archc build --target cuda`) runs on GPU `--gpu N` (default 0), or with
 //! `--sim` on the host simulator (a package built with `--sim`). `--repeat N` runs the
-//! entry N times and prints the median time.
+//! entry N times and prints the median time (on a device, with the outputs left in device
+//! memory; one more run copies them out).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -31,7 +38,9 @@ const USAGE: &str = "usage: arch-run PKG (--weights W | --random-weights SEED) \
 --inputs I.safetensors --out O.safetensors [--threads N] [--entry NAME] [--sim] [--gpu N] [--repeat N]
        arch-run PKG (--weights W | --random-weights SEED) --inputs I.safetensors \
 --out O.safetensors --max-new-tokens N [--save-logits] [--temperature T] [--top-k K] \
-[--top-p P] [--seed S] [--eos ID]... [--pad ID] [--decoder-start ID] [--threads N]";
+[--top-p P] [--seed S] [--eos ID]... [--pad ID] [--decoder-start ID] [--threads N]
+       arch-run TRAIN_PKG --weights W --inputs BATCH.safetensors --out O.safetensors \
+--train-steps N [--lr LR] [--threads N] [--sim] [--gpu N]";
 
 struct Args {
     package: PathBuf,
@@ -45,6 +54,8 @@ struct Args {
     sim: bool,
     gpu: usize,
     repeat: usize,
+    /// `--train-steps N` (and `--lr`).
+    train: Option<(u64, f64)>,
 }
 
 /// `--max-new-tokens` and the decoding options.
@@ -90,6 +101,7 @@ fn parse_args(argv: &[String]) -> Result<Args, RuntimeError> {
     let mut gen = Generate::default();
     let mut generating = false;
     let (mut sim, mut gpu, mut repeat) = (false, 0usize, 1usize);
+    let (mut train_steps, mut lr) = (None, 1e-3f64);
     let mut it = argv.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -131,6 +143,8 @@ fn parse_args(argv: &[String]) -> Result<Args, RuntimeError> {
             "--eos" => gen.eos.push(number(a, &value()?)?),
             "--pad" => gen.pad = Some(number(a, &value()?)?),
             "--decoder-start" => gen.decoder_start = number(a, &value()?)?,
+            "--train-steps" => train_steps = Some(number::<u64>(a, &value()?)?.max(1)),
+            "--lr" => lr = number(a, &value()?)?,
             s if s.starts_with('-') => return Err(usage(format!("unknown option `{s}`"))),
             s if package.is_none() => package = Some(PathBuf::from(s)),
             s => return Err(usage(format!("unexpected argument `{s}`"))),
@@ -161,6 +175,7 @@ fn parse_args(argv: &[String]) -> Result<Args, RuntimeError> {
         sim,
         gpu,
         repeat,
+        train: train_steps.map(|n| (n, lr)),
     })
 }
 
@@ -174,6 +189,9 @@ fn run(args: &Args) -> Result<(), RuntimeError> {
     if let Some(g) = &args.generate {
         return generate(args, g);
     }
+    if let Some((steps, lr)) = args.train {
+        return train(args, steps, lr);
+    }
     let manifest = arch_runtime::Manifest::read(&args.package)?;
     if manifest.target.kind == "cuda" || args.sim {
         return run_cuda(args, manifest);
@@ -183,6 +201,94 @@ fn run(args: &Args) -> Result<(), RuntimeError> {
     let inputs = read_inputs(&args.inputs)?;
     let mut session = Session::new(package, weights, args.threads)?;
     let outputs = timed(args.repeat, || session.run(&args.entry, &inputs))?;
+    write_outputs(&args.out, &outputs)
+}
+
+/// `--train-steps`: AdamW steps of a train package on one batch, on the CPU or a device.
+fn train(args: &Args, steps: u64, lr: f64) -> Result<(), RuntimeError> {
+    use arch_runtime::device::{open_device, read_cuda_manifest, DeviceSession};
+    use arch_runtime::train::{load_params, Hyper, Schedule, Trainer};
+    let WeightsArg::File(path) = &args.weights else {
+        return Err(RuntimeError::Usage(
+            "`--train-steps` starts from `--weights W` (canonical or Hugging Face names)".into(),
+        ));
+    };
+    let hyper = Hyper {
+        lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        clip: 1.0,
+        schedule: Schedule::Constant,
+        warmup: 0,
+        steps,
+        accum: 1,
+    };
+    let batch = read_inputs(&args.inputs)?;
+    let manifest = arch_runtime::Manifest::read(&args.package)?;
+    if manifest.target.kind == "cuda" || args.sim {
+        let m = read_cuda_manifest(&args.package)?;
+        let params = load_params(&m, path)?;
+        let device = open_device(&args.package, &m, args.sim, args.gpu)?;
+        let weights = Weights::from_tensors(&m, Default::default())?;
+        let session = DeviceSession::new(m, &weights, device)?;
+        eprintln!("training on {}", session.describe());
+        return train_steps(args, Trainer::new(session, &params, hyper)?, &batch);
+    }
+    let params = load_params(&manifest, path)?;
+    let package = Package::load(&args.package)?;
+    let weights = Weights::from_tensors(package.manifest(), Default::default())?;
+    let session = Session::new(package, weights, args.threads)?;
+    train_steps(args, Trainer::new(session, &params, hyper)?, &batch)
+}
+
+/// Runs the trainer's steps on `batch` and writes the losses, gradient norms and
+/// parameters.
+fn train_steps<S: arch_runtime::train::TrainSession>(
+    args: &Args,
+    mut trainer: arch_runtime::train::Trainer<S>,
+    batch: &HashMap<String, HostTensor>,
+) -> Result<(), RuntimeError> {
+    let steps = trainer.state.hyper.steps;
+    let (mut losses, mut norms) = (Vec::new(), Vec::new());
+    for _ in 0..steps {
+        let t = std::time::Instant::now();
+        let s = trainer.step(std::slice::from_ref(batch))?;
+        eprintln!(
+            "step {}: loss {:.6} grad_norm {:.6} ({:.1} ms)",
+            s.step,
+            s.loss,
+            s.grad_norm,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        losses.push(s.loss as f32);
+        norms.push(s.grad_norm as f32);
+    }
+    let n = losses.len();
+    let mut outputs = vec![
+        ("loss".to_string(), HostTensor::f32(vec![n], losses)),
+        ("grad_norm".to_string(), HostTensor::f32(vec![n], norms)),
+    ];
+    let names = trainer.param_names();
+    let shapes: Vec<Vec<usize>> = trainer
+        .session()
+        .step_manifest()
+        .states
+        .iter()
+        .filter(|s| !s.name.starts_with("opt."))
+        .map(|s| {
+            s.shape
+                .iter()
+                .map(|d| d.as_constant().unwrap_or(0) as usize)
+                .collect()
+        })
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let values = trainer.tensors(&refs)?;
+    for ((name, shape), v) in names.iter().zip(shapes).zip(values) {
+        outputs.push((name.clone(), HostTensor::f32(shape, v.into_owned())));
+    }
     write_outputs(&args.out, &outputs)
 }
 
@@ -211,21 +317,19 @@ fn timed<T>(
 
 /// A cuda package on a GPU, or with `--sim` on the host simulator.
 fn run_cuda(args: &Args, manifest: arch_runtime::Manifest) -> Result<(), RuntimeError> {
-    use arch_runtime::device::{
-        cuda::CudaDevice, read_cuda_manifest, sim::SimDevice, Device, DeviceSession,
-    };
+    use arch_runtime::device::{open_device, read_cuda_manifest, DeviceSession};
     drop(manifest);
     let m = read_cuda_manifest(&args.package)?;
-    let device: Box<dyn Device> = if args.sim {
-        Box::new(SimDevice::open(&args.package, &m)?)
-    } else {
-        Box::new(CudaDevice::open(&args.package, &m, args.gpu)?)
-    };
+    let device = open_device(&args.package, &m, args.sim, args.gpu)?;
     let weights = open_weights(args, &m)?;
     let inputs = read_inputs(&args.inputs)?;
     let mut session = DeviceSession::new(m, &weights, device)?;
     eprintln!("running on {}", session.describe());
-    let outputs = timed(args.repeat, || session.run(&args.entry, &inputs))?;
+    if args.repeat > 1 {
+        // Timed with the outputs left on the device (as a framework's stay on the GPU).
+        timed(args.repeat, || session.run_on_device(&args.entry, &inputs))?;
+    }
+    let outputs = session.run(&args.entry, &inputs)?;
     write_outputs(&args.out, &outputs)
 }
 
@@ -319,9 +423,7 @@ fn write_outputs(path: &Path, outputs: &[(String, HostTensor)]) -> Result<(), Ru
 
 /// Generation with the package's step program (and encode program).
 fn generate(args: &Args, g: &Generate) -> Result<(), RuntimeError> {
-    use arch_runtime::device::{
-        cuda::CudaDevice, read_cuda_manifest, sim::SimDevice, Device, DeviceSession,
-    };
+    use arch_runtime::device::{open_device, read_cuda_manifest, DeviceSession};
     use arch_runtime::generate::{entry_dir, Generator};
     let step = arch_runtime::generate::step_package_dir(&args.package)?;
     let encode = entry_dir(&args.package, "encode")?;
@@ -329,11 +431,7 @@ fn generate(args: &Args, g: &Generate) -> Result<(), RuntimeError> {
         // Caches and recurrent states on the device (or the simulator's host memory).
         let session = |dir: &Path| -> Result<DeviceSession, RuntimeError> {
             let m = read_cuda_manifest(dir)?;
-            let device: Box<dyn Device> = if args.sim {
-                Box::new(SimDevice::open(dir, &m)?)
-            } else {
-                Box::new(CudaDevice::open(dir, &m, args.gpu)?)
-            };
+            let device = open_device(dir, &m, args.sim, args.gpu)?;
             let weights = open_weights(args, &m)?;
             DeviceSession::new(m, &weights, device)
         };

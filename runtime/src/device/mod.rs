@@ -115,6 +115,21 @@ pub fn package_sm(m: &Manifest) -> Result<u32, RuntimeError> {
         .ok_or_else(|| RuntimeError::Target(format!("unknown cuda target `{}`", m.target.isa)))
 }
 
+/// The device that runs the cuda package in `dir` (manifest `m`): GPU `gpu`, or with
+/// `sim` the host simulator (a package built with `--sim`).
+pub fn open_device(
+    dir: &Path,
+    m: &Manifest,
+    sim: bool,
+    gpu: usize,
+) -> Result<Box<dyn Device>, RuntimeError> {
+    Ok(if sim {
+        Box::new(sim::SimDevice::open(dir, m)?)
+    } else {
+        Box::new(cuda::CudaDevice::open(dir, m, gpu)?)
+    })
+}
+
 impl DeviceSession {
     /// Uploads `weights` (read for `manifest`) to `device`.
     pub fn new(
@@ -188,6 +203,45 @@ impl DeviceSession {
         entry: &str,
         inputs: &HashMap<String, HostTensor>,
     ) -> Result<Vec<(String, HostTensor)>, RuntimeError> {
+        let outputs = self.launch_entry(entry, inputs)?;
+        let dev = self.device.as_mut();
+        let mut out = Vec::with_capacity(outputs.len());
+        for (o, (ptr, shape, n)) in self.manifest.outputs.iter().zip(outputs) {
+            let data = match o.dtype {
+                Dtype::F32 => {
+                    let mut v = vec![0f32; n / 4];
+                    dev.download(ptr, as_bytes_mut(&mut v))?;
+                    HostData::F32(v)
+                }
+                Dtype::I64 => {
+                    let mut v = vec![0i64; n / 8];
+                    dev.download(ptr, as_bytes_mut(&mut v))?;
+                    HostData::I64(v)
+                }
+            };
+            out.push((o.name.clone(), HostTensor { shape, data }));
+        }
+        Ok(out)
+    }
+
+    /// [`DeviceSession::run`] without copying the outputs to the host: they stay in
+    /// device memory until the next run. What a benchmark times against a framework whose
+    /// results stay on the GPU.
+    pub fn run_on_device(
+        &mut self,
+        entry: &str,
+        inputs: &HashMap<String, HostTensor>,
+    ) -> Result<(), RuntimeError> {
+        self.launch_entry(entry, inputs).map(|_| ())
+    }
+
+    /// Uploads the inputs, launches the entry's kernels and waits for them; returns each
+    /// output's device address, shape and bytes.
+    fn launch_entry(
+        &mut self,
+        entry: &str,
+        inputs: &HashMap<String, HostTensor>,
+    ) -> Result<Vec<(DevPtr, Vec<usize>, usize)>, RuntimeError> {
         let m = &self.manifest;
         let kernels = m
             .entries
@@ -271,24 +325,11 @@ impl DeviceSession {
             )?;
         }
         dev.synchronize()?;
-        let mut out = Vec::with_capacity(m.outputs.len());
-        for (o, shape) in m.outputs.iter().zip(shapes) {
-            let n = bytes[o.buffer];
-            let data = match o.dtype {
-                Dtype::F32 => {
-                    let mut v = vec![0f32; n / 4];
-                    dev.download(addr[o.buffer], as_bytes_mut(&mut v))?;
-                    HostData::F32(v)
-                }
-                Dtype::I64 => {
-                    let mut v = vec![0i64; n / 8];
-                    dev.download(addr[o.buffer], as_bytes_mut(&mut v))?;
-                    HostData::I64(v)
-                }
-            };
-            out.push((o.name.clone(), HostTensor { shape, data }));
-        }
-        Ok(out)
+        Ok(m.outputs
+            .iter()
+            .zip(shapes)
+            .map(|(o, shape)| (addr[o.buffer], shape, bytes[o.buffer]))
+            .collect())
     }
 }
 
