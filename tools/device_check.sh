@@ -9,7 +9,8 @@
 #      Mamba and T5 fixtures against transformers' `generate`: the same tokens, logits
 #      within 1e-4;
 #   3. two AdamW steps of the GPT-2 fixture's train package (parameters and moments on the
-#      device) against the CPU's losses, gradient norms and weights (≤ 1e-4 relative);
+#      device) against the CPU's losses and gradient norms (≤ 1e-4 relative) and weights
+#      (≤ 1e-3: AdamW magnifies the last bits of gradients that are small by cancellation);
 #   4. timings against PyTorch CUDA (eager f32, TF32 off) in the same run: GPT-2 small and
 #      a LLaMA-style model (specs/bench.arch:llama_bench) forward at batch 8 × 512; GPT-2
 #      small decode at batch 1 and 32 against transformers' `generate`.
@@ -89,7 +90,7 @@ for spec in gpt2:generate_padded llama:generate mamba:generate t5:generate; do
 done
 
 say ""
-say "## Training: two AdamW steps on the device against the CPU's (≤ 1e-4 relative)"
+say "## Training: two AdamW steps on the device against the CPU's (losses and gradient norms ≤ 1e-4, weights ≤ 1e-3 relative)"
 say ""
 if timeout 180 "${RUN[@]}" "$DEV/train/gpt2" --weights compiler/tests/fixtures/hf/gpt2/model.safetensors \
     --inputs "$DEV/train/batch.safetensors" --out "$OUT/train_gpt2.safetensors" --train-steps 2 \
@@ -100,6 +101,7 @@ import numpy as np
 from safetensors.numpy import load_file
 want, got = load_file(sys.argv[1]), load_file(sys.argv[2])
 worst, where = 0.0, ""
+bound = {"loss": 1e-4, "grad_norm": 1e-4}
 for name, w in want.items():
     g = got.get(name)
     if g is None or g.shape != w.shape or not np.all(np.isfinite(g)):
@@ -113,11 +115,12 @@ for name, w in want.items():
             print(f"  {name}: differs by {diff:.2e}, more than two AdamW steps")
             sys.exit(1)
         continue
-    d = diff / max(float(np.max(np.abs(w))), 1e-30)
+    # As a fraction of each tensor's bound: losses and norms 1e-4, weights 1e-3.
+    d = diff / max(float(np.max(np.abs(w))), 1e-30) / bound.get(name, 1e-3)
     if d > worst:
         worst, where = d, name
-print(f"  losses {got['loss'].tolist()} (cpu {want['loss'].tolist()}); worst {worst:.2e} ({where})")
-sys.exit(0 if worst <= 1e-4 else 1)
+print(f"  losses {got['loss'].tolist()} (cpu {want['loss'].tolist()}); worst {worst:.2e} of its bound ({where})")
+sys.exit(0 if worst <= 1 else 1)
 PY
     ); then
         say "- gpt2 train step: ok"

@@ -441,11 +441,15 @@ fn max_rel_diff(a: &Path, b: &Path, noise: f64) -> f64 {
 }
 
 /// The same training on the cuda backend (its train package's thread programs on the host
-/// simulator): every step's loss and gradient norm, and the final weights, equal the
-/// CPU's within 1e-4. `arch-run --train-steps` (what the GPU check runs) gives the same on
-/// both packages.
+/// simulator): every step's loss and gradient norm equal the CPU's within 1e-4, the final
+/// weights within 1e-3 — the bound the issue sets against PyTorch: AdamW divides each
+/// gradient by its own running magnitude, so a gradient that is small by cancellation
+/// turns the last bits of two summation orders (the GPU's matmuls run as 3×TF32 on the
+/// tensor cores) into a visible difference of its update. `arch-run --train-steps` (what
+/// the GPU check runs) gives the same on both packages.
 #[test]
 fn cuda_sim_training_equals_cpu() {
+    const WEIGHTS: f64 = 1e-3;
     let tmp = tempfile::tempdir().unwrap();
     // Two rows of 8 tokens: every step sees the same batch (what arch-run feeds).
     let ids: Vec<i64> = (0..16).map(|i| (i * 37 + 5) % 101).collect();
@@ -497,7 +501,7 @@ fn cuda_sim_training_equals_cpu() {
         &cpu.join("weights.safetensors"),
         noise,
     );
-    assert!(w <= 1e-4, "final weights differ by {w:e}");
+    assert!(w <= WEIGHTS, "final weights differ by {w:e}");
     // The weights moved: the same batch twice, the second loss is lower.
     assert!(lc[1].0 < lc[0].0 - 1e-3, "training changed nothing: {lc:?}");
 
@@ -563,6 +567,6 @@ fn cuda_sim_training_equals_cpu() {
             );
         }
         let w = max_rel_diff(&out, &cpu.join("weights.safetensors"), noise);
-        assert!(w <= 1e-4, "{name}: weights differ by {w:e}");
+        assert!(w <= WEIGHTS, "{name}: weights differ by {w:e}");
     }
 }

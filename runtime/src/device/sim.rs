@@ -59,7 +59,12 @@ pub struct SimCtx {
     barrier: extern "C" fn(*const SimCtx),
     shfl: extern "C" fn(*const SimCtx, f32, i32) -> f32,
     block: *const BlockSync,
+    mma: MmaFn,
 }
+
+/// A warp's batch of "3×TF32" `mma.sync.m16n8k8` tiles: `n` tiles, this lane's registers
+/// at the pointer (see [`sim_mma`]).
+type MmaFn = extern "C" fn(*const SimCtx, i32, *mut u32);
 
 /// `void k(void *const *bufs, const int64_t *dims, const SimCtx *ctx)`.
 pub type SimKernel = unsafe extern "C" fn(*const *mut c_void, *const i64, *const SimCtx);
@@ -67,7 +72,14 @@ pub type SimKernel = unsafe extern "C" fn(*const *mut c_void, *const i64, *const
 struct WarpSync {
     barrier: Barrier,
     slots: Vec<AtomicU32>,
+    /// Every lane's registers of an `mma` batch ([`MMA_REGS`] per lane).
+    mma: Vec<AtomicU32>,
 }
+
+/// The most n tiles of one `mma` batch (the compiler's `simt::MMA_MAX_N`).
+const MMA_MAX_N: usize = 4;
+/// A head and tail (4 each), then per n tile B head and tail (2 each) and C (4).
+const MMA_REGS: usize = 8 + 8 * MMA_MAX_N;
 
 struct BlockSync {
     barrier: Barrier,
@@ -82,6 +94,7 @@ impl BlockSync {
                 .map(|_| WarpSync {
                     barrier: Barrier::new(32),
                     slots: (0..32).map(|_| AtomicU32::new(0)).collect(),
+                    mma: (0..32 * MMA_REGS).map(|_| AtomicU32::new(0)).collect(),
                 })
                 .collect(),
         }
@@ -104,6 +117,68 @@ extern "C" fn sim_shfl(ctx: *const SimCtx, v: f32, mask: i32) -> f32 {
     let r = f32::from_bits(warp.slots[lane ^ (mask as usize & 31)].load(Ordering::SeqCst));
     warp.barrier.wait();
     r
+}
+
+/// A batch of `n` "3×TF32" tiles, each three
+/// `mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32` (A tail·B head, A head·B tail,
+/// A head·B head, in that order) as the PTX ISA lays out the fragments (g = lane / 4,
+/// t = lane % 4): lane L holds A(g, t), A(g + 8, t), A(g, t + 4), A(g + 8, t + 4);
+/// B(t, g), B(t + 4, g); C and D at (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1).
+/// `regs`: A head (4), A tail (4), then per tile B head (2), B tail (2), C (4), where D is
+/// written. A and B are read as tf32 (the 13 low mantissa bits dropped); each product
+/// sum runs in f32, k in order.
+extern "C" fn sim_mma(ctx: *const SimCtx, n: i32, regs: *mut u32) {
+    // SAFETY: as in `sim_barrier`.
+    let (ctx, block) = unsafe { (&*ctx, &*(*ctx).block) };
+    let warp = &block.warps[(ctx.tid / 32) as usize];
+    let lane = (ctx.tid % 32) as usize;
+    let n = (n.max(0) as usize).min(MMA_MAX_N);
+    let used = 8 + 8 * n;
+    // SAFETY: the kernel passes its stack array of 8 + 8 · MMA_MAX_N registers.
+    let mine = unsafe { std::slice::from_raw_parts_mut(regs, used) };
+    for (i, v) in mine.iter().enumerate() {
+        warp.mma[lane * MMA_REGS + i].store(*v, Ordering::SeqCst);
+    }
+    warp.barrier.wait();
+    let reg = |l: usize, r: usize| warp.mma[l * MMA_REGS + r].load(Ordering::SeqCst);
+    let tf32 = |bits: u32| f32::from_bits(bits & 0xFFFF_E000);
+    // A(row, k) of part p (0 head, 1 tail): lane (row % 8)·4 + k % 4, register
+    // 4p + (row ≥ 8) + 2·(k ≥ 4).
+    let a = |p: usize, row: usize, k: usize| {
+        tf32(reg(
+            (row % 8) * 4 + k % 4,
+            4 * p + usize::from(row >= 8) + 2 * usize::from(k >= 4),
+        ))
+    };
+    // B(k, col) of tile j, part p: lane col·4 + k % 4, register 8 + 8j + 2p + (k ≥ 4).
+    let b = |j: usize, p: usize, k: usize, col: usize| {
+        tf32(reg(
+            col * 4 + k % 4,
+            8 + 8 * j + 2 * p + usize::from(k >= 4),
+        ))
+    };
+    let (g, t) = (lane / 4, lane % 4);
+    let mut out = [[0f32; 4]; MMA_MAX_N];
+    for (j, tile) in out.iter_mut().enumerate().take(n) {
+        for (i, o) in tile.iter_mut().enumerate() {
+            let (row, col) = (g + 8 * (i / 2), 2 * t + i % 2);
+            let mut acc = f32::from_bits(mine[8 + 8 * j + 4 + i]);
+            for (pa, pb) in [(1, 0), (0, 1), (0, 0)] {
+                let mut sum = acc;
+                for k in 0..8 {
+                    sum += a(pa, row, k) * b(j, pb, k, col);
+                }
+                acc = sum;
+            }
+            *o = acc;
+        }
+    }
+    warp.barrier.wait();
+    for (j, tile) in out.iter().enumerate().take(n) {
+        for (i, o) in tile.iter().enumerate() {
+            mine[8 + 8 * j + 4 + i] = o.to_bits();
+        }
+    }
 }
 
 /// One kernel launch: the function, its grid, and its argument table and symbol values
@@ -157,6 +232,7 @@ pub unsafe fn run(threads: usize, shared_floats: usize, launches: &[SimLaunch]) 
                             barrier: sim_barrier,
                             shfl: sim_shfl,
                             block: sync,
+                            mma: sim_mma,
                         };
                         // SAFETY: the caller's contract.
                         unsafe { (l.f)(l.table, l.dims, &ctx) };

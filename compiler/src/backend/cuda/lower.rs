@@ -4,10 +4,12 @@
 //! - **Reduce**: one output per warp; lanes stride over the reduced axis, a butterfly of
 //!   shuffles combines them (the same order on every run: results do not depend on the
 //!   grid).
-//! - **MatMul**: 64×64 output tiles per block, k in steps of 16 through shared memory,
-//!   4×4 outputs per thread in registers; the epilogue applied where each output is
-//!   stored. Row-local epilogues (RoPE) take a band of 64 rows per block: products
-//!   first, then each row's epilogue staged in shared memory.
+//! - **MatMul**: 64×64 output tiles per block, k in steps of 16 through shared memory;
+//!   each warp computes 16×32 of the tile on the tensor cores (`mma.sync` m16n8k8 tf32)
+//!   in "3×TF32": each f32 operand split into a tf32 head and a tf32 tail, three products
+//!   (tail·head, head·tail, head·head) per tile, which keeps f32 accuracy; the epilogue
+//!   applied where each output is stored. Row-local epilogues (RoPE) take a band of 64
+//!   rows per block: products first, then each row's epilogue staged in shared memory.
 //! - **Attention**: one query row per warp with online softmax; q and the output
 //!   accumulator spread over the lanes (head_dim / 32 registers each), one shuffle
 //!   reduction per key.
@@ -25,10 +27,15 @@ use inkwell::values::{BasicValueEnum, FloatValue, FunctionValue, IntValue, Point
 use inkwell::{FloatPredicate, IntPredicate};
 use std::collections::HashMap;
 
-/// Output tile edge of the matmul, its k step, and each thread's register tile edge.
+/// Output tile edge of the matmul and its k step.
 pub const TILE: u64 = 64;
 pub const TILE_K: u64 = 16;
-const MICRO: u64 = 4;
+/// Floats from one k row of a staged operand tile to the next: 8 more than the tile, so
+/// the lanes of an mma fragment load (rows t·stride + g) hit 32 different banks.
+const STRIDE: u64 = TILE + 8;
+/// A warp's part of the output tile: 16 rows × 32 columns, four m16n8 mma tiles.
+const WARP_ROWS: u64 = 16;
+const WARP_COLS: u64 = 32;
 const WARP: u64 = 32;
 
 /// How many blocks a kernel is launched with.
@@ -72,9 +79,9 @@ struct Gen<'a, 'ctx> {
 fn shared_floats(k: &Kernel) -> u64 {
     match &k.body {
         Body::MatMul(m) if m.whole_rows => {
-            (2 * TILE * TILE_K).max(m.n.as_const().map_or(0, |n| n as u64))
+            (2 * STRIDE * TILE_K).max(m.n.as_const().map_or(0, |n| n as u64))
         }
-        Body::MatMul(_) => 2 * TILE * TILE_K,
+        Body::MatMul(_) => 2 * STRIDE * TILE_K,
         Body::Scan(s) => s.body.iter().map(shared_floats).max().unwrap_or(0),
         _ => 0,
     }
@@ -536,26 +543,52 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .smem
             .ok_or_else(|| IrError("matmul without shared memory".into()))?;
         let a_s = smem;
-        let b_s = ir.at(smem, self.k(TILE * TILE_K))?;
+        let b_s = ir.at(smem, self.k(STRIDE * TILE_K))?;
         let (abase, aoff, lda) = self.operand(mm, bt, true)?;
         let (bbase, boff, ldb) = self.operand(mm, bt, false)?;
-        let per_thread = (TILE / MICRO) * (TILE / MICRO) / self.threads;
-        // Each register tile's (row, column) offset in the output tile.
-        let micro: Vec<(IntValue<'ctx>, IntValue<'ctx>)> = (0..per_thread)
+        // Warp tiles: (TILE / 16) × (TILE / 32) of them, dealt to the warps in turn.
+        let warps = (self.threads / WARP).max(1);
+        let wtiles = (TILE / WARP_ROWS) * (TILE / WARP_COLS);
+        if !wtiles.is_multiple_of(warps) {
+            return Err(IrError(format!(
+                "{} threads per block do not divide the matmul's warp tiles",
+                self.threads
+            )));
+        }
+        let per_warp = wtiles / warps;
+        let warp = self.udiv(p.tid, self.k(WARP))?;
+        let lane = self.urem(p.tid, self.k(WARP))?;
+        let (g, t) = (self.udiv(lane, self.k(4))?, self.urem(lane, self.k(4))?);
+        // Each of this warp's tiles' first row and column in the output tile.
+        let origin: Vec<(IntValue<'ctx>, IntValue<'ctx>)> = (0..per_warp)
             .map(|q| {
-                let id = ir.add(p.tid, self.k(q * self.threads))?;
+                let w = ir.add(warp, self.k(q * warps))?;
+                let per_row = TILE / WARP_COLS;
                 Ok((
-                    ir.mul(self.udiv(id, self.k(TILE / MICRO))?, self.k(MICRO))?,
-                    ir.mul(self.urem(id, self.k(TILE / MICRO))?, self.k(MICRO))?,
+                    ir.mul(self.udiv(w, self.k(per_row))?, self.k(WARP_ROWS))?,
+                    ir.mul(self.urem(w, self.k(per_row))?, self.k(WARP_COLS))?,
                 ))
             })
             .collect::<IrResult<_>>()?;
-        let accs = (per_thread * MICRO * MICRO) as usize;
+        let ntiles = WARP_COLS / 8;
+        let accs = (per_warp * ntiles * 4) as usize;
         let init: Vec<BasicValueEnum<'ctx>> = vec![m_.c(0.0).into(); accs];
         let steps = WholeSteps {
             start: self.k(0),
             limit: ir.add(k, self.k(TILE_K - 1))?,
             step: TILE_K,
+        };
+        let i32t = ir.ctx.i32_type();
+        // An f32 as a tf32 head (rounded to nearest, ties away) and the tail x − head,
+        // both as bits (the hardware reads the tail's leading 19 bits too).
+        let split = |x: FloatValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
+            let bits = ir.b.build_bit_cast(x, i32t, "")?.into_int_value();
+            let up =
+                ir.b.build_int_add(bits, i32t.const_int(0x1000, false), "")?;
+            let head = ir.b.build_and(up, i32t.const_int(0xFFFF_E000, false), "")?;
+            let hf = ir.b.build_bit_cast(head, ir.f32, "")?.into_float_value();
+            let tail = ir.b.build_float_sub(x, hf, "")?;
+            Ok((head, ir.b.build_bit_cast(tail, i32t, "")?.into_int_value()))
         };
         let (_, acc) = ir.carried_loop(self.f, "kt", steps, &init, |k0, cur| {
             // Cooperative loads, zero outside the matrices. Consecutive threads read
@@ -575,7 +608,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     ir.add(aoff, ir.mad(i, lda, kg)?)?
                 };
                 let v = self.load_if(ok, abase, idx)?;
-                ir.store(ir.at(a_s, ir.mad(kk, self.k(TILE), r)?)?, v)
+                ir.store(ir.at(a_s, ir.mad(kk, self.k(STRIDE), r)?)?, v)
             })?;
             ir.for_range(self.f, "lb", p.tid, elems, self.threads, |e| {
                 let (c, kk) = if mm.transpose_b {
@@ -591,26 +624,41 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     ir.add(boff, ir.mad(kg, ldb, j)?)?
                 };
                 let v = self.load_if(ok, bbase, idx)?;
-                ir.store(ir.at(b_s, ir.mad(kk, self.k(TILE), c)?)?, v)
+                ir.store(ir.at(b_s, ir.mad(kk, self.k(STRIDE), c)?)?, v)
             })?;
             self.simt.barrier()?;
             let mut next: Vec<FloatValue<'ctx>> =
                 cur.iter().map(|v| v.into_float_value()).collect();
-            for kk in 0..TILE_K {
-                for (q, &(ty, tx)) in micro.iter().enumerate() {
-                    let arow = ir.at(a_s, ir.add(ty, self.k(kk * TILE))?)?;
-                    let bcol = ir.at(b_s, ir.add(tx, self.k(kk * TILE))?)?;
-                    let av: Vec<_> = (0..MICRO)
-                        .map(|r| Ok(ir.load_f32(ir.at(arow, self.k(r))?)?.into_float_value()))
-                        .collect::<IrResult<_>>()?;
-                    let bv: Vec<_> = (0..MICRO)
-                        .map(|c| Ok(ir.load_f32(ir.at(bcol, self.k(c))?)?.into_float_value()))
-                        .collect::<IrResult<_>>()?;
-                    for (r, &a) in av.iter().enumerate() {
-                        for (c, &b) in bv.iter().enumerate() {
-                            let at = q * (MICRO * MICRO) as usize + r * MICRO as usize + c;
-                            next[at] = self.fma(a, b, next[at])?;
-                        }
+            // Staged element (k row kk, column x) of an operand tile.
+            let staged = |tile: PointerValue<'ctx>, kk: IntValue<'ctx>, x: IntValue<'ctx>| {
+                let v = ir.load_f32(ir.at(tile, ir.mad(kk, self.k(STRIDE), x)?)?)?;
+                split(v.into_float_value())
+            };
+            for k8 in (0..TILE_K).step_by(8) {
+                let (kt, kt4) = (ir.add(t, self.k(k8))?, ir.add(t, self.k(k8 + 4))?);
+                for (q, &(r0, c0)) in origin.iter().enumerate() {
+                    let (row, row8) = (ir.add(r0, g)?, ir.add(r0, ir.add(g, self.k(8))?)?);
+                    let af = [
+                        staged(a_s, kt, row)?,
+                        staged(a_s, kt, row8)?,
+                        staged(a_s, kt4, row)?,
+                        staged(a_s, kt4, row8)?,
+                    ];
+                    let a_hi = [af[0].0, af[1].0, af[2].0, af[3].0];
+                    let a_lo = [af[0].1, af[1].1, af[2].1, af[3].1];
+                    let mut bs = Vec::with_capacity(ntiles as usize);
+                    let mut cs = Vec::with_capacity(ntiles as usize);
+                    for j in 0..ntiles {
+                        let col = ir.add(c0, ir.add(g, self.k(8 * j))?)?;
+                        let (b0, b1) = (staged(b_s, kt, col)?, staged(b_s, kt4, col)?);
+                        bs.push(([b0.0, b1.0], [b0.1, b1.1]));
+                        let at = ((q as u64 * ntiles + j) * 4) as usize;
+                        cs.push([next[at], next[at + 1], next[at + 2], next[at + 3]]);
+                    }
+                    let ds = self.simt.mma_3xtf32((a_hi, a_lo), &bs, &cs)?;
+                    for (j, d) in ds.iter().enumerate() {
+                        let at = (q * ntiles as usize + j) * 4;
+                        next[at..at + 4].copy_from_slice(d);
                     }
                 }
             }
@@ -619,23 +667,23 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         })?;
         let outp = self.buf(mm.out)?;
         let plane = ir.mul(bt, ir.mul(m, n)?)?;
-        for (q, &(ty, tx)) in micro.iter().enumerate() {
-            for r in 0..MICRO {
-                for c in 0..MICRO {
-                    let i = ir.add(i0, ir.add(ty, self.k(r))?)?;
-                    let j = ir.add(j0, ir.add(tx, self.k(c))?)?;
-                    let ok = ir.b.build_and(self.lt(i, m)?, self.lt(j, n)?, "")?;
-                    let v =
-                        acc[(q as u64 * MICRO * MICRO + r * MICRO + c) as usize].into_float_value();
+        for (q, &(r0, c0)) in origin.iter().enumerate() {
+            for j in 0..ntiles {
+                for e in 0..4u64 {
+                    let r = ir.add(r0, ir.add(g, self.k(8 * (e / 2)))?)?;
+                    let c = ir.add(c0, ir.add(ir.mul(t, self.k(2))?, self.k(8 * j + e % 2))?)?;
+                    let (i, jj) = (ir.add(i0, r)?, ir.add(j0, c)?);
+                    let ok = ir.b.build_and(self.lt(i, m)?, self.lt(jj, n)?, "")?;
+                    let v = acc[((q as u64 * ntiles + j) * 4 + e) as usize].into_float_value();
                     ir.if_else(
                         self.f,
                         "st",
                         ok,
                         || {
-                            let pt = ir.at(outp, ir.add(plane, ir.mad(i, n, j)?)?)?;
+                            let pt = ir.at(outp, ir.add(plane, ir.mad(i, n, jj)?)?)?;
                             ir.store(pt, v)?;
                             if let (Some(epi), false) = (&mm.epilogue, raw) {
-                                let e = self.ex.expr(&self.vals, epi, &[bt, i, j])?;
+                                let e = self.ex.expr(&self.vals, epi, &[bt, i, jj])?;
                                 ir.store(pt, e)?;
                             }
                             Ok(())

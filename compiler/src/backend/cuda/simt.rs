@@ -26,6 +26,9 @@ pub(crate) const CTX_NCTAID: u64 = 3;
 pub(crate) const CTX_SHARED: u64 = 4;
 pub(crate) const CTX_BARRIER: u64 = 5;
 pub(crate) const CTX_SHFL: u64 = 6;
+pub(crate) const CTX_MMA: u64 = 8;
+/// The most n tiles of one [`Simt::mma_3xtf32`] batch (the simulator's limit too).
+pub(crate) const MMA_MAX_N: u64 = 4;
 
 /// The primitives inside one kernel function.
 pub(crate) struct Simt<'a, 'ctx> {
@@ -33,6 +36,9 @@ pub(crate) struct Simt<'a, 'ctx> {
     pub mode: Mode,
     /// The host simulator's context parameter.
     ctx: Option<PointerValue<'ctx>>,
+    /// Host mode: the registers of an `mma` batch on the thread's stack (8 + 8 per n
+    /// tile), which the simulator reads and writes.
+    mma_io: Option<PointerValue<'ctx>>,
 }
 
 impl<'a, 'ctx> Simt<'a, 'ctx> {
@@ -67,11 +73,25 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                 .map_err(|e| IrError(e.to_string()))?;
         }
         ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
-        let ctx = match mode {
-            Mode::Host => Some(ir.param_ptr(f, 2)?),
-            Mode::Ptx { .. } => None,
+        let (ctx, mma_io) = match mode {
+            Mode::Host => (
+                Some(ir.param_ptr(f, 2)?),
+                Some(ir.b.build_alloca(
+                    ir.ctx.i32_type().array_type((8 + 8 * MMA_MAX_N) as u32),
+                    "mma_io",
+                )?),
+            ),
+            Mode::Ptx { .. } => (None, None),
         };
-        Ok((Simt { ir, mode, ctx }, f))
+        Ok((
+            Simt {
+                ir,
+                mode,
+                ctx,
+                mma_io,
+            },
+            f,
+        ))
     }
 
     fn sreg(&self, name: &str) -> IrResult<IntValue<'ctx>> {
@@ -183,6 +203,109 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                     inkwell::values::ValueKind::Basic(x) => Ok(x.into_float_value()),
                     _ => Err(IrError("shfl returns nothing".into())),
                 }
+            }
+        }
+    }
+
+    /// `D = A·B + C` for a warp's 16×8k tiles on the tensor cores in "3×TF32": A and B
+    /// each given as a tf32 head and tail (f32 bit patterns of which the hardware reads
+    /// the tf32 part), and per n tile `j` three
+    /// `mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32` — tail·head, head·tail,
+    /// head·head, small terms first — into `c[j]`. Every lane of the warp must call it.
+    /// With `g = lane / 4`, `t = lane % 4`, lane holds A(g, t), A(g + 8, t), A(g, t + 4),
+    /// A(g + 8, t + 4); of n tile j B(t, g), B(t + 4, g); and C, D at (g, 2t),
+    /// (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1). The simulator takes the whole batch in
+    /// one exchange between the lanes.
+    #[allow(clippy::type_complexity)]
+    pub fn mma_3xtf32(
+        &self,
+        a: ([IntValue<'ctx>; 4], [IntValue<'ctx>; 4]),
+        b: &[([IntValue<'ctx>; 2], [IntValue<'ctx>; 2])],
+        c: &[[FloatValue<'ctx>; 4]],
+    ) -> IrResult<Vec<[FloatValue<'ctx>; 4]>> {
+        let ir = self.ir;
+        let i32t = ir.ctx.i32_type();
+        match self.mode {
+            Mode::Ptx { .. } => {
+                let mma = |a: &[IntValue<'ctx>; 4],
+                           b: &[IntValue<'ctx>; 2],
+                           c: [FloatValue<'ctx>; 4]|
+                 -> IrResult<[FloatValue<'ctx>; 4]> {
+                    let args: Vec<inkwell::values::BasicMetadataValueEnum<'ctx>> = a
+                        .iter()
+                        .chain(b)
+                        .map(|&x| x.into())
+                        .chain(c.iter().map(|&x| x.into()))
+                        .collect();
+                    let r = ir
+                        .intrinsic("llvm.nvvm.mma.m16n8k8.row.col.tf32", &[], &args)?
+                        .into_struct_value();
+                    let mut d = c;
+                    for (i, x) in d.iter_mut().enumerate() {
+                        *x =
+                            ir.b.build_extract_value(r, i as u32, "")?
+                                .into_float_value();
+                    }
+                    Ok(d)
+                };
+                b.iter()
+                    .zip(c)
+                    .map(|((hi, lo), &c)| {
+                        let c = mma(&a.1, hi, c)?;
+                        let c = mma(&a.0, lo, c)?;
+                        mma(&a.0, hi, c)
+                    })
+                    .collect()
+            }
+            Mode::Host => {
+                // The lane's registers in one array: A head, A tail, then per n tile B
+                // head, B tail, C; the simulator writes each D over its C.
+                let n = b.len() as u64;
+                if n > MMA_MAX_N {
+                    return Err(IrError(format!("{n} mma tiles in one batch")));
+                }
+                let io = self
+                    .mma_io
+                    .ok_or_else(|| IrError("no mma scratch".into()))?;
+                let slot = |i: u64| -> IrResult<PointerValue<'ctx>> {
+                    Ok(unsafe { ir.b.build_in_bounds_gep(i32t, io, &[ir.int(i)], "")? })
+                };
+                for (i, v) in a.0.iter().chain(&a.1).enumerate() {
+                    ir.b.build_store(slot(i as u64)?, *v)?;
+                }
+                for (j, ((hi, lo), c)) in b.iter().zip(c).enumerate() {
+                    let base = 8 + 8 * j as u64;
+                    for (i, v) in hi.iter().chain(lo).enumerate() {
+                        ir.b.build_store(slot(base + i as u64)?, *v)?;
+                    }
+                    for (i, v) in c.iter().enumerate() {
+                        ir.b.build_store(slot(base + 4 + i as u64)?, *v)?;
+                    }
+                }
+                let f = self.ctx_ptr(CTX_MMA)?;
+                let ctx = self
+                    .ctx
+                    .ok_or_else(|| IrError("no simulator context".into()))?;
+                let ty = ir
+                    .ctx
+                    .void_type()
+                    .fn_type(&[ir.ptr.into(), i32t.into(), ir.ptr.into()], false);
+                ir.b.build_indirect_call(
+                    ty,
+                    f,
+                    &[ctx.into(), i32t.const_int(n, false).into(), io.into()],
+                    "",
+                )?;
+                (0..n)
+                    .map(|j| {
+                        let mut d = [c[0][0]; 4];
+                        for (i, x) in d.iter_mut().enumerate() {
+                            let p = slot(8 + 8 * j + 4 + i as u64)?;
+                            *x = ir.b.build_load(ir.f32, p, "")?.into_float_value();
+                        }
+                        Ok(d)
+                    })
+                    .collect()
             }
         }
     }
