@@ -10,6 +10,8 @@
 //!   (tail·head, head·tail, head·head) per tile, which keeps f32 accuracy; the epilogue
 //!   applied where each output is stored. Row-local epilogues (RoPE) take a band of 64
 //!   rows per block: products first, then each row's epilogue staged in shared memory.
+//!   A few rows of A against B stored [n, k] (decoding; m ≤ 8 at run time): one warp per
+//!   output column, lanes striding k, the rows' sums in registers, one butterfly each.
 //! - **Attention**: one query row per warp with online softmax; q and the output
 //!   accumulator spread over the lanes (head_dim / 32 registers each), one shuffle
 //!   reduction per key.
@@ -37,6 +39,8 @@ const STRIDE: u64 = TILE + 8;
 const WARP_ROWS: u64 = 16;
 const WARP_COLS: u64 = 32;
 const WARP: u64 = 32;
+/// The most rows of A a matmul takes as matrix–vector products (decoding's batch).
+const MV_ROWS: u64 = 8;
 
 /// How many blocks a kernel is launched with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -706,15 +710,24 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         );
         let (tm, tn) = (self.ceil_div(m, TILE)?, self.ceil_div(n, TILE)?);
         if !mm.whole_rows {
-            let per_batch = ir.mul(tm, tn)?;
-            let tiles = ir.mul(batch, per_batch)?;
-            return self.strided("tile", p.block, tiles, p.nblocks, |t| {
-                let bt = self.udiv(t, per_batch)?;
-                let r = self.urem(t, per_batch)?;
-                let i0 = ir.mul(self.udiv(r, tn)?, self.k(TILE))?;
-                let j0 = ir.mul(self.urem(r, tn)?, self.k(TILE))?;
-                self.matmul_tile(p, mm, (m, n, k), bt, i0, j0, false)
-            });
+            let tiles = || {
+                let per_batch = ir.mul(tm, tn)?;
+                let tiles = ir.mul(batch, per_batch)?;
+                self.strided("tile", p.block, tiles, p.nblocks, |t| {
+                    let bt = self.udiv(t, per_batch)?;
+                    let r = self.urem(t, per_batch)?;
+                    let i0 = ir.mul(self.udiv(r, tn)?, self.k(TILE))?;
+                    let j0 = ir.mul(self.urem(r, tn)?, self.k(TILE))?;
+                    self.matmul_tile(p, mm, (m, n, k), bt, i0, j0, false)
+                })
+            };
+            if !(mm.transpose_b && !mm.transpose_a) {
+                return tiles();
+            }
+            // Decoding: a few rows of A against weights stored [n, k] — one pass over B
+            // at memory speed instead of 64-row tiles, with 1, 2, 4 or 8 rows in
+            // registers (chosen at run time by m).
+            return self.matvec_arms(p, mm, (batch, m, n, k), &[1, 2, 4, MV_ROWS], &tiles);
         }
         // Row-local epilogue: a band of rows per block, all its products first.
         let smem = self
@@ -745,6 +758,111 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 })?;
                 self.simt.barrier()
             })
+        })
+    }
+
+    /// `if m ≤ arms[0] { matvec(arms[0]) } else if … else { tiles() }`.
+    fn matvec_arms(
+        &self,
+        p: &Par<'ctx>,
+        mm: &MatMul,
+        dims: (
+            IntValue<'ctx>,
+            IntValue<'ctx>,
+            IntValue<'ctx>,
+            IntValue<'ctx>,
+        ),
+        arms: &[u64],
+        tiles: &dyn Fn() -> IrResult<()>,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let Some((&rows, rest)) = arms.split_first() else {
+            return tiles();
+        };
+        let few =
+            ir.b.build_int_compare(IntPredicate::ULE, dims.1, self.k(rows), "")?;
+        ir.if_else(
+            self.f,
+            "mv",
+            few,
+            || self.matvec(p, mm, dims, rows),
+            || self.matvec_arms(p, mm, dims, rest, tiles),
+        )
+    }
+
+    /// Matrix–vector products (at most `rows` rows of A, B stored [n, k]): one warp per
+    /// output column, lanes striding k — A's rows and B's row read contiguously —, each
+    /// lane keeping `rows` sums, then a butterfly per row; the epilogue where each output
+    /// is stored.
+    fn matvec(
+        &self,
+        p: &Par<'ctx>,
+        mm: &MatMul,
+        dims: (
+            IntValue<'ctx>,
+            IntValue<'ctx>,
+            IntValue<'ctx>,
+            IntValue<'ctx>,
+        ),
+        rows: u64,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let m_ = Math { ir };
+        let (batch, m, n, k) = dims;
+        let (gt, gs) = self.global(p)?;
+        let lane = self.urem(p.tid, self.k(WARP))?;
+        let warp = self.udiv(gt, self.k(WARP))?;
+        let warps = self.udiv(gs, self.k(WARP))?;
+        let outp = self.buf(mm.out)?;
+        let cols = ir.mul(batch, n)?;
+        self.strided("mv", warp, cols, warps, |c| {
+            let bt = self.udiv(c, n)?;
+            let j = self.urem(c, n)?;
+            let (abase, aoff, lda) = self.operand(mm, bt, true)?;
+            let (bbase, boff, ldb) = self.operand(mm, bt, false)?;
+            let brow = ir.add(boff, ir.mul(j, ldb)?)?;
+            let init: Vec<BasicValueEnum<'ctx>> = vec![m_.c(0.0).into(); rows as usize];
+            let steps = WholeSteps {
+                start: lane,
+                limit: ir.add(k, self.k(WARP - 1))?,
+                step: WARP,
+            };
+            let (_, acc) = ir.carried_loop(self.f, "mk", steps, &init, |kk, cur| {
+                let b = ir
+                    .load_f32(ir.at(bbase, ir.add(brow, kk)?)?)?
+                    .into_float_value();
+                (0..rows)
+                    .map(|i| {
+                        let ok = self.lt(self.k(i), m)?;
+                        let idx = ir.add(aoff, ir.mad(self.k(i), lda, kk)?)?;
+                        let a = self.load_if(ok, abase, idx)?;
+                        Ok(self.fma(a, b, cur[i as usize].into_float_value())?.into())
+                    })
+                    .collect()
+            })?;
+            let plane = ir.mul(bt, ir.mul(m, n)?)?;
+            for (i, sum) in acc.iter().enumerate() {
+                let v = self.warp_reduce(sum.into_float_value(), ReduceOp::Sum)?;
+                let ii = self.k(i as u64);
+                let ok =
+                    ir.b.build_and(ir.eq(lane, self.k(0))?, self.lt(ii, m)?, "")?;
+                ir.if_else(
+                    self.f,
+                    "st",
+                    ok,
+                    || {
+                        let pt = ir.at(outp, ir.add(plane, ir.mad(ii, n, j)?)?)?;
+                        ir.store(pt, v)?;
+                        if let Some(epi) = &mm.epilogue {
+                            let e = self.ex.expr(&self.vals, epi, &[bt, ii, j])?;
+                            ir.store(pt, e)?;
+                        }
+                        Ok(())
+                    },
+                    || Ok(()),
+                )?;
+            }
+            Ok(())
         })
     }
 
