@@ -721,7 +721,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     self.matmul_tile(p, mm, (m, n, k), bt, i0, j0, false)
                 })
             };
-            if !(mm.transpose_b && !mm.transpose_a) {
+            if !mm.transpose_b || mm.transpose_a {
                 return tiles();
             }
             // Decoding: a few rows of A against weights stored [n, k] — one pass over B
