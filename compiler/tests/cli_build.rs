@@ -330,7 +330,7 @@ fn clear_errors() {
 }
 
 /// `bench --backend cuda-sim` times every mode on the cuda packages (the simulator: it
-/// checks that they run, not speed); the train step's loss after the same steps from the
+/// checks that they run, not speed); the train step's loss after one update from the
 /// same weights and batch is the CPU's. `--backend cuda` without a driver is a clear error.
 #[test]
 fn bench_on_cuda_packages() {
@@ -347,7 +347,7 @@ fn bench_on_cuda_packages() {
     let prefill = json(
         &[
             &sim[..],
-            &["--batch", "2", "--seq", "8", "--reps", "2", "--warmup", "1"],
+            &["--batch", "2", "--seq", "8", "--reps", "1", "--warmup", "0"],
         ]
         .concat(),
     );
@@ -364,7 +364,7 @@ fn bench_on_cuda_packages() {
     );
     assert!(decode["tokens_per_s"].as_f64().unwrap() > 0.0);
     let train = [
-        "--mode", "train", "--batch", "2", "--seq", "8", "--reps", "2", "--warmup", "1",
+        "--mode", "train", "--batch", "2", "--seq", "8", "--reps", "1", "--warmup", "1",
     ];
     let on_sim = json(&[&sim[..], &train[..]].concat());
     let on_cpu = json(&train);

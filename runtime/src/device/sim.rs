@@ -60,6 +60,7 @@ pub struct SimCtx {
     shfl: extern "C" fn(*const SimCtx, f32, i32) -> f32,
     block: *const BlockSync,
     mma: MmaFn,
+    reduce: extern "C" fn(*const SimCtx, f32, i32) -> f32,
 }
 
 /// A warp's batch of "3×TF32" `mma.sync.m16n8k8` tiles: `n` tiles, this lane's registers
@@ -69,11 +70,33 @@ type MmaFn = extern "C" fn(*const SimCtx, i32, *mut u32);
 /// `void k(void *const *bufs, const int64_t *dims, const SimCtx *ctx)`.
 pub type SimKernel = unsafe extern "C" fn(*const *mut c_void, *const i64, *const SimCtx);
 
+/// A warp's exchange areas, two of each: consecutive exchanges alternate between them, so
+/// one barrier per exchange suffices — a lane can write the other area while the rest
+/// still read this one, and cannot come back to this one before every lane has arrived
+/// at the next exchange's barrier, that is, finished reading.
 struct WarpSync {
     barrier: Barrier,
-    slots: Vec<AtomicU32>,
-    /// Every lane's registers of an `mma` batch ([`MMA_REGS`] per lane).
-    mma: Vec<AtomicU32>,
+    /// One value per lane, per area.
+    slots: [Vec<AtomicU32>; 2],
+    /// Every lane's registers of an `mma` batch ([`MMA_REGS`] per lane), per area.
+    mma: [Vec<AtomicU32>; 2],
+}
+
+std::thread_local! {
+    /// The area this simulated thread's next exchange uses: every lane of a warp makes
+    /// the same exchanges in the same order (a shuffle or `mma` that some lanes skip
+    /// would hang the warp's barrier), and threads start with the same value, so the
+    /// lanes of a warp agree on it.
+    static AREA: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// This thread's exchange area, and the next one's.
+fn next_area() -> usize {
+    AREA.with(|a| {
+        let i = a.get();
+        a.set(i ^ 1);
+        i
+    })
 }
 
 /// The most n tiles of one `mma` batch (the compiler's `simt::MMA_MAX_N`).
@@ -93,8 +116,8 @@ impl BlockSync {
             warps: (0..threads.div_ceil(32))
                 .map(|_| WarpSync {
                     barrier: Barrier::new(32),
-                    slots: (0..32).map(|_| AtomicU32::new(0)).collect(),
-                    mma: (0..32 * MMA_REGS).map(|_| AtomicU32::new(0)).collect(),
+                    slots: [0, 1].map(|_| (0..32).map(|_| AtomicU32::new(0)).collect()),
+                    mma: [0, 1].map(|_| (0..32 * MMA_REGS).map(|_| AtomicU32::new(0)).collect()),
                 })
                 .collect(),
         }
@@ -112,11 +135,40 @@ extern "C" fn sim_shfl(ctx: *const SimCtx, v: f32, mask: i32) -> f32 {
     let (ctx, block) = unsafe { (&*ctx, &*(*ctx).block) };
     let warp = &block.warps[(ctx.tid / 32) as usize];
     let lane = (ctx.tid % 32) as usize;
-    warp.slots[lane].store(v.to_bits(), Ordering::SeqCst);
+    let slots = &warp.slots[next_area()];
+    slots[lane].store(v.to_bits(), Ordering::SeqCst);
     warp.barrier.wait();
-    let r = f32::from_bits(warp.slots[lane ^ (mask as usize & 31)].load(Ordering::SeqCst));
+    f32::from_bits(slots[lane ^ (mask as usize & 31)].load(Ordering::SeqCst))
+}
+
+/// A warp's butterfly reduction — five `shfl.bfly` steps, masks 16 to 1, each lane
+/// combining its value with its partner's by sum (`max` 0) or `maxnum` (1) — in one
+/// exchange: every lane replays the butterfly over all 32 values, which gives the bits the
+/// shuffles give (each step combines the same two values in every pair).
+extern "C" fn sim_reduce(ctx: *const SimCtx, v: f32, max: i32) -> f32 {
+    // SAFETY: as in `sim_barrier`.
+    let (ctx, block) = unsafe { (&*ctx, &*(*ctx).block) };
+    let warp = &block.warps[(ctx.tid / 32) as usize];
+    let lane = (ctx.tid % 32) as usize;
+    let slots = &warp.slots[next_area()];
+    slots[lane].store(v.to_bits(), Ordering::SeqCst);
     warp.barrier.wait();
-    r
+    let mut vals = [0f32; 32];
+    for (l, x) in vals.iter_mut().enumerate() {
+        *x = f32::from_bits(slots[l].load(Ordering::SeqCst));
+    }
+    for mask in [16, 8, 4, 2, 1] {
+        let prev = vals;
+        for (l, x) in vals.iter_mut().enumerate() {
+            let o = prev[l ^ mask];
+            *x = if max != 0 {
+                prev[l].max(o)
+            } else {
+                prev[l] + o
+            };
+        }
+    }
+    vals[lane]
 }
 
 /// A batch of `n` "3×TF32" tiles, each three
@@ -136,11 +188,12 @@ extern "C" fn sim_mma(ctx: *const SimCtx, n: i32, regs: *mut u32) {
     let used = 8 + 8 * n;
     // SAFETY: the kernel passes its stack array of 8 + 8 · MMA_MAX_N registers.
     let mine = unsafe { std::slice::from_raw_parts_mut(regs, used) };
+    let area = &warp.mma[next_area()];
     for (i, v) in mine.iter().enumerate() {
-        warp.mma[lane * MMA_REGS + i].store(*v, Ordering::SeqCst);
+        area[lane * MMA_REGS + i].store(*v, Ordering::SeqCst);
     }
     warp.barrier.wait();
-    let reg = |l: usize, r: usize| warp.mma[l * MMA_REGS + r].load(Ordering::SeqCst);
+    let reg = |l: usize, r: usize| area[l * MMA_REGS + r].load(Ordering::SeqCst);
     let tf32 = |bits: u32| f32::from_bits(bits & 0xFFFF_E000);
     // A(row, k) of part p (0 head, 1 tail): lane (row % 8)·4 + k % 4, register
     // 4p + (row ≥ 8) + 2·(k ≥ 4).
@@ -173,7 +226,6 @@ extern "C" fn sim_mma(ctx: *const SimCtx, n: i32, regs: *mut u32) {
             *o = acc;
         }
     }
-    warp.barrier.wait();
     for (j, tile) in out.iter().enumerate().take(n) {
         for (i, o) in tile.iter().enumerate() {
             mine[8 + 8 * j + 4 + i] = o.to_bits();
@@ -233,6 +285,7 @@ pub unsafe fn run(threads: usize, shared_floats: usize, launches: &[SimLaunch]) 
                             shfl: sim_shfl,
                             block: sync,
                             mma: sim_mma,
+                            reduce: sim_reduce,
                         };
                         // SAFETY: the caller's contract.
                         unsafe { (l.f)(l.table, l.dims, &ctx) };

@@ -328,6 +328,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// Combines a value across the 32 lanes of a warp (every lane gets the result, the
     /// same bits in every lane).
     fn warp_reduce(&self, v: FloatValue<'ctx>, op: ReduceOp) -> IrResult<FloatValue<'ctx>> {
+        if self.simt.mode == Mode::Host {
+            return self.simt.host_warp_reduce(v, op == ReduceOp::Max);
+        }
         let ir = self.ir;
         let m = Math { ir };
         let mut v = v;

@@ -27,6 +27,7 @@ pub(crate) const CTX_SHARED: u64 = 4;
 pub(crate) const CTX_BARRIER: u64 = 5;
 pub(crate) const CTX_SHFL: u64 = 6;
 pub(crate) const CTX_MMA: u64 = 8;
+pub(crate) const CTX_REDUCE: u64 = 9;
 /// The most n tiles of one [`Simt::mma_3xtf32`] batch (the simulator's limit too).
 pub(crate) const MMA_MAX_N: u64 = 4;
 
@@ -307,6 +308,36 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                     })
                     .collect()
             }
+        }
+    }
+
+    /// Host mode: the butterfly of five `shfl_xor` steps (masks 16, 8, 4, 2, 1, each lane
+    /// combining its value with its partner's by sum or `maxnum`) in one exchange — the
+    /// same bits in every lane as the shuffles give, at a fifth of the simulator's
+    /// meetings.
+    pub fn host_warp_reduce(&self, v: FloatValue<'ctx>, max: bool) -> IrResult<FloatValue<'ctx>> {
+        let ir = self.ir;
+        let i32t = ir.ctx.i32_type();
+        let f = self.ctx_ptr(CTX_REDUCE)?;
+        let ctx = self
+            .ctx
+            .ok_or_else(|| IrError("no simulator context".into()))?;
+        let ty = ir
+            .f32
+            .fn_type(&[ir.ptr.into(), ir.f32.into(), i32t.into()], false);
+        let r = ir.b.build_indirect_call(
+            ty,
+            f,
+            &[
+                ctx.into(),
+                v.into(),
+                i32t.const_int(u64::from(max), false).into(),
+            ],
+            "",
+        )?;
+        match r.try_as_basic_value() {
+            inkwell::values::ValueKind::Basic(x) => Ok(x.into_float_value()),
+            _ => Err(IrError("the warp reduction returns nothing".into())),
         }
     }
 
