@@ -46,8 +46,12 @@ arch-macros = {{ path = "{}" }}
 arch-dsl = {{ path = "{}" }}
 archc = {{ path = "{}" }}
 
+[profile.dev]
+debug = "line-tables-only"
+
 [profile.dev.package."*"]
 opt-level = 1
+debug = false
 
 [workspace]
 "#,
