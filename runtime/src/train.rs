@@ -76,6 +76,23 @@ pub struct Hyper {
 }
 
 impl Hyper {
+    /// AdamW at `lr` with torch's defaults (β 0.9/0.999, ε 1e-8, weight decay 0.01),
+    /// clipping at 1.0, a constant schedule over `steps` steps of one micro-batch.
+    pub fn adamw(lr: f64, steps: u64) -> Hyper {
+        Hyper {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            clip: 1.0,
+            schedule: Schedule::Constant,
+            warmup: 0,
+            steps,
+            accum: 1,
+        }
+    }
+
     /// The learning rate of optimizer step `step` (counted from 1): the schedule's
     /// multiplier at `step − 1`, as a Hugging Face scheduler stepped after each update.
     pub fn lr_at(&self, step: u64) -> f64 {

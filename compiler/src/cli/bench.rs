@@ -4,7 +4,7 @@
 //! resident memory of the process. `--mode decode` times generation, `--mode train` an
 //! AdamW step; `--backend cuda` each of them on an NVIDIA GPU.
 
-use super::load_model;
+use super::{device_of, load_model};
 use crate::package::{build, BuildOptions};
 use arch_dsl::spec::Family;
 use arch_runtime::device::DeviceSession;
@@ -64,19 +64,6 @@ fn bench_options(
         opts.sim = sim;
     }
     Ok(opts)
-}
-
-/// None for the cpu backend; Some(sim) for a cuda device (a GPU, or the host simulator).
-fn device_of(backend: &str) -> Result<Option<bool>, String> {
-    match backend {
-        "cpu" => Ok(None),
-        "cuda" => {
-            arch_runtime::device::cuda::driver_present().map_err(|e| e.to_string())?;
-            Ok(Some(false))
-        }
-        "cuda-sim" => Ok(Some(true)),
-        other => Err(format!("unknown backend `{other}` (cpu, cuda or cuda-sim)")),
-    }
 }
 
 /// A session of the cuda package in `dir` on GPU 0 (or the simulator) with the
@@ -312,7 +299,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
 /// random tokens, next-token labels, from fresh weights (`archc train --seed 0`'s);
 /// reports the median step, tokens per second and the peak resident memory.
 fn bench_train(args: &BenchArgs) -> Result<(), String> {
-    use arch_runtime::train::{Hyper, Schedule};
+    use arch_runtime::train::Hyper;
     let spec = load_model(args.target).ok_or("the spec has errors")?;
     let device = device_of(args.backend)?;
     if device.is_some() && args.profile {
@@ -336,18 +323,7 @@ fn bench_train(args: &BenchArgs) -> Result<(), String> {
     }
     let params = crate::params::init(&spec, 0);
     let n_params: usize = params.values().map(Vec::len).sum();
-    let hyper = Hyper {
-        lr: 1e-4,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.01,
-        clip: 1.0,
-        schedule: Schedule::Constant,
-        warmup: 0,
-        steps: (args.warmup + args.reps) as u64,
-        accum: 1,
-    };
+    let hyper = Hyper::adamw(1e-4, (args.warmup + args.reps) as u64);
     let opts = crate::train::TrainOptions::default();
     match device {
         None => {

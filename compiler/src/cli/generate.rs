@@ -91,17 +91,9 @@ pub fn any_generator(
     threads: usize,
     backend: &str,
 ) -> Result<AnyGenerator, String> {
-    let sim = match backend {
-        "cpu" => {
-            return generator(target, weights, threads).map(|g| AnyGenerator::Cpu(Box::new(g)))
-        }
-        "cuda" => false,
-        "cuda-sim" => true,
-        other => return Err(format!("unknown backend `{other}` (cpu, cuda or cuda-sim)")),
+    let Some(sim) = super::device_of(backend)? else {
+        return generator(target, weights, threads).map(|g| AnyGenerator::Cpu(Box::new(g)));
     };
-    if !sim {
-        arch_runtime::device::cuda::driver_present().map_err(|e| e.to_string())?;
-    }
     let dir = Path::new(target);
     if dir.join("manifest.json").is_file() {
         return Generator::load_cuda(dir, weights, sim, 0)

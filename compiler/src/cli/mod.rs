@@ -760,3 +760,18 @@ pub(crate) fn load_model(target: &str) -> Option<arch_dsl::ArchSpec> {
     eprint!("{}", render(&prog.sources, &diags, color()));
     spec
 }
+
+/// The `--backend` of a command that runs on the CPU or a cuda device: None for `cpu`,
+/// Some(sim) for `cuda` (a GPU; its driver must be present) or `cuda-sim` (the host
+/// simulator).
+pub(crate) fn device_of(backend: &str) -> Result<Option<bool>, String> {
+    match backend {
+        "cpu" => Ok(None),
+        "cuda" => {
+            arch_runtime::device::cuda::driver_present().map_err(|e| e.to_string())?;
+            Ok(Some(false))
+        }
+        "cuda-sim" => Ok(Some(true)),
+        other => Err(format!("unknown backend `{other}` (cpu, cuda or cuda-sim)")),
+    }
+}

@@ -918,16 +918,7 @@ fn train(args: &TrainArgs) -> Result<(), String> {
             return Err(format!("--betas must lie in [0, 1), got {b}"));
         }
     }
-    // None: the CPU; Some(sim): a cuda package on a GPU, or on the host simulator.
-    let device = match args.backend {
-        "cpu" => None,
-        "cuda" => Some(false),
-        "cuda-sim" => Some(true),
-        other => return Err(format!("unknown backend `{other}` (cpu, cuda or cuda-sim)")),
-    };
-    if device == Some(false) {
-        arch_runtime::device::cuda::driver_present().map_err(|e| e.to_string())?;
-    }
+    let device = super::device_of(args.backend)?;
     let resuming = args.resume.is_some();
     if !resuming && args.out.join(CHECKPOINT).exists() {
         return Err(format!(

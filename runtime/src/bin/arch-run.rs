@@ -207,24 +207,13 @@ fn run(args: &Args) -> Result<(), RuntimeError> {
 /// `--train-steps`: AdamW steps of a train package on one batch, on the CPU or a device.
 fn train(args: &Args, steps: u64, lr: f64) -> Result<(), RuntimeError> {
     use arch_runtime::device::{open_device, read_cuda_manifest, DeviceSession};
-    use arch_runtime::train::{load_params, Hyper, Schedule, Trainer};
+    use arch_runtime::train::{load_params, Hyper, Trainer};
     let WeightsArg::File(path) = &args.weights else {
         return Err(RuntimeError::Usage(
             "`--train-steps` starts from `--weights W` (canonical or Hugging Face names)".into(),
         ));
     };
-    let hyper = Hyper {
-        lr,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.01,
-        clip: 1.0,
-        schedule: Schedule::Constant,
-        warmup: 0,
-        steps,
-        accum: 1,
-    };
+    let hyper = Hyper::adamw(lr, steps);
     let batch = read_inputs(&args.inputs)?;
     let manifest = arch_runtime::Manifest::read(&args.package)?;
     if manifest.target.kind == "cuda" || args.sim {

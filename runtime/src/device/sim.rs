@@ -1,8 +1,8 @@
 //! The host simulator of cuda kernels: a package's thread programs compiled for this CPU
 //! (`kernels.sim.so`, which `archc build --target cuda --sim` adds), run with one OS
 //! thread per GPU thread. Blocks run one after another; the threads of a block run
-//! concurrently and meet at real barriers; the lanes of a warp exchange values through a
-//! per-warp slot array for each shuffle. It checks what can go wrong in a thread program
+//! concurrently and meet at real barriers; the lanes of a warp exchange values through
+//! per-warp slot arrays for each warp reduction and `mma`. It checks what can go wrong in a thread program
 //! short of the hardware — index arithmetic, tiling, bounds, barrier placement, shuffle
 //! reductions, the session's buffer tables and launch shapes — on any machine; not PTX
 //! itself (`ptxas` checks that) and not timing.
@@ -57,7 +57,6 @@ pub struct SimCtx {
     nctaid: i64,
     shared: *mut f32,
     barrier: extern "C" fn(*const SimCtx),
-    shfl: extern "C" fn(*const SimCtx, f32, i32) -> f32,
     block: *const BlockSync,
     mma: MmaFn,
     reduce: extern "C" fn(*const SimCtx, f32, i32) -> f32,
@@ -84,7 +83,7 @@ struct WarpSync {
 
 std::thread_local! {
     /// The area this simulated thread's next exchange uses: every lane of a warp makes
-    /// the same exchanges in the same order (a shuffle or `mma` that some lanes skip
+    /// the same exchanges in the same order (a reduction or `mma` that some lanes skip
     /// would hang the warp's barrier), and threads start with the same value, so the
     /// lanes of a warp agree on it.
     static AREA: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -130,15 +129,14 @@ extern "C" fn sim_barrier(ctx: *const SimCtx) {
     unsafe { (*(*ctx).block).barrier.wait() };
 }
 
-extern "C" fn sim_shfl(ctx: *const SimCtx, v: f32, mask: i32) -> f32 {
+/// The warp of the thread `ctx` describes, and its lane.
+fn lane_of<'a>(ctx: *const SimCtx) -> (&'a WarpSync, usize) {
     // SAFETY: as in `sim_barrier`.
     let (ctx, block) = unsafe { (&*ctx, &*(*ctx).block) };
-    let warp = &block.warps[(ctx.tid / 32) as usize];
-    let lane = (ctx.tid % 32) as usize;
-    let slots = &warp.slots[next_area()];
-    slots[lane].store(v.to_bits(), Ordering::SeqCst);
-    warp.barrier.wait();
-    f32::from_bits(slots[lane ^ (mask as usize & 31)].load(Ordering::SeqCst))
+    (
+        &block.warps[(ctx.tid / 32) as usize],
+        (ctx.tid % 32) as usize,
+    )
 }
 
 /// A warp's butterfly reduction — five `shfl.bfly` steps, masks 16 to 1, each lane
@@ -146,10 +144,7 @@ extern "C" fn sim_shfl(ctx: *const SimCtx, v: f32, mask: i32) -> f32 {
 /// exchange: every lane replays the butterfly over all 32 values, which gives the bits the
 /// shuffles give (each step combines the same two values in every pair).
 extern "C" fn sim_reduce(ctx: *const SimCtx, v: f32, max: i32) -> f32 {
-    // SAFETY: as in `sim_barrier`.
-    let (ctx, block) = unsafe { (&*ctx, &*(*ctx).block) };
-    let warp = &block.warps[(ctx.tid / 32) as usize];
-    let lane = (ctx.tid % 32) as usize;
+    let (warp, lane) = lane_of(ctx);
     let slots = &warp.slots[next_area()];
     slots[lane].store(v.to_bits(), Ordering::SeqCst);
     warp.barrier.wait();
@@ -180,10 +175,7 @@ extern "C" fn sim_reduce(ctx: *const SimCtx, v: f32, max: i32) -> f32 {
 /// written. A and B are read as tf32 (the 13 low mantissa bits dropped); each product
 /// sum runs in f32, k in order.
 extern "C" fn sim_mma(ctx: *const SimCtx, n: i32, regs: *mut u32) {
-    // SAFETY: as in `sim_barrier`.
-    let (ctx, block) = unsafe { (&*ctx, &*(*ctx).block) };
-    let warp = &block.warps[(ctx.tid / 32) as usize];
-    let lane = (ctx.tid % 32) as usize;
+    let (warp, lane) = lane_of(ctx);
     let n = (n.max(0) as usize).min(MMA_MAX_N);
     let used = 8 + 8 * n;
     // SAFETY: the kernel passes its stack array of 8 + 8 · MMA_MAX_N registers.
@@ -282,7 +274,6 @@ pub unsafe fn run(threads: usize, shared_floats: usize, launches: &[SimLaunch]) 
                             nctaid: l.grid,
                             shared: smem,
                             barrier: sim_barrier,
-                            shfl: sim_shfl,
                             block: sync,
                             mma: sim_mma,
                             reduce: sim_reduce,

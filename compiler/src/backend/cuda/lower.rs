@@ -328,20 +328,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// Combines a value across the 32 lanes of a warp (every lane gets the result, the
     /// same bits in every lane).
     fn warp_reduce(&self, v: FloatValue<'ctx>, op: ReduceOp) -> IrResult<FloatValue<'ctx>> {
-        if self.simt.mode == Mode::Host {
-            return self.simt.host_warp_reduce(v, op == ReduceOp::Max);
-        }
-        let ir = self.ir;
-        let m = Math { ir };
-        let mut v = v;
-        for mask in [16, 8, 4, 2, 1] {
-            let o = self.simt.shfl_xor(v, mask)?;
-            v = match op {
-                ReduceOp::Max => m.binary_intrinsic("llvm.maxnum", v, o)?,
-                ReduceOp::Sum | ReduceOp::Mean => ir.b.build_float_add(v, o, "")?,
-            };
-        }
-        Ok(v)
+        self.simt.warp_reduce(v, op == ReduceOp::Max)
     }
 
     fn map(
@@ -682,21 +669,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     let (i, jj) = (ir.add(i0, r)?, ir.add(j0, c)?);
                     let ok = ir.b.build_and(self.lt(i, m)?, self.lt(jj, n)?, "")?;
                     let v = acc[((q as u64 * ntiles + j) * 4 + e) as usize].into_float_value();
-                    ir.if_else(
-                        self.f,
-                        "st",
-                        ok,
-                        || {
-                            let pt = ir.at(outp, ir.add(plane, ir.mad(i, n, jj)?)?)?;
-                            ir.store(pt, v)?;
-                            if let (Some(epi), false) = (&mm.epilogue, raw) {
-                                let e = self.ex.expr(&self.vals, epi, &[bt, i, jj])?;
-                                ir.store(pt, e)?;
-                            }
-                            Ok(())
-                        },
-                        || Ok(()),
-                    )?;
+                    let epi = mm.epilogue.as_ref().filter(|_| !raw);
+                    self.store_product(ok, (outp, plane, n), (bt, i, jj), v, epi)?;
                 }
             }
         }
@@ -762,6 +736,34 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 self.simt.barrier()
             })
         })
+    }
+
+    /// Where `ok`: output (bt, i, j) of a matmul — in `out` at `plane + i·n + j` — set to
+    /// product `v`, then to the epilogue's value of it when there is one.
+    fn store_product(
+        &self,
+        ok: IntValue<'ctx>,
+        (out, plane, n): (PointerValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>),
+        (bt, i, j): (IntValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>),
+        v: FloatValue<'ctx>,
+        epilogue: Option<&Expr>,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        ir.if_else(
+            self.f,
+            "st",
+            ok,
+            || {
+                let pt = ir.at(out, ir.add(plane, ir.mad(i, n, j)?)?)?;
+                ir.store(pt, v)?;
+                if let Some(epi) = epilogue {
+                    let e = self.ex.expr(&self.vals, epi, &[bt, i, j])?;
+                    ir.store(pt, e)?;
+                }
+                Ok(())
+            },
+            || Ok(()),
+        )
     }
 
     /// `if m ≤ arms[0] { matvec(arms[0]) } else if … else { tiles() }`.
@@ -849,21 +851,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 let ii = self.k(i as u64);
                 let ok =
                     ir.b.build_and(ir.eq(lane, self.k(0))?, self.lt(ii, m)?, "")?;
-                ir.if_else(
-                    self.f,
-                    "st",
-                    ok,
-                    || {
-                        let pt = ir.at(outp, ir.add(plane, ir.mad(ii, n, j)?)?)?;
-                        ir.store(pt, v)?;
-                        if let Some(epi) = &mm.epilogue {
-                            let e = self.ex.expr(&self.vals, epi, &[bt, ii, j])?;
-                            ir.store(pt, e)?;
-                        }
-                        Ok(())
-                    },
-                    || Ok(()),
-                )?;
+                let epi = mm.epilogue.as_ref();
+                self.store_product(ok, (outp, plane, n), (bt, ii, j), v, epi)?;
             }
             Ok(())
         })

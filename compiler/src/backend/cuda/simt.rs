@@ -1,9 +1,9 @@
-//! The thread program's primitives — thread and block indices, the block barrier, the
-//! warp butterfly shuffle, shared memory — for the two places it runs: a GPU (NVPTX
-//! intrinsics, `addrspace(3)` shared memory, the `ptx_kernel` calling convention) and the
-//! host simulator (the same values read from a context the simulator passes as a third
-//! parameter, the barrier and the shuffle called through it). The kernel generators are
-//! written once against these.
+//! The thread program's primitives — thread and block indices, the block barrier, warp
+//! reductions by butterfly shuffles, the tensor cores' `mma`, shared memory — for the two
+//! places it runs: a GPU (NVPTX intrinsics, `addrspace(3)` shared memory, the
+//! `ptx_kernel` calling convention) and the host simulator (the same values read from a
+//! context the simulator passes as a third parameter; the barrier, the warp reduction and
+//! the `mma` called through it). The kernel generators are written once against these.
 
 use crate::backend::llvm::ir::{Ir, IrError, IrResult};
 use inkwell::module::Linkage;
@@ -25,9 +25,8 @@ pub(crate) const CTX_CTAID: u64 = 2;
 pub(crate) const CTX_NCTAID: u64 = 3;
 pub(crate) const CTX_SHARED: u64 = 4;
 pub(crate) const CTX_BARRIER: u64 = 5;
-pub(crate) const CTX_SHFL: u64 = 6;
-pub(crate) const CTX_MMA: u64 = 8;
-pub(crate) const CTX_REDUCE: u64 = 9;
+pub(crate) const CTX_MMA: u64 = 7;
+pub(crate) const CTX_REDUCE: u64 = 8;
 /// The most n tiles of one [`Simt::mma_3xtf32`] batch (the simulator's limit too).
 pub(crate) const MMA_MAX_N: u64 = 4;
 
@@ -154,56 +153,76 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                 ir.b.build_call(decl, &[], "")?;
             }
             Mode::Host => {
-                let f = self.ctx_ptr(CTX_BARRIER)?;
                 let ty = ir.ctx.void_type().fn_type(&[ir.ptr.into()], false);
-                ir.b.build_indirect_call(ty, f, &[self.ctx.unwrap_or(f).into()], "")?;
+                self.host_call(CTX_BARRIER, ty, &[])?;
             }
         }
         Ok(())
     }
 
-    /// The value of lane `lane ^ mask` of this warp (every lane must call it).
-    pub fn shfl_xor(&self, v: FloatValue<'ctx>, mask: u64) -> IrResult<FloatValue<'ctx>> {
+    /// Host mode: calls the simulator's function in context slot `slot` with the context
+    /// and `args` (`ty` includes the context parameter).
+    fn host_call(
+        &self,
+        slot: u64,
+        ty: inkwell::types::FunctionType<'ctx>,
+        args: &[inkwell::values::BasicMetadataValueEnum<'ctx>],
+    ) -> IrResult<inkwell::values::CallSiteValue<'ctx>> {
+        let f = self.ctx_ptr(slot)?;
+        let ctx = self
+            .ctx
+            .ok_or_else(|| IrError("no simulator context".into()))?;
+        let mut all = vec![ctx.into()];
+        all.extend_from_slice(args);
+        Ok(self.ir.b.build_indirect_call(ty, f, &all, "")?)
+    }
+
+    /// Combines a value across the 32 lanes of a warp by sum, or by `maxnum` with `max`
+    /// (every lane must call it): a butterfly of `shfl.sync.bfly` steps, masks 16 to 1,
+    /// which leaves the same bits in every lane. The simulator takes the whole butterfly
+    /// in one exchange between the lanes and replays it (the same bits).
+    pub fn warp_reduce(&self, v: FloatValue<'ctx>, max: bool) -> IrResult<FloatValue<'ctx>> {
         let ir = self.ir;
         let i32t = ir.ctx.i32_type();
+        let value = |r: inkwell::values::CallSiteValue<'ctx>| match r.try_as_basic_value() {
+            inkwell::values::ValueKind::Basic(x) => Ok(x.into_float_value()),
+            _ => Err(IrError("the warp reduction returns nothing".into())),
+        };
         match self.mode {
             Mode::Ptx { .. } => {
                 let decl = inkwell::intrinsics::Intrinsic::find("llvm.nvvm.shfl.sync.bfly.f32")
                     .and_then(|i| i.get_declaration(&ir.module, &[]))
                     .ok_or_else(|| IrError("LLVM has no llvm.nvvm.shfl.sync.bfly.f32".into()))?;
-                let r = ir.b.build_call(
-                    decl,
-                    &[
-                        i32t.const_all_ones().into(),
-                        v.into(),
-                        i32t.const_int(mask, false).into(),
-                        i32t.const_int(31, false).into(),
-                    ],
-                    "",
-                )?;
-                match r.try_as_basic_value() {
-                    inkwell::values::ValueKind::Basic(x) => Ok(x.into_float_value()),
-                    _ => Err(IrError("shfl returns nothing".into())),
+                let m = crate::backend::llvm::math::Math { ir };
+                let mut v = v;
+                for mask in [16, 8, 4, 2, 1] {
+                    let o = value(ir.b.build_call(
+                        decl,
+                        &[
+                            i32t.const_all_ones().into(),
+                            v.into(),
+                            i32t.const_int(mask, false).into(),
+                            i32t.const_int(31, false).into(),
+                        ],
+                        "",
+                    )?)?;
+                    v = if max {
+                        m.binary_intrinsic("llvm.maxnum", v, o)?
+                    } else {
+                        ir.b.build_float_add(v, o, "")?
+                    };
                 }
+                Ok(v)
             }
             Mode::Host => {
-                let f = self.ctx_ptr(CTX_SHFL)?;
                 let ty = ir
                     .f32
                     .fn_type(&[ir.ptr.into(), ir.f32.into(), i32t.into()], false);
-                let ctx = self
-                    .ctx
-                    .ok_or_else(|| IrError("no simulator context".into()))?;
-                let r = ir.b.build_indirect_call(
+                value(self.host_call(
+                    CTX_REDUCE,
                     ty,
-                    f,
-                    &[ctx.into(), v.into(), i32t.const_int(mask, false).into()],
-                    "",
-                )?;
-                match r.try_as_basic_value() {
-                    inkwell::values::ValueKind::Basic(x) => Ok(x.into_float_value()),
-                    _ => Err(IrError("shfl returns nothing".into())),
-                }
+                    &[v.into(), i32t.const_int(u64::from(max), false).into()],
+                )?)
             }
         }
     }
@@ -283,20 +302,11 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                         ir.b.build_store(slot(base + 4 + i as u64)?, *v)?;
                     }
                 }
-                let f = self.ctx_ptr(CTX_MMA)?;
-                let ctx = self
-                    .ctx
-                    .ok_or_else(|| IrError("no simulator context".into()))?;
                 let ty = ir
                     .ctx
                     .void_type()
                     .fn_type(&[ir.ptr.into(), i32t.into(), ir.ptr.into()], false);
-                ir.b.build_indirect_call(
-                    ty,
-                    f,
-                    &[ctx.into(), i32t.const_int(n, false).into(), io.into()],
-                    "",
-                )?;
+                self.host_call(CTX_MMA, ty, &[i32t.const_int(n, false).into(), io.into()])?;
                 (0..n)
                     .map(|j| {
                         let mut d = [c[0][0]; 4];
@@ -308,36 +318,6 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                     })
                     .collect()
             }
-        }
-    }
-
-    /// Host mode: the butterfly of five `shfl_xor` steps (masks 16, 8, 4, 2, 1, each lane
-    /// combining its value with its partner's by sum or `maxnum`) in one exchange — the
-    /// same bits in every lane as the shuffles give, at a fifth of the simulator's
-    /// meetings.
-    pub fn host_warp_reduce(&self, v: FloatValue<'ctx>, max: bool) -> IrResult<FloatValue<'ctx>> {
-        let ir = self.ir;
-        let i32t = ir.ctx.i32_type();
-        let f = self.ctx_ptr(CTX_REDUCE)?;
-        let ctx = self
-            .ctx
-            .ok_or_else(|| IrError("no simulator context".into()))?;
-        let ty = ir
-            .f32
-            .fn_type(&[ir.ptr.into(), ir.f32.into(), i32t.into()], false);
-        let r = ir.b.build_indirect_call(
-            ty,
-            f,
-            &[
-                ctx.into(),
-                v.into(),
-                i32t.const_int(u64::from(max), false).into(),
-            ],
-            "",
-        )?;
-        match r.try_as_basic_value() {
-            inkwell::values::ValueKind::Basic(x) => Ok(x.into_float_value()),
-            _ => Err(IrError("the warp reduction returns nothing".into())),
         }
     }
 
