@@ -324,28 +324,42 @@ def bart(W, I):
 # ----------------------------------------------------------------------------- LLaMA
 
 
-def rope_half(x, pos, theta):
+def llama3_scaled(inv, factor, low, high, original):
+    """Llama 3.1's frequency rule, as the fixture README states it."""
+    wavelen = 2 * math.pi / inv
+    out = inv.clone()
+    for i, w in enumerate(wavelen.tolist()):
+        if w > original / low:
+            out[i] = inv[i] / factor
+        elif w >= original / high:
+            s = (original / w - low) / (high - low)
+            out[i] = (1 - s) * inv[i] / factor + s * inv[i]
+    return out
+
+
+def rope_half(x, pos, theta, scale=None):
     D = x.shape[-1]
     inv = theta ** (-torch.arange(0, D, 2, dtype=torch.float64) / D)
+    if scale is not None:
+        inv = scale(inv)
     ang = pos[:, None].double() * inv[None]  # [T, D/2]
     c, s = torch.cos(ang), torch.sin(ang)
     x1, x2 = x[..., : D // 2], x[..., D // 2:]
     return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], -1)
 
 
-def llama(W, I, mask=True):
+def llama(W, I, mask=True, nh=8, nkv=2, hd=6, theta=1000.0, scale=None):
     ids = I["input_ids"]
     key_mask = I.get("attention_mask") if mask else None
-    nh, nkv, hd = 8, 2, 6
     pos = torch.arange(ids.shape[1])
     h = W["model.embed_tokens.weight"][ids]
     for l in range(2):
         P = f"model.layers.{l}."
         x = rms(h, W[P + "input_layernorm.weight"], 1e-5)
-        q = rope_half(heads(lin(x, W[P + "self_attn.q_proj.weight"]), nh), pos, 1000.0)
-        k = rope_half(heads(lin(x, W[P + "self_attn.k_proj.weight"]), nkv), pos, 1000.0)
+        q = rope_half(heads(lin(x, W[P + "self_attn.q_proj.weight"]), nh), pos, theta, scale)
+        k = rope_half(heads(lin(x, W[P + "self_attn.k_proj.weight"]), nkv), pos, theta, scale)
         v = heads(lin(x, W[P + "self_attn.v_proj.weight"]), nkv)
-        k, v = (t.repeat_interleave(nh // nkv, dim=1) for t in (k, v))  # query head i uses kv head i // 4
+        k, v = (t.repeat_interleave(nh // nkv, dim=1) for t in (k, v))  # query head i uses kv head i // (nh / nkv)
         h = h + lin(merge(attention(q, k, v, hd ** -0.5, True, key_mask)), W[P + "self_attn.o_proj.weight"])
         x = rms(h, W[P + "post_attention_layernorm.weight"], 1e-5)
         h = h + lin(F.silu(lin(x, W[P + "mlp.gate_proj.weight"])) * lin(x, W[P + "mlp.up_proj.weight"]),
@@ -564,6 +578,8 @@ MODELS = {
     "hf/t5": (t5, False),
     "hf/bart": (bart, False),
     "hf/llama": (llama, True),
+    "hf/llama3_rope": (lambda W, I: llama(W, I, nh=4, nkv=2, hd=16, theta=10000.0,
+                                          scale=lambda f: llama3_scaled(f, 8.0, 1.0, 4.0, 32)), False),
     "hf/mamba": (mamba, True),
     "hf/rwkv": (rwkv, False),
     "ttt_linear": (lambda W, I: ttt(W, I, False, False), True),

@@ -302,6 +302,26 @@ def llama():
     return model, {"input_ids": x, "attention_mask": mask}, std_run("model"), True
 
 
+def llama3_rope():
+    """LLaMA with Llama 3.1's RoPE scaling, its bands placed so that 24 positions span them:
+    with head_dim 16 and theta 10000 the wavelengths are 6.3, 19.9, 62.8, ...; with an
+    original context of 32 (low 1, high 4) the first is kept, the second interpolated and
+    the rest divided by the factor."""
+    cfg = tf.LlamaConfig(vocab_size=139, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, hidden_act="silu",
+                         max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=10000.0,
+                         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
+                         tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
+                         pad_token_id=None, bos_token_id=0, eos_token_id=0)
+    model = tf.LlamaForCausalLM(cfg)
+    perturb(model)
+    g = torch.Generator().manual_seed(11)
+    x = ids(g, (2, 24), 0, 139)
+    x, mask = right_pad(x, [24, 17], pad_id=0)
+    return model, {"input_ids": x, "attention_mask": mask}, std_run("model"), False
+
+
 def mamba():
     cfg = tf.MambaConfig(vocab_size=149, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2,
                          conv_kernel=4, time_step_rank="auto", use_bias=False, use_conv_bias=True,
@@ -356,6 +376,7 @@ BUILDERS = {
     "t5": t5,
     "bart": bart,
     "llama": llama,
+    "llama3_rope": llama3_rope,
     "mamba": mamba,
     "rwkv": rwkv,
 }

@@ -5,7 +5,7 @@ For each model below this reads the committed tiny model in `compiler/tests/fixt
 (`config.json` + `model.safetensors`, written by tools/make_fixtures.py; they are loaded with
 `from_pretrained(dir)` and never re-created or touched) and writes next to them:
 
-    generate.safetensors          (gpt2, openai_gpt, llama, mamba, rwkv, t5, bart)
+    generate.safetensors          (gpt2, openai_gpt, llama, llama3_rope, mamba, rwkv, t5, bart)
     generate_padded.safetensors   (gpt2 only: a left-padded batch, like llama's)
 
 with these tensors:
@@ -15,7 +15,7 @@ with these tensors:
                                    special id the config defines (pad / bos / eos /
                                    decoder_start). Decoder-only: B = 2, T = 5, every row full
                                    length, except:
-                                     llama generate.safetensors and gpt2 generate_padded.safetensors:
+                                     llama, llama3_rope generate.safetensors and gpt2 generate_padded.safetensors:
                                      B = 3, T = 5, LEFT-padded: row 0 has 5 real tokens, row 1 has
                                      3 (2 pads on the left), row 2 has 4 (1 pad on the left); the
                                      padded slots hold id 0.
@@ -138,11 +138,13 @@ MODELS = {
     "rwkv": ("RwkvForCausalLM", 105),
     "t5": ("T5ForConditionalGeneration", 106),
     "bart": ("BartForConditionalGeneration", 107),
+    "llama3_rope": ("LlamaForCausalLM", 108),
 }
 
 # (file, variant) per model; the variant picks the batch layout.
 FILES = {name: [("generate.safetensors", "plain")] for name in MODELS}
 FILES["llama"] = [("generate.safetensors", "left_padded")]
+FILES["llama3_rope"] = [("generate.safetensors", "left_padded")]
 FILES["gpt2"] = [("generate.safetensors", "plain"), ("generate_padded.safetensors", "left_padded")]
 
 # Models generated one row at a time (see run_generate_rows): RWKV's batched single-token

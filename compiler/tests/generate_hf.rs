@@ -102,6 +102,12 @@ fn llama_gqa_left_padded_batch_generates_like_transformers() {
     check("llama", "generate.safetensors");
 }
 
+/// Llama 3.1's scaled RoPE in the step kernels, positions counted over real tokens.
+#[test]
+fn llama3_scaled_rope_generates_like_transformers() {
+    check("llama3_rope", "generate.safetensors");
+}
+
 #[test]
 fn mamba_generates_like_transformers() {
     check("mamba", "generate.safetensors");

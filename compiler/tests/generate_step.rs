@@ -172,6 +172,10 @@ fn attention_decoders_step_like_the_forward_graph() {
         // A prompt of 4, then single tokens: prefill then decode.
         check(&s, 2, 7, &[4, 1, 1, 1]);
     }
+    // Llama 3.1's scaled RoPE: decode steps past the original context of 32 count their
+    // positions as the forward does.
+    let s = spec_of(&fixture("hf/llama3_rope"));
+    check(&s, 1, 40, &[30, 1, 1, 8]);
 }
 
 #[test]

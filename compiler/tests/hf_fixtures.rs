@@ -44,6 +44,11 @@ fixture!(
 );
 fixture!(llama, "llama", [("hidden", "hidden"), ("logits", "logits")]);
 fixture!(
+    llama3_rope,
+    "llama3_rope",
+    [("hidden", "hidden"), ("logits", "logits")]
+);
+fixture!(
     bert_pretraining,
     "bert",
     [

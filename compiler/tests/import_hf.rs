@@ -274,7 +274,8 @@ fn full_size_specs_say_what_the_configs_say() {
         Position::Rope(Rope {
             theta: 500000.0,
             fraction: 1.0,
-            style: RopeStyle::Half
+            style: RopeStyle::Half,
+            scaling: RopeScaling::None,
         })
     );
     let layer = &llama3.decoder.as_ref().unwrap().layers[0];
@@ -432,6 +433,56 @@ fn electra_generator_comes_from_its_own_config() {
 }
 
 #[test]
+fn scaled_rope_is_imported() {
+    // Llama 3.1's config: Llama 3's with `rope_scaling` and a 128k context.
+    let i = import_edited("Meta-Llama-3-8B.json", |m| {
+        m.insert("max_position_embeddings".into(), 131072.into());
+        m.insert(
+            "rope_scaling".into(),
+            serde_json::json!({"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192, "rope_type": "llama3"}),
+        );
+    })
+    .unwrap();
+    assert_sound(&i);
+    assert!(
+        i.text.contains("scaling = llama3, factor = 8.0, low_freq_factor = 1.0, high_freq_factor = 4.0, original_context = 8192"),
+        "{}",
+        i.text
+    );
+    assert_eq!(
+        i.spec.position,
+        arch_dsl::Position::Rope(arch_dsl::Rope {
+            theta: 500000.0,
+            fraction: 1.0,
+            style: arch_dsl::RopeStyle::Half,
+            scaling: arch_dsl::RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_context: 8192
+            }
+        })
+    );
+    // Position interpolation, spelled the old way (`type`).
+    let i = import_edited("Llama-2-7b-hf.json", |m| {
+        m.insert(
+            "rope_scaling".into(),
+            serde_json::json!({"type": "linear", "factor": 4.0}),
+        );
+    })
+    .unwrap();
+    assert_sound(&i);
+    assert!(matches!(
+        i.spec.position,
+        arch_dsl::Position::Rope(arch_dsl::Rope {
+            scaling: arch_dsl::RopeScaling::Linear { factor: 4.0 },
+            ..
+        })
+    ));
+}
+
+#[test]
 fn variants_of_the_common_families() {
     // LLaMA with biases, an explicit head_dim and a v5 `rope_parameters`.
     let i = import_edited("Meta-Llama-3-8B.json", |m| {
@@ -566,15 +617,25 @@ fn errors_name_the_problem() {
             "position_embedding_type",
         ),
         (
-            // LLaMA 3.1.
+            // YaRN also scales the attention logits: not expressible.
             err("Meta-Llama-3-8B.json", &|m| {
                 m.insert(
                     "rope_scaling".into(),
-                    serde_json::json!({"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                    serde_json::json!({"factor": 4.0, "original_max_position_embeddings": 8192,
+                        "rope_type": "yarn"}),
+                );
+            }),
+            "rope_type \"yarn\"",
+        ),
+        (
+            err("Meta-Llama-3-8B.json", &|m| {
+                m.insert(
+                    "rope_scaling".into(),
+                    serde_json::json!({"factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0,
                         "original_max_position_embeddings": 8192, "rope_type": "llama3"}),
                 );
             }),
-            "rope_type \"llama3\"",
+            "`high_freq_factor` > `low_freq_factor`",
         ),
         (
             err("Meta-Llama-3-8B.json", &|m| {

@@ -89,6 +89,25 @@ pub struct Rope {
     /// The rotated part of each head, as a fraction of `head_dim`.
     pub fraction: f64,
     pub style: RopeStyle,
+    /// How the rotation frequencies are stretched for long contexts.
+    pub scaling: RopeScaling,
+}
+
+/// RoPE frequency scaling (`rope(scaling = …)`), as Hugging Face's `rope_scaling`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum RopeScaling {
+    None,
+    /// Position interpolation: every frequency divided by `factor`.
+    Linear { factor: f64 },
+    /// Llama 3.1's scaling: frequencies whose wavelength exceeds `original_context /
+    /// low_freq_factor` divided by `factor`, those shorter than `original_context /
+    /// high_freq_factor` kept, the band between interpolated smoothly.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_context: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -4,7 +4,7 @@
 
 use super::Cx;
 use crate::graph::{BinaryOp, DType, Dim, NodeId, ReduceOp, UnaryOp};
-use arch_dsl::spec::{Position, Rope, RopeStyle, Stack, Sublayer};
+use arch_dsl::spec::{Position, Rope, RopeScaling, RopeStyle, Stack, Sublayer};
 
 /// Computed once per stack, used by every attention (and TTT) sublayer of it. A
 /// heterogeneous stack gets one RoPE table per distinct head width and one ALiBi bias per
@@ -120,6 +120,45 @@ pub fn rotated(head_dim: u64, rope: Rope) -> u64 {
     (head_dim as f64 * rope.fraction).round() as u64
 }
 
+/// The rotation frequencies θ^(−2i/rot) for the pair indices `i` (any shape), scaled as
+/// `rope.scaling` says (Hugging Face's `_compute_linear_scaling_rope_parameters` and
+/// `_compute_llama3_parameters`).
+///
+/// Llama 3's rule in one expression: with s = (original_context / wavelength − low) /
+/// (high − low) (wavelength = 2π / f), a frequency becomes f · ((1 − c) / factor + c) where
+/// c = clamp(s, 0, 1): s ≤ 0 (wavelength ≥ original_context / low) gives f / factor,
+/// s ≥ 1 (wavelength ≤ original_context / high) keeps f, and between them is Hugging Face's
+/// smooth interpolation `(1 − s) · f / factor + s · f`.
+fn inv_freq(cx: &mut Cx, i: NodeId, rot: u64, rope: Rope) -> NodeId {
+    let exponent = cx.g.scale(i, -2.0 / rot as f64);
+    let theta = cx.g.constant(rope.theta);
+    let f = cx.g.binary(BinaryOp::Pow, theta, exponent);
+    match rope.scaling {
+        RopeScaling::None => f,
+        RopeScaling::Linear { factor } => cx.g.scale(f, 1.0 / factor),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor: low,
+            high_freq_factor: high,
+            original_context,
+        } => {
+            // original_context / wavelength = original_context · f / 2π.
+            let per_f = original_context as f64 / (2.0 * std::f64::consts::PI) / (high - low);
+            let s = cx.g.scale(f, per_f);
+            let offset = cx.g.constant(-low / (high - low));
+            let s = cx.g.add(s, offset);
+            let (zero, one) = (cx.g.constant(0.0), cx.g.constant(1.0));
+            let c = cx.g.binary(BinaryOp::Max, s, zero);
+            let c = cx.g.binary(BinaryOp::Min, c, one);
+            // (1 − c) / factor + c = 1 / factor + c · (1 − 1 / factor).
+            let c = cx.g.scale(c, 1.0 - 1.0 / factor);
+            let base = cx.g.constant(1.0 / factor);
+            let mult = cx.g.add(c, base);
+            cx.g.mul(f, mult)
+        }
+    }
+}
+
 /// cos and sin of t·θ_i for positions t in `0..positions`, shape [positions, rotated / 2].
 pub fn rope_tables(
     cx: &mut Cx,
@@ -131,9 +170,7 @@ pub fn rope_tables(
     let shape = vec![positions, Dim::c(rot / 2)];
     let t = cx.g.iota(shape.clone(), 0);
     let i = cx.g.iota(shape, 1);
-    let exponent = cx.g.scale(i, -2.0 / rot as f64);
-    let theta = cx.g.constant(rope.theta);
-    let inv_freq = cx.g.binary(BinaryOp::Pow, theta, exponent);
+    let inv_freq = inv_freq(cx, i, rot, rope);
     let angle = cx.g.mul(t, inv_freq);
     (
         cx.g.unary(UnaryOp::Cos, angle),
@@ -156,9 +193,7 @@ pub fn rope_tables_at(
     let t =
         cx.g.reshape(pos, vec![s[0].clone(), s[1].clone(), Dim::c(1)]);
     let i = cx.g.iota(vec![Dim::c(rot / 2)], 0);
-    let exponent = cx.g.scale(i, -2.0 / rot as f64);
-    let theta = cx.g.constant(rope.theta);
-    let inv_freq = cx.g.binary(BinaryOp::Pow, theta, exponent);
+    let inv_freq = inv_freq(cx, i, rot, rope);
     let angle = cx.g.mul(t, inv_freq);
     debug_assert_eq!(cx.g.shape(angle), &shape);
     (

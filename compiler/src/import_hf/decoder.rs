@@ -144,13 +144,19 @@ pub fn openai_gpt(cx: &mut Cx) -> Result<Vec<Model>> {
     Ok(vec![m])
 }
 
-/// The RoPE base: `rope_theta`, or `rope_parameters.rope_theta` (transformers ≥ 5).
-/// Any scaling other than the default is refused: it changes the rotation frequencies.
-fn rope(cx: &Cx) -> Result<f64> {
+/// The RoPE base (`rope_theta`, or `rope_parameters.rope_theta` in transformers ≥ 5) and
+/// its scaling (`rope_scaling` / `rope_parameters`: "default", "linear" and "llama3" are
+/// expressible; any other kind changes the rotations in ways a spec cannot say) as the
+/// spec's `position` value.
+fn rope(cx: &Cx) -> Result<String> {
     let cfg = &cx.cfg;
     let mut theta = cfg.pos_f64_or("rope_theta", 10000.0)?;
+    let mut scaling = String::new();
     for key in ["rope_scaling", "rope_parameters"] {
         let Some(v) = cfg.get(key) else { continue };
+        if v.is_null() {
+            continue;
+        }
         let Value::Object(p) = v else {
             return Err(cfg.bad(key, "an object"));
         };
@@ -159,13 +165,46 @@ fn rope(cx: &Cx) -> Result<f64> {
             .or_else(|| p.get("type"))
             .and_then(Value::as_str)
             .unwrap_or("default");
-        if kind != "default" {
-            return Err(ImportError::Config(format!(
-                "`{key}` with rope_type \"{kind}\" ({}) is not expressible: `.arch` RoPE has \
-                 only `theta`, `fraction` and `style` (ARCH_LANGUAGE.md §5), and a scaled \
-                 RoPE computes different rotations at every length",
-                short_json(v)
-            )));
+        let positive = |name: &str| -> Result<f64> {
+            match p.get(name).and_then(Value::as_f64) {
+                Some(x) if x > 0.0 && x.is_finite() => Ok(x),
+                _ => Err(cfg.bad(key, &format!("an object whose `{name}` is a positive number"))),
+            }
+        };
+        match kind {
+            "default" => {}
+            "linear" => {
+                scaling = format!(", scaling = linear, factor = {}", float(positive("factor")?));
+            }
+            "llama3" => {
+                let (factor, low, high) = (
+                    positive("factor")?,
+                    positive("low_freq_factor")?,
+                    positive("high_freq_factor")?,
+                );
+                let original = positive("original_max_position_embeddings")?;
+                if original.fract() != 0.0 || high <= low {
+                    return Err(cfg.bad(
+                        key,
+                        "an integer `original_max_position_embeddings` and `high_freq_factor` > `low_freq_factor`",
+                    ));
+                }
+                scaling = format!(
+                    ", scaling = llama3, factor = {}, low_freq_factor = {}, high_freq_factor = {}, original_context = {}",
+                    float(factor),
+                    float(low),
+                    float(high),
+                    original as u64
+                );
+            }
+            _ => {
+                return Err(ImportError::Config(format!(
+                    "`{key}` with rope_type \"{kind}\" ({}) is not expressible: `.arch` RoPE \
+                     scales frequencies only as `linear` or `llama3` (ARCHITECTURE.md, \"RoPE \
+                     scaling\"), and this kind computes different rotations",
+                    short_json(v)
+                )));
+            }
         }
         if let Some(t) = p.get("rope_theta") {
             match t.as_f64() {
@@ -174,7 +213,7 @@ fn rope(cx: &Cx) -> Result<f64> {
             }
         }
     }
-    Ok(theta)
+    Ok(format!("rope(theta = {}{scaling})", float(theta)))
 }
 
 /// LLaMA: RMSNorm pre-norm, RoPE, grouped-query attention, gated MLP, untied head.
@@ -211,7 +250,7 @@ pub fn llama(cx: &mut Cx) -> Result<Vec<Model>> {
         cx.notes.note(n);
     }
     let eps = cfg.pos_f64_or("rms_norm_eps", 1e-6)?;
-    let theta = rope(cx)?;
+    let position = rope(cx)?;
     let cfg = &cx.cfg;
     let attention_bias = cfg.bool_or("attention_bias", false)?;
     let mlp_bias = cfg.bool_or("mlp_bias", false)?;
@@ -224,7 +263,7 @@ pub fn llama(cx: &mut Cx) -> Result<Vec<Model>> {
     push_dtype(&mut m, cfg)?;
     m.field("norm", format!("rmsnorm(eps = {})", float(eps)));
     m.field("placement", "pre");
-    m.field("position", format!("rope(theta = {})", float(theta)));
+    m.field("position", position);
     if !tied {
         m.push(section("embed", vec![field("tied", boolean(false))]));
     }

@@ -95,17 +95,45 @@ fn position_expr(position: &Position) -> TokenStream {
             theta,
             fraction,
             style,
+            scaling,
         }) => {
             let (theta, fraction) = (f64_lit(*theta), f64_lit(*fraction));
             let style = match style {
                 RopeStyle::Half => quote!(Half),
                 RopeStyle::Interleaved => quote!(Interleaved),
             };
+            let scaling = match *scaling {
+                RopeScaling::None => quote!(::arch_dsl::spec::RopeScaling::None),
+                RopeScaling::Linear { factor } => {
+                    let factor = f64_lit(factor);
+                    quote!(::arch_dsl::spec::RopeScaling::Linear { factor: #factor })
+                }
+                RopeScaling::Llama3 {
+                    factor,
+                    low_freq_factor,
+                    high_freq_factor,
+                    original_context,
+                } => {
+                    let (factor, low, high) = (
+                        f64_lit(factor),
+                        f64_lit(low_freq_factor),
+                        f64_lit(high_freq_factor),
+                    );
+                    let original = u64_lit(original_context);
+                    quote!(::arch_dsl::spec::RopeScaling::Llama3 {
+                        factor: #factor,
+                        low_freq_factor: #low,
+                        high_freq_factor: #high,
+                        original_context: #original,
+                    })
+                }
+            };
             quote! {
                 ::arch_dsl::spec::Position::Rope(::arch_dsl::spec::Rope {
                     theta: #theta,
                     fraction: #fraction,
                     style: ::arch_dsl::spec::RopeStyle::#style,
+                    scaling: #scaling,
                 })
             }
         }

@@ -95,6 +95,7 @@ const OPTION_WORDS: &[&str] = &[
     "learned",
     "sinusoidal",
     "rope",
+    "llama3",
     "relative_bias",
     "alibi",
     "none",

@@ -83,6 +83,11 @@ pub const POSITIONS: &[CtorDef] = &[
             ("theta", ArgTy::Positive),
             ("fraction", ArgTy::Rate),
             ("style", ArgTy::Words(&["half", "interleaved"])),
+            ("scaling", ArgTy::Words(&["none", "linear", "llama3"])),
+            ("factor", ArgTy::Positive),
+            ("low_freq_factor", ArgTy::Positive),
+            ("high_freq_factor", ArgTy::Positive),
+            ("original_context", ArgTy::Count),
         ],
     },
     CtorDef {
@@ -310,6 +315,9 @@ impl<'a> Elaborator<'a> {
             .unwrap_or(placement == Placement::Pre);
         let position_ctor = self.ctor_field(&mut sec, "position", POSITIONS, "position");
         let position = position_from(position_ctor.as_ref());
+        if let Some(c) = &position_ctor {
+            self.check_rope_scaling(c);
+        }
         let embed = self.read_embed(&sec);
         let head_ctors = self.ctor_sum_field(&mut sec, "head", HEADS, "head");
         let objective_ctors = self.ctor_sum_field(&mut sec, "objective", OBJECTIVES, "objective");
@@ -398,6 +406,74 @@ impl<'a> Elaborator<'a> {
     }
 }
 
+impl Elaborator<'_> {
+    /// `rope(scaling = …)`'s arguments: each belongs to a scaling kind, and Llama 3's
+    /// band needs `high_freq_factor > low_freq_factor`.
+    fn check_rope_scaling(&mut self, c: &CtorVal) {
+        if c.name != "rope" {
+            return;
+        }
+        let kind = c.word("scaling", "none");
+        let allowed: &[&str] = match kind {
+            "linear" => &["factor"],
+            "llama3" => &[
+                "factor",
+                "low_freq_factor",
+                "high_freq_factor",
+                "original_context",
+            ],
+            _ => &[],
+        };
+        for arg in [
+            "factor",
+            "low_freq_factor",
+            "high_freq_factor",
+            "original_context",
+        ] {
+            if c.has(arg) && !allowed.contains(&arg) {
+                let takes = if arg == "factor" {
+                    "`scaling = linear` or `scaling = llama3`"
+                } else {
+                    "`scaling = llama3`"
+                };
+                let d = Diagnostic::error(
+                    c.arg_span(arg),
+                    format!("`{arg}` has no effect with `scaling = {kind}`"),
+                )
+                .with_label("only read by a scaled RoPE")
+                .with_help(format!("`{arg}` goes with {takes}"));
+                self.diags.push(d);
+            }
+        }
+        if kind == "linear" && !c.has("factor") {
+            let d = Diagnostic::error(c.arg_span("scaling"), "`scaling = linear` needs a `factor`")
+                .with_label("divides every frequency by what?")
+                .with_help("e.g. `rope(theta = 10000, scaling = linear, factor = 4)`");
+            self.diags.push(d);
+        }
+        if kind == "llama3" {
+            let (low, high) = (
+                c.float("low_freq_factor", 1.0),
+                c.float("high_freq_factor", 4.0),
+            );
+            if high <= low {
+                let at = if c.has("high_freq_factor") {
+                    c.arg_span("high_freq_factor")
+                } else {
+                    c.arg_span("low_freq_factor")
+                };
+                let d = Diagnostic::error(
+                    at,
+                    format!("`high_freq_factor` ({high}) must exceed `low_freq_factor` ({low})"),
+                )
+                .with_label("the band between them is interpolated")
+                .with_help("Llama 3.1 uses `low_freq_factor = 1, high_freq_factor = 4`");
+                self.diags.push(d);
+            }
+        }
+    }
+}
+
 fn position_from(c: Option<&CtorVal>) -> Position {
     let Some(c) = c else {
         return Position::Learned { offset: 0 };
@@ -414,6 +490,19 @@ fn position_from(c: Option<&CtorVal>) -> Position {
                 RopeStyle::Interleaved
             } else {
                 RopeStyle::Half
+            },
+            scaling: match c.word("scaling", "none") {
+                "linear" => RopeScaling::Linear {
+                    factor: c.float("factor", 1.0),
+                },
+                // Meta's Llama 3.1 values.
+                "llama3" => RopeScaling::Llama3 {
+                    factor: c.float("factor", 8.0),
+                    low_freq_factor: c.float("low_freq_factor", 1.0),
+                    high_freq_factor: c.float("high_freq_factor", 4.0),
+                    original_context: c.int("original_context", 8192),
+                },
+                _ => RopeScaling::None,
             },
         }),
         "relative_bias" => Position::RelativeBias {

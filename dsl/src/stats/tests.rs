@@ -221,6 +221,7 @@ fn llama(vocab: u64, hidden: u64, kv_heads: u64) -> ArchSpec {
         theta: 1e4,
         fraction: 1.0,
         style: RopeStyle::Half,
+        scaling: RopeScaling::None,
     });
     s.embed.tied = false;
     s.decoder = Some(stack(
@@ -371,6 +372,7 @@ fn ttt_125m(gate: bool, inner: TttInner) -> ArchSpec {
         theta: 1e4,
         fraction: 1.0,
         style: RopeStyle::Half,
+        scaling: RopeScaling::None,
     });
     let t = Ttt {
         heads: 12,
