@@ -32,11 +32,12 @@ Types: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (what gguf-py can quantize);
 K-quants are covered by dequant.gguf (random blocks) — the models are too narrow for 256-wide
 super-blocks.
 
-Usage: HF_HUB_OFFLINE=1 python3 tools/make_gguf_fixtures.py [tokenizers|kquants]
+Usage: HF_HUB_OFFLINE=1 python3 tools/make_gguf_fixtures.py [tokenizers|kquants|llama3_rope]
 (needs torch, transformers, accelerate, gguf, sentencepiece; `tokenizers`: only those)
 Seeded: the same files on every run with the same package versions.
 """
 
+import math
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -221,6 +222,87 @@ def mamba(qtype, path):
         add(w, b + "ssm_out.weight", sd[m + "out_proj.weight"], qtype)
     finish(w)
     return tf.MambaForCausalLM
+
+
+def llama3_rope_factors(theta, dim, factor, low, high, original):
+    """convert_hf_to_gguf.py LlamaModel.generate_extra_tensors: per rotated pair, the divisor
+    of its frequency (`rope_freqs`), computed in float32 as the converter does."""
+    freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    low_wl, high_wl = original / low, original / high
+    out = []
+    for f in freqs:
+        wl = 2 * math.pi / f
+        if wl < high_wl:
+            out.append(1)
+        elif wl > low_wl:
+            out.append(factor)
+        else:
+            smooth = (original / wl - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def llama3_rope_fixture():
+    """llama3_rope/model-f32.gguf: a LLaMA with Llama 3.1's RoPE scaling (head_dim 16, theta
+    10000, factor 8, low 1, high 4, original context 64: one pair kept, two interpolated, five
+    divided), `rope_freqs.weight` as the converter writes it. expected-f32.safetensors: the
+    Hugging Face model's own logits and greedy tokens (transformers' GGUF loader ignores
+    `rope_freqs`, so it is not the reference here)."""
+    d = os.path.join(OUT, "llama3_rope")
+    os.makedirs(d, exist_ok=True)
+    width, layers, heads, kv, original = 64, 2, 4, 2, 64
+    torch.manual_seed(1)
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": original}
+    cfg = tf.LlamaConfig(vocab_size=VOCAB, hidden_size=width, intermediate_size=2 * width,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
+                         max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=10000.0,
+                         rope_scaling=scaling, tie_word_embeddings=False)
+    model = tf.LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = os.path.join(d, "model-f32.gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(layers)
+    w.add_context_length(256)
+    w.add_embedding_length(width)
+    w.add_feed_forward_length(2 * width)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(width // heads)
+    w.add_vocab_size(VOCAB)
+    w.add_file_type(0)
+    tokens(w)
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    w.add_tensor("rope_freqs.weight", llama3_rope_factors(10000.0, width // heads, 8.0, 1.0, 4.0, original))
+    add(w, "token_embd.weight", sd["model.embed_tokens.weight"], Q.F32)
+    add(w, "output_norm.weight", sd["model.norm.weight"], Q.F32)
+    add(w, "output.weight", sd["lm_head.weight"], Q.F32)
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        b = f"blk.{i}."
+        add(w, b + "attn_norm.weight", sd[p + "input_layernorm.weight"], Q.F32)
+        add(w, b + "attn_q.weight", permute(sd[p + "self_attn.q_proj.weight"], heads), Q.F32)
+        add(w, b + "attn_k.weight", permute(sd[p + "self_attn.k_proj.weight"], kv), Q.F32)
+        add(w, b + "attn_v.weight", sd[p + "self_attn.v_proj.weight"], Q.F32)
+        add(w, b + "attn_output.weight", sd[p + "self_attn.o_proj.weight"], Q.F32)
+        add(w, b + "ffn_norm.weight", sd[p + "post_attention_layernorm.weight"], Q.F32)
+        add(w, b + "ffn_gate.weight", sd[p + "mlp.gate_proj.weight"], Q.F32)
+        add(w, b + "ffn_up.weight", sd[p + "mlp.up_proj.weight"], Q.F32)
+        add(w, b + "ffn_down.weight", sd[p + "mlp.down_proj.weight"], Q.F32)
+    finish(w)
+    g = torch.Generator().manual_seed(4)
+    ids = torch.randint(3, VOCAB, (2, 40), generator=g)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+        out = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    save_file({"input_ids": ids}, os.path.join(d, "inputs.safetensors"))
+    save_file({"logits": logits.contiguous(), "tokens": out.contiguous()},
+              os.path.join(d, "expected-f32.safetensors"))
+    print(f"llama3_rope f32: {os.path.getsize(path)} bytes")
 
 
 def finish(w):
@@ -436,6 +518,7 @@ def main():
     dequant_fixture()
     tokenizer_fixtures()
     kquant_fixtures()
+    llama3_rope_fixture()
 
 
 if __name__ == "__main__":
@@ -446,5 +529,7 @@ if __name__ == "__main__":
         tokenizer_fixtures()
     elif sys.argv[1:] == ["kquants"]:
         kquant_fixtures()
+    elif sys.argv[1:] == ["llama3_rope"]:
+        llama3_rope_fixture()
     else:
         main()

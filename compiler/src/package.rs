@@ -106,6 +106,7 @@ impl BuildOptions {
     /// F16, BF16 and quantized matmul weights stay as stored
     /// ([`crate::weights::block_storage`]).
     pub fn for_weights(spec: &ArchSpec, weights: &Path) -> Result<BuildOptions, String> {
+        crate::import_gguf::check_rope(spec, weights)?;
         Ok(BuildOptions {
             quant: crate::weights::block_storage(spec, weights),
             ..BuildOptions::host()?

@@ -155,6 +155,80 @@ fn mamba_gguf_matches_transformers() {
     model_matches_transformers("mamba");
 }
 
+/// Llama 3.1's RoPE scaling as llama.cpp's converter stores it (`rope_freqs.weight`, the
+/// per-pair divisors): `import-gguf` recovers the parameters, and the model computes what the
+/// Hugging Face model with that `rope_scaling` computes (transformers' own GGUF loader ignores
+/// `rope_freqs`). A spec whose RoPE is not the file's is refused.
+#[test]
+fn llama3_scaled_rope_gguf_matches_the_hugging_face_model() {
+    let dir = fixture("gguf/llama3_rope");
+    let model = dir.join("model-f32.gguf");
+    let expected = dir.join("expected-f32.safetensors");
+    let inputs = dir.join("inputs.safetensors");
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("model.arch");
+    let (m, s, i) = (
+        model.to_str().unwrap(),
+        spec.to_str().unwrap(),
+        inputs.to_str().unwrap(),
+    );
+    ok(
+        &archc(&["import-gguf", m, "-o", s, "--name", "tiny"]),
+        "import",
+    );
+    let text = std::fs::read_to_string(&spec).unwrap();
+    assert!(
+        text.contains("scaling = llama3, factor = 8.0, low_freq_factor = 1.0, high_freq_factor = 4.0, original_context = 64"),
+        "{text}"
+    );
+    let out = tmp.path().join("out.safetensors");
+    let o = out.to_str().unwrap();
+    ok(
+        &archc(&["eval", s, "--weights", m, "--inputs", i, "--out", o]),
+        "eval",
+    );
+    let err = f32s(&out, "logits").rel_max_diff(&f32s(&expected, "logits"));
+    eprintln!("llama3_rope: logits {err:.1e}");
+    assert!(err <= 1e-4, "logits differ by {err:e}");
+    let gen = [
+        "generate",
+        s,
+        "--weights",
+        m,
+        "--inputs",
+        i,
+        "--max-new-tokens",
+        "6",
+        "--out",
+        o,
+    ];
+    ok(&archc(&gen), "generate");
+    assert_eq!(ints(&out, "tokens"), ints(&expected, "tokens"));
+    // The same file under a spec without the scaling.
+    let plain = tmp.path().join("plain.arch");
+    let unscaled = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("position =") {
+                "    position = rope(theta = 10000.0)".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&plain, unscaled).unwrap();
+    let p = plain.to_str().unwrap();
+    let e = fails_cleanly(
+        &archc(&["eval", p, "--weights", m, "--inputs", i, "--out", o]),
+        "unscaled spec",
+    );
+    assert!(
+        e.contains("RoPE scaling (llama3, factor 8") && e.contains("is not the spec's (none)"),
+        "{e}"
+    );
+}
+
 #[test]
 fn import_gguf_writes_the_hugging_face_spec() {
     let o = archc(&[
@@ -620,7 +694,8 @@ fn quantize_k_quants_match_transformers() {
 #[test]
 fn quantize_safetensors_to_gguf() {
     let tmp = tempfile::tempdir().unwrap();
-    for arch in ["llama", "gpt2", "mamba"] {
+    // llama3_rope: the scaled RoPE goes out as `rope_freqs.weight` and comes back.
+    for arch in ["llama", "gpt2", "mamba", "llama3_rope"] {
         let hf = fixture(&format!("hf/{arch}"));
         let q = tmp.path().join(format!("{arch}.gguf"));
         let m = q.to_str().unwrap();

@@ -98,7 +98,9 @@ pub struct Rope {
 pub enum RopeScaling {
     None,
     /// Position interpolation: every frequency divided by `factor`.
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Llama 3.1's scaling: frequencies whose wavelength exceeds `original_context /
     /// low_freq_factor` divided by `factor`, those shorter than `original_context /
     /// high_freq_factor` kept, the band between interpolated smoothly.

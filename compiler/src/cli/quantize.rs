@@ -16,7 +16,7 @@
 //! Q8_0, else F16.
 
 use super::load_model;
-use arch_dsl::spec::{ArchSpec, Norm, Position, Sublayer};
+use arch_dsl::spec::{ArchSpec, Norm, Position, RopeScaling, Sublayer};
 use arch_runtime::gguf::{self, GgmlType, Gguf, Value, WriteTensor};
 use std::path::Path;
 use std::process::ExitCode;
@@ -211,6 +211,10 @@ fn metadata(spec: &ArchSpec, arch: &str) -> Vec<(String, Value)> {
                         kv("rope.freq_base", Value::F32(r.theta as f32));
                         let rot = (a.head_dim as f64 * r.fraction) as u32;
                         kv("rope.dimension_count", Value::U32(rot));
+                        if let RopeScaling::Linear { factor } = r.scaling {
+                            kv("rope.scaling.type", Value::Str("linear".into()));
+                            kv("rope.scaling.factor", Value::F32(factor as f32));
+                        }
                     }
                 }
             }
@@ -395,6 +399,22 @@ fn from_safetensors(
     for (name, shape, data) in exported {
         let ne: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
         tensors.push(encode(&name, ne, ty, &data)?);
+    }
+    if let (Position::Rope(r), "llama") = (spec.position, arch) {
+        if let RopeScaling::Llama3 { .. } = r.scaling {
+            // convert_hf_to_gguf.py's `rope_freqs`: each pair's frequency divisor.
+            let rot = crate::import_gguf::rope_width(&spec, r);
+            let divisors: Vec<f32> = crate::import_gguf::rope_divisors(&r.scaling, r.theta, rot)
+                .into_iter()
+                .map(|d| d as f32)
+                .collect();
+            tensors.push(encode(
+                "rope_freqs.weight",
+                vec![divisors.len() as u64],
+                ty,
+                &divisors,
+            )?);
+        }
     }
     let mut meta = metadata(&spec, arch);
     let tok = tokenizer.map_or_else(|| dir.join("tokenizer.json"), Path::to_path_buf);

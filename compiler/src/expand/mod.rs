@@ -7,7 +7,7 @@ mod embed;
 mod heads;
 mod mamba;
 mod mlp;
-mod position;
+pub(crate) mod position;
 mod rwkv;
 mod ssm;
 mod ttt;

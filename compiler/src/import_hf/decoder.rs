@@ -168,13 +168,19 @@ fn rope(cx: &Cx) -> Result<String> {
         let positive = |name: &str| -> Result<f64> {
             match p.get(name).and_then(Value::as_f64) {
                 Some(x) if x > 0.0 && x.is_finite() => Ok(x),
-                _ => Err(cfg.bad(key, &format!("an object whose `{name}` is a positive number"))),
+                _ => Err(cfg.bad(
+                    key,
+                    &format!("an object whose `{name}` is a positive number"),
+                )),
             }
         };
         match kind {
             "default" => {}
             "linear" => {
-                scaling = format!(", scaling = linear, factor = {}", float(positive("factor")?));
+                scaling = format!(
+                    ", scaling = linear, factor = {}",
+                    float(positive("factor")?)
+                );
             }
             "llama3" => {
                 let (factor, low, high) = (
