@@ -347,7 +347,7 @@ pub fn evaluate_cuda(
         arch_runtime::device::cuda::driver_present().map_err(|e| e.to_string())?;
     }
     prepare_inputs(spec, &mut inputs)?;
-    let mut opts = crate::package::BuildOptions::host()?;
+    let mut opts = crate::package::BuildOptions::for_weights(spec, weights)?;
     opts.attention_mask = inputs.contains_key("attention_mask");
     opts.outputs = outputs.iter().map(|s| s.to_string()).collect();
     opts.cuda = Some(80);

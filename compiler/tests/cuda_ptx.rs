@@ -143,3 +143,63 @@ model gpt2_layer {
     let lowered = lower_ptx(&program, 80).unwrap();
     insta::assert_snapshot!("gpt2_layer_ptx", lowered.ptx);
 }
+
+/// Weights stored in every ggml type the kernels read (`--quant`, GGUF files): LLaMA 2's
+/// forward program with all its matrices in that type (matmuls decode B as they stage it,
+/// matrix–vector products per element, the token table per gathered row) assembles for
+/// sm_80; the step program for sm_80 and sm_90 with bf16 and q4_k.
+#[test]
+fn stored_type_weights_assemble() {
+    use arch_runtime::gguf::GgmlType;
+    let ptxas = ptxas();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/llama2.arch");
+    let prog = Program::load(&path).unwrap();
+    let (specs, _) = prog.check();
+    let spec = &specs[0];
+    let types = [
+        ("f16", GgmlType::F16),
+        ("bf16", GgmlType::BF16),
+        ("q8_0", GgmlType::Q8_0),
+        ("q4_0", GgmlType::Q4_0),
+        ("q4_1", GgmlType::Q4_1),
+        ("q5_0", GgmlType::Q5_0),
+        ("q5_1", GgmlType::Q5_1),
+        ("q4_k", GgmlType::Q4_K),
+        ("q5_k", GgmlType::Q5_K),
+        ("q6_k", GgmlType::Q6_K),
+    ];
+    for (name, ty) in types {
+        let step = matches!(ty, GgmlType::BF16 | GgmlType::Q4_K);
+        let kinds: &[PackageKind] = if step {
+            &[PackageKind::Forward, PackageKind::Step]
+        } else {
+            &[PackageKind::Forward]
+        };
+        for kind in kinds {
+            let opts = BuildOptions {
+                kind: kind.clone(),
+                ..BuildOptions::host().unwrap()
+            };
+            let graph = package_graph(spec, &opts).unwrap();
+            let mut program = package_program(&graph).unwrap();
+            let want = archc::params::param_table(spec)
+                .into_iter()
+                .filter(|p| p.shape.len() == 2)
+                .map(|p| (p.name, ty))
+                .collect();
+            let refused = archc::kernel::quant::store_quantized(&mut program, &want);
+            let stored = program.buffers.iter().filter(|b| b.quant == Some(ty)).count();
+            // Every projection of the 32 layers, the token table and the head.
+            assert_eq!(stored, 32 * 7 + 2, "{name} {kind:?}: refused {refused:?}");
+            let sms: &[u32] = if step { &SMS } else { &[80] };
+            let all = lower_ptx_for(&program, sms)
+                .unwrap_or_else(|e| panic!("{name} {kind:?}: {e}"));
+            for (&sm, lowered) in sms.iter().zip(all) {
+                if let Some(p) = &ptxas {
+                    ptxas_check(p, &lowered.ptx, sm)
+                        .unwrap_or_else(|e| panic!("{name} {kind:?} sm_{sm}: ptxas: {e}"));
+                }
+            }
+        }
+    }
+}

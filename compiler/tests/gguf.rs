@@ -229,6 +229,65 @@ fn llama3_scaled_rope_gguf_matches_the_hugging_face_model() {
     );
 }
 
+/// The cuda backend keeps a GGUF file's matrices in their type too (uploaded as stored,
+/// decoded by the kernels): through the host simulator of the device session, the same
+/// logits as transformers for half, legacy and K-quant types, and the same greedy tokens.
+#[test]
+fn gguf_weights_run_on_cuda_sim() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("m.arch");
+    let s = spec.to_str().unwrap();
+    let out = tmp.path().join("o.safetensors");
+    let o = out.to_str().unwrap();
+    let i = fixture("gguf/inputs.safetensors");
+    let i = i.to_str().unwrap();
+    let q4k = tmp.path().join("q4_k.gguf");
+    ok(
+        &archc(&[
+            "quantize",
+            fixture("gguf/llama256/model-q8_0.gguf").to_str().unwrap(),
+            "--type",
+            "q4_k",
+            "-o",
+            q4k.to_str().unwrap(),
+        ]),
+        "quantize",
+    );
+    let cases = [
+        (fixture("gguf/llama/model-bf16.gguf"), fixture("gguf/llama/expected-bf16.safetensors")),
+        (fixture("gguf/llama/model-f16.gguf"), fixture("gguf/llama/expected-f16.safetensors")),
+        (fixture("gguf/llama/model-q5_1.gguf"), fixture("gguf/llama/expected-q5_1.safetensors")),
+        (q4k, fixture("gguf/llama256/expected-q4_k.safetensors")),
+    ];
+    for (model, expected) in &cases {
+        let m = model.to_str().unwrap();
+        ok(&archc(&["import-gguf", m, "-o", s, "--name", "tiny"]), "import");
+        let eval = ["eval", s, "--weights", m, "--inputs", i, "--out", o, "--backend", "cuda-sim"];
+        ok(&archc(&eval), m);
+        let err = f32s(&out, "logits").rel_max_diff(&f32s(expected, "logits"));
+        eprintln!("{m}: cuda-sim logits {err:.1e}");
+        assert!(err <= 1e-4, "{m}: {err:e}");
+    }
+    let (m, expected) = (cases[3].0.to_str().unwrap(), &cases[3].1);
+    ok(&archc(&["import-gguf", m, "-o", s, "--name", "tiny"]), "import");
+    let gen = [
+        "generate", s, "--weights", m, "--inputs", i, "--max-new-tokens", "6", "--out", o,
+        "--backend", "cuda-sim",
+    ];
+    ok(&archc(&gen), "generate");
+    assert_eq!(ints(&out, "tokens"), ints(expected, "tokens"), "q4_k tokens");
+    // The package the device ran keeps the matrices as blocks.
+    let pkg = tmp.path().join("pkg");
+    ok(
+        &archc(&[
+            "build", s, "--target", "cuda", "--weights", m, "-o", pkg.to_str().unwrap(),
+        ]),
+        "build",
+    );
+    let manifest = std::fs::read_to_string(pkg.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"storage\": \"q4_k\""), "{manifest}");
+}
+
 #[test]
 fn import_gguf_writes_the_hugging_face_spec() {
     let o = archc(&[

@@ -38,8 +38,8 @@ pub struct BenchArgs<'a> {
 }
 
 /// The build options of a benchmark: the host's, with the weights' blocks (a GGUF file)
-/// or `--quant`'s kept quantized; a cuda package (for sm_80, which sm_90 runs too) on a
-/// cuda backend.
+/// or `--quant`'s kept quantized (on either backend); a cuda package (for sm_80, which
+/// sm_90 runs too) on a cuda backend.
 fn bench_options(
     spec: &arch_dsl::spec::ArchSpec,
     args: &BenchArgs,
@@ -57,9 +57,6 @@ fn bench_options(
         opts.quantize_all(spec, q)?;
     }
     if let Some(sim) = device_of(args.backend)? {
-        if !opts.quant.is_empty() {
-            return Err("cuda packages keep their weights in f32: no --quant or GGUF blocks on a cuda backend".into());
-        }
         opts.cuda = Some(80);
         opts.sim = sim;
     }

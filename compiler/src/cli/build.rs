@@ -76,12 +76,6 @@ fn run_build(args: &BuildArgs) -> Result<(), String> {
             spec.name, opts.target.cpu, opts.target.isa
         ),
         "cuda" => {
-            if !opts.quant.is_empty() {
-                return Err(
-                    "cuda packages keep their weights in f32 for now (no --quant or --weights)"
-                        .into(),
-                );
-            }
             opts.cuda = Some(args.sm);
             opts.sim = args.sim;
             eprintln!("archc: building {} for cuda sm_{}", spec.name, args.sm);

@@ -103,7 +103,9 @@ pub fn any_generator(
     let Some(spec) = load_model(target) else {
         return Err("the spec has errors".into());
     };
-    let mut opts = BuildOptions::host()?;
+    // A GGUF file's or half-precision checkpoint's matrices stay in their type on the
+    // device too.
+    let mut opts = BuildOptions::for_weights(&spec, weights)?;
     opts.cuda = Some(80);
     opts.sim = sim;
     let (step, encode) = generation_packages(&spec, &opts)?;

@@ -147,10 +147,22 @@ impl DeviceSession {
         let mut params = Vec::with_capacity(manifest.params.len());
         for (i, p) in manifest.params.iter().enumerate() {
             if p.storage.is_some() {
-                return Err(RuntimeError::WeightsMismatch(format!(
-                    "parameter `{}` is stored as {:?}: cuda packages keep their weights in f32",
-                    p.name, p.storage
-                )));
+                // Blocks (f16, bf16, quantized) go up as the file stores them; the
+                // kernels decode them.
+                let blocks = weights.blocks(i).unwrap_or(&[]);
+                if Some(blocks.len()) != p.bytes() {
+                    return Err(RuntimeError::WeightsMismatch(format!(
+                        "parameter `{}` holds {} bytes, expected {:?} blocks of shape {:?}",
+                        p.name,
+                        blocks.len(),
+                        p.storage,
+                        p.shape
+                    )));
+                }
+                let ptr = device.alloc(blocks.len().max(4))?;
+                device.upload(ptr, blocks)?;
+                params.push(ptr);
+                continue;
             }
             let data = weights.data(i).unwrap_or(&[]);
             if Some(data.len()) != p.numel() {

@@ -28,6 +28,7 @@ use crate::kernel::{Attention, Body, BufId, Expr, Ix, Kernel, MatMul, Program, S
 use inkwell::values::{BasicValueEnum, FloatValue, FunctionValue, IntValue, PointerValue};
 use inkwell::{FloatPredicate, IntPredicate};
 use std::collections::HashMap;
+use arch_runtime::gguf::GgmlType;
 
 /// Output tile edge of the matmul and its k step.
 pub const TILE: u64 = 64;
@@ -121,13 +122,6 @@ pub(crate) fn emit_kernels<'ctx>(
     threads: u64,
     max_head_dim: u64,
 ) -> IrResult<Vec<KernelLaunch>> {
-    if let Some(b) = prog.buffers.iter().find(|b| b.quant.is_some()) {
-        return Err(IrError(format!(
-            "buffer b{} is stored as {} blocks: stored-type weights are not generated for cuda yet",
-            b.id,
-            b.quant.map_or("?", |q| q.name())
-        )));
-    }
     let buf_quant: Vec<_> = prog.buffers.iter().map(|b| b.quant).collect();
     let mut seen: HashMap<String, KernelLaunch> = HashMap::new();
     let mut out = Vec::new();
@@ -307,6 +301,31 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let safe = ir.b.build_select(ok, idx, self.k(0), "")?.into_int_value();
         let v = ir.load_f32(ir.at(base, safe)?)?.into_float_value();
         m.select(ok, v, m.c(0.0))
+    }
+
+    /// [`Gen::load_if`] from buffer `buf`, decoding its element when the buffer is a
+    /// parameter stored in a ggml type (the scalar decoder of `cpu::quant_ir`, bit-exact
+    /// with the CPU's kernels).
+    fn load_elem_if(
+        &self,
+        ok: IntValue<'ctx>,
+        buf: BufId,
+        base: PointerValue<'ctx>,
+        idx: IntValue<'ctx>,
+    ) -> IrResult<FloatValue<'ctx>> {
+        let Some(ty) = self.stored(buf) else {
+            return self.load_if(ok, base, idx);
+        };
+        let ir = self.ir;
+        let m = Math { ir };
+        let safe = ir.b.build_select(ok, idx, self.k(0), "")?.into_int_value();
+        let v = crate::backend::cpu::quant_ir::element(ir, ty, base, safe, false)?;
+        m.select(ok, v, m.c(0.0))
+    }
+
+    /// The ggml type parameter buffer `buf` is stored in (`None`: f32).
+    fn stored(&self, buf: BufId) -> Option<GgmlType> {
+        self.ex.buf_quant.get(buf).copied().flatten()
     }
 
     fn fma(
@@ -573,6 +592,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             step: TILE_K,
         };
         let i32t = ir.ctx.i32_type();
+        // Half-precision weights are exact in tf32 (f16's 10 mantissa bits, bf16's 7, and
+        // f16 subnormals normal in tf32's 8-bit exponent): B's tail is zero, so its
+        // head·tail product is left out.
+        let b_exact = matches!(self.stored(mm.b.buf), Some(GgmlType::BF16 | GgmlType::F16));
         // An f32 as a tf32 head (rounded to nearest, ties away) and the tail x − head,
         // both as bits (the hardware reads the tail's leading 19 bits too).
         let split = |x: FloatValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
@@ -617,7 +640,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 } else {
                     ir.add(boff, ir.mad(kg, ldb, j)?)?
                 };
-                let v = self.load_if(ok, bbase, idx)?;
+                let v = self.load_elem_if(ok, mm.b.buf, bbase, idx)?;
                 ir.store(ir.at(b_s, ir.mad(kk, self.k(STRIDE), c)?)?, v)
             })?;
             self.simt.barrier()?;
@@ -649,7 +672,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         let at = ((q as u64 * ntiles + j) * 4) as usize;
                         cs.push([next[at], next[at + 1], next[at + 2], next[at + 3]]);
                     }
-                    let ds = self.simt.mma_3xtf32((a_hi, a_lo), &bs, &cs)?;
+                    let ds = self.simt.mma_3xtf32((a_hi, a_lo), &bs, &cs, b_exact)?;
                     for (j, d) in ds.iter().enumerate() {
                         let at = (q * ntiles as usize + j) * 4;
                         next[at..at + 4].copy_from_slice(d);
@@ -833,9 +856,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 step: WARP,
             };
             let (_, acc) = ir.carried_loop(self.f, "mk", steps, &init, |kk, cur| {
-                let b = ir
-                    .load_f32(ir.at(bbase, ir.add(brow, kk)?)?)?
-                    .into_float_value();
+                let b = match self.stored(mm.b.buf) {
+                    Some(ty) => crate::backend::cpu::quant_ir::element(
+                        ir,
+                        ty,
+                        bbase,
+                        ir.add(brow, kk)?,
+                        false,
+                    )?,
+                    None => ir
+                        .load_f32(ir.at(bbase, ir.add(brow, kk)?)?)?
+                        .into_float_value(),
+                };
                 (0..rows)
                     .map(|i| {
                         let ok = self.lt(self.k(i), m)?;

@@ -231,7 +231,8 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
     /// each given as a tf32 head and tail (f32 bit patterns of which the hardware reads
     /// the tf32 part), and per n tile `j` three
     /// `mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32` — tail·head, head·tail,
-    /// head·head, small terms first — into `c[j]`. Every lane of the warp must call it.
+    /// head·head, small terms first — into `c[j]` (two, without head·tail, when `b_exact`
+    /// says B's tails are zero). Every lane of the warp must call it.
     /// With `g = lane / 4`, `t = lane % 4`, lane holds A(g, t), A(g + 8, t), A(g, t + 4),
     /// A(g + 8, t + 4); of n tile j B(t, g), B(t + 4, g); and C, D at (g, 2t),
     /// (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1). The simulator takes the whole batch in
@@ -242,6 +243,7 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
         a: ([IntValue<'ctx>; 4], [IntValue<'ctx>; 4]),
         b: &[([IntValue<'ctx>; 2], [IntValue<'ctx>; 2])],
         c: &[[FloatValue<'ctx>; 4]],
+        b_exact: bool,
     ) -> IrResult<Vec<[FloatValue<'ctx>; 4]>> {
         let ir = self.ir;
         let i32t = ir.ctx.i32_type();
@@ -272,7 +274,7 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                     .zip(c)
                     .map(|((hi, lo), &c)| {
                         let c = mma(&a.1, hi, c)?;
-                        let c = mma(&a.0, lo, c)?;
+                        let c = if b_exact { c } else { mma(&a.0, lo, c)? };
                         mma(&a.0, hi, c)
                     })
                     .collect()
