@@ -96,6 +96,9 @@ def torch_side(args):
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     model = build_torch(args.torch).to(args.device)
+    if args.dtype != "f32":
+        # Half-precision weights and activations (transformers' usual way on a GPU).
+        model = model.to(torch.bfloat16 if args.dtype == "bf16" else torch.float16)
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(7)
     ids = torch.randint(0, vocab, (args.batch, args.prompt), generator=g).to(args.device)
@@ -138,6 +141,7 @@ def torch_side(args):
         "tokens_per_s": args.batch / per_step,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "dtype": args.dtype,
         "torch": torch.__version__,
     }))
 
@@ -203,6 +207,8 @@ def main():
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="--torch only: where transformers runs")
+    ap.add_argument("--dtype", choices=("f32", "bf16", "f16"), default="f32",
+                    help="--torch only: the model's dtype")
     args = ap.parse_args()
     if args.torch:
         return torch_side(args)

@@ -175,6 +175,22 @@ save_file({'input_ids': np.random.default_rng(7).integers(0, 50257, ($b, 16)).as
         ratio=$(python3 -c "print(f'{float(\"${a_tps:-nan}\") / float(\"${h_tps:-nan}\"):.2f}×')" 2>/dev/null || echo "?")
         say "| $b | ${a_tps:-failed} | ${h_tps:-failed} | $ratio |"
     done
+    say ""
+    say "## Decode with stored-type weights, GPT-2 small (archc: matrices as bf16 or q8_0 blocks, f32 activations; transformers: the whole model in bf16)"
+    say ""
+    say "| batch | archc bf16 tok/s | archc q8_0 tok/s | transformers bf16 tok/s | bf16 ratio |"
+    say "|---|---|---|---|---|"
+    for b in 1 32; do
+        tps=()
+        for q in bf16 q8_0; do
+            tps+=("$(timeout 240 "${RUN[@]}" "$DEV/pkg/perf_gpt2_$q" --random-weights 0 --inputs "$OUT/dec_ids_$b.safetensors" \
+                --out "$OUT/dec_${q}_$b.safetensors" --max-new-tokens 128 2>&1 | sed -n 's/.*decode \([0-9.]*\) tokens\/s.*/\1/p')")
+        done
+        h_tps=$(timeout 240 python3 tools/bench_generate.py --torch gpt2 --batch "$b" --prompt 16 --new 128 \
+            --device cuda --dtype bf16 --reps 3 2>/dev/null | tail -n 1 | python3 -c "import json,sys; print(json.load(sys.stdin)['tokens_per_s'])")
+        ratio=$(python3 -c "print(f'{float(\"${tps[0]:-nan}\") / float(\"${h_tps:-nan}\"):.2f}×')" 2>/dev/null || echo "?")
+        say "| $b | ${tps[0]:-failed} | ${tps[1]:-failed} | ${h_tps:-failed} | $ratio |"
+    done
 fi
 say ""
 if [[ $fail == 0 ]]; then say "RESULT: every fixture matched"; else say "RESULT: FAILURES above"; fi

@@ -2,7 +2,7 @@
 # Prepares what tools/device_check.sh runs on a GPU machine (which has no Rust): the
 # runtime binary and cuda packages built here, under target/device/ (ignored by git;
 # carry it with the device tool). Every Hugging Face fixture's model, GPT-2 small and
-# specs/bench.arch:llama_bench for the timings.
+# specs/bench.arch:llama_bench for the timings (GPT-2 also with bf16 and q8_0 weights).
 #
 #   tools/device_prep.sh [--sm 90] [--sim]
 #
@@ -44,6 +44,12 @@ for dir in compiler/tests/fixtures/hf/*/; do
 done
 "$ARCHC" build specs/gpt2.arch:gpt2 --target cuda --sm "$SM" "${SIM[@]}" --no-cache -o "$OUT/pkg/perf_gpt2" >/dev/null
 "$ARCHC" build specs/bench.arch:llama_bench --target cuda --sm "$SM" "${SIM[@]}" --no-cache -o "$OUT/pkg/perf_llama4" >/dev/null
+# GPT-2 small with its matrices stored in bf16 and q8_0 on the device (decode reads half or
+# a quarter of the bytes; activations stay f32).
+for q in bf16 q8_0; do
+    "$ARCHC" build specs/gpt2.arch:gpt2 --target cuda --sm "$SM" "${SIM[@]}" --quant "$q" --no-cache \
+        -o "$OUT/pkg/perf_gpt2_$q" >/dev/null
+done
 # Training: the GPT-2 fixture's train package for the GPU, and what two AdamW steps on one
 # batch give on this CPU (losses, gradient norms, weights), for the check to compare.
 mkdir -p "$OUT/train"

@@ -188,12 +188,16 @@ fn stored_type_weights_assemble() {
                 .map(|p| (p.name, ty))
                 .collect();
             let refused = archc::kernel::quant::store_quantized(&mut program, &want);
-            let stored = program.buffers.iter().filter(|b| b.quant == Some(ty)).count();
+            let stored = program
+                .buffers
+                .iter()
+                .filter(|b| b.quant == Some(ty))
+                .count();
             // Every projection of the 32 layers, the token table and the head.
             assert_eq!(stored, 32 * 7 + 2, "{name} {kind:?}: refused {refused:?}");
             let sms: &[u32] = if step { &SMS } else { &[80] };
-            let all = lower_ptx_for(&program, sms)
-                .unwrap_or_else(|e| panic!("{name} {kind:?}: {e}"));
+            let all =
+                lower_ptx_for(&program, sms).unwrap_or_else(|e| panic!("{name} {kind:?}: {e}"));
             for (&sm, lowered) in sms.iter().zip(all) {
                 if let Some(p) = &ptxas {
                     ptxas_check(p, &lowered.ptx, sm)

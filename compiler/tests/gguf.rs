@@ -254,33 +254,80 @@ fn gguf_weights_run_on_cuda_sim() {
         "quantize",
     );
     let cases = [
-        (fixture("gguf/llama/model-bf16.gguf"), fixture("gguf/llama/expected-bf16.safetensors")),
-        (fixture("gguf/llama/model-f16.gguf"), fixture("gguf/llama/expected-f16.safetensors")),
-        (fixture("gguf/llama/model-q5_1.gguf"), fixture("gguf/llama/expected-q5_1.safetensors")),
+        (
+            fixture("gguf/llama/model-bf16.gguf"),
+            fixture("gguf/llama/expected-bf16.safetensors"),
+        ),
+        (
+            fixture("gguf/llama/model-f16.gguf"),
+            fixture("gguf/llama/expected-f16.safetensors"),
+        ),
+        (
+            fixture("gguf/llama/model-q5_1.gguf"),
+            fixture("gguf/llama/expected-q5_1.safetensors"),
+        ),
         (q4k, fixture("gguf/llama256/expected-q4_k.safetensors")),
     ];
     for (model, expected) in &cases {
         let m = model.to_str().unwrap();
-        ok(&archc(&["import-gguf", m, "-o", s, "--name", "tiny"]), "import");
-        let eval = ["eval", s, "--weights", m, "--inputs", i, "--out", o, "--backend", "cuda-sim"];
+        ok(
+            &archc(&["import-gguf", m, "-o", s, "--name", "tiny"]),
+            "import",
+        );
+        let eval = [
+            "eval",
+            s,
+            "--weights",
+            m,
+            "--inputs",
+            i,
+            "--out",
+            o,
+            "--backend",
+            "cuda-sim",
+        ];
         ok(&archc(&eval), m);
         let err = f32s(&out, "logits").rel_max_diff(&f32s(expected, "logits"));
         eprintln!("{m}: cuda-sim logits {err:.1e}");
         assert!(err <= 1e-4, "{m}: {err:e}");
     }
     let (m, expected) = (cases[3].0.to_str().unwrap(), &cases[3].1);
-    ok(&archc(&["import-gguf", m, "-o", s, "--name", "tiny"]), "import");
+    ok(
+        &archc(&["import-gguf", m, "-o", s, "--name", "tiny"]),
+        "import",
+    );
     let gen = [
-        "generate", s, "--weights", m, "--inputs", i, "--max-new-tokens", "6", "--out", o,
-        "--backend", "cuda-sim",
+        "generate",
+        s,
+        "--weights",
+        m,
+        "--inputs",
+        i,
+        "--max-new-tokens",
+        "6",
+        "--out",
+        o,
+        "--backend",
+        "cuda-sim",
     ];
     ok(&archc(&gen), "generate");
-    assert_eq!(ints(&out, "tokens"), ints(expected, "tokens"), "q4_k tokens");
+    assert_eq!(
+        ints(&out, "tokens"),
+        ints(expected, "tokens"),
+        "q4_k tokens"
+    );
     // The package the device ran keeps the matrices as blocks.
     let pkg = tmp.path().join("pkg");
     ok(
         &archc(&[
-            "build", s, "--target", "cuda", "--weights", m, "-o", pkg.to_str().unwrap(),
+            "build",
+            s,
+            "--target",
+            "cuda",
+            "--weights",
+            m,
+            "-o",
+            pkg.to_str().unwrap(),
         ]),
         "build",
     );

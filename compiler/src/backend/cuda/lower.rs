@@ -25,10 +25,10 @@ use crate::backend::llvm::ir::{Ir, IrError, IrResult, WholeSteps};
 use crate::backend::llvm::math::Math;
 use crate::graph::{AttnPart, ReduceOp};
 use crate::kernel::{Attention, Body, BufId, Expr, Ix, Kernel, MatMul, Program, Scan};
+use arch_runtime::gguf::GgmlType;
 use inkwell::values::{BasicValueEnum, FloatValue, FunctionValue, IntValue, PointerValue};
 use inkwell::{FloatPredicate, IntPredicate};
 use std::collections::HashMap;
-use arch_runtime::gguf::GgmlType;
 
 /// Output tile edge of the matmul and its k step.
 pub const TILE: u64 = 64;
