@@ -128,8 +128,10 @@ fn half<'ctx>(
 fn half_at<'ctx>(ir: &Ir<'ctx>, at: PointerValue<'ctx>, f16c: bool) -> IrResult<FloatValue<'ctx>> {
     let (i16t, i32t) = (ir.ctx.i16_type(), ir.ctx.i32_type());
     let h = ir.b.build_load(i16t, at, "")?;
+    // Every half of every block type lies at an even offset of an even-sized block (the
+    // NVPTX backend splits a 1-aligned load into bytes).
     if let Some(inst) = h.as_instruction_value() {
-        inst.set_alignment(1).map_err(|e| IrError(e.to_string()))?;
+        inst.set_alignment(2).map_err(|e| IrError(e.to_string()))?;
     }
     if f16c {
         let h =
@@ -206,6 +208,64 @@ fn q4k_scales_mins<'ctx>(
     Ok((sc.into_vector_value(), m.into_vector_value()))
 }
 
+/// Each lane of `v` broadcast across a vector of `lanes` (a block's per-sub-block scales).
+/// The lanes go through a stack slot with volatile accesses, so that each broadcast is a
+/// load (`vbroadcastss zmm, m32`, or folded into an FMA as `{1to16}`) on the load ports
+/// instead of a register shuffle on the one port that also runs the value lookups
+/// (`vpermps`, `vpmovzxbd`): on AVX-512 Q4_K's decode was bound by that port.
+fn lanes_broadcast<'ctx>(
+    ir: &Ir<'ctx>,
+    v: VectorValue<'ctx>,
+    lanes: u32,
+) -> IrResult<Vec<VectorValue<'ctx>>> {
+    let n = v.get_type().get_size();
+    let vt = ir.f32.vec_type(lanes);
+    if lanes < 16 {
+        // SSE2/AVX2: shuffles from a register, as before.
+        return (0..n as u64)
+            .map(|j| {
+                let idx = ir.ctx.i32_type().const_int(j, false);
+                let mask = VectorType::const_vector(&vec![idx; lanes as usize]);
+                Ok(ir
+                    .b
+                    .build_shuffle_vector(v, v.get_type().get_undef(), mask, "")?)
+            })
+            .collect();
+    }
+    let slot = entry_slot(ir, n)?;
+    let st = ir.b.build_store(slot, v)?;
+    st.set_volatile(true).map_err(|e| IrError(e.to_string()))?;
+    st.set_alignment(4).map_err(|e| IrError(e.to_string()))?;
+    (0..n as u64)
+        .map(|j| {
+            let at = unsafe { ir.b.build_in_bounds_gep(ir.f32, slot, &[ir.int(j)], "")? };
+            let x = ir.b.build_load(ir.f32, at, "")?;
+            if let Some(inst) = x.as_instruction_value() {
+                inst.set_volatile(true)
+                    .map_err(|e| IrError(e.to_string()))?;
+            }
+            ir.splat(vt, x)
+        })
+        .collect()
+}
+
+/// A stack slot of `n` f32s, allocated in the entry block of the function being emitted.
+fn entry_slot<'ctx>(ir: &Ir<'ctx>, n: u32) -> IrResult<PointerValue<'ctx>> {
+    let f =
+        ir.b.get_insert_block()
+            .and_then(|b| b.get_parent())
+            .ok_or_else(|| IrError("no function to hold a stack slot".into()))?;
+    let entry = f
+        .get_first_basic_block()
+        .ok_or_else(|| IrError("a function without blocks".into()))?;
+    let b = ir.ctx.create_builder();
+    match entry.get_first_instruction() {
+        Some(i) => b.position_before(&i),
+        None => b.position_at_end(entry),
+    }
+    Ok(b.build_alloca(ir.f32.array_type(n), "scales")?)
+}
+
 /// One block's scales, read once, from which its vectors of values are decoded.
 pub(crate) struct Block<'ctx> {
     ty: GgmlType,
@@ -258,14 +318,11 @@ impl<'ctx> Block<'ctx> {
                 )?;
                 let m1 = ir.b.build_float_neg(m1, "")?;
                 // Lane j of each, broadcast across the value vectors.
-                let lane = |v: VectorValue<'ctx>, j: u64| -> IrResult<VectorValue<'ctx>> {
-                    let idx = ir.ctx.i32_type().const_int(j, false);
-                    let mask = VectorType::const_vector(&vec![idx; lanes as usize]);
-                    Ok(ir.b.build_shuffle_vector(v, v8.get_undef(), mask, "")?)
-                };
-                (0..8)
-                    .map(|j| Ok((lane(d1, j)?, Some(lane(m1, j)?))))
-                    .collect::<IrResult<Vec<_>>>()?
+                let (ds, ms) = (
+                    lanes_broadcast(ir, d1, lanes)?,
+                    lanes_broadcast(ir, m1, lanes)?,
+                );
+                ds.into_iter().zip(ms).map(|(d, m)| (d, Some(m))).collect()
             }
             GgmlType::Q6_K => {
                 // Sixteen signed 8-bit scales, one per 16 values, times d; with the
@@ -286,14 +343,14 @@ impl<'ctx> Block<'ctx> {
                 let d1 = ir.b.build_float_mul(sc, ir.splat(v16, d.into())?, "")?;
                 let off =
                     ir.b.build_float_mul(d1, ir.splat(v16, ir.f32.const_float(-32.0).into())?, "")?;
-                let lane = |v: VectorValue<'ctx>, j: u64| -> IrResult<VectorValue<'ctx>> {
-                    let idx = ir.ctx.i32_type().const_int(j, false);
-                    let mask = VectorType::const_vector(&vec![idx; lanes as usize]);
-                    Ok(ir.b.build_shuffle_vector(v, v16.get_undef(), mask, "")?)
-                };
-                (0..16)
-                    .map(|g| Ok((lane(d1, g)?, Some(lane(off, g)?))))
-                    .collect::<IrResult<Vec<_>>>()?
+                let (ds, offs) = (
+                    lanes_broadcast(ir, d1, lanes)?,
+                    lanes_broadcast(ir, off, lanes)?,
+                );
+                ds.into_iter()
+                    .zip(offs)
+                    .map(|(d, o)| (d, Some(o)))
+                    .collect()
             }
             other => return Err(IrError(format!("no kernels for {} blocks", other.name()))),
         };
@@ -537,7 +594,7 @@ pub(crate) fn element<'ctx>(
                 "",
             )?;
             if let Some(inst) = h.as_instruction_value() {
-                inst.set_alignment(1).map_err(|e| IrError(e.to_string()))?;
+                inst.set_alignment(2).map_err(|e| IrError(e.to_string()))?;
             }
             let h = ir.b.build_int_z_extend(h.into_int_value(), i32t, "")?;
             let bits = ir.b.build_left_shift(h, i32t.const_int(16, false), "")?;
