@@ -398,21 +398,24 @@ def render_chat(template, bos, eos):
         bos_token=bos, eos_token=eos)
 
 
-def kquant_fixtures():
+def kquant_fixtures(types=("q4_k", "q5_k", "q6_k")):
     """llama256/model-q8_0.gguf: a LLaMA 256 wide (K-quant super-blocks fit its rows);
-    expected-{q4_k,q6_k}.safetensors: transformers' logits and greedy tokens from the files
-    `archc quantize` makes of it (the archc binary: $ARCHC, else target/release/archc)."""
+    expected-{q4_k,q5_k,q6_k}.safetensors: transformers' logits and greedy tokens from the
+    files `archc quantize` makes of it (the archc binary: $ARCHC, else
+    target/release/archc). `kquants q5_k` remakes one type's expected file only (the source
+    file stays as it is)."""
     import subprocess
     import tempfile
 
     d = os.path.join(OUT, "llama256")
     os.makedirs(d, exist_ok=True)
     src = os.path.join(d, "model-q8_0.gguf")
-    llama(Q.Q8_0, src, width=256, layers=1)
+    if set(types) == {"q4_k", "q5_k", "q6_k"} or not os.path.exists(src):
+        llama(Q.Q8_0, src, width=256, layers=1)
     archc = os.environ.get("ARCHC", os.path.join(ROOT, "target", "release", "archc"))
     from safetensors.torch import load_file
     ids = load_file(os.path.join(OUT, "inputs.safetensors"))["input_ids"]
-    for t in ["q4_k", "q6_k"]:
+    for t in types:
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, f"model-{t}.gguf")
             subprocess.run([archc, "quantize", src, "--type", t, "-o", out], check=True)
@@ -527,8 +530,8 @@ if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     if sys.argv[1:] == ["tokenizers"]:
         tokenizer_fixtures()
-    elif sys.argv[1:] == ["kquants"]:
-        kquant_fixtures()
+    elif sys.argv[1:2] == ["kquants"]:
+        kquant_fixtures(*([sys.argv[2:]] if sys.argv[2:] else []))
     elif sys.argv[1:] == ["llama3_rope"]:
         llama3_rope_fixture()
     else:

@@ -297,8 +297,8 @@ fn clear_errors() {
             "sm_80 (Ampere) and sm_90",
         ),
         (
-            &["build", &spec, "--target", "cuda", "--quant", "q8_0"],
-            "cuda packages keep their weights in f32",
+            &["build", &spec, "--target", "cuda", "--quant", "q3_k"],
+            "unknown --quant `q3_k`",
         ),
         (&["build", &spec, "--sim"], "--sim goes with --target cuda"),
         (

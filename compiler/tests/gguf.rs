@@ -735,7 +735,7 @@ fn quantize_k_quants_match_transformers() {
     let i = fixture("gguf/inputs.safetensors");
     let spec = tmp.path().join("m.arch");
     let s = spec.to_str().unwrap();
-    for ty in ["q4_k", "q6_k"] {
+    for ty in ["q4_k", "q5_k", "q6_k"] {
         let q = tmp.path().join(format!("{ty}.gguf"));
         let m = q.to_str().unwrap();
         ok(
@@ -744,10 +744,10 @@ fn quantize_k_quants_match_transformers() {
         );
         let bytes = std::fs::read(&q).unwrap();
         let g = Gguf::parse(&bytes).unwrap();
-        let want = if ty == "q4_k" {
-            GgmlType::Q4_K
-        } else {
-            GgmlType::Q6_K
+        let want = match ty {
+            "q4_k" => GgmlType::Q4_K,
+            "q5_k" => GgmlType::Q5_K,
+            _ => GgmlType::Q6_K,
         };
         assert_eq!(g.tensor("blk.0.ffn_down.weight").unwrap().ty, want, "{ty}");
         ok(

@@ -213,3 +213,59 @@ fn gathers_read_blocks_and_ragged_rows_stay_f32() {
     }
     assert!(checked >= 20, "at least one vector set ran");
 }
+
+/// f32 matmuls large enough to be cut into several row blocks of parallel iterations
+/// (`Lowerer::blocks`: rows dealt evenly, an extra block when the count is odd): decode
+/// and prompt shapes, B stored [n, k] or [k, n], A read transposed (a weight gradient,
+/// Xᵀ·dY), against the evaluator.
+#[test]
+fn large_matmuls_split_into_even_row_blocks() {
+    let mut rng = Rng::new(5);
+    for (m, n, k, how) in [
+        (1153, 770, 40, "a·bᵀ"),
+        (777, 3000, 24, "a·bᵀ"),
+        (1200, 100, 30, "a·b"),
+        (768, 1000, 64, "aᵀ·b"),
+    ] {
+        let mut g = Graph::new("mm");
+        let (a_shape, b_shape) = match how {
+            "a·bᵀ" => (vec![m, k], vec![n, k]),
+            "a·b" => (vec![m, k], vec![k, n]),
+            _ => (vec![k, m], vec![k, n]),
+        };
+        let a = g.input(
+            "a",
+            a_shape.iter().map(|&d| Dim::c(d)).collect(),
+            DType::F32,
+        );
+        let b = g.param("b", b_shape.iter().map(|&d| Dim::c(d)).collect());
+        let y = match how {
+            "a·bᵀ" => g.matmul(a, b, true),
+            "a·b" => g.matmul(a, b, false),
+            _ => {
+                let at = g.permute(a, &[1, 0]);
+                g.matmul(at, b, false)
+            }
+        };
+        g.output("y", y);
+        let g = g.finish().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = archc::package::BuildOptions::host().unwrap();
+        archc::package::build_graph(&g, "mm", &opts, dir.path()).unwrap();
+        let numel = |s: &[u64]| s.iter().product::<u64>() as usize;
+        let bt = Tensor::new(
+            b_shape.iter().map(|&d| d as usize).collect(),
+            (0..numel(&b_shape)).map(|_| rng.uniform() - 0.5).collect(),
+        )
+        .unwrap();
+        let at = Tensor::new(
+            a_shape.iter().map(|&d| d as usize).collect(),
+            (0..numel(&a_shape)).map(|_| rng.uniform() - 0.5).collect(),
+        )
+        .unwrap();
+        let params: archc::interp::Params = [("b".to_string(), bt)].into_iter().collect();
+        let inputs = HashMap::from([("a".to_string(), Value::F(at))]);
+        let err = error(&g, dir.path(), &params, &params, inputs);
+        assert!(err <= 1e-5, "{m}×{n}×{k} {how}: {err:e}");
+    }
+}

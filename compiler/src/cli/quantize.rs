@@ -52,10 +52,11 @@ fn parse_type(s: &str) -> Result<(GgmlType, u32), String> {
         "q5_0" => (GgmlType::Q5_0, 8),
         "q5_1" => (GgmlType::Q5_1, 9),
         "q4_k" => (GgmlType::Q4_K, 14),
+        "q5_k" => (GgmlType::Q5_K, 16),
         "q6_k" => (GgmlType::Q6_K, 18),
         other => {
             return Err(format!(
-            "unknown --type `{other}` (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k)"
+            "unknown --type `{other}` (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)"
         ))
         }
     })

@@ -454,7 +454,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
     /// that the iterations come in an even number of at least four (two threads share them
     /// evenly, four nearly so): 1 column block → 4 row blocks, 2 → 2, an odd number below
     /// 8 → 2, else 1; whole-row matmuls pack all of B in every iteration and split rows
-    /// in two. Row blocks are multiples of 6, at most 576.
+    /// in two. Row blocks are multiples of 6, at most 576, and of nearly equal size.
     fn blocks(&self, m: IntValue<'ctx>, n: IntValue<'ctx>, mm: &MatMul) -> IrResult<Blocks<'ctx>> {
         let ir = self.ir;
         let (col_block, cb, splits) = if mm.whole_rows {
@@ -492,7 +492,18 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 (ir.int(MATMUL_COLS), cb, rb)
             }
         };
-        let per = self.ceil_div_by(m, splits)?;
+        // As many row blocks as the split asks for or MATMUL_ROWS needs, one more when
+        // that leaves an odd number of iterations, and rows dealt evenly among them: 768
+        // rows were one block of 576 and one of 192, so of the two threads one did three
+        // times the other's work (GPT-2's MLP weight gradient, 768 × 3072 × 512).
+        let needed = self.ceil_div(m, MATMUL_ROWS)?;
+        let r = self.max(splits, needed)?;
+        let odd = ir.b.build_and(ir.mul(r, cb)?, ir.int(1), "")?;
+        let more =
+            ir.b.build_int_compare(IntPredicate::UGT, m, ir.int(MATMUL_ROWS), "")?;
+        let bump = ir.b.build_and(ir.eq(odd, ir.int(1))?, more, "")?;
+        let r = ir.add(r, ir.b.build_int_z_extend(bump, ir.i64, "")?)?;
+        let per = self.ceil_div_by(m, r)?;
         let per = ir.mul(self.ceil_div(per, ROW_QUANTUM)?, ir.int(ROW_QUANTUM))?;
         let per = ir.min(per, ir.int(MATMUL_ROWS))?;
         let row_block = self.max(per, ir.int(ROW_QUANTUM))?;
