@@ -1,8 +1,9 @@
 //! Matrix–vector products over f32, Q8_0 and Q4_K weights, one matrix after another
-//! (`L` matrices 1024 × 1024 in a chain of linears: with L = 256 the weights stream from
+//! (`L` matrices K × K, 1024 by default, in a chain of linears: with L = 256 the weights stream from
 //! memory, with L = 2 they stay in cache), timed through the runtime on `T` threads.
 //!
-//! `L=256 T=1 cargo run --release -p archc --example matvec_bench`
+//! `L=256 T=1 cargo run --release -p archc --example matvec_bench` (`R=8`: rows of the
+//! activations, a batch decoding; `K=768`: matrices K × K)
 
 use arch_runtime::gguf::GgmlType;
 use arch_runtime::{HostTensor, Package, Session, Weights};
@@ -18,8 +19,8 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 fn main() -> Result<(), String> {
-    let (layers, threads) = (env("L", 256), env("T", 1));
-    let k = 1024u64;
+    let (layers, threads, rows) = (env("L", 256), env("T", 1), env("R", 1));
+    let k = env("K", 1024) as u64;
     for q in [None, Some(GgmlType::Q8_0), Some(GgmlType::Q4_K)] {
         let mut g = Graph::new("chain");
         let x = g.input(
@@ -52,9 +53,11 @@ fn main() -> Result<(), String> {
             .collect();
         let weights = Weights::from_tensors(pkg.manifest(), ws).map_err(|e| e.to_string())?;
         let mut s = Session::new(pkg, weights, threads).map_err(|e| e.to_string())?;
-        let xs: Vec<f32> = (0..k).map(|_| rng.uniform()).collect();
-        let inputs =
-            HashMap::from([("x".to_string(), HostTensor::f32(vec![1, 1, k as usize], xs))]);
+        let xs: Vec<f32> = (0..k * rows as u64).map(|_| rng.uniform()).collect();
+        let inputs = HashMap::from([(
+            "x".to_string(),
+            HostTensor::f32(vec![rows, 1, k as usize], xs),
+        )]);
         for _ in 0..5 {
             s.run("forward", &inputs).map_err(|e| e.to_string())?;
         }
@@ -70,7 +73,7 @@ fn main() -> Result<(), String> {
         };
         let name = q.map_or("f32", |t| t.name());
         println!(
-            "{layers} × 1024² {name}, {threads} thread(s): {us:.1} µs per matrix, {:.2} GB/s",
+            "{layers} × {k}² {name}, {rows} row(s), {threads} thread(s): {us:.1} µs per matrix, {:.2} GB/s",
             bytes as f64 / us / 1e3
         );
     }
