@@ -8,6 +8,7 @@
 //! untied output when the file has `output.weight` (LLaMA). Any other architecture is an
 //! error that names it.
 
+use crate::expand::position::rope_divisors;
 use crate::import_hf::{import, Imported, Options};
 use arch_dsl::spec::{ArchSpec, Position, RopeScaling};
 use arch_runtime::gguf::{Gguf, Value};
@@ -198,32 +199,6 @@ const LLAMA3_DEFAULTS: (f64, f64, f64) = (1.0, 4.0, 8192.0);
 /// How closely the divisors a recovered scaling computes must equal the file's (they were
 /// computed in f32 by llama.cpp's converter).
 const DIVISOR_TOLERANCE: f64 = 1e-4;
-
-/// The per-pair frequency divisors `scaling` implies for RoPE base `theta` over `rot`
-/// rotated channels (llama.cpp's `rope_freqs`: θ_i is divided by d_i): 1 / ((1 − c) /
-/// factor + c) as `expand/position.rs` multiplies them.
-pub fn rope_divisors(scaling: &RopeScaling, theta: f64, rot: u64) -> Vec<f64> {
-    (0..rot / 2)
-        .map(|i| {
-            let f = theta.powf(-2.0 * i as f64 / rot as f64);
-            match *scaling {
-                RopeScaling::None => 1.0,
-                RopeScaling::Linear { factor } => factor,
-                RopeScaling::Llama3 {
-                    factor,
-                    low_freq_factor: low,
-                    high_freq_factor: high,
-                    original_context,
-                } => {
-                    let s = (original_context as f64 * f / (2.0 * std::f64::consts::PI) - low)
-                        / (high - low);
-                    let c = s.clamp(0.0, 1.0);
-                    1.0 / ((1.0 - c) / factor + c)
-                }
-            }
-        })
-        .collect()
-}
 
 fn divisors_match(want: &[f64], got: &[f64]) -> bool {
     want.len() == got.len()

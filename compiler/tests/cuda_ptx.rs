@@ -156,19 +156,12 @@ fn stored_type_weights_assemble() {
     let prog = Program::load(&path).unwrap();
     let (specs, _) = prog.check();
     let spec = &specs[0];
-    let types = [
-        ("f16", GgmlType::F16),
-        ("bf16", GgmlType::BF16),
-        ("q8_0", GgmlType::Q8_0),
-        ("q4_0", GgmlType::Q4_0),
-        ("q4_1", GgmlType::Q4_1),
-        ("q5_0", GgmlType::Q5_0),
-        ("q5_1", GgmlType::Q5_1),
-        ("q4_k", GgmlType::Q4_K),
-        ("q5_k", GgmlType::Q5_K),
-        ("q6_k", GgmlType::Q6_K),
-    ];
-    for (name, ty) in types {
+    let types = arch_runtime::gguf::ALL
+        .into_iter()
+        .filter(|t| t.kernel_storage());
+    assert_eq!(types.clone().count(), 10, "every stored type is checked");
+    for ty in types {
+        let name = ty.name();
         let step = matches!(ty, GgmlType::BF16 | GgmlType::Q4_K);
         let kinds: &[PackageKind] = if step {
             &[PackageKind::Forward, PackageKind::Step]

@@ -96,6 +96,51 @@ fn dequantization_equals_gguf_py_bit_for_bit() {
     }
 }
 
+/// `archc eval` then `archc generate` (6 new tokens) of spec `s` with weights `m` on
+/// inputs `i` (extra arguments `more`, e.g. a backend): the logits within 1e-4 of
+/// `expected`'s and, when `tokens`, the same greedy tokens.
+fn eval_and_generate(
+    s: &str,
+    m: &str,
+    i: &str,
+    expected: &Path,
+    more: &[&str],
+    tokens: bool,
+    what: &str,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.safetensors");
+    let o = out.to_str().unwrap();
+    let mut eval = vec!["eval", s, "--weights", m, "--inputs", i, "--out", o];
+    eval.extend_from_slice(more);
+    ok(&archc(&eval), &format!("{what}: eval"));
+    let err = f32s(&out, "logits").rel_max_diff(&f32s(expected, "logits"));
+    eprintln!("{what}: logits {err:.1e}");
+    assert!(err <= 1e-4, "{what}: logits differ by {err:e}");
+    if !tokens {
+        return;
+    }
+    let mut gen = vec![
+        "generate",
+        s,
+        "--weights",
+        m,
+        "--inputs",
+        i,
+        "--max-new-tokens",
+        "6",
+        "--out",
+        o,
+    ];
+    gen.extend_from_slice(more);
+    ok(&archc(&gen), &format!("{what}: generate"));
+    assert_eq!(
+        ints(&out, "tokens"),
+        ints(expected, "tokens"),
+        "{what}: greedy tokens"
+    );
+}
+
 fn model_matches_transformers(arch: &str) {
     let dir = fixture(&format!("gguf/{arch}"));
     let inputs = fixture("gguf/inputs.safetensors");
@@ -109,34 +154,8 @@ fn model_matches_transformers(arch: &str) {
             &archc(&["import-gguf", m, "-o", s, "--name", "tiny"]),
             "import-gguf",
         );
-        let out = tmp.path().join("out.safetensors");
-        let o = out.to_str().unwrap();
         let i = inputs.to_str().unwrap();
-        ok(
-            &archc(&["eval", s, "--weights", m, "--inputs", i, "--out", o]),
-            &format!("{arch} {ty}: eval"),
-        );
-        let err = f32s(&out, "logits").rel_max_diff(&f32s(&expected, "logits"));
-        eprintln!("{arch} {ty}: logits {err:.1e}");
-        assert!(err <= 1e-4, "{arch} {ty}: logits differ by {err:e}");
-        let args = [
-            "generate",
-            s,
-            "--weights",
-            m,
-            "--inputs",
-            i,
-            "--max-new-tokens",
-            "6",
-            "--out",
-            o,
-        ];
-        ok(&archc(&args), &format!("{arch} {ty}: generate"));
-        assert_eq!(
-            ints(&out, "tokens"),
-            ints(&expected, "tokens"),
-            "{arch} {ty}: greedy tokens"
-        );
+        eval_and_generate(s, m, i, &expected, &[], true, &format!("{arch} {ty}"));
     }
 }
 
@@ -181,29 +200,9 @@ fn llama3_scaled_rope_gguf_matches_the_hugging_face_model() {
         text.contains("scaling = llama3, factor = 8.0, low_freq_factor = 1.0, high_freq_factor = 4.0, original_context = 64"),
         "{text}"
     );
+    eval_and_generate(s, m, i, &expected, &[], true, "llama3_rope");
     let out = tmp.path().join("out.safetensors");
     let o = out.to_str().unwrap();
-    ok(
-        &archc(&["eval", s, "--weights", m, "--inputs", i, "--out", o]),
-        "eval",
-    );
-    let err = f32s(&out, "logits").rel_max_diff(&f32s(&expected, "logits"));
-    eprintln!("llama3_rope: logits {err:.1e}");
-    assert!(err <= 1e-4, "logits differ by {err:e}");
-    let gen = [
-        "generate",
-        s,
-        "--weights",
-        m,
-        "--inputs",
-        i,
-        "--max-new-tokens",
-        "6",
-        "--out",
-        o,
-    ];
-    ok(&archc(&gen), "generate");
-    assert_eq!(ints(&out, "tokens"), ints(&expected, "tokens"));
     // The same file under a spec without the scaling.
     let plain = tmp.path().join("plain.arch");
     let unscaled = text
@@ -237,8 +236,6 @@ fn gguf_weights_run_on_cuda_sim() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = tmp.path().join("m.arch");
     let s = spec.to_str().unwrap();
-    let out = tmp.path().join("o.safetensors");
-    let o = out.to_str().unwrap();
     let i = fixture("gguf/inputs.safetensors");
     let i = i.to_str().unwrap();
     let q4k = tmp.path().join("q4_k.gguf");
@@ -268,54 +265,18 @@ fn gguf_weights_run_on_cuda_sim() {
         ),
         (q4k, fixture("gguf/llama256/expected-q4_k.safetensors")),
     ];
-    for (model, expected) in &cases {
+    // Every type's logits; the last (Q4_K) generates too.
+    for (n, (model, expected)) in cases.iter().enumerate() {
         let m = model.to_str().unwrap();
         ok(
             &archc(&["import-gguf", m, "-o", s, "--name", "tiny"]),
             "import",
         );
-        let eval = [
-            "eval",
-            s,
-            "--weights",
-            m,
-            "--inputs",
-            i,
-            "--out",
-            o,
-            "--backend",
-            "cuda-sim",
-        ];
-        ok(&archc(&eval), m);
-        let err = f32s(&out, "logits").rel_max_diff(&f32s(expected, "logits"));
-        eprintln!("{m}: cuda-sim logits {err:.1e}");
-        assert!(err <= 1e-4, "{m}: {err:e}");
+        let tokens = n + 1 == cases.len();
+        let what = format!("{m} on cuda-sim");
+        eval_and_generate(s, m, i, expected, &["--backend", "cuda-sim"], tokens, &what);
     }
-    let (m, expected) = (cases[3].0.to_str().unwrap(), &cases[3].1);
-    ok(
-        &archc(&["import-gguf", m, "-o", s, "--name", "tiny"]),
-        "import",
-    );
-    let gen = [
-        "generate",
-        s,
-        "--weights",
-        m,
-        "--inputs",
-        i,
-        "--max-new-tokens",
-        "6",
-        "--out",
-        o,
-        "--backend",
-        "cuda-sim",
-    ];
-    ok(&archc(&gen), "generate");
-    assert_eq!(
-        ints(&out, "tokens"),
-        ints(expected, "tokens"),
-        "q4_k tokens"
-    );
+    let m = cases[3].0.to_str().unwrap();
     // The package the device ran keeps the matrices as blocks.
     let pkg = tmp.path().join("pkg");
     ok(
@@ -754,43 +715,8 @@ fn quantize_k_quants_match_transformers() {
             &archc(&["import-gguf", m, "-o", s, "--name", "wide"]),
             "import",
         );
-        let out = tmp.path().join("o.safetensors");
-        let o = out.to_str().unwrap();
-        ok(
-            &archc(&[
-                "eval",
-                s,
-                "--weights",
-                m,
-                "--inputs",
-                i.to_str().unwrap(),
-                "--out",
-                o,
-            ]),
-            "eval",
-        );
         let expected = fixture(&format!("gguf/llama256/expected-{ty}.safetensors"));
-        let err = f32s(&out, "logits").rel_max_diff(&f32s(&expected, "logits"));
-        eprintln!("{ty}: logits {err:.1e}");
-        assert!(err <= 1e-4, "{ty}: {err:e}");
-        let args = [
-            "generate",
-            s,
-            "--weights",
-            m,
-            "--inputs",
-            i.to_str().unwrap(),
-            "--max-new-tokens",
-            "6",
-            "--out",
-            o,
-        ];
-        ok(&archc(&args), "generate");
-        assert_eq!(
-            ints(&out, "tokens"),
-            ints(&expected, "tokens"),
-            "{ty}: tokens"
-        );
+        eval_and_generate(s, m, i.to_str().unwrap(), &expected, &[], true, ty);
     }
 }
 

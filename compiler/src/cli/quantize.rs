@@ -405,10 +405,11 @@ fn from_safetensors(
         if let RopeScaling::Llama3 { .. } = r.scaling {
             // convert_hf_to_gguf.py's `rope_freqs`: each pair's frequency divisor.
             let rot = crate::import_gguf::rope_width(&spec, r);
-            let divisors: Vec<f32> = crate::import_gguf::rope_divisors(&r.scaling, r.theta, rot)
-                .into_iter()
-                .map(|d| d as f32)
-                .collect();
+            let divisors: Vec<f32> =
+                crate::expand::position::rope_divisors(&r.scaling, r.theta, rot)
+                    .into_iter()
+                    .map(|d| d as f32)
+                    .collect();
             tensors.push(encode(
                 "rope_freqs.weight",
                 vec![divisors.len() as u64],

@@ -159,6 +159,32 @@ fn inv_freq(cx: &mut Cx, i: NodeId, rot: u64, rope: Rope) -> NodeId {
     }
 }
 
+/// [`inv_freq`]'s scaling as numbers: per rotated pair i the divisor d_i of its frequency
+/// θ^(−2i/rot) (what llama.cpp stores as `rope_freqs.weight`), the inverse of the factor
+/// the graph multiplies by.
+pub fn rope_divisors(scaling: &RopeScaling, theta: f64, rot: u64) -> Vec<f64> {
+    (0..rot / 2)
+        .map(|i| {
+            let f = theta.powf(-2.0 * i as f64 / rot as f64);
+            match *scaling {
+                RopeScaling::None => 1.0,
+                RopeScaling::Linear { factor } => factor,
+                RopeScaling::Llama3 {
+                    factor,
+                    low_freq_factor: low,
+                    high_freq_factor: high,
+                    original_context,
+                } => {
+                    let s = (original_context as f64 * f / (2.0 * std::f64::consts::PI) - low)
+                        / (high - low);
+                    let c = s.clamp(0.0, 1.0);
+                    1.0 / ((1.0 - c) / factor + c)
+                }
+            }
+        })
+        .collect()
+}
+
 /// cos and sin of t·θ_i for positions t in `0..positions`, shape [positions, rotated / 2].
 pub fn rope_tables(
     cx: &mut Cx,
