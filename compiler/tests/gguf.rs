@@ -533,6 +533,47 @@ fn hostile_files_through_the_commands() {
     // Safetensors is not GGUF.
     let e = fails_cleanly(&archc(&["import-gguf", i.to_str().unwrap()]), "not gguf");
     assert!(e.contains("not a GGUF file"), "{e}");
+    // RoPE frequency divisors (`rope_freqs.weight`) that are not Llama 3's: too few, not
+    // positive, or no parameters reproduce them; and a scaling kind specs cannot say.
+    let u32v = |x: u32| x.to_le_bytes().to_vec();
+    let llama = |extra: &[(&str, u32, Vec<u8>)], freqs: &[f32]| {
+        let mut kv = vec![
+            ("general.architecture", 8, str_value(b"llama")),
+            ("llama.embedding_length", 4, u32v(32)),
+            ("llama.attention.head_count", 4, u32v(4)),
+            ("llama.feed_forward_length", 4, u32v(64)),
+            ("llama.block_count", 4, u32v(1)),
+            ("llama.context_length", 4, u32v(64)),
+            ("llama.vocab_size", 4, u32v(48)),
+        ];
+        kv.extend(extra.iter().cloned());
+        let data: Vec<u8> = freqs.iter().flat_map(|f| f.to_le_bytes()).collect();
+        build(
+            &kv,
+            &[("rope_freqs.weight", vec![freqs.len() as u64], 0, 0)],
+            &data,
+        )
+    };
+    let yarn = [("llama.rope.scaling.type", 8, str_value(b"yarn"))];
+    for (name, bytes, want) in [
+        ("short", llama(&[], &[1.0, 8.0, 8.0]), "has 3 values"),
+        (
+            "nan",
+            llama(&[], &[1.0, f32::NAN, 8.0, 8.0]),
+            "not a positive number",
+        ),
+        (
+            "odd",
+            llama(&[], &[8.0, 1.0, 8.0, 1.0]),
+            "not Llama 3.1's RoPE scaling",
+        ),
+        ("yarn", llama(&yarn, &[1.0; 4]), "scales RoPE as `yarn`"),
+    ] {
+        let f = tmp.path().join(format!("{name}.gguf"));
+        std::fs::write(&f, bytes).unwrap();
+        let e = fails_cleanly(&archc(&["import-gguf", f.to_str().unwrap()]), name);
+        assert!(e.contains(want), "{name}: {e}");
+    }
 }
 
 /// `--tokenizer FILE.gguf`: llama.cpp's two tokenizer kinds rebuilt as Hugging Face
