@@ -75,32 +75,7 @@ impl Session {
         threads: usize,
     ) -> Result<Session, RuntimeError> {
         let m = &package.manifest;
-        if weights.len() != m.params.len() {
-            return Err(RuntimeError::WeightsMismatch(format!(
-                "{} parameters for a package of {}",
-                weights.len(),
-                m.params.len()
-            )));
-        }
-        for (i, p) in m.params.iter().enumerate() {
-            if p.storage.is_some() {
-                let len = weights.blocks(i).map_or(0, <[u8]>::len);
-                if Some(len) != p.bytes() {
-                    return Err(RuntimeError::WeightsMismatch(format!(
-                        "parameter `{}` holds {len} bytes, expected {:?} blocks of shape {:?}",
-                        p.name, p.storage, p.shape
-                    )));
-                }
-                continue;
-            }
-            let len = weights.data(i).map_or(0, <[f32]>::len);
-            if Some(len) != p.numel() {
-                return Err(RuntimeError::WeightsMismatch(format!(
-                    "parameter `{}` has {len} values, expected shape {:?}",
-                    p.name, p.shape
-                )));
-            }
-        }
+        weights.kernel_bytes(m)?;
         let owned = (0..m.buffers.len()).map(|_| None).collect();
         let state = (0..m.buffers.len()).map(|_| None).collect();
         let state_bytes = vec![0; m.buffers.len()];

@@ -231,6 +231,52 @@ impl Weights {
         })
     }
 
+    /// Each parameter of `m`'s data as the kernels read it — its f32s' bytes, or its
+    /// blocks for a parameter with a `storage` type — checked against the manifest: one
+    /// entry per parameter, each of the size its shape and storage say. What a CPU session
+    /// checks and a device session uploads.
+    pub fn kernel_bytes(&self, m: &Manifest) -> Result<Vec<&[u8]>, RuntimeError> {
+        if self.len() != m.params.len() {
+            return Err(RuntimeError::WeightsMismatch(format!(
+                "{} parameters for a package of {}",
+                self.len(),
+                m.params.len()
+            )));
+        }
+        m.params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if p.storage.is_some() {
+                    let blocks = self.blocks(i).unwrap_or(&[]);
+                    if Some(blocks.len()) != p.bytes() {
+                        return Err(RuntimeError::WeightsMismatch(format!(
+                            "parameter `{}` holds {} bytes, expected {:?} blocks of shape {:?}",
+                            p.name,
+                            blocks.len(),
+                            p.storage,
+                            p.shape
+                        )));
+                    }
+                    return Ok(blocks);
+                }
+                let data = self.data(i).unwrap_or(&[]);
+                if Some(data.len()) != p.numel() {
+                    return Err(RuntimeError::WeightsMismatch(format!(
+                        "parameter `{}` has {} values, expected shape {:?}",
+                        p.name,
+                        data.len(),
+                        p.shape
+                    )));
+                }
+                // SAFETY: f32s viewed as their bytes.
+                Ok(unsafe {
+                    std::slice::from_raw_parts(data.as_ptr().cast(), std::mem::size_of_val(data))
+                })
+            })
+            .collect()
+    }
+
     /// Bytes the parameters occupy as the kernels read them (mapped or owned).
     pub fn bytes(&self) -> usize {
         (0..self.params.len())

@@ -137,43 +137,10 @@ impl DeviceSession {
         weights: &Weights,
         mut device: Box<dyn Device>,
     ) -> Result<DeviceSession, RuntimeError> {
-        if weights.len() != manifest.params.len() {
-            return Err(RuntimeError::WeightsMismatch(format!(
-                "{} parameters for a package of {}",
-                weights.len(),
-                manifest.params.len()
-            )));
-        }
+        // f32s, or blocks (f16, bf16, quantized) as the file stores them: the kernels
+        // decode them.
         let mut params = Vec::with_capacity(manifest.params.len());
-        for (i, p) in manifest.params.iter().enumerate() {
-            if p.storage.is_some() {
-                // Blocks (f16, bf16, quantized) go up as the file stores them; the
-                // kernels decode them.
-                let blocks = weights.blocks(i).unwrap_or(&[]);
-                if Some(blocks.len()) != p.bytes() {
-                    return Err(RuntimeError::WeightsMismatch(format!(
-                        "parameter `{}` holds {} bytes, expected {:?} blocks of shape {:?}",
-                        p.name,
-                        blocks.len(),
-                        p.storage,
-                        p.shape
-                    )));
-                }
-                let ptr = device.alloc(blocks.len().max(4))?;
-                device.upload(ptr, blocks)?;
-                params.push(ptr);
-                continue;
-            }
-            let data = weights.data(i).unwrap_or(&[]);
-            if Some(data.len()) != p.numel() {
-                return Err(RuntimeError::WeightsMismatch(format!(
-                    "parameter `{}` has {} values, expected shape {:?}",
-                    p.name,
-                    data.len(),
-                    p.shape
-                )));
-            }
-            let bytes = as_bytes(data);
+        for bytes in weights.kernel_bytes(&manifest)? {
             let ptr = device.alloc(bytes.len().max(4))?;
             device.upload(ptr, bytes)?;
             params.push(ptr);

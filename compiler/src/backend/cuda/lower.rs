@@ -288,8 +288,24 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         ))
     }
 
-    /// A guarded load: `p[idx]` where `ok`, else 0 (the address is never formed
+    /// A guarded load: `load(idx)` where `ok`, else 0 (the address is never formed
     /// out of range: the index is 0 there).
+    fn guarded(
+        &self,
+        ok: IntValue<'ctx>,
+        idx: IntValue<'ctx>,
+        load: impl FnOnce(IntValue<'ctx>) -> IrResult<FloatValue<'ctx>>,
+    ) -> IrResult<FloatValue<'ctx>> {
+        let m = Math { ir: self.ir };
+        let safe = self
+            .ir
+            .b
+            .build_select(ok, idx, self.k(0), "")?
+            .into_int_value();
+        m.select(ok, load(safe)?, m.c(0.0))
+    }
+
+    /// `base[idx]` where `ok`, else 0.
     fn load_if(
         &self,
         ok: IntValue<'ctx>,
@@ -297,15 +313,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         idx: IntValue<'ctx>,
     ) -> IrResult<FloatValue<'ctx>> {
         let ir = self.ir;
-        let m = Math { ir };
-        let safe = ir.b.build_select(ok, idx, self.k(0), "")?.into_int_value();
-        let v = ir.load_f32(ir.at(base, safe)?)?.into_float_value();
-        m.select(ok, v, m.c(0.0))
+        self.guarded(ok, idx, |i| {
+            Ok(ir.load_f32(ir.at(base, i)?)?.into_float_value())
+        })
     }
 
-    /// [`Gen::load_if`] from buffer `buf`, decoding its element when the buffer is a
-    /// parameter stored in a ggml type (the scalar decoder of `cpu::quant_ir`, bit-exact
-    /// with the CPU's kernels).
+    /// [`Gen::load_if`] from buffer `buf`, decoded as [`Exprs::load`] does when the buffer
+    /// is a parameter stored in a ggml type.
     fn load_elem_if(
         &self,
         ok: IntValue<'ctx>,
@@ -313,14 +327,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         base: PointerValue<'ctx>,
         idx: IntValue<'ctx>,
     ) -> IrResult<FloatValue<'ctx>> {
-        let Some(ty) = self.stored(buf) else {
-            return self.load_if(ok, base, idx);
-        };
-        let ir = self.ir;
-        let m = Math { ir };
-        let safe = ir.b.build_select(ok, idx, self.k(0), "")?.into_int_value();
-        let v = crate::backend::cpu::quant_ir::element(ir, ty, base, safe, false)?;
-        m.select(ok, v, m.c(0.0))
+        self.guarded(ok, idx, |i| self.ex.load(buf, base, i))
     }
 
     /// The ggml type parameter buffer `buf` is stored in (`None`: f32).
@@ -856,18 +863,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 step: WARP,
             };
             let (_, acc) = ir.carried_loop(self.f, "mk", steps, &init, |kk, cur| {
-                let b = match self.stored(mm.b.buf) {
-                    Some(ty) => crate::backend::cpu::quant_ir::element(
-                        ir,
-                        ty,
-                        bbase,
-                        ir.add(brow, kk)?,
-                        false,
-                    )?,
-                    None => ir
-                        .load_f32(ir.at(bbase, ir.add(brow, kk)?)?)?
-                        .into_float_value(),
-                };
+                let b = self.ex.load(mm.b.buf, bbase, ir.add(brow, kk)?)?;
                 (0..rows)
                     .map(|i| {
                         let ok = self.lt(self.k(i), m)?;

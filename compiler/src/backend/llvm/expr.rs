@@ -40,6 +40,22 @@ pub(crate) struct Exprs<'a, 'ctx> {
 }
 
 impl<'ctx> Exprs<'_, 'ctx> {
+    /// Element `idx` of buffer `buf` (at `base`) as f32: a plain load, or the element
+    /// decoded from its block when the buffer is a parameter stored in a ggml type (an
+    /// embedding table gathered from, a matmul's B read element by element).
+    pub fn load(
+        &self,
+        buf: BufId,
+        base: PointerValue<'ctx>,
+        idx: IntValue<'ctx>,
+    ) -> IrResult<FloatValue<'ctx>> {
+        let ir = self.ir;
+        match self.buf_quant.get(buf).copied().flatten() {
+            Some(ty) => crate::backend::cpu::quant_ir::element(ir, ty, base, idx, self.f16c),
+            None => Ok(ir.load_f32(ir.at(base, idx)?)?.into_float_value()),
+        }
+    }
+
     pub fn max(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
         let gt = self.ir.b.build_int_compare(IntPredicate::SGT, a, b, "")?;
         Ok(self.ir.b.build_select(gt, a, b, "max")?.into_int_value())
@@ -107,17 +123,7 @@ impl<'ctx> Exprs<'_, 'ctx> {
         let r = |e: &Expr| self.expr(v, e, vars);
         Ok(match e {
             Expr::Const(c) => m.c(*c),
-            Expr::Load(b, i) => {
-                let base = v.buf(*b)?;
-                let idx = self.ix(v, i, vars)?;
-                match self.buf_quant.get(*b).copied().flatten() {
-                    // A parameter stored as blocks (an embedding table gathered from).
-                    Some(ty) => {
-                        crate::backend::cpu::quant_ir::element(ir, ty, base, idx, self.f16c)?
-                    }
-                    None => ir.load_f32(ir.at(base, idx)?)?.into_float_value(),
-                }
-            }
+            Expr::Load(b, i) => self.load(*b, v.buf(*b)?, self.ix(v, i, vars)?)?,
             Expr::FromIx(i) => {
                 ir.b.build_signed_int_to_float(self.ix(v, i, vars)?, ir.f32, "")?
             }
