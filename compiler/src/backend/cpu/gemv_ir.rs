@@ -15,12 +15,22 @@ use inkwell::values::{
 /// Rows of A up to which the matmul kernels take this path.
 pub const GEMV_MAX_ROWS: u64 = 8;
 
-/// With two rows or more (a batch decoding) each weight row is asked for this far ahead,
-/// into the last-level cache: every load of B feeds `r` FMAs, and the demand stream alone
-/// leaves too few misses in flight. GPT-2 small decode steps (`archc bench --mode decode`,
-/// 2 threads): batch 8 35.9 → 28.6 ms, batch 4 24.8 → 22.2; batch 1 unchanged, so it
-/// prefetches nothing (4 KiB: 30.3 and 23.3; into L2: within noise).
-const PREFETCH_BYTES: u64 = 8192;
+/// How far ahead of its reads the routine asks for each row of B, into the last-level
+/// cache (`prefetcht2`), by rows of A: the demand stream and the hardware prefetchers
+/// alone leave too few misses in flight to reach the memory bandwidth, and the more FMAs
+/// each load of B feeds the slower the stream goes, so the shorter the distance that
+/// covers the same time. GPT-2 small decode steps (`archc bench specs/gpt2.arch --mode
+/// decode --threads 2`), on the Intel Xeon of docs/PERF.md: batch 8 35.9 → 28.6 ms with
+/// 8 KiB, batch 4 24.8 → 22.2, batch 1 unchanged (4 KiB). On the AMD EPYC (Zen 4) of a
+/// later session, medians of five or six alternating runs: batch 1 none 20.2 ms, 16 KiB
+/// 17.0, 32 KiB 17.0, 128 KiB 14.3; batch 8 8 KiB 27.8, 32 KiB 21.6, 128 KiB 25.2.
+fn prefetch_bytes(rows: usize) -> u64 {
+    if rows == 1 {
+        128 << 10
+    } else {
+        32 << 10
+    }
+}
 
 /// The most columns computed together (independent accumulators hiding the FMA latency
 /// that share each load of A).
@@ -119,10 +129,8 @@ pub(crate) fn emit_gemv_bt<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<Func
                     .iter()
                     .map(|&p| ir.load_vec(vt, ir.at(p, kk)?))
                     .collect::<IrResult<Vec<_>>>()?;
-                if r >= 2 {
-                    for &p in &brows {
-                        ir.prefetch_to(p, ir.add(kk, ir.int(PREFETCH_BYTES / 4))?, false, 1)?;
-                    }
+                for &p in &brows {
+                    ir.prefetch_to(p, ir.add(kk, ir.int(prefetch_bytes(r) / 4))?, false, 1)?;
                 }
                 let mut next = Vec::with_capacity(cur.len());
                 for &arow in &arows {
