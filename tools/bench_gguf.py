@@ -80,7 +80,18 @@ def llama_cpp_side(a):
         rates.append(a.new / (time.perf_counter() - t0))
     rates.sort()
     print(json.dumps({"pp_tokens_per_s": pp, "decode_tokens_per_s": rates[len(rates) // 2],
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mib": vm_hwm_mib()}))
+
+
+def vm_hwm_mib():
+    """This process's peak resident memory (VmHWM). Not `ru_maxrss`: Linux carries that
+    across `exec` from the forking parent, which may hold torch (1.6 GiB) when the script
+    has just written the model."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_json(cmd):
