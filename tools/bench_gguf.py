@@ -21,8 +21,12 @@ each type. For each type:
     llama.cpp  `Llama(model-T.gguf).eval()` of a 512-token prompt (tokens/s), then N
                single-token evals after a 16-token prompt (tokens/s); peak RSS
 
+With `--int-dots`, Q4_K files are decoded a second time with `archc bench … --int-dots`
+(integer dot products over activations quantized per 256 values to 8 bits, as llama.cpp
+computes them; the default is f32 products over the dequantized weights).
+
 Usage: python3 tools/bench_gguf.py [--workdir DIR] [--types q8_0,q4_k] [--threads 2]
-                                   [--new 64] [--markdown]
+                                   [--new 64] [--int-dots] [--markdown]
 """
 
 import argparse
@@ -110,6 +114,7 @@ def main():
     p.add_argument("--ffn", type=int, default=2816)
     p.add_argument("--layers", type=int, default=16)
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--int-dots", dest="int_dots", action="store_true")
     p.add_argument("--llama-cpp-side", action="store_true")
     p.add_argument("--model")
     a = p.parse_args()
@@ -127,26 +132,32 @@ def main():
         subprocess.run([ARCHC, "import-gguf", gguf, "-o", spec, "--name", "bench"], check=True,
                        capture_output=True)
         th = str(a.threads)
-        dec = run_json([ARCHC, "bench", spec, "--mode", "decode", "--batch", "1", "--prompt", "16",
-                        "--new", str(a.new), "--weights", gguf, "--threads", th,
-                        "--reps", str(a.reps), "--warmup", "1", "--json"])
+        decode = [ARCHC, "bench", spec, "--mode", "decode", "--batch", "1", "--prompt", "16",
+                  "--new", str(a.new), "--weights", gguf, "--threads", th,
+                  "--reps", str(a.reps), "--warmup", "1", "--json"]
+        dec = run_json(decode)
+        dec_int = run_json(decode + ["--int-dots"]) if a.int_dots and t == "q4_k" else None
         pre = run_json([ARCHC, "bench", spec, "--mode", "prefill", "--batch", "1", "--seq", "512",
                         "--weights", gguf, "--threads", th, "--reps", str(a.reps), "--warmup", "1", "--json"])
         theirs = run_json([sys.executable, __file__, "--llama-cpp-side", "--model", gguf,
                            "--threads", th, "--new", str(a.new), "--reps", str(a.reps)])
         size = os.path.getsize(gguf) / 2**20
-        rows.append((t, size, dec, pre, theirs))
+        rows.append((t, size, dec, pre, theirs, dec_int))
         print(json.dumps({"type": t, "file_mib": size, "archc_decode": dec, "archc_prefill": pre,
-                          "llama_cpp": theirs}))
+                          "archc_decode_int_dots": dec_int, "llama_cpp": theirs}))
     if a.markdown:
         print("| type | file | decode archc | decode llama.cpp | ratio | pp512 archc | pp512 llama.cpp | ratio | peak RSS archc / llama.cpp |")
         print("|---|---|---|---|---|---|---|---|---|")
-        for t, size, dec, pre, th in rows:
+        for t, size, dec, pre, th, dec_int in rows:
             d, dl = dec["tokens_per_s"], th["decode_tokens_per_s"]
             pp, ppl = pre["tokens_per_s"], th["pp_tokens_per_s"]
             print(f"| {t} | {size:.0f} MiB | {d:.1f} tok/s | {dl:.1f} tok/s | {d / dl:.2f}× | "
                   f"{pp:.0f} tok/s | {ppl:.0f} tok/s | {pp / ppl:.2f}× | "
                   f"{dec.get('peak_rss_mib', 0):.0f} / {th['peak_rss_mib']:.0f} MiB |")
+        for t, size, dec, pre, th, dec_int in rows:
+            if dec_int:
+                d, dl = dec_int["tokens_per_s"], th["decode_tokens_per_s"]
+                print(f"\n{t} decode with --int-dots: {d:.1f} vs {dl:.1f} tok/s = {d / dl:.2f}× llama.cpp")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 //! memory, with L = 2 they stay in cache), timed through the runtime on `T` threads.
 //!
 //! `L=256 T=1 cargo run --release -p archc --example matvec_bench` (`R=8`: rows of the
-//! activations, a batch decoding; `K=768`: matrices K × K)
+//! activations, a batch decoding; `K=768`: matrices K × K; `INT=1`: Q4_K with integer dot
+//! products, `BuildOptions::int_dots`)
 
 use arch_runtime::gguf::GgmlType;
 use arch_runtime::{HostTensor, Package, Session, Weights};
@@ -38,6 +39,7 @@ fn main() -> Result<(), String> {
         let g = g.finish().map_err(|e| e.to_string())?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut opts = archc::package::BuildOptions::host()?;
+        opts.int_dots = env("INT", 0) == 1;
         if let Some(q) = q {
             opts.quant = names.iter().map(|n| (n.clone(), q)).collect();
         }

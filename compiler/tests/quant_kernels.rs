@@ -269,3 +269,122 @@ fn large_matmuls_split_into_even_row_blocks() {
         assert!(err <= 1e-5, "{m}×{n}×{k} {how}: {err:e}");
     }
 }
+
+/// `x` quantized per 256 values as the integer-dot routine does (ggml's Q8_K:
+/// d = max|x| / 127, q = x · (127 / max|x|) rounded to nearest even) and dequantized.
+fn q8k_roundtrip(x: &[f32]) -> Vec<f32> {
+    x.chunks(256)
+        .flat_map(|b| {
+            let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+            b.iter()
+                .map(move |&v| d * (v * id).round_ties_even())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Q4_K decode products with integer dots (`BuildOptions::int_dots`): for up to eight
+/// rows the kernels compute the product of the dequantized weights with the activations
+/// as quantized per 256 values to 8 bits, on every vector set with integer dots and the
+/// host's own target (AVX-512 VNNI where it has it); more rows (a prompt) keep the f32
+/// product. The f32 reference shows the activations' rounding does move the result.
+#[test]
+fn q4k_integer_dots_compute_the_q8_product() {
+    let mut checked = 0;
+    for k in [512u64, 768] {
+        let n = 37u64;
+        let ty = GgmlType::Q4_K;
+        let g = linear_graph(k, n);
+        let mut rng = Rng::new(13);
+        let raw: Vec<f32> = (0..n * k).map(|_| rng.uniform() * 2.0 - 1.0).collect();
+        let deq = dequantize(ty, &quantize(ty, &raw).unwrap(), raw.len());
+        let shape = vec![n as usize, k as usize];
+        let given = HashMap::from([("w".to_string(), Tensor::new(shape.clone(), raw).unwrap())]);
+        let reference = HashMap::from([("w".to_string(), Tensor::new(shape, deq).unwrap())]);
+        let mut targets = vec![];
+        for isa in [VectorIsa::Avx2, VectorIsa::Avx512] {
+            if isa.runs_here() {
+                targets.push((isa.to_string(), CpuTarget::generic(isa)));
+            }
+        }
+        targets.push(("host".to_string(), CpuTarget::host().unwrap()));
+        for (name, target) in targets {
+            if target.isa == VectorIsa::Sse2 {
+                continue;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let mut opts = archc::package::BuildOptions::host().unwrap();
+            opts.target = target;
+            opts.quant = BTreeMap::from([("w".to_string(), ty)]);
+            opts.int_dots = true;
+            archc::package::build_graph(&g, &g.name, &opts, dir.path()).unwrap();
+            for (b, t) in [(1, 1), (2, 1), (3, 1), (5, 1), (8, 1), (9, 1), (2, 75)] {
+                let rows = b * t;
+                let mut data: Vec<f32> = (0..rows * k as usize)
+                    .map(|_| rng.uniform() - 0.5)
+                    .collect();
+                // A block of zeros (scale 0) in the first row.
+                data[..256].iter_mut().for_each(|v| *v = 0.0);
+                let x = |data: Vec<f32>| {
+                    HashMap::from([(
+                        "x".to_string(),
+                        Value::F(Tensor::new(vec![b, t, k as usize], data).unwrap()),
+                    )])
+                };
+                let got = run_package_with(
+                    dir.path(),
+                    &WeightSource::Tensors(&given),
+                    x(data.clone()),
+                    2,
+                )
+                .unwrap()
+                .remove(0)
+                .1;
+                let f32_want = run(&g, &x(data.clone()), &reference).unwrap()[0]
+                    .1
+                    .as_f32()
+                    .unwrap()
+                    .clone();
+                let err_f32 = got.rel_max_diff(&f32_want);
+                let q = q8k_roundtrip(&data);
+                let want = run(&g, &x(q), &reference).unwrap()[0]
+                    .1
+                    .as_f32()
+                    .unwrap()
+                    .clone();
+                let err = got.rel_max_diff(&want);
+                if rows <= 8 {
+                    assert!(
+                        err <= 1e-5,
+                        "k={k} {name} {rows} rows: {err:e} from the q8 product"
+                    );
+                    assert!(
+                        err_f32 > 1e-5 && err_f32 < 3e-2,
+                        "k={k} {name} {rows} rows: {err_f32:e} from the f32 product"
+                    );
+                } else {
+                    // More rows are cut into row blocks: each block of at most eight
+                    // rows takes integer dots, a larger one the f32 sgemm.
+                    let n = n as usize;
+                    for (i, row) in got.data.chunks(n).enumerate() {
+                        let close = |w: &Tensor<f32>| {
+                            let w = &w.data[i * n..(i + 1) * n];
+                            let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+                            row.iter()
+                                .zip(w)
+                                .all(|(a, b)| (a - b).abs() <= 1e-5 * scale)
+                        };
+                        assert!(
+                            close(&want) || close(&f32_want),
+                            "k={k} {name} {rows} rows: row {i} is neither product"
+                        );
+                    }
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 14, "at least one vector set ran");
+}

@@ -35,6 +35,8 @@ pub struct BenchArgs<'a> {
     pub weights: Option<&'a std::path::Path>,
     /// Matmul weights kept as blocks of this type (`--quant`).
     pub quant: Option<&'a str>,
+    /// Integer dot products over Q4_K weights (`--int-dots`).
+    pub int_dots: bool,
 }
 
 /// The build options of a benchmark: the host's, with the weights' blocks (a GGUF file)
@@ -59,6 +61,9 @@ fn bench_options(
     if let Some(sim) = device_of(args.backend)? {
         opts.cuda = Some(80);
         opts.sim = sim;
+    }
+    if args.int_dots {
+        opts.set_int_dots()?;
     }
     Ok(opts)
 }

@@ -18,6 +18,8 @@ pub struct BuildArgs<'a> {
     pub attention_mask: bool,
     pub no_cache: bool,
     pub quant: Option<&'a str>,
+    /// Integer dot products over Q4_K weights (`--int-dots`).
+    pub int_dots: bool,
     pub weights: Option<&'a Path>,
 }
 
@@ -44,6 +46,9 @@ fn run_build(args: &BuildArgs) -> Result<(), String> {
             return Err("give --quant or --weights, not both".into());
         }
         opts.quantize_all(&spec, q)?;
+    }
+    if args.int_dots {
+        opts.set_int_dots()?;
     }
     match args.mode {
         "infer" => {}

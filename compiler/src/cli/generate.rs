@@ -34,6 +34,8 @@ pub struct GenerateArgs<'a> {
     pub threads: usize,
     /// cpu, cuda or cuda-sim.
     pub backend: &'a str,
+    /// Integer dot products over Q4_K weights (`--int-dots`, CPU only).
+    pub int_dots: bool,
 }
 
 pub fn run(args: &GenerateArgs) -> ExitCode {
@@ -90,10 +92,15 @@ pub fn any_generator(
     weights: &Path,
     threads: usize,
     backend: &str,
+    int_dots: bool,
 ) -> Result<AnyGenerator, String> {
     let Some(sim) = super::device_of(backend)? else {
-        return generator(target, weights, threads).map(|g| AnyGenerator::Cpu(Box::new(g)));
+        return generator(target, weights, threads, int_dots)
+            .map(|g| AnyGenerator::Cpu(Box::new(g)));
     };
+    if int_dots {
+        return Err("--int-dots is a CPU decode path; the cuda backend computes in f32".into());
+    }
     let dir = Path::new(target);
     if dir.join("manifest.json").is_file() {
         return Generator::load_cuda(dir, weights, sim, 0)
@@ -117,15 +124,31 @@ pub fn any_generator(
 
 /// A generator for a target: a built package directory, or the spec's step program (and
 /// an encoder-decoder's encoder program) built into (or served from) the package cache.
-pub fn generator(target: &str, weights: &Path, threads: usize) -> Result<Generator, String> {
+/// With `int_dots`, integer dot products over Q4_K weights (a spec only: a built
+/// package's numerics are its build's).
+pub fn generator(
+    target: &str,
+    weights: &Path,
+    threads: usize,
+    int_dots: bool,
+) -> Result<Generator, String> {
     let dir = Path::new(target);
     if dir.join("manifest.json").is_file() {
+        if int_dots {
+            return Err(format!(
+                "{target} is a built package: give --int-dots to `archc build`, not here"
+            ));
+        }
         return Generator::load(dir, weights, threads).map_err(|e| e.to_string());
     }
     let Some(spec) = load_model(target) else {
         return Err("the spec has errors".into());
     };
-    let (step, encode) = generation_packages(&spec, &BuildOptions::for_weights(&spec, weights)?)?;
+    let mut opts = BuildOptions::for_weights(&spec, weights)?;
+    if int_dots {
+        opts.set_int_dots()?;
+    }
+    let (step, encode) = generation_packages(&spec, &opts)?;
     let encode = encode.map(|e| e.dir);
     Generator::load_programs(&step.dir, encode.as_deref(), weights, threads)
         .map_err(|e| e.to_string())
@@ -162,7 +185,13 @@ fn generate_text(args: &GenerateArgs, tokenizer_path: &Path) -> Result<(), Strin
     } else {
         args.prompts.to_vec()
     };
-    let mut generator = any_generator(args.target, args.weights, args.threads, args.backend)?;
+    let mut generator = any_generator(
+        args.target,
+        args.weights,
+        args.threads,
+        args.backend,
+        args.int_dots,
+    )?;
     let seq2seq = generator.is_seq2seq();
     let padding = if seq2seq {
         crate::tokenize::Padding::Right
@@ -285,7 +314,13 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
             inputs_path.display()
         ));
     }
-    let mut generator = any_generator(args.target, args.weights, args.threads, args.backend)?;
+    let mut generator = any_generator(
+        args.target,
+        args.weights,
+        args.threads,
+        args.backend,
+        args.int_dots,
+    )?;
     let opts = options(args);
     let out = generator.generate_any(
         &ids,

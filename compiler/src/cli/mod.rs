@@ -118,6 +118,11 @@ enum Command {
         /// Keep each matmul weight as this GGUF file stores it (F16, BF16 or any block type).
         #[arg(long)]
         weights: Option<PathBuf>,
+        /// Q4_K weights: decode products in integers, the activations quantized per 256
+        /// values to 8 bits as llama.cpp computes them (faster; the logits move ~1e-3 from
+        /// the f32 product over the dequantized weights, the default).
+        #[arg(long)]
+        int_dots: bool,
     },
     /// Time the forward pass on random weights and token ids.
     Bench {
@@ -145,6 +150,11 @@ enum Command {
         /// random ones) when loaded.
         #[arg(long)]
         quant: Option<String>,
+        /// Q4_K weights: decode products in integers, the activations quantized per 256
+        /// values to 8 bits as llama.cpp computes them (faster; the logits move ~1e-3 from
+        /// the f32 product over the dequantized weights, the default).
+        #[arg(long)]
+        int_dots: bool,
         /// Print one JSON object (keys include `median_ms` and `tokens_per_s`).
         #[arg(long)]
         json: bool,
@@ -251,6 +261,11 @@ enum Command {
         /// cuda packages' thread programs on this CPU: slow, for checking without a GPU).
         #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "cuda-sim"])]
         backend: String,
+        /// Q4_K weights: decode products in integers, the activations quantized per 256
+        /// values to 8 bits as llama.cpp computes them (faster; the logits move ~1e-3 from
+        /// the f32 product over the dequantized weights, the default).
+        #[arg(long)]
+        int_dots: bool,
     },
     /// Train a model: forward, loss, backward and the optimizer in one compiled program;
     /// logs, checkpoints (resumable bit for bit), the loss curve.
@@ -485,6 +500,7 @@ fn run(cli: Cli) -> ExitCode {
             no_cache,
             quant,
             weights,
+            int_dots,
         } => build::run(&build::BuildArgs {
             target: &target,
             device: &device,
@@ -497,6 +513,7 @@ fn run(cli: Cli) -> ExitCode {
             no_cache,
             quant: quant.as_deref(),
             weights: weights.as_deref(),
+            int_dots,
         }),
         Command::Bench {
             target,
@@ -513,6 +530,7 @@ fn run(cli: Cli) -> ExitCode {
             weights,
             quant,
             backend,
+            int_dots,
         } => bench::run(&bench::BenchArgs {
             target: &target,
             batch,
@@ -528,6 +546,7 @@ fn run(cli: Cli) -> ExitCode {
             new,
             weights: weights.as_deref(),
             quant: quant.as_deref(),
+            int_dots,
         }),
         Command::Eval {
             target,
@@ -565,6 +584,7 @@ fn run(cli: Cli) -> ExitCode {
             decoder_start,
             threads,
             backend,
+            int_dots,
         } => generate::run(&generate::GenerateArgs {
             target: &target,
             weights: &weights,
@@ -584,6 +604,7 @@ fn run(cli: Cli) -> ExitCode {
             decoder_start,
             threads,
             backend: &backend,
+            int_dots,
         }),
         Command::Embed {
             target,

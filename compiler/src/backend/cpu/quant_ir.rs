@@ -34,12 +34,12 @@ const CHAINS: usize = 2;
 /// `tools/bench_gguf.py`, `archc bench --mode decode`, five alternating runs each) 8 KiB
 /// did better: Q4_K 112.4 → 117.1 tokens/s on average (2 KiB 108, 16 KiB 113), Q8_0
 /// 71.5 → 74.7 (one run each).
-const PREFETCH_BYTES: u64 = 8192;
+pub(crate) const PREFETCH_BYTES: u64 = 8192;
 
 /// A hint to bring the line `ahead` bytes past `p` into the last-level cache
 /// (`prefetcht2`: the line is needed a few rows later). A plain GEP: the address may lie
 /// past the buffer, and prefetches never fault.
-fn prefetch<'ctx>(ir: &Ir<'ctx>, p: PointerValue<'ctx>, ahead: u64) -> IrResult<()> {
+pub(crate) fn prefetch<'ctx>(ir: &Ir<'ctx>, p: PointerValue<'ctx>, ahead: u64) -> IrResult<()> {
     // SAFETY (of the IR): address arithmetic only; nothing loads it.
     let at = unsafe { ir.b.build_gep(ir.ctx.i8_type(), p, &[ir.int(ahead)], "")? };
     ir.prefetch_to(at, ir.int(0), false, 1)
@@ -119,7 +119,7 @@ pub(crate) fn block_at<'ctx>(
 /// `fpext` (one `vcvtph2ps`); otherwise exactly, in integer and f32 arithmetic with no
 /// libcall: the magnitude's bits shifted into an f32 and scaled by 2^112 (normal and
 /// subnormal halves alike), then the sign.
-fn half<'ctx>(
+pub(crate) fn half<'ctx>(
     ir: &Ir<'ctx>,
     p: PointerValue<'ctx>,
     off: u64,
@@ -163,7 +163,7 @@ fn half_at<'ctx>(ir: &Ir<'ctx>, at: PointerValue<'ctx>, f16c: bool) -> IrResult<
 /// two <8 x i32>, all lanes at once: ggml's `get_scale_min_k4` for j < 4 reads bytes j and
 /// j + 4; for j ≥ 4 the low nibble (scale) or high nibble (min) of byte j + 4 with the top
 /// two bits of byte j − 4 (scale) or j (min).
-fn q4k_scales_mins<'ctx>(
+pub(crate) fn q4k_scales_mins<'ctx>(
     ir: &Ir<'ctx>,
     p: PointerValue<'ctx>,
 ) -> IrResult<(VectorValue<'ctx>, VectorValue<'ctx>)> {

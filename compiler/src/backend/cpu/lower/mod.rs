@@ -103,6 +103,27 @@ fn widest_row_epilogue(kernels: &[Kernel]) -> u64 {
         .unwrap_or(0)
 }
 
+/// The vector width in bytes of the integer-dot decode routine for a parameter of `ty`,
+/// when the program asks for integer dots and the target has them: 64 with AVX-512BW, 32
+/// with AVX2 (`vpmaddubsw`); none for SSE2 or other block types (f32 products).
+fn int_dot_width(
+    prog: &Program,
+    target: &CpuTarget,
+    ty: arch_runtime::gguf::GgmlType,
+) -> Option<u32> {
+    use super::target::VectorIsa;
+    if !prog.int_dots || ty != arch_runtime::gguf::GgmlType::Q4_K {
+        return None;
+    }
+    // A host feature string lists every feature; the generic x86-64-v4 has AVX-512BW.
+    let bw = target.features.is_empty() || target.features.split(',').any(|f| f == "+avx512bw");
+    match target.isa {
+        VectorIsa::Avx512 if bw => Some(64),
+        VectorIsa::Avx512 | VectorIsa::Avx2 => Some(32),
+        VectorIsa::Sse2 => None,
+    }
+}
+
 /// A program's module, each kernel's (symbol, range symbol), and the matmul tiles.
 type Module<'ctx> = (Ir<'ctx>, Vec<(String, String)>, SgemmTiles);
 
@@ -119,7 +140,11 @@ fn emit_module<'ctx>(
     let mut quant = HashMap::new();
     for ty in prog.buffers.iter().filter_map(|b| b.quant) {
         if let std::collections::hash_map::Entry::Vacant(e) = quant.entry(ty) {
-            e.insert(super::quant_ir::emit_quant(&ir, &tiles, ty)?);
+            let mut fns = super::quant_ir::emit_quant(&ir, &tiles, ty)?;
+            if let Some(width) = int_dot_width(prog, target, ty) {
+                fns.gemv_bt = super::qdot_ir::emit_gemv_q4k_q8(&ir, width, fns.gemv_bt)?;
+            }
+            e.insert(fns);
         }
     }
     let mut lw = Lowerer {
