@@ -21,7 +21,7 @@ each type. For each type:
     llama.cpp  `Llama(model-T.gguf).eval()` of a 512-token prompt (tokens/s), then N
                single-token evals after a 16-token prompt (tokens/s); peak RSS
 
-With `--int-dots`, Q4_K files are decoded a second time with `archc bench … --int-dots`
+With `--int-dots`, K-quant files (Q4_K, Q6_K) are decoded a second time with `archc bench … --int-dots`
 (integer dot products over activations quantized per 256 values to 8 bits, as llama.cpp
 computes them; the default is f32 products over the dequantized weights).
 
@@ -136,7 +136,7 @@ def main():
                   "--new", str(a.new), "--weights", gguf, "--threads", th,
                   "--reps", str(a.reps), "--warmup", "1", "--json"]
         dec = run_json(decode)
-        dec_int = run_json(decode + ["--int-dots"]) if a.int_dots and t == "q4_k" else None
+        dec_int = run_json(decode + ["--int-dots"]) if a.int_dots and t in ("q4_k", "q5_k", "q6_k") else None
         pre = run_json([ARCHC, "bench", spec, "--mode", "prefill", "--batch", "1", "--seq", "512",
                         "--weights", gguf, "--threads", th, "--reps", str(a.reps), "--warmup", "1", "--json"])
         theirs = run_json([sys.executable, __file__, "--llama-cpp-side", "--model", gguf,

@@ -1,4 +1,4 @@
-//! Matrix–vector products over f32, Q8_0 and Q4_K weights, one matrix after another
+//! Matrix–vector products over f32, Q8_0, Q4_K, Q5_K and Q6_K weights, one matrix after another
 //! (`L` matrices K × K, 1024 by default, in a chain of linears: with L = 256 the weights stream from
 //! memory, with L = 2 they stay in cache), timed through the runtime on `T` threads.
 //!
@@ -22,7 +22,13 @@ fn env(name: &str, default: usize) -> usize {
 fn main() -> Result<(), String> {
     let (layers, threads, rows) = (env("L", 256), env("T", 1), env("R", 1));
     let k = env("K", 1024) as u64;
-    for q in [None, Some(GgmlType::Q8_0), Some(GgmlType::Q4_K)] {
+    for q in [
+        None,
+        Some(GgmlType::Q8_0),
+        Some(GgmlType::Q4_K),
+        Some(GgmlType::Q5_K),
+        Some(GgmlType::Q6_K),
+    ] {
         let mut g = Graph::new("chain");
         let x = g.input(
             "x",

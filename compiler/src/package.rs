@@ -46,9 +46,9 @@ pub struct BuildOptions {
     /// With `cuda`: also the thread programs compiled for this CPU (`kernels.sim.so`), so
     /// the package runs on the runtime's host simulator (`--backend cuda-sim`).
     pub sim: bool,
-    /// Decode products over Q4_K weights in integers with the activations quantized per
-    /// 256 values to 8 bits, as llama.cpp computes them (`--int-dots`): faster, and the
-    /// logits move ~1e-3 from an f32 product over the dequantized weights.
+    /// Decode products over Q4_K, Q5_K and Q6_K weights in integers with the activations
+    /// quantized per 256 values to 8 bits, as llama.cpp computes them (`--int-dots`):
+    /// faster, and the logits move ~1e-3 from an f32 product over the dequantized weights.
     pub int_dots: bool,
 }
 
@@ -107,17 +107,19 @@ impl BuildOptions {
         Ok(())
     }
 
-    /// Asks for integer dot products over Q4_K weights (`--int-dots`); an error when no
-    /// parameter is stored as Q4_K (nothing would change) or the build is for a GPU.
+    /// Asks for integer dot products over K-quant weights (`--int-dots`); an error when no
+    /// parameter is stored as Q4_K, Q5_K or Q6_K (nothing would change) or the build is
+    /// for a GPU.
     pub fn set_int_dots(&mut self) -> Result<(), String> {
         if self.cuda.is_some() {
             return Err("--int-dots is a CPU decode path; the cuda backend computes in f32".into());
         }
-        if !self.quant.values().any(|t| *t == GgmlType::Q4_K) {
+        let k_quant = |t: &GgmlType| matches!(t, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
+        if !self.quant.values().any(k_quant) {
             let kinds: std::collections::BTreeSet<&str> =
                 self.quant.values().map(|t| t.name()).collect();
             return Err(format!(
-                "--int-dots takes Q4_K weights (a GGUF file's or `--quant q4_k`); these are {}",
+                "--int-dots takes Q4_K, Q5_K or Q6_K weights (a GGUF file's or `--quant q4_k`); these are {}",
                 if kinds.is_empty() {
                     "f32".to_string()
                 } else {

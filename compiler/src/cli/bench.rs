@@ -35,7 +35,7 @@ pub struct BenchArgs<'a> {
     pub weights: Option<&'a std::path::Path>,
     /// Matmul weights kept as blocks of this type (`--quant`).
     pub quant: Option<&'a str>,
-    /// Integer dot products over Q4_K weights (`--int-dots`).
+    /// Integer dot products over K-quant weights (`--int-dots`).
     pub int_dots: bool,
 }
 

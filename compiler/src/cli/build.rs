@@ -18,7 +18,7 @@ pub struct BuildArgs<'a> {
     pub attention_mask: bool,
     pub no_cache: bool,
     pub quant: Option<&'a str>,
-    /// Integer dot products over Q4_K weights (`--int-dots`).
+    /// Integer dot products over K-quant weights (`--int-dots`).
     pub int_dots: bool,
     pub weights: Option<&'a Path>,
 }

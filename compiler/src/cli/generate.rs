@@ -34,7 +34,7 @@ pub struct GenerateArgs<'a> {
     pub threads: usize,
     /// cpu, cuda or cuda-sim.
     pub backend: &'a str,
-    /// Integer dot products over Q4_K weights (`--int-dots`, CPU only).
+    /// Integer dot products over K-quant weights (`--int-dots`, CPU only).
     pub int_dots: bool,
 }
 
@@ -124,7 +124,7 @@ pub fn any_generator(
 
 /// A generator for a target: a built package directory, or the spec's step program (and
 /// an encoder-decoder's encoder program) built into (or served from) the package cache.
-/// With `int_dots`, integer dot products over Q4_K weights (a spec only: a built
+/// With `int_dots`, integer dot products over K-quant weights (a spec only: a built
 /// package's numerics are its build's).
 pub fn generator(
     target: &str,

@@ -256,7 +256,7 @@ pub struct Program {
     /// Arena slot of each temp buffer (after [`plan::assign_slots`]).
     pub slots: Vec<Option<usize>>,
     pub slot_count: usize,
-    /// Matmuls of a few rows over a Q4_K parameter may quantize A per 256 values to 8 bits
+    /// Matmuls of a few rows over a K-quant parameter may quantize A per 256 values to 8 bits
     /// and take integer dot products, as llama.cpp does (`backend/cpu/qdot_ir`); the
     /// result moves by the activations' rounding.
     pub int_dots: bool,

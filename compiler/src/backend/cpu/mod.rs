@@ -6,7 +6,7 @@
 //! - `pack` — the packing routines it calls, also generated.
 //! - `gemv_ir` — the matrix–vector product of decoding.
 //! - `quant_ir` — both over a B of ggml blocks (Q8_0, Q4_K), dequantized in registers.
-//! - `qdot_ir` — Q4_K decoding with integer dot products (a build's `int_dots`).
+//! - `qdot_ir` — K-quant decoding with integer dot products (a build's `int_dots`).
 //! - `codegen` — target machine, O3, object emission, `cc -shared`, `dlopen`.
 //! - `sgemm` — the safe entry points: shape checks, threads, workspaces.
 //! - `peak` — a generated FMA-throughput probe for the machine's floor.

@@ -105,14 +105,15 @@ fn widest_row_epilogue(kernels: &[Kernel]) -> u64 {
 
 /// The vector width in bytes of the integer-dot decode routine for a parameter of `ty`,
 /// when the program asks for integer dots and the target has them: 64 with AVX-512BW, 32
-/// with AVX2 (`vpmaddubsw`); none for SSE2 or other block types (f32 products).
+/// with AVX2 (`vpmaddubsw`); none for SSE2 or block types other than the K-quants (f32
+/// products).
 fn int_dot_width(
     prog: &Program,
     target: &CpuTarget,
     ty: arch_runtime::gguf::GgmlType,
 ) -> Option<u32> {
     use super::target::VectorIsa;
-    if !prog.int_dots || ty != arch_runtime::gguf::GgmlType::Q4_K {
+    if !prog.int_dots || !super::qdot_ir::has_int_dots(ty) {
         return None;
     }
     // A host feature string lists every feature; the generic x86-64-v4 has AVX-512BW.
@@ -142,7 +143,7 @@ fn emit_module<'ctx>(
         if let std::collections::hash_map::Entry::Vacant(e) = quant.entry(ty) {
             let mut fns = super::quant_ir::emit_quant(&ir, &tiles, ty)?;
             if let Some(width) = int_dot_width(prog, target, ty) {
-                fns.gemv_bt = super::qdot_ir::emit_gemv_q4k_q8(&ir, width, fns.gemv_bt)?;
+                fns.gemv_bt = super::qdot_ir::emit_gemv_q8(&ir, ty, width, fns.gemv_bt)?;
             }
             e.insert(fns);
         }
