@@ -48,7 +48,8 @@ pub struct BuildOptions {
     pub sim: bool,
     /// Decode products over Q4_K, Q5_K and Q6_K weights in integers with the activations
     /// quantized per 256 values to 8 bits, as llama.cpp computes them (`--int-dots`):
-    /// faster, and the logits move ~1e-3 from an f32 product over the dequantized weights.
+    /// faster, and the logits move by that rounding (~1e-2 relative) from the f32 product
+    /// over the dequantized weights.
     pub int_dots: bool,
 }
 

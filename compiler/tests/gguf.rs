@@ -999,3 +999,109 @@ fn bf16_safetensors_stay_bf16() {
         .filter(|p| p.storage.as_deref() == Some("bf16"));
     assert!(stored.count() >= 7, "{:?}", m.params);
 }
+
+/// `--int-dots`: K-quant files decoded with integer dot products (the activations
+/// quantized per 256 values to 8 bits, as llama.cpp does) give first logits near the f32
+/// path's but not equal to them (later steps may follow other tokens: this random model's
+/// logits are close together), on `generate` and `bench`; asking for them where they
+/// cannot apply is an error.
+#[test]
+fn int_dots_decode_k_quants_near_the_f32_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = fixture("gguf/llama256/model-q8_0.gguf");
+    let i = fixture("gguf/inputs.safetensors");
+    let i = i.to_str().unwrap();
+    let spec = tmp.path().join("m.arch");
+    let s = spec.to_str().unwrap();
+    for ty in ["q4_k", "q6_k"] {
+        let q = tmp.path().join(format!("{ty}.gguf"));
+        let m = q.to_str().unwrap();
+        ok(
+            &archc(&["quantize", src.to_str().unwrap(), "--type", ty, "-o", m]),
+            ty,
+        );
+        ok(
+            &archc(&["import-gguf", m, "-o", s, "--name", "wide"]),
+            "import",
+        );
+        let logits = |more: &[&str]| {
+            let out = tmp.path().join(format!("{ty}{}.safetensors", more.len()));
+            let o = out.to_str().unwrap();
+            let mut args = vec![
+                "generate",
+                s,
+                "--weights",
+                m,
+                "--inputs",
+                i,
+                "--max-new-tokens",
+                "4",
+                "--save-logits",
+                "--out",
+                o,
+            ];
+            args.extend_from_slice(more);
+            ok(&archc(&args), &format!("{ty} generate {more:?}"));
+            f32s(&out, "logits")
+        };
+        // The logits that chose the first new token, [B, vocab].
+        let first = |t: archc::tensor::F32Tensor| {
+            let (b, n, v) = (t.shape[0], t.shape[1], t.shape[2]);
+            let data = (0..b)
+                .flat_map(|r| t.data[r * n * v..r * n * v + v].to_vec())
+                .collect();
+            archc::tensor::F32Tensor::new(vec![b, v], data).unwrap()
+        };
+        let (f32_logits, int_logits) = (first(logits(&[])), first(logits(&["--int-dots"])));
+        let err = int_logits.rel_max_diff(&f32_logits);
+        eprintln!("{ty}: --int-dots logits {err:.1e} from f32");
+        assert!(err > 1e-6 && err < 5e-2, "{ty}: --int-dots logits {err:e} from f32");
+        let bench = archc(&[
+            "bench", s, "--mode", "decode", "--batch", "1", "--prompt", "4", "--new", "4",
+            "--weights", m, "--reps", "1", "--warmup", "0", "--json", "--int-dots",
+        ]);
+        ok(&bench, &format!("{ty} bench --int-dots"));
+    }
+    // Where integer dots cannot apply.
+    let m = tmp.path().join("q4_k.gguf");
+    let m = m.to_str().unwrap();
+    let q8 = src.to_str().unwrap();
+    let out = tmp.path().join("x.safetensors");
+    let o = out.to_str().unwrap();
+    let gen = |w: &str, more: &[&str]| {
+        let mut args = vec![
+            "generate", s, "--weights", w, "--inputs", i, "--max-new-tokens", "2", "--out", o,
+        ];
+        args.extend_from_slice(more);
+        archc(&args)
+    };
+    let err = fails_cleanly(&gen(q8, &["--int-dots"]), "int dots over Q8_0");
+    assert!(err.contains("Q4_K, Q5_K or Q6_K") && err.contains("Q8_0"), "{err}");
+    let err = fails_cleanly(
+        &gen(m, &["--int-dots", "--backend", "cuda-sim"]),
+        "int dots on cuda",
+    );
+    assert!(err.contains("CPU decode path"), "{err}");
+    let pkg = tmp.path().join("pkg");
+    ok(
+        &archc(&["build", s, "--weights", m, "--int-dots", "-o", pkg.to_str().unwrap()]),
+        "build --int-dots",
+    );
+    let err = fails_cleanly(
+        &archc(&[
+            "generate",
+            pkg.to_str().unwrap(),
+            "--weights",
+            m,
+            "--inputs",
+            i,
+            "--max-new-tokens",
+            "2",
+            "--out",
+            o,
+            "--int-dots",
+        ]),
+        "int dots on a built package",
+    );
+    assert!(err.contains("archc build"), "{err}");
+}

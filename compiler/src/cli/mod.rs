@@ -118,9 +118,10 @@ enum Command {
         /// Keep each matmul weight as this GGUF file stores it (F16, BF16 or any block type).
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// Q4_K, Q5_K and Q6_K weights: decode products in integers, the activations quantized per 256
-        /// values to 8 bits as llama.cpp computes them (faster; the logits move ~1e-3 from
-        /// the f32 product over the dequantized weights, the default).
+        /// Q4_K, Q5_K and Q6_K weights: decode products in integers, the activations
+        /// quantized per 256 values to 8 bits as llama.cpp computes them (faster; the logits
+        /// move by that rounding, ~1e-2 relative, from the f32 product over the dequantized
+        /// weights, the default).
         #[arg(long)]
         int_dots: bool,
     },
@@ -150,9 +151,10 @@ enum Command {
         /// random ones) when loaded.
         #[arg(long)]
         quant: Option<String>,
-        /// Q4_K, Q5_K and Q6_K weights: decode products in integers, the activations quantized per 256
-        /// values to 8 bits as llama.cpp computes them (faster; the logits move ~1e-3 from
-        /// the f32 product over the dequantized weights, the default).
+        /// Q4_K, Q5_K and Q6_K weights: decode products in integers, the activations
+        /// quantized per 256 values to 8 bits as llama.cpp computes them (faster; the logits
+        /// move by that rounding, ~1e-2 relative, from the f32 product over the dequantized
+        /// weights, the default).
         #[arg(long)]
         int_dots: bool,
         /// Print one JSON object (keys include `median_ms` and `tokens_per_s`).
@@ -261,9 +263,10 @@ enum Command {
         /// cuda packages' thread programs on this CPU: slow, for checking without a GPU).
         #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "cuda-sim"])]
         backend: String,
-        /// Q4_K, Q5_K and Q6_K weights: decode products in integers, the activations quantized per 256
-        /// values to 8 bits as llama.cpp computes them (faster; the logits move ~1e-3 from
-        /// the f32 product over the dequantized weights, the default).
+        /// Q4_K, Q5_K and Q6_K weights: decode products in integers, the activations
+        /// quantized per 256 values to 8 bits as llama.cpp computes them (faster; the logits
+        /// move by that rounding, ~1e-2 relative, from the f32 product over the dequantized
+        /// weights, the default).
         #[arg(long)]
         int_dots: bool,
     },
