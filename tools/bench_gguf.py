@@ -26,7 +26,11 @@ With `--int-dots`, K-quant files (Q4_K, Q6_K) are decoded a second time with `ar
 computes them; the default is f32 products over the dequantized weights).
 
 Usage: python3 tools/bench_gguf.py [--workdir DIR] [--types q8_0,q4_k] [--threads 2]
-                                   [--new 64] [--int-dots] [--markdown]
+                                   [--new 64] [--int-dots] [--rounds R] [--markdown]
+
+With `--rounds R` every side is timed R times, alternating, and the table shows medians
+(each round's ratios printed below it): the VMs this runs on drift by tens of percent
+within minutes.
 """
 
 import argparse
@@ -115,6 +119,7 @@ def main():
     p.add_argument("--layers", type=int, default=16)
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--int-dots", dest="int_dots", action="store_true")
+    p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--llama-cpp-side", action="store_true")
     p.add_argument("--model")
     a = p.parse_args()
@@ -135,29 +140,52 @@ def main():
         decode = [ARCHC, "bench", spec, "--mode", "decode", "--batch", "1", "--prompt", "16",
                   "--new", str(a.new), "--weights", gguf, "--threads", th,
                   "--reps", str(a.reps), "--warmup", "1", "--json"]
-        dec = run_json(decode)
-        dec_int = run_json(decode + ["--int-dots"]) if a.int_dots and t in ("q4_k", "q5_k", "q6_k") else None
-        pre = run_json([ARCHC, "bench", spec, "--mode", "prefill", "--batch", "1", "--seq", "512",
-                        "--weights", gguf, "--threads", th, "--reps", str(a.reps), "--warmup", "1", "--json"])
-        theirs = run_json([sys.executable, __file__, "--llama-cpp-side", "--model", gguf,
-                           "--threads", th, "--new", str(a.new), "--reps", str(a.reps)])
-        size = os.path.getsize(gguf) / 2**20
-        rows.append((t, size, dec, pre, theirs, dec_int))
-        print(json.dumps({"type": t, "file_mib": size, "archc_decode": dec, "archc_prefill": pre,
-                          "archc_decode_int_dots": dec_int, "llama_cpp": theirs}))
+        with_int = a.int_dots and t in ("q4_k", "q5_k", "q6_k")
+        rounds = []
+        # Each round times every side once, one after the other, so a machine whose speed
+        # drifts moves the sides of a round together; the table takes medians.
+        for _ in range(a.rounds):
+            dec = run_json(decode)
+            dec_int = run_json(decode + ["--int-dots"]) if with_int else None
+            pre = run_json([ARCHC, "bench", spec, "--mode", "prefill", "--batch", "1", "--seq", "512",
+                            "--weights", gguf, "--threads", th, "--reps", str(a.reps), "--warmup", "1",
+                            "--json"])
+            theirs = run_json([sys.executable, __file__, "--llama-cpp-side", "--model", gguf,
+                               "--threads", th, "--new", str(a.new), "--reps", str(a.reps)])
+            size = os.path.getsize(gguf) / 2**20
+            print(json.dumps({"type": t, "file_mib": size, "archc_decode": dec, "archc_prefill": pre,
+                              "archc_decode_int_dots": dec_int, "llama_cpp": theirs}))
+            rounds.append((dec, pre, theirs, dec_int))
+        med = lambda xs: sorted(xs)[len(xs) // 2]
+        pick = lambda i, key: med([r[i][key] for r in rounds]) if rounds[0][i] else None
+        dec = {"tokens_per_s": pick(0, "tokens_per_s"), "peak_rss_mib": pick(0, "peak_rss_mib")}
+        pre = {"tokens_per_s": pick(1, "tokens_per_s")}
+        theirs = {k: pick(2, k) for k in ("decode_tokens_per_s", "pp_tokens_per_s", "peak_rss_mib")}
+        dec_int = {"tokens_per_s": pick(3, "tokens_per_s")} if with_int else None
+        ratios = {
+            "decode": [r[0]["tokens_per_s"] / r[2]["decode_tokens_per_s"] for r in rounds],
+            "pp512": [r[1]["tokens_per_s"] / r[2]["pp_tokens_per_s"] for r in rounds],
+        }
+        if with_int:
+            ratios["decode --int-dots"] = [r[3]["tokens_per_s"] / r[2]["decode_tokens_per_s"]
+                                           for r in rounds]
+        rows.append((t, size, dec, pre, theirs, dec_int, ratios))
     if a.markdown:
         print("| type | file | decode archc | decode llama.cpp | ratio | pp512 archc | pp512 llama.cpp | ratio | peak RSS archc / llama.cpp |")
         print("|---|---|---|---|---|---|---|---|---|")
-        for t, size, dec, pre, th, dec_int in rows:
+        for t, size, dec, pre, th, dec_int, _ in rows:
             d, dl = dec["tokens_per_s"], th["decode_tokens_per_s"]
             pp, ppl = pre["tokens_per_s"], th["pp_tokens_per_s"]
             print(f"| {t} | {size:.0f} MiB | {d:.1f} tok/s | {dl:.1f} tok/s | {d / dl:.2f}× | "
                   f"{pp:.0f} tok/s | {ppl:.0f} tok/s | {pp / ppl:.2f}× | "
                   f"{dec.get('peak_rss_mib', 0):.0f} / {th['peak_rss_mib']:.0f} MiB |")
-        for t, size, dec, pre, th, dec_int in rows:
+        for t, size, dec, pre, th, dec_int, ratios in rows:
             if dec_int:
                 d, dl = dec_int["tokens_per_s"], th["decode_tokens_per_s"]
                 print(f"\n{t} decode with --int-dots: {d:.1f} vs {dl:.1f} tok/s = {d / dl:.2f}× llama.cpp")
+            if a.rounds > 1:
+                per = "; ".join(f"{k} " + ", ".join(f"{x:.2f}×" for x in v) for k, v in ratios.items())
+                print(f"\n{t} per round (archc / llama.cpp): {per}")
 
 
 if __name__ == "__main__":

@@ -115,8 +115,11 @@ impl BuildOptions {
         if self.cuda.is_some() {
             return Err("--int-dots is a CPU decode path; the cuda backend computes in f32".into());
         }
-        let k_quant = |t: &GgmlType| matches!(t, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
-        if !self.quant.values().any(k_quant) {
+        if !self
+            .quant
+            .values()
+            .any(|&t| crate::backend::cpu::qdot_ir::has_int_dots(t))
+        {
             let kinds: std::collections::BTreeSet<&str> =
                 self.quant.values().map(|t| t.name()).collect();
             return Err(format!(

@@ -16,7 +16,7 @@ mod gemv_ir;
 pub mod lower;
 mod pack;
 mod peak;
-mod qdot_ir;
+pub(crate) mod qdot_ir;
 pub(crate) mod quant_ir;
 mod sgemm;
 mod sgemm_ir;
