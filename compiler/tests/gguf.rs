@@ -1055,10 +1055,29 @@ fn int_dots_decode_k_quants_near_the_f32_logits() {
         let (f32_logits, int_logits) = (first(logits(&[])), first(logits(&["--int-dots"])));
         let err = int_logits.rel_max_diff(&f32_logits);
         eprintln!("{ty}: --int-dots logits {err:.1e} from f32");
-        assert!(err > 1e-6 && err < 5e-2, "{ty}: --int-dots logits {err:e} from f32");
+        assert!(
+            err > 1e-6 && err < 5e-2,
+            "{ty}: --int-dots logits {err:e} from f32"
+        );
         let bench = archc(&[
-            "bench", s, "--mode", "decode", "--batch", "1", "--prompt", "4", "--new", "4",
-            "--weights", m, "--reps", "1", "--warmup", "0", "--json", "--int-dots",
+            "bench",
+            s,
+            "--mode",
+            "decode",
+            "--batch",
+            "1",
+            "--prompt",
+            "4",
+            "--new",
+            "4",
+            "--weights",
+            m,
+            "--reps",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+            "--int-dots",
         ]);
         ok(&bench, &format!("{ty} bench --int-dots"));
     }
@@ -1070,13 +1089,25 @@ fn int_dots_decode_k_quants_near_the_f32_logits() {
     let o = out.to_str().unwrap();
     let gen = |w: &str, more: &[&str]| {
         let mut args = vec![
-            "generate", s, "--weights", w, "--inputs", i, "--max-new-tokens", "2", "--out", o,
+            "generate",
+            s,
+            "--weights",
+            w,
+            "--inputs",
+            i,
+            "--max-new-tokens",
+            "2",
+            "--out",
+            o,
         ];
         args.extend_from_slice(more);
         archc(&args)
     };
     let err = fails_cleanly(&gen(q8, &["--int-dots"]), "int dots over Q8_0");
-    assert!(err.contains("Q4_K, Q5_K or Q6_K") && err.contains("Q8_0"), "{err}");
+    assert!(
+        err.contains("Q4_K, Q5_K or Q6_K") && err.contains("Q8_0"),
+        "{err}"
+    );
     let err = fails_cleanly(
         &gen(m, &["--int-dots", "--backend", "cuda-sim"]),
         "int dots on cuda",
@@ -1084,9 +1115,19 @@ fn int_dots_decode_k_quants_near_the_f32_logits() {
     assert!(err.contains("CPU decode path"), "{err}");
     let pkg = tmp.path().join("pkg");
     ok(
-        &archc(&["build", s, "--weights", m, "--int-dots", "-o", pkg.to_str().unwrap()]),
+        &archc(&[
+            "build",
+            s,
+            "--weights",
+            m,
+            "--int-dots",
+            "-o",
+            pkg.to_str().unwrap(),
+        ]),
         "build --int-dots",
     );
+    let manifest = arch_runtime::Manifest::read(&pkg).unwrap();
+    assert!(manifest.target.int_dots, "the manifest records --int-dots");
     let err = fails_cleanly(
         &archc(&[
             "generate",

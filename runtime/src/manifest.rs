@@ -64,6 +64,10 @@ pub struct Target {
     pub cpu: String,
     /// LLVM's feature string (`+avx2,+fma`).
     pub features: String,
+    /// The decode products over K-quant blocks take integer dot products over activations
+    /// quantized to 8 bits (`archc build --int-dots`); absent means f32 products.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub int_dots: bool,
 }
 
 /// Input limits of the model; 0 means "no limit" for `vocab` and `context`, and 0 or 1

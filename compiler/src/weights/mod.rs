@@ -376,6 +376,7 @@ pub(crate) fn params_manifest(
             isa: String::new(),
             cpu: String::new(),
             features: String::new(),
+            int_dots: false,
         },
         syms: vec![],
         limits: Limits {

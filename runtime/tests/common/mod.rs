@@ -148,6 +148,7 @@ pub fn manifest() -> Manifest {
             isa: "x86-64".into(),
             cpu: "x86-64".into(),
             features: "".into(),
+            int_dots: false,
         },
         syms: vec!["batch".into(), "seq".into()],
         limits: Limits {
