@@ -393,3 +393,60 @@ fn k_quant_integer_dots_compute_the_q8_product() {
     }
     assert!(checked >= 28, "at least one vector set ran");
 }
+
+/// The integer-dot routine keeps A's quantized rows on its stack up to 256 KiB (rows · k
+/// bytes); a larger product takes the f32 routine: with k = 43776, one row is quantized
+/// (43 KiB), six rows (256.5 KiB, one row block) compute in f32.
+#[test]
+fn integer_dots_fall_back_to_f32_past_their_stack_budget() {
+    let (ty, k, n) = (GgmlType::Q4_K, 43776u64, 5u64);
+    let g = linear_graph(k, n);
+    let mut rng = Rng::new(17);
+    let raw: Vec<f32> = (0..n * k).map(|_| rng.uniform() * 2.0 - 1.0).collect();
+    let deq = dequantize(ty, &quantize(ty, &raw).unwrap(), raw.len());
+    let shape = vec![n as usize, k as usize];
+    let given = HashMap::from([("w".to_string(), Tensor::new(shape.clone(), raw).unwrap())]);
+    let reference = HashMap::from([("w".to_string(), Tensor::new(shape, deq).unwrap())]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = archc::package::BuildOptions::host().unwrap();
+    opts.quant = BTreeMap::from([("w".to_string(), ty)]);
+    opts.int_dots = true;
+    archc::package::build_graph(&g, &g.name, &opts, dir.path()).unwrap();
+    for (rows, int) in [(1usize, true), (6, false)] {
+        let data: Vec<f32> = (0..rows * k as usize)
+            .map(|_| rng.uniform() - 0.5)
+            .collect();
+        let x = |data: Vec<f32>| {
+            HashMap::from([(
+                "x".to_string(),
+                Value::F(Tensor::new(vec![rows, 1, k as usize], data).unwrap()),
+            )])
+        };
+        let got = run_package_with(
+            dir.path(),
+            &WeightSource::Tensors(&given),
+            x(data.clone()),
+            2,
+        )
+        .unwrap()
+        .remove(0)
+        .1;
+        let product = |input: Vec<f32>| {
+            let want = run(&g, &x(input), &reference).unwrap()[0]
+                .1
+                .as_f32()
+                .unwrap()
+                .clone();
+            got.rel_max_diff(&want)
+        };
+        // Sums over 43776 terms differ in their last bits by the order of the additions
+        // (~1e-4 here); the two products differ by the activations' rounding (~1e-2).
+        let (q8, f32) = (product(q8k_roundtrip(&data)), product(data));
+        let (near, far) = if int { (q8, f32) } else { (f32, q8) };
+        eprintln!("{rows} rows: {q8:e} from the q8 product, {f32:e} from the f32 one");
+        assert!(
+            near <= 1e-3 && far > 10.0 * near,
+            "{rows} rows (integer dots: {int}): {q8:e} from the q8 product, {f32:e} from the f32 one"
+        );
+    }
+}

@@ -38,6 +38,19 @@ pub struct GenerateArgs<'a> {
     pub int_dots: bool,
 }
 
+impl GenerateArgs<'_> {
+    /// The generator these arguments ask for ([`any_generator`]).
+    fn generator(&self) -> Result<AnyGenerator, String> {
+        any_generator(
+            self.target,
+            self.weights,
+            self.threads,
+            self.backend,
+            self.int_dots,
+        )
+    }
+}
+
 pub fn run(args: &GenerateArgs) -> ExitCode {
     match generate(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -185,13 +198,7 @@ fn generate_text(args: &GenerateArgs, tokenizer_path: &Path) -> Result<(), Strin
     } else {
         args.prompts.to_vec()
     };
-    let mut generator = any_generator(
-        args.target,
-        args.weights,
-        args.threads,
-        args.backend,
-        args.int_dots,
-    )?;
+    let mut generator = args.generator()?;
     let seq2seq = generator.is_seq2seq();
     let padding = if seq2seq {
         crate::tokenize::Padding::Right
@@ -314,13 +321,7 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
             inputs_path.display()
         ));
     }
-    let mut generator = any_generator(
-        args.target,
-        args.weights,
-        args.threads,
-        args.backend,
-        args.int_dots,
-    )?;
+    let mut generator = args.generator()?;
     let opts = options(args);
     let out = generator.generate_any(
         &ids,

@@ -31,7 +31,9 @@
 
 use super::gemv_ir::{emit_column_nests, gemv_function, Gemv, GEMV_MAX_ROWS};
 use super::ir::{Ir, IrError, IrResult, WholeSteps};
-use super::quant_ir::{block_at, byte_at, half, prefetch, q4k_scales_mins, PREFETCH_BYTES};
+use super::quant_ir::{
+    block_at, byte_at, bytes_at, half, prefetch, q4k_scales_mins, PREFETCH_BYTES,
+};
 use arch_runtime::gguf::GgmlType;
 use inkwell::types::VectorType;
 use inkwell::values::{
@@ -278,15 +280,8 @@ struct KBlock<'ctx> {
 
 impl<'ctx> KBlock<'ctx> {
     fn read(ir: &Ir<'ctx>, kind: Kind, p: PointerValue<'ctx>) -> IrResult<KBlock<'ctx>> {
-        let (i8t, i16t) = (ir.ctx.i8_type(), ir.ctx.i16_type());
-        let load = |off: u64, n: u32| -> IrResult<VectorValue<'ctx>> {
-            let v =
-                ir.b.build_load(i8t.vec_type(n), byte_at(ir, p, ir.int(off))?, "")?;
-            if let Some(inst) = v.as_instruction_value() {
-                inst.set_alignment(1).map_err(|e| IrError(e.to_string()))?;
-            }
-            Ok(v.into_vector_value())
-        };
+        let i16t = ir.ctx.i16_type();
+        let load = |off: u64, n: u32| bytes_at(ir, p, ir.int(off), n);
         match kind.ty {
             GgmlType::Q6_K => {
                 let d = half(ir, p, 208, true)?;
@@ -342,17 +337,7 @@ impl<'ctx> KBlock<'ctx> {
         let w = kind.width;
         let bytes =
             |n: u64, x: u64| VectorType::const_vector(&vec![i8t.const_int(x, false); n as usize]);
-        let load = |off: u64| -> IrResult<VectorValue<'ctx>> {
-            let v = ir.b.build_load(
-                i8t.vec_type(w as u32),
-                byte_at(ir, self.p, ir.int(off))?,
-                "",
-            )?;
-            if let Some(inst) = v.as_instruction_value() {
-                inst.set_alignment(1).map_err(|e| IrError(e.to_string()))?;
-            }
-            Ok(v.into_vector_value())
-        };
+        let load = |off: u64| bytes_at(ir, self.p, ir.int(off), w as u32);
         // 32-byte pieces of `x` (a vector of 32 or 64 bytes) picked by `pick(c)` for each
         // segment c of the result.
         let pieces =
@@ -446,14 +431,9 @@ impl<'ctx> KBlock<'ctx> {
 fn emit_dots<'ctx>(ir: &Ir<'ctx>, g: &Gemv<'ctx>, kind: Kind, q: &Quantized<'ctx>) -> IrResult<()> {
     let ty = kind.ty;
     let (f, k, b, ldb, c, ldc) = (g.f, g.k, g.b, g.ldb, g.c, g.ldc);
-    let (i8t, i32t) = (ir.ctx.i8_type(), ir.ctx.i32_type());
     let w = kind.width;
     let lanes = (w / 4) as u32;
-    let (bv, dv, fv) = (
-        i8t.vec_type(w as u32),
-        i32t.vec_type(lanes),
-        ir.f32.vec_type(lanes),
-    );
+    let (dv, fv) = (ir.ctx.i32_type().vec_type(lanes), ir.f32.vec_type(lanes));
     // The offset terms: per 32 values (8) or per 16 (Q6_K: 16).
     let (groups, sums) = if ty == GgmlType::Q6_K {
         (16u64, q.bs16)
@@ -520,10 +500,7 @@ fn emit_dots<'ctx>(ir: &Ir<'ctx>, g: &Gemv<'ctx>, kind: Kind, q: &Quantized<'ctx
                         let (vals, scv) = blk_b.vector(ir, kind, v)?;
                         for (i, &qrow) in qrows.iter().enumerate() {
                             let at = ir.add(k0, ir.int(v * w))?;
-                            let a8 = ir.b.build_load(bv, byte_at(ir, qrow, at)?, "")?;
-                            if let Some(inst) = a8.as_instruction_value() {
-                                inst.set_alignment(1).map_err(|e| IrError(e.to_string()))?;
-                            }
+                            let a8 = bytes_at(ir, qrow, at, w as u32)?;
                             let p16 = ir.intrinsic(madd_ub, &[], &[vals.into(), a8.into()])?;
                             let p32 = ir.intrinsic(madd_wd, &[], &[p16.into(), scv.into()])?;
                             sumi[i] = ir.b.build_int_add(sumi[i], p32.into_vector_value(), "")?;

@@ -103,6 +103,21 @@ pub(crate) fn byte_at<'ctx>(
     })
 }
 
+/// `n` bytes at `p + off` as an `<n x i8>` (no alignment assumed).
+pub(crate) fn bytes_at<'ctx>(
+    ir: &Ir<'ctx>,
+    p: PointerValue<'ctx>,
+    off: IntValue<'ctx>,
+    n: u32,
+) -> IrResult<VectorValue<'ctx>> {
+    let v =
+        ir.b.build_load(ir.ctx.i8_type().vec_type(n), byte_at(ir, p, off)?, "")?;
+    if let Some(inst) = v.as_instruction_value() {
+        inst.set_alignment(1).map_err(|e| IrError(e.to_string()))?;
+    }
+    Ok(v.into_vector_value())
+}
+
 /// The block holding element `elem` (a multiple of the block size) of blocks at `base`.
 pub(crate) fn block_at<'ctx>(
     ir: &Ir<'ctx>,
