@@ -295,9 +295,8 @@ fn q8k_roundtrip(x: &[f32]) -> Vec<f32> {
 fn k_quant_integer_dots_compute_the_q8_product() {
     let mut checked = 0;
     for (ty, k) in [
-        (GgmlType::Q4_K, 512u64),
-        (GgmlType::Q4_K, 768),
-        (GgmlType::Q5_K, 768),
+        (GgmlType::Q4_K, 768u64),
+        (GgmlType::Q5_K, 512),
         (GgmlType::Q6_K, 768),
     ] {
         let n = 37u64;
@@ -325,7 +324,7 @@ fn k_quant_integer_dots_compute_the_q8_product() {
             opts.quant = BTreeMap::from([("w".to_string(), ty)]);
             opts.int_dots = true;
             archc::package::build_graph(&g, &g.name, &opts, dir.path()).unwrap();
-            for (b, t) in [(1, 1), (2, 1), (3, 1), (5, 1), (8, 1), (9, 1), (2, 75)] {
+            for (b, t) in [(1, 1), (3, 1), (8, 1), (9, 1), (2, 75)] {
                 let rows = b * t;
                 let mut data: Vec<f32> = (0..rows * k as usize)
                     .map(|_| rng.uniform() - 0.5)
@@ -391,7 +390,7 @@ fn k_quant_integer_dots_compute_the_q8_product() {
             }
         }
     }
-    assert!(checked >= 28, "at least one vector set ran");
+    assert!(checked >= 15, "at least one vector set ran");
 }
 
 /// The integer-dot routine keeps A's quantized rows on its stack up to 256 KiB (rows · k
