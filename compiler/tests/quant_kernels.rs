@@ -449,3 +449,48 @@ fn integer_dots_fall_back_to_f32_past_their_stack_budget() {
         );
     }
 }
+
+/// A NaN or an infinity among the activations makes the integer-dot products it enters
+/// NaN, as the f32 products are non-finite, instead of finite numbers from the bytes a NaN
+/// rounds to; the rows without one are unaffected.
+#[test]
+fn integer_dots_keep_non_finite_activations_non_finite() {
+    let (ty, k, n) = (GgmlType::Q4_K, 512u64, 8u64);
+    let g = linear_graph(k, n);
+    let mut rng = Rng::new(19);
+    let raw: Vec<f32> = (0..n * k).map(|_| rng.uniform() - 0.5).collect();
+    let given = HashMap::from([(
+        "w".to_string(),
+        Tensor::new(vec![n as usize, k as usize], raw).unwrap(),
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = archc::package::BuildOptions::host().unwrap();
+    opts.quant = BTreeMap::from([("w".to_string(), ty)]);
+    opts.int_dots = true;
+    archc::package::build_graph(&g, &g.name, &opts, dir.path()).unwrap();
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut data: Vec<f32> = (0..3 * k as usize).map(|_| rng.uniform() - 0.5).collect();
+        data[k as usize + 300] = bad;
+        let x = HashMap::from([(
+            "x".to_string(),
+            Value::F(Tensor::new(vec![3, 1, k as usize], data).unwrap()),
+        )]);
+        let y = run_package_with(dir.path(), &WeightSource::Tensors(&given), x, 2)
+            .unwrap()
+            .remove(0)
+            .1;
+        let rows: Vec<&[f32]> = y.data.chunks(n as usize).collect();
+        assert!(
+            rows[1].iter().all(|v| !v.is_finite()),
+            "{bad}: {:?}",
+            rows[1]
+        );
+        for r in [0, 2] {
+            assert!(
+                rows[r].iter().all(|v| v.is_finite()),
+                "{bad}: row {r} {:?}",
+                rows[r]
+            );
+        }
+    }
+}

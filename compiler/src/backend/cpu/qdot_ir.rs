@@ -182,6 +182,8 @@ fn quantize_rows<'ctx>(ir: &Ir<'ctx>, g: &Gemv<'ctx>, kind: Kind) -> IrResult<Qu
             let xs = (0..QK / lanes)
                 .map(|s| ir.load_vec(vt, ir.at(arow, ir.add(k0, ir.int(s * lanes))?)?))
                 .collect::<IrResult<Vec<_>>>()?;
+            // `maximum`, not `maxnum`: a NaN among the values makes d_a NaN, so the products
+            // it enters are NaN as in f32, not finite numbers from garbage bytes.
             let mut amax: Option<VectorValue<'ctx>> = None;
             for &x in &xs {
                 let ax = ir
@@ -190,13 +192,13 @@ fn quantize_rows<'ctx>(ir: &Ir<'ctx>, g: &Gemv<'ctx>, kind: Kind) -> IrResult<Qu
                 amax = Some(match amax {
                     None => ax,
                     Some(m) => ir
-                        .intrinsic("llvm.maxnum", &[vt.into()], &[m.into(), ax.into()])?
+                        .intrinsic("llvm.maximum", &[vt.into()], &[m.into(), ax.into()])?
                         .into_vector_value(),
                 });
             }
             let amax = amax.ok_or_else(|| IrError("an empty block".into()))?;
             let amax = ir
-                .intrinsic("llvm.vector.reduce.fmax", &[vt.into()], &[amax.into()])?
+                .intrinsic("llvm.vector.reduce.fmaximum", &[vt.into()], &[amax.into()])?
                 .into_float_value();
             let c127 = ir.f32.const_float(127.0);
             let d = ir.b.build_float_div(amax, c127, "")?;
