@@ -376,13 +376,25 @@ impl<'ctx> KBlock<'ctx> {
                     ir.b.build_and(raw, bytes(w, 15), "")?
                 };
                 match self.high {
-                    // Bit `sub` of qh byte l is bit 4 of value l of sub-block `sub`.
+                    // Bit `sub` of qh byte l is bit 4 of value l of sub-block `sub`: a
+                    // test against each segment's bit (`vptestmb`) selects 16 or 0, not a
+                    // shift per segment (x86 has no per-byte shifts).
                     Some(qh) => {
                         let qh = pieces(qh, &|_| 0)?;
-                        let bit = per_shift(qh, &|c| kind.segment(v, c))?;
-                        let bit = ir.b.build_and(bit, bytes(w, 1), "")?;
-                        let bit = ir.b.build_left_shift(bit, bytes(w, 4), "")?;
-                        ir.b.build_or(nib, bit, "")?
+                        let bits: Vec<IntValue<'ctx>> = (0..kind.per_vector())
+                            .flat_map(|c| {
+                                std::iter::repeat_n(1u64 << kind.segment(v, c), SEG as usize)
+                            })
+                            .map(|b| i8t.const_int(b, false))
+                            .collect();
+                        let set = ir.b.build_int_compare(
+                            inkwell::IntPredicate::NE,
+                            ir.b.build_and(qh, VectorType::const_vector(&bits), "")?,
+                            bytes(w, 0),
+                            "",
+                        )?;
+                        let bit = ir.b.build_select(set, bytes(w, 16), bytes(w, 0), "")?;
+                        ir.b.build_or(nib, bit.into_vector_value(), "")?
                     }
                     None => nib,
                 }
