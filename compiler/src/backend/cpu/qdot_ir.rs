@@ -355,17 +355,41 @@ impl<'ctx> KBlock<'ctx> {
                     "",
                 )?)
             };
-        let per_shift =
-            |x: VectorValue<'ctx>, shift: &dyn Fn(u64) -> u64| -> IrResult<VectorValue<'ctx>> {
-                // Per segment c a right shift by shift(c) (bytes).
-                let sh: Vec<IntValue<'ctx>> = (0..kind.per_vector())
-                    .flat_map(|c| std::iter::repeat_n(shift(c), SEG as usize))
-                    .map(|s| i8t.const_int(s, false))
-                    .collect();
-                Ok(ir
-                    .b
-                    .build_right_shift(x, VectorType::const_vector(&sh), false, "")?)
-            };
+        let per_shift = |x: VectorValue<'ctx>,
+                         shift: &dyn Fn(u64) -> u64|
+         -> IrResult<VectorValue<'ctx>> {
+            // Per segment c a right shift by shift(c) (bytes): each 32-byte segment
+            // shifted on its own, then joined (x86 has no per-byte variable shifts).
+            let segs = (0..kind.per_vector())
+                .map(|c| {
+                    let mask: Vec<IntValue<'ctx>> = (0..SEG)
+                        .map(|l| i32t.const_int(c * SEG + l, false))
+                        .collect();
+                    let seg = ir.b.build_shuffle_vector(
+                        x,
+                        x.get_type().get_undef(),
+                        VectorType::const_vector(&mask),
+                        "",
+                    )?;
+                    let sh = VectorType::const_vector(&vec![
+                        i8t.const_int(shift(c), false);
+                        SEG as usize
+                    ]);
+                    Ok(ir.b.build_right_shift(seg, sh, false, "")?)
+                })
+                .collect::<IrResult<Vec<_>>>()?;
+            match segs.as_slice() {
+                [one] => Ok(*one),
+                [a, b] => {
+                    let mask: Vec<IntValue<'ctx>> =
+                        (0..2 * SEG).map(|l| i32t.const_int(l, false)).collect();
+                    Ok(ir
+                        .b
+                        .build_shuffle_vector(*a, *b, VectorType::const_vector(&mask), "")?)
+                }
+                _ => Err(IrError(format!("{} segments per vector", segs.len()))),
+            }
+        };
         let values = match kind.ty {
             GgmlType::Q4_K | GgmlType::Q5_K => {
                 let qs_at = if kind.ty == GgmlType::Q5_K { 48 } else { 16 };
