@@ -285,12 +285,71 @@ fn q8k_roundtrip(x: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// An integer-dot test's linear layer: the graph, its f32 weights `w` [n, k] as given to
+/// the package (quantized to `ty` when loaded) and as the kernels see them (dequantized).
+struct IntDotCase {
+    g: Graph,
+    k: usize,
+    given: archc::interp::Params,
+    reference: archc::interp::Params,
+}
+
+impl IntDotCase {
+    fn new(ty: GgmlType, k: u64, n: u64, rng: &mut Rng) -> IntDotCase {
+        let raw: Vec<f32> = (0..n * k).map(|_| rng.uniform() * 2.0 - 1.0).collect();
+        let deq = dequantize(ty, &quantize(ty, &raw).unwrap(), raw.len());
+        let shape = vec![n as usize, k as usize];
+        let w =
+            |data| HashMap::from([("w".to_string(), Tensor::new(shape.clone(), data).unwrap())]);
+        IntDotCase {
+            g: linear_graph(k, n),
+            k: k as usize,
+            given: w(raw),
+            reference: w(deq),
+        }
+    }
+
+    /// The layer built for `target` with `w` stored as `ty` and integer dots.
+    fn package(&self, ty: GgmlType, target: CpuTarget) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = archc::package::BuildOptions::host().unwrap();
+        opts.target = target;
+        opts.quant = BTreeMap::from([("w".to_string(), ty)]);
+        opts.int_dots = true;
+        archc::package::build_graph(&self.g, &self.g.name, &opts, dir.path()).unwrap();
+        dir
+    }
+
+    fn input(&self, rows: [usize; 2], data: Vec<f32>) -> HashMap<String, Value> {
+        let shape = vec![rows[0], rows[1], self.k];
+        HashMap::from([("x".to_string(), Value::F(Tensor::new(shape, data).unwrap()))])
+    }
+
+    /// The package at `dir` on `data` ([rows[0], rows[1], k]).
+    fn run(&self, dir: &std::path::Path, rows: [usize; 2], data: Vec<f32>) -> Tensor<f32> {
+        let x = self.input(rows, data);
+        run_package_with(dir, &WeightSource::Tensors(&self.given), x, 2)
+            .unwrap()
+            .remove(0)
+            .1
+    }
+
+    /// The evaluator's product of the dequantized weights with `data`.
+    fn product(&self, rows: [usize; 2], data: Vec<f32>) -> Tensor<f32> {
+        run(&self.g, &self.input(rows, data), &self.reference).unwrap()[0]
+            .1
+            .as_f32()
+            .unwrap()
+            .clone()
+    }
+}
+
 /// K-quant (Q4_K, Q5_K, Q6_K) decode products with integer dots
-/// (`BuildOptions::int_dots`): for up to eight
-/// rows the kernels compute the product of the dequantized weights with the activations
-/// as quantized per 256 values to 8 bits, on every vector set with integer dots and the
-/// host's own target (AVX-512 VNNI where it has it); more rows (a prompt) keep the f32
-/// product. The f32 reference shows the activations' rounding does move the result.
+/// (`BuildOptions::int_dots`): for up to eight rows the kernels compute the product of
+/// the dequantized weights with the activations as quantized per 256 values to 8 bits,
+/// on every vector set with integer dots and the host's own target (AVX-512 VNNI where it
+/// has it); more rows (a prompt) keep the f32 product. The f32 reference shows the
+/// activations' rounding does move the result.
 #[test]
 fn k_quant_integer_dots_compute_the_q8_product() {
     let mut checked = 0;
@@ -299,14 +358,9 @@ fn k_quant_integer_dots_compute_the_q8_product() {
         (GgmlType::Q5_K, 512),
         (GgmlType::Q6_K, 768),
     ] {
-        let n = 37u64;
-        let g = linear_graph(k, n);
+        let n = 37usize;
         let mut rng = Rng::new(13);
-        let raw: Vec<f32> = (0..n * k).map(|_| rng.uniform() * 2.0 - 1.0).collect();
-        let deq = dequantize(ty, &quantize(ty, &raw).unwrap(), raw.len());
-        let shape = vec![n as usize, k as usize];
-        let given = HashMap::from([("w".to_string(), Tensor::new(shape.clone(), raw).unwrap())]);
-        let reference = HashMap::from([("w".to_string(), Tensor::new(shape, deq).unwrap())]);
+        let case = IntDotCase::new(ty, k, n as u64, &mut rng);
         let mut targets = vec![];
         for isa in [VectorIsa::Avx2, VectorIsa::Avx512] {
             if isa.runs_here() {
@@ -318,12 +372,7 @@ fn k_quant_integer_dots_compute_the_q8_product() {
             if target.isa == VectorIsa::Sse2 {
                 continue;
             }
-            let dir = tempfile::tempdir().unwrap();
-            let mut opts = archc::package::BuildOptions::host().unwrap();
-            opts.target = target;
-            opts.quant = BTreeMap::from([("w".to_string(), ty)]);
-            opts.int_dots = true;
-            archc::package::build_graph(&g, &g.name, &opts, dir.path()).unwrap();
+            let dir = case.package(ty, target);
             for (b, t) in [(1, 1), (3, 1), (8, 1), (9, 1), (2, 75)] {
                 let rows = b * t;
                 let mut data: Vec<f32> = (0..rows * k as usize)
@@ -331,38 +380,14 @@ fn k_quant_integer_dots_compute_the_q8_product() {
                     .collect();
                 // A block of zeros (scale 0) in the first row.
                 data[..256].iter_mut().for_each(|v| *v = 0.0);
-                let x = |data: Vec<f32>| {
-                    HashMap::from([(
-                        "x".to_string(),
-                        Value::F(Tensor::new(vec![b, t, k as usize], data).unwrap()),
-                    )])
-                };
-                let got = run_package_with(
-                    dir.path(),
-                    &WeightSource::Tensors(&given),
-                    x(data.clone()),
-                    2,
-                )
-                .unwrap()
-                .remove(0)
-                .1;
-                let f32_want = run(&g, &x(data.clone()), &reference).unwrap()[0]
-                    .1
-                    .as_f32()
-                    .unwrap()
-                    .clone();
-                let err_f32 = got.rel_max_diff(&f32_want);
-                let q = q8k_roundtrip(&data);
-                let want = run(&g, &x(q), &reference).unwrap()[0]
-                    .1
-                    .as_f32()
-                    .unwrap()
-                    .clone();
-                let err = got.rel_max_diff(&want);
+                let got = case.run(dir.path(), [b, t], data.clone());
+                let want = case.product([b, t], q8k_roundtrip(&data));
+                let f32_want = case.product([b, t], data);
+                let (err, err_f32) = (got.rel_max_diff(&want), got.rel_max_diff(&f32_want));
                 if rows <= 8 {
                     assert!(
                         err <= 1e-5,
-                        "k={k} {name} {rows} rows: {err:e} from the q8 product"
+                        "{ty:?} k={k} {name} {rows} rows: {err:e} from the q8 product"
                     );
                     assert!(
                         err_f32 > 1e-5 && err_f32 < 3e-2,
@@ -371,7 +396,6 @@ fn k_quant_integer_dots_compute_the_q8_product() {
                 } else {
                     // More rows are cut into row blocks: each block of at most eight
                     // rows takes integer dots, a larger one the f32 sgemm.
-                    let n = n as usize;
                     for (i, row) in got.data.chunks(n).enumerate() {
                         let close = |w: &Tensor<f32>| {
                             let w = &w.data[i * n..(i + 1) * n];
@@ -398,49 +422,17 @@ fn k_quant_integer_dots_compute_the_q8_product() {
 /// (43 KiB), six rows (256.5 KiB, one row block) compute in f32.
 #[test]
 fn integer_dots_fall_back_to_f32_past_their_stack_budget() {
-    let (ty, k, n) = (GgmlType::Q4_K, 43776u64, 5u64);
-    let g = linear_graph(k, n);
+    let (ty, k) = (GgmlType::Q4_K, 43776usize);
     let mut rng = Rng::new(17);
-    let raw: Vec<f32> = (0..n * k).map(|_| rng.uniform() * 2.0 - 1.0).collect();
-    let deq = dequantize(ty, &quantize(ty, &raw).unwrap(), raw.len());
-    let shape = vec![n as usize, k as usize];
-    let given = HashMap::from([("w".to_string(), Tensor::new(shape.clone(), raw).unwrap())]);
-    let reference = HashMap::from([("w".to_string(), Tensor::new(shape, deq).unwrap())]);
-    let dir = tempfile::tempdir().unwrap();
-    let mut opts = archc::package::BuildOptions::host().unwrap();
-    opts.quant = BTreeMap::from([("w".to_string(), ty)]);
-    opts.int_dots = true;
-    archc::package::build_graph(&g, &g.name, &opts, dir.path()).unwrap();
+    let case = IntDotCase::new(ty, k as u64, 5, &mut rng);
+    let dir = case.package(ty, CpuTarget::host().unwrap());
     for (rows, int) in [(1usize, true), (6, false)] {
-        let data: Vec<f32> = (0..rows * k as usize)
-            .map(|_| rng.uniform() - 0.5)
-            .collect();
-        let x = |data: Vec<f32>| {
-            HashMap::from([(
-                "x".to_string(),
-                Value::F(Tensor::new(vec![rows, 1, k as usize], data).unwrap()),
-            )])
-        };
-        let got = run_package_with(
-            dir.path(),
-            &WeightSource::Tensors(&given),
-            x(data.clone()),
-            2,
-        )
-        .unwrap()
-        .remove(0)
-        .1;
-        let product = |input: Vec<f32>| {
-            let want = run(&g, &x(input), &reference).unwrap()[0]
-                .1
-                .as_f32()
-                .unwrap()
-                .clone();
-            got.rel_max_diff(&want)
-        };
+        let data: Vec<f32> = (0..rows * k).map(|_| rng.uniform() - 0.5).collect();
+        let got = case.run(dir.path(), [rows, 1], data.clone());
         // Sums over 43776 terms differ in their last bits by the order of the additions
         // (~1e-4 here); the two products differ by the activations' rounding (~1e-2).
-        let (q8, f32) = (product(q8k_roundtrip(&data)), product(data));
+        let q8 = got.rel_max_diff(&case.product([rows, 1], q8k_roundtrip(&data)));
+        let f32 = got.rel_max_diff(&case.product([rows, 1], data));
         let (near, far) = if int { (q8, f32) } else { (f32, q8) };
         eprintln!("{rows} rows: {q8:e} from the q8 product, {f32:e} from the f32 one");
         assert!(
@@ -455,31 +447,15 @@ fn integer_dots_fall_back_to_f32_past_their_stack_budget() {
 /// rounds to; the rows without one are unaffected.
 #[test]
 fn integer_dots_keep_non_finite_activations_non_finite() {
-    let (ty, k, n) = (GgmlType::Q4_K, 512u64, 8u64);
-    let g = linear_graph(k, n);
+    let (ty, k, n) = (GgmlType::Q4_K, 512usize, 8usize);
     let mut rng = Rng::new(19);
-    let raw: Vec<f32> = (0..n * k).map(|_| rng.uniform() - 0.5).collect();
-    let given = HashMap::from([(
-        "w".to_string(),
-        Tensor::new(vec![n as usize, k as usize], raw).unwrap(),
-    )]);
-    let dir = tempfile::tempdir().unwrap();
-    let mut opts = archc::package::BuildOptions::host().unwrap();
-    opts.quant = BTreeMap::from([("w".to_string(), ty)]);
-    opts.int_dots = true;
-    archc::package::build_graph(&g, &g.name, &opts, dir.path()).unwrap();
+    let case = IntDotCase::new(ty, k as u64, n as u64, &mut rng);
+    let dir = case.package(ty, CpuTarget::host().unwrap());
     for bad in [f32::NAN, f32::INFINITY] {
-        let mut data: Vec<f32> = (0..3 * k as usize).map(|_| rng.uniform() - 0.5).collect();
-        data[k as usize + 300] = bad;
-        let x = HashMap::from([(
-            "x".to_string(),
-            Value::F(Tensor::new(vec![3, 1, k as usize], data).unwrap()),
-        )]);
-        let y = run_package_with(dir.path(), &WeightSource::Tensors(&given), x, 2)
-            .unwrap()
-            .remove(0)
-            .1;
-        let rows: Vec<&[f32]> = y.data.chunks(n as usize).collect();
+        let mut data: Vec<f32> = (0..3 * k).map(|_| rng.uniform() - 0.5).collect();
+        data[k + 300] = bad;
+        let y = case.run(dir.path(), [3, 1], data);
+        let rows: Vec<&[f32]> = y.data.chunks(n).collect();
         assert!(
             rows[1].iter().all(|v| !v.is_finite()),
             "{bad}: {:?}",
