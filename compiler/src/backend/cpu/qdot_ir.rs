@@ -355,27 +355,25 @@ impl<'ctx> KBlock<'ctx> {
                     "",
                 )?)
             };
-        let per_shift = |x: VectorValue<'ctx>,
-                         shift: &dyn Fn(u64) -> u64|
+        // Segment c of the result: 32-byte piece `pick(c).0` of `src` shifted right by
+        // `pick(c).1` bits per byte — each piece shifted on its own, then the pieces
+        // joined (x86 has no per-byte variable shifts).
+        let shifted_pieces = |src: VectorValue<'ctx>,
+                              pick: &dyn Fn(u64) -> (u64, u64)|
          -> IrResult<VectorValue<'ctx>> {
-            // Per segment c a right shift by shift(c) (bytes): each 32-byte segment
-            // shifted on its own, then joined (x86 has no per-byte variable shifts).
             let segs = (0..kind.per_vector())
                 .map(|c| {
+                    let (piece, shift) = pick(c);
                     let mask: Vec<IntValue<'ctx>> = (0..SEG)
-                        .map(|l| i32t.const_int(c * SEG + l, false))
+                        .map(|l| i32t.const_int(piece * SEG + l, false))
                         .collect();
                     let seg = ir.b.build_shuffle_vector(
-                        x,
-                        x.get_type().get_undef(),
+                        src,
+                        src.get_type().get_undef(),
                         VectorType::const_vector(&mask),
                         "",
                     )?;
-                    let sh = VectorType::const_vector(&vec![
-                        i8t.const_int(shift(c), false);
-                        SEG as usize
-                    ]);
-                    Ok(ir.b.build_right_shift(seg, sh, false, "")?)
+                    Ok(ir.b.build_right_shift(seg, bytes(SEG, shift), false, "")?)
                 })
                 .collect::<IrResult<Vec<_>>>()?;
             match segs.as_slice() {
@@ -436,8 +434,7 @@ impl<'ctx> KBlock<'ctx> {
                     ir.b.build_and(ql, bytes(w, 15), "")?
                 };
                 let qh = self.high.ok_or_else(|| IrError("Q6_K without qh".into()))?;
-                let qh = pieces(qh, &|_| h)?;
-                let hi = per_shift(qh, &|c| 2 * (t0 + c))?;
+                let hi = shifted_pieces(qh, &|c| (h, 2 * (t0 + c)))?;
                 let hi = ir.b.build_and(hi, bytes(w, 3), "")?;
                 let hi = ir.b.build_left_shift(hi, bytes(w, 4), "")?;
                 ir.b.build_or(lo, hi, "")?
