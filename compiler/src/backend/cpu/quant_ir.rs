@@ -183,12 +183,7 @@ pub(crate) fn q4k_scales_mins<'ctx>(
     p: PointerValue<'ctx>,
 ) -> IrResult<(VectorValue<'ctx>, VectorValue<'ctx>)> {
     let (i8t, i32t) = (ir.ctx.i8_type(), ir.ctx.i32_type());
-    let raw =
-        ir.b.build_load(i8t.vec_type(16), byte_at(ir, p, ir.int(4))?, "")?;
-    if let Some(inst) = raw.as_instruction_value() {
-        inst.set_alignment(1).map_err(|e| IrError(e.to_string()))?;
-    }
-    let raw = raw.into_vector_value();
+    let raw = bytes_at(ir, p, ir.int(4), 16)?;
     let v8 = i32t.vec_type(8);
     let pick = |idx: [u64; 8]| -> IrResult<VectorValue<'ctx>> {
         let mask: Vec<IntValue<'ctx>> = idx.iter().map(|&i| i32t.const_int(i, false)).collect();
@@ -401,18 +396,8 @@ impl<'ctx> Block<'ctx> {
     pub(crate) fn values(&self, ir: &Ir<'ctx>, s: u64) -> IrResult<VectorValue<'ctx>> {
         let (lanes, p) = (self.lanes, self.p);
         let l = lanes as u64;
-        let (i8v, i32v, vt) = (
-            ir.ctx.i8_type().vec_type(lanes),
-            ir.ctx.i32_type().vec_type(lanes),
-            ir.f32.vec_type(lanes),
-        );
-        let load = |off: u64| -> IrResult<VectorValue<'ctx>> {
-            let v = ir.b.build_load(i8v, byte_at(ir, p, ir.int(off))?, "")?;
-            if let Some(inst) = v.as_instruction_value() {
-                inst.set_alignment(1).map_err(|e| IrError(e.to_string()))?;
-            }
-            Ok(v.into_vector_value())
-        };
+        let (i32v, vt) = (ir.ctx.i32_type().vec_type(lanes), ir.f32.vec_type(lanes));
+        let load = |off: u64| bytes_at(ir, p, ir.int(off), lanes);
         let bytes = |v: u64| {
             let c = ir.ctx.i8_type().const_int(v, false);
             VectorType::const_vector(&vec![c; lanes as usize])
