@@ -42,9 +42,9 @@ use inkwell::values::{
 };
 
 /// Values per block of the activations' quantization (ggml's `QK_K`).
-const QK: u64 = 256;
+pub(super) const QK: u64 = 256;
 /// Values per segment (a Q4_K sub-block).
-const SEG: u64 = 32;
+pub(super) const SEG: u64 = 32;
 /// Bytes of A's quantized rows that the routine keeps on its stack at most (rows · k);
 /// larger products go to the f32 routine.
 const MAX_STACK_BYTES: u64 = 1 << 18;
@@ -56,15 +56,15 @@ pub(crate) fn has_int_dots(ty: GgmlType) -> bool {
 
 /// How a block type's values come out of its vectors.
 #[derive(Clone, Copy)]
-struct Kind {
-    ty: GgmlType,
+pub(super) struct Kind {
+    pub ty: GgmlType,
     /// Vector width in bytes (32 or 64).
-    width: u64,
+    pub width: u64,
 }
 
 impl Kind {
     /// Segments per vector.
-    fn per_vector(self) -> u64 {
+    pub fn per_vector(self) -> u64 {
         self.width / SEG
     }
 
@@ -74,7 +74,7 @@ impl Kind {
     /// low nibbles (v even) or the high ones (v odd) of bytes (v / 2) · W onwards. Q6_K:
     /// natural order (each 64 bytes of `ql` hold values 0..64 of a half in their low
     /// nibbles and 64..128 in their high ones).
-    fn segment(self, v: u64, c: u64) -> u64 {
+    pub fn segment(self, v: u64, c: u64) -> u64 {
         match self.ty {
             GgmlType::Q6_K => v * self.per_vector() + c,
             _ => 2 * ((v / 2) * self.per_vector() + c) + v % 2,
@@ -160,7 +160,7 @@ struct Quantized<'ctx> {
 /// Quantizes every row of A per 256 values into stack buffers.
 fn quantize_rows<'ctx>(ir: &Ir<'ctx>, g: &Gemv<'ctx>, kind: Kind) -> IrResult<Quantized<'ctx>> {
     let (f, rows, k, a, lda) = (g.f, g.rows, g.k, g.a, g.lda);
-    let (i8t, i32t) = (ir.ctx.i8_type(), ir.ctx.i32_type());
+    let i8t = ir.ctx.i8_type();
     let alloca = |ty: inkwell::types::BasicTypeEnum<'ctx>, n: IntValue<'ctx>| {
         let p = ir.b.build_array_alloca(ty, n, "")?;
         if let Some(inst) = p.as_instruction_value() {
@@ -175,80 +175,24 @@ fn quantize_rows<'ctx>(ir: &Ir<'ctx>, g: &Gemv<'ctx>, kind: Kind) -> IrResult<Qu
     let bs16 = alloca(ir.f32.into(), ir.mul(all_blocks, ir.int(QK / 16))?)?;
     let bs32 = alloca(ir.f32.into(), ir.mul(all_blocks, ir.int(QK / SEG))?)?;
     let lanes = kind.width / 4;
-    let (vt, it) = (ir.f32.vec_type(lanes as u32), i32t.vec_type(lanes as u32));
     ir.for_range(f, "qi", ir.int(0), rows, 1, |i| {
         let arow = ir.at(a, ir.mul(i, lda)?)?;
         ir.for_range(f, "qb", ir.int(0), k, QK, |k0| {
-            let xs = (0..QK / lanes)
-                .map(|s| ir.load_vec(vt, ir.at(arow, ir.add(k0, ir.int(s * lanes))?)?))
-                .collect::<IrResult<Vec<_>>>()?;
-            // `maximum`, not `maxnum`: a NaN among the values makes d_a NaN, so the products
-            // it enters are NaN as in f32, not finite numbers from garbage bytes.
-            let mut amax: Option<VectorValue<'ctx>> = None;
-            for &x in &xs {
-                let ax = ir
-                    .intrinsic("llvm.fabs", &[vt.into()], &[x.into()])?
-                    .into_vector_value();
-                amax = Some(match amax {
-                    None => ax,
-                    Some(m) => ir
-                        .intrinsic("llvm.maximum", &[vt.into()], &[m.into(), ax.into()])?
-                        .into_vector_value(),
-                });
-            }
-            let amax = amax.ok_or_else(|| IrError("an empty block".into()))?;
-            let amax = ir
-                .intrinsic("llvm.vector.reduce.fmaximum", &[vt.into()], &[amax.into()])?
-                .into_float_value();
-            let c127 = ir.f32.const_float(127.0);
-            let d = ir.b.build_float_div(amax, c127, "")?;
-            let positive = ir.b.build_float_compare(
-                inkwell::FloatPredicate::OGT,
-                amax,
-                ir.f32.const_zero(),
-                "",
-            )?;
-            let id = ir.b.build_select(
-                positive,
-                ir.b.build_float_div(c127, amax, "")?,
-                ir.f32.const_zero(),
-                "",
-            )?;
-            let idv = ir.splat(vt, id)?;
+            let qb = quantize_block(ir, ir.at(arow, k0)?, lanes as u32)?;
+            let d = qb.d;
             let blk = ir.add(
                 ir.mul(i, blocks)?,
                 ir.b.build_int_unsigned_div(k0, ir.int(QK), "")?,
             )?;
             ir.store(ir.at(da, blk)?, d)?;
             let qrow = byte_at(ir, q8, ir.add(ir.mul(i, k)?, k0)?)?;
-            // Integer sums of the q's per 16 values, then per 32 from pairs of them.
-            let mut sums16 = Vec::new();
-            let mut pending: Option<VectorValue<'ctx>> = None;
-            for (s, &x) in xs.iter().enumerate() {
+            for (s, &bytes) in qb.bytes.iter().enumerate() {
                 let e = s as u64 * lanes;
-                let y = ir.b.build_float_mul(x, idv, "")?;
-                let y = ir
-                    .intrinsic("llvm.rint", &[vt.into()], &[y.into()])?
-                    .into_vector_value();
-                let qv = ir.b.build_float_to_signed_int(y, it, "")?;
-                let bytes =
-                    ir.b.build_int_truncate(qv, i8t.vec_type(lanes as u32), "")?;
                 let at = kind.slot(e / SEG) * SEG + e % SEG;
                 let st = ir.b.build_store(byte_at(ir, qrow, ir.int(at))?, bytes)?;
                 st.set_alignment(1).map_err(|e| IrError(e.to_string()))?;
-                // A vector of 8 lanes is half a group of 16; one of 16 a whole group.
-                let acc = match pending.take() {
-                    None => qv,
-                    Some(p) => ir.b.build_int_add(p, qv, "")?,
-                };
-                if (e + lanes).is_multiple_of(16) {
-                    let total =
-                        ir.intrinsic("llvm.vector.reduce.add", &[it.into()], &[acc.into()])?;
-                    sums16.push(total.into_int_value());
-                } else {
-                    pending = Some(acc);
-                }
             }
+            let sums16 = &qb.sums16;
             for (s, &sum) in sums16.iter().enumerate() {
                 let x = ir.b.build_signed_int_to_float(sum, ir.f32, "")?;
                 let at = ir.add(ir.mul(blk, ir.int(QK / 16))?, ir.int(s as u64))?;
@@ -266,12 +210,93 @@ fn quantize_rows<'ctx>(ir: &Ir<'ctx>, g: &Gemv<'ctx>, kind: Kind) -> IrResult<Qu
     Ok(Quantized { q8, da, bs16, bs32 })
 }
 
+/// One block of 256 values quantized to 8 bits as ggml's Q8_K: the bytes in natural order
+/// (vectors of `lanes` i8), `d` (max|x| / 127; NaN if a value is NaN) and the integer sums
+/// of the q's per 16 values.
+pub(super) struct Q8Block<'ctx> {
+    pub bytes: Vec<VectorValue<'ctx>>,
+    pub d: FloatValue<'ctx>,
+    pub sums16: Vec<IntValue<'ctx>>,
+}
+
+/// Quantizes the 256 f32s at `x` (`lanes` per vector: 8 or 16).
+pub(super) fn quantize_block<'ctx>(
+    ir: &Ir<'ctx>,
+    x: PointerValue<'ctx>,
+    lanes: u32,
+) -> IrResult<Q8Block<'ctx>> {
+    let (i8t, i32t) = (ir.ctx.i8_type(), ir.ctx.i32_type());
+    let (vt, it) = (ir.f32.vec_type(lanes), i32t.vec_type(lanes));
+    let lanes = u64::from(lanes);
+    let xs = (0..QK / lanes)
+        .map(|s| ir.load_vec(vt, ir.at(x, ir.int(s * lanes))?))
+        .collect::<IrResult<Vec<_>>>()?;
+    // `maximum`, not `maxnum`: a NaN among the values makes d_a NaN, so the products
+    // it enters are NaN as in f32, not finite numbers from garbage bytes.
+    let mut amax: Option<VectorValue<'ctx>> = None;
+    for &x in &xs {
+        let ax = ir
+            .intrinsic("llvm.fabs", &[vt.into()], &[x.into()])?
+            .into_vector_value();
+        amax = Some(match amax {
+            None => ax,
+            Some(m) => ir
+                .intrinsic("llvm.maximum", &[vt.into()], &[m.into(), ax.into()])?
+                .into_vector_value(),
+        });
+    }
+    let amax = amax.ok_or_else(|| IrError("an empty block".into()))?;
+    let amax = ir
+        .intrinsic("llvm.vector.reduce.fmaximum", &[vt.into()], &[amax.into()])?
+        .into_float_value();
+    let c127 = ir.f32.const_float(127.0);
+    let d = ir.b.build_float_div(amax, c127, "")?;
+    let positive = ir.b.build_float_compare(
+        inkwell::FloatPredicate::OGT,
+        amax,
+        ir.f32.const_zero(),
+        "",
+    )?;
+    let id = ir.b.build_select(
+        positive,
+        ir.b.build_float_div(c127, amax, "")?,
+        ir.f32.const_zero(),
+        "",
+    )?;
+    let idv = ir.splat(vt, id)?;
+    let mut bytes = Vec::new();
+    // Integer sums of the q's per 16 values.
+    let mut sums16 = Vec::new();
+    let mut pending: Option<VectorValue<'ctx>> = None;
+    for (s, &x) in xs.iter().enumerate() {
+        let e = s as u64 * lanes;
+        let y = ir.b.build_float_mul(x, idv, "")?;
+        let y = ir
+            .intrinsic("llvm.rint", &[vt.into()], &[y.into()])?
+            .into_vector_value();
+        let qv = ir.b.build_float_to_signed_int(y, it, "")?;
+        bytes.push(ir.b.build_int_truncate(qv, i8t.vec_type(lanes as u32), "")?);
+        // A vector of 8 lanes is half a group of 16; one of 16 a whole group.
+        let acc = match pending.take() {
+            None => qv,
+            Some(p) => ir.b.build_int_add(p, qv, "")?,
+        };
+        if (e + lanes).is_multiple_of(16) {
+            let total = ir.intrinsic("llvm.vector.reduce.add", &[it.into()], &[acc.into()])?;
+            sums16.push(total.into_int_value());
+        } else {
+            pending = Some(acc);
+        }
+    }
+    Ok(Q8Block { bytes, d, sums16 })
+}
+
 /// One block of B, read for the dot products: its scale, the coefficients of its offset
 /// term (against the activations' sums per 32 values, or per 16 for Q6_K) and what its
 /// value vectors are decoded from.
-struct KBlock<'ctx> {
+pub(super) struct KBlock<'ctx> {
     p: PointerValue<'ctx>,
-    d: FloatValue<'ctx>,
+    pub d: FloatValue<'ctx>,
     /// Q4_K/Q5_K: dmin · m_j (8 lanes); Q6_K: 32 · d · sc_s (16 lanes).
     offsets: VectorValue<'ctx>,
     /// Integer scales as i16: 8 (one per 32 values) or 16 (one per 16).
@@ -281,7 +306,7 @@ struct KBlock<'ctx> {
 }
 
 impl<'ctx> KBlock<'ctx> {
-    fn read(ir: &Ir<'ctx>, kind: Kind, p: PointerValue<'ctx>) -> IrResult<KBlock<'ctx>> {
+    pub fn read(ir: &Ir<'ctx>, kind: Kind, p: PointerValue<'ctx>) -> IrResult<KBlock<'ctx>> {
         let i16t = ir.ctx.i16_type();
         let load = |off: u64, n: u32| bytes_at(ir, p, ir.int(off), n);
         match kind.ty {
@@ -329,7 +354,7 @@ impl<'ctx> KBlock<'ctx> {
 
     /// Value vector `v` of the block as unsigned bytes, and the i16 scales of its
     /// `vpmaddubsw` pairs.
-    fn vector(
+    pub fn vector(
         &self,
         ir: &Ir<'ctx>,
         kind: Kind,

@@ -14,7 +14,7 @@ use super::ir::{Ir, IrResult, WholeSteps};
 use super::pack;
 use super::target::VectorIsa;
 use inkwell::module::Linkage;
-use inkwell::values::{BasicValueEnum, FunctionValue, IntValue};
+use inkwell::values::{BasicValueEnum, FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::IntPredicate;
 
 pub(crate) const SGEMM_SYMBOL: &str = "archc_sgemm";
@@ -249,12 +249,40 @@ fn emit_microkernel<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionVal
         |k, acc| step(k, acc),
     )?;
 
+    let acc: Vec<VectorValue<'ctx>> = acc.iter().map(|v| v.into_vector_value()).collect();
+    let tile_shape = (t.lanes, t.mr, t.nr);
+    store_tile(ir, f, tile_shape, &acc, tile, c, ldc, accumulate, (mr, nr))?;
+    ir.b.build_return(None)?;
+    Ok(f)
+}
+
+/// Writes an MR×NR tile of results (`acc[r · NR/lanes + v]`: row r, columns v·lanes..)
+/// into C at `c` — stored, or added to C where `accumulate` — as `shape` (lanes, MR, NR)
+/// says: a full tile with vector loads and stores, an edge tile (`used` = mr × nr)
+/// through the stack tile `tile` (MR·NR floats), writing only its mr×nr.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn store_tile<'ctx>(
+    ir: &Ir<'ctx>,
+    f: FunctionValue<'ctx>,
+    shape: (u32, u32, u32),
+    acc: &[VectorValue<'ctx>],
+    tile: PointerValue<'ctx>,
+    c: PointerValue<'ctx>,
+    ldc: IntValue<'ctx>,
+    accumulate: IntValue<'ctx>,
+    used: (IntValue<'ctx>, IntValue<'ctx>),
+) -> IrResult<()> {
+    let (lanes, tmr, tnr) = shape;
+    let (mr, nr) = used;
+    let rows = tmr as usize;
+    let vectors = (tnr / lanes) as usize;
+    let vt = ir.f32.vec_type(lanes);
     let full = ir.b.build_and(
-        ir.eq(mr, ir.int(t.mr as u64))?,
-        ir.eq(nr, ir.int(t.nr as u64))?,
+        ir.eq(mr, ir.int(tmr as u64))?,
+        ir.eq(nr, ir.int(tnr as u64))?,
         "full",
     )?;
-    let acc_at = |r: usize, v: usize| acc[r * vectors + v].into_vector_value();
+    let acc_at = |r: usize, v: usize| acc[r * vectors + v];
     ir.if_else(
         f,
         "tile",
@@ -264,7 +292,7 @@ fn emit_microkernel<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionVal
                 for r in 0..rows {
                     let crow = ir.at(c, ir.mul(ir.int(r as u64), ldc)?)?;
                     for v in 0..vectors {
-                        let p = ir.at(crow, ir.int((v as u32 * t.lanes) as u64))?;
+                        let p = ir.at(crow, ir.int((v as u32 * lanes) as u64))?;
                         let mut x = acc_at(r, v);
                         if add {
                             x = ir.b.build_float_add(ir.load_vec(vt, p)?, x, "")?;
@@ -279,13 +307,13 @@ fn emit_microkernel<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionVal
         || {
             for r in 0..rows {
                 for v in 0..vectors {
-                    let idx = (r as u32 * t.nr + v as u32 * t.lanes) as u64;
+                    let idx = (r as u32 * tnr + v as u32 * lanes) as u64;
                     ir.store(ir.at(tile, ir.int(idx))?, acc_at(r, v))?;
                 }
             }
             ir.for_range(f, "r", ir.int(0), mr, 1, |r| {
                 let crow = ir.at(c, ir.mul(r, ldc)?)?;
-                let trow = ir.at(tile, ir.mul(r, ir.int(t.nr as u64))?)?;
+                let trow = ir.at(tile, ir.mul(r, ir.int(tnr as u64))?)?;
                 ir.for_range(f, "j", ir.int(0), nr, 1, |j| {
                     let p = ir.at(crow, j)?;
                     let x = ir.load_f32(ir.at(trow, j)?)?.into_float_value();
@@ -296,9 +324,7 @@ fn emit_microkernel<'ctx>(ir: &Ir<'ctx>, t: &SgemmTiles) -> IrResult<FunctionVal
                 })
             })
         },
-    )?;
-    ir.b.build_return(None)?;
-    Ok(f)
+    )
 }
 
 /// `archc_sgemm`: the five block loops (jc over NC, pc over KC with B packed, ic over MC

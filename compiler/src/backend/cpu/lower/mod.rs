@@ -144,6 +144,8 @@ fn emit_module<'ctx>(
             let mut fns = super::quant_ir::emit_quant(&ir, &tiles, ty)?;
             if let Some(width) = int_dot_width(prog, target, ty) {
                 fns.gemv_bt = super::qdot_ir::emit_gemv_q8(&ir, ty, width, fns.gemv_bt)?;
+                let vnni = target.features.split(',').any(|f| f == "+avx512vnni");
+                fns.sgemm_bt = super::qgemm_ir::emit_sgemm_q8(&ir, &tiles, ty, width, vnni)?;
             }
             e.insert(fns);
         }
