@@ -17,13 +17,16 @@ each type. For each type:
 
     archc      `archc bench model.arch --mode decode --batch 1 --prompt 16 --new N
                --weights model-T.gguf --json` (tokens/s of the new tokens, prefill
-               excluded) and `--mode prefill --seq 512` (prompt tokens/s); peak RSS
+               excluded), and the same with `--prompt 512 --new 2`: 512 / its prefill
+               time (prompt tokens/s — the step program's prefill, as `archc generate`
+               runs a prompt: the LM head on the last position only, as llama.cpp's eval
+               computes it); peak RSS
     llama.cpp  `Llama(model-T.gguf).eval()` of a 512-token prompt (tokens/s), then N
                single-token evals after a 16-token prompt (tokens/s); peak RSS
 
-With `--int-dots`, K-quant files (Q4_K, Q6_K) are decoded a second time with `archc bench … --int-dots`
-(integer dot products over activations quantized per 256 values to 8 bits, as llama.cpp
-computes them; the default is f32 products over the dequantized weights).
+With `--int-dots`, K-quant files (Q4_K, Q6_K) are decoded and prefilled a second time with
+`archc bench … --int-dots` (integer dot products over activations quantized per 256 values to
+8 bits, as llama.cpp computes them; the default is f32 products over the dequantized weights).
 
 Usage: python3 tools/bench_gguf.py [--workdir DIR] [--types q8_0,q4_k] [--threads 2]
                                    [--new 64] [--int-dots] [--rounds R] [--markdown]
@@ -141,27 +144,37 @@ def main():
                   "--new", str(a.new), "--weights", gguf, "--threads", th,
                   "--reps", str(a.reps), "--warmup", "1", "--json"]
         with_int = a.int_dots and t in ("q4_k", "q5_k", "q6_k")
+        # pp512: the step program's prefill of a 512-token prompt (what `archc generate`
+        # runs), logits of the last position only, as llama.cpp's `eval` computes them.
+        prompt = [ARCHC, "bench", spec, "--mode", "decode", "--batch", "1", "--prompt", "512",
+                  "--new", "2", "--weights", gguf, "--threads", th, "--reps", str(a.reps),
+                  "--warmup", "1", "--json"]
+
+        def prefill(extra):
+            r = run_json(prompt + extra)
+            return {"tokens_per_s": 512 / (r["prefill_ms"] / 1e3), "prefill_ms": r["prefill_ms"]}
+
         rounds = []
         # Each round times every side once, one after the other, so a machine whose speed
         # drifts moves the sides of a round together; the table takes medians.
         for _ in range(a.rounds):
             dec = run_json(decode)
             dec_int = run_json(decode + ["--int-dots"]) if with_int else None
-            pre = run_json([ARCHC, "bench", spec, "--mode", "prefill", "--batch", "1", "--seq", "512",
-                            "--weights", gguf, "--threads", th, "--reps", str(a.reps), "--warmup", "1",
-                            "--json"])
+            pre = prefill([])
+            pre_int = prefill(["--int-dots"]) if with_int else None
             theirs = run_json([sys.executable, __file__, "--llama-cpp-side", "--model", gguf,
                                "--threads", th, "--new", str(a.new), "--reps", str(a.reps)])
             size = os.path.getsize(gguf) / 2**20
             print(json.dumps({"type": t, "file_mib": size, "archc_decode": dec, "archc_prefill": pre,
-                              "archc_decode_int_dots": dec_int, "llama_cpp": theirs}))
-            rounds.append((dec, pre, theirs, dec_int))
+                              "archc_decode_int_dots": dec_int, "archc_prefill_int_dots": pre_int,
+                              "llama_cpp": theirs}))
+            rounds.append((dec, pre, theirs, dec_int, pre_int))
         med = lambda xs: sorted(xs)[len(xs) // 2]
         pick = lambda i, key: med([r[i][key] for r in rounds]) if rounds[0][i] else None
         dec = {"tokens_per_s": pick(0, "tokens_per_s"), "peak_rss_mib": pick(0, "peak_rss_mib")}
         pre = {"tokens_per_s": pick(1, "tokens_per_s")}
         theirs = {k: pick(2, k) for k in ("decode_tokens_per_s", "pp_tokens_per_s", "peak_rss_mib")}
-        dec_int = {"tokens_per_s": pick(3, "tokens_per_s")} if with_int else None
+        dec_int = {"tokens_per_s": pick(3, "tokens_per_s"), "pp": pick(4, "tokens_per_s")} if with_int else None
         ratios = {
             "decode": [r[0]["tokens_per_s"] / r[2]["decode_tokens_per_s"] for r in rounds],
             "pp512": [r[1]["tokens_per_s"] / r[2]["pp_tokens_per_s"] for r in rounds],
@@ -169,6 +182,8 @@ def main():
         if with_int:
             ratios["decode --int-dots"] = [r[3]["tokens_per_s"] / r[2]["decode_tokens_per_s"]
                                            for r in rounds]
+            ratios["pp512 --int-dots"] = [r[4]["tokens_per_s"] / r[2]["pp_tokens_per_s"]
+                                          for r in rounds]
         rows.append((t, size, dec, pre, theirs, dec_int, ratios))
     if a.markdown:
         print("| type | file | decode archc | decode llama.cpp | ratio | pp512 archc | pp512 llama.cpp | ratio | peak RSS archc / llama.cpp |")
@@ -182,7 +197,9 @@ def main():
         for t, size, dec, pre, th, dec_int, ratios in rows:
             if dec_int:
                 d, dl = dec_int["tokens_per_s"], th["decode_tokens_per_s"]
-                print(f"\n{t} decode with --int-dots: {d:.1f} vs {dl:.1f} tok/s = {d / dl:.2f}× llama.cpp")
+                pp, ppl = dec_int["pp"], th["pp_tokens_per_s"]
+                print(f"\n{t} with --int-dots: decode {d:.1f} vs {dl:.1f} tok/s = {d / dl:.2f}×, "
+                      f"pp512 {pp:.0f} vs {ppl:.0f} tok/s = {pp / ppl:.2f}× llama.cpp")
             if a.rounds > 1:
                 per = "; ".join(f"{k} " + ", ".join(f"{x:.2f}×" for x in v) for k, v in ratios.items())
                 print(f"\n{t} per round (archc / llama.cpp): {per}")

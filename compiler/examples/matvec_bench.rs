@@ -4,7 +4,8 @@
 //!
 //! `L=256 T=1 cargo run --release -p archc --example matvec_bench` (`R=8`: rows of the
 //! activations, a batch decoding; `K=768`: matrices K × K; `INT=1`: Q4_K with integer dot
-//! products, `BuildOptions::int_dots`)
+//! products, `BuildOptions::int_dots`; `TYPES=q4_k,f32`: only those types; `KEEP=DIR`: the
+//! packages in DIR/{type}, kept for a profiler to resolve the kernels' symbols)
 
 use arch_runtime::gguf::GgmlType;
 use arch_runtime::{HostTensor, Package, Session, Weights};
@@ -29,6 +30,12 @@ fn main() -> Result<(), String> {
         Some(GgmlType::Q5_K),
         Some(GgmlType::Q6_K),
     ] {
+        let name = q.map_or("f32", |t| t.name());
+        if let Ok(types) = std::env::var("TYPES") {
+            if !types.split(',').any(|t| t.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+        }
         let mut g = Graph::new("chain");
         let x = g.input(
             "x",
@@ -43,14 +50,18 @@ fn main() -> Result<(), String> {
         }
         g.output("y", y);
         let g = g.finish().map_err(|e| e.to_string())?;
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let dir = match std::env::var_os("KEEP") {
+            Some(keep) => std::path::Path::new(&keep).join(name.to_ascii_lowercase()),
+            None => tmp.path().to_path_buf(),
+        };
         let mut opts = archc::package::BuildOptions::host()?;
         opts.int_dots = env("INT", 0) == 1;
         if let Some(q) = q {
             opts.quant = names.iter().map(|n| (n.clone(), q)).collect();
         }
-        archc::package::build_graph(&g, "chain", &opts, dir.path())?;
-        let pkg = Package::load(dir.path()).map_err(|e| e.to_string())?;
+        archc::package::build_graph(&g, "chain", &opts, &dir)?;
+        let pkg = Package::load(&dir).map_err(|e| e.to_string())?;
         let mut rng = Rng::new(1);
         let ws: BTreeMap<String, Vec<f32>> = names
             .iter()
@@ -79,7 +90,6 @@ fn main() -> Result<(), String> {
             None => k * k * 4,
             Some(t) => k * k / t.block().0 as u64 * t.block().1 as u64,
         };
-        let name = q.map_or("f32", |t| t.name());
         println!(
             "{layers} × {k}² {name}, {rows} row(s), {threads} thread(s): {us:.1} µs per matrix, {:.2} GB/s",
             bytes as f64 / us / 1e3

@@ -431,29 +431,31 @@ fn integer_dots_fall_back_to_f32_past_their_stack_budget() {
 
 /// A NaN or an infinity among the activations makes the integer-dot products it enters
 /// NaN, as the f32 products are non-finite, instead of finite numbers from the bytes a NaN
-/// rounds to; the rows without one are unaffected.
+/// rounds to; the rows without one are unaffected — in decode steps (3 rows) and prompts
+/// (13 rows, the integer matmul).
 #[test]
 fn integer_dots_keep_non_finite_activations_non_finite() {
     let (ty, k, n) = (GgmlType::Q4_K, 512usize, 8usize);
     let mut rng = Rng::new(19);
     let case = IntDotCase::new(ty, k as u64, n as u64, &mut rng);
     let dir = case.package(ty, CpuTarget::host().unwrap());
-    for bad in [f32::NAN, f32::INFINITY] {
-        let mut data: Vec<f32> = (0..3 * k).map(|_| rng.uniform() - 0.5).collect();
-        data[k + 300] = bad;
-        let y = case.run(dir.path(), [3, 1], data);
-        let rows: Vec<&[f32]> = y.data.chunks(n).collect();
-        assert!(
-            rows[1].iter().all(|v| !v.is_finite()),
-            "{bad}: {:?}",
-            rows[1]
-        );
-        for r in [0, 2] {
+    for rows in [3usize, 13] {
+        for bad in [f32::NAN, f32::INFINITY] {
+            let mut data: Vec<f32> = (0..rows * k).map(|_| rng.uniform() - 0.5).collect();
+            data[k + 300] = bad;
+            let y = case.run(dir.path(), [rows, 1], data);
+            let out: Vec<&[f32]> = y.data.chunks(n).collect();
             assert!(
-                rows[r].iter().all(|v| v.is_finite()),
-                "{bad}: row {r} {:?}",
-                rows[r]
+                out[1].iter().all(|v| !v.is_finite()),
+                "{rows} rows, {bad}: {:?}",
+                out[1]
             );
+            for (r, row) in out.iter().enumerate().filter(|(r, _)| *r != 1) {
+                assert!(
+                    row.iter().all(|v| v.is_finite()),
+                    "{rows} rows, {bad}: row {r} {row:?}"
+                );
+            }
         }
     }
 }

@@ -251,12 +251,8 @@ pub(super) fn quantize_block<'ctx>(
         .into_float_value();
     let c127 = ir.f32.const_float(127.0);
     let d = ir.b.build_float_div(amax, c127, "")?;
-    let positive = ir.b.build_float_compare(
-        inkwell::FloatPredicate::OGT,
-        amax,
-        ir.f32.const_zero(),
-        "",
-    )?;
+    let positive =
+        ir.b.build_float_compare(inkwell::FloatPredicate::OGT, amax, ir.f32.const_zero(), "")?;
     let id = ir.b.build_select(
         positive,
         ir.b.build_float_div(c127, amax, "")?,

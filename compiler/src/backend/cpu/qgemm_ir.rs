@@ -29,7 +29,7 @@
 //! columns per FMA: packing B costs a decode and a scattered store per four values and
 //! column, repaid over the rows of the block.
 
-use super::ir::{Ir, IrError, IrResult};
+use super::ir::{Ir, IrError, IrResult, WholeSteps};
 use super::qdot_ir::{has_int_dots, quantize_block, KBlock, Kind, QK};
 use super::quant_ir::{block_at, byte_at, bytes_at, half, q4k_scales_mins};
 use super::sgemm_ir::{store_tile, SgemmTiles};
@@ -37,7 +37,8 @@ use arch_runtime::gguf::GgmlType;
 use inkwell::module::Linkage;
 use inkwell::types::VectorType;
 use inkwell::values::{
-    BasicMetadataValueEnum, BasicValue, FunctionValue, IntValue, PointerValue, VectorValue,
+    BasicMetadataValueEnum, BasicValue, BasicValueEnum, FunctionValue, IntValue, PointerValue,
+    VectorValue,
 };
 use inkwell::IntPredicate;
 
@@ -123,10 +124,16 @@ pub(crate) fn emit_sgemm_q8<'ctx>(
         return Err(IrError(format!("integer products in {width}-byte vectors")));
     }
     if !has_int_dots(ty) {
-        return Err(IrError(format!("no integer products for {} blocks", ty.name())));
+        return Err(IrError(format!(
+            "no integer products for {} blocks",
+            ty.name()
+        )));
     }
     if t.kc as u64 != QK {
-        return Err(IrError(format!("integer products step k by {QK}, not {}", t.kc)));
+        return Err(IrError(format!(
+            "integer products step k by {QK}, not {}",
+            t.kc
+        )));
     }
     let q = Tiles::new(ty, u64::from(width), vnni);
     let (mc, nc) = (u64::from(t.mc), u64::from(t.nc));
@@ -139,10 +146,7 @@ pub(crate) fn emit_sgemm_q8<'ctx>(
             4 * t.workspace_floats()
         )));
     }
-    let kind = Kind {
-        ty,
-        width: q.width,
-    };
+    let kind = Kind { ty, width: q.width };
     let tag = ty.name().to_ascii_lowercase();
     let pack_b = emit_pack_b(ir, kind, &q, &tag)?;
     let pack_a = emit_pack_a(ir, &q, &tag)?;
@@ -187,7 +191,8 @@ pub(crate) fn emit_sgemm_q8<'ctx>(
     ir.for_range(f, "jc", ir.int(0), n, nc, |jc| {
         let ncols = ir.min(ir.int(nc), ir.sub(n, jc)?)?;
         ir.for_range(f, "pc", ir.int(0), k, QK, |pc| {
-            let accumulate = ir.b.build_int_compare(IntPredicate::NE, pc, ir.int(0), "")?;
+            let accumulate =
+                ir.b.build_int_compare(IntPredicate::NE, pc, ir.int(0), "")?;
             let bsrc = block_at(ir, ty, b, ir.mad(jc, ldb, pc)?)?;
             ir.b.build_call(
                 pack_b,
@@ -319,7 +324,8 @@ fn emit_pack_b<'ctx>(
                 let (sc, m, d, dmin) = match kind.ty {
                     GgmlType::Q6_K => {
                         let v16 = i32t.vec_type(16);
-                        let sc = ir.b.build_int_s_extend(bytes_at(ir, p, ir.int(192), 16)?, v16, "")?;
+                        let sc =
+                            ir.b.build_int_s_extend(bytes_at(ir, p, ir.int(192), 16)?, v16, "")?;
                         let m = ir.b.build_left_shift(
                             sc,
                             VectorType::const_vector(&[i32t.const_int(5, false); 16]),
@@ -425,7 +431,9 @@ fn emit_pack_a<'ctx>(ir: &Ir<'ctx>, q: &Tiles, tag: &str) -> IrResult<FunctionVa
                     .sums16
                     .chunks(per)
                     .map(|c| {
-                        c.iter().skip(1).try_fold(c[0], |s, &x| ir.b.build_int_add(s, x, ""))
+                        c.iter()
+                            .skip(1)
+                            .try_fold(c[0], |s, &x| ir.b.build_int_add(s, x, ""))
                     })
                     .collect::<Result<_, _>>()?;
                 for j in 0..half_pairs {
@@ -487,20 +495,22 @@ fn emit_kernel<'ctx>(ir: &Ir<'ctx>, q: &Tiles, tag: &str) -> IrResult<FunctionVa
     let vf = ir.f32.vec_type(lanes as u32);
     let vb = i8t.vec_type(q.width as u32);
     let vw = i16t.vec_type((q.width / 2) as u32);
-    let tile = ir.b.build_array_alloca(ir.f32, ir.int(q.mr * q.nr), "tile")?;
+    let tile =
+        ir.b.build_array_alloca(ir.f32, ir.int(q.mr * q.nr), "tile")?;
     for r in 0..q.mr {
         let row = ir.mul(ir.int(r), ldc)?;
         for col in [0, q.nr - 1] {
             ir.prefetch(c, ir.add(row, ir.int(col))?, true)?;
         }
     }
-    let load = |ty: VectorType<'ctx>, p: PointerValue<'ctx>, off: u64| -> IrResult<VectorValue<'ctx>> {
-        let v = ir.b.build_load(ty, byte_at(ir, p, ir.int(off))?, "")?;
-        if let Some(inst) = v.as_instruction_value() {
-            inst.set_alignment(4).map_err(|e| IrError(e.to_string()))?;
-        }
-        Ok(v.into_vector_value())
-    };
+    let load =
+        |ty: VectorType<'ctx>, p: PointerValue<'ctx>, off: u64| -> IrResult<VectorValue<'ctx>> {
+            let v = ir.b.build_load(ty, byte_at(ir, p, ir.int(off))?, "")?;
+            if let Some(inst) = v.as_instruction_value() {
+                inst.set_alignment(4).map_err(|e| IrError(e.to_string()))?;
+            }
+            Ok(v.into_vector_value())
+        };
     let broadcast = |p: PointerValue<'ctx>, off: u64| -> IrResult<VectorValue<'ctx>> {
         let x = ir.b.build_load(i32t, byte_at(ir, p, ir.int(off))?, "")?;
         if let Some(inst) = x.as_instruction_value() {
@@ -512,7 +522,10 @@ fn emit_kernel<'ctx>(ir: &Ir<'ctx>, q: &Tiles, tag: &str) -> IrResult<FunctionVa
         Ok(ir.b.build_bit_cast(v, ty, "")?.into_vector_value())
     };
     let (madd_ub, madd_wd) = if q.width == 64 {
-        ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512")
+        (
+            "llvm.x86.avx512.pmaddubs.w.512",
+            "llvm.x86.avx512.pmaddw.d.512",
+        )
     } else {
         ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd")
     };
@@ -533,34 +546,55 @@ fn emit_kernel<'ctx>(ir: &Ir<'ctx>, q: &Tiles, tag: &str) -> IrResult<FunctionVa
         // Pairs of u8 × i8 summed to i16 (no saturation: 2 · 63 · 127 < 2^15), then the
         // pairs to i32.
         let p16 = ir.intrinsic(madd_ub, &[], &[cast(w, vb)?.into(), cast(a, vb)?.into()])?;
-        let ones = VectorType::const_vector(&vec![i16t.const_int(1, false); (q.width / 2) as usize]);
+        let ones =
+            VectorType::const_vector(&vec![i16t.const_int(1, false); (q.width / 2) as usize]);
         let p32 = ir.intrinsic(madd_wd, &[], &[p16.into(), ones.into()])?;
         Ok(ir.b.build_int_add(acc, p32.into_vector_value(), "")?)
     };
-    let mut blk = vec![vi.const_zero(); rows * vectors];
-    for j in 0..q.subs {
-        let mut sub = vec![vi.const_zero(); rows * vectors];
-        for g in j * q.groups_per_sub()..(j + 1) * q.groups_per_sub() {
-            let w = (0..vectors)
-                .map(|v| load(vi, bp, g * 4 * q.nr + v as u64 * q.width))
-                .collect::<IrResult<Vec<_>>>()?;
-            for r in 0..rows {
-                let a = broadcast(ap, r as u64 * QK + 4 * g)?;
-                for (v, &wv) in w.iter().enumerate() {
-                    let n = r * vectors + v;
-                    sub[n] = dot4(sub[n], wv, a)?;
+    // One sub-block per iteration (a loop, not unrolled: unrolled, LLVM's scheduler
+    // interleaves sub-blocks and spills their sums).
+    let zeros: Vec<BasicValueEnum<'ctx>> = vec![vi.const_zero().into(); rows * vectors];
+    let (_, blk) = ir.carried_loop(
+        f,
+        "sub",
+        WholeSteps {
+            start: ir.int(0),
+            limit: ir.int(q.subs),
+            step: 1,
+        },
+        &zeros,
+        |j, cur| {
+            let gps = q.groups_per_sub();
+            let bj = byte_at(ir, bp, ir.mul(j, ir.int(gps * 4 * q.nr))?)?;
+            let aj = byte_at(ir, ap, ir.mul(j, ir.int(gps * 4))?)?;
+            let mut sub = vec![vi.const_zero(); rows * vectors];
+            for g in 0..gps {
+                let w = (0..vectors)
+                    .map(|v| load(vi, bj, g * 4 * q.nr + v as u64 * q.width))
+                    .collect::<IrResult<Vec<_>>>()?;
+                for r in 0..rows {
+                    let a = broadcast(aj, r as u64 * QK + 4 * g)?;
+                    for (v, &wv) in w.iter().enumerate() {
+                        let n = r * vectors + v;
+                        sub[n] = dot4(sub[n], wv, a)?;
+                    }
                 }
             }
-        }
-        for v in 0..vectors {
-            let sc = load(vi, bp, q.b_scales() + (j * q.nr + v as u64 * lanes) * 4)?;
+            let scales = byte_at(ir, bp, ir.mad(j, ir.int(4 * q.nr), ir.int(q.b_scales()))?)?;
+            let mut next = Vec::with_capacity(rows * vectors);
             for r in 0..rows {
-                let n = r * vectors + v;
-                let scaled = ir.b.build_int_mul(sub[n], sc, "")?;
-                blk[n] = ir.b.build_int_add(blk[n], scaled, "")?;
+                for v in 0..vectors {
+                    let n = r * vectors + v;
+                    let sc = load(vi, scales, v as u64 * q.width)?;
+                    let scaled = ir.b.build_int_mul(sub[n], sc, "")?;
+                    let acc = cur[n].into_vector_value();
+                    next.push(ir.b.build_int_add(acc, scaled, "")?.into());
+                }
             }
-        }
-    }
+            Ok(next)
+        },
+    )?;
+    let blk: Vec<VectorValue<'ctx>> = blk.iter().map(|v| v.into_vector_value()).collect();
     let mut offs = vec![vi.const_zero(); rows * vectors];
     for j in 0..q.subs / 2 {
         let mp = (0..vectors)
@@ -586,7 +620,8 @@ fn emit_kernel<'ctx>(ir: &Ir<'ctx>, q: &Tiles, tag: &str) -> IrResult<FunctionVa
             let s = ir.b.build_signed_int_to_float(blk[n], vf, "")?;
             let o = ir.b.build_signed_int_to_float(offs[n], vf, "")?;
             let x = ir.b.build_float_mul(s, dw, "")?;
-            let x = ir.b.build_float_sub(x, ir.b.build_float_mul(o, dm, "")?, "")?;
+            let x =
+                ir.b.build_float_sub(x, ir.b.build_float_mul(o, dm, "")?, "")?;
             out.push(ir.b.build_float_mul(x, da, "")?);
         }
     }
