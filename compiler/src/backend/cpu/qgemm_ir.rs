@@ -3,8 +3,10 @@
 //! the matrix–vector routine of `qdot_ir` takes, computing what it computes.
 //!
 //! `archc_sgemm_bt_{type}_q8(m, n, k, a, lda, b, ldb, c, ldc, work)` takes the f32 packed
-//! sgemm's arguments and runs its loops (NC columns, then one block of 256 values of k at
-//! a time, MC rows, NR-column and MR-row panels), with two packers of its own:
+//! sgemm's arguments and workspace and runs blocked loops — MC rows (a whole parallel row
+//! block, up to 576), one block of 256 values of k, NC columns, then NR-column and MR-row
+//! panels — so that A is quantized once per call and B packed once per call and NC
+//! columns, with two packers of its own:
 //!
 //! - B: each block of NC columns decoded to unsigned bytes (Q4_K's nibble, Q5_K's nibble
 //!   and high bit, Q6_K's six bits without the offset of 32) and laid out for vectors
@@ -136,9 +138,20 @@ pub(crate) fn emit_sgemm_q8<'ctx>(
         )));
     }
     let q = Tiles::new(ty, u64::from(width), vnni);
-    let (mc, nc) = (u64::from(t.mc), u64::from(t.nc));
-    let a_bytes = (mc.div_ceil(q.mr) * q.a_panel()).next_multiple_of(64);
+    // B: one block of NC columns; A: as many rows as the rest of the workspace holds (up
+    // to 576, a parallel row block), so that each row's block is quantized once per call
+    // and each column's once per call and MC rows.
+    let nc = u64::from(t.nc);
     let b_bytes = nc.div_ceil(q.nr) * q.b_panel();
+    let room = (4 * t.workspace_floats() as u64).saturating_sub(b_bytes);
+    let mc = ((room / q.a_panel()) * q.mr).min(576);
+    if mc == 0 {
+        return Err(IrError(format!(
+            "integer products need more than {} bytes of workspace",
+            4 * t.workspace_floats()
+        )));
+    }
+    let a_bytes = (mc / q.mr * q.a_panel()).next_multiple_of(64);
     if a_bytes + b_bytes > 4 * t.workspace_floats() as u64 {
         return Err(IrError(format!(
             "integer products need {} bytes of workspace, the sgemm's is {}",
@@ -188,23 +201,25 @@ pub(crate) fn emit_sgemm_q8<'ctx>(
         ir.b.build_int_unsigned_div(ldb, ir.int(per as u64), "")?,
         ir.int(bytes as u64),
     )?;
-    ir.for_range(f, "jc", ir.int(0), n, nc, |jc| {
-        let ncols = ir.min(ir.int(nc), ir.sub(n, jc)?)?;
+    // Rows, then k, then columns: A's block is quantized once per MC rows, B's once per
+    // MC rows and NC columns; C takes each block's products in turn.
+    ir.for_range(f, "ic", ir.int(0), m, mc, |ic| {
+        let rows = ir.min(ir.int(mc), ir.sub(m, ic)?)?;
         ir.for_range(f, "pc", ir.int(0), k, QK, |pc| {
             let accumulate =
                 ir.b.build_int_compare(IntPredicate::NE, pc, ir.int(0), "")?;
-            let bsrc = block_at(ir, ty, b, ir.mad(jc, ldb, pc)?)?;
+            let asrc = ir.at(a, ir.mad(ic, lda, pc)?)?;
             ir.b.build_call(
-                pack_b,
-                &[ncols.into(), bsrc.into(), row_bytes.into(), bp.into()],
+                pack_a,
+                &[rows.into(), asrc.into(), lda.into(), ap.into()],
                 "",
             )?;
-            ir.for_range(f, "ic", ir.int(0), m, mc, |ic| {
-                let rows = ir.min(ir.int(mc), ir.sub(m, ic)?)?;
-                let asrc = ir.at(a, ir.mad(ic, lda, pc)?)?;
+            ir.for_range(f, "jc", ir.int(0), n, nc, |jc| {
+                let ncols = ir.min(ir.int(nc), ir.sub(n, jc)?)?;
+                let bsrc = block_at(ir, ty, b, ir.mad(jc, ldb, pc)?)?;
                 ir.b.build_call(
-                    pack_a,
-                    &[rows.into(), asrc.into(), lda.into(), ap.into()],
+                    pack_b,
+                    &[ncols.into(), bsrc.into(), row_bytes.into(), bp.into()],
                     "",
                 )?;
                 ir.for_range(f, "jr", ir.int(0), ncols, q.nr, |jr| {
@@ -257,7 +272,8 @@ fn pair<'ctx>(ir: &Ir<'ctx>, lo: IntValue<'ctx>, hi: IntValue<'ctx>) -> IrResult
 }
 
 /// `archc_qpack_b_{type}(ncols, src, row_bytes, dst)`: `ncols` rows of B (one block each,
-/// `row_bytes` apart) into NR-column panels, the last one padded with zero columns.
+/// `row_bytes` apart) into NR-column panels, the last one padded with columns whose
+/// scales and d are zero.
 fn emit_pack_b<'ctx>(
     ir: &Ir<'ctx>,
     kind: Kind,
@@ -286,89 +302,127 @@ fn emit_pack_b<'ctx>(
         ir.b.build_int_unsigned_div(ir.add(ncols, ir.int(q.nr - 1))?, ir.int(q.nr), "")?,
         ir.int(q.nr),
     )?;
-    let zero = i32t.const_zero();
-    ir.for_range(f, "col", ir.int(0), padded, 1, |col| {
-        let panel = ir.b.build_int_unsigned_div(col, ir.int(q.nr), "")?;
-        let lane = ir.b.build_int_unsigned_rem(col, ir.int(q.nr), "")?;
+    let last = ir.sub(ncols, ir.int(1))?;
+    let n = (q.width / 4) as u32;
+    let words = i32t.vec_type(n);
+    let mask = |idx: Vec<u32>| {
+        let m: Vec<IntValue<'ctx>> = idx
+            .into_iter()
+            .map(|i| i32t.const_int(u64::from(i), false))
+            .collect();
+        VectorType::const_vector(&m)
+    };
+    // Within each 128-bit lane: dwords (0, 1) of a and b interleaved, or (2, 3); qwords
+    // 0 of a and b, or 1 (`vpunpck{l,h}dq`, `vpunpck{l,h}qdq`).
+    let unpack = |a: VectorValue<'ctx>, b: VectorValue<'ctx>, wide: bool, hi: bool| {
+        let idx: Vec<u32> = (0..n / 4)
+            .flat_map(|l| {
+                let at = 4 * l + if hi { 2 } else { 0 };
+                if wide {
+                    [at, at + 1, n + at, n + at + 1]
+                } else {
+                    [at, n + at, at + 1, n + at + 1]
+                }
+            })
+            .collect();
+        ir.b.build_shuffle_vector(a, b, mask(idx), "")
+    };
+    // Four columns at a time: their value vectors transposed so that each group of four
+    // values of the four columns is 16 contiguous bytes of the panel.
+    ir.for_range(f, "col", ir.int(0), padded, 4, |col4| {
+        let panel = ir.b.build_int_unsigned_div(col4, ir.int(q.nr), "")?;
+        let lane = ir.b.build_int_unsigned_rem(col4, ir.int(q.nr), "")?;
         let pp = byte_at(ir, dst, ir.mul(panel, ir.int(q.b_panel()))?)?;
-        let lane4 = ir.mul(lane, ir.int(4))?;
-        // Byte offset of lane `lane` in a row of NR i32s starting at `base`.
-        let slot = |base: u64| ir.add(ir.int(base), lane4);
-        let group_at = |g: u64| slot(g * 4 * q.nr);
-        let scale_at = |j: u64| slot(q.b_scales() + j * 4 * q.nr);
-        let pair_at = |j: u64| slot(q.b_pairs() + j * 4 * q.nr);
-        let valid = ir.b.build_int_compare(IntPredicate::ULT, col, ncols, "")?;
-        ir.if_else(
-            f,
-            "valid",
-            valid,
-            || {
-                let p = byte_at(ir, src, ir.mul(col, row_bytes)?)?;
-                let blk = KBlock::read(ir, kind, p)?;
-                let words = i32t.vec_type((q.width / 4) as u32);
-                for v in 0..QK / q.width {
+        let mut blocks = Vec::with_capacity(4);
+        for c in 0..4u64 {
+            let col = ir.add(col4, ir.int(c))?;
+            // A padding column reads the last real one; its scales and d are stored as 0.
+            let valid = ir.b.build_int_compare(IntPredicate::ULT, col, ncols, "")?;
+            let p = byte_at(ir, src, ir.mul(ir.min(col, last)?, row_bytes)?)?;
+            blocks.push((p, valid, KBlock::read(ir, kind, p)?));
+        }
+        for v in 0..QK / q.width {
+            let w = blocks
+                .iter()
+                .map(|(_, _, blk)| {
                     let (vals, _) = blk.vector(ir, kind, v)?;
-                    let w = ir.b.build_bit_cast(vals, words, "")?.into_vector_value();
-                    for c in 0..kind.per_vector() {
-                        let seg = kind.segment(v, c);
-                        for i in 0..8u64 {
-                            let x = ir.b.build_extract_element(
-                                w,
-                                i32t.const_int(c * 8 + i, false),
-                                "",
-                            )?;
-                            store_i32(ir, pp, group_at(seg * 8 + i)?, x.into_int_value())?;
-                        }
-                    }
+                    Ok(ir.b.build_bit_cast(vals, words, "")?.into_vector_value())
+                })
+                .collect::<IrResult<Vec<_>>>()?;
+            let (t0, t1) = (
+                unpack(w[0], w[1], false, false)?,
+                unpack(w[0], w[1], false, true)?,
+            );
+            let (t2, t3) = (
+                unpack(w[2], w[3], false, false)?,
+                unpack(w[2], w[3], false, true)?,
+            );
+            let u = [
+                unpack(t0, t2, true, false)?,
+                unpack(t0, t2, true, true)?,
+                unpack(t1, t3, true, false)?,
+                unpack(t1, t3, true, true)?,
+            ];
+            // Dword e of every column's vector: lane e / 4 of u[e % 4]; it holds values
+            // 4·(e % 8).. of segment `kind.segment(v, e / 8)`.
+            for e in 0..u64::from(n) {
+                let l = (e / 4) as u32;
+                let four = ir.b.build_shuffle_vector(
+                    u[(e % 4) as usize],
+                    words.get_undef(),
+                    mask((4 * l..4 * l + 4).collect()),
+                    "",
+                )?;
+                let g = kind.segment(v, e / 8) * 8 + e % 8;
+                let at = ir.mad(lane, ir.int(4), ir.int(g * 4 * q.nr))?;
+                let st = ir.b.build_store(byte_at(ir, pp, at)?, four)?;
+                st.set_alignment(4).map_err(|e| IrError(e.to_string()))?;
+            }
+        }
+        for (c, (p, valid, blk)) in blocks.iter().enumerate() {
+            let (p, valid) = (*p, *valid);
+            let lane4 = ir.mul(ir.add(lane, ir.int(c as u64))?, ir.int(4))?;
+            // Byte offset of this column's lane in a row of NR i32s starting at `base`.
+            let slot = |base: u64| ir.add(ir.int(base), lane4);
+            let (sc, m, d, dmin) = match kind.ty {
+                GgmlType::Q6_K => {
+                    let v16 = i32t.vec_type(16);
+                    let sc =
+                        ir.b.build_int_s_extend(bytes_at(ir, p, ir.int(192), 16)?, v16, "")?;
+                    let m = ir.b.build_left_shift(
+                        sc,
+                        VectorType::const_vector(&[i32t.const_int(5, false); 16]),
+                        "",
+                    )?;
+                    (sc, m, blk.d, blk.d)
                 }
-                let (sc, m, d, dmin) = match kind.ty {
-                    GgmlType::Q6_K => {
-                        let v16 = i32t.vec_type(16);
-                        let sc =
-                            ir.b.build_int_s_extend(bytes_at(ir, p, ir.int(192), 16)?, v16, "")?;
-                        let m = ir.b.build_left_shift(
-                            sc,
-                            VectorType::const_vector(&[i32t.const_int(5, false); 16]),
-                            "",
-                        )?;
-                        (sc, m, blk.d, blk.d)
-                    }
-                    _ => {
-                        let (sc, m) = q4k_scales_mins(ir, p)?;
-                        (sc, m, blk.d, half(ir, p, 2, true)?)
-                    }
-                };
-                let lane_of = |v: VectorValue<'ctx>, j: u64| -> IrResult<IntValue<'ctx>> {
-                    Ok(ir
-                        .b
-                        .build_extract_element(v, i32t.const_int(j, false), "")?
-                        .into_int_value())
-                };
-                for j in 0..q.subs {
-                    store_i32(ir, pp, scale_at(j)?, lane_of(sc, j)?)?;
+                _ => {
+                    let (sc, m) = q4k_scales_mins(ir, p)?;
+                    (sc, m, blk.d, half(ir, p, 2, true)?)
                 }
-                for j in 0..q.subs / 2 {
-                    let x = pair(ir, lane_of(m, 2 * j)?, lane_of(m, 2 * j + 1)?)?;
-                    store_i32(ir, pp, pair_at(j)?, x)?;
-                }
-                let fp = |off: u64| byte_at(ir, pp, slot(off)?);
-                ir.store(fp(q.b_d())?, d)?;
-                ir.store(fp(q.b_dmin())?, dmin)
-            },
-            || {
-                for g in 0..QK / 4 {
-                    store_i32(ir, pp, group_at(g)?, zero)?;
-                }
-                for j in 0..q.subs {
-                    store_i32(ir, pp, scale_at(j)?, zero)?;
-                }
-                for j in 0..q.subs / 2 {
-                    store_i32(ir, pp, pair_at(j)?, zero)?;
-                }
-                store_i32(ir, pp, slot(q.b_d())?, zero)?;
-                store_i32(ir, pp, slot(q.b_dmin())?, zero)
-            },
-        )
+            };
+            let lane_of = |v: VectorValue<'ctx>, j: u64| -> IrResult<IntValue<'ctx>> {
+                let x =
+                    ir.b.build_extract_element(v, i32t.const_int(j, false), "")?;
+                Ok(ir
+                    .b
+                    .build_select(valid, x.into_int_value(), i32t.const_zero(), "")?
+                    .into_int_value())
+            };
+            for j in 0..q.subs {
+                store_i32(ir, pp, slot(q.b_scales() + j * 4 * q.nr)?, lane_of(sc, j)?)?;
+            }
+            for j in 0..q.subs / 2 {
+                let x = pair(ir, lane_of(m, 2 * j)?, lane_of(m, 2 * j + 1)?)?;
+                store_i32(ir, pp, slot(q.b_pairs() + j * 4 * q.nr)?, x)?;
+            }
+            let f0 = ir.f32.const_zero();
+            for (off, x) in [(q.b_d(), d), (q.b_dmin(), dmin)] {
+                let x = ir.b.build_select(valid, x, f0, "")?;
+                ir.store(byte_at(ir, pp, slot(off)?)?, x)?;
+            }
+        }
+        Ok(())
     })?;
     ir.b.build_return(None)?;
     Ok(f)
