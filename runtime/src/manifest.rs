@@ -64,8 +64,9 @@ pub struct Target {
     pub cpu: String,
     /// LLVM's feature string (`+avx2,+fma`).
     pub features: String,
-    /// The decode products over K-quant blocks take integer dot products over activations
-    /// quantized to 8 bits (`archc build --int-dots`); absent means f32 products.
+    /// The products over K-quant blocks (decode steps and prompts) take integer dot
+    /// products over activations quantized to 8 bits (`archc build --int-dots`); absent
+    /// means f32 products.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub int_dots: bool,
 }

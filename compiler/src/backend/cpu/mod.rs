@@ -7,7 +7,7 @@
 //! - `gemv_ir` — the matrix–vector product of decoding.
 //! - `quant_ir` — both over a B of ggml blocks (Q8_0, Q4_K), dequantized in registers.
 //! - `qdot_ir` — K-quant decoding with integer dot products (a build's `int_dots`).
-//! - `qgemm_ir` — the same numerics for prompts: a packed integer matmul.
+//! - `qgemm_ir` — the same numerics for prompts: a packed integer matmul (`vpdpbusd`).
 //! - `codegen` — target machine, O3, object emission, `cc -shared`, `dlopen`.
 //! - `sgemm` — the safe entry points: shape checks, threads, workspaces.
 //! - `peak` — a generated FMA-throughput probe for the machine's floor.

@@ -1,6 +1,7 @@
 //! Integer dot products for decoding over K-quant blocks (Q4_K, Q5_K, Q6_K), as llama.cpp
 //! computes them — the `int_dots` numerics of a build (`archc … --int-dots`), never the
-//! default.
+//! default. Prompts (more than eight rows) take `qgemm_ir`'s packed integer matmul, which
+//! computes the same products.
 //!
 //! `archc_gemv_bt_{type}_q8` first quantizes each row of A per 256 values to 8 bits
 //! (ggml's Q8_K: `d_a = max|x| / 127`, `q = x · (127 / max|x|)` rounded to nearest even,
