@@ -32,9 +32,10 @@
 //! column, repaid over the rows of the block.
 
 use super::ir::{Ir, IrError, IrResult, WholeSteps};
+use super::pack::{packer, Packer};
 use super::qdot_ir::{has_int_dots, quantize_block, KBlock, Kind, QK};
 use super::quant_ir::{block_at, byte_at, bytes_at, half, q4k_scales_mins};
-use super::sgemm_ir::{store_tile, SgemmTiles};
+use super::sgemm_ir::{matmul_function, store_tile, MatmulFn, SgemmTiles};
 use arch_runtime::gguf::GgmlType;
 use inkwell::module::Linkage;
 use inkwell::types::VectorType;
@@ -165,35 +166,23 @@ pub(crate) fn emit_sgemm_q8<'ctx>(
     let pack_a = emit_pack_a(ir, &q, &tag)?;
     let kernel = emit_kernel(ir, &q, &tag)?;
 
-    let (i64t, ptr) = (ir.i64, ir.ptr);
-    let params = [
-        i64t.into(),
-        i64t.into(),
-        i64t.into(),
-        ptr.into(),
-        i64t.into(),
-        ptr.into(),
-        i64t.into(),
-        ptr.into(),
-        i64t.into(),
-        ptr.into(),
-    ];
-    let f = ir.module.add_function(
+    let MatmulFn {
+        f,
+        m,
+        n,
+        k,
+        a,
+        lda,
+        b,
+        ldb,
+        c,
+        ldc,
+        work,
+    } = matmul_function(
+        ir,
         &format!("archc_sgemm_bt_{tag}_q8"),
-        ir.ctx.void_type().fn_type(&params, false),
         Some(Linkage::Internal),
-    );
-    ir.add_fn_attrs(f, &[]);
-    ir.mark_noalias(f, &[3, 5, 7, 9]);
-    ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
-    let p = |n: u32| ir.param_int(f, n);
-    let (m, n, k, lda, ldb, ldc) = (p(0)?, p(1)?, p(2)?, p(4)?, p(6)?, p(8)?);
-    let (a, b, c, work) = (
-        ir.param_ptr(f, 3)?,
-        ir.param_ptr(f, 5)?,
-        ir.param_ptr(f, 7)?,
-        ir.param_ptr(f, 9)?,
-    );
+    )?;
     let ap = work;
     let bp = byte_at(ir, work, ir.int(a_bytes))?;
     let (per, bytes) = ty.kernel_block();
@@ -211,7 +200,13 @@ pub(crate) fn emit_sgemm_q8<'ctx>(
             let asrc = ir.at(a, ir.mad(ic, lda, pc)?)?;
             ir.b.build_call(
                 pack_a,
-                &[rows.into(), asrc.into(), lda.into(), ap.into()],
+                &[
+                    rows.into(),
+                    ir.int(QK).into(),
+                    asrc.into(),
+                    lda.into(),
+                    ap.into(),
+                ],
                 "",
             )?;
             ir.for_range(f, "jc", ir.int(0), n, nc, |jc| {
@@ -219,7 +214,13 @@ pub(crate) fn emit_sgemm_q8<'ctx>(
                 let bsrc = block_at(ir, ty, b, ir.mad(jc, ldb, pc)?)?;
                 ir.b.build_call(
                     pack_b,
-                    &[ncols.into(), bsrc.into(), row_bytes.into(), bp.into()],
+                    &[
+                        ncols.into(),
+                        ir.int(QK).into(),
+                        bsrc.into(),
+                        row_bytes.into(),
+                        bp.into(),
+                    ],
                     "",
                 )?;
                 ir.for_range(f, "jr", ir.int(0), ncols, q.nr, |jr| {
@@ -271,7 +272,7 @@ fn pair<'ctx>(ir: &Ir<'ctx>, lo: IntValue<'ctx>, hi: IntValue<'ctx>) -> IrResult
     Ok(ir.b.build_or(lo, hi, "")?)
 }
 
-/// `archc_qpack_b_{type}(ncols, src, row_bytes, dst)`: `ncols` rows of B (one block each,
+/// `archc_qpack_b_{type}(ncols, 256, src, row_bytes, dst)`: `ncols` rows of B (one block each,
 /// `row_bytes` apart) into NR-column panels, the last one padded with columns whose
 /// scales and d are zero.
 fn emit_pack_b<'ctx>(
@@ -280,24 +281,16 @@ fn emit_pack_b<'ctx>(
     q: &Tiles,
     tag: &str,
 ) -> IrResult<FunctionValue<'ctx>> {
-    let (i64t, ptr) = (ir.i64, ir.ptr);
     let i32t = ir.ctx.i32_type();
-    let f = ir.module.add_function(
-        &format!("archc_qpack_b_{tag}"),
-        ir.ctx
-            .void_type()
-            .fn_type(&[i64t.into(), ptr.into(), i64t.into(), ptr.into()], false),
-        Some(Linkage::Internal),
-    );
-    ir.add_fn_attrs(f, &["noinline"]);
-    ir.mark_noalias(f, &[1, 3]);
-    ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
-    let (ncols, src, row_bytes, dst) = (
-        ir.param_int(f, 0)?,
-        ir.param_ptr(f, 1)?,
-        ir.param_int(f, 2)?,
-        ir.param_ptr(f, 3)?,
-    );
+    // (ncols, 256, src, row_bytes, dst)
+    let Packer {
+        f,
+        rows: ncols,
+        src,
+        ld: row_bytes,
+        dst,
+        ..
+    } = packer(ir, &format!("archc_qpack_b_{tag}"))?;
     let padded = ir.mul(
         ir.b.build_int_unsigned_div(ir.add(ncols, ir.int(q.nr - 1))?, ir.int(q.nr), "")?,
         ir.int(q.nr),
@@ -428,27 +421,19 @@ fn emit_pack_b<'ctx>(
     Ok(f)
 }
 
-/// `archc_qpack_a_{type}(rows, a, lda, dst)`: 256 values of each of `rows` rows of A
+/// `archc_qpack_a_{type}(rows, 256, a, lda, dst)`: 256 values of each of `rows` rows of A
 /// (f32, `lda` apart) quantized into MR-row panels, the last one padded with zero rows.
 fn emit_pack_a<'ctx>(ir: &Ir<'ctx>, q: &Tiles, tag: &str) -> IrResult<FunctionValue<'ctx>> {
-    let (i64t, ptr) = (ir.i64, ir.ptr);
     let (i8t, i32t) = (ir.ctx.i8_type(), ir.ctx.i32_type());
-    let f = ir.module.add_function(
-        &format!("archc_qpack_a_{tag}"),
-        ir.ctx
-            .void_type()
-            .fn_type(&[i64t.into(), ptr.into(), i64t.into(), ptr.into()], false),
-        Some(Linkage::Internal),
-    );
-    ir.add_fn_attrs(f, &["noinline"]);
-    ir.mark_noalias(f, &[1, 3]);
-    ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
-    let (rows, a, lda, dst) = (
-        ir.param_int(f, 0)?,
-        ir.param_ptr(f, 1)?,
-        ir.param_int(f, 2)?,
-        ir.param_ptr(f, 3)?,
-    );
+    // (rows, 256, a, lda, dst)
+    let Packer {
+        f,
+        rows,
+        src: a,
+        ld: lda,
+        dst,
+        ..
+    } = packer(ir, &format!("archc_qpack_a_{tag}"))?;
     let padded = ir.mul(
         ir.b.build_int_unsigned_div(ir.add(rows, ir.int(q.mr - 1))?, ir.int(q.mr), "")?,
         ir.int(q.mr),

@@ -327,21 +327,29 @@ pub(crate) fn store_tile<'ctx>(
     )
 }
 
-/// `archc_sgemm`: the five block loops (jc over NC, pc over KC with B packed, ic over MC
-/// with A packed, jr over NR, ir over MR) around the microkernel. The first KC block
-/// stores into C, later ones accumulate, so C needs no zeroing (k = 0 is the caller's).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn emit_driver<'ctx>(
+/// A matmul routine's function and parameters: `name(m, n, k, a, lda, b, ldb, c, ldc,
+/// work)`, the signature every driver shares.
+pub(crate) struct MatmulFn<'ctx> {
+    pub f: FunctionValue<'ctx>,
+    pub m: IntValue<'ctx>,
+    pub n: IntValue<'ctx>,
+    pub k: IntValue<'ctx>,
+    pub a: PointerValue<'ctx>,
+    pub lda: IntValue<'ctx>,
+    pub b: PointerValue<'ctx>,
+    pub ldb: IntValue<'ctx>,
+    pub c: PointerValue<'ctx>,
+    pub ldc: IntValue<'ctx>,
+    pub work: PointerValue<'ctx>,
+}
+
+/// Declares matmul routine `name` (with `linkage`) and positions the builder in its entry
+/// block.
+pub(crate) fn matmul_function<'ctx>(
     ir: &Ir<'ctx>,
-    t: &SgemmTiles,
-    pack_a: FunctionValue<'ctx>,
-    pack_b: FunctionValue<'ctx>,
-    kernel: FunctionValue<'ctx>,
-    symbol: &str,
-    transposed_a: bool,
-    transposed_b: bool,
-    quant: Option<arch_runtime::gguf::GgmlType>,
-) -> IrResult<FunctionValue<'ctx>> {
+    name: &str,
+    linkage: Option<Linkage>,
+) -> IrResult<MatmulFn<'ctx>> {
     let (i64t, ptr) = (ir.i64, ir.ptr);
     let params = [
         i64t.into(),
@@ -357,26 +365,53 @@ pub(crate) fn emit_driver<'ctx>(
     ];
     let f = ir
         .module
-        .add_function(symbol, ir.ctx.void_type().fn_type(&params, false), None);
+        .add_function(name, ir.ctx.void_type().fn_type(&params, false), linkage);
     ir.add_fn_attrs(f, &[]);
     ir.mark_noalias(f, &[3, 5, 7, 9]);
     ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
-    let (m, n, k) = (
-        ir.param_int(f, 0)?,
-        ir.param_int(f, 1)?,
-        ir.param_int(f, 2)?,
-    );
-    let (a, lda, b, ldb) = (
-        ir.param_ptr(f, 3)?,
-        ir.param_int(f, 4)?,
-        ir.param_ptr(f, 5)?,
-        ir.param_int(f, 6)?,
-    );
-    let (c, ldc, work) = (
-        ir.param_ptr(f, 7)?,
-        ir.param_int(f, 8)?,
-        ir.param_ptr(f, 9)?,
-    );
+    Ok(MatmulFn {
+        f,
+        m: ir.param_int(f, 0)?,
+        n: ir.param_int(f, 1)?,
+        k: ir.param_int(f, 2)?,
+        a: ir.param_ptr(f, 3)?,
+        lda: ir.param_int(f, 4)?,
+        b: ir.param_ptr(f, 5)?,
+        ldb: ir.param_int(f, 6)?,
+        c: ir.param_ptr(f, 7)?,
+        ldc: ir.param_int(f, 8)?,
+        work: ir.param_ptr(f, 9)?,
+    })
+}
+
+/// `archc_sgemm`: the five block loops (jc over NC, pc over KC with B packed, ic over MC
+/// with A packed, jr over NR, ir over MR) around the microkernel. The first KC block
+/// stores into C, later ones accumulate, so C needs no zeroing (k = 0 is the caller's).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn emit_driver<'ctx>(
+    ir: &Ir<'ctx>,
+    t: &SgemmTiles,
+    pack_a: FunctionValue<'ctx>,
+    pack_b: FunctionValue<'ctx>,
+    kernel: FunctionValue<'ctx>,
+    symbol: &str,
+    transposed_a: bool,
+    transposed_b: bool,
+    quant: Option<arch_runtime::gguf::GgmlType>,
+) -> IrResult<FunctionValue<'ctx>> {
+    let MatmulFn {
+        f,
+        m,
+        n,
+        k,
+        a,
+        lda,
+        b,
+        ldb,
+        c,
+        ldc,
+        work,
+    } = matmul_function(ir, symbol, None)?;
     let ap = work;
     let bp = ir.at(work, ir.int(t.packed_a_floats() as u64))?;
     let int = |v: u32| ir.int(v as u64);
