@@ -192,6 +192,56 @@ fn options() {
     }
 }
 
+/// Prompts longer than the attention's blocks of 64 queries and 64 keys (the blocked
+/// path of the forward attention): several query blocks per head, key blocks on their
+/// grid, threads splitting a block, with a causal mask and padding, a sliding window that
+/// starts keys past the first block, and a padded bidirectional encoder.
+#[test]
+fn long_prompts_cross_attention_blocks() {
+    let decoder = |mask: &str| {
+        format!(
+            "model long {{
+    vocab = 61
+    d_model = 24
+    context = 200
+    norm = rmsnorm(eps = 1e-5)
+    placement = pre
+    position = rope(theta = 500.0)
+    decoder {{
+        layers = 2
+        attention {{ heads = 4  kv_heads = 2  mask = {mask} }}
+        mlp {{ hidden = 32  act = swiglu }}
+    }}
+}}"
+        )
+    };
+    let spec = |source: String| {
+        let prog = Program::from_source("long.arch", source, None);
+        let (spec, diags) = prog.elaborate("long");
+        spec.unwrap_or_else(|| panic!("{diags:?}"))
+    };
+    compare(&spec(decoder("causal")), &[(2, 150), (1, 129)], true);
+    compare(
+        &spec(decoder("sliding(window = 40)")),
+        &[(1, 190), (2, 97)],
+        false,
+    );
+    let encoder = "model long {
+    vocab = 61
+    d_model = 24
+    context = 200
+    norm = layernorm(eps = 1e-12)
+    placement = post
+    position = learned
+    encoder {
+        layers = 1
+        attention { heads = 3  bias = true }
+        mlp { hidden = 32  act = gelu  bias = true }
+    }
+}";
+    compare(&spec(encoder.to_string()), &[(2, 140)], true);
+}
+
 #[test]
 fn s4() {
     inline(TINY_S4, "tiny", SHAPES);

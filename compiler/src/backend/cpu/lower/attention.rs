@@ -57,7 +57,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             nk,
             t,
         };
-        ir.for_range(fx.f, "row", begin, end, 1, |it| {
+        let row_path = |it: IntValue<'ctx>| -> IrResult<()> {
             let b = ir.b.build_int_unsigned_div(it, ht, "")?;
             let hh =
                 ir.b.build_int_unsigned_rem(ir.b.build_int_unsigned_div(it, t, "")?, h, "")?;
@@ -240,7 +240,265 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                     ir.b.build_float_mul(v, inv, "")?,
                 )
             })
+        };
+        if ring.is_some() {
+            // A ring's keys wrap around its rows: one query row at a time.
+            return ir.for_range(fx.f, "row", begin, end, 1, row_path);
+        }
+        // A prompt's queries (t > 1) whose q, k and v rows are contiguous: consecutive
+        // rows of one (batch, head) in blocks of up to GRAD_BLOCK through the packed
+        // sgemm; a decode step (t = 1) and strided operands one row at a time. Which path
+        // a row takes and what it computes do not depend on how the rows are split among
+        // threads (a block's rows are independent: see `attention_block`).
+        let unit = |x: IntValue<'ctx>| ir.b.build_int_compare(IntPredicate::EQ, x, ir.int(1), "");
+        let contiguous = ir.b.build_and(unit(qs[3])?, unit(ks[3])?, "")?;
+        let contiguous = ir.b.build_and(contiguous, unit(vs[3])?, "")?;
+        let prompt =
+            ir.b.build_int_compare(IntPredicate::UGE, t, ir.int(2), "")?;
+        let blocked = ir.b.build_and(contiguous, prompt, "")?;
+        ir.if_else(
+            fx.f,
+            "qblocks",
+            blocked,
+            || {
+                ir.step_loop(fx.f, "qblk", begin, end, |it| {
+                    let tt = ir.b.build_int_unsigned_rem(it, t, "")?;
+                    let rows = ir.min(
+                        ir.int(GRAD_BLOCK),
+                        ir.min(ir.sub(t, tt)?, ir.sub(end, it)?)?,
+                    )?;
+                    self.attention_block(fx, a, it, rows)?;
+                    ir.add(it, rows)
+                })
+            },
+            || ir.for_range(fx.f, "row", begin, end, 1, row_path),
+        )
+    }
+
+    /// Rows `it..it + rows` of the forward attention (queries tt..tt + rows of one batch
+    /// row and head, q, k and v rows contiguous): per block of GRAD_BLOCK keys S = Q·Kᵀ
+    /// and then P·V by the packed sgemm, the online softmax between them per query row,
+    /// the same running (max, Σ exp) and rescaling as the one-row path. Key blocks lie
+    /// on a fixed grid (multiples of GRAD_BLOCK); a block a row sees none of leaves its
+    /// max, sum and accumulator bit for bit as they were (p = 0, correction 1), so a
+    /// row's result does not depend on the other rows of its block.
+    fn attention_block(
+        &self,
+        fx: &Fx<'ctx>,
+        a: &Attention,
+        it: IntValue<'ctx>,
+        rows: IntValue<'ctx>,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let c = |x: &Ix| self.ix(fx, x, &[]);
+        let s: Vec<IntValue<'ctx>> = a.sizes.iter().map(c).collect::<IrResult<_>>()?;
+        let (h, t, nk, d, dv, hkv) = (s[1], s[2], s[3], s[4], s[5], s[6]);
+        let group = ir.b.build_int_unsigned_div(h, hkv, "")?;
+        type Rows<'c> = (PointerValue<'c>, Vec<IntValue<'c>>);
+        let strides = |st: &crate::kernel::Strided| -> IrResult<Rows<'ctx>> {
+            let base = ir.at(self.buf(fx, st.buf)?, c(&st.offset)?)?;
+            let v = st.strides.iter().map(c).collect::<IrResult<Vec<_>>>()?;
+            Ok((base, v))
+        };
+        let (qr, kr, vr, or) = (
+            strides(&a.q)?,
+            strides(&a.k)?,
+            strides(&a.v)?,
+            strides(&a.out)?,
+        );
+        let row = |(base, st): &Rows<'ctx>, b, head, i| -> IrResult<PointerValue<'ctx>> {
+            ir.at(
+                *base,
+                ir.add(
+                    ir.mul(b, st[0])?,
+                    ir.add(ir.mul(head, st[1])?, ir.mul(i, st[2])?)?,
+                )?,
+            )
+        };
+        let neg_inf = m.c(f64::NEG_INFINITY);
+        let blk = ir.int(GRAD_BLOCK);
+        // Scratch as the backward's: the sgemm's workspace, the S tile (and the unused dP
+        // tile), the running max and sum per row, the accumulator rows, a product tile.
+        let work = fx.scratch;
+        let sbuf = ir.at(work, ir.int(self.work_floats))?;
+        let mbuf = ir.at(sbuf, ir.int(2 * GRAD_BLOCK * GRAD_BLOCK))?;
+        let lbuf = ir.at(mbuf, blk)?;
+        let acc = ir.at(lbuf, blk)?;
+        let tbuf = ir.at(acc, ir.mul(blk, self.max(d, dv)?)?)?;
+        let gemm = |f: FunctionValue<'ctx>, args: [IntOrPtr<'ctx>; 9]| -> IrResult<()> {
+            let mut v: Vec<inkwell::values::BasicMetadataValueEnum> =
+                args.iter().map(|a| a.meta()).collect();
+            v.push(work.into());
+            ir.b.build_call(f, &v, "")?;
+            Ok(())
+        };
+        use IntOrPtr::{I, P};
+        let fill = |p: PointerValue<'ctx>, n: IntValue<'ctx>, v: FloatValue<'ctx>| {
+            ir.for_range(fx.f, "fill", ir.int(0), n, 1, |i| ir.store(ir.at(p, i)?, v))
+        };
+        let ex = self.ex();
+        let am = AttnMask {
+            ex: &ex,
+            mask: a.mask,
+            nk,
+            t,
+        };
+        let b = ir.b.build_int_unsigned_div(it, ir.mul(h, t)?, "")?;
+        let hh =
+            ir.b.build_int_unsigned_rem(ir.b.build_int_unsigned_div(it, t, "")?, h, "")?;
+        let tt0 = ir.b.build_int_unsigned_rem(it, t, "")?;
+        let kh = ir.b.build_int_unsigned_div(hh, group, "")?;
+        // The keys any of the rows sees (the masks' ranges only move forward with tt).
+        let (lo, _) = am.keys_of(tt0)?;
+        let (_, hi) = am.keys_of(ir.sub(ir.add(tt0, rows)?, ir.int(1))?)?;
+        fill(acc, ir.mul(rows, dv)?, m.c(0.0))?;
+        fill(mbuf, rows, neg_inf)?;
+        fill(lbuf, rows, m.c(0.0))?;
+        let first = ir.mul(ir.b.build_int_unsigned_div(lo, blk, "")?, blk)?;
+        ir.step_loop(fx.f, "kblk", first, hi, |j0| {
+            let cols = ir.min(blk, ir.sub(hi, j0)?)?;
+            let qp = row(&qr, b, hh, tt0)?;
+            let kp = row(&kr, b, kh, j0)?;
+            gemm(
+                self.sgemm_bt,
+                [
+                    I(rows),
+                    I(cols),
+                    I(d),
+                    P(qp),
+                    I(qr.1[2]),
+                    P(kp),
+                    I(kr.1[2]),
+                    P(sbuf),
+                    I(blk),
+                ],
+            )?;
+            ir.for_range(fx.f, "srow", ir.int(0), rows, 1, |r| {
+                let tt = ir.add(tt0, r)?;
+                let srow = ir.at(sbuf, ir.mul(r, blk)?)?;
+                let steps = WholeSteps {
+                    start: ir.int(0),
+                    limit: cols,
+                    step: 1,
+                };
+                let (_, bm) =
+                    ir.carried_loop(fx.f, "bmax", steps, &[neg_inf.into()], |cc, cur| {
+                        let ps = ir.at(srow, cc)?;
+                        let x = ir.load_f32(ps)?.into_float_value();
+                        let x = self.masked_score(fx, a, &am, x, [b, hh, tt, ir.add(j0, cc)?])?;
+                        ir.store(ps, x)?;
+                        let mx = m.binary_intrinsic("llvm.maxnum", cur[0].into_float_value(), x)?;
+                        Ok(vec![mx.into()])
+                    })?;
+                let (pm, pl) = (ir.at(mbuf, r)?, ir.at(lbuf, r)?);
+                let old = ir.load_f32(pm)?.into_float_value();
+                let new_max = m.binary_intrinsic("llvm.maxnum", old, bm[0].into_float_value())?;
+                let none =
+                    ir.b.build_float_compare(FloatPredicate::OEQ, new_max, neg_inf, "")?;
+                let corr = m.select(
+                    none,
+                    m.c(1.0),
+                    m.exp(ir.b.build_float_sub(old, new_max, "")?)?,
+                )?;
+                // p = exp(score − max) over the block, in place, summed.
+                let (_, sum) =
+                    ir.carried_loop(fx.f, "exp", steps, &[m.c(0.0).into()], |cc, cur| {
+                        let ps = ir.at(srow, cc)?;
+                        let x = ir.load_f32(ps)?.into_float_value();
+                        let p = m.select(
+                            none,
+                            m.c(0.0),
+                            m.exp(ir.b.build_float_sub(x, new_max, "")?)?,
+                        )?;
+                        ir.store(ps, p)?;
+                        let s2 = ir.b.build_float_add(cur[0].into_float_value(), p, "")?;
+                        set_reassoc(s2);
+                        Ok(vec![s2.into()])
+                    })?;
+                let l = ir.load_f32(pl)?.into_float_value();
+                let l2 = ir.b.build_float_add(
+                    ir.b.build_float_mul(l, corr, "")?,
+                    sum[0].into_float_value(),
+                    "",
+                )?;
+                ir.store(pl, l2)?;
+                ir.store(pm, new_max)?;
+                let arow = ir.at(acc, ir.mul(r, dv)?)?;
+                ir.for_range(fx.f, "rs", ir.int(0), dv, 1, |x| {
+                    let pa = ir.at(arow, x)?;
+                    let v = ir.load_f32(pa)?.into_float_value();
+                    ir.store(pa, ir.b.build_float_mul(v, corr, "")?)
+                })
+            })?;
+            // T = P·V (B = V's rows, [cols, dv]), then acc += T.
+            let vp = row(&vr, b, kh, j0)?;
+            gemm(
+                self.sgemm,
+                [
+                    I(rows),
+                    I(dv),
+                    I(cols),
+                    P(sbuf),
+                    I(blk),
+                    P(vp),
+                    I(vr.1[2]),
+                    P(tbuf),
+                    I(dv),
+                ],
+            )?;
+            ir.for_range(fx.f, "accum", ir.int(0), ir.mul(rows, dv)?, 1, |i| {
+                let pd = ir.at(acc, i)?;
+                let x = ir.load_f32(pd)?.into_float_value();
+                let y = ir.load_f32(ir.at(tbuf, i)?)?.into_float_value();
+                ir.store(pd, ir.b.build_float_add(x, y, "")?)
+            })?;
+            ir.add(j0, cols)
+        })?;
+        ir.for_range(fx.f, "orow", ir.int(0), rows, 1, |r| {
+            let l = ir.load_f32(ir.at(lbuf, r)?)?.into_float_value();
+            let empty =
+                ir.b.build_float_compare(FloatPredicate::OLE, l, m.c(0.0), "")?;
+            let inv = m.select(empty, m.c(0.0), ir.b.build_float_div(m.c(1.0), l, "")?)?;
+            let o = row(&or, b, hh, ir.add(tt0, r)?)?;
+            let arow = ir.at(acc, ir.mul(r, dv)?)?;
+            ir.for_range(fx.f, "out", ir.int(0), dv, 1, |x| {
+                let v = ir.load_f32(ir.at(arow, x)?)?.into_float_value();
+                // A row that sees no key: +0, whatever sign its zero sums took.
+                let y = m.select(empty, m.c(0.0), ir.b.build_float_mul(v, inv, "")?)?;
+                ir.store(ir.at(o, ir.mul(x, or.1[3])?)?, y)
+            })
         })
+    }
+
+    /// The scaled, biased score of (b, head, query, key) from its dot product; −∞ where
+    /// the mask or the key mask hides the key.
+    fn masked_score(
+        &self,
+        fx: &Fx<'ctx>,
+        a: &Attention,
+        am: &AttnMask<'_, 'ctx>,
+        dotv: FloatValue<'ctx>,
+        vars: [IntValue<'ctx>; 4],
+    ) -> IrResult<FloatValue<'ctx>> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let neg_inf = m.c(f64::NEG_INFINITY);
+        let [_, _, tt, key] = vars;
+        let mut sc = ir.b.build_float_mul(dotv, m.c(a.scale), "")?;
+        if let Some(bias) = &a.bias {
+            sc = ir.b.build_float_add(sc, self.expr(fx, bias, &vars)?, "")?;
+        }
+        if let Some(ok) = am.allows(tt, key)? {
+            sc = m.select(ok, sc, neg_inf)?;
+        }
+        if let Some(km) = &a.key_mask {
+            let keep = self.expr(fx, km, &vars)?;
+            let off =
+                ir.b.build_float_compare(FloatPredicate::OEQ, keep, m.c(0.0), "")?;
+            sc = m.select(off, neg_inf, sc)?;
+        }
+        Ok(sc)
     }
 }
 
@@ -382,27 +640,9 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             nk,
             t,
         };
-        // The scaled, biased score of (b, head, query, key) from its dot product; −∞
-        // where the mask or the key mask hides the key.
-        let masked =
-            |dotv: FloatValue<'ctx>, vars: [IntValue<'ctx>; 4]| -> IrResult<FloatValue<'ctx>> {
-                let [_, _, tt, key] = vars;
-                let mut sc = ir.b.build_float_mul(dotv, scale, "")?;
-                if let Some(bias) = &a.bias {
-                    sc = ir.b.build_float_add(sc, self.expr(fx, bias, &vars)?, "")?;
-                }
-                let allowed = am.allows(tt, key)?;
-                if let Some(ok) = allowed {
-                    sc = m.select(ok, sc, neg_inf)?;
-                }
-                if let Some(km) = &a.key_mask {
-                    let keep = self.expr(fx, km, &vars)?;
-                    let off =
-                        ir.b.build_float_compare(FloatPredicate::OEQ, keep, m.c(0.0), "")?;
-                    sc = m.select(off, neg_inf, sc)?;
-                }
-                Ok(sc)
-            };
+        let masked = |dotv: FloatValue<'ctx>, vars: [IntValue<'ctx>; 4]| {
+            self.masked_score(fx, a, &am, dotv, vars)
+        };
         let stat = |e: &Option<Expr>, vars: &[IntValue<'ctx>]| -> IrResult<FloatValue<'ctx>> {
             match e {
                 Some(e) => self.expr(fx, e, vars),
