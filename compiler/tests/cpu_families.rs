@@ -192,10 +192,11 @@ fn options() {
     }
 }
 
-/// Prompts longer than the attention's blocks of 64 queries and 64 keys (the blocked
-/// path of the forward attention): several query blocks per head, key blocks on their
-/// grid, threads splitting a block, with a causal mask and padding, a sliding window that
-/// starts keys past the first block, and a padded bidirectional encoder.
+/// Prompts longer than the attention's blocks of 64 queries and 256 keys (the blocked
+/// path of the forward attention): several query and key blocks per head, key blocks on
+/// their grid, threads splitting a block (three heads: the two threads' halves of the
+/// rows meet inside a head), with a causal mask and padding, a sliding window wider than
+/// a key block (rows whose keys straddle the grid), and a padded bidirectional encoder.
 #[test]
 fn long_prompts_cross_attention_blocks() {
     let decoder = |mask: &str| {
@@ -203,13 +204,13 @@ fn long_prompts_cross_attention_blocks() {
             "model long {{
     vocab = 61
     d_model = 24
-    context = 200
+    context = 600
     norm = rmsnorm(eps = 1e-5)
     placement = pre
     position = rope(theta = 500.0)
     decoder {{
         layers = 2
-        attention {{ heads = 4  kv_heads = 2  mask = {mask} }}
+        attention {{ heads = 3  kv_heads = 1  mask = {mask} }}
         mlp {{ hidden = 32  act = swiglu }}
     }}
 }}"
@@ -220,16 +221,16 @@ fn long_prompts_cross_attention_blocks() {
         let (spec, diags) = prog.elaborate("long");
         spec.unwrap_or_else(|| panic!("{diags:?}"))
     };
-    compare(&spec(decoder("causal")), &[(2, 150), (1, 129)], true);
+    compare(&spec(decoder("causal")), &[(2, 300), (1, 129)], true);
     compare(
-        &spec(decoder("sliding(window = 40)")),
-        &[(1, 190), (2, 97)],
+        &spec(decoder("sliding(window = 300)")),
+        &[(1, 530), (2, 97)],
         false,
     );
     let encoder = "model long {
     vocab = 61
     d_model = 24
-    context = 200
+    context = 600
     norm = layernorm(eps = 1e-12)
     placement = post
     position = learned
@@ -239,7 +240,7 @@ fn long_prompts_cross_attention_blocks() {
         mlp { hidden = 32  act = gelu  bias = true }
     }
 }";
-    compare(&spec(encoder.to_string()), &[(2, 140)], true);
+    compare(&spec(encoder.to_string()), &[(2, 270)], true);
 }
 
 #[test]

@@ -279,8 +279,9 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
     /// row and head, q, k and v rows contiguous): per block of GRAD_BLOCK keys S = Q·Kᵀ
     /// and then P·V by the packed sgemm, the online softmax between them per query row,
     /// the same running (max, Σ exp) and rescaling as the one-row path. Key blocks lie
-    /// on a fixed grid (multiples of GRAD_BLOCK); a block a row sees none of leaves its
-    /// max, sum and accumulator bit for bit as they were (p = 0, correction 1), so a
+    /// on a fixed grid (multiples of PROMPT_KEYS), each row's loops run over its own keys
+    /// of the block, and a block a row sees none of leaves its max, sum and accumulator
+    /// bit for bit as they were (p = 0, correction exactly 1; P·V adds exact zeros), so a
     /// row's result does not depend on the other rows of its block.
     fn attention_block(
         &self,
@@ -318,11 +319,13 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         };
         let neg_inf = m.c(f64::NEG_INFINITY);
         let blk = ir.int(GRAD_BLOCK);
-        // Scratch as the backward's: the sgemm's workspace, the S tile (and the unused dP
-        // tile), the running max and sum per row, the accumulator rows, a product tile.
+        let kb = ir.int(PROMPT_KEYS);
+        // Scratch (`prompt_scratch_floats`): the sgemm's workspace, the S tile (GRAD_BLOCK
+        // × PROMPT_KEYS), the running max and sum per row, the accumulator rows, a product
+        // tile.
         let work = fx.scratch;
         let sbuf = ir.at(work, ir.int(self.work_floats))?;
-        let mbuf = ir.at(sbuf, ir.int(2 * GRAD_BLOCK * GRAD_BLOCK))?;
+        let mbuf = ir.at(sbuf, ir.int(GRAD_BLOCK * PROMPT_KEYS))?;
         let lbuf = ir.at(mbuf, blk)?;
         let acc = ir.at(lbuf, blk)?;
         let tbuf = ir.at(acc, ir.mul(blk, self.max(d, dv)?)?)?;
@@ -355,9 +358,9 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         fill(acc, ir.mul(rows, dv)?, m.c(0.0))?;
         fill(mbuf, rows, neg_inf)?;
         fill(lbuf, rows, m.c(0.0))?;
-        let first = ir.mul(ir.b.build_int_unsigned_div(lo, blk, "")?, blk)?;
+        let first = ir.mul(ir.b.build_int_unsigned_div(lo, kb, "")?, kb)?;
         ir.step_loop(fx.f, "kblk", first, hi, |j0| {
-            let cols = ir.min(blk, ir.sub(hi, j0)?)?;
+            let cols = ir.min(kb, ir.sub(hi, j0)?)?;
             let qp = row(&qr, b, hh, tt0)?;
             let kp = row(&kr, b, kh, j0)?;
             gemm(
@@ -371,15 +374,26 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                     P(kp),
                     I(kr.1[2]),
                     P(sbuf),
-                    I(blk),
+                    I(kb),
                 ],
             )?;
             ir.for_range(fx.f, "srow", ir.int(0), rows, 1, |r| {
                 let tt = ir.add(tt0, r)?;
-                let srow = ir.at(sbuf, ir.mul(r, blk)?)?;
+                let srow = ir.at(sbuf, ir.mul(r, kb)?)?;
+                // This row's own keys in the block, [c0, c1): its loops (and their
+                // vectorised sums) run over them alone, whatever rows share the block;
+                // the rest of its row of S becomes p = 0.
+                let (klo, khi) = am.keys_of(tt)?;
+                let c0 = ir.min(self.max(ir.sub(klo, j0)?, ir.int(0))?, cols)?;
+                let c1 = self.max(ir.min(ir.sub(khi, j0)?, cols)?, c0)?;
+                for (from, to) in [(ir.int(0), c0), (c1, cols)] {
+                    ir.for_range(fx.f, "pz", from, to, 1, |cc| {
+                        ir.store(ir.at(srow, cc)?, m.c(0.0))
+                    })?;
+                }
                 let steps = WholeSteps {
-                    start: ir.int(0),
-                    limit: cols,
+                    start: c0,
+                    limit: c1,
                     step: 1,
                 };
                 let (_, bm) =
@@ -396,12 +410,16 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 let new_max = m.binary_intrinsic("llvm.maxnum", old, bm[0].into_float_value())?;
                 let none =
                     ir.b.build_float_compare(FloatPredicate::OEQ, new_max, neg_inf, "")?;
+                // Exactly 1 where the max stays (a block the row sees none of).
+                let same =
+                    ir.b.build_float_compare(FloatPredicate::OEQ, new_max, old, "")?;
+                let keep = ir.b.build_or(none, same, "")?;
                 let corr = m.select(
-                    none,
+                    keep,
                     m.c(1.0),
                     m.exp(ir.b.build_float_sub(old, new_max, "")?)?,
                 )?;
-                // p = exp(score − max) over the block, in place, summed.
+                // p = exp(score − max) over the row's keys, in place, summed.
                 let (_, sum) =
                     ir.carried_loop(fx.f, "exp", steps, &[m.c(0.0).into()], |cc, cur| {
                         let ps = ir.at(srow, cc)?;
@@ -440,7 +458,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                     I(dv),
                     I(cols),
                     P(sbuf),
-                    I(blk),
+                    I(kb),
                     P(vp),
                     I(vr.1[2]),
                     P(tbuf),
@@ -505,6 +523,16 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
 /// Queries (or keys) per parallel iteration of the backward parts, and the keys (or
 /// queries) of one block pair.
 pub const GRAD_BLOCK: u64 = 64;
+
+/// Keys per block of a prompt's blocked forward attention: one packing of a query block
+/// per 256 keys (64: the packing of Q and K took as long as their product).
+pub const PROMPT_KEYS: u64 = 256;
+
+/// Scratch floats the blocked forward attention uses past the sgemm's workspace, for head
+/// widths up to `max_head_dim`.
+pub fn prompt_scratch_floats(max_head_dim: u64) -> u64 {
+    GRAD_BLOCK * PROMPT_KEYS + 2 * GRAD_BLOCK + 2 * GRAD_BLOCK * max_head_dim.max(1) + 16
+}
 
 /// Scratch floats the backward parts use past the sgemm's workspace, for head widths up
 /// to `max_head_dim`.

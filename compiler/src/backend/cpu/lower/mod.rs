@@ -81,6 +81,7 @@ pub fn lower(
     let scratch = (tiles.workspace_floats() as u64)
         .max(max_head_dim + KEY_BLOCK + 16)
         .max(tiles.workspace_floats() as u64 + attention::grad_scratch_floats(max_head_dim))
+        .max(tiles.workspace_floats() as u64 + attention::prompt_scratch_floats(max_head_dim))
         .max(widest_row_epilogue(&prog.kernels));
     Ok(Lowered {
         object,
