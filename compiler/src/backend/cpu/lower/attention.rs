@@ -1,5 +1,6 @@
 //! Attention kernels: one query row per iteration, keys in blocks with online softmax;
-//! ring caches read key p from row p mod R. The flash-style backward parts recompute each
+//! ring caches read key p from row p mod R. A prompt's rows (contiguous q, k, v) go in
+//! blocks of 64 queries × 256 keys through the packed sgemm (`attention_block`). The flash-style backward parts recompute each
 //! score from q and k, FlashAttention-2's way: `Lse` and dQ per block of queries, dK and
 //! dV per block of keys (over the queries that see them), each block pair multiplied by
 //! the packed sgemm (S = Q·Kᵀ, dP = dO·Vᵀ, dQ += dS·K, dV += Pᵀ·dO, dK += dSᵀ·Q) in
