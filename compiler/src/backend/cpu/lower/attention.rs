@@ -1,11 +1,12 @@
 //! Attention kernels: one query row per iteration, keys in blocks with online softmax;
 //! ring caches read key p from row p mod R. A prompt's rows (contiguous q, k, v) go in
-//! blocks of 64 queries × 256 keys through the packed sgemm (`attention_block`). The flash-style backward parts recompute each
-//! score from q and k, FlashAttention-2's way: `Lse` and dQ per block of queries, dK and
-//! dV per block of keys (over the queries that see them), each block pair multiplied by
-//! the packed sgemm (S = Q·Kᵀ, dP = dO·Vᵀ, dQ += dS·K, dV += Pᵀ·dO, dK += dSᵀ·Q) in
-//! GRAD_BLOCK² scratch tiles — nothing of size queries × keys is stored. Operands whose
-//! rows are not contiguous take a row-at-a-time path.
+//! blocks of 64 queries × 256 keys through the packed sgemm (`attention_block`). The
+//! flash-style backward parts recompute each score from q and k, FlashAttention-2's way:
+//! `Lse` and dQ per block of queries, dK and dV per block of keys (over the queries that
+//! see them), each block pair multiplied by the packed sgemm (S = Q·Kᵀ, dP = dO·Vᵀ,
+//! dQ += dS·K, dV += Pᵀ·dO, dK += dSᵀ·Q) in GRAD_BLOCK² scratch tiles — nothing of size
+//! queries × keys is stored. Operands whose rows are not contiguous take a row-at-a-time
+//! path.
 
 use super::*;
 use crate::backend::llvm::expr::AttnMask;
@@ -277,7 +278,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
     }
 
     /// Rows `it..it + rows` of the forward attention (queries tt..tt + rows of one batch
-    /// row and head, q, k and v rows contiguous): per block of GRAD_BLOCK keys S = Q·Kᵀ
+    /// row and head, q, k and v rows contiguous): per block of PROMPT_KEYS keys S = Q·Kᵀ
     /// and then P·V by the packed sgemm, the online softmax between them per query row,
     /// the same running (max, Σ exp) and rescaling as the one-row path. Key blocks lie
     /// on a fixed grid (multiples of PROMPT_KEYS), each row's loops run over its own keys
@@ -293,54 +294,24 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
     ) -> IrResult<()> {
         let ir = self.ir;
         let m = Math { ir };
-        let c = |x: &Ix| self.ix(fx, x, &[]);
-        let s: Vec<IntValue<'ctx>> = a.sizes.iter().map(c).collect::<IrResult<_>>()?;
-        let (h, t, nk, d, dv, hkv) = (s[1], s[2], s[3], s[4], s[5], s[6]);
-        let group = ir.b.build_int_unsigned_div(h, hkv, "")?;
-        type Rows<'c> = (PointerValue<'c>, Vec<IntValue<'c>>);
-        let strides = |st: &crate::kernel::Strided| -> IrResult<Rows<'ctx>> {
-            let base = ir.at(self.buf(fx, st.buf)?, c(&st.offset)?)?;
-            let v = st.strides.iter().map(c).collect::<IrResult<Vec<_>>>()?;
-            Ok((base, v))
-        };
+        let [h, t, nk, d, dv, _, group] = self.attn_sizes(fx, a)?;
         let (qr, kr, vr, or) = (
-            strides(&a.q)?,
-            strides(&a.k)?,
-            strides(&a.v)?,
-            strides(&a.out)?,
+            self.attn_rows(fx, &a.q)?,
+            self.attn_rows(fx, &a.k)?,
+            self.attn_rows(fx, &a.v)?,
+            self.attn_rows(fx, &a.out)?,
         );
-        let row = |(base, st): &Rows<'ctx>, b, head, i| -> IrResult<PointerValue<'ctx>> {
-            ir.at(
-                *base,
-                ir.add(
-                    ir.mul(b, st[0])?,
-                    ir.add(ir.mul(head, st[1])?, ir.mul(i, st[2])?)?,
-                )?,
-            )
-        };
+        let row = |r: &Rows<'ctx>, b, head, i| row_at(ir, r, b, head, i);
         let neg_inf = m.c(f64::NEG_INFINITY);
-        let blk = ir.int(GRAD_BLOCK);
         let kb = ir.int(PROMPT_KEYS);
         // Scratch (`prompt_scratch_floats`): the sgemm's workspace, the S tile (GRAD_BLOCK
         // × PROMPT_KEYS), the running max and sum per row, the accumulator rows, a product
         // tile.
         let work = fx.scratch;
-        let sbuf = ir.at(work, ir.int(self.work_floats))?;
-        let mbuf = ir.at(sbuf, ir.int(GRAD_BLOCK * PROMPT_KEYS))?;
-        let lbuf = ir.at(mbuf, blk)?;
-        let acc = ir.at(lbuf, blk)?;
-        let tbuf = ir.at(acc, ir.mul(blk, self.max(d, dv)?)?)?;
-        let gemm = |f: FunctionValue<'ctx>, args: [IntOrPtr<'ctx>; 9]| -> IrResult<()> {
-            let mut v: Vec<inkwell::values::BasicMetadataValueEnum> =
-                args.iter().map(|a| a.meta()).collect();
-            v.push(work.into());
-            ir.b.build_call(f, &v, "")?;
-            Ok(())
-        };
+        let [sbuf, mbuf, lbuf, acc, tbuf] = self.attn_tiles(fx, GRAD_BLOCK * PROMPT_KEYS, d, dv)?;
+        let gemm = |f, args| gemm_call(ir, f, args, work);
         use IntOrPtr::{I, P};
-        let fill = |p: PointerValue<'ctx>, n: IntValue<'ctx>, v: FloatValue<'ctx>| {
-            ir.for_range(fx.f, "fill", ir.int(0), n, 1, |i| ir.store(ir.at(p, i)?, v))
-        };
+        let fill = |p, n, v| fill_floats(ir, fx.f, p, n, v);
         let ex = self.ex();
         let am = AttnMask {
             ex: &ex,
@@ -521,6 +492,95 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
     }
 }
 
+/// A strided attention operand: its base and its strides (batch, head, row, column).
+type Rows<'c> = (PointerValue<'c>, Vec<IntValue<'c>>);
+
+/// Row `i` of a strided operand at (b, head, i).
+fn row_at<'ctx>(
+    ir: &Ir<'ctx>,
+    (base, st): &Rows<'ctx>,
+    b: IntValue<'ctx>,
+    head: IntValue<'ctx>,
+    i: IntValue<'ctx>,
+) -> IrResult<PointerValue<'ctx>> {
+    ir.at(
+        *base,
+        ir.add(
+            ir.mul(b, st[0])?,
+            ir.add(ir.mul(head, st[1])?, ir.mul(i, st[2])?)?,
+        )?,
+    )
+}
+
+/// A call of a matmul routine with its nine arguments and the workspace.
+fn gemm_call<'ctx>(
+    ir: &Ir<'ctx>,
+    f: FunctionValue<'ctx>,
+    args: [IntOrPtr<'ctx>; 9],
+    work: PointerValue<'ctx>,
+) -> IrResult<()> {
+    let mut v: Vec<inkwell::values::BasicMetadataValueEnum> =
+        args.iter().map(|a| a.meta()).collect();
+    v.push(work.into());
+    ir.b.build_call(f, &v, "")?;
+    Ok(())
+}
+
+/// `p[0..n] = v`.
+fn fill_floats<'ctx>(
+    ir: &Ir<'ctx>,
+    f: FunctionValue<'ctx>,
+    p: PointerValue<'ctx>,
+    n: IntValue<'ctx>,
+    v: FloatValue<'ctx>,
+) -> IrResult<()> {
+    ir.for_range(f, "fill", ir.int(0), n, 1, |i| ir.store(ir.at(p, i)?, v))
+}
+
+impl<'a, 'ctx> Lowerer<'a, 'ctx> {
+    /// An attention kernel's (heads, queries, keys, head width, value width, key/value
+    /// heads, heads per key/value head).
+    fn attn_sizes(&self, fx: &Fx<'ctx>, a: &Attention) -> IrResult<[IntValue<'ctx>; 7]> {
+        let ir = self.ir;
+        let s = a
+            .sizes
+            .iter()
+            .map(|x| self.ix(fx, x, &[]))
+            .collect::<IrResult<Vec<_>>>()?;
+        let (h, hkv) = (s[1], s[6]);
+        let group = ir.b.build_int_unsigned_div(h, hkv, "")?;
+        Ok([h, s[2], s[3], s[4], s[5], hkv, group])
+    }
+
+    /// An attention operand's base and strides.
+    fn attn_rows(&self, fx: &Fx<'ctx>, st: &crate::kernel::Strided) -> IrResult<Rows<'ctx>> {
+        let c = |x: &Ix| self.ix(fx, x, &[]);
+        let base = self.ir.at(self.buf(fx, st.buf)?, c(&st.offset)?)?;
+        let v = st.strides.iter().map(c).collect::<IrResult<Vec<_>>>()?;
+        Ok((base, v))
+    }
+
+    /// The blocked attention's scratch past the sgemm's workspace: a score region of
+    /// `scores` floats, the running max and sum per row (GRAD_BLOCK each), the
+    /// accumulator rows and a product tile (GRAD_BLOCK × max(d, dv) each).
+    fn attn_tiles(
+        &self,
+        fx: &Fx<'ctx>,
+        scores: u64,
+        d: IntValue<'ctx>,
+        dv: IntValue<'ctx>,
+    ) -> IrResult<[PointerValue<'ctx>; 5]> {
+        let ir = self.ir;
+        let blk = ir.int(GRAD_BLOCK);
+        let sbuf = ir.at(fx.scratch, ir.int(self.work_floats))?;
+        let mbuf = ir.at(sbuf, ir.int(scores))?;
+        let lbuf = ir.at(mbuf, blk)?;
+        let acc = ir.at(lbuf, blk)?;
+        let tbuf = ir.at(acc, ir.mul(blk, self.max(d, dv)?)?)?;
+        Ok([sbuf, mbuf, lbuf, acc, tbuf])
+    }
+}
+
 /// Queries (or keys) per parallel iteration of the backward parts, and the keys (or
 /// queries) of one block pair.
 pub const GRAD_BLOCK: u64 = 64;
@@ -554,22 +614,13 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
     ) -> IrResult<()> {
         let ir = self.ir;
         let m = Math { ir };
-        let c = |x: &Ix| self.ix(fx, x, &[]);
-        let s: Vec<IntValue<'ctx>> = a.sizes.iter().map(c).collect::<IrResult<_>>()?;
-        let (h, t, nk, d, dv, hkv) = (s[1], s[2], s[3], s[4], s[5], s[6]);
-        let group = ir.b.build_int_unsigned_div(h, hkv, "")?;
-        type Rows<'c> = (PointerValue<'c>, Vec<IntValue<'c>>);
-        let strides = |st: &crate::kernel::Strided| -> IrResult<Rows<'ctx>> {
-            let base = ir.at(self.buf(fx, st.buf)?, c(&st.offset)?)?;
-            let v = st.strides.iter().map(c).collect::<IrResult<Vec<_>>>()?;
-            Ok((base, v))
-        };
-        let qr = strides(&a.q)?;
-        let kr = strides(&a.k)?;
-        let vr = strides(&a.v)?;
-        let or = strides(&a.out)?;
+        let [h, t, nk, d, dv, hkv, group] = self.attn_sizes(fx, a)?;
+        let qr = self.attn_rows(fx, &a.q)?;
+        let kr = self.attn_rows(fx, &a.k)?;
+        let vr = self.attn_rows(fx, &a.v)?;
+        let or = self.attn_rows(fx, &a.out)?;
         let dr = match &a.dout {
-            Some(x) => strides(x)?,
+            Some(x) => self.attn_rows(fx, x)?,
             // `Lse` reads no dO: q stands in (never read).
             None => qr.clone(),
         };
@@ -580,24 +631,11 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         // Scratch: the sgemm's workspace, then S and dP tiles, the running max and sum of
         // `Lse`, the accumulator rows and a product tile.
         let work = fx.scratch;
-        let sbuf = ir.at(work, ir.int(self.work_floats))?;
+        let [sbuf, mbuf, lbuf, acc, tbuf] =
+            self.attn_tiles(fx, 2 * GRAD_BLOCK * GRAD_BLOCK, d, dv)?;
         let dpbuf = ir.at(sbuf, ir.int(GRAD_BLOCK * GRAD_BLOCK))?;
-        let mbuf = ir.at(dpbuf, ir.int(GRAD_BLOCK * GRAD_BLOCK))?;
-        let lbuf = ir.at(mbuf, blk)?;
-        let acc = ir.at(lbuf, blk)?;
-        let wmax = self.max(d, dv)?;
-        let tbuf = ir.at(acc, ir.mul(blk, wmax)?)?;
-
         // Row `i` of a strided operand at (b, head, i).
-        let row = |(base, st): &Rows<'ctx>, b, head, i| -> IrResult<PointerValue<'ctx>> {
-            ir.at(
-                *base,
-                ir.add(
-                    ir.mul(b, st[0])?,
-                    ir.add(ir.mul(head, st[1])?, ir.mul(i, st[2])?)?,
-                )?,
-            )
-        };
+        let row = |r: &Rows<'ctx>, b, head, i| row_at(ir, r, b, head, i);
         let dot = |x: PointerValue<'ctx>,
                    xs: IntValue<'ctx>,
                    y: PointerValue<'ctx>,
@@ -637,9 +675,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 )
             })
         };
-        let fill = |p: PointerValue<'ctx>, n: IntValue<'ctx>, v: FloatValue<'ctx>| {
-            ir.for_range(fx.f, "fill", ir.int(0), n, 1, |i| ir.store(ir.at(p, i)?, v))
-        };
+        let fill = |p, n, v| fill_floats(ir, fx.f, p, n, v);
         // dst[0..n] += src[0..n].
         let add_into = |dst: PointerValue<'ctx>, src: PointerValue<'ctx>, n: IntValue<'ctx>| {
             ir.for_range(fx.f, "accum", ir.int(0), n, 1, |i| {
@@ -678,13 +714,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 None => Err(IrError("attention backward without lse / δ".into())),
             }
         };
-        let gemm = |f: FunctionValue<'ctx>, args: [IntOrPtr<'ctx>; 9]| -> IrResult<()> {
-            let mut v: Vec<inkwell::values::BasicMetadataValueEnum> =
-                args.iter().map(|a| a.meta()).collect();
-            v.push(work.into());
-            ir.b.build_call(f, &v, "")?;
-            Ok(())
-        };
+        let gemm = |f, args| gemm_call(ir, f, args, work);
         use IntOrPtr::{I, P};
         let keys_of = |tt: IntValue<'ctx>| am.keys_of(tt);
         let queries_of = |j: IntValue<'ctx>| am.queries_of(j);
