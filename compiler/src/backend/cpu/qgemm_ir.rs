@@ -252,18 +252,6 @@ pub(crate) fn emit_sgemm_q8<'ctx>(
     Ok(f)
 }
 
-/// Stores the i32 `v` at byte `off` of `p`.
-fn store_i32<'ctx>(
-    ir: &Ir<'ctx>,
-    p: PointerValue<'ctx>,
-    off: IntValue<'ctx>,
-    v: IntValue<'ctx>,
-) -> IrResult<()> {
-    let st = ir.b.build_store(byte_at(ir, p, off)?, v)?;
-    st.set_alignment(4).map_err(|e| IrError(e.to_string()))?;
-    Ok(())
-}
-
 /// `(lo & 0xffff) | hi << 16`: two i16 in one i32 lane, as `vpmaddwd` pairs them.
 fn pair<'ctx>(ir: &Ir<'ctx>, lo: IntValue<'ctx>, hi: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
     let i32t = ir.ctx.i32_type();
@@ -368,8 +356,7 @@ fn emit_pack_b<'ctx>(
                 )?;
                 let g = kind.segment(v, e / 8) * 8 + e % 8;
                 let at = ir.mad(lane, ir.int(4), ir.int(g * 4 * q.nr))?;
-                let st = ir.b.build_store(byte_at(ir, pp, at)?, four)?;
-                st.set_alignment(4).map_err(|e| IrError(e.to_string()))?;
+                ir.store(byte_at(ir, pp, at)?, four)?;
             }
         }
         for (c, (p, valid, blk)) in blocks.iter().enumerate() {
@@ -403,11 +390,14 @@ fn emit_pack_b<'ctx>(
                     .into_int_value())
             };
             for j in 0..q.subs {
-                store_i32(ir, pp, slot(q.b_scales() + j * 4 * q.nr)?, lane_of(sc, j)?)?;
+                ir.store(
+                    byte_at(ir, pp, slot(q.b_scales() + j * 4 * q.nr)?)?,
+                    lane_of(sc, j)?,
+                )?;
             }
             for j in 0..q.subs / 2 {
                 let x = pair(ir, lane_of(m, 2 * j)?, lane_of(m, 2 * j + 1)?)?;
-                store_i32(ir, pp, slot(q.b_pairs() + j * 4 * q.nr)?, x)?;
+                ir.store(byte_at(ir, pp, slot(q.b_pairs() + j * 4 * q.nr)?)?, x)?;
             }
             let f0 = ir.f32.const_zero();
             for (off, x) in [(q.b_d(), d), (q.b_dmin(), dmin)] {
@@ -477,7 +467,7 @@ fn emit_pack_a<'ctx>(ir: &Ir<'ctx>, q: &Tiles, tag: &str) -> IrResult<FunctionVa
                     .collect::<Result<_, _>>()?;
                 for j in 0..half_pairs {
                     let x = pair(ir, sums[2 * j as usize], sums[2 * j as usize + 1])?;
-                    store_i32(ir, pp, pair_at(j)?, x)?;
+                    ir.store(byte_at(ir, pp, pair_at(j)?)?, x)?;
                 }
                 Ok(())
             },
@@ -488,7 +478,7 @@ fn emit_pack_a<'ctx>(ir: &Ir<'ctx>, q: &Tiles, tag: &str) -> IrResult<FunctionVa
                 }
                 ir.store(d_at, ir.f32.const_zero())?;
                 for j in 0..half_pairs {
-                    store_i32(ir, pp, pair_at(j)?, i32t.const_zero())?;
+                    ir.store(byte_at(ir, pp, pair_at(j)?)?, i32t.const_zero())?;
                 }
                 Ok(())
             },
@@ -542,14 +532,9 @@ fn emit_kernel<'ctx>(ir: &Ir<'ctx>, q: &Tiles, tag: &str) -> IrResult<FunctionVa
             ir.prefetch(c, ir.add(row, ir.int(col))?, true)?;
         }
     }
-    let load =
-        |ty: VectorType<'ctx>, p: PointerValue<'ctx>, off: u64| -> IrResult<VectorValue<'ctx>> {
-            let v = ir.b.build_load(ty, byte_at(ir, p, ir.int(off))?, "")?;
-            if let Some(inst) = v.as_instruction_value() {
-                inst.set_alignment(4).map_err(|e| IrError(e.to_string()))?;
-            }
-            Ok(v.into_vector_value())
-        };
+    let load = |ty: VectorType<'ctx>, p: PointerValue<'ctx>, off: u64| {
+        ir.load_vec(ty, byte_at(ir, p, ir.int(off))?)
+    };
     let broadcast = |p: PointerValue<'ctx>, off: u64| -> IrResult<VectorValue<'ctx>> {
         let x = ir.b.build_load(i32t, byte_at(ir, p, ir.int(off))?, "")?;
         if let Some(inst) = x.as_instruction_value() {
@@ -648,14 +633,19 @@ fn emit_kernel<'ctx>(ir: &Ir<'ctx>, q: &Tiles, tag: &str) -> IrResult<FunctionVa
             }
         }
     }
+    // The columns' d and dmin, once for every row.
+    let scales = (0..vectors as u64)
+        .map(|v| {
+            let dw = load(vf, bp, q.b_d() + v * q.width)?;
+            Ok((dw, load(vf, bp, q.b_dmin() + v * q.width)?))
+        })
+        .collect::<IrResult<Vec<_>>>()?;
     let mut out = Vec::with_capacity(rows * vectors);
     for r in 0..rows {
         let da = ir.load_f32(byte_at(ir, ap, ir.int(q.a_d() + 4 * r as u64))?)?;
         let da = ir.splat(vf, da)?;
-        for v in 0..vectors {
+        for (v, &(dw, dm)) in scales.iter().enumerate() {
             let n = r * vectors + v;
-            let dw = load(vf, bp, q.b_d() + v as u64 * q.width)?;
-            let dm = load(vf, bp, q.b_dmin() + v as u64 * q.width)?;
             let s = ir.b.build_signed_int_to_float(blk[n], vf, "")?;
             let o = ir.b.build_signed_int_to_float(offs[n], vf, "")?;
             let x = ir.b.build_float_mul(s, dw, "")?;

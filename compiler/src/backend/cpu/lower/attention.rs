@@ -161,58 +161,12 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                             Ok(vec![bmx.into()])
                         },
                     )?;
-                    let new_max =
-                        m.binary_intrinsic("llvm.maxnum", mx, bmax[0].into_float_value())?;
-                    let none =
-                        ir.b.build_float_compare(FloatPredicate::OEQ, new_max, neg_inf, "")?;
-                    let corr = m.select(
-                        none,
-                        m.c(1.0),
-                        m.exp(ir.b.build_float_sub(mx, new_max, "")?)?,
-                    )?;
-                    // p = exp(score − max) over the block, summed.
-                    let (_, psum) = ir.carried_loop(
-                        fx.f,
-                        "exp",
-                        WholeSteps {
-                            start: ir.int(0),
-                            limit: kn,
-                            step: 1,
-                        },
-                        &[m.c(0.0).into()],
-                        |j, acc| {
-                            let ps = ir.at(scores, j)?;
-                            let sc = ir.load_f32(ps)?.into_float_value();
-                            let p = m.select(
-                                none,
-                                m.c(0.0),
-                                m.exp(ir.b.build_float_sub(sc, new_max, "")?)?,
-                            )?;
-                            ir.store(ps, p)?;
-                            let sum = ir.b.build_float_add(acc[0].into_float_value(), p, "")?;
-                            set_reassoc(sum);
-                            Ok(vec![sum.into()])
-                        },
-                    )?;
-                    let l2 = ir.b.build_float_add(
-                        ir.b.build_float_mul(l, corr, "")?,
-                        psum[0].into_float_value(),
-                        "",
-                    )?;
-                    let rescale =
-                        ir.b.build_float_compare(FloatPredicate::UNE, corr, m.c(1.0), "")?;
-                    ir.if_else(
-                        fx.f,
-                        "rescale",
-                        rescale,
-                        || {
-                            ir.for_range(fx.f, "rs", ir.int(0), dv, 1, |x| {
-                                let pa = ir.at(acc, x)?;
-                                let v = ir.load_f32(pa)?.into_float_value();
-                                ir.store(pa, ir.b.build_float_mul(v, corr, "")?)
-                            })
-                        },
-                        || Ok(()),
+                    let (new_max, l2) = self.softmax_block(
+                        fx,
+                        (scores, ir.int(0), kn),
+                        bmax[0].into_float_value(),
+                        (mx, l),
+                        (acc, dv),
                     )?;
                     ir.for_range(fx.f, "pv", ir.int(0), kn, 1, |j| {
                         let p = ir.load_f32(ir.at(scores, j)?)?.into_float_value();
@@ -231,17 +185,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                     Ok(vec![new_max.into(), l2.into()])
                 },
             )?;
-            let l = ml[1].into_float_value();
-            let empty =
-                ir.b.build_float_compare(FloatPredicate::OLE, l, m.c(0.0), "")?;
-            let inv = m.select(empty, m.c(0.0), ir.b.build_float_div(m.c(1.0), l, "")?)?;
-            ir.for_range(fx.f, "out", ir.int(0), dv, 1, |x| {
-                let v = ir.load_f32(ir.at(acc, x)?)?.into_float_value();
-                ir.store(
-                    ir.at(o, ir.mul(x, os[3])?)?,
-                    ir.b.build_float_mul(v, inv, "")?,
-                )
-            })
+            self.finish_row(fx, (acc, dv), ml[1].into_float_value(), (o, os[3]))
         };
         if ring.is_some() {
             // A ring's keys wrap around its rows: one query row at a time.
@@ -379,47 +323,17 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                     })?;
                 let (pm, pl) = (ir.at(mbuf, r)?, ir.at(lbuf, r)?);
                 let old = ir.load_f32(pm)?.into_float_value();
-                let new_max = m.binary_intrinsic("llvm.maxnum", old, bm[0].into_float_value())?;
-                let none =
-                    ir.b.build_float_compare(FloatPredicate::OEQ, new_max, neg_inf, "")?;
-                // Exactly 1 where the max stays (a block the row sees none of).
-                let same =
-                    ir.b.build_float_compare(FloatPredicate::OEQ, new_max, old, "")?;
-                let keep = ir.b.build_or(none, same, "")?;
-                let corr = m.select(
-                    keep,
-                    m.c(1.0),
-                    m.exp(ir.b.build_float_sub(old, new_max, "")?)?,
-                )?;
-                // p = exp(score − max) over the row's keys, in place, summed.
-                let (_, sum) =
-                    ir.carried_loop(fx.f, "exp", steps, &[m.c(0.0).into()], |cc, cur| {
-                        let ps = ir.at(srow, cc)?;
-                        let x = ir.load_f32(ps)?.into_float_value();
-                        let p = m.select(
-                            none,
-                            m.c(0.0),
-                            m.exp(ir.b.build_float_sub(x, new_max, "")?)?,
-                        )?;
-                        ir.store(ps, p)?;
-                        let s2 = ir.b.build_float_add(cur[0].into_float_value(), p, "")?;
-                        set_reassoc(s2);
-                        Ok(vec![s2.into()])
-                    })?;
                 let l = ir.load_f32(pl)?.into_float_value();
-                let l2 = ir.b.build_float_add(
-                    ir.b.build_float_mul(l, corr, "")?,
-                    sum[0].into_float_value(),
-                    "",
+                let arow = ir.at(acc, ir.mul(r, dv)?)?;
+                let (new_max, l2) = self.softmax_block(
+                    fx,
+                    (srow, c0, c1),
+                    bm[0].into_float_value(),
+                    (old, l),
+                    (arow, dv),
                 )?;
                 ir.store(pl, l2)?;
-                ir.store(pm, new_max)?;
-                let arow = ir.at(acc, ir.mul(r, dv)?)?;
-                ir.for_range(fx.f, "rs", ir.int(0), dv, 1, |x| {
-                    let pa = ir.at(arow, x)?;
-                    let v = ir.load_f32(pa)?.into_float_value();
-                    ir.store(pa, ir.b.build_float_mul(v, corr, "")?)
-                })
+                ir.store(pm, new_max)
             })?;
             // T = P·V (B = V's rows, [cols, dv]), then acc += T.
             let vp = row(&vr, b, kh, j0)?;
@@ -447,18 +361,100 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
         })?;
         ir.for_range(fx.f, "orow", ir.int(0), rows, 1, |r| {
             let l = ir.load_f32(ir.at(lbuf, r)?)?.into_float_value();
-            let empty =
-                ir.b.build_float_compare(FloatPredicate::OLE, l, m.c(0.0), "")?;
-            let inv = m.select(empty, m.c(0.0), ir.b.build_float_div(m.c(1.0), l, "")?)?;
             let o = row(&or, b, hh, ir.add(tt0, r)?)?;
-            let arow = ir.at(acc, ir.mul(r, dv)?)?;
-            ir.for_range(fx.f, "out", ir.int(0), dv, 1, |x| {
-                let v = ir.load_f32(ir.at(arow, x)?)?.into_float_value();
-                // A row that sees no key: +0, whatever sign its zero sums took.
-                let y = m.select(empty, m.c(0.0), ir.b.build_float_mul(v, inv, "")?)?;
-                ir.store(ir.at(o, ir.mul(x, or.1[3])?)?, y)
-            })
+            self.finish_row(fx, (ir.at(acc, ir.mul(r, dv)?)?, dv), l, (o, or.1[3]))
         })
+    }
+
+    /// A query row's output: its accumulator `acc` = (row, width) over its Σ exp `l`,
+    /// stored to `out` = (row, stride); +0 for a row that sees no key (l = 0), whatever
+    /// sign its zero sums took.
+    fn finish_row(
+        &self,
+        fx: &Fx<'ctx>,
+        acc: (PointerValue<'ctx>, IntValue<'ctx>),
+        l: FloatValue<'ctx>,
+        out: (PointerValue<'ctx>, IntValue<'ctx>),
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let ((arow, width), (o, stride)) = (acc, out);
+        let empty =
+            ir.b.build_float_compare(FloatPredicate::OLE, l, m.c(0.0), "")?;
+        let inv = m.select(empty, m.c(0.0), ir.b.build_float_div(m.c(1.0), l, "")?)?;
+        ir.for_range(fx.f, "out", ir.int(0), width, 1, |x| {
+            let v = ir.load_f32(ir.at(arow, x)?)?.into_float_value();
+            let y = m.select(empty, m.c(0.0), ir.b.build_float_mul(v, inv, "")?)?;
+            ir.store(ir.at(o, ir.mul(x, stride)?)?, y)
+        })
+    }
+
+    /// One key block of a query row's online softmax, shared by the row and the blocked
+    /// paths: `scores` = (row, from, to) holds the block's masked scores, whose max is
+    /// `bmax`; `run` = (max, Σ exp) so far. The scores become p = exp(score − new max) in
+    /// place and the accumulator row `acc` = (row, width) is rescaled where the max moved;
+    /// returns the new (max, Σ exp). The correction is exactly 1 where the max stays, so
+    /// a block whose keys the row does not see changes nothing, bit for bit.
+    fn softmax_block(
+        &self,
+        fx: &Fx<'ctx>,
+        scores: (PointerValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>),
+        bmax: FloatValue<'ctx>,
+        run: (FloatValue<'ctx>, FloatValue<'ctx>),
+        acc: (PointerValue<'ctx>, IntValue<'ctx>),
+    ) -> IrResult<(FloatValue<'ctx>, FloatValue<'ctx>)> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let ((srow, from, to), (old, l), (arow, width)) = (scores, run, acc);
+        let neg_inf = m.c(f64::NEG_INFINITY);
+        let new_max = m.binary_intrinsic("llvm.maxnum", old, bmax)?;
+        let none =
+            ir.b.build_float_compare(FloatPredicate::OEQ, new_max, neg_inf, "")?;
+        let same =
+            ir.b.build_float_compare(FloatPredicate::OEQ, new_max, old, "")?;
+        let keep = ir.b.build_or(none, same, "")?;
+        let corr = m.select(
+            keep,
+            m.c(1.0),
+            m.exp(ir.b.build_float_sub(old, new_max, "")?)?,
+        )?;
+        let steps = WholeSteps {
+            start: from,
+            limit: to,
+            step: 1,
+        };
+        let (_, sum) = ir.carried_loop(fx.f, "exp", steps, &[m.c(0.0).into()], |cc, cur| {
+            let ps = ir.at(srow, cc)?;
+            let x = ir.load_f32(ps)?.into_float_value();
+            let p = m.select(
+                none,
+                m.c(0.0),
+                m.exp(ir.b.build_float_sub(x, new_max, "")?)?,
+            )?;
+            ir.store(ps, p)?;
+            let s2 = ir.b.build_float_add(cur[0].into_float_value(), p, "")?;
+            set_reassoc(s2);
+            Ok(vec![s2.into()])
+        })?;
+        let l2 = ir.b.build_float_add(
+            ir.b.build_float_mul(l, corr, "")?,
+            sum[0].into_float_value(),
+            "",
+        )?;
+        ir.if_else(
+            fx.f,
+            "rescale",
+            ir.b.build_not(keep, "")?,
+            || {
+                ir.for_range(fx.f, "rs", ir.int(0), width, 1, |x| {
+                    let pa = ir.at(arow, x)?;
+                    let v = ir.load_f32(pa)?.into_float_value();
+                    ir.store(pa, ir.b.build_float_mul(v, corr, "")?)
+                })
+            },
+            || Ok(()),
+        )?;
+        Ok((new_max, l2))
     }
 
     /// The scaled, biased score of (b, head, query, key) from its dot product; −∞ where
