@@ -362,7 +362,20 @@ pub fn evaluate_cuda(
 pub fn evaluate_cuda_sim(
     spec: &ArchSpec,
     params: &interp::Params,
+    inputs: HashMap<String, Value>,
+) -> Result<Vec<(String, F32Tensor)>, String> {
+    evaluate_cuda_sim_with(spec, params, inputs, None)
+}
+
+/// [`evaluate_cuda_sim`] with the matmul tiles' products in `half_matmul` (`BF16` or
+/// `F16`: operands rounded to it, f32 accumulation; `--dtype`) when given. The
+/// parameters stay f32 in memory (a `--dtype` build stores the matrices in the half type:
+/// the same values once rounded).
+pub fn evaluate_cuda_sim_with(
+    spec: &ArchSpec,
+    params: &interp::Params,
     mut inputs: HashMap<String, Value>,
+    half_matmul: Option<arch_runtime::gguf::GgmlType>,
 ) -> Result<Vec<(String, F32Tensor)>, String> {
     use crate::backend::cuda::sim::{SimData, Simulator};
     prepare_inputs(spec, &mut inputs)?;
@@ -371,7 +384,8 @@ pub fn evaluate_cuda_sim(
         ..crate::package::BuildOptions::host()?
     };
     let graph = crate::package::package_graph(spec, &opts)?;
-    let prog = crate::package::package_program(&graph)?;
+    let mut prog = crate::package::package_program(&graph)?;
+    prog.half_matmul = half_matmul;
     // Symbols from the input shapes.
     let mut bind: HashMap<String, usize> = HashMap::new();
     for (name, _, shape) in &prog.inputs {

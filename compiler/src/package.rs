@@ -51,6 +51,9 @@ pub struct BuildOptions {
     /// faster, and the logits move by that rounding (~1e-2 relative) from the f32 product
     /// over the dequantized weights.
     pub int_dots: bool,
+    /// With `cuda`: the matmuls multiply bf16 or f16 operands on the tensor cores with f32
+    /// accumulation (`--dtype bf16|f16`, [`BuildOptions::set_dtype`]).
+    pub half_matmul: Option<GgmlType>,
 }
 
 /// The program a package holds.
@@ -90,6 +93,7 @@ impl BuildOptions {
             cuda: None,
             sim: false,
             int_dots: false,
+            half_matmul: None,
         })
     }
 
@@ -105,6 +109,34 @@ impl BuildOptions {
             .into_iter()
             .map(|p| (p.name, t))
             .collect();
+        Ok(())
+    }
+
+    /// `--dtype f32|bf16|f16` of a cuda build: with a half type every matrix is stored in
+    /// it (as `--quant` would; a GGUF file's blocks stay as they are) and the matmuls
+    /// multiply operands rounded to it on the tensor cores, accumulating in f32. Norms,
+    /// softmax, scans and the activations between kernels stay f32. An error for a CPU
+    /// build (its matmuls multiply in f32; `--quant bf16` stores its weights in bf16).
+    pub fn set_dtype(&mut self, spec: &ArchSpec, dtype: &str) -> Result<(), String> {
+        let t = match dtype.to_ascii_lowercase().as_str() {
+            "f32" => return Ok(()),
+            "bf16" => GgmlType::BF16,
+            "f16" => GgmlType::F16,
+            other => return Err(format!("unknown --dtype `{other}` (f32, bf16 or f16)")),
+        };
+        if self.cuda.is_none() {
+            return Err(format!(
+                "--dtype {dtype} is for cuda builds (the tensor cores' half-precision products); \
+                 on the CPU `--quant {dtype}` stores the weights in {dtype}"
+            ));
+        }
+        if matches!(self.kind, PackageKind::Train(_)) {
+            return Err("training keeps its parameters and products in f32 (no --dtype)".into());
+        }
+        if self.quant.is_empty() {
+            self.quantize_all(spec, t.name())?;
+        }
+        self.half_matmul = Some(t);
         Ok(())
     }
 
@@ -193,6 +225,9 @@ pub fn cache_key(spec: &ArchSpec, opts: &BuildOptions) -> String {
             .cuda
             .map_or(String::new(), |sm| format!("\ncuda sm_{sm}"))
             + if opts.int_dots { "\nint dots" } else { "" }
+            + &opts
+                .half_matmul
+                .map_or(String::new(), |t| format!("\n{} matmul", t.name()))
     );
     format!("{}-{:016x}", spec.name, fnv(&text))
 }
@@ -442,6 +477,7 @@ pub fn package_program(graph: &Graph) -> Result<Program, String> {
 fn program_for(graph: &Graph, opts: &BuildOptions) -> Result<Program, String> {
     let mut prog = package_program(graph)?;
     prog.int_dots = opts.int_dots;
+    prog.half_matmul = opts.half_matmul;
     if !opts.quant.is_empty() {
         let refused = kernel::quant::store_quantized(&mut prog, &opts.quant);
         if opts.verbose {

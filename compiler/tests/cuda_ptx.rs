@@ -200,3 +200,43 @@ fn stored_type_weights_assemble() {
         }
     }
 }
+
+/// `--dtype bf16|f16`: GPT-2's forward program with its matrices stored in the half type
+/// and the matmul tiles on `mma.sync` m16n8k16 assembles for sm_80 and sm_90, with no
+/// 3×TF32 products left in it.
+#[test]
+fn half_precision_products_assemble() {
+    use arch_runtime::gguf::GgmlType;
+    let ptxas = ptxas();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/gpt2.arch");
+    let prog = Program::load(&path).unwrap();
+    let (specs, _) = prog.check();
+    let spec = &specs[0];
+    for (ty, mma) in [
+        (GgmlType::BF16, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"),
+        (GgmlType::F16, "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"),
+    ] {
+        let mut opts = BuildOptions {
+            cuda: Some(80),
+            ..BuildOptions::host().unwrap()
+        };
+        opts.set_dtype(spec, ty.name()).unwrap();
+        assert_eq!(opts.half_matmul, Some(ty));
+        let graph = package_graph(spec, &opts).unwrap();
+        let mut program = package_program(&graph).unwrap();
+        program.half_matmul = opts.half_matmul;
+        archc::kernel::quant::store_quantized(&mut program, &opts.quant);
+        assert!(program.buffers.iter().any(|b| b.quant == Some(ty)));
+        for (&sm, lowered) in SMS.iter().zip(lower_ptx_for(&program, &SMS).unwrap()) {
+            assert!(lowered.ptx.contains(mma), "{ty:?} sm_{sm}: no {mma}");
+            assert!(!lowered.ptx.contains(".tf32"), "{ty:?} sm_{sm}: tf32 products left");
+            if let Some(p) = &ptxas {
+                ptxas_check(p, &lowered.ptx, sm)
+                    .unwrap_or_else(|e| panic!("{ty:?} sm_{sm}: ptxas: {e}"));
+            }
+        }
+    }
+    // A CPU build refuses it, naming what to use instead.
+    let err = BuildOptions::host().unwrap().set_dtype(spec, "bf16").unwrap_err();
+    assert!(err.contains("cuda") && err.contains("--quant bf16"), "{err}");
+}

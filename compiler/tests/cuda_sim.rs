@@ -7,7 +7,8 @@ mod common;
 
 use arch_dsl::spec::{ArchSpec, Family};
 use archc::autodiff::check::Rng;
-use archc::eval::{evaluate, evaluate_cuda_sim};
+use arch_runtime::gguf::GgmlType;
+use archc::eval::{evaluate, evaluate_cuda_sim, evaluate_cuda_sim_with};
 use archc::interp::Value;
 use archc::tensor::Tensor;
 use archc::tensor_io::write_f32;
@@ -310,5 +311,151 @@ fn transcendentals_without_libm() {
             got == want || (got.is_nan() && want.is_nan()),
             "pow({base}, {e}) = {got}, not {want}"
         );
+    }
+}
+
+/// `x` rounded to nearest even in bf16, back as f32.
+fn round_bf16(x: f32) -> f32 {
+    let b = x.to_bits();
+    f32::from_bits((b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF_0000)
+}
+
+fn round_f16(x: f32) -> f32 {
+    use arch_runtime::gguf::f32_to_f16;
+    arch_runtime::safetensors_file::f16_to_f32(f32_to_f16(x))
+}
+
+/// `y = x · wᵀ` (x [2, 37, k], w [n, k]) through the matmul tiles on the simulator with
+/// `half` products.
+fn sim_linear(x: &[f32], w: &[f32], k: usize, n: usize, half: GgmlType) -> Vec<f32> {
+    use archc::backend::cuda::sim::{SimData, Simulator};
+    use archc::graph::{DType, Dim, Graph};
+    let mut g = Graph::new("mm");
+    let xi = g.input("x", vec![Dim::c(2), Dim::c(37), Dim::c(k as u64)], DType::F32);
+    let wi = g.param("w", vec![Dim::c(n as u64), Dim::c(k as u64)]);
+    let y = g.linear(xi, wi);
+    g.output("y", y);
+    let g = g.finish().unwrap();
+    let mut prog = archc::package::package_program(&g).unwrap();
+    prog.half_matmul = Some(half);
+    let mut bufs: Vec<SimData> = prog
+        .buffers
+        .iter()
+        .map(|b| SimData::F32(vec![0.0; b.elems.eval(&HashMap::new()).unwrap()]))
+        .collect();
+    for (data, id) in [(x, prog.inputs[0].1), (w, prog.params[0].1)] {
+        let SimData::F32(v) = &mut bufs[id] else {
+            unreachable!()
+        };
+        v.copy_from_slice(data);
+    }
+    Simulator::new(&prog).unwrap().run(&[], &mut bufs).unwrap();
+    let SimData::F32(y) = &bufs[prog.outputs[0].1] else {
+        panic!("y is not f32")
+    };
+    y.clone()
+}
+
+/// `x · wᵀ` in f64 over the operands as given.
+fn linear_f64(x: &[f32], w: &[f32], k: usize, n: usize) -> Vec<f64> {
+    let rows = x.len() / k;
+    let mut y = vec![0f64; rows * n];
+    for i in 0..rows {
+        for j in 0..n {
+            y[i * n + j] = (0..k)
+                .map(|p| f64::from(x[i * k + p]) * f64::from(w[j * k + p]))
+                .sum();
+        }
+    }
+    y
+}
+
+/// `--dtype bf16|f16` (`mma.sync` m16n8k16, f32 accumulation): 74 rows (two 64-row tiles),
+/// 70 columns (two tiles, the second partial), k = 40 (the last 16-step partial).
+/// Operands that both types hold exactly (eighths up to ±15/8) give the f32 product
+/// exactly — every fragment's row, column and k where the PTX ISA puts it; other values
+/// give the product of the operands rounded to nearest even, f16 subnormals and values
+/// past f16's range (±inf) included.
+#[test]
+fn half_precision_matmul_tiles() {
+    let (k, n) = (40, 70);
+    let mut rng = Rng::new(5);
+    let mut eighths =
+        |len: usize| -> Vec<f32> { (0..len).map(|_| (rng.uniform() * 15.0).round() / 8.0).collect() };
+    let (x, w) = (eighths(74 * k), eighths(n * k));
+    let exact = linear_f64(&x, &w, k, n);
+    assert!(exact.iter().any(|&v| v != 0.0));
+    for half in [GgmlType::BF16, GgmlType::F16] {
+        let y = sim_linear(&x, &w, k, n, half);
+        for (i, (&got, &want)) in y.iter().zip(&exact).enumerate() {
+            assert_eq!(f64::from(got), want, "{half:?}: element {i} (row {}, column {})", i / n, i % n);
+        }
+    }
+    let mut rng = Rng::new(6);
+    let mut x: Vec<f32> = (0..74 * k).map(|_| rng.uniform()).collect();
+    let w: Vec<f32> = (0..n * k).map(|_| rng.uniform()).collect();
+    // f16 subnormals (below 2⁻¹⁴) in row 0; row 1 column 0 past f16's range.
+    for (p, v) in x.iter_mut().take(k).enumerate() {
+        *v = (p as f32 - 20.0) * 3.1e-6;
+    }
+    x[k] = 70_000.0;
+    for half in [GgmlType::BF16, GgmlType::F16] {
+        let round = if half == GgmlType::BF16 { round_bf16 } else { round_f16 };
+        let xr: Vec<f32> = x.iter().map(|&v| round(v)).collect();
+        let wr: Vec<f32> = w.iter().map(|&v| round(v)).collect();
+        let want = linear_f64(&xr, &wr, k, n);
+        let unrounded = linear_f64(&x, &w, k, n);
+        // The scale of each sum's rounding error in f32: Σ |x·w|.
+        let xa: Vec<f32> = xr.iter().map(|v| v.abs()).collect();
+        let wa: Vec<f32> = wr.iter().map(|v| v.abs()).collect();
+        let scales = linear_f64(&xa, &wa, k, n);
+        let y = sim_linear(&x, &w, k, n, half);
+        let mut moved = 0f64;
+        for (i, (&got, &want)) in y.iter().zip(&want).enumerate() {
+            if !want.is_finite() {
+                assert_eq!(f64::from(got), want, "{half:?}: element {i}");
+                continue;
+            }
+            let scale = scales[i];
+            assert!(
+                (f64::from(got) - want).abs() <= 1e-6 * scale,
+                "{half:?}: element {i}: {got} vs {want} (rounded operands)"
+            );
+            moved = moved.max((want - unrounded[i]).abs() / scale);
+        }
+        // The rounding is there: the products differ from the f32 operands' ones.
+        assert!(moved > 1e-4, "{half:?}: the operands were not rounded ({moved:e})");
+        if half == GgmlType::F16 {
+            assert!(y[n..2 * n].iter().all(|v| v.is_infinite()), "row 1: 70000 is ±inf in f16");
+        }
+    }
+}
+
+/// Whole models with `--dtype bf16|f16` products on the simulator: within the half
+/// types' rounding of the f32 evaluation (bf16 keeps 8 significant bits, f16 11), f16
+/// closer than bf16.
+#[test]
+fn half_precision_models() {
+    for name in ["gpt2", "llama"] {
+        let spec = spec_of(&fixture("hf").join(name));
+        let mut rng = Rng::new(29);
+        let params = random_params(&mut rng, &spec, (1e-2, 0.1));
+        let mut inputs = HashMap::new();
+        let t = (spec.context as usize).min(16);
+        inputs.insert("input_ids".to_string(), ids(&mut rng, &[5, t], spec.vocab));
+        let f32s = evaluate_cuda_sim(&spec, &params, inputs.clone())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut errs = Vec::new();
+        for half in [GgmlType::BF16, GgmlType::F16] {
+            let got = evaluate_cuda_sim_with(&spec, &params, inputs.clone(), Some(half))
+                .unwrap_or_else(|e| panic!("{name} {half:?}: {e}"));
+            let err = got[0].1.rel_max_diff(&f32s[0].1);
+            eprintln!("{name} {half:?}: {err:e}");
+            errs.push(err);
+        }
+        let (bf16, f16) = (errs[0], errs[1]);
+        assert!(bf16 < 3e-2 && bf16 > 1e-4, "{name}: bf16 {bf16:e}");
+        assert!(f16 < 4e-3 && f16 > 1e-6, "{name}: f16 {f16:e}");
+        assert!(f16 < bf16, "{name}: f16 {f16:e} not closer than bf16 {bf16:e}");
     }
 }

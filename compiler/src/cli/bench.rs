@@ -37,6 +37,8 @@ pub struct BenchArgs<'a> {
     pub quant: Option<&'a str>,
     /// Integer dot products over K-quant weights (`--int-dots`).
     pub int_dots: bool,
+    /// The matmuls' operand type on a cuda backend (`--dtype`).
+    pub dtype: &'a str,
 }
 
 /// The build options of a benchmark: the host's, with the weights' blocks (a GGUF file)
@@ -65,6 +67,10 @@ fn bench_options(
     if args.int_dots {
         opts.set_int_dots()?;
     }
+    if args.dtype != "f32" && args.mode == "train" {
+        return Err("training keeps its parameters and products in f32 (no --dtype)".into());
+    }
+    opts.set_dtype(spec, args.dtype)?;
     Ok(opts)
 }
 

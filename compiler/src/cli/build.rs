@@ -21,6 +21,8 @@ pub struct BuildArgs<'a> {
     /// Integer dot products over K-quant weights (`--int-dots`).
     pub int_dots: bool,
     pub weights: Option<&'a Path>,
+    /// The matmuls' operand type on the tensor cores (`--dtype`).
+    pub dtype: &'a str,
 }
 
 pub fn run(args: &BuildArgs) -> ExitCode {
@@ -76,16 +78,25 @@ fn run_build(args: &BuildArgs) -> Result<(), String> {
         return Err("--sim goes with --target cuda".into());
     }
     match args.device {
-        "cpu" => eprintln!(
-            "archc: building {} for {} ({})",
-            spec.name, opts.target.cpu, opts.target.isa
-        ),
+        "cpu" => {}
         "cuda" => {
             opts.cuda = Some(args.sm);
             opts.sim = args.sim;
-            eprintln!("archc: building {} for cuda sm_{}", spec.name, args.sm);
         }
         other => return Err(format!("unknown target `{other}` (cpu or cuda)")),
+    }
+    opts.set_dtype(&spec, args.dtype)?;
+    match opts.cuda {
+        None => eprintln!(
+            "archc: building {} for {} ({})",
+            spec.name, opts.target.cpu, opts.target.isa
+        ),
+        Some(sm) => eprintln!(
+            "archc: building {} for cuda sm_{sm}{}",
+            spec.name,
+            opts.half_matmul
+                .map_or(String::new(), |t| format!(", {} products", t.name()))
+        ),
     }
     let built = build(&spec, &opts, args.out)?;
     eprintln!(

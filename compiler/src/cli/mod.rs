@@ -124,6 +124,11 @@ enum Command {
         /// weights, the default).
         #[arg(long)]
         int_dots: bool,
+        /// cuda: the matmuls' operand type on the tensor cores — f32 (3×TF32 products, f32
+        /// accuracy), bf16 or f16 (every matrix stored in it, activations rounded to it
+        /// where a matmul reads them, f32 accumulation; norms, softmax and scans in f32).
+        #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
+        dtype: String,
     },
     /// Time the forward pass on random weights and token ids.
     Bench {
@@ -157,6 +162,11 @@ enum Command {
         /// weights, the default).
         #[arg(long)]
         int_dots: bool,
+        /// cuda: the matmuls' operand type on the tensor cores — f32 (3×TF32 products, f32
+        /// accuracy), bf16 or f16 (every matrix stored in it, activations rounded to it
+        /// where a matmul reads them, f32 accumulation; norms, softmax and scans in f32).
+        #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
+        dtype: String,
         /// Print one JSON object (keys include `median_ms` and `tokens_per_s`).
         #[arg(long)]
         json: bool,
@@ -504,6 +514,7 @@ fn run(cli: Cli) -> ExitCode {
             quant,
             weights,
             int_dots,
+            dtype,
         } => build::run(&build::BuildArgs {
             target: &target,
             device: &device,
@@ -517,6 +528,7 @@ fn run(cli: Cli) -> ExitCode {
             quant: quant.as_deref(),
             weights: weights.as_deref(),
             int_dots,
+            dtype: &dtype,
         }),
         Command::Bench {
             target,
@@ -534,6 +546,7 @@ fn run(cli: Cli) -> ExitCode {
             quant,
             backend,
             int_dots,
+            dtype,
         } => bench::run(&bench::BenchArgs {
             target: &target,
             batch,
@@ -550,6 +563,7 @@ fn run(cli: Cli) -> ExitCode {
             weights: weights.as_deref(),
             quant: quant.as_deref(),
             int_dots,
+            dtype: &dtype,
         }),
         Command::Eval {
             target,

@@ -260,6 +260,10 @@ pub struct Program {
     /// and take integer dot products, as llama.cpp does (`backend/cpu/qdot_ir`); the
     /// result moves by the activations' rounding.
     pub int_dots: bool,
+    /// CUDA: matmul tiles multiply operands rounded to this half type (`BF16` or `F16`,
+    /// round to nearest even) on the tensor cores (`mma.sync` m16n8k16), accumulating in
+    /// f32, instead of "3×TF32" f32 products (`--dtype`).
+    pub half_matmul: Option<arch_runtime::gguf::GgmlType>,
 }
 
 impl Ix {

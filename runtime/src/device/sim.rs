@@ -60,6 +60,7 @@ pub struct SimCtx {
     block: *const BlockSync,
     mma: MmaFn,
     reduce: extern "C" fn(*const SimCtx, f32, i32) -> f32,
+    mma16: MmaFn,
 }
 
 /// A warp's batch of "3×TF32" `mma.sync.m16n8k8` tiles: `n` tiles, this lane's registers
@@ -225,6 +226,71 @@ extern "C" fn sim_mma(ctx: *const SimCtx, n: i32, regs: *mut u32) {
     }
 }
 
+/// Set in `n` of [`sim_mma16`] when the operands are f16 (the compiler's
+/// `simt::MMA16_F16`).
+const MMA16_F16: i32 = 0x100;
+
+/// A batch of half-precision `mma.sync.aligned.m16n8k16.row.col.f32.{bf16|f16}` tiles
+/// (f16 when `n` has [`MMA16_F16`], else bf16; the tile count in its low byte) as the PTX
+/// ISA lays out the fragments (g = lane / 4, t = lane % 4): registers pack two 16-bit
+/// values, the lower k in the low half; lane L holds A(g, 2t..2t+1), A(g + 8, 2t..),
+/// A(g, 2t + 8..), A(g + 8, 2t + 8..) and of each tile B(2t..2t+1, g), B(2t + 8.., g);
+/// C and D as [`sim_mma`]'s. `regs`: A (4), four unused, then per tile B (2), two unused,
+/// C (4), where D is written. Each product is exact in f32; the sum runs in f32, k in
+/// order.
+extern "C" fn sim_mma16(ctx: *const SimCtx, n: i32, regs: *mut u32) {
+    let (warp, lane) = lane_of(ctx);
+    let f16 = n & MMA16_F16 != 0;
+    let n = ((n & 0xFF) as usize).min(MMA_MAX_N);
+    let used = 8 + 8 * n;
+    // SAFETY: the kernel passes its stack array of 8 + 8 · MMA_MAX_N registers.
+    let mine = unsafe { std::slice::from_raw_parts_mut(regs, used) };
+    let area = &warp.mma[next_area()];
+    for (i, v) in mine.iter().enumerate() {
+        area[lane * MMA_REGS + i].store(*v, Ordering::SeqCst);
+    }
+    warp.barrier.wait();
+    let reg = |l: usize, r: usize| area[l * MMA_REGS + r].load(Ordering::SeqCst);
+    let half = |r: u32, upper: bool| {
+        let h = if upper { r >> 16 } else { r & 0xFFFF };
+        if f16 {
+            crate::safetensors_file::f16_to_f32(h as u16)
+        } else {
+            f32::from_bits(h << 16)
+        }
+    };
+    // A(row, k): lane (row % 8)·4 + (k % 8) / 2, register (row ≥ 8) + 2·(k ≥ 8), half k % 2.
+    let a = |row: usize, k: usize| {
+        let r = reg(
+            (row % 8) * 4 + (k % 8) / 2,
+            usize::from(row >= 8) + 2 * usize::from(k >= 8),
+        );
+        half(r, k % 2 == 1)
+    };
+    // B(k, col) of tile j: lane col·4 + (k % 8) / 2, register 8 + 8j + (k ≥ 8), half k % 2.
+    let b = |j: usize, k: usize, col: usize| {
+        let r = reg(col * 4 + (k % 8) / 2, 8 + 8 * j + usize::from(k >= 8));
+        half(r, k % 2 == 1)
+    };
+    let (g, t) = (lane / 4, lane % 4);
+    let mut out = [[0f32; 4]; MMA_MAX_N];
+    for (j, tile) in out.iter_mut().enumerate().take(n) {
+        for (i, o) in tile.iter_mut().enumerate() {
+            let (row, col) = (g + 8 * (i / 2), 2 * t + i % 2);
+            let mut acc = f32::from_bits(mine[8 + 8 * j + 4 + i]);
+            for k in 0..16 {
+                acc += a(row, k) * b(j, k, col);
+            }
+            *o = acc;
+        }
+    }
+    for (j, tile) in out.iter().enumerate().take(n) {
+        for (i, o) in tile.iter().enumerate() {
+            mine[8 + 8 * j + 4 + i] = o.to_bits();
+        }
+    }
+}
+
 /// One kernel launch: the function, its grid, and its argument table and symbol values
 /// (host addresses: the simulated device's memory is host memory).
 #[derive(Clone, Copy)]
@@ -277,6 +343,7 @@ pub unsafe fn run(threads: usize, shared_floats: usize, launches: &[SimLaunch]) 
                             block: sync,
                             mma: sim_mma,
                             reduce: sim_reduce,
+                            mma16: sim_mma16,
                         };
                         // SAFETY: the caller's contract.
                         unsafe { (l.f)(l.table, l.dims, &ctx) };

@@ -78,6 +78,8 @@ struct Gen<'a, 'ctx> {
     threads: u64,
     max_head_dim: u64,
     smem: Option<PointerValue<'ctx>>,
+    /// The matmul tiles' operand type on the tensor cores ([`Program::half_matmul`]).
+    half: Option<GgmlType>,
 }
 
 /// Floats of shared memory kernel `k` needs.
@@ -180,6 +182,7 @@ pub(crate) fn emit_kernels<'ctx>(
             threads,
             max_head_dim,
             smem,
+            half: prog.half_matmul,
         };
         let par = Par {
             tid: g.simt.tid()?,
@@ -632,7 +635,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     ir.add(aoff, ir.mad(i, lda, kg)?)?
                 };
                 let v = self.load_if(ok, abase, idx)?;
-                ir.store(ir.at(a_s, ir.mad(kk, self.k(STRIDE), r)?)?, v)
+                self.stage(ir.at(a_s, ir.mad(kk, self.k(STRIDE), r)?)?, v)
             })?;
             ir.for_range(self.f, "lb", p.tid, elems, self.threads, |e| {
                 let (c, kk) = if mm.transpose_b {
@@ -648,11 +651,16 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     ir.add(boff, ir.mad(kg, ldb, j)?)?
                 };
                 let v = self.load_elem_if(ok, mm.b.buf, bbase, idx)?;
-                ir.store(ir.at(b_s, ir.mad(kk, self.k(STRIDE), c)?)?, v)
+                self.stage(ir.at(b_s, ir.mad(kk, self.k(STRIDE), c)?)?, v)
             })?;
             self.simt.barrier()?;
             let mut next: Vec<FloatValue<'ctx>> =
                 cur.iter().map(|v| v.into_float_value()).collect();
+            if let Some(ty) = self.half {
+                self.half_products(ty, (a_s, b_s), (t, g), &origin, &mut next)?;
+                self.simt.barrier()?;
+                return Ok(next.into_iter().map(Into::into).collect());
+            }
             // Staged element (k row kk, column x) of an operand tile.
             let staged = |tile: PointerValue<'ctx>, kk: IntValue<'ctx>, x: IntValue<'ctx>| {
                 let v = ir.load_f32(ir.at(tile, ir.mad(kk, self.k(STRIDE), x)?)?)?;
@@ -702,6 +710,120 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     let epi = mm.epilogue.as_ref().filter(|_| !raw);
                     self.store_product(ok, (outp, plane, n), (bt, i, jj), v, epi)?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores staged operand value `v` into a shared tile: as f32, or with half-precision
+    /// products as its 16 bits in the half type (rounded to nearest even).
+    fn stage(&self, at: PointerValue<'ctx>, v: FloatValue<'ctx>) -> IrResult<()> {
+        match self.half {
+            Some(ty) => self.ir.store(at, self.half_bits(ty, v)?),
+            None => self.ir.store(at, v),
+        }
+    }
+
+    /// `x` rounded to nearest even in `ty` (`BF16` or `F16`), as its 16 bits in an i32:
+    /// integer operations only, the same on the GPU and in the simulator (the host may
+    /// have no bf16 or f16 conversion). NaN stays NaN (quiet); past f16's range, ±inf.
+    fn half_bits(&self, ty: GgmlType, x: FloatValue<'ctx>) -> IrResult<IntValue<'ctx>> {
+        let ir = self.ir;
+        let i32t = ir.ctx.i32_type();
+        let c = |v: u64| i32t.const_int(v, false);
+        let b = &ir.b;
+        let bits = b.build_bit_cast(x, i32t, "")?.into_int_value();
+        let abs = b.build_and(bits, c(0x7FFF_FFFF), "")?;
+        let nan = b.build_int_compare(IntPredicate::UGT, abs, c(0x7F80_0000), "")?;
+        // Round to nearest even at bit `shift`: add half an ulp less one, plus the kept
+        // part's lowest bit, then drop the bits below.
+        let round = |v: IntValue<'ctx>, shift: u64| -> IrResult<IntValue<'ctx>> {
+            let lsb = b.build_and(b.build_right_shift(v, c(shift), false, "")?, c(1), "")?;
+            let up = b.build_int_add(v, b.build_int_add(c((1 << (shift - 1)) - 1), lsb, "")?, "")?;
+            Ok(b.build_right_shift(up, c(shift), false, "")?)
+        };
+        match ty {
+            GgmlType::BF16 => {
+                let r = round(bits, 16)?;
+                let quiet = b.build_or(b.build_right_shift(bits, c(16), false, "")?, c(0x40), "")?;
+                Ok(b.build_select(nan, quiet, r, "")?.into_int_value())
+            }
+            GgmlType::F16 => {
+                let sign = b.build_and(b.build_right_shift(bits, c(16), false, "")?, c(0x8000), "")?;
+                // Normal: the exponent rebased from 127 to 15 (a carry out of the
+                // mantissa moves it up, as it should).
+                let normal = b.build_int_sub(round(abs, 13)?, c(112 << 10), "")?;
+                // Subnormal (|x| < 2⁻¹⁴): |x| · 2²⁴ to the nearest even integer (adding
+                // and taking away 2²³ rounds it so in f32; the scaling is exact).
+                let af = b.build_bit_cast(abs, ir.f32, "")?.into_float_value();
+                let m = Math { ir };
+                let scaled = b.build_float_mul(af, m.c(16_777_216.0), "")?;
+                let magic = m.c(8_388_608.0);
+                let rounded =
+                    b.build_float_sub(b.build_float_add(scaled, magic, "")?, magic, "")?;
+                let sub = b.build_float_to_unsigned_int(rounded, i32t, "")?;
+                let tiny = b.build_int_compare(IntPredicate::ULT, abs, c(0x3880_0000), "")?;
+                // 65520 and up round to infinity.
+                let big = b.build_int_compare(IntPredicate::UGE, abs, c(0x477F_F000), "")?;
+                let v = b.build_select(tiny, sub, normal, "")?.into_int_value();
+                let v = b.build_select(big, c(0x7C00), v, "")?.into_int_value();
+                let v = b.build_select(nan, c(0x7E00), v, "")?.into_int_value();
+                Ok(b.build_or(sign, v, "")?)
+            }
+            other => Err(IrError(format!("no {} tensor-core products", other.name()))),
+        }
+    }
+
+    /// One k step (`TILE_K` = 16) of this warp's output tiles on the tensor cores in half
+    /// precision: per warp tile `origin[q]` and n tile j one
+    /// `mma.sync.aligned.m16n8k16.row.col.f32.{bf16|f16}` into `acc`. The staged tiles
+    /// hold each operand's 16 bits (k row kk, column x at kk · STRIDE + x); a register
+    /// packs two consecutive k, the lower in the low half (`g = lane / 4`, `t = lane % 4`):
+    /// A rows g and g + 8 at k 2t, 2t + 1 and 2t + 8, 2t + 9; B column g at the same k.
+    fn half_products(
+        &self,
+        ty: GgmlType,
+        (a_s, b_s): (PointerValue<'ctx>, PointerValue<'ctx>),
+        (t, g): (IntValue<'ctx>, IntValue<'ctx>),
+        origin: &[(IntValue<'ctx>, IntValue<'ctx>)],
+        acc: &mut [FloatValue<'ctx>],
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let i32t = ir.ctx.i32_type();
+        let bits = |tile: PointerValue<'ctx>, kk: IntValue<'ctx>, x: IntValue<'ctx>| {
+            let p = ir.at(tile, ir.mad(kk, self.k(STRIDE), x)?)?;
+            Ok::<_, IrError>(ir.b.build_load(i32t, p, "")?.into_int_value())
+        };
+        // Elements (k, x) and (k + 1, x) in one register.
+        let pair = |tile: PointerValue<'ctx>, k: IntValue<'ctx>, x: IntValue<'ctx>| {
+            let lo = bits(tile, k, x)?;
+            let hi = bits(tile, ir.add(k, self.k(1))?, x)?;
+            let hi = ir.b.build_left_shift(hi, i32t.const_int(16, false), "")?;
+            Ok::<_, IrError>(ir.b.build_or(lo, hi, "")?)
+        };
+        let k0 = ir.mul(t, self.k(2))?;
+        let k8 = ir.add(k0, self.k(8))?;
+        let ntiles = (WARP_COLS / 8) as usize;
+        for (q, &(r0, c0)) in origin.iter().enumerate() {
+            let (row, row8) = (ir.add(r0, g)?, ir.add(r0, ir.add(g, self.k(8))?)?);
+            let a = [
+                pair(a_s, k0, row)?,
+                pair(a_s, k0, row8)?,
+                pair(a_s, k8, row)?,
+                pair(a_s, k8, row8)?,
+            ];
+            let mut bs = Vec::with_capacity(ntiles);
+            let mut cs = Vec::with_capacity(ntiles);
+            for j in 0..ntiles {
+                let col = ir.add(c0, ir.add(g, self.k(8 * j as u64))?)?;
+                bs.push([pair(b_s, k0, col)?, pair(b_s, k8, col)?]);
+                let at = (q * ntiles + j) * 4;
+                cs.push([acc[at], acc[at + 1], acc[at + 2], acc[at + 3]]);
+            }
+            let ds = self.simt.mma_half(ty, a, &bs, &cs)?;
+            for (j, d) in ds.iter().enumerate() {
+                let at = (q * ntiles + j) * 4;
+                acc[at..at + 4].copy_from_slice(d);
             }
         }
         Ok(())

@@ -6,6 +6,7 @@
 //! the `mma` called through it). The kernel generators are written once against these.
 
 use crate::backend::llvm::ir::{Ir, IrError, IrResult};
+use arch_runtime::gguf::GgmlType;
 use inkwell::module::Linkage;
 use inkwell::values::{FloatValue, FunctionValue, IntValue, PointerValue};
 use inkwell::AddressSpace;
@@ -27,6 +28,10 @@ pub(crate) const CTX_SHARED: u64 = 4;
 pub(crate) const CTX_BARRIER: u64 = 5;
 pub(crate) const CTX_MMA: u64 = 7;
 pub(crate) const CTX_REDUCE: u64 = 8;
+pub(crate) const CTX_MMA16: u64 = 9;
+/// Set in the tile count of a simulated half-precision `mma` batch when the operands
+/// are f16 (bf16 without it).
+pub(crate) const MMA16_F16: u64 = 0x100;
 /// The most n tiles of one [`Simt::mma_3xtf32`] batch (the simulator's limit too).
 pub(crate) const MMA_MAX_N: u64 = 4;
 
@@ -309,6 +314,106 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                     .void_type()
                     .fn_type(&[ir.ptr.into(), i32t.into(), ir.ptr.into()], false);
                 self.host_call(CTX_MMA, ty, &[i32t.const_int(n, false).into(), io.into()])?;
+                (0..n)
+                    .map(|j| {
+                        let mut d = [c[0][0]; 4];
+                        for (i, x) in d.iter_mut().enumerate() {
+                            let p = slot(8 + 8 * j + 4 + i as u64)?;
+                            *x = ir.b.build_load(ir.f32, p, "")?.into_float_value();
+                        }
+                        Ok(d)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// `D = A·B + C` for a warp's 16×8k tiles on the tensor cores in half precision: per n
+    /// tile one `mma.sync.aligned.m16n8k16.row.col.f32.{bf16|f16}.{bf16|f16}.f32` (`ty`
+    /// BF16 or F16), f32 accumulation. Every lane of the warp must call it. Registers pack
+    /// two 16-bit values, the lower k in the low half; with `g = lane / 4`, `t = lane %
+    /// 4`, lane holds A(g, 2t..2t+1), A(g + 8, 2t..), A(g, 2t + 8..), A(g + 8, 2t + 8..);
+    /// of n tile j B(2t..2t+1, g), B(2t + 8.., g); C and D as [`Simt::mma_3xtf32`]'s.
+    pub fn mma_half(
+        &self,
+        ty: GgmlType,
+        a: [IntValue<'ctx>; 4],
+        b: &[[IntValue<'ctx>; 2]],
+        c: &[[FloatValue<'ctx>; 4]],
+    ) -> IrResult<Vec<[FloatValue<'ctx>; 4]>> {
+        let ir = self.ir;
+        let i32t = ir.ctx.i32_type();
+        let f16 = match ty {
+            GgmlType::BF16 => false,
+            GgmlType::F16 => true,
+            other => return Err(IrError(format!("no {} tensor-core products", other.name()))),
+        };
+        match self.mode {
+            Mode::Ptx { .. } => {
+                let h2 = ir.ctx.f16_type().vec_type(2);
+                let operand = |x: IntValue<'ctx>| -> IrResult<inkwell::values::BasicMetadataValueEnum<'ctx>> {
+                    Ok(if f16 {
+                        ir.b.build_bit_cast(x, h2, "")?.into()
+                    } else {
+                        x.into()
+                    })
+                };
+                let name = if f16 {
+                    "llvm.nvvm.mma.m16n8k16.row.col.f32.f32"
+                } else {
+                    "llvm.nvvm.mma.m16n8k16.row.col.bf16"
+                };
+                b.iter()
+                    .zip(c)
+                    .map(|(bj, &cj)| {
+                        let mut args: Vec<inkwell::values::BasicMetadataValueEnum<'ctx>> =
+                            Vec::with_capacity(10);
+                        for &x in a.iter().chain(bj) {
+                            args.push(operand(x)?);
+                        }
+                        for &x in &cj {
+                            args.push(x.into());
+                        }
+                        let r = ir.intrinsic(name, &[], &args)?.into_struct_value();
+                        let mut d = cj;
+                        for (i, x) in d.iter_mut().enumerate() {
+                            *x = ir.b.build_extract_value(r, i as u32, "")?.into_float_value();
+                        }
+                        Ok(d)
+                    })
+                    .collect()
+            }
+            Mode::Host => {
+                // The tf32 batch's layout: A in registers 0..4, per n tile j B at 8 + 8j
+                // and C (then D) at 8 + 8j + 4.
+                let n = b.len() as u64;
+                if n > MMA_MAX_N {
+                    return Err(IrError(format!("{n} mma tiles in one batch")));
+                }
+                let io = self
+                    .mma_io
+                    .ok_or_else(|| IrError("no mma scratch".into()))?;
+                let slot = |i: u64| -> IrResult<PointerValue<'ctx>> {
+                    Ok(unsafe { ir.b.build_in_bounds_gep(i32t, io, &[ir.int(i)], "")? })
+                };
+                for (i, v) in a.iter().enumerate() {
+                    ir.b.build_store(slot(i as u64)?, *v)?;
+                }
+                for (j, (bj, cj)) in b.iter().zip(c).enumerate() {
+                    let base = 8 + 8 * j as u64;
+                    for (i, v) in bj.iter().enumerate() {
+                        ir.b.build_store(slot(base + i as u64)?, *v)?;
+                    }
+                    for (i, v) in cj.iter().enumerate() {
+                        ir.b.build_store(slot(base + 4 + i as u64)?, *v)?;
+                    }
+                }
+                let ty = ir
+                    .ctx
+                    .void_type()
+                    .fn_type(&[ir.ptr.into(), i32t.into(), ir.ptr.into()], false);
+                let tag = n | if f16 { MMA16_F16 } else { 0 };
+                self.host_call(CTX_MMA16, ty, &[i32t.const_int(tag, false).into(), io.into()])?;
                 (0..n)
                     .map(|j| {
                         let mut d = [c[0][0]; 4];
