@@ -159,6 +159,8 @@ def main():
                    help="attention implementation(s) to time for gpt2/llama4 (default both)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where the model runs (cuda: the first GPU, f32, TF32 off)")
+    p.add_argument("--dtype", choices=("f32", "bf16", "f16"), default="f32",
+                   help="the model's dtype (bf16/f16: cuda only, tensor-core products)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--params-only", action="store_true",
                    help="print the parameter count and exit")
@@ -183,6 +185,10 @@ def main():
         torch.backends.cudnn.allow_tf32 = False
         model = model.to("cuda")
         ids = ids.to("cuda")
+    if args.dtype != "f32":
+        if args.device != "cuda":
+            raise SystemExit("--dtype bf16|f16 times the GPU's half-precision products: add --device cuda")
+        model = model.to(torch.bfloat16 if args.dtype == "bf16" else torch.float16)
 
     out = {
         "model": args.model,
@@ -193,7 +199,7 @@ def main():
         "warmup": args.warmup,
         "reps": args.reps,
         "params": params,
-        "dtype": "float32",
+        "dtype": {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}[args.dtype],
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(0),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

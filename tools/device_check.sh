@@ -13,7 +13,8 @@
 #      (≤ 1e-3: AdamW magnifies the last bits of gradients that are small by cancellation);
 #   4. timings against PyTorch CUDA (eager f32, TF32 off) in the same run: GPT-2 small and
 #      a LLaMA-style model (specs/bench.arch:llama_bench) forward at batch 8 × 512; GPT-2
-#      small decode at batch 1 and 32 against transformers' `generate`.
+#      small decode at batch 1 and 32 against transformers' `generate`; the same forwards
+#      built with `--dtype bf16` (bf16 tensor-core products) against PyTorch in bf16.
 #
 # Results go to stdout and to $OUT/device_check.md (the device tool brings $OUT back).
 # DEVICE_CHECK_SIM=1 rehearses it on the CPU machine with the host simulator (packages
@@ -154,6 +155,21 @@ PY
             --out "$OUT/perf_$m.safetensors" --repeat 13 2>&1 | sed -n 's/^median \([0-9.]*\) ms.*/\1/p')
         torch_json=$(timeout 240 python3 tools/bench_torch.py --model "$m" --batch 8 --seq 512 \
             --device cuda --warmup 3 --reps 10 --json 2>/dev/null)
+        read -r t_eager t_sdpa < <(echo "$torch_json" | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['median_ms'], d.get('sdpa', {}).get('median_ms', 'nan'))")
+        ratio=$(python3 -c "print(f'{float(\"${t_eager:-nan}\") / float(\"${t_archc:-nan}\"):.2f}×')" 2>/dev/null || echo "?")
+        say "| $m | ${t_archc:-failed} | ${t_eager:-failed} | ${t_sdpa:-?} | $ratio |"
+    done
+    say ""
+    say "## Forward with bf16 products, batch 8 × 512 (archc: \`--dtype bf16\`, bf16 matrices and tensor-core products, f32 activations; PyTorch: the whole model in bf16)"
+    say ""
+    say "| model | archc ms | PyTorch eager ms | PyTorch SDPA ms | archc ÷ eager speed |"
+    say "|---|---|---|---|---|"
+    for m in gpt2 llama4; do
+        case $m in gpt2) pkg=$DEV/pkg/perf_gpt2_dtype_bf16 ;; llama4) pkg=$DEV/pkg/perf_bench_dtype_bf16 ;; esac
+        t_archc=$(timeout 240 "${RUN[@]}" "$pkg" --random-weights 0 --inputs "$OUT/perf_ids.safetensors" \
+            --out "$OUT/perf_${m}_bf16.safetensors" --repeat 13 2>&1 | sed -n 's/^median \([0-9.]*\) ms.*/\1/p')
+        torch_json=$(timeout 240 python3 tools/bench_torch.py --model "$m" --batch 8 --seq 512 \
+            --device cuda --dtype bf16 --warmup 3 --reps 10 --json 2>/dev/null)
         read -r t_eager t_sdpa < <(echo "$torch_json" | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['median_ms'], d.get('sdpa', {}).get('median_ms', 'nan'))")
         ratio=$(python3 -c "print(f'{float(\"${t_eager:-nan}\") / float(\"${t_archc:-nan}\"):.2f}×')" 2>/dev/null || echo "?")
         say "| $m | ${t_archc:-failed} | ${t_eager:-failed} | ${t_sdpa:-?} | $ratio |"

@@ -50,6 +50,12 @@ for q in bf16 q8_0; do
     "$ARCHC" build specs/gpt2.arch:gpt2 --target cuda --sm "$SM" "${SIM[@]}" --quant "$q" --no-cache \
         -o "$OUT/pkg/perf_gpt2_$q" >/dev/null
 done
+# --dtype bf16: matrices stored in bf16 and the matmul tiles on bf16 tensor-core products
+# (f32 accumulation; activations between kernels stay f32).
+for m in gpt2:gpt2 bench:llama_bench; do
+    "$ARCHC" build "specs/${m%%:*}.arch:${m#*:}" --target cuda --sm "$SM" "${SIM[@]}" --dtype bf16 \
+        --no-cache -o "$OUT/pkg/perf_${m%%:*}_dtype_bf16" >/dev/null
+done
 # Training: the GPT-2 fixture's train package for the GPU, and what two AdamW steps on one
 # batch give on this CPU (losses, gradient norms, weights), for the check to compare.
 mkdir -p "$OUT/train"

@@ -334,13 +334,15 @@ pub fn run_cuda_package(
 }
 
 /// [`evaluate_cpu`] on a cuda package (PTX for sm_80, which sm_90 GPUs run too), on the
-/// GPU or on the host simulator.
+/// GPU or on the host simulator, its matmuls' operands in `dtype` (`f32`, `bf16`, `f16`:
+/// [`crate::package::BuildOptions::set_dtype`]).
 pub fn evaluate_cuda(
     spec: &ArchSpec,
     weights: &Path,
     mut inputs: HashMap<String, Value>,
     outputs: &[&str],
     run: CudaRun,
+    dtype: &str,
 ) -> Result<Vec<(String, F32Tensor)>, String> {
     if run == CudaRun::Gpu {
         // Before building: no driver is the common case, and says so at once.
@@ -352,6 +354,7 @@ pub fn evaluate_cuda(
     opts.outputs = outputs.iter().map(|s| s.to_string()).collect();
     opts.cuda = Some(80);
     opts.sim = run == CudaRun::Sim;
+    opts.set_dtype(spec, dtype)?;
     let built = crate::package::build(spec, &opts, None)?;
     run_cuda_package(&built.dir, &WeightSource::File(weights), inputs, run)
 }

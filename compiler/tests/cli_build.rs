@@ -386,3 +386,75 @@ fn bench_on_cuda_packages() {
         );
     }
 }
+
+/// `archc build --target cuda --dtype bf16|f16`: the matrices are stored in the half type
+/// (the manifest says so) and the package runs on the simulator (`eval --backend
+/// cuda-sim`) within the half type's rounding of transformers' f32 logits, f16 closer;
+/// a CPU build refuses `--dtype bf16` with what to use instead, and an unknown type is
+/// refused.
+#[test]
+fn dtype_builds_run_on_the_simulator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let spec = fixture("gpt2/model.arch");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/gpt2");
+    let want = read_values(&dir.join("outputs.safetensors")).unwrap();
+    let mut errs = Vec::new();
+    for dtype in ["bf16", "f16"] {
+        let out = tmp.path().join(dtype);
+        let o = archc(
+            &[
+                "build", &spec, "--target", "cuda", "--sim", "--attention-mask", "--dtype", dtype,
+                "-o", out.to_str().unwrap(),
+            ],
+            &cache,
+        );
+        assert!(o.status.success(), "{dtype}: {}", text(&o));
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
+                .unwrap();
+        let stored = m["params"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["storage"] == dtype)
+            .count();
+        assert!(stored >= 8, "{dtype}: {stored} matrices stored in it");
+        let result = tmp.path().join(format!("{dtype}.safetensors"));
+        let o = archc(
+            &[
+                "eval",
+                out.to_str().unwrap(),
+                "--weights",
+                dir.join("model.safetensors").to_str().unwrap(),
+                "--inputs",
+                dir.join("inputs.safetensors").to_str().unwrap(),
+                "--out",
+                result.to_str().unwrap(),
+                "--backend",
+                "cuda-sim",
+            ],
+            &cache,
+        );
+        assert!(o.status.success(), "{dtype}: {}", text(&o));
+        let got = read_values(&result).unwrap();
+        let (g, w) = (
+            got["logits"].as_f32().unwrap(),
+            want["logits"].as_f32().unwrap(),
+        );
+        let row = g.data.len() / g.shape[0];
+        let first = |t: &Tensor<f32>| Tensor {
+            shape: vec![row],
+            data: t.data[..row].to_vec(),
+        };
+        errs.push(first(g).rel_max_diff(&first(w)));
+    }
+    let (bf16, f16) = (errs[0], errs[1]);
+    assert!(bf16 < 3e-2 && bf16 > 1e-4, "bf16: relative error {bf16:e}");
+    assert!(f16 < 4e-3 && f16 < bf16, "f16: relative error {f16:e} (bf16 {bf16:e})");
+    let o = archc(&["build", &spec, "--dtype", "bf16"], &cache);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--quant bf16"), "{}", text(&o));
+    let o = archc(&["build", &spec, "--target", "cuda", "--dtype", "f8"], &cache);
+    assert!(!o.status.success() && !text(&o).contains("panicked"), "{}", text(&o));
+}

@@ -16,6 +16,8 @@ pub struct EvalArgs<'a> {
     pub output: &'a str,
     pub backend: &'a str,
     pub threads: usize,
+    /// The matmuls' operand type on a cuda backend (`--dtype`).
+    pub dtype: &'a str,
 }
 
 pub fn run(args: &EvalArgs) -> ExitCode {
@@ -32,7 +34,20 @@ fn eval(args: &EvalArgs) -> Result<(), String> {
     let inputs = read_values(args.inputs)?;
     let started = std::time::Instant::now();
     let package = Path::new(args.target);
+    let on_cuda = matches!(args.backend, "cuda" | "cuda-sim");
+    if args.dtype != "f32" && !on_cuda {
+        return Err(format!(
+            "--dtype {} is for --backend cuda or cuda-sim (the tensor cores' products)",
+            args.dtype
+        ));
+    }
     let outputs = if package.join("manifest.json").is_file() {
+        if args.dtype != "f32" {
+            return Err(format!(
+                "{} is a built package: its products are its build's (`archc build --dtype`)",
+                args.target
+            ));
+        }
         // A built package: the runtime alone, no spec needed.
         let all = if args.backend == "cuda-sim" {
             crate::eval::run_cuda_package(
@@ -64,7 +79,14 @@ fn eval(args: &EvalArgs) -> Result<(), String> {
             "cuda-sim" => Some(crate::eval::CudaRun::Sim),
             _ => None,
         } {
-            crate::eval::evaluate_cuda(&spec, args.weights, inputs, &[args.output], run)?
+            crate::eval::evaluate_cuda(
+                &spec,
+                args.weights,
+                inputs,
+                &[args.output],
+                run,
+                args.dtype,
+            )?
         } else {
             evaluate_cpu(&spec, args.weights, inputs, &[args.output], args.threads)?
         }

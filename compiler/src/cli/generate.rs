@@ -36,6 +36,8 @@ pub struct GenerateArgs<'a> {
     pub backend: &'a str,
     /// Integer dot products over K-quant weights (`--int-dots`, CPU only).
     pub int_dots: bool,
+    /// The matmuls' operand type on a cuda backend (`--dtype`).
+    pub dtype: &'a str,
 }
 
 impl GenerateArgs<'_> {
@@ -47,6 +49,7 @@ impl GenerateArgs<'_> {
             self.threads,
             self.backend,
             self.int_dots,
+            self.dtype,
         )
     }
 }
@@ -106,8 +109,14 @@ pub fn any_generator(
     threads: usize,
     backend: &str,
     int_dots: bool,
+    dtype: &str,
 ) -> Result<AnyGenerator, String> {
     let Some(sim) = super::device_of(backend)? else {
+        if dtype != "f32" {
+            return Err(format!(
+                "--dtype {dtype} is for --backend cuda or cuda-sim (the tensor cores' products)"
+            ));
+        }
         return generator(target, weights, threads, int_dots)
             .map(|g| AnyGenerator::Cpu(Box::new(g)));
     };
@@ -116,6 +125,11 @@ pub fn any_generator(
     }
     let dir = Path::new(target);
     if dir.join("manifest.json").is_file() {
+        if dtype != "f32" {
+            return Err(format!(
+                "{target} is a built package: its products are its build's (`archc build --dtype`)"
+            ));
+        }
         return Generator::load_cuda(dir, weights, sim, 0)
             .map(|g| AnyGenerator::Cuda(Box::new(g)))
             .map_err(|e| e.to_string());
@@ -128,6 +142,7 @@ pub fn any_generator(
     let mut opts = BuildOptions::for_weights(&spec, weights)?;
     opts.cuda = Some(80);
     opts.sim = sim;
+    opts.set_dtype(&spec, dtype)?;
     let (step, encode) = generation_packages(&spec, &opts)?;
     let encode = encode.map(|e| e.dir);
     Generator::load_cuda_programs(&step.dir, encode.as_deref(), weights, sim, 0)

@@ -210,6 +210,11 @@ enum Command {
         /// Threads for the cpu backend (default: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// cuda: the matmuls' operand type on the tensor cores — f32 (3×TF32 products, f32
+        /// accuracy), bf16 or f16 (every matrix stored in it, activations rounded to it
+        /// where a matmul reads them, f32 accumulation; norms, softmax and scans in f32).
+        #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
+        dtype: String,
     },
     /// Generate tokens after prompts with the model's step program (KV caches kept
     /// between steps): greedy unless a sampling option is given.
@@ -279,6 +284,11 @@ enum Command {
         /// weights, the default).
         #[arg(long)]
         int_dots: bool,
+        /// cuda: the matmuls' operand type on the tensor cores — f32 (3×TF32 products, f32
+        /// accuracy), bf16 or f16 (every matrix stored in it, activations rounded to it
+        /// where a matmul reads them, f32 accumulation; norms, softmax and scans in f32).
+        #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
+        dtype: String,
     },
     /// Train a model: forward, loss, backward and the optimizer in one compiled program;
     /// logs, checkpoints (resumable bit for bit), the loss curve.
@@ -573,6 +583,7 @@ fn run(cli: Cli) -> ExitCode {
             output,
             backend,
             threads,
+            dtype,
         } => eval::run(&eval::EvalArgs {
             target: &target,
             weights: &weights,
@@ -581,6 +592,7 @@ fn run(cli: Cli) -> ExitCode {
             output: &output,
             backend: &backend,
             threads,
+            dtype: &dtype,
         }),
         Command::Generate {
             target,
@@ -602,6 +614,7 @@ fn run(cli: Cli) -> ExitCode {
             threads,
             backend,
             int_dots,
+            dtype,
         } => generate::run(&generate::GenerateArgs {
             target: &target,
             weights: &weights,
@@ -622,6 +635,7 @@ fn run(cli: Cli) -> ExitCode {
             threads,
             backend: &backend,
             int_dots,
+            dtype: &dtype,
         }),
         Command::Embed {
             target,

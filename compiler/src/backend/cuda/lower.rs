@@ -8,7 +8,10 @@
 //!   each warp computes 16×32 of the tile on the tensor cores (`mma.sync` m16n8k8 tf32)
 //!   in "3×TF32": each f32 operand split into a tf32 head and a tf32 tail, three products
 //!   (tail·head, head·tail, head·head) per tile, which keeps f32 accuracy; the epilogue
-//!   applied where each output is stored. Row-local epilogues (RoPE) take a band of 64
+//!   applied where each output is stored. With `--dtype bf16|f16`
+//!   ([`Program::half_matmul`]) the operands are rounded to the half type as they are
+//!   staged (their 16 bits in shared memory) and each k step is one `mma.sync` m16n8k16
+//!   per tile with f32 accumulation. Row-local epilogues (RoPE) take a band of 64
 //!   rows per block: products first, then each row's epilogue staged in shared memory.
 //!   A few rows of A against B stored [n, k] (decoding; m ≤ 8 at run time): one warp per
 //!   output column, lanes striding k, the rows' sums in registers, one butterfly each.
