@@ -14,7 +14,8 @@
 #   4. timings against PyTorch CUDA (eager f32, TF32 off) in the same run: GPT-2 small and
 #      a LLaMA-style model (specs/bench.arch:llama_bench) forward at batch 8 × 512; GPT-2
 #      small decode at batch 1 and 32 against transformers' `generate`; the same forwards
-#      built with `--dtype bf16` (bf16 tensor-core products) against PyTorch in bf16.
+#      built with `--dtype bf16` (bf16 tensor-core products) against PyTorch in bf16; one
+#      4096³ matmul (f32 and bf16) against torch.matmul.
 #
 # Results go to stdout and to $OUT/device_check.md (the device tool brings $OUT back).
 # DEVICE_CHECK_SIM=1 rehearses it on the CPU machine with the host simulator (packages
@@ -158,6 +159,36 @@ PY
         read -r t_eager t_sdpa < <(echo "$torch_json" | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['median_ms'], d.get('sdpa', {}).get('median_ms', 'nan'))")
         ratio=$(python3 -c "print(f'{float(\"${t_eager:-nan}\") / float(\"${t_archc:-nan}\"):.2f}×')" 2>/dev/null || echo "?")
         say "| $m | ${t_archc:-failed} | ${t_eager:-failed} | ${t_sdpa:-?} | $ratio |"
+    done
+    say ""
+    say "## Matmul 4096 × 4096 × 4096 (archc: one matmul package, operands resident; torch.matmul: cuBLAS), median of 13"
+    say ""
+    say "| dtype | archc ms | archc TFLOPS | torch.matmul ms | torch TFLOPS | archc ÷ torch speed |"
+    say "|---|---|---|---|---|---|"
+    python3 -c "from safetensors.numpy import save_file; save_file({}, '$OUT/none.safetensors')"
+    for d in f32 bf16; do
+        t_archc=$(timeout 240 "${RUN[@]}" "$DEV/pkg/matmul_$d" --random-weights 0 --inputs "$OUT/none.safetensors" \
+            --out "$OUT/matmul_$d.safetensors" --repeat 13 2>&1 | sed -n 's/^median \([0-9.]*\) ms.*/\1/p')
+        t_torch=$(timeout 240 python3 - "$d" <<'PY'
+import sys, statistics, torch
+torch.backends.cuda.matmul.allow_tf32 = False  # f32 against archc's f32-accurate 3×TF32
+dt = torch.bfloat16 if sys.argv[1] == "bf16" else torch.float32
+a = torch.randn(4096, 4096, device="cuda", dtype=dt)
+b = torch.randn(4096, 4096, device="cuda", dtype=dt)
+times = []
+for i in range(16):
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record(); torch.matmul(a, b.T); e.record(); torch.cuda.synchronize()
+    if i >= 3:
+        times.append(s.elapsed_time(e))
+print(statistics.median(times))
+PY
+        )
+        read -r ta tt ratio < <(python3 -c "
+a, t = float('${t_archc:-nan}'), float('${t_torch:-nan}')
+f = 2 * 4096 ** 3 / 1e9
+print(f'{f / a:.1f} {f / t:.1f} {t / a:.2f}×')" 2>/dev/null || echo "? ? ?")
+        say "| $d | ${t_archc:-failed} | $ta | ${t_torch:-failed} | $tt | $ratio |"
     done
     say ""
     say "## Forward with bf16 products, batch 8 × 512 (archc: \`--dtype bf16\`, bf16 matrices and tensor-core products, f32 activations; PyTorch: the whole model in bf16)"

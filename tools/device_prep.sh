@@ -21,6 +21,7 @@ while [[ $# -gt 0 ]]; do
 done
 export LLVM_SYS_191_PREFIX=${LLVM_SYS_191_PREFIX:-/usr/lib/llvm-19}
 cargo build --release --locked -p archc -p arch-runtime >&2
+cargo build --release --locked -p archc --example matmul_package >&2
 OUT=target/device
 rm -rf "$OUT"
 mkdir -p "$OUT/bin" "$OUT/pkg"
@@ -55,6 +56,12 @@ done
 for m in gpt2:gpt2 bench:llama_bench; do
     "$ARCHC" build "specs/${m%%:*}.arch:${m#*:}" --target cuda --sm "$SM" "${SIM[@]}" --dtype bf16 \
         --no-cache -o "$OUT/pkg/perf_${m%%:*}_dtype_bf16" >/dev/null
+done
+# One 4096³ matmul (both operands parameters, resident on the device) in f32 (3×TF32) and
+# with bf16 products, to time against torch.matmul (cuBLAS).
+for d in f32 bf16; do
+    target/release/examples/matmul_package "$OUT/pkg/matmul_$d" 4096 4096 4096 cuda "$d" \
+        --sm "$SM" "${SIM[@]}" >/dev/null 2>&1
 done
 # Training: the GPT-2 fixture's train package for the GPU, and what two AdamW steps on one
 # batch give on this CPU (losses, gradient norms, weights), for the check to compare.
