@@ -404,8 +404,16 @@ fn dtype_builds_run_on_the_simulator() {
         let out = tmp.path().join(dtype);
         let o = archc(
             &[
-                "build", &spec, "--target", "cuda", "--sim", "--attention-mask", "--dtype", dtype,
-                "-o", out.to_str().unwrap(),
+                "build",
+                &spec,
+                "--target",
+                "cuda",
+                "--sim",
+                "--attention-mask",
+                "--dtype",
+                dtype,
+                "-o",
+                out.to_str().unwrap(),
             ],
             &cache,
         );
@@ -451,10 +459,20 @@ fn dtype_builds_run_on_the_simulator() {
     }
     let (bf16, f16) = (errs[0], errs[1]);
     assert!(bf16 < 3e-2 && bf16 > 1e-4, "bf16: relative error {bf16:e}");
-    assert!(f16 < 4e-3 && f16 < bf16, "f16: relative error {f16:e} (bf16 {bf16:e})");
+    assert!(
+        f16 < 4e-3 && f16 < bf16,
+        "f16: relative error {f16:e} (bf16 {bf16:e})"
+    );
     let o = archc(&["build", &spec, "--dtype", "bf16"], &cache);
     assert!(!o.status.success());
     assert!(text(&o).contains("--quant bf16"), "{}", text(&o));
-    let o = archc(&["build", &spec, "--target", "cuda", "--dtype", "f8"], &cache);
-    assert!(!o.status.success() && !text(&o).contains("panicked"), "{}", text(&o));
+    let o = archc(
+        &["build", &spec, "--target", "cuda", "--dtype", "f8"],
+        &cache,
+    );
+    assert!(
+        !o.status.success() && !text(&o).contains("panicked"),
+        "{}",
+        text(&o)
+    );
 }

@@ -213,8 +213,14 @@ fn half_precision_products_assemble() {
     let (specs, _) = prog.check();
     let spec = &specs[0];
     for (ty, mma) in [
-        (GgmlType::BF16, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"),
-        (GgmlType::F16, "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"),
+        (
+            GgmlType::BF16,
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+        ),
+        (
+            GgmlType::F16,
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
+        ),
     ] {
         let mut opts = BuildOptions {
             cuda: Some(80),
@@ -229,7 +235,10 @@ fn half_precision_products_assemble() {
         assert!(program.buffers.iter().any(|b| b.quant == Some(ty)));
         for (&sm, lowered) in SMS.iter().zip(lower_ptx_for(&program, &SMS).unwrap()) {
             assert!(lowered.ptx.contains(mma), "{ty:?} sm_{sm}: no {mma}");
-            assert!(!lowered.ptx.contains(".tf32"), "{ty:?} sm_{sm}: tf32 products left");
+            assert!(
+                !lowered.ptx.contains(".tf32"),
+                "{ty:?} sm_{sm}: tf32 products left"
+            );
             if let Some(p) = &ptxas {
                 ptxas_check(p, &lowered.ptx, sm)
                     .unwrap_or_else(|e| panic!("{ty:?} sm_{sm}: ptxas: {e}"));
@@ -237,6 +246,12 @@ fn half_precision_products_assemble() {
         }
     }
     // A CPU build refuses it, naming what to use instead.
-    let err = BuildOptions::host().unwrap().set_dtype(spec, "bf16").unwrap_err();
-    assert!(err.contains("cuda") && err.contains("--quant bf16"), "{err}");
+    let err = BuildOptions::host()
+        .unwrap()
+        .set_dtype(spec, "bf16")
+        .unwrap_err();
+    assert!(
+        err.contains("cuda") && err.contains("--quant bf16"),
+        "{err}"
+    );
 }

@@ -6,8 +6,8 @@
 mod common;
 
 use arch_dsl::spec::{ArchSpec, Family};
-use archc::autodiff::check::Rng;
 use arch_runtime::gguf::GgmlType;
+use archc::autodiff::check::Rng;
 use archc::eval::{evaluate, evaluate_cuda_sim, evaluate_cuda_sim_with};
 use archc::interp::Value;
 use archc::tensor::Tensor;
@@ -331,7 +331,11 @@ fn sim_linear(x: &[f32], w: &[f32], k: usize, n: usize, half: GgmlType) -> Vec<f
     use archc::backend::cuda::sim::{SimData, Simulator};
     use archc::graph::{DType, Dim, Graph};
     let mut g = Graph::new("mm");
-    let xi = g.input("x", vec![Dim::c(2), Dim::c(37), Dim::c(k as u64)], DType::F32);
+    let xi = g.input(
+        "x",
+        vec![Dim::c(2), Dim::c(37), Dim::c(k as u64)],
+        DType::F32,
+    );
     let wi = g.param("w", vec![Dim::c(n as u64), Dim::c(k as u64)]);
     let y = g.linear(xi, wi);
     g.output("y", y);
@@ -380,15 +384,24 @@ fn linear_f64(x: &[f32], w: &[f32], k: usize, n: usize) -> Vec<f64> {
 fn half_precision_matmul_tiles() {
     let (k, n) = (40, 70);
     let mut rng = Rng::new(5);
-    let mut eighths =
-        |len: usize| -> Vec<f32> { (0..len).map(|_| (rng.uniform() * 15.0).round() / 8.0).collect() };
+    let mut eighths = |len: usize| -> Vec<f32> {
+        (0..len)
+            .map(|_| (rng.uniform() * 15.0).round() / 8.0)
+            .collect()
+    };
     let (x, w) = (eighths(74 * k), eighths(n * k));
     let exact = linear_f64(&x, &w, k, n);
     assert!(exact.iter().any(|&v| v != 0.0));
     for half in [GgmlType::BF16, GgmlType::F16] {
         let y = sim_linear(&x, &w, k, n, half);
         for (i, (&got, &want)) in y.iter().zip(&exact).enumerate() {
-            assert_eq!(f64::from(got), want, "{half:?}: element {i} (row {}, column {})", i / n, i % n);
+            assert_eq!(
+                f64::from(got),
+                want,
+                "{half:?}: element {i} (row {}, column {})",
+                i / n,
+                i % n
+            );
         }
     }
     let mut rng = Rng::new(6);
@@ -400,7 +413,11 @@ fn half_precision_matmul_tiles() {
     }
     x[k] = 70_000.0;
     for half in [GgmlType::BF16, GgmlType::F16] {
-        let round = if half == GgmlType::BF16 { round_bf16 } else { round_f16 };
+        let round = if half == GgmlType::BF16 {
+            round_bf16
+        } else {
+            round_f16
+        };
         let xr: Vec<f32> = x.iter().map(|&v| round(v)).collect();
         let wr: Vec<f32> = w.iter().map(|&v| round(v)).collect();
         let want = linear_f64(&xr, &wr, k, n);
@@ -424,9 +441,15 @@ fn half_precision_matmul_tiles() {
             moved = moved.max((want - unrounded[i]).abs() / scale);
         }
         // The rounding is there: the products differ from the f32 operands' ones.
-        assert!(moved > 1e-4, "{half:?}: the operands were not rounded ({moved:e})");
+        assert!(
+            moved > 1e-4,
+            "{half:?}: the operands were not rounded ({moved:e})"
+        );
         if half == GgmlType::F16 {
-            assert!(y[n..2 * n].iter().all(|v| v.is_infinite()), "row 1: 70000 is ±inf in f16");
+            assert!(
+                y[n..2 * n].iter().all(|v| v.is_infinite()),
+                "row 1: 70000 is ±inf in f16"
+            );
         }
     }
 }
@@ -456,6 +479,9 @@ fn half_precision_models() {
         let (bf16, f16) = (errs[0], errs[1]);
         assert!(bf16 < 3e-2 && bf16 > 1e-4, "{name}: bf16 {bf16:e}");
         assert!(f16 < 4e-3 && f16 > 1e-6, "{name}: f16 {f16:e}");
-        assert!(f16 < bf16, "{name}: f16 {f16:e} not closer than bf16 {bf16:e}");
+        assert!(
+            f16 < bf16,
+            "{name}: f16 {f16:e} not closer than bf16 {bf16:e}"
+        );
     }
 }

@@ -36,9 +36,14 @@ pub fn run_hf_fixture(
     let outputs = match backend {
         Backend::Interp => evaluate(&spec, &weights, inputs, &wanted),
         Backend::Cpu => evaluate_cpu(&spec, &weights, inputs, &wanted, 0),
-        Backend::CudaSim => {
-            archc::eval::evaluate_cuda(&spec, &weights, inputs, &wanted, archc::eval::CudaRun::Sim, "f32")
-        }
+        Backend::CudaSim => archc::eval::evaluate_cuda(
+            &spec,
+            &weights,
+            inputs,
+            &wanted,
+            archc::eval::CudaRun::Sim,
+            "f32",
+        ),
     }
     .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     compare

@@ -176,8 +176,48 @@ extern "C" fn sim_reduce(ctx: *const SimCtx, v: f32, max: i32) -> f32 {
 /// written. A and B are read as tf32 (the 13 low mantissa bits dropped); each product
 /// sum runs in f32, k in order.
 extern "C" fn sim_mma(ctx: *const SimCtx, n: i32, regs: *mut u32) {
+    let tf32 = |bits: u32| f32::from_bits(bits & 0xFFFF_E000);
+    mma_batch(ctx, n.max(0) as usize, regs, |reg, j, row, col, c| {
+        // A(row, k) of part p (0 head, 1 tail): lane (row % 8)·4 + k % 4, register
+        // 4p + (row ≥ 8) + 2·(k ≥ 4).
+        let a = |p: usize, k: usize| {
+            tf32(reg(
+                (row % 8) * 4 + k % 4,
+                4 * p + usize::from(row >= 8) + 2 * usize::from(k >= 4),
+            ))
+        };
+        // B(k, col) of tile j, part p: lane col·4 + k % 4, register 8 + 8j + 2p + (k ≥ 4).
+        let b = |p: usize, k: usize| {
+            tf32(reg(
+                col * 4 + k % 4,
+                8 + 8 * j + 2 * p + usize::from(k >= 4),
+            ))
+        };
+        let mut acc = c;
+        for (pa, pb) in [(1, 0), (0, 1), (0, 0)] {
+            let mut sum = acc;
+            for k in 0..8 {
+                sum += a(pa, k) * b(pb, k);
+            }
+            acc = sum;
+        }
+        acc
+    });
+}
+
+/// A warp's `mma` batch of `n` tiles (at most [`MMA_MAX_N`]): this lane's registers at
+/// `regs` (8 of A, then per tile 4 of B and 4 of C) are shared with the warp, and each of
+/// its four outputs per tile — (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1), g =
+/// lane / 4, t = lane % 4 — becomes `d(reg, j, row, col, c)`, written over its C; `reg(lane,
+/// r)` reads any lane's register r.
+fn mma_batch(
+    ctx: *const SimCtx,
+    n: usize,
+    regs: *mut u32,
+    d: impl Fn(&dyn Fn(usize, usize) -> u32, usize, usize, usize, f32) -> f32,
+) {
     let (warp, lane) = lane_of(ctx);
-    let n = (n.max(0) as usize).min(MMA_MAX_N);
+    let n = n.min(MMA_MAX_N);
     let used = 8 + 8 * n;
     // SAFETY: the kernel passes its stack array of 8 + 8 · MMA_MAX_N registers.
     let mine = unsafe { std::slice::from_raw_parts_mut(regs, used) };
@@ -187,36 +227,12 @@ extern "C" fn sim_mma(ctx: *const SimCtx, n: i32, regs: *mut u32) {
     }
     warp.barrier.wait();
     let reg = |l: usize, r: usize| area[l * MMA_REGS + r].load(Ordering::SeqCst);
-    let tf32 = |bits: u32| f32::from_bits(bits & 0xFFFF_E000);
-    // A(row, k) of part p (0 head, 1 tail): lane (row % 8)·4 + k % 4, register
-    // 4p + (row ≥ 8) + 2·(k ≥ 4).
-    let a = |p: usize, row: usize, k: usize| {
-        tf32(reg(
-            (row % 8) * 4 + k % 4,
-            4 * p + usize::from(row >= 8) + 2 * usize::from(k >= 4),
-        ))
-    };
-    // B(k, col) of tile j, part p: lane col·4 + k % 4, register 8 + 8j + 2p + (k ≥ 4).
-    let b = |j: usize, p: usize, k: usize, col: usize| {
-        tf32(reg(
-            col * 4 + k % 4,
-            8 + 8 * j + 2 * p + usize::from(k >= 4),
-        ))
-    };
     let (g, t) = (lane / 4, lane % 4);
     let mut out = [[0f32; 4]; MMA_MAX_N];
     for (j, tile) in out.iter_mut().enumerate().take(n) {
         for (i, o) in tile.iter_mut().enumerate() {
             let (row, col) = (g + 8 * (i / 2), 2 * t + i % 2);
-            let mut acc = f32::from_bits(mine[8 + 8 * j + 4 + i]);
-            for (pa, pb) in [(1, 0), (0, 1), (0, 0)] {
-                let mut sum = acc;
-                for k in 0..8 {
-                    sum += a(pa, row, k) * b(j, pb, k, col);
-                }
-                acc = sum;
-            }
-            *o = acc;
+            *o = d(&reg, j, row, col, f32::from_bits(mine[8 + 8 * j + 4 + i]));
         }
     }
     for (j, tile) in out.iter().enumerate().take(n) {
@@ -239,18 +255,7 @@ const MMA16_F16: i32 = 0x100;
 /// C (4), where D is written. Each product is exact in f32; the sum runs in f32, k in
 /// order.
 extern "C" fn sim_mma16(ctx: *const SimCtx, n: i32, regs: *mut u32) {
-    let (warp, lane) = lane_of(ctx);
     let f16 = n & MMA16_F16 != 0;
-    let n = ((n & 0xFF) as usize).min(MMA_MAX_N);
-    let used = 8 + 8 * n;
-    // SAFETY: the kernel passes its stack array of 8 + 8 · MMA_MAX_N registers.
-    let mine = unsafe { std::slice::from_raw_parts_mut(regs, used) };
-    let area = &warp.mma[next_area()];
-    for (i, v) in mine.iter().enumerate() {
-        area[lane * MMA_REGS + i].store(*v, Ordering::SeqCst);
-    }
-    warp.barrier.wait();
-    let reg = |l: usize, r: usize| area[l * MMA_REGS + r].load(Ordering::SeqCst);
     let half = |r: u32, upper: bool| {
         let h = if upper { r >> 16 } else { r & 0xFFFF };
         if f16 {
@@ -259,36 +264,28 @@ extern "C" fn sim_mma16(ctx: *const SimCtx, n: i32, regs: *mut u32) {
             f32::from_bits(h << 16)
         }
     };
-    // A(row, k): lane (row % 8)·4 + (k % 8) / 2, register (row ≥ 8) + 2·(k ≥ 8), half k % 2.
-    let a = |row: usize, k: usize| {
-        let r = reg(
-            (row % 8) * 4 + (k % 8) / 2,
-            usize::from(row >= 8) + 2 * usize::from(k >= 8),
-        );
-        half(r, k % 2 == 1)
-    };
-    // B(k, col) of tile j: lane col·4 + (k % 8) / 2, register 8 + 8j + (k ≥ 8), half k % 2.
-    let b = |j: usize, k: usize, col: usize| {
-        let r = reg(col * 4 + (k % 8) / 2, 8 + 8 * j + usize::from(k >= 8));
-        half(r, k % 2 == 1)
-    };
-    let (g, t) = (lane / 4, lane % 4);
-    let mut out = [[0f32; 4]; MMA_MAX_N];
-    for (j, tile) in out.iter_mut().enumerate().take(n) {
-        for (i, o) in tile.iter_mut().enumerate() {
-            let (row, col) = (g + 8 * (i / 2), 2 * t + i % 2);
-            let mut acc = f32::from_bits(mine[8 + 8 * j + 4 + i]);
-            for k in 0..16 {
-                acc += a(row, k) * b(j, k, col);
-            }
-            *o = acc;
+    mma_batch(ctx, (n & 0xFF) as usize, regs, |reg, j, row, col, c| {
+        // A(row, k): lane (row % 8)·4 + (k % 8) / 2, register (row ≥ 8) + 2·(k ≥ 8), half
+        // k % 2; B(k, col) of tile j: lane col·4 + (k % 8) / 2, register 8 + 8j + (k ≥ 8).
+        let a = |k: usize| {
+            let r = reg(
+                (row % 8) * 4 + (k % 8) / 2,
+                usize::from(row >= 8) + 2 * usize::from(k >= 8),
+            );
+            half(r, k % 2 == 1)
+        };
+        let b = |k: usize| {
+            half(
+                reg(col * 4 + (k % 8) / 2, 8 + 8 * j + usize::from(k >= 8)),
+                k % 2 == 1,
+            )
+        };
+        let mut acc = c;
+        for k in 0..16 {
+            acc += a(k) * b(k);
         }
-    }
-    for (j, tile) in out.iter().enumerate().take(n) {
-        for (i, o) in tile.iter().enumerate() {
-            mine[8 + 8 * j + 4 + i] = o.to_bits();
-        }
-    }
+        acc
+    });
 }
 
 /// One kernel launch: the function, its grid, and its argument table and symbol values

@@ -742,17 +742,20 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // part's lowest bit, then drop the bits below.
         let round = |v: IntValue<'ctx>, shift: u64| -> IrResult<IntValue<'ctx>> {
             let lsb = b.build_and(b.build_right_shift(v, c(shift), false, "")?, c(1), "")?;
-            let up = b.build_int_add(v, b.build_int_add(c((1 << (shift - 1)) - 1), lsb, "")?, "")?;
+            let up =
+                b.build_int_add(v, b.build_int_add(c((1 << (shift - 1)) - 1), lsb, "")?, "")?;
             Ok(b.build_right_shift(up, c(shift), false, "")?)
         };
         match ty {
             GgmlType::BF16 => {
                 let r = round(bits, 16)?;
-                let quiet = b.build_or(b.build_right_shift(bits, c(16), false, "")?, c(0x40), "")?;
+                let quiet =
+                    b.build_or(b.build_right_shift(bits, c(16), false, "")?, c(0x40), "")?;
                 Ok(b.build_select(nan, quiet, r, "")?.into_int_value())
             }
             GgmlType::F16 => {
-                let sign = b.build_and(b.build_right_shift(bits, c(16), false, "")?, c(0x8000), "")?;
+                let sign =
+                    b.build_and(b.build_right_shift(bits, c(16), false, "")?, c(0x8000), "")?;
                 // Normal: the exponent rebased from 127 to 15 (a carry out of the
                 // mantissa moves it up, as it should).
                 let normal = b.build_int_sub(round(abs, 13)?, c(112 << 10), "")?;

@@ -251,7 +251,6 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
         b_exact: bool,
     ) -> IrResult<Vec<[FloatValue<'ctx>; 4]>> {
         let ir = self.ir;
-        let i32t = ir.ctx.i32_type();
         match self.mode {
             Mode::Ptx { .. } => {
                 let mma = |a: &[IntValue<'ctx>; 4],
@@ -285,47 +284,72 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                     .collect()
             }
             Mode::Host => {
-                // The lane's registers in one array: A head, A tail, then per n tile B
-                // head, B tail, C; the simulator writes each D over its C.
-                let n = b.len() as u64;
-                if n > MMA_MAX_N {
-                    return Err(IrError(format!("{n} mma tiles in one batch")));
-                }
-                let io = self
-                    .mma_io
-                    .ok_or_else(|| IrError("no mma scratch".into()))?;
-                let slot = |i: u64| -> IrResult<PointerValue<'ctx>> {
-                    Ok(unsafe { ir.b.build_in_bounds_gep(i32t, io, &[ir.int(i)], "")? })
-                };
-                for (i, v) in a.0.iter().chain(&a.1).enumerate() {
-                    ir.b.build_store(slot(i as u64)?, *v)?;
-                }
-                for (j, ((hi, lo), c)) in b.iter().zip(c).enumerate() {
-                    let base = 8 + 8 * j as u64;
-                    for (i, v) in hi.iter().chain(lo).enumerate() {
-                        ir.b.build_store(slot(base + i as u64)?, *v)?;
-                    }
-                    for (i, v) in c.iter().enumerate() {
-                        ir.b.build_store(slot(base + 4 + i as u64)?, *v)?;
-                    }
-                }
-                let ty = ir
-                    .ctx
-                    .void_type()
-                    .fn_type(&[ir.ptr.into(), i32t.into(), ir.ptr.into()], false);
-                self.host_call(CTX_MMA, ty, &[i32t.const_int(n, false).into(), io.into()])?;
-                (0..n)
-                    .map(|j| {
-                        let mut d = [c[0][0]; 4];
-                        for (i, x) in d.iter_mut().enumerate() {
-                            let p = slot(8 + 8 * j + 4 + i as u64)?;
-                            *x = ir.b.build_load(ir.f32, p, "")?.into_float_value();
-                        }
-                        Ok(d)
-                    })
-                    .collect()
+                // A head, A tail, then per n tile B head, B tail.
+                let a_regs: Vec<IntValue<'ctx>> = a.0.iter().chain(&a.1).copied().collect();
+                let b_regs: Vec<Vec<IntValue<'ctx>>> = b
+                    .iter()
+                    .map(|(hi, lo)| hi.iter().chain(lo).copied().collect())
+                    .collect();
+                self.host_mma(CTX_MMA, 0, &a_regs, &b_regs, c)
             }
         }
+    }
+
+    /// A warp's `mma` batch on the simulator: this lane's registers in one array — A's
+    /// from 0, then per n tile j B's from 8 + 8j and C at 8 + 8j + 4 — handed to the
+    /// simulator's function in context slot `slot` with the tile count (or'ed with
+    /// `tag`), which writes each D over its C.
+    fn host_mma(
+        &self,
+        slot: u64,
+        tag: u64,
+        a: &[IntValue<'ctx>],
+        b: &[Vec<IntValue<'ctx>>],
+        c: &[[FloatValue<'ctx>; 4]],
+    ) -> IrResult<Vec<[FloatValue<'ctx>; 4]>> {
+        let ir = self.ir;
+        let i32t = ir.ctx.i32_type();
+        let n = b.len() as u64;
+        if n > MMA_MAX_N {
+            return Err(IrError(format!("{n} mma tiles in one batch")));
+        }
+        let io = self
+            .mma_io
+            .ok_or_else(|| IrError("no mma scratch".into()))?;
+        let at = |i: u64| -> IrResult<PointerValue<'ctx>> {
+            Ok(unsafe { ir.b.build_in_bounds_gep(i32t, io, &[ir.int(i)], "")? })
+        };
+        for (i, v) in a.iter().enumerate() {
+            ir.b.build_store(at(i as u64)?, *v)?;
+        }
+        for (j, (bj, cj)) in b.iter().zip(c).enumerate() {
+            let base = 8 + 8 * j as u64;
+            for (i, v) in bj.iter().enumerate() {
+                ir.b.build_store(at(base + i as u64)?, *v)?;
+            }
+            for (i, v) in cj.iter().enumerate() {
+                ir.b.build_store(at(base + 4 + i as u64)?, *v)?;
+            }
+        }
+        let ty = ir
+            .ctx
+            .void_type()
+            .fn_type(&[ir.ptr.into(), i32t.into(), ir.ptr.into()], false);
+        self.host_call(
+            slot,
+            ty,
+            &[i32t.const_int(n | tag, false).into(), io.into()],
+        )?;
+        (0..n)
+            .map(|j| {
+                let mut d = [c[0][0]; 4];
+                for (i, x) in d.iter_mut().enumerate() {
+                    let p = at(8 + 8 * j + 4 + i as u64)?;
+                    *x = ir.b.build_load(ir.f32, p, "")?.into_float_value();
+                }
+                Ok(d)
+            })
+            .collect()
     }
 
     /// `D = A·B + C` for a warp's 16×8k tiles on the tensor cores in half precision: per n
@@ -342,7 +366,6 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
         c: &[[FloatValue<'ctx>; 4]],
     ) -> IrResult<Vec<[FloatValue<'ctx>; 4]>> {
         let ir = self.ir;
-        let i32t = ir.ctx.i32_type();
         let f16 = match ty {
             GgmlType::BF16 => false,
             GgmlType::F16 => true,
@@ -351,13 +374,14 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
         match self.mode {
             Mode::Ptx { .. } => {
                 let h2 = ir.ctx.f16_type().vec_type(2);
-                let operand = |x: IntValue<'ctx>| -> IrResult<inkwell::values::BasicMetadataValueEnum<'ctx>> {
-                    Ok(if f16 {
-                        ir.b.build_bit_cast(x, h2, "")?.into()
-                    } else {
-                        x.into()
-                    })
-                };
+                let operand =
+                    |x: IntValue<'ctx>| -> IrResult<inkwell::values::BasicMetadataValueEnum<'ctx>> {
+                        Ok(if f16 {
+                            ir.b.build_bit_cast(x, h2, "")?.into()
+                        } else {
+                            x.into()
+                        })
+                    };
                 let name = if f16 {
                     "llvm.nvvm.mma.m16n8k16.row.col.f32.f32"
                 } else {
@@ -377,53 +401,18 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                         let r = ir.intrinsic(name, &[], &args)?.into_struct_value();
                         let mut d = cj;
                         for (i, x) in d.iter_mut().enumerate() {
-                            *x = ir.b.build_extract_value(r, i as u32, "")?.into_float_value();
+                            *x =
+                                ir.b.build_extract_value(r, i as u32, "")?
+                                    .into_float_value();
                         }
                         Ok(d)
                     })
                     .collect()
             }
             Mode::Host => {
-                // The tf32 batch's layout: A in registers 0..4, per n tile j B at 8 + 8j
-                // and C (then D) at 8 + 8j + 4.
-                let n = b.len() as u64;
-                if n > MMA_MAX_N {
-                    return Err(IrError(format!("{n} mma tiles in one batch")));
-                }
-                let io = self
-                    .mma_io
-                    .ok_or_else(|| IrError("no mma scratch".into()))?;
-                let slot = |i: u64| -> IrResult<PointerValue<'ctx>> {
-                    Ok(unsafe { ir.b.build_in_bounds_gep(i32t, io, &[ir.int(i)], "")? })
-                };
-                for (i, v) in a.iter().enumerate() {
-                    ir.b.build_store(slot(i as u64)?, *v)?;
-                }
-                for (j, (bj, cj)) in b.iter().zip(c).enumerate() {
-                    let base = 8 + 8 * j as u64;
-                    for (i, v) in bj.iter().enumerate() {
-                        ir.b.build_store(slot(base + i as u64)?, *v)?;
-                    }
-                    for (i, v) in cj.iter().enumerate() {
-                        ir.b.build_store(slot(base + 4 + i as u64)?, *v)?;
-                    }
-                }
-                let ty = ir
-                    .ctx
-                    .void_type()
-                    .fn_type(&[ir.ptr.into(), i32t.into(), ir.ptr.into()], false);
-                let tag = n | if f16 { MMA16_F16 } else { 0 };
-                self.host_call(CTX_MMA16, ty, &[i32t.const_int(tag, false).into(), io.into()])?;
-                (0..n)
-                    .map(|j| {
-                        let mut d = [c[0][0]; 4];
-                        for (i, x) in d.iter_mut().enumerate() {
-                            let p = slot(8 + 8 * j + 4 + i as u64)?;
-                            *x = ir.b.build_load(ir.f32, p, "")?.into_float_value();
-                        }
-                        Ok(d)
-                    })
-                    .collect()
+                let b_regs: Vec<Vec<IntValue<'ctx>>> = b.iter().map(|r| r.to_vec()).collect();
+                let tag = if f16 { MMA16_F16 } else { 0 };
+                self.host_mma(CTX_MMA16, tag, &a, &b_regs, c)
             }
         }
     }
