@@ -167,7 +167,7 @@ PY
     say "|---|---|---|---|---|---|"
     python3 -c "from safetensors.numpy import save_file; save_file({}, '$OUT/none.safetensors')"
     for d in f32 bf16; do
-        t_archc=$(timeout 240 "${RUN[@]}" "$DEV/pkg/matmul_$d" --random-weights 0 --inputs "$OUT/none.safetensors" \
+        t_archc=$(timeout 240 "${RUN[@]}" "$DEV/pkg/perf_matmul_$d" --random-weights 0 --inputs "$OUT/none.safetensors" \
             --out "$OUT/matmul_$d.safetensors" --repeat 13 2>&1 | sed -n 's/^median \([0-9.]*\) ms.*/\1/p')
         t_torch=$(timeout 240 python3 - "$d" <<'PY'
 import sys, statistics, torch

@@ -60,7 +60,7 @@ done
 # One 4096³ matmul (both operands parameters, resident on the device) in f32 (3×TF32) and
 # with bf16 products, to time against torch.matmul (cuBLAS).
 for d in f32 bf16; do
-    target/release/examples/matmul_package "$OUT/pkg/matmul_$d" 4096 4096 4096 cuda "$d" \
+    target/release/examples/matmul_package "$OUT/pkg/perf_matmul_$d" 4096 4096 4096 cuda "$d" \
         --sm "$SM" "${SIM[@]}" >/dev/null 2>&1
 done
 # Training: the GPT-2 fixture's train package for the GPU, and what two AdamW steps on one
