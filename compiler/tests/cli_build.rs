@@ -23,6 +23,45 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// `archc eval TARGET` on the GPT-2 fixture's weights and inputs, logits to `out`.
+fn eval_gpt2_fixture(target: &str, backend: &str, out: &Path, cache: &Path) -> Output {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/gpt2");
+    archc(
+        &[
+            "eval",
+            target,
+            "--weights",
+            dir.join("model.safetensors").to_str().unwrap(),
+            "--inputs",
+            dir.join("inputs.safetensors").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--backend",
+            backend,
+        ],
+        cache,
+    )
+}
+
+/// The relative error of row 0's logits in `result` (the fixture's row without padding,
+/// compared whole) against `want`'s.
+fn first_row_error(
+    result: &Path,
+    want: &std::collections::HashMap<String, archc::interp::Value>,
+) -> f64 {
+    let got = read_values(result).unwrap();
+    let (g, w) = (
+        got["logits"].as_f32().unwrap(),
+        want["logits"].as_f32().unwrap(),
+    );
+    let row = g.data.len() / g.shape[0];
+    let first = |t: &Tensor<f32>| Tensor {
+        shape: vec![row],
+        data: t.data[..row].to_vec(),
+    };
+    first(g).rel_max_diff(&first(w))
+}
+
 fn fixture(path: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/hf")
@@ -250,39 +289,14 @@ fn cuda_packages_build_and_run_on_the_simulator() {
         ("cuda", spec.clone()),
     ] {
         let result = tmp.path().join(format!("{backend}.safetensors"));
-        let o = archc(
-            &[
-                "eval",
-                &target,
-                "--weights",
-                dir.join("model.safetensors").to_str().unwrap(),
-                "--inputs",
-                dir.join("inputs.safetensors").to_str().unwrap(),
-                "--out",
-                result.to_str().unwrap(),
-                "--backend",
-                backend,
-            ],
-            &cache,
-        );
+        let o = eval_gpt2_fixture(&target, backend, &result, &cache);
         if backend == "cuda" && !o.status.success() {
             assert!(text(&o).contains("no CUDA driver"), "{}", text(&o));
             assert!(!text(&o).contains("panicked"), "{}", text(&o));
             continue;
         }
         assert!(o.status.success(), "{backend}: {}", text(&o));
-        let got = read_values(&result).unwrap();
-        // Row 0 has no padding: compare it whole.
-        let (g, w) = (
-            got["logits"].as_f32().unwrap(),
-            want["logits"].as_f32().unwrap(),
-        );
-        let row = g.data.len() / g.shape[0];
-        let first = |t: &Tensor<f32>| Tensor {
-            shape: vec![row],
-            data: t.data[..row].to_vec(),
-        };
-        let err = first(g).rel_max_diff(&first(w));
+        let err = first_row_error(&result, &want);
         assert!(err <= 1e-4, "{backend}: relative error {err:e}");
     }
 }
@@ -429,33 +443,9 @@ fn dtype_builds_run_on_the_simulator() {
             .count();
         assert!(stored >= 8, "{dtype}: {stored} matrices stored in it");
         let result = tmp.path().join(format!("{dtype}.safetensors"));
-        let o = archc(
-            &[
-                "eval",
-                out.to_str().unwrap(),
-                "--weights",
-                dir.join("model.safetensors").to_str().unwrap(),
-                "--inputs",
-                dir.join("inputs.safetensors").to_str().unwrap(),
-                "--out",
-                result.to_str().unwrap(),
-                "--backend",
-                "cuda-sim",
-            ],
-            &cache,
-        );
+        let o = eval_gpt2_fixture(out.to_str().unwrap(), "cuda-sim", &result, &cache);
         assert!(o.status.success(), "{dtype}: {}", text(&o));
-        let got = read_values(&result).unwrap();
-        let (g, w) = (
-            got["logits"].as_f32().unwrap(),
-            want["logits"].as_f32().unwrap(),
-        );
-        let row = g.data.len() / g.shape[0];
-        let first = |t: &Tensor<f32>| Tensor {
-            shape: vec![row],
-            data: t.data[..row].to_vec(),
-        };
-        errs.push(first(g).rel_max_diff(&first(w)));
+        errs.push(first_row_error(&result, &want));
     }
     let (bf16, f16) = (errs[0], errs[1]);
     assert!(bf16 < 3e-2 && bf16 > 1e-4, "bf16: relative error {bf16:e}");
