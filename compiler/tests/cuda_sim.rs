@@ -325,15 +325,17 @@ fn round_f16(x: f32) -> f32 {
     arch_runtime::safetensors_file::f16_to_f32(f32_to_f16(x))
 }
 
-/// `y = x · wᵀ` (x [2, 37, k], w [n, k]) through the matmul tiles on the simulator with
-/// `half` products.
+/// `y = x · wᵀ` (x [1, rows, k], w [n, k]; rows = x.len() / k) on the simulator with
+/// `half` products: through the matmul tiles, or with 8 rows or fewer the matrix–vector
+/// products of decoding.
 fn sim_linear(x: &[f32], w: &[f32], k: usize, n: usize, half: GgmlType) -> Vec<f32> {
     use archc::backend::cuda::sim::{SimData, Simulator};
     use archc::graph::{DType, Dim, Graph};
     let mut g = Graph::new("mm");
+    let rows = (x.len() / k) as u64;
     let xi = g.input(
         "x",
-        vec![Dim::c(2), Dim::c(37), Dim::c(k as u64)],
+        vec![Dim::c(1), Dim::c(rows), Dim::c(k as u64)],
         DType::F32,
     );
     let wi = g.param("w", vec![Dim::c(n as u64), Dim::c(k as u64)]);
@@ -404,14 +406,24 @@ fn half_precision_matmul_tiles() {
             );
         }
     }
+    // The tiles (74 rows) and the matrix–vector products (5 rows, 1 row) round alike.
+    for rows in [74, 5, 1] {
+        rounded_operands(rows, k, n);
+    }
+}
+
+/// [`half_precision_matmul_tiles`]' second half for `rows` rows of x.
+fn rounded_operands(rows: usize, k: usize, n: usize) {
     let mut rng = Rng::new(6);
-    let mut x: Vec<f32> = (0..74 * k).map(|_| rng.uniform()).collect();
+    let mut x: Vec<f32> = (0..rows * k).map(|_| rng.uniform()).collect();
     let w: Vec<f32> = (0..n * k).map(|_| rng.uniform()).collect();
     // f16 subnormals (below 2⁻¹⁴) in row 0; row 1 column 0 past f16's range.
     for (p, v) in x.iter_mut().take(k).enumerate() {
         *v = (p as f32 - 20.0) * 3.1e-6;
     }
-    x[k] = 70_000.0;
+    if rows > 1 {
+        x[k] = 70_000.0;
+    }
     for half in [GgmlType::BF16, GgmlType::F16] {
         let round = if half == GgmlType::BF16 {
             round_bf16
@@ -430,22 +442,22 @@ fn half_precision_matmul_tiles() {
         let mut moved = 0f64;
         for (i, (&got, &want)) in y.iter().zip(&want).enumerate() {
             if !want.is_finite() {
-                assert_eq!(f64::from(got), want, "{half:?}: element {i}");
+                assert_eq!(f64::from(got), want, "{half:?}, {rows} rows: element {i}");
                 continue;
             }
             let scale = scales[i];
             assert!(
                 (f64::from(got) - want).abs() <= 1e-6 * scale,
-                "{half:?}: element {i}: {got} vs {want} (rounded operands)"
+                "{half:?}, {rows} rows: element {i}: {got} vs {want} (rounded operands)"
             );
             moved = moved.max((want - unrounded[i]).abs() / scale);
         }
         // The rounding is there: the products differ from the f32 operands' ones.
         assert!(
             moved > 1e-4,
-            "{half:?}: the operands were not rounded ({moved:e})"
+            "{half:?}, {rows} rows: the operands were not rounded ({moved:e})"
         );
-        if half == GgmlType::F16 {
+        if half == GgmlType::F16 && rows > 1 {
             assert!(
                 y[n..2 * n].iter().all(|v| v.is_infinite()),
                 "row 1: 70000 is ±inf in f16"

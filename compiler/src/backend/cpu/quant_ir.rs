@@ -159,6 +159,13 @@ fn half_at<'ctx>(ir: &Ir<'ctx>, at: PointerValue<'ctx>, f16c: bool) -> IrResult<
         return Ok(ir.b.build_float_ext(h, ir.f32, "")?);
     }
     let h = ir.b.build_int_z_extend(h.into_int_value(), i32t, "")?;
+    half_value(ir, h)
+}
+
+/// The f32 value of f16 bits `h` (an i32 holding 16 bits), in integer and f32 operations:
+/// normal and subnormal values exactly (infinities and NaNs are not decoded).
+pub(crate) fn half_value<'ctx>(ir: &Ir<'ctx>, h: IntValue<'ctx>) -> IrResult<FloatValue<'ctx>> {
+    let i32t = ir.ctx.i32_type();
     let c = |v: u64| i32t.const_int(v, false);
     let mag = ir.b.build_and(h, c(0x7fff), "")?;
     let mag = ir.b.build_left_shift(mag, c(13), "")?;

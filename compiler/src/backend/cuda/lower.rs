@@ -14,7 +14,8 @@
 //!   per tile with f32 accumulation. Row-local epilogues (RoPE) take a band of 64
 //!   rows per block: products first, then each row's epilogue staged in shared memory.
 //!   A few rows of A against B stored [n, k] (decoding; m ≤ 8 at run time): one warp per
-//!   output column, lanes striding k, the rows' sums in registers, one butterfly each.
+//!   output column, lanes striding k, the rows' sums in registers, one butterfly each
+//!   (with `--dtype`, over operands rounded as the tiles round them).
 //! - **Attention**: one query row per warp with online softmax; q and the output
 //!   accumulator spread over the lanes (head_dim / 32 registers each), one shuffle
 //!   reduction per key.
@@ -780,6 +781,34 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         }
     }
 
+    /// `x` rounded to the half type of `--dtype` products, as f32 (`x` itself without
+    /// one): what the matrix–vector products of decoding multiply, so that they compute
+    /// what the tiles' tensor-core products do.
+    fn half_round(&self, x: FloatValue<'ctx>) -> IrResult<FloatValue<'ctx>> {
+        let Some(ty) = self.half else {
+            return Ok(x);
+        };
+        let ir = self.ir;
+        let b = &ir.b;
+        let i32t = ir.ctx.i32_type();
+        let c = |v: u64| i32t.const_int(v, false);
+        let h = self.half_bits(ty, x)?;
+        if ty == GgmlType::BF16 {
+            let bits = b.build_left_shift(h, c(16), "")?;
+            return Ok(b.build_bit_cast(bits, ir.f32, "")?.into_float_value());
+        }
+        let v = crate::backend::cpu::quant_ir::half_value(ir, h)?;
+        // Past f16's range ±inf, NaN as it was (the decoder reads finite halves only).
+        let bits = b.build_bit_cast(x, i32t, "")?.into_int_value();
+        let abs = b.build_and(bits, c(0x7FFF_FFFF), "")?;
+        let big = b.build_int_compare(IntPredicate::UGE, abs, c(0x477F_F000), "")?;
+        let nan = b.build_int_compare(IntPredicate::UGT, abs, c(0x7F80_0000), "")?;
+        let inf = b.build_or(b.build_and(bits, c(0x8000_0000), "")?, c(0x7F80_0000), "")?;
+        let inf = b.build_select(nan, bits, inf, "")?.into_int_value();
+        let inf = b.build_bit_cast(inf, ir.f32, "")?.into_float_value();
+        Ok(b.build_select(big, inf, v, "")?.into_float_value())
+    }
+
     /// One k step (`TILE_K` = 16) of this warp's output tiles on the tensor cores in half
     /// precision: per warp tile `origin[q]` and n tile j one
     /// `mma.sync.aligned.m16n8k16.row.col.f32.{bf16|f16}` into `acc`. The staged tiles
@@ -991,12 +1020,12 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 step: WARP,
             };
             let (_, acc) = ir.carried_loop(self.f, "mk", steps, &init, |kk, cur| {
-                let b = self.ex.load(mm.b.buf, bbase, ir.add(brow, kk)?)?;
+                let b = self.half_round(self.ex.load(mm.b.buf, bbase, ir.add(brow, kk)?)?)?;
                 (0..rows)
                     .map(|i| {
                         let ok = self.lt(self.k(i), m)?;
                         let idx = ir.add(aoff, ir.mad(self.k(i), lda, kk)?)?;
-                        let a = self.load_if(ok, abase, idx)?;
+                        let a = self.half_round(self.load_if(ok, abase, idx)?)?;
                         Ok(self.fma(a, b, cur[i as usize].into_float_value())?.into())
                     })
                     .collect()
