@@ -115,9 +115,9 @@ impl BuildOptions {
     /// `--dtype f32|bf16|f16` of a cuda build: with a half type every matrix is stored in
     /// it (as `--quant` would; a GGUF file's blocks stay as they are) and the matmuls
     /// multiply operands rounded to it (on the tensor cores; decoding's matrix–vector
-    /// products on the CUDA cores), accumulating in f32. Norms,
-    /// softmax, scans and the activations between kernels stay f32. An error for a CPU
-    /// build (its matmuls multiply in f32; `--quant bf16` stores its weights in bf16).
+    /// products on the CUDA cores), accumulating in f32. Norms, softmax, scans and the
+    /// activations between kernels stay f32. An error for a CPU build (its matmuls
+    /// multiply in f32; `--quant bf16` stores its weights in bf16) or a train package.
     pub fn set_dtype(&mut self, spec: &ArchSpec, dtype: &str) -> Result<(), String> {
         let t = match dtype.to_ascii_lowercase().as_str() {
             "f32" => return Ok(()),
