@@ -404,8 +404,8 @@ fn bench_on_cuda_packages() {
 /// `archc build --target cuda --dtype bf16|f16`: the matrices are stored in the half type
 /// (the manifest says so) and the package runs on the simulator (`eval --backend
 /// cuda-sim`) within the half type's rounding of transformers' f32 logits, f16 closer;
-/// a CPU build refuses `--dtype bf16` with what to use instead, and an unknown type is
-/// refused.
+/// a CPU build refuses `--dtype bf16` with what to use instead, training refuses any
+/// half type, and an unknown type is refused.
 #[test]
 fn dtype_builds_run_on_the_simulator() {
     let tmp = tempfile::tempdir().unwrap();
@@ -465,4 +465,24 @@ fn dtype_builds_run_on_the_simulator() {
         "{}",
         text(&o)
     );
+    // Training keeps f32 products.
+    for args in [
+        &[
+            "bench",
+            &spec,
+            "--mode",
+            "train",
+            "--backend",
+            "cuda-sim",
+            "--dtype",
+            "bf16",
+        ][..],
+        &[
+            "build", &spec, "--target", "cuda", "--mode", "train", "--dtype", "f16",
+        ][..],
+    ] {
+        let o = archc(args, &cache);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(text(&o).contains("no --dtype"), "{args:?}: {}", text(&o));
+    }
 }

@@ -67,9 +67,6 @@ fn bench_options(
     if args.int_dots {
         opts.set_int_dots()?;
     }
-    if args.dtype != "f32" && args.mode == "train" {
-        return Err("training keeps its parameters and products in f32 (no --dtype)".into());
-    }
     opts.set_dtype(spec, args.dtype)?;
     Ok(opts)
 }
@@ -315,6 +312,9 @@ fn bench_train(args: &BenchArgs) -> Result<(), String> {
     }
     if args.quant.is_some() {
         return Err("training keeps its parameters in f32: `--quant` times inference".into());
+    }
+    if args.dtype != "f32" {
+        return Err("training keeps its parameters and products in f32 (no --dtype)".into());
     }
     if args.batch == 0 || args.seq == 0 || args.reps == 0 {
         return Err("--batch, --seq and --reps must be at least 1".into());
