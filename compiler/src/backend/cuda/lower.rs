@@ -660,41 +660,34 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             self.simt.barrier()?;
             let mut next: Vec<FloatValue<'ctx>> =
                 cur.iter().map(|v| v.into_float_value()).collect();
-            if let Some(ty) = self.half {
-                self.half_products(ty, (a_s, b_s), (t, g), &origin, &mut next)?;
-                self.simt.barrier()?;
-                return Ok(next.into_iter().map(Into::into).collect());
-            }
-            // Staged element (k row kk, column x) of an operand tile.
-            let staged = |tile: PointerValue<'ctx>, kk: IntValue<'ctx>, x: IntValue<'ctx>| {
-                let v = ir.load_f32(ir.at(tile, ir.mad(kk, self.k(STRIDE), x)?)?)?;
-                split(v.into_float_value())
-            };
-            for k8 in (0..TILE_K).step_by(8) {
-                let (kt, kt4) = (ir.add(t, self.k(k8))?, ir.add(t, self.k(k8 + 4))?);
-                for (q, &(r0, c0)) in origin.iter().enumerate() {
-                    let (row, row8) = (ir.add(r0, g)?, ir.add(r0, ir.add(g, self.k(8))?)?);
-                    let af = [
-                        staged(a_s, kt, row)?,
-                        staged(a_s, kt, row8)?,
-                        staged(a_s, kt4, row)?,
-                        staged(a_s, kt4, row8)?,
-                    ];
-                    let a_hi = [af[0].0, af[1].0, af[2].0, af[3].0];
-                    let a_lo = [af[0].1, af[1].1, af[2].1, af[3].1];
-                    let mut bs = Vec::with_capacity(ntiles as usize);
-                    let mut cs = Vec::with_capacity(ntiles as usize);
-                    for j in 0..ntiles {
-                        let col = ir.add(c0, ir.add(g, self.k(8 * j))?)?;
-                        let (b0, b1) = (staged(b_s, kt, col)?, staged(b_s, kt4, col)?);
-                        bs.push(([b0.0, b1.0], [b0.1, b1.1]));
-                        let at = ((q as u64 * ntiles + j) * 4) as usize;
-                        cs.push([next[at], next[at + 1], next[at + 2], next[at + 3]]);
-                    }
-                    let ds = self.simt.mma_3xtf32((a_hi, a_lo), &bs, &cs, b_exact)?;
-                    for (j, d) in ds.iter().enumerate() {
-                        let at = (q * ntiles as usize + j) * 4;
-                        next[at..at + 4].copy_from_slice(d);
+            match self.half {
+                Some(ty) => self.half_products(ty, (a_s, b_s), (t, g), &origin, &mut next)?,
+                None => {
+                    // Staged element (k row kk, column x) of an operand tile.
+                    let staged = |tile, kk, x| {
+                        let v = ir.load_f32(ir.at(tile, ir.mad(kk, self.k(STRIDE), x)?)?)?;
+                        split(v.into_float_value())
+                    };
+                    for k8 in (0..TILE_K).step_by(8) {
+                        let (kt, kt4) = (ir.add(t, self.k(k8))?, ir.add(t, self.k(k8 + 4))?);
+                        self.warp_tiles(&origin, g, &mut next, |row, row8, cols, cs| {
+                            let af = [
+                                staged(a_s, kt, row)?,
+                                staged(a_s, kt, row8)?,
+                                staged(a_s, kt4, row)?,
+                                staged(a_s, kt4, row8)?,
+                            ];
+                            let a_hi = [af[0].0, af[1].0, af[2].0, af[3].0];
+                            let a_lo = [af[0].1, af[1].1, af[2].1, af[3].1];
+                            let bs = cols
+                                .iter()
+                                .map(|&col| {
+                                    let (b0, b1) = (staged(b_s, kt, col)?, staged(b_s, kt4, col)?);
+                                    Ok(([b0.0, b1.0], [b0.1, b1.1]))
+                                })
+                                .collect::<IrResult<Vec<_>>>()?;
+                            self.simt.mma_3xtf32((a_hi, a_lo), &bs, cs, b_exact)
+                        })?;
                     }
                 }
             }
@@ -838,27 +831,54 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         };
         let k0 = ir.mul(t, self.k(2))?;
         let k8 = ir.add(k0, self.k(8))?;
-        let ntiles = (WARP_COLS / 8) as usize;
-        for (q, &(r0, c0)) in origin.iter().enumerate() {
-            let (row, row8) = (ir.add(r0, g)?, ir.add(r0, ir.add(g, self.k(8))?)?);
+        self.warp_tiles(origin, g, acc, |row, row8, cols, cs| {
             let a = [
                 pair(a_s, k0, row)?,
                 pair(a_s, k0, row8)?,
                 pair(a_s, k8, row)?,
                 pair(a_s, k8, row8)?,
             ];
-            let mut bs = Vec::with_capacity(ntiles);
-            let mut cs = Vec::with_capacity(ntiles);
-            for j in 0..ntiles {
-                let col = ir.add(c0, ir.add(g, self.k(8 * j as u64))?)?;
-                bs.push([pair(b_s, k0, col)?, pair(b_s, k8, col)?]);
-                let at = (q * ntiles + j) * 4;
-                cs.push([acc[at], acc[at + 1], acc[at + 2], acc[at + 3]]);
-            }
-            let ds = self.simt.mma_half(ty, a, &bs, &cs)?;
-            for (j, d) in ds.iter().enumerate() {
-                let at = (q * ntiles + j) * 4;
-                acc[at..at + 4].copy_from_slice(d);
+            let bs = cols
+                .iter()
+                .map(|&col| Ok([pair(b_s, k0, col)?, pair(b_s, k8, col)?]))
+                .collect::<IrResult<Vec<_>>>()?;
+            self.simt.mma_half(ty, a, &bs, cs)
+        })
+    }
+
+    /// For each of this warp's output tiles `origin[q]` (first row, first column): `mma`
+    /// given the tile's rows g and g + 8, the column g of each of its n tiles, and their
+    /// accumulators (four per n tile, in `acc` at (q · n tiles + j) · 4) returns the new
+    /// accumulators, which replace them.
+    fn warp_tiles(
+        &self,
+        origin: &[(IntValue<'ctx>, IntValue<'ctx>)],
+        g: IntValue<'ctx>,
+        acc: &mut [FloatValue<'ctx>],
+        mut mma: impl FnMut(
+            IntValue<'ctx>,
+            IntValue<'ctx>,
+            &[IntValue<'ctx>],
+            &[[FloatValue<'ctx>; 4]],
+        ) -> IrResult<Vec<[FloatValue<'ctx>; 4]>>,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let ntiles = (WARP_COLS / 8) as usize;
+        for (q, &(r0, c0)) in origin.iter().enumerate() {
+            let (row, row8) = (ir.add(r0, g)?, ir.add(r0, ir.add(g, self.k(8))?)?);
+            let cols = (0..ntiles)
+                .map(|j| ir.add(c0, ir.add(g, self.k(8 * j as u64))?))
+                .collect::<IrResult<Vec<_>>>()?;
+            let tile = &mut acc[q * ntiles * 4..(q + 1) * ntiles * 4];
+            let cs: Vec<[FloatValue<'ctx>; 4]> = tile
+                .chunks_exact(4)
+                .map(|c| [c[0], c[1], c[2], c[3]])
+                .collect();
+            for (d, out) in mma(row, row8, &cols, &cs)?
+                .iter()
+                .zip(tile.chunks_exact_mut(4))
+            {
+                out.copy_from_slice(d);
             }
         }
         Ok(())
