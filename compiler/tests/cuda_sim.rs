@@ -8,6 +8,7 @@ mod common;
 use arch_dsl::spec::{ArchSpec, Family};
 use arch_runtime::gguf::GgmlType;
 use archc::autodiff::check::Rng;
+use archc::backend::cuda::{Mode, Tiling};
 use archc::eval::{evaluate, evaluate_cuda_sim, evaluate_cuda_sim_with};
 use archc::interp::Value;
 use archc::tensor::Tensor;
@@ -329,37 +330,100 @@ fn round_f16(x: f32) -> f32 {
 /// `half` products: through the matmul tiles, or with 8 rows or fewer the matrix–vector
 /// products of decoding.
 fn sim_linear(x: &[f32], w: &[f32], k: usize, n: usize, half: GgmlType) -> Vec<f32> {
-    use archc::backend::cuda::sim::{SimData, Simulator};
-    use archc::graph::{DType, Dim, Graph};
-    let mut g = Graph::new("mm");
-    let rows = (x.len() / k) as u64;
-    let xi = g.input(
-        "x",
-        vec![Dim::c(1), Dim::c(rows), Dim::c(k as u64)],
-        DType::F32,
-    );
-    let wi = g.param("w", vec![Dim::c(n as u64), Dim::c(k as u64)]);
-    let y = g.linear(xi, wi);
-    g.output("y", y);
-    let g = g.finish().unwrap();
-    let mut prog = archc::package::package_program(&g).unwrap();
-    prog.half_matmul = Some(half);
-    let mut bufs: Vec<SimData> = prog
-        .buffers
-        .iter()
-        .map(|b| SimData::F32(vec![0.0; b.elems.eval(&HashMap::new()).unwrap()]))
-        .collect();
-    for (data, id) in [(x, prog.inputs[0].1), (w, prog.params[0].1)] {
-        let SimData::F32(v) = &mut bufs[id] else {
+    let case = SimMatmul {
+        k,
+        n,
+        half: Some(half),
+        ..SimMatmul::default()
+    };
+    case.run(x, w, Tiling::for_mode(Mode::Host))
+}
+
+/// One matmul on the simulator: `x · wᵀ` with w [n, k] (`w_kn`: `x · w` with w [k, n]);
+/// `half` products; w stored in the half type (`w_half`, 2 bytes per value, as `--dtype`
+/// builds store weights); x read transposed from a [k, rows] input (`x_t`).
+#[derive(Clone, Copy, Default)]
+struct SimMatmul {
+    k: usize,
+    n: usize,
+    half: Option<GgmlType>,
+    w_half: bool,
+    w_kn: bool,
+    x_t: bool,
+}
+
+impl SimMatmul {
+    /// y [rows, n] for x (rows × k, row-major as [rows, k] whatever `x_t` says) and w
+    /// (as [n, k] or [k, n]), with the matmul tiled as `tiling`.
+    fn run(&self, x: &[f32], w: &[f32], tiling: Tiling) -> Vec<f32> {
+        use archc::backend::cuda::sim::{SimData, Simulator};
+        use archc::graph::{DType, Dim, Graph};
+        let (k, n) = (self.k as u64, self.n as u64);
+        let rows = (x.len() / self.k) as u64;
+        let mut g = Graph::new("mm");
+        let xi = if self.x_t {
+            let xt = g.input("x", vec![Dim::c(1), Dim::c(k), Dim::c(rows)], DType::F32);
+            g.permute(xt, &[0, 2, 1])
+        } else {
+            g.input("x", vec![Dim::c(1), Dim::c(rows), Dim::c(k)], DType::F32)
+        };
+        let y = if self.w_kn {
+            let wi = g.param("w", vec![Dim::c(k), Dim::c(n)]);
+            g.matmul(xi, wi, false)
+        } else {
+            let wi = g.param("w", vec![Dim::c(n), Dim::c(k)]);
+            g.linear(xi, wi)
+        };
+        g.output("y", y);
+        let g = g.finish().unwrap();
+        let mut prog = archc::package::package_program(&g).unwrap();
+        prog.half_matmul = self.half;
+        let w_id = prog.params[0].1;
+        let mut bufs: Vec<SimData> = prog
+            .buffers
+            .iter()
+            .map(|b| SimData::F32(vec![0.0; b.elems.eval(&HashMap::new()).unwrap()]))
+            .collect();
+        let x_data: Vec<f32> = if self.x_t {
+            let r = rows as usize;
+            (0..x.len()).map(|e| x[(e % r) * self.k + e / r]).collect()
+        } else {
+            x.to_vec()
+        };
+        let SimData::F32(v) = &mut bufs[prog.inputs[0].1] else {
             unreachable!()
         };
-        v.copy_from_slice(data);
+        v.copy_from_slice(&x_data);
+        let SimData::F32(v) = &mut bufs[w_id] else {
+            unreachable!()
+        };
+        match self.half.filter(|_| self.w_half) {
+            // The half type's bits, two per f32 slot (low half first).
+            Some(ty) => {
+                prog.buffers[w_id].quant = Some(ty);
+                let bits: Vec<u16> = w
+                    .iter()
+                    .map(|&x| match ty {
+                        GgmlType::BF16 => (round_bf16(x).to_bits() >> 16) as u16,
+                        _ => arch_runtime::gguf::f32_to_f16(x),
+                    })
+                    .collect();
+                for (slot, pair) in v.iter_mut().zip(bits.chunks(2)) {
+                    let hi = pair.get(1).copied().unwrap_or(0);
+                    *slot = f32::from_bits(u32::from(pair[0]) | (u32::from(hi) << 16));
+                }
+            }
+            None => v.copy_from_slice(w),
+        }
+        Simulator::tiled(&prog, tiling)
+            .unwrap()
+            .run(&[], &mut bufs)
+            .unwrap();
+        let SimData::F32(y) = &bufs[prog.outputs[0].1] else {
+            panic!("y is not f32")
+        };
+        y.clone()
     }
-    Simulator::new(&prog).unwrap().run(&[], &mut bufs).unwrap();
-    let SimData::F32(y) = &bufs[prog.outputs[0].1] else {
-        panic!("y is not f32")
-    };
-    y.clone()
 }
 
 /// `x · wᵀ` in f64 over the operands as given.
@@ -462,6 +526,93 @@ fn rounded_operands(rows: usize, k: usize, n: usize) {
                 y[n..2 * n].iter().all(|v| v.is_infinite()),
                 "row 1: 70000 is ±inf in f16"
             );
+        }
+    }
+}
+
+/// The matmul tiles' staging, both ways, on the GPU's tiling and the simulator's:
+/// k-contiguous operands whose rows start 16-byte aligned go by `cp.async` (zero-filled
+/// past k and past the last row or column), others element by element (k not a multiple
+/// of the 16 bytes, A read transposed, B stored [k, n], f32 activations rounded to a half
+/// type, weights stored in one); two row tiles and two column tiles, the second of each
+/// partial, and k steps enough to reuse both stages. Each product within 2e-6 of Σ|x·w|
+/// of the f64 product of the operands as the tensor cores see them.
+#[test]
+fn matmul_staging_and_tilings() {
+    use GgmlType::{BF16, F16};
+    let gpu = Tiling::for_mode(Mode::Ptx { sm: 80 });
+    let host = Tiling::for_mode(Mode::Host);
+    assert_ne!(
+        gpu, host,
+        "the GPU tiling is tested here besides the simulator's own"
+    );
+    let f32_case = |k, x_t, w_kn| SimMatmul {
+        k,
+        n: 200,
+        x_t,
+        w_kn,
+        ..SimMatmul::default()
+    };
+    let half_case = |k, ty, w_half| SimMatmul {
+        k,
+        n: 200,
+        half: Some(ty),
+        w_half,
+        ..SimMatmul::default()
+    };
+    let cases = [
+        // f32, both operands by cp.async (k = 40: three 16-steps, the last partial).
+        (f32_case(40, false, false), vec![gpu, host]),
+        // f32, rows not 16-byte aligned: element by element.
+        (f32_case(37, false, false), vec![gpu, host]),
+        // f32, A transposed and B [k, n]: element by element in both layouts.
+        (f32_case(40, true, true), vec![gpu, host]),
+        // bf16 weights by cp.async (k = 72: three 32-steps), A rounded as staged.
+        (half_case(72, BF16, true), vec![gpu, host]),
+        // f16 weights whose rows are not 16-byte aligned (68 · 2 bytes).
+        (half_case(68, F16, true), vec![host]),
+        // bf16 products of f32 weights: both rounded as staged.
+        (half_case(72, BF16, false), vec![host]),
+    ];
+    let rows = 150;
+    let mut rng = Rng::new(11);
+    for (case, tilings) in cases {
+        let k = case.k;
+        let x: Vec<f32> = (0..rows * k).map(|_| rng.uniform() - 0.5).collect();
+        let w: Vec<f32> = (0..case.n * k).map(|_| rng.uniform() - 0.5).collect();
+        let round = |v: f32| match case.half {
+            Some(BF16) => round_bf16(v),
+            Some(_) => round_f16(v),
+            None => v,
+        };
+        let xr: Vec<f32> = x.iter().map(|&v| round(v)).collect();
+        let wr: Vec<f32> = w.iter().map(|&v| round(v)).collect();
+        // w as [n, k] for the reference.
+        let w_nk = |w: &[f32]| -> Vec<f32> {
+            if !case.w_kn {
+                return w.to_vec();
+            }
+            (0..w.len()).map(|e| w[(e % k) * case.n + e / k]).collect()
+        };
+        let want = linear_f64(&xr, &w_nk(&wr), k, case.n);
+        let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+        let scales = linear_f64(&abs(&xr), &w_nk(&abs(&wr)), k, case.n);
+        for tiling in tilings {
+            let y = case.run(&x, &w, tiling);
+            assert_eq!(y.len(), rows * case.n);
+            for (i, ((&got, &want), &scale)) in y.iter().zip(&want).zip(&scales).enumerate() {
+                assert!(
+                    (f64::from(got) - want).abs() <= 2e-6 * scale,
+                    "k {k}, {:?}, x_t {}, w_kn {}, w_half {}, {tiling:?}: element {i} \
+                     (row {}, column {}): {got} vs {want}",
+                    case.half,
+                    case.x_t,
+                    case.w_kn,
+                    case.w_half,
+                    i / case.n,
+                    i % case.n
+                );
+            }
         }
     }
 }

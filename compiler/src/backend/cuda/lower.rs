@@ -4,14 +4,17 @@
 //! - **Reduce**: one output per warp; lanes stride over the reduced axis, a butterfly of
 //!   shuffles combines them (the same order on every run: results do not depend on the
 //!   grid).
-//! - **MatMul**: 64×64 output tiles per block, k in steps of 16 through shared memory;
-//!   each warp computes 16×32 of the tile on the tensor cores (`mma.sync` m16n8k8 tf32)
-//!   in "3×TF32": each f32 operand split into a tf32 head and a tf32 tail, three products
-//!   (tail·head, head·tail, head·head) per tile, which keeps f32 accuracy; the epilogue
-//!   applied where each output is stored. With `--dtype bf16|f16`
-//!   ([`Program::half_matmul`]) the operands are rounded to the half type as they are
-//!   staged (their 16 bits in shared memory) and each k step is one `mma.sync` m16n8k16
-//!   per tile with f32 accumulation. Row-local epilogues (RoPE) take a band of 64
+//! - **MatMul**: [`Tiling`] output tiles per block (128 × 128 on a GPU, 64 × 32 per warp),
+//!   k in steps of 16 f32 (32 half-precision values) through two shared-memory stages —
+//!   the next step's operands copied into one (`cp.async`, 16 bytes at a time, where the
+//!   operand is k-contiguous in the staged type and 16-byte aligned; element by element
+//!   otherwise) while the warps multiply the other; each warp's part on the tensor cores
+//!   (`mma.sync` m16n8k8 tf32) in "3×TF32": each f32 operand split into a tf32 head and
+//!   a tf32 tail, three products (tail·head, head·tail, head·head) per tile, which keeps
+//!   f32 accuracy; the epilogue applied where each output is stored. With `--dtype
+//!   bf16|f16` ([`Program::half_matmul`]) the operands are staged as their 16 bits in
+//!   the half type (f32 ones rounded to nearest even) and each k step is one `mma.sync`
+//!   m16n8k16 per tile with f32 accumulation. Row-local epilogues (RoPE) take a band of
 //!   rows per block: products first, then each row's epilogue staged in shared memory.
 //!   A few rows of A against B stored [n, k] (decoding; m ≤ 8 at run time): one warp per
 //!   output column, lanes striding k, the rows' sums in registers, one butterfly each
@@ -34,15 +37,58 @@ use inkwell::values::{BasicValueEnum, FloatValue, FunctionValue, IntValue, Point
 use inkwell::{FloatPredicate, IntPredicate};
 use std::collections::HashMap;
 
-/// Output tile edge of the matmul and its k step.
-pub const TILE: u64 = 64;
-pub const TILE_K: u64 = 16;
-/// Floats from one k row of a staged operand tile to the next: 8 more than the tile, so
-/// the lanes of an mma fragment load (rows t·stride + g) hit 32 different banks.
-const STRIDE: u64 = TILE + 8;
-/// A warp's part of the output tile: 16 rows × 32 columns, four m16n8 mma tiles.
-const WARP_ROWS: u64 = 16;
-const WARP_COLS: u64 = 32;
+/// A matmul's block tile: `bm` × `bn` outputs per block, `wm` × `wn` per warp (`wm` a
+/// multiple of 16, `wn` = 32: four m16n8 tiles across), k in steps of [`KW`] words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiling {
+    pub bm: u64,
+    pub bn: u64,
+    pub wm: u64,
+    pub wn: u64,
+}
+
+impl Tiling {
+    /// The tiling for `mode`. One for both SM generations until a GPU times
+    /// alternatives: 128 × 128 per block of eight warps, 64 × 32 per warp — 16 `mma`
+    /// tiles, 64 accumulators a lane, each fragment loaded once per k step and used four
+    /// times — and two stages of 20 KiB, under the 48 KiB of static shared memory a
+    /// block may have on sm_80 and sm_90 alike. The simulator's blocks have a quarter of
+    /// the threads, and its code is compiled for the host each time a test runs: it
+    /// takes 64 × 64 (32 × 32 per warp), which still gives each warp two warp tiles of
+    /// two row groups, so every index of the generator varies; a test runs the GPU's
+    /// tiling on the simulator too ([`super::lower_sim_tiled`]).
+    pub fn for_mode(mode: Mode) -> Tiling {
+        match mode {
+            Mode::Ptx { .. } => Tiling {
+                bm: 128,
+                bn: 128,
+                wm: 64,
+                wn: 32,
+            },
+            Mode::Host => Tiling {
+                bm: 64,
+                bn: 64,
+                wm: 32,
+                wn: 32,
+            },
+        }
+    }
+
+    /// 4-byte words of one shared-memory stage: A's rows, then B's columns.
+    fn stage_words(&self) -> u64 {
+        (self.bm + self.bn) * SW
+    }
+}
+
+/// Words (4 bytes) of one staged operand row per k step: 16 f32 or 32 half-precision
+/// values.
+const KW: u64 = 16;
+/// Words from one staged row to the next: 4 more than [`KW`], so rows start 16-byte
+/// aligned (`cp.async` 16 bytes at a time) and the 32 loads of an mma fragment — rows g,
+/// words t — hit 32 different banks (20g + t mod 32).
+const SW: u64 = KW + 4;
+/// Shared-memory stages of the matmul's k loop: one filled while the other is multiplied.
+const STAGES: u64 = 2;
 const WARP: u64 = 32;
 /// The most rows of A a matmul takes as matrix–vector products (decoding's batch).
 const MV_ROWS: u64 = 8;
@@ -72,6 +118,20 @@ struct Par<'ctx> {
     nblocks: IntValue<'ctx>,
 }
 
+/// One operand of a matmul tile as the stages read it: element (x, k) — row x of A or
+/// column x of B — at `off + x·ld + k` of `buf` when `contiguous`, else `off + k·ld + x`;
+/// the tile's `rows` from `x0`, `bound` in all.
+struct Side<'ctx> {
+    buf: BufId,
+    base: PointerValue<'ctx>,
+    off: IntValue<'ctx>,
+    ld: IntValue<'ctx>,
+    contiguous: bool,
+    x0: IntValue<'ctx>,
+    bound: IntValue<'ctx>,
+    rows: u64,
+}
+
 /// The generator of one kernel function.
 struct Gen<'a, 'ctx> {
     ir: &'a Ir<'ctx>,
@@ -84,16 +144,21 @@ struct Gen<'a, 'ctx> {
     smem: Option<PointerValue<'ctx>>,
     /// The matmul tiles' operand type on the tensor cores ([`Program::half_matmul`]).
     half: Option<GgmlType>,
+    tiling: Tiling,
 }
 
-/// Floats of shared memory kernel `k` needs.
-fn shared_floats(k: &Kernel) -> u64 {
+/// Floats of shared memory kernel `k` needs with matmul tiles `tl`.
+fn shared_floats(k: &Kernel, tl: Tiling) -> u64 {
+    let stages = STAGES * tl.stage_words();
     match &k.body {
-        Body::MatMul(m) if m.whole_rows => {
-            (2 * STRIDE * TILE_K).max(m.n.as_const().map_or(0, |n| n as u64))
-        }
-        Body::MatMul(_) => 2 * STRIDE * TILE_K,
-        Body::Scan(s) => s.body.iter().map(shared_floats).max().unwrap_or(0),
+        Body::MatMul(m) if m.whole_rows => stages.max(m.n.as_const().map_or(0, |n| n as u64)),
+        Body::MatMul(_) => stages,
+        Body::Scan(s) => s
+            .body
+            .iter()
+            .map(|b| shared_floats(b, tl))
+            .max()
+            .unwrap_or(0),
         _ => 0,
     }
 }
@@ -127,6 +192,7 @@ pub(crate) fn emit_kernels<'ctx>(
     mode: Mode,
     threads: u64,
     max_head_dim: u64,
+    tiling: Tiling,
 ) -> IrResult<Vec<KernelLaunch>> {
     let buf_quant: Vec<_> = prog.buffers.iter().map(|b| b.quant).collect();
     let mut seen: HashMap<String, KernelLaunch> = HashMap::new();
@@ -141,7 +207,7 @@ pub(crate) fn emit_kernels<'ctx>(
             continue;
         }
         let name = format!("k{i}_{}", sanitize(&k.name));
-        let floats = shared_floats(k);
+        let floats = shared_floats(k, tiling);
         let (simt, f) = Simt::kernel(ir, mode, &name, threads)?;
         let bufs_arg = ir.param_ptr(f, 0)?;
         let dims_arg = ir.param_ptr(f, 1)?;
@@ -187,6 +253,7 @@ pub(crate) fn emit_kernels<'ctx>(
             max_head_dim,
             smem,
             half: prog.half_matmul,
+            tiling,
         };
         let par = Par {
             tid: g.simt.tid()?,
@@ -550,8 +617,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok((base, off, ld))
     }
 
-    /// The products of output tile (bt, i0.., j0..) stored to `out`, with the epilogue
-    /// applied unless `raw`.
+    /// The products of output tile (bt, i0.., j0..) — `bm` × `bn` of [`Tiling`] — stored
+    /// to `out`, with the epilogue applied unless `raw`. The k loop runs over two
+    /// shared-memory stages: while the warps multiply one, the next k step's operands
+    /// are copied into the other ([`Gen::stage_operands`]: asynchronous copies where the
+    /// operand's layout and type allow).
     #[allow(clippy::too_many_arguments)]
     fn matmul_tile(
         &self,
@@ -565,17 +635,19 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     ) -> IrResult<()> {
         let ir = self.ir;
         let m_ = Math { ir };
+        let tl = self.tiling;
         let (m, n, k) = dims;
         let smem = self
             .smem
             .ok_or_else(|| IrError("matmul without shared memory".into()))?;
-        let a_s = smem;
-        let b_s = ir.at(smem, self.k(STRIDE * TILE_K))?;
-        let (abase, aoff, lda) = self.operand(mm, bt, true)?;
-        let (bbase, boff, ldb) = self.operand(mm, bt, false)?;
-        // Warp tiles: (TILE / 16) × (TILE / 32) of them, dealt to the warps in turn.
+        let sides = [
+            self.side(mm, bt, true, i0, m)?,
+            self.side(mm, bt, false, j0, n)?,
+        ];
+        // Warp tiles: (bm / wm) × (bn / wn) of them, dealt to the warps in turn.
         let warps = (self.threads / WARP).max(1);
-        let wtiles = (TILE / WARP_ROWS) * (TILE / WARP_COLS);
+        let per_row = tl.bn / tl.wn;
+        let wtiles = (tl.bm / tl.wm) * per_row;
         if !wtiles.is_multiple_of(warps) {
             return Err(IrError(format!(
                 "{} threads per block do not divide the matmul's warp tiles",
@@ -590,30 +662,303 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let origin: Vec<(IntValue<'ctx>, IntValue<'ctx>)> = (0..per_warp)
             .map(|q| {
                 let w = ir.add(warp, self.k(q * warps))?;
-                let per_row = TILE / WARP_COLS;
                 Ok((
-                    ir.mul(self.udiv(w, self.k(per_row))?, self.k(WARP_ROWS))?,
-                    ir.mul(self.urem(w, self.k(per_row))?, self.k(WARP_COLS))?,
+                    ir.mul(self.udiv(w, self.k(per_row))?, self.k(tl.wm))?,
+                    ir.mul(self.urem(w, self.k(per_row))?, self.k(tl.wn))?,
                 ))
             })
             .collect::<IrResult<_>>()?;
-        let ntiles = WARP_COLS / 8;
-        let accs = (per_warp * ntiles * 4) as usize;
-        let init: Vec<BasicValueEnum<'ctx>> = vec![m_.c(0.0).into(); accs];
+        let (groups, ntiles) = (tl.wm / 16, tl.wn / 8);
+        let per_tile = (groups * ntiles * 4) as usize;
+        let init: Vec<BasicValueEnum<'ctx>> = vec![m_.c(0.0).into(); per_warp as usize * per_tile];
+        let kstep = self.kstep();
+        let nk = self.ceil_div(k, kstep)?;
+        let b_exact = matches!(self.stored(mm.b.buf), Some(GgmlType::BF16 | GgmlType::F16));
+        let stage = |s: IntValue<'ctx>| ir.at(smem, ir.mul(s, self.k(tl.stage_words()))?);
+        self.stage_operands(p, &sides, stage(self.k(0))?, self.k(0), k)?;
+        self.simt.cp_async_commit()?;
         let steps = WholeSteps {
             start: self.k(0),
-            limit: ir.add(k, self.k(TILE_K - 1))?,
-            step: TILE_K,
+            limit: nk,
+            step: 1,
         };
+        let (_, acc) = ir.carried_loop(self.f, "kt", steps, &init, |kt, cur| {
+            let s = self.urem(kt, self.k(STAGES))?;
+            let here = stage(s)?;
+            let next = ir.add(kt, self.k(1))?;
+            ir.if_else(
+                self.f,
+                "fill",
+                self.lt(next, nk)?,
+                || {
+                    let there = stage(ir.sub(self.k(1), s)?)?;
+                    self.stage_operands(p, &sides, there, ir.mul(next, self.k(kstep))?, k)
+                },
+                || Ok(()),
+            )?;
+            // Every group but the one just issued (the next stage's) is complete: this
+            // thread's copies into `here` have landed; the barrier makes everyone's seen.
+            self.simt.cp_async_commit()?;
+            self.simt.cp_async_wait(1)?;
+            self.simt.barrier()?;
+            let mut acc: Vec<FloatValue<'ctx>> = cur.iter().map(|v| v.into_float_value()).collect();
+            self.tile_products(here, (i0, j0), (m, n), (g, t), &origin, b_exact, &mut acc)?;
+            // Nobody writes `here` (two steps on) before everyone has read it.
+            self.simt.barrier()?;
+            Ok(acc.into_iter().map(Into::into).collect())
+        })?;
+        self.simt.cp_async_wait(0)?;
+        let outp = self.buf(mm.out)?;
+        let plane = ir.mul(bt, ir.mul(m, n)?)?;
+        let epi = mm.epilogue.as_ref().filter(|_| !raw);
+        for (q, &(r0, c0)) in origin.iter().enumerate() {
+            for rg in 0..groups {
+                for j in 0..ntiles {
+                    for e in 0..4u64 {
+                        let r = ir.add(r0, ir.add(g, self.k(16 * rg + 8 * (e / 2)))?)?;
+                        let c = ir.add(c0, ir.mad(t, self.k(2), self.k(8 * j + e % 2))?)?;
+                        let (i, jj) = (ir.add(i0, r)?, ir.add(j0, c)?);
+                        let ok = ir.b.build_and(self.lt(i, m)?, self.lt(jj, n)?, "")?;
+                        let at = q * per_tile + (((rg * ntiles + j) * 4 + e) as usize);
+                        let v = acc[at].into_float_value();
+                        self.store_product(ok, (outp, plane, n), (bt, i, jj), v, epi)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// k per shared-memory stage: [`KW`] words of f32, or twice as many half-precision
+    /// values with `--dtype`.
+    fn kstep(&self) -> u64 {
+        if self.half.is_some() {
+            2 * KW
+        } else {
+            KW
+        }
+    }
+
+    /// Operand A (`a_side`, its rows from `x0`, `bound` of them) or B (its columns) of a
+    /// matmul of batch `bt`.
+    fn side(
+        &self,
+        mm: &MatMul,
+        bt: IntValue<'ctx>,
+        a_side: bool,
+        x0: IntValue<'ctx>,
+        bound: IntValue<'ctx>,
+    ) -> IrResult<Side<'ctx>> {
+        let panel = if a_side { &mm.a } else { &mm.b };
+        Ok(Side {
+            buf: panel.buf,
+            base: self.buf(panel.buf)?,
+            off: self.ex.ix(&self.vals, &panel.offset, &[bt])?,
+            ld: self.ex.ix(&self.vals, &panel.ld, &[bt])?,
+            contiguous: if a_side {
+                !mm.transpose_a
+            } else {
+                mm.transpose_b
+            },
+            x0,
+            bound,
+            rows: if a_side {
+                self.tiling.bm
+            } else {
+                self.tiling.bn
+            },
+        })
+    }
+
+    /// Fills the stage at `dst` — A's `bm` rows, then B's `bn` columns, each [`SW`] words
+    /// apart, k contiguous — with k step `k0..` of both operands (zero outside them).
+    fn stage_operands(
+        &self,
+        p: &Par<'ctx>,
+        sides: &[Side<'ctx>; 2],
+        dst: PointerValue<'ctx>,
+        k0: IntValue<'ctx>,
+        k: IntValue<'ctx>,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let mut at = dst;
+        for side in sides {
+            self.stage_side(p, side, at, k0, k)?;
+            at = ir.at(at, self.k(side.rows * SW))?;
+        }
+        Ok(())
+    }
+
+    /// One operand's part of a stage. Where the operand is stored k-contiguous in the
+    /// staged type (f32, or the `--dtype` type for weights stored in it) and its rows
+    /// start 16-byte aligned (checked at run time), by `cp.async` 16 bytes at a time,
+    /// which zero-fills past the operand; otherwise element by element — decoded,
+    /// rounded to the half type with `--dtype` — by plain loads and stores, consecutive
+    /// threads reading consecutive addresses of whichever layout the operand has.
+    fn stage_side(
+        &self,
+        p: &Par<'ctx>,
+        side: &Side<'ctx>,
+        dst: PointerValue<'ctx>,
+        k0: IntValue<'ctx>,
+        k: IntValue<'ctx>,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let stored = self.stored(side.buf);
+        let direct = side.contiguous
+            && match self.half {
+                None => stored.is_none(),
+                Some(ty) => stored == Some(ty),
+            };
+        if !direct {
+            return self.stage_elements(p, side, dst, k0, k);
+        }
+        let es = self.k(4 * KW / self.kstep());
+        let addr = ir.b.build_ptr_to_int(side.base, ir.i64, "")?;
+        let first = ir.add(addr, ir.mul(side.off, es)?)?;
+        let misaligned = ir.b.build_or(first, ir.mul(side.ld, es)?, "")?;
+        let misaligned = ir.b.build_and(misaligned, self.k(15), "")?;
+        let aligned = ir.eq(misaligned, self.k(0))?;
+        ir.if_else(
+            self.f,
+            "cpa",
+            aligned,
+            || self.stage_async(p, side, dst, k0, k),
+            || self.stage_elements(p, side, dst, k0, k),
+        )
+    }
+
+    /// `for c in (tid..count).step_by(threads)`, unrolled when `threads` divides `count`
+    /// at most eight times (more would mostly cost compile time: the simulator's blocks
+    /// are four times narrower than the GPU's).
+    fn per_thread(
+        &self,
+        p: &Par<'ctx>,
+        name: &str,
+        count: u64,
+        mut body: impl FnMut(IntValue<'ctx>) -> IrResult<()>,
+    ) -> IrResult<()> {
+        if count.is_multiple_of(self.threads) && count / self.threads <= 8 {
+            for c in 0..count / self.threads {
+                body(self.ir.add(p.tid, self.k(c * self.threads))?)?;
+            }
+            return Ok(());
+        }
+        self.ir
+            .for_range(self.f, name, p.tid, self.k(count), self.threads, body)
+    }
+
+    /// [`Gen::stage_side`] by `cp.async`: four 16-byte chunks per staged row.
+    fn stage_async(
+        &self,
+        p: &Par<'ctx>,
+        side: &Side<'ctx>,
+        dst: PointerValue<'ctx>,
+        k0: IntValue<'ctx>,
+        k: IntValue<'ctx>,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let es = 4 * KW / self.kstep();
+        let per_chunk = 16 / es;
+        let i8t = ir.ctx.i8_type();
+        self.per_thread(p, "cpa", side.rows * 4, |c| {
+            let (x, q) = (self.udiv(c, self.k(4))?, self.urem(c, self.k(4))?);
+            let xg = ir.add(side.x0, x)?;
+            let kg = ir.add(k0, ir.mul(q, self.k(per_chunk))?)?;
+            let left = self.ex.max(ir.sub(k, kg)?, self.k(0))?;
+            let valid = ir.min(left, self.k(per_chunk))?;
+            let valid =
+                ir.b.build_select(self.lt(xg, side.bound)?, valid, self.k(0), "")?
+                    .into_int_value();
+            let idx = ir.add(side.off, ir.mad(xg, side.ld, kg)?)?;
+            let some = self.lt(self.k(0), valid)?;
+            let idx =
+                ir.b.build_select(some, idx, self.k(0), "")?
+                    .into_int_value();
+            let src = unsafe {
+                ir.b.build_in_bounds_gep(i8t, side.base, &[ir.mul(idx, self.k(es))?], "")?
+            };
+            let to = ir.at(dst, ir.mad(x, self.k(SW), ir.mul(q, self.k(4))?)?)?;
+            self.simt.cp_async16(to, src, ir.mul(valid, self.k(es))?)
+        })
+    }
+
+    /// [`Gen::stage_side`] element by element.
+    fn stage_elements(
+        &self,
+        p: &Par<'ctx>,
+        side: &Side<'ctx>,
+        dst: PointerValue<'ctx>,
+        k0: IntValue<'ctx>,
+        k: IntValue<'ctx>,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let kstep = self.kstep();
+        self.per_thread(p, "stg", side.rows * kstep, |e| {
+            let (x, kk) = if side.contiguous {
+                (self.udiv(e, self.k(kstep))?, self.urem(e, self.k(kstep))?)
+            } else {
+                (
+                    self.urem(e, self.k(side.rows))?,
+                    self.udiv(e, self.k(side.rows))?,
+                )
+            };
+            let (xg, kg) = (ir.add(side.x0, x)?, ir.add(k0, kk)?);
+            let ok =
+                ir.b.build_and(self.lt(xg, side.bound)?, self.lt(kg, k)?, "")?;
+            let idx = if side.contiguous {
+                ir.add(side.off, ir.mad(xg, side.ld, kg)?)?
+            } else {
+                ir.add(side.off, ir.mad(kg, side.ld, xg)?)?
+            };
+            let v = self.load_elem_if(ok, side.buf, side.base, idx)?;
+            match self.half {
+                Some(ty) => {
+                    let i16t = ir.ctx.i16_type();
+                    let bits = ir.b.build_int_truncate(self.half_bits(ty, v)?, i16t, "")?;
+                    let at = ir.mad(x, self.k(2 * SW), kk)?;
+                    let pt = unsafe { ir.b.build_in_bounds_gep(i16t, dst, &[at], "")? };
+                    ir.b.build_store(pt, bits)?;
+                    Ok(())
+                }
+                None => ir.store(ir.at(dst, ir.mad(x, self.k(SW), kk)?)?, v),
+            }
+        })
+    }
+
+    /// One stage's products: for each of this warp's tiles `origin[q]` (first row and
+    /// column in the block's output tile at (i0, j0)), each of its 16-row groups that
+    /// lies inside the product (a warp-uniform test) and each of its 8-column n tiles,
+    /// the stage's k on the tensor cores into `acc` (at index ((q · groups + group) ·
+    /// n tiles + j) · 4). Fragments are 32-bit words of the staged rows (row x, word w
+    /// at x · SW + w), with `g = lane / 4`, `t = lane % 4`: A rows g and g + 8 of the
+    /// group and B column g of the n tile, words t and t + 4 of each 8-word half of the
+    /// stage's 16. In f32 the words are tf32 k columns t and t + 4 of an m16n8k8 step
+    /// (3×TF32); in half precision pairs of k, (2t, 2t + 1) and (2t + 8, 2t + 9) of an
+    /// m16n8k16 step.
+    #[allow(clippy::too_many_arguments)]
+    fn tile_products(
+        &self,
+        stage: PointerValue<'ctx>,
+        (i0, j0): (IntValue<'ctx>, IntValue<'ctx>),
+        (m, n): (IntValue<'ctx>, IntValue<'ctx>),
+        (g, t): (IntValue<'ctx>, IntValue<'ctx>),
+        origin: &[(IntValue<'ctx>, IntValue<'ctx>)],
+        b_exact: bool,
+        acc: &mut [FloatValue<'ctx>],
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let tl = self.tiling;
         let i32t = ir.ctx.i32_type();
-        // Half-precision weights are exact in tf32 (f16's 10 mantissa bits, bf16's 7, and
-        // f16 subnormals normal in tf32's 8-bit exponent): B's tail is zero, so its
-        // head·tail product is left out.
-        let b_exact = matches!(self.stored(mm.b.buf), Some(GgmlType::BF16 | GgmlType::F16));
+        let (a_s, b_s) = (stage, ir.at(stage, self.k(tl.bm * SW))?);
+        let word = |tile: PointerValue<'ctx>, x: IntValue<'ctx>, w: IntValue<'ctx>| {
+            let pt = ir.at(tile, ir.mad(x, self.k(SW), w)?)?;
+            Ok::<_, IrError>(ir.b.build_load(i32t, pt, "")?.into_int_value())
+        };
         // An f32 as a tf32 head (rounded to nearest, ties away) and the tail x − head,
         // both as bits (the hardware reads the tail's leading 19 bits too).
-        let split = |x: FloatValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
-            let bits = ir.b.build_bit_cast(x, i32t, "")?.into_int_value();
+        let split = |bits: IntValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
+            let x = ir.b.build_bit_cast(bits, ir.f32, "")?.into_float_value();
             let up =
                 ir.b.build_int_add(bits, i32t.const_int(0x1000, false), "")?;
             let head = ir.b.build_and(up, i32t.const_int(0xFFFF_E000, false), "")?;
@@ -621,104 +966,80 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let tail = ir.b.build_float_sub(x, hf, "")?;
             Ok((head, ir.b.build_bit_cast(tail, i32t, "")?.into_int_value()))
         };
-        let (_, acc) = ir.carried_loop(self.f, "kt", steps, &init, |k0, cur| {
-            // Cooperative loads, zero outside the matrices. Consecutive threads read
-            // consecutive addresses of whichever layout the operand has.
-            let elems = self.k(TILE * TILE_K);
-            ir.for_range(self.f, "la", p.tid, elems, self.threads, |e| {
-                let (r, kk) = if mm.transpose_a {
-                    (self.urem(e, self.k(TILE))?, self.udiv(e, self.k(TILE))?)
-                } else {
-                    (self.udiv(e, self.k(TILE_K))?, self.urem(e, self.k(TILE_K))?)
+        // Half-precision weights are exact in tf32 (f16's 10 mantissa bits, bf16's 7, and
+        // f16 subnormals normal in tf32's 8-bit exponent): B's tail is zero, so its
+        // head·tail product is left out.
+        let b_exact = self.half.is_none() && b_exact;
+        let (groups, ntiles) = (tl.wm / 16, tl.wn / 8);
+        let per_tile = (groups * ntiles * 4) as usize;
+        for half_step in 0..KW / 8 {
+            let w0 = ir.add(t, self.k(8 * half_step))?;
+            let w4 = ir.add(w0, self.k(4))?;
+            for (q, &(r0, c0)) in origin.iter().enumerate() {
+                let cols_in = self.lt(ir.add(j0, c0)?, n)?;
+                let bw = (0..ntiles)
+                    .map(|j| {
+                        let col = ir.add(c0, ir.add(g, self.k(8 * j))?)?;
+                        Ok([word(b_s, col, w0)?, word(b_s, col, w4)?])
+                    })
+                    .collect::<IrResult<Vec<_>>>()?;
+                let b_split = match self.half {
+                    Some(_) => Vec::new(),
+                    None => bw
+                        .iter()
+                        .map(|&[b0, b1]| {
+                            let (h0, l0) = split(b0)?;
+                            let (h1, l1) = split(b1)?;
+                            Ok(([h0, h1], [l0, l1]))
+                        })
+                        .collect::<IrResult<Vec<_>>>()?,
                 };
-                let (i, kg) = (ir.add(i0, r)?, ir.add(k0, kk)?);
-                let ok = ir.b.build_and(self.lt(i, m)?, self.lt(kg, k)?, "")?;
-                let idx = if mm.transpose_a {
-                    ir.add(aoff, ir.mad(kg, lda, i)?)?
-                } else {
-                    ir.add(aoff, ir.mad(i, lda, kg)?)?
-                };
-                let v = self.load_if(ok, abase, idx)?;
-                self.stage(ir.at(a_s, ir.mad(kk, self.k(STRIDE), r)?)?, v)
-            })?;
-            ir.for_range(self.f, "lb", p.tid, elems, self.threads, |e| {
-                let (c, kk) = if mm.transpose_b {
-                    (self.udiv(e, self.k(TILE_K))?, self.urem(e, self.k(TILE_K))?)
-                } else {
-                    (self.urem(e, self.k(TILE))?, self.udiv(e, self.k(TILE))?)
-                };
-                let (j, kg) = (ir.add(j0, c)?, ir.add(k0, kk)?);
-                let ok = ir.b.build_and(self.lt(j, n)?, self.lt(kg, k)?, "")?;
-                let idx = if mm.transpose_b {
-                    ir.add(boff, ir.mad(j, ldb, kg)?)?
-                } else {
-                    ir.add(boff, ir.mad(kg, ldb, j)?)?
-                };
-                let v = self.load_elem_if(ok, mm.b.buf, bbase, idx)?;
-                self.stage(ir.at(b_s, ir.mad(kk, self.k(STRIDE), c)?)?, v)
-            })?;
-            self.simt.barrier()?;
-            let mut next: Vec<FloatValue<'ctx>> =
-                cur.iter().map(|v| v.into_float_value()).collect();
-            match self.half {
-                Some(ty) => self.half_products(ty, (a_s, b_s), (t, g), &origin, &mut next)?,
-                None => {
-                    // Staged element (k row kk, column x) of an operand tile.
-                    let staged = |tile, kk, x| {
-                        let v = ir.load_f32(ir.at(tile, ir.mad(kk, self.k(STRIDE), x)?)?)?;
-                        split(v.into_float_value())
-                    };
-                    for k8 in (0..TILE_K).step_by(8) {
-                        let (kt, kt4) = (ir.add(t, self.k(k8))?, ir.add(t, self.k(k8 + 4))?);
-                        self.warp_tiles(&origin, g, &mut next, |row, row8, cols, cs| {
-                            let af = [
-                                staged(a_s, kt, row)?,
-                                staged(a_s, kt, row8)?,
-                                staged(a_s, kt4, row)?,
-                                staged(a_s, kt4, row8)?,
+                for rg in 0..groups {
+                    let first = ir.add(i0, ir.add(r0, self.k(16 * rg))?)?;
+                    let live = ir.b.build_and(cols_in, self.lt(first, m)?, "")?;
+                    let start = q * per_tile + (rg * ntiles * 4) as usize;
+                    let tile = &mut acc[start..start + (ntiles * 4) as usize];
+                    let cs: Vec<[FloatValue<'ctx>; 4]> = tile
+                        .chunks_exact(4)
+                        .map(|c| [c[0], c[1], c[2], c[3]])
+                        .collect();
+                    let old: Vec<BasicValueEnum<'ctx>> = tile.iter().map(|&v| v.into()).collect();
+                    let new = ir.if_values(
+                        self.f,
+                        "mma",
+                        live,
+                        || {
+                            let row = ir.add(r0, ir.add(g, self.k(16 * rg))?)?;
+                            let row8 = ir.add(row, self.k(8))?;
+                            let a = [
+                                word(a_s, row, w0)?,
+                                word(a_s, row8, w0)?,
+                                word(a_s, row, w4)?,
+                                word(a_s, row8, w4)?,
                             ];
-                            let a_hi = [af[0].0, af[1].0, af[2].0, af[3].0];
-                            let a_lo = [af[0].1, af[1].1, af[2].1, af[3].1];
-                            let bs = cols
-                                .iter()
-                                .map(|&col| {
-                                    let (b0, b1) = (staged(b_s, kt, col)?, staged(b_s, kt4, col)?);
-                                    Ok(([b0.0, b1.0], [b0.1, b1.1]))
-                                })
-                                .collect::<IrResult<Vec<_>>>()?;
-                            self.simt.mma_3xtf32((a_hi, a_lo), &bs, cs, b_exact)
-                        })?;
+                            let d = match self.half {
+                                Some(ty) => self.simt.mma_half(ty, a, &bw, &cs)?,
+                                None => {
+                                    let parts = a
+                                        .iter()
+                                        .map(|&x| split(x))
+                                        .collect::<IrResult<Vec<_>>>()?;
+                                    let hi = [parts[0].0, parts[1].0, parts[2].0, parts[3].0];
+                                    let lo = [parts[0].1, parts[1].1, parts[2].1, parts[3].1];
+                                    self.simt.mma_3xtf32((hi, lo), &b_split, &cs, b_exact)?
+                                }
+                            };
+                            Ok(d.iter().flatten().map(|&v| v.into()).collect())
+                        },
+                        &old,
+                    )?;
+                    for (slot, v) in tile.iter_mut().zip(new) {
+                        *slot = v.into_float_value();
                     }
-                }
-            }
-            self.simt.barrier()?;
-            Ok(next.into_iter().map(Into::into).collect())
-        })?;
-        let outp = self.buf(mm.out)?;
-        let plane = ir.mul(bt, ir.mul(m, n)?)?;
-        for (q, &(r0, c0)) in origin.iter().enumerate() {
-            for j in 0..ntiles {
-                for e in 0..4u64 {
-                    let r = ir.add(r0, ir.add(g, self.k(8 * (e / 2)))?)?;
-                    let c = ir.add(c0, ir.add(ir.mul(t, self.k(2))?, self.k(8 * j + e % 2))?)?;
-                    let (i, jj) = (ir.add(i0, r)?, ir.add(j0, c)?);
-                    let ok = ir.b.build_and(self.lt(i, m)?, self.lt(jj, n)?, "")?;
-                    let v = acc[((q as u64 * ntiles + j) * 4 + e) as usize].into_float_value();
-                    let epi = mm.epilogue.as_ref().filter(|_| !raw);
-                    self.store_product(ok, (outp, plane, n), (bt, i, jj), v, epi)?;
                 }
             }
         }
         Ok(())
-    }
-
-    /// Stores staged operand value `v` into a shared tile: as f32, or with half-precision
-    /// products as its 16 bits in the half type (rounded to nearest even).
-    fn stage(&self, at: PointerValue<'ctx>, v: FloatValue<'ctx>) -> IrResult<()> {
-        match self.half {
-            Some(ty) => self.ir.store(at, self.half_bits(ty, v)?),
-            None => self.ir.store(at, v),
-        }
     }
 
     /// `x` rounded to nearest even in `ty` (`BF16` or `F16`), as its 16 bits in an i32:
@@ -802,88 +1123,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(b.build_select(big, inf, v, "")?.into_float_value())
     }
 
-    /// One k step (`TILE_K` = 16) of this warp's output tiles on the tensor cores in half
-    /// precision: per warp tile `origin[q]` and n tile j one
-    /// `mma.sync.aligned.m16n8k16.row.col.f32.{bf16|f16}` into `acc`. The staged tiles
-    /// hold each operand's 16 bits (k row kk, column x at kk · STRIDE + x); a register
-    /// packs two consecutive k, the lower in the low half (`g = lane / 4`, `t = lane % 4`):
-    /// A rows g and g + 8 at k 2t, 2t + 1 and 2t + 8, 2t + 9; B column g at the same k.
-    fn half_products(
-        &self,
-        ty: GgmlType,
-        (a_s, b_s): (PointerValue<'ctx>, PointerValue<'ctx>),
-        (t, g): (IntValue<'ctx>, IntValue<'ctx>),
-        origin: &[(IntValue<'ctx>, IntValue<'ctx>)],
-        acc: &mut [FloatValue<'ctx>],
-    ) -> IrResult<()> {
-        let ir = self.ir;
-        let i32t = ir.ctx.i32_type();
-        let bits = |tile: PointerValue<'ctx>, kk: IntValue<'ctx>, x: IntValue<'ctx>| {
-            let p = ir.at(tile, ir.mad(kk, self.k(STRIDE), x)?)?;
-            Ok::<_, IrError>(ir.b.build_load(i32t, p, "")?.into_int_value())
-        };
-        // Elements (k, x) and (k + 1, x) in one register.
-        let pair = |tile: PointerValue<'ctx>, k: IntValue<'ctx>, x: IntValue<'ctx>| {
-            let lo = bits(tile, k, x)?;
-            let hi = bits(tile, ir.add(k, self.k(1))?, x)?;
-            let hi = ir.b.build_left_shift(hi, i32t.const_int(16, false), "")?;
-            Ok::<_, IrError>(ir.b.build_or(lo, hi, "")?)
-        };
-        let k0 = ir.mul(t, self.k(2))?;
-        let k8 = ir.add(k0, self.k(8))?;
-        self.warp_tiles(origin, g, acc, |row, row8, cols, cs| {
-            let a = [
-                pair(a_s, k0, row)?,
-                pair(a_s, k0, row8)?,
-                pair(a_s, k8, row)?,
-                pair(a_s, k8, row8)?,
-            ];
-            let bs = cols
-                .iter()
-                .map(|&col| Ok([pair(b_s, k0, col)?, pair(b_s, k8, col)?]))
-                .collect::<IrResult<Vec<_>>>()?;
-            self.simt.mma_half(ty, a, &bs, cs)
-        })
-    }
-
-    /// For each of this warp's output tiles `origin[q]` (first row, first column): `mma`
-    /// given the tile's rows g and g + 8, the column g of each of its n tiles, and their
-    /// accumulators (four per n tile, in `acc` at (q · n tiles + j) · 4) returns the new
-    /// accumulators, which replace them.
-    fn warp_tiles(
-        &self,
-        origin: &[(IntValue<'ctx>, IntValue<'ctx>)],
-        g: IntValue<'ctx>,
-        acc: &mut [FloatValue<'ctx>],
-        mut mma: impl FnMut(
-            IntValue<'ctx>,
-            IntValue<'ctx>,
-            &[IntValue<'ctx>],
-            &[[FloatValue<'ctx>; 4]],
-        ) -> IrResult<Vec<[FloatValue<'ctx>; 4]>>,
-    ) -> IrResult<()> {
-        let ir = self.ir;
-        let ntiles = (WARP_COLS / 8) as usize;
-        for (q, &(r0, c0)) in origin.iter().enumerate() {
-            let (row, row8) = (ir.add(r0, g)?, ir.add(r0, ir.add(g, self.k(8))?)?);
-            let cols = (0..ntiles)
-                .map(|j| ir.add(c0, ir.add(g, self.k(8 * j as u64))?))
-                .collect::<IrResult<Vec<_>>>()?;
-            let tile = &mut acc[q * ntiles * 4..(q + 1) * ntiles * 4];
-            let cs: Vec<[FloatValue<'ctx>; 4]> = tile
-                .chunks_exact(4)
-                .map(|c| [c[0], c[1], c[2], c[3]])
-                .collect();
-            for (d, out) in mma(row, row8, &cols, &cs)?
-                .iter()
-                .zip(tile.chunks_exact_mut(4))
-            {
-                out.copy_from_slice(d);
-            }
-        }
-        Ok(())
-    }
-
     fn matmul(&self, p: &Par<'ctx>, mm: &MatMul) -> IrResult<()> {
         let ir = self.ir;
         let (batch, m, n, k) = (
@@ -892,7 +1131,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             self.c(&mm.n)?,
             self.c(&mm.k)?,
         );
-        let (tm, tn) = (self.ceil_div(m, TILE)?, self.ceil_div(n, TILE)?);
+        let tl = self.tiling;
+        let (tm, tn) = (self.ceil_div(m, tl.bm)?, self.ceil_div(n, tl.bn)?);
         if !mm.whole_rows {
             let tiles = || {
                 let per_batch = ir.mul(tm, tn)?;
@@ -900,8 +1140,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 self.strided("tile", p.block, tiles, p.nblocks, |t| {
                     let bt = self.udiv(t, per_batch)?;
                     let r = self.urem(t, per_batch)?;
-                    let i0 = ir.mul(self.udiv(r, tn)?, self.k(TILE))?;
-                    let j0 = ir.mul(self.urem(r, tn)?, self.k(TILE))?;
+                    let i0 = ir.mul(self.udiv(r, tn)?, self.k(tl.bm))?;
+                    let j0 = ir.mul(self.urem(r, tn)?, self.k(tl.bn))?;
                     self.matmul_tile(p, mm, (m, n, k), bt, i0, j0, false)
                 })
             };
@@ -922,13 +1162,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let bands = ir.mul(batch, tm)?;
         self.strided("band", p.block, bands, p.nblocks, |band| {
             let bt = self.udiv(band, tm)?;
-            let i0 = ir.mul(self.urem(band, tm)?, self.k(TILE))?;
+            let i0 = ir.mul(self.urem(band, tm)?, self.k(tl.bm))?;
             ir.for_range(self.f, "tj", self.k(0), tn, 1, |tj| {
-                self.matmul_tile(p, mm, (m, n, k), bt, i0, ir.mul(tj, self.k(TILE))?, true)
+                self.matmul_tile(p, mm, (m, n, k), bt, i0, ir.mul(tj, self.k(tl.bn))?, true)
             })?;
             self.simt.barrier()?;
             let Some(epi) = epi else { return Ok(()) };
-            let rows = ir.min(self.k(TILE), ir.sub(m, i0)?)?;
+            let rows = ir.min(self.k(tl.bm), ir.sub(m, i0)?)?;
             ir.for_range(self.f, "er", self.k(0), rows, 1, |r| {
                 let i = ir.add(i0, r)?;
                 let row = ir.at(outp, ir.mul(ir.mad(bt, m, i)?, n)?)?;

@@ -22,7 +22,7 @@ mod lower;
 pub mod sim;
 mod simt;
 
-pub use lower::{Grid, KernelLaunch, TILE, TILE_K};
+pub use lower::{Grid, KernelLaunch, Tiling};
 pub use simt::Mode;
 
 use crate::backend::llvm::ir::Ir;
@@ -115,6 +115,7 @@ pub fn lower_ptx_for(prog: &Program, sms: &[u32]) -> Result<Vec<CudaLowered>, Ba
         Mode::Ptx { sm: sms[0] },
         PTX_THREADS,
         max_head_dim,
+        Tiling::for_mode(Mode::Ptx { sm: sms[0] }),
     )?;
     let llvm_ir = ir.module.print_to_string().to_string();
     crate::backend::llvm::optimize(&ir.module, first)?;
@@ -136,12 +137,17 @@ pub fn lower_ptx_for(prog: &Program, sms: &[u32]) -> Result<Vec<CudaLowered>, Ba
 
 /// Lowers `prog` to the host simulator's object code.
 pub fn lower_sim(prog: &Program) -> Result<SimLowered, BackendError> {
+    lower_sim_tiled(prog, Tiling::for_mode(Mode::Host))
+}
+
+/// [`lower_sim`] with the matmuls tiled as `tiling` (a GPU's, to run its tiles here).
+pub fn lower_sim_tiled(prog: &Program, tiling: Tiling) -> Result<SimLowered, BackendError> {
     let max_head_dim = crate::package::max_value_dim(prog);
     let target = crate::backend::cpu::CpuTarget::host()?;
     let tm = crate::backend::cpu::target_machine(&target)?;
     let ctx = Context::create();
     let ir = Ir::new(&ctx, "archc_cuda_sim");
-    let kernels = lower::emit_kernels(&ir, prog, Mode::Host, SIM_THREADS, max_head_dim)?;
+    let kernels = lower::emit_kernels(&ir, prog, Mode::Host, SIM_THREADS, max_head_dim, tiling)?;
     // The block size the thread programs were generated for, for the runtime's simulator.
     let threads = ir.module.add_global(ir.i64, None, "archc_sim_threads");
     threads.set_initializer(&ir.i64.const_int(SIM_THREADS, false));

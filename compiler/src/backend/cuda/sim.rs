@@ -3,7 +3,7 @@
 //! (`arch_runtime::device::sim`: one OS thread per GPU thread, real barriers and warp
 //! shuffles) over host buffers, with no package in between.
 
-use super::{lower_sim, Grid, KernelLaunch};
+use super::{lower_sim_tiled, Grid, KernelLaunch, Mode, Tiling};
 use crate::backend::cpu::SharedLibrary;
 use crate::kernel::{BufId, Program};
 use arch_runtime::device::sim::{self, SimKernel, SimLaunch};
@@ -37,7 +37,12 @@ pub struct Simulator {
 impl Simulator {
     /// Lowers `prog` for the host simulator and loads it.
     pub fn new(prog: &Program) -> Result<Simulator, String> {
-        let lowered = lower_sim(prog).map_err(|e| e.to_string())?;
+        Simulator::tiled(prog, Tiling::for_mode(Mode::Host))
+    }
+
+    /// [`Simulator::new`] with the matmuls tiled as `tiling` (a GPU's).
+    pub fn tiled(prog: &Program, tiling: Tiling) -> Result<Simulator, String> {
+        let lowered = lower_sim_tiled(prog, tiling).map_err(|e| e.to_string())?;
         let lib = SharedLibrary::link_and_load(&lowered.object).map_err(|e| e.to_string())?;
         let mut fns = Vec::new();
         for l in &lowered.kernels {

@@ -417,6 +417,92 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
         }
     }
 
+    /// `cp.async.cg.shared.global` of 16 bytes: from `src` (global memory, 16-byte
+    /// aligned) to `dst` (in the block's shared memory, 16-byte aligned; both generic
+    /// pointers), of which the first `src_bytes` (an i64 in 0..=16, even) are read and
+    /// the rest set to zero. The copy is complete for this thread after the
+    /// [`Simt::cp_async_wait`] that leaves its group behind, and for the block after a
+    /// barrier that follows that. The simulator copies at once (two bytes at a time), so
+    /// it checks the addresses and the zero fill, not the waits.
+    pub fn cp_async16(
+        &self,
+        dst: PointerValue<'ctx>,
+        src: PointerValue<'ctx>,
+        src_bytes: IntValue<'ctx>,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let i32t = ir.ctx.i32_type();
+        match self.mode {
+            Mode::Ptx { .. } => {
+                let shared = ir.ctx.ptr_type(AddressSpace::from(3u16));
+                let global = ir.ctx.ptr_type(AddressSpace::from(1u16));
+                let d = ir.b.build_address_space_cast(dst, shared, "")?;
+                let s = ir.b.build_address_space_cast(src, global, "")?;
+                let n = ir.b.build_int_truncate(src_bytes, i32t, "")?;
+                self.void_intrinsic(
+                    "llvm.nvvm.cp.async.cg.shared.global.16.s",
+                    &[d.into(), s.into(), n.into()],
+                )
+            }
+            Mode::Host => {
+                let i16t = ir.ctx.i16_type();
+                for u in 0..8u64 {
+                    let has = ir.b.build_int_compare(
+                        inkwell::IntPredicate::ULT,
+                        ir.int(2 * u),
+                        src_bytes,
+                        "",
+                    )?;
+                    // Never an address past what is read: element 0 where nothing is.
+                    let at = ir.b.build_select(has, ir.int(u), ir.int(0), "")?;
+                    let sp = unsafe {
+                        ir.b.build_in_bounds_gep(i16t, src, &[at.into_int_value()], "")?
+                    };
+                    let v = ir.b.build_load(i16t, sp, "")?.into_int_value();
+                    let v = ir.b.build_select(has, v, i16t.const_zero(), "")?;
+                    let dp = unsafe { ir.b.build_in_bounds_gep(i16t, dst, &[ir.int(u)], "")? };
+                    ir.b.build_store(dp, v)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `cp.async.commit_group`: this thread's copies issued since the last commit form a
+    /// group (possibly empty). Nothing to do on the host.
+    pub fn cp_async_commit(&self) -> IrResult<()> {
+        match self.mode {
+            Mode::Ptx { .. } => self.void_intrinsic("llvm.nvvm.cp.async.commit.group", &[]),
+            Mode::Host => Ok(()),
+        }
+    }
+
+    /// `cp.async.wait_group pending`: waits until at most the `pending` latest groups of
+    /// this thread are incomplete. Nothing to do on the host.
+    pub fn cp_async_wait(&self, pending: u64) -> IrResult<()> {
+        match self.mode {
+            Mode::Ptx { .. } => {
+                let n = self.ir.ctx.i32_type().const_int(pending, false);
+                self.void_intrinsic("llvm.nvvm.cp.async.wait.group", &[n.into()])
+            }
+            Mode::Host => Ok(()),
+        }
+    }
+
+    /// A call of an intrinsic that returns nothing.
+    fn void_intrinsic(
+        &self,
+        name: &str,
+        args: &[inkwell::values::BasicMetadataValueEnum<'ctx>],
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let decl = inkwell::intrinsics::Intrinsic::find(name)
+            .and_then(|i| i.get_declaration(&ir.module, &[]))
+            .ok_or_else(|| IrError(format!("LLVM has no {name}")))?;
+        ir.b.build_call(decl, args, "")?;
+        Ok(())
+    }
+
     /// The block's shared memory of `floats` floats as a generic pointer (`name` names
     /// its PTX variable).
     pub fn shared(&self, name: &str, floats: u64) -> IrResult<PointerValue<'ctx>> {

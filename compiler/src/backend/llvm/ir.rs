@@ -384,6 +384,43 @@ impl<'ctx> Ir<'ctx> {
         Ok(())
     }
 
+    /// `if cond { then() } else { otherwise }` for values: `then` emits its code and
+    /// returns as many values as `otherwise` holds (of the same types); the result is
+    /// each pair's phi. Ends positioned after both.
+    pub fn if_values(
+        &self,
+        f: FunctionValue<'ctx>,
+        name: &str,
+        cond: IntValue<'ctx>,
+        then: impl FnOnce() -> IrResult<Vec<BasicValueEnum<'ctx>>>,
+        otherwise: &[BasicValueEnum<'ctx>],
+    ) -> IrResult<Vec<BasicValueEnum<'ctx>>> {
+        let pre = self.current_block()?;
+        let then_bb = self.ctx.append_basic_block(f, &format!("{name}.then"));
+        let join = self.ctx.append_basic_block(f, &format!("{name}.join"));
+        self.b.build_conditional_branch(cond, then_bb, join)?;
+        self.b.position_at_end(then_bb);
+        let vals = then()?;
+        if vals.len() != otherwise.len() {
+            return Err(IrError(format!(
+                "{name}: {} values for {}",
+                vals.len(),
+                otherwise.len()
+            )));
+        }
+        let end = self.current_block()?;
+        self.b.build_unconditional_branch(join)?;
+        self.b.position_at_end(join);
+        vals.iter()
+            .zip(otherwise)
+            .map(|(v, o)| {
+                let phi = self.b.build_phi(o.get_type(), "")?;
+                phi.add_incoming(&[(v, end), (o, pre)]);
+                Ok(phi.as_basic_value())
+            })
+            .collect()
+    }
+
     fn current_block(&self) -> IrResult<inkwell::basic_block::BasicBlock<'ctx>> {
         self.b
             .get_insert_block()
