@@ -15,7 +15,8 @@
 #      a LLaMA-style model (specs/bench.arch:llama_bench) forward at batch 8 × 512; GPT-2
 #      small decode at batch 1 and 32 against transformers' `generate`; the same forwards
 #      built with `--dtype bf16` (bf16 tensor-core products) against PyTorch in bf16; one
-#      4096³ matmul (f32 and bf16) against torch.matmul.
+#      4096³ matmul (f32 and bf16) against torch.matmul; a causal attention against
+#      scaled_dot_product_attention.
 #
 # Results go to stdout and to $OUT/device_check.md (the device tool brings $OUT back).
 # DEVICE_CHECK_SIM=1 rehearses it on the CPU machine with the host simulator (packages
@@ -190,6 +191,33 @@ f = 2 * 4096 ** 3 / 1e9
 print(f'{f / a:.1f} {f / t:.1f} {t / a:.2f}×')" 2>/dev/null || echo "? ? ?")
         say "| $d | ${t_archc:-failed} | $ta | ${t_torch:-failed} | $tt | $ratio |"
     done
+    say ""
+    say "## Attention, causal, 8 × 16 heads × 1024 × 64 (archc: one attention package, q/k/v resident, f32 by tiles on the tensor cores in 3×TF32; PyTorch: scaled_dot_product_attention), median of 13"
+    say ""
+    say "| archc f32 ms | SDPA f32 ms | SDPA bf16 ms | archc ÷ SDPA f32 speed |"
+    say "|---|---|---|---|"
+    t_archc=$(timeout 240 "${RUN[@]}" "$DEV/pkg/perf_attention" --random-weights 0 --inputs "$OUT/none.safetensors" \
+        --out "$OUT/attention.safetensors" --repeat 13 2>&1 | sed -n 's/^median \([0-9.]*\) ms.*/\1/p')
+    read -r t_f32 t_bf16 < <(timeout 240 python3 - <<'PY'
+import statistics, torch
+import torch.nn.functional as F
+torch.backends.cuda.matmul.allow_tf32 = False
+out = []
+for dt in (torch.float32, torch.bfloat16):
+    q, k, v = (torch.randn(8, 16, 1024, 64, device="cuda", dtype=dt) for _ in range(3))
+    times = []
+    for i in range(16):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record(); F.scaled_dot_product_attention(q, k, v, is_causal=True); e.record()
+        torch.cuda.synchronize()
+        if i >= 3:
+            times.append(s.elapsed_time(e))
+    out.append(statistics.median(times))
+print(*out)
+PY
+    )
+    ratio=$(python3 -c "print(f'{float(\"${t_f32:-nan}\") / float(\"${t_archc:-nan}\"):.2f}×')" 2>/dev/null || echo "?")
+    say "| ${t_archc:-failed} | ${t_f32:-failed} | ${t_bf16:-failed} | $ratio |"
     say ""
     say "## Forward with bf16 products, batch 8 × 512 (archc: \`--dtype bf16\`, bf16 matrices and tensor-core products, f32 activations; PyTorch: the whole model in bf16)"
     say ""

@@ -21,7 +21,7 @@ while [[ $# -gt 0 ]]; do
 done
 export LLVM_SYS_191_PREFIX=${LLVM_SYS_191_PREFIX:-/usr/lib/llvm-19}
 cargo build --release --locked -p archc -p arch-runtime >&2
-cargo build --release --locked -p archc --example matmul_package >&2
+cargo build --release --locked -p archc --example matmul_package --example attention_package >&2
 OUT=target/device
 rm -rf "$OUT"
 mkdir -p "$OUT/bin" "$OUT/pkg"
@@ -63,6 +63,10 @@ for d in f32 bf16; do
     target/release/examples/matmul_package "$OUT/pkg/perf_matmul_$d" 4096 4096 4096 cuda "$d" \
         --sm "$SM" "${SIM[@]}" >/dev/null 2>&1
 done
+# One causal attention, 8 × 16 heads × 1024 × 64 (q, k, v parameters, resident on the
+# device), to time against scaled_dot_product_attention.
+target/release/examples/attention_package "$OUT/pkg/perf_attention" 8 16 1024 64 cuda \
+    --sm "$SM" "${SIM[@]}" >/dev/null 2>&1
 # Training: the GPT-2 fixture's train package for the GPU, and what two AdamW steps on one
 # batch give on this CPU (losses, gradient norms, weights), for the check to compare.
 mkdir -p "$OUT/train"

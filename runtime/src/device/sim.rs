@@ -59,7 +59,7 @@ pub struct SimCtx {
     barrier: extern "C" fn(*const SimCtx),
     block: *const BlockSync,
     mma: MmaFn,
-    reduce: extern "C" fn(*const SimCtx, f32, i32) -> f32,
+    reduce: extern "C" fn(*const SimCtx, f32, i32, i32) -> f32,
     mma16: MmaFn,
 }
 
@@ -140,11 +140,12 @@ fn lane_of<'a>(ctx: *const SimCtx) -> (&'a WarpSync, usize) {
     )
 }
 
-/// A warp's butterfly reduction — five `shfl.bfly` steps, masks 16 to 1, each lane
-/// combining its value with its partner's by sum (`max` 0) or `maxnum` (1) — in one
-/// exchange: every lane replays the butterfly over all 32 values, which gives the bits the
-/// shuffles give (each step combines the same two values in every pair).
-extern "C" fn sim_reduce(ctx: *const SimCtx, v: f32, max: i32) -> f32 {
+/// A warp's butterfly reduction — `shfl.bfly` steps with masks `first`, first / 2, …, 1
+/// (16 for all 32 lanes, 2 for each quad of four), each lane combining its value with
+/// its partner's by sum (`max` 0) or `maxnum` (1) — in one exchange: every lane replays
+/// the butterfly over all 32 values, which gives the bits the shuffles give (each step
+/// combines the same two values in every pair).
+extern "C" fn sim_reduce(ctx: *const SimCtx, v: f32, max: i32, first: i32) -> f32 {
     let (warp, lane) = lane_of(ctx);
     let slots = &warp.slots[next_area()];
     slots[lane].store(v.to_bits(), Ordering::SeqCst);
@@ -153,7 +154,8 @@ extern "C" fn sim_reduce(ctx: *const SimCtx, v: f32, max: i32) -> f32 {
     for (l, x) in vals.iter_mut().enumerate() {
         *x = f32::from_bits(slots[l].load(Ordering::SeqCst));
     }
-    for mask in [16, 8, 4, 2, 1] {
+    let mut mask = first.clamp(0, 16) as usize;
+    while mask > 0 {
         let prev = vals;
         for (l, x) in vals.iter_mut().enumerate() {
             let o = prev[l ^ mask];
@@ -163,6 +165,7 @@ extern "C" fn sim_reduce(ctx: *const SimCtx, v: f32, max: i32) -> f32 {
                 prev[l] + o
             };
         }
+        mask /= 2;
     }
     vals[lane]
 }

@@ -19,14 +19,16 @@
 //!   A few rows of A against B stored [n, k] (decoding; m ≤ 8 at run time): one warp per
 //!   output column, lanes striding k, the rows' sums in registers, one butterfly each
 //!   (with `--dtype`, over operands rounded as the tiles round them).
-//! - **Attention**: one query row per warp with online softmax; q and the output
-//!   accumulator spread over the lanes (head_dim / 32 registers each), one shuffle
-//!   reduction per key.
+//! - **Attention**: with 16 queries or more, by tiles on the tensor cores (16 queries per
+//!   warp, keys staged in shared memory, scores and P·V by `mma` in 3×TF32, online
+//!   softmax per row); with fewer (decoding), one query row per warp with online softmax,
+//!   q and the output accumulator spread over the lanes (head_dim / 32 registers each),
+//!   one shuffle reduction per key.
 //! - **Scatter**: one column per thread, the steps in order.
 //! - **Scan**: one block runs the steps in order; its body kernels are the same thread
 //!   programs over that block, with a barrier after each.
 
-use super::simt::{Mode, Simt};
+use super::simt::{Mode, Simt, MMA_MAX_N};
 use crate::backend::llvm::expr::{AttnMask, Exprs, Values};
 use crate::backend::llvm::ir::{Ir, IrError, IrResult, WholeSteps};
 use crate::backend::llvm::math::Math;
@@ -148,19 +150,58 @@ struct Gen<'a, 'ctx> {
 }
 
 /// Floats of shared memory kernel `k` needs with matmul tiles `tl`.
-fn shared_floats(k: &Kernel, tl: Tiling) -> u64 {
+fn shared_floats(k: &Kernel, tl: Tiling, max_head_dim: u64) -> u64 {
     let stages = STAGES * tl.stage_words();
     match &k.body {
         Body::MatMul(m) if m.whole_rows => stages.max(m.n.as_const().map_or(0, |n| n as u64)),
         Body::MatMul(_) => stages,
+        Body::Attention(a) => attention_floats(a, max_head_dim),
         Body::Scan(s) => s
             .body
             .iter()
-            .map(|b| shared_floats(b, tl))
+            .map(|b| shared_floats(b, tl, max_head_dim))
             .max()
             .unwrap_or(0),
         _ => 0,
     }
+}
+
+/// Fewest query rows for which attention runs by tiles ([`Gen::attention_tiles`]).
+const ATTENTION_TILE_MIN_ROWS: u64 = 16;
+
+/// 8-wide tiles of the head dims of `a`'s q/k and of its values (`max_head_dim` where a
+/// size is not known).
+fn head_tiles(a: &Attention, max_head_dim: u64) -> (u64, u64) {
+    let width = |x: &Ix| x.as_const().map_or(max_head_dim, |v| v as u64).max(1);
+    (
+        width(&a.sizes[4]).div_ceil(8),
+        width(&a.sizes[5]).div_ceil(8),
+    )
+}
+
+/// Keys per step of the tiled attention — as many as keep its two staged tiles (keys ×
+/// head dims, and their values, f32) under 36 KiB — or `None` where it does not apply:
+/// the backward parts, ring caches, head dims past 256.
+fn attention_keys_per_tile(a: &Attention, max_head_dim: u64) -> Option<u64> {
+    if a.part.is_some() || a.ring.is_some() {
+        return None;
+    }
+    let (dk8, dv8) = head_tiles(a, max_head_dim);
+    match 8 * dk8.max(dv8) {
+        0..=64 => Some(64),
+        65..=128 => Some(32),
+        129..=256 => Some(16),
+        _ => None,
+    }
+}
+
+/// Floats of shared memory the tiled attention needs (0 where it does not apply).
+fn attention_floats(a: &Attention, max_head_dim: u64) -> u64 {
+    let Some(bc) = attention_keys_per_tile(a, max_head_dim) else {
+        return 0;
+    };
+    let (dk8, dv8) = head_tiles(a, max_head_dim);
+    bc * (8 * dk8 + 4) + bc * (8 * dv8 + 4)
 }
 
 /// Why kernel `k` cannot run on the GPU yet, if it cannot.
@@ -207,7 +248,7 @@ pub(crate) fn emit_kernels<'ctx>(
             continue;
         }
         let name = format!("k{i}_{}", sanitize(&k.name));
-        let floats = shared_floats(k, tiling);
+        let floats = shared_floats(k, tiling, max_head_dim);
         let (simt, f) = Simt::kernel(ir, mode, &name, threads)?;
         let bufs_arg = ir.param_ptr(f, 0)?;
         let dims_arg = ir.param_ptr(f, 1)?;
@@ -1307,6 +1348,28 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         if let Some(part) = a.part {
             return self.attention_grad(p, a, part);
         }
+        let Some(bc) = attention_keys_per_tile(a, self.max_head_dim) else {
+            return self.attention_rows(p, a);
+        };
+        // Prompts and whole sequences by tiles; decoding's few rows, one per warp.
+        let many = self.ir.b.build_int_compare(
+            IntPredicate::UGE,
+            self.c(&a.sizes[2])?,
+            self.k(ATTENTION_TILE_MIN_ROWS),
+            "",
+        )?;
+        self.ir.if_else(
+            self.f,
+            "attn",
+            many,
+            || self.attention_tiles(p, a, bc),
+            || self.attention_rows(p, a),
+        )
+    }
+
+    /// Attention one query row per warp with online softmax: q and the accumulator spread
+    /// over the lanes, one shuffle reduction per key.
+    fn attention_rows(&self, p: &Par<'ctx>, a: &Attention) -> IrResult<()> {
         let ir = self.ir;
         let m = Math { ir };
         let s: Vec<IntValue<'ctx>> = a.sizes.iter().map(|x| self.c(x)).collect::<IrResult<_>>()?;
@@ -1456,6 +1519,347 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             }
             Ok(())
         })
+    }
+
+    /// Attention of a block of query rows at a time on the tensor cores (FlashAttention-2's
+    /// order of work): a block takes `16 · warps` consecutive queries of one (batch, head),
+    /// each warp 16 of them; the block stages `bc` keys and their values at a time in
+    /// shared memory (f32, zero past the keys and the head dims), and each warp whose
+    /// rows see any of them computes its 16 × `bc` scores with `mma` (3×TF32, as the
+    /// matmuls), masks them, updates its rows' running max and sum (the four lanes holding
+    /// a row meet by `shfl`), rescales its output accumulators and adds P·V with `mma`.
+    /// The accumulator layout of the scores is the A fragment layout of P·V when the k
+    /// index t of an m16n8k8 step stands for key 2t and t + 4 for key 2t + 1 (V's rows
+    /// staged and read in that order), so P never leaves the registers.
+    fn attention_tiles(&self, p: &Par<'ctx>, a: &Attention, bc: u64) -> IrResult<()> {
+        let ir = self.ir;
+        let m = Math { ir };
+        let s: Vec<IntValue<'ctx>> = a.sizes.iter().map(|x| self.c(x)).collect::<IrResult<_>>()?;
+        let (b_, h, t, nk, d, dv, hkv) = (s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
+        let group = self.udiv(h, hkv)?;
+        let strided =
+            |st: &crate::kernel::Strided| -> IrResult<(PointerValue<'ctx>, Vec<IntValue<'ctx>>)> {
+                let base = ir.at(self.buf(st.buf)?, self.c(&st.offset)?)?;
+                let v = st
+                    .strides
+                    .iter()
+                    .map(|x| self.c(x))
+                    .collect::<IrResult<Vec<_>>>()?;
+                Ok((base, v))
+            };
+        let (qb, qs) = strided(&a.q)?;
+        let (kb, ks) = strided(&a.k)?;
+        let (vb, vs) = strided(&a.v)?;
+        let (ob, os) = strided(&a.out)?;
+        let (dk8, dv8) = self.head_tiles(a);
+        let (kw, vw) = (8 * dk8 + 4, 8 * dv8 + 4);
+        let smem = self
+            .smem
+            .ok_or_else(|| IrError("attention tiles without shared memory".into()))?;
+        let (k_s, v_s) = (smem, ir.at(smem, self.k(bc * kw))?);
+        let warps = (self.threads / WARP).max(1);
+        let qr = 16 * warps;
+        let warp = self.udiv(p.tid, self.k(WARP))?;
+        let lane = self.urem(p.tid, self.k(WARP))?;
+        let (g, tq) = (self.udiv(lane, self.k(4))?, self.urem(lane, self.k(4))?);
+        let qtiles = self.ceil_div(t, qr)?;
+        let per_batch = ir.mul(h, qtiles)?;
+        let items = ir.mul(b_, per_batch)?;
+        let am = AttnMask {
+            ex: &self.ex,
+            mask: a.mask,
+            nk,
+            t,
+        };
+        let neg_inf = m.c(f64::NEG_INFINITY);
+        let scale = m.c(a.scale);
+        let last_t = ir.sub(t, self.k(1))?;
+        let i32t = ir.ctx.i32_type();
+        let bits = |x: FloatValue<'ctx>| -> IrResult<IntValue<'ctx>> {
+            Ok(ir.b.build_bit_cast(x, i32t, "")?.into_int_value())
+        };
+        // An f32 as a tf32 head (rounded to nearest, ties away) and the tail x − head.
+        let split = |x: FloatValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
+            let up =
+                ir.b.build_int_add(bits(x)?, i32t.const_int(0x1000, false), "")?;
+            let head = ir.b.build_and(up, i32t.const_int(0xFFFF_E000, false), "")?;
+            let hf = ir.b.build_bit_cast(head, ir.f32, "")?.into_float_value();
+            Ok((head, bits(ir.b.build_float_sub(x, hf, "")?)?))
+        };
+        let split4 =
+            |xs: [FloatValue<'ctx>; 4]| -> IrResult<([IntValue<'ctx>; 4], [IntValue<'ctx>; 4])> {
+                let p = xs.iter().map(|&x| split(x)).collect::<IrResult<Vec<_>>>()?;
+                Ok((
+                    [p[0].0, p[1].0, p[2].0, p[3].0],
+                    [p[0].1, p[1].1, p[2].1, p[3].1],
+                ))
+            };
+        let staged =
+            |tile: PointerValue<'ctx>, w: u64, row: IntValue<'ctx>, col: IntValue<'ctx>| {
+                Ok::<_, IrError>(
+                    ir.load_f32(ir.at(tile, ir.mad(row, self.k(w), col)?)?)?
+                        .into_float_value(),
+                )
+            };
+        self.strided("qt", p.block, items, p.nblocks, |it| {
+            let bb = self.udiv(it, per_batch)?;
+            let rest = self.urem(it, per_batch)?;
+            let hh = self.udiv(rest, qtiles)?;
+            let q0 = ir.mul(self.urem(rest, qtiles)?, self.k(qr))?;
+            let kh = self.udiv(hh, group)?;
+            let qw = ir.mad(warp, self.k(16), q0)?;
+            // The keys the block's rows see, and this warp's rows (the masks' ranges grow
+            // with the query).
+            let (lo_blk, _) = am.keys_of(q0)?;
+            let (_, hi_blk) = am.keys_of(ir.min(ir.add(q0, self.k(qr - 1))?, last_t)?)?;
+            let warp_live = self.lt(qw, t)?;
+            let (lo_w, _) = am.keys_of(ir.min(qw, last_t)?)?;
+            let (_, hi_w) = am.keys_of(ir.min(ir.add(qw, self.k(15))?, last_t)?)?;
+            // This lane's rows: g and g + 8 of the warp's 16.
+            let rows = [ir.add(qw, g)?, ir.add(qw, ir.add(g, self.k(8))?)?];
+            let row_ok = [self.lt(rows[0], t)?, self.lt(rows[1], t)?];
+            let clamped = [ir.min(rows[0], last_t)?, ir.min(rows[1], last_t)?];
+            let ranges = [am.keys_of(clamped[0])?, am.keys_of(clamped[1])?];
+            let qbase = ir.at(qb, ir.add(ir.mul(bb, qs[0])?, ir.mul(hh, qs[1])?)?)?;
+            let q_at = |r: usize, col: IntValue<'ctx>| {
+                let ok = ir.b.build_and(row_ok[r], self.lt(col, d)?, "")?;
+                self.load_if(
+                    ok,
+                    qbase,
+                    ir.add(ir.mul(rows[r], qs[2])?, ir.mul(col, qs[3])?)?,
+                )
+            };
+            // Q's A fragments, one per 8 head dims: (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4).
+            let qf = (0..dk8)
+                .map(|k8| {
+                    let (c, c4) = (ir.add(tq, self.k(8 * k8))?, ir.add(tq, self.k(8 * k8 + 4))?);
+                    Ok([q_at(0, c)?, q_at(1, c)?, q_at(0, c4)?, q_at(1, c4)?])
+                })
+                .collect::<IrResult<Vec<_>>>()?;
+            let krow0 = ir.at(kb, ir.add(ir.mul(bb, ks[0])?, ir.mul(kh, ks[1])?)?)?;
+            let vrow0 = ir.at(vb, ir.add(ir.mul(bb, vs[0])?, ir.mul(kh, vs[1])?)?)?;
+            let first = ir.mul(self.udiv(lo_blk, self.k(bc))?, self.k(bc))?;
+            let span = self.ex.max(ir.sub(hi_blk, first)?, self.k(0))?;
+            let steps = WholeSteps {
+                start: self.k(0),
+                limit: self.ceil_div(span, bc)?,
+                step: 1,
+            };
+            let mut init: Vec<BasicValueEnum<'ctx>> = vec![
+                neg_inf.into(),
+                neg_inf.into(),
+                m.c(0.0).into(),
+                m.c(0.0).into(),
+            ];
+            init.extend((0..dv8 * 4).map(|_| BasicValueEnum::from(m.c(0.0))));
+            let (_, fin) = ir.carried_loop(self.f, "kt", steps, &init, |kt, cur| {
+                let c0 = ir.mad(kt, self.k(bc), first)?;
+                // Everyone is done with the previous keys.
+                self.simt.barrier()?;
+                for (tile, w, width, row0, st, lim) in [
+                    (k_s, kw, 8 * dk8, krow0, &ks, d),
+                    (v_s, vw, 8 * dv8, vrow0, &vs, dv),
+                ] {
+                    self.per_thread(p, "kv", bc * width, |e| {
+                        let (r, col) = (self.udiv(e, self.k(width))?, self.urem(e, self.k(width))?);
+                        let key = ir.add(c0, r)?;
+                        let ok = ir.b.build_and(self.lt(key, nk)?, self.lt(col, lim)?, "")?;
+                        let idx = ir.add(ir.mul(key, st[2])?, ir.mul(col, st[3])?)?;
+                        let v = self.load_if(ok, row0, idx)?;
+                        ir.store(ir.at(tile, ir.mad(r, self.k(w), col)?)?, v)
+                    })?;
+                }
+                self.simt.barrier()?;
+                let sees = ir.b.build_and(
+                    self.lt(c0, hi_w)?,
+                    self.lt(lo_w, ir.add(c0, self.k(bc))?)?,
+                    "",
+                )?;
+                let live = ir.b.build_and(warp_live, sees, "")?;
+                ir.if_values(
+                    self.f,
+                    "att",
+                    live,
+                    || {
+                        // S = Q·Kᵀ, 8 keys per n tile.
+                        let mut sc: Vec<[FloatValue<'ctx>; 4]> =
+                            vec![[m.c(0.0); 4]; (bc / 8) as usize];
+                        for (k8, qx) in qf.iter().enumerate() {
+                            let a_parts = split4(*qx)?;
+                            let (w0, w4) = (
+                                ir.add(tq, self.k(8 * k8 as u64))?,
+                                ir.add(tq, self.k(8 * k8 as u64 + 4))?,
+                            );
+                            for j0 in (0..bc / 8).step_by(MMA_MAX_N as usize) {
+                                let js: Vec<u64> = (j0..(j0 + MMA_MAX_N).min(bc / 8)).collect();
+                                let bs = js
+                                    .iter()
+                                    .map(|&j| {
+                                        let key = ir.add(g, self.k(8 * j))?;
+                                        let (h0, l0) = split(staged(k_s, kw, key, w0)?)?;
+                                        let (h1, l1) = split(staged(k_s, kw, key, w4)?)?;
+                                        Ok(([h0, h1], [l0, l1]))
+                                    })
+                                    .collect::<IrResult<Vec<_>>>()?;
+                                let cs: Vec<[FloatValue<'ctx>; 4]> =
+                                    js.iter().map(|&j| sc[j as usize]).collect();
+                                let d_ = self.simt.mma_3xtf32(a_parts, &bs, &cs, false)?;
+                                for (&j, dj) in js.iter().zip(d_) {
+                                    sc[j as usize] = dj;
+                                }
+                            }
+                        }
+                        // Scale, bias, masks; each row's new running max.
+                        let mut maxes = [neg_inf; 2];
+                        for (j, tile) in sc.iter_mut().enumerate() {
+                            for (e, x) in tile.iter_mut().enumerate() {
+                                let r = e / 2;
+                                let key = ir.add(
+                                    c0,
+                                    ir.add(
+                                        ir.mul(tq, self.k(2))?,
+                                        self.k(8 * j as u64 + (e % 2) as u64),
+                                    )?,
+                                )?;
+                                let key_c = ir.min(key, ir.sub(nk, self.k(1))?)?;
+                                let vars = [bb, hh, clamped[r], key_c];
+                                let mut v = ir.b.build_float_mul(*x, scale, "")?;
+                                if let Some(bias) = &a.bias {
+                                    v = ir.b.build_float_add(
+                                        v,
+                                        self.ex.expr(&self.vals, bias, &vars)?,
+                                        "",
+                                    )?;
+                                }
+                                let (lo, hi) = ranges[r];
+                                let mut ok = ir.b.build_and(row_ok[r], self.lt(key, hi)?, "")?;
+                                ok = ir.b.build_and(
+                                    ok,
+                                    ir.b.build_int_compare(IntPredicate::SLE, lo, key, "")?,
+                                    "",
+                                )?;
+                                if let Some(km) = &a.key_mask {
+                                    let keep = self.ex.expr(&self.vals, km, &vars)?;
+                                    let on = ir.b.build_float_compare(
+                                        FloatPredicate::ONE,
+                                        keep,
+                                        m.c(0.0),
+                                        "",
+                                    )?;
+                                    ok = ir.b.build_and(ok, on, "")?;
+                                }
+                                *x = m.select(ok, v, neg_inf)?;
+                                maxes[r] = m.binary_intrinsic("llvm.maxnum", maxes[r], *x)?;
+                            }
+                        }
+                        let mut next: Vec<BasicValueEnum<'ctx>> = Vec::with_capacity(cur.len());
+                        let mut news = [neg_inf; 2];
+                        let mut corr = [m.c(1.0); 2];
+                        for r in 0..2 {
+                            let old = cur[r].into_float_value();
+                            let mx = self.simt.quad_reduce(maxes[r], true)?;
+                            news[r] = m.binary_intrinsic("llvm.maxnum", old, mx)?;
+                            let none = ir.b.build_float_compare(
+                                FloatPredicate::OEQ,
+                                news[r],
+                                neg_inf,
+                                "",
+                            )?;
+                            corr[r] = m.select(
+                                none,
+                                m.c(1.0),
+                                m.exp(ir.b.build_float_sub(old, news[r], "")?)?,
+                            )?;
+                        }
+                        // P, each row's part of its sum in this lane.
+                        let mut sums = [m.c(0.0); 2];
+                        for tile in sc.iter_mut() {
+                            for (e, x) in tile.iter_mut().enumerate() {
+                                let r = e / 2;
+                                let off =
+                                    ir.b.build_float_compare(FloatPredicate::OEQ, *x, neg_inf, "")?;
+                                let pr = m.exp(ir.b.build_float_sub(*x, news[r], "")?)?;
+                                *x = m.select(off, m.c(0.0), pr)?;
+                                sums[r] = ir.b.build_float_add(sums[r], *x, "")?;
+                            }
+                        }
+                        next.extend(news.iter().map(|&x| BasicValueEnum::from(x)));
+                        for r in 0..2 {
+                            let l = cur[2 + r].into_float_value();
+                            next.push(self.fma(l, corr[r], sums[r])?.into());
+                        }
+                        let mut o: Vec<[FloatValue<'ctx>; 4]> = cur[4..]
+                            .chunks_exact(4)
+                            .map(|c| {
+                                let f = |i: usize| {
+                                    ir.b.build_float_mul(c[i].into_float_value(), corr[i / 2], "")
+                                };
+                                Ok([f(0)?, f(1)?, f(2)?, f(3)?])
+                            })
+                            .collect::<IrResult<Vec<_>>>()?;
+                        // O += P·V, 8 keys per k step: k index t is key 2t, t + 4 key 2t + 1.
+                        for (kc, pt) in sc.iter().enumerate() {
+                            let a_parts = split4([pt[0], pt[2], pt[1], pt[3]])?;
+                            let key = ir.add(ir.mul(tq, self.k(2))?, self.k(8 * kc as u64))?;
+                            let key1 = ir.add(key, self.k(1))?;
+                            for j0 in (0..dv8).step_by(MMA_MAX_N as usize) {
+                                let js: Vec<u64> = (j0..(j0 + MMA_MAX_N).min(dv8)).collect();
+                                let bs = js
+                                    .iter()
+                                    .map(|&j| {
+                                        let col = ir.add(g, self.k(8 * j))?;
+                                        let (h0, l0) = split(staged(v_s, vw, key, col)?)?;
+                                        let (h1, l1) = split(staged(v_s, vw, key1, col)?)?;
+                                        Ok(([h0, h1], [l0, l1]))
+                                    })
+                                    .collect::<IrResult<Vec<_>>>()?;
+                                let cs: Vec<[FloatValue<'ctx>; 4]> =
+                                    js.iter().map(|&j| o[j as usize]).collect();
+                                let d_ = self.simt.mma_3xtf32(a_parts, &bs, &cs, false)?;
+                                for (&j, dj) in js.iter().zip(d_) {
+                                    o[j as usize] = dj;
+                                }
+                            }
+                        }
+                        next.extend(o.iter().flatten().map(|&v| BasicValueEnum::from(v)));
+                        Ok(next)
+                    },
+                    cur,
+                )
+            })?;
+            let obase = ir.at(ob, ir.add(ir.mul(bb, os[0])?, ir.mul(hh, os[1])?)?)?;
+            for r in 0..2 {
+                let l = self
+                    .simt
+                    .quad_reduce(fin[2 + r].into_float_value(), false)?;
+                let empty =
+                    ir.b.build_float_compare(FloatPredicate::OLE, l, m.c(0.0), "")?;
+                let inv = m.select(empty, m.c(0.0), ir.b.build_float_div(m.c(1.0), l, "")?)?;
+                for j in 0..dv8 {
+                    for e in 0..2u64 {
+                        let col = ir.add(ir.mul(tq, self.k(2))?, self.k(8 * j + e))?;
+                        let v = fin[4 + (4 * j + 2 * r as u64 + e) as usize].into_float_value();
+                        let v = ir.b.build_float_mul(v, inv, "")?;
+                        let ok = ir.b.build_and(row_ok[r], self.lt(col, dv)?, "")?;
+                        let at = ir.add(ir.mul(rows[r], os[2])?, ir.mul(col, os[3])?)?;
+                        ir.if_else(
+                            self.f,
+                            "o",
+                            ok,
+                            || ir.store(ir.at(obase, at)?, v),
+                            || Ok(()),
+                        )?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// 8-wide tiles of the head dims of `a`'s q/k and of its values (at most
+    /// `max_head_dim` where a size is not known).
+    fn head_tiles(&self, a: &Attention) -> (u64, u64) {
+        head_tiles(a, self.max_head_dim)
     }
 
     /// A part of the flash-style attention backward (see [`Attention::part`]), scores

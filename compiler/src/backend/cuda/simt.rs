@@ -187,6 +187,17 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
     /// which leaves the same bits in every lane. The simulator takes the whole butterfly
     /// in one exchange between the lanes and replays it (the same bits).
     pub fn warp_reduce(&self, v: FloatValue<'ctx>, max: bool) -> IrResult<FloatValue<'ctx>> {
+        self.butterfly(v, max, 16)
+    }
+
+    /// [`Simt::warp_reduce`] within each quad of four lanes (masks 2 and 1): what the
+    /// lanes holding one row of an `mma` accumulator tile combine.
+    pub fn quad_reduce(&self, v: FloatValue<'ctx>, max: bool) -> IrResult<FloatValue<'ctx>> {
+        self.butterfly(v, max, 2)
+    }
+
+    /// A butterfly over masks `first`, first / 2, …, 1 (a power of two up to 16).
+    fn butterfly(&self, v: FloatValue<'ctx>, max: bool, first: u64) -> IrResult<FloatValue<'ctx>> {
         let ir = self.ir;
         let i32t = ir.ctx.i32_type();
         let value = |r: inkwell::values::CallSiteValue<'ctx>| match r.try_as_basic_value() {
@@ -200,7 +211,8 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                     .ok_or_else(|| IrError("LLVM has no llvm.nvvm.shfl.sync.bfly.f32".into()))?;
                 let m = crate::backend::llvm::math::Math { ir };
                 let mut v = v;
-                for mask in [16, 8, 4, 2, 1] {
+                let mut mask = first;
+                while mask > 0 {
                     let o = value(ir.b.build_call(
                         decl,
                         &[
@@ -216,17 +228,23 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                     } else {
                         ir.b.build_float_add(v, o, "")?
                     };
+                    mask /= 2;
                 }
                 Ok(v)
             }
             Mode::Host => {
-                let ty = ir
-                    .f32
-                    .fn_type(&[ir.ptr.into(), ir.f32.into(), i32t.into()], false);
+                let ty = ir.f32.fn_type(
+                    &[ir.ptr.into(), ir.f32.into(), i32t.into(), i32t.into()],
+                    false,
+                );
                 value(self.host_call(
                     CTX_REDUCE,
                     ty,
-                    &[v.into(), i32t.const_int(u64::from(max), false).into()],
+                    &[
+                        v.into(),
+                        i32t.const_int(u64::from(max), false).into(),
+                        i32t.const_int(first, false).into(),
+                    ],
                 )?)
             }
         }
