@@ -889,6 +889,39 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .for_range(self.f, name, p.tid, self.k(count), self.threads, body)
     }
 
+    /// A cooperative copy into shared memory: for each `c` of this thread (as
+    /// [`Gen::per_thread`]), `item(c)` loads a value and says where it goes. On a GPU,
+    /// when `threads` divides `count` at most 16 times, every load of the thread is
+    /// issued before its first store: the compiler may not move a global load above a
+    /// store through a generic pointer, so one load, one store per element would wait out
+    /// the memory's latency once per element instead of once.
+    fn copy_per_thread(
+        &self,
+        p: &Par<'ctx>,
+        name: &str,
+        count: u64,
+        mut item: impl FnMut(IntValue<'ctx>) -> IrResult<(PointerValue<'ctx>, BasicValueEnum<'ctx>)>,
+    ) -> IrResult<()> {
+        let per = count / self.threads;
+        let batched = matches!(self.simt.mode, Mode::Ptx { .. })
+            && count.is_multiple_of(self.threads)
+            && per <= 16;
+        if batched {
+            let items = (0..per)
+                .map(|c| item(self.ir.add(p.tid, self.k(c * self.threads))?))
+                .collect::<IrResult<Vec<_>>>()?;
+            for (at, v) in items {
+                self.ir.b.build_store(at, v)?;
+            }
+            return Ok(());
+        }
+        self.per_thread(p, name, count, |c| {
+            let (at, v) = item(c)?;
+            self.ir.b.build_store(at, v)?;
+            Ok(())
+        })
+    }
+
     /// [`Gen::stage_side`] by `cp.async`: four 16-byte chunks per staged row.
     fn stage_async(
         &self,
@@ -935,7 +968,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     ) -> IrResult<()> {
         let ir = self.ir;
         let kstep = self.kstep();
-        self.per_thread(p, "stg", side.rows * kstep, |e| {
+        self.copy_per_thread(p, "stg", side.rows * kstep, |e| {
             let (x, kk) = if side.contiguous {
                 (self.udiv(e, self.k(kstep))?, self.urem(e, self.k(kstep))?)
             } else {
@@ -959,10 +992,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     let bits = ir.b.build_int_truncate(self.half_bits(ty, v)?, i16t, "")?;
                     let at = ir.mad(x, self.k(2 * SW), kk)?;
                     let pt = unsafe { ir.b.build_in_bounds_gep(i16t, dst, &[at], "")? };
-                    ir.b.build_store(pt, bits)?;
-                    Ok(())
+                    Ok((pt, bits.into()))
                 }
-                None => ir.store(ir.at(dst, ir.mad(x, self.k(SW), kk)?)?, v),
+                None => Ok((ir.at(dst, ir.mad(x, self.k(SW), kk)?)?, v.into())),
             }
         })
     }
@@ -1660,13 +1692,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     (k_s, kw, 8 * dk8, krow0, &ks, d),
                     (v_s, vw, 8 * dv8, vrow0, &vs, dv),
                 ] {
-                    self.per_thread(p, "kv", bc * width, |e| {
+                    self.copy_per_thread(p, "kv", bc * width, |e| {
                         let (r, col) = (self.udiv(e, self.k(width))?, self.urem(e, self.k(width))?);
                         let key = ir.add(c0, r)?;
                         let ok = ir.b.build_and(self.lt(key, nk)?, self.lt(col, lim)?, "")?;
                         let idx = ir.add(ir.mul(key, st[2])?, ir.mul(col, st[3])?)?;
                         let v = self.load_if(ok, row0, idx)?;
-                        ir.store(ir.at(tile, ir.mad(r, self.k(w), col)?)?, v)
+                        Ok((ir.at(tile, ir.mad(r, self.k(w), col)?)?, v.into()))
                     })?;
                 }
                 self.simt.barrier()?;
