@@ -630,6 +630,8 @@ struct AttnCase {
     scale: f64,
     bias: bool,
     key_mask: bool,
+    /// `--dtype` products (the reference then takes q, k and v rounded to the type).
+    half: Option<GgmlType>,
 }
 
 impl AttnCase {
@@ -677,7 +679,8 @@ impl AttnCase {
         let o = g.push(op, inputs, None, DType::F32);
         g.output("o", o);
         let g = g.finish().unwrap();
-        let prog = archc::package::package_program(&g).unwrap();
+        let mut prog = archc::package::package_program(&g).unwrap();
+        prog.half_matmul = self.half;
         let mut data: HashMap<String, Vec<f32>> = HashMap::new();
         let mut fill = |name: &str, len: usize, f: &mut dyn FnMut(usize) -> f32| {
             data.insert(name.to_string(), (0..len).map(&mut *f).collect());
@@ -710,7 +713,17 @@ impl AttnCase {
         let SimData::F32(got) = &bufs[prog.outputs[0].1] else {
             panic!("o is not f32")
         };
-        let (qd, kd, vd) = (&data["q"], &data["k"], &data["v"]);
+        let round = |name: &str| -> Vec<f32> {
+            data[name]
+                .iter()
+                .map(|&x| match self.half {
+                    Some(GgmlType::BF16) => round_bf16(x),
+                    Some(_) => round_f16(x),
+                    None => x,
+                })
+                .collect()
+        };
+        let (qd, kd, vd) = (&round("q"), &round("k"), &round("v"));
         let mut want = vec![0f64; b * h * t * self.dv];
         for bi in 0..b {
             for hi in 0..h {
@@ -778,6 +791,7 @@ fn attention_tiles() {
         scale: 0.25,
         bias: false,
         key_mask: false,
+        half: None,
     };
     let cases = [
         AttnCase { ..base },
@@ -793,6 +807,7 @@ fn attention_tiles() {
             scale: 1.0,
             bias: true,
             key_mask: true,
+            half: None,
         },
         AttnCase {
             t: 45,
@@ -816,19 +831,7 @@ fn attention_tiles() {
         },
     ];
     for case in cases {
-        let (got, want) = case.run(&mut rng);
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(&g, &w)| (f64::from(g) - w).abs())
-            .fold(0f64, |a, e| {
-                if e.is_nan() || a.is_nan() {
-                    f64::NAN
-                } else {
-                    a.max(e)
-                }
-            });
-        eprintln!("t {} s {} d {}: worst {worst:e}", case.t, case.s, case.d);
+        let worst = attention_error(&case, &mut rng);
         assert!(
             worst <= 4e-5,
             "t {} s {} d {} dv {} {:?}: worst error {worst:e}",
@@ -838,7 +841,95 @@ fn attention_tiles() {
             case.dv,
             case.mask
         );
-        assert!(want.iter().any(|&w| w != 0.0));
+    }
+}
+
+/// The largest difference between `case` on the simulator and in f64.
+fn attention_error(case: &AttnCase, rng: &mut Rng) -> f64 {
+    let (got, want) = case.run(rng);
+    assert!(want.iter().any(|&w| w != 0.0));
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(&g, &w)| (f64::from(g) - w).abs())
+        .fold(0f64, |a, e| {
+            if e.is_nan() || a.is_nan() {
+                f64::NAN
+            } else {
+                a.max(e)
+            }
+        });
+    eprintln!(
+        "t {} s {} d {} {:?}: worst {worst:e}",
+        case.t, case.s, case.d, case.half
+    );
+    worst
+}
+
+/// Attention with `--dtype bf16|f16` products: the tiles on m16n8k16 `mma` (Q, K, V and
+/// P rounded to the half type, sums in f32), the one-row-per-warp kernel (8 queries)
+/// rounding alike — within the rounding of P (bf16 keeps 8 significant bits, f16 11) of
+/// the f64 attention over q, k and v rounded to the type.
+#[test]
+fn attention_tiles_half() {
+    use archc::graph::MaskKind;
+    let mut rng = Rng::new(22);
+    for (ty, tol) in [(GgmlType::BF16, 6e-3), (GgmlType::F16, 8e-4)] {
+        let base = AttnCase {
+            b: 1,
+            h: 4,
+            hkv: 2,
+            t: 50,
+            s: 50,
+            d: 16,
+            dv: 16,
+            mask: MaskKind::Causal,
+            scale: 0.25,
+            bias: false,
+            key_mask: false,
+            half: Some(ty),
+        };
+        let cases = [
+            AttnCase { ..base },
+            AttnCase {
+                b: 2,
+                h: 2,
+                hkv: 2,
+                t: 40,
+                s: 70,
+                d: 12,
+                dv: 20,
+                mask: MaskKind::Bidirectional,
+                scale: 1.0,
+                bias: true,
+                key_mask: true,
+                ..base
+            },
+            AttnCase {
+                h: 1,
+                hkv: 1,
+                t: 33,
+                s: 75,
+                d: 80,
+                dv: 80,
+                ..base
+            },
+            AttnCase {
+                t: 8,
+                s: 20,
+                ..base
+            },
+        ];
+        for case in cases {
+            let worst = attention_error(&case, &mut rng);
+            assert!(
+                worst <= tol,
+                "{ty:?}: t {} s {} d {}: worst error {worst:e}",
+                case.t,
+                case.s,
+                case.d
+            );
+        }
     }
 }
 

@@ -20,8 +20,9 @@
 //!   output column, lanes striding k, the rows' sums in registers, one butterfly each
 //!   (with `--dtype`, over operands rounded as the tiles round them).
 //! - **Attention**: with 16 queries or more, by tiles on the tensor cores (16 queries per
-//!   warp, keys staged in shared memory, scores and P·V by `mma` in 3×TF32, online
-//!   softmax per row); with fewer (decoding), one query row per warp with online softmax,
+//!   warp, keys staged in shared memory, scores and P·V by `mma` in 3×TF32, or in the
+//!   half type with `--dtype`; online softmax per row); with fewer (decoding), one query
+//!   row per warp with online softmax,
 //!   q and the output accumulator spread over the lanes (head_dim / 32 registers each),
 //!   one shuffle reduction per key.
 //! - **Scatter**: one column per thread, the steps in order.
@@ -1474,7 +1475,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let qv: Vec<FloatValue<'ctx>> = (0..uq)
                 .map(|u| {
                     let x = elem(u)?;
-                    self.load_if(self.lt(x, d)?, q, ir.mul(x, qs[3])?)
+                    self.half_round(self.load_if(self.lt(x, d)?, q, ir.mul(x, qs[3])?)?)
                 })
                 .collect::<IrResult<_>>()?;
             let mut init: Vec<BasicValueEnum<'ctx>> = vec![neg_inf.into(), m.c(0.0).into()];
@@ -1489,7 +1490,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 let mut part = m.c(0.0);
                 for (u, &qx) in qv.iter().enumerate() {
                     let x = elem(u as u64)?;
-                    let kx = self.load_if(self.lt(x, d)?, kp, ir.mul(x, ks[3])?)?;
+                    let kx =
+                        self.half_round(self.load_if(self.lt(x, d)?, kp, ir.mul(x, ks[3])?)?)?;
                     part = self.fma(qx, kx, part)?;
                 }
                 let dot = self.warp_reduce(part, ReduceOp::Sum)?;
@@ -1522,12 +1524,16 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 let l2 = self.fma(l, corr, pr)?;
                 let vp = ir.at(vrow0, ir.mul(row_of(key)?, vs[2])?)?;
                 let mut next: Vec<BasicValueEnum<'ctx>> = vec![new_max.into(), l2.into()];
+                // With `--dtype`, P·V multiplies P and V rounded to the half type, as the
+                // tiles' products do (the sum of P stays f32).
+                let pv = self.half_round(pr)?;
                 for u in 0..uv {
                     let x = elem(u)?;
-                    let vx = self.load_if(self.lt(x, dv)?, vp, ir.mul(x, vs[3])?)?;
+                    let vx =
+                        self.half_round(self.load_if(self.lt(x, dv)?, vp, ir.mul(x, vs[3])?)?)?;
                     let acc = cur[2 + u as usize].into_float_value();
                     next.push(
-                        self.fma(pr, vx, ir.b.build_float_mul(acc, corr, "")?)?
+                        self.fma(pv, vx, ir.b.build_float_mul(acc, corr, "")?)?
                             .into(),
                     );
                 }
@@ -1556,13 +1562,15 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// Attention of a block of query rows at a time on the tensor cores (FlashAttention-2's
     /// order of work): a block takes `16 · warps` consecutive queries of one (batch, head),
     /// each warp 16 of them; the block stages `bc` keys and their values at a time in
-    /// shared memory (f32, zero past the keys and the head dims), and each warp whose
-    /// rows see any of them computes its 16 × `bc` scores with `mma` (3×TF32, as the
-    /// matmuls), masks them, updates its rows' running max and sum (the four lanes holding
-    /// a row meet by `shfl`), rescales its output accumulators and adds P·V with `mma`.
-    /// The accumulator layout of the scores is the A fragment layout of P·V when the k
-    /// index t of an m16n8k8 step stands for key 2t and t + 4 for key 2t + 1 (V's rows
-    /// staged and read in that order), so P never leaves the registers.
+    /// shared memory (zero past the keys and the head dims), and each warp whose rows see
+    /// any of them computes its 16 × `bc` scores with `mma` (3×TF32 as the matmuls, or in
+    /// the `--dtype` type), masks them, updates its rows' running max and sum (the four
+    /// lanes holding a row meet by `shfl`), rescales its output accumulators and adds P·V
+    /// with `mma`. P never leaves the registers: in f32 the accumulator layout of the
+    /// scores is the A fragment layout of P·V when the k index t of an m16n8k8 step
+    /// stands for key 2t and t + 4 for key 2t + 1 (V's rows read in that order); in half
+    /// precision two n tiles of scores are one m16n8k16 A fragment, keys in order, and V
+    /// is staged transposed so a register holds two consecutive keys.
     fn attention_tiles(&self, p: &Par<'ctx>, a: &Attention, bc: u64) -> IrResult<()> {
         let ir = self.ir;
         let m = Math { ir };
@@ -1584,7 +1592,15 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let (vb, vs) = strided(&a.v)?;
         let (ob, os) = strided(&a.out)?;
         let (dk8, dv8) = self.head_tiles(a);
-        let (kw, vw) = (8 * dk8 + 4, 8 * dv8 + 4);
+        let half = self.half;
+        // Half precision: k steps of 16 head dims, and V staged transposed (keys
+        // contiguous) so that a fragment register holds two consecutive keys. Row strides
+        // in words, 4 past the data (fragment loads hit 32 banks).
+        let dk16 = dk8.div_ceil(2);
+        let (kw, vw) = match half {
+            None => (8 * dk8 + 4, 8 * dv8 + 4),
+            Some(_) => (8 * dk16 + 4, bc / 2 + 4),
+        };
         let smem = self
             .smem
             .ok_or_else(|| IrError("attention tiles without shared memory".into()))?;
@@ -1633,6 +1649,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         .into_float_value(),
                 )
             };
+        // Word `col` of staged row `row` (half precision: two values).
+        let word = |tile: PointerValue<'ctx>, w: u64, row: IntValue<'ctx>, col: IntValue<'ctx>| {
+            let pt = ir.at(tile, ir.mad(row, self.k(w), col)?)?;
+            Ok::<_, IrError>(ir.b.build_load(i32t, pt, "")?.into_int_value())
+        };
+        // Two values rounded to the half type in one register, `lo` in the low half.
+        let pack = |lo: FloatValue<'ctx>, hi: FloatValue<'ctx>| -> IrResult<IntValue<'ctx>> {
+            let ty = half.ok_or_else(|| IrError("packing halves without --dtype".into()))?;
+            let hi = self.half_bits(ty, hi)?;
+            let hi = ir.b.build_left_shift(hi, i32t.const_int(16, false), "")?;
+            Ok(ir.b.build_or(self.half_bits(ty, lo)?, hi, "")?)
+        };
         self.strided("qt", p.block, items, p.nblocks, |it| {
             let bb = self.udiv(it, per_batch)?;
             let rest = self.urem(it, per_batch)?;
@@ -1661,13 +1689,32 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     ir.add(ir.mul(rows[r], qs[2])?, ir.mul(col, qs[3])?)?,
                 )
             };
-            // Q's A fragments, one per 8 head dims: (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4).
-            let qf = (0..dk8)
-                .map(|k8| {
-                    let (c, c4) = (ir.add(tq, self.k(8 * k8))?, ir.add(tq, self.k(8 * k8 + 4))?);
-                    Ok([q_at(0, c)?, q_at(1, c)?, q_at(0, c4)?, q_at(1, c4)?])
-                })
-                .collect::<IrResult<Vec<_>>>()?;
+            // Q's A fragments, one per 8 head dims: (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4);
+            // in half precision one per 16, pairs from (g, 2t), (g + 8, 2t), (g, 2t + 8),
+            // (g + 8, 2t + 8).
+            let qf = match half {
+                Some(_) => Vec::new(),
+                None => (0..dk8)
+                    .map(|k8| {
+                        let (c, c4) =
+                            (ir.add(tq, self.k(8 * k8))?, ir.add(tq, self.k(8 * k8 + 4))?);
+                        Ok([q_at(0, c)?, q_at(1, c)?, q_at(0, c4)?, q_at(1, c4)?])
+                    })
+                    .collect::<IrResult<Vec<_>>>()?,
+            };
+            let qh = match half {
+                None => Vec::new(),
+                Some(_) => (0..dk16)
+                    .map(|k16| {
+                        let c = ir.mad(tq, self.k(2), self.k(16 * k16))?;
+                        let pair = |r: usize, c: IntValue<'ctx>| {
+                            pack(q_at(r, c)?, q_at(r, ir.add(c, self.k(1))?)?)
+                        };
+                        let c8 = ir.add(c, self.k(8))?;
+                        Ok([pair(0, c)?, pair(1, c)?, pair(0, c8)?, pair(1, c8)?])
+                    })
+                    .collect::<IrResult<Vec<_>>>()?,
+            };
             let krow0 = ir.at(kb, ir.add(ir.mul(bb, ks[0])?, ir.mul(kh, ks[1])?)?)?;
             let vrow0 = ir.at(vb, ir.add(ir.mul(bb, vs[0])?, ir.mul(kh, vs[1])?)?)?;
             let first = ir.mul(self.udiv(lo_blk, self.k(bc))?, self.k(bc))?;
@@ -1688,9 +1735,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 let c0 = ir.mad(kt, self.k(bc), first)?;
                 // Everyone is done with the previous keys.
                 self.simt.barrier()?;
-                for (tile, w, width, row0, st, lim) in [
-                    (k_s, kw, 8 * dk8, krow0, &ks, d),
-                    (v_s, vw, 8 * dv8, vrow0, &vs, dv),
+                let kwidth = if half.is_some() { 16 * dk16 } else { 8 * dk8 };
+                for (tile, w, width, row0, st, lim, transposed) in [
+                    (k_s, kw, kwidth, krow0, &ks, d, false),
+                    (v_s, vw, 8 * dv8, vrow0, &vs, dv, half.is_some()),
                 ] {
                     self.copy_per_thread(p, "kv", bc * width, |e| {
                         let (r, col) = (self.udiv(e, self.k(width))?, self.urem(e, self.k(width))?);
@@ -1698,7 +1746,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         let ok = ir.b.build_and(self.lt(key, nk)?, self.lt(col, lim)?, "")?;
                         let idx = ir.add(ir.mul(key, st[2])?, ir.mul(col, st[3])?)?;
                         let v = self.load_if(ok, row0, idx)?;
-                        Ok((ir.at(tile, ir.mad(r, self.k(w), col)?)?, v.into()))
+                        let Some(ty) = half else {
+                            return Ok((ir.at(tile, ir.mad(r, self.k(w), col)?)?, v.into()));
+                        };
+                        let i16t = ir.ctx.i16_type();
+                        let bits = ir.b.build_int_truncate(self.half_bits(ty, v)?, i16t, "")?;
+                        let at = if transposed {
+                            ir.mad(col, self.k(2 * w), r)?
+                        } else {
+                            ir.mad(r, self.k(2 * w), col)?
+                        };
+                        let pt = unsafe { ir.b.build_in_bounds_gep(i16t, tile, &[at], "")? };
+                        Ok((pt, bits.into()))
                     })?;
                 }
                 self.simt.barrier()?;
@@ -1736,6 +1795,29 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                 let cs: Vec<[FloatValue<'ctx>; 4]> =
                                     js.iter().map(|&j| sc[j as usize]).collect();
                                 let d_ = self.simt.mma_3xtf32(a_parts, &bs, &cs, false)?;
+                                for (&j, dj) in js.iter().zip(d_) {
+                                    sc[j as usize] = dj;
+                                }
+                            }
+                        }
+                        // Half precision: one m16n8k16 per n tile and 16 head dims.
+                        for (k16, qx) in qh.iter().enumerate() {
+                            let ty =
+                                half.ok_or_else(|| IrError("half Q without --dtype".into()))?;
+                            let w0 = ir.add(tq, self.k(8 * k16 as u64))?;
+                            let w4 = ir.add(w0, self.k(4))?;
+                            for j0 in (0..bc / 8).step_by(MMA_MAX_N as usize) {
+                                let js: Vec<u64> = (j0..(j0 + MMA_MAX_N).min(bc / 8)).collect();
+                                let bs = js
+                                    .iter()
+                                    .map(|&j| {
+                                        let key = ir.add(g, self.k(8 * j))?;
+                                        Ok([word(k_s, kw, key, w0)?, word(k_s, kw, key, w4)?])
+                                    })
+                                    .collect::<IrResult<Vec<_>>>()?;
+                                let cs: Vec<[FloatValue<'ctx>; 4]> =
+                                    js.iter().map(|&j| sc[j as usize]).collect();
+                                let d_ = self.simt.mma_half(ty, *qx, &bs, &cs)?;
                                 for (&j, dj) in js.iter().zip(d_) {
                                     sc[j as usize] = dj;
                                 }
@@ -1829,8 +1911,39 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                 Ok([f(0)?, f(1)?, f(2)?, f(3)?])
                             })
                             .collect::<IrResult<Vec<_>>>()?;
+                        // Half precision: O += P·V, 16 keys per k step in their order (two n
+                        // tiles of scores are one A fragment), V read transposed.
+                        if let Some(ty) = half {
+                            for kc in 0..(bc / 16) as usize {
+                                let (p0, p1) = (sc[2 * kc], sc[2 * kc + 1]);
+                                let a = [
+                                    pack(p0[0], p0[1])?,
+                                    pack(p0[2], p0[3])?,
+                                    pack(p1[0], p1[1])?,
+                                    pack(p1[2], p1[3])?,
+                                ];
+                                let w0 = ir.add(tq, self.k(8 * kc as u64))?;
+                                let w4 = ir.add(w0, self.k(4))?;
+                                for j0 in (0..dv8).step_by(MMA_MAX_N as usize) {
+                                    let js: Vec<u64> = (j0..(j0 + MMA_MAX_N).min(dv8)).collect();
+                                    let bs = js
+                                        .iter()
+                                        .map(|&j| {
+                                            let col = ir.add(g, self.k(8 * j))?;
+                                            Ok([word(v_s, vw, col, w0)?, word(v_s, vw, col, w4)?])
+                                        })
+                                        .collect::<IrResult<Vec<_>>>()?;
+                                    let cs: Vec<[FloatValue<'ctx>; 4]> =
+                                        js.iter().map(|&j| o[j as usize]).collect();
+                                    let d_ = self.simt.mma_half(ty, a, &bs, &cs)?;
+                                    for (&j, dj) in js.iter().zip(d_) {
+                                        o[j as usize] = dj;
+                                    }
+                                }
+                            }
+                        }
                         // O += P·V, 8 keys per k step: k index t is key 2t, t + 4 key 2t + 1.
-                        for (kc, pt) in sc.iter().enumerate() {
+                        for (kc, pt) in sc.iter().enumerate().filter(|_| half.is_none()) {
                             let a_parts = split4([pt[0], pt[2], pt[1], pt[3]])?;
                             let key = ir.add(ir.mul(tq, self.k(2))?, self.k(8 * kc as u64))?;
                             let key1 = ir.add(key, self.k(1))?;
