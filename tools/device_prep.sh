@@ -64,9 +64,12 @@ for d in f32 bf16; do
         --sm "$SM" "${SIM[@]}" >/dev/null 2>&1
 done
 # One causal attention, 8 × 16 heads × 1024 × 64 (q, k, v parameters, resident on the
-# device), to time against scaled_dot_product_attention.
-target/release/examples/attention_package "$OUT/pkg/perf_attention" 8 16 1024 64 cuda \
-    --sm "$SM" "${SIM[@]}" >/dev/null 2>&1
+# device) in f32 (3×TF32) and with bf16 products, to time against
+# scaled_dot_product_attention.
+for d in f32 bf16; do
+    target/release/examples/attention_package "$OUT/pkg/perf_attention_$d" 8 16 1024 64 cuda "$d" \
+        --sm "$SM" "${SIM[@]}" >/dev/null 2>&1
+done
 # Training: the GPT-2 fixture's train package for the GPU, and what two AdamW steps on one
 # batch give on this CPU (losses, gradient norms, weights), for the check to compare.
 mkdir -p "$OUT/train"
