@@ -9,27 +9,16 @@
 //! [f32|bf16|f16] [--sm 80|90] [--sim]` — cuda with bf16 or f16: the tiles' products in
 //! that type (`--dtype`); f32: 3×TF32.
 
-use arch_runtime::gguf::GgmlType;
 use archc::graph::{DType, Dim, Graph, MaskKind, Op};
-use archc::package::{build_graph, BuildOptions};
+use archc::package::build_graph;
 use std::path::PathBuf;
+
+mod common;
 
 fn main() -> Result<(), String> {
     let usage =
         "usage: attention_package DIR B H T D [cpu|cuda] [f32|bf16|f16] [--sm 80|90] [--sim]";
-    let (mut pos, mut sm, mut sim) = (Vec::new(), 80u32, false);
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--sm" => {
-                let v = args.next().ok_or(usage)?;
-                sm = v.parse().map_err(|e| format!("--sm {v}: {e}"))?;
-            }
-            "--sim" => sim = true,
-            _ if a.starts_with("--") => return Err(format!("unknown flag {a} ({usage})")),
-            _ => pos.push(a),
-        }
-    }
+    let (pos, sm, sim) = common::parse_args(usage)?;
     let [dir, b, h, t, d, rest @ ..] = pos.as_slice() else {
         return Err(usage.into());
     };
@@ -52,24 +41,7 @@ fn main() -> Result<(), String> {
     let o = g.push(op, vec![q, k, v], None, DType::F32);
     g.output("o", o);
     let g = g.finish()?;
-    let mut opts = BuildOptions::host()?;
-    match target {
-        "cpu" => {}
-        "cuda" => {
-            opts.cuda = Some(sm);
-            opts.sim = sim;
-        }
-        other => return Err(format!("unknown target `{other}` ({usage})")),
-    }
-    opts.half_matmul = match dtype {
-        "f32" => None,
-        "bf16" => Some(GgmlType::BF16),
-        "f16" => Some(GgmlType::F16),
-        other => return Err(format!("unknown dtype `{other}` ({usage})")),
-    };
-    if opts.half_matmul.is_some() && opts.cuda.is_none() {
-        return Err("bf16 and f16 products are for cuda".into());
-    }
+    let (opts, _) = common::options(target, dtype, (sm, sim), usage)?;
     let dir = PathBuf::from(dir);
     build_graph(&g, "attention", &opts, &dir)?;
     eprintln!(

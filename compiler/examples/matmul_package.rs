@@ -8,26 +8,15 @@
 //! [f32|bf16|f16] [--sm 80|90] [--sim]` — cuda with bf16 or f16: w stored in that type,
 //! the tiles on half-precision tensor-core products (`--dtype`); f32: 3×TF32.
 
-use arch_runtime::gguf::GgmlType;
 use archc::graph::{Dim, Graph};
-use archc::package::{build_graph, BuildOptions};
+use archc::package::build_graph;
 use std::path::PathBuf;
+
+mod common;
 
 fn main() -> Result<(), String> {
     let usage = "usage: matmul_package DIR M N K [cpu|cuda] [f32|bf16|f16] [--sm 80|90] [--sim]";
-    let (mut pos, mut sm, mut sim) = (Vec::new(), 80u32, false);
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--sm" => {
-                let v = args.next().ok_or(usage)?;
-                sm = v.parse().map_err(|e| format!("--sm {v}: {e}"))?;
-            }
-            "--sim" => sim = true,
-            _ if a.starts_with("--") => return Err(format!("unknown flag {a} ({usage})")),
-            _ => pos.push(a),
-        }
-    }
+    let (pos, sm, sim) = common::parse_args(usage)?;
     let [dir, m, n, k, rest @ ..] = pos.as_slice() else {
         return Err(usage.into());
     };
@@ -41,27 +30,9 @@ fn main() -> Result<(), String> {
     let y = g.linear(x, w);
     g.output("y", y);
     let g = g.finish()?;
-    let mut opts = BuildOptions::host()?;
-    match target {
-        "cpu" => {}
-        "cuda" => {
-            opts.cuda = Some(sm);
-            opts.sim = sim;
-        }
-        other => return Err(format!("unknown target `{other}` ({usage})")),
-    }
-    let half = match dtype {
-        "f32" => None,
-        "bf16" => Some(GgmlType::BF16),
-        "f16" => Some(GgmlType::F16),
-        other => return Err(format!("unknown dtype `{other}` ({usage})")),
-    };
+    let (mut opts, half) = common::options(target, dtype, (sm, sim), usage)?;
     if let Some(t) = half {
-        if opts.cuda.is_none() {
-            return Err("bf16 and f16 products are for cuda".into());
-        }
         opts.quant = [("w".to_string(), t)].into();
-        opts.half_matmul = Some(t);
     }
     let dir = PathBuf::from(dir);
     build_graph(&g, "matmul", &opts, &dir)?;

@@ -618,6 +618,7 @@ fn matmul_staging_and_tilings() {
 }
 
 /// One attention case for [`attention_tiles`].
+#[derive(Clone, Copy)]
 struct AttnCase {
     b: usize,
     h: usize,
@@ -777,8 +778,33 @@ impl AttnCase {
 /// one-row-per-warp kernel) too.
 #[test]
 fn attention_tiles() {
-    use archc::graph::MaskKind;
     let mut rng = Rng::new(21);
+    let mut cases = attention_cases(None);
+    cases.push(AttnCase {
+        t: 45,
+        s: 45,
+        mask: archc::graph::MaskKind::Sliding(7),
+        ..cases[0]
+    });
+    for case in cases {
+        let worst = attention_error(&case, &mut rng);
+        assert!(
+            worst <= 4e-5,
+            "t {} s {} d {} dv {} {:?}: worst error {worst:e}",
+            case.t,
+            case.s,
+            case.d,
+            case.dv,
+            case.mask
+        );
+    }
+}
+
+/// Causal with grouped-query heads (50 queries); cross-attention (40 queries, 70 keys)
+/// with a bias, no scaling, a key mask and head dims of 12 and 20; head dims of 80; 8
+/// queries (the one-row-per-warp kernel) — with `half` products.
+fn attention_cases(half: Option<GgmlType>) -> Vec<AttnCase> {
+    use archc::graph::MaskKind;
     let base = AttnCase {
         b: 1,
         h: 4,
@@ -791,9 +817,9 @@ fn attention_tiles() {
         scale: 0.25,
         bias: false,
         key_mask: false,
-        half: None,
+        half,
     };
-    let cases = [
+    vec![
         AttnCase { ..base },
         AttnCase {
             b: 2,
@@ -807,12 +833,6 @@ fn attention_tiles() {
             scale: 1.0,
             bias: true,
             key_mask: true,
-            half: None,
-        },
-        AttnCase {
-            t: 45,
-            s: 45,
-            mask: MaskKind::Sliding(7),
             ..base
         },
         AttnCase {
@@ -829,19 +849,7 @@ fn attention_tiles() {
             s: 20,
             ..base
         },
-    ];
-    for case in cases {
-        let worst = attention_error(&case, &mut rng);
-        assert!(
-            worst <= 4e-5,
-            "t {} s {} d {} dv {} {:?}: worst error {worst:e}",
-            case.t,
-            case.s,
-            case.d,
-            case.dv,
-            case.mask
-        );
-    }
+    ]
 }
 
 /// The largest difference between `case` on the simulator and in f64.
@@ -872,55 +880,9 @@ fn attention_error(case: &AttnCase, rng: &mut Rng) -> f64 {
 /// the f64 attention over q, k and v rounded to the type.
 #[test]
 fn attention_tiles_half() {
-    use archc::graph::MaskKind;
     let mut rng = Rng::new(22);
     for (ty, tol) in [(GgmlType::BF16, 6e-3), (GgmlType::F16, 8e-4)] {
-        let base = AttnCase {
-            b: 1,
-            h: 4,
-            hkv: 2,
-            t: 50,
-            s: 50,
-            d: 16,
-            dv: 16,
-            mask: MaskKind::Causal,
-            scale: 0.25,
-            bias: false,
-            key_mask: false,
-            half: Some(ty),
-        };
-        let cases = [
-            AttnCase { ..base },
-            AttnCase {
-                b: 2,
-                h: 2,
-                hkv: 2,
-                t: 40,
-                s: 70,
-                d: 12,
-                dv: 20,
-                mask: MaskKind::Bidirectional,
-                scale: 1.0,
-                bias: true,
-                key_mask: true,
-                ..base
-            },
-            AttnCase {
-                h: 1,
-                hkv: 1,
-                t: 33,
-                s: 75,
-                d: 80,
-                dv: 80,
-                ..base
-            },
-            AttnCase {
-                t: 8,
-                s: 20,
-                ..base
-            },
-        ];
-        for case in cases {
+        for case in attention_cases(Some(ty)) {
             let worst = attention_error(&case, &mut rng);
             assert!(
                 worst <= tol,

@@ -1400,28 +1400,40 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         )
     }
 
+    /// [batch, heads, queries, keys, head_dim, value_dim, kv_heads] of `a`.
+    fn attention_sizes(&self, a: &Attention) -> IrResult<[IntValue<'ctx>; 7]> {
+        let s = a
+            .sizes
+            .iter()
+            .map(|x| self.c(x))
+            .collect::<IrResult<Vec<_>>>()?;
+        s.try_into()
+            .map_err(|_| IrError("attention sizes are not seven".into()))
+    }
+
+    /// A strided view's first element and its strides.
+    fn strided_view(
+        &self,
+        st: &crate::kernel::Strided,
+    ) -> IrResult<(PointerValue<'ctx>, Vec<IntValue<'ctx>>)> {
+        let base = self.ir.at(self.buf(st.buf)?, self.c(&st.offset)?)?;
+        let strides = st
+            .strides
+            .iter()
+            .map(|x| self.c(x))
+            .collect::<IrResult<Vec<_>>>()?;
+        Ok((base, strides))
+    }
+
     /// Attention one query row per warp with online softmax: q and the accumulator spread
     /// over the lanes, one shuffle reduction per key.
     fn attention_rows(&self, p: &Par<'ctx>, a: &Attention) -> IrResult<()> {
         let ir = self.ir;
         let m = Math { ir };
-        let s: Vec<IntValue<'ctx>> = a.sizes.iter().map(|x| self.c(x)).collect::<IrResult<_>>()?;
-        let (b_, h, t, nk, d, dv, hkv) = (s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
+        let [b_, h, t, nk, d, dv, hkv] = self.attention_sizes(a)?;
         let group = self.udiv(h, hkv)?;
-        let strided =
-            |st: &crate::kernel::Strided| -> IrResult<(PointerValue<'ctx>, Vec<IntValue<'ctx>>)> {
-                let base = ir.at(self.buf(st.buf)?, self.c(&st.offset)?)?;
-                let v = st
-                    .strides
-                    .iter()
-                    .map(|x| self.c(x))
-                    .collect::<IrResult<Vec<_>>>()?;
-                Ok((base, v))
-            };
-        let (qb, qs) = strided(&a.q)?;
-        let (kb, ks) = strided(&a.k)?;
-        let (vb, vs) = strided(&a.v)?;
-        let (ob, os) = strided(&a.out)?;
+        let [q, k, v, o] = [&a.q, &a.k, &a.v, &a.out].map(|st| self.strided_view(st));
+        let ((qb, qs), (kb, ks), (vb, vs), (ob, os)) = (q?, k?, v?, o?);
         let ring = a.ring.as_ref().map(|x| self.c(x)).transpose()?;
         let row_of = |p: IntValue<'ctx>| -> IrResult<IntValue<'ctx>> {
             match ring {
@@ -1574,23 +1586,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     fn attention_tiles(&self, p: &Par<'ctx>, a: &Attention, bc: u64) -> IrResult<()> {
         let ir = self.ir;
         let m = Math { ir };
-        let s: Vec<IntValue<'ctx>> = a.sizes.iter().map(|x| self.c(x)).collect::<IrResult<_>>()?;
-        let (b_, h, t, nk, d, dv, hkv) = (s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
+        let [b_, h, t, nk, d, dv, hkv] = self.attention_sizes(a)?;
         let group = self.udiv(h, hkv)?;
-        let strided =
-            |st: &crate::kernel::Strided| -> IrResult<(PointerValue<'ctx>, Vec<IntValue<'ctx>>)> {
-                let base = ir.at(self.buf(st.buf)?, self.c(&st.offset)?)?;
-                let v = st
-                    .strides
-                    .iter()
-                    .map(|x| self.c(x))
-                    .collect::<IrResult<Vec<_>>>()?;
-                Ok((base, v))
-            };
-        let (qb, qs) = strided(&a.q)?;
-        let (kb, ks) = strided(&a.k)?;
-        let (vb, vs) = strided(&a.v)?;
-        let (ob, os) = strided(&a.out)?;
+        let [q, k, v, o] = [&a.q, &a.k, &a.v, &a.out].map(|st| self.strided_view(st));
+        let ((qb, qs), (kb, ks), (vb, vs), (ob, os)) = (q?, k?, v?, o?);
         let (dk8, dv8) = self.head_tiles(a);
         let half = self.half;
         // Half precision: k steps of 16 head dims, and V staged transposed (keys
@@ -2014,25 +2013,15 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     fn attention_grad(&self, p: &Par<'ctx>, a: &Attention, part: AttnPart) -> IrResult<()> {
         let ir = self.ir;
         let m = Math { ir };
-        let s: Vec<IntValue<'ctx>> = a.sizes.iter().map(|x| self.c(x)).collect::<IrResult<_>>()?;
-        let (b_, h, t, nk, d, dv, hkv) = (s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
+        let [b_, h, t, nk, d, dv, hkv] = self.attention_sizes(a)?;
         let group = self.udiv(h, hkv)?;
         type Rows<'c> = (PointerValue<'c>, Vec<IntValue<'c>>);
-        let strided = |st: &crate::kernel::Strided| -> IrResult<Rows<'ctx>> {
-            let base = ir.at(self.buf(st.buf)?, self.c(&st.offset)?)?;
-            let v = st
-                .strides
-                .iter()
-                .map(|x| self.c(x))
-                .collect::<IrResult<Vec<_>>>()?;
-            Ok((base, v))
-        };
-        let qr = strided(&a.q)?;
-        let kr = strided(&a.k)?;
-        let vr = strided(&a.v)?;
-        let or = strided(&a.out)?;
+        let qr = self.strided_view(&a.q)?;
+        let kr = self.strided_view(&a.k)?;
+        let vr = self.strided_view(&a.v)?;
+        let or = self.strided_view(&a.out)?;
         let dr = match &a.dout {
-            Some(x) => strided(x)?,
+            Some(x) => self.strided_view(x)?,
             None => qr.clone(),
         };
         let row = |(base, st): &Rows<'ctx>, b, head, i| -> IrResult<PointerValue<'ctx>> {
