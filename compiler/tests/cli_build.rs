@@ -406,6 +406,31 @@ fn bench_on_cuda_packages() {
 /// cuda-sim`) within the half type's rounding of transformers' f32 logits, f16 closer;
 /// a CPU build refuses `--dtype bf16` with what to use instead, training refuses any
 /// half type, and an unknown type is refused.
+/// A package whose simulator library speaks another interface than the runtime's (built
+/// by another archc) is refused with what to do, not run.
+#[test]
+fn stale_simulator_libraries_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let spec = fixture("gpt2/model.arch");
+    let (sim, cpu) = (tmp.path().join("sim"), tmp.path().join("cpu"));
+    for (dir, target) in [(&sim, &["--target", "cuda", "--sim"][..]), (&cpu, &[][..])] {
+        let mut args = vec!["build", spec.as_str(), "--attention-mask"];
+        args.extend(target);
+        args.extend(["-o", dir.to_str().unwrap()]);
+        let o = archc(&args, &cache);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let result = tmp.path().join("out.safetensors");
+    let o = eval_gpt2_fixture(sim.to_str().unwrap(), "cuda-sim", &result, &cache);
+    assert!(o.status.success(), "as built: {}", text(&o));
+    // A shared library without the interface version (the CPU package's kernels).
+    std::fs::copy(cpu.join("kernels.so"), sim.join("kernels.sim.so")).unwrap();
+    let o = eval_gpt2_fixture(sim.to_str().unwrap(), "cuda-sim", &result, &cache);
+    assert!(!o.status.success(), "a foreign library ran");
+    assert!(text(&o).contains("simulator interface"), "{}", text(&o));
+}
+
 #[test]
 fn dtype_builds_run_on_the_simulator() {
     let tmp = tempfile::tempdir().unwrap();

@@ -358,6 +358,12 @@ pub unsafe fn run(threads: usize, shared_floats: usize, launches: &[SimLaunch]) 
 /// The simulator's file in a cuda package (`archc build --target cuda --sim`).
 pub const SIM_FILE: &str = "kernels.sim.so";
 
+/// The interface between a simulator library's kernels and this runtime (the context's
+/// layout and its functions' signatures), which `kernels.sim.so` exports as
+/// `archc_sim_abi`; a library built for another one is refused, not run (version 2: the
+/// warp reduction takes the butterfly's first mask).
+pub const SIM_ABI: i64 = 2;
+
 /// The host simulator as a [`super::Device`]: device memory is host memory; launches run
 /// the package's host-compiled thread programs on [`run`], queued until something reads
 /// or changes memory, then together on one set of threads. One SM.
@@ -394,6 +400,17 @@ impl SimDevice {
                 kernel: 0,
             })
         };
+        // SAFETY: a simulator library exports its interface version as an i64.
+        let abi = lib
+            .symbol("archc_sim_abi")
+            .map(|p| unsafe { *p.cast::<i64>() });
+        if abi != Some(SIM_ABI) {
+            return Err(crate::RuntimeError::Device(format!(
+                "{} was built for simulator interface {}, and this runtime speaks {SIM_ABI}: rebuild the package with this archc",
+                path.display(),
+                abi.map_or("1 (unversioned)".to_string(), |v| v.to_string())
+            )));
+        }
         // SAFETY: the simulator library exports its block size as an i64.
         let threads = unsafe { *symbol("archc_sim_threads")?.cast::<i64>() } as usize;
         let mut fns = Vec::with_capacity(m.kernels.len());
