@@ -1023,23 +1023,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     ) -> IrResult<()> {
         let ir = self.ir;
         let tl = self.tiling;
-        let i32t = ir.ctx.i32_type();
         let (a_s, b_s) = (stage, ir.at(stage, self.k(tl.bm * SW))?);
-        let word = |tile: PointerValue<'ctx>, x: IntValue<'ctx>, w: IntValue<'ctx>| {
-            let pt = ir.at(tile, ir.mad(x, self.k(SW), w)?)?;
-            Ok::<_, IrError>(ir.b.build_load(i32t, pt, "")?.into_int_value())
-        };
-        // An f32 as a tf32 head (rounded to nearest, ties away) and the tail x − head,
-        // both as bits (the hardware reads the tail's leading 19 bits too).
-        let split = |bits: IntValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
-            let x = ir.b.build_bit_cast(bits, ir.f32, "")?.into_float_value();
-            let up =
-                ir.b.build_int_add(bits, i32t.const_int(0x1000, false), "")?;
-            let head = ir.b.build_and(up, i32t.const_int(0xFFFF_E000, false), "")?;
-            let hf = ir.b.build_bit_cast(head, ir.f32, "")?.into_float_value();
-            let tail = ir.b.build_float_sub(x, hf, "")?;
-            Ok((head, ir.b.build_bit_cast(tail, i32t, "")?.into_int_value()))
-        };
+        let word = |tile, x, w| self.smem_word(tile, SW, x, w);
+        let split = |bits| self.tf32_split(bits);
         // Half-precision weights are exact in tf32 (f16's 10 mantissa bits, bf16's 7, and
         // f16 subnormals normal in tf32's 8-bit exponent): B's tail is zero, so its
         // head·tail product is left out.
@@ -1590,7 +1576,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let group = self.udiv(h, hkv)?;
         let [q, k, v, o] = [&a.q, &a.k, &a.v, &a.out].map(|st| self.strided_view(st));
         let ((qb, qs), (kb, ks), (vb, vs), (ob, os)) = (q?, k?, v?, o?);
-        let (dk8, dv8) = self.head_tiles(a);
+        let (dk8, dv8) = head_tiles(a, self.max_head_dim);
         let half = self.half;
         // Half precision: k steps of 16 head dims, and V staged transposed (keys
         // contiguous) so that a fragment register holds two consecutive keys. Row strides
@@ -1622,37 +1608,20 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let scale = m.c(a.scale);
         let last_t = ir.sub(t, self.k(1))?;
         let i32t = ir.ctx.i32_type();
-        let bits = |x: FloatValue<'ctx>| -> IrResult<IntValue<'ctx>> {
-            Ok(ir.b.build_bit_cast(x, i32t, "")?.into_int_value())
-        };
-        // An f32 as a tf32 head (rounded to nearest, ties away) and the tail x − head.
-        let split = |x: FloatValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
-            let up =
-                ir.b.build_int_add(bits(x)?, i32t.const_int(0x1000, false), "")?;
-            let head = ir.b.build_and(up, i32t.const_int(0xFFFF_E000, false), "")?;
-            let hf = ir.b.build_bit_cast(head, ir.f32, "")?.into_float_value();
-            Ok((head, bits(ir.b.build_float_sub(x, hf, "")?)?))
-        };
+        // An A fragment of f32 registers as tf32 heads and tails.
         let split4 =
             |xs: [FloatValue<'ctx>; 4]| -> IrResult<([IntValue<'ctx>; 4], [IntValue<'ctx>; 4])> {
-                let p = xs.iter().map(|&x| split(x)).collect::<IrResult<Vec<_>>>()?;
+                let p = xs
+                    .iter()
+                    .map(|&x| self.tf32_split(ir.b.build_bit_cast(x, i32t, "")?.into_int_value()))
+                    .collect::<IrResult<Vec<_>>>()?;
                 Ok((
                     [p[0].0, p[1].0, p[2].0, p[3].0],
                     [p[0].1, p[1].1, p[2].1, p[3].1],
                 ))
             };
-        let staged =
-            |tile: PointerValue<'ctx>, w: u64, row: IntValue<'ctx>, col: IntValue<'ctx>| {
-                Ok::<_, IrError>(
-                    ir.load_f32(ir.at(tile, ir.mad(row, self.k(w), col)?)?)?
-                        .into_float_value(),
-                )
-            };
-        // Word `col` of staged row `row` (half precision: two values).
-        let word = |tile: PointerValue<'ctx>, w: u64, row: IntValue<'ctx>, col: IntValue<'ctx>| {
-            let pt = ir.at(tile, ir.mad(row, self.k(w), col)?)?;
-            Ok::<_, IrError>(ir.b.build_load(i32t, pt, "")?.into_int_value())
-        };
+        // Word `col` of staged row `row`: an f32, or two half-precision values.
+        let word = |tile, w, row, col| self.smem_word(tile, w, row, col);
         // Two values rounded to the half type in one register, `lo` in the low half.
         let pack = |lo: FloatValue<'ctx>, hi: FloatValue<'ctx>| -> IrResult<IntValue<'ctx>> {
             let ty = half.ok_or_else(|| IrError("packing halves without --dtype".into()))?;
@@ -1780,24 +1749,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                 ir.add(tq, self.k(8 * k8 as u64))?,
                                 ir.add(tq, self.k(8 * k8 as u64 + 4))?,
                             );
-                            for j0 in (0..bc / 8).step_by(MMA_MAX_N as usize) {
-                                let js: Vec<u64> = (j0..(j0 + MMA_MAX_N).min(bc / 8)).collect();
+                            self.mma_batches(&mut sc, |js, cs| {
                                 let bs = js
                                     .iter()
                                     .map(|&j| {
                                         let key = ir.add(g, self.k(8 * j))?;
-                                        let (h0, l0) = split(staged(k_s, kw, key, w0)?)?;
-                                        let (h1, l1) = split(staged(k_s, kw, key, w4)?)?;
+                                        let (h0, l0) = self.tf32_split(word(k_s, kw, key, w0)?)?;
+                                        let (h1, l1) = self.tf32_split(word(k_s, kw, key, w4)?)?;
                                         Ok(([h0, h1], [l0, l1]))
                                     })
                                     .collect::<IrResult<Vec<_>>>()?;
-                                let cs: Vec<[FloatValue<'ctx>; 4]> =
-                                    js.iter().map(|&j| sc[j as usize]).collect();
-                                let d_ = self.simt.mma_3xtf32(a_parts, &bs, &cs, false)?;
-                                for (&j, dj) in js.iter().zip(d_) {
-                                    sc[j as usize] = dj;
-                                }
-                            }
+                                self.simt.mma_3xtf32(a_parts, &bs, cs, false)
+                            })?;
                         }
                         // Half precision: one m16n8k16 per n tile and 16 head dims.
                         for (k16, qx) in qh.iter().enumerate() {
@@ -1805,8 +1768,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                 half.ok_or_else(|| IrError("half Q without --dtype".into()))?;
                             let w0 = ir.add(tq, self.k(8 * k16 as u64))?;
                             let w4 = ir.add(w0, self.k(4))?;
-                            for j0 in (0..bc / 8).step_by(MMA_MAX_N as usize) {
-                                let js: Vec<u64> = (j0..(j0 + MMA_MAX_N).min(bc / 8)).collect();
+                            self.mma_batches(&mut sc, |js, cs| {
                                 let bs = js
                                     .iter()
                                     .map(|&j| {
@@ -1814,13 +1776,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                         Ok([word(k_s, kw, key, w0)?, word(k_s, kw, key, w4)?])
                                     })
                                     .collect::<IrResult<Vec<_>>>()?;
-                                let cs: Vec<[FloatValue<'ctx>; 4]> =
-                                    js.iter().map(|&j| sc[j as usize]).collect();
-                                let d_ = self.simt.mma_half(ty, *qx, &bs, &cs)?;
-                                for (&j, dj) in js.iter().zip(d_) {
-                                    sc[j as usize] = dj;
-                                }
-                            }
+                                self.simt.mma_half(ty, *qx, &bs, cs)
+                            })?;
                         }
                         // Scale, bias, masks; each row's new running max.
                         let mut maxes = [neg_inf; 2];
@@ -1923,8 +1880,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                 ];
                                 let w0 = ir.add(tq, self.k(8 * kc as u64))?;
                                 let w4 = ir.add(w0, self.k(4))?;
-                                for j0 in (0..dv8).step_by(MMA_MAX_N as usize) {
-                                    let js: Vec<u64> = (j0..(j0 + MMA_MAX_N).min(dv8)).collect();
+                                self.mma_batches(&mut o, |js, cs| {
                                     let bs = js
                                         .iter()
                                         .map(|&j| {
@@ -1932,13 +1888,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                             Ok([word(v_s, vw, col, w0)?, word(v_s, vw, col, w4)?])
                                         })
                                         .collect::<IrResult<Vec<_>>>()?;
-                                    let cs: Vec<[FloatValue<'ctx>; 4]> =
-                                        js.iter().map(|&j| o[j as usize]).collect();
-                                    let d_ = self.simt.mma_half(ty, a, &bs, &cs)?;
-                                    for (&j, dj) in js.iter().zip(d_) {
-                                        o[j as usize] = dj;
-                                    }
-                                }
+                                    self.simt.mma_half(ty, a, &bs, cs)
+                                })?;
                             }
                         }
                         // O += P·V, 8 keys per k step: k index t is key 2t, t + 4 key 2t + 1.
@@ -1946,24 +1897,19 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             let a_parts = split4([pt[0], pt[2], pt[1], pt[3]])?;
                             let key = ir.add(ir.mul(tq, self.k(2))?, self.k(8 * kc as u64))?;
                             let key1 = ir.add(key, self.k(1))?;
-                            for j0 in (0..dv8).step_by(MMA_MAX_N as usize) {
-                                let js: Vec<u64> = (j0..(j0 + MMA_MAX_N).min(dv8)).collect();
+                            self.mma_batches(&mut o, |js, cs| {
                                 let bs = js
                                     .iter()
                                     .map(|&j| {
                                         let col = ir.add(g, self.k(8 * j))?;
-                                        let (h0, l0) = split(staged(v_s, vw, key, col)?)?;
-                                        let (h1, l1) = split(staged(v_s, vw, key1, col)?)?;
+                                        let (h0, l0) = self.tf32_split(word(v_s, vw, key, col)?)?;
+                                        let (h1, l1) =
+                                            self.tf32_split(word(v_s, vw, key1, col)?)?;
                                         Ok(([h0, h1], [l0, l1]))
                                     })
                                     .collect::<IrResult<Vec<_>>>()?;
-                                let cs: Vec<[FloatValue<'ctx>; 4]> =
-                                    js.iter().map(|&j| o[j as usize]).collect();
-                                let d_ = self.simt.mma_3xtf32(a_parts, &bs, &cs, false)?;
-                                for (&j, dj) in js.iter().zip(d_) {
-                                    o[j as usize] = dj;
-                                }
-                            }
+                                self.simt.mma_3xtf32(a_parts, &bs, cs, false)
+                            })?;
                         }
                         next.extend(o.iter().flatten().map(|&v| BasicValueEnum::from(v)));
                         Ok(next)
@@ -2000,10 +1946,50 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         })
     }
 
-    /// 8-wide tiles of the head dims of `a`'s q/k and of its values (at most
-    /// `max_head_dim` where a size is not known).
-    fn head_tiles(&self, a: &Attention) -> (u64, u64) {
-        head_tiles(a, self.max_head_dim)
+    /// Word `col` of row `row` of a shared-memory tile whose rows are `stride` words apart.
+    fn smem_word(
+        &self,
+        tile: PointerValue<'ctx>,
+        stride: u64,
+        row: IntValue<'ctx>,
+        col: IntValue<'ctx>,
+    ) -> IrResult<IntValue<'ctx>> {
+        let ir = self.ir;
+        let pt = ir.at(tile, ir.mad(row, self.k(stride), col)?)?;
+        Ok(ir.b.build_load(ir.ctx.i32_type(), pt, "")?.into_int_value())
+    }
+
+    /// An f32 (its bits) as a tf32 head (rounded to nearest, ties away) and the tail
+    /// x − head, both as bits (the hardware reads the tail's leading 19 bits too).
+    fn tf32_split(&self, bits: IntValue<'ctx>) -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
+        let ir = self.ir;
+        let i32t = ir.ctx.i32_type();
+        let x = ir.b.build_bit_cast(bits, ir.f32, "")?.into_float_value();
+        let up =
+            ir.b.build_int_add(bits, i32t.const_int(0x1000, false), "")?;
+        let head = ir.b.build_and(up, i32t.const_int(0xFFFF_E000, false), "")?;
+        let hf = ir.b.build_bit_cast(head, ir.f32, "")?.into_float_value();
+        let tail = ir.b.build_float_sub(x, hf, "")?;
+        Ok((head, ir.b.build_bit_cast(tail, i32t, "")?.into_int_value()))
+    }
+
+    /// Tensor-core products into the n tiles `acc`, in batches of at most
+    /// [`MMA_MAX_N`]: `mma` takes a batch's tile indices and accumulators and returns
+    /// the new accumulators, which replace them.
+    fn mma_batches(
+        &self,
+        acc: &mut [[FloatValue<'ctx>; 4]],
+        mut mma: impl FnMut(&[u64], &[[FloatValue<'ctx>; 4]]) -> IrResult<Vec<[FloatValue<'ctx>; 4]>>,
+    ) -> IrResult<()> {
+        let n = acc.len() as u64;
+        for j0 in (0..n).step_by(MMA_MAX_N as usize) {
+            let js: Vec<u64> = (j0..(j0 + MMA_MAX_N).min(n)).collect();
+            let cs: Vec<[FloatValue<'ctx>; 4]> = js.iter().map(|&j| acc[j as usize]).collect();
+            for (&j, d) in js.iter().zip(mma(&js, &cs)?) {
+                acc[j as usize] = d;
+            }
+        }
+        Ok(())
     }
 
     /// A part of the flash-style attention backward (see [`Attention::part`]), scores
