@@ -137,6 +137,36 @@ else
     fail=1
 fi
 
+# Hopper's warpgroup products (ARCHC_MMA=wgmma), first run on a GPU here: the same bf16
+# packages built both ways must agree (only the order of the f32 sums may differ).
+if [[ -d $DEV/pkg/check_matmul_wgmma ]]; then
+    python3 -c "from safetensors.numpy import save_file; save_file({}, '$OUT/none.safetensors')"
+    wg_ok=1
+    for mma in mma wgmma; do
+        timeout 120 "${RUN[@]}" "$DEV/pkg/check_matmul_$mma" --random-weights 0 --inputs "$OUT/none.safetensors" \
+            --out "$OUT/check_matmul_$mma.safetensors" > "$OUT/check_matmul_$mma.log" 2>&1 || wg_ok=0
+    done
+    if [[ $wg_ok == 1 ]] && res=$(python3 - "$OUT/check_matmul_mma.safetensors" "$OUT/check_matmul_wgmma.safetensors" <<'PY'
+import sys
+import numpy as np
+from safetensors.numpy import load_file
+a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
+for name, x in a.items():
+    y = b[name]
+    d = float(np.max(np.abs(x.astype(np.float64) - y))) / max(float(np.max(np.abs(x))), 1e-30)
+    print(f"  {name} {x.shape}: wgmma vs mma.sync max relative difference {d:.2e}")
+    if not np.all(np.isfinite(y)) or d > 1e-5:
+        sys.exit(1)
+PY
+    ); then
+        say "- wgmma matmul 300 × 200 × 72 (bf16): ok"
+    else
+        say "- wgmma matmul 300 × 200 × 72 (bf16): MISMATCH or FAILED ($(tail -n 1 "$OUT/check_matmul_wgmma.log"))"
+        fail=1
+    fi
+    echo "${res:-}" | tee -a "$REPORT"
+fi
+
 if [[ ${DEVICE_CHECK_SIM:-0} != 1 ]]; then
     say ""
     say "## Forward timings, batch 8 × 512, f32 (median of 10 after 3 warm-up runs)"
@@ -167,13 +197,16 @@ PY
     say "| dtype | archc ms | archc TFLOPS | torch.matmul ms | torch TFLOPS | archc ÷ torch speed |"
     say "|---|---|---|---|---|---|"
     python3 -c "from safetensors.numpy import save_file; save_file({}, '$OUT/none.safetensors')"
-    for d in f32 bf16; do
+    # bf16_wgmma: the same bf16 matmul on Hopper's warpgroup products (sm_90 only).
+    mm_kinds=(f32 bf16)
+    [[ -d $DEV/pkg/perf_matmul_bf16_wgmma ]] && mm_kinds+=(bf16_wgmma)
+    for d in "${mm_kinds[@]}"; do
         t_archc=$(timeout 240 "${RUN[@]}" "$DEV/pkg/perf_matmul_$d" --random-weights 0 --inputs "$OUT/none.safetensors" \
             --out "$OUT/matmul_$d.safetensors" --repeat 13 2>&1 | sed -n 's/^median \([0-9.]*\) ms.*/\1/p')
         t_torch=$(timeout 240 python3 - "$d" <<'PY'
 import sys, statistics, torch
 torch.backends.cuda.matmul.allow_tf32 = False  # f32 against archc's f32-accurate 3×TF32
-dt = torch.bfloat16 if sys.argv[1] == "bf16" else torch.float32
+dt = torch.bfloat16 if sys.argv[1].startswith("bf16") else torch.float32
 a = torch.randn(4096, 4096, device="cuda", dtype=dt)
 b = torch.randn(4096, 4096, device="cuda", dtype=dt)
 times = []
@@ -226,16 +259,45 @@ PY
     say ""
     say "| model | archc ms | PyTorch eager ms | PyTorch SDPA ms | archc ÷ eager speed |"
     say "|---|---|---|---|---|"
-    for m in gpt2 llama4; do
-        case $m in gpt2) pkg=$DEV/pkg/perf_gpt2_dtype_bf16 ;; llama4) pkg=$DEV/pkg/perf_bench_dtype_bf16 ;; esac
+    bf16_models=(gpt2 llama4)
+    [[ -d $DEV/pkg/perf_gpt2_dtype_bf16_wgmma ]] && bf16_models+=(gpt2_wgmma)
+    for m in "${bf16_models[@]}"; do
+        case $m in
+            gpt2) pkg=$DEV/pkg/perf_gpt2_dtype_bf16 ;;
+            gpt2_wgmma) pkg=$DEV/pkg/perf_gpt2_dtype_bf16_wgmma ;;
+            llama4) pkg=$DEV/pkg/perf_bench_dtype_bf16 ;;
+        esac
         t_archc=$(timeout 240 "${RUN[@]}" "$pkg" --random-weights 0 --inputs "$OUT/perf_ids.safetensors" \
             --out "$OUT/perf_${m}_bf16.safetensors" --repeat 13 2>&1 | sed -n 's/^median \([0-9.]*\) ms.*/\1/p')
-        torch_json=$(timeout 240 python3 tools/bench_torch.py --model "$m" --batch 8 --seq 512 \
-            --device cuda --dtype bf16 --warmup 3 --reps 10 --json 2>/dev/null)
-        read -r t_eager t_sdpa < <(echo "$torch_json" | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['median_ms'], d.get('sdpa', {}).get('median_ms', 'nan'))")
+        # gpt2_wgmma: PyTorch's gpt2 figures again, not re-timed.
+        if [[ $m != gpt2_wgmma ]]; then
+            torch_json=$(timeout 240 python3 tools/bench_torch.py --model "$m" --batch 8 --seq 512 \
+                --device cuda --dtype bf16 --warmup 3 --reps 10 --json 2>/dev/null)
+            read -r t_eager t_sdpa < <(echo "$torch_json" | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['median_ms'], d.get('sdpa', {}).get('median_ms', 'nan'))")
+        fi
         ratio=$(python3 -c "print(f'{float(\"${t_eager:-nan}\") / float(\"${t_archc:-nan}\"):.2f}×')" 2>/dev/null || echo "?")
         say "| $m | ${t_archc:-failed} | ${t_eager:-failed} | ${t_sdpa:-?} | $ratio |"
     done
+    if [[ -f $OUT/perf_gpt2_wgmma_bf16.safetensors ]]; then
+        # The same forward on wgmma and on mma.sync: bf16-rounded activations feed every
+        # matmul, so sums in another order may flip roundings that twelve layers carry on.
+        python3 - "$OUT/perf_gpt2_bf16.safetensors" "$OUT/perf_gpt2_wgmma_bf16.safetensors" <<'PY' | tee -a "$REPORT" || fail=1
+import sys
+import numpy as np
+from safetensors.numpy import load_file
+a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
+worst = 0.0
+for name, x in a.items():
+    y = b[name]
+    if not np.all(np.isfinite(y)):
+        print(f"gpt2_wgmma {name}: not finite: MISMATCH")
+        sys.exit(1)
+    worst = max(worst, float(np.max(np.abs(x.astype(np.float64) - y))) / max(float(np.max(np.abs(x))), 1e-30))
+ok = worst <= 5e-2
+print(f"\ngpt2_wgmma against gpt2 (mma.sync), both --dtype bf16: max relative difference {worst:.2e}{'' if ok else ': MISMATCH'}")
+sys.exit(0 if ok else 1)
+PY
+    fi
     say ""
     say "## Decode, GPT-2 small, prompt 16, 128 new tokens (new tokens/s over the batch, prefill excluded)"
     say ""

@@ -70,6 +70,19 @@ for d in f32 bf16; do
     target/release/examples/attention_package "$OUT/pkg/perf_attention_$d" 8 16 1024 64 cuda "$d" \
         --sm "$SM" "${SIM[@]}" >/dev/null 2>&1
 done
+# Hopper's warpgroup products (ARCHC_MMA=wgmma: sm_90a, the matmul tiles on `wgmma`), not
+# run on a GPU before: the check compares them with the mma.sync packages (a matmul with
+# partial tiles, GPT-2's bf16 forward) and times them.
+if [[ $SM == 90 && ${#SIM[@]} == 0 ]]; then
+    for mma in mma wgmma; do
+        ARCHC_MMA=$mma target/release/examples/matmul_package "$OUT/pkg/check_matmul_$mma" 300 200 72 \
+            cuda bf16 --sm 90 >/dev/null 2>&1
+    done
+    ARCHC_MMA=wgmma target/release/examples/matmul_package "$OUT/pkg/perf_matmul_bf16_wgmma" \
+        4096 4096 4096 cuda bf16 --sm 90 >/dev/null 2>&1
+    ARCHC_MMA=wgmma "$ARCHC" build specs/gpt2.arch:gpt2 --target cuda --sm 90 --dtype bf16 --no-cache \
+        -o "$OUT/pkg/perf_gpt2_dtype_bf16_wgmma" >/dev/null
+fi
 # Training: the GPT-2 fixture's train package for the GPU, and what two AdamW steps on one
 # batch give on this CPU (losses, gradient norms, weights), for the check to compare.
 mkdir -p "$OUT/train"

@@ -229,6 +229,15 @@ pub fn cache_key(spec: &ArchSpec, opts: &BuildOptions) -> String {
             + &opts
                 .half_matmul
                 .map_or(String::new(), |t| format!("\n{} matmul", t.name()))
+            // Hopper's warpgroup products on request (`ARCHC_MMA`, cuda::ptx_tiling).
+            + if opts.cuda == Some(90)
+                && opts.half_matmul.is_some()
+                && crate::backend::cuda::wgmma_requested().unwrap_or(false)
+            {
+                "\nwgmma"
+            } else {
+                ""
+            }
     );
     format!("{}-{:016x}", spec.name, fnv(&text))
 }
@@ -284,6 +293,10 @@ pub const ENCODE_DIR: &str = "encode";
 /// the `prefill`, `decode` (and `encode`) entries that run them.
 pub fn build(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result<Built, String> {
     let start = Instant::now();
+    if opts.cuda.is_some() {
+        // Before the cache is consulted: a bad `ARCHC_MMA` must not pass as the default.
+        crate::backend::cuda::wgmma_requested().map_err(|e| e.to_string())?;
+    }
     let built = build_one(spec, opts, out)?;
     if let Some(o) = out {
         if opts.kind == PackageKind::Forward && crate::expand::step_unsupported(spec).is_none() {
@@ -623,11 +636,16 @@ impl Code {
             Some(sm) => {
                 let ptx = crate::backend::cuda::lower_ptx(prog, sm).map_err(|e| e.to_string())?;
                 let sim = if opts.sim {
-                    Some(
+                    // Warpgroup tiles run on the simulator as they are (in the GPU's
+                    // blocks); the others in the simulator's narrower ones.
+                    let tiling =
+                        crate::backend::cuda::ptx_tiling(prog, sm).map_err(|e| e.to_string())?;
+                    let lowered = if tiling.wgmma {
+                        crate::backend::cuda::lower_sim_tiled(prog, tiling)
+                    } else {
                         crate::backend::cuda::lower_sim(prog)
-                            .map_err(|e| e.to_string())?
-                            .object,
-                    )
+                    };
+                    Some(lowered.map_err(|e| e.to_string())?.object)
                 } else {
                     None
                 };

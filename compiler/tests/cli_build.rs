@@ -511,3 +511,65 @@ fn dtype_builds_run_on_the_simulator() {
         assert!(text(&o).contains("no --dtype"), "{args:?}: {}", text(&o));
     }
 }
+
+/// `ARCHC_MMA=wgmma` (Hopper's warpgroup products): an sm_90 `--dtype` build targets
+/// sm_90a with its matmul tiles on `wgmma`, gets its own cache entry, and its simulator
+/// library (the GPU's 256-thread blocks) computes what the `mma.sync` build computes —
+/// the same products summed in the same order, so the same bits. Elsewhere it changes
+/// nothing; an unknown value is a clear error.
+#[test]
+fn wgmma_builds_run_on_the_simulator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let spec = fixture("gpt2/model.arch");
+    let build = |mma: &str, sm: &str, out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_archc"))
+            .args([
+                "build",
+                &spec,
+                "--target",
+                "cuda",
+                "--sm",
+                sm,
+                "--sim",
+                "--attention-mask",
+                "--dtype",
+                "bf16",
+                "-o",
+                out.to_str().unwrap(),
+            ])
+            .env("ARCHC_CACHE", &cache)
+            .env("ARCHC_MMA", mma)
+            .output()
+            .expect("archc runs")
+    };
+    let mut logits = Vec::new();
+    for mma in ["mma", "wgmma"] {
+        let out = tmp.path().join(mma);
+        let o = build(mma, "90", &out);
+        assert!(o.status.success(), "{mma}: {}", text(&o));
+        let ptx = std::fs::read_to_string(out.join("kernels.ptx")).unwrap();
+        assert_eq!(ptx.contains(".target sm_90a"), mma == "wgmma", "{mma}");
+        assert_eq!(ptx.contains("wgmma.mma_async"), mma == "wgmma", "{mma}");
+        let result = tmp.path().join(format!("{mma}.safetensors"));
+        let o = eval_gpt2_fixture(out.to_str().unwrap(), "cuda-sim", &result, &cache);
+        assert!(o.status.success(), "{mma}: {}", text(&o));
+        logits.push(
+            read_values(&result).unwrap()["logits"]
+                .as_f32()
+                .unwrap()
+                .clone(),
+        );
+    }
+    assert_eq!(logits[0].data, logits[1].data);
+    // sm_80 has no wgmma: the request leaves its build as it was.
+    let out = tmp.path().join("sm80");
+    let o = build("wgmma", "80", &out);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!std::fs::read_to_string(out.join("kernels.ptx"))
+        .unwrap()
+        .contains("wgmma"));
+    let o = build("tensor", "90", &tmp.path().join("bad"));
+    assert!(!o.status.success() && !text(&o).contains("panicked"));
+    assert!(text(&o).contains("ARCHC_MMA=tensor"), "{}", text(&o));
+}

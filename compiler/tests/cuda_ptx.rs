@@ -5,7 +5,9 @@
 //! check is skipped, except under CI, where it is an error.
 
 use arch_dsl::elab::Program;
-use archc::backend::cuda::{find_ptxas, lower_ptx, lower_ptx_for, ptxas_check, SMS};
+use archc::backend::cuda::{
+    find_ptxas, lower_ptx, lower_ptx_for, lower_ptx_tiled, ptxas_check, Tiling, SMS,
+};
 use archc::package::{package_graph, package_program, BuildOptions, PackageKind};
 use std::path::Path;
 
@@ -245,6 +247,23 @@ fn half_precision_products_assemble() {
                     .unwrap_or_else(|e| panic!("{ty:?} sm_{sm}: ptxas: {e}"));
             }
         }
+        // Hopper's warpgroup products (`ARCHC_MMA=wgmma`): sm_90a, the matmul tiles on
+        // `wgmma`, the attention tiles still on `mma.sync`.
+        let wg = lower_ptx_tiled(&program, &[90], Tiling::wgmma())
+            .unwrap()
+            .remove(0);
+        let name = if ty == GgmlType::BF16 { "bf16" } else { "f16" };
+        let op = format!("wgmma.mma_async.sync.aligned.m64n128k16.f32.{name}.{name}");
+        assert!(wg.ptx.contains(&op), "{ty:?}: no {op}");
+        assert!(wg.ptx.contains(".target sm_90a"), "{ty:?}: not sm_90a");
+        assert!(
+            wg.ptx.contains(mma),
+            "{ty:?}: attention tiles not on mma.sync"
+        );
+        if let Some(p) = &ptxas {
+            ptxas_check(p, &wg.ptx, 90).unwrap_or_else(|e| panic!("{ty:?} wgmma: ptxas: {e}"));
+        }
+        assert!(lower_ptx_tiled(&program, &[80], Tiling::wgmma()).is_err());
     }
     // A CPU build refuses it, naming what to use instead.
     let err = BuildOptions::host()

@@ -542,6 +542,8 @@ fn matmul_staging_and_tilings() {
     use GgmlType::{BF16, F16};
     let gpu = Tiling::for_mode(Mode::Ptx { sm: 80 });
     let host = Tiling::for_mode(Mode::Host);
+    // Hopper's warpgroup products (half precision only), in the GPU's blocks.
+    let wg = Tiling::wgmma();
     assert_ne!(
         gpu, host,
         "the GPU tiling is tested here besides the simulator's own"
@@ -568,11 +570,20 @@ fn matmul_staging_and_tilings() {
         // f32, A transposed and B [k, n]: element by element in both layouts.
         (f32_case(40, true, true), vec![gpu, host]),
         // bf16 weights by cp.async (k = 72: three 32-steps), A rounded as staged.
-        (half_case(72, BF16, true), vec![gpu, host]),
+        (half_case(72, BF16, true), vec![gpu, host, wg]),
         // f16 weights whose rows are not 16-byte aligned (68 · 2 bytes).
-        (half_case(68, F16, true), vec![host]),
+        (half_case(68, F16, true), vec![host, wg]),
         // bf16 products of f32 weights: both rounded as staged.
-        (half_case(72, BF16, false), vec![host]),
+        (half_case(72, BF16, false), vec![host, wg]),
+        // bf16, A transposed and B [k, n]: element by element into wgmma's layout.
+        (
+            SimMatmul {
+                x_t: true,
+                w_kn: true,
+                ..half_case(40, BF16, false)
+            },
+            vec![wg],
+        ),
     ];
     let rows = 150;
     let mut rng = Rng::new(11);

@@ -61,7 +61,13 @@ pub struct SimCtx {
     mma: MmaFn,
     reduce: extern "C" fn(*const SimCtx, f32, i32, i32) -> f32,
     mma16: MmaFn,
+    wgmma: WgmmaFn,
+    /// Bytes of the block's shared memory.
+    shared_bytes: i64,
 }
+
+/// A warpgroup's `wgmma` (see [`sim_wgmma`]).
+type WgmmaFn = extern "C" fn(*const SimCtx, i32, i32, i64, i64, *mut f32);
 
 /// A warp's batch of "3×TF32" `mma.sync.m16n8k8` tiles: `n` tiles, this lane's registers
 /// at the pointer (see [`sim_mma`]).
@@ -291,6 +297,65 @@ extern "C" fn sim_mma16(ctx: *const SimCtx, n: i32, regs: *mut u32) {
     });
 }
 
+/// One `wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{bf16|f16}` (f16 when `f16` is not
+/// 0) for the thread `ctx` describes: A (64 × 16) and B (n × 16) read from shared memory
+/// through their descriptors — bits 0–13 the start address, 16–29 the leading (k)
+/// byte offset, 32–45 the stride (m or n) byte offset, each in 16-byte units; no swizzle
+/// (bits 62–63) and no base offset (49–51), which is all the compiler emits: the
+/// k-major "interleaved" layout, element (x, k) at start + (x / 8)·SBO + (k / 8)·LBO +
+/// (x % 8)·16 + (k % 8)·2 — and this thread's n / 2 accumulators at `acc` updated:
+/// with w its warp within the warpgroup, g = lane / 4, t = lane % 4, accumulator
+/// 4j + e is D(16w + g + 8·(e / 2), 8j + 2t + e % 2). Each product is exact in f32;
+/// the sum runs in f32, k in order. A descriptor this cannot read (a swizzle, an
+/// address past the shared memory) panics, which fails the test that ran it.
+extern "C" fn sim_wgmma(ctx: *const SimCtx, n: i32, f16: i32, da: i64, db: i64, acc: *mut f32) {
+    // SAFETY: as in `sim_barrier`.
+    let ctx = unsafe { &*ctx };
+    let n = n.clamp(8, 256) as usize;
+    let (w, lane) = (((ctx.tid % 128) / 32) as usize, (ctx.tid % 32) as usize);
+    let (g, t) = (lane / 4, lane % 4);
+    let field = |d: i64, at: u32| (((d as u64) >> at) & 0x3FFF) as usize * 16;
+    let check = |d: i64| {
+        assert!(
+            (d as u64) >> 46 == 0,
+            "wgmma descriptor {d:#x}: swizzle or base offset bits set"
+        );
+    };
+    check(da);
+    check(db);
+    let bytes = ctx.shared_bytes.max(0) as usize;
+    // SAFETY: the block's shared memory is `shared_bytes` long; every read is checked.
+    let smem = unsafe { std::slice::from_raw_parts(ctx.shared.cast::<u8>(), bytes) };
+    let elem = |d: i64, x: usize, k: usize| {
+        let at = field(d, 0)
+            + (x / 8) * field(d, 32)
+            + (k / 8) * field(d, 16)
+            + (x % 8) * 16
+            + (k % 8) * 2;
+        assert!(
+            at + 2 <= bytes,
+            "wgmma reads byte {at} of {bytes} of shared memory"
+        );
+        let h = u16::from_le_bytes([smem[at], smem[at + 1]]);
+        if f16 != 0 {
+            crate::safetensors_file::f16_to_f32(h)
+        } else {
+            f32::from_bits(u32::from(h) << 16)
+        }
+    };
+    // SAFETY: the kernel passes its array of at least n / 2 accumulators.
+    let mine = unsafe { std::slice::from_raw_parts_mut(acc, n / 2) };
+    for (v, o) in mine.iter_mut().enumerate() {
+        let (j, e) = (v / 4, v % 4);
+        let (row, col) = (16 * w + g + 8 * (e / 2), 8 * j + 2 * t + e % 2);
+        let mut sum = *o;
+        for k in 0..16 {
+            sum += elem(da, row, k) * elem(db, col, k);
+        }
+        *o = sum;
+    }
+}
+
 /// One kernel launch: the function, its grid, and its argument table and symbol values
 /// (host addresses: the simulated device's memory is host memory).
 #[derive(Clone, Copy)]
@@ -344,6 +409,8 @@ pub unsafe fn run(threads: usize, shared_floats: usize, launches: &[SimLaunch]) 
                             mma: sim_mma,
                             reduce: sim_reduce,
                             mma16: sim_mma16,
+                            wgmma: sim_wgmma,
+                            shared_bytes: 4 * (shared_floats as i64 + 1),
                         };
                         // SAFETY: the caller's contract.
                         unsafe { (l.f)(l.table, l.dims, &ctx) };
@@ -361,8 +428,9 @@ pub const SIM_FILE: &str = "kernels.sim.so";
 /// The interface between a simulator library's kernels and this runtime (the context's
 /// layout and its functions' signatures), which `kernels.sim.so` exports as
 /// `archc_sim_abi`; a library built for another one is refused, not run (version 2: the
-/// warp reduction takes the butterfly's first mask).
-pub const SIM_ABI: i64 = 2;
+/// warp reduction takes the butterfly's first mask; 3: the context ends with `wgmma` and
+/// the shared memory's size).
+pub const SIM_ABI: i64 = 3;
 
 /// The host simulator as a [`super::Device`]: device memory is host memory; launches run
 /// the package's host-compiled thread programs on [`run`], queued until something reads

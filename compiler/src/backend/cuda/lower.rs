@@ -14,8 +14,9 @@
 //!   f32 accuracy; the epilogue applied where each output is stored. With `--dtype
 //!   bf16|f16` ([`Program::half_matmul`]) the operands are staged as their 16 bits in
 //!   the half type (f32 ones rounded to nearest even) and each k step is one `mma.sync`
-//!   m16n8k16 per tile with f32 accumulation. Row-local epilogues (RoPE) take a band of
-//!   rows per block: products first, then each row's epilogue staged in shared memory.
+//!   m16n8k16 per tile with f32 accumulation — or, on request for sm_90
+//!   ([`Tiling::wgmma`]), per warpgroup one `wgmma` m64n128k16 per 16 k, both operands
+//!   read from shared memory. Row-local epilogues (RoPE) take a band of rows per block: products first, then each row's epilogue staged in shared memory.
 //!   A few rows of A against B stored [n, k] (decoding; m ≤ 8 at run time): one warp per
 //!   output column, lanes striding k, the rows' sums in registers, one butterfly each
 //!   (with `--dtype`, over operands rounded as the tiles round them).
@@ -29,7 +30,7 @@
 //! - **Scan**: one block runs the steps in order; its body kernels are the same thread
 //!   programs over that block, with a barrier after each.
 
-use super::simt::{Mode, Simt, MMA_MAX_N};
+use super::simt::{Mode, Simt, MMA_MAX_N, WARPGROUP};
 use crate::backend::llvm::expr::{AttnMask, Exprs, Values};
 use crate::backend::llvm::ir::{Ir, IrError, IrResult, WholeSteps};
 use crate::backend::llvm::math::Math;
@@ -42,12 +43,15 @@ use std::collections::HashMap;
 
 /// A matmul's block tile: `bm` × `bn` outputs per block, `wm` × `wn` per warp (`wm` a
 /// multiple of 16, `wn` = 32: four m16n8 tiles across), k in steps of [`KW`] words.
+/// With `wgmma` (Hopper, half-precision products only): `wm` × `wn` per warpgroup of
+/// four warps, `wm` = 64 and `wn` = `bn`, one `wgmma` m64n{bn}k16 per 16 k.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tiling {
     pub bm: u64,
     pub bn: u64,
     pub wm: u64,
     pub wn: u64,
+    pub wgmma: bool,
 }
 
 impl Tiling {
@@ -67,21 +71,54 @@ impl Tiling {
                 bn: 128,
                 wm: 64,
                 wn: 32,
+                wgmma: false,
             },
             Mode::Host => Tiling {
                 bm: 64,
                 bn: 64,
                 wm: 32,
                 wn: 32,
+                wgmma: false,
             },
+        }
+    }
+
+    /// Hopper's warpgroup products (`wgmma`, sm_90a): 128 × 128 per block of two
+    /// warpgroups, each 64 × 128 — one `wgmma` m64n128k16 per 16 k, 64 accumulators a
+    /// thread, A and B read by the tensor cores straight from shared memory (no fragment
+    /// loads). Only for half-precision products (`--dtype`); the stages are laid out as
+    /// `wgmma` reads them (`Gen::staged_word`).
+    pub fn wgmma() -> Tiling {
+        Tiling {
+            bm: 128,
+            bn: 128,
+            wm: 64,
+            wn: 128,
+            wgmma: true,
+        }
+    }
+
+    /// 4-byte words from one staged row to the next in the row-major stage layout.
+    fn row_words(&self) -> u64 {
+        if self.wgmma {
+            KW
+        } else {
+            SW
         }
     }
 
     /// 4-byte words of one shared-memory stage: A's rows, then B's columns.
     fn stage_words(&self) -> u64 {
-        (self.bm + self.bn) * SW
+        (self.bm + self.bn) * self.row_words()
     }
 }
+
+/// Bytes between core matrices adjacent along k in a `wgmma` stage (the descriptors'
+/// leading byte offset).
+const WG_LBO: u64 = 128;
+/// Bytes between groups of 8 rows in a `wgmma` stage (the descriptors' stride byte
+/// offset): the four core matrices of one staged row group.
+const WG_SBO: u64 = 4 * WG_LBO;
 
 /// Words (4 bytes) of one staged operand row per k step: 16 f32 or 32 half-precision
 /// values.
@@ -686,33 +723,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             self.side(mm, bt, true, i0, m)?,
             self.side(mm, bt, false, j0, n)?,
         ];
-        // Warp tiles: (bm / wm) × (bn / wn) of them, dealt to the warps in turn.
-        let warps = (self.threads / WARP).max(1);
-        let per_row = tl.bn / tl.wn;
-        let wtiles = (tl.bm / tl.wm) * per_row;
-        if !wtiles.is_multiple_of(warps) {
-            return Err(IrError(format!(
-                "{} threads per block do not divide the matmul's warp tiles",
-                self.threads
-            )));
-        }
-        let per_warp = wtiles / warps;
-        let warp = self.udiv(p.tid, self.k(WARP))?;
+        let (origin, groups, ntiles) = self.warp_tiles(p)?;
         let lane = self.urem(p.tid, self.k(WARP))?;
         let (g, t) = (self.udiv(lane, self.k(4))?, self.urem(lane, self.k(4))?);
-        // Each of this warp's tiles' first row and column in the output tile.
-        let origin: Vec<(IntValue<'ctx>, IntValue<'ctx>)> = (0..per_warp)
-            .map(|q| {
-                let w = ir.add(warp, self.k(q * warps))?;
-                Ok((
-                    ir.mul(self.udiv(w, self.k(per_row))?, self.k(tl.wm))?,
-                    ir.mul(self.urem(w, self.k(per_row))?, self.k(tl.wn))?,
-                ))
-            })
-            .collect::<IrResult<_>>()?;
-        let (groups, ntiles) = (tl.wm / 16, tl.wn / 8);
         let per_tile = (groups * ntiles * 4) as usize;
-        let init: Vec<BasicValueEnum<'ctx>> = vec![m_.c(0.0).into(); per_warp as usize * per_tile];
+        let init: Vec<BasicValueEnum<'ctx>> = vec![m_.c(0.0).into(); origin.len() * per_tile];
         let kstep = self.kstep();
         let nk = self.ceil_div(k, kstep)?;
         let b_exact = matches!(self.stored(mm.b.buf), Some(GgmlType::BF16 | GgmlType::F16));
@@ -742,9 +757,17 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             // thread's copies into `here` have landed; the barrier makes everyone's seen.
             self.simt.cp_async_commit()?;
             self.simt.cp_async_wait(1)?;
+            if tl.wgmma {
+                // ... and visible to the tensor cores' reads of shared memory.
+                self.simt.fence_proxy_async()?;
+            }
             self.simt.barrier()?;
             let mut acc: Vec<FloatValue<'ctx>> = cur.iter().map(|v| v.into_float_value()).collect();
-            self.tile_products(here, (i0, j0), (m, n), (g, t), &origin, b_exact, &mut acc)?;
+            if tl.wgmma {
+                self.wgmma_products(here, i0, m, &origin, &mut acc)?;
+            } else {
+                self.tile_products(here, (i0, j0), (m, n), (g, t), &origin, b_exact, &mut acc)?;
+            }
             // Nobody writes `here` (two steps on) before everyone has read it.
             self.simt.barrier()?;
             Ok(acc.into_iter().map(Into::into).collect())
@@ -766,6 +789,127 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         self.store_product(ok, (outp, plane, n), (bt, i, jj), v, epi)?;
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// This thread's tiles of the block's output tile: each one's first row and column
+    /// in it, its 16-row groups and 8-column n tiles — the accumulators of tile q, group
+    /// r, n tile j at ((q · groups + r) · n tiles + j) · 4, in the `mma` m16n8 layout
+    /// (rows g and g + 8 of the group, columns 2t and 2t + 1 of the n tile). Warp tiles
+    /// (`wm` × `wn`) are dealt to the warps in turn; with `wgmma`, warpgroup tiles (64 ×
+    /// `bn`) to the warpgroups, a warp's part of one being its 16 rows by `bn`.
+    #[allow(clippy::type_complexity)]
+    fn warp_tiles(
+        &self,
+        p: &Par<'ctx>,
+    ) -> IrResult<(Vec<(IntValue<'ctx>, IntValue<'ctx>)>, u64, u64)> {
+        let ir = self.ir;
+        let tl = self.tiling;
+        let warp = self.udiv(p.tid, self.k(WARP))?;
+        if tl.wgmma {
+            let groups = (self.threads / WARPGROUP).max(1);
+            let wtiles = tl.bm / tl.wm;
+            if self.threads < WARPGROUP || !wtiles.is_multiple_of(groups) || tl.wn != tl.bn {
+                return Err(IrError(format!(
+                    "{} threads per block cannot share the wgmma tiles of {tl:?}",
+                    self.threads
+                )));
+            }
+            let wg = self.udiv(p.tid, self.k(WARPGROUP))?;
+            let in_group = ir.mul(self.urem(warp, self.k(4))?, self.k(16))?;
+            let origin = (0..wtiles / groups)
+                .map(|q| {
+                    let tile = ir.add(wg, self.k(q * groups))?;
+                    Ok((ir.mad(tile, self.k(tl.wm), in_group)?, self.k(0)))
+                })
+                .collect::<IrResult<_>>()?;
+            return Ok((origin, 1, tl.bn / 8));
+        }
+        // Warp tiles: (bm / wm) × (bn / wn) of them, dealt to the warps in turn.
+        let warps = (self.threads / WARP).max(1);
+        let per_row = tl.bn / tl.wn;
+        let wtiles = (tl.bm / tl.wm) * per_row;
+        if !wtiles.is_multiple_of(warps) {
+            return Err(IrError(format!(
+                "{} threads per block do not divide the matmul's warp tiles",
+                self.threads
+            )));
+        }
+        let origin = (0..wtiles / warps)
+            .map(|q| {
+                let w = ir.add(warp, self.k(q * warps))?;
+                Ok((
+                    ir.mul(self.udiv(w, self.k(per_row))?, self.k(tl.wm))?,
+                    ir.mul(self.urem(w, self.k(per_row))?, self.k(tl.wn))?,
+                ))
+            })
+            .collect::<IrResult<_>>()?;
+        Ok((origin, tl.wm / 16, tl.wn / 8))
+    }
+
+    /// One stage's products by `wgmma` (after the stage's copies were made visible to
+    /// the tensor cores' shared-memory reads by `fence.proxy.async`, then a barrier):
+    /// for each warpgroup tile of this thread (`origin`, as [`Gen::warp_tiles`] gives
+    /// them) whose rows reach into the product (a warpgroup-uniform test), one `wgmma`
+    /// m64n{bn}k16 per 16 k of the stage, A and B described where [`Gen::staged_word`]
+    /// put them.
+    fn wgmma_products(
+        &self,
+        stage: PointerValue<'ctx>,
+        i0: IntValue<'ctx>,
+        m: IntValue<'ctx>,
+        origin: &[(IntValue<'ctx>, IntValue<'ctx>)],
+        acc: &mut [FloatValue<'ctx>],
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let tl = self.tiling;
+        let ty = self
+            .half
+            .ok_or_else(|| IrError("wgmma tiles without a half-precision type".into()))?;
+        let per_tile = (tl.bn / 8 * 4) as usize;
+        let a_s = self.simt.shared_address(stage)?;
+        let b_s = ir.add(a_s, self.k(4 * tl.bm * KW))?;
+        let desc = |at: IntValue<'ctx>| -> IrResult<IntValue<'ctx>> {
+            let start = ir.b.build_and(
+                ir.b.build_right_shift(at, self.k(4), false, "")?,
+                self.k(0x3FFF),
+                "",
+            )?;
+            ir.b.build_or(
+                start,
+                self.k(((WG_LBO >> 4) << 16) | ((WG_SBO >> 4) << 32)),
+                "",
+            )
+            .map_err(Into::into)
+        };
+        for (q, &(r0, _)) in origin.iter().enumerate() {
+            // The warpgroup tile's first row (r0 is this warp's, 16 · (warp % 4) past it).
+            let first = ir.sub(r0, self.urem(r0, self.k(tl.wm))?)?;
+            let live = self.lt(ir.add(i0, first)?, m)?;
+            let tile = &mut acc[q * per_tile..(q + 1) * per_tile];
+            let old: Vec<BasicValueEnum<'ctx>> = tile.iter().map(|&v| v.into()).collect();
+            let new = ir.if_values(
+                self.f,
+                "wgmma",
+                live,
+                || {
+                    let a_rows =
+                        ir.add(a_s, ir.mul(self.udiv(first, self.k(8))?, self.k(WG_SBO))?)?;
+                    let descs = (0..KW / 8)
+                        .map(|s| {
+                            let kb = self.k(2 * s * WG_LBO);
+                            Ok((desc(ir.add(a_rows, kb)?)?, desc(ir.add(b_s, kb)?)?))
+                        })
+                        .collect::<IrResult<Vec<_>>>()?;
+                    let d = self.simt.wgmma_half(ty, &descs, tile)?;
+                    Ok(d.into_iter().map(Into::into).collect())
+                },
+                &old,
+            )?;
+            for (slot, v) in tile.iter_mut().zip(new) {
+                *slot = v.into_float_value();
             }
         }
         Ok(())
@@ -812,8 +956,24 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         })
     }
 
-    /// Fills the stage at `dst` — A's `bm` rows, then B's `bn` columns, each [`SW`] words
-    /// apart, k contiguous — with k step `k0..` of both operands (zero outside them).
+    /// Where word `w` (of [`KW`]) of staged row `x` lies in its operand's part of a
+    /// stage, in words: row-major rows [`SW`] apart; for `wgmma`, the k-major
+    /// "interleaved" layout of its shared-memory descriptors — 8 × 16-byte core matrices
+    /// (8 rows of 4 words, contiguous), the four of a group of 8 rows [`WG_LBO`] bytes
+    /// apart along k, groups of 8 rows [`WG_SBO`] apart.
+    fn staged_word(&self, x: IntValue<'ctx>, w: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
+        let ir = self.ir;
+        if !self.tiling.wgmma {
+            return ir.mad(x, self.k(SW), w);
+        }
+        let group = ir.mul(self.udiv(x, self.k(8))?, self.k(WG_SBO / 4))?;
+        let core = ir.mul(self.udiv(w, self.k(4))?, self.k(WG_LBO / 4))?;
+        let row = ir.mul(self.urem(x, self.k(8))?, self.k(4))?;
+        ir.add(ir.add(group, core)?, ir.add(row, self.urem(w, self.k(4))?)?)
+    }
+
+    /// Fills the stage at `dst` — A's `bm` rows, then B's `bn` columns, k contiguous
+    /// ([`Gen::staged_word`]) — with k step `k0..` of both operands (zero outside them).
     fn stage_operands(
         &self,
         p: &Par<'ctx>,
@@ -826,7 +986,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let mut at = dst;
         for side in sides {
             self.stage_side(p, side, at, k0, k)?;
-            at = ir.at(at, self.k(side.rows * SW))?;
+            at = ir.at(at, self.k(side.rows * self.tiling.row_words()))?;
         }
         Ok(())
     }
@@ -953,7 +1113,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let src = unsafe {
                 ir.b.build_in_bounds_gep(i8t, side.base, &[ir.mul(idx, self.k(es))?], "")?
             };
-            let to = ir.at(dst, ir.mad(x, self.k(SW), ir.mul(q, self.k(4))?)?)?;
+            let to = ir.at(dst, self.staged_word(x, ir.mul(q, self.k(4))?)?)?;
             self.simt.cp_async16(to, src, ir.mul(valid, self.k(es))?)
         })
     }
@@ -991,11 +1151,12 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 Some(ty) => {
                     let i16t = ir.ctx.i16_type();
                     let bits = ir.b.build_int_truncate(self.half_bits(ty, v)?, i16t, "")?;
-                    let at = ir.mad(x, self.k(2 * SW), kk)?;
+                    let word = self.staged_word(x, self.udiv(kk, self.k(2))?)?;
+                    let at = ir.mad(word, self.k(2), self.urem(kk, self.k(2))?)?;
                     let pt = unsafe { ir.b.build_in_bounds_gep(i16t, dst, &[at], "")? };
                     Ok((pt, bits.into()))
                 }
-                None => Ok((ir.at(dst, ir.mad(x, self.k(SW), kk)?)?, v.into())),
+                None => Ok((ir.at(dst, self.staged_word(x, kk)?)?, v.into())),
             }
         })
     }

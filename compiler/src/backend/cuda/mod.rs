@@ -71,23 +71,56 @@ fn check_sm(sm: u32) -> Result<(), BackendError> {
     }
 }
 
-/// The NVPTX target machine for `sm_{sm}` (PTX ISA 7.8, which both generations accept).
-fn nvptx_machine(sm: u32) -> Result<TargetMachine, BackendError> {
+/// The NVPTX target machine for `sm_{sm}` (PTX ISA 7.8, which both generations accept),
+/// or with `wgmma` for `sm_90a` (PTX ISA 8.0: Hopper's warpgroup instructions, which run
+/// on sm_90 parts only).
+fn nvptx_machine(sm: u32, wgmma: bool) -> Result<TargetMachine, BackendError> {
     check_sm(sm)?;
     Target::initialize_nvptx(&InitializationConfig::default());
     let triple = inkwell::targets::TargetTriple::create("nvptx64-nvidia-cuda");
     let target = Target::from_triple(&triple)
         .map_err(|e| llvm_err("finding the NVPTX target")(e.to_string()))?;
+    let (cpu, features) = if wgmma {
+        (format!("sm_{sm}a"), "+ptx80")
+    } else {
+        (format!("sm_{sm}"), "+ptx78")
+    };
     target
         .create_target_machine(
             &triple,
-            &format!("sm_{sm}"),
-            "+ptx78",
+            &cpu,
+            features,
             OptimizationLevel::Aggressive,
             RelocMode::Default,
             CodeModel::Default,
         )
-        .ok_or_else(|| BackendError::Unsupported(format!("LLVM cannot target sm_{sm}")))
+        .ok_or_else(|| BackendError::Unsupported(format!("LLVM cannot target {cpu}")))
+}
+
+/// Whether `ARCHC_MMA` asks for Hopper's warpgroup products: `wgmma`, or `mma` (the
+/// default: `mma.sync`, which every generation runs). Unverified on a GPU so far, so
+/// chosen only on request (see ARCHITECTURE.md, "wgmma tiles").
+pub fn wgmma_requested() -> Result<bool, BackendError> {
+    match std::env::var("ARCHC_MMA") {
+        Err(_) => Ok(false),
+        Ok(v) if v == "mma" => Ok(false),
+        Ok(v) if v == "wgmma" => Ok(true),
+        Ok(v) => Err(BackendError::Unsupported(format!(
+            "ARCHC_MMA={v}: the tensor-core instructions are mma (mma.sync, the default) and wgmma (sm_90 with --dtype bf16|f16)"
+        ))),
+    }
+}
+
+/// The matmul tiling of `prog` for `sm_{sm}`: [`Tiling::wgmma`] on sm_90 with
+/// half-precision products when [`wgmma_requested`], else the `mma.sync` one.
+pub fn ptx_tiling(prog: &Program, sm: u32) -> Result<Tiling, BackendError> {
+    Ok(
+        if sm == 90 && prog.half_matmul.is_some() && wgmma_requested()? {
+            Tiling::wgmma()
+        } else {
+            Tiling::for_mode(Mode::Ptx { sm })
+        },
+    )
 }
 
 /// Lowers `prog` to PTX for `sm_{sm}`.
@@ -95,18 +128,48 @@ pub fn lower_ptx(prog: &Program, sm: u32) -> Result<CudaLowered, BackendError> {
     lower_ptx_for(prog, &[sm]).map(|mut v| v.remove(0))
 }
 
-/// Lowers `prog` to PTX for each SM generation of `sms`: the thread programs are the
-/// same for all, so the module is built and optimised once and only instruction
-/// selection runs per generation.
+/// Lowers `prog` to PTX for each SM generation of `sms`: where their thread programs are
+/// the same (the same [`ptx_tiling`]), the module is built and optimised once and only
+/// instruction selection runs per generation.
 pub fn lower_ptx_for(prog: &Program, sms: &[u32]) -> Result<Vec<CudaLowered>, BackendError> {
+    let tilings = sms
+        .iter()
+        .map(|&sm| ptx_tiling(prog, sm))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(&tiling) = tilings.first() else {
+        return Ok(Vec::new());
+    };
+    if tilings.iter().any(|&t| t != tiling) {
+        return sms
+            .iter()
+            .zip(tilings)
+            .map(|(&sm, t)| lower_ptx_tiled(prog, &[sm], t).map(|mut v| v.remove(0)))
+            .collect();
+    }
+    lower_ptx_tiled(prog, sms, tiling)
+}
+
+/// [`lower_ptx_for`] with the matmuls tiled as `tiling` for every generation of `sms`
+/// ([`Tiling::wgmma`] targets sm_90a).
+pub fn lower_ptx_tiled(
+    prog: &Program,
+    sms: &[u32],
+    tiling: Tiling,
+) -> Result<Vec<CudaLowered>, BackendError> {
+    if sms.is_empty() {
+        return Ok(Vec::new());
+    }
+    if tiling.wgmma && (sms.iter().any(|&sm| sm != 90) || prog.half_matmul.is_none()) {
+        return Err(BackendError::Unsupported(
+            "wgmma tiles are for sm_90 with half-precision products (--dtype bf16|f16)".into(),
+        ));
+    }
     let max_head_dim = crate::package::max_value_dim(prog);
     let machines = sms
         .iter()
-        .map(|&sm| nvptx_machine(sm))
+        .map(|&sm| nvptx_machine(sm, tiling.wgmma))
         .collect::<Result<Vec<_>, _>>()?;
-    let Some(first) = machines.first() else {
-        return Ok(Vec::new());
-    };
+    let first = &machines[0];
     let ctx = Context::create();
     let ir = Ir::new(&ctx, "archc_cuda");
     let kernels = lower::emit_kernels(
@@ -115,7 +178,7 @@ pub fn lower_ptx_for(prog: &Program, sms: &[u32]) -> Result<Vec<CudaLowered>, Ba
         Mode::Ptx { sm: sms[0] },
         PTX_THREADS,
         max_head_dim,
-        Tiling::for_mode(Mode::Ptx { sm: sms[0] }),
+        tiling,
     )?;
     let llvm_ir = ir.module.print_to_string().to_string();
     crate::backend::llvm::optimize(&ir.module, first)?;
@@ -140,17 +203,31 @@ pub fn lower_sim(prog: &Program) -> Result<SimLowered, BackendError> {
     lower_sim_tiled(prog, Tiling::for_mode(Mode::Host))
 }
 
-/// [`lower_sim`] with the matmuls tiled as `tiling` (a GPU's, to run its tiles here).
+/// [`lower_sim`] with the matmuls tiled as `tiling` (a GPU's, to run its tiles here),
+/// in blocks of [`SIM_THREADS`] threads — of [`PTX_THREADS`] for `wgmma` tiles, which
+/// need whole warpgroups: the GPU's blocks.
 pub fn lower_sim_tiled(prog: &Program, tiling: Tiling) -> Result<SimLowered, BackendError> {
+    let threads_per_block = if tiling.wgmma {
+        PTX_THREADS
+    } else {
+        SIM_THREADS
+    };
     let max_head_dim = crate::package::max_value_dim(prog);
     let target = crate::backend::cpu::CpuTarget::host()?;
     let tm = crate::backend::cpu::target_machine(&target)?;
     let ctx = Context::create();
     let ir = Ir::new(&ctx, "archc_cuda_sim");
-    let kernels = lower::emit_kernels(&ir, prog, Mode::Host, SIM_THREADS, max_head_dim, tiling)?;
+    let kernels = lower::emit_kernels(
+        &ir,
+        prog,
+        Mode::Host,
+        threads_per_block,
+        max_head_dim,
+        tiling,
+    )?;
     // The block size the thread programs were generated for, for the runtime's simulator.
     let threads = ir.module.add_global(ir.i64, None, "archc_sim_threads");
-    threads.set_initializer(&ir.i64.const_int(SIM_THREADS, false));
+    threads.set_initializer(&ir.i64.const_int(threads_per_block, false));
     threads.set_constant(true);
     // The simulator interface the kernels call through, for the runtime to check.
     let abi = ir.module.add_global(ir.i64, None, "archc_sim_abi");
@@ -164,7 +241,7 @@ pub fn lower_sim_tiled(prog: &Program, tiling: Tiling) -> Result<SimLowered, Bac
     Ok(SimLowered {
         object,
         kernels,
-        threads: SIM_THREADS,
+        threads: threads_per_block,
     })
 }
 
@@ -203,7 +280,8 @@ pub fn find_ptxas() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Assembles `ptx` for `sm_{sm}` with `ptxas`; its complaint when it refuses.
+/// Assembles `ptx` for `sm_{sm}` — for the architecture its `.target` names, when it
+/// names one (`sm_90a` for `wgmma` tiles) — with `ptxas`; its complaint when it refuses.
 pub fn ptxas_check(ptxas: &std::path::Path, ptx: &str, sm: u32) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!(
         "archc-ptxas-{}-{}",
@@ -215,9 +293,14 @@ pub fn ptxas_check(ptxas: &std::path::Path, ptx: &str, sm: u32) -> Result<(), St
     std::fs::write(&src, ptx).map_err(|e| e.to_string())?;
     // -O1: whether ptxas accepts the PTX does not depend on how hard it optimizes, and
     // the checks assemble every spec twice (a quarter faster than the default -O3).
+    let arch = ptx
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(".target "))
+        .and_then(|t| t.split([',', ' ']).next())
+        .map_or(format!("sm_{sm}"), str::to_string);
     let out = std::process::Command::new(ptxas)
         .arg("-O1")
-        .arg(format!("-arch=sm_{sm}"))
+        .arg(format!("-arch={arch}"))
         .arg("-o")
         .arg(dir.join("kernels.cubin"))
         .arg(&src)

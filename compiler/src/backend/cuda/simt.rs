@@ -29,11 +29,16 @@ pub(crate) const CTX_BARRIER: u64 = 5;
 pub(crate) const CTX_MMA: u64 = 7;
 pub(crate) const CTX_REDUCE: u64 = 8;
 pub(crate) const CTX_MMA16: u64 = 9;
+pub(crate) const CTX_WGMMA: u64 = 10;
 /// Set in the tile count of a simulated half-precision `mma` batch when the operands
 /// are f16 (bf16 without it).
 pub(crate) const MMA16_F16: u64 = 0x100;
 /// The most n tiles of one [`Simt::mma_3xtf32`] batch (the simulator's limit too).
 pub(crate) const MMA_MAX_N: u64 = 4;
+/// The widest `wgmma` n (its accumulators: n / 2 a thread).
+pub(crate) const WGMMA_MAX_N: u64 = 256;
+/// Threads of a warpgroup, which issues a `wgmma` together.
+pub(crate) const WARPGROUP: u64 = 128;
 
 /// The primitives inside one kernel function.
 pub(crate) struct Simt<'a, 'ctx> {
@@ -44,6 +49,8 @@ pub(crate) struct Simt<'a, 'ctx> {
     /// Host mode: the registers of an `mma` batch on the thread's stack (8 + 8 per n
     /// tile), which the simulator reads and writes.
     mma_io: Option<PointerValue<'ctx>>,
+    /// Host mode: a `wgmma`'s accumulators ([`WGMMA_MAX_N`] / 2 floats), likewise.
+    wgmma_io: Option<PointerValue<'ctx>>,
 }
 
 impl<'a, 'ctx> Simt<'a, 'ctx> {
@@ -78,15 +85,16 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                 .map_err(|e| IrError(e.to_string()))?;
         }
         ir.b.position_at_end(ir.ctx.append_basic_block(f, "entry"));
-        let (ctx, mma_io) = match mode {
+        let (ctx, mma_io, wgmma_io) = match mode {
             Mode::Host => (
                 Some(ir.param_ptr(f, 2)?),
                 Some(ir.b.build_alloca(
                     ir.ctx.i32_type().array_type((8 + 8 * MMA_MAX_N) as u32),
                     "mma_io",
                 )?),
+                Some(ir.b.build_alloca(ir.f32.array_type((WGMMA_MAX_N / 2) as u32), "wgmma_io")?),
             ),
-            Mode::Ptx { .. } => (None, None),
+            Mode::Ptx { .. } => (None, None, None),
         };
         Ok((
             Simt {
@@ -94,6 +102,7 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                 mode,
                 ctx,
                 mma_io,
+                wgmma_io,
             },
             f,
         ))
@@ -432,6 +441,182 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                 let tag = if f16 { MMA16_F16 } else { 0 };
                 self.host_mma(CTX_MMA16, tag, &a, &b_regs, c)
             }
+        }
+    }
+
+    /// The address of `p` (a generic pointer into the block's shared memory) in the
+    /// shared window, as an i64: what a `wgmma` descriptor holds. The simulator's is the
+    /// offset from its shared memory's start.
+    pub fn shared_address(&self, p: PointerValue<'ctx>) -> IrResult<IntValue<'ctx>> {
+        let ir = self.ir;
+        match self.mode {
+            Mode::Ptx { .. } => {
+                let shared = ir.ctx.ptr_type(AddressSpace::from(3u16));
+                let s = ir.b.build_address_space_cast(p, shared, "")?;
+                Ok(ir.b.build_ptr_to_int(s, ir.i64, "")?)
+            }
+            Mode::Host => {
+                let base = self.ctx_ptr(CTX_SHARED)?;
+                let b = ir.b.build_ptr_to_int(base, ir.i64, "")?;
+                let a = ir.b.build_ptr_to_int(p, ir.i64, "")?;
+                Ok(ir.b.build_int_sub(a, b, "")?)
+            }
+        }
+    }
+
+    /// `D = A·B + D` for a warpgroup's 64 × n tile on Hopper's tensor cores: per pair of
+    /// shared-memory matrix descriptors (A 64 × 16, B n × 16, both k-major: see
+    /// `lower::Gen::wgmma_products`) one
+    /// `wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{bf16|f16}` (`ty` BF16 or F16), n =
+    /// 2 · `acc.len()`, all of them in one group that is waited for before the
+    /// accumulators are returned — to the compiler it is one synchronous step. A
+    /// `wgmma.fence` first orders the accumulators' earlier writes before the products.
+    /// Every thread of the warpgroup must call it with the same descriptors. With `w` =
+    /// this thread's warp within the warpgroup, `g = lane / 4`, `t = lane % 4`,
+    /// accumulator 4j + e is D(16w + g + 8·(e / 2), 8j + 2t + e % 2) — for each 8-column
+    /// group j the layout of an `mma.sync` m16n8 tile. The simulator computes each
+    /// thread's elements from the shared memory the descriptors describe.
+    pub fn wgmma_half(
+        &self,
+        ty: GgmlType,
+        descs: &[(IntValue<'ctx>, IntValue<'ctx>)],
+        acc: &[FloatValue<'ctx>],
+    ) -> IrResult<Vec<FloatValue<'ctx>>> {
+        let ir = self.ir;
+        let n = 2 * acc.len() as u64;
+        if n == 0 || n > WGMMA_MAX_N || !n.is_multiple_of(8) {
+            return Err(IrError(format!("no wgmma of n = {n}")));
+        }
+        let (f16, name) = match ty {
+            GgmlType::BF16 => (false, "bf16"),
+            GgmlType::F16 => (true, "f16"),
+            other => return Err(IrError(format!("no {} tensor-core products", other.name()))),
+        };
+        let i32t = ir.ctx.i32_type();
+        match self.mode {
+            Mode::Ptx { .. } => {
+                let m = acc.len();
+                let regs = (0..m)
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let scale = 2 * m + 2 * descs.len();
+                let mut asm = format!(
+                    "{{\n.reg .pred p;\nsetp.ne.b32 p, ${scale}, 0;\nwgmma.fence.sync.aligned;\n"
+                );
+                for i in 0..descs.len() {
+                    let (a, b) = (2 * m + 2 * i, 2 * m + 2 * i + 1);
+                    asm += &format!(
+                        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{name}.{name} {{{regs}}}, ${a}, ${b}, p, 1, 1, 0, 0;\n"
+                    );
+                }
+                asm += "wgmma.commit_group.sync.aligned;\nwgmma.wait_group.sync.aligned 0;\n}";
+                let mut cons: Vec<String> = (0..m).map(|_| "=f".to_string()).collect();
+                cons.extend((0..m).map(|i| i.to_string()));
+                cons.extend((0..2 * descs.len()).map(|_| "l".to_string()));
+                cons.push("r".into());
+                let fields: Vec<inkwell::types::BasicTypeEnum> =
+                    (0..m).map(|_| ir.f32.into()).collect();
+                let ret = ir.ctx.struct_type(&fields, false);
+                let mut params: Vec<inkwell::types::BasicMetadataTypeEnum> =
+                    (0..m).map(|_| ir.f32.into()).collect();
+                params.extend(
+                    (0..2 * descs.len())
+                        .map(|_| -> inkwell::types::BasicMetadataTypeEnum { ir.i64.into() }),
+                );
+                params.push(i32t.into());
+                let fty = ret.fn_type(&params, false);
+                let asm_fn =
+                    ir.ctx
+                        .create_inline_asm(fty, asm, cons.join(","), true, false, None, false);
+                let mut args: Vec<inkwell::values::BasicMetadataValueEnum<'ctx>> =
+                    acc.iter().map(|&x| x.into()).collect();
+                for &(a, b) in descs {
+                    args.push(a.into());
+                    args.push(b.into());
+                }
+                args.push(i32t.const_int(1, false).into());
+                let r = match ir
+                    .b
+                    .build_indirect_call(fty, asm_fn, &args, "")?
+                    .try_as_basic_value()
+                {
+                    inkwell::values::ValueKind::Basic(v) => v.into_struct_value(),
+                    _ => return Err(IrError("wgmma returns nothing".into())),
+                };
+                (0..m)
+                    .map(|i| {
+                        Ok(ir
+                            .b
+                            .build_extract_value(r, i as u32, "")?
+                            .into_float_value())
+                    })
+                    .collect()
+            }
+            Mode::Host => {
+                let io = self
+                    .wgmma_io
+                    .ok_or_else(|| IrError("no wgmma scratch".into()))?;
+                let at = |i: usize| -> IrResult<PointerValue<'ctx>> {
+                    Ok(unsafe {
+                        ir.b.build_in_bounds_gep(ir.f32, io, &[ir.int(i as u64)], "")?
+                    })
+                };
+                for (i, v) in acc.iter().enumerate() {
+                    ir.b.build_store(at(i)?, *v)?;
+                }
+                let ty = ir.ctx.void_type().fn_type(
+                    &[
+                        ir.ptr.into(),
+                        i32t.into(),
+                        i32t.into(),
+                        ir.i64.into(),
+                        ir.i64.into(),
+                        ir.ptr.into(),
+                    ],
+                    false,
+                );
+                for &(a, b) in descs {
+                    self.host_call(
+                        CTX_WGMMA,
+                        ty,
+                        &[
+                            i32t.const_int(n, false).into(),
+                            i32t.const_int(u64::from(f16), false).into(),
+                            a.into(),
+                            b.into(),
+                            io.into(),
+                        ],
+                    )?;
+                }
+                (0..acc.len())
+                    .map(|i| Ok(ir.b.build_load(ir.f32, at(i)?, "")?.into_float_value()))
+                    .collect()
+            }
+        }
+    }
+
+    /// `fence.proxy.async.shared::cta`: this thread's writes to shared memory (plain
+    /// stores and `cp.async` copies that have completed) become visible to the
+    /// asynchronous proxy that `wgmma` reads shared memory through. Nothing on the host.
+    pub fn fence_proxy_async(&self) -> IrResult<()> {
+        let ir = self.ir;
+        match self.mode {
+            Mode::Ptx { .. } => {
+                let fty = ir.ctx.void_type().fn_type(&[], false);
+                let f = ir.ctx.create_inline_asm(
+                    fty,
+                    "fence.proxy.async.shared::cta;".into(),
+                    "~{memory}".into(),
+                    true,
+                    false,
+                    None,
+                    false,
+                );
+                ir.b.build_indirect_call(fty, f, &[], "")?;
+                Ok(())
+            }
+            Mode::Host => Ok(()),
         }
     }
 
