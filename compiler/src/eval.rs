@@ -389,6 +389,9 @@ pub fn evaluate_cuda_sim_with(
     let graph = crate::package::package_graph(spec, &opts)?;
     let mut prog = crate::package::package_program(&graph)?;
     prog.half_matmul = half_matmul;
+    if let Some(ty) = half_matmul {
+        crate::kernel::quant::store_activations(&mut prog, ty);
+    }
     // Symbols from the input shapes.
     let mut bind: HashMap<String, usize> = HashMap::new();
     for (name, _, shape) in &prog.inputs {

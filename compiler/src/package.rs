@@ -492,6 +492,9 @@ fn program_for(graph: &Graph, opts: &BuildOptions) -> Result<Program, String> {
     let mut prog = package_program(graph)?;
     prog.int_dots = opts.int_dots;
     prog.half_matmul = opts.half_matmul;
+    if let (Some(ty), Some(_)) = (opts.half_matmul, opts.cuda) {
+        kernel::quant::store_activations(&mut prog, ty);
+    }
     if !opts.quant.is_empty() {
         let refused = kernel::quant::store_quantized(&mut prog, &opts.quant);
         if opts.verbose {
@@ -755,6 +758,13 @@ fn manifest(
     lowered: &Code,
 ) -> Result<Manifest, String> {
     let dtype = |i64: bool| if i64 { Dtype::I64 } else { Dtype::F32 };
+    // Temporaries hold half-precision activations under cuda `--dtype`; a parameter's
+    // storage is its `ParamSpec::storage` (its buffer's dtype stays that of its values).
+    let buffer_dtype = |b: &crate::kernel::Buffer| match (&b.kind, b.quant) {
+        (BufKind::Temp, Some(GgmlType::BF16)) => Dtype::Bf16,
+        (BufKind::Temp, Some(GgmlType::F16)) => Dtype::F16,
+        _ => dtype(b.i64),
+    };
     let buffers = prog
         .buffers
         .iter()
@@ -767,7 +777,7 @@ fn manifest(
                 BufKind::Temp => BufferKind::Temp,
                 BufKind::State(_) => BufferKind::State,
             },
-            dtype: dtype(b.i64),
+            dtype: buffer_dtype(b),
             elems: size(&b.elems),
             slot: prog.slots.get(b.id).copied().flatten(),
         })
@@ -827,11 +837,11 @@ fn manifest(
                 features: opts.target.features.clone(),
                 int_dots: opts.int_dots,
             },
-            Code::Cuda(_, sm, _) => Target {
+            Code::Cuda(lowered, sm, _) => Target {
                 kind: "cuda".into(),
                 isa: format!("sm_{sm}"),
-                cpu: format!("sm_{sm}"),
-                features: "+ptx78".into(),
+                cpu: lowered.arch.clone(),
+                features: lowered.features.clone(),
                 int_dots: false,
             },
         },

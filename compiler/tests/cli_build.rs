@@ -467,6 +467,14 @@ fn dtype_builds_run_on_the_simulator() {
             .filter(|p| p["storage"] == dtype)
             .count();
         assert!(stored >= 8, "{dtype}: {stored} matrices stored in it");
+        // Activations between elementwise kernels and matmuls are kept in it too.
+        let half_temps = m["buffers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["kind"] == "temp" && b["dtype"] == dtype)
+            .count();
+        assert!(half_temps >= 4, "{dtype}: {half_temps} temporaries in it");
         let result = tmp.path().join(format!("{dtype}.safetensors"));
         let o = eval_gpt2_fixture(out.to_str().unwrap(), "cuda-sim", &result, &cache);
         assert!(o.status.success(), "{dtype}: {}", text(&o));
@@ -551,6 +559,12 @@ fn wgmma_builds_run_on_the_simulator() {
         let ptx = std::fs::read_to_string(out.join("kernels.ptx")).unwrap();
         assert_eq!(ptx.contains(".target sm_90a"), mma == "wgmma", "{mma}");
         assert_eq!(ptx.contains("wgmma.mma_async"), mma == "wgmma", "{mma}");
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
+                .unwrap();
+        let cpu = if mma == "wgmma" { "sm_90a" } else { "sm_90" };
+        assert_eq!(m["target"]["cpu"], cpu, "{mma}");
+        assert_eq!(m["target"]["isa"], "sm_90", "{mma}");
         let result = tmp.path().join(format!("{mma}.safetensors"));
         let o = eval_gpt2_fixture(out.to_str().unwrap(), "cuda-sim", &result, &cache);
         assert!(o.status.success(), "{mma}: {}", text(&o));

@@ -203,9 +203,9 @@ fn stored_type_weights_assemble() {
     }
 }
 
-/// `--dtype bf16|f16`: GPT-2's forward program with its matrices stored in the half type
-/// and the matmul tiles on `mma.sync` m16n8k16 assembles for sm_80 and sm_90, with no
-/// 3×TF32 products left in it.
+/// `--dtype bf16|f16`: GPT-2's forward program with its matrices and the activations
+/// between its kernels stored in the half type and the matmul tiles on `mma.sync`
+/// m16n8k16 assembles for sm_80 and sm_90, with no 3×TF32 products left in it.
 #[test]
 fn half_precision_products_assemble() {
     use arch_runtime::gguf::GgmlType;
@@ -235,6 +235,8 @@ fn half_precision_products_assemble() {
         program.half_matmul = opts.half_matmul;
         archc::kernel::quant::store_quantized(&mut program, &opts.quant);
         assert!(program.buffers.iter().any(|b| b.quant == Some(ty)));
+        // Activations between kernels in the half type, as a --dtype build keeps them.
+        assert!(archc::kernel::quant::store_activations(&mut program, ty) > 0);
         for (&sm, lowered) in SMS.iter().zip(lower_ptx_for(&program, &SMS).unwrap()) {
             assert!(lowered.ptx.contains(mma), "{ty:?} sm_{sm}: no {mma}");
             // The matmuls' and the attention tiles' products alike.

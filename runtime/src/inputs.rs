@@ -109,11 +109,14 @@ pub(crate) fn gather_inputs<'a>(
                 let fits = match spec.dtype {
                     Dtype::F32 => matches!(t.data, HostData::F32(_)),
                     Dtype::I64 => !matches!(t.data, HostData::F32(_)),
+                    // No package takes one (half precision is for temporaries).
+                    Dtype::Bf16 | Dtype::F16 => false,
                 };
                 if !fits {
                     let want = match spec.dtype {
                         Dtype::F32 => "an f32 tensor",
                         Dtype::I64 => "an integer tensor (i64 or i32)",
+                        Dtype::Bf16 | Dtype::F16 => "a tensor of a type no input has",
                     };
                     return Err(RuntimeError::input(
                         &spec.name,
@@ -322,6 +325,8 @@ pub(crate) fn copy_in(
                     }
                 }
             }
+            // Refused when the inputs were checked.
+            (Given::Tensor(_), Dtype::Bf16 | Dtype::F16) => {}
         }
     }
     Ok(())

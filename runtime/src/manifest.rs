@@ -96,6 +96,10 @@ fn yes() -> bool {
 pub enum Dtype {
     F32,
     I64,
+    /// Activations kept between kernels in half precision (cuda `--dtype bf16|f16`
+    /// packages; temporaries only, never an input, output or state).
+    Bf16,
+    F16,
 }
 
 impl Dtype {
@@ -103,6 +107,7 @@ impl Dtype {
         match self {
             Dtype::F32 => 4,
             Dtype::I64 => 8,
+            Dtype::Bf16 | Dtype::F16 => 2,
         }
     }
 
@@ -110,6 +115,8 @@ impl Dtype {
         match self {
             Dtype::F32 => "f32",
             Dtype::I64 => "i64",
+            Dtype::Bf16 => "bf16",
+            Dtype::F16 => "f16",
         }
     }
 }

@@ -359,6 +359,13 @@ impl Session {
                     let data = match b.dtype {
                         Dtype::F32 => HostData::F32(vec![0f32; n / 4]),
                         Dtype::I64 => HostData::I64(vec![0i64; n / 8]),
+                        Dtype::Bf16 | Dtype::F16 => {
+                            return Err(RuntimeError::Target(format!(
+                                "output buffer {} is {}: packages give f32 and i64 outputs only",
+                                b.id,
+                                b.dtype.name()
+                            )))
+                        }
                     };
                     fresh.push((b.id, data));
                     match &mut fresh.last_mut().map(|f| &mut f.1) {

@@ -686,6 +686,19 @@ impl Kernel {
         format!("{:?}", k.body)
     }
 
+    /// [`Kernel::shape_key`] with the stored type of each argument that has one
+    /// ([`Buffer::quant`]): kernels that read or write a buffer in another type differ.
+    /// The key under which backends share one generated function among kernels.
+    pub fn lowering_key(&self, buffers: &[Buffer]) -> String {
+        let mut key = self.shape_key();
+        for (arg, b) in self.buffers().into_iter().enumerate() {
+            if let Some(q) = buffers[b].quant {
+                key.push_str(&format!(" arg{arg}:{}", q.name()));
+            }
+        }
+        key
+    }
+
     pub fn kind(&self) -> &'static str {
         match &self.body {
             Body::Map { .. } => "map",

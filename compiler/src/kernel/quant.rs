@@ -89,3 +89,38 @@ fn readers_take_blocks(kernels: &[Kernel], buf: usize, per: i64) -> Result<(), S
     }
     Ok(())
 }
+
+/// `--dtype bf16|f16` on cuda: the activations that pass between kernels stored in `ty`
+/// (2 bytes a value), as a model cast to that type keeps them. A temporary qualifies
+/// when every kernel that touches it is a map, a reduction or a matmul (their loads
+/// decode stored types, their stores round to nearest even) and no reduction writes it
+/// — the statistics of norms and softmax stay f32, as PyTorch keeps them in its
+/// half-precision kernels. Attention, scans and scatters read and write f32 (their
+/// operands and results stay so), as do inputs, outputs, parameters stored f32 and
+/// session state. Returns how many buffers were marked.
+pub fn store_activations(prog: &mut Program, ty: GgmlType) -> usize {
+    let n = prog.buffers.len();
+    let mut ok = vec![true; n];
+    for k in &prog.kernels {
+        let elementwise = matches!(
+            k.body,
+            Body::Map { .. } | Body::Reduce { .. } | Body::MatMul(_)
+        );
+        for b in k.buffers() {
+            if !elementwise {
+                ok[b] = false;
+            }
+        }
+        if let Body::Reduce { out, .. } = &k.body {
+            ok[*out] = false;
+        }
+    }
+    let mut marked = 0;
+    for (b, buf) in prog.buffers.iter_mut().enumerate() {
+        if ok[b] && buf.kind == super::BufKind::Temp && !buf.i64 && buf.quant.is_none() {
+            buf.quant = Some(ty);
+            marked += 1;
+        }
+    }
+    marked
+}

@@ -70,6 +70,13 @@ impl CudaDevice {
                 if have >= 90 { 90 } else { 80 }
             )));
         }
+        // Arch-specific PTX (Hopper's warpgroup instructions) runs on that generation only.
+        if m.target.cpu.ends_with('a') && m.target.cpu != format!("sm_{have}a") {
+            return Err(RuntimeError::Device(format!(
+                "the package was built for {} (ARCHC_MMA=wgmma), which runs on sm_{want} GPUs only, and {name} is sm_{have}: rebuild it without ARCHC_MMA=wgmma",
+                m.target.cpu
+            )));
+        }
         let path = dir.join(PTX_FILE);
         let ptx = std::fs::read_to_string(&path).map_err(|e| RuntimeError::io(&path, &e))?;
         let src = CString::new(ptx)

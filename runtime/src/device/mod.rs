@@ -197,6 +197,13 @@ impl DeviceSession {
                     dev.download(ptr, as_bytes_mut(&mut v))?;
                     HostData::I64(v)
                 }
+                Dtype::Bf16 | Dtype::F16 => {
+                    return Err(RuntimeError::Target(format!(
+                        "output `{}` is {}: packages give f32 and i64 outputs only",
+                        o.name,
+                        o.dtype.name()
+                    )))
+                }
             };
             out.push((o.name.clone(), HostTensor { shape, data }));
         }

@@ -280,7 +280,9 @@ pub(crate) fn emit_kernels<'ctx>(
         if let Some(why) = unsupported(k) {
             return Err(IrError(why));
         }
-        let key = k.shape_key();
+        // Kernels that read stored-type parameters or write half-precision activations
+        // differ by those types too.
+        let key = k.lowering_key(&prog.buffers);
         if let Some(l) = seen.get(&key) {
             out.push(l.clone());
             continue;
@@ -488,6 +490,32 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.ex.buf_quant.get(buf).copied().flatten()
     }
 
+    /// `buf[idx] = v`, rounded to nearest even where the buffer holds half-precision
+    /// activations (`kernel::quant::store_activations`).
+    fn store_elem(
+        &self,
+        buf: BufId,
+        base: PointerValue<'ctx>,
+        idx: IntValue<'ctx>,
+        v: FloatValue<'ctx>,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        match self.stored(buf) {
+            None => ir.store(ir.at(base, idx)?, v),
+            Some(ty @ (GgmlType::BF16 | GgmlType::F16)) => {
+                let i16t = ir.ctx.i16_type();
+                let bits = ir.b.build_int_truncate(self.half_bits(ty, v)?, i16t, "")?;
+                let pt = unsafe { ir.b.build_in_bounds_gep(i16t, base, &[idx], "")? };
+                ir.b.build_store(pt, bits)?;
+                Ok(())
+            }
+            Some(ty) => Err(IrError(format!(
+                "a kernel writes buffer {buf}, stored as {}",
+                ty.name()
+            ))),
+        }
+    }
+
     fn fma(
         &self,
         a: FloatValue<'ctx>,
@@ -531,7 +559,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             } else {
                 ir.add(i, self.ex.ix(&self.vals, offset, &vars)?)?
             };
-            ir.store(ir.at(outp, at)?, v)
+            self.store_elem(out, outp, at, v)
         })
     }
 
@@ -590,7 +618,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 self.f,
                 "st",
                 first,
-                || ir.store(ir.at(outp, o)?, v),
+                || self.store_elem(out, outp, o, v),
                 || Ok(()),
             )
         })
@@ -786,7 +814,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         let ok = ir.b.build_and(self.lt(i, m)?, self.lt(jj, n)?, "")?;
                         let at = q * per_tile + (((rg * ntiles + j) * 4 + e) as usize);
                         let v = acc[at].into_float_value();
-                        self.store_product(ok, (outp, plane, n), (bt, i, jj), v, epi)?;
+                        self.store_product(ok, (mm.out, outp, plane, n), (bt, i, jj), v, epi)?;
                     }
                 }
             }
@@ -1392,26 +1420,28 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let rows = ir.min(self.k(tl.bm), ir.sub(m, i0)?)?;
             ir.for_range(self.f, "er", self.k(0), rows, 1, |r| {
                 let i = ir.add(i0, r)?;
-                let row = ir.at(outp, ir.mul(ir.mad(bt, m, i)?, n)?)?;
+                let row = ir.mul(ir.mad(bt, m, i)?, n)?;
                 ir.for_range(self.f, "ej", p.tid, n, self.threads, |j| {
                     let v = self.ex.expr(&self.vals, epi, &[bt, i, j])?;
                     ir.store(ir.at(smem, j)?, v)
                 })?;
                 self.simt.barrier()?;
                 ir.for_range(self.f, "ew", p.tid, n, self.threads, |j| {
-                    ir.store(ir.at(row, j)?, ir.load_f32(ir.at(smem, j)?)?)
+                    let v = ir.load_f32(ir.at(smem, j)?)?.into_float_value();
+                    self.store_elem(mm.out, outp, ir.add(row, j)?, v)
                 })?;
                 self.simt.barrier()
             })
         })
     }
 
-    /// Where `ok`: output (bt, i, j) of a matmul — in `out` at `plane + i·n + j` — set to
-    /// product `v`, then to the epilogue's value of it when there is one.
+    /// Where `ok`: output (bt, i, j) of a matmul — element `plane + i·n + j` of buffer
+    /// `buf` at `out` — set to product `v`, then to the epilogue's value of it when there
+    /// is one ([`Gen::store_elem`] each time).
     fn store_product(
         &self,
         ok: IntValue<'ctx>,
-        (out, plane, n): (PointerValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>),
+        (buf, out, plane, n): (BufId, PointerValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>),
         (bt, i, j): (IntValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>),
         v: FloatValue<'ctx>,
         epilogue: Option<&Expr>,
@@ -1422,11 +1452,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             "st",
             ok,
             || {
-                let pt = ir.at(out, ir.add(plane, ir.mad(i, n, j)?)?)?;
-                ir.store(pt, v)?;
+                let at = ir.add(plane, ir.mad(i, n, j)?)?;
+                self.store_elem(buf, out, at, v)?;
                 if let Some(epi) = epilogue {
                     let e = self.ex.expr(&self.vals, epi, &[bt, i, j])?;
-                    ir.store(pt, e)?;
+                    self.store_elem(buf, out, at, e)?;
                 }
                 Ok(())
             },
@@ -1506,7 +1536,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     .map(|i| {
                         let ok = self.lt(self.k(i), m)?;
                         let idx = ir.add(aoff, ir.mad(self.k(i), lda, kk)?)?;
-                        let a = self.half_round(self.load_if(ok, abase, idx)?)?;
+                        let a = self.half_round(self.load_elem_if(ok, mm.a.buf, abase, idx)?)?;
                         Ok(self.fma(a, b, cur[i as usize].into_float_value())?.into())
                     })
                     .collect()
@@ -1518,7 +1548,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 let ok =
                     ir.b.build_and(ir.eq(lane, self.k(0))?, self.lt(ii, m)?, "")?;
                 let epi = mm.epilogue.as_ref();
-                self.store_product(ok, (outp, plane, n), (bt, ii, j), v, epi)?;
+                self.store_product(ok, (mm.out, outp, plane, n), (bt, ii, j), v, epi)?;
             }
             Ok(())
         })

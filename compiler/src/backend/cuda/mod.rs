@@ -47,6 +47,10 @@ pub const SMS: [u32; 2] = [80, 90];
 /// A program lowered for the GPU.
 pub struct CudaLowered {
     pub ptx: String,
+    /// The PTX's `.target` (`sm_80`, `sm_90`, or `sm_90a` for `wgmma` tiles) and the
+    /// PTX ISA feature it was emitted with.
+    pub arch: String,
+    pub features: String,
     /// The module before optimisation (for `ARCHC_DUMP`-style inspection and snapshots).
     pub llvm_ir: String,
     /// One launch per kernel of the program, in order.
@@ -184,12 +188,20 @@ pub fn lower_ptx_tiled(
     crate::backend::llvm::optimize(&ir.module, first)?;
     machines
         .iter()
-        .map(|tm| {
+        .zip(sms)
+        .map(|(tm, &sm)| {
             let bytes = crate::backend::llvm::emit(&ir.module, tm, FileType::Assembly)?;
             let ptx = String::from_utf8(bytes)
                 .map_err(|e| llvm_err("emitting PTX")(format!("PTX is not UTF-8: {e}")))?;
+            let (arch, features) = if tiling.wgmma {
+                (format!("sm_{sm}a"), "+ptx80")
+            } else {
+                (format!("sm_{sm}"), "+ptx78")
+            };
             Ok(CudaLowered {
                 ptx: ptx.trim_end_matches('\0').to_string(),
+                arch,
+                features: features.into(),
                 llvm_ir: llvm_ir.clone(),
                 kernels: kernels.clone(),
                 threads: PTX_THREADS,

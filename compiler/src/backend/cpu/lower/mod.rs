@@ -169,12 +169,7 @@ fn emit_module<'ctx>(
     let mut seen: HashMap<String, (String, String)> = HashMap::new();
     for (i, k) in prog.kernels.iter().enumerate() {
         // Kernels that read a parameter as blocks differ by the block types too.
-        let mut key = k.shape_key();
-        for (arg, b) in k.buffers().into_iter().enumerate() {
-            if let Some(q) = prog.buffers[b].quant {
-                key.push_str(&format!(" arg{arg}:{}", q.name()));
-            }
-        }
+        let key = k.lowering_key(&prog.buffers);
         if let Some(syms) = seen.get(&key) {
             lw.symbols.push(syms.clone());
             continue;
