@@ -485,3 +485,55 @@ fn generate_on_cuda_packages() {
         ints(&want["tokens"])
     );
 }
+
+/// `--dtype bf16` (half-precision matrices, products and activations) on the simulator:
+/// greedy generation of the GPT-2, LLaMA (GQA, RoPE) and T5 (encoder-decoder, relative
+/// bias) fixtures gives the tokens of the f32 packages, with logits within bf16's
+/// rounding of theirs.
+#[test]
+fn half_precision_generation_on_the_simulator() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["gpt2", "llama", "t5"] {
+        let dir = fixture(name);
+        let mut got = Vec::new();
+        for dtype in ["f32", "bf16"] {
+            let out = tmp.path().join(format!("{name}_{dtype}.safetensors"));
+            let o = archc(
+                &[
+                    "generate",
+                    dir.join("model.arch").to_str().unwrap(),
+                    "--weights",
+                    dir.join("model.safetensors").to_str().unwrap(),
+                    "--inputs",
+                    dir.join("prompt.safetensors").to_str().unwrap(),
+                    "--max-new-tokens",
+                    "6",
+                    "--save-logits",
+                    "--backend",
+                    "cuda-sim",
+                    "--dtype",
+                    dtype,
+                    "--out",
+                    out.to_str().unwrap(),
+                ],
+                tmp.path(),
+            );
+            assert!(o.status.success(), "{name} {dtype}: {}", text(&o));
+            got.push(read_values(&out).unwrap());
+        }
+        assert_eq!(
+            ints(&got[0]["tokens"]),
+            ints(&got[1]["tokens"]),
+            "{name}: bf16 tokens"
+        );
+        let err = got[1]["logits"]
+            .as_f32()
+            .unwrap()
+            .rel_max_diff(got[0]["logits"].as_f32().unwrap());
+        eprintln!("{name}: bf16 logits within {err:e} of f32");
+        assert!(
+            err > 0.0 && err < 5e-2,
+            "{name}: bf16 logits differ by {err:e}"
+        );
+    }
+}

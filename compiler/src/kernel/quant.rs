@@ -92,20 +92,22 @@ fn readers_take_blocks(kernels: &[Kernel], buf: usize, per: i64) -> Result<(), S
 
 /// `--dtype bf16|f16` on cuda: the activations that pass between kernels stored in `ty`
 /// (2 bytes a value), as a model cast to that type keeps them. A temporary qualifies
-/// when every kernel that touches it is a map, a reduction or a matmul (their loads
-/// decode stored types, their stores round to nearest even) and no reduction writes it
-/// — the statistics of norms and softmax stay f32, as PyTorch keeps them in its
-/// half-precision kernels. Attention, scans and scatters read and write f32 (their
-/// operands and results stay so), as do inputs, outputs, parameters stored f32 and
-/// session state. Returns how many buffers were marked.
+/// when every kernel that touches it is a map, a reduction, a matmul or a forward
+/// attention (their loads decode stored types, their stores round to nearest even) and
+/// no reduction writes it — the statistics of norms and softmax stay f32, as PyTorch
+/// keeps them in its half-precision kernels. Scans, scatters and attention's backward
+/// read and write f32 (their operands and results stay so), as do inputs, outputs,
+/// parameters stored f32 and session state (KV caches). Returns how many buffers were
+/// marked.
 pub fn store_activations(prog: &mut Program, ty: GgmlType) -> usize {
     let n = prog.buffers.len();
     let mut ok = vec![true; n];
     for k in &prog.kernels {
-        let elementwise = matches!(
-            k.body,
-            Body::Map { .. } | Body::Reduce { .. } | Body::MatMul(_)
-        );
+        let elementwise = match &k.body {
+            Body::Map { .. } | Body::Reduce { .. } | Body::MatMul(_) => true,
+            Body::Attention(a) => a.part.is_none(),
+            Body::Scan(_) | Body::Scatter(_) => false,
+        };
         for b in k.buffers() {
             if !elementwise {
                 ok[b] = false;

@@ -490,6 +490,27 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.ex.buf_quant.get(buf).copied().flatten()
     }
 
+    /// `ptr + idx` in elements of buffer `buf` as stored: 2 bytes for half-precision
+    /// activations, 4 for f32 (not for parameters stored in ggml blocks).
+    fn elem_at(
+        &self,
+        buf: BufId,
+        ptr: PointerValue<'ctx>,
+        idx: IntValue<'ctx>,
+    ) -> IrResult<PointerValue<'ctx>> {
+        let ir = self.ir;
+        match self.stored(buf) {
+            None => ir.at(ptr, idx),
+            Some(GgmlType::BF16 | GgmlType::F16) => Ok(unsafe {
+                ir.b.build_in_bounds_gep(ir.ctx.i16_type(), ptr, &[idx], "")?
+            }),
+            Some(ty) => Err(IrError(format!(
+                "a strided view of buffer {buf}, stored as {}",
+                ty.name()
+            ))),
+        }
+    }
+
     /// `buf[idx] = v`, rounded to nearest even where the buffer holds half-precision
     /// activations (`kernel::quant::store_activations`).
     fn store_elem(
@@ -1593,7 +1614,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         &self,
         st: &crate::kernel::Strided,
     ) -> IrResult<(PointerValue<'ctx>, Vec<IntValue<'ctx>>)> {
-        let base = self.ir.at(self.buf(st.buf)?, self.c(&st.offset)?)?;
+        let base = self.elem_at(st.buf, self.buf(st.buf)?, self.c(&st.offset)?)?;
         let strides = st
             .strides
             .iter()
@@ -1644,16 +1665,20 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let hh = self.urem(self.udiv(it, t)?, h)?;
             let tt = self.urem(it, t)?;
             let kh = self.udiv(hh, group)?;
-            let q = ir.at(
+            let q = self.elem_at(
+                a.q.buf,
                 qb,
                 ir.add(
                     ir.mul(b, qs[0])?,
                     ir.add(ir.mul(hh, qs[1])?, ir.mul(tt, qs[2])?)?,
                 )?,
             )?;
-            let krow0 = ir.at(kb, ir.add(ir.mul(b, ks[0])?, ir.mul(kh, ks[1])?)?)?;
-            let vrow0 = ir.at(vb, ir.add(ir.mul(b, vs[0])?, ir.mul(kh, vs[1])?)?)?;
-            let o = ir.at(
+            let krow0 =
+                self.elem_at(a.k.buf, kb, ir.add(ir.mul(b, ks[0])?, ir.mul(kh, ks[1])?)?)?;
+            let vrow0 =
+                self.elem_at(a.v.buf, vb, ir.add(ir.mul(b, vs[0])?, ir.mul(kh, vs[1])?)?)?;
+            let o = self.elem_at(
+                a.out.buf,
                 ob,
                 ir.add(
                     ir.mul(b, os[0])?,
@@ -1664,7 +1689,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let qv: Vec<FloatValue<'ctx>> = (0..uq)
                 .map(|u| {
                     let x = elem(u)?;
-                    self.half_round(self.load_if(self.lt(x, d)?, q, ir.mul(x, qs[3])?)?)
+                    let ok = self.lt(x, d)?;
+                    self.half_round(self.load_elem_if(ok, a.q.buf, q, ir.mul(x, qs[3])?)?)
                 })
                 .collect::<IrResult<_>>()?;
             let mut init: Vec<BasicValueEnum<'ctx>> = vec![neg_inf.into(), m.c(0.0).into()];
@@ -1675,12 +1701,16 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 step: 1,
             };
             let (_, fin) = ir.carried_loop(self.f, "key", steps, &init, |key, cur| {
-                let kp = ir.at(krow0, ir.mul(row_of(key)?, ks[2])?)?;
+                let kp = self.elem_at(a.k.buf, krow0, ir.mul(row_of(key)?, ks[2])?)?;
                 let mut part = m.c(0.0);
                 for (u, &qx) in qv.iter().enumerate() {
                     let x = elem(u as u64)?;
-                    let kx =
-                        self.half_round(self.load_if(self.lt(x, d)?, kp, ir.mul(x, ks[3])?)?)?;
+                    let kx = self.half_round(self.load_elem_if(
+                        self.lt(x, d)?,
+                        a.k.buf,
+                        kp,
+                        ir.mul(x, ks[3])?,
+                    )?)?;
                     part = self.fma(qx, kx, part)?;
                 }
                 let dot = self.warp_reduce(part, ReduceOp::Sum)?;
@@ -1711,15 +1741,19 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     m.exp(ir.b.build_float_sub(score, new_max, "")?)?,
                 )?;
                 let l2 = self.fma(l, corr, pr)?;
-                let vp = ir.at(vrow0, ir.mul(row_of(key)?, vs[2])?)?;
+                let vp = self.elem_at(a.v.buf, vrow0, ir.mul(row_of(key)?, vs[2])?)?;
                 let mut next: Vec<BasicValueEnum<'ctx>> = vec![new_max.into(), l2.into()];
                 // With `--dtype`, P·V multiplies P and V rounded to the half type, as the
                 // tiles' products do (the sum of P stays f32).
                 let pv = self.half_round(pr)?;
                 for u in 0..uv {
                     let x = elem(u)?;
-                    let vx =
-                        self.half_round(self.load_if(self.lt(x, dv)?, vp, ir.mul(x, vs[3])?)?)?;
+                    let vx = self.half_round(self.load_elem_if(
+                        self.lt(x, dv)?,
+                        a.v.buf,
+                        vp,
+                        ir.mul(x, vs[3])?,
+                    )?)?;
                     let acc = cur[2 + u as usize].into_float_value();
                     next.push(
                         self.fma(pv, vx, ir.b.build_float_mul(acc, corr, "")?)?
@@ -1740,7 +1774,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     self.f,
                     "o",
                     self.lt(x, dv)?,
-                    || ir.store(ir.at(o, ir.mul(x, os[3])?)?, v),
+                    || self.store_elem(a.out.buf, o, ir.mul(x, os[3])?, v),
                     || Ok(()),
                 )?;
             }
@@ -1839,11 +1873,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let row_ok = [self.lt(rows[0], t)?, self.lt(rows[1], t)?];
             let clamped = [ir.min(rows[0], last_t)?, ir.min(rows[1], last_t)?];
             let ranges = [am.keys_of(clamped[0])?, am.keys_of(clamped[1])?];
-            let qbase = ir.at(qb, ir.add(ir.mul(bb, qs[0])?, ir.mul(hh, qs[1])?)?)?;
+            let qbase =
+                self.elem_at(a.q.buf, qb, ir.add(ir.mul(bb, qs[0])?, ir.mul(hh, qs[1])?)?)?;
             let q_at = |r: usize, col: IntValue<'ctx>| {
                 let ok = ir.b.build_and(row_ok[r], self.lt(col, d)?, "")?;
-                self.load_if(
+                self.load_elem_if(
                     ok,
+                    a.q.buf,
                     qbase,
                     ir.add(ir.mul(rows[r], qs[2])?, ir.mul(col, qs[3])?)?,
                 )
@@ -1874,8 +1910,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     })
                     .collect::<IrResult<Vec<_>>>()?,
             };
-            let krow0 = ir.at(kb, ir.add(ir.mul(bb, ks[0])?, ir.mul(kh, ks[1])?)?)?;
-            let vrow0 = ir.at(vb, ir.add(ir.mul(bb, vs[0])?, ir.mul(kh, vs[1])?)?)?;
+            let krow0 =
+                self.elem_at(a.k.buf, kb, ir.add(ir.mul(bb, ks[0])?, ir.mul(kh, ks[1])?)?)?;
+            let vrow0 =
+                self.elem_at(a.v.buf, vb, ir.add(ir.mul(bb, vs[0])?, ir.mul(kh, vs[1])?)?)?;
             let first = ir.mul(self.udiv(lo_blk, self.k(bc))?, self.k(bc))?;
             let span = self.ex.max(ir.sub(hi_blk, first)?, self.k(0))?;
             let steps = WholeSteps {
@@ -1895,16 +1933,16 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 // Everyone is done with the previous keys.
                 self.simt.barrier()?;
                 let kwidth = if half.is_some() { 16 * dk16 } else { 8 * dk8 };
-                for (tile, w, width, row0, st, lim, transposed) in [
-                    (k_s, kw, kwidth, krow0, &ks, d, false),
-                    (v_s, vw, 8 * dv8, vrow0, &vs, dv, half.is_some()),
+                for (tile, w, width, (row0, buf), st, lim, transposed) in [
+                    (k_s, kw, kwidth, (krow0, a.k.buf), &ks, d, false),
+                    (v_s, vw, 8 * dv8, (vrow0, a.v.buf), &vs, dv, half.is_some()),
                 ] {
                     self.copy_per_thread(p, "kv", bc * width, |e| {
                         let (r, col) = (self.udiv(e, self.k(width))?, self.urem(e, self.k(width))?);
                         let key = ir.add(c0, r)?;
                         let ok = ir.b.build_and(self.lt(key, nk)?, self.lt(col, lim)?, "")?;
                         let idx = ir.add(ir.mul(key, st[2])?, ir.mul(col, st[3])?)?;
-                        let v = self.load_if(ok, row0, idx)?;
+                        let v = self.load_elem_if(ok, buf, row0, idx)?;
                         let Some(ty) = half else {
                             return Ok((ir.at(tile, ir.mad(r, self.k(w), col)?)?, v.into()));
                         };
@@ -2108,7 +2146,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     cur,
                 )
             })?;
-            let obase = ir.at(ob, ir.add(ir.mul(bb, os[0])?, ir.mul(hh, os[1])?)?)?;
+            let obase = self.elem_at(
+                a.out.buf,
+                ob,
+                ir.add(ir.mul(bb, os[0])?, ir.mul(hh, os[1])?)?,
+            )?;
             for r in 0..2 {
                 let l = self
                     .simt
@@ -2127,7 +2169,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             self.f,
                             "o",
                             ok,
-                            || ir.store(ir.at(obase, at)?, v),
+                            || self.store_elem(a.out.buf, obase, at, v),
                             || Ok(()),
                         )?;
                     }
