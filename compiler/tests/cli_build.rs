@@ -439,24 +439,40 @@ fn dtype_builds_run_on_the_simulator() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/gpt2");
     let want = read_values(&dir.join("outputs.safetensors")).unwrap();
     let mut errs = Vec::new();
-    for dtype in ["bf16", "f16"] {
-        let out = tmp.path().join(dtype);
-        let o = archc(
-            &[
+    let mut logits = Vec::new();
+    // `ARCHC_MMA=wgmma` (Hopper's warpgroup products) on an sm_90 bf16 build: sm_90a PTX
+    // with its matmul tiles on `wgmma`, and a simulator library (in the GPU's 256-thread
+    // blocks) that computes what the `mma.sync` tiles compute — the same products summed
+    // in the same order, so the same bits.
+    for (dtype, sm, mma) in [
+        ("bf16", "80", "mma"),
+        ("f16", "80", "mma"),
+        ("bf16", "90", "wgmma"),
+    ] {
+        let out = tmp.path().join(format!("{dtype}_{mma}"));
+        let o = Command::new(env!("CARGO_BIN_EXE_archc"))
+            .args([
                 "build",
                 &spec,
                 "--target",
                 "cuda",
+                "--sm",
+                sm,
                 "--sim",
                 "--attention-mask",
                 "--dtype",
                 dtype,
                 "-o",
                 out.to_str().unwrap(),
-            ],
-            &cache,
-        );
-        assert!(o.status.success(), "{dtype}: {}", text(&o));
+            ])
+            .env("ARCHC_CACHE", &cache)
+            .env("ARCHC_MMA", mma)
+            .output()
+            .expect("archc runs");
+        assert!(o.status.success(), "{dtype} {mma}: {}", text(&o));
+        let ptx = std::fs::read_to_string(out.join("kernels.ptx")).unwrap();
+        assert_eq!(ptx.contains(".target sm_90a"), mma == "wgmma", "{mma}");
+        assert_eq!(ptx.contains("wgmma.mma_async"), mma == "wgmma", "{mma}");
         let m: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
                 .unwrap();
@@ -475,11 +491,42 @@ fn dtype_builds_run_on_the_simulator() {
             .filter(|b| b["kind"] == "temp" && b["dtype"] == dtype)
             .count();
         assert!(half_temps >= 4, "{dtype}: {half_temps} temporaries in it");
-        let result = tmp.path().join(format!("{dtype}.safetensors"));
+        let cpu = if mma == "wgmma" { "sm_90a" } else { "sm_80" };
+        assert_eq!(m["target"]["cpu"], cpu, "{mma}");
+        let result = tmp.path().join(format!("{dtype}_{mma}.safetensors"));
         let o = eval_gpt2_fixture(out.to_str().unwrap(), "cuda-sim", &result, &cache);
         assert!(o.status.success(), "{dtype}: {}", text(&o));
         errs.push(first_row_error(&result, &want));
+        logits.push(
+            read_values(&result).unwrap()["logits"]
+                .as_f32()
+                .unwrap()
+                .clone(),
+        );
     }
+    assert_eq!(logits[0].data, logits[2].data, "wgmma and mma.sync differ");
+    // sm_80 has no wgmma: the request leaves its build as it was; an unknown value is a
+    // clear error, checked before the cache.
+    let build = |mma: &str, sm: &str, out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_archc"))
+            .args([
+                "build", &spec, "--target", "cuda", "--sm", sm, "--dtype", "bf16",
+            ])
+            .args(["-o", out.to_str().unwrap()])
+            .env("ARCHC_CACHE", &cache)
+            .env("ARCHC_MMA", mma)
+            .output()
+            .expect("archc runs")
+    };
+    let out = tmp.path().join("sm80_wgmma");
+    let o = build("wgmma", "80", &out);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!std::fs::read_to_string(out.join("kernels.ptx"))
+        .unwrap()
+        .contains("wgmma"));
+    let o = build("tensor", "90", &tmp.path().join("bad"));
+    assert!(!o.status.success() && !text(&o).contains("panicked"));
+    assert!(text(&o).contains("ARCHC_MMA=tensor"), "{}", text(&o));
     let (bf16, f16) = (errs[0], errs[1]);
     assert!(bf16 < 3e-2 && bf16 > 1e-4, "bf16: relative error {bf16:e}");
     assert!(
@@ -518,72 +565,4 @@ fn dtype_builds_run_on_the_simulator() {
         assert!(!o.status.success(), "{args:?}");
         assert!(text(&o).contains("no --dtype"), "{args:?}: {}", text(&o));
     }
-}
-
-/// `ARCHC_MMA=wgmma` (Hopper's warpgroup products): an sm_90 `--dtype` build targets
-/// sm_90a with its matmul tiles on `wgmma`, gets its own cache entry, and its simulator
-/// library (the GPU's 256-thread blocks) computes what the `mma.sync` build computes —
-/// the same products summed in the same order, so the same bits. Elsewhere it changes
-/// nothing; an unknown value is a clear error.
-#[test]
-fn wgmma_builds_run_on_the_simulator() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    let spec = fixture("gpt2/model.arch");
-    let build = |mma: &str, sm: &str, out: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_archc"))
-            .args([
-                "build",
-                &spec,
-                "--target",
-                "cuda",
-                "--sm",
-                sm,
-                "--sim",
-                "--attention-mask",
-                "--dtype",
-                "bf16",
-                "-o",
-                out.to_str().unwrap(),
-            ])
-            .env("ARCHC_CACHE", &cache)
-            .env("ARCHC_MMA", mma)
-            .output()
-            .expect("archc runs")
-    };
-    let mut logits = Vec::new();
-    for mma in ["mma", "wgmma"] {
-        let out = tmp.path().join(mma);
-        let o = build(mma, "90", &out);
-        assert!(o.status.success(), "{mma}: {}", text(&o));
-        let ptx = std::fs::read_to_string(out.join("kernels.ptx")).unwrap();
-        assert_eq!(ptx.contains(".target sm_90a"), mma == "wgmma", "{mma}");
-        assert_eq!(ptx.contains("wgmma.mma_async"), mma == "wgmma", "{mma}");
-        let m: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
-                .unwrap();
-        let cpu = if mma == "wgmma" { "sm_90a" } else { "sm_90" };
-        assert_eq!(m["target"]["cpu"], cpu, "{mma}");
-        assert_eq!(m["target"]["isa"], "sm_90", "{mma}");
-        let result = tmp.path().join(format!("{mma}.safetensors"));
-        let o = eval_gpt2_fixture(out.to_str().unwrap(), "cuda-sim", &result, &cache);
-        assert!(o.status.success(), "{mma}: {}", text(&o));
-        logits.push(
-            read_values(&result).unwrap()["logits"]
-                .as_f32()
-                .unwrap()
-                .clone(),
-        );
-    }
-    assert_eq!(logits[0].data, logits[1].data);
-    // sm_80 has no wgmma: the request leaves its build as it was.
-    let out = tmp.path().join("sm80");
-    let o = build("wgmma", "80", &out);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(!std::fs::read_to_string(out.join("kernels.ptx"))
-        .unwrap()
-        .contains("wgmma"));
-    let o = build("tensor", "90", &tmp.path().join("bad"));
-    assert!(!o.status.success() && !text(&o).contains("panicked"));
-    assert!(text(&o).contains("ARCHC_MMA=tensor"), "{}", text(&o));
 }

@@ -487,52 +487,51 @@ fn generate_on_cuda_packages() {
 }
 
 /// `--dtype bf16` (half-precision matrices, products and activations) on the simulator:
-/// greedy generation of the GPT-2, LLaMA (GQA, RoPE) and T5 (encoder-decoder, relative
-/// bias) fixtures gives the tokens of the f32 packages, with logits within bf16's
-/// rounding of theirs.
+/// greedy generation of the GPT-2, LLaMA (GQA, RoPE, a left-padded batch) and T5
+/// (encoder-decoder, relative bias) fixtures gives transformers' tokens (their smallest
+/// top-two logit gaps, 0.025 and up, exceed bf16's error here), logits within bf16's
+/// rounding of transformers' f32 ones.
 #[test]
 fn half_precision_generation_on_the_simulator() {
     let tmp = tempfile::tempdir().unwrap();
     for name in ["gpt2", "llama", "t5"] {
         let dir = fixture(name);
-        let mut got = Vec::new();
-        for dtype in ["f32", "bf16"] {
-            let out = tmp.path().join(format!("{name}_{dtype}.safetensors"));
-            let o = archc(
-                &[
-                    "generate",
-                    dir.join("model.arch").to_str().unwrap(),
-                    "--weights",
-                    dir.join("model.safetensors").to_str().unwrap(),
-                    "--inputs",
-                    dir.join("prompt.safetensors").to_str().unwrap(),
-                    "--max-new-tokens",
-                    "6",
-                    "--save-logits",
-                    "--backend",
-                    "cuda-sim",
-                    "--dtype",
-                    dtype,
-                    "--out",
-                    out.to_str().unwrap(),
-                ],
-                tmp.path(),
-            );
-            assert!(o.status.success(), "{name} {dtype}: {}", text(&o));
-            got.push(read_values(&out).unwrap());
-        }
+        let want = read_values(&dir.join("generate.safetensors")).unwrap();
+        let out = tmp.path().join(format!("{name}.safetensors"));
+        let o = archc(
+            &[
+                "generate",
+                dir.join("model.arch").to_str().unwrap(),
+                "--weights",
+                dir.join("model.safetensors").to_str().unwrap(),
+                "--inputs",
+                dir.join("prompt.safetensors").to_str().unwrap(),
+                "--max-new-tokens",
+                "8",
+                "--save-logits",
+                "--backend",
+                "cuda-sim",
+                "--dtype",
+                "bf16",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            tmp.path(),
+        );
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        let got = read_values(&out).unwrap();
         assert_eq!(
-            ints(&got[0]["tokens"]),
-            ints(&got[1]["tokens"]),
+            ints(&got["tokens"]),
+            ints(&want["tokens"]),
             "{name}: bf16 tokens"
         );
-        let err = got[1]["logits"]
+        let err = got["logits"]
             .as_f32()
             .unwrap()
-            .rel_max_diff(got[0]["logits"].as_f32().unwrap());
-        eprintln!("{name}: bf16 logits within {err:e} of f32");
+            .rel_max_diff(want["logits"].as_f32().unwrap());
+        eprintln!("{name}: bf16 logits within {err:e} of transformers' f32");
         assert!(
-            err > 0.0 && err < 5e-2,
+            err > 1e-4 && err < 5e-2,
             "{name}: bf16 logits differ by {err:e}"
         );
     }

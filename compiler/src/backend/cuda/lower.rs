@@ -16,7 +16,8 @@
 //!   the half type (f32 ones rounded to nearest even) and each k step is one `mma.sync`
 //!   m16n8k16 per tile with f32 accumulation — or, on request for sm_90
 //!   ([`Tiling::wgmma`]), per warpgroup one `wgmma` m64n128k16 per 16 k, both operands
-//!   read from shared memory. Row-local epilogues (RoPE) take a band of rows per block: products first, then each row's epilogue staged in shared memory.
+//!   read from shared memory. Row-local epilogues (RoPE) take a band of rows per block:
+//!   products first, then each row's epilogue staged in shared memory.
 //!   A few rows of A against B stored [n, k] (decoding; m ≤ 8 at run time): one warp per
 //!   output column, lanes striding k, the rows' sums in registers, one butterfly each
 //!   (with `--dtype`, over operands rounded as the tiles round them).
@@ -27,6 +28,8 @@
 //!   q and the output accumulator spread over the lanes (head_dim / 32 registers each),
 //!   one shuffle reduction per key.
 //! - **Scatter**: one column per thread, the steps in order.
+//! - **Stores and loads** of buffers holding half-precision activations (`--dtype`)
+//!   round to nearest even and decode ([`Gen::store_elem`], [`Gen::elem_at`]).
 //! - **Scan**: one block runs the steps in order; its body kernels are the same thread
 //!   programs over that block, with a barrier after each.
 
