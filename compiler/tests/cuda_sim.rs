@@ -575,6 +575,8 @@ fn matmul_staging_and_tilings() {
         (half_case(68, F16, true), vec![host, wg]),
         // bf16 products of f32 weights: both rounded as staged.
         (half_case(72, BF16, false), vec![host, wg]),
+        // bf16 weights, five k steps: wgmma's three stages each refilled.
+        (half_case(136, BF16, true), vec![wg]),
         // bf16, A transposed and B [k, n]: element by element into wgmma's layout.
         (
             SimMatmul {

@@ -5,7 +5,8 @@
 //!   shuffles combines them (the same order on every run: results do not depend on the
 //!   grid).
 //! - **MatMul**: [`Tiling`] output tiles per block (128 × 128 on a GPU, 64 × 32 per warp),
-//!   k in steps of 16 f32 (32 half-precision values) through two shared-memory stages —
+//!   k in steps of 16 f32 (32 half-precision values) through two shared-memory stages
+//!   (three for `wgmma` tiles) —
 //!   the next step's operands copied into one (`cp.async`, 16 bytes at a time, where the
 //!   operand is k-contiguous in the staged type and 16-byte aligned; element by element
 //!   otherwise) while the warps multiply the other; each warp's part on the tensor cores
@@ -55,6 +56,9 @@ pub struct Tiling {
     pub wm: u64,
     pub wn: u64,
     pub wgmma: bool,
+    /// Shared-memory stages of the k loop: `stages - 1` k steps are being copied while
+    /// the warps multiply one.
+    pub stages: u64,
 }
 
 impl Tiling {
@@ -75,6 +79,7 @@ impl Tiling {
                 wm: 64,
                 wn: 32,
                 wgmma: false,
+                stages: 2,
             },
             Mode::Host => Tiling {
                 bm: 64,
@@ -82,6 +87,7 @@ impl Tiling {
                 wm: 32,
                 wn: 32,
                 wgmma: false,
+                stages: 2,
             },
         }
     }
@@ -90,7 +96,9 @@ impl Tiling {
     /// warpgroups, each 64 × 128 — one `wgmma` m64n128k16 per 16 k, 64 accumulators a
     /// thread, A and B read by the tensor cores straight from shared memory (no fragment
     /// loads). Only for half-precision products (`--dtype`); the stages are laid out as
-    /// `wgmma` reads them (`Gen::staged_word`).
+    /// `wgmma` reads them (`Gen::staged_word`), unpadded, so three of 16 KiB fit the 48 KiB
+    /// of static shared memory: two k steps in flight while one is multiplied, to cover
+    /// the memory's latency.
     pub fn wgmma() -> Tiling {
         Tiling {
             bm: 128,
@@ -98,6 +106,7 @@ impl Tiling {
             wm: 64,
             wn: 128,
             wgmma: true,
+            stages: 3,
         }
     }
 
@@ -130,8 +139,6 @@ const KW: u64 = 16;
 /// aligned (`cp.async` 16 bytes at a time) and the 32 loads of an mma fragment — rows g,
 /// words t — hit 32 different banks (20g + t mod 32).
 const SW: u64 = KW + 4;
-/// Shared-memory stages of the matmul's k loop: one filled while the other is multiplied.
-const STAGES: u64 = 2;
 const WARP: u64 = 32;
 /// The most rows of A a matmul takes as matrix–vector products (decoding's batch).
 const MV_ROWS: u64 = 8;
@@ -192,7 +199,7 @@ struct Gen<'a, 'ctx> {
 
 /// Floats of shared memory kernel `k` needs with matmul tiles `tl`.
 fn shared_floats(k: &Kernel, tl: Tiling, max_head_dim: u64) -> u64 {
-    let stages = STAGES * tl.stage_words();
+    let stages = tl.stages * tl.stage_words();
     match &k.body {
         Body::MatMul(m) if m.whole_rows => stages.max(m.n.as_const().map_or(0, |n| n as u64)),
         Body::MatMul(_) => stages,
@@ -749,10 +756,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     /// The products of output tile (bt, i0.., j0..) — `bm` × `bn` of [`Tiling`] — stored
-    /// to `out`, with the epilogue applied unless `raw`. The k loop runs over two
-    /// shared-memory stages: while the warps multiply one, the next k step's operands
-    /// are copied into the other ([`Gen::stage_operands`]: asynchronous copies where the
-    /// operand's layout and type allow).
+    /// to `out`, with the epilogue applied unless `raw`. The k loop runs over
+    /// [`Tiling::stages`] shared-memory stages: while the warps multiply one, the next k
+    /// steps' operands are copied into the others ([`Gen::stage_operands`]: asynchronous
+    /// copies where the operand's layout and type allow).
     #[allow(clippy::too_many_arguments)]
     fn matmul_tile(
         &self,
@@ -784,31 +791,48 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let nk = self.ceil_div(k, kstep)?;
         let b_exact = matches!(self.stored(mm.b.buf), Some(GgmlType::BF16 | GgmlType::F16));
         let stage = |s: IntValue<'ctx>| ir.at(smem, ir.mul(s, self.k(tl.stage_words()))?);
-        self.stage_operands(p, &sides, stage(self.k(0))?, self.k(0), k)?;
-        self.simt.cp_async_commit()?;
+        // The first `stages - 1` k steps, one `cp.async` group each (the first whatever
+        // k is: a zero fill past k costs nothing worth a test).
+        for st in 0..tl.stages - 1 {
+            let fill = || {
+                let k0 = self.k(st * kstep);
+                self.stage_operands(p, &sides, stage(self.k(st))?, k0, k)
+            };
+            if st == 0 {
+                fill()?;
+            } else {
+                ir.if_else(self.f, "pro", self.lt(self.k(st), nk)?, fill, || Ok(()))?;
+            }
+            self.simt.cp_async_commit()?;
+        }
         let steps = WholeSteps {
             start: self.k(0),
             limit: nk,
             step: 1,
         };
         let (_, acc) = ir.carried_loop(self.f, "kt", steps, &init, |kt, cur| {
-            let s = self.urem(kt, self.k(STAGES))?;
+            let s = self.urem(kt, self.k(tl.stages))?;
             let here = stage(s)?;
-            let next = ir.add(kt, self.k(1))?;
+            let next = ir.add(kt, self.k(tl.stages - 1))?;
             ir.if_else(
                 self.f,
                 "fill",
                 self.lt(next, nk)?,
                 || {
-                    let there = stage(ir.sub(self.k(1), s)?)?;
+                    let there = if tl.stages == 2 {
+                        stage(ir.sub(self.k(1), s)?)?
+                    } else {
+                        stage(self.urem(next, self.k(tl.stages))?)?
+                    };
                     self.stage_operands(p, &sides, there, ir.mul(next, self.k(kstep))?, k)
                 },
                 || Ok(()),
             )?;
-            // Every group but the one just issued (the next stage's) is complete: this
-            // thread's copies into `here` have landed; the barrier makes everyone's seen.
+            // Every group but the `stages - 1` latest (the steps after this one) is
+            // complete: this thread's copies into `here` have landed; the barrier makes
+            // everyone's seen.
             self.simt.cp_async_commit()?;
-            self.simt.cp_async_wait(1)?;
+            self.simt.cp_async_wait(tl.stages - 1)?;
             if tl.wgmma {
                 // ... and visible to the tensor cores' reads of shared memory.
                 self.simt.fence_proxy_async()?;
@@ -820,7 +844,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             } else {
                 self.tile_products(here, (i0, j0), (m, n), (g, t), &origin, b_exact, &mut acc)?;
             }
-            // Nobody writes `here` (two steps on) before everyone has read it.
+            // Nobody writes `here` (`stages` steps on) before everyone has read it.
             self.simt.barrier()?;
             Ok(acc.into_iter().map(Into::into).collect())
         })?;
