@@ -484,7 +484,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     /// [`Gen::load_if`] from buffer `buf`, decoded as [`Exprs::load`] does when the buffer
-    /// is a parameter stored in a ggml type.
+    /// is stored in another type (a ggml-typed parameter, half-precision activations).
     fn load_elem_if(
         &self,
         ok: IntValue<'ctx>,
@@ -531,19 +531,14 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         v: FloatValue<'ctx>,
     ) -> IrResult<()> {
         let ir = self.ir;
+        let pt = self.elem_at(buf, base, idx)?;
         match self.stored(buf) {
-            None => ir.store(ir.at(base, idx)?, v),
-            Some(ty @ (GgmlType::BF16 | GgmlType::F16)) => {
-                let i16t = ir.ctx.i16_type();
-                let bits = ir.b.build_int_truncate(self.half_bits(ty, v)?, i16t, "")?;
-                let pt = unsafe { ir.b.build_in_bounds_gep(i16t, base, &[idx], "")? };
-                ir.b.build_store(pt, bits)?;
+            Some(ty) => {
+                let bits = self.half_bits(ty, v)?;
+                ir.b.build_store(pt, ir.b.build_int_truncate(bits, ir.ctx.i16_type(), "")?)?;
                 Ok(())
             }
-            Some(ty) => Err(IrError(format!(
-                "a kernel writes buffer {buf}, stored as {}",
-                ty.name()
-            ))),
+            None => ir.store(pt, v),
         }
     }
 
