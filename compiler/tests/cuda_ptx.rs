@@ -1,12 +1,14 @@
 //! The CUDA backend's PTX: every model of `specs/` (forward program, and the step program
 //! of generation of each file's first model) lowers to PTX for sm_80 and sm_90, and
-//! NVIDIA's assembler accepts every file; a snapshot of one GPT-2 layer's PTX. `ptxas` comes from
+//! NVIDIA's assembler accepts every file (machine code generated for at least one SM per
+//! program, see [`assemble`]); a snapshot of one GPT-2 layer's PTX. `ptxas` comes from
 //! `tools/fetch_ptxas.sh` (`tools/test.sh` sets `ARCHC_PTXAS`); without it the assembly
 //! check is skipped, except under CI, where it is an error.
 
 use arch_dsl::elab::Program;
 use archc::backend::cuda::{
-    find_ptxas, lower_ptx, lower_ptx_for, lower_ptx_tiled, ptxas_check, Tiling, SMS,
+    find_ptxas, lower_ptx, lower_ptx_for, lower_ptx_tiled, ptxas_check, ptxas_parse_check,
+    CudaLowered, Tiling, SMS,
 };
 use archc::package::{package_graph, package_program, BuildOptions, PackageKind};
 use std::path::Path;
@@ -29,6 +31,48 @@ fn ptxas() -> Option<std::path::PathBuf> {
     found
 }
 
+/// Each of `lowered` (one per SM of `sms`, from one program) through ptxas. Where they
+/// declare the same kernels with the same launch bounds and shared memory — one LLVM
+/// module for every SM, only instruction selection run per SM, so the same instructions
+/// but for operand order and register numbering — machine code is generated for one
+/// SM, chosen by `turn` (so a file's programs take turns), and the others' text is
+/// checked by ptxas for their virtual architecture: every instruction, type and operand
+/// against that target, without register allocation, whose other resource checks
+/// concern what was compared. Half the cost of generating code for every SM. Texts
+/// that declare other resources are each assembled in full.
+fn assemble(ptxas: &Path, what: &str, sms: &[u32], lowered: &[CudaLowered], turn: usize) {
+    fn resources(l: &CudaLowered) -> Vec<&str> {
+        l.ptx
+            .lines()
+            .map(str::trim)
+            .filter(|line| {
+                [
+                    ".visible .entry",
+                    ".shared",
+                    ".extern",
+                    ".maxntid",
+                    ".reqntid",
+                    ".maxnreg",
+                ]
+                .iter()
+                .any(|d| line.starts_with(d))
+            })
+            .collect()
+    }
+    let same = lowered
+        .iter()
+        .all(|l| resources(l) == resources(&lowered[0]));
+    let full = turn % sms.len();
+    for (i, (&sm, l)) in sms.iter().zip(lowered).enumerate() {
+        let checked = if same && i != full {
+            ptxas_parse_check(ptxas, &l.ptx, sm)
+        } else {
+            ptxas_check(ptxas, &l.ptx, sm)
+        };
+        checked.unwrap_or_else(|e| panic!("{what} sm_{sm}: ptxas: {e}"));
+    }
+}
+
 /// Every model of `specs/FILE`: its forward program for sm_80 and sm_90 (one optimised
 /// module, instruction selection per SM), and the step program of generation of the
 /// file's first model (later models of a file differ only in sizes); each PTX file
@@ -42,12 +86,14 @@ fn spec_file(file: &str) {
     let (specs, diags) = prog.check();
     assert!(diags.is_empty(), "{file}");
     assert!(!specs.is_empty(), "{file}");
+    let mut turn = 0;
     for (i, spec) in specs.iter().enumerate() {
         let mut kinds = vec![PackageKind::Forward];
         if i == 0 && archc::expand::step_unsupported(spec).is_none() {
             kinds.push(PackageKind::Step);
         }
         for kind in kinds {
+            turn += 1;
             let opts = BuildOptions {
                 kind: kind.clone(),
                 ..BuildOptions::host().unwrap()
@@ -56,14 +102,13 @@ fn spec_file(file: &str) {
             let program = package_program(&graph).unwrap();
             let all = lower_ptx_for(&program, &SMS)
                 .unwrap_or_else(|e| panic!("{} {kind:?}: {e}", spec.name));
-            for (sm, lowered) in SMS.into_iter().zip(all) {
+            for (sm, lowered) in SMS.into_iter().zip(&all) {
                 let what = format!("{} {kind:?} sm_{sm}", spec.name);
                 assert!(lowered.ptx.contains(&format!(".target sm_{sm}")), "{what}");
                 assert_eq!(lowered.kernels.len(), program.kernels.len(), "{what}");
-                if let Some(p) = &ptxas {
-                    ptxas_check(p, &lowered.ptx, sm)
-                        .unwrap_or_else(|e| panic!("{what}: ptxas: {e}"));
-                }
+            }
+            if let Some(p) = &ptxas {
+                assemble(p, &format!("{} {kind:?}", spec.name), &SMS, &all, turn);
             }
         }
     }
@@ -193,11 +238,9 @@ fn stored_type_weights_assemble() {
             let sms: &[u32] = if step { &SMS } else { &[80] };
             let all =
                 lower_ptx_for(&program, sms).unwrap_or_else(|e| panic!("{name} {kind:?}: {e}"));
-            for (&sm, lowered) in sms.iter().zip(all) {
-                if let Some(p) = &ptxas {
-                    ptxas_check(p, &lowered.ptx, sm)
-                        .unwrap_or_else(|e| panic!("{name} {kind:?} sm_{sm}: ptxas: {e}"));
-                }
+            if let Some(p) = &ptxas {
+                let turn = if ty == GgmlType::BF16 { 0 } else { 1 };
+                assemble(p, &format!("{name} {kind:?}"), sms, &all, turn);
             }
         }
     }
@@ -237,17 +280,18 @@ fn half_precision_products_assemble() {
         assert!(program.buffers.iter().any(|b| b.quant == Some(ty)));
         // Activations between kernels in the half type, as a --dtype build keeps them.
         assert!(archc::kernel::quant::store_activations(&mut program, ty) > 0);
-        for (&sm, lowered) in SMS.iter().zip(lower_ptx_for(&program, &SMS).unwrap()) {
+        let all = lower_ptx_for(&program, &SMS).unwrap();
+        for (&sm, lowered) in SMS.iter().zip(&all) {
             assert!(lowered.ptx.contains(mma), "{ty:?} sm_{sm}: no {mma}");
             // The matmuls' and the attention tiles' products alike.
             assert!(
                 !lowered.ptx.contains(".tf32"),
                 "{ty:?} sm_{sm}: tf32 products left"
             );
-            if let Some(p) = &ptxas {
-                ptxas_check(p, &lowered.ptx, sm)
-                    .unwrap_or_else(|e| panic!("{ty:?} sm_{sm}: ptxas: {e}"));
-            }
+        }
+        if let Some(p) = &ptxas {
+            let turn = if ty == GgmlType::BF16 { 0 } else { 1 };
+            assemble(p, &format!("{ty:?}"), &SMS, &all, turn);
         }
         // Hopper's warpgroup products (`ARCHC_MMA=wgmma`): sm_90a, the matmul tiles on
         // `wgmma`, the attention tiles still on `mma.sync`.
@@ -276,4 +320,35 @@ fn half_precision_products_assemble() {
         err.contains("cuda") && err.contains("--quant bf16"),
         "{err}"
     );
+}
+
+/// The two depths of ptxas check refuse what they should: a malformed instruction both;
+/// a block's shared memory past 48 KiB only the full assembly (which the spec checks
+/// therefore run for every program on one SM).
+#[test]
+fn ptxas_checks_refuse_bad_ptx() {
+    let Some(p) = ptxas() else { return };
+    let ptx = |smem: u32, store: &str| {
+        format!(
+            ".version 7.8\n.target sm_80\n.address_size 64\n\
+             .visible .entry k(.param .u64 p)\n{{\n\
+             .reg .b64 %rd<3>;\n.reg .f32 %f<2>;\n\
+             .shared .align 16 .b8 s[{smem}];\n\
+             ld.param.u64 %rd1, [p];\nmov.u64 %rd2, s;\n\
+             ld.shared.f32 %f1, [%rd2+{}];\n{store} [%rd1], %f1;\nret;\n}}\n",
+            smem - 4
+        )
+    };
+    let good = ptx(4096, "st.global.f32");
+    ptxas_check(&p, &good, 80).unwrap();
+    ptxas_parse_check(&p, &good, 80).unwrap();
+    let malformed = ptx(4096, "st.global.f33");
+    let e = ptxas_check(&p, &malformed, 80).unwrap_err();
+    assert!(e.contains(".f33"), "{e}");
+    let e = ptxas_parse_check(&p, &malformed, 80).unwrap_err();
+    assert!(e.contains(".f33"), "{e}");
+    let big = ptx(70000, "st.global.f32");
+    let e = ptxas_check(&p, &big, 80).unwrap_err();
+    assert!(e.contains("too much shared data"), "{e}");
+    ptxas_parse_check(&p, &big, 80).unwrap();
 }

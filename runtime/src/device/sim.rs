@@ -1,18 +1,28 @@
 //! The host simulator of cuda kernels: a package's thread programs compiled for this CPU
-//! (`kernels.sim.so`, which `archc build --target cuda --sim` adds), run with one OS
-//! thread per GPU thread. Blocks run one after another; the threads of a block run
-//! concurrently and meet at real barriers; the lanes of a warp exchange values through
-//! per-warp slot arrays for each warp reduction and `mma`. It checks what can go wrong in a thread program
-//! short of the hardware — index arithmetic, tiling, bounds, barrier placement, shuffle
-//! reductions, the session's buffer tables and launch shapes — on any machine; not PTX
-//! itself (`ptxas` checks that) and not timing.
+//! (`kernels.sim.so`, which `archc build --target cuda --sim` adds), each GPU thread of a
+//! block a fiber (a stackful coroutine) on the calling OS thread. Blocks run one after
+//! another; the threads of a block take turns, each running until it waits at a barrier
+//! or a warp exchange, and the lanes of a warp exchange values through per-warp slot
+//! arrays for each warp reduction and `mma`. It checks what can go wrong in a thread
+//! program short of the hardware — index arithmetic, tiling, bounds, barrier placement,
+//! shuffle reductions, the session's buffer tables and launch shapes — on any machine;
+//! not PTX itself (`ptxas` checks that) and not timing. Threads that wait at barriers
+//! not all of them reach are reported, not left to hang.
+//!
+//! Fibers, not OS threads: with dozens of threads per block on a few cores, waiting
+//! threads handing the cores back and forth cost more than the kernels, and more the
+//! busier the machine (a test of the simulator beside another test ran three times
+//! slower); a fiber switch is a few instructions, and one OS thread per simulation
+//! leaves the other cores to whatever else runs.
 
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-/// A reusable barrier for `n` threads: the last to arrive starts a new generation; the
-/// others spin briefly, then yield the core until it does (with dozens of threads per
-/// core, waking each through a condition variable costs far more).
+/// A reusable barrier for `n` simulated threads: the last to arrive starts a new
+/// generation and goes on; the others yield their turn until it has.
 struct Barrier {
     n: usize,
     count: AtomicUsize,
@@ -29,22 +39,59 @@ impl Barrier {
     }
 
     fn wait(&self) {
+        ARRIVALS.with(|a| a.set(a.get() + 1));
         let g = self.generation.load(Ordering::Acquire);
         if self.count.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
             self.count.store(0, Ordering::Relaxed);
             self.generation.fetch_add(1, Ordering::Release);
             return;
         }
-        let mut spins = 0u32;
         while self.generation.load(Ordering::Acquire) == g {
-            if spins < 32 {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                std::thread::yield_now();
-            }
+            yield_turn();
         }
     }
+}
+
+/// What a simulated thread keeps of its own: its fiber's way back to the scheduler, and
+/// the exchange area its next warp exchange uses. Every lane of a warp makes the same
+/// exchanges in the same order (a reduction or `mma` that some lanes skip would leave
+/// the warp waiting), and threads start with the same area, so the lanes of a warp agree
+/// on it.
+struct Fiber {
+    yielder: *const Yielder<(), ()>,
+    area: Cell<usize>,
+}
+
+std::thread_local! {
+    /// The simulated thread running on this OS thread, if any.
+    static CURRENT: Cell<*const Fiber> = const { Cell::new(std::ptr::null()) };
+    /// Barrier arrivals so far on this OS thread: the scheduler's evidence of progress.
+    static ARRIVALS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Hands the turn to the next simulated thread; back when the scheduler comes round.
+fn yield_turn() {
+    let me = CURRENT.with(Cell::get);
+    assert!(
+        !me.is_null(),
+        "a simulator barrier outside a simulated thread"
+    );
+    // SAFETY: `me` is the running fiber's state, on its own stack, alive while it runs;
+    // its yielder belongs to the coroutine that is running it.
+    unsafe { (*(*me).yielder).suspend(()) };
+    // Other fibers ran meanwhile on this OS thread and set theirs.
+    CURRENT.with(|c| c.set(me));
+}
+
+/// This thread's exchange area, and the next one's.
+fn next_area() -> usize {
+    let me = CURRENT.with(Cell::get);
+    assert!(!me.is_null(), "a warp exchange outside a simulated thread");
+    // SAFETY: as in `yield_turn`.
+    let area = unsafe { &(*me).area };
+    let i = area.get();
+    area.set(i ^ 1);
+    i
 }
 
 /// The context a simulated thread's kernel reads: 8-byte slots in this order (the
@@ -86,23 +133,6 @@ struct WarpSync {
     slots: [Vec<AtomicU32>; 2],
     /// Every lane's registers of an `mma` batch ([`MMA_REGS`] per lane), per area.
     mma: [Vec<AtomicU32>; 2],
-}
-
-std::thread_local! {
-    /// The area this simulated thread's next exchange uses: every lane of a warp makes
-    /// the same exchanges in the same order (a reduction or `mma` that some lanes skip
-    /// would hang the warp's barrier), and threads start with the same value, so the
-    /// lanes of a warp agree on it.
-    static AREA: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// This thread's exchange area, and the next one's.
-fn next_area() -> usize {
-    AREA.with(|a| {
-        let i = a.get();
-        a.set(i ^ 1);
-        i
-    })
 }
 
 /// The most n tiles of one `mma` batch (the compiler's `simt::MMA_MAX_N`).
@@ -366,17 +396,19 @@ pub struct SimLaunch {
     pub dims: *const i64,
 }
 
-/// Raw pointers handed to the simulated threads.
-#[derive(Clone, Copy)]
-struct Shared<T>(T);
-// SAFETY: the simulated kernels write disjoint elements or synchronise through barriers,
-// as the same kernels must on a GPU.
-unsafe impl<T> Send for Shared<T> {}
-unsafe impl<T> Sync for Shared<T> {}
+/// The stack of each simulated thread: the thread programs keep their registers in a
+/// few kilobytes; the simulator's own functions, unoptimised in a debug build, in a few
+/// more. Pages are committed when touched.
+const FIBER_STACK: usize = 256 * 1024;
 
 /// Runs `launches` in order with `threads` threads per block and `shared_floats` of
-/// shared memory per block. One set of threads runs every block of every launch, meeting
-/// at a barrier between blocks.
+/// shared memory per block, on the calling OS thread. One set of simulated threads runs
+/// every block of every launch, meeting at a barrier between blocks.
+///
+/// # Panics
+/// When the simulated threads of a block wait at barriers not all of them reach (a
+/// `bar.sync` or a warp exchange on a path some threads skip), which on a GPU hangs or
+/// is undefined; and when a stack cannot be allocated.
 ///
 /// # Safety
 /// Each launch's table must hold live buffers of the sizes its kernel reads at `dims`,
@@ -385,17 +417,25 @@ pub unsafe fn run(threads: usize, shared_floats: usize, launches: &[SimLaunch]) 
     let mut shared = vec![0f32; shared_floats + 1];
     let sync = BlockSync::new(threads);
     let between = Barrier::new(threads);
-    let sh = Shared((
+    let (smem, sync_at, launches_at, between_at) = (
         shared.as_mut_ptr(),
         &sync as *const BlockSync,
-        launches,
-        &between,
-    ));
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            s.spawn(move || {
-                let sh = sh;
-                let (smem, sync, launches, between) = sh.0;
+        launches as *const [SimLaunch],
+        &between as *const Barrier,
+    );
+    let mut fibers: Vec<Option<Coroutine<(), (), ()>>> = (0..threads)
+        .map(|t| {
+            let stack = DefaultStack::new(FIBER_STACK)
+                .unwrap_or_else(|e| panic!("simulator: cannot allocate a thread's stack: {e}"));
+            let body = move |yielder: &Yielder<(), ()>, ()| {
+                let me = Fiber {
+                    yielder,
+                    area: Cell::new(0),
+                };
+                CURRENT.with(|c| c.set(&me));
+                // SAFETY: `run` outlives its fibers (it drives them to completion or
+                // leaks them), and with them what these point to.
+                let launches = unsafe { &*launches_at };
                 for l in launches {
                     for block in 0..l.grid {
                         let ctx = SimCtx {
@@ -405,7 +445,7 @@ pub unsafe fn run(threads: usize, shared_floats: usize, launches: &[SimLaunch]) 
                             nctaid: l.grid,
                             shared: smem,
                             barrier: sim_barrier,
-                            block: sync,
+                            block: sync_at,
                             mma: sim_mma,
                             reduce: sim_reduce,
                             mma16: sim_mma16,
@@ -414,12 +454,40 @@ pub unsafe fn run(threads: usize, shared_floats: usize, launches: &[SimLaunch]) 
                         };
                         // SAFETY: the caller's contract.
                         unsafe { (l.f)(l.table, l.dims, &ctx) };
-                        between.wait();
+                        // SAFETY: as above.
+                        unsafe { (*between_at).wait() };
                     }
                 }
-            });
+                CURRENT.with(|c| c.set(std::ptr::null()));
+            };
+            Some(Coroutine::with_stack(stack, body))
+        })
+        .collect();
+    let mut live = threads;
+    while live > 0 {
+        let before = ARRIVALS.with(Cell::get);
+        let mut finished = false;
+        for slot in fibers.iter_mut() {
+            let Some(fiber) = slot else { continue };
+            if let CoroutineResult::Return(()) = fiber.resume(()) {
+                *slot = None;
+                live -= 1;
+                finished = true;
+            }
         }
-    });
+        // A round in which every waiting thread found its barrier still closed and none
+        // arrived anywhere or finished: they wait for each other.
+        if live > 0 && !finished && ARRIVALS.with(Cell::get) == before {
+            // Suspended fibers are leaked, not unwound: their stacks hold the kernels'
+            // frames, which cannot unwind. They never run again.
+            for fiber in fibers.into_iter().flatten() {
+                std::mem::forget(fiber);
+            }
+            panic!(
+                "simulator: {live} of {threads} threads of a block wait at barriers or warp exchanges that the others do not reach"
+            );
+        }
+    }
 }
 
 /// The simulator's file in a cuda package (`archc build --target cuda --sim`).
@@ -434,14 +502,14 @@ pub const SIM_ABI: i64 = 3;
 
 /// The host simulator as a [`super::Device`]: device memory is host memory; launches run
 /// the package's host-compiled thread programs on [`run`], queued until something reads
-/// or changes memory, then together on one set of threads. One SM.
+/// or changes memory, then together on one set of simulated threads. One SM.
 pub struct SimDevice {
     fns: Vec<SimKernel>,
     shared: Vec<usize>,
     threads: usize,
     /// Allocations by address.
     allocs: std::collections::BTreeMap<u64, Vec<u64>>,
-    /// Launches not run yet: they run together, on one set of threads, when anything
+    /// Launches not run yet: they run together, on one set of simulated threads, when anything
     /// reads or changes memory (a stream's order, as on a GPU).
     pending: Vec<(SimLaunch, usize)>,
     _lib: crate::package::Library,
@@ -591,5 +659,91 @@ impl super::Device for SimDevice {
     fn synchronize(&mut self) -> Result<(), crate::RuntimeError> {
         self.flush();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each thread stores its index in shared memory, waits at the block's barrier, and
+    /// writes what its neighbour stored, then the warp's sum through the butterfly.
+    unsafe extern "C" fn neighbours(
+        bufs: *const *mut c_void,
+        _dims: *const i64,
+        ctx: *const SimCtx,
+    ) {
+        let c = &*ctx;
+        let out = (*bufs).cast::<f32>();
+        let (t, n) = (c.tid as usize, c.ntid as usize);
+        let base = c.ctaid as usize * 2 * n;
+        *c.shared.add(t) = (c.ctaid * 1000 + c.tid) as f32;
+        (c.barrier)(ctx);
+        *out.add(base + t) = *c.shared.add((t + 1) % n);
+        *out.add(base + n + t) = (c.reduce)(ctx, c.tid as f32, 0, 16);
+        // Before the next block overwrites shared memory: the simulator's barrier between
+        // blocks.
+    }
+
+    #[test]
+    fn barriers_and_warp_exchanges_across_fibers() {
+        let (threads, grid) = (64usize, 3i64);
+        let mut out = vec![0f32; 2 * threads * grid as usize];
+        let table = [out.as_mut_ptr().cast::<c_void>()];
+        let launch = SimLaunch {
+            f: neighbours,
+            grid,
+            table: table.as_ptr(),
+            dims: std::ptr::null(),
+        };
+        // SAFETY: the kernel writes 2 · threads floats per block of `out`.
+        unsafe { run(threads, threads, &[launch]) };
+        for b in 0..grid as usize {
+            for t in 0..threads {
+                let got = out[b * 2 * threads + t];
+                assert_eq!(
+                    got,
+                    (b * 1000 + (t + 1) % threads) as f32,
+                    "block {b} thread {t}"
+                );
+                let warp = t / 32 * 32;
+                let sum: usize = (warp..warp + 32).sum();
+                assert_eq!(
+                    out[b * 2 * threads + threads + t],
+                    sum as f32,
+                    "block {b} lane {t}"
+                );
+            }
+        }
+    }
+
+    /// Threads below 10 wait at the block's barrier; the others have returned.
+    unsafe extern "C" fn diverges(
+        _bufs: *const *mut c_void,
+        _dims: *const i64,
+        ctx: *const SimCtx,
+    ) {
+        if (*ctx).tid < 10 {
+            ((*ctx).barrier)(ctx);
+        }
+    }
+
+    #[test]
+    fn threads_waiting_for_each_other_are_reported() {
+        let launch = SimLaunch {
+            f: diverges,
+            grid: 1,
+            table: std::ptr::null(),
+            dims: std::ptr::null(),
+        };
+        // SAFETY: the kernel touches no memory.
+        let e = std::panic::catch_unwind(|| unsafe { run(64, 1, &[launch]) }).unwrap_err();
+        let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            msg.contains("64 of 64 threads") && msg.contains("do not reach"),
+            "{msg}"
+        );
+        // The simulator still runs afterwards on this OS thread.
+        barriers_and_warp_exchanges_across_fibers();
     }
 }

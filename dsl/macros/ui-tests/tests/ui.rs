@@ -1,8 +1,8 @@
 //! Invalid specs in `tests/ui/*.rs` → compile errors, compared with the `.stderr` beside each.
 //!
-//! Bless with `TRYBUILD=overwrite cargo test -p arch-macros --test ui`, then review the diff.
+//! Bless with `TRYBUILD=overwrite cargo test -p arch-macros-ui --test ui`, then review the diff.
 //!
-//! trybuild compiles each case in its own crate at `<target>/tests/trybuild/arch-macros/`,
+//! trybuild compiles each case in its own crate at `<target>/tests/trybuild/arch-macros-ui/`,
 //! and that crate's `CARGO_MANIFEST_DIR` is where `model!(file = …)` looks. So the spec
 //! files of `tests/ui/specs/` are copied there first, and the cases name them
 //! `specs/….arch` as a user's crate would.
@@ -21,7 +21,7 @@ fn copy_spec_fixtures() {
     let project = target_dir()
         .join("tests")
         .join("trybuild")
-        .join("arch-macros")
+        .join(env!("CARGO_PKG_NAME"))
         .join("specs");
     if let Err(e) = std::fs::create_dir_all(&project) {
         panic!("cannot create {}: {e}", project.display());
