@@ -483,6 +483,7 @@ pub unsafe fn run(threads: usize, shared_floats: usize, launches: &[SimLaunch]) 
             for fiber in fibers.into_iter().flatten() {
                 std::mem::forget(fiber);
             }
+            CURRENT.with(|c| c.set(std::ptr::null()));
             panic!(
                 "simulator: {live} of {threads} threads of a block wait at barriers or warp exchanges that the others do not reach"
             );
