@@ -440,6 +440,19 @@ fn dtype_builds_run_on_the_simulator() {
     let want = read_values(&dir.join("outputs.safetensors")).unwrap();
     let mut errs = Vec::new();
     let mut logits = Vec::new();
+    // `archc build --target cuda --sm SM --dtype DTYPE [EXTRA]` with `ARCHC_MMA=MMA`.
+    let build = |dtype: &str, sm: &str, mma: &str, out: &Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_archc"))
+            .args([
+                "build", &spec, "--target", "cuda", "--sm", sm, "--dtype", dtype,
+            ])
+            .args(extra)
+            .args(["-o", out.to_str().unwrap()])
+            .env("ARCHC_CACHE", &cache)
+            .env("ARCHC_MMA", mma)
+            .output()
+            .expect("archc runs")
+    };
     // `ARCHC_MMA=wgmma` (Hopper's warpgroup products) on an sm_90 bf16 build: sm_90a PTX
     // with its matmul tiles on `wgmma`, and a simulator library (in the GPU's 256-thread
     // blocks) that computes what the `mma.sync` tiles compute — the same products summed
@@ -450,25 +463,7 @@ fn dtype_builds_run_on_the_simulator() {
         ("bf16", "90", "wgmma"),
     ] {
         let out = tmp.path().join(format!("{dtype}_{mma}"));
-        let o = Command::new(env!("CARGO_BIN_EXE_archc"))
-            .args([
-                "build",
-                &spec,
-                "--target",
-                "cuda",
-                "--sm",
-                sm,
-                "--sim",
-                "--attention-mask",
-                "--dtype",
-                dtype,
-                "-o",
-                out.to_str().unwrap(),
-            ])
-            .env("ARCHC_CACHE", &cache)
-            .env("ARCHC_MMA", mma)
-            .output()
-            .expect("archc runs");
+        let o = build(dtype, sm, mma, &out, &["--sim", "--attention-mask"]);
         assert!(o.status.success(), "{dtype} {mma}: {}", text(&o));
         let ptx = std::fs::read_to_string(out.join("kernels.ptx")).unwrap();
         assert_eq!(ptx.contains(".target sm_90a"), mma == "wgmma", "{mma}");
@@ -507,24 +502,13 @@ fn dtype_builds_run_on_the_simulator() {
     assert_eq!(logits[0].data, logits[2].data, "wgmma and mma.sync differ");
     // sm_80 has no wgmma: the request leaves its build as it was; an unknown value is a
     // clear error, checked before the cache.
-    let build = |mma: &str, sm: &str, out: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_archc"))
-            .args([
-                "build", &spec, "--target", "cuda", "--sm", sm, "--dtype", "bf16",
-            ])
-            .args(["-o", out.to_str().unwrap()])
-            .env("ARCHC_CACHE", &cache)
-            .env("ARCHC_MMA", mma)
-            .output()
-            .expect("archc runs")
-    };
     let out = tmp.path().join("sm80_wgmma");
-    let o = build("wgmma", "80", &out);
+    let o = build("bf16", "80", "wgmma", &out, &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(!std::fs::read_to_string(out.join("kernels.ptx"))
         .unwrap()
         .contains("wgmma"));
-    let o = build("tensor", "90", &tmp.path().join("bad"));
+    let o = build("bf16", "90", "tensor", &tmp.path().join("bad"), &[]);
     assert!(!o.status.success() && !text(&o).contains("panicked"));
     assert!(text(&o).contains("ARCHC_MMA=tensor"), "{}", text(&o));
     let (bf16, f16) = (errs[0], errs[1]);

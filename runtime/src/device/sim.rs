@@ -19,34 +19,35 @@ use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 use std::cell::Cell;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 /// A reusable barrier for `n` simulated threads: the last to arrive starts a new
-/// generation and goes on; the others yield their turn until it has.
+/// generation and goes on; the others yield their turn until it has. The simulated
+/// threads of a run share one OS thread, so the simulator's shared state is plain cells.
 struct Barrier {
     n: usize,
-    count: AtomicUsize,
-    generation: AtomicUsize,
+    count: Cell<usize>,
+    generation: Cell<usize>,
 }
 
 impl Barrier {
     fn new(n: usize) -> Barrier {
         Barrier {
             n,
-            count: AtomicUsize::new(0),
-            generation: AtomicUsize::new(0),
+            count: Cell::new(0),
+            generation: Cell::new(0),
         }
     }
 
     fn wait(&self) {
         ARRIVALS.with(|a| a.set(a.get() + 1));
-        let g = self.generation.load(Ordering::Acquire);
-        if self.count.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
-            self.count.store(0, Ordering::Relaxed);
-            self.generation.fetch_add(1, Ordering::Release);
+        let g = self.generation.get();
+        self.count.set(self.count.get() + 1);
+        if self.count.get() == self.n {
+            self.count.set(0);
+            self.generation.set(g + 1);
             return;
         }
-        while self.generation.load(Ordering::Acquire) == g {
+        while self.generation.get() == g {
             yield_turn();
         }
     }
@@ -130,9 +131,9 @@ pub type SimKernel = unsafe extern "C" fn(*const *mut c_void, *const i64, *const
 struct WarpSync {
     barrier: Barrier,
     /// One value per lane, per area.
-    slots: [Vec<AtomicU32>; 2],
+    slots: [Vec<Cell<u32>>; 2],
     /// Every lane's registers of an `mma` batch ([`MMA_REGS`] per lane), per area.
-    mma: [Vec<AtomicU32>; 2],
+    mma: [Vec<Cell<u32>>; 2],
 }
 
 /// The most n tiles of one `mma` batch (the compiler's `simt::MMA_MAX_N`).
@@ -152,8 +153,8 @@ impl BlockSync {
             warps: (0..threads.div_ceil(32))
                 .map(|_| WarpSync {
                     barrier: Barrier::new(32),
-                    slots: [0, 1].map(|_| (0..32).map(|_| AtomicU32::new(0)).collect()),
-                    mma: [0, 1].map(|_| (0..32 * MMA_REGS).map(|_| AtomicU32::new(0)).collect()),
+                    slots: [0, 1].map(|_| (0..32).map(|_| Cell::new(0)).collect()),
+                    mma: [0, 1].map(|_| (0..32 * MMA_REGS).map(|_| Cell::new(0)).collect()),
                 })
                 .collect(),
         }
@@ -184,11 +185,11 @@ fn lane_of<'a>(ctx: *const SimCtx) -> (&'a WarpSync, usize) {
 extern "C" fn sim_reduce(ctx: *const SimCtx, v: f32, max: i32, first: i32) -> f32 {
     let (warp, lane) = lane_of(ctx);
     let slots = &warp.slots[next_area()];
-    slots[lane].store(v.to_bits(), Ordering::SeqCst);
+    slots[lane].set(v.to_bits());
     warp.barrier.wait();
     let mut vals = [0f32; 32];
     for (l, x) in vals.iter_mut().enumerate() {
-        *x = f32::from_bits(slots[l].load(Ordering::SeqCst));
+        *x = f32::from_bits(slots[l].get());
     }
     let mut mask = first.clamp(0, 16) as usize;
     while mask > 0 {
@@ -262,10 +263,10 @@ fn mma_batch(
     let mine = unsafe { std::slice::from_raw_parts_mut(regs, used) };
     let area = &warp.mma[next_area()];
     for (i, v) in mine.iter().enumerate() {
-        area[lane * MMA_REGS + i].store(*v, Ordering::SeqCst);
+        area[lane * MMA_REGS + i].set(*v);
     }
     warp.barrier.wait();
-    let reg = |l: usize, r: usize| area[l * MMA_REGS + r].load(Ordering::SeqCst);
+    let reg = |l: usize, r: usize| area[l * MMA_REGS + r].get();
     let (g, t) = (lane / 4, lane % 4);
     let mut out = [[0f32; 4]; MMA_MAX_N];
     for (j, tile) in out.iter_mut().enumerate().take(n) {

@@ -814,6 +814,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 "fill",
                 self.lt(next, nk)?,
                 || {
+                    // `1 - s` is `next % 2`: two stages keep the form the reviewed PTX
+                    // snapshot (`cuda_ptx.rs::gpt2_layer_ptx`) was taken with.
                     let there = if tl.stages == 2 {
                         stage(ir.sub(self.k(1), s)?)?
                     } else {
