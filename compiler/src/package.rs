@@ -365,6 +365,7 @@ fn build_one(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result
     let cached_dir = cache_dir().join(&key);
     let complete = |d: &Path| files(opts).iter().all(|f| d.join(f).is_file());
     if opts.cache && complete(&cached_dir) {
+        mark_used(&cached_dir);
         let dir = match out {
             Some(o) if o != cached_dir => {
                 copy_files(&cached_dir, o, opts)?;
@@ -384,6 +385,7 @@ fn build_one(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result
             if opts.cache {
                 // Best effort: a read-only cache only makes later builds slower.
                 let _ = copy_files(o, &cached_dir, opts);
+                evict(&cache_dir(), cache_limit(), EVICT_MIN_AGE);
             }
             o.to_path_buf()
         }
@@ -410,6 +412,7 @@ fn build_one(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result
                     })?;
                 }
             }
+            evict(&cache_dir(), cache_limit(), EVICT_MIN_AGE);
             cached_dir
         }
     };
@@ -418,6 +421,91 @@ fn build_one(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result
         cached: false,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The most bytes the package cache keeps: `$ARCHC_CACHE_LIMIT_MB` MiB, default 2 GiB.
+/// Every compiler build has its own keys, so without a bound the entries of earlier builds
+/// would pile up forever.
+pub fn cache_limit() -> u64 {
+    limit_from(std::env::var("ARCHC_CACHE_LIMIT_MB").ok().as_deref())
+}
+
+fn limit_from(mb: Option<&str>) -> u64 {
+    mb.and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(2 << 30, |mb| mb.saturating_mul(1 << 20))
+}
+
+/// Entries used more recently than this are never evicted: another process may have just
+/// built or found one and not loaded it yet.
+pub const EVICT_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Marks a cache entry as used now (its manifest's modification time), for [`evict`].
+fn mark_used(entry: &Path) {
+    if let Ok(f) = std::fs::File::options()
+        .append(true)
+        .open(entry.join("manifest.json"))
+    {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// When an entry was last used: its manifest's modification time (its directory's when it
+/// has none).
+fn last_used(entry: &Path) -> std::time::SystemTime {
+    std::fs::metadata(entry.join("manifest.json"))
+        .or_else(|_| std::fs::metadata(entry))
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::UNIX_EPOCH)
+}
+
+/// Bytes of the files under `p`.
+fn tree_bytes(p: &Path) -> u64 {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| tree_bytes(&e.path())).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
+/// Keeps the package cache `dir` within `limit` bytes: removes the least recently used
+/// entries until the rest fit, never one used within `min_age`, and removes half-written
+/// build directories (`.key.pid.nanos`, left by a killed build) older than `min_age`.
+/// Best effort: what cannot be read or removed is left. Returns the entries removed.
+pub fn evict(dir: &Path, limit: u64, min_age: std::time::Duration) -> Vec<PathBuf> {
+    let now = std::time::SystemTime::now();
+    let old = |t: std::time::SystemTime| now.duration_since(t).is_ok_and(|a| a >= min_age);
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut entries = Vec::new();
+    let mut removed = Vec::new();
+    for e in rd.flatten() {
+        let path = e.path();
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if e.file_name().to_string_lossy().starts_with('.') {
+            if old(last_used(&path)) && std::fs::remove_dir_all(&path).is_ok() {
+                removed.push(path);
+            }
+            continue;
+        }
+        entries.push((last_used(&path), tree_bytes(&path), path));
+    }
+    let mut total: u64 = entries.iter().map(|e| e.1).sum();
+    entries.sort_by_key(|e| e.0);
+    for (used, bytes, path) in entries {
+        if total <= limit {
+            break;
+        }
+        if old(used) && std::fs::remove_dir_all(&path).is_ok() {
+            total -= bytes;
+            removed.push(path);
+        }
+    }
+    removed
 }
 
 fn copy_files(from: &Path, to: &Path, opts: &BuildOptions) -> Result<(), String> {
@@ -917,5 +1005,65 @@ fn lcm(a: u64, b: u64) -> u64 {
         a.max(b)
     } else {
         a / gcd(a, b) * b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    /// A cache entry of `bytes` bytes last used `ago` before now.
+    fn entry(dir: &Path, name: &str, bytes: usize, ago: Duration) -> PathBuf {
+        let e = dir.join(name);
+        std::fs::create_dir_all(&e).unwrap();
+        std::fs::write(e.join("kernels.so"), vec![0u8; bytes]).unwrap();
+        std::fs::write(e.join("manifest.json"), b"{}").unwrap();
+        let f = std::fs::File::options()
+            .append(true)
+            .open(e.join("manifest.json"))
+            .unwrap();
+        f.set_modified(SystemTime::now() - ago).unwrap();
+        e
+    }
+
+    #[test]
+    fn eviction_removes_least_recently_used_entries_beyond_the_limit() {
+        let dir = std::env::temp_dir().join(format!("archc-evict-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let hour = Duration::from_secs(3600);
+        let a = entry(&dir, "a-1", 1000, 3 * hour);
+        let b = entry(&dir, "b-2", 1000, 2 * hour);
+        let c = entry(&dir, "c-3", 1000, Duration::ZERO);
+        let stale_tmp = entry(&dir, ".d-4.77.5", 10, 2 * hour);
+        let fresh_tmp = entry(&dir, ".d-4.78.6", 10, Duration::ZERO);
+
+        // Within the limit: only the killed build's old leftovers go.
+        assert_eq!(evict(&dir, 1 << 20, hour), vec![stale_tmp.clone()]);
+        assert!(a.is_dir() && b.is_dir() && c.is_dir() && fresh_tmp.is_dir());
+
+        // 2,500 bytes allowed: the least recently used entry goes, then the rest fit.
+        let removed = evict(&dir, 2500, hour);
+        assert_eq!(removed, vec![a.clone()]);
+        assert!(b.is_dir() && c.is_dir());
+
+        // Nothing allowed: every entry old enough goes, the one just used stays.
+        assert_eq!(evict(&dir, 0, hour), vec![b.clone()]);
+        assert!(c.is_dir() && fresh_tmp.is_dir());
+
+        // A hit marks the entry used: aged, it goes; marked, it stays.
+        let e = entry(&dir, "e-5", 10, 5 * hour);
+        mark_used(&e);
+        assert!(evict(&dir, 0, hour).is_empty());
+        assert!(e.is_dir());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cache_limit_is_in_mebibytes_with_a_default() {
+        assert_eq!(limit_from(Some(" 3 ")), 3 << 20);
+        assert_eq!(limit_from(Some("0")), 0);
+        assert_eq!(limit_from(None), 2 << 30);
+        assert_eq!(limit_from(Some("lots")), 2 << 30);
     }
 }
