@@ -390,7 +390,7 @@ pub fn evaluate_cuda_sim_with(
     let mut prog = crate::package::package_program(&graph)?;
     prog.half_matmul = half_matmul;
     if let Some(ty) = half_matmul {
-        crate::kernel::quant::store_activations(&mut prog, ty);
+        crate::kernel::quant::store_activations(&mut prog, ty, &[]);
     }
     // Symbols from the input shapes.
     let mut bind: HashMap<String, usize> = HashMap::new();

@@ -115,8 +115,9 @@ impl BuildOptions {
     /// `--dtype f32|bf16|f16` of a cuda build: with a half type every matrix is stored in
     /// it (as `--quant` would; a GGUF file's blocks stay as they are) and the matmuls
     /// multiply operands rounded to it (on the tensor cores; decoding's matrix–vector
-    /// products on the CUDA cores), accumulating in f32. Norms, softmax, scans and the
-    /// activations between kernels stay f32. An error for a CPU build (its matmuls
+    /// products on the CUDA cores), accumulating in f32; the activations between kernels
+    /// and the KV caches are stored in it too (`kernel::quant::store_activations`), while
+    /// norms' and softmax's statistics and scans stay f32. An error for a CPU build (its matmuls
     /// multiply in f32; `--quant bf16` stores its weights in bf16) or a train package.
     pub fn set_dtype(&mut self, spec: &ArchSpec, dtype: &str) -> Result<(), String> {
         let t = match dtype.to_ascii_lowercase().as_str() {
@@ -576,12 +577,16 @@ pub fn package_program(graph: &Graph) -> Result<Program, String> {
 
 /// [`package_program`] with the parameters of `opts.quant` that qualify stored as blocks;
 /// the others are reported when `opts.verbose`.
-fn program_for(graph: &Graph, opts: &BuildOptions) -> Result<Program, String> {
+fn program_for(
+    graph: &Graph,
+    inits: &[(String, f32)],
+    opts: &BuildOptions,
+) -> Result<Program, String> {
     let mut prog = package_program(graph)?;
     prog.int_dots = opts.int_dots;
     prog.half_matmul = opts.half_matmul;
     if let (Some(ty), Some(_)) = (opts.half_matmul, opts.cuda) {
-        kernel::quant::store_activations(&mut prog, ty);
+        kernel::quant::store_activations(&mut prog, ty, inits);
     }
     if !opts.quant.is_empty() {
         let refused = kernel::quant::store_quantized(&mut prog, &opts.quant);
@@ -602,7 +607,7 @@ pub fn build_graph(
     opts: &BuildOptions,
     dir: &Path,
 ) -> Result<(), String> {
-    let prog = program_for(graph, opts)?;
+    let prog = program_for(graph, &[], opts)?;
     let lowered = Code::of(&prog, opts)?;
     write_files(dir, graph, &prog, &lowered)?;
     let sources = prog
@@ -665,7 +670,7 @@ fn write_package(spec: &ArchSpec, opts: &BuildOptions, dir: &Path) -> Result<(),
     };
     let t = Instant::now();
     let (graph, inits) = graph_and_inits(spec, opts)?;
-    let prog = program_for(&graph, opts)?;
+    let prog = program_for(&graph, &inits, opts)?;
     log(&format!(
         "{}: {} graph nodes → {} kernels, {} buffers in {} slots ({:.2} s)",
         spec.name,
@@ -849,8 +854,8 @@ fn manifest(
     // Temporaries hold half-precision activations under cuda `--dtype`; a parameter's
     // storage is its `ParamSpec::storage` (its buffer's dtype stays that of its values).
     let buffer_dtype = |b: &crate::kernel::Buffer| match (&b.kind, b.quant) {
-        (BufKind::Temp, Some(GgmlType::BF16)) => Dtype::Bf16,
-        (BufKind::Temp, Some(GgmlType::F16)) => Dtype::F16,
+        (BufKind::Temp | BufKind::State(_), Some(GgmlType::BF16)) => Dtype::Bf16,
+        (BufKind::Temp | BufKind::State(_), Some(GgmlType::F16)) => Dtype::F16,
         _ => dtype(b.i64),
     };
     let buffers = prog
@@ -974,7 +979,7 @@ fn manifest(
             .iter()
             .map(|(name, b, shape)| StateSpec {
                 name: name.clone(),
-                dtype: dtype(prog.buffers[*b].i64),
+                dtype: buffer_dtype(&prog.buffers[*b]),
                 shape: shape.iter().map(size).collect(),
                 buffer: *b,
                 init: 0.0,

@@ -939,3 +939,60 @@ fn half_precision_models() {
         );
     }
 }
+
+/// A `--dtype bf16` step program keeps its KV caches in bf16: the session allocates half
+/// the bytes `archc stats` counts for f32 caches, and values written and read through the
+/// runtime are rounded to bf16 (nearest even) on the way in and decoded on the way out.
+#[test]
+fn half_precision_kv_caches() {
+    use arch_dsl::stats::{stats, StatsOptions};
+    use arch_runtime::device::{open_device, read_cuda_manifest, DeviceSession};
+    use arch_runtime::manifest::Dtype;
+    let dir = fixture("hf/gpt2");
+    let spec = spec_of(&dir);
+    let out = tempfile::tempdir().unwrap();
+    let mut opts = archc::package::BuildOptions {
+        kind: archc::package::PackageKind::Step,
+        cache: false,
+        cuda: Some(80),
+        sim: true,
+        ..archc::package::BuildOptions::host().unwrap()
+    };
+    opts.set_dtype(&spec, "bf16").unwrap();
+    archc::package::build(&spec, &opts, Some(out.path())).unwrap();
+    let m = read_cuda_manifest(out.path()).unwrap();
+    assert!(!m.states.is_empty());
+    assert!(
+        m.states.iter().all(|s| s.dtype == Dtype::Bf16),
+        "{:?}",
+        m.states
+    );
+    let device = open_device(out.path(), &m, true, 0).unwrap();
+    let w = arch_runtime::Weights::open(&m, &dir.join("model.safetensors")).unwrap();
+    let name = m.states[0].name.clone();
+    let mut session = DeviceSession::new(m, &w, device).unwrap();
+    let capacity = 7;
+    let f32_bytes = stats(
+        &spec,
+        &StatsOptions {
+            seq: Some(capacity),
+            ..Default::default()
+        },
+    )
+    .state_bytes_at_seq;
+    assert_eq!(session.reset_state(3, capacity).unwrap(), 3 * f32_bytes / 2);
+    let values: Vec<f32> = (0..100).map(|i| 1.0 + i as f32 * 1e-3).collect();
+    session.set_state(&name, &values).unwrap();
+    let back = session.state_data(&name).unwrap();
+    for (i, (&v, &b)) in values.iter().zip(&back).enumerate() {
+        assert_eq!(b, round_bf16(v), "value {i}: {v} stored as {b}");
+    }
+    assert!(
+        back[100..].iter().all(|&x| x == 0.0),
+        "a fresh cache is zero"
+    );
+    assert!(
+        values.iter().zip(&back).any(|(v, b)| v != b),
+        "nothing rounded"
+    );
+}

@@ -440,3 +440,43 @@ fn finished_rows_stop_costing_work() {
         );
     }
 }
+
+/// `--dtype bf16|f16` on cuda stores KV caches in the half type (what transformers' cache
+/// of a model cast to it holds) and nothing else of the session state: recurrent states,
+/// RWKV's running maximum (it starts at −1e38, past f16) and the cross-attention keys the
+/// host writes stay f32.
+#[test]
+fn half_precision_programs_keep_only_kv_caches_in_half() {
+    use arch_runtime::gguf::GgmlType;
+    use archc::kernel::BufKind;
+    let mut specs: Vec<ArchSpec> = ["gpt2", "llama", "t5", "bart", "mamba", "rwkv"]
+        .iter()
+        .map(|n| spec_of(&fixture(&format!("hf/{n}"))))
+        .collect();
+    specs.push(spec(TINY_S4, "tiny"));
+    specs.push(spec(TINY_TTT, "tiny_linear"));
+    specs.push(spec(TINY_WINDOWS, "window"));
+    let (mut caches, mut recurrent) = (0, 0);
+    for s in &specs {
+        let st = step(s).unwrap();
+        let g = archc::passes::simplify(&st.graph);
+        let mut prog = archc::package::package_program(&g).unwrap();
+        archc::kernel::quant::store_activations(&mut prog, GgmlType::BF16, &st.inits);
+        for (name, b, _) in &prog.states {
+            assert!(matches!(prog.buffers[*b].kind, BufKind::State(_)));
+            let cache = [".attention.k", ".attention.v"]
+                .iter()
+                .any(|end| name.ends_with(end));
+            let half = prog.buffers[*b].quant == Some(GgmlType::BF16);
+            assert_eq!(half, cache, "{}: state `{name}`", s.name);
+            caches += usize::from(cache);
+            recurrent += usize::from(!cache);
+        }
+    }
+    // Every kind is covered: caches (rings of sliding windows among them), cross-attention
+    // keys and mask, Mamba, RWKV, S4 and TTT states.
+    assert!(
+        caches >= 20 && recurrent >= 30,
+        "{caches} caches, {recurrent} others"
+    );
+}

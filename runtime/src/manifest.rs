@@ -96,8 +96,8 @@ fn yes() -> bool {
 pub enum Dtype {
     F32,
     I64,
-    /// Activations kept between kernels in half precision (cuda `--dtype bf16|f16`
-    /// packages; temporaries only, never an input, output or state).
+    /// Values kept in half precision by cuda `--dtype bf16|f16` packages: activations
+    /// between kernels and KV caches (temporaries and states, never an input or output).
     Bf16,
     F16,
 }

@@ -96,12 +96,18 @@ fn readers_take_blocks(kernels: &[Kernel], buf: usize, per: i64) -> Result<(), S
 /// attention (their loads decode stored types, their stores round to nearest even) and
 /// no reduction writes it — the statistics of norms and softmax stay f32, as PyTorch
 /// keeps them in its half-precision kernels. Scans, scatters and attention's backward
-/// read and write f32 (their operands and results stay so), as do inputs, outputs,
-/// parameters stored f32 and session state (KV caches). Returns how many buffers were
-/// marked.
-pub fn store_activations(prog: &mut Program, ty: GgmlType) -> usize {
+/// read and write f32 (their operands and results stay so), as do inputs, outputs and
+/// parameters stored f32. Session state qualifies when it is a KV cache: written by the
+/// program's maps (`update_tail`), read by its attention, touched by nothing else and
+/// starting at zero (`inits`: each state's initial value) — what Hugging Face's cache
+/// of a model cast to the type holds. Recurrent states (scans, RWKV's running maximum),
+/// and states the host writes (an encoder-decoder's cross-attention keys) stay f32.
+/// Returns how many buffers were marked.
+pub fn store_activations(prog: &mut Program, ty: GgmlType, inits: &[(String, f32)]) -> usize {
     let n = prog.buffers.len();
     let mut ok = vec![true; n];
+    let mut written = vec![false; n];
+    let mut attended = vec![false; n];
     for k in &prog.kernels {
         let elementwise = match &k.body {
             Body::Map { .. } | Body::Reduce { .. } | Body::MatMul(_) => true,
@@ -116,10 +122,35 @@ pub fn store_activations(prog: &mut Program, ty: GgmlType) -> usize {
         if let Body::Reduce { out, .. } = &k.body {
             ok[*out] = false;
         }
+        if let Body::Map { out, .. } = &k.body {
+            written[*out] = true;
+        }
+        if let Body::Attention(a) = &k.body {
+            for b in k.buffers() {
+                attended[b] |= b != a.out.buf;
+            }
+        }
+    }
+    // A KV cache: the maps that append to it and the attention that reads it, nothing else.
+    for k in &prog.kernels {
+        if matches!(k.body, Body::Reduce { .. } | Body::MatMul(_)) {
+            for b in k.buffers() {
+                if matches!(prog.buffers[b].kind, super::BufKind::State(_)) {
+                    ok[b] = false;
+                }
+            }
+        }
+    }
+    for (name, b, _) in &prog.states {
+        let zero = inits.iter().all(|(n, v)| n != name || *v == 0.0);
+        if !(written[*b] && attended[*b] && zero) {
+            ok[*b] = false;
+        }
     }
     let mut marked = 0;
     for (b, buf) in prog.buffers.iter_mut().enumerate() {
-        if ok[b] && buf.kind == super::BufKind::Temp && !buf.i64 && buf.quant.is_none() {
+        let kind_ok = matches!(buf.kind, super::BufKind::Temp | super::BufKind::State(_));
+        if ok[b] && kind_ok && !buf.i64 && buf.quant.is_none() {
             buf.quant = Some(ty);
             marked += 1;
         }

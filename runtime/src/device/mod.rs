@@ -332,9 +332,16 @@ impl DeviceSession {
             }
             let mut r = Region::default();
             ensure(dev, &mut r, a.bytes as usize)?;
-            if a.init != 0.0 && a.dtype == Dtype::F32 {
-                let fill = vec![a.init; (a.bytes / 4) as usize];
-                dev.upload(r.ptr, as_bytes(&fill))?;
+            if a.init != 0.0 {
+                let fill = vec![a.init; (a.bytes / a.dtype.bytes()) as usize];
+                match (half_type(a.dtype), a.dtype) {
+                    (Some(ty), _) => {
+                        let stored = crate::gguf::quantize(ty, &fill).unwrap_or_default();
+                        dev.upload(r.ptr, &stored)?
+                    }
+                    (None, Dtype::F32) => dev.upload(r.ptr, as_bytes(&fill))?,
+                    (None, _) => {}
+                }
             }
             self.state[a.buffer] = Some(r);
             self.state_bytes[a.buffer] = a.bytes;
@@ -349,7 +356,8 @@ impl DeviceSession {
         self.reset_state_at(&[("batch", batch), (crate::manifest::KV_SEQ, capacity)])
     }
 
-    fn state_region(&self, name: &str) -> Result<(Region, u64), RuntimeError> {
+    /// State `name`'s region, its bytes and the type its values are stored in.
+    fn state_region(&self, name: &str) -> Result<(Region, u64, Dtype), RuntimeError> {
         let s = self
             .manifest
             .states
@@ -361,28 +369,56 @@ impl DeviceSession {
                 "state `{name}` is not allocated: start a session first"
             ))
         })?;
-        Ok((r, self.state_bytes[s.buffer]))
+        Ok((r, self.state_bytes[s.buffer], s.dtype))
     }
 
-    /// Overwrites the start of state `name` with `data`.
+    /// Overwrites the start of state `name` with `data` (rounded to nearest even where the
+    /// state is stored in half precision).
     pub fn set_state(&mut self, name: &str, data: &[f32]) -> Result<(), RuntimeError> {
-        let (r, bytes) = self.state_region(name)?;
-        if data.len() as u64 * 4 > bytes {
+        let (r, bytes, dtype) = self.state_region(name)?;
+        let size = dtype.bytes();
+        if data.len() as u64 * size > bytes {
             return Err(RuntimeError::State(format!(
                 "state `{name}` holds {} values, given {}",
-                bytes / 4,
+                bytes / size,
                 data.len()
             )));
         }
-        self.device.upload(r.ptr, as_bytes(data))
+        match half_type(dtype) {
+            Some(ty) => {
+                let stored = crate::gguf::quantize(ty, data)
+                    .ok_or_else(|| RuntimeError::State(format!("state `{name}`: {dtype:?}")))?;
+                self.device.upload(r.ptr, &stored)
+            }
+            None => self.device.upload(r.ptr, as_bytes(data)),
+        }
     }
 
-    /// The current values of state `name`, copied from the device.
+    /// The current values of state `name`, copied from the device (decoded to f32 where
+    /// the state is stored in half precision).
     pub fn state_data(&mut self, name: &str) -> Result<Vec<f32>, RuntimeError> {
-        let (r, bytes) = self.state_region(name)?;
-        let mut v = vec![0f32; (bytes / 4) as usize];
-        self.device.download(r.ptr, as_bytes_mut(&mut v))?;
-        Ok(v)
+        let (r, bytes, dtype) = self.state_region(name)?;
+        match half_type(dtype) {
+            Some(ty) => {
+                let mut raw = vec![0u8; bytes as usize];
+                self.device.download(r.ptr, &mut raw)?;
+                Ok(crate::gguf::dequantize(ty, &raw, (bytes / 2) as usize))
+            }
+            None => {
+                let mut v = vec![0f32; (bytes / 4) as usize];
+                self.device.download(r.ptr, as_bytes_mut(&mut v))?;
+                Ok(v)
+            }
+        }
+    }
+}
+
+/// The ggml type of a half-precision state (`None`: f32).
+fn half_type(dtype: Dtype) -> Option<crate::gguf::GgmlType> {
+    match dtype {
+        Dtype::Bf16 => Some(crate::gguf::GgmlType::BF16),
+        Dtype::F16 => Some(crate::gguf::GgmlType::F16),
+        Dtype::F32 | Dtype::I64 => None,
     }
 }
 
