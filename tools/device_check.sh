@@ -197,13 +197,20 @@ PY
     say "| dtype | archc ms | archc TFLOPS | torch.matmul ms | torch TFLOPS | archc ÷ torch speed |"
     say "|---|---|---|---|---|---|"
     python3 -c "from safetensors.numpy import save_file; save_file({}, '$OUT/none.safetensors')"
-    # bf16_wgmma: the same bf16 matmul on Hopper's warpgroup products (sm_90 only).
-    mm_kinds=(f32 bf16)
-    [[ -d $DEV/pkg/perf_matmul_bf16_wgmma ]] && mm_kinds+=(bf16_wgmma)
+    # bf16_wgmma: the same bf16 matmul on Hopper's warpgroup products (sm_90 only); _s3,
+    # _s4: three and four shared-memory stages (ARCHC_STAGES) instead of the default.
+    mm_kinds=()
+    for d in f32 bf16 bf16_wgmma f32_s3 f32_s4 bf16_s3 bf16_s4 bf16_wgmma_s4; do
+        [[ -d $DEV/pkg/perf_matmul_$d ]] && mm_kinds+=("$d")
+    done
+    declare -A torch_ms=()
     for d in "${mm_kinds[@]}"; do
         t_archc=$(timeout 240 "${RUN[@]}" "$DEV/pkg/perf_matmul_$d" --random-weights 0 --inputs "$OUT/none.safetensors" \
             --out "$OUT/matmul_$d.safetensors" --repeat 13 2>&1 | sed -n 's/^median \([0-9.]*\) ms.*/\1/p')
-        t_torch=$(timeout 240 python3 - "$d" <<'PY'
+        # torch.matmul timed once per dtype.
+        dt=${d%%_*}
+        if [[ -z ${torch_ms[$dt]:-} ]]; then
+            torch_ms[$dt]=$(timeout 240 python3 - "$dt" <<'PY'
 import sys, statistics, torch
 torch.backends.cuda.matmul.allow_tf32 = False  # f32 against archc's f32-accurate 3×TF32
 dt = torch.bfloat16 if sys.argv[1].startswith("bf16") else torch.float32
@@ -217,7 +224,9 @@ for i in range(16):
         times.append(s.elapsed_time(e))
 print(statistics.median(times))
 PY
-        )
+            )
+        fi
+        t_torch=${torch_ms[$dt]}
         read -r ta tt ratio < <(python3 -c "
 a, t = float('${t_archc:-nan}'), float('${t_torch:-nan}')
 f = 2 * 4096 ** 3 / 1e9

@@ -63,6 +63,14 @@ for d in f32 bf16; do
     target/release/examples/matmul_package "$OUT/pkg/perf_matmul_$d" 4096 4096 4096 cuda "$d" \
         --sm "$SM" "${SIM[@]}" >/dev/null 2>&1
 done
+# The same with more shared-memory stages in the k loop (ARCHC_STAGES; past 48 KiB a
+# block's stages are dynamic shared memory), to pick the default from their times.
+for st in 3 4; do
+    for d in f32 bf16; do
+        ARCHC_STAGES=$st target/release/examples/matmul_package "$OUT/pkg/perf_matmul_${d}_s$st" \
+            4096 4096 4096 cuda "$d" --sm "$SM" "${SIM[@]}" >/dev/null 2>&1
+    done
+done
 # One causal attention, 8 × 16 heads × 1024 × 64 (q, k, v parameters, resident on the
 # device) in f32 (3×TF32) and with bf16 products, to time against
 # scaled_dot_product_attention.
@@ -80,6 +88,8 @@ if [[ $SM == 90 && ${#SIM[@]} == 0 ]]; then
     done
     ARCHC_MMA=wgmma target/release/examples/matmul_package "$OUT/pkg/perf_matmul_bf16_wgmma" \
         4096 4096 4096 cuda bf16 --sm 90 >/dev/null 2>&1
+    ARCHC_MMA=wgmma ARCHC_STAGES=4 target/release/examples/matmul_package \
+        "$OUT/pkg/perf_matmul_bf16_wgmma_s4" 4096 4096 4096 cuda bf16 --sm 90 >/dev/null 2>&1
     ARCHC_MMA=wgmma "$ARCHC" build specs/gpt2.arch:gpt2 --target cuda --sm 90 --dtype bf16 --no-cache \
         -o "$OUT/pkg/perf_gpt2_dtype_bf16_wgmma" >/dev/null
 fi

@@ -239,6 +239,10 @@ pub fn cache_key(spec: &ArchSpec, opts: &BuildOptions) -> String {
             } else {
                 ""
             }
+            + &opts
+                .cuda
+                .and_then(|_| crate::backend::cuda::stages_requested().ok().flatten())
+                .map_or(String::new(), |n| format!("\n{n} stages"))
     );
     format!("{}-{:016x}", spec.name, fnv(&text))
 }
@@ -295,8 +299,10 @@ pub const ENCODE_DIR: &str = "encode";
 pub fn build(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result<Built, String> {
     let start = Instant::now();
     if opts.cuda.is_some() {
-        // Before the cache is consulted: a bad `ARCHC_MMA` must not pass as the default.
+        // Before the cache is consulted: a bad `ARCHC_MMA` or `ARCHC_STAGES` must not
+        // pass as the default.
         crate::backend::cuda::wgmma_requested().map_err(|e| e.to_string())?;
+        crate::backend::cuda::stages_requested().map_err(|e| e.to_string())?;
     }
     let built = build_one(spec, opts, out)?;
     if let Some(o) = out {
@@ -733,13 +739,22 @@ impl Code {
                 let ptx = crate::backend::cuda::lower_ptx(prog, sm).map_err(|e| e.to_string())?;
                 let sim = if opts.sim {
                     // Warpgroup tiles run on the simulator as they are (in the GPU's
-                    // blocks); the others in the simulator's narrower ones.
+                    // blocks); the others in the simulator's narrower ones, with the
+                    // PTX's stages.
+                    use crate::backend::cuda::{lower_sim_tiled, Mode, Tiling};
                     let tiling =
                         crate::backend::cuda::ptx_tiling(prog, sm).map_err(|e| e.to_string())?;
                     let lowered = if tiling.wgmma {
-                        crate::backend::cuda::lower_sim_tiled(prog, tiling)
+                        lower_sim_tiled(prog, tiling)
                     } else {
-                        crate::backend::cuda::lower_sim(prog)
+                        let host = Tiling::for_mode(Mode::Host);
+                        lower_sim_tiled(
+                            prog,
+                            Tiling {
+                                stages: tiling.stages,
+                                ..host
+                            },
+                        )
                     };
                     Some(lowered.map_err(|e| e.to_string())?.object)
                 } else {
@@ -904,6 +919,7 @@ fn manifest(
                         crate::backend::cuda::Grid::One => None,
                     },
                     shared_bytes: l.shared_bytes as u32,
+                    dynamic_shared: l.shared_bytes > crate::backend::cuda::STATIC_SHARED_BYTES,
                 }),
             })
             .collect(),

@@ -440,32 +440,46 @@ fn dtype_builds_run_on_the_simulator() {
     let want = read_values(&dir.join("outputs.safetensors")).unwrap();
     let mut errs = Vec::new();
     let mut logits = Vec::new();
-    // `archc build --target cuda --sm SM --dtype DTYPE [EXTRA]` with `ARCHC_MMA=MMA`.
-    let build = |dtype: &str, sm: &str, mma: &str, out: &Path, extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_archc"))
-            .args([
+    // `archc build --target cuda --sm SM --dtype DTYPE [EXTRA]` with `ARCHC_MMA=MMA` and
+    // `ARCHC_STAGES=STAGES` (empty: the tiling's own).
+    let build_staged =
+        |dtype: &str, sm: &str, mma: &str, stages: &str, out: &Path, extra: &[&str]| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_archc"));
+            c.args([
                 "build", &spec, "--target", "cuda", "--sm", sm, "--dtype", dtype,
             ])
             .args(extra)
             .args(["-o", out.to_str().unwrap()])
             .env("ARCHC_CACHE", &cache)
-            .env("ARCHC_MMA", mma)
-            .output()
-            .expect("archc runs")
+            .env("ARCHC_MMA", mma);
+            if !stages.is_empty() {
+                c.env("ARCHC_STAGES", stages);
+            }
+            c.output().expect("archc runs")
+        };
+    let build = |dtype: &str, sm: &str, mma: &str, out: &Path, extra: &[&str]| {
+        build_staged(dtype, sm, mma, "", out, extra)
     };
     // `ARCHC_MMA=wgmma` (Hopper's warpgroup products) on an sm_90 bf16 build: sm_90a PTX
     // with its matmul tiles on `wgmma`, and a simulator library (in the GPU's 256-thread
     // blocks) that computes what the `mma.sync` tiles compute — the same products summed
-    // in the same order, so the same bits.
-    for (dtype, sm, mma) in [
-        ("bf16", "80", "mma"),
-        ("f16", "80", "mma"),
-        ("bf16", "90", "wgmma"),
+    // in the same order, so the same bits. Four stages (`ARCHC_STAGES`): 80 KiB per block,
+    // dynamic shared memory in the PTX and the manifest, the same bits again.
+    for (dtype, sm, mma, stages) in [
+        ("bf16", "80", "mma", ""),
+        ("f16", "80", "mma", ""),
+        ("bf16", "90", "wgmma", ""),
+        ("bf16", "80", "mma", "4"),
     ] {
-        let out = tmp.path().join(format!("{dtype}_{mma}"));
-        let o = build(dtype, sm, mma, &out, &["--sim", "--attention-mask"]);
+        let out = tmp.path().join(format!("{dtype}_{mma}{stages}"));
+        let o = build_staged(dtype, sm, mma, stages, &out, &["--sim", "--attention-mask"]);
         assert!(o.status.success(), "{dtype} {mma}: {}", text(&o));
         let ptx = std::fs::read_to_string(out.join("kernels.ptx")).unwrap();
+        assert_eq!(
+            ptx.contains(".extern .shared"),
+            !stages.is_empty(),
+            "{mma} {stages}"
+        );
         assert_eq!(ptx.contains(".target sm_90a"), mma == "wgmma", "{mma}");
         assert_eq!(ptx.contains("wgmma.mma_async"), mma == "wgmma", "{mma}");
         let m: serde_json::Value =
@@ -488,7 +502,21 @@ fn dtype_builds_run_on_the_simulator() {
         assert!(half_temps >= 4, "{dtype}: {half_temps} temporaries in it");
         let cpu = if mma == "wgmma" { "sm_90a" } else { "sm_80" };
         assert_eq!(m["target"]["cpu"], cpu, "{mma}");
-        let result = tmp.path().join(format!("{dtype}_{mma}.safetensors"));
+        let dynamic = m["kernels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["launch"]["dynamic_shared"] == true)
+            .map(|k| k["launch"]["shared_bytes"].as_u64().unwrap())
+            .max();
+        assert_eq!(
+            dynamic,
+            (!stages.is_empty()).then_some(80 << 10),
+            "{stages}"
+        );
+        let result = tmp
+            .path()
+            .join(format!("{dtype}_{mma}{stages}.safetensors"));
         let o = eval_gpt2_fixture(out.to_str().unwrap(), "cuda-sim", &result, &cache);
         assert!(o.status.success(), "{dtype}: {}", text(&o));
         errs.push(first_row_error(&result, &want));
@@ -500,6 +528,7 @@ fn dtype_builds_run_on_the_simulator() {
         );
     }
     assert_eq!(logits[0].data, logits[2].data, "wgmma and mma.sync differ");
+    assert_eq!(logits[0].data, logits[3].data, "four stages and two differ");
     // sm_80 has no wgmma: the request leaves its build as it was; an unknown value is a
     // clear error, checked before the cache.
     let out = tmp.path().join("sm80_wgmma");
@@ -511,6 +540,9 @@ fn dtype_builds_run_on_the_simulator() {
     let o = build("bf16", "90", "tensor", &tmp.path().join("bad"), &[]);
     assert!(!o.status.success() && !text(&o).contains("panicked"));
     assert!(text(&o).contains("ARCHC_MMA=tensor"), "{}", text(&o));
+    let o = build_staged("bf16", "80", "mma", "9", &tmp.path().join("bad"), &[]);
+    assert!(!o.status.success() && !text(&o).contains("panicked"));
+    assert!(text(&o).contains("ARCHC_STAGES=9"), "{}", text(&o));
     let (bf16, f16) = (errs[0], errs[1]);
     assert!(bf16 < 3e-2 && bf16 > 1e-4, "bf16: relative error {bf16:e}");
     assert!(

@@ -279,7 +279,7 @@ fn half_precision_products_assemble() {
         archc::kernel::quant::store_quantized(&mut program, &opts.quant);
         assert!(program.buffers.iter().any(|b| b.quant == Some(ty)));
         // Activations between kernels in the half type, as a --dtype build keeps them.
-        assert!(archc::kernel::quant::store_activations(&mut program, ty) > 0);
+        assert!(archc::kernel::quant::store_activations(&mut program, ty, &[]) > 0);
         let all = lower_ptx_for(&program, &SMS).unwrap();
         for (&sm, lowered) in SMS.iter().zip(&all) {
             assert!(lowered.ptx.contains(mma), "{ty:?} sm_{sm}: no {mma}");
@@ -310,6 +310,33 @@ fn half_precision_products_assemble() {
             ptxas_check(p, &wg.ptx, 90).unwrap_or_else(|e| panic!("{ty:?} wgmma: ptxas: {e}"));
         }
         assert!(lower_ptx_tiled(&program, &[80], Tiling::wgmma()).is_err());
+        // Four stages (`ARCHC_STAGES=4`), both instructions: past the 48 KiB a block may
+        // declare, so the tiles' stages are dynamic shared memory.
+        if ty == GgmlType::BF16 {
+            let mma4 = Tiling {
+                stages: 4,
+                ..Tiling::for_mode(archc::backend::cuda::Mode::Ptx { sm: 80 })
+            };
+            for (sm, tiling) in [
+                (80, mma4),
+                (
+                    90,
+                    Tiling {
+                        stages: 4,
+                        ..Tiling::wgmma()
+                    },
+                ),
+            ] {
+                let l = lower_ptx_tiled(&program, &[sm], tiling).unwrap().remove(0);
+                assert!(l.ptx.contains(".extern .shared .align 16 .b8"), "sm_{sm}");
+                let big = l.kernels.iter().map(|k| k.shared_bytes).max().unwrap();
+                assert!(big > archc::backend::cuda::STATIC_SHARED_BYTES, "{big}");
+                if let Some(p) = &ptxas {
+                    ptxas_check(p, &l.ptx, sm)
+                        .unwrap_or_else(|e| panic!("sm_{sm}, four stages: ptxas: {e}"));
+                }
+            }
+        }
     }
     // A CPU build refuses it, naming what to use instead.
     let err = BuildOptions::host()

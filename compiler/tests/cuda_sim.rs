@@ -544,6 +544,10 @@ fn matmul_staging_and_tilings() {
     let host = Tiling::for_mode(Mode::Host);
     // Hopper's warpgroup products (half precision only), in the GPU's blocks.
     let wg = Tiling::wgmma();
+    // More stages (`ARCHC_STAGES`; past 48 KiB a block's stages are dynamic shared
+    // memory on the GPU): more k steps in flight than a product has, and refilled.
+    let stages = |t: Tiling, stages| Tiling { stages, ..t };
+    let (gpu3, gpu4, wg4) = (stages(gpu, 3), stages(gpu, 4), stages(wg, 4));
     assert_ne!(
         gpu, host,
         "the GPU tiling is tested here besides the simulator's own"
@@ -564,7 +568,7 @@ fn matmul_staging_and_tilings() {
     };
     let cases = [
         // f32, both operands by cp.async (k = 40: three 16-steps, the last partial).
-        (f32_case(40, false, false), vec![gpu, host]),
+        (f32_case(40, false, false), vec![gpu, host, gpu4]),
         // f32, rows not 16-byte aligned: element by element.
         (f32_case(37, false, false), vec![gpu, host]),
         // f32, A transposed and B [k, n]: element by element in both layouts.
@@ -576,7 +580,7 @@ fn matmul_staging_and_tilings() {
         // bf16 products of f32 weights: both rounded as staged.
         (half_case(72, BF16, false), vec![host, wg]),
         // bf16 weights, five k steps: wgmma's three stages each refilled.
-        (half_case(136, BF16, true), vec![wg]),
+        (half_case(136, BF16, true), vec![wg, gpu3, gpu4, wg4]),
         // bf16, A transposed and B [k, n]: element by element into wgmma's layout.
         (
             SimMatmul {

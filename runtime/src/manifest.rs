@@ -361,13 +361,16 @@ pub struct KernelSpec {
 /// The launch shape of a cuda kernel. Kernels loop over their work, so the shape does not
 /// depend on run-time sizes: `block` threads per block, `blocks_per_sm` blocks per
 /// streaming multiprocessor of the device (`None`: exactly one block, for a scan whose
-/// steps run in order), `shared_bytes` of static shared memory (informative: the PTX
-/// declares it).
+/// steps run in order), `shared_bytes` of shared memory: static (declared by the PTX,
+/// informative here) or, with `dynamic_shared` (past the 48 KiB a block may declare),
+/// the launch's dynamic shared memory, which the runtime allows the kernel and passes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CudaLaunch {
     pub block: u32,
     pub blocks_per_sm: Option<u32>,
     pub shared_bytes: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dynamic_shared: bool,
 }
 
 impl Manifest {

@@ -23,7 +23,7 @@ pub struct CudaDevice {
     stream: Arc<CudaStream>,
     module: sys::CUmodule,
     functions: Vec<sys::CUfunction>,
-    /// Static shared memory of each kernel (for the launch).
+    /// Dynamic shared memory of each kernel's launch (0: its PTX declares what it uses).
     shared: Vec<u32>,
     sms: u32,
     name: String,
@@ -99,11 +99,38 @@ impl CudaDevice {
                 .map_err(err(&format!("finding kernel `{}`", k.symbol)))?;
             functions.push(f);
         }
-        let shared = m
-            .kernels
-            .iter()
-            .map(|k| k.launch.as_ref().map_or(0, |l| l.shared_bytes))
-            .collect();
+        // Dynamic shared memory past the 48 KiB a block may declare: allowed per kernel, up
+        // to the device's opt-in limit.
+        let optin =
+            attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
+        let mut shared = Vec::with_capacity(m.kernels.len());
+        for (k, &f) in m.kernels.iter().zip(&functions) {
+            let dynamic = match &k.launch {
+                Some(l) if l.dynamic_shared => l.shared_bytes,
+                _ => 0,
+            };
+            if dynamic as i64 > optin as i64 {
+                return Err(RuntimeError::Device(format!(
+                    "kernel `{}` needs {dynamic} bytes of shared memory per block and {name} allows {optin}: rebuild with fewer matmul stages (ARCHC_STAGES)",
+                    k.symbol
+                )));
+            }
+            if dynamic > 0 {
+                // SAFETY: a function of the loaded module.
+                unsafe {
+                    result::function::set_function_attribute(
+                        f,
+                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        dynamic as i32,
+                    )
+                }
+                .map_err(err(&format!(
+                    "allowing kernel `{}` {dynamic} bytes of shared memory",
+                    k.symbol
+                )))?;
+            }
+            shared.push(dynamic);
+        }
         Ok(CudaDevice {
             stream: ctx.default_stream(),
             ctx,
@@ -182,8 +209,8 @@ impl Device for CudaDevice {
                 f,
                 (grid, 1, 1),
                 (block, 1, 1),
-                // Static shared memory is declared by the PTX; none is dynamic.
-                0,
+                // Static shared memory is declared by the PTX; past 48 KiB it is dynamic.
+                self.shared.get(k).copied().unwrap_or(0),
                 self.stream.cu_stream(),
                 &mut params,
             )

@@ -157,7 +157,8 @@ pub enum Grid {
 pub struct KernelLaunch {
     pub symbol: String,
     pub grid: Grid,
-    /// Bytes of shared memory it uses (static in PTX; the simulator allocates them).
+    /// Bytes of shared memory it uses (static in PTX up to `simt::STATIC_SHARED_BYTES`,
+    /// dynamic past it; the simulator allocates them).
     pub shared_bytes: u64,
 }
 

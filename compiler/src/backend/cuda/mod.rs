@@ -23,7 +23,7 @@ pub mod sim;
 mod simt;
 
 pub use lower::{Grid, KernelLaunch, Tiling};
-pub use simt::Mode;
+pub use simt::{Mode, STATIC_SHARED_BYTES};
 
 use crate::backend::llvm::ir::Ir;
 use crate::backend::{llvm_err, BackendError};
@@ -115,16 +115,35 @@ pub fn wgmma_requested() -> Result<bool, BackendError> {
     }
 }
 
-/// The matmul tiling of `prog` for `sm_{sm}`: [`Tiling::wgmma`] on sm_90 with
-/// half-precision products when [`wgmma_requested`], else the `mma.sync` one.
-pub fn ptx_tiling(prog: &Program, sm: u32) -> Result<Tiling, BackendError> {
-    Ok(
-        if sm == 90 && prog.half_matmul.is_some() && wgmma_requested()? {
-            Tiling::wgmma()
-        } else {
-            Tiling::for_mode(Mode::Ptx { sm })
+/// The shared-memory stages of the matmuls' k loop asked for by `ARCHC_STAGES` (2 to 6;
+/// `None`: the tiling's own). More stages keep more k steps in flight; past 48 KiB a
+/// block's stages are dynamic shared memory. The defaults stay until a GPU times them
+/// (`tools/device_check.sh` times 3 and 4).
+pub fn stages_requested() -> Result<Option<u64>, BackendError> {
+    match std::env::var("ARCHC_STAGES") {
+        Err(_) => Ok(None),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n @ 2..=6) => Ok(Some(n)),
+            _ => Err(BackendError::Unsupported(format!(
+                "ARCHC_STAGES={v}: the matmuls' shared-memory stages are 2 to 6"
+            ))),
         },
-    )
+    }
+}
+
+/// The matmul tiling of `prog` for `sm_{sm}`: [`Tiling::wgmma`] on sm_90 with
+/// half-precision products when [`wgmma_requested`], else the `mma.sync` one; with
+/// [`stages_requested`]'s stages when asked.
+pub fn ptx_tiling(prog: &Program, sm: u32) -> Result<Tiling, BackendError> {
+    let mut t = if sm == 90 && prog.half_matmul.is_some() && wgmma_requested()? {
+        Tiling::wgmma()
+    } else {
+        Tiling::for_mode(Mode::Ptx { sm })
+    };
+    if let Some(n) = stages_requested()? {
+        t.stages = n;
+    }
+    Ok(t)
 }
 
 /// Lowers `prog` to PTX for `sm_{sm}`.

@@ -11,6 +11,11 @@ use inkwell::module::Linkage;
 use inkwell::values::{FloatValue, FunctionValue, IntValue, PointerValue};
 use inkwell::AddressSpace;
 
+/// The most shared memory a block may declare statically (sm_80 and sm_90 alike); more
+/// is dynamic shared memory, up to the device's opt-in limit (163 KiB on sm_80, 227 KiB
+/// on sm_90).
+pub const STATIC_SHARED_BYTES: u64 = 48 << 10;
+
 /// Where the thread program runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -707,18 +712,27 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
     }
 
     /// The block's shared memory of `floats` floats as a generic pointer (`name` names
-    /// its PTX variable).
+    /// its PTX variable): a static array up to [`STATIC_SHARED_BYTES`], past it the
+    /// launch's dynamic shared memory (`.extern .shared`; the runtime raises the kernel's
+    /// limit and passes the size at launch).
     pub fn shared(&self, name: &str, floats: u64) -> IrResult<PointerValue<'ctx>> {
         let ir = self.ir;
         match self.mode {
             Mode::Ptx { .. } => {
-                let ty = ir.f32.array_type(floats.max(1) as u32);
+                let dynamic = 4 * floats > STATIC_SHARED_BYTES;
+                let ty = ir
+                    .f32
+                    .array_type(if dynamic { 0 } else { floats.max(1) as u32 });
                 let g = ir
                     .module
                     .add_global(ty, Some(AddressSpace::from(3u16)), name);
-                g.set_initializer(&ty.get_undef());
                 g.set_alignment(16);
-                g.set_linkage(Linkage::Internal);
+                if dynamic {
+                    g.set_linkage(Linkage::External);
+                } else {
+                    g.set_initializer(&ty.get_undef());
+                    g.set_linkage(Linkage::Internal);
+                }
                 Ok(ir
                     .b
                     .build_address_space_cast(g.as_pointer_value(), ir.ptr, "")?)
