@@ -449,3 +449,53 @@ fn transposed_a_matmuls_match_the_evaluator() {
     }
     assert!(checked >= 9);
 }
+
+/// Every forward scan of the recurrent specs runs its rows apart (`Scan::rows`: threads
+/// share the rows on the CPU, blocks on a GPU); the reverse scans of their training
+/// graphs, which sum parameter gradients over the rows, stay whole.
+#[test]
+fn recurrent_scans_run_their_rows_apart() {
+    use archc::kernel::Body;
+    use archc::package::package_program;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs");
+    for name in ["mamba", "rwkv4", "s4", "ttt"] {
+        let prog = Program::load(&root.join(format!("{name}.arch"))).unwrap();
+        let spec = prog.check().0.remove(0);
+        let forward =
+            archc::package::package_graph(&spec, &archc::package::BuildOptions::host().unwrap())
+                .unwrap();
+        let train = archc::train::train_graph(
+            &spec,
+            &archc::train::TrainOptions {
+                optimizer: archc::train::Optimizer::default(),
+                accumulate: false,
+                attention_mask: false,
+                frozen: Vec::new(),
+            },
+        )
+        .unwrap()
+        .0;
+        for (what, graph) in [("forward", forward), ("train", train)] {
+            let p = package_program(&graph).unwrap();
+            let scans: Vec<_> = p
+                .kernels
+                .iter()
+                .filter_map(|k| match &k.body {
+                    Body::Scan(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+            assert!(!scans.is_empty(), "{name} {what}: no scans");
+            for s in scans {
+                assert_eq!(s.rows.is_some(), !s.reverse, "{name} {what}: {s:?}");
+                if let Some(r) = &s.rows {
+                    assert_eq!(
+                        p.syms[r.sym as usize], "batch",
+                        "{name}: rows are the batch"
+                    );
+                    assert!(!r.bufs.is_empty());
+                }
+            }
+        }
+    }
+}

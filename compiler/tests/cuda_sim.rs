@@ -135,7 +135,8 @@ fn encoder_decoders() {
 fn recurrent() {
     hf("mamba");
     hf("rwkv");
-    inline(common::TINY_S4, "tiny", &[(1, 1), (3, 7)]);
+    // Six rows over the simulator's four blocks: two blocks run two rows each.
+    inline(common::TINY_S4, "tiny", &[(1, 1), (3, 7), (6, 3)]);
     inline(common::TINY_TTT, "tiny_linear", &[(3, 9)]);
     inline(common::TINY_TTT, "tiny_mlp", &[(1, 3), (2, 12)]);
     inline(common::TINY_HYBRID, "tiny_hybrid", &[(3, 7)]);

@@ -186,6 +186,19 @@ pub struct Scan {
     pub seq_out: Vec<StepCopy>,
     /// (from, to, elems): final states copied out after the last step.
     pub finish: Vec<(BufId, BufId, Ix)>,
+    /// Set when every row (the sequences' axis 0) is computed from that row alone
+    /// (`build::rows`): the rows may then run apart.
+    pub rows: Option<ScanRows>,
+}
+
+/// How a scan's rows run apart: a part of rows `lo..hi` is the scan with symbol `sym`
+/// bound to `hi - lo` and each buffer of `bufs` advanced by `lo` rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScanRows {
+    pub sym: u32,
+    /// Every buffer the scan touches whose element count mentions `sym` (row-major in it),
+    /// with its elements per row and whether it holds i64.
+    pub bufs: Vec<(BufId, Ix, bool)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -166,9 +166,12 @@ fn kernel(s: &mut String, i: usize, k: &Kernel, depth: usize) {
         Body::Scan(sc) => {
             let _ = writeln!(
                 s,
-                "scan steps {}{}",
+                "scan steps {}{}{}",
                 ix(&sc.steps),
-                if sc.reverse { " reverse" } else { "" }
+                if sc.reverse { " reverse" } else { "" },
+                sc.rows
+                    .as_ref()
+                    .map_or(String::new(), |r| format!(" rows {}", ix(&Ix::Sym(r.sym))))
             );
             for (a, b, n) in &sc.init {
                 let _ = writeln!(s, "{pad}  init b{b} = b{a} ({})", ix(n));

@@ -32,7 +32,8 @@
 //! - **Stores and loads** of buffers holding half-precision activations (`--dtype`)
 //!   round to nearest even and decode ([`Gen::store_elem`], [`Gen::elem_at`]).
 //! - **Scan**: one block runs the steps in order; its body kernels are the same thread
-//!   programs over that block, with a barrier after each.
+//!   programs over that block, with a barrier after each. Where the rows are independent
+//!   ([`Scan::rows`]) every block runs the scans of rows of its own, one row at a time.
 
 use super::simt::{Mode, Simt, MMA_MAX_N, WARPGROUP};
 use crate::backend::llvm::expr::{AttnMask, Exprs, Values};
@@ -356,10 +357,9 @@ pub(crate) fn emit_kernels<'ctx>(
         ir.b.build_return(None)?;
         let launch = KernelLaunch {
             symbol: name,
-            grid: if matches!(k.body, Body::Scan(_)) {
-                Grid::One
-            } else {
-                Grid::PerSm(4)
+            grid: match &k.body {
+                Body::Scan(s) if s.rows.is_none() => Grid::One,
+                _ => Grid::PerSm(4),
             },
             shared_bytes: 4 * floats,
         };
@@ -686,7 +686,46 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         })
     }
 
+    /// A scan: one block runs its steps in order; a scan whose rows run apart
+    /// ([`Scan::rows`]) gives each block rows of its own (block b rows b, b + blocks, …),
+    /// each the scan of one row.
     fn scan(&self, p: &Par<'ctx>, s: &Scan) -> IrResult<()> {
+        let Some(rows) = &s.rows else {
+            return self.scan_steps(p, s);
+        };
+        let ir = self.ir;
+        let sym = rows.sym as usize;
+        let count = *self
+            .vals
+            .syms
+            .get(sym)
+            .ok_or_else(|| IrError(format!("scan rows: no symbol {sym}")))?;
+        self.strided("row", p.block, count, p.nblocks, |row| {
+            let mut vals = self.vals.clone();
+            vals.syms[sym] = self.k(1);
+            for (b, per_row, i64) in &rows.bufs {
+                if self.stored(*b).is_some() {
+                    return Err(IrError(format!("scan rows: buffer {b} is not f32 or i64")));
+                }
+                let bytes = ir.mul(
+                    self.ex.ix(&vals, per_row, &[])?,
+                    self.k(if *i64 { 8 } else { 4 }),
+                )?;
+                let at = unsafe {
+                    ir.b.build_in_bounds_gep(
+                        ir.ctx.i8_type(),
+                        self.buf(*b)?,
+                        &[ir.mul(row, bytes)?],
+                        "",
+                    )?
+                };
+                vals.bufs.insert(*b, at);
+            }
+            Gen { vals, ..*self }.scan_steps(p, s)
+        })
+    }
+
+    fn scan_steps(&self, p: &Par<'ctx>, s: &Scan) -> IrResult<()> {
         let ir = self.ir;
         let inner = Par {
             tid: p.tid,

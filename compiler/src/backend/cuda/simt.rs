@@ -46,6 +46,7 @@ pub(crate) const WGMMA_MAX_N: u64 = 256;
 pub(crate) const WARPGROUP: u64 = 128;
 
 /// The primitives inside one kernel function.
+#[derive(Clone, Copy)]
 pub(crate) struct Simt<'a, 'ctx> {
     pub ir: &'a Ir<'ctx>,
     pub mode: Mode,

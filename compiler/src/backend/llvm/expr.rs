@@ -13,6 +13,7 @@ use inkwell::{FloatPredicate, IntPredicate};
 use std::collections::HashMap;
 
 /// What a function body has loaded: each symbol's value and each buffer's address.
+#[derive(Clone)]
 pub(crate) struct Values<'ctx> {
     pub syms: Vec<IntValue<'ctx>>,
     pub bufs: HashMap<BufId, PointerValue<'ctx>>,
@@ -28,6 +29,7 @@ impl<'ctx> Values<'ctx> {
 }
 
 /// Lowers expressions for one module.
+#[derive(Clone, Copy)]
 pub(crate) struct Exprs<'a, 'ctx> {
     pub ir: &'a Ir<'ctx>,
     /// Each buffer's block type (a parameter stored quantized), read by `Expr::Load`.

@@ -544,6 +544,7 @@ impl<'g, 'p> Cx<'g, 'p> {
             update: Vec::new(),
             seq_out: Vec::new(),
             finish: Vec::new(),
+            rows: None,
         };
         for j in 0..states {
             let e = elems(self, &self.node(ins[j]).shape)?;
@@ -573,7 +574,54 @@ impl<'g, 'p> Cx<'g, 'p> {
                 scan.seq_out.push(copy);
             }
         }
+        scan.rows =
+            super::rows::independent_rows(self.g, id).and_then(|sym| self.scan_rows(&scan, &sym));
         Ok(scan)
+    }
+
+    /// The buffers a scan whose rows (symbol `sym`) run apart advances per part: every
+    /// buffer it touches whose element count mentions `sym` (once: `None` otherwise).
+    fn scan_rows(&self, scan: &Scan, sym: &str) -> Option<super::super::ScanRows> {
+        let Ok(Ix::Sym(index)) = self.dim(&Dim::sym(sym)) else {
+            return None;
+        };
+        let mut touched: Vec<BufId> = Vec::new();
+        for (a, b, _) in scan.init.iter().chain(&scan.update).chain(&scan.finish) {
+            touched.extend([*a, *b]);
+        }
+        for c in scan
+            .seq_in
+            .iter()
+            .chain(&scan.seq_save)
+            .chain(&scan.seq_out)
+        {
+            touched.extend([c.seq, c.step]);
+        }
+        for k in &scan.body {
+            touched.extend(k.buffers());
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let mut bufs = Vec::new();
+        for b in touched {
+            let buf = &self.p.prog.buffers[b];
+            let e = &buf.elems;
+            match e.syms.iter().filter(|s| *s == sym).count() {
+                0 => continue,
+                1 => {}
+                _ => return None,
+            }
+            let mut syms = e.syms.clone();
+            let at = syms.iter().position(|s| s == sym)?;
+            syms.remove(at);
+            let per_row = Dim {
+                coef: e.coef,
+                div: e.div,
+                syms,
+            };
+            bufs.push((b, self.dim(&per_row).ok()?, buf.i64));
+        }
+        Some(super::super::ScanRows { sym: index, bufs })
     }
 
     /// Outputs that are not already written into their own output buffer get a copy.

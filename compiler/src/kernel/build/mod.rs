@@ -23,6 +23,7 @@ use crate::graph::{DType, Dim, Graph, Node, NodeId, Op};
 use std::collections::HashMap;
 
 mod emit;
+mod rows;
 mod views;
 
 /// Graph inputs and outputs named `state:{name}` are session state (`BufKind::State`).

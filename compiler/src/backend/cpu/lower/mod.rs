@@ -403,7 +403,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             Body::MatMul(m) => self.matmul(&fx, begin, end, m)?,
             Body::Attention(a) => self.attention(&fx, begin, end, a)?,
             Body::Scatter(s) => self.scatter(&fx, begin, end, s)?,
-            Body::Scan(s) => self.scan(&fx, s, &nested)?,
+            Body::Scan(s) => self.scan(&fx, s, &nested, args, begin, end)?,
         }
         ir.b.build_return(None)?;
         Ok((f, rf))
@@ -466,7 +466,14 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 let w = self.ir.add(c(&s.width)?, self.ir.int(cols - 1))?;
                 Ok(self.ir.b.build_int_signed_div(w, self.ir.int(cols), "")?)
             }
-            Body::Scan(_) => Ok(self.ir.int(1)),
+            // A scan whose rows run apart: one iteration a row.
+            Body::Scan(s) => match &s.rows {
+                Some(r) => syms
+                    .get(r.sym as usize)
+                    .copied()
+                    .ok_or_else(|| IrError(format!("scan rows: no symbol {}", r.sym))),
+                None => Ok(self.ir.int(1)),
+            },
         }
     }
 
