@@ -198,9 +198,10 @@ PY
     say "|---|---|---|---|---|---|"
     python3 -c "from safetensors.numpy import save_file; save_file({}, '$OUT/none.safetensors')"
     # bf16_wgmma: the same bf16 matmul on Hopper's warpgroup products (sm_90 only); _s3,
-    # _s4: three and four shared-memory stages (ARCHC_STAGES) instead of the default.
+    # _s4: three and four shared-memory stages (ARCHC_STAGES) instead of the default;
+    # _words: mma fragments loaded word by word (ARCHC_LDMATRIX=0) instead of by ldmatrix.
     mm_kinds=()
-    for d in f32 bf16 bf16_wgmma f32_s3 f32_s4 bf16_s3 bf16_s4 bf16_wgmma_s4; do
+    for d in f32 bf16 bf16_wgmma f32_s3 f32_s4 bf16_s3 bf16_s4 bf16_wgmma_s4 f32_words bf16_words; do
         [[ -d $DEV/pkg/perf_matmul_$d ]] && mm_kinds+=("$d")
     done
     declare -A torch_ms=()

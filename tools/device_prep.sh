@@ -71,6 +71,11 @@ for st in 3 4; do
             4096 4096 4096 cuda "$d" --sm "$SM" "${SIM[@]}" >/dev/null 2>&1
     done
 done
+# And with the mma fragments loaded word by word instead of by ldmatrix (ARCHC_LDMATRIX=0).
+for d in f32 bf16; do
+    ARCHC_LDMATRIX=0 target/release/examples/matmul_package "$OUT/pkg/perf_matmul_${d}_words" \
+        4096 4096 4096 cuda "$d" --sm "$SM" "${SIM[@]}" >/dev/null 2>&1
+done
 # One causal attention, 8 × 16 heads × 1024 × 64 (q, k, v parameters, resident on the
 # device) in f32 (3×TF32) and with bf16 products, to time against
 # scaled_dot_product_attention.

@@ -243,6 +243,11 @@ pub fn cache_key(spec: &ArchSpec, opts: &BuildOptions) -> String {
                 .cuda
                 .and_then(|_| crate::backend::cuda::stages_requested().ok().flatten())
                 .map_or(String::new(), |n| format!("\n{n} stages"))
+            + if opts.cuda.is_some() && !crate::backend::cuda::ldmatrix_requested().unwrap_or(true) {
+                "\nno ldmatrix"
+            } else {
+                ""
+            }
     );
     format!("{}-{:016x}", spec.name, fnv(&text))
 }
@@ -303,6 +308,7 @@ pub fn build(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result
         // pass as the default.
         crate::backend::cuda::wgmma_requested().map_err(|e| e.to_string())?;
         crate::backend::cuda::stages_requested().map_err(|e| e.to_string())?;
+        crate::backend::cuda::ldmatrix_requested().map_err(|e| e.to_string())?;
     }
     let built = build_one(spec, opts, out)?;
     if let Some(o) = out {
@@ -752,6 +758,7 @@ impl Code {
                             prog,
                             Tiling {
                                 stages: tiling.stages,
+                                ldmatrix: tiling.ldmatrix,
                                 ..host
                             },
                         )

@@ -543,6 +543,15 @@ fn dtype_builds_run_on_the_simulator() {
     let o = build_staged("bf16", "80", "mma", "9", &tmp.path().join("bad"), &[]);
     assert!(!o.status.success() && !text(&o).contains("panicked"));
     assert!(text(&o).contains("ARCHC_STAGES=9"), "{}", text(&o));
+    let o = Command::new(env!("CARGO_BIN_EXE_archc"))
+        .args(["build", &spec, "--target", "cuda", "-o"])
+        .arg(tmp.path().join("bad"))
+        .env("ARCHC_CACHE", &cache)
+        .env("ARCHC_LDMATRIX", "yes")
+        .output()
+        .expect("archc runs");
+    assert!(!o.status.success() && !text(&o).contains("panicked"));
+    assert!(text(&o).contains("ARCHC_LDMATRIX=yes"), "{}", text(&o));
     let (bf16, f16) = (errs[0], errs[1]);
     assert!(bf16 < 3e-2 && bf16 > 1e-4, "bf16: relative error {bf16:e}");
     assert!(

@@ -549,6 +549,12 @@ fn matmul_staging_and_tilings() {
     // memory on the GPU): more k steps in flight than a product has, and refilled.
     let stages = |t: Tiling, stages| Tiling { stages, ..t };
     let (gpu3, gpu4, wg4) = (stages(gpu, 3), stages(gpu, 4), stages(wg, 4));
+    // Fragments word by word (`ARCHC_LDMATRIX=0`) instead of by `ldmatrix`.
+    let words = Tiling {
+        ldmatrix: false,
+        ..gpu
+    };
+    assert!(gpu.ldmatrix && host.ldmatrix);
     assert_ne!(
         gpu, host,
         "the GPU tiling is tested here besides the simulator's own"
@@ -569,13 +575,13 @@ fn matmul_staging_and_tilings() {
     };
     let cases = [
         // f32, both operands by cp.async (k = 40: three 16-steps, the last partial).
-        (f32_case(40, false, false), vec![gpu, host, gpu4]),
+        (f32_case(40, false, false), vec![gpu, host, gpu4, words]),
         // f32, rows not 16-byte aligned: element by element.
         (f32_case(37, false, false), vec![gpu, host]),
         // f32, A transposed and B [k, n]: element by element in both layouts.
         (f32_case(40, true, true), vec![gpu, host]),
         // bf16 weights by cp.async (k = 72: three 32-steps), A rounded as staged.
-        (half_case(72, BF16, true), vec![gpu, host, wg]),
+        (half_case(72, BF16, true), vec![gpu, host, wg, words]),
         // f16 weights whose rows are not 16-byte aligned (68 · 2 bytes).
         (half_case(68, F16, true), vec![host, wg]),
         // bf16 products of f32 weights: both rounded as staged.

@@ -60,6 +60,9 @@ pub struct Tiling {
     /// Shared-memory stages of the k loop: `stages - 1` k steps are being copied while
     /// the warps multiply one.
     pub stages: u64,
+    /// `mma.sync` fragments loaded by `ldmatrix` (four 8 × 8 matrices a warp instruction)
+    /// rather than one 32-bit shared load per fragment word.
+    pub ldmatrix: bool,
 }
 
 impl Tiling {
@@ -81,6 +84,7 @@ impl Tiling {
                 wn: 32,
                 wgmma: false,
                 stages: 2,
+                ldmatrix: true,
             },
             Mode::Host => Tiling {
                 bm: 64,
@@ -89,6 +93,7 @@ impl Tiling {
                 wn: 32,
                 wgmma: false,
                 stages: 2,
+                ldmatrix: true,
             },
         }
     }
@@ -108,6 +113,7 @@ impl Tiling {
             wn: 128,
             wgmma: true,
             stages: 3,
+            ldmatrix: false,
         }
     }
 
@@ -1306,17 +1312,46 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let b_exact = self.half.is_none() && b_exact;
         let (groups, ntiles) = (tl.wm / 16, tl.wn / 8);
         let per_tile = (groups * ntiles * 4) as usize;
+        // With `ldmatrix` the lanes give rows of 8 × 8 matrices (`Simt::ldmatrix_x4`): lane
+        // l gives row l % 8 of matrix l / 8 (`mat`, `row`).
+        let lane = ir.mad(g, self.k(4), t)?;
+        let ldm = tl.ldmatrix && ntiles % 2 == 0;
+        let split_lane = |l: IntValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
+            Ok((self.udiv(l, self.k(8))?, self.urem(l, self.k(8))?))
+        };
         for half_step in 0..KW / 8 {
             let w0 = ir.add(t, self.k(8 * half_step))?;
             let w4 = ir.add(w0, self.k(4))?;
             for (q, &(r0, c0)) in origin.iter().enumerate() {
                 let cols_in = self.lt(ir.add(j0, c0)?, n)?;
-                let bw = (0..ntiles)
-                    .map(|j| {
-                        let col = ir.add(c0, ir.add(g, self.k(8 * j))?)?;
-                        Ok([word(b_s, col, w0)?, word(b_s, col, w4)?])
-                    })
-                    .collect::<IrResult<Vec<_>>>()?;
+                let bw = if ldm {
+                    // Two n tiles an instruction: matrices (tile j, words 0–3 and 4–7 of the
+                    // half step), then tile j + 1's.
+                    let mut bw = Vec::with_capacity(ntiles as usize);
+                    for j in (0..ntiles).step_by(2) {
+                        let r = self.simt.ldmatrix_x4(lane, &|l| {
+                            let (mat, row) = split_lane(l)?;
+                            let tile = ir.add(self.k(j), self.udiv(mat, self.k(2))?)?;
+                            let col = ir.add(c0, ir.mad(tile, self.k(8), row)?)?;
+                            let w = ir.mad(
+                                self.urem(mat, self.k(2))?,
+                                self.k(4),
+                                self.k(8 * half_step),
+                            )?;
+                            ir.at(b_s, ir.mad(col, self.k(SW), w)?)
+                        })?;
+                        bw.push([r[0], r[1]]);
+                        bw.push([r[2], r[3]]);
+                    }
+                    bw
+                } else {
+                    (0..ntiles)
+                        .map(|j| {
+                            let col = ir.add(c0, ir.add(g, self.k(8 * j))?)?;
+                            Ok([word(b_s, col, w0)?, word(b_s, col, w4)?])
+                        })
+                        .collect::<IrResult<Vec<_>>>()?
+                };
                 let b_split = match self.half {
                     Some(_) => Vec::new(),
                     None => bw
@@ -1343,14 +1378,32 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         "mma",
                         live,
                         || {
-                            let row = ir.add(r0, ir.add(g, self.k(16 * rg))?)?;
-                            let row8 = ir.add(row, self.k(8))?;
-                            let a = [
-                                word(a_s, row, w0)?,
-                                word(a_s, row8, w0)?,
-                                word(a_s, row, w4)?,
-                                word(a_s, row8, w4)?,
-                            ];
+                            let a = if ldm {
+                                // Matrices (rows 0–7, words 0–3), (8–15, 0–3), (0–7, 4–7),
+                                // (8–15, 4–7) of the group and half step: a0 … a3.
+                                self.simt.ldmatrix_x4(lane, &|l| {
+                                    let (mat, row) = split_lane(l)?;
+                                    let r = ir.add(
+                                        ir.add(r0, self.k(16 * rg))?,
+                                        ir.mad(self.urem(mat, self.k(2))?, self.k(8), row)?,
+                                    )?;
+                                    let w = ir.mad(
+                                        self.udiv(mat, self.k(2))?,
+                                        self.k(4),
+                                        self.k(8 * half_step),
+                                    )?;
+                                    ir.at(a_s, ir.mad(r, self.k(SW), w)?)
+                                })?
+                            } else {
+                                let row = ir.add(r0, ir.add(g, self.k(16 * rg))?)?;
+                                let row8 = ir.add(row, self.k(8))?;
+                                [
+                                    word(a_s, row, w0)?,
+                                    word(a_s, row8, w0)?,
+                                    word(a_s, row, w4)?,
+                                    word(a_s, row8, w4)?,
+                                ]
+                            };
                             let d = match self.half {
                                 Some(ty) => self.simt.mma_half(ty, a, &bw, &cs)?,
                                 None => {

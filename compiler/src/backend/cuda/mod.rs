@@ -143,7 +143,22 @@ pub fn ptx_tiling(prog: &Program, sm: u32) -> Result<Tiling, BackendError> {
     if let Some(n) = stages_requested()? {
         t.stages = n;
     }
+    if !ldmatrix_requested()? {
+        t.ldmatrix = false;
+    }
     Ok(t)
+}
+
+/// Whether `mma.sync` fragments are loaded by `ldmatrix` (`ARCHC_LDMATRIX=1`, the
+/// default) or one shared-memory word at a time (`ARCHC_LDMATRIX=0`, to time against).
+pub fn ldmatrix_requested() -> Result<bool, BackendError> {
+    match std::env::var("ARCHC_LDMATRIX").as_deref() {
+        Err(_) | Ok("1") => Ok(true),
+        Ok("0") => Ok(false),
+        Ok(v) => Err(BackendError::Unsupported(format!(
+            "ARCHC_LDMATRIX={v}: 1 (the default) loads mma fragments by ldmatrix, 0 word by word"
+        ))),
+    }
 }
 
 /// Lowers `prog` to PTX for `sm_{sm}`.

@@ -698,6 +698,60 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
         }
     }
 
+    /// `ldmatrix.sync.aligned.m8n8.x4.shared.b16`: four 8 × 8 matrices of 16-bit values
+    /// from shared memory, lanes 8i … 8i + 7 giving the rows of matrix i (`row_of(lane)`:
+    /// a generic pointer to the row's 16 bytes, 16-byte aligned), and each lane receiving,
+    /// of each matrix i, the 32-bit word `lane % 4` of row `lane / 4` — the layout of an
+    /// `mma` fragment, for 16-bit pairs and for tf32 words alike. Every lane of the warp
+    /// must call it. The simulator loads those words itself, each from the row that lane
+    /// 8i + lane / 4 gives (`row_of` of that lane), which is what the instruction does.
+    pub fn ldmatrix_x4(
+        &self,
+        lane: IntValue<'ctx>,
+        row_of: &dyn Fn(IntValue<'ctx>) -> IrResult<PointerValue<'ctx>>,
+    ) -> IrResult<[IntValue<'ctx>; 4]> {
+        let ir = self.ir;
+        let i32t = ir.ctx.i32_type();
+        match self.mode {
+            Mode::Ptx { .. } => {
+                let shared = ir.ctx.ptr_type(AddressSpace::from(3u16));
+                let p = ir.b.build_address_space_cast(row_of(lane)?, shared, "")?;
+                let name = "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x4.b16";
+                let decl = inkwell::intrinsics::Intrinsic::find(name)
+                    .and_then(|i| i.get_declaration(&ir.module, &[shared.into()]))
+                    .ok_or_else(|| IrError(format!("LLVM has no {name}")))?;
+                let r = match ir
+                    .b
+                    .build_call(decl, &[p.into()], "ldm")?
+                    .try_as_basic_value()
+                {
+                    inkwell::values::ValueKind::Basic(v) => v.into_struct_value(),
+                    _ => return Err(IrError(format!("{name} returned nothing"))),
+                };
+                let mut out = [i32t.const_zero(); 4];
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = ir.b.build_extract_value(r, i as u32, "")?.into_int_value();
+                }
+                Ok(out)
+            }
+            Mode::Host => {
+                let (row, word) = (
+                    ir.b.build_int_unsigned_div(lane, ir.int(4), "")?,
+                    ir.b.build_int_unsigned_rem(lane, ir.int(4), "")?,
+                );
+                let mut out = [i32t.const_zero(); 4];
+                for (i, o) in out.iter_mut().enumerate() {
+                    let giver = ir.add(row, ir.int(8 * i as u64))?;
+                    let at = unsafe {
+                        ir.b.build_in_bounds_gep(i32t, row_of(giver)?, &[word], "")?
+                    };
+                    *o = ir.b.build_load(i32t, at, "")?.into_int_value();
+                }
+                Ok(out)
+            }
+        }
+    }
+
     /// A call of an intrinsic that returns nothing.
     fn void_intrinsic(
         &self,
