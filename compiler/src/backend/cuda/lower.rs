@@ -1322,6 +1322,22 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         for half_step in 0..KW / 8 {
             let w0 = ir.add(t, self.k(8 * half_step))?;
             let w4 = ir.add(w0, self.k(4))?;
+            // The staged row lane l gives to `ldmatrix`: row `first + 8·r + l % 8` from word
+            // `8·half_step + 4·w` of `tile`, where matrix l / 8 is (r, w) = (m % 2, m / 2)
+            // when `rows_first` (A: rows 0–7, 8–15, then the next four words), else
+            // (m / 2, m % 2) (B: an n tile's two word quads, then the next tile's).
+            let frag_row = |tile: PointerValue<'ctx>,
+                            first: IntValue<'ctx>,
+                            rows_first: bool,
+                            l: IntValue<'ctx>|
+             -> IrResult<PointerValue<'ctx>> {
+                let (mat, row) = split_lane(l)?;
+                let (hi, lo) = (self.udiv(mat, self.k(2))?, self.urem(mat, self.k(2))?);
+                let (r, w) = if rows_first { (lo, hi) } else { (hi, lo) };
+                let x = ir.add(first, ir.mad(r, self.k(8), row)?)?;
+                let w = ir.mad(w, self.k(4), self.k(8 * half_step))?;
+                ir.at(tile, ir.mad(x, self.k(SW), w)?)
+            };
             for (q, &(r0, c0)) in origin.iter().enumerate() {
                 let cols_in = self.lt(ir.add(j0, c0)?, n)?;
                 let bw = if ldm {
@@ -1329,17 +1345,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     // half step), then tile j + 1's.
                     let mut bw = Vec::with_capacity(ntiles as usize);
                     for j in (0..ntiles).step_by(2) {
-                        let r = self.simt.ldmatrix_x4(lane, &|l| {
-                            let (mat, row) = split_lane(l)?;
-                            let tile = ir.add(self.k(j), self.udiv(mat, self.k(2))?)?;
-                            let col = ir.add(c0, ir.mad(tile, self.k(8), row)?)?;
-                            let w = ir.mad(
-                                self.urem(mat, self.k(2))?,
-                                self.k(4),
-                                self.k(8 * half_step),
-                            )?;
-                            ir.at(b_s, ir.mad(col, self.k(SW), w)?)
-                        })?;
+                        let first = ir.add(c0, self.k(8 * j))?;
+                        let r = self
+                            .simt
+                            .ldmatrix_x4(lane, &|l| frag_row(b_s, first, false, l))?;
                         bw.push([r[0], r[1]]);
                         bw.push([r[2], r[3]]);
                     }
@@ -1381,19 +1390,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             let a = if ldm {
                                 // Matrices (rows 0–7, words 0–3), (8–15, 0–3), (0–7, 4–7),
                                 // (8–15, 4–7) of the group and half step: a0 … a3.
-                                self.simt.ldmatrix_x4(lane, &|l| {
-                                    let (mat, row) = split_lane(l)?;
-                                    let r = ir.add(
-                                        ir.add(r0, self.k(16 * rg))?,
-                                        ir.mad(self.urem(mat, self.k(2))?, self.k(8), row)?,
-                                    )?;
-                                    let w = ir.mad(
-                                        self.udiv(mat, self.k(2))?,
-                                        self.k(4),
-                                        self.k(8 * half_step),
-                                    )?;
-                                    ir.at(a_s, ir.mad(r, self.k(SW), w)?)
-                                })?
+                                let first = ir.add(r0, self.k(16 * rg))?;
+                                self.simt
+                                    .ldmatrix_x4(lane, &|l| frag_row(a_s, first, true, l))?
                             } else {
                                 let row = ir.add(r0, ir.add(g, self.k(16 * rg))?)?;
                                 let row8 = ir.add(row, self.k(8))?;
