@@ -1963,6 +1963,34 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             };
         // Word `col` of staged row `row`: an f32, or two half-precision values.
         let word = |tile, w, row, col| self.smem_word(tile, w, row, col);
+        // K's B fragments for the n tiles `js` (8 keys each): words `w + t` and `w + 4 + t`
+        // of key `8j + g` — two consecutive tiles by one `ldmatrix` (matrices: tile j's
+        // two word quads, then tile j + 1's), else word by word.
+        let key_words = |js: &[u64], w: u64| -> IrResult<Vec<[IntValue<'ctx>; 2]>> {
+            let mut out = Vec::with_capacity(js.len());
+            let mut i = 0;
+            while i < js.len() {
+                let j = js[i];
+                if self.tiling.ldmatrix && js.get(i + 1) == Some(&(j + 1)) {
+                    let r = self.simt.ldmatrix_x4(lane, &|l| {
+                        let (mat, row) = (self.udiv(l, self.k(8))?, self.urem(l, self.k(8))?);
+                        let tile = ir.add(self.k(j), self.udiv(mat, self.k(2))?)?;
+                        let key = ir.mad(tile, self.k(8), row)?;
+                        let col = ir.mad(self.urem(mat, self.k(2))?, self.k(4), self.k(w))?;
+                        ir.at(k_s, ir.mad(key, self.k(kw), col)?)
+                    })?;
+                    out.push([r[0], r[1]]);
+                    out.push([r[2], r[3]]);
+                    i += 2;
+                } else {
+                    let key = ir.add(g, self.k(8 * j))?;
+                    let (c0, c4) = (ir.add(tq, self.k(w))?, ir.add(tq, self.k(w + 4))?);
+                    out.push([word(k_s, kw, key, c0)?, word(k_s, kw, key, c4)?]);
+                    i += 1;
+                }
+            }
+            Ok(out)
+        };
         // Two values rounded to the half type in one register, `lo` in the low half.
         let pack = |lo: FloatValue<'ctx>, hi: FloatValue<'ctx>| -> IrResult<IntValue<'ctx>> {
             let ty = half.ok_or_else(|| IrError("packing halves without --dtype".into()))?;
@@ -2090,17 +2118,12 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             vec![[m.c(0.0); 4]; (bc / 8) as usize];
                         for (k8, qx) in qf.iter().enumerate() {
                             let a_parts = split4(*qx)?;
-                            let (w0, w4) = (
-                                ir.add(tq, self.k(8 * k8 as u64))?,
-                                ir.add(tq, self.k(8 * k8 as u64 + 4))?,
-                            );
                             self.mma_batches(&mut sc, |js, cs| {
-                                let bs = js
-                                    .iter()
-                                    .map(|&j| {
-                                        let key = ir.add(g, self.k(8 * j))?;
-                                        let (h0, l0) = self.tf32_split(word(k_s, kw, key, w0)?)?;
-                                        let (h1, l1) = self.tf32_split(word(k_s, kw, key, w4)?)?;
+                                let bs = key_words(js, 8 * k8 as u64)?
+                                    .into_iter()
+                                    .map(|[b0, b1]| {
+                                        let (h0, l0) = self.tf32_split(b0)?;
+                                        let (h1, l1) = self.tf32_split(b1)?;
                                         Ok(([h0, h1], [l0, l1]))
                                     })
                                     .collect::<IrResult<Vec<_>>>()?;
@@ -2111,16 +2134,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         for (k16, qx) in qh.iter().enumerate() {
                             let ty =
                                 half.ok_or_else(|| IrError("half Q without --dtype".into()))?;
-                            let w0 = ir.add(tq, self.k(8 * k16 as u64))?;
-                            let w4 = ir.add(w0, self.k(4))?;
                             self.mma_batches(&mut sc, |js, cs| {
-                                let bs = js
-                                    .iter()
-                                    .map(|&j| {
-                                        let key = ir.add(g, self.k(8 * j))?;
-                                        Ok([word(k_s, kw, key, w0)?, word(k_s, kw, key, w4)?])
-                                    })
-                                    .collect::<IrResult<Vec<_>>>()?;
+                                let bs = key_words(js, 8 * k16 as u64)?;
                                 self.simt.mma_half(ty, *qx, &bs, cs)
                             })?;
                         }
