@@ -197,8 +197,8 @@ pub struct Scan {
 pub struct ScanRows {
     pub sym: u32,
     /// Every buffer the scan touches whose element count mentions `sym` (row-major in it),
-    /// with its elements per row and whether it holds i64.
-    pub bufs: Vec<(BufId, Ix, bool)>,
+    /// with its bytes per row.
+    pub bufs: Vec<(BufId, Ix)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -130,9 +130,8 @@ pub fn store_activations(prog: &mut Program, ty: GgmlType, inits: &[(String, f32
                 attended[b] |= b != a.out.buf;
             }
         }
-    }
-    // A KV cache: the maps that append to it and the attention that reads it, nothing else.
-    for k in &prog.kernels {
+        // A KV cache: the maps that append to it and the attention that reads it, nothing
+        // else.
         if matches!(k.body, Body::Reduce { .. } | Body::MatMul(_)) {
             for b in k.buffers() {
                 if matches!(prog.buffers[b].kind, super::BufKind::State(_)) {

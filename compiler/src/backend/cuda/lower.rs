@@ -709,14 +709,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.strided("row", p.block, count, p.nblocks, |row| {
             let mut vals = self.vals.clone();
             vals.syms[sym] = self.k(1);
-            for (b, per_row, i64) in &rows.bufs {
+            for (b, row_bytes) in &rows.bufs {
                 if self.stored(*b).is_some() {
                     return Err(IrError(format!("scan rows: buffer {b} is not f32 or i64")));
                 }
-                let bytes = ir.mul(
-                    self.ex.ix(&vals, per_row, &[])?,
-                    self.k(if *i64 { 8 } else { 4 }),
-                )?;
+                let bytes = self.ex.ix(&vals, row_bytes, &[])?;
                 let at = unsafe {
                     ir.b.build_in_bounds_gep(
                         ir.ctx.i8_type(),
@@ -1312,31 +1309,14 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let b_exact = self.half.is_none() && b_exact;
         let (groups, ntiles) = (tl.wm / 16, tl.wn / 8);
         let per_tile = (groups * ntiles * 4) as usize;
-        // With `ldmatrix` the lanes give rows of 8 × 8 matrices (`Simt::ldmatrix_x4`): lane
-        // l gives row l % 8 of matrix l / 8 (`mat`, `row`).
+        // With `ldmatrix` the lanes give rows of 8 × 8 matrices (`Gen::ldmatrix_row`).
         let lane = ir.mad(g, self.k(4), t)?;
         let ldm = tl.ldmatrix && ntiles % 2 == 0;
-        let split_lane = |l: IntValue<'ctx>| -> IrResult<(IntValue<'ctx>, IntValue<'ctx>)> {
-            Ok((self.udiv(l, self.k(8))?, self.urem(l, self.k(8))?))
-        };
         for half_step in 0..KW / 8 {
             let w0 = ir.add(t, self.k(8 * half_step))?;
             let w4 = ir.add(w0, self.k(4))?;
-            // The staged row lane l gives to `ldmatrix`: row `first + 8·r + l % 8` from word
-            // `8·half_step + 4·w` of `tile`, where matrix l / 8 is (r, w) = (m % 2, m / 2)
-            // when `rows_first` (A: rows 0–7, 8–15, then the next four words), else
-            // (m / 2, m % 2) (B: an n tile's two word quads, then the next tile's).
-            let frag_row = |tile: PointerValue<'ctx>,
-                            first: IntValue<'ctx>,
-                            rows_first: bool,
-                            l: IntValue<'ctx>|
-             -> IrResult<PointerValue<'ctx>> {
-                let (mat, row) = split_lane(l)?;
-                let (hi, lo) = (self.udiv(mat, self.k(2))?, self.urem(mat, self.k(2))?);
-                let (r, w) = if rows_first { (lo, hi) } else { (hi, lo) };
-                let x = ir.add(first, ir.mad(r, self.k(8), row)?)?;
-                let w = ir.mad(w, self.k(4), self.k(8 * half_step))?;
-                ir.at(tile, ir.mad(x, self.k(SW), w)?)
+            let frag_row = |tile, first, rows_first, l| {
+                self.ldmatrix_row(tile, SW, first, 8 * half_step, rows_first, l)
             };
             for (q, &(r0, c0)) in origin.iter().enumerate() {
                 let cols_in = self.lt(ir.add(j0, c0)?, n)?;
@@ -1972,13 +1952,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             while i < js.len() {
                 let j = js[i];
                 if self.tiling.ldmatrix && js.get(i + 1) == Some(&(j + 1)) {
-                    let r = self.simt.ldmatrix_x4(lane, &|l| {
-                        let (mat, row) = (self.udiv(l, self.k(8))?, self.urem(l, self.k(8))?);
-                        let tile = ir.add(self.k(j), self.udiv(mat, self.k(2))?)?;
-                        let key = ir.mad(tile, self.k(8), row)?;
-                        let col = ir.mad(self.urem(mat, self.k(2))?, self.k(4), self.k(w))?;
-                        ir.at(k_s, ir.mad(key, self.k(kw), col)?)
-                    })?;
+                    let first = self.k(8 * j);
+                    let r = self
+                        .simt
+                        .ldmatrix_x4(lane, &|l| self.ldmatrix_row(k_s, kw, first, w, false, l))?;
                     out.push([r[0], r[1]]);
                     out.push([r[2], r[3]]);
                     i += 2;
@@ -2311,6 +2288,29 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     /// Word `col` of row `row` of a shared-memory tile whose rows are `stride` words apart.
+    /// The staged row lane `l` gives to `ldmatrix` (`Simt::ldmatrix_x4`): row
+    /// `first + 8·r + l % 8` of `tile` (rows `stride` words apart) from word `w0 + 4·w`,
+    /// where matrix m = l / 8 is (r, w) = (m % 2, m / 2) when `rows_first` (an A fragment:
+    /// rows 0–7, 8–15, then the next four words), else (m / 2, m % 2) (the B fragments of
+    /// two n tiles: one tile's two word quads, then the next tile's).
+    fn ldmatrix_row(
+        &self,
+        tile: PointerValue<'ctx>,
+        stride: u64,
+        first: IntValue<'ctx>,
+        w0: u64,
+        rows_first: bool,
+        l: IntValue<'ctx>,
+    ) -> IrResult<PointerValue<'ctx>> {
+        let ir = self.ir;
+        let (mat, row) = (self.udiv(l, self.k(8))?, self.urem(l, self.k(8))?);
+        let (hi, lo) = (self.udiv(mat, self.k(2))?, self.urem(mat, self.k(2))?);
+        let (r, w) = if rows_first { (lo, hi) } else { (hi, lo) };
+        let x = ir.add(first, ir.mad(r, self.k(8), row)?)?;
+        let w = ir.mad(w, self.k(4), self.k(w0))?;
+        ir.at(tile, ir.mad(x, self.k(stride), w)?)
+    }
+
     fn smem_word(
         &self,
         tile: PointerValue<'ctx>,

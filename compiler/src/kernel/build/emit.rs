@@ -614,12 +614,12 @@ impl<'g, 'p> Cx<'g, 'p> {
             let mut syms = e.syms.clone();
             let at = syms.iter().position(|s| s == sym)?;
             syms.remove(at);
-            let per_row = Dim {
-                coef: e.coef,
+            let row_bytes = Dim {
+                coef: e.coef * if buf.i64 { 8 } else { 4 },
                 div: e.div,
                 syms,
             };
-            bufs.push((b, self.dim(&per_row).ok()?, buf.i64));
+            bufs.push((b, self.dim(&row_bytes).ok()?));
         }
         Some(super::super::ScanRows { sym: index, bufs })
     }

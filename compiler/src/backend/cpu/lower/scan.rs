@@ -69,11 +69,8 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             .syms
             .get_mut(sym)
             .ok_or_else(|| IrError(format!("scan rows: no symbol {sym}")))? = count;
-        for (b, per_row, i64) in &rows.bufs {
-            let bytes = ir.mul(
-                self.ex().ix(&vals, per_row, &[])?,
-                ir.int(if *i64 { 8 } else { 4 }),
-            )?;
+        for (b, row_bytes) in &rows.bufs {
+            let bytes = self.ex().ix(&vals, row_bytes, &[])?;
             let at = unsafe {
                 ir.b.build_in_bounds_gep(
                     ir.ctx.i8_type(),
