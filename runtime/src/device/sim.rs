@@ -61,6 +61,27 @@ impl Barrier {
 struct Fiber {
     yielder: *const Yielder<(), ()>,
     area: Cell<usize>,
+    /// This thread's `cp.async` copies not landed yet.
+    copies: std::cell::RefCell<AsyncCopies>,
+}
+
+/// One thread's asynchronous copies to shared memory (`cp.async`), landed as late as
+/// PTX allows — at the `cp.async.wait_group` that leaves their group behind — while
+/// their destinations hold NaN from the copy's issue on: a thread reading a stage before
+/// its wait, or a copy issued into a stage others still read, sees NaN in its results
+/// instead of the right values by luck of timing.
+#[derive(Default)]
+struct AsyncCopies {
+    /// Copies issued since the last commit.
+    open: Vec<AsyncCopy>,
+    /// Committed groups, oldest first.
+    groups: std::collections::VecDeque<Vec<AsyncCopy>>,
+}
+
+/// 16 bytes to write at `dst`, read from the source when the copy was issued.
+struct AsyncCopy {
+    dst: *mut u8,
+    data: [u8; 16],
 }
 
 std::thread_local! {
@@ -112,6 +133,9 @@ pub struct SimCtx {
     wgmma: WgmmaFn,
     /// Bytes of the block's shared memory.
     shared_bytes: i64,
+    cp_async: extern "C" fn(*const SimCtx, *mut u8, *const u8, i64),
+    cp_commit: extern "C" fn(*const SimCtx),
+    cp_wait: extern "C" fn(*const SimCtx, i64),
 }
 
 /// A warpgroup's `wgmma` (see [`sim_wgmma`]).
@@ -387,6 +411,61 @@ extern "C" fn sim_wgmma(ctx: *const SimCtx, n: i32, f16: i32, da: i64, db: i64, 
     }
 }
 
+/// The running simulated thread's asynchronous copies.
+fn with_copies<R>(f: impl FnOnce(&mut AsyncCopies) -> R) -> R {
+    let me = CURRENT.with(Cell::get);
+    assert!(!me.is_null(), "cp.async outside a simulated thread");
+    // SAFETY: as in `yield_turn`; nothing else borrows a fiber's copies while it runs.
+    f(&mut unsafe { &*me }.copies.borrow_mut())
+}
+
+/// `cp.async.cg.shared.global` of 16 bytes, `src_bytes` of them read from `src` (the rest
+/// zero): the source is read now, `dst`'s 16 bytes become NaN (all ones) and get the
+/// data when a [`sim_cp_wait`] completes the copy's group.
+extern "C" fn sim_cp_async(ctx: *const SimCtx, dst: *mut u8, src: *const u8, src_bytes: i64) {
+    // SAFETY: as in `sim_barrier`.
+    let ctx = unsafe { &*ctx };
+    let base = ctx.shared.cast::<u8>() as usize;
+    let at = (dst as usize).wrapping_sub(base);
+    assert!(
+        at + 16 <= ctx.shared_bytes.max(0) as usize && at % 16 == 0 && src as usize % 16 == 0,
+        "cp.async to shared byte {at} of {} from {src:p}: outside the shared memory or not 16-byte aligned",
+        ctx.shared_bytes
+    );
+    assert!(
+        (0..=16).contains(&src_bytes),
+        "cp.async reads {src_bytes} bytes"
+    );
+    let mut data = [0u8; 16];
+    // SAFETY: the kernel's source holds `src_bytes` readable bytes (its contract with the
+    // instruction); the destination was just checked to lie in shared memory.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src, data.as_mut_ptr(), src_bytes as usize);
+        std::ptr::write_bytes(dst, 0xFF, 16);
+    }
+    with_copies(|c| c.open.push(AsyncCopy { dst, data }));
+}
+
+/// `cp.async.commit_group`.
+extern "C" fn sim_cp_commit(_ctx: *const SimCtx) {
+    with_copies(|c| {
+        let group = std::mem::take(&mut c.open);
+        c.groups.push_back(group);
+    });
+}
+
+/// `cp.async.wait_group pending`: lands every committed group but the `pending` latest.
+extern "C" fn sim_cp_wait(_ctx: *const SimCtx, pending: i64) {
+    with_copies(|c| {
+        while c.groups.len() > pending.max(0) as usize {
+            for copy in c.groups.pop_front().into_iter().flatten() {
+                // SAFETY: checked to lie in shared memory when issued.
+                unsafe { std::ptr::copy_nonoverlapping(copy.data.as_ptr(), copy.dst, 16) };
+            }
+        }
+    });
+}
+
 /// One kernel launch: the function, its grid, and its argument table and symbol values
 /// (host addresses: the simulated device's memory is host memory).
 #[derive(Clone, Copy)]
@@ -432,6 +511,7 @@ pub unsafe fn run(threads: usize, shared_floats: usize, launches: &[SimLaunch]) 
                 let me = Fiber {
                     yielder,
                     area: Cell::new(0),
+                    copies: Default::default(),
                 };
                 CURRENT.with(|c| c.set(&me));
                 // SAFETY: `run` outlives its fibers (it drives them to completion or
@@ -452,9 +532,15 @@ pub unsafe fn run(threads: usize, shared_floats: usize, launches: &[SimLaunch]) 
                             mma16: sim_mma16,
                             wgmma: sim_wgmma,
                             shared_bytes: 4 * (shared_floats as i64 + 1),
+                            cp_async: sim_cp_async,
+                            cp_commit: sim_cp_commit,
+                            cp_wait: sim_cp_wait,
                         };
                         // SAFETY: the caller's contract.
                         unsafe { (l.f)(l.table, l.dims, &ctx) };
+                        // Copies never waited for land nowhere (the next block's shared
+                        // memory is its own).
+                        *me.copies.borrow_mut() = AsyncCopies::default();
                         // SAFETY: as above.
                         unsafe { (*between_at).wait() };
                     }
@@ -499,8 +585,8 @@ pub const SIM_FILE: &str = "kernels.sim.so";
 /// layout and its functions' signatures), which `kernels.sim.so` exports as
 /// `archc_sim_abi`; a library built for another one is refused, not run (version 2: the
 /// warp reduction takes the butterfly's first mask; 3: the context ends with `wgmma` and
-/// the shared memory's size).
-pub const SIM_ABI: i64 = 3;
+/// the shared memory's size; 4: `cp.async`, its commit and wait through the context).
+pub const SIM_ABI: i64 = 4;
 
 /// The host simulator as a [`super::Device`]: device memory is host memory; launches run
 /// the package's host-compiled thread programs on [`run`], queued until something reads
@@ -716,6 +802,61 @@ mod tests {
                     "block {b} lane {t}"
                 );
             }
+        }
+    }
+
+    /// Each thread copies 16 bytes of `src` (its own four floats, 12 bytes of them read)
+    /// into shared memory by `cp.async` in two groups, and records what its slot holds
+    /// after the issue, after waiting with one group pending, and after waiting for all.
+    unsafe extern "C" fn copies(bufs: *const *mut c_void, _dims: *const i64, ctx: *const SimCtx) {
+        let c = &*ctx;
+        let (src, out) = ((*bufs).cast::<f32>(), (*bufs.add(1)).cast::<f32>());
+        let t = c.tid as usize;
+        let (a, b) = (c.shared.add(8 * t), c.shared.add(8 * t + 4));
+        (c.cp_async)(ctx, a.cast(), src.add(4 * t).cast(), 12);
+        (c.cp_commit)(ctx);
+        (c.cp_async)(ctx, b.cast(), src.add(4 * t).cast(), 16);
+        (c.cp_commit)(ctx);
+        let o = out.add(12 * t);
+        *o = *a;
+        (c.cp_wait)(ctx, 1);
+        for i in 0..4 {
+            *o.add(1 + i) = *a.add(i);
+        }
+        *o.add(5) = *b;
+        (c.cp_wait)(ctx, 0);
+        for i in 0..4 {
+            *o.add(6 + i) = *b.add(i);
+        }
+    }
+
+    #[test]
+    fn async_copies_land_at_their_wait() {
+        let threads = 32usize;
+        let mut src: Vec<f32> = (0..4 * threads).map(|i| i as f32 + 0.5).collect();
+        let mut out = vec![0f32; 12 * threads];
+        let table = [src.as_mut_ptr().cast::<c_void>(), out.as_mut_ptr().cast()];
+        let launch = SimLaunch {
+            f: copies,
+            grid: 1,
+            table: table.as_ptr(),
+            dims: std::ptr::null(),
+        };
+        // SAFETY: the kernel reads 4 floats and writes 12 per thread, 8 of shared memory.
+        unsafe { run(threads, 8 * threads, &[launch]) };
+        for t in 0..threads {
+            let (o, s) = (&out[12 * t..], &src[4 * t..4 * t + 4]);
+            assert!(o[0].is_nan(), "thread {t}: a copy not waited for reads NaN");
+            assert_eq!(
+                &o[1..5],
+                &[s[0], s[1], s[2], 0.0],
+                "thread {t}: first group"
+            );
+            assert!(
+                o[5].is_nan(),
+                "thread {t}: the pending group is not there yet"
+            );
+            assert_eq!(&o[6..10], s, "thread {t}: second group");
         }
     }
 

@@ -35,6 +35,9 @@ pub(crate) const CTX_MMA: u64 = 7;
 pub(crate) const CTX_REDUCE: u64 = 8;
 pub(crate) const CTX_MMA16: u64 = 9;
 pub(crate) const CTX_WGMMA: u64 = 10;
+pub(crate) const CTX_CP_ASYNC: u64 = 12;
+pub(crate) const CTX_CP_COMMIT: u64 = 13;
+pub(crate) const CTX_CP_WAIT: u64 = 14;
 /// Set in the tile count of a simulated half-precision `mma` batch when the operands
 /// are f16 (bf16 without it).
 pub(crate) const MMA16_F16: u64 = 0x100;
@@ -631,8 +634,10 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
     /// pointers), of which the first `src_bytes` (an i64 in 0..=16, even) are read and
     /// the rest set to zero. The copy is complete for this thread after the
     /// [`Simt::cp_async_wait`] that leaves its group behind, and for the block after a
-    /// barrier that follows that. The simulator copies at once (two bytes at a time), so
-    /// it checks the addresses and the zero fill, not the waits.
+    /// barrier that follows that. The simulator reads the source at once, fills the
+    /// destination with NaN, and writes the data at the wait that completes the copy
+    /// (`arch_runtime::device::sim`): it checks the addresses, the zero fill and the
+    /// waits.
     pub fn cp_async16(
         &self,
         dst: PointerValue<'ctx>,
@@ -654,47 +659,54 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                 )
             }
             Mode::Host => {
-                let i16t = ir.ctx.i16_type();
-                for u in 0..8u64 {
-                    let has = ir.b.build_int_compare(
-                        inkwell::IntPredicate::ULT,
-                        ir.int(2 * u),
-                        src_bytes,
-                        "",
-                    )?;
-                    // Never an address past what is read: element 0 where nothing is.
-                    let at = ir.b.build_select(has, ir.int(u), ir.int(0), "")?;
-                    let sp = unsafe {
-                        ir.b.build_in_bounds_gep(i16t, src, &[at.into_int_value()], "")?
-                    };
-                    let v = ir.b.build_load(i16t, sp, "")?.into_int_value();
-                    let v = ir.b.build_select(has, v, i16t.const_zero(), "")?;
-                    let dp = unsafe { ir.b.build_in_bounds_gep(i16t, dst, &[ir.int(u)], "")? };
-                    ir.b.build_store(dp, v)?;
-                }
+                let ty = ir.ctx.void_type().fn_type(
+                    &[ir.ptr.into(), ir.ptr.into(), ir.ptr.into(), ir.i64.into()],
+                    false,
+                );
+                self.host_call(
+                    CTX_CP_ASYNC,
+                    ty,
+                    &[dst.into(), src.into(), src_bytes.into()],
+                )?;
                 Ok(())
             }
         }
     }
 
     /// `cp.async.commit_group`: this thread's copies issued since the last commit form a
-    /// group (possibly empty). Nothing to do on the host.
+    /// group (possibly empty).
     pub fn cp_async_commit(&self) -> IrResult<()> {
         match self.mode {
             Mode::Ptx { .. } => self.void_intrinsic("llvm.nvvm.cp.async.commit.group", &[]),
-            Mode::Host => Ok(()),
+            Mode::Host => {
+                let ty = self
+                    .ir
+                    .ctx
+                    .void_type()
+                    .fn_type(&[self.ir.ptr.into()], false);
+                self.host_call(CTX_CP_COMMIT, ty, &[])?;
+                Ok(())
+            }
         }
     }
 
     /// `cp.async.wait_group pending`: waits until at most the `pending` latest groups of
-    /// this thread are incomplete. Nothing to do on the host.
+    /// this thread are incomplete.
     pub fn cp_async_wait(&self, pending: u64) -> IrResult<()> {
+        let ir = self.ir;
         match self.mode {
             Mode::Ptx { .. } => {
-                let n = self.ir.ctx.i32_type().const_int(pending, false);
+                let n = ir.ctx.i32_type().const_int(pending, false);
                 self.void_intrinsic("llvm.nvvm.cp.async.wait.group", &[n.into()])
             }
-            Mode::Host => Ok(()),
+            Mode::Host => {
+                let ty = ir
+                    .ctx
+                    .void_type()
+                    .fn_type(&[ir.ptr.into(), ir.i64.into()], false);
+                self.host_call(CTX_CP_WAIT, ty, &[ir.int(pending).into()])?;
+                Ok(())
+            }
         }
     }
 
