@@ -657,6 +657,23 @@ struct AttnCase {
     key_mask: bool,
     /// `--dtype` products (the reference then takes q, k and v rounded to the type).
     half: Option<GgmlType>,
+    /// How the kernel reads q, k and v.
+    views: AttnViews,
+    /// Fragments word by word (`ARCHC_LDMATRIX=0`) instead of by `ldmatrix`.
+    words: bool,
+}
+
+/// The buffers an [`AttnCase`]'s attention reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum AttnViews {
+    /// The inputs themselves (f32, rows contiguous: staged by `cp.async` in f32).
+    Inputs,
+    /// Negated inputs, negated again by a map: with `--dtype`, temporaries held in the
+    /// half type (staged by `cp.async`, as a model's activations are).
+    Stored,
+    /// Keys and values given [b, hkv, d, s] and permuted: strided rows, staged element
+    /// by element.
+    Transposed,
 }
 
 impl AttnCase {
@@ -673,17 +690,21 @@ impl AttnCase {
             vec![c(self.b), c(self.h), c(self.t), c(self.d)],
             DType::F32,
         );
-        let k = g.input(
-            "k",
-            vec![c(self.b), c(self.hkv), c(self.s), c(self.d)],
-            DType::F32,
-        );
-        let v = g.input(
-            "v",
-            vec![c(self.b), c(self.hkv), c(self.s), c(self.dv)],
-            DType::F32,
-        );
-        let mut inputs = vec![q, k, v];
+        let kv_shape = |d: usize| match self.views {
+            AttnViews::Transposed => vec![c(self.b), c(self.hkv), c(d), c(self.s)],
+            _ => vec![c(self.b), c(self.hkv), c(self.s), c(d)],
+        };
+        let k = g.input("k", kv_shape(self.d), DType::F32);
+        let v = g.input("v", kv_shape(self.dv), DType::F32);
+        let mut inputs = match self.views {
+            AttnViews::Inputs => vec![q, k, v],
+            AttnViews::Stored => [q, k, v]
+                .map(|x| g.unary(archc::graph::UnaryOp::Neg, x))
+                .to_vec(),
+            AttnViews::Transposed => {
+                vec![q, g.permute(k, &[0, 1, 3, 2]), g.permute(v, &[0, 1, 3, 2])]
+            }
+        };
         if self.bias {
             inputs.push(g.input(
                 "bias",
@@ -706,6 +727,20 @@ impl AttnCase {
         let g = g.finish().unwrap();
         let mut prog = archc::package::package_program(&g).unwrap();
         prog.half_matmul = self.half;
+        if let (AttnViews::Stored, Some(ty)) = (self.views, self.half) {
+            let held = archc::kernel::quant::store_activations(&mut prog, ty, &[]);
+            assert_eq!(held, 3, "q, k and v held in {ty:?}");
+        }
+        let attn = prog
+            .kernels
+            .iter()
+            .find_map(|k| match &k.body {
+                archc::kernel::Body::Attention(a) => Some(a),
+                _ => None,
+            })
+            .expect("an attention kernel");
+        let unit = attn.k.strides[3] == archc::kernel::Ix::c(1);
+        assert_eq!(unit, self.views != AttnViews::Transposed, "{:?}", attn.k);
         let mut data: HashMap<String, Vec<f32>> = HashMap::new();
         let mut fill = |name: &str, len: usize, f: &mut dyn FnMut(usize) -> f32| {
             data.insert(name.to_string(), (0..len).map(&mut *f).collect());
@@ -732,9 +767,31 @@ impl AttnCase {
             let SimData::F32(dst) = &mut bufs[*id] else {
                 unreachable!()
             };
-            dst.copy_from_slice(&data[name.as_str()]);
+            // The reference's data: negated for a negating map, k and v [b, hkv, s, d]
+            // transposed for a permute.
+            let x = &data[name.as_str()];
+            match (self.views, name.as_str()) {
+                (AttnViews::Stored, "q" | "k" | "v") => {
+                    for (o, &v) in dst.iter_mut().zip(x) {
+                        *o = -v;
+                    }
+                }
+                (AttnViews::Transposed, "k" | "v") => {
+                    let d = if name == "k" { self.d } else { self.dv };
+                    for (i, &v) in x.iter().enumerate() {
+                        let (plane, key, col) = (i / (s * d), i / d % s, i % d);
+                        dst[(plane * d + col) * s + key] = v;
+                    }
+                }
+                _ => dst.copy_from_slice(x),
+            }
         }
-        Simulator::new(&prog).unwrap().run(&[], &mut bufs).unwrap();
+        let mut tiling = archc::backend::cuda::Tiling::for_mode(archc::backend::cuda::Mode::Host);
+        tiling.ldmatrix = !self.words;
+        Simulator::tiled(&prog, tiling)
+            .unwrap()
+            .run(&[], &mut bufs)
+            .unwrap();
         let SimData::F32(got) = &bufs[prog.outputs[0].1] else {
             panic!("o is not f32")
         };
@@ -798,8 +855,9 @@ impl AttnCase {
 /// grouped-query heads; cross-attention with a T5-style bias, no scaling, a key mask
 /// (one batch row drops every key) and head dims that are not multiples of 8; a sliding
 /// window; head dims of 80 (32 keys per step) — several query blocks and key steps each,
-/// the last of each partial. Within 4e-5 of the f64 attention; and 8 queries (the
-/// one-row-per-warp kernel) too.
+/// the last of each partial; keys and values staged by `cp.async` and, read through a
+/// permute, element by element; fragments by `ldmatrix` and word by word. Within 4e-5
+/// of the f64 attention; and 8 queries (the one-row-per-warp kernel) too.
 #[test]
 fn attention_tiles() {
     let mut rng = Rng::new(21);
@@ -810,6 +868,7 @@ fn attention_tiles() {
         mask: archc::graph::MaskKind::Sliding(7),
         ..cases[0]
     });
+    cases.extend(staging_variants(&cases));
     for case in cases {
         let worst = attention_error(&case, &mut rng);
         assert!(
@@ -822,6 +881,40 @@ fn attention_tiles() {
             case.mask
         );
     }
+}
+
+/// Variants of the first three of `cases` (causal, cross, head dims of 80) that read
+/// their views another way: keys and values through a permute (staged element by
+/// element), q, k and v held in the `--dtype` type (staged by `cp.async` in it),
+/// fragments word by word.
+fn staging_variants(cases: &[AttnCase]) -> Vec<AttnCase> {
+    let (causal, cross, wide) = (cases[0], cases[1], cases[2]);
+    let stored = AttnViews::Stored;
+    vec![
+        AttnCase {
+            views: AttnViews::Transposed,
+            ..cross
+        },
+        AttnCase {
+            views: AttnViews::Transposed,
+            words: true,
+            ..causal
+        },
+        AttnCase {
+            views: stored,
+            ..cross
+        },
+        AttnCase {
+            views: stored,
+            words: true,
+            ..cross
+        },
+        AttnCase {
+            views: stored,
+            words: true,
+            ..wide
+        },
+    ]
 }
 
 /// Causal with grouped-query heads (50 queries); cross-attention (40 queries, 70 keys)
@@ -842,6 +935,8 @@ fn attention_cases(half: Option<GgmlType>) -> Vec<AttnCase> {
         bias: false,
         key_mask: false,
         half,
+        views: AttnViews::Inputs,
+        words: false,
     };
     vec![
         AttnCase { ..base },
@@ -892,21 +987,24 @@ fn attention_error(case: &AttnCase, rng: &mut Rng) -> f64 {
             }
         });
     eprintln!(
-        "t {} s {} d {} {:?}: worst {worst:e}",
-        case.t, case.s, case.d, case.half
+        "t {} s {} d {} {:?} {:?} words {}: worst {worst:e}",
+        case.t, case.s, case.d, case.half, case.views, case.words
     );
     worst
 }
 
 /// Attention with `--dtype bf16|f16` products: the tiles on m16n8k16 `mma` (Q, K, V and
-/// P rounded to the half type, sums in f32), the one-row-per-warp kernel (8 queries)
-/// rounding alike — within the rounding of P (bf16 keeps 8 significant bits, f16 11) of
+/// P rounded to the half type, sums in f32; V's fragments by `ldmatrix.trans` and value
+/// by value; q, k and v from f32 inputs, from activations held in the half type, and
+/// through a permute), the one-row-per-warp kernel (8 queries) rounding alike — within the rounding of P (bf16 keeps 8 significant bits, f16 11) of
 /// the f64 attention over q, k and v rounded to the type.
 #[test]
 fn attention_tiles_half() {
     let mut rng = Rng::new(22);
     for (ty, tol) in [(GgmlType::BF16, 6e-3), (GgmlType::F16, 8e-4)] {
-        for case in attention_cases(Some(ty)) {
+        let mut cases = attention_cases(Some(ty));
+        cases.extend(staging_variants(&cases));
+        for case in cases {
             let worst = attention_error(&case, &mut rng);
             assert!(
                 worst <= tol,

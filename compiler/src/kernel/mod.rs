@@ -291,6 +291,29 @@ impl Ix {
         }
     }
 
+    /// Whether the value is a multiple of `n` (> 0) whatever the symbols and variables
+    /// are: a proof by the expression's form, `false` where it cannot tell.
+    pub fn multiple_of(&self, n: i64) -> bool {
+        if n == 1 {
+            return true;
+        }
+        let gcd = |mut a: i64, mut b: i64| {
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a.abs()
+        };
+        match self {
+            Ix::Const(v) => n > 0 && v % n == 0,
+            Ix::Add(a, b) | Ix::Min(a, b) | Ix::Max(a, b) => a.multiple_of(n) && b.multiple_of(n),
+            // c · x is a multiple of n where x is one of n / gcd(c, n).
+            Ix::Mul(a, b) => [(a, b), (b, a)].iter().any(|(c, x)| {
+                c.multiple_of(n) || c.as_const().is_some_and(|c| x.multiple_of(n / gcd(c, n)))
+            }),
+            _ => false,
+        }
+    }
+
     #[allow(clippy::should_implement_trait)]
     pub fn add(self, o: Ix) -> Ix {
         match (self.as_const(), o.as_const()) {
@@ -721,5 +744,29 @@ impl Kernel {
             Body::Scatter(_) => "scatter",
             Body::Scan(_) => "scan",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ix;
+
+    #[test]
+    fn multiples_are_proved_by_form() {
+        let s = || Ix::Sym(0);
+        // seq · 768, + 2304 · seq · batch, 2 · (seq · 2): multiples of 4.
+        assert!(s().mul(Ix::c(768)).multiple_of(4));
+        assert!(Ix::c(2304)
+            .mul(s())
+            .mul(Ix::Sym(1))
+            .add(Ix::c(8))
+            .multiple_of(4));
+        assert!(Ix::Mul(Box::new(Ix::c(2)), Box::new(s().mul(Ix::c(2)))).multiple_of(4));
+        assert!(s().multiple_of(1));
+        // Not provable: a bare symbol, 6 · seq for 4, a sum with one odd term, a quotient.
+        assert!(!s().multiple_of(4));
+        assert!(!s().mul(Ix::c(6)).multiple_of(4));
+        assert!(!s().mul(Ix::c(8)).add(Ix::c(2)).multiple_of(4));
+        assert!(!s().mul(Ix::c(8)).div(Ix::c(2)).multiple_of(8));
     }
 }

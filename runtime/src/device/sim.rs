@@ -595,8 +595,9 @@ pub struct SimDevice {
     fns: Vec<SimKernel>,
     shared: Vec<usize>,
     threads: usize,
-    /// Allocations by address.
-    allocs: std::collections::BTreeMap<u64, Vec<u64>>,
+    /// Allocations by address, 16-byte aligned as the kernels' `cp.async` copies need
+    /// (a GPU's are 256-byte aligned).
+    allocs: std::collections::BTreeMap<u64, Vec<u128>>,
     /// Launches not run yet: they run together, on one set of simulated threads, when anything
     /// reads or changes memory (a stream's order, as on a GPU).
     pending: Vec<(SimLaunch, usize)>,
@@ -673,7 +674,7 @@ impl SimDevice {
         let (&base, v) = self.allocs.range_mut(..=p).next_back().ok_or_else(|| {
             crate::RuntimeError::Device(format!("address {p:#x} is not allocated"))
         })?;
-        if p + len as u64 > base + 8 * v.len() as u64 {
+        if p + len as u64 > base + 16 * v.len() as u64 {
             return Err(crate::RuntimeError::Device(format!(
                 "{len} bytes at {p:#x} run past their allocation"
             )));
@@ -693,7 +694,7 @@ impl super::Device for SimDevice {
     }
 
     fn alloc(&mut self, bytes: usize) -> Result<super::DevPtr, crate::RuntimeError> {
-        let v = vec![0u64; bytes.div_ceil(8).max(1)];
+        let v = vec![0u128; bytes.div_ceil(16).max(1)];
         let p = v.as_ptr() as u64;
         self.allocs.insert(p, v);
         Ok(p)

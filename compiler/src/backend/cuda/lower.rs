@@ -23,7 +23,9 @@
 //!   output column, lanes striding k, the rows' sums in registers, one butterfly each
 //!   (with `--dtype`, over operands rounded as the tiles round them).
 //! - **Attention**: with 16 queries or more, by tiles on the tensor cores (16 queries per
-//!   warp, keys staged in shared memory, scores and P·V by `mma` in 3×TF32, or in the
+//!   warp, keys and values staged in two shared-memory stages — the next keys copied
+//!   into one, by `cp.async` where the view allows, while the warps work on the other —
+//!   scores and P·V by `mma` in 3×TF32, or in the
 //!   half type with `--dtype`; online softmax per row); with fewer (decoding), one query
 //!   row per warp with online softmax,
 //!   q and the output accumulator spread over the lanes (head_dim / 32 registers each),
@@ -40,7 +42,7 @@ use crate::backend::llvm::expr::{AttnMask, Exprs, Values};
 use crate::backend::llvm::ir::{Ir, IrError, IrResult, WholeSteps};
 use crate::backend::llvm::math::Math;
 use crate::graph::{AttnPart, ReduceOp};
-use crate::kernel::{Attention, Body, BufId, Expr, Ix, Kernel, MatMul, Program, Scan};
+use crate::kernel::{Attention, Body, BufId, Expr, Ix, Kernel, MatMul, Program, Scan, Strided};
 use arch_runtime::gguf::GgmlType;
 use inkwell::values::{BasicValueEnum, FloatValue, FunctionValue, IntValue, PointerValue};
 use inkwell::{FloatPredicate, IntPredicate};
@@ -205,17 +207,18 @@ struct Gen<'a, 'ctx> {
     tiling: Tiling,
 }
 
-/// Floats of shared memory kernel `k` needs with matmul tiles `tl`.
-fn shared_floats(k: &Kernel, tl: Tiling, max_head_dim: u64) -> u64 {
+/// Floats of shared memory kernel `k` needs with matmul tiles `tl` (`half`: the
+/// products' operands in a half-precision type).
+fn shared_floats(k: &Kernel, tl: Tiling, max_head_dim: u64, half: bool) -> u64 {
     let stages = tl.stages * tl.stage_words();
     match &k.body {
         Body::MatMul(m) if m.whole_rows => stages.max(m.n.as_const().map_or(0, |n| n as u64)),
         Body::MatMul(_) => stages,
-        Body::Attention(a) => attention_floats(a, max_head_dim),
+        Body::Attention(a) => attention_floats(a, max_head_dim, half),
         Body::Scan(s) => s
             .body
             .iter()
-            .map(|b| shared_floats(b, tl, max_head_dim))
+            .map(|b| shared_floats(b, tl, max_head_dim, half))
             .max()
             .unwrap_or(0),
         _ => 0,
@@ -235,7 +238,7 @@ fn head_tiles(a: &Attention, max_head_dim: u64) -> (u64, u64) {
     )
 }
 
-/// Keys per step of the tiled attention — as many as keep its two staged tiles (keys ×
+/// Keys per step of the tiled attention — as many as keep one stage's tiles (keys ×
 /// head dims, and their values, f32) under 36 KiB — or `None` where it does not apply:
 /// the backward parts, ring caches, head dims past 256.
 fn attention_keys_per_tile(a: &Attention, max_head_dim: u64) -> Option<u64> {
@@ -251,13 +254,38 @@ fn attention_keys_per_tile(a: &Attention, max_head_dim: u64) -> Option<u64> {
     }
 }
 
+/// The tiled attention's staging ([`Gen::attention_tiles`]): keys per step, and the row
+/// strides in words of its staged K and V tiles — f32 words, or with `half` pairs of
+/// half-precision values, rows holding the head dims rounded up to 8 (16 in half
+/// precision) and 4 words more (fragment loads then hit 32 banks). Two stages of both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AttnStaging {
+    bc: u64,
+    kw: u64,
+    vw: u64,
+}
+
+impl AttnStaging {
+    fn of(a: &Attention, max_head_dim: u64, half: bool) -> Option<AttnStaging> {
+        let bc = attention_keys_per_tile(a, max_head_dim)?;
+        let (dk8, dv8) = head_tiles(a, max_head_dim);
+        let (kw, vw) = if half {
+            (8 * dk8.div_ceil(2) + 4, 8 * dv8.div_ceil(2) + 4)
+        } else {
+            (8 * dk8 + 4, 8 * dv8 + 4)
+        };
+        Some(AttnStaging { bc, kw, vw })
+    }
+
+    /// Words of one stage: K's rows, then V's.
+    fn stage_words(&self) -> u64 {
+        self.bc * (self.kw + self.vw)
+    }
+}
+
 /// Floats of shared memory the tiled attention needs (0 where it does not apply).
-fn attention_floats(a: &Attention, max_head_dim: u64) -> u64 {
-    let Some(bc) = attention_keys_per_tile(a, max_head_dim) else {
-        return 0;
-    };
-    let (dk8, dv8) = head_tiles(a, max_head_dim);
-    bc * (8 * dk8 + 4) + bc * (8 * dv8 + 4)
+fn attention_floats(a: &Attention, max_head_dim: u64, half: bool) -> u64 {
+    AttnStaging::of(a, max_head_dim, half).map_or(0, |st| 2 * st.stage_words())
 }
 
 /// Why kernel `k` cannot run on the GPU yet, if it cannot.
@@ -306,7 +334,7 @@ pub(crate) fn emit_kernels<'ctx>(
             continue;
         }
         let name = format!("k{i}_{}", sanitize(&k.name));
-        let floats = shared_floats(k, tiling, max_head_dim);
+        let floats = shared_floats(k, tiling, max_head_dim, prog.half_matmul.is_some());
         let (simt, f) = Simt::kernel(ir, mode, &name, threads)?;
         let bufs_arg = ir.param_ptr(f, 0)?;
         let dims_arg = ir.param_ptr(f, 1)?;
@@ -852,6 +880,16 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let s = self.urem(kt, self.k(tl.stages))?;
             let here = stage(s)?;
             let next = ir.add(kt, self.k(tl.stages - 1))?;
+            // Every group but the `stages - 2` latest (the steps after this one) is
+            // complete: this thread's copies into `here` have landed; the barrier makes
+            // everyone's seen, and everyone done with the stage the step before read,
+            // which takes step `next` while the warps multiply this one.
+            self.simt.cp_async_wait(tl.stages - 2)?;
+            if tl.wgmma {
+                // ... and visible to the tensor cores' reads of shared memory.
+                self.simt.fence_proxy_async()?;
+            }
+            self.simt.barrier()?;
             ir.if_else(
                 self.f,
                 "fill",
@@ -868,27 +906,19 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 },
                 || Ok(()),
             )?;
-            // Every group but the `stages - 1` latest (the steps after this one) is
-            // complete: this thread's copies into `here` have landed; the barrier makes
-            // everyone's seen.
             self.simt.cp_async_commit()?;
-            self.simt.cp_async_wait(tl.stages - 1)?;
-            if tl.wgmma {
-                // ... and visible to the tensor cores' reads of shared memory.
-                self.simt.fence_proxy_async()?;
-            }
-            self.simt.barrier()?;
             let mut acc: Vec<FloatValue<'ctx>> = cur.iter().map(|v| v.into_float_value()).collect();
             if tl.wgmma {
                 self.wgmma_products(here, i0, m, &origin, &mut acc)?;
             } else {
                 self.tile_products(here, (i0, j0), (m, n), (g, t), &origin, b_exact, &mut acc)?;
             }
-            // Nobody writes `here` (`stages` steps on) before everyone has read it.
-            self.simt.barrier()?;
             Ok(acc.into_iter().map(Into::into).collect())
         })?;
+        // Nobody refills a stage (the next tile's first steps, a row epilogue's staging)
+        // before everyone has multiplied the last.
         self.simt.cp_async_wait(0)?;
+        self.simt.barrier()?;
         let outp = self.buf(mm.out)?;
         let plane = ir.mul(bt, ir.mul(m, n)?)?;
         let epi = mm.epilogue.as_ref().filter(|_| !raw);
@@ -1328,7 +1358,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         let first = ir.add(c0, self.k(8 * j))?;
                         let r = self
                             .simt
-                            .ldmatrix_x4(lane, &|l| frag_row(b_s, first, false, l))?;
+                            .ldmatrix_x4(lane, false, &|l| frag_row(b_s, first, false, l))?;
                         bw.push([r[0], r[1]]);
                         bw.push([r[2], r[3]]);
                     }
@@ -1372,7 +1402,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                 // (8–15, 4–7) of the group and half step: a0 … a3.
                                 let first = ir.add(r0, self.k(16 * rg))?;
                                 self.simt
-                                    .ldmatrix_x4(lane, &|l| frag_row(a_s, first, true, l))?
+                                    .ldmatrix_x4(lane, false, &|l| frag_row(a_s, first, true, l))?
                             } else {
                                 let row = ir.add(r0, ir.add(g, self.k(16 * rg))?)?;
                                 let row8 = ir.add(row, self.k(8))?;
@@ -1888,8 +1918,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// with `mma`. P never leaves the registers: in f32 the accumulator layout of the
     /// scores is the A fragment layout of P·V when the k index t of an m16n8k8 step
     /// stands for key 2t and t + 4 for key 2t + 1 (V's rows read in that order); in half
-    /// precision two n tiles of scores are one m16n8k16 A fragment, keys in order, and V
-    /// is staged transposed so a register holds two consecutive keys.
+    /// precision two n tiles of scores are one m16n8k16 A fragment, keys in order, and
+    /// V's fragments (two consecutive keys a register) come by `ldmatrix.trans`. The
+    /// keys go through two stages ([`AttnStaging`], [`Gen::stage_keys`]): after a step's
+    /// wait and barrier the next keys are issued into the other stage, so they land
+    /// while the warps work.
     fn attention_tiles(&self, p: &Par<'ctx>, a: &Attention, bc: u64) -> IrResult<()> {
         let ir = self.ir;
         let m = Math { ir };
@@ -1899,18 +1932,19 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let ((qb, qs), (kb, ks), (vb, vs), (ob, os)) = (q?, k?, v?, o?);
         let (dk8, dv8) = head_tiles(a, self.max_head_dim);
         let half = self.half;
-        // Half precision: k steps of 16 head dims, and V staged transposed (keys
-        // contiguous) so that a fragment register holds two consecutive keys. Row strides
-        // in words, 4 past the data (fragment loads hit 32 banks).
+        // Half precision: k steps of 16 head dims.
         let dk16 = dk8.div_ceil(2);
-        let (kw, vw) = match half {
-            None => (8 * dk8 + 4, 8 * dv8 + 4),
-            Some(_) => (8 * dk16 + 4, bc / 2 + 4),
-        };
+        let staging = AttnStaging::of(a, self.max_head_dim, half.is_some())
+            .ok_or_else(|| IrError("attention tiles that do not apply".into()))?;
+        let AttnStaging { kw, vw, .. } = staging;
         let smem = self
             .smem
             .ok_or_else(|| IrError("attention tiles without shared memory".into()))?;
-        let (k_s, v_s) = (smem, ir.at(smem, self.k(bc * kw))?);
+        // Stage `s` (0 or 1): K's `bc` rows, then V's.
+        let stage = |s: IntValue<'ctx>| -> IrResult<(PointerValue<'ctx>, PointerValue<'ctx>)> {
+            let k_s = ir.at(smem, ir.mul(s, self.k(staging.stage_words()))?)?;
+            Ok((k_s, ir.at(k_s, self.k(bc * kw))?))
+        };
         let warps = (self.threads / WARP).max(1);
         let qr = 16 * warps;
         let warp = self.udiv(p.tid, self.k(WARP))?;
@@ -1946,16 +1980,16 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // K's B fragments for the n tiles `js` (8 keys each): words `w + t` and `w + 4 + t`
         // of key `8j + g` — two consecutive tiles by one `ldmatrix` (matrices: tile j's
         // two word quads, then tile j + 1's), else word by word.
-        let key_words = |js: &[u64], w: u64| -> IrResult<Vec<[IntValue<'ctx>; 2]>> {
+        let key_words = |k_s, js: &[u64], w: u64| -> IrResult<Vec<[IntValue<'ctx>; 2]>> {
             let mut out = Vec::with_capacity(js.len());
             let mut i = 0;
             while i < js.len() {
                 let j = js[i];
                 if self.tiling.ldmatrix && js.get(i + 1) == Some(&(j + 1)) {
                     let first = self.k(8 * j);
-                    let r = self
-                        .simt
-                        .ldmatrix_x4(lane, &|l| self.ldmatrix_row(k_s, kw, first, w, false, l))?;
+                    let r = self.simt.ldmatrix_x4(lane, false, &|l| {
+                        self.ldmatrix_row(k_s, kw, first, w, false, l)
+                    })?;
                     out.push([r[0], r[1]]);
                     out.push([r[2], r[3]]);
                     i += 2;
@@ -2037,11 +2071,30 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 self.elem_at(a.v.buf, vb, ir.add(ir.mul(bb, vs[0])?, ir.mul(kh, vs[1])?)?)?;
             let first = ir.mul(self.udiv(lo_blk, self.k(bc))?, self.k(bc))?;
             let span = self.ex.max(ir.sub(hi_blk, first)?, self.k(0))?;
+            let limit = self.ceil_div(span, bc)?;
             let steps = WholeSteps {
                 start: self.k(0),
-                limit: self.ceil_div(span, bc)?,
+                limit,
                 step: 1,
             };
+            // Keys `c0..c0 + bc` and their values into stage `s`.
+            let fill = |s: IntValue<'ctx>, c0: IntValue<'ctx>| -> IrResult<()> {
+                let (k_s, v_s) = stage(s)?;
+                let k_side = (&a.k, krow0, ks.as_slice(), d);
+                self.stage_keys(p, k_s, kw, k_side, c0, (bc, nk))?;
+                self.stage_keys(p, v_s, vw, (&a.v, vrow0, vs.as_slice(), dv), c0, (bc, nk))
+            };
+            // Everyone is done with the previous item's stages; the first keys go to
+            // stage 0.
+            self.simt.barrier()?;
+            ir.if_else(
+                self.f,
+                "kv0",
+                self.lt(self.k(0), limit)?,
+                || fill(self.k(0), first),
+                || Ok(()),
+            )?;
+            self.simt.cp_async_commit()?;
             let mut init: Vec<BasicValueEnum<'ctx>> = vec![
                 neg_inf.into(),
                 neg_inf.into(),
@@ -2051,34 +2104,22 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             init.extend((0..dv8 * 4).map(|_| BasicValueEnum::from(m.c(0.0))));
             let (_, fin) = ir.carried_loop(self.f, "kt", steps, &init, |kt, cur| {
                 let c0 = ir.mad(kt, self.k(bc), first)?;
-                // Everyone is done with the previous keys.
+                let s = self.urem(kt, self.k(2))?;
+                let (k_s, v_s) = stage(s)?;
+                // This thread's copies of these keys have landed, and the barrier makes
+                // everyone's seen — and everyone done with the other stage, which takes
+                // the next keys while the warps work on these.
+                self.simt.cp_async_wait(0)?;
                 self.simt.barrier()?;
-                let kwidth = if half.is_some() { 16 * dk16 } else { 8 * dk8 };
-                for (tile, w, width, (row0, buf), st, lim, transposed) in [
-                    (k_s, kw, kwidth, (krow0, a.k.buf), &ks, d, false),
-                    (v_s, vw, 8 * dv8, (vrow0, a.v.buf), &vs, dv, half.is_some()),
-                ] {
-                    self.copy_per_thread(p, "kv", bc * width, |e| {
-                        let (r, col) = (self.udiv(e, self.k(width))?, self.urem(e, self.k(width))?);
-                        let key = ir.add(c0, r)?;
-                        let ok = ir.b.build_and(self.lt(key, nk)?, self.lt(col, lim)?, "")?;
-                        let idx = ir.add(ir.mul(key, st[2])?, ir.mul(col, st[3])?)?;
-                        let v = self.load_elem_if(ok, buf, row0, idx)?;
-                        let Some(ty) = half else {
-                            return Ok((ir.at(tile, ir.mad(r, self.k(w), col)?)?, v.into()));
-                        };
-                        let i16t = ir.ctx.i16_type();
-                        let bits = ir.b.build_int_truncate(self.half_bits(ty, v)?, i16t, "")?;
-                        let at = if transposed {
-                            ir.mad(col, self.k(2 * w), r)?
-                        } else {
-                            ir.mad(r, self.k(2 * w), col)?
-                        };
-                        let pt = unsafe { ir.b.build_in_bounds_gep(i16t, tile, &[at], "")? };
-                        Ok((pt, bits.into()))
-                    })?;
-                }
-                self.simt.barrier()?;
+                let next = ir.add(kt, self.k(1))?;
+                ir.if_else(
+                    self.f,
+                    "kv",
+                    self.lt(next, limit)?,
+                    || fill(ir.sub(self.k(1), s)?, ir.add(c0, self.k(bc))?),
+                    || Ok(()),
+                )?;
+                self.simt.cp_async_commit()?;
                 let sees = ir.b.build_and(
                     self.lt(c0, hi_w)?,
                     self.lt(lo_w, ir.add(c0, self.k(bc))?)?,
@@ -2096,7 +2137,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         for (k8, qx) in qf.iter().enumerate() {
                             let a_parts = split4(*qx)?;
                             self.mma_batches(&mut sc, |js, cs| {
-                                let bs = key_words(js, 8 * k8 as u64)?
+                                let bs = key_words(k_s, js, 8 * k8 as u64)?
                                     .into_iter()
                                     .map(|[b0, b1]| {
                                         let (h0, l0) = self.tf32_split(b0)?;
@@ -2112,7 +2153,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             let ty =
                                 half.ok_or_else(|| IrError("half Q without --dtype".into()))?;
                             self.mma_batches(&mut sc, |js, cs| {
-                                let bs = key_words(js, 8 * k16 as u64)?;
+                                let bs = key_words(k_s, js, 8 * k16 as u64)?;
                                 self.simt.mma_half(ty, *qx, &bs, cs)
                             })?;
                         }
@@ -2205,7 +2246,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             })
                             .collect::<IrResult<Vec<_>>>()?;
                         // Half precision: O += P·V, 16 keys per k step in their order (two n
-                        // tiles of scores are one A fragment), V read transposed.
+                        // tiles of scores are one A fragment); V's B fragments hold two
+                        // consecutive keys a register, read across V's rows.
                         if let Some(ty) = half {
                             for kc in 0..(bc / 16) as usize {
                                 let (p0, p1) = (sc[2 * kc], sc[2 * kc + 1]);
@@ -2215,16 +2257,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                     pack(p1[0], p1[1])?,
                                     pack(p1[2], p1[3])?,
                                 ];
-                                let w0 = ir.add(tq, self.k(8 * kc as u64))?;
-                                let w4 = ir.add(w0, self.k(4))?;
                                 self.mma_batches(&mut o, |js, cs| {
-                                    let bs = js
-                                        .iter()
-                                        .map(|&j| {
-                                            let col = ir.add(g, self.k(8 * j))?;
-                                            Ok([word(v_s, vw, col, w0)?, word(v_s, vw, col, w4)?])
-                                        })
-                                        .collect::<IrResult<Vec<_>>>()?;
+                                    let bs = self.value_words(lane, v_s, vw, 16 * kc as u64, js)?;
                                     self.simt.mma_half(ty, a, &bs, cs)
                                 })?;
                             }
@@ -2285,6 +2319,155 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             }
             Ok(())
         })
+    }
+
+    /// Keys `c0..c0 + bc` (of `nk`) of attention's K or V view `(view, its first row of
+    /// this batch and head, its strides, values per row)` into a staged tile whose rows
+    /// are `w` words apart ([`AttnStaging`]): row r holds key c0 + r's values in the
+    /// staged type (f32, or the `--dtype` type), zero past the view's values and past
+    /// `nk`. By `cp.async`, 16 bytes at a time, where the view holds its rows contiguous
+    /// in the staged type and 16 bytes apart (offset and strides multiples of 16 bytes
+    /// by their form; buffers start 16-byte aligned): the copies land while the warps
+    /// work on the other stage. Otherwise element by element, decoded and rounded to the
+    /// staged type. Decided here, not at run time: ptxas gives the kernel the registers
+    /// of its hungriest path, and the element copies' are more than the tiles can spare.
+    fn stage_keys(
+        &self,
+        p: &Par<'ctx>,
+        tile: PointerValue<'ctx>,
+        w: u64,
+        view: (
+            &Strided,
+            PointerValue<'ctx>,
+            &[IntValue<'ctx>],
+            IntValue<'ctx>,
+        ),
+        c0: IntValue<'ctx>,
+        (bc, nk): (u64, IntValue<'ctx>),
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let (view, row0, st, lim) = view;
+        let buf = view.buf;
+        let per_word = if self.half.is_some() { 2 } else { 1 };
+        let (width, es) = ((w - 4) * per_word, 4 / per_word);
+        let elements = || {
+            self.copy_per_thread(p, "kv", bc * width, |e| {
+                let (r, col) = (self.udiv(e, self.k(width))?, self.urem(e, self.k(width))?);
+                let key = ir.add(c0, r)?;
+                let ok = ir.b.build_and(self.lt(key, nk)?, self.lt(col, lim)?, "")?;
+                let idx = ir.add(ir.mul(key, st[2])?, ir.mul(col, st[3])?)?;
+                let v = self.load_elem_if(ok, buf, row0, idx)?;
+                let Some(ty) = self.half else {
+                    return Ok((ir.at(tile, ir.mad(r, self.k(w), col)?)?, v.into()));
+                };
+                let i16t = ir.ctx.i16_type();
+                let bits = ir.b.build_int_truncate(self.half_bits(ty, v)?, i16t, "")?;
+                let at = ir.mad(r, self.k(2 * w), col)?;
+                let pt = unsafe { ir.b.build_in_bounds_gep(i16t, tile, &[at], "")? };
+                Ok((pt, bits.into()))
+            })
+        };
+        let per_chunk = 16 / es;
+        let direct = self.stored(buf) == self.half
+            && view.strides[3] == Ix::c(1)
+            && view.offset.multiple_of(per_chunk as i64)
+            && view.strides[..3]
+                .iter()
+                .all(|x| x.multiple_of(per_chunk as i64));
+        if !direct {
+            return elements();
+        }
+        let chunks = width / per_chunk;
+        let i8t = ir.ctx.i8_type();
+        // Chunk c of row r is copy r · chunks + c; where the block's threads are whole
+        // rows of chunks, a thread's chunk is the same in every row it copies, so its
+        // column, zero fill and source offset are worked out once.
+        let (col_of, rows) = if self.threads.is_multiple_of(chunks) {
+            let q = self.urem(p.tid, self.k(chunks))?;
+            (Some(q), self.threads / chunks)
+        } else {
+            (None, 0)
+        };
+        let chunk = |r: IntValue<'ctx>, q: IntValue<'ctx>| -> IrResult<()> {
+            let key = ir.add(c0, r)?;
+            let col = ir.mul(q, self.k(per_chunk))?;
+            let left = self.ex.max(ir.sub(lim, col)?, self.k(0))?;
+            let valid = ir.min(left, self.k(per_chunk))?;
+            let valid =
+                ir.b.build_select(self.lt(key, nk)?, valid, self.k(0), "")?
+                    .into_int_value();
+            // Never an address past the view where nothing is read.
+            let idx = ir.add(ir.mul(key, st[2])?, col)?;
+            let idx =
+                ir.b.build_select(self.lt(self.k(0), valid)?, idx, self.k(0), "")?
+                    .into_int_value();
+            let src = unsafe {
+                ir.b.build_in_bounds_gep(i8t, row0, &[ir.mul(idx, self.k(es))?], "")?
+            };
+            let to = ir.at(tile, ir.mad(r, self.k(w), ir.mul(q, self.k(4))?)?)?;
+            self.simt.cp_async16(to, src, ir.mul(valid, self.k(es))?)
+        };
+        match col_of {
+            Some(q) => {
+                let r0 = self.udiv(p.tid, self.k(chunks))?;
+                ir.for_range(self.f, "kva", r0, self.k(bc), rows, |r| chunk(r, q))
+            }
+            None => self.per_thread(p, "kva", bc * chunks, |c| {
+                chunk(self.udiv(c, self.k(chunks))?, self.urem(c, self.k(chunks))?)
+            }),
+        }
+    }
+
+    /// The half-precision B fragments of P·V for keys `k0..k0 + 16` and the n tiles `js`
+    /// (consecutive, 8 value dims each) from V staged with keys across rows `vw` words
+    /// apart: of tile j, lane (g, t) holds keys k0 + 2t, k0 + 2t + 1 of dim 8j + g in its
+    /// first register and the keys 8 on in its second. Two tiles by one `ldmatrix.trans`
+    /// (a last tile alone by one too: staged rows are padded to 16 values), else value by
+    /// value.
+    fn value_words(
+        &self,
+        lane: IntValue<'ctx>,
+        v_s: PointerValue<'ctx>,
+        vw: u64,
+        k0: u64,
+        js: &[u64],
+    ) -> IrResult<Vec<[IntValue<'ctx>; 2]>> {
+        let ir = self.ir;
+        let mut out = Vec::with_capacity(js.len());
+        if self.tiling.ldmatrix {
+            for pair in js.chunks(2) {
+                let j = pair[0];
+                let r = self.simt.ldmatrix_x4(lane, true, &|l| {
+                    self.ldmatrix_row(v_s, vw, self.k(k0), 4 * j, true, l)
+                })?;
+                out.push([r[0], r[1]]);
+                if pair.len() == 2 {
+                    out.push([r[2], r[3]]);
+                }
+            }
+            return Ok(out);
+        }
+        let (g, tq) = (self.udiv(lane, self.k(4))?, self.urem(lane, self.k(4))?);
+        let (i16t, i32t) = (ir.ctx.i16_type(), ir.ctx.i32_type());
+        let half_at = |key: IntValue<'ctx>, col: IntValue<'ctx>| -> IrResult<IntValue<'ctx>> {
+            let at = ir.mad(key, self.k(2 * vw), col)?;
+            let pt = unsafe { ir.b.build_in_bounds_gep(i16t, v_s, &[at], "")? };
+            let v = ir.b.build_load(i16t, pt, "")?.into_int_value();
+            Ok(ir.b.build_int_z_extend(v, i32t, "")?)
+        };
+        for &j in js {
+            let col = ir.add(g, self.k(8 * j))?;
+            let mut regs = [i32t.const_zero(); 2];
+            for (i, reg) in regs.iter_mut().enumerate() {
+                let key = ir.mad(tq, self.k(2), self.k(k0 + 8 * i as u64))?;
+                let lo = half_at(key, col)?;
+                let hi = half_at(ir.add(key, self.k(1))?, col)?;
+                let hi = ir.b.build_left_shift(hi, i32t.const_int(16, false), "")?;
+                *reg = ir.b.build_or(lo, hi, "")?;
+            }
+            out.push(regs);
+        }
+        Ok(out)
     }
 
     /// Word `col` of row `row` of a shared-memory tile whose rows are `stride` words apart.

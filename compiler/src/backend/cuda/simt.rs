@@ -714,12 +714,16 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
     /// from shared memory, lanes 8i … 8i + 7 giving the rows of matrix i (`row_of(lane)`:
     /// a generic pointer to the row's 16 bytes, 16-byte aligned), and each lane receiving,
     /// of each matrix i, the 32-bit word `lane % 4` of row `lane / 4` — the layout of an
-    /// `mma` fragment, for 16-bit pairs and for tf32 words alike. Every lane of the warp
-    /// must call it. The simulator loads those words itself, each from the row that lane
-    /// 8i + lane / 4 gives (`row_of` of that lane), which is what the instruction does.
+    /// `mma` fragment, for 16-bit pairs and for tf32 words alike. With `trans`
+    /// (`.trans`), the transposed matrix: lane L receives the values in column L / 4 of
+    /// rows 2·(L % 4) and 2·(L % 4) + 1, the first in the low half — a B fragment of
+    /// 16-bit values from a tile stored with k across rows. Every lane of the warp must
+    /// call it. The simulator loads those values itself, each from the row its giving
+    /// lane gives (`row_of` of that lane), which is what the instruction does.
     pub fn ldmatrix_x4(
         &self,
         lane: IntValue<'ctx>,
+        trans: bool,
         row_of: &dyn Fn(IntValue<'ctx>) -> IrResult<PointerValue<'ctx>>,
     ) -> IrResult<[IntValue<'ctx>; 4]> {
         let ir = self.ir;
@@ -728,7 +732,11 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
             Mode::Ptx { .. } => {
                 let shared = ir.ctx.ptr_type(AddressSpace::from(3u16));
                 let p = ir.b.build_address_space_cast(row_of(lane)?, shared, "")?;
-                let name = "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x4.b16";
+                let name = if trans {
+                    "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x4.trans.b16"
+                } else {
+                    "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x4.b16"
+                };
                 let decl = inkwell::intrinsics::Intrinsic::find(name)
                     .and_then(|i| i.get_declaration(&ir.module, &[shared.into()]))
                     .ok_or_else(|| IrError(format!("LLVM has no {name}")))?;
@@ -743,6 +751,30 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
                 let mut out = [i32t.const_zero(); 4];
                 for (i, o) in out.iter_mut().enumerate() {
                     *o = ir.b.build_extract_value(r, i as u32, "")?.into_int_value();
+                }
+                Ok(out)
+            }
+            Mode::Host if trans => {
+                let i16t = ir.ctx.i16_type();
+                let (col, pair) = (
+                    ir.b.build_int_unsigned_div(lane, ir.int(4), "")?,
+                    ir.b.build_int_unsigned_rem(lane, ir.int(4), "")?,
+                );
+                let mut out = [i32t.const_zero(); 4];
+                for (i, o) in out.iter_mut().enumerate() {
+                    let mut word = i32t.const_zero();
+                    for half in 0..2u64 {
+                        let giver =
+                            ir.add(ir.mul(pair, ir.int(2))?, ir.int(8 * i as u64 + half))?;
+                        let at =
+                            unsafe { ir.b.build_in_bounds_gep(i16t, row_of(giver)?, &[col], "")? };
+                        let v = ir.b.build_load(i16t, at, "")?.into_int_value();
+                        let v = ir.b.build_int_z_extend(v, i32t, "")?;
+                        let v =
+                            ir.b.build_left_shift(v, i32t.const_int(16 * half, false), "")?;
+                        word = ir.b.build_or(word, v, "")?;
+                    }
+                    *o = word;
                 }
                 Ok(out)
             }
