@@ -137,16 +137,20 @@ else
     fail=1
 fi
 
-# Hopper's warpgroup products (ARCHC_MMA=wgmma), first run on a GPU here: the same bf16
-# packages built both ways must agree (only the order of the f32 sums may differ).
+# Hopper's warpgroup products (ARCHC_MMA=wgmma) and 32 words of k per staged row
+# (ARCHC_KWORDS=32), first run on a GPU here: the same bf16 matmul built each way must
+# agree with the default mma.sync package (only the order of the f32 sums may differ).
 if [[ -d $DEV/pkg/check_matmul_wgmma ]]; then
     python3 -c "from safetensors.numpy import save_file; save_file({}, '$OUT/none.safetensors')"
-    wg_ok=1
-    for mma in mma wgmma; do
-        timeout 120 "${RUN[@]}" "$DEV/pkg/check_matmul_$mma" --random-weights 0 --inputs "$OUT/none.safetensors" \
-            --out "$OUT/check_matmul_$mma.safetensors" > "$OUT/check_matmul_$mma.log" 2>&1 || wg_ok=0
-    done
-    if [[ $wg_ok == 1 ]] && res=$(python3 - "$OUT/check_matmul_mma.safetensors" "$OUT/check_matmul_wgmma.safetensors" <<'PY'
+    timeout 120 "${RUN[@]}" "$DEV/pkg/check_matmul_mma" --random-weights 0 --inputs "$OUT/none.safetensors" \
+        --out "$OUT/check_matmul_mma.safetensors" > "$OUT/check_matmul_mma.log" 2>&1 || true
+    for v in wgmma mma_k32 wgmma_k32; do
+        [[ -d $DEV/pkg/check_matmul_$v ]] || continue
+        ok=1
+        timeout 120 "${RUN[@]}" "$DEV/pkg/check_matmul_$v" --random-weights 0 --inputs "$OUT/none.safetensors" \
+            --out "$OUT/check_matmul_$v.safetensors" > "$OUT/check_matmul_$v.log" 2>&1 || ok=0
+        res=""
+        if [[ $ok == 1 ]] && res=$(python3 - "$OUT/check_matmul_mma.safetensors" "$OUT/check_matmul_$v.safetensors" "$v" <<'PY'
 import sys
 import numpy as np
 from safetensors.numpy import load_file
@@ -154,17 +158,18 @@ a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
 for name, x in a.items():
     y = b[name]
     d = float(np.max(np.abs(x.astype(np.float64) - y))) / max(float(np.max(np.abs(x))), 1e-30)
-    print(f"  {name} {x.shape}: wgmma vs mma.sync max relative difference {d:.2e}")
+    print(f"  {name} {x.shape}: {sys.argv[3]} vs mma.sync max relative difference {d:.2e}")
     if not np.all(np.isfinite(y)) or d > 1e-5:
         sys.exit(1)
 PY
-    ); then
-        say "- wgmma matmul 300 × 200 × 72 (bf16): ok"
-    else
-        say "- wgmma matmul 300 × 200 × 72 (bf16): MISMATCH or FAILED ($(tail -n 1 "$OUT/check_matmul_wgmma.log"))"
-        fail=1
-    fi
-    echo "${res:-}" | tee -a "$REPORT"
+        ); then
+            say "- $v matmul 300 × 200 × 72 (bf16): ok"
+        else
+            say "- $v matmul 300 × 200 × 72 (bf16): MISMATCH or FAILED ($(tail -n 1 "$OUT/check_matmul_$v.log"))"
+            fail=1
+        fi
+        echo "${res:-}" | tee -a "$REPORT"
+    done
 fi
 
 if [[ ${DEVICE_CHECK_SIM:-0} != 1 ]]; then
@@ -199,9 +204,11 @@ PY
     python3 -c "from safetensors.numpy import save_file; save_file({}, '$OUT/none.safetensors')"
     # bf16_wgmma: the same bf16 matmul on Hopper's warpgroup products (sm_90 only); _s3,
     # _s4: three and four shared-memory stages (ARCHC_STAGES) instead of the default;
-    # _words: mma fragments loaded word by word (ARCHC_LDMATRIX=0) instead of by ldmatrix.
+    # _words: mma fragments loaded word by word (ARCHC_LDMATRIX=0) instead of by ldmatrix;
+    # _k32: 32 words of k per staged row instead of 16 (ARCHC_KWORDS=32).
     mm_kinds=()
-    for d in f32 bf16 bf16_wgmma f32_s3 f32_s4 bf16_s3 bf16_s4 bf16_wgmma_s4 f32_words bf16_words; do
+    for d in f32 bf16 bf16_wgmma f32_s3 f32_s4 bf16_s3 bf16_s4 bf16_wgmma_s4 f32_words bf16_words \
+        f32_k32 bf16_k32 bf16_wgmma_k32; do
         [[ -d $DEV/pkg/perf_matmul_$d ]] && mm_kinds+=("$d")
     done
     declare -A torch_ms=()

@@ -71,6 +71,12 @@ for st in 3 4; do
             4096 4096 4096 cuda "$d" --sm "$SM" "${SIM[@]}" >/dev/null 2>&1
     done
 done
+# And with 32 words of k per staged row instead of 16 (ARCHC_KWORDS=32: half the waits and
+# barriers per flop, twice the shared memory).
+for d in f32 bf16; do
+    ARCHC_KWORDS=32 target/release/examples/matmul_package "$OUT/pkg/perf_matmul_${d}_k32" \
+        4096 4096 4096 cuda "$d" --sm "$SM" "${SIM[@]}" >/dev/null 2>&1
+done
 # And with the mma fragments loaded word by word instead of by ldmatrix (ARCHC_LDMATRIX=0).
 for d in f32 bf16; do
     ARCHC_LDMATRIX=0 target/release/examples/matmul_package "$OUT/pkg/perf_matmul_${d}_words" \
@@ -90,11 +96,16 @@ if [[ $SM == 90 && ${#SIM[@]} == 0 ]]; then
     for mma in mma wgmma; do
         ARCHC_MMA=$mma target/release/examples/matmul_package "$OUT/pkg/check_matmul_$mma" 300 200 72 \
             cuda bf16 --sm 90 >/dev/null 2>&1
+        # The same with 32 words of k per staged row (ARCHC_KWORDS=32).
+        ARCHC_MMA=$mma ARCHC_KWORDS=32 target/release/examples/matmul_package \
+            "$OUT/pkg/check_matmul_${mma}_k32" 300 200 72 cuda bf16 --sm 90 >/dev/null 2>&1
     done
     ARCHC_MMA=wgmma target/release/examples/matmul_package "$OUT/pkg/perf_matmul_bf16_wgmma" \
         4096 4096 4096 cuda bf16 --sm 90 >/dev/null 2>&1
     ARCHC_MMA=wgmma ARCHC_STAGES=4 target/release/examples/matmul_package \
         "$OUT/pkg/perf_matmul_bf16_wgmma_s4" 4096 4096 4096 cuda bf16 --sm 90 >/dev/null 2>&1
+    ARCHC_MMA=wgmma ARCHC_KWORDS=32 target/release/examples/matmul_package \
+        "$OUT/pkg/perf_matmul_bf16_wgmma_k32" 4096 4096 4096 cuda bf16 --sm 90 >/dev/null 2>&1
     ARCHC_MMA=wgmma "$ARCHC" build specs/gpt2.arch:gpt2 --target cuda --sm 90 --dtype bf16 --no-cache \
         -o "$OUT/pkg/perf_gpt2_dtype_bf16_wgmma" >/dev/null
 fi

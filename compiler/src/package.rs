@@ -243,6 +243,10 @@ pub fn cache_key(spec: &ArchSpec, opts: &BuildOptions) -> String {
                 .cuda
                 .and_then(|_| crate::backend::cuda::stages_requested().ok().flatten())
                 .map_or(String::new(), |n| format!("\n{n} stages"))
+            + &opts
+                .cuda
+                .and_then(|_| crate::backend::cuda::kwords_requested().ok().flatten())
+                .map_or(String::new(), |n| format!("\n{n} k words"))
             + if opts.cuda.is_some() && !crate::backend::cuda::ldmatrix_requested().unwrap_or(true) {
                 "\nno ldmatrix"
             } else {
@@ -304,10 +308,11 @@ pub const ENCODE_DIR: &str = "encode";
 pub fn build(spec: &ArchSpec, opts: &BuildOptions, out: Option<&Path>) -> Result<Built, String> {
     let start = Instant::now();
     if opts.cuda.is_some() {
-        // Before the cache is consulted: a bad `ARCHC_MMA` or `ARCHC_STAGES` must not
+        // Before the cache is consulted: a bad `ARCHC_MMA`, `ARCHC_STAGES`, … must not
         // pass as the default.
         crate::backend::cuda::wgmma_requested().map_err(|e| e.to_string())?;
         crate::backend::cuda::stages_requested().map_err(|e| e.to_string())?;
+        crate::backend::cuda::kwords_requested().map_err(|e| e.to_string())?;
         crate::backend::cuda::ldmatrix_requested().map_err(|e| e.to_string())?;
     }
     let built = build_one(spec, opts, out)?;
@@ -746,7 +751,7 @@ impl Code {
                 let sim = if opts.sim {
                     // Warpgroup tiles run on the simulator as they are (in the GPU's
                     // blocks); the others in the simulator's narrower ones, with the
-                    // PTX's stages.
+                    // PTX's stages and k per stage.
                     use crate::backend::cuda::{lower_sim_tiled, Mode, Tiling};
                     let tiling =
                         crate::backend::cuda::ptx_tiling(prog, sm).map_err(|e| e.to_string())?;
@@ -759,6 +764,7 @@ impl Code {
                             Tiling {
                                 stages: tiling.stages,
                                 ldmatrix: tiling.ldmatrix,
+                                kw: tiling.kw,
                                 ..host
                             },
                         )

@@ -336,6 +336,27 @@ fn half_precision_products_assemble() {
                         .unwrap_or_else(|e| panic!("sm_{sm}, four stages: ptxas: {e}"));
                 }
             }
+        } else {
+            // 32 words of k per staged row (`ARCHC_KWORDS=32`), both instructions: 72 KiB
+            // of `mma.sync` stages, 96 KiB of `wgmma` ones, dynamic shared memory; each
+            // `wgmma` group four products.
+            let k32 = |t: Tiling| Tiling { kw: 32, ..t };
+            let mma = k32(Tiling::for_mode(archc::backend::cuda::Mode::Ptx { sm: 80 }));
+            for (sm, tiling) in [(80, mma), (90, k32(Tiling::wgmma()))] {
+                let l = lower_ptx_tiled(&program, &[sm], tiling).unwrap().remove(0);
+                let big = l.kernels.iter().map(|k| k.shared_bytes).max().unwrap();
+                let want = tiling.stages * 256 * if sm == 90 { 32 * 4 } else { 36 * 4 };
+                assert_eq!(big, want, "sm_{sm}: one matmul's stages");
+                if sm == 90 {
+                    let group = "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16";
+                    let per_group = l.ptx.split("wgmma.commit_group").next().unwrap();
+                    assert_eq!(per_group.matches(group).count(), 4, "sm_90: one group");
+                }
+                if let Some(p) = &ptxas {
+                    ptxas_check(p, &l.ptx, sm)
+                        .unwrap_or_else(|e| panic!("sm_{sm}, 32 k words: ptxas: {e}"));
+                }
+            }
         }
     }
     // A CPU build refuses it, naming what to use instead.

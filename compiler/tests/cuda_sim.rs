@@ -536,8 +536,9 @@ fn rounded_operands(rows: usize, k: usize, n: usize) {
 /// past k and past the last row or column), others element by element (k not a multiple
 /// of the 16 bytes, A read transposed, B stored [k, n], f32 activations rounded to a half
 /// type, weights stored in one); two row tiles and two column tiles, the second of each
-/// partial, and k steps enough to reuse both stages. Each product within 2e-6 of Σ|x·w|
-/// of the f64 product of the operands as the tensor cores see them.
+/// partial, and k steps enough to reuse both stages; with 16 and 32 words of k per
+/// staged row. Each product within 2e-6 of Σ|x·w| of the f64 product of the operands as
+/// the tensor cores see them.
 #[test]
 fn matmul_staging_and_tilings() {
     use GgmlType::{BF16, F16};
@@ -554,6 +555,9 @@ fn matmul_staging_and_tilings() {
         ldmatrix: false,
         ..gpu
     };
+    // Twice the k per stage (`ARCHC_KWORDS=32`): 32 words a staged row.
+    let k32 = |t: Tiling| Tiling { kw: 32, ..t };
+    let (gpu_k32, host_k32, wg_k32) = (k32(gpu), k32(host), k32(stages(wg, 4)));
     assert!(gpu.ldmatrix && host.ldmatrix);
     assert_ne!(
         gpu, host,
@@ -575,19 +579,28 @@ fn matmul_staging_and_tilings() {
     };
     let cases = [
         // f32, both operands by cp.async (k = 40: three 16-steps, the last partial).
-        (f32_case(40, false, false), vec![gpu, host, gpu4, words]),
+        (
+            f32_case(40, false, false),
+            vec![gpu, host, gpu4, words, gpu_k32],
+        ),
         // f32, rows not 16-byte aligned: element by element.
-        (f32_case(37, false, false), vec![gpu, host]),
+        (f32_case(37, false, false), vec![gpu, host, host_k32]),
         // f32, A transposed and B [k, n]: element by element in both layouts.
-        (f32_case(40, true, true), vec![gpu, host]),
+        (f32_case(40, true, true), vec![gpu, host, host_k32]),
         // bf16 weights by cp.async (k = 72: three 32-steps), A rounded as staged.
-        (half_case(72, BF16, true), vec![gpu, host, wg, words]),
+        (
+            half_case(72, BF16, true),
+            vec![gpu, host, wg, words, gpu_k32, wg_k32],
+        ),
         // f16 weights whose rows are not 16-byte aligned (68 · 2 bytes).
         (half_case(68, F16, true), vec![host, wg]),
         // bf16 products of f32 weights: both rounded as staged.
         (half_case(72, BF16, false), vec![host, wg]),
         // bf16 weights, five k steps: wgmma's three stages each refilled.
-        (half_case(136, BF16, true), vec![wg, gpu3, gpu4, wg4]),
+        (
+            half_case(136, BF16, true),
+            vec![wg, gpu3, gpu4, wg4, wg_k32, k32(gpu3)],
+        ),
         // bf16, A transposed and B [k, n]: element by element into wgmma's layout.
         (
             SimMatmul {

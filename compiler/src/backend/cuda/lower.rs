@@ -49,7 +49,7 @@ use inkwell::{FloatPredicate, IntPredicate};
 use std::collections::HashMap;
 
 /// A matmul's block tile: `bm` × `bn` outputs per block, `wm` × `wn` per warp (`wm` a
-/// multiple of 16, `wn` = 32: four m16n8 tiles across), k in steps of [`KW`] words.
+/// multiple of 16, `wn` = 32: four m16n8 tiles across), k in steps of `kw` words.
 /// With `wgmma` (Hopper, half-precision products only): `wm` × `wn` per warpgroup of
 /// four warps, `wm` = 64 and `wn` = `bn`, one `wgmma` m64n{bn}k16 per 16 k.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +65,11 @@ pub struct Tiling {
     /// `mma.sync` fragments loaded by `ldmatrix` (four 8 × 8 matrices a warp instruction)
     /// rather than one 32-bit shared load per fragment word.
     pub ldmatrix: bool,
+    /// 4-byte words of k per staged row and stage: [`KW`] (16 f32, or 32 half-precision
+    /// values), or 32 (`ARCHC_KWORDS`): twice the products per stage, so half the
+    /// waits, barriers and (with `wgmma`) synchronous groups per flop, for twice the
+    /// shared memory.
+    pub kw: u64,
 }
 
 impl Tiling {
@@ -87,6 +92,7 @@ impl Tiling {
                 wgmma: false,
                 stages: 2,
                 ldmatrix: true,
+                kw: KW,
             },
             Mode::Host => Tiling {
                 bm: 64,
@@ -96,6 +102,7 @@ impl Tiling {
                 wgmma: false,
                 stages: 2,
                 ldmatrix: true,
+                kw: KW,
             },
         }
     }
@@ -116,16 +123,26 @@ impl Tiling {
             wgmma: true,
             stages: 3,
             ldmatrix: false,
+            kw: KW,
         }
     }
 
-    /// 4-byte words from one staged row to the next in the row-major stage layout.
+    /// 4-byte words from one staged row to the next in the row-major stage layout: 4
+    /// more than [`Tiling::kw`], so rows start 16-byte aligned (`cp.async` 16 bytes at a
+    /// time) and the 32 loads of an mma fragment — rows g, words t — hit 32 different
+    /// banks (20g + t, or 36g + t, mod 32); `wgmma`'s layout is unpadded.
     fn row_words(&self) -> u64 {
         if self.wgmma {
-            KW
+            self.kw
         } else {
-            SW
+            self.kw + 4
         }
+    }
+
+    /// Bytes between groups of 8 rows in a `wgmma` stage (the descriptors' stride byte
+    /// offset): the `kw / 4` core matrices of one staged row group.
+    fn wg_sbo(&self) -> u64 {
+        self.kw / 4 * WG_LBO
     }
 
     /// 4-byte words of one shared-memory stage: A's rows, then B's columns.
@@ -137,17 +154,10 @@ impl Tiling {
 /// Bytes between core matrices adjacent along k in a `wgmma` stage (the descriptors'
 /// leading byte offset).
 const WG_LBO: u64 = 128;
-/// Bytes between groups of 8 rows in a `wgmma` stage (the descriptors' stride byte
-/// offset): the four core matrices of one staged row group.
-const WG_SBO: u64 = 4 * WG_LBO;
 
-/// Words (4 bytes) of one staged operand row per k step: 16 f32 or 32 half-precision
-/// values.
-const KW: u64 = 16;
-/// Words from one staged row to the next: 4 more than [`KW`], so rows start 16-byte
-/// aligned (`cp.async` 16 bytes at a time) and the 32 loads of an mma fragment — rows g,
-/// words t — hit 32 different banks (20g + t mod 32).
-const SW: u64 = KW + 4;
+/// Words (4 bytes) of one staged operand row per k step by default ([`Tiling::kw`]): 16
+/// f32 or 32 half-precision values.
+pub const KW: u64 = 16;
 const WARP: u64 = 32;
 /// The most rows of A a matmul takes as matrix–vector products (decoding's batch).
 const MV_ROWS: u64 = 8;
@@ -1016,7 +1026,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .ok_or_else(|| IrError("wgmma tiles without a half-precision type".into()))?;
         let per_tile = (tl.bn / 8 * 4) as usize;
         let a_s = self.simt.shared_address(stage)?;
-        let b_s = ir.add(a_s, self.k(4 * tl.bm * KW))?;
+        let b_s = ir.add(a_s, self.k(4 * tl.bm * tl.kw))?;
         let desc = |at: IntValue<'ctx>| -> IrResult<IntValue<'ctx>> {
             let start = ir.b.build_and(
                 ir.b.build_right_shift(at, self.k(4), false, "")?,
@@ -1025,7 +1035,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             )?;
             ir.b.build_or(
                 start,
-                self.k(((WG_LBO >> 4) << 16) | ((WG_SBO >> 4) << 32)),
+                self.k(((WG_LBO >> 4) << 16) | ((tl.wg_sbo() >> 4) << 32)),
                 "",
             )
             .map_err(Into::into)
@@ -1041,9 +1051,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 "wgmma",
                 live,
                 || {
-                    let a_rows =
-                        ir.add(a_s, ir.mul(self.udiv(first, self.k(8))?, self.k(WG_SBO))?)?;
-                    let descs = (0..KW / 8)
+                    let a_rows = ir.add(
+                        a_s,
+                        ir.mul(self.udiv(first, self.k(8))?, self.k(tl.wg_sbo()))?,
+                    )?;
+                    let descs = (0..tl.kw / 8)
                         .map(|s| {
                             let kb = self.k(2 * s * WG_LBO);
                             Ok((desc(ir.add(a_rows, kb)?)?, desc(ir.add(b_s, kb)?)?))
@@ -1061,13 +1073,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(())
     }
 
-    /// k per shared-memory stage: [`KW`] words of f32, or twice as many half-precision
-    /// values with `--dtype`.
+    /// k per shared-memory stage: [`Tiling::kw`] words of f32, or twice as many
+    /// half-precision values with `--dtype`.
     fn kstep(&self) -> u64 {
         if self.half.is_some() {
-            2 * KW
+            2 * self.tiling.kw
         } else {
-            KW
+            self.tiling.kw
         }
     }
 
@@ -1102,17 +1114,17 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         })
     }
 
-    /// Where word `w` (of [`KW`]) of staged row `x` lies in its operand's part of a
-    /// stage, in words: row-major rows [`SW`] apart; for `wgmma`, the k-major
+    /// Where word `w` (of [`Tiling::kw`]) of staged row `x` lies in its operand's part of
+    /// a stage, in words: row-major rows [`Tiling::row_words`] apart; for `wgmma`, the k-major
     /// "interleaved" layout of its shared-memory descriptors — 8 × 16-byte core matrices
     /// (8 rows of 4 words, contiguous), the four of a group of 8 rows [`WG_LBO`] bytes
-    /// apart along k, groups of 8 rows [`WG_SBO`] apart.
+    /// apart along k, groups of 8 rows [`Tiling::wg_sbo`] apart.
     fn staged_word(&self, x: IntValue<'ctx>, w: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
         let ir = self.ir;
         if !self.tiling.wgmma {
-            return ir.mad(x, self.k(SW), w);
+            return ir.mad(x, self.k(self.tiling.row_words()), w);
         }
-        let group = ir.mul(self.udiv(x, self.k(8))?, self.k(WG_SBO / 4))?;
+        let group = ir.mul(self.udiv(x, self.k(8))?, self.k(self.tiling.wg_sbo() / 4))?;
         let core = ir.mul(self.udiv(w, self.k(4))?, self.k(WG_LBO / 4))?;
         let row = ir.mul(self.urem(x, self.k(8))?, self.k(4))?;
         ir.add(ir.add(group, core)?, ir.add(row, self.urem(w, self.k(4))?)?)
@@ -1161,7 +1173,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         if !direct {
             return self.stage_elements(p, side, dst, k0, k);
         }
-        let es = self.k(4 * KW / self.kstep());
+        let es = self.k(4 * self.tiling.kw / self.kstep());
         let addr = ir.b.build_ptr_to_int(side.base, ir.i64, "")?;
         let first = ir.add(addr, ir.mul(side.off, es)?)?;
         let misaligned = ir.b.build_or(first, ir.mul(side.ld, es)?, "")?;
@@ -1229,7 +1241,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         })
     }
 
-    /// [`Gen::stage_side`] by `cp.async`: four 16-byte chunks per staged row.
+    /// [`Gen::stage_side`] by `cp.async`: `kw / 4` 16-byte chunks per staged row.
     fn stage_async(
         &self,
         p: &Par<'ctx>,
@@ -1239,11 +1251,12 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         k: IntValue<'ctx>,
     ) -> IrResult<()> {
         let ir = self.ir;
-        let es = 4 * KW / self.kstep();
+        let es = 4 * self.tiling.kw / self.kstep();
         let per_chunk = 16 / es;
+        let chunks = self.tiling.kw / 4;
         let i8t = ir.ctx.i8_type();
-        self.per_thread(p, "cpa", side.rows * 4, |c| {
-            let (x, q) = (self.udiv(c, self.k(4))?, self.urem(c, self.k(4))?);
+        self.per_thread(p, "cpa", side.rows * chunks, |c| {
+            let (x, q) = (self.udiv(c, self.k(chunks))?, self.urem(c, self.k(chunks))?);
             let xg = ir.add(side.x0, x)?;
             let kg = ir.add(k0, ir.mul(q, self.k(per_chunk))?)?;
             let left = self.ex.max(ir.sub(k, kg)?, self.k(0))?;
@@ -1312,7 +1325,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// lies inside the product (a warp-uniform test) and each of its 8-column n tiles,
     /// the stage's k on the tensor cores into `acc` (at index ((q · groups + group) ·
     /// n tiles + j) · 4). Fragments are 32-bit words of the staged rows (row x, word w
-    /// at x · SW + w), with `g = lane / 4`, `t = lane % 4`: A rows g and g + 8 of the
+    /// at x · row_words + w), with `g = lane / 4`, `t = lane % 4`: A rows g and g + 8 of the
     /// group and B column g of the n tile, words t and t + 4 of each 8-word half of the
     /// stage's 16. In f32 the words are tf32 k columns t and t + 4 of an m16n8k8 step
     /// (3×TF32); in half precision pairs of k, (2t, 2t + 1) and (2t + 8, 2t + 9) of an
@@ -1330,8 +1343,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     ) -> IrResult<()> {
         let ir = self.ir;
         let tl = self.tiling;
-        let (a_s, b_s) = (stage, ir.at(stage, self.k(tl.bm * SW))?);
-        let word = |tile, x, w| self.smem_word(tile, SW, x, w);
+        let sw = tl.row_words();
+        let (a_s, b_s) = (stage, ir.at(stage, self.k(tl.bm * sw))?);
+        let word = |tile, x, w| self.smem_word(tile, sw, x, w);
         let split = |bits| self.tf32_split(bits);
         // Half-precision weights are exact in tf32 (f16's 10 mantissa bits, bf16's 7, and
         // f16 subnormals normal in tf32's 8-bit exponent): B's tail is zero, so its
@@ -1342,11 +1356,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // With `ldmatrix` the lanes give rows of 8 × 8 matrices (`Gen::ldmatrix_row`).
         let lane = ir.mad(g, self.k(4), t)?;
         let ldm = tl.ldmatrix && ntiles % 2 == 0;
-        for half_step in 0..KW / 8 {
+        for half_step in 0..tl.kw / 8 {
             let w0 = ir.add(t, self.k(8 * half_step))?;
             let w4 = ir.add(w0, self.k(4))?;
             let frag_row = |tile, first, rows_first, l| {
-                self.ldmatrix_row(tile, SW, first, 8 * half_step, rows_first, l)
+                self.ldmatrix_row(tile, sw, first, 8 * half_step, rows_first, l)
             };
             for (q, &(r0, c0)) in origin.iter().enumerate() {
                 let cols_in = self.lt(ir.add(j0, c0)?, n)?;

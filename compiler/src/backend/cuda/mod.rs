@@ -131,9 +131,25 @@ pub fn stages_requested() -> Result<Option<u64>, BackendError> {
     }
 }
 
+/// The 4-byte words of k per staged row asked for by `ARCHC_KWORDS` (16, the default,
+/// or 32; `None`: the default): twice the k per stage halves the waits and barriers per
+/// flop for twice the shared memory. Stays 16 until a GPU times 32
+/// (`tools/device_check.sh`).
+pub fn kwords_requested() -> Result<Option<u64>, BackendError> {
+    match std::env::var("ARCHC_KWORDS") {
+        Err(_) => Ok(None),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n @ (16 | 32)) => Ok(Some(n)),
+            _ => Err(BackendError::Unsupported(format!(
+                "ARCHC_KWORDS={v}: the words of k per staged matmul row are 16 (the default) or 32"
+            ))),
+        },
+    }
+}
+
 /// The matmul tiling of `prog` for `sm_{sm}`: [`Tiling::wgmma`] on sm_90 with
 /// half-precision products when [`wgmma_requested`], else the `mma.sync` one; with
-/// [`stages_requested`]'s stages when asked.
+/// [`stages_requested`]'s stages and [`kwords_requested`]'s k when asked.
 pub fn ptx_tiling(prog: &Program, sm: u32) -> Result<Tiling, BackendError> {
     let mut t = if sm == 90 && prog.half_matmul.is_some() && wgmma_requested()? {
         Tiling::wgmma()
@@ -142,6 +158,9 @@ pub fn ptx_tiling(prog: &Program, sm: u32) -> Result<Tiling, BackendError> {
     };
     if let Some(n) = stages_requested()? {
         t.stages = n;
+    }
+    if let Some(kw) = kwords_requested()? {
+        t.kw = kw;
     }
     if !ldmatrix_requested()? {
         t.ldmatrix = false;
