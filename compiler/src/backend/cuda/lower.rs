@@ -1873,12 +1873,12 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 let corr = m.select(
                     none,
                     m.c(1.0),
-                    m.exp(ir.b.build_float_sub(mx, new_max, "")?)?,
+                    self.exp_fast(ir.b.build_float_sub(mx, new_max, "")?)?,
                 )?;
                 let pr = m.select(
                     none,
                     m.c(0.0),
-                    m.exp(ir.b.build_float_sub(score, new_max, "")?)?,
+                    self.exp_fast(ir.b.build_float_sub(score, new_max, "")?)?,
                 )?;
                 let l2 = self.fma(l, corr, pr)?;
                 let vp = self.elem_at(a.v.buf, vrow0, ir.mul(row_of(key)?, vs[2])?)?;
@@ -2230,7 +2230,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             corr[r] = m.select(
                                 none,
                                 m.c(1.0),
-                                m.exp(ir.b.build_float_sub(old, news[r], "")?)?,
+                                self.exp_fast(ir.b.build_float_sub(old, news[r], "")?)?,
                             )?;
                         }
                         // P, each row's part of its sum in this lane.
@@ -2240,7 +2240,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                 let r = e / 2;
                                 let off =
                                     ir.b.build_float_compare(FloatPredicate::OEQ, *x, neg_inf, "")?;
-                                let pr = m.exp(ir.b.build_float_sub(*x, news[r], "")?)?;
+                                let pr = self.exp_fast(ir.b.build_float_sub(*x, news[r], "")?)?;
                                 *x = m.select(off, m.c(0.0), pr)?;
                                 sums[r] = ir.b.build_float_add(sums[r], *x, "")?;
                             }
@@ -2484,6 +2484,36 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(out)
     }
 
+    /// e^x for attention's softmax: on a GPU `ex2.approx.ftz.f32` of x · log₂e — one
+    /// multiply and one special-function instruction instead of the ~20 of
+    /// [`Math::exp`]'s polynomial, which would otherwise outweigh a tile step's `mma`s
+    /// (FlashAttention computes its exps so too). Its error (2 ulp, plus the rounding of
+    /// x · log₂e: 1.2e-6 relative for the x ≥ −20 that matter) is far inside the 1e-4
+    /// an f32 model is held to; below 2^−126 it flushes to zero, as [`Math::exp`] does
+    /// below e^−87. The simulator keeps [`Math::exp`].
+    fn exp_fast(&self, x: FloatValue<'ctx>) -> IrResult<FloatValue<'ctx>> {
+        let ir = self.ir;
+        let m = Math { ir };
+        match self.simt.mode {
+            Mode::Host => m.exp(x),
+            Mode::Ptx { .. } => {
+                let name = "llvm.nvvm.ex2.approx.ftz.f";
+                let decl = inkwell::intrinsics::Intrinsic::find(name)
+                    .and_then(|i| i.get_declaration(&ir.module, &[]))
+                    .ok_or_else(|| IrError(format!("LLVM has no {name}")))?;
+                let arg = ir.b.build_float_mul(x, m.c(std::f64::consts::LOG2_E), "")?;
+                match ir
+                    .b
+                    .build_call(decl, &[arg.into()], "")?
+                    .try_as_basic_value()
+                {
+                    inkwell::values::ValueKind::Basic(v) => Ok(v.into_float_value()),
+                    _ => Err(IrError(format!("{name} returned nothing"))),
+                }
+            }
+        }
+    }
+
     /// Word `col` of row `row` of a shared-memory tile whose rows are `stride` words apart.
     /// The staged row lane `l` gives to `ldmatrix` (`Simt::ldmatrix_x4`): row
     /// `first + 8·r + l % 8` of `tile` (rows `stride` words apart) from word `w0 + 4·w`,
@@ -2698,12 +2728,12 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                 let corr = m.select(
                                     none,
                                     m.c(1.0),
-                                    m.exp(ir.b.build_float_sub(mx, new_max, "")?)?,
+                                    self.exp_fast(ir.b.build_float_sub(mx, new_max, "")?)?,
                                 )?;
                                 let pr = m.select(
                                     none,
                                     m.c(0.0),
-                                    m.exp(ir.b.build_float_sub(sc, new_max, "")?)?,
+                                    self.exp_fast(ir.b.build_float_sub(sc, new_max, "")?)?,
                                 )?;
                                 Ok(vec![new_max.into(), self.fma(l, corr, pr)?.into()])
                             })?;
@@ -2726,7 +2756,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             let kp = row(&kr, b, kh, key)?;
                             let kv = lanes(kp, kr.1[3], d, uq)?;
                             let sc = masked(dot(&qv, &kv)?, [b, hh, tt, key])?;
-                            let pr = m.exp(ir.b.build_float_sub(sc, lse, "")?)?;
+                            let pr = self.exp_fast(ir.b.build_float_sub(sc, lse, "")?)?;
                             let vv = lanes(row(&vr, b, kh, key)?, vr.1[3], dv, uv)?;
                             let dp = dot(&dov, &vv)?;
                             let ds = ir.b.build_float_mul(
@@ -2778,7 +2808,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                 ir.carried_loop(self.f, "query", steps, cur, |tt, cur| {
                                     let qv = lanes(row(&qr, b, hh, tt)?, qr.1[3], d, uq)?;
                                     let sc = masked(dot(&qv, &kv)?, [b, hh, tt, j])?;
-                                    let pr = m.exp(ir.b.build_float_sub(
+                                    let pr = self.exp_fast(ir.b.build_float_sub(
                                         sc,
                                         stat(&a.lse, &[b, hh, tt])?,
                                         "",
