@@ -931,8 +931,9 @@ fn staging_variants(cases: &[AttnCase]) -> Vec<AttnCase> {
 }
 
 /// Causal with grouped-query heads (50 queries); cross-attention (40 queries, 70 keys)
-/// with a bias, no scaling, a key mask and head dims of 12 and 20; head dims of 80; 8
-/// queries (the one-row-per-warp kernel) — with `half` products.
+/// with a bias, no scaling, a key mask and head dims of 12 and 20; head dims of 80 (the
+/// first key step unmasked); 8 queries (the one-row-per-warp kernel); bidirectional
+/// without bias or mask (unmasked steps) — with `half` products.
 fn attention_cases(half: Option<GgmlType>) -> Vec<AttnCase> {
     use archc::graph::MaskKind;
     let base = AttnCase {
@@ -979,6 +980,14 @@ fn attention_cases(half: Option<GgmlType>) -> Vec<AttnCase> {
         AttnCase {
             t: 8,
             s: 20,
+            ..base
+        },
+        // Every query sees every key, no bias or mask: the steps' unmasked path, but for
+        // the last, partial one.
+        AttnCase {
+            t: 40,
+            s: 70,
+            mask: MaskKind::Bidirectional,
             ..base
         },
     ]

@@ -2035,8 +2035,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let (lo_blk, _) = am.keys_of(q0)?;
             let (_, hi_blk) = am.keys_of(ir.min(ir.add(q0, self.k(qr - 1))?, last_t)?)?;
             let warp_live = self.lt(qw, t)?;
-            let (lo_w, _) = am.keys_of(ir.min(qw, last_t)?)?;
-            let (_, hi_w) = am.keys_of(ir.min(ir.add(qw, self.k(15))?, last_t)?)?;
+            // Every row of the warp a query (the tiles' unmasked steps need all 16).
+            let warp_full = self.lt(ir.add(qw, self.k(15))?, t)?;
+            let (lo_w, hi_first) = am.keys_of(ir.min(qw, last_t)?)?;
+            let (lo_last, hi_w) = am.keys_of(ir.min(ir.add(qw, self.k(15))?, last_t)?)?;
             // This lane's rows: g and g + 8 of the warp's 16.
             let rows = [ir.add(qw, g)?, ir.add(qw, ir.add(g, self.k(8))?)?];
             let row_ok = [self.lt(rows[0], t)?, self.lt(rows[1], t)?];
@@ -2171,49 +2173,87 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                 self.simt.mma_half(ty, *qx, &bs, cs)
                             })?;
                         }
-                        // Scale, bias, masks; each row's new running max.
-                        let mut maxes = [neg_inf; 2];
-                        for (j, tile) in sc.iter_mut().enumerate() {
+                        // Scale, bias, masks; each row's new running max (the scores, then
+                        // the two maxima). Where every row of the warp sees every key of
+                        // the step and there is no bias or key mask, the scale alone
+                        // (FlashAttention masks only the steps the mask cuts through).
+                        let score = |masked: bool| -> IrResult<Vec<BasicValueEnum<'ctx>>> {
+                            let mut out: Vec<BasicValueEnum<'ctx>> =
+                                Vec::with_capacity(sc.len() * 4 + 2);
+                            let mut maxes = [neg_inf; 2];
+                            for (j, tile) in sc.iter().enumerate() {
+                                for (e, &x) in tile.iter().enumerate() {
+                                    let r = e / 2;
+                                    let mut v = ir.b.build_float_mul(x, scale, "")?;
+                                    if masked {
+                                        let key = ir.add(
+                                            c0,
+                                            ir.add(
+                                                ir.mul(tq, self.k(2))?,
+                                                self.k(8 * j as u64 + (e % 2) as u64),
+                                            )?,
+                                        )?;
+                                        let key_c = ir.min(key, ir.sub(nk, self.k(1))?)?;
+                                        let vars = [bb, hh, clamped[r], key_c];
+                                        if let Some(bias) = &a.bias {
+                                            v = ir.b.build_float_add(
+                                                v,
+                                                self.ex.expr(&self.vals, bias, &vars)?,
+                                                "",
+                                            )?;
+                                        }
+                                        let (lo, hi) = ranges[r];
+                                        let mut ok =
+                                            ir.b.build_and(row_ok[r], self.lt(key, hi)?, "")?;
+                                        ok = ir.b.build_and(
+                                            ok,
+                                            ir.b.build_int_compare(IntPredicate::SLE, lo, key, "")?,
+                                            "",
+                                        )?;
+                                        if let Some(km) = &a.key_mask {
+                                            let keep = self.ex.expr(&self.vals, km, &vars)?;
+                                            let on = ir.b.build_float_compare(
+                                                FloatPredicate::ONE,
+                                                keep,
+                                                m.c(0.0),
+                                                "",
+                                            )?;
+                                            ok = ir.b.build_and(ok, on, "")?;
+                                        }
+                                        v = m.select(ok, v, neg_inf)?;
+                                    }
+                                    maxes[r] = m.binary_intrinsic("llvm.maxnum", maxes[r], v)?;
+                                    out.push(v.into());
+                                }
+                            }
+                            out.extend(maxes.map(BasicValueEnum::from));
+                            Ok(out)
+                        };
+                        let scored = if a.bias.is_none() && a.key_mask.is_none() {
+                            let end = ir.add(c0, self.k(bc))?;
+                            let sle = |x, y| ir.b.build_int_compare(IntPredicate::SLE, x, y, "");
+                            let full =
+                                ir.b.build_and(sle(end, hi_first)?, sle(lo_last, c0)?, "")?;
+                            let full = ir.b.build_and(full, warp_full, "")?;
+                            ir.if_else_values(
+                                self.f,
+                                "full",
+                                full,
+                                || score(false),
+                                || score(true),
+                            )?
+                        } else {
+                            score(true)?
+                        };
+                        for (i, tile) in sc.iter_mut().enumerate() {
                             for (e, x) in tile.iter_mut().enumerate() {
-                                let r = e / 2;
-                                let key = ir.add(
-                                    c0,
-                                    ir.add(
-                                        ir.mul(tq, self.k(2))?,
-                                        self.k(8 * j as u64 + (e % 2) as u64),
-                                    )?,
-                                )?;
-                                let key_c = ir.min(key, ir.sub(nk, self.k(1))?)?;
-                                let vars = [bb, hh, clamped[r], key_c];
-                                let mut v = ir.b.build_float_mul(*x, scale, "")?;
-                                if let Some(bias) = &a.bias {
-                                    v = ir.b.build_float_add(
-                                        v,
-                                        self.ex.expr(&self.vals, bias, &vars)?,
-                                        "",
-                                    )?;
-                                }
-                                let (lo, hi) = ranges[r];
-                                let mut ok = ir.b.build_and(row_ok[r], self.lt(key, hi)?, "")?;
-                                ok = ir.b.build_and(
-                                    ok,
-                                    ir.b.build_int_compare(IntPredicate::SLE, lo, key, "")?,
-                                    "",
-                                )?;
-                                if let Some(km) = &a.key_mask {
-                                    let keep = self.ex.expr(&self.vals, km, &vars)?;
-                                    let on = ir.b.build_float_compare(
-                                        FloatPredicate::ONE,
-                                        keep,
-                                        m.c(0.0),
-                                        "",
-                                    )?;
-                                    ok = ir.b.build_and(ok, on, "")?;
-                                }
-                                *x = m.select(ok, v, neg_inf)?;
-                                maxes[r] = m.binary_intrinsic("llvm.maxnum", maxes[r], *x)?;
+                                *x = scored[4 * i + e].into_float_value();
                             }
                         }
+                        let maxes = [
+                            scored[4 * sc.len()].into_float_value(),
+                            scored[4 * sc.len() + 1].into_float_value(),
+                        ];
                         let mut next: Vec<BasicValueEnum<'ctx>> = Vec::with_capacity(cur.len());
                         let mut news = [neg_inf; 2];
                         let mut corr = [m.c(1.0); 2];

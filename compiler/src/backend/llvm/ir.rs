@@ -421,6 +421,47 @@ impl<'ctx> Ir<'ctx> {
             .collect()
     }
 
+    /// `if cond { then() } else { otherwise() }` for values: both emit their code and
+    /// return as many values of the same types; the result is each pair's phi. Ends
+    /// positioned after both.
+    pub fn if_else_values(
+        &self,
+        f: FunctionValue<'ctx>,
+        name: &str,
+        cond: IntValue<'ctx>,
+        then: impl FnOnce() -> IrResult<Vec<BasicValueEnum<'ctx>>>,
+        otherwise: impl FnOnce() -> IrResult<Vec<BasicValueEnum<'ctx>>>,
+    ) -> IrResult<Vec<BasicValueEnum<'ctx>>> {
+        let then_bb = self.ctx.append_basic_block(f, &format!("{name}.then"));
+        let else_bb = self.ctx.append_basic_block(f, &format!("{name}.else"));
+        let join = self.ctx.append_basic_block(f, &format!("{name}.join"));
+        self.b.build_conditional_branch(cond, then_bb, else_bb)?;
+        self.b.position_at_end(then_bb);
+        let a = then()?;
+        let a_end = self.current_block()?;
+        self.b.build_unconditional_branch(join)?;
+        self.b.position_at_end(else_bb);
+        let b = otherwise()?;
+        let b_end = self.current_block()?;
+        self.b.build_unconditional_branch(join)?;
+        if a.len() != b.len() {
+            return Err(IrError(format!(
+                "{name}: {} values and {}",
+                a.len(),
+                b.len()
+            )));
+        }
+        self.b.position_at_end(join);
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| {
+                let phi = self.b.build_phi(x.get_type(), "")?;
+                phi.add_incoming(&[(x, a_end), (y, b_end)]);
+                Ok(phi.as_basic_value())
+            })
+            .collect()
+    }
+
     fn current_block(&self) -> IrResult<inkwell::basic_block::BasicBlock<'ctx>> {
         self.b
             .get_insert_block()
