@@ -1117,7 +1117,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// Where word `w` (of [`Tiling::kw`]) of staged row `x` lies in its operand's part of
     /// a stage, in words: row-major rows [`Tiling::row_words`] apart; for `wgmma`, the k-major
     /// "interleaved" layout of its shared-memory descriptors — 8 × 16-byte core matrices
-    /// (8 rows of 4 words, contiguous), the four of a group of 8 rows [`WG_LBO`] bytes
+    /// (8 rows of 4 words, contiguous), the `kw / 4` of a group of 8 rows [`WG_LBO`] bytes
     /// apart along k, groups of 8 rows [`Tiling::wg_sbo`] apart.
     fn staged_word(&self, x: IntValue<'ctx>, w: IntValue<'ctx>) -> IrResult<IntValue<'ctx>> {
         let ir = self.ir;
@@ -1327,7 +1327,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// n tiles + j) · 4). Fragments are 32-bit words of the staged rows (row x, word w
     /// at x · row_words + w), with `g = lane / 4`, `t = lane % 4`: A rows g and g + 8 of the
     /// group and B column g of the n tile, words t and t + 4 of each 8-word half of the
-    /// stage's 16. In f32 the words are tf32 k columns t and t + 4 of an m16n8k8 step
+    /// stage's [`Tiling::kw`]. In f32 the words are tf32 k columns t and t + 4 of an m16n8k8 step
     /// (3×TF32); in half precision pairs of k, (2t, 2t + 1) and (2t + 8, 2t + 9) of an
     /// m16n8k16 step.
     #[allow(clippy::too_many_arguments)]
@@ -1974,7 +1974,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             t,
         };
         let neg_inf = m.c(f64::NEG_INFINITY);
-        let scale = m.c(a.scale);
+        // Scores in the log₂ domain (scaled by log₂e): their exps are `ex2`s.
+        let scale = m.c(a.scale * std::f64::consts::LOG2_E);
         let last_t = ir.sub(t, self.k(1))?;
         let i32t = ir.ctx.i32_type();
         // An A fragment of f32 registers as tf32 heads and tails.
@@ -2196,11 +2197,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                         let key_c = ir.min(key, ir.sub(nk, self.k(1))?)?;
                                         let vars = [bb, hh, clamped[r], key_c];
                                         if let Some(bias) = &a.bias {
-                                            v = ir.b.build_float_add(
-                                                v,
-                                                self.ex.expr(&self.vals, bias, &vars)?,
-                                                "",
-                                            )?;
+                                            let bv = self.ex.expr(&self.vals, bias, &vars)?;
+                                            let log2e = m.c(std::f64::consts::LOG2_E);
+                                            let bv = ir.b.build_float_mul(bv, log2e, "")?;
+                                            v = ir.b.build_float_add(v, bv, "")?;
                                         }
                                         let (lo, hi) = ranges[r];
                                         let mut ok =
@@ -2270,7 +2270,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             corr[r] = m.select(
                                 none,
                                 m.c(1.0),
-                                self.exp_fast(ir.b.build_float_sub(old, news[r], "")?)?,
+                                self.exp2_fast(ir.b.build_float_sub(old, news[r], "")?)?,
                             )?;
                         }
                         // P, each row's part of its sum in this lane.
@@ -2280,7 +2280,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                 let r = e / 2;
                                 let off =
                                     ir.b.build_float_compare(FloatPredicate::OEQ, *x, neg_inf, "")?;
-                                let pr = self.exp_fast(ir.b.build_float_sub(*x, news[r], "")?)?;
+                                let pr = self.exp2_fast(ir.b.build_float_sub(*x, news[r], "")?)?;
                                 *x = m.select(off, m.c(0.0), pr)?;
                                 sums[r] = ir.b.build_float_add(sums[r], *x, "")?;
                             }
@@ -2524,29 +2524,30 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(out)
     }
 
-    /// e^x for attention's softmax: on a GPU `ex2.approx.ftz.f32` of x · log₂e — one
-    /// multiply and one special-function instruction instead of the ~20 of
-    /// [`Math::exp`]'s polynomial, which would otherwise outweigh a tile step's `mma`s
-    /// (FlashAttention computes its exps so too). Its error (2 ulp, plus the rounding of
-    /// x · log₂e: 1.2e-6 relative for the x ≥ −20 that matter) is far inside the 1e-4
-    /// an f32 model is held to; below 2^−126 it flushes to zero, as [`Math::exp`] does
-    /// below e^−87. The simulator keeps [`Math::exp`].
+    /// e^x for attention's softmax: [`Gen::exp2_fast`] of x · log₂e.
     fn exp_fast(&self, x: FloatValue<'ctx>) -> IrResult<FloatValue<'ctx>> {
+        let log2e = Math { ir: self.ir }.c(std::f64::consts::LOG2_E);
+        self.exp2_fast(self.ir.b.build_float_mul(x, log2e, "")?)
+    }
+
+    /// 2^x for attention's softmax: on a GPU `ex2.approx.ftz.f32` — one special-function
+    /// instruction instead of the ~20 of [`Math::exp`]'s polynomial, which would
+    /// otherwise outweigh a tile step's `mma`s (FlashAttention computes its exps so too,
+    /// its scores kept scaled by log₂e as the tiles keep theirs). Its error (2 ulp, plus
+    /// the rounding of the scaled scores: ~1e-6 relative for the scores that matter) is
+    /// far inside the 1e-4 an f32 model is held to; below 2^−126 it flushes to zero, as
+    /// [`Math::exp`] does below e^−87. The simulator takes [`Math::exp`] of x · ln 2.
+    fn exp2_fast(&self, x: FloatValue<'ctx>) -> IrResult<FloatValue<'ctx>> {
         let ir = self.ir;
         let m = Math { ir };
         match self.simt.mode {
-            Mode::Host => m.exp(x),
+            Mode::Host => m.exp(ir.b.build_float_mul(x, m.c(std::f64::consts::LN_2), "")?),
             Mode::Ptx { .. } => {
                 let name = "llvm.nvvm.ex2.approx.ftz.f";
                 let decl = inkwell::intrinsics::Intrinsic::find(name)
                     .and_then(|i| i.get_declaration(&ir.module, &[]))
                     .ok_or_else(|| IrError(format!("LLVM has no {name}")))?;
-                let arg = ir.b.build_float_mul(x, m.c(std::f64::consts::LOG2_E), "")?;
-                match ir
-                    .b
-                    .build_call(decl, &[arg.into()], "")?
-                    .try_as_basic_value()
-                {
+                match ir.b.build_call(decl, &[x.into()], "")?.try_as_basic_value() {
                     inkwell::values::ValueKind::Basic(v) => Ok(v.into_float_value()),
                     _ => Err(IrError(format!("{name} returned nothing"))),
                 }
