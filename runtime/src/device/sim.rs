@@ -428,7 +428,9 @@ extern "C" fn sim_cp_async(ctx: *const SimCtx, dst: *mut u8, src: *const u8, src
     let base = ctx.shared.cast::<u8>() as usize;
     let at = (dst as usize).wrapping_sub(base);
     assert!(
-        at + 16 <= ctx.shared_bytes.max(0) as usize && at % 16 == 0 && src as usize % 16 == 0,
+        at + 16 <= ctx.shared_bytes.max(0) as usize
+            && at.is_multiple_of(16)
+            && (src as usize).is_multiple_of(16),
         "cp.async to shared byte {at} of {} from {src:p}: outside the shared memory or not 16-byte aligned",
         ctx.shared_bytes
     );
