@@ -1254,27 +1254,44 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let es = 4 * self.tiling.kw / self.kstep();
         let per_chunk = 16 / es;
         let chunks = self.tiling.kw / 4;
-        let i8t = ir.ctx.i8_type();
         self.per_thread(p, "cpa", side.rows * chunks, |c| {
             let (x, q) = (self.udiv(c, self.k(chunks))?, self.urem(c, self.k(chunks))?);
             let xg = ir.add(side.x0, x)?;
             let kg = ir.add(k0, ir.mul(q, self.k(per_chunk))?)?;
-            let left = self.ex.max(ir.sub(k, kg)?, self.k(0))?;
-            let valid = ir.min(left, self.k(per_chunk))?;
-            let valid =
-                ir.b.build_select(self.lt(xg, side.bound)?, valid, self.k(0), "")?
-                    .into_int_value();
             let idx = ir.add(side.off, ir.mad(xg, side.ld, kg)?)?;
-            let some = self.lt(self.k(0), valid)?;
-            let idx =
-                ir.b.build_select(some, idx, self.k(0), "")?
-                    .into_int_value();
-            let src = unsafe {
-                ir.b.build_in_bounds_gep(i8t, side.base, &[ir.mul(idx, self.k(es))?], "")?
-            };
             let to = ir.at(dst, self.staged_word(x, ir.mul(q, self.k(4))?)?)?;
-            self.simt.cp_async16(to, src, ir.mul(valid, self.k(es))?)
+            let row_ok = self.lt(xg, side.bound)?;
+            self.copy_chunk(to, (side.base, idx), row_ok, ir.sub(k, kg)?, es)
         })
+    }
+
+    /// One `cp.async` of 16 bytes to `to` from element `idx` of `base` (elements of `es`
+    /// bytes), of which `left` remain in the source row from there: at most 16 / `es`
+    /// are read, none where `row_ok` is false, and the rest of the 16 bytes zero-filled.
+    /// Where nothing is read the source is element 0, never an address past the operand.
+    fn copy_chunk(
+        &self,
+        to: PointerValue<'ctx>,
+        (base, idx): (PointerValue<'ctx>, IntValue<'ctx>),
+        row_ok: IntValue<'ctx>,
+        left: IntValue<'ctx>,
+        es: u64,
+    ) -> IrResult<()> {
+        let ir = self.ir;
+        let left = self.ex.max(left, self.k(0))?;
+        let valid = ir.min(left, self.k(16 / es))?;
+        let valid =
+            ir.b.build_select(row_ok, valid, self.k(0), "")?
+                .into_int_value();
+        let some = self.lt(self.k(0), valid)?;
+        let idx =
+            ir.b.build_select(some, idx, self.k(0), "")?
+                .into_int_value();
+        let i8t = ir.ctx.i8_type();
+        let src = unsafe {
+            ir.b.build_in_bounds_gep(i8t, base, &[ir.mul(idx, self.k(es))?], "")?
+        };
+        self.simt.cp_async16(to, src, ir.mul(valid, self.k(es))?)
     }
 
     /// [`Gen::stage_side`] element by element.
@@ -2270,7 +2287,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             corr[r] = m.select(
                                 none,
                                 m.c(1.0),
-                                self.exp2_fast(ir.b.build_float_sub(old, news[r], "")?)?,
+                                self.simt.ex2(ir.b.build_float_sub(old, news[r], "")?)?,
                             )?;
                         }
                         // P, each row's part of its sum in this lane.
@@ -2280,7 +2297,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                 let r = e / 2;
                                 let off =
                                     ir.b.build_float_compare(FloatPredicate::OEQ, *x, neg_inf, "")?;
-                                let pr = self.exp2_fast(ir.b.build_float_sub(*x, news[r], "")?)?;
+                                let pr = self.simt.ex2(ir.b.build_float_sub(*x, news[r], "")?)?;
                                 *x = m.select(off, m.c(0.0), pr)?;
                                 sums[r] = ir.b.build_float_add(sums[r], *x, "")?;
                             }
@@ -2432,7 +2449,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             return elements();
         }
         let chunks = width / per_chunk;
-        let i8t = ir.ctx.i8_type();
         // Chunk c of row r is copy r · chunks + c; where the block's threads are whole
         // rows of chunks, a thread's chunk is the same in every row it copies, so its
         // column, zero fill and source offset are worked out once.
@@ -2445,21 +2461,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let chunk = |r: IntValue<'ctx>, q: IntValue<'ctx>| -> IrResult<()> {
             let key = ir.add(c0, r)?;
             let col = ir.mul(q, self.k(per_chunk))?;
-            let left = self.ex.max(ir.sub(lim, col)?, self.k(0))?;
-            let valid = ir.min(left, self.k(per_chunk))?;
-            let valid =
-                ir.b.build_select(self.lt(key, nk)?, valid, self.k(0), "")?
-                    .into_int_value();
-            // Never an address past the view where nothing is read.
             let idx = ir.add(ir.mul(key, st[2])?, col)?;
-            let idx =
-                ir.b.build_select(self.lt(self.k(0), valid)?, idx, self.k(0), "")?
-                    .into_int_value();
-            let src = unsafe {
-                ir.b.build_in_bounds_gep(i8t, row0, &[ir.mul(idx, self.k(es))?], "")?
-            };
             let to = ir.at(tile, ir.mad(r, self.k(w), ir.mul(q, self.k(4))?)?)?;
-            self.simt.cp_async16(to, src, ir.mul(valid, self.k(es))?)
+            self.copy_chunk(to, (row0, idx), self.lt(key, nk)?, ir.sub(lim, col)?, es)
         };
         match col_of {
             Some(q) => {
@@ -2524,35 +2528,15 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(out)
     }
 
-    /// e^x for attention's softmax: [`Gen::exp2_fast`] of x · log₂e.
+    /// e^x for attention's softmax: [`Simt::ex2`] of x · log₂e — one special-function
+    /// instruction on a GPU instead of the ~20 of [`Math::exp`]'s polynomial, which would
+    /// otherwise outweigh a tile step's `mma`s (FlashAttention computes its exps so too;
+    /// the tiles keep their scores scaled by log₂e and call `ex2` directly). Its error
+    /// (2 ulp, plus the rounding of the scaled argument: ~1e-6 relative for the scores
+    /// that matter) is far inside the 1e-4 an f32 model is held to.
     fn exp_fast(&self, x: FloatValue<'ctx>) -> IrResult<FloatValue<'ctx>> {
         let log2e = Math { ir: self.ir }.c(std::f64::consts::LOG2_E);
-        self.exp2_fast(self.ir.b.build_float_mul(x, log2e, "")?)
-    }
-
-    /// 2^x for attention's softmax: on a GPU `ex2.approx.ftz.f32` — one special-function
-    /// instruction instead of the ~20 of [`Math::exp`]'s polynomial, which would
-    /// otherwise outweigh a tile step's `mma`s (FlashAttention computes its exps so too,
-    /// its scores kept scaled by log₂e as the tiles keep theirs). Its error (2 ulp, plus
-    /// the rounding of the scaled scores: ~1e-6 relative for the scores that matter) is
-    /// far inside the 1e-4 an f32 model is held to; below 2^−126 it flushes to zero, as
-    /// [`Math::exp`] does below e^−87. The simulator takes [`Math::exp`] of x · ln 2.
-    fn exp2_fast(&self, x: FloatValue<'ctx>) -> IrResult<FloatValue<'ctx>> {
-        let ir = self.ir;
-        let m = Math { ir };
-        match self.simt.mode {
-            Mode::Host => m.exp(ir.b.build_float_mul(x, m.c(std::f64::consts::LN_2), "")?),
-            Mode::Ptx { .. } => {
-                let name = "llvm.nvvm.ex2.approx.ftz.f";
-                let decl = inkwell::intrinsics::Intrinsic::find(name)
-                    .and_then(|i| i.get_declaration(&ir.module, &[]))
-                    .ok_or_else(|| IrError(format!("LLVM has no {name}")))?;
-                match ir.b.build_call(decl, &[x.into()], "")?.try_as_basic_value() {
-                    inkwell::values::ValueKind::Basic(v) => Ok(v.into_float_value()),
-                    _ => Err(IrError(format!("{name} returned nothing"))),
-                }
-            }
-        }
+        self.simt.ex2(self.ir.b.build_float_mul(x, log2e, "")?)
     }
 
     /// Word `col` of row `row` of a shared-memory tile whose rows are `stride` words apart.

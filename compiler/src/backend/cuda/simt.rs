@@ -796,6 +796,27 @@ impl<'a, 'ctx> Simt<'a, 'ctx> {
         }
     }
 
+    /// 2^x by `ex2.approx.ftz.f32` (2 ulp; below 2^−126 zero). The simulator takes the
+    /// CPU's polynomial e^x of x · ln 2 (it has no special-function unit), which flushes
+    /// to zero below e^−87 alike.
+    pub fn ex2(&self, x: FloatValue<'ctx>) -> IrResult<FloatValue<'ctx>> {
+        let ir = self.ir;
+        let m = crate::backend::llvm::math::Math { ir };
+        match self.mode {
+            Mode::Host => m.exp(ir.b.build_float_mul(x, m.c(std::f64::consts::LN_2), "")?),
+            Mode::Ptx { .. } => {
+                let name = "llvm.nvvm.ex2.approx.ftz.f";
+                let decl = inkwell::intrinsics::Intrinsic::find(name)
+                    .and_then(|i| i.get_declaration(&ir.module, &[]))
+                    .ok_or_else(|| IrError(format!("LLVM has no {name}")))?;
+                match ir.b.build_call(decl, &[x.into()], "")?.try_as_basic_value() {
+                    inkwell::values::ValueKind::Basic(v) => Ok(v.into_float_value()),
+                    _ => Err(IrError(format!("{name} returned nothing"))),
+                }
+            }
+        }
+    }
+
     /// A call of an intrinsic that returns nothing.
     fn void_intrinsic(
         &self,

@@ -395,30 +395,7 @@ impl<'ctx> Ir<'ctx> {
         then: impl FnOnce() -> IrResult<Vec<BasicValueEnum<'ctx>>>,
         otherwise: &[BasicValueEnum<'ctx>],
     ) -> IrResult<Vec<BasicValueEnum<'ctx>>> {
-        let pre = self.current_block()?;
-        let then_bb = self.ctx.append_basic_block(f, &format!("{name}.then"));
-        let join = self.ctx.append_basic_block(f, &format!("{name}.join"));
-        self.b.build_conditional_branch(cond, then_bb, join)?;
-        self.b.position_at_end(then_bb);
-        let vals = then()?;
-        if vals.len() != otherwise.len() {
-            return Err(IrError(format!(
-                "{name}: {} values for {}",
-                vals.len(),
-                otherwise.len()
-            )));
-        }
-        let end = self.current_block()?;
-        self.b.build_unconditional_branch(join)?;
-        self.b.position_at_end(join);
-        vals.iter()
-            .zip(otherwise)
-            .map(|(v, o)| {
-                let phi = self.b.build_phi(o.get_type(), "")?;
-                phi.add_incoming(&[(v, end), (o, pre)]);
-                Ok(phi.as_basic_value())
-            })
-            .collect()
+        self.if_else_values(f, name, cond, then, || Ok(otherwise.to_vec()))
     }
 
     /// `if cond { then() } else { otherwise() }` for values: both emit their code and
